@@ -1,0 +1,22 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from licenses.views import healthz
+
+api_v1 = [
+    path("", include("licenses.urls")),
+    path("", include("widgets.urls.api")),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("healthz", healthz, name="healthz"),
+    path("app/", include("widgets.urls.configurator")),
+    path("", include("widgets.urls.embed")),
+    path("", include("chatkit.urls")),
+    path("", include("realtime.urls")),
+]

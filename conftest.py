@@ -1,0 +1,116 @@
+"""Shared fixtures: the three personas (owner and member of agency A, outsider from agency B)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from rest_framework.test import APIClient
+
+from licenses.models import Membership
+from licenses.tests.factories import AgencyFactory, LicenseFactory, MembershipFactory, UserFactory
+from widgets.services import widget_publish
+from widgets.tests.factories import WidgetFactory
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache_and_eager_celery(settings):
+    """Each test starts with an empty cache; Celery runs tasks in-process (no worker in tests)."""
+    from django.core.cache import cache
+
+    from config.celery import app
+
+    cache.clear()
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def artifacts_dir() -> str:
+    path = os.environ.get("ARTIFACTS_DIR") or os.path.join(os.path.dirname(__file__), "artifacts")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def agency_a(db):
+    return AgencyFactory(name="Agency A", slug="agency-a")
+
+
+@pytest.fixture
+def agency_b(db):
+    return AgencyFactory(name="Agency B", slug="agency-b")
+
+
+def _member(agency, username: str, role: str):
+    user = UserFactory(username=username)
+    MembershipFactory(user=user, agency=agency, role=role)
+    return user
+
+
+@pytest.fixture
+def owner(agency_a):
+    return _member(agency_a, "owner-a", Membership.Role.OWNER)
+
+
+@pytest.fixture
+def member(agency_a):
+    """An editor of agency A."""
+    return _member(agency_a, "member-a", Membership.Role.EDITOR)
+
+
+@pytest.fixture
+def viewer(agency_a):
+    return _member(agency_a, "viewer-a", Membership.Role.VIEWER)
+
+
+@pytest.fixture
+def outsider(agency_b):
+    return _member(agency_b, "outsider-b", Membership.Role.OWNER)
+
+
+@pytest.fixture
+def staff(db):
+    return UserFactory(username="staff", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def license_a(agency_a):
+    return LicenseFactory(agency=agency_a, client_name="Client A")
+
+
+@pytest.fixture
+def license_b(agency_b):
+    return LicenseFactory(agency=agency_b, client_name="Client B")
+
+
+@pytest.fixture
+def widget_a(license_a, owner):
+    """A published n8n widget of agency A."""
+    widget = WidgetFactory(license=license_a, name="Widget A", created_by=owner)
+    widget_publish(widget=widget, user=owner, membership=owner.memberships.get())
+    widget.refresh_from_db()
+    return widget
+
+
+@pytest.fixture
+def widget_b(license_b, outsider):
+    widget = WidgetFactory(license=license_b, name="Widget B")
+    widget_publish(widget=widget, user=outsider, membership=outsider.memberships.get())
+    widget.refresh_from_db()
+    return widget
+
+
+@pytest.fixture
+def api():
+    """An API client factory: api(user) is signed in as user, api() is anonymous."""
+
+    def make(user=None) -> APIClient:
+        client = APIClient()
+        if user is not None:
+            client.force_authenticate(user)
+        return client
+
+    return make

@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+import secrets
+from datetime import date
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from simple_history.models import HistoricalRecords
+
+from licenses.fields import EncryptedJSONField
+
+LICENSE_KEY_PREFIX = "lic_"
+
+DEFAULT_LIMITS: dict[str, int] = {
+    "max_widgets": 5,
+    "monthly_conversations": 1000,
+    "monthly_voice_minutes": 300,
+    "max_concurrent_voice_sessions": 5,
+}
+
+
+def new_license_key() -> str:
+    # 18 random bytes -> 24 url-safe characters.
+    return LICENSE_KEY_PREFIX + secrets.token_urlsafe(18)
+
+
+def default_limits() -> dict[str, int]:
+    return dict(DEFAULT_LIMITS)
+
+
+class Agency(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=80, unique=True)
+    crm_webhook_url = models.URLField(blank=True, help_text="Leads are POSTed here, signed with HMAC-SHA256.")
+    secrets = EncryptedJSONField(help_text="Encrypted: crm_webhook_secret.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "agencies"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        OWNER = "owner", "Owner"
+        ADMIN = "admin", "Admin"
+        EDITOR = "editor", "Editor"
+        VIEWER = "viewer", "Viewer"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    agency = models.ForeignKey(Agency, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.EDITOR)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "agency"], name="membership_unique_user_agency")]
+        ordering = ["agency__name"]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.agency} ({self.role})"
+
+    RANK = {Role.VIEWER: 0, Role.EDITOR: 1, Role.ADMIN: 2, Role.OWNER: 3}
+
+    def has_role(self, minimum: str) -> bool:
+        return self.RANK[self.role] >= self.RANK[minimum]
+
+    @property
+    def can_edit(self) -> bool:
+        return self.has_role(self.Role.EDITOR)
+
+    @property
+    def can_publish(self) -> bool:
+        return self.has_role(self.Role.ADMIN)
+
+
+class License(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        SUSPENDED = "suspended", "Suspended"
+        REVOKED = "revoked", "Revoked"
+
+    key = models.CharField(max_length=64, unique=True, default=new_license_key)
+    agency = models.ForeignKey(Agency, on_delete=models.PROTECT, related_name="licenses")
+    client_name = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    starts_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty means no expiry.")
+    grace_days = models.PositiveIntegerField(default=0, help_text="Days the license keeps serving after expiry.")
+    allowed_domains = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Hosts allowed to embed: exact host (optionally with :port) or *.example.com.",
+    )
+    limits = models.JSONField(default=default_limits, blank=True)
+    notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["client_name"]
+        indexes = [models.Index(fields=["agency", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.client_name} ({self.key[:10]}…)"
+
+    def limit(self, name: str) -> int:
+        value: Any = (self.limits or {}).get(name, DEFAULT_LIMITS[name])
+        return int(value)
+
+    @property
+    def max_widgets(self) -> int:
+        return self.limit("max_widgets")
+
+    @property
+    def monthly_conversations(self) -> int:
+        return self.limit("monthly_conversations")
+
+    @property
+    def monthly_voice_minutes(self) -> int:
+        return self.limit("monthly_voice_minutes")
+
+    @property
+    def max_concurrent_voice_sessions(self) -> int:
+        return self.limit("max_concurrent_voice_sessions")
+
+
+class LicenseUsage(models.Model):
+    """Monthly usage counters of one license, updated with atomic F() increments."""
+
+    license = models.ForeignKey(License, on_delete=models.CASCADE, related_name="usage")
+    month = models.DateField(help_text="First day of the month (UTC).")
+    conversations = models.PositiveIntegerField(default=0)
+    chatkit_sessions = models.PositiveIntegerField(default=0)
+    voice_sessions = models.PositiveIntegerField(default=0)
+    voice_seconds = models.FloatField(default=0)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["license", "month"], name="usage_unique_license_month")]
+        ordering = ["-month"]
+
+    def __str__(self) -> str:
+        return f"{self.license_id} {self.month:%Y-%m}"
+
+    @property
+    def voice_minutes(self) -> float:
+        return round(self.voice_seconds / 60.0, 2)
+
+
+def month_start(day: date) -> date:
+    return day.replace(day=1)
+
+

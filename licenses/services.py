@@ -1,0 +1,226 @@
+"""Writes for agencies, memberships, licenses and usage. Keyword-only, atomic."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.text import slugify
+
+from config.api import ApiError
+from licenses.domains import DomainError, domain_normalize
+from licenses.models import DEFAULT_LIMITS, Agency, License, LicenseUsage, Membership, month_start, new_license_key
+
+
+def agency_create(*, name: str, slug: str | None = None, owner: AbstractBaseUser | None = None) -> Agency:
+    slug = slugify(slug or name)[:80]
+    if not slug:
+        raise ApiError("invalid", "Give the agency a name with letters or digits.", fields={"name": ["Required."]})
+    if Agency.objects.filter(slug=slug).exists():
+        raise ApiError("duplicate_slug", f"An agency with the slug '{slug}' already exists; choose another.",
+                       fields={"slug": ["Already taken."]})
+    try:
+        with transaction.atomic():
+            agency = Agency.objects.create(name=name.strip(), slug=slug)
+            if owner is not None:
+                Membership.objects.create(user=owner, agency=agency, role=Membership.Role.OWNER)
+    except IntegrityError:
+        raise ApiError("duplicate_slug", f"An agency with the slug '{slug}' already exists; choose another.",
+                       fields={"slug": ["Already taken."]})
+    return agency
+
+
+def membership_set(*, agency: Agency, user: AbstractBaseUser, role: str) -> Membership:
+    if role not in Membership.Role.values:
+        raise ApiError("invalid", f"Unknown role {role!r}.", fields={"role": [f"One of {Membership.Role.values}."]})
+    with transaction.atomic():
+        membership, _ = Membership.objects.select_for_update().get_or_create(
+            agency=agency, user=user, defaults={"role": role}
+        )
+        if membership.role != role:
+            _ensure_owner_left(agency=agency, leaving=membership, new_role=role)
+            membership.role = role
+            membership.save(update_fields=["role"])
+    return membership
+
+
+def membership_remove(*, membership: Membership) -> None:
+    with transaction.atomic():
+        _ensure_owner_left(agency=membership.agency, leaving=membership, new_role=None)
+        membership.delete()
+
+
+def _ensure_owner_left(*, agency: Agency, leaving: Membership, new_role: str | None) -> None:
+    if leaving.role != Membership.Role.OWNER or new_role == Membership.Role.OWNER:
+        return
+    others = Membership.objects.filter(agency=agency, role=Membership.Role.OWNER).exclude(pk=leaving.pk)
+    if not others.exists():
+        raise ApiError("last_owner", "An agency needs at least one owner; make someone else owner first.")
+
+
+def domains_normalize(*, domains: list[str] | Any) -> list[str]:
+    if not isinstance(domains, list):
+        raise ApiError(
+            "invalid", "allowed_domains must be a list of hosts.", fields={"allowed_domains": ["Not a list."]}
+        )
+    out: list[str] = []
+    errors: dict[str, list[str]] = {}
+    for index, raw in enumerate(domains):
+        try:
+            value = domain_normalize(str(raw))
+        except DomainError as exc:
+            errors[f"allowed_domains[{index}]"] = [str(exc)]
+            continue
+        if value not in out:
+            out.append(value)
+    if errors:
+        first = next(iter(errors.values()))[0]
+        raise ApiError("invalid", first, fields=errors)
+    return out
+
+
+def limits_normalize(*, limits: dict[str, Any] | None) -> dict[str, int]:
+    merged = dict(DEFAULT_LIMITS)
+    errors: dict[str, list[str]] = {}
+    for name, value in (limits or {}).items():
+        if name not in DEFAULT_LIMITS:
+            errors[f"limits.{name}"] = [f"Unknown limit; use one of {sorted(DEFAULT_LIMITS)}."]
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            errors[f"limits.{name}"] = ["Must be a whole number, 0 or more."]
+            continue
+        merged[name] = value
+    if errors:
+        raise ApiError("invalid", next(iter(errors.values()))[0], fields=errors)
+    return merged
+
+
+def license_create(
+    *,
+    agency: Agency,
+    client_name: str,
+    allowed_domains: list[str] | None = None,
+    limits: dict[str, Any] | None = None,
+    starts_at: datetime | None = None,
+    expires_at: datetime | None = None,
+    grace_days: int = 0,
+    notes: str = "",
+) -> License:
+    if not client_name or not client_name.strip():
+        raise ApiError("invalid", "client_name: enter the client's name.", fields={"client_name": ["Required."]})
+    if starts_at and expires_at and expires_at <= starts_at:
+        raise ApiError("invalid", "expires_at must be after starts_at.", fields={"expires_at": ["Before start."]})
+    return License.objects.create(
+        agency=agency,
+        client_name=client_name.strip(),
+        allowed_domains=domains_normalize(domains=allowed_domains or []),
+        limits=limits_normalize(limits=limits),
+        starts_at=starts_at,
+        expires_at=expires_at,
+        grace_days=grace_days,
+        notes=notes,
+    )
+
+
+def license_update(*, license: License, **changes: Any) -> License:
+    allowed = {"client_name", "allowed_domains", "limits", "starts_at", "expires_at", "grace_days", "notes"}
+    unknown = set(changes) - allowed
+    if unknown:
+        raise ApiError("invalid", f"Cannot change {sorted(unknown)} here.")
+    if "allowed_domains" in changes:
+        changes["allowed_domains"] = domains_normalize(domains=changes["allowed_domains"])
+    if "limits" in changes:
+        changes["limits"] = limits_normalize(limits={**(license.limits or {}), **(changes["limits"] or {})})
+    for name, value in changes.items():
+        setattr(license, name, value)
+    license.save()
+    return license
+
+
+def _set_status(license: License, status: str) -> License:
+    license.status = status
+    license.save(update_fields=["status", "updated_at"])
+    return license
+
+
+def license_suspend(*, license: License) -> License:
+    return _set_status(license, License.Status.SUSPENDED)
+
+
+def license_revoke(*, license: License) -> License:
+    return _set_status(license, License.Status.REVOKED)
+
+
+def license_reactivate(*, license: License) -> License:
+    return _set_status(license, License.Status.ACTIVE)
+
+
+def license_extend(*, license: License, days: int = 365) -> License:
+    """Push expiry out by `days` from the later of now and the current expiry."""
+    base = max(license.expires_at or timezone.now(), timezone.now())
+    license.expires_at = base + timedelta(days=days)
+    license.save(update_fields=["expires_at", "updated_at"])
+    return license
+
+
+def license_rotate_key(*, license: License) -> License:
+    """A new key at once; the old one stops working immediately (it no longer exists)."""
+    license.key = new_license_key()
+    license.save(update_fields=["key", "updated_at"])
+    return license
+
+
+def usage_increment(
+    *,
+    license: License | int,
+    now: datetime | None = None,
+    conversations: int = 0,
+    chatkit_sessions: int = 0,
+    voice_sessions: int = 0,
+    voice_seconds: float = 0.0,
+    cost_usd: Decimal | float = 0,
+) -> None:
+    """Atomic monthly counters: a conditional UPDATE, creating the month's row on first use."""
+    license_id = license.pk if isinstance(license, License) else license
+    month = month_start((now or timezone.now()).date())
+    deltas = {
+        "conversations": F("conversations") + conversations,
+        "chatkit_sessions": F("chatkit_sessions") + chatkit_sessions,
+        "voice_sessions": F("voice_sessions") + voice_sessions,
+        "voice_seconds": F("voice_seconds") + voice_seconds,
+        "cost_usd": F("cost_usd") + Decimal(str(cost_usd)),
+        "updated_at": timezone.now(),
+    }
+    if LicenseUsage.objects.filter(license_id=license_id, month=month).update(**deltas):
+        return
+    try:
+        with transaction.atomic():
+            LicenseUsage.objects.create(license_id=license_id, month=month)
+    except IntegrityError:
+        pass  # another request created the row first
+    LicenseUsage.objects.filter(license_id=license_id, month=month).update(**deltas)
+
+
+def secrets_reencrypt() -> int:
+    """Re-encrypt every stored secret with the first key of FIELD_ENCRYPTION_KEYS."""
+    from django.apps import apps
+
+    from licenses.fields import EncryptedJSONField
+
+    count = 0
+    for model in apps.get_models():
+        fields = [f for f in model._meta.concrete_fields if isinstance(f, EncryptedJSONField)]
+        if not fields:
+            continue
+        for obj in model._default_manager.all().iterator():
+            # Loading decrypts with any key; saving encrypts with the first.
+            model._default_manager.filter(pk=obj.pk).update(
+                **{f.attname: f.get_prep_value(getattr(obj, f.attname)) for f in fields}
+            )
+            count += 1
+    return count

@@ -1,0 +1,103 @@
+"""Idempotent demo data: an agency, an owner, a staff superuser, a license and two published widgets."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from licenses.models import Agency, License, Membership
+from licenses.services import license_create
+from widgets.models import KnowledgeEntry, Product, Widget
+from widgets.services import widget_create, widget_publish
+
+OWNER = ("owner", "owner@demo.test", "demo-owner-pass")
+STAFF = ("staff", "staff@demo.test", "demo-staff-pass")
+
+N8N_CONFIG = {
+    "connection": {"provider": "n8n", "n8n": {"webhook_url": "http://127.0.0.1:5678/webhook/demo/chat"}},
+    "appearance": {"n8n": {"title": "Demo Store", "subtitle": "Ask about phones and trade-ins"}},
+    "behaviour": {"starter_prompts": ["Phones under $500?", "How do trade-ins work?"]},
+    "voice": {"enabled": True, "tools": {"search_knowledge": True, "search_products": True,
+                                        "start_trade_in": True, "create_meeting_link": True, "log_lead": True}},
+    "tools": {"booking_url": "https://cal.example.com/demo-store"},
+}
+CHATKIT_CONFIG = {
+    "connection": {"provider": "chatkit", "chatkit": {"mode": "server"}},
+    "appearance": {"chatkit": {"accent_color": "#0f766e", "radius": "round"}},
+    "behaviour": {"greeting": "Welcome to the Demo Store assistant.", "starter_prompts": ["What's on sale?"]},
+}
+
+
+class Command(BaseCommand):
+    help = "Create demo data (idempotent). Prints the logins it sets."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--force", action="store_true", help="Allow default passwords with DEBUG off.")
+
+    @transaction.atomic
+    def handle(self, *args, force: bool = False, **options):
+        if not settings.DEBUG and not force:
+            raise CommandError("DEBUG is off: refusing to create users with default passwords. Use --force.")
+        User = get_user_model()
+        owner, owner_new = User.objects.get_or_create(username=OWNER[0], defaults={"email": OWNER[1]})
+        if owner_new:
+            owner.set_password(OWNER[2])
+            owner.save()
+        staff, staff_new = User.objects.get_or_create(
+            username=STAFF[0], defaults={"email": STAFF[1], "is_staff": True, "is_superuser": True}
+        )
+        if staff_new:
+            staff.set_password(STAFF[2])
+            staff.save()
+
+        agency, _ = Agency.objects.get_or_create(slug="demo-agency", defaults={"name": "Demo Agency"})
+        membership, _ = Membership.objects.get_or_create(
+            user=owner, agency=agency, defaults={"role": Membership.Role.OWNER}
+        )
+        license = License.objects.filter(agency=agency, client_name="Demo Store").first()
+        if license is None:
+            license = license_create(
+                agency=agency, client_name="Demo Store", allowed_domains=["localhost", "127.0.0.1"],
+                notes="Created by seed_demo.",
+            )
+        for name, config in (("Demo n8n chat", N8N_CONFIG), ("Demo ChatKit", CHATKIT_CONFIG)):
+            widget = Widget.objects.filter(license=license, name=name).first()
+            if widget is None:
+                widget = widget_create(license=license, user=owner, membership=membership, name=name, config=config)
+                widget_publish(widget=widget, user=owner, membership=membership, note="Seeded")
+            self._seed_data(widget)
+
+        self.stdout.write(self.style.SUCCESS("Demo data ready."))
+        self.stdout.write(f"  agency owner : {OWNER[0]} / {OWNER[2]}   (sign in at /app/)")
+        self.stdout.write(f"  staff        : {STAFF[0]} / {STAFF[2]}   (sign in at /admin/)")
+        self.stdout.write(f"  license key  : {license.key}")
+        for widget in license.widgets.order_by("id"):
+            self.stdout.write(f"  widget       : {widget.public_id} ({widget.widget_type}) {widget.name}")
+
+    def _seed_data(self, widget: Widget) -> None:
+        if not widget.knowledge.exists():
+            KnowledgeEntry.objects.bulk_create([
+                KnowledgeEntry(widget=widget, question="What are your opening hours?",
+                               answer="We are open Monday to Saturday, 9am to 6pm.", position=1),
+                KnowledgeEntry(widget=widget, question="How do trade-ins work?",
+                               answer="Bring or ship your old phone; we quote within a day and credit your order.",
+                               position=2),
+                KnowledgeEntry(widget=widget, question="What is your return policy?",
+                               answer="Returns are free within 30 days of delivery.", position=3),
+            ])
+        if not widget.products.exists():
+            Product.objects.bulk_create([
+                Product(widget=widget, sku="PX-8A", title="Pixel 8a", price=Decimal("449.00"),
+                        description="6.1-inch, great camera", url="https://shop.example.com/pixel-8a",
+                        image_url="https://shop.example.com/img/pixel-8a.png"),
+                Product(widget=widget, sku="IP-15", title="iPhone 15", price=Decimal("699.00"),
+                        description="A16 chip, USB-C", url="https://shop.example.com/iphone-15",
+                        image_url="https://shop.example.com/img/iphone-15.png"),
+                Product(widget=widget, sku="GS-A55", title="Galaxy A55", price=Decimal("399.00"),
+                        description="Long battery life", url="https://shop.example.com/galaxy-a55",
+                        image_url="https://shop.example.com/img/galaxy-a55.png"),
+            ])

@@ -1,0 +1,221 @@
+from __future__ import annotations
+
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.db.models.fields.json import KT
+
+from licenses.fields import EncryptedJSONField
+from licenses.models import License
+
+
+def new_public_id() -> str:
+    return "wgt_" + secrets.token_urlsafe(12)
+
+
+def new_token_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+class WidgetType(models.TextChoices):
+    N8N = "n8n", "n8n chat"
+    CHATKIT = "chatkit", "OpenAI ChatKit"
+
+
+def _type_follows_provider(name: str) -> models.CheckConstraint:
+    # The database itself refuses a chatkit config stored as widget_type='n8n' (seed 002, bug 1).
+    return models.CheckConstraint(
+        condition=Q(widget_type=KT("config__connection__provider")), name=name
+    )
+
+
+class Widget(models.Model):
+    public_id = models.CharField(max_length=40, unique=True, default=new_public_id, editable=False)
+    license = models.ForeignKey(License, on_delete=models.CASCADE, related_name="widgets")
+    name = models.CharField(max_length=200)
+    widget_type = models.CharField(max_length=16, choices=WidgetType.choices, default=WidgetType.N8N)
+    config = models.JSONField(help_text="The draft config (see widgets/config_schema.py).")
+    revision = models.PositiveIntegerField(default=1, help_text="Bumped on every draft save; guards stale edits.")
+    published_version = models.ForeignKey(
+        "WidgetVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    secrets = EncryptedJSONField(help_text="Encrypted provider credentials; never serialised.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [_type_follows_provider("widget_type_follows_provider")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.public_id})"
+
+    @property
+    def has_unpublished_changes(self) -> bool:
+        return self.published_version is None or self.published_version.config != self.config
+
+
+class WidgetVersion(models.Model):
+    widget = models.ForeignKey(Widget, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    widget_type = models.CharField(max_length=16, choices=WidgetType.choices)
+    config = models.JSONField()
+    note = models.CharField(max_length=300, blank=True)
+    published_at = models.DateTimeField(auto_now_add=True)
+    published_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["widget", "number"], name="version_unique_number"),
+            _type_follows_provider("version_type_follows_provider"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.widget_id} v{self.number}"
+
+
+class Channel(models.TextChoices):
+    CHAT = "chat", "Chat (n8n)"
+    CHATKIT = "chatkit", "ChatKit"
+    VOICE = "voice", "Voice"
+
+
+class Conversation(models.Model):
+    widget = models.ForeignKey(Widget, on_delete=models.CASCADE, related_name="conversations")
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    visitor_id = models.CharField(max_length=128, blank=True, db_index=True)
+    session_id = models.CharField(max_length=200, blank=True, db_index=True)
+    is_preview = models.BooleanField(default=False)
+    started_at = models.DateTimeField(auto_now_add=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=64, blank=True)
+    usage = models.JSONField(default=dict, blank=True, help_text="Token counts summed from upstream events.")
+    audio_in_seconds = models.FloatField(default=0)
+    audio_out_seconds = models.FloatField(default=0)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["widget", "channel", "session_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.channel} {self.session_id or self.pk}"
+
+
+class Message(models.Model):
+    """One message per turn (never per delta)."""
+
+    class Role(models.TextChoices):
+        USER = "user", "Visitor"
+        ASSISTANT = "assistant", "Assistant"
+        TOOL = "tool", "Tool"
+        SYSTEM = "system", "System"
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    text = models.TextField(blank=True)
+    payload = models.JSONField(default=dict, blank=True, help_text="Structured UI events of this turn.")
+    item_id = models.CharField(max_length=100, blank=True, help_text="Upstream item id, for voice turns.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.text[:40]}"
+
+
+class Lead(models.Model):
+    class Delivery(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "No CRM webhook"
+
+    widget = models.ForeignKey(Widget, on_delete=models.CASCADE, related_name="leads")
+    conversation = models.ForeignKey(Conversation, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="leads")
+    source = models.CharField(max_length=32, default="voice", help_text="voice, chat, chatkit, trade_in_form")
+    name = models.CharField(max_length=200, blank=True)
+    email = models.EmailField(blank=True)
+    phone = models.CharField(max_length=50, blank=True)
+    interest = models.CharField(max_length=500, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    delivery_status = models.CharField(max_length=16, choices=Delivery.choices, default=Delivery.PENDING)
+    delivery_attempts = models.PositiveIntegerField(default=0)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name or self.email or 'lead'} ({self.widget_id})"
+
+
+class KnowledgeEntry(models.Model):
+    widget = models.ForeignKey(Widget, on_delete=models.CASCADE, related_name="knowledge")
+    question = models.CharField(max_length=500, help_text="Title or question.")
+    answer = models.TextField()
+    tags = models.CharField(max_length=300, blank=True)
+    position = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+        verbose_name_plural = "knowledge entries"
+
+    def __str__(self) -> str:
+        return self.question
+
+
+class Product(models.Model):
+    widget = models.ForeignKey(Widget, on_delete=models.CASCADE, related_name="products")
+    sku = models.CharField(max_length=100, blank=True)
+    title = models.CharField(max_length=300)
+    description = models.TextField(blank=True)
+    price = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    currency = models.CharField(max_length=3, default="USD")
+    image_url = models.URLField(max_length=2000, blank=True)
+    url = models.URLField(max_length=2000, blank=True)
+    in_stock = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["title", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["widget", "sku"], condition=~Q(sku=""), name="product_unique_sku"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class PreviewLink(models.Model):
+    """A signed, expiring, revocable link that shows a widget's draft to someone without an account."""
+
+    widget = models.ForeignKey(Widget, on_delete=models.CASCADE, related_name="preview_links")
+    token_id = models.CharField(max_length=40, unique=True, default=new_token_id, editable=False)
+    label = models.CharField(max_length=200, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"preview {self.token_id} of {self.widget_id}"

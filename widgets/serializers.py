@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from widgets.models import Widget, WidgetVersion
+from widgets.services import secrets_status
+
+
+class WidgetVersionSerializer(serializers.ModelSerializer):
+    published_by = serializers.CharField(source="published_by.username", default=None, read_only=True)
+
+    class Meta:
+        model = WidgetVersion
+        fields = ["number", "widget_type", "config", "note", "published_at", "published_by"]
+        read_only_fields = fields
+
+
+class WidgetSerializer(serializers.ModelSerializer):
+    license = serializers.CharField(source="license.key", read_only=True)
+    published_version = serializers.IntegerField(source="published_version.number", default=None, read_only=True)
+    has_unpublished_changes = serializers.BooleanField(read_only=True)
+    secrets = serializers.SerializerMethodField(help_text="Whether each secret is set, and its last 4 characters.")
+
+    class Meta:
+        model = Widget
+        fields = [
+            "public_id", "license", "name", "widget_type", "config", "revision", "published_version",
+            "has_unpublished_changes", "secrets", "created_at", "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_secrets(self, obj: Widget) -> dict:
+        return secrets_status(widget=obj)
+
+
+class WidgetCreateSerializer(serializers.Serializer):
+    license = serializers.CharField(max_length=64, help_text="The license key the widget belongs to.")
+    name = serializers.CharField(max_length=200)
+    config = serializers.JSONField(required=False, help_text="Partial config; defaults fill the rest.")
+    secrets = serializers.JSONField(required=False, help_text="Write-only provider credentials.")
+
+
+class WidgetUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False)
+    config = serializers.JSONField(required=False, help_text="Merged into the draft on PATCH, replaces on PUT.")
+    secrets = serializers.JSONField(required=False, help_text="Write-only: a string sets, \"\" clears.")
+    revision = serializers.IntegerField(required=False, help_text="The revision you edited; 409 if stale.")
+
+
+class PublishSerializer(serializers.Serializer):
+    note = serializers.CharField(max_length=300, required=False, allow_blank=True)
+    revision = serializers.IntegerField(required=False)
+
+
+class RollbackSerializer(serializers.Serializer):
+    version = serializers.IntegerField(min_value=1)

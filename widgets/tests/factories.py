@@ -1,0 +1,42 @@
+from decimal import Decimal
+
+import factory
+
+from licenses.tests.factories import LicenseFactory
+from widgets.config_schema import config_normalize
+from widgets.models import KnowledgeEntry, Product, Widget
+
+
+class WidgetFactory(factory.django.DjangoModelFactory):
+    """A saved widget; pass `provider="chatkit"` for a ChatKit one. Publish with widgets.services."""
+
+    class Meta:
+        model = Widget
+
+    class Params:
+        provider = "n8n"
+
+    license = factory.SubFactory(LicenseFactory)
+    name = factory.Sequence(lambda n: f"Widget {n}")
+    config = factory.LazyAttribute(lambda o: config_normalize({"connection": {"provider": o.provider}}))
+    widget_type = factory.LazyAttribute(lambda o: o.config["connection"]["provider"])
+
+
+class KnowledgeEntryFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = KnowledgeEntry
+
+    widget = factory.SubFactory(WidgetFactory)
+    question = factory.Sequence(lambda n: f"Question {n}?")
+    answer = "An answer."
+
+
+class ProductFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Product
+
+    widget = factory.SubFactory(WidgetFactory)
+    title = factory.Sequence(lambda n: f"Phone {n}")
+    price = Decimal("399.00")
+    url = "https://shop.example.com/p"
+    image_url = "https://shop.example.com/p.png"

@@ -1,0 +1,1 @@
+"""URL lists of the widgets app, one module per audience (see widgets/views/)."""

@@ -1,0 +1,3 @@
+"""The agency UI under /app/."""
+
+urlpatterns: list = []

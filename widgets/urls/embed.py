@@ -1,0 +1,3 @@
+"""Public routes that customer sites call (loader, public config, chat proxy). See DESIGN.md."""
+
+urlpatterns: list = []
