@@ -1,0 +1,79 @@
+"""The guard of every public endpoint a customer's page calls: license check + Origin, fail closed.
+
+`public_endpoint` wraps a Django view taking `(request, license, **kwargs)`:
+- answers CORS preflight (OPTIONS) for allowed origins only;
+- runs the license check with the request's Origin (missing/`null`/foreign Origin → 403 with the
+  reason code), optionally requiring quota (→ 429 `quota_exceeded`);
+- adds `Access-Control-Allow-Origin` (the exact origin, never `*`) and `Vary: Origin` to answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from config.api import error_response
+from licenses.domains import origin_allowed
+from licenses.models import License
+from licenses.selectors import LicenseCheck, license_check, license_get_public
+
+ALLOW_HEADERS = "Content-Type, X-Switchboard-Visitor"
+
+
+def request_origin(request: HttpRequest) -> str | None:
+    return request.headers.get("Origin")
+
+
+def cors_headers(
+    response: HttpResponse, *, request: HttpRequest, license: License | None, methods: str
+) -> HttpResponse:
+    origin = request_origin(request)
+    if license is not None and origin and origin_allowed(license.allowed_domains, origin):
+        response["Access-Control-Allow-Origin"] = origin
+        response["Access-Control-Allow-Methods"] = methods
+        response["Access-Control-Allow-Headers"] = ALLOW_HEADERS
+        response["Access-Control-Max-Age"] = "600"
+    response["Vary"] = "Origin"
+    return response
+
+
+def check_error(check: LicenseCheck) -> HttpResponse:
+    return error_response(check.reason, check.message, check.http_status)
+
+
+def public_check(request: HttpRequest, *, key: str, quota: str | None = None) -> LicenseCheck:
+    return license_check(license=license_get_public(key=key), origin=request_origin(request), quota=quota)
+
+
+def public_endpoint(*, methods: tuple[str, ...], quota: str | None = None, key_from: str = "license_key") -> Callable:
+    """Decorate `view(request, license, **kwargs)`. `key_from` names the URL kwarg with the license key;
+    use key_from="" when the view finds the key itself (then it gets `license=None` and must call
+    `public_check`)."""
+    allowed = ", ".join((*methods, "OPTIONS"))
+
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @csrf_exempt
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            key = kwargs.pop(key_from, "") if key_from else ""
+            license = license_get_public(key=key) if key_from else None
+            if request.method == "OPTIONS":
+                return cors_headers(HttpResponse(status=204), request=request, license=license, methods=allowed)
+            if request.method not in methods:
+                response = error_response("method_not_allowed", f"Use {' or '.join(methods)}.", 405)
+                response["Allow"] = allowed
+                return cors_headers(response, request=request, license=license, methods=allowed)
+            if key_from:
+                check = license_check(license=license, origin=request_origin(request), quota=quota)
+                if not check.ok:
+                    return cors_headers(check_error(check), request=request, license=license, methods=allowed)
+            response = view(request, license, *args, **kwargs)
+            return cors_headers(response, request=request, license=license, methods=allowed)
+
+        return wrapper
+
+    return decorator
