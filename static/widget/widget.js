@@ -250,7 +250,11 @@
         self.q = "?widget=" + encodeURIComponent(self.o.widget);
         self.render();
       });
-    }, function () { self.fail("could not reach the Switchboard server."); });
+    }, function () {
+      // A refused origin gets no CORS headers, so the browser hides the 403 body from us.
+      self.fail("this page's origin (" + location.origin + ") is not on the license's allowed domains, " +
+        "or the server is unreachable.");
+    });
   };
 
   P.render = function () {

@@ -42,10 +42,17 @@ class FakeN8n:
     requests: list[Recorded] = field(default_factory=list)
     replies: list[dict[str, Any]] = field(default_factory=list)
     default: dict[str, Any] = field(default_factory=lambda: {"json": {"output": "Hello from n8n"}})
+    # loadPreviousSession is answered from here (not from `replies`), so scripts stay about sendMessage.
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def webhook(self) -> str:
         return self.url + "/webhook/secret-hook-7f3a/chat"
+
+    @property
+    def sent(self) -> list[dict[str, Any]]:
+        """Bodies of the sendMessage requests (the widget also asks for history on open)."""
+        return [r.body for r in self.requests if isinstance(r.body, dict) and r.body.get("action") == "sendMessage"]
 
     def reply(self, **kwargs: Any) -> None:
         self.replies.append(kwargs)
@@ -69,7 +76,10 @@ def _handler(fake: FakeN8n) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 body = raw.decode(errors="replace")
             fake.requests.append(Recorded("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-            spec = fake.next_reply()
+            if isinstance(body, dict) and body.get("action") == "loadPreviousSession":
+                spec = {"json": {"data": fake.history}}
+            else:
+                spec = fake.next_reply()
             try:
                 if "sleep" in spec:
                     time.sleep(spec["sleep"])
@@ -165,10 +175,20 @@ def chromium():
         if os.environ.get("SWITCHBOARD_REQUIRE_BROWSER") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    # Playwright's sync API keeps an event loop running in this thread; Django's ORM (used by the tests'
+    # fixtures, not by async code) would otherwise refuse to run beside it.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            yield browser
+            browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @dataclass

@@ -51,14 +51,14 @@ def test_basic_auth_from_the_encrypted_secrets(client, n8n_widget, fake_n8n, own
 
 
 def test_load_previous_session_has_no_chat_input_and_maps_langchain_messages(client, n8n_widget, fake_n8n):
-    fake_n8n.reply(json={"data": [
+    fake_n8n.history.extend([
         {"lc": 1, "type": "constructor", "id": ["langchain_core", "messages", "HumanMessage"],
          "kwargs": {"content": "Do you buy phones?", "additional_kwargs": {}}},
         {"lc": 1, "type": "constructor", "id": ["langchain_core", "messages", "AIMessage"],
          "kwargs": {"content": "Yes, we **do**.", "tool_calls": []}},
         {"lc": 1, "type": "constructor", "id": ["langchain_core", "messages", "SystemMessage"],
          "kwargs": {"content": "internal"}},
-    ]})
+    ])
     response = chat(client, n8n_widget.license.key, {"action": "loadPreviousSession", "sessionId": "sess-1"})
     assert response.status_code == 200, response.content
     assert response.json()["messages"] == [

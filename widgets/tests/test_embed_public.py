@@ -121,7 +121,6 @@ def test_no_secret_in_any_public_response(client, n8n_widget, fake_n8n, owner, l
     ]
     for method, path, body in endpoints(key):
         responses.append(call(client, method, path, body=body))
-    fake_n8n.reply(json={"data": []})
     responses.append(call(client, "POST", f"/api/widget/{key}/chat",
                           body={"action": "loadPreviousSession", "sessionId": "s"}))
     for response in responses:
