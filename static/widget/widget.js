@@ -40,7 +40,7 @@
     "text-overflow:ellipsis}.ti span{display:block;font-size:.82em;opacity:.85}",
     ".ib{width:34px;height:34px;border-radius:10px;color:inherit;opacity:.9}.ib:hover{background:rgba(255,255,255,.16)}",
     ".lg{flex:1;overflow-y:auto;padding:18px 16px 8px;display:flex;flex-direction:column;gap:4px;",
-    "scroll-behavior:smooth;overscroll-behavior:contain}",
+    "overscroll-behavior:contain}",
     ".m{display:flex;flex-direction:column;max-width:84%;margin-top:8px}",
     ".m.u{align-self:flex-end;align-items:flex-end}.m.a{align-self:flex-start}",
     ".b{padding:10px 14px;border-radius:calc(var(--rd) * .9);overflow-wrap:anywhere;",
@@ -71,6 +71,8 @@
     ".cd{flex:0 0 190px;scroll-snap-align:start;border:1px solid var(--ln);border-radius:12px;overflow:hidden;",
     "background:var(--bg);display:flex;flex-direction:column}",
     ".cd img,.cd .ph{width:100%;height:120px;object-fit:cover;background:var(--bb);display:block}",
+    ".cd .ph{height:84px;display:flex;align-items:center;justify-content:center;font-size:2em;font-weight:700;",
+    "color:var(--pc);background:linear-gradient(135deg,color-mix(in srgb,var(--p) 22%,var(--bg)),var(--bb))}",
     ".cd .ci{padding:10px 12px;display:flex;flex-direction:column;gap:3px;flex:1}",
     ".cd b{font-weight:650;font-size:.95em}.cd .ds{font-size:.8em;opacity:.7;display:-webkit-box;",
     "-webkit-line-clamp:2;-webkit-box-orient:vertical;overflow:hidden}.cd .pr{font-weight:700;color:var(--pc)}",
@@ -86,7 +88,7 @@
     ".cp{display:flex;align-items:flex-end;gap:8px;padding:10px 12px;border-top:1px solid var(--ln)}",
     ".cp textarea{flex:1;resize:none;max-height:120px;min-height:42px;padding:10px 14px;border-radius:21px;",
     "background:var(--bb);color:var(--tx);line-height:1.4;outline:none}",
-    ".cp textarea:focus{box-shadow:0 0 0 2px var(--p)}",
+    ".cp textarea:focus,.cp textarea:focus-visible{outline:none;box-shadow:0 0 0 2px var(--p)}",
     ".sd,.mc{width:42px;height:42px;border-radius:50%;flex:none}",
     ".sd{background:var(--p);color:var(--pt)}.sd:disabled{opacity:.4;cursor:default}",
     ".mc{color:var(--pc);background:var(--bb)}.mc[aria-pressed=true]{background:#dc2626;color:#fff}",
@@ -297,7 +299,8 @@
 
     var title = ap.title || "Chat";
     if (mode === "popup") {
-      var lau = this.lau = el("button", "lau", svg(ap.launcher_icon in ICONS ? ap.launcher_icon : "chat"));
+      this.icon = ap.launcher_icon in ICONS ? ap.launcher_icon : "chat";
+      var lau = this.lau = el("button", "lau", svg(this.icon));
       lau.type = "button";
       lau.setAttribute("aria-label", "Open chat: " + title);
       lau.setAttribute("aria-expanded", "false");
@@ -409,6 +412,7 @@
     this.r.classList.toggle("open", open);
     this.lau.setAttribute("aria-expanded", String(open));
     this.lau.setAttribute("aria-label", (open ? "Close chat: " : "Open chat: ") + (this.cfg.appearance.title || "Chat"));
+    this.lau.innerHTML = svg(open ? "down" : this.icon);
     if (open) {
       if (this.frame && !this.frame.src) this.frame.src = this.frame.dataset.src;
       this.load();
@@ -599,7 +603,7 @@
         var cd = el("div", "cd"); cd.setAttribute("role", "listitem");
         var img = safeUrl(p.image_url);
         if (img) { var im = el("img"); im.src = img; im.alt = p.title || ""; im.loading = "lazy"; cd.appendChild(im); }
-        else cd.appendChild(el("div", "ph"));
+        else cd.appendChild(el("div", "ph")).textContent = (p.title || "?").charAt(0).toUpperCase();
         var ci = el("div", "ci");
         ci.appendChild(el("b")).textContent = p.title || "";
         if (p.description) ci.appendChild(el("span", "ds")).textContent = p.description;

@@ -128,6 +128,7 @@ def test_popup_chat_with_reply_and_product_cards(browser_page, host_page, shop_w
     assert style["sendDisplay"] != "none"
     assert style["border"] != "dashed"
     assert switchboard_errors(page) == []
+    page.wait_for_timeout(400)  # let the entry animations settle
     page.screenshot(path=os.path.join(artifacts_dir, "embed-popup-reply-cards.png"))
     # Reload: session and transcript come back.
     session = body["sessionId"]
@@ -207,6 +208,7 @@ def test_inline_mode_from_data_attributes(browser_page, host_page, shop_widget, 
     page.locator(shadow("textarea")).fill("Hello inline")
     page.keyboard.press("Enter")
     page.locator(shadow(".m.a code")).wait_for()
+    page.wait_for_timeout(400)  # let the entry animations settle
     page.screenshot(path=os.path.join(artifacts_dir, "embed-inline.png"), full_page=True)
 
 
@@ -222,6 +224,7 @@ def test_mobile_viewport_gets_a_fullscreen_panel(browser_page, host_page, shop_w
     page.locator(shadow("textarea")).fill("Show phones")
     page.locator(shadow(".sd")).click()
     page.locator(shadow(".cd")).first.wait_for()
+    page.wait_for_timeout(400)  # let the entry animations settle
     page.screenshot(path=os.path.join(artifacts_dir, "embed-mobile-fullscreen.png"))
 
 
@@ -239,6 +242,7 @@ def test_dark_scheme(browser_page, host_page, shop_widget, owner, fake_n8n, arti
     bg = page.evaluate("() => getComputedStyle(document.querySelector('switchboard-widget').shadowRoot"
                        ".querySelector('.pn')).backgroundColor")
     assert bg == "rgb(15, 23, 42)"
+    page.wait_for_timeout(400)  # let the entry animations settle
     page.screenshot(path=os.path.join(artifacts_dir, "embed-dark.png"))
 
 
