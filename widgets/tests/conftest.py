@@ -226,3 +226,11 @@ def host_site(tmp_path):
     yield HostSite(root=root, port=server.server_address[1])
     server.shutdown()
     server.server_close()
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Expose each phase's report on the item, so browser fixtures can screenshot failures."""
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)

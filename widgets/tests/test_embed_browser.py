@@ -333,8 +333,42 @@ def test_voice_contract_with_a_test_double(browser_page, host_page, shop_widget,
     assert fake_n8n.sent == []  # composer text went to the call, not to n8n
 
 
-@pytest.hookimpl(tryfirst=True, hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    rep = outcome.get_result()
-    setattr(item, "rep_" + rep.when, rep)
+def test_trade_in_form_submits_a_lead(browser_page, host_page, shop_widget, fake_n8n, artifacts_dir):
+    from widgets.models import Lead
+
+    fake_n8n.reply(json={"output": "Sure, tell me about your phone:", "ui": [
+        {"type": "ui.trade_in_form", "device": "Pixel 6", "devices": ["Pixel 6", "iPhone 12"],
+         "fields": [
+             {"name": "device", "label": "Device", "type": "text", "required": True},
+             {"name": "condition", "label": "Condition", "type": "select", "required": True,
+              "options": ["Like new", "Good", "Fair", "Broken"]},
+             {"name": "name", "label": "Your name", "type": "text", "required": True},
+             {"name": "email", "label": "Email", "type": "email", "required": True},
+             {"name": "phone", "label": "Phone", "type": "tel", "required": False}]},
+        {"type": "ui.demo_clip", "topic": "trade-in", "title": "How trade-ins work",
+         "url": "https://cdn.example.com/tradein.mp4"},
+    ]})
+    page = browser_page(viewport={"width": 1280, "height": 900})
+    page.goto(host_page(shop_widget.license.key))
+    page.locator(shadow(".lau")).click()
+    page.locator(shadow("textarea")).fill("I want to trade in my phone")
+    page.keyboard.press("Enter")
+    form = page.locator(shadow("form.fm"))
+    form.wait_for()
+    assert form.locator("input[name=device]").input_value() == "Pixel 6"
+    form.locator("button").click()  # condition missing: the form says which field
+    assert "Condition" in form.locator(".fe").inner_text()
+    form.locator("select[name=condition]").select_option("Good")
+    form.locator("input[name=name]").fill("Ada Lovelace")
+    form.locator("input[name=email]").fill("ada@example.com")
+    page.wait_for_timeout(300)
+    page.screenshot(path=os.path.join(artifacts_dir, "embed-trade-in-form.png"))
+    form.locator("button").click()
+    page.locator(shadow("text=Thanks! We'll be in touch")).wait_for()
+    lead = Lead.objects.get()
+    assert (lead.source, lead.name, lead.email, lead.interest) == ("trade_in_form", "Ada Lovelace",
+                                                                   "ada@example.com", "Pixel 6")
+    assert lead.data == {"device": "Pixel 6", "condition": "Good"}
+    assert lead.widget_id == shop_widget.pk
+    assert lead.conversation is not None and lead.conversation.session_id == fake_n8n.sent[-1]["sessionId"]
+    assert page.locator(shadow(".cdw video")).get_attribute("src") == "https://cdn.example.com/tradein.mp4"
