@@ -152,7 +152,7 @@ def main() -> None:
 
     print(f"\nSwitchboard loader benchmark — Daphne, 1 process, DEBUG=1, db={db_label}, loopback, "
           f"{args.requests} requests/scenario in {args.rounds} interleaved rounds, concurrency {args.concurrency}, "
-          f"{os.cpu_count()} CPUs, python {sys.version.split()[0]}")
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, python {sys.version.split()[0]}")
     print(f"{'scenario':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
     for name, r in results.items():
         print(f"{name:<22}{r['rps']:>10.0f}{r['p50']:>10.2f}{r['p99']:>10.2f}{int(r['errors']):>8}")

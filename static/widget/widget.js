@@ -83,7 +83,7 @@
     "flex-direction:column;gap:10px}.cdw h4{font-weight:650}",
     ".cdw video{width:100%;border-radius:8px;background:#000}",
     ".fm label{display:flex;flex-direction:column;gap:4px;font-size:.85em;font-weight:550}",
-    ".fm input,.fm select{font-weight:400;padding:9px 10px;border:1px solid var(--ln);border-radius:8px;",
+    ".fm input,.fm select{font-weight:400;font-size:var(--fs);padding:8px 10px;border:1px solid var(--ln);border-radius:8px;",
     "background:var(--bg);color:var(--tx);width:100%}.fm .fe{color:#dc2626;font-size:.8em}",
     ".cp{display:flex;align-items:flex-end;gap:8px;padding:10px 12px;border-top:1px solid var(--ln)}",
     ".cp textarea{flex:1;resize:none;max-height:120px;min-height:42px;padding:10px 14px;border-radius:21px;",
