@@ -372,3 +372,4 @@ def test_trade_in_form_submits_a_lead(browser_page, host_page, shop_widget, fake
     assert lead.widget_id == shop_widget.pk
     assert lead.conversation is not None and lead.conversation.session_id == fake_n8n.sent[-1]["sessionId"]
     assert page.locator(shadow(".cdw video")).get_attribute("src") == "https://cdn.example.com/tradein.mp4"
+
