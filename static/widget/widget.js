@@ -716,8 +716,7 @@
   };
   P.startVoice = function () {
     var self = this, v = this.cfg.voice || {};
-    if (v.consent_required && !store(this.skey + "consent") && !confirm(v.consent_text || "Start a voice call?")) return;
-    if (v.consent_required) store(this.skey + "consent", 1);
+    if (v.consent_required && !store(this.skey + "consent")) return this.consent(v.consent_text);
     this.setVoiceState("connecting");
     this.loadVoice().then(function (SV) {
       var s = self.voice = SV.create(self.voiceApi());
@@ -726,6 +725,18 @@
       self.voice = null;
       self.setVoiceState("error", (e && e.message) || "Voice is unavailable");
     });
+  };
+  /* Voice consent, inline in the conversation (asked once per browser). */
+  P.consent = function (text) {
+    var self = this, box = el("div", "ui cdw");
+    box.setAttribute("role", "group"); box.setAttribute("aria-label", "Voice call consent");
+    box.appendChild(el("p")).textContent = text || "This call is processed by an AI assistant.";
+    var ok = el("button", "bt", "Start the call"), no = el("button", "", "Not now");
+    ok.type = no.type = "button";
+    ok.onclick = function () { store(self.skey + "consent", 1); box.remove(); self.startVoice(); };
+    no.onclick = function () { box.remove(); self.mc.focus(); };
+    box.appendChild(ok); box.appendChild(no);
+    this.lg.appendChild(box); this.scroll(); ok.focus();
   };
   P.setMuted = function (on) {
     this.mute.setAttribute("aria-pressed", String(on));

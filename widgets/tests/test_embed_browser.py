@@ -304,9 +304,10 @@ window.SwitchboardVoice = { create(api) {
 """
 
 
-def test_voice_contract_with_a_test_double(browser_page, host_page, shop_widget, owner, fake_n8n, live_server):
+def test_voice_contract_with_a_test_double(browser_page, host_page, shop_widget, owner, fake_n8n, live_server,
+                                           artifacts_dir):
     publish(shop_widget, owner, config={"voice": {"enabled": True}})
-    page = browser_page()
+    page = browser_page(viewport={"width": 1280, "height": 860})
     page.route("**/static/widget/voice.js", lambda route: route.fulfill(
         status=200, content_type="application/javascript", body=VOICE_TEST_DOUBLE))
     page.goto(host_page(shop_widget.license.key))
@@ -325,6 +326,8 @@ def test_voice_contract_with_a_test_double(browser_page, host_page, shop_widget,
     page.locator(shadow("text=Voice answer")).wait_for()
     assert page.locator(shadow(".pt")).count() == 0
     assert page.locator(shadow(".cdw a")).get_attribute("href") == "https://cal.example.com/x"
+    page.wait_for_timeout(300)
+    page.screenshot(path=os.path.join(artifacts_dir, "embed-voice-call.png"))
     page.locator(shadow(".vb button:not(.hu)")).click()  # mute
     page.locator(shadow(".hu")).click()  # hang up
     calls = page.evaluate("() => voiceCalls")
@@ -373,3 +376,23 @@ def test_trade_in_form_submits_a_lead(browser_page, host_page, shop_widget, fake
     assert lead.conversation is not None and lead.conversation.session_id == fake_n8n.sent[-1]["sessionId"]
     assert page.locator(shadow(".cdw video")).get_attribute("src") == "https://cdn.example.com/tradein.mp4"
 
+
+
+def test_voice_consent_is_asked_inline_once(browser_page, host_page, shop_widget, owner):
+    publish(shop_widget, owner, config={"voice": {"enabled": True, "consent_required": True,
+                                                  "consent_text": "Calls are transcribed by an AI."}})
+    page = browser_page()
+    page.route("**/static/widget/voice.js", lambda route: route.fulfill(
+        status=200, content_type="application/javascript", body=VOICE_TEST_DOUBLE))
+    page.goto(host_page(shop_widget.license.key))
+    page.locator(shadow(".lau")).click()
+    page.locator(shadow(".mc")).click()
+    consent = page.locator(shadow("[aria-label='Voice call consent']"))
+    assert "Calls are transcribed by an AI." in consent.inner_text()
+    assert page.evaluate("() => typeof window.SwitchboardVoice") == "undefined"  # nothing loaded yet
+    consent.locator("text=Start the call").click()
+    page.locator(shadow(".vb[data-s=listening]")).wait_for()
+    page.locator(shadow(".hu")).click()
+    page.locator(shadow(".mc")).click()  # second call: no consent again
+    page.locator(shadow(".vb[data-s=listening]")).wait_for()
+    assert page.locator(shadow("[aria-label='Voice call consent']")).count() == 0
