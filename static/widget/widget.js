@@ -273,7 +273,9 @@
     this.vid = store("sb:visitor") || uid("v_");
     store("sb:visitor", this.vid);
     this.skey = "sb:" + this.o.widget + ":";
-    this.sid = store(this.skey + "session") || uid("s_");
+    this.sid = store(this.skey + "session");
+    this.resumed = !!this.sid;  // only a returning visitor has history worth asking n8n for
+    this.sid = this.sid || uid("s_");
     store(this.skey + "session", this.sid);
 
     var host = this.host = D.createElement("switchboard-widget");
@@ -426,7 +428,7 @@
     this.loaded = true;
     var self = this, bh = this.cfg.behaviour || {}, log = store(this.skey + "log") || [];
     this.intro();
-    if (bh.load_previous_session) {
+    if (bh.load_previous_session && this.resumed) {
       this.post({ action: "loadPreviousSession", sessionId: this.sid }).then(function (res) {
         return res.ok ? res.json() : null;
       }).then(function (data) {
@@ -468,7 +470,7 @@
   P.reset = function () {
     if (this.voice) this.hangUp();
     store(this.skey + "log", null);
-    this.sid = uid("s_"); store(this.skey + "session", this.sid);
+    this.sid = uid("s_"); this.resumed = false; store(this.skey + "session", this.sid);
     this.lg.innerHTML = ""; this.loaded = false; this.load();
     this.ta.focus();
   };

@@ -396,3 +396,28 @@ def test_voice_consent_is_asked_inline_once(browser_page, host_page, shop_widget
     page.locator(shadow(".mc")).click()  # second call: no consent again
     page.locator(shadow(".vb[data-s=listening]")).wait_for()
     assert page.locator(shadow("[aria-label='Voice call consent']")).count() == 0
+
+
+def test_returning_visitor_gets_history_from_n8n(browser_page, host_page, shop_widget, fake_n8n):
+    page = browser_page()
+    page.goto(host_page(shop_widget.license.key))
+    page.locator(shadow(".lau")).click()
+    page.locator(shadow(".lg")).wait_for()
+    assert fake_n8n.requests == []  # a first visit asks n8n for nothing
+    page.locator(shadow("textarea")).fill("Remember me")
+    page.keyboard.press("Enter")
+    page.locator(shadow("text=Hello from n8n")).wait_for()
+    session = fake_n8n.sent[-1]["sessionId"]
+    fake_n8n.history.extend([
+        {"id": ["langchain_core", "messages", "HumanMessage"], "kwargs": {"content": "Earlier question"}},
+        {"id": ["langchain_core", "messages", "AIMessage"], "kwargs": {"content": "Earlier **answer**"}},
+    ])
+    page.reload()
+    page.locator(shadow(".lau")).click()
+    page.locator(shadow(".m.a strong")).wait_for()
+    text = page.locator(shadow(".lg")).inner_text()
+    assert "Earlier question" in text and "Earlier answer" in text
+    history = [r.body for r in fake_n8n.requests if r.body.get("action") == "loadPreviousSession"]
+    assert history == [{"action": "loadPreviousSession", "sessionId": session,
+                        "metadata": history[0]["metadata"]}]
+    assert "chatInput" not in history[0]
