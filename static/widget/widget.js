@@ -294,10 +294,13 @@
       "--fs": (ap.font_size || 15) + "px", "--w": (em.width || 380) + "px", "--h": (em.height || 600) + "px",
       "--ox": (em.offset_x == null ? 20 : em.offset_x) + "px", "--oy": (em.offset_y == null ? 20 : em.offset_y) + "px"
     };
-    var style = el("style"); style.textContent = CSS;
     var r = this.r = el("div", "r " + mode + " " + (pos === "bottom-left" ? "left" : "right") + (dark ? " dark" : ""));
     Object.keys(vars).forEach(function (k) { r.style.setProperty(k, vars[k]); });
-    root.appendChild(style); root.appendChild(r);
+    // A constructed stylesheet is not an inline <style>, so a strict style-src CSP on the page allows it.
+    try {
+      var sheet = new CSSStyleSheet(); sheet.replaceSync(CSS); root.adoptedStyleSheets = [sheet];
+    } catch (e) { root.appendChild(el("style")).textContent = CSS; }
+    root.appendChild(r);
 
     var title = ap.title || "Chat";
     if (mode === "popup") {

@@ -421,3 +421,27 @@ def test_returning_visitor_gets_history_from_n8n(browser_page, host_page, shop_w
     assert history == [{"action": "loadPreviousSession", "sessionId": session,
                         "metadata": history[0]["metadata"]}]
     assert "chatInput" not in history[0]
+
+
+def test_fullpage_mode_and_a_strict_csp_page(browser_page, host_site, live_server, shop_widget, fake_n8n):
+    """data-mode=fullpage covers the viewport; the widget works under a page CSP without 'unsafe-inline'."""
+    csp = (f"default-src 'self'; script-src {live_server.url}; connect-src {live_server.url}; "
+           f"style-src 'self'; img-src * data:")
+    src = f"{live_server.url}/api/widget/{shop_widget.license.key}/chat-widget.js"
+    url = host_site.page("csp.html", f"""<!doctype html><html><head>
+<meta http-equiv="Content-Security-Policy" content="{csp}"></head><body><h1>Strict shop</h1>
+<script src="{src}" data-mode="fullpage"></script></body></html>""")
+    page = browser_page(viewport={"width": 1024, "height": 700})
+    page.goto(url)
+    panel = page.locator(shadow(".pn"))
+    panel.wait_for()
+    box = panel.bounding_box()
+    assert (round(box["width"]), round(box["height"])) == (1024, 700)
+    assert page.locator(shadow(".lau")).count() == 0
+    radius = page.evaluate("() => getComputedStyle(document.querySelector('switchboard-widget').shadowRoot"
+                           ".querySelector('.sd')).borderRadius")
+    assert radius == "50%"  # our stylesheet applied despite the CSP
+    page.locator(shadow("textarea")).fill("Hi")
+    page.keyboard.press("Enter")
+    page.locator(shadow("text=Hello from n8n")).wait_for()
+    assert not [text for kind, text in page.console if "Content Security Policy" in text]
