@@ -234,8 +234,10 @@ def test_dark_scheme(browser_page, host_page, shop_widget, owner, fake_n8n, arti
                                         "behaviour": {"disclaimer": "AI can make mistakes."}})
     fake_n8n.reply(json={"output": "Dark mode reply with a list:\n1. First\n2. Second", "ui": PRODUCTS})
     page = browser_page(viewport={"width": 1280, "height": 860})
-    page.goto(host_page(shop_widget.license.key))
+    page.goto(host_page(shop_widget.license.key, attrs='data-position="bottom-left"'))
     page.locator(shadow(".lau")).click()
+    assert page.locator(shadow(".lau")).bounding_box()["x"] < 100  # data-position overrides the config
+    assert page.locator(shadow(".pn")).bounding_box()["x"] < 100
     page.locator(shadow("textarea")).fill("Dark?")
     page.keyboard.press("Enter")
     page.locator(shadow(".cd")).first.wait_for()
