@@ -248,6 +248,13 @@ def asgi_server(transactional_db):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    from django.db import connections
+
+    # The server's worker threads must not keep database connections open past the test (PostgreSQL
+    # would refuse to drop the test database): close them at the end of every request.
+    db_settings = connections.settings["default"]
+    max_age = db_settings.get("CONN_MAX_AGE", 0)
+    db_settings["CONN_MAX_AGE"] = 0
     server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning",
                                           lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -258,3 +265,4 @@ def asgi_server(transactional_db):
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=5)
+    db_settings["CONN_MAX_AGE"] = max_age
