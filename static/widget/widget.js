@@ -767,7 +767,7 @@
       this.mc.setAttribute("aria-label", active ? "End voice call" : "Start voice call");
       this.mc.innerHTML = svg(active && s !== "error" ? "hang" : "mic");
     }
-    if (s === "error") this.voice = null;
+    if (!active || s === "error") this.voice = null;  // the call is over: the composer goes back to chat
     if (!active) this.setMuted(false);
   };
 

@@ -336,6 +336,10 @@ def test_voice_contract_with_a_test_double(browser_page, host_page, shop_widget,
     assert calls == [["text", "typed during the call"], ["mute", True], ["stop", "user"]]
     assert not page.locator(shadow(".vb")).is_visible()
     assert fake_n8n.sent == []  # composer text went to the call, not to n8n
+    page.locator(shadow("textarea")).fill("back to chat")
+    page.keyboard.press("Enter")
+    page.locator(shadow("text=Hello from n8n")).wait_for()
+    assert [b["chatInput"] for b in fake_n8n.sent] == ["back to chat"]
 
 
 def test_trade_in_form_submits_a_lead(browser_page, host_page, shop_widget, fake_n8n, artifacts_dir):
