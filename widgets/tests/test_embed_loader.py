@@ -162,10 +162,30 @@ def test_type_follows_the_published_version_not_the_draft(client, widget_a, lice
     assert payload(client.get(loader_url(license_a.key)).content)["type"] == "n8n"
 
 
-def test_loader_uses_one_query_when_cached(client, widget_a, license_a, django_assert_max_num_queries):
+def test_loader_hot_path_does_not_touch_the_database(client, widget_a, license_a, django_assert_num_queries):
     client.get(loader_url(license_a.key))
-    with django_assert_max_num_queries(1):
+    client.get(loader_url("lic_unknown"))
+    with django_assert_num_queries(0):
         assert client.get(loader_url(license_a.key)).status_code == 200
+        assert client.get(loader_url("lic_unknown")).status_code == 404
+
+
+def test_cached_loader_follows_suspension_and_reactivation_at_once(client, widget_a, license_a):
+    from licenses.services import license_reactivate
+
+    assert client.get(loader_url(license_a.key)).status_code == 200
+    license_suspend(license=license_a)
+    assert client.get(loader_url(license_a.key)).status_code == 403
+    license_reactivate(license=license_a)
+    assert client.get(loader_url(license_a.key)).status_code == 200
+
+
+def test_cached_loader_follows_a_widget_publish_of_another_widget(client, widget_a, license_a, owner):
+    assert payload(client.get(loader_url(license_a.key)).content)["widget"] == widget_a.public_id
+    other = WidgetFactory(license=license_a)
+    assert client.get(loader_url(license_a.key, other.public_id)).status_code == 404
+    publish(other, owner)
+    assert client.get(loader_url(license_a.key, other.public_id)).status_code == 200
 
 
 def test_loader_rejects_post(client, widget_a, license_a):
