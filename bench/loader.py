@@ -128,7 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=3000, help="requests per scenario (default 3000)")
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent client connections (default 32)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per scenario (default 3)")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds per scenario (default 10)")
     args = parser.parse_args()
 
     tmp = tempfile.TemporaryDirectory(prefix="sb-bench-")
