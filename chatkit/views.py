@@ -196,7 +196,7 @@ def _page(
         "chatkit_js_url": settings.CHATKIT_JS_URL,
         "lang": config["behaviour"]["locale"] or "en",
     }
-    response = render(request, "chatkit/page.html", context, status=503 if context["problem"] else 200)
+    response = render(request, "chatkit/page.html", context)
     ancestors = "'self'" if preview else frame_ancestors(license.allowed_domains)
     response["Content-Security-Policy"] = f"frame-ancestors {ancestors}"
     response["Cache-Control"] = "no-store"
