@@ -71,3 +71,68 @@ def post_session():
                            **headers)
 
     return post
+
+
+# --- browser helpers -------------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture
+def chromium(monkeypatch):
+    """A headless Debian Chromium through Playwright (skipped when missing, unless CI requires it).
+
+    Playwright's sync API runs an event loop in this thread, which trips Django's async-safety check
+    for the ORM calls the test itself makes; allow them for this test only (the server runs in its
+    own thread)."""
+    import os
+
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("SWITCHBOARD_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"{CHROMIUM} is missing and SWITCHBOARD_REQUIRE_BROWSER=1")
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def host_pages():
+    """A tiny HTTP server on 127.0.0.1 (another origin than live_server's localhost) serving the
+    "customer page": host_pages.add(path, html) then host_pages.url(path)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    pages: dict[str, bytes] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):  # noqa: N802
+            body = pages.get(self.path.split("?")[0])
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.end_headers()
+            self.wfile.write(body or b"not found")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    class Host:
+        origin = f"http://127.0.0.1:{server.server_address[1]}"
+
+        def add(self, path: str, html: str) -> str:
+            pages[path] = html.encode()
+            return self.origin + path
+
+    yield Host()
+    server.shutdown()
+    server.server_close()

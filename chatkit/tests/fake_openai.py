@@ -38,6 +38,7 @@ class FakeOpenAI:
     mode: str = "ok"
     delay: float = 0.0
     requests: list[Recorded] = field(default_factory=list)
+    issued: list[str] = field(default_factory=list)  # client secrets handed out
     server: ThreadingHTTPServer | None = None
 
     @property
@@ -72,11 +73,13 @@ class FakeOpenAI:
                 if status != 200:
                     return self._send(status, ERROR_BODIES[status])
                 now = int(time.time())
+                secret = "ek_fake_" + secrets.token_hex(12)
+                fake.issued.append(secret)
                 seconds = (body or {}).get("expires_after", {}).get("seconds", 600)
                 self._send(200, {
                     "id": "cksess_" + secrets.token_hex(8),
                     "object": "chatkit.session",
-                    "client_secret": "ek_fake_" + secrets.token_hex(12),
+                    "client_secret": secret,
                     "expires_at": now + seconds,
                     "max_requests_per_1_minute": (body or {}).get("rate_limits", {}).get("max_requests_per_1_minute",
                                                                                           10),
@@ -106,3 +109,4 @@ class FakeOpenAI:
     def reset(self, mode: str = "ok", delay: float = 0.0) -> None:
         self.mode, self.delay = mode, delay
         self.requests.clear()
+        self.issued.clear()
