@@ -86,6 +86,18 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """While Playwright's sync API runs its event loop, Django keeps the test body's DB connection
+    in a context-local slot that fixture teardown never sees: close it here, in the test's own
+    context, or PostgreSQL refuses to drop the test database at the end of the run."""
+    yield
+    if pyfuncitem.get_closest_marker("browser"):
+        from django.db import connections
+
+        connections.close_all()
+
+
 @pytest.fixture
 def chromium(monkeypatch):
     """A headless Debian Chromium through Playwright (skipped when missing, unless CI requires it).
