@@ -7,6 +7,7 @@ JSON; nothing of the config is copied into JavaScript.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -206,10 +207,19 @@ def _session_limits(license: License) -> tuple[int, int]:
     return seconds, per_minute
 
 
+def _secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
 def chatkit_session_record(
-    *, license: License, widget: Widget, user: str, session: ChatKitSession, preview: bool
+    *, license: License, widget: Widget, user: str, session: ChatKitSession, preview: bool,
+    previous_secret: str = "",
 ) -> Conversation:
     """Count the session against the monthly cap and record its Conversation: one transaction.
+
+    A refresh (ChatKit asks again when its secret expires, passing the current one) that presents the
+    secret this visitor's conversation got last continues that conversation uncounted, at most
+    CHATKIT_MAX_REFRESHES times; only a hash of the secret is stored.
 
     Exact under concurrency: the atomic increment locks the month's row until commit, so concurrent
     sessions serialise and each sees its own total; one that went over the cap raises
@@ -217,6 +227,20 @@ def chatkit_session_record(
     Previews are recorded but never counted.
     """
     with transaction.atomic():
+        if previous_secret:
+            ongoing = (
+                Conversation.objects.select_for_update()
+                .filter(widget=widget, channel=Channel.CHATKIT, visitor_id=user, is_preview=preview,
+                        usage__chatkit_secret_sha256=_secret_hash(previous_secret))
+                .first()
+            )
+            refreshes = int((ongoing.usage or {}).get("chatkit_refreshes", 0)) if ongoing else 0
+            if ongoing is not None and refreshes < settings.CHATKIT_MAX_REFRESHES:
+                ongoing.usage = {**ongoing.usage, "chatkit_secret_sha256": _secret_hash(session.client_secret),
+                                 "chatkit_refreshes": refreshes + 1}
+                ongoing.session_id = session.session_id[:200]
+                ongoing.save(update_fields=["usage", "session_id"])
+                return ongoing
         if not preview:
             usage_increment(license=license, chatkit_sessions=1)
             usage = usage_for_month(license=license)
@@ -225,12 +249,13 @@ def chatkit_session_record(
                 raise ChatKitError("quota_exceeded", REASON_MESSAGES["quota_exceeded"], 429)
         return Conversation.objects.create(
             widget=widget, channel=Channel.CHATKIT, visitor_id=user, session_id=session.session_id[:200],
-            is_preview=preview,
+            is_preview=preview, usage={"chatkit_secret_sha256": _secret_hash(session.client_secret)},
         )
 
 
 def chatkit_session_start(
-    *, license: License, widget: Widget, config: dict[str, Any], visitor_id: str, preview: bool = False
+    *, license: License, widget: Widget, config: dict[str, Any], visitor_id: str, preview: bool = False,
+    previous_secret: str = "",
 ) -> ChatKitSession:
     """Mint a ChatKit session for a hosted-workflow widget and record its Conversation.
 
@@ -262,6 +287,7 @@ def chatkit_session_start(
         max_requests_per_minute=per_minute,
     )
     session = session_create(api_key=api_key, body=body)
-    chatkit_session_record(license=license, widget=widget, user=user, session=session, preview=preview)
+    chatkit_session_record(license=license, widget=widget, user=user, session=session, preview=preview,
+                           previous_secret=previous_secret)
     return session
 

@@ -64,6 +64,11 @@ def _session_body(session: ChatKitSession) -> dict[str, Any]:
     return {"client_secret": session.client_secret, "expires_at": session.expires_at}
 
 
+def _previous_secret(body: Any) -> str:
+    value = body.get("previous_client_secret") if isinstance(body, dict) else None
+    return value[:500] if isinstance(value, str) else ""
+
+
 def _own_origin(request: HttpRequest) -> str:
     return f"{request.scheme}://{request.get_host()}"
 
@@ -86,19 +91,23 @@ def _session_create(request: HttpRequest, license: None) -> HttpResponse:
         return error_response("invalid_json", "Send a JSON object: {license, widget?, visitor_id}.", 400)
     key = body.get("license") if isinstance(body.get("license"), str) else ""
     widget_id = body.get("widget") if isinstance(body.get("widget"), str) else ""
+    previous = _previous_secret(body)
     found = license_get_public(key=key)
     try:
         caller = session_caller_resolve(
             origin=request_origin(request), own_origin=_own_origin(request), token=body.get("page_token"),
             license_key=key, widget_id=widget_id,
         )
-        check = license_check(license=found, origin=caller.origin, quota="conversations")
+        # A refresh may continue a conversation uncounted, so only a new one needs quota up front
+        # (the exact check happens when a session is counted).
+        check = license_check(license=found, origin=caller.origin, quota=None if previous else "conversations")
         if not check.ok:
             raise ChatKitError(check.reason, check.message, check.http_status)
         assert found is not None
         visitor_id = visitor_id_clean(body.get("visitor_id"))
         widget, config = chatkit_widget_published(license=found, public_id=widget_id or caller.widget_id)
-        session = chatkit_session_start(license=found, widget=widget, config=config, visitor_id=visitor_id)
+        session = chatkit_session_start(license=found, widget=widget, config=config, visitor_id=visitor_id,
+                                        previous_secret=previous)
         response: HttpResponse = JsonResponse(_session_body(session))
         response["Cache-Control"] = "no-store"
     except ChatKitError as exc:
@@ -108,7 +117,7 @@ def _session_create(request: HttpRequest, license: None) -> HttpResponse:
 
 @csrf_exempt
 def session_create(request: HttpRequest) -> HttpResponse:
-    """`{license, widget?, visitor_id, page_token?}` → `{client_secret, expires_at}`.
+    """`{license, widget?, visitor_id, page_token?, previous_client_secret?}` → `{client_secret, expires_at}`.
 
     The license key is in the body, so a CORS preflight cannot know the license: it is answered for
     any well-formed Origin, and the POST itself decides (its answer carries
@@ -146,7 +155,7 @@ class PreviewSessionView(APIView):
             config = chatkit_widget_draft(widget=widget)
             session = chatkit_session_start(
                 license=widget.license, widget=widget, config=config, visitor_id=f"preview:{request.user.pk}",
-                preview=True,
+                preview=True, previous_secret=_previous_secret(request.data),
             )
         except ChatKitError as exc:
             raise ApiError(exc.code, exc.message, status_code=exc.status_code)

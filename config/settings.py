@@ -211,6 +211,8 @@ CHATKIT_DEFAULT_MODEL = env_str("CHATKIT_DEFAULT_MODEL", "gpt-4.1-mini")
 # values with limits["chatkit_session_seconds"] / limits["chatkit_max_requests_per_minute"].
 CHATKIT_SESSION_SECONDS = env_int("CHATKIT_SESSION_SECONDS", 600, minimum=60)
 CHATKIT_MAX_REQUESTS_PER_MINUTE = env_int("CHATKIT_MAX_REQUESTS_PER_MINUTE", 30, minimum=1)
+# A refresh that presents the conversation's current client secret continues it uncounted, this often.
+CHATKIT_MAX_REFRESHES = env_int("CHATKIT_MAX_REFRESHES", 24, minimum=0)
 CHATKIT_CONNECT_TIMEOUT = env_float("CHATKIT_CONNECT_TIMEOUT", 5.0)
 CHATKIT_TIMEOUT = env_float("CHATKIT_TIMEOUT", 15.0)
 # How long the signed page token of /widget/chatkit/<key> lets that page mint sessions.

@@ -22,6 +22,7 @@ STAND_IN = r"""
 class StandInChatKit extends HTMLElement {
   setOptions(options) {
     window.__chatkit = {options: JSON.parse(JSON.stringify(options)), apiKeys: Object.keys(options.api)};
+    window.__chatkitApi = options.api;
     const t = options.theme, accent = t.color.accent.primary, dark = t.colorScheme === "dark";
     this.style.cssText = `display:flex;flex-direction:column;height:100%;font:${t.typography.baseSize}px system-ui;` +
       `background:${dark ? "#111827" : "#fff"};color:${dark ? "#f9fafb" : "#111827"}`;
@@ -113,10 +114,16 @@ def test_customer_page_frames_chatkit_and_gets_a_secret_from_our_endpoint(
     assert LicenseUsage.objects.get(license=license_a).chatkit_sessions == 1
     assert Conversation.objects.filter(widget=widget, channel="chatkit").count() == 1
 
+    # ChatKit refreshing an expiring secret continues the same conversation, uncounted.
+    refreshed = frame.evaluate("window.__chatkitApi.getClientSecret(window.__chatkitSecret)")
+    assert refreshed == fake_openai.issued[-1] and refreshed != secret
+    assert LicenseUsage.objects.get(license=license_a).chatkit_sessions == 1
+    assert Conversation.objects.filter(widget=widget).count() == 1
+
     # A reload is the same visitor: the same ChatKit `user` upstream.
     browser_page.reload()
     chat_frame(browser_page).wait_for_function("() => window.__chatkitSecret", timeout=15000)
-    assert fake_openai.requests[1].body["user"] == upstream.body["user"]
+    assert fake_openai.requests[2].body["user"] == upstream.body["user"]
 
 
 def test_frame_ancestors_blocks_a_page_not_on_the_allowed_list(

@@ -467,3 +467,60 @@ def test_monthly_cap_is_exact_under_concurrency(fake_openai, license_a, owner):
     assert sessions_counted(license_a) == 10
     assert Conversation.objects.filter(widget=widget).count() == 10
     assert len(refused) == 20
+
+
+# --- refreshes: ChatKit asks again when its secret expires ----------------------------------------
+
+
+def test_refresh_with_the_current_secret_continues_the_conversation_uncounted(
+    fake_openai, chatkit_widget, post_session
+):
+    first = post_session(body_for(chatkit_widget, "visitor-r")).json()["client_secret"]
+    second = post_session(body_for(chatkit_widget, "visitor-r", previous_client_secret=first))
+    third = post_session(body_for(chatkit_widget, "visitor-r",
+                                  previous_client_secret=second.json()["client_secret"]))
+
+    assert second.status_code == 200 and third.status_code == 200
+    assert len(fake_openai.requests) == 3  # every refresh is a new upstream session
+    assert sessions_counted(chatkit_widget.license) == 1
+    conversation = Conversation.objects.get()
+    assert conversation.usage["chatkit_refreshes"] == 2
+    assert first not in json.dumps(conversation.usage)  # only a hash is stored
+
+
+def test_refresh_with_an_unknown_or_foreign_secret_is_a_new_conversation(
+    fake_openai, chatkit_widget, post_session
+):
+    mine = post_session(body_for(chatkit_widget, "visitor-a")).json()["client_secret"]
+    post_session(body_for(chatkit_widget, "visitor-a", previous_client_secret="ek_made_up"))
+    post_session(body_for(chatkit_widget, "visitor-b", previous_client_secret=mine))
+
+    assert sessions_counted(chatkit_widget.license) == 3
+    assert Conversation.objects.count() == 3
+
+
+def test_refresh_goes_on_at_the_monthly_cap_but_new_conversations_stop(fake_openai, chatkit_widget, post_session):
+    License.objects.filter(pk=chatkit_widget.license.pk).update(
+        limits={**chatkit_widget.license.limits, "monthly_conversations": 1}
+    )
+    secret = post_session(body_for(chatkit_widget, "visitor-c")).json()["client_secret"]
+
+    refreshed = post_session(body_for(chatkit_widget, "visitor-c", previous_client_secret=secret))
+    new = post_session(body_for(chatkit_widget, "visitor-d"))
+    bogus = post_session(body_for(chatkit_widget, "visitor-d", previous_client_secret="ek_made_up"))
+
+    assert refreshed.status_code == 200
+    assert new.status_code == 429 and new.json()["error"]["code"] == "quota_exceeded"
+    assert bogus.status_code == 429 and bogus.json()["error"]["code"] == "quota_exceeded"
+    assert sessions_counted(chatkit_widget.license) == 1
+    assert Conversation.objects.count() == 1
+
+
+def test_refreshes_are_bounded(fake_openai, chatkit_widget, post_session, settings):
+    settings.CHATKIT_MAX_REFRESHES = 1
+    secret = post_session(body_for(chatkit_widget, "visitor-e")).json()["client_secret"]
+    secret = post_session(body_for(chatkit_widget, "visitor-e", previous_client_secret=secret)).json()["client_secret"]
+    post_session(body_for(chatkit_widget, "visitor-e", previous_client_secret=secret))
+
+    assert sessions_counted(chatkit_widget.license) == 2
+    assert Conversation.objects.count() == 2
