@@ -26,12 +26,14 @@ from django.urls import reverse
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
+from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chatkit.client import ChatKitError, ChatKitSession
 from chatkit.selectors import chatkit_widget_draft, chatkit_widget_published
+from chatkit.serializers import ChatKitSessionSerializer, PreviewSessionRequestSerializer
 from chatkit.services import (
     AGENT_BUILDER_SHUTDOWN,
     chatkit_color_scheme_auto,
@@ -143,10 +145,12 @@ class PreviewSessionView(APIView):
     """A session for the configurator preview: signed-in member of the widget's agency (any role),
     the DRAFT config, CSRF-protected session auth, no Origin check, never counted as usage."""
 
+    @extend_schema(request=PreviewSessionRequestSerializer, responses=ChatKitSessionSerializer,
+                   summary="ChatKit session for the configurator preview (draft config, not counted)")
     def post(self, request: Request) -> Response:
-        public_id = request.data.get("widget") if isinstance(request.data, dict) else None
-        if not isinstance(public_id, str) or not public_id:
-            raise ApiError("invalid", "widget: send the widget's public id.", fields={"widget": ["Required."]})
+        data = PreviewSessionRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        public_id = data.validated_data["widget"]
         widget, _membership = widget_get_for_user(user=request.user, public_id=public_id)
         reason = license_status_reason(license=widget.license)
         if reason != "ok":
@@ -155,7 +159,7 @@ class PreviewSessionView(APIView):
             config = chatkit_widget_draft(widget=widget)
             session = chatkit_session_start(
                 license=widget.license, widget=widget, config=config, visitor_id=f"preview:{request.user.pk}",
-                preview=True, previous_secret=_previous_secret(request.data),
+                preview=True, previous_secret=data.validated_data.get("previous_client_secret", ""),
             )
         except ChatKitError as exc:
             raise ApiError(exc.code, exc.message, status_code=exc.status_code)
