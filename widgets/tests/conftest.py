@@ -1,0 +1,65 @@
+"""Browser helpers for the configurator's Playwright tests (Debian's Chromium, live server)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+# Playwright's sync API keeps an event loop running in this thread; Django's ORM calls from the
+# test body are still plain synchronous code, so allow them.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
+        if os.environ.get("SWITCHBOARD_REQUIRE_BROWSER") == "1":
+            pytest.fail("Chromium is required (SWITCHBOARD_REQUIRE_BROWSER=1) but /usr/bin/chromium is missing.")
+        pytest.skip("Chromium is not installed at /usr/bin/chromium; browser tests skipped.")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def signed_in(browser, live_server, client, artifacts_dir, request):
+    """signed_in(user, width=1440) -> a Playwright page with that user's session cookie set."""
+    from urllib.parse import urlsplit
+
+    contexts = []
+
+    def make(user, width: int = 1440, height: int = 900):
+        context = browser.new_context(viewport={"width": width, "height": height})
+        contexts.append(context)
+        if user is not None:
+            client.force_login(user)
+            host = urlsplit(live_server.url).hostname
+            context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value,
+                                  "domain": host, "path": "/"}])
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        return page
+
+    yield make
+    failed = getattr(request.node, "rep_call", None)
+    for index, context in enumerate(contexts):
+        if failed is not None and failed.failed:
+            for page in context.pages:
+                page.screenshot(path=os.path.join(artifacts_dir, f"FAILED-{request.node.name}-{index}.png"))
+        context.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
