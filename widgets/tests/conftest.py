@@ -16,6 +16,11 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--disable-sync", "--no-first-run"]
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture(scope="session")
 def browser():
     if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
@@ -63,3 +68,51 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
+
+
+class _Recorder:
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.status = 200
+        self.body: dict | str = {"output": "pong"}
+        self.delay = 0.0
+
+
+@pytest.fixture
+def fake_upstream():
+    """A real HTTP server on 127.0.0.1 (free port) standing in for n8n / OpenAI. Set .status/.body/.delay."""
+    import json
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    recorder = _Recorder()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            recorder.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers),
+                                      "body": json.loads(raw) if raw else None})
+            if recorder.delay:
+                time.sleep(recorder.delay)
+            body = recorder.body if isinstance(recorder.body, str) else json.dumps(recorder.body)
+            data = body.encode()
+            self.send_response(recorder.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    recorder.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield recorder
+    server.shutdown()
+    server.server_close()

@@ -208,8 +208,7 @@ def products_import(request: HttpRequest, widget: Widget, membership: Membership
     except ApiError as exc:
         if exc.status_code == 403:
             return forbidden(request, exc)
-        return _products_page(request, widget, membership, import_errors=exc.fields.get("file") or [exc.message],
-                              import_message=exc.message)
+        return _products_page(request, widget, membership, import_errors=[exc.message])
     return _products_page(request, widget, membership, report=report)
 
 
