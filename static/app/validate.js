@@ -38,7 +38,7 @@ export function validateValue(node, value) {
   if (typeof value === "string") {
     if (node.maxLength !== undefined && value.length > node.maxLength) return `At most ${node.maxLength} characters.`;
     if (node.minLength !== undefined && value.length < node.minLength) return "Must not be empty.";
-    if (node.pattern && !new RegExp(node.pattern, "u").test(value)) return node.description || "Has an invalid format.";
+    if (node.pattern && !new RegExp(node.pattern).test(value)) return node.description || "Has an invalid format.";
   }
   if (Array.isArray(value)) {
     if (node.maxItems !== undefined && value.length > node.maxItems) return `At most ${node.maxItems} items.`;
