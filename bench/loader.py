@@ -1,0 +1,153 @@
+"""Benchmark: the embed loader against a static file served by WhiteNoise, same Daphne process, loopback.
+
+    /work/main/.venv/bin/python bench/loader.py [--requests 3000] [--concurrency 32]
+
+Starts Daphne (subprocess, free port, DEBUG=1) on a temporary SQLite database, migrated and seeded with
+`seed_demo` (or on $DATABASE_URL when set), then measures in one run, with a concurrent async httpx client:
+  static   GET /static/widget/widget.js             (WhiteNoise, the baseline)
+  loader   GET /api/widget/<key>/chat-widget.js     (200, rendered script from the cache)
+  loader304 the same with If-None-Match              (304)
+and prints requests/s, p50 and p99 per scenario and the loader/static ratio (goal >= 0.8x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def prepare(env: dict[str, str]) -> str:
+    """Migrate and seed; return the demo license key."""
+    subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+    out = subprocess.run([PYTHON, "manage.py", "seed_demo"], cwd=ROOT, env=env, check=True,
+                         capture_output=True, text=True).stdout
+    match = re.search(r"license key\s*:\s*(\S+)", out)
+    if not match:
+        raise SystemExit(f"seed_demo printed no license key:\n{out}")
+    return match.group(1)
+
+
+def start_server(env: dict[str, str], port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"daphne exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code < 500:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("daphne did not start within 30 s")
+
+
+async def scenario(base: str, path: str, total: int, concurrency: int, headers: dict[str, str],
+                   expect: int) -> dict[str, float]:
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+        for _ in range(min(200, total)):  # warm-up: connections, caches, bytecode
+            await client.get(path, headers=headers)
+        queue = iter(range(total))
+
+        async def worker() -> None:
+            nonlocal errors
+            for _ in queue:
+                t0 = time.perf_counter()
+                response = await client.get(path, headers=headers)
+                latencies.append(time.perf_counter() - t0)
+                if response.status_code != expect:
+                    errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "rps": total / elapsed,
+        "p50": statistics.median(latencies) * 1000,
+        "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "errors": errors,
+    }
+
+
+async def run(base: str, key: str, total: int, concurrency: int) -> dict[str, dict[str, float]]:
+    loader = f"/api/widget/{key}/chat-widget.js"
+    first = httpx.get(base + loader)
+    if first.status_code != 200:
+        raise SystemExit(f"loader answered {first.status_code}: {first.text[:200]}")
+    static = "/static/widget/widget.js"
+    if httpx.get(base + static).status_code != 200:
+        raise SystemExit("static file not served")
+    results = {}
+    results["static (WhiteNoise)"] = await scenario(base, static, total, concurrency, {}, 200)
+    results["loader 200"] = await scenario(base, loader, total, concurrency, {}, 200)
+    results["loader 304"] = await scenario(base, loader, total, concurrency, {"If-None-Match": first.headers["ETag"]},
+                                           304)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=3000, help="requests per scenario (default 3000)")
+    parser.add_argument("--concurrency", type=int, default=32, help="concurrent client connections (default 32)")
+    args = parser.parse_args()
+
+    tmp = tempfile.TemporaryDirectory(prefix="sb-bench-")
+    env = {**os.environ, "DEBUG": "1", "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
+    env.pop("REDIS_URL", None) if "BENCH_KEEP_REDIS" not in os.environ else None
+    if not env.get("DATABASE_URL"):
+        env["DATABASE_URL"] = f"sqlite:///{tmp.name}/bench.sqlite3"
+    db_label = env["DATABASE_URL"].split("://", 1)[0]
+    key = prepare(env)
+    port = free_port()
+    proc = start_server(env, port)
+    try:
+        results = asyncio.run(run(f"http://127.0.0.1:{port}", key, args.requests, args.concurrency))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        tmp.cleanup()
+
+    print(f"\nSwitchboard loader benchmark — Daphne, 1 process, DEBUG=1, db={db_label}, loopback, "
+          f"{args.requests} requests/scenario, concurrency {args.concurrency}, python {sys.version.split()[0]}")
+    print(f"{'scenario':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+    for name, r in results.items():
+        print(f"{name:<22}{r['rps']:>10.0f}{r['p50']:>10.2f}{r['p99']:>10.2f}{int(r['errors']):>8}")
+    static = results["static (WhiteNoise)"]["rps"]
+    print(f"ratio loader 200 / static: {results['loader 200']['rps'] / static:.2f}x   "
+          f"loader 304 / static: {results['loader 304']['rps'] / static:.2f}x   (goal >= 0.80x)")
+    if any(r["errors"] for r in results.values()):
+        raise SystemExit("some requests failed")
+
+
+if __name__ == "__main__":
+    main()

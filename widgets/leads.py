@@ -1,0 +1,77 @@
+"""Leads from the public widget (trade-in form, contact forms).
+
+`lead_create` is the one entry point; CRM delivery (a Celery task enqueued with
+`transaction.on_commit`) is added here later, next to the write.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import transaction
+
+from config.api import ApiError
+from widgets.models import Conversation, Lead, Widget
+
+LEAD_SOURCES = ("trade_in_form", "contact_form", "chat", "chatkit", "voice")
+MAX_DATA_FIELDS = 20
+
+
+def _text(data: dict[str, Any], name: str, max_length: int) -> str:
+    value = data.get(name, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str | int | float):
+        raise ApiError("invalid", f"{name} must be text.", fields={name: ["Must be text."]})
+    value = str(value).strip()
+    if len(value) > max_length:
+        raise ApiError("invalid", f"{name}: at most {max_length} characters.", fields={name: ["Too long."]})
+    return value
+
+
+def lead_clean(*, data: dict[str, Any]) -> dict[str, Any]:
+    """Validate a lead submitted by a visitor. Raises ApiError with the field to fix."""
+    source = _text(data, "source", 32) or "trade_in_form"
+    if source not in LEAD_SOURCES:
+        raise ApiError("invalid", f"source must be one of {', '.join(LEAD_SOURCES)}.", fields={"source": ["Unknown."]})
+    name = _text(data, "name", 200)
+    email = _text(data, "email", 254)
+    phone = _text(data, "phone", 50)
+    interest = _text(data, "interest", 500)
+    if email:
+        try:
+            validate_email(email)
+        except ValidationError:
+            raise ApiError("invalid", "email: enter a valid email address.", fields={"email": ["Invalid email."]})
+    if not email and not phone:
+        raise ApiError("invalid", "Give an email or a phone number so we can reply.",
+                       fields={"email": ["Email or phone is required."]})
+    extra = data.get("data") or {}
+    if not isinstance(extra, dict) or len(extra) > MAX_DATA_FIELDS:
+        raise ApiError("invalid", f"data must be an object with at most {MAX_DATA_FIELDS} fields.",
+                       fields={"data": ["Invalid."]})
+    clean_extra = {str(k)[:50]: _text(extra, k, 500) for k in extra}
+    return {"source": source, "name": name, "email": email, "phone": phone, "interest": interest,
+            "data": clean_extra}
+
+
+def lead_create(
+    *,
+    widget: Widget,
+    source: str,
+    name: str = "",
+    email: str = "",
+    phone: str = "",
+    interest: str = "",
+    data: dict[str, Any] | None = None,
+    conversation: Conversation | None = None,
+) -> Lead:
+    """Store a lead (delivery_status pending). CRM delivery will be enqueued here on commit."""
+    with transaction.atomic():
+        lead = Lead.objects.create(
+            widget=widget, conversation=conversation, source=source, name=name, email=email, phone=phone,
+            interest=interest, data=data or {},
+        )
+    return lead

@@ -1,0 +1,228 @@
+"""Fixtures of the public embed tests: a fake n8n server (real HTTP on 127.0.0.1), published widgets
+wired to it, and the browser helpers (Playwright + Debian Chromium, a host page on another origin)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from widgets.services import widget_publish, widget_update
+
+ORIGIN = "https://shop.example.com"
+N8N_PASSWORD = "n8n-pass-SECRET-4242"
+N8N_USER = "n8n-user"
+OPENAI_KEY = "sk-test-SECRET-openai-9999"
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class FakeN8n:
+    """Scriptable n8n Chat Trigger. `replies` is consumed in order; `default` answers the rest.
+
+    A reply is a dict: {"json": obj, "status": 200} | {"stream": [obj, ...], "delay": s}
+    | {"sleep": s} | {"raw": "text", "status": 500, "content_type": "text/plain"}.
+    """
+
+    url: str = ""
+    requests: list[Recorded] = field(default_factory=list)
+    replies: list[dict[str, Any]] = field(default_factory=list)
+    default: dict[str, Any] = field(default_factory=lambda: {"json": {"output": "Hello from n8n"}})
+    # loadPreviousSession is answered from here (not from `replies`), so scripts stay about sendMessage.
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def webhook(self) -> str:
+        return self.url + "/webhook/secret-hook-7f3a/chat"
+
+    @property
+    def sent(self) -> list[dict[str, Any]]:
+        """Bodies of the sendMessage requests (the widget also asks for history on open)."""
+        return [r.body for r in self.requests if isinstance(r.body, dict) and r.body.get("action") == "sendMessage"]
+
+    def reply(self, **kwargs: Any) -> None:
+        self.replies.append(kwargs)
+
+    def next_reply(self) -> dict[str, Any]:
+        return self.replies.pop(0) if self.replies else self.default
+
+
+def _handler(fake: FakeN8n) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length)
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = raw.decode(errors="replace")
+            fake.requests.append(Recorded("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+            if isinstance(body, dict) and body.get("action") == "loadPreviousSession":
+                spec = {"json": {"data": fake.history}}
+            else:
+                spec = fake.next_reply()
+            try:
+                if "sleep" in spec:
+                    time.sleep(spec["sleep"])
+                    spec = {"json": {"output": "too late"}}
+                if "stream" in spec:
+                    self.send_response(spec.get("status", 200))
+                    self.send_header("Content-Type", "application/json; charset=utf-8")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    for obj in spec["stream"]:
+                        line = (json.dumps(obj) + "\n").encode()
+                        self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
+                        self.wfile.flush()
+                        time.sleep(spec.get("delay", 0))
+                    self.wfile.write(b"0\r\n\r\n")
+                    return
+                if "raw" in spec:
+                    data = spec["raw"].encode()
+                    ctype = spec.get("content_type", "text/plain")
+                else:
+                    data = json.dumps(spec["json"]).encode()
+                    ctype = "application/json"
+                self.send_response(spec.get("status", 200))
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    return Handler
+
+
+@pytest.fixture
+def fake_n8n():
+    fake = FakeN8n()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
+    server.daemon_threads = True
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield fake
+    server.shutdown()
+    server.server_close()
+
+
+def publish(widget, owner, *, config: dict | None = None, secrets: dict | None = None):
+    """Save `config` into the draft (merge) and publish it as the owner; returns the refreshed widget."""
+    membership = owner.memberships.get()
+    if config is not None or secrets is not None:
+        widget = widget_update(widget=widget, membership=membership, config=config, secrets=secrets)
+    widget_publish(widget=widget, user=owner, membership=membership)
+    widget.refresh_from_db()
+    return widget
+
+
+def n8n_config(webhook: str, **n8n: Any) -> dict[str, Any]:
+    return {
+        "connection": {"provider": "n8n", "n8n": {"webhook_url": webhook, **n8n}},
+        "appearance": {"n8n": {"title": "Acme Phones", "subtitle": "Ask us anything"}},
+        "behaviour": {"starter_prompts": ["Phones under $500?"], "greeting": "Hi! How can I help?"},
+    }
+
+
+@pytest.fixture
+def n8n_widget(widget_a, owner, fake_n8n):
+    """Widget A, published, wired to the fake n8n, with secrets set (that must never leak)."""
+    return publish(
+        widget_a, owner, config=n8n_config(fake_n8n.webhook),
+        secrets={"n8n_basic_auth_user": N8N_USER, "n8n_basic_auth_password": N8N_PASSWORD,
+                 "openai_api_key": OPENAI_KEY},
+    )
+
+
+# --- browser -------------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """A headless Debian Chromium through Playwright; skipped locally when missing, fails in CI."""
+    reason = None
+    if not os.path.exists(CHROMIUM) and not shutil.which("chromium"):
+        reason = f"Chromium not found at {CHROMIUM}"
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        reason = "playwright is not installed"
+    if reason:
+        if os.environ.get("SWITCHBOARD_REQUIRE_BROWSER") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    # Playwright's sync API keeps an event loop running in this thread; Django's ORM (used by the tests'
+    # fixtures, not by async code) would otherwise refuse to run beside it.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            yield browser
+            browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@dataclass
+class HostSite:
+    """A customer's site: static files served from `localhost:<port>` (another origin than the app)."""
+
+    root: str
+    port: int
+
+    @property
+    def origin(self) -> str:
+        return f"http://localhost:{self.port}"
+
+    def page(self, name: str, html: str) -> str:
+        with open(os.path.join(self.root, name), "w") as fh:
+            fh.write(html)
+        return f"{self.origin}/{name}"
+
+
+@pytest.fixture
+def host_site(tmp_path):
+    root = str(tmp_path)
+
+    class Handler(SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any):
+            super().__init__(*args, directory=root, **kwargs)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("localhost", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield HostSite(root=root, port=server.server_address[1])
+    server.shutdown()
+    server.server_close()

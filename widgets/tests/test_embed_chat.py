@@ -1,0 +1,285 @@
+"""The n8n chat proxy against a fake n8n on 127.0.0.1: forwarded bodies, auth, streaming, errors, DB state."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from licenses.models import LicenseUsage
+from widgets.models import Conversation, Message
+from widgets.tests.conftest import N8N_PASSWORD, N8N_USER, ORIGIN, n8n_config, publish
+
+pytestmark = pytest.mark.django_db
+
+PRODUCT = {"type": "ui.product_cards", "products": [
+    {"id": "1", "title": "Pixel 8a", "description": "", "price": "449.00", "currency": "USD",
+     "image_url": "https://shop.example.com/p.png", "url": "https://shop.example.com/p", "in_stock": True}]}
+
+
+def chat(client, key, body, origin=ORIGIN, **extra):
+    return client.post(f"/api/widget/{key}/chat", data=json.dumps(body) if not isinstance(body, str) else body,
+                       content_type="application/json", HTTP_ORIGIN=origin, **extra)
+
+
+def send(client, widget, text="Hi there", session="sess-1", **extra):
+    return chat(client, widget.license.key,
+                {"action": "sendMessage", "sessionId": session, "chatInput": text, "metadata": {"visitorId": "v-1"}},
+                **extra)
+
+
+def test_send_forwards_exactly_what_the_chat_trigger_expects(client, n8n_widget, fake_n8n):
+    response = send(client, n8n_widget, HTTP_X_SWITCHBOARD_VISITOR="v-1")
+    assert response.status_code == 200, response.content
+    assert response.json() == {"output": "Hello from n8n", "ui": []}
+    assert response["Access-Control-Allow-Origin"] == ORIGIN
+    [req] = fake_n8n.requests
+    assert req.method == "POST"
+    assert req.path == "/webhook/secret-hook-7f3a/chat"
+    assert req.headers["content-type"] == "application/json"
+    assert req.body == {"action": "sendMessage", "sessionId": "sess-1", "chatInput": "Hi there",
+                        "metadata": {"visitorId": "v-1"}}
+    assert "authorization" not in req.headers  # basic auth is off in the config
+
+
+def test_basic_auth_from_the_encrypted_secrets(client, n8n_widget, fake_n8n, owner):
+    publish(n8n_widget, owner, config={"connection": {"n8n": {"basic_auth": True}}})
+    assert send(client, n8n_widget).status_code == 200
+    expected = "Basic " + base64.b64encode(f"{N8N_USER}:{N8N_PASSWORD}".encode()).decode()
+    assert fake_n8n.requests[0].headers["authorization"] == expected
+
+
+def test_load_previous_session_has_no_chat_input_and_maps_langchain_messages(client, n8n_widget, fake_n8n):
+    fake_n8n.history.extend([
+        {"lc": 1, "type": "constructor", "id": ["langchain_core", "messages", "HumanMessage"],
+         "kwargs": {"content": "Do you buy phones?", "additional_kwargs": {}}},
+        {"lc": 1, "type": "constructor", "id": ["langchain_core", "messages", "AIMessage"],
+         "kwargs": {"content": "Yes, we **do**.", "tool_calls": []}},
+        {"lc": 1, "type": "constructor", "id": ["langchain_core", "messages", "SystemMessage"],
+         "kwargs": {"content": "internal"}},
+    ])
+    response = chat(client, n8n_widget.license.key, {"action": "loadPreviousSession", "sessionId": "sess-1"})
+    assert response.status_code == 200, response.content
+    assert response.json()["messages"] == [
+        {"role": "user", "text": "Do you buy phones?"}, {"role": "assistant", "text": "Yes, we **do**."}]
+    assert fake_n8n.requests[0].body == {"action": "loadPreviousSession", "sessionId": "sess-1", "metadata": {}}
+    assert Conversation.objects.count() == 0
+
+
+@pytest.mark.parametrize("reply,text", [
+    ({"output": "from output"}, "from output"),
+    ({"text": "from text"}, "from text"),
+    ({"message": "from message"}, "from message"),
+    ([{"output": "one"}, {"output": "two"}], "one\n\ntwo"),
+])
+def test_reply_shapes(client, n8n_widget, fake_n8n, reply, text):
+    fake_n8n.reply(json=reply)
+    response = send(client, n8n_widget)
+    assert response.status_code == 200
+    assert response.json()["output"] == text
+
+
+def test_ui_events_pass_through_and_unknown_ones_are_dropped(client, n8n_widget, fake_n8n):
+    fake_n8n.reply(json={"output": "Here you go", "ui": [PRODUCT, {"type": "evil", "html": "<script>"}]})
+    response = send(client, n8n_widget)
+    assert response.json()["ui"] == [PRODUCT]
+    assistant = Message.objects.get(role="assistant")
+    assert assistant.payload == {"ui": [PRODUCT]}
+
+
+def test_chat_records_one_conversation_and_a_message_per_turn(client, n8n_widget, fake_n8n):
+    send(client, n8n_widget, "First", HTTP_X_SWITCHBOARD_VISITOR="visitor-9")
+    send(client, n8n_widget, "Second", HTTP_X_SWITCHBOARD_VISITOR="visitor-9")
+    conversation = Conversation.objects.get()
+    assert conversation.channel == "chat"
+    assert conversation.session_id == "sess-1"
+    assert conversation.visitor_id == "visitor-9"
+    assert conversation.widget == n8n_widget
+    assert [(m.role, m.text) for m in conversation.messages.all()] == [
+        ("user", "First"), ("assistant", "Hello from n8n"), ("user", "Second"), ("assistant", "Hello from n8n")]
+    usage = LicenseUsage.objects.get(license=n8n_widget.license)
+    assert usage.conversations == 1  # counted once per new session
+
+
+def test_new_session_counts_again(client, n8n_widget, fake_n8n):
+    send(client, n8n_widget, session="a")
+    send(client, n8n_widget, session="b")
+    assert LicenseUsage.objects.get(license=n8n_widget.license).conversations == 2
+
+
+def test_streaming_is_relayed_and_aggregated_into_one_message(client, n8n_widget, fake_n8n, owner):
+    publish(n8n_widget, owner, config={"connection": {"n8n": {"streaming": True}}})
+    fake_n8n.reply(stream=[
+        {"type": "begin", "metadata": {"nodeId": "a"}},
+        {"type": "item", "content": "Hel", "metadata": {}},
+        {"type": "item", "content": "lo ", "metadata": {}},
+        {"type": "item", "content": "world", "metadata": {}},
+        {"type": "end", "metadata": {}},
+    ], delay=0.01)
+    response = send(client, n8n_widget)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/x-ndjson"
+    assert response.streaming
+    lines = [json.loads(line) for line in b"".join(response.streaming_content).splitlines()]
+    assert lines == [
+        {"type": "item", "content": "Hel"}, {"type": "item", "content": "lo "}, {"type": "item", "content": "world"},
+        {"type": "end", "output": "Hello world", "ui": []}]
+    assert [(m.role, m.text) for m in Message.objects.all()] == [("user", "Hi there"), ("assistant", "Hello world")]
+    assert fake_n8n.requests[0].body["chatInput"] == "Hi there"
+
+
+def test_stream_error_event_becomes_an_error_line_and_no_record(client, n8n_widget, fake_n8n, owner):
+    publish(n8n_widget, owner, config={"connection": {"n8n": {"streaming": True}}})
+    fake_n8n.reply(stream=[{"type": "begin"}, {"type": "item", "content": "Hal"},
+                           {"type": "error", "content": f"boom at {fake_n8n.webhook}"}])
+    response = send(client, n8n_widget)
+    body = b"".join(response.streaming_content)
+    last = json.loads(body.splitlines()[-1])
+    assert last["type"] == "error" and last["code"] == "upstream_error"
+    assert fake_n8n.webhook.encode() not in body
+    assert Message.objects.count() == 0
+
+
+def test_streaming_widget_accepts_a_plain_json_reply(client, n8n_widget, fake_n8n, owner):
+    publish(n8n_widget, owner, config={"connection": {"n8n": {"streaming": True}}})
+    fake_n8n.reply(json={"output": "Not streamed", "ui": [PRODUCT]})
+    lines = [json.loads(x) for x in b"".join(send(client, n8n_widget).streaming_content).splitlines()]
+    assert lines[-1] == {"type": "end", "output": "Not streamed", "ui": [PRODUCT]}
+
+
+def test_upstream_timeout_is_504_without_the_url(client, n8n_widget, fake_n8n, settings):
+    settings.N8N_TOTAL_TIMEOUT = 0.3
+    fake_n8n.reply(sleep=1.0)
+    response = send(client, n8n_widget)
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "upstream_timeout"
+    assert fake_n8n.url.encode() not in response.content
+    assert Conversation.objects.count() == 0
+
+
+@pytest.mark.parametrize("spec", [
+    {"json": {"error": "bad"}, "status": 500},
+    {"json": {"message": "Workflow not found"}, "status": 404},
+    {"raw": "{not json", "content_type": "application/json"},
+    {"json": {"nothing": "here"}},
+])
+def test_upstream_failures_are_502_without_the_url(client, n8n_widget, fake_n8n, spec, caplog):
+    fake_n8n.reply(**spec)
+    response = send(client, n8n_widget)
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "upstream_error"
+    assert fake_n8n.url.encode() not in response.content
+    # Our own log lines never carry the webhook URL (httpx's INFO request log is the operator's choice).
+    assert all(fake_n8n.url not in r.getMessage() for r in caplog.records if r.name != "httpx")
+    assert Message.objects.count() == 0
+
+
+def test_unreachable_upstream_is_502(client, widget_a, owner):
+    widget = publish(widget_a, owner, config=n8n_config("http://127.0.0.1:9/webhook/x"))
+    response = send(client, widget)
+    assert response.status_code == 502
+    assert b"127.0.0.1:9" not in response.content
+
+
+def test_webhook_not_configured_is_503(client, widget_a, fake_n8n):
+    response = send(client, widget_a)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "not_configured"
+
+
+def test_webhook_in_the_draft_only_is_not_used(client, widget_a, owner, fake_n8n):
+    from widgets.services import widget_update
+
+    widget_update(widget=widget_a, membership=owner.memberships.get(), config=n8n_config(fake_n8n.webhook))
+    assert send(client, widget_a).status_code == 503
+    assert fake_n8n.requests == []
+
+
+@pytest.mark.parametrize("body,code", [
+    ("not json", "invalid_json"),
+    ("[1, 2]", "invalid_json"),
+    ({"action": "sendMessage", "chatInput": "hi"}, "invalid_session_id"),
+    ({"action": "sendMessage", "sessionId": "s", "chatInput": ""}, "empty_message"),
+    ({"action": "sendMessage", "sessionId": "s", "chatInput": "x" * 4001}, "message_too_long"),
+    ({"action": "deleteEverything", "sessionId": "s"}, "invalid_action"),
+    ({"action": "sendMessage", "sessionId": "s", "chatInput": "hi", "metadata": "nope"}, "invalid_metadata"),
+])
+def test_invalid_bodies_are_400_and_write_nothing(client, n8n_widget, fake_n8n, body, code):
+    response = chat(client, n8n_widget.license.key, body)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == code
+    assert fake_n8n.requests == []
+    assert Conversation.objects.count() == 0
+
+
+def test_rate_limit_per_visitor(client, n8n_widget, fake_n8n, settings):
+    settings.WIDGET_CHAT_RATE_PER_MINUTE = 3
+    for _ in range(3):
+        assert send(client, n8n_widget, HTTP_X_SWITCHBOARD_VISITOR="v-rate").status_code == 200
+    response = send(client, n8n_widget, HTTP_X_SWITCHBOARD_VISITOR="v-rate")
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(response["Retry-After"]) <= 60
+    assert len(fake_n8n.requests) == 3
+    assert Message.objects.count() == 6
+    # Another visitor is not affected.
+    assert send(client, n8n_widget, session="other", HTTP_X_SWITCHBOARD_VISITOR="v-other").status_code == 200
+
+
+def test_quota_blocks_new_conversations_but_lets_existing_ones_continue(client, n8n_widget, fake_n8n):
+    license = n8n_widget.license
+    license.limits = {**license.limits, "monthly_conversations": 1}
+    license.save()
+    assert send(client, n8n_widget, session="first").status_code == 200
+    assert send(client, n8n_widget, session="first").status_code == 200
+    response = send(client, n8n_widget, session="second")
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "quota_exceeded"
+    assert Conversation.objects.count() == 1
+    assert len(fake_n8n.requests) == 2
+
+
+def test_widget_of_another_license_is_404(client, n8n_widget, widget_b, fake_n8n):
+    response = client.post(f"/api/widget/{widget_b.license.key}/chat?widget={n8n_widget.public_id}",
+                           data=json.dumps({"sessionId": "s", "chatInput": "hi"}), content_type="application/json",
+                           HTTP_ORIGIN=ORIGIN)
+    assert response.status_code in (403, 404)
+    # license B does not allow shop.example.com? it does (same factory): so it must be the widget check.
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "widget_not_found"
+    assert fake_n8n.requests == []
+
+
+def test_chatkit_widget_cannot_use_the_n8n_proxy(client, license_a, owner, fake_n8n):
+    from widgets.tests.factories import WidgetFactory
+
+    widget = publish(WidgetFactory(license=license_a, provider="chatkit"), owner)
+    response = chat(client, license_a.key, {"sessionId": "s", "chatInput": "hi", "widget": widget.public_id})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "wrong_widget_type"
+
+
+def test_async_client_streams_through_the_asgi_path(n8n_widget, fake_n8n, owner):
+    """Under ASGI (Daphne) the relay is an async iterator; Django's AsyncClient drives that path."""
+    from asgiref.sync import async_to_sync
+    from django.test import AsyncClient
+
+    publish(n8n_widget, owner, config={"connection": {"n8n": {"streaming": True}}})
+    fake_n8n.reply(stream=[{"type": "begin"}, {"type": "item", "content": "As"}, {"type": "item", "content": "ync"},
+                           {"type": "end"}])
+
+    key = n8n_widget.license.key
+
+    async def run():
+        client = AsyncClient()
+        response = await client.post(
+            f"/api/widget/{key}/chat",
+            data=json.dumps({"action": "sendMessage", "sessionId": "as-1", "chatInput": "hi"}),
+            content_type="application/json", headers={"Origin": ORIGIN})
+        assert response.is_async
+        return b"".join([chunk async for chunk in response.streaming_content])
+
+    body = async_to_sync(run)()
+    assert json.loads(body.splitlines()[-1]) == {"type": "end", "output": "Async", "ui": []}
+    assert Message.objects.filter(role="assistant").get().text == "Async"
