@@ -1,7 +1,8 @@
 """"Test connection" for the configurator: call the widget's upstream through the server, report in words.
 
-Never echoes secrets or upstream bodies back: only a reason code and a sentence.
-The preview chat (draft webhook, not counted as usage) also lives here until widgets/n8n.py lands.
+Never echoes secrets or upstream bodies back: only a reason code and a sentence. The n8n request is
+built by widgets/n8n.py (the one n8n client); this module only maps the HTTP status to words, which
+the chat proxy deliberately does not tell visitors.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Any
 
 import httpx
 from django.conf import settings
+
+from widgets.n8n import n8n_payload, n8n_target
 
 TEST_SESSION = "switchboard-connection-test"
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
@@ -48,21 +51,16 @@ def _call(method: str, url: str, what: str, **kwargs: Any) -> ConnectionResult:
     return _from_status(response.status_code, what)
 
 
-def n8n_auth(secrets: dict[str, str], config: dict[str, Any]) -> tuple[str, str] | None:
-    if not config["connection"]["n8n"].get("basic_auth"):
-        return None
-    return (secrets.get("n8n_basic_auth_user", ""), secrets.get("n8n_basic_auth_password", ""))
-
-
 def connection_test(*, config: dict[str, Any], secrets: dict[str, str]) -> ConnectionResult:
     """`config` is a normalized draft config; `secrets` the widget's decrypted secrets."""
     connection = config["connection"]
     if connection["provider"] == "n8n":
-        url = connection["n8n"]["webhook_url"]
-        if not url:
+        target = n8n_target(config=config, secrets=secrets)
+        if target is None:
             return ConnectionResult(False, "not_configured", "Enter the n8n webhook URL first.")
-        body = {"action": "loadPreviousSession", "sessionId": TEST_SESSION, "chatInput": ""}
-        return _call("POST", url, "The n8n webhook", json=body, auth=n8n_auth(secrets, config))
+        body = n8n_payload(action="loadPreviousSession", session_id=TEST_SESSION, chat_input=None,
+                           metadata={"source": "switchboard-connection-test"})
+        return _call("POST", target.url, "The n8n webhook", json=body, auth=target.auth)
     chatkit = connection["chatkit"]
     key = secrets.get("openai_api_key") or settings.OPENAI_API_KEY
     if not key:
@@ -79,30 +77,3 @@ def connection_test(*, config: dict[str, Any], secrets: dict[str, str]) -> Conne
         return _call("POST", f"{base}/chatkit/sessions", "OpenAI ChatKit", json=body, headers=headers)
     model = chatkit.get("model") or settings.CHATKIT_DEFAULT_MODEL
     return _call("GET", f"{base}/models/{model}", f"OpenAI (model {model})", headers=headers)
-
-
-def preview_chat_send(*, config: dict[str, Any], secrets: dict[str, str], body: dict[str, Any]) -> tuple[int, Any]:
-    """Forward one preview chat message to the DRAFT webhook. Returns (status, json-able body)."""
-    url = config["connection"]["n8n"]["webhook_url"]
-    if not url:
-        return 409, {"error": {"code": "not_configured", "message": "Set the n8n webhook URL to chat in the preview."}}
-    payload = {
-        "action": body.get("action") or "sendMessage",
-        "sessionId": str(body.get("sessionId") or "preview")[:200],
-        "chatInput": str(body.get("chatInput") or "")[:4000],
-        "metadata": {"preview": True},
-    }
-    try:
-        response = httpx.post(url, json=payload, auth=n8n_auth(secrets, config),
-                              timeout=httpx.Timeout(settings.N8N_TOTAL_TIMEOUT, connect=settings.N8N_CONNECT_TIMEOUT))
-    except httpx.TimeoutException:
-        return 504, {"error": {"code": "upstream_timeout", "message": "The n8n webhook did not answer in time."}}
-    except httpx.HTTPError:
-        return 502, {"error": {"code": "upstream_unreachable", "message": "Could not reach the n8n webhook."}}
-    if response.status_code >= 400:
-        result = _from_status(response.status_code, "The n8n webhook")
-        return 502, {"error": {"code": result.code, "message": result.message}}
-    try:
-        return 200, response.json()
-    except ValueError:
-        return 200, {"output": response.text[:4000]}

@@ -13,13 +13,82 @@ let mounted = null;
 export function mountPreview(el, config, options) {
   if (mounted && typeof mounted.destroy === "function") mounted.destroy();
   el.replaceChildren();
-  const real = window.SwitchboardWidget;
-  if (config.provider === "n8n" && real && typeof real.mount === "function") {
-    mounted = real.mount(el, { config, mode: options.mode, chatUrl: options.chatUrl, preview: true });
-    return mounted;
+  const bundle = window.SwitchboardWidget;
+  if (config.provider === "n8n" && bundle && typeof bundle.mount === "function") {
+    mounted = mountBundle(bundle, el, config, options);
+  } else {
+    mounted = config.provider === "chatkit" ? renderChatKit(el, config, options) : renderN8n(el, config, options);
   }
-  mounted = config.provider === "chatkit" ? renderChatKit(el, config, options) : renderN8n(el, config, options);
   return mounted;
+}
+
+// The real widget bundle (static/widget/widget.js) fetches its config and chats with
+// /api/widget/<key>/...; inside this frame those calls are answered with the DRAFT config and routed
+// to the preview chat (draft webhook, not counted as usage). Nothing else in the bundle changes.
+let shimmed = null;
+function installFetchShim() {
+  if (shimmed) return shimmed;
+  const realFetch = window.fetch.bind(window);
+  const base = `/api/widget/${encodeURIComponent(boot.licenseKey)}/`;
+  const json = (body, status = 200) => Promise.resolve(new Response(JSON.stringify(body),
+    { status, headers: { "Content-Type": "application/json" } }));
+  shimmed = { config: null };
+  window.fetch = (input, init = {}) => {
+    const path = new URL(typeof input === "string" ? input : input.url, location.href).pathname;
+    if (!path.startsWith(base)) return realFetch(input, init);
+    const what = path.slice(base.length);
+    if (what === "config") return json({ config: shimmed.config, type: "n8n", widget: boot.widgetId });
+    if (what === "leads") return json({ id: 0, status: "preview" }, 201);
+    if (what === "chat") {
+      let body = {};
+      try { body = JSON.parse(init.body || "{}"); } catch { body = {}; }
+      // History stays in this browser while you edit (the preview re-mounts on every change).
+      if (body.action === "loadPreviousSession") return json({ sessionId: body.sessionId, messages: [] });
+      const headers = new Headers(init.headers || {});
+      headers.set("Content-Type", "application/json");
+      headers.set("X-CSRFToken", (document.cookie.match(/csrftoken=([^;]+)/) || [])[1] || "");
+      return realFetch(boot.chatUrl, { ...init, headers, credentials: "same-origin" });
+    }
+    return json({ error: { code: "not_found", message: "Not available in the preview." } }, 404);
+  };
+  return shimmed;
+}
+
+function mountBundle(bundle, el, config, options) {
+  installFetchShim().config = config;
+  const mode = options.mode;
+  let target = null;
+  if (mode === "inline") {
+    target = h("div", { id: "sb-inline-target", class: "sb-inline-target" });
+    el.append(target);
+  }
+  const widget = bundle.mount({
+    base: location.origin, key: boot.licenseKey, widget: boot.widgetId, type: "n8n", config, mode,
+    position: config.embed.position, target: target ? "#sb-inline-target" : undefined,
+  });
+  let frames = 0;
+  (function openWhenReady() {
+    // Popup: keep the window open across re-mounts, without moving focus out of the configurator.
+    if (mode !== "popup" || !state.open) return;
+    if (widget.pn && widget.lau) {
+      const ta = widget.ta;
+      if (ta) ta.focus = () => {};
+      widget.toggle(true);
+      if (ta) delete ta.focus;
+      widget.lau.addEventListener("click", () => { state.open = !widget.pn.hidden; });
+      return;
+    }
+    if (frames++ < 120) requestAnimationFrame(openWhenReady);
+  })();
+  root.dataset.renderer = "bundle";
+  return {
+    widget,
+    destroy() {
+      if (widget.voice) widget.hangUp();
+      widget.host?.remove();
+      window.SwitchboardWidgets = (window.SwitchboardWidgets || []).filter((w) => w !== widget);
+    },
+  };
 }
 
 function h(tag, attrs = {}, ...children) {
@@ -69,6 +138,7 @@ function launcher(config, color, onClick, open) {
 // --- n8n widget (built-in stand-in for static/widget/) ----------------------------------------------
 
 function renderN8n(el, config, options) {
+  root.dataset.renderer = "builtin";
   const a = config.appearance;
   const b = config.behaviour;
   const isDark = dark(a.color_scheme);
@@ -188,7 +258,8 @@ window.addEventListener("message", (event) => {
   const options = event.data.options || {};
   if (options.mode && options.mode !== state.mode) { state.mode = options.mode; state.open = true; }
   if (options.host) state.host = options.host;
-  render();
+  clearTimeout(render._t);
+  render._t = setTimeout(render, 120);
 });
 
 window.switchboardPreview = { state, render };

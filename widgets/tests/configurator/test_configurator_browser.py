@@ -81,12 +81,44 @@ def test_device_frames_change_preview_size(signed_in, live_server, owner, widget
     assert round(frame.bounding_box()["width"]) == 768
     # Modes: full page fills the frame; inline sits in the page.
     page.get_by_role("button", name="Full page").click()
-    shell = page.frame_locator("#preview-frame").locator(".sb-shell")
-    shell.wait_for()
-    assert shell.get_attribute("data-mode") == "fullpage"
+    panel = page.frame_locator("#preview-frame").get_by_role("region", name="Chat with us")
+    panel.wait_for()
+    box, outer = panel.bounding_box(), frame.bounding_box()
+    assert abs(box["width"] - outer["width"]) < 2 and abs(box["height"] - outer["height"]) < 2
     page.get_by_role("button", name="Dark").click()
     page.wait_for_function(
         "document.getElementById('preview-frame').contentDocument.body.dataset.host === 'dark'")
+
+
+def test_n8n_preview_is_the_real_bundle_and_chats_with_the_draft_webhook(signed_in, live_server, owner, widget_a,
+                                                                         fake_upstream):
+    fake_upstream.body = {"output": "Draft webhook says hi"}
+    widget_update(widget=widget_a, membership=owner.memberships.get(),
+                  config={"connection": {"n8n": {"webhook_url": fake_upstream.url + "/webhook/draft"}}})
+    page = signed_in(owner)
+    open_editor(page, live_server, widget_a)
+    frame = frame_of(page)
+    frame.locator("switchboard-widget").wait_for(state="attached")
+    assert page.frame_locator("#preview-frame").locator("#sb-preview-root").get_attribute("data-renderer") == "bundle"
+    # Live, unsaved: the primary colour reaches the real widget's header.
+    page.get_by_role("tab", name="Appearance").click()
+    page.get_by_label("Primary colour", exact=True).fill("#0f766e")
+    header = frame.get_by_role("dialog").locator("header")
+    page.wait_for_function("""() => {
+        const doc = document.getElementById('preview-frame').contentDocument;
+        const host = doc.querySelector('switchboard-widget');
+        const hd = host && host.shadowRoot.querySelector('header');
+        return hd && getComputedStyle(hd).backgroundColor === 'rgb(15, 118, 110)'; }""")
+    assert header.is_visible()
+    # Chat goes to the draft webhook through the preview chat (no usage counted).
+    frame.get_by_role("textbox", name="Message").fill("Hello?")
+    frame.get_by_role("textbox", name="Message").press("Enter")
+    frame.get_by_text("Draft webhook says hi").wait_for()
+    sent = [r for r in fake_upstream.requests if (r["body"] or {}).get("action") == "sendMessage"]
+    assert sent and sent[0]["path"] == "/webhook/draft" and sent[0]["body"]["chatInput"] == "Hello?"
+    from licenses.models import LicenseUsage
+
+    assert not LicenseUsage.objects.exists()
 
 
 def test_save_publish_and_rollback(signed_in, live_server, owner, widget_a):
@@ -99,9 +131,9 @@ def test_save_publish_and_rollback(signed_in, live_server, owner, widget_a):
     widget_a.refresh_from_db()
     assert widget_a.published_version.number == 2
     assert widget_a.published_version.config["appearance"]["n8n"]["title"] == "Acme help"
-    # What the embed serves: the API's published version (the loader lives on branch `embed`).
-    served = page.evaluate(f"fetch('/api/v1/widgets/{widget_a.public_id}/').then(r => r.json())")
-    assert served["published_version"] == 2 and not served["has_unpublished_changes"]
+    # What the embed serves: the loader carries the new version and its public config at once.
+    loader = page.evaluate(f"fetch('/api/widget/{widget_a.license.key}/chat-widget.js', {{cache: 'no-store'}}).then(r => r.text())")
+    assert '"version":2' in loader.replace(" ", "") and "Acme help" in loader
     # Versions page shows the diff and rolls back.
     page.get_by_role("link", name="Versions").click()
     assert "appearance.n8n.title" in page.locator("[data-version='2']").inner_text()
@@ -112,6 +144,8 @@ def test_save_publish_and_rollback(signed_in, live_server, owner, widget_a):
     assert widget_a.published_version.number == 3
     assert widget_a.published_version.config["appearance"]["n8n"]["title"] == "Chat with us"
     assert widget_a.config["appearance"]["n8n"]["title"] == "Chat with us"
+    loader = page.evaluate(f"fetch('/api/widget/{widget_a.license.key}/chat-widget.js', {{cache: 'no-store'}}).then(r => r.text())")
+    assert '"version":3' in loader.replace(" ", "") and "Acme help" not in loader
 
 
 def test_invalid_value_shows_next_to_field_and_stale_draft_conflict(signed_in, live_server, owner, member, widget_a):
@@ -173,8 +207,7 @@ def test_share_link_opens_preview_signed_out(signed_in, live_server, owner, widg
     try:
         visitor = anonymous.new_page()
         visitor.goto(share_url)
-        title = visitor.frame_locator("#preview-frame").locator(".sb-title")
-        assert title.inner_text() == "For sign-off"
+        visitor.frame_locator("#preview-frame").get_by_text("For sign-off").wait_for()
         # Revoked: a friendly page.
         page.on("dialog", lambda dialog: dialog.accept())
         page.get_by_role("button", name="Revoke").click()

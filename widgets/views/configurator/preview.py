@@ -17,8 +17,8 @@ from config.api import ApiError, error_response
 from licenses.models import Membership
 from widgets import preview_links
 from widgets.config_schema import config_public
-from widgets.connection_test import preview_chat_send
 from widgets.models import Widget
+from widgets.preview_chat import preview_chat_reply
 from widgets.services import secrets_status
 from widgets.views.configurator.common import api_error_json, forbidden, json_body, render_app, role_flags, widget_view
 
@@ -54,6 +54,7 @@ def _frame(request: HttpRequest, widget: Widget, chat_url: str) -> HttpResponse:
             "ready": _connection_ready(widget),
             "chatkitUrl": _chatkit_preview_url(widget),
             "widgetId": widget.public_id,
+            "licenseKey": widget.license.key,
         },
     })
     return response
@@ -72,7 +73,7 @@ def preview_chat(request: HttpRequest, widget: Widget, membership: Membership) -
         body = json_body(request)
     except ApiError as exc:
         return api_error_json(exc)
-    status, payload = preview_chat_send(config=widget.config, secrets=widget.secrets or {}, body=body)
+    status, payload = preview_chat_reply(widget=widget, body=body)
     return JsonResponse(payload, status=status, safe=False)
 
 
@@ -163,5 +164,5 @@ def share_chat(request: HttpRequest, token: str) -> JsonResponse:
         body = json_body(request)
     except ApiError as exc:
         return api_error_json(exc)
-    status, payload = preview_chat_send(config=widget.config, secrets=widget.secrets or {}, body=body)
+    status, payload = preview_chat_reply(widget=widget, body=body)
     return JsonResponse(payload, status=status, safe=False)
