@@ -1,4 +1,14 @@
-from django.urls import path  # noqa: F401
+"""ChatKit routes (mounted at the site root by config/urls.py)."""
+
+from django.urls import path
+
+from chatkit import views
 
 app_name = "chatkit"
-urlpatterns: list = []
+urlpatterns = [
+    path("widget/chatkit/preview/<str:public_id>", views.preview_page, name="preview"),
+    path("widget/chatkit/<str:license_key>", views.page, name="page"),
+    path("api/chatkit/sessions", views.session_create, name="sessions"),
+    path("api/chatkit/preview-sessions", views.PreviewSessionView.as_view(), name="preview-sessions"),
+    path("api/chatkit/<str:license_key>/", views.server, name="server"),
+]

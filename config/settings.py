@@ -206,6 +206,17 @@ REALTIME_PRICES = {
 }
 REALTIME_MAX_SESSIONS_PER_PROCESS = env_int("REALTIME_MAX_SESSIONS_PER_PROCESS", 100, minimum=1)
 CHATKIT_DEFAULT_MODEL = env_str("CHATKIT_DEFAULT_MODEL", "gpt-4.1-mini")
+# ChatKit hosted-workflow sessions (chatkit/client.py). A license may override the two session
+# values with limits["chatkit_session_seconds"] / limits["chatkit_max_requests_per_minute"].
+CHATKIT_SESSION_SECONDS = env_int("CHATKIT_SESSION_SECONDS", 600, minimum=60)
+CHATKIT_MAX_REQUESTS_PER_MINUTE = env_int("CHATKIT_MAX_REQUESTS_PER_MINUTE", 30, minimum=1)
+CHATKIT_CONNECT_TIMEOUT = env_float("CHATKIT_CONNECT_TIMEOUT", 5.0)
+CHATKIT_TIMEOUT = env_float("CHATKIT_TIMEOUT", 15.0)
+# How long the signed page token of /widget/chatkit/<key> lets that page mint sessions.
+CHATKIT_PAGE_TOKEN_SECONDS = env_int("CHATKIT_PAGE_TOKEN_SECONDS", 6 * 3600, minimum=60)
+CHATKIT_JS_URL = env_str("CHATKIT_JS_URL", "https://cdn.platform.openai.com/deployments/chatkit/chatkit.js")
+# Public domain key of OUR domain on OpenAI's ChatKit domain allowlist (server mode `api.domainKey`).
+CHATKIT_DOMAIN_KEY = env_str("CHATKIT_DOMAIN_KEY", "")
 
 # Public widget endpoints.
 WIDGET_CHAT_RATE_PER_MINUTE = env_int("WIDGET_CHAT_RATE_PER_MINUTE", 20, minimum=1)
