@@ -133,7 +133,8 @@ function refreshVisibility() {
 function sendPreview() {
   if (errors.size) return; // keep showing the last valid config while a field is invalid
   frame.contentWindow?.postMessage(
-    { type: "switchboard:preview", config: publicConfig(fullConfig()), options: { mode: preview.mode, host: preview.host } },
+    { type: "switchboard:preview", config: publicConfig(fullConfig()),
+      options: { mode: preview.mode, host: preview.host, dirty } },
     location.origin,
   );
 }
@@ -282,6 +283,8 @@ export async function save() {
     statusBadge(data);
     updateSecretHints(data.secrets);
     toast("Draft saved");
+    // The ChatKit page shows the saved draft (and the connection state is read on load): refresh it.
+    if (data.widget_type === "chatkit") frame.contentWindow?.location.reload();
     return true;
   }
   const error = data?.error || { message: `Saving failed (HTTP ${status}).` };

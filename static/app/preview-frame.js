@@ -7,7 +7,7 @@
 
 const boot = JSON.parse(document.getElementById("preview-boot").textContent);
 const root = document.getElementById("sb-preview-root");
-const state = { config: boot.config, mode: boot.config.embed.mode, host: "light", open: true };
+const state = { config: boot.config, mode: boot.config.embed.mode, host: "light", open: true, dirty: false };
 let mounted = null;
 
 export function mountPreview(el, config, options) {
@@ -223,24 +223,32 @@ function renderChatKit(el, config, options) {
     "--ck-border": isDark ? "rgba(255,255,255,.12)" : `hsl(${a.grayscale_hue} ${a.grayscale_tint * 3}% 88%)`,
   };
   const ready = boot.ready && boot.ready.chatkit;
+  if (boot.chatkitUrl && ready) {
+    // The real ChatKit page in preview mode (chatkit app): it renders the SAVED draft with the
+    // preview session endpoint (never counted as usage); theme edits show after Save draft.
+    const iframe = h("iframe", { class: "ck-frame", title: "ChatKit preview", src: boot.chatkitUrl,
+      allow: "clipboard-write" });
+    const panel = h("section", { class: "ck-panel ck-real", "data-sb-provider": "chatkit", "data-sb-accent": a.accent_color,
+      "aria-label": "ChatKit", style: vars },
+      state.dirty ? h("div", { class: "ck-dirty", role: "note" }, "Showing the saved draft: save to see your latest theme edits here.") : null,
+      iframe);
+    return frameWidget(el, config, options, panel, a.accent_color);
+  }
+  const note = boot.shared
+    ? "This shared preview shows the ChatKit widget's look; chatting is available on the live site."
+    : "Connection not set up: add an OpenAI API key (and a workflow id in hosted mode) in Connection, then save, to chat here. The look below follows your edits live.";
   const panel = h("section", { class: `ck-panel ${isDark ? "ck-dark" : ""}`, "data-sb-provider": "chatkit",
     "data-sb-accent": a.accent_color, "data-accent-level": a.accent_level, "aria-label": "ChatKit", style: vars },
-    ready ? null : h("div", { class: "ck-note", role: "note" },
-      "Connection not set up: add an OpenAI API key (and a workflow id in hosted mode) in Connection, then save, to chat here. The look below is live."),
+    h("div", { class: "ck-note", role: "note" }, note),
     h("div", { class: "ck-start" },
       h("h2", { class: "ck-greeting" }, b.greeting || "What can I help with today?"),
       h("div", { class: "ck-prompts" }, (b.starter_prompts || []).map((p) => h("button", { type: "button", class: "ck-prompt" }, p)))),
     h("form", { class: "ck-composer", onsubmit: (ev) => ev.preventDefault() },
-      h("input", { type: "text", placeholder: b.placeholder || "Message", "aria-label": "Message", disabled: !ready }),
-      h("button", { type: "submit", class: "ck-send", "aria-label": "Send", disabled: !ready }, "↑")),
+      h("input", { type: "text", placeholder: b.placeholder || "Message", "aria-label": "Message", disabled: true }),
+      h("button", { type: "submit", class: "ck-send", "aria-label": "Send", disabled: true }, "↑")),
     b.disclaimer ? h("p", { class: "ck-disclaimer" }, b.disclaimer) : null,
   );
-  if (boot.chatkitUrl && ready) {
-    // The real ChatKit page in preview mode (branch `chatkit`), themed by the same public config.
-    const iframe = h("iframe", { class: "ck-frame", title: "ChatKit", src: boot.chatkitUrl, "data-sb-accent": a.accent_color });
-    iframe.addEventListener("load", () => iframe.contentWindow.postMessage({ type: "switchboard:preview", config }, location.origin));
-    panel.replaceChildren(iframe);
-  }
+  root.dataset.renderer = "chatkit-theme";
   return frameWidget(el, config, options, panel, a.accent_color);
 }
 
@@ -258,6 +266,7 @@ window.addEventListener("message", (event) => {
   const options = event.data.options || {};
   if (options.mode && options.mode !== state.mode) { state.mode = options.mode; state.open = true; }
   if (options.host) state.host = options.host;
+  if (options.dirty !== undefined) state.dirty = options.dirty;
   clearTimeout(render._t);
   render._t = setTimeout(render, 120);
 });

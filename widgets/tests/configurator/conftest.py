@@ -3,17 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
-
-# Playwright's sync API keeps an event loop running in this thread; Django's ORM calls from the
-# test body are still plain synchronous code, so allow them.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture(autouse=True)
@@ -21,18 +12,11 @@ def _fast_password_hasher(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
-@pytest.fixture(scope="session")
-def browser():
-    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
-        if os.environ.get("SWITCHBOARD_REQUIRE_BROWSER") == "1":
-            pytest.fail("Chromium is required (SWITCHBOARD_REQUIRE_BROWSER=1) but /usr/bin/chromium is missing.")
-        pytest.skip("Chromium is not installed at /usr/bin/chromium; browser tests skipped.")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield browser
-        browser.close()
+@pytest.fixture
+def browser(chromium):
+    """One Chromium per session, shared with the embed tests (widgets/tests/conftest.py `chromium`):
+    Playwright's sync API cannot run two instances side by side."""
+    return chromium
 
 
 @pytest.fixture

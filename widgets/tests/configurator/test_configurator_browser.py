@@ -66,6 +66,17 @@ def test_accent_colour_updates_preview_without_saving(signed_in, live_server, ow
     assert not errors
 
 
+def test_chatkit_preview_uses_the_chatkit_page_once_connected(signed_in, live_server, owner, license_a):
+    widget = WidgetFactory(license=license_a, provider="chatkit", name="Kit")
+    widget_update(widget=widget, membership=owner.memberships.get(), secrets={"openai_api_key": "sk-test-abcd1234"})
+    page = signed_in(owner)
+    open_editor(page, live_server, widget)
+    inner = frame_of(page).locator("iframe.ck-frame")
+    inner.wait_for(state="attached")
+    assert inner.get_attribute("src") == f"/widget/chatkit/preview/{widget.public_id}"
+    assert "sk-test" not in page.content()
+
+
 def test_device_frames_change_preview_size(signed_in, live_server, owner, widget_a):
     page = signed_in(owner)
     open_editor(page, live_server, widget_a)

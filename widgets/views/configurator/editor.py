@@ -6,7 +6,6 @@ from __future__ import annotations
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
-from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from config.api import ApiError
@@ -21,13 +20,6 @@ from widgets.views.configurator.common import api_error_json, forbidden, json_bo
 from widgets.views.configurator.fields import sections_with_values
 
 
-def _url_or_empty(name: str, **kwargs: str) -> str:
-    try:
-        return reverse(name, kwargs=kwargs or None)
-    except NoReverseMatch:
-        return ""
-
-
 @widget_view
 def configurator(request: HttpRequest, widget: Widget, membership: Membership) -> HttpResponse:
     return render_app(request, "app/configurator.html", {
@@ -35,7 +27,6 @@ def configurator(request: HttpRequest, widget: Widget, membership: Membership) -
         "secrets": services.secrets_status(widget=widget), "provider": widget.widget_type,
         "knowledge_count": widget.knowledge.count(), "product_count": widget.products.count(),
         "domains": widget.license.allowed_domains, "nav": "widgets", **role_flags(membership),
-        "chatkit_page": _url_or_empty("chatkit-page", license_key=widget.license.key),
     })
 
 

@@ -38,21 +38,23 @@ def _platform_key() -> bool:
 
 
 def _chatkit_preview_url(widget: Widget) -> str:
+    """The ChatKit page in preview mode (chatkit app), linked by URL name only (imports point down)."""
     try:
-        page = reverse("chatkit-page", kwargs={"license_key": widget.license.key})
+        return reverse("chatkit:preview", kwargs={"public_id": widget.public_id})
     except NoReverseMatch:
         return ""
-    return f"{page}?widget={widget.public_id}&preview=1"
 
 
-def _frame(request: HttpRequest, widget: Widget, chat_url: str) -> HttpResponse:
+def _frame(request: HttpRequest, widget: Widget, chat_url: str, *, shared: bool = False) -> HttpResponse:
     response = render(request, "app/preview_frame.html", {
         "widget": widget,
         "preview": {
             "config": config_public(widget.config),
             "chatUrl": chat_url,
             "ready": _connection_ready(widget),
-            "chatkitUrl": _chatkit_preview_url(widget),
+            # The ChatKit preview page needs a signed-in member; share links show the theme only.
+            "chatkitUrl": "" if shared else _chatkit_preview_url(widget),
+            "shared": shared,
             "widgetId": widget.public_id,
             "licenseKey": widget.license.key,
         },
@@ -150,7 +152,7 @@ def share_frame(request: HttpRequest, token: str) -> HttpResponse:
     widget, error = _resolve(request, token)
     if error is not None:
         return error
-    return _frame(request, widget, reverse("app-share-chat", kwargs={"token": token}))
+    return _frame(request, widget, reverse("app-share-chat", kwargs={"token": token}), shared=True)
 
 
 @csrf_exempt  # signed-out visitor; the signed token is the credential, and the view only reads
