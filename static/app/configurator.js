@@ -266,6 +266,8 @@ function conflict(message) {
 
 export async function save() {
   for (const el of controls()) validateControl(el);
+  const nameInput = form.querySelector("[data-name]");
+  if (nameInput) showError("name", nameInput.value.trim() ? "" : "Give the widget a name.");
   if (errors.size) {
     saveState.textContent = "Fix the highlighted fields";
     showServerErrors(Object.fromEntries([...errors].map(([p, m]) => [p, [m]])));
@@ -273,12 +275,14 @@ export async function save() {
   }
   clearServerErrors();
   saveState.textContent = "Saving…";
-  const { status, ok, data } = await api(editor.dataset.api, "PATCH", {
-    config: formConfig(), secrets: secretChanges(), revision,
-  });
+  const body = { config: formConfig(), secrets: secretChanges(), revision };
+  if (nameInput) body.name = nameInput.value;
+  const { status, ok, data } = await api(editor.dataset.api, "PATCH", body);
   if (ok) {
     revision = data.revision;
     draft = data.config;
+    document.getElementById("widget-title").textContent = data.name;
+    showError("name", "");
     setDirty(false);
     statusBadge(data);
     updateSecretHints(data.secrets);

@@ -135,12 +135,14 @@ def test_n8n_preview_is_the_real_bundle_and_chats_with_the_draft_webhook(signed_
 def test_save_publish_and_rollback(signed_in, live_server, owner, widget_a):
     page = signed_in(owner)
     open_editor(page, live_server, widget_a)
+    page.get_by_label("Widget name").fill("Acme widget")
     page.get_by_role("tab", name="Appearance").click()
     page.get_by_label("Title", exact=True).fill("Acme help")
     page.get_by_role("button", name="Publish").click()
     page.locator("#status-badge").get_by_text("Published v2").wait_for()
     widget_a.refresh_from_db()
-    assert widget_a.published_version.number == 2
+    assert widget_a.published_version.number == 2 and widget_a.name == "Acme widget"
+    assert page.locator("#widget-title").inner_text() == "Acme widget"
     assert widget_a.published_version.config["appearance"]["n8n"]["title"] == "Acme help"
     # What the embed serves: the loader carries the new version and its public config at once.
     loader = page.evaluate(f"fetch('/api/widget/{widget_a.license.key}/chat-widget.js', {{cache: 'no-store'}}).then(r => r.text())")

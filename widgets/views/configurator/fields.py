@@ -29,8 +29,8 @@ def value_at(config: dict[str, Any], path: str) -> Any:
 
 
 LABELS = {
-    "hosted": "Hosted workflow (LEGACY: Agent Builder shuts down 2026-11-30)",
-    "server": "Our ChatKit server (model + instructions)",
+    "hosted": "Hosted workflow (LEGACY)",
+    "server": "ChatKit server (recommended)",
     "bottom-right": "Bottom right", "bottom-left": "Bottom left",
     "popup": "Popup", "inline": "Inline", "fullpage": "Full page",
     "server_vad": "Server VAD (silence based)", "semantic_vad": "Semantic VAD",
