@@ -26,6 +26,7 @@ export function mountPreview(el, config, options) {
 // /api/widget/<key>/...; inside this frame those calls are answered with the DRAFT config and routed
 // to the preview chat (draft webhook, not counted as usage). Nothing else in the bundle changes.
 let shimmed = null;
+let mountCount = 0;
 function installFetchShim() {
   if (shimmed) return shimmed;
   const realFetch = window.fetch.bind(window);
@@ -66,19 +67,26 @@ function mountBundle(bundle, el, config, options) {
     base: location.origin, key: boot.licenseKey, widget: boot.widgetId, type: "n8n", config, mode,
     position: config.embed.position, target: target ? "#sb-inline-target" : undefined,
   });
+  const remount = mountCount++ > 0;
   let frames = 0;
-  (function openWhenReady() {
-    // Popup: keep the window open across re-mounts, without moving focus out of the configurator.
-    if (mode !== "popup" || !state.open) return;
-    if (widget.pn && widget.lau) {
-      const ta = widget.ta;
-      if (ta) ta.focus = () => {};
-      widget.toggle(true);
-      if (ta) delete ta.focus;
-      widget.lau.addEventListener("click", () => { state.open = !widget.pn.hidden; });
+  (function whenReady() {
+    if (!widget.pn) {
+      if (frames++ < 120) requestAnimationFrame(whenReady);
       return;
     }
-    if (frames++ < 120) requestAnimationFrame(openWhenReady);
+    // Re-mounts happen as you type: skip the widget's entrance animations so the preview stays calm.
+    if (remount && widget.root) {
+      const calm = document.createElement("style");
+      calm.textContent = ".r *, .r { animation: none !important; transition: none !important; }";
+      widget.root.appendChild(calm);
+    }
+    // Popup: keep the window open across re-mounts, without moving focus out of the configurator.
+    if (mode !== "popup" || !state.open || !widget.lau) return;
+    const ta = widget.ta;
+    if (ta) ta.focus = () => {};
+    widget.toggle(true);
+    if (ta) delete ta.focus;
+    widget.lau.addEventListener("click", () => { state.open = !widget.pn.hidden; });
   })();
   root.dataset.renderer = "bundle";
   return {

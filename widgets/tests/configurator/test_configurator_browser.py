@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 import pytest
+from django.urls import reverse
+from django.utils import timezone
 
 from licenses.tests.factories import UserFactory
 from widgets.models import PreviewLink, Widget
+from widgets.preview_links import preview_link_token
 from widgets.services import widget_publish, widget_update
 from widgets.tests.factories import KnowledgeEntryFactory, ProductFactory, WidgetFactory
 
@@ -234,12 +238,13 @@ def test_share_link_opens_preview_signed_out(signed_in, live_server, owner, widg
         anonymous.close()
 
 
-def test_login_page_and_sign_in(browser, live_server, owner):
-    context = browser.new_context()
+def test_login_page_and_sign_in(browser, live_server, owner, artifacts_dir):
+    context = browser.new_context(viewport={"width": 1024, "height": 768})
     try:
         page = context.new_page()
         page.goto(live_server.url + "/app/")
         page.wait_for_url("**/app/login/**")
+        page.screenshot(path=os.path.join(artifacts_dir, "configurator-login-1024.png"))
         page.get_by_label("Username").fill(owner.username)
         page.get_by_label("Password").fill("pass-word-123")
         page.get_by_role("button", name="Sign in").click()
@@ -299,4 +304,15 @@ def test_screenshots(signed_in, live_server, owner, license_a, agency_a, width, 
     shot("licenses", "/app/licenses/")
     shot("members", "/app/members/")
     shot("products", f"/app/widgets/{n8n.public_id}/products/")
+    shot("knowledge", f"/app/widgets/{n8n.public_id}/knowledge/")
+    link = PreviewLink.objects.create(widget=n8n, label="Acme sign-off", created_by=owner,
+                                      expires_at=timezone.now() + timedelta(days=7))
+    shot("share-links", f"/app/widgets/{n8n.public_id}/share/")
+    shot("share-page", reverse("app-share", kwargs={"token": preview_link_token(link)}), full_page=False)
+    # The voice panel explains when the relay's session endpoint is not there (another app serves it).
+    page.goto(f"{live_server.url}/app/widgets/{n8n.public_id}/")
+    page.get_by_role("tab", name="Voice").click()
+    page.get_by_role("button", name="Load session").click()
+    page.locator("#session-out .callout, #session-out pre").first.wait_for()
+    page.screenshot(path=os.path.join(artifacts_dir, f"configurator-editor-voice-{width}.png"))
     assert not errors
