@@ -231,6 +231,16 @@ def test_product_create_and_invalid(client, member, widget_a):
     assert Product.objects.count() == 1
 
 
+def test_product_edit_prefills_and_updates(client, member, widget_a):
+    product = ProductFactory(widget=widget_a, sku="E1", title="Before")
+    login(client, member)
+    page = client.get(url("app-widget-products", widget_a) + f"?edit={product.pk}")
+    assert page.context["edit_id"] == product.pk and page.context["values"]["title"] == "Before"
+    client.post(url("app-widget-products", widget_a), {"id": product.pk, "title": "After", "sku": "E1"})
+    product.refresh_from_db()
+    assert product.title == "After" and Product.objects.count() == 1
+
+
 def test_csv_import_good_rows_and_reports_bad_rows(client, member, widget_a):
     ProductFactory(widget=widget_a, sku="A1", title="Old title")
     csv_text = (

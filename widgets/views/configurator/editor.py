@@ -158,6 +158,10 @@ def products(request: HttpRequest, widget: Widget, membership: Membership) -> Ht
     errors: dict[str, list[str]] = {}
     values: dict = {"currency": "USD", "in_stock": True}
     edit_id = None
+    if request.method == "GET" and request.GET.get("edit", "").isdigit():
+        product = get_object_or_404(widget.products, pk=int(request.GET["edit"]))
+        edit_id = product.pk
+        values = {k: getattr(product, k) for k in PRODUCT_FIELDS} | {"in_stock": product.in_stock}
     if request.method == "POST":
         values = {k: request.POST.get(k, "") for k in PRODUCT_FIELDS}
         values["in_stock"] = request.POST.get("in_stock") == "on"
