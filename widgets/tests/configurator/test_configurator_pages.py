@@ -280,3 +280,33 @@ def test_outsider_cannot_manage_other_agency_members(client, outsider, member):
     m = member.memberships.get()
     assert login(client, outsider).post(reverse("app-member-remove", kwargs={"pk": m.pk})).status_code == 404
     assert Membership.objects.filter(pk=m.pk).exists()
+
+
+WIDGET_ACTIONS = ["app-widget-duplicate", "app-widget-delete", "app-widget-rollback", "app-widget-knowledge",
+                  "app-widget-products", "app-widget-products-import", "app-widget-share",
+                  "app-widget-test-connection", "app-widget-preview-chat"]
+
+
+@pytest.mark.parametrize("name", WIDGET_ACTIONS)
+def test_anonymous_actions_redirect_to_login_and_change_nothing(client, widget_a, name):
+    response = client.post(reverse(name, kwargs={"public_id": widget_a.public_id}), {"version": 1})
+    assert response.status_code == 302 and "/app/login/" in response["Location"]
+    assert Widget.objects.count() == 1 and widget_a.versions.count() == 1
+
+
+@pytest.mark.parametrize("name", WIDGET_ACTIONS)
+def test_outsider_actions_are_404(client, outsider, widget_a, name):
+    response = login(client, outsider).post(reverse(name, kwargs={"public_id": widget_a.public_id}),
+                                            {"version": 1, "question": "Q", "answer": "A", "title": "T"})
+    assert response.status_code == 404
+    assert Widget.objects.filter(license=widget_a.license).count() == 1
+    assert not widget_a.knowledge.exists() and not widget_a.products.exists() and not widget_a.preview_links.exists()
+
+
+@pytest.mark.parametrize("name", ["app-member-role", "app-member-remove"])
+def test_anonymous_member_actions_redirect(client, member, name):
+    m = member.memberships.get()
+    response = client.post(reverse(name, kwargs={"pk": m.pk}), {"role": "viewer"})
+    assert response.status_code == 302 and "/app/login/" in response["Location"]
+    m.refresh_from_db()
+    assert m.role == "editor"
