@@ -448,3 +448,17 @@ def test_widget_list_still_works_with_many_widgets(client, owner, license_a):
         WidgetFactory(license=license_a)
     assert login(client, owner).get("/app/").status_code == 200
     assert Widget.objects.count() == 3
+
+
+def test_share_chat_uses_draft_webhook_and_is_rate_limited(client, owner, widget_a, fake_upstream, settings):
+    settings.WIDGET_CHAT_RATE_PER_MINUTE = 2
+    _set_webhook(widget_a, owner, fake_upstream.url + "/webhook/draft")
+    link = PreviewLink.objects.create(widget=widget_a, expires_at=timezone.now() + timedelta(days=1))
+    chat_url = reverse("app-share-chat", kwargs={"token": preview_link_token(link)})
+    body = {"action": "sendMessage", "sessionId": "s", "chatInput": "hi"}
+    assert client.post(chat_url, body, content_type="application/json").json()["output"] == "pong"
+    client.post(chat_url, body, content_type="application/json")
+    assert client.post(chat_url, body, content_type="application/json").status_code == 429
+    link.revoked_at = timezone.now()
+    link.save()
+    assert client.post(chat_url, body, content_type="application/json").status_code == 410

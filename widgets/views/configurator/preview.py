@@ -16,6 +16,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from config.api import ApiError, error_response
 from licenses.models import Membership
 from widgets import preview_links
+from widgets.chat import chat_rate_check
 from widgets.config_schema import config_public
 from widgets.models import Widget
 from widgets.preview_chat import preview_chat_reply
@@ -166,5 +167,10 @@ def share_chat(request: HttpRequest, token: str) -> JsonResponse:
         body = json_body(request)
     except ApiError as exc:
         return api_error_json(exc)
+    # Signed-out callers: the same per-minute limit as the public chat, keyed by the link.
+    retry_after = chat_rate_check(license=widget.license, visitor_id=f"share:{lookup.link.token_id}",
+                                  session_id="", ip=request.META.get("REMOTE_ADDR", ""))
+    if retry_after:
+        return error_response("rate_limited", "Too many messages; wait a moment and try again.", 429)
     status, payload = preview_chat_reply(widget=widget, body=body)
     return JsonResponse(payload, status=status, safe=False)
