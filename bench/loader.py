@@ -65,38 +65,27 @@ def start_server(env: dict[str, str], port: int) -> subprocess.Popen:
     raise SystemExit("daphne did not start within 30 s")
 
 
-async def scenario(base: str, path: str, total: int, concurrency: int, headers: dict[str, str],
-                   expect: int) -> dict[str, float]:
+async def timed_batch(client: httpx.AsyncClient, path: str, total: int, concurrency: int,
+                      headers: dict[str, str], expect: int) -> tuple[list[float], float, int]:
     latencies: list[float] = []
     errors = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
-        for _ in range(min(200, total)):  # warm-up: connections, caches, bytecode
-            await client.get(path, headers=headers)
-        queue = iter(range(total))
+    queue = iter(range(total))
 
-        async def worker() -> None:
-            nonlocal errors
-            for _ in queue:
-                t0 = time.perf_counter()
-                response = await client.get(path, headers=headers)
-                latencies.append(time.perf_counter() - t0)
-                if response.status_code != expect:
-                    errors += 1
+    async def worker() -> None:
+        nonlocal errors
+        for _ in queue:
+            t0 = time.perf_counter()
+            response = await client.get(path, headers=headers)
+            latencies.append(time.perf_counter() - t0)
+            if response.status_code != expect:
+                errors += 1
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    latencies.sort()
-    return {
-        "rps": total / elapsed,
-        "p50": statistics.median(latencies) * 1000,
-        "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000,
-        "errors": errors,
-    }
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, time.perf_counter() - started, errors
 
 
-async def run(base: str, key: str, total: int, concurrency: int) -> dict[str, dict[str, float]]:
+async def run(base: str, key: str, total: int, concurrency: int, rounds: int) -> dict[str, dict[str, float]]:
     loader = f"/api/widget/{key}/chat-widget.js"
     first = httpx.get(base + loader)
     if first.status_code != 200:
@@ -104,11 +93,34 @@ async def run(base: str, key: str, total: int, concurrency: int) -> dict[str, di
     static = "/static/widget/widget.js"
     if httpx.get(base + static).status_code != 200:
         raise SystemExit("static file not served")
+    scenarios = {
+        "static (WhiteNoise)": (static, {}, 200),
+        "loader 200": (loader, {}, 200),
+        "loader 304": (loader, {"If-None-Match": first.headers["ETag"]}, 304),
+    }
+    acc = {name: {"lat": [], "time": 0.0, "errors": 0, "n": 0} for name in scenarios}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+        for path, headers, _ in scenarios.values():  # warm-up: connections, caches, bytecode
+            await asyncio.gather(*(client.get(path, headers=headers) for _ in range(100)))
+        # Interleave the scenarios over several rounds (rotating order) so a noisy neighbour on the
+        # machine affects them alike; the ratio is what this benchmark is about.
+        names = list(scenarios)
+        per_round = max(1, total // rounds)
+        for index in range(rounds):
+            order = names[index % len(names):] + names[:index % len(names)]
+            for name in order:
+                path, headers, expect = scenarios[name]
+                lat, elapsed, errors = await timed_batch(client, path, per_round, concurrency, headers, expect)
+                acc[name]["lat"] += lat
+                acc[name]["time"] += elapsed
+                acc[name]["errors"] += errors
+                acc[name]["n"] += per_round
     results = {}
-    results["static (WhiteNoise)"] = await scenario(base, static, total, concurrency, {}, 200)
-    results["loader 200"] = await scenario(base, loader, total, concurrency, {}, 200)
-    results["loader 304"] = await scenario(base, loader, total, concurrency, {"If-None-Match": first.headers["ETag"]},
-                                           304)
+    for name, a in acc.items():
+        lat = sorted(a["lat"])
+        results[name] = {"rps": a["n"] / a["time"], "p50": statistics.median(lat) * 1000,
+                         "p99": lat[max(0, int(len(lat) * 0.99) - 1)] * 1000, "errors": a["errors"]}
     return results
 
 
@@ -116,6 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=3000, help="requests per scenario (default 3000)")
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent client connections (default 32)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per scenario (default 3)")
     args = parser.parse_args()
 
     tmp = tempfile.TemporaryDirectory(prefix="sb-bench-")
@@ -128,7 +141,7 @@ def main() -> None:
     port = free_port()
     proc = start_server(env, port)
     try:
-        results = asyncio.run(run(f"http://127.0.0.1:{port}", key, args.requests, args.concurrency))
+        results = asyncio.run(run(f"http://127.0.0.1:{port}", key, args.requests, args.concurrency, args.rounds))
     finally:
         proc.terminate()
         try:
@@ -138,7 +151,8 @@ def main() -> None:
         tmp.cleanup()
 
     print(f"\nSwitchboard loader benchmark — Daphne, 1 process, DEBUG=1, db={db_label}, loopback, "
-          f"{args.requests} requests/scenario, concurrency {args.concurrency}, python {sys.version.split()[0]}")
+          f"{args.requests} requests/scenario in {args.rounds} interleaved rounds, concurrency {args.concurrency}, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, python {sys.version.split()[0]}")
     print(f"{'scenario':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
     for name, r in results.items():
         print(f"{name:<22}{r['rps']:>10.0f}{r['p50']:>10.2f}{r['p99']:>10.2f}{int(r['errors']):>8}")

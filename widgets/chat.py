@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,8 @@ from licenses.models import License
 from licenses.selectors import license_quota_left
 from licenses.services import usage_increment
 from widgets.models import Channel, Conversation, Message, Widget
+from widgets.n8n import N8nReply, N8nStream, N8nTarget, n8n_history, n8n_send, n8n_target
+from widgets.selectors import widget_get_published
 
 MAX_CHAT_INPUT = 4000
 MAX_SESSION_ID = 200
@@ -39,8 +43,6 @@ def _str(value: Any) -> str:
 
 def chat_request_parse(*, body: bytes, widget_param: str = "", visitor_header: str = "") -> ChatRequest:
     """Validate the widget's body: {action, sessionId, chatInput, metadata?, widget?}. Raises ApiError (400)."""
-    import json
-
     try:
         data = json.loads(body or b"")
     except (ValueError, UnicodeDecodeError):
@@ -119,3 +121,64 @@ def chat_turn_record(
             payload={"ui": ui} if ui else {},
         )
     return conversation
+
+
+def published_widget_or_404(*, license: License, public_id: str = "") -> Widget:
+    widget = widget_get_published(license=license, public_id=public_id[:40] or None)
+    if widget is None:
+        raise ApiError("widget_not_found", "This widget does not exist or is not published.", status_code=404)
+    return widget
+
+
+def rate_limit_or_429(*, license: License, visitor_id: str, session_id: str, ip: str) -> None:
+    retry_after = chat_rate_check(license=license, visitor_id=visitor_id, session_id=session_id, ip=ip)
+    if retry_after:
+        raise ApiError("rate_limited", "Too many messages; wait a moment and try again.", status_code=429,
+                       fields={"retry_after": retry_after})
+
+
+def chat_prepare(*, license: License, chat: ChatRequest, ip: str) -> tuple[Widget, N8nTarget]:
+    """Every rule before n8n is called: widget, type, webhook, rate limit, quota. Raises ApiError."""
+    widget = published_widget_or_404(license=license, public_id=chat.widget_id)
+    version = widget.published_version
+    if version.widget_type != "n8n":
+        raise ApiError("wrong_widget_type", "This widget does not use the n8n chat.", status_code=400)
+    target = n8n_target(config=version.config, secrets=widget.secrets)
+    if target is None:
+        raise ApiError("not_configured", "This widget's chat is not connected yet.", status_code=503)
+    rate_limit_or_429(license=license, visitor_id=chat.visitor_id, session_id=chat.session_id, ip=ip)
+    if chat.action == "sendMessage":
+        chat_quota_check(widget=widget, session_id=chat.session_id)
+    return widget, target
+
+
+def chat_is_streaming(*, widget: Widget) -> bool:
+    return bool(widget.published_version.config["connection"]["n8n"].get("streaming"))
+
+
+def chat_history(*, target: N8nTarget, chat: ChatRequest) -> list[dict[str, str]]:
+    return n8n_history(target=target, session_id=chat.session_id, metadata=chat.metadata)
+
+
+def chat_reply(*, widget: Widget, target: N8nTarget, chat: ChatRequest) -> N8nReply:
+    """One non-streaming turn: ask n8n, then record it (nothing is written when n8n fails)."""
+    reply = n8n_send(target=target, session_id=chat.session_id, chat_input=chat.chat_input, metadata=chat.metadata)
+    chat_turn_record(widget=widget, session_id=chat.session_id, visitor_id=chat.visitor_id,
+                     user_text=chat.chat_input, reply_text=reply.text, ui=reply.ui)
+    return reply
+
+
+def chat_stream(*, widget: Widget, target: N8nTarget, chat: ChatRequest) -> Iterator[bytes]:
+    """Open the upstream stream now (errors raise N8nError before any byte is sent), then yield NDJSON
+    lines as they arrive; the aggregated turn is recorded once, before the final `end` line."""
+    stream = N8nStream(target=target, session_id=chat.session_id, chat_input=chat.chat_input,
+                       metadata=chat.metadata)
+
+    def lines() -> Iterator[bytes]:
+        for event in stream.events():
+            if event["type"] == "end":
+                chat_turn_record(widget=widget, session_id=chat.session_id, visitor_id=chat.visitor_id,
+                                 user_text=chat.chat_input, reply_text=stream.text, ui=stream.ui)
+            yield (json.dumps(event, separators=(",", ":")) + "\n").encode()
+
+    return lines()

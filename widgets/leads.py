@@ -75,3 +75,13 @@ def lead_create(
             interest=interest, data=data or {},
         )
     return lead
+
+
+def lead_submit(*, widget: Widget, data: dict[str, Any]) -> Lead:
+    """A form posted by the widget: validate, link the chat conversation of `sessionId` if any, store."""
+    clean = lead_clean(data=data)
+    session_id = data.get("sessionId") if isinstance(data.get("sessionId"), str) else ""
+    conversation = None
+    if session_id:
+        conversation = widget.conversations.filter(session_id=session_id[:200]).order_by("id").first()
+    return lead_create(widget=widget, conversation=conversation, **clean)

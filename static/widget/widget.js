@@ -83,7 +83,7 @@
     "flex-direction:column;gap:10px}.cdw h4{font-weight:650}",
     ".cdw video{width:100%;border-radius:8px;background:#000}",
     ".fm label{display:flex;flex-direction:column;gap:4px;font-size:.85em;font-weight:550}",
-    ".fm input,.fm select{font-weight:400;padding:9px 10px;border:1px solid var(--ln);border-radius:8px;",
+    ".fm input,.fm select{font-weight:400;font-size:var(--fs);padding:8px 10px;border:1px solid var(--ln);border-radius:8px;",
     "background:var(--bg);color:var(--tx);width:100%}.fm .fe{color:#dc2626;font-size:.8em}",
     ".cp{display:flex;align-items:flex-end;gap:8px;padding:10px 12px;border-top:1px solid var(--ln)}",
     ".cp textarea{flex:1;resize:none;max-height:120px;min-height:42px;padding:10px 14px;border-radius:21px;",
@@ -273,7 +273,9 @@
     this.vid = store("sb:visitor") || uid("v_");
     store("sb:visitor", this.vid);
     this.skey = "sb:" + this.o.widget + ":";
-    this.sid = store(this.skey + "session") || uid("s_");
+    this.sid = store(this.skey + "session");
+    this.resumed = !!this.sid;  // only a returning visitor has history worth asking n8n for
+    this.sid = this.sid || uid("s_");
     store(this.skey + "session", this.sid);
 
     var host = this.host = D.createElement("switchboard-widget");
@@ -292,10 +294,13 @@
       "--fs": (ap.font_size || 15) + "px", "--w": (em.width || 380) + "px", "--h": (em.height || 600) + "px",
       "--ox": (em.offset_x == null ? 20 : em.offset_x) + "px", "--oy": (em.offset_y == null ? 20 : em.offset_y) + "px"
     };
-    var style = el("style"); style.textContent = CSS;
     var r = this.r = el("div", "r " + mode + " " + (pos === "bottom-left" ? "left" : "right") + (dark ? " dark" : ""));
     Object.keys(vars).forEach(function (k) { r.style.setProperty(k, vars[k]); });
-    root.appendChild(style); root.appendChild(r);
+    // A constructed stylesheet is not an inline <style>, so a strict style-src CSP on the page allows it.
+    try {
+      var sheet = new CSSStyleSheet(); sheet.replaceSync(CSS); root.adoptedStyleSheets = [sheet];
+    } catch (e) { root.appendChild(el("style")).textContent = CSS; }
+    root.appendChild(r);
 
     var title = ap.title || "Chat";
     if (mode === "popup") {
@@ -426,7 +431,7 @@
     this.loaded = true;
     var self = this, bh = this.cfg.behaviour || {}, log = store(this.skey + "log") || [];
     this.intro();
-    if (bh.load_previous_session) {
+    if (bh.load_previous_session && this.resumed) {
       this.post({ action: "loadPreviousSession", sessionId: this.sid }).then(function (res) {
         return res.ok ? res.json() : null;
       }).then(function (data) {
@@ -468,7 +473,7 @@
   P.reset = function () {
     if (this.voice) this.hangUp();
     store(this.skey + "log", null);
-    this.sid = uid("s_"); store(this.skey + "session", this.sid);
+    this.sid = uid("s_"); this.resumed = false; store(this.skey + "session", this.sid);
     this.lg.innerHTML = ""; this.loaded = false; this.load();
     this.ta.focus();
   };
@@ -716,8 +721,7 @@
   };
   P.startVoice = function () {
     var self = this, v = this.cfg.voice || {};
-    if (v.consent_required && !store(this.skey + "consent") && !confirm(v.consent_text || "Start a voice call?")) return;
-    if (v.consent_required) store(this.skey + "consent", 1);
+    if (v.consent_required && !store(this.skey + "consent")) return this.consent(v.consent_text);
     this.setVoiceState("connecting");
     this.loadVoice().then(function (SV) {
       var s = self.voice = SV.create(self.voiceApi());
@@ -726,6 +730,18 @@
       self.voice = null;
       self.setVoiceState("error", (e && e.message) || "Voice is unavailable");
     });
+  };
+  /* Voice consent, inline in the conversation (asked once per browser). */
+  P.consent = function (text) {
+    var self = this, box = el("div", "ui cdw");
+    box.setAttribute("role", "group"); box.setAttribute("aria-label", "Voice call consent");
+    box.appendChild(el("p")).textContent = text || "This call is processed by an AI assistant.";
+    var ok = el("button", "bt", "Start the call"), no = el("button", "", "Not now");
+    ok.type = no.type = "button";
+    ok.onclick = function () { store(self.skey + "consent", 1); box.remove(); self.startVoice(); };
+    no.onclick = function () { box.remove(); self.mc.focus(); };
+    box.appendChild(ok); box.appendChild(no);
+    this.lg.appendChild(box); this.scroll(); ok.focus();
   };
   P.setMuted = function (on) {
     this.mute.setAttribute("aria-pressed", String(on));

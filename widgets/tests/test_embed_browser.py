@@ -234,8 +234,10 @@ def test_dark_scheme(browser_page, host_page, shop_widget, owner, fake_n8n, arti
                                         "behaviour": {"disclaimer": "AI can make mistakes."}})
     fake_n8n.reply(json={"output": "Dark mode reply with a list:\n1. First\n2. Second", "ui": PRODUCTS})
     page = browser_page(viewport={"width": 1280, "height": 860})
-    page.goto(host_page(shop_widget.license.key))
+    page.goto(host_page(shop_widget.license.key, attrs='data-position="bottom-left"'))
     page.locator(shadow(".lau")).click()
+    assert page.locator(shadow(".lau")).bounding_box()["x"] < 100  # data-position overrides the config
+    assert page.locator(shadow(".pn")).bounding_box()["x"] < 100
     page.locator(shadow("textarea")).fill("Dark?")
     page.keyboard.press("Enter")
     page.locator(shadow(".cd")).first.wait_for()
@@ -304,9 +306,10 @@ window.SwitchboardVoice = { create(api) {
 """
 
 
-def test_voice_contract_with_a_test_double(browser_page, host_page, shop_widget, owner, fake_n8n, live_server):
+def test_voice_contract_with_a_test_double(browser_page, host_page, shop_widget, owner, fake_n8n, live_server,
+                                           artifacts_dir):
     publish(shop_widget, owner, config={"voice": {"enabled": True}})
-    page = browser_page()
+    page = browser_page(viewport={"width": 1280, "height": 860})
     page.route("**/static/widget/voice.js", lambda route: route.fulfill(
         status=200, content_type="application/javascript", body=VOICE_TEST_DOUBLE))
     page.goto(host_page(shop_widget.license.key))
@@ -325,6 +328,8 @@ def test_voice_contract_with_a_test_double(browser_page, host_page, shop_widget,
     page.locator(shadow("text=Voice answer")).wait_for()
     assert page.locator(shadow(".pt")).count() == 0
     assert page.locator(shadow(".cdw a")).get_attribute("href") == "https://cal.example.com/x"
+    page.wait_for_timeout(300)
+    page.screenshot(path=os.path.join(artifacts_dir, "embed-voice-call.png"))
     page.locator(shadow(".vb button:not(.hu)")).click()  # mute
     page.locator(shadow(".hu")).click()  # hang up
     calls = page.evaluate("() => voiceCalls")
@@ -333,8 +338,112 @@ def test_voice_contract_with_a_test_double(browser_page, host_page, shop_widget,
     assert fake_n8n.sent == []  # composer text went to the call, not to n8n
 
 
-@pytest.hookimpl(tryfirst=True, hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    rep = outcome.get_result()
-    setattr(item, "rep_" + rep.when, rep)
+def test_trade_in_form_submits_a_lead(browser_page, host_page, shop_widget, fake_n8n, artifacts_dir):
+    from widgets.models import Lead
+
+    fake_n8n.reply(json={"output": "Sure, tell me about your phone:", "ui": [
+        {"type": "ui.trade_in_form", "device": "Pixel 6", "devices": ["Pixel 6", "iPhone 12"],
+         "fields": [
+             {"name": "device", "label": "Device", "type": "text", "required": True},
+             {"name": "condition", "label": "Condition", "type": "select", "required": True,
+              "options": ["Like new", "Good", "Fair", "Broken"]},
+             {"name": "name", "label": "Your name", "type": "text", "required": True},
+             {"name": "email", "label": "Email", "type": "email", "required": True},
+             {"name": "phone", "label": "Phone", "type": "tel", "required": False}]},
+        {"type": "ui.demo_clip", "topic": "trade-in", "title": "How trade-ins work",
+         "url": "https://cdn.example.com/tradein.mp4"},
+    ]})
+    page = browser_page(viewport={"width": 1280, "height": 900})
+    page.goto(host_page(shop_widget.license.key))
+    page.locator(shadow(".lau")).click()
+    page.locator(shadow("textarea")).fill("I want to trade in my phone")
+    page.keyboard.press("Enter")
+    form = page.locator(shadow("form.fm"))
+    form.wait_for()
+    assert form.locator("input[name=device]").input_value() == "Pixel 6"
+    form.locator("button").click()  # condition missing: the form says which field
+    assert "Condition" in form.locator(".fe").inner_text()
+    form.locator("select[name=condition]").select_option("Good")
+    form.locator("input[name=name]").fill("Ada Lovelace")
+    form.locator("input[name=email]").fill("ada@example.com")
+    page.wait_for_timeout(300)
+    page.screenshot(path=os.path.join(artifacts_dir, "embed-trade-in-form.png"))
+    form.locator("button").click()
+    page.locator(shadow("text=Thanks! We'll be in touch")).wait_for()
+    lead = Lead.objects.get()
+    assert (lead.source, lead.name, lead.email, lead.interest) == ("trade_in_form", "Ada Lovelace",
+                                                                   "ada@example.com", "Pixel 6")
+    assert lead.data == {"device": "Pixel 6", "condition": "Good"}
+    assert lead.widget_id == shop_widget.pk
+    assert lead.conversation is not None and lead.conversation.session_id == fake_n8n.sent[-1]["sessionId"]
+    assert page.locator(shadow(".cdw video")).get_attribute("src") == "https://cdn.example.com/tradein.mp4"
+
+
+
+def test_voice_consent_is_asked_inline_once(browser_page, host_page, shop_widget, owner):
+    publish(shop_widget, owner, config={"voice": {"enabled": True, "consent_required": True,
+                                                  "consent_text": "Calls are transcribed by an AI."}})
+    page = browser_page()
+    page.route("**/static/widget/voice.js", lambda route: route.fulfill(
+        status=200, content_type="application/javascript", body=VOICE_TEST_DOUBLE))
+    page.goto(host_page(shop_widget.license.key))
+    page.locator(shadow(".lau")).click()
+    page.locator(shadow(".mc")).click()
+    consent = page.locator(shadow("[aria-label='Voice call consent']"))
+    assert "Calls are transcribed by an AI." in consent.inner_text()
+    assert page.evaluate("() => typeof window.SwitchboardVoice") == "undefined"  # nothing loaded yet
+    consent.locator("text=Start the call").click()
+    page.locator(shadow(".vb[data-s=listening]")).wait_for()
+    page.locator(shadow(".hu")).click()
+    page.locator(shadow(".mc")).click()  # second call: no consent again
+    page.locator(shadow(".vb[data-s=listening]")).wait_for()
+    assert page.locator(shadow("[aria-label='Voice call consent']")).count() == 0
+
+
+def test_returning_visitor_gets_history_from_n8n(browser_page, host_page, shop_widget, fake_n8n):
+    page = browser_page()
+    page.goto(host_page(shop_widget.license.key))
+    page.locator(shadow(".lau")).click()
+    page.locator(shadow(".lg")).wait_for()
+    assert fake_n8n.requests == []  # a first visit asks n8n for nothing
+    page.locator(shadow("textarea")).fill("Remember me")
+    page.keyboard.press("Enter")
+    page.locator(shadow("text=Hello from n8n")).wait_for()
+    session = fake_n8n.sent[-1]["sessionId"]
+    fake_n8n.history.extend([
+        {"id": ["langchain_core", "messages", "HumanMessage"], "kwargs": {"content": "Earlier question"}},
+        {"id": ["langchain_core", "messages", "AIMessage"], "kwargs": {"content": "Earlier **answer**"}},
+    ])
+    page.reload()
+    page.locator(shadow(".lau")).click()
+    page.locator(shadow(".m.a strong")).wait_for()
+    text = page.locator(shadow(".lg")).inner_text()
+    assert "Earlier question" in text and "Earlier answer" in text
+    history = [r.body for r in fake_n8n.requests if r.body.get("action") == "loadPreviousSession"]
+    assert history == [{"action": "loadPreviousSession", "sessionId": session,
+                        "metadata": history[0]["metadata"]}]
+    assert "chatInput" not in history[0]
+
+
+def test_fullpage_mode_and_a_strict_csp_page(browser_page, host_site, live_server, shop_widget, fake_n8n):
+    """data-mode=fullpage covers the viewport; the widget works under a page CSP without 'unsafe-inline'."""
+    csp = (f"default-src 'self'; script-src {live_server.url}; connect-src {live_server.url}; "
+           f"style-src 'self'; img-src * data:")
+    src = f"{live_server.url}/api/widget/{shop_widget.license.key}/chat-widget.js"
+    url = host_site.page("csp.html", f"""<!doctype html><html><head>
+<meta http-equiv="Content-Security-Policy" content="{csp}"></head><body><h1>Strict shop</h1>
+<script src="{src}" data-mode="fullpage"></script></body></html>""")
+    page = browser_page(viewport={"width": 1024, "height": 700})
+    page.goto(url)
+    panel = page.locator(shadow(".pn"))
+    panel.wait_for()
+    box = panel.bounding_box()
+    assert (round(box["width"]), round(box["height"])) == (1024, 700)
+    assert page.locator(shadow(".lau")).count() == 0
+    radius = page.evaluate("() => getComputedStyle(document.querySelector('switchboard-widget').shadowRoot"
+                           ".querySelector('.sd')).borderRadius")
+    assert radius == "50%"  # our stylesheet applied despite the CSP
+    page.locator(shadow("textarea")).fill("Hi")
+    page.keyboard.press("Enter")
+    page.locator(shadow("text=Hello from n8n")).wait_for()
+    assert not [text for kind, text in page.console if "Content Security Policy" in text]

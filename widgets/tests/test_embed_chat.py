@@ -283,3 +283,51 @@ def test_async_client_streams_through_the_asgi_path(n8n_widget, fake_n8n, owner)
     body = async_to_sync(run)()
     assert json.loads(body.splitlines()[-1]) == {"type": "end", "output": "Async", "ui": []}
     assert Message.objects.filter(role="assistant").get().text == "Async"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stream_is_relayed_as_it_arrives_over_a_real_server(live_server, n8n_widget, owner, fake_n8n):
+    """Over a real server (the live server), the first item arrives before n8n has finished."""
+    import time
+
+    import httpx
+
+    publish(n8n_widget, owner, config={"connection": {"n8n": {"streaming": True}}})
+    fake_n8n.reply(stream=[{"type": "begin"}, {"type": "item", "content": "first"},
+                           {"type": "item", "content": " second"}, {"type": "end"}], delay=0.6)
+    started = time.monotonic()
+    arrivals = []
+    with httpx.stream("POST", f"{live_server.url}/api/widget/{n8n_widget.license.key}/chat",
+                      json={"action": "sendMessage", "sessionId": "live-1", "chatInput": "hi"},
+                      headers={"Origin": ORIGIN}, timeout=10) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line:
+                arrivals.append((time.monotonic() - started, line))
+    assert [line for _, line in arrivals][0] == '{"type":"item","content":"first"}'
+    assert arrivals[0][0] < arrivals[-1][0] - 0.8  # the first item did not wait for the end
+
+
+def test_stream_is_relayed_as_it_arrives_under_asgi(asgi_server, n8n_widget, owner, fake_n8n):
+    """The production path (ASGI): the relay is an async iterator and the first item does not wait."""
+    import time
+
+    import httpx
+
+    publish(n8n_widget, owner, config={"connection": {"n8n": {"streaming": True}}})
+    fake_n8n.reply(stream=[{"type": "begin"}, {"type": "item", "content": "first"},
+                           {"type": "item", "content": " second"}, {"type": "end"}], delay=0.6)
+    started = time.monotonic()
+    arrivals = []
+    with httpx.stream("POST", f"{asgi_server}/api/widget/{n8n_widget.license.key}/chat",
+                      json={"action": "sendMessage", "sessionId": "asgi-1", "chatInput": "hi"},
+                      headers={"Origin": ORIGIN}, timeout=10) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/x-ndjson"
+        for line in response.iter_lines():
+            if line:
+                arrivals.append((time.monotonic() - started, json.loads(line)))
+    assert arrivals[0][1] == {"type": "item", "content": "first"}
+    assert arrivals[-1][1] == {"type": "end", "output": "first second", "ui": []}
+    assert arrivals[0][0] < arrivals[-1][0] - 0.8
+    assert Message.objects.filter(role="assistant").get().text == "first second"

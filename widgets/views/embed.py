@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
@@ -19,18 +18,19 @@ from config.api import ApiError, error_response
 from licenses.models import License
 from widgets import loader
 from widgets.chat import (
-    ChatRequest,
-    chat_quota_check,
-    chat_rate_check,
+    chat_history,
+    chat_is_streaming,
+    chat_prepare,
+    chat_reply,
     chat_request_parse,
-    chat_turn_record,
+    chat_stream,
+    published_widget_or_404,
+    rate_limit_or_429,
 )
 from widgets.config_schema import config_public
-from widgets.leads import lead_clean, lead_create
-from widgets.models import Widget
-from widgets.n8n import N8nError, N8nStream, n8n_history, n8n_send, n8n_target
+from widgets.leads import lead_submit
+from widgets.n8n import N8nError
 from widgets.public import public_endpoint
-from widgets.selectors import widget_get_published
 
 JS = "application/javascript; charset=utf-8"
 
@@ -65,13 +65,6 @@ def chat_widget_js(request: HttpRequest, license_key: str) -> HttpResponse:
     return response
 
 
-def _published_widget(license: License, public_id: str) -> Widget:
-    widget = widget_get_published(license=license, public_id=public_id or None)
-    if widget is None:
-        raise ApiError("widget_not_found", "This widget does not exist or is not published.", status_code=404)
-    return widget
-
-
 def _api_error(exc: ApiError) -> JsonResponse:
     if exc.code == "rate_limited":
         retry_after = int(exc.fields.get("retry_after", 60))
@@ -87,7 +80,7 @@ def _api_error(exc: ApiError) -> JsonResponse:
 def widget_config(request: HttpRequest, license: License) -> HttpResponse:
     """GET /api/widget/<key>/config[?widget=] — the published public config (never the draft or secrets)."""
     try:
-        widget = _published_widget(license, request.GET.get("widget", "")[:40])
+        widget = published_widget_or_404(license=license, public_id=request.GET.get("widget", ""))
     except ApiError as exc:
         return _api_error(exc)
     version = widget.published_version
@@ -103,19 +96,6 @@ def widget_config(request: HttpRequest, license: License) -> HttpResponse:
 
 def _client_ip(request: HttpRequest) -> str:
     return request.META.get("REMOTE_ADDR", "")
-
-
-def _ndjson(event: dict[str, Any]) -> bytes:
-    return (json.dumps(event, separators=(",", ":")) + "\n").encode()
-
-
-def _relay(stream: N8nStream, chat: ChatRequest, widget: Widget) -> Iterator[bytes]:
-    """Relay normalised NDJSON events as they arrive; record the aggregated turn once at the end."""
-    for event in stream.events():
-        if event["type"] == "end":
-            chat_turn_record(widget=widget, session_id=chat.session_id, visitor_id=chat.visitor_id,
-                             user_text=chat.chat_input, reply_text=stream.text, ui=stream.ui)
-        yield _ndjson(event)
 
 
 _DONE = object()
@@ -139,34 +119,17 @@ def _chat(request: HttpRequest, license: License) -> HttpResponse:
         body=request.body, widget_param=request.GET.get("widget", ""),
         visitor_header=request.headers.get("X-Switchboard-Visitor", ""),
     )
-    widget = _published_widget(license, chat.widget_id)
-    version = widget.published_version
-    if version.widget_type != "n8n":
-        raise ApiError("wrong_widget_type", "This widget does not use the n8n chat.", status_code=400)
-    target = n8n_target(config=version.config, secrets=widget.secrets)
-    if target is None:
-        raise ApiError("not_configured", "This widget's chat is not connected yet.", status_code=503)
-    retry_after = chat_rate_check(license=license, visitor_id=chat.visitor_id, session_id=chat.session_id,
-                                  ip=_client_ip(request))
-    if retry_after:
-        raise ApiError("rate_limited", "Too many messages; wait a moment and try again.", status_code=429,
-                       fields={"retry_after": retry_after})
+    widget, target = chat_prepare(license=license, chat=chat, ip=_client_ip(request))
     if chat.action == "loadPreviousSession":
-        messages = n8n_history(target=target, session_id=chat.session_id, metadata=chat.metadata)
-        return JsonResponse({"sessionId": chat.session_id, "messages": messages})
-    chat_quota_check(widget=widget, session_id=chat.session_id)
-    if version.config["connection"]["n8n"].get("streaming"):
-        stream = N8nStream(target=target, session_id=chat.session_id, chat_input=chat.chat_input,
-                           metadata=chat.metadata)
-        chunks = _relay(stream, chat, widget)
+        return JsonResponse({"sessionId": chat.session_id, "messages": chat_history(target=target, chat=chat)})
+    if chat_is_streaming(widget=widget):
+        chunks = chat_stream(widget=widget, target=target, chat=chat)
         body = _async_relay(chunks) if isinstance(request, ASGIRequest) else chunks
         response = StreamingHttpResponse(body, content_type="application/x-ndjson")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
         return response
-    reply = n8n_send(target=target, session_id=chat.session_id, chat_input=chat.chat_input, metadata=chat.metadata)
-    chat_turn_record(widget=widget, session_id=chat.session_id, visitor_id=chat.visitor_id,
-                     user_text=chat.chat_input, reply_text=reply.text, ui=reply.ui)
+    reply = chat_reply(widget=widget, target=target, chat=chat)
     return JsonResponse({"output": reply.text, "ui": reply.ui})
 
 
@@ -191,21 +154,11 @@ def leads(request: HttpRequest, license: License) -> HttpResponse:
             raise ApiError("invalid_json", "Send a JSON object.")
         if not isinstance(data, dict):
             raise ApiError("invalid_json", "Send a JSON object.")
-        widget_param = request.GET.get("widget", "") or (data.get("widget") if isinstance(data.get("widget"), str)
-                                                           else "")
-        widget = _published_widget(license, widget_param[:40])
-        visitor = request.headers.get("X-Switchboard-Visitor", "")[:128]
-        retry_after = chat_rate_check(license=license, visitor_id=visitor, session_id="leads",
-                                      ip=_client_ip(request))
-        if retry_after:
-            raise ApiError("rate_limited", "Too many requests; wait a moment and try again.", status_code=429,
-                           fields={"retry_after": retry_after})
-        clean = lead_clean(data=data)
-        session_id = data.get("sessionId") if isinstance(data.get("sessionId"), str) else ""
-        conversation = None
-        if session_id:
-            conversation = widget.conversations.filter(session_id=session_id[:200]).order_by("id").first()
-        lead = lead_create(widget=widget, conversation=conversation, **clean)
+        widget_param = request.GET.get("widget", "") or str(data.get("widget") or "")
+        widget = published_widget_or_404(license=license, public_id=widget_param)
+        rate_limit_or_429(license=license, visitor_id=request.headers.get("X-Switchboard-Visitor", "")[:128],
+                          session_id="leads", ip=_client_ip(request))
+        lead = lead_submit(widget=widget, data=data)
     except ApiError as exc:
         return _api_error(exc)
     return JsonResponse({"id": lead.pk, "status": "received"}, status=201)
