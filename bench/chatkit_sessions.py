@@ -8,6 +8,7 @@ then sends the same session requests
   A) to POST /api/chatkit/sessions through Daphne (license + Origin check, quota reservation,
      upstream call, Conversation row), and
   B) straight to the fake upstream's POST /v1/chatkit/sessions,
+plus C) GET /healthz through the same Daphne (Daphne + Django + one query: the floor any view pays),
 sequentially and with N concurrent clients, and prints p50/p99 for both and the added milliseconds.
 """
 
@@ -117,6 +118,9 @@ def main() -> None:
         "DJANGO_SETTINGS_MODULE": "config.settings",
     }
     env.pop("REDIS_URL", None)
+    # Under Daphne every request runs in its own thread, so persistent connections (the settings'
+    # DB_CONN_MAX_AGE=60) pile up one per thread until PostgreSQL refuses clients; see README-chatkit.md.
+    env.setdefault("DB_CONN_MAX_AGE", "0")
     os.environ.update(env)
     license_key, widget_id = seed()
 
@@ -153,6 +157,9 @@ def main() -> None:
                             headers={"Authorization": f"Bearer {TENANT_KEY}", "OpenAI-Beta": "chatkit_beta=v1"})
             assert r.status_code == 200, r.text
 
+        def floor(client: httpx.Client, i: int) -> None:
+            assert client.get(f"{base}/healthz").status_code == 200
+
         run(via_endpoint, args.warmup, 1)
         run(direct, args.warmup, 1)
         database = args.database_url.split(":")[0] if args.database_url else "SQLite"
@@ -162,7 +169,8 @@ def main() -> None:
         print(f"{'':46}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}{'req/s':>9}")
         for label, concurrency in (("sequential", 1), (f"concurrent x{args.concurrency}", args.concurrency)):
             rows = {}
-            for name, send in (("POST /api/chatkit/sessions", via_endpoint), ("upstream direct", direct)):
+            for name, send in (("POST /api/chatkit/sessions", via_endpoint), ("upstream direct", direct),
+                               ("GET /healthz (Daphne floor)", floor)):
                 latencies, wall = run(send, args.requests, concurrency)
                 rows[name] = latencies
                 print(f"  {label:<16}{name:<28}"

@@ -206,20 +206,27 @@ def _session_limits(license: License) -> tuple[int, int]:
     return seconds, per_minute
 
 
-def chatkit_usage_reserve(*, license: License) -> bool:
-    """Count one session against the monthly cap, or refuse: exact under concurrency.
+def chatkit_session_record(
+    *, license: License, widget: Widget, user: str, session: ChatKitSession, preview: bool
+) -> Conversation:
+    """Count the session against the monthly cap and record its Conversation: one transaction.
 
-    The atomic increment locks the month's row until commit, so concurrent reservations serialise
-    and each sees its own total; one that went over the cap is undone in the same transaction.
+    Exact under concurrency: the atomic increment locks the month's row until commit, so concurrent
+    sessions serialise and each sees its own total; one that went over the cap raises
+    `quota_exceeded`, which rolls the increment back (its client secret is never handed out).
+    Previews are recorded but never counted.
     """
     with transaction.atomic():
-        usage_increment(license=license, chatkit_sessions=1)
-        usage = usage_for_month(license=license)
-        assert usage is not None
-        if usage.conversations + usage.chatkit_sessions > license.monthly_conversations:
-            usage_increment(license=license, chatkit_sessions=-1)
-            return False
-    return True
+        if not preview:
+            usage_increment(license=license, chatkit_sessions=1)
+            usage = usage_for_month(license=license)
+            assert usage is not None
+            if usage.conversations + usage.chatkit_sessions > license.monthly_conversations:
+                raise ChatKitError("quota_exceeded", REASON_MESSAGES["quota_exceeded"], 429)
+        return Conversation.objects.create(
+            widget=widget, channel=Channel.CHATKIT, visitor_id=user, session_id=session.session_id[:200],
+            is_preview=preview,
+        )
 
 
 def chatkit_session_start(
@@ -229,6 +236,8 @@ def chatkit_session_start(
 
     Public sessions count against the license's monthly cap (429 `quota_exceeded`); a session the
     upstream refuses is not counted. Previews (the configurator, draft config) are never counted.
+    The caller has already checked the quota (license_check quota="conversations"), so sessions
+    over the cap are rarely minted; the exact check happens when the session is counted.
     """
     if chatkit_mode(config) != "hosted":
         raise ChatKitError(
@@ -252,17 +261,7 @@ def chatkit_session_start(
         expires_seconds=seconds,
         max_requests_per_minute=per_minute,
     )
-    if not preview and not chatkit_usage_reserve(license=license):
-        raise ChatKitError("quota_exceeded", REASON_MESSAGES["quota_exceeded"], 429)
-    try:
-        session = session_create(api_key=api_key, body=body)
-    except ChatKitError:
-        if not preview:
-            usage_increment(license=license, chatkit_sessions=-1)
-        raise
-    Conversation.objects.create(
-        widget=widget, channel=Channel.CHATKIT, visitor_id=user, session_id=session.session_id[:200],
-        is_preview=preview,
-    )
+    session = session_create(api_key=api_key, body=body)
+    chatkit_session_record(license=license, widget=widget, user=user, session=session, preview=preview)
     return session
 

@@ -27,6 +27,12 @@ HOSTED_CONFIG = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """Personas are created per test; PBKDF2 would spend ~0.3 s on each of them."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture(scope="session")
 def _fake_openai_server() -> Iterator[FakeOpenAI]:
     fake = FakeOpenAI().start()
@@ -78,6 +84,18 @@ def post_session():
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """While Playwright's sync API runs its event loop, Django keeps the test body's DB connection
+    in a context-local slot that fixture teardown never sees: close it here, in the test's own
+    context, or PostgreSQL refuses to drop the test database at the end of the run."""
+    yield
+    if pyfuncitem.get_closest_marker("browser"):
+        from django.db import connections
+
+        connections.close_all()
 
 
 @pytest.fixture

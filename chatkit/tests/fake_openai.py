@@ -40,6 +40,7 @@ class FakeOpenAI:
     delay: float = 0.0
     requests: list[Recorded] = field(default_factory=list)
     issued: list[str] = field(default_factory=list)  # client secrets handed out
+    generation: int = 0  # bumped by reset(): a slow answer from an earlier test must not count in this one
     server: ThreadingHTTPServer | None = None
 
     @property
@@ -70,18 +71,20 @@ class FakeOpenAI:
                     body = json.loads(raw or b"null")
                 except ValueError:
                     body = raw.decode(errors="replace")
+                generation, mode, delay = fake.generation, fake.mode, fake.delay
                 fake.requests.append(Recorded("POST", self.path, {k.lower(): v for k, v in self.headers.items()},
                                               body))
-                if fake.mode == "slow" or fake.delay:
-                    time.sleep(fake.delay or 2.0)
+                if mode == "slow" or delay:
+                    time.sleep(delay or 2.0)
                 if self.path != "/v1/chatkit/sessions":
                     return self._send(404, {"error": {"message": "Unknown path", "type": "invalid_request_error"}})
-                status = {"401": 401, "404": 404, "429": 429, "500": 500}.get(fake.mode, 200)
+                status = {"401": 401, "404": 404, "429": 429, "500": 500}.get(mode, 200)
                 if status != 200:
                     return self._send(status, ERROR_BODIES[status])
                 now = int(time.time())
                 secret = "ek_fake_" + secrets.token_hex(12)
-                fake.issued.append(secret)
+                if generation == fake.generation:
+                    fake.issued.append(secret)
                 seconds = (body or {}).get("expires_after", {}).get("seconds", 600)
                 self._send(200, {
                     "id": "cksess_" + secrets.token_hex(8),
@@ -115,6 +118,7 @@ class FakeOpenAI:
             self.server.server_close()
 
     def reset(self, mode: str = "ok", delay: float = 0.0) -> None:
+        self.generation += 1
         self.mode, self.delay = mode, delay
         self.requests.clear()
         self.issued.clear()

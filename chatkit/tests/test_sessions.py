@@ -401,13 +401,69 @@ def test_monthly_cap_gives_quota_exceeded(fake_openai, chatkit_widget, post_sess
     assert Conversation.objects.count() == 1
 
 
-def test_reservation_refuses_over_the_cap_even_when_the_precheck_passed(fake_openai, chatkit_widget):
-    from chatkit.services import chatkit_usage_reserve
+def test_counting_refuses_over_the_cap_even_when_the_precheck_passed(fake_openai, chatkit_widget):
+    """Two sessions racing past the read-only precheck: the second is refused when it is counted."""
+    from chatkit.client import ChatKitError, ChatKitSession
+    from chatkit.services import chatkit_session_record
 
     License.objects.filter(pk=chatkit_widget.license.pk).update(
         limits={**chatkit_widget.license.limits, "monthly_conversations": 1}
     )
     chatkit_widget.license.refresh_from_db()
-    assert chatkit_usage_reserve(license=chatkit_widget.license) is True
-    assert chatkit_usage_reserve(license=chatkit_widget.license) is False
+    session = ChatKitSession(client_secret="ek_x", expires_at=0, session_id="cksess_x")
+    chatkit_session_record(license=chatkit_widget.license, widget=chatkit_widget, user="sb_a", session=session,
+                           preview=False)
+    with pytest.raises(ChatKitError) as refused:
+        chatkit_session_record(license=chatkit_widget.license, widget=chatkit_widget, user="sb_b",
+                               session=session, preview=False)
+
+    assert refused.value.code == "quota_exceeded"
     assert sessions_counted(chatkit_widget.license) == 1
+    assert Conversation.objects.count() == 1
+
+
+def test_preview_sessions_are_recorded_but_not_counted(fake_openai, chatkit_widget):
+    from chatkit.client import ChatKitSession
+    from chatkit.services import chatkit_session_record
+
+    session = ChatKitSession(client_secret="ek_x", expires_at=0, session_id="cksess_x")
+    chatkit_session_record(license=chatkit_widget.license, widget=chatkit_widget, user="sb_a", session=session,
+                           preview=True)
+    assert sessions_counted(chatkit_widget.license) == 0
+    assert Conversation.objects.get().is_preview is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_monthly_cap_is_exact_under_concurrency(fake_openai, license_a, owner):
+    import threading
+
+    from django.db import connection
+
+    from chatkit.client import ChatKitError, ChatKitSession
+    from chatkit.services import chatkit_session_record
+
+    if connection.vendor == "sqlite":
+        pytest.skip("SQLite serialises writers; the race this guards against needs PostgreSQL (CI runs it).")
+    widget = make_chatkit_widget(license=license_a, user=owner)
+    License.objects.filter(pk=license_a.pk).update(limits={**license_a.limits, "monthly_conversations": 10})
+    license_a.refresh_from_db()
+    session = ChatKitSession(client_secret="ek_x", expires_at=0, session_id="cksess_x")
+    refused: list[int] = []
+
+    def work(i: int) -> None:
+        try:
+            chatkit_session_record(license=license_a, widget=widget, user=f"sb_{i}", session=session, preview=False)
+        except ChatKitError:
+            refused.append(i)
+        finally:
+            connection.close()
+
+    pool = [threading.Thread(target=work, args=(i,)) for i in range(30)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+
+    assert sessions_counted(license_a) == 10
+    assert Conversation.objects.filter(widget=widget).count() == 10
+    assert len(refused) == 20
