@@ -16,7 +16,6 @@ from config.api import ApiError, error_body
 from licenses.models import Membership
 from licenses.selectors import membership_list_for_user
 from licenses.tenancy import current_membership
-from widgets.models import Widget
 from widgets.selectors import widget_get_for_user
 
 
@@ -72,10 +71,6 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ApiError("parse_error", "The request body must be a JSON object.")
     return data
-
-
-def widget_tabs(widget: Widget, active: str) -> dict[str, Any]:
-    return {"widget": widget, "tab": active}
 
 
 def role_flags(membership: Membership) -> dict[str, bool]:
