@@ -81,6 +81,24 @@ def test_chatkit_preview_uses_the_chatkit_page_once_connected(signed_in, live_se
     assert "sk-test" not in page.content()
 
 
+def test_switching_provider_keeps_settings_and_changes_type_on_save(signed_in, live_server, owner, widget_a):
+    widget_update(widget=widget_a, membership=owner.memberships.get(),
+                  config={"appearance": {"n8n": {"title": "Keep me"}}})
+    page = signed_in(owner)
+    open_editor(page, live_server, widget_a)
+    assert page.get_by_label("Webhook URL").is_visible()
+    page.get_by_text("OpenAI ChatKit", exact=True).click()
+    page.get_by_label("Mode", exact=True).wait_for()
+    assert not page.get_by_label("Webhook URL").is_visible()
+    frame_of(page).locator("[data-sb-provider=chatkit]").wait_for()
+    widget_a.refresh_from_db()
+    assert widget_a.widget_type == "n8n"  # nothing saved yet
+    page.get_by_role("button", name="Save draft").click()
+    page.locator("#type-badge", has_text="OpenAI ChatKit").wait_for()
+    widget_a.refresh_from_db()
+    assert widget_a.widget_type == "chatkit" and widget_a.config["appearance"]["n8n"]["title"] == "Keep me"
+
+
 def test_device_frames_change_preview_size(signed_in, live_server, owner, widget_a):
     page = signed_in(owner)
     open_editor(page, live_server, widget_a)
