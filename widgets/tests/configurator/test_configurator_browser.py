@@ -99,6 +99,19 @@ def test_switching_provider_keeps_settings_and_changes_type_on_save(signed_in, l
     assert widget_a.widget_type == "chatkit" and widget_a.config["appearance"]["n8n"]["title"] == "Keep me"
 
 
+def test_sections_work_from_the_keyboard(signed_in, live_server, member, widget_a):
+    page = signed_in(member)
+    open_editor(page, live_server, widget_a)
+    page.get_by_role("tab", name="Connection").focus()
+    page.keyboard.press("ArrowDown")
+    assert page.get_by_role("tab", name="Appearance").get_attribute("aria-selected") == "true"
+    assert page.evaluate("document.activeElement.dataset.section") == "appearance"
+    assert page.locator("#panel-appearance").is_visible() and not page.locator("#panel-connection").is_visible()
+    # Focus is visible (an outline) on keyboard focus.
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline != "none"
+
+
 def test_device_frames_change_preview_size(signed_in, live_server, owner, widget_a):
     page = signed_in(owner)
     open_editor(page, live_server, widget_a)
