@@ -224,3 +224,67 @@ def secrets_reencrypt() -> int:
             )
             count += 1
     return count
+
+
+# --- members (the agency UI's Members page) ------------------------------------------------------
+
+
+def _require_admin(actor: Membership | None, agency: Agency) -> None:
+    if actor is None or actor.agency_id != agency.pk or not actor.has_role(Membership.Role.ADMIN):
+        raise ApiError("permission_denied", "Only admins and owners manage members.", status_code=403)
+
+
+def _require_owner_for(actor: Membership, role: str, target: Membership | None = None) -> None:
+    # Only an owner may create owners or change an owner's role.
+    touches_owner = role == Membership.Role.OWNER or (target is not None and target.role == Membership.Role.OWNER)
+    if touches_owner and actor.role != Membership.Role.OWNER:
+        raise ApiError("permission_denied", "Only an owner may grant or change the owner role.", status_code=403)
+
+
+def member_invite(*, actor: Membership | None, agency: Agency, email: str, role: str) -> tuple[Membership, bool]:
+    """Add a person by email; creates the user (unusable password) if needed. Returns (membership, new_user)."""
+    from django.contrib.auth import get_user_model
+    from django.core.exceptions import ValidationError
+    from django.core.validators import validate_email
+
+    _require_admin(actor, agency)
+    assert actor is not None
+    email = (email or "").strip().lower()
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise ApiError("invalid", "Enter a valid email address.", fields={"email": ["Enter a valid email address."]})
+    if role not in Membership.Role.values:
+        raise ApiError("invalid", f"Unknown role {role!r}.", fields={"role": ["Choose a role."]})
+    _require_owner_for(actor, role)
+    User = get_user_model()
+    with transaction.atomic():
+        user = User.objects.filter(email__iexact=email).order_by("id").first()
+        new_user = user is None
+        if user is None:
+            username = email[:150]
+            if User.objects.filter(username__iexact=username).exists():
+                raise ApiError("invalid", "That username is taken.", fields={"email": ["Already in use."]})
+            user = User(username=username, email=email)
+            user.set_unusable_password()
+            user.save()
+        if Membership.objects.filter(agency=agency, user=user).exists():
+            raise ApiError("already_member", f"{email} is already a member.", fields={"email": ["Already a member."]})
+        membership = Membership.objects.create(agency=agency, user=user, role=role)
+    return membership, new_user
+
+
+def member_set_role(*, actor: Membership | None, membership: Membership, role: str) -> Membership:
+    _require_admin(actor, membership.agency)
+    assert actor is not None
+    if role not in Membership.Role.values:
+        raise ApiError("invalid", f"Unknown role {role!r}.", fields={"role": ["Choose a role."]})
+    _require_owner_for(actor, role, membership)
+    return membership_set(agency=membership.agency, user=membership.user, role=role)
+
+
+def member_remove(*, actor: Membership | None, membership: Membership) -> None:
+    _require_admin(actor, membership.agency)
+    assert actor is not None
+    _require_owner_for(actor, membership.role, membership)
+    membership_remove(membership=membership)

@@ -1,3 +1,52 @@
 """The agency UI under /app/."""
 
-urlpatterns: list = []
+from django.contrib.auth import views as auth_views
+from django.urls import path, reverse_lazy
+
+from widgets.views.configurator import editor, pages, preview
+
+W = "widgets/<str:public_id>/"
+
+urlpatterns = [
+    # Sign in / out and password reset (Django's auth views, our templates).
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="app-login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="app-logout"),
+    path("password-reset/", auth_views.PasswordResetView.as_view(
+        success_url=reverse_lazy("app-password-reset-done"),
+        email_template_name="registration/password_reset_email.txt",
+    ), name="app-password-reset"),
+    path("password-reset/sent/", auth_views.PasswordResetDoneView.as_view(), name="app-password-reset-done"),
+    path("reset/<uidb64>/<token>/", auth_views.PasswordResetConfirmView.as_view(
+        success_url=reverse_lazy("app-password-reset-complete"),
+    ), name="app-password-reset-confirm"),
+    path("reset/done/", auth_views.PasswordResetCompleteView.as_view(), name="app-password-reset-complete"),
+    # Shell.
+    path("", pages.widget_list, name="app-home"),
+    path("agency/", pages.agency_switch, name="app-agency-switch"),
+    path("licenses/", pages.license_list, name="app-licenses"),
+    path("members/", pages.member_list, name="app-members"),
+    path("members/<int:pk>/role/", pages.member_role, name="app-member-role"),
+    path("members/<int:pk>/remove/", pages.member_remove, name="app-member-remove"),
+    path("widgets/new/", pages.widget_new, name="app-widget-new"),
+    path(W + "duplicate/", pages.widget_duplicate, name="app-widget-duplicate"),
+    path(W + "delete/", pages.widget_delete, name="app-widget-delete"),
+    # Configurator.
+    path(W, editor.configurator, name="app-widget"),
+    path(W + "test-connection/", editor.test_connection, name="app-widget-test-connection"),
+    path(W + "versions/", editor.versions, name="app-widget-versions"),
+    path(W + "rollback/", editor.rollback, name="app-widget-rollback"),
+    path(W + "embed/", editor.embed_code, name="app-widget-embed"),
+    path(W + "knowledge/", editor.knowledge, name="app-widget-knowledge"),
+    path(W + "knowledge/<int:pk>/delete/", editor.knowledge_delete, name="app-widget-knowledge-delete"),
+    path(W + "products/", editor.products, name="app-widget-products"),
+    path(W + "products/import/", editor.products_import, name="app-widget-products-import"),
+    path(W + "products/<int:pk>/delete/", editor.product_delete, name="app-widget-product-delete"),
+    # Preview and share links.
+    path(W + "preview-frame/", preview.preview_frame, name="app-widget-preview-frame"),
+    path(W + "preview-chat/", preview.preview_chat, name="app-widget-preview-chat"),
+    path(W + "share/", preview.share_links, name="app-widget-share"),
+    path(W + "share/<int:pk>/revoke/", preview.share_revoke, name="app-widget-share-revoke"),
+    path("p/<str:token>/", preview.share_page, name="app-share"),
+    path("p/<str:token>/frame/", preview.share_frame, name="app-share-frame"),
+    path("p/<str:token>/chat/", preview.share_chat, name="app-share-chat"),
+]

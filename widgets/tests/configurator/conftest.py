@@ -1,0 +1,102 @@
+"""Browser helpers for the configurator's Playwright tests (Debian's Chromium, live server)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def browser(chromium):
+    """One Chromium per session, shared with the embed tests (widgets/tests/conftest.py `chromium`):
+    Playwright's sync API cannot run two instances side by side."""
+    return chromium
+
+
+@pytest.fixture
+def signed_in(browser, live_server, client, artifacts_dir, request):
+    """signed_in(user, width=1440) -> a Playwright page with that user's session cookie set."""
+    from urllib.parse import urlsplit
+
+    contexts = []
+
+    def make(user, width: int = 1440, height: int = 900):
+        context = browser.new_context(viewport={"width": width, "height": height})
+        contexts.append(context)
+        if user is not None:
+            client.force_login(user)
+            host = urlsplit(live_server.url).hostname
+            context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value,
+                                  "domain": host, "path": "/"}])
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        return page
+
+    yield make
+    failed = getattr(request.node, "rep_call", None)
+    for index, context in enumerate(contexts):
+        if failed is not None and failed.failed:
+            for page in context.pages:
+                page.screenshot(path=os.path.join(artifacts_dir, f"FAILED-{request.node.name}-{index}.png"))
+        context.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
+class _Recorder:
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.status = 200
+        self.body: dict | str = {"output": "pong"}
+        self.delay = 0.0
+
+
+@pytest.fixture
+def fake_upstream():
+    """A real HTTP server on 127.0.0.1 (free port) standing in for n8n / OpenAI. Set .status/.body/.delay."""
+    import json
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    recorder = _Recorder()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            recorder.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers),
+                                      "body": json.loads(raw) if raw else None})
+            if recorder.delay:
+                time.sleep(recorder.delay)
+            body = recorder.body if isinstance(recorder.body, str) else json.dumps(recorder.body)
+            data = body.encode()
+            self.send_response(recorder.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    recorder.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield recorder
+    server.shutdown()
+    server.server_close()

@@ -1,0 +1,1 @@
+"""The agency UI under /app/: shell pages, the configurator, preview and share links."""

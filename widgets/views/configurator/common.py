@@ -1,0 +1,77 @@
+"""Helpers shared by the /app/ views: the current agency, rendering the shell, turning service errors
+into pages or form errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+
+from config.api import ApiError, error_body
+from licenses.models import Membership
+from licenses.selectors import membership_list_for_user
+from licenses.tenancy import current_membership
+from widgets.selectors import widget_get_for_user
+
+
+def render_app(request: HttpRequest, template: str, context: dict[str, Any] | None = None,
+               status: int = 200) -> HttpResponse:
+    membership = current_membership(request)
+    base = {
+        "membership": membership,
+        "memberships": list(membership_list_for_user(user=request.user)),
+    }
+    return render(request, template, {**base, **(context or {})}, status=status)
+
+
+def agency_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Signed in (else redirect to login) and a member of some agency (else a friendly page)."""
+
+    @login_required
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        membership = current_membership(request)
+        if membership is None:
+            return render_app(request, "app/no_agency.html", status=403)
+        return view(request, membership, *args, **kwargs)
+
+    return wrapper
+
+
+def widget_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Signed in + the one access check for the widget (outsider → 404)."""
+
+    @login_required
+    @wraps(view)
+    def wrapper(request: HttpRequest, public_id: str, *args: Any, **kwargs: Any) -> HttpResponse:
+        widget, membership = widget_get_for_user(user=request.user, public_id=public_id)
+        return view(request, widget, membership, *args, **kwargs)
+
+    return wrapper
+
+
+def forbidden(request: HttpRequest, exc: ApiError) -> HttpResponse:
+    return render_app(request, "app/forbidden.html", {"message": exc.message}, status=exc.status_code)
+
+
+def api_error_json(exc: ApiError) -> JsonResponse:
+    return JsonResponse(error_body(exc.code, exc.message, exc.fields), status=exc.status_code)
+
+
+def json_body(request: HttpRequest) -> dict[str, Any]:
+    try:
+        data = json.loads(request.body or b"{}")
+    except ValueError:
+        raise ApiError("parse_error", "The request body is not JSON.")
+    if not isinstance(data, dict):
+        raise ApiError("parse_error", "The request body must be a JSON object.")
+    return data
+
+
+def role_flags(membership: Membership) -> dict[str, bool]:
+    return {"can_edit": membership.can_edit, "can_publish": membership.can_publish}

@@ -1,0 +1,219 @@
+"""The configurator of one widget: editor page, test connection, versions/rollback, embed code,
+knowledge and products. Saving and publishing go through the REST API (/api/v1/widgets/...)."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.views.decorators.http import require_http_methods, require_POST
+
+from config.api import ApiError
+from licenses.models import Membership
+from widgets import catalog, services
+from widgets.config_diff import config_diff
+from widgets.config_schema import ConfigError, config_normalize
+from widgets.connection_test import connection_test
+from widgets.models import Widget
+from widgets.selectors import widget_versions
+from widgets.views.configurator.common import api_error_json, forbidden, json_body, render_app, role_flags, widget_view
+from widgets.views.configurator.fields import sections_with_values
+
+
+@widget_view
+def configurator(request: HttpRequest, widget: Widget, membership: Membership) -> HttpResponse:
+    return render_app(request, "app/configurator.html", {
+        "widget": widget, "tab": "configure", "sections": sections_with_values(widget.config),
+        "secrets": services.secrets_status(widget=widget), "provider": widget.widget_type,
+        "knowledge_count": widget.knowledge.count(), "product_count": widget.products.count(),
+        "domains": widget.license.allowed_domains, "nav": "widgets", **role_flags(membership),
+    })
+
+
+@widget_view
+@require_POST
+def test_connection(request: HttpRequest, widget: Widget, membership: Membership) -> JsonResponse:
+    """Test the connection with the form's current (unsaved) values; never echoes secrets."""
+    try:
+        if not membership.can_edit:
+            raise ApiError("permission_denied", "Your role may not test connections.", status_code=403)
+        body = json_body(request)
+        try:
+            config = config_normalize(body.get("config") or {}, base=widget.config)
+        except ConfigError as exc:
+            fields = {f"config.{p}": m for p, m in exc.errors.items()}
+            raise ApiError("invalid_config", str(exc), fields=fields)
+        secrets = services.secrets_clean(current=widget.secrets or {}, changes=body.get("secrets") or {})
+    except ApiError as exc:
+        return api_error_json(exc)
+    return JsonResponse(connection_test(config=config, secrets=secrets).as_dict())
+
+
+@widget_view
+def versions(request: HttpRequest, widget: Widget, membership: Membership) -> HttpResponse:
+    items = list(widget_versions(widget=widget))
+    rows = []
+    for index, version in enumerate(items):
+        previous = items[index + 1] if index + 1 < len(items) else None
+        rows.append({
+            "version": version, "changes": config_diff(previous.config if previous else None, version.config)
+            if previous else [], "is_live": widget.published_version_id == version.pk,
+        })
+    draft_changes = config_diff(items[0].config, widget.config) if items else []
+    return render_app(request, "app/versions.html", {
+        "widget": widget, "tab": "versions", "rows": rows, "draft_changes": draft_changes, "nav": "widgets",
+        **role_flags(membership),
+    })
+
+
+@widget_view
+@require_POST
+def rollback(request: HttpRequest, widget: Widget, membership: Membership) -> HttpResponse:
+    try:
+        number = int(request.POST.get("version", ""))
+    except ValueError:
+        messages.error(request, "Choose a version to roll back to.")
+        return redirect("app-widget-versions", public_id=widget.public_id)
+    try:
+        version = services.widget_rollback(widget=widget, user=request.user, membership=membership, number=number)
+    except ApiError as exc:
+        if exc.status_code == 403:
+            return forbidden(request, exc)
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Rolled back: v{number} is live again as v{version.number}.")
+    return redirect("app-widget-versions", public_id=widget.public_id)
+
+
+@widget_view
+def embed_code(request: HttpRequest, widget: Widget, membership: Membership) -> HttpResponse:
+    origin = request.build_absolute_uri("/").rstrip("/")
+    key = widget.license.key
+    embed = widget.config["embed"]
+    script = (f'<script src="{origin}/api/widget/{key}/chat-widget.js" data-widget="{widget.public_id}" '
+              f'data-mode="{embed["mode"]}" data-position="{embed["position"]}"'
+              + (' data-target="#chat"' if embed["mode"] == "inline" else "") + " async></script>")
+    iframe = (f'<iframe src="{origin}/widget/chatkit/{key}?widget={widget.public_id}" title="Chat" '
+              f'style="width:100%;max-width:{embed["width"]}px;height:{embed["height"]}px;border:0" '
+              'allow="microphone; clipboard-write"></iframe>')
+    return render_app(request, "app/embed.html", {
+        "widget": widget, "tab": "embed", "script": script, "iframe": iframe, "origin": origin,
+        "domains": widget.license.allowed_domains, "nav": "widgets", **role_flags(membership),
+    })
+
+
+# --- knowledge --------------------------------------------------------------------------------
+
+
+@widget_view
+@require_http_methods(["GET", "POST"])
+def knowledge(request: HttpRequest, widget: Widget, membership: Membership) -> HttpResponse:
+    errors: dict[str, list[str]] = {}
+    values = {"question": "", "answer": "", "tags": ""}
+    edit_id = None
+    if request.method == "POST":
+        values = {k: request.POST.get(k, "") for k in values}
+        pk = request.POST.get("id")
+        try:
+            if pk:
+                entry = get_object_or_404(widget.knowledge, pk=pk)
+                edit_id = entry.pk
+                catalog.knowledge_update(entry=entry, membership=membership, **values)
+                messages.success(request, "Entry saved.")
+            else:
+                catalog.knowledge_create(widget=widget, membership=membership, **values)
+                messages.success(request, "Entry added.")
+        except ApiError as exc:
+            if exc.status_code == 403:
+                return forbidden(request, exc)
+            errors = exc.fields
+        else:
+            return redirect("app-widget-knowledge", public_id=widget.public_id)
+    return render_app(request, "app/knowledge.html", {
+        "widget": widget, "tab": "knowledge", "entries": widget.knowledge.all(), "errors": errors,
+        "values": values, "edit_id": edit_id, "nav": "widgets", **role_flags(membership),
+    }, status=400 if errors else 200)
+
+
+@widget_view
+@require_POST
+def knowledge_delete(request: HttpRequest, widget: Widget, membership: Membership, pk: int) -> HttpResponse:
+    entry = get_object_or_404(widget.knowledge, pk=pk)
+    try:
+        catalog.knowledge_delete(entry=entry, membership=membership)
+    except ApiError as exc:
+        return forbidden(request, exc)
+    messages.success(request, "Entry deleted.")
+    return redirect("app-widget-knowledge", public_id=widget.public_id)
+
+
+# --- products ---------------------------------------------------------------------------------
+
+PRODUCT_FIELDS = ("sku", "title", "description", "price", "currency", "image_url", "url")
+
+
+@widget_view
+@require_http_methods(["GET", "POST"])
+def products(request: HttpRequest, widget: Widget, membership: Membership) -> HttpResponse:
+    errors: dict[str, list[str]] = {}
+    values: dict = {"currency": "USD", "in_stock": True}
+    edit_id = None
+    if request.method == "GET" and request.GET.get("edit", "").isdigit():
+        product = get_object_or_404(widget.products, pk=int(request.GET["edit"]))
+        edit_id = product.pk
+        values = {k: getattr(product, k) for k in PRODUCT_FIELDS} | {"in_stock": product.in_stock}
+    if request.method == "POST":
+        values = {k: request.POST.get(k, "") for k in PRODUCT_FIELDS}
+        values["in_stock"] = request.POST.get("in_stock") == "on"
+        pk = request.POST.get("id")
+        try:
+            product = get_object_or_404(widget.products, pk=pk) if pk else None
+            edit_id = product.pk if product else None
+            catalog.product_save(widget=widget, membership=membership, data=values, product=product)
+        except ApiError as exc:
+            if exc.status_code == 403:
+                return forbidden(request, exc)
+            errors = exc.fields
+        else:
+            messages.success(request, "Product saved.")
+            return redirect("app-widget-products", public_id=widget.public_id)
+    return _products_page(request, widget, membership, errors=errors, values=values, edit_id=edit_id)
+
+
+def _products_page(request: HttpRequest, widget: Widget, membership: Membership, **extra) -> HttpResponse:
+    extra.setdefault("values", {"currency": "USD", "in_stock": True})
+    status = 400 if extra.get("errors") or extra.get("import_errors") else 200
+    return render_app(request, "app/products.html", {
+        "widget": widget, "tab": "products", "products": widget.products.all(), "nav": "widgets",
+        "csv_columns": ",".join(catalog.CSV_COLUMNS), **role_flags(membership), **extra,
+    }, status=status)
+
+
+@widget_view
+@require_POST
+def products_import(request: HttpRequest, widget: Widget, membership: Membership) -> HttpResponse:
+    upload = request.FILES.get("file")
+    try:
+        if upload is None:
+            if not membership.can_edit:
+                raise ApiError("permission_denied", "Your role may not edit this widget's data.", status_code=403)
+            raise ApiError("invalid", "Choose a CSV file.", fields={"file": ["Choose a CSV file."]})
+        report = catalog.products_import_csv(widget=widget, membership=membership,
+                                             data=upload.read(catalog.CSV_MAX_BYTES + 1))
+    except ApiError as exc:
+        if exc.status_code == 403:
+            return forbidden(request, exc)
+        return _products_page(request, widget, membership, import_errors=[exc.message])
+    return _products_page(request, widget, membership, report=report)
+
+
+@widget_view
+@require_POST
+def product_delete(request: HttpRequest, widget: Widget, membership: Membership, pk: int) -> HttpResponse:
+    product = get_object_or_404(widget.products, pk=pk)
+    try:
+        catalog.product_delete(product=product, membership=membership)
+    except ApiError as exc:
+        return forbidden(request, exc)
+    messages.success(request, "Product deleted.")
+    return redirect("app-widget-products", public_id=widget.public_id)

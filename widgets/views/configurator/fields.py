@@ -1,0 +1,221 @@
+"""The configurator's controls, derived from CONFIG_SCHEMA: one list of sections, rendered by templates.
+
+Each control knows its config path, label and the schema facts the browser validator also reads, so
+the server-side schema stays the single source of truth for types, ranges and enums.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from widgets.config_schema import CONFIG_SCHEMA, DEFAULT_CONFIG, TOOL_NAMES
+
+
+def schema_at(path: str) -> dict[str, Any]:
+    node: dict[str, Any] = CONFIG_SCHEMA
+    for part in path.split("."):
+        node = node["properties"][part]
+    return node
+
+
+def value_at(config: dict[str, Any], path: str) -> Any:
+    node: Any = config
+    fallback: Any = DEFAULT_CONFIG
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+        fallback = fallback.get(part) if isinstance(fallback, dict) else None
+    return fallback if node is None else node
+
+
+LABELS = {
+    "hosted": "Hosted workflow (LEGACY)",
+    "server": "ChatKit server (recommended)",
+    "bottom-right": "Bottom right", "bottom-left": "Bottom left",
+    "popup": "Popup", "inline": "Inline", "fullpage": "Full page",
+    "server_vad": "Server VAD (silence based)", "semantic_vad": "Semantic VAD",
+    "near_field": "Near field (headset, phone)", "far_field": "Far field (laptop, room)", "off": "Off",
+}
+
+
+@dataclass
+class Control:
+    path: str
+    label: str
+    kind: str  # text | textarea | lines | color | number | range | select | checkbox
+    help: str = ""
+    value: Any = None
+    options: list[tuple[str, str]] = field(default_factory=list)
+    minimum: float | None = None
+    maximum: float | None = None
+    step: str = "1"
+    max_length: int | None = None
+    show_if: str = ""  # e.g. "connection.chatkit.mode=hosted"
+    placeholder: str = ""
+
+    @property
+    def dom_id(self) -> str:
+        return "f-" + self.path.replace(".", "-").replace("_", "-")
+
+
+def control(path: str, label: str, *, kind: str = "", help: str = "", show_if: str = "",
+            placeholder: str = "") -> Control:
+    schema = schema_at(path)
+    if not kind:
+        if "enum" in schema:
+            kind = "select"
+        elif schema.get("type") == "boolean":
+            kind = "checkbox"
+        elif schema.get("type") in ("integer", "number"):
+            kind = "number"
+        elif schema.get("type") == "array":
+            kind = "lines"
+        elif schema.get("pattern") == r"^#[0-9a-fA-F]{6}$":
+            kind = "color"
+        elif schema.get("maxLength", 0) > 500 and "https?" not in schema.get("pattern", ""):
+            kind = "textarea"
+        else:
+            kind = "text"
+    return Control(
+        path=path, label=label, kind=kind, help=help, show_if=show_if, placeholder=placeholder,
+        options=[(v, LABELS.get(v, v.replace("_", " ").capitalize())) for v in schema.get("enum", [])],
+        minimum=schema.get("minimum"), maximum=schema.get("maximum"),
+        step="1" if schema.get("type") == "integer" else "0.05",
+        max_length=schema.get("maxLength") or (schema.get("items") or {}).get("maxLength"),
+    )
+
+
+@dataclass
+class Group:
+    title: str
+    controls: list[Control]
+    provider: str = ""  # "", "n8n" or "chatkit": shown only for that provider
+    note: str = ""
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    groups: list[Group]
+
+
+def _n8n_appearance() -> list[Control]:
+    p = "appearance.n8n."
+    return [
+        control(p + "title", "Title"),
+        control(p + "subtitle", "Subtitle"),
+        control(p + "primary_color", "Primary colour", help="Header, launcher and send button."),
+        control(p + "background_color", "Background"),
+        control(p + "text_color", "Text colour"),
+        control(p + "bubble_user_color", "Visitor bubble"),
+        control(p + "bubble_bot_color", "Assistant bubble"),
+        control(p + "color_scheme", "Colour scheme"),
+        control(p + "launcher_icon", "Launcher icon"),
+        control(p + "radius", "Corner radius (px)", kind="range"),
+        control(p + "font_family", "Font family", placeholder="Inter, system-ui, sans-serif"),
+        control(p + "font_size", "Font size (px)", kind="range"),
+        control(p + "avatar_url", "Avatar image URL", placeholder="https://…"),
+    ]
+
+
+def _chatkit_appearance() -> list[Control]:
+    p = "appearance.chatkit."
+    return [
+        control(p + "color_scheme", "Colour scheme"),
+        control(p + "accent_color", "Accent colour"),
+        control(p + "accent_level", "Accent level (0–3)", kind="range"),
+        control(p + "grayscale_hue", "Grayscale hue (0–360°)", kind="range"),
+        control(p + "grayscale_tint", "Grayscale tint (0–9)", kind="range"),
+        control(p + "grayscale_shade", "Grayscale shade (−4…4)", kind="range"),
+        control(p + "radius", "Corner radius"),
+        control(p + "density", "Density"),
+        control(p + "base_font_size", "Base font size (px)", kind="range"),
+    ]
+
+
+def sections() -> list[Section]:
+    return [
+        Section("connection", "Connection", [
+            Group("n8n Chat Trigger", provider="n8n", controls=[
+                control("connection.n8n.webhook_url", "Webhook URL", placeholder="https://n8n.example.com/webhook/…/chat",
+                        help="The Chat Trigger's production URL. Visitors never see it: chat goes through our proxy."),
+                control("connection.n8n.streaming", "Stream replies", help="Enable if the Chat Trigger streams."),
+                control("connection.n8n.basic_auth", "Basic auth",
+                        help="The Chat Trigger asks for a username/password."),
+            ]),
+            Group("OpenAI ChatKit", provider="chatkit", controls=[
+                control("connection.chatkit.mode", "Mode"),
+                control("connection.chatkit.workflow_id", "Workflow id", placeholder="wf_…",
+                        show_if="connection.chatkit.mode=hosted"),
+                control("connection.chatkit.workflow_version", "Workflow version", placeholder="latest",
+                        show_if="connection.chatkit.mode=hosted"),
+                control("connection.chatkit.model", "Model", placeholder="gpt-4.1-mini",
+                        show_if="connection.chatkit.mode=server", help="Empty uses the platform default."),
+                control("connection.chatkit.instructions", "Instructions", show_if="connection.chatkit.mode=server"),
+            ]),
+        ]),
+        Section("appearance", "Appearance", [
+            Group("Chat window", _n8n_appearance(), provider="n8n"),
+            Group("ChatKit theme", _chatkit_appearance(), provider="chatkit"),
+            Group("Placement", [
+                control("embed.mode", "Default embed mode"),
+                control("embed.position", "Launcher position"),
+                control("embed.offset_x", "Horizontal offset (px)"),
+                control("embed.offset_y", "Vertical offset (px)"),
+                control("embed.width", "Width (px)"),
+                control("embed.height", "Height (px)"),
+            ]),
+        ]),
+        Section("behaviour", "Behaviour", [
+            Group("Conversation", [
+                control("behaviour.greeting", "Greeting", kind="textarea"),
+                control("behaviour.starter_prompts", "Starter prompts", help="One per line, up to 6."),
+                control("behaviour.initial_messages", "Initial messages", help="One per line, up to 5."),
+                control("behaviour.placeholder", "Composer placeholder"),
+                control("behaviour.disclaimer", "Disclaimer", kind="textarea"),
+                control("behaviour.locale", "Locale", placeholder="en or en-US"),
+            ]),
+            Group("Options", [
+                control("behaviour.file_uploads", "Allow file uploads"),
+                control("behaviour.history", "Show history"),
+                control("behaviour.load_previous_session", "Load previous session"),
+            ]),
+        ]),
+        Section("voice", "Voice", [
+            Group("Voice assistant", [
+                control("voice.enabled", "Enable voice", help="Adds a mic button to the widget."),
+                control("voice.voice", "Voice"),
+                control("voice.speed", "Speaking speed"),
+                control("voice.transport", "Transport"),
+                control("voice.instructions", "Instructions"),
+                control("voice.business_facts", "Business facts",
+                        help="Hours, policies, prices the assistant may quote."),
+                control("voice.max_session_seconds", "Max call length (s)"),
+                control("voice.consent_required", "Ask for consent before a call"),
+                control("voice.consent_text", "Consent text", kind="textarea"),
+            ]),
+            Group("Tools", [control(f"voice.tools.{name}", name.replace("_", " ").capitalize()) for name in TOOL_NAMES]
+                  + [control("tools.booking_url", "Booking URL", placeholder="https://cal.example.com/…",
+                             help="Used by the meeting-link tool.")]),
+            Group("Turn detection", [
+                control("voice.turn_detection.type", "Type"),
+                control("voice.turn_detection.threshold", "Threshold (0–1)"),
+                control("voice.turn_detection.silence_duration_ms", "Silence (ms)"),
+                control("voice.turn_detection.prefix_padding_ms", "Prefix padding (ms)"),
+                control("voice.turn_detection.eagerness", "Eagerness",
+                        show_if="voice.turn_detection.type=semantic_vad"),
+                control("voice.noise_reduction", "Noise reduction"),
+            ]),
+        ]),
+    ]
+
+
+def sections_with_values(config: dict[str, Any]) -> list[Section]:
+    out = sections()
+    for section in out:
+        for group in section.groups:
+            for c in group.controls:
+                value = value_at(config, c.path)
+                c.value = "\n".join(value) if c.kind == "lines" and isinstance(value, list) else value
+    return out

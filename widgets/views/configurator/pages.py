@@ -1,0 +1,226 @@
+"""The shell pages: widgets list, create/duplicate/delete, licenses, members, agency switcher."""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+
+from django.contrib import messages
+from django.contrib.auth.tokens import default_token_generator
+from django.core.mail import send_mail
+from django.db.models import Count, Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
+from django.views.decorators.http import require_http_methods, require_POST
+
+from config.api import ApiError
+from licenses import services as license_services
+from licenses.models import Membership, month_start
+from licenses.selectors import license_list_for_user, membership_list_for_user, usage_for_month
+from licenses.tenancy import current_agency_set
+from widgets import services
+from widgets.models import Widget, WidgetType
+from widgets.selectors import widget_list_for_user
+from widgets.views.configurator.common import agency_required, forbidden, render_app, role_flags, widget_view
+
+
+def _month_start_dt() -> datetime:
+    return timezone.make_aware(datetime.combine(month_start(timezone.now().date()), time.min))
+
+
+@agency_required
+def widget_list(request: HttpRequest, membership: Membership) -> HttpResponse:
+    since = _month_start_dt()
+    widgets = widget_list_for_user(user=request.user, agency=membership.agency).annotate(
+        conversations_month=Count(
+            "conversations", filter=Q(conversations__started_at__gte=since, conversations__is_preview=False)
+        )
+    )
+    licenses = list(license_list_for_user(user=request.user, agency=membership.agency))
+    groups = [{"license": lic, "widgets": [w for w in widgets if w.license_id == lic.pk]} for lic in licenses]
+    return render_app(request, "app/widget_list.html", {
+        "groups": groups, "nav": "widgets", **role_flags(membership),
+    })
+
+
+@agency_required
+@require_http_methods(["GET", "POST"])
+def widget_new(request: HttpRequest, membership: Membership) -> HttpResponse:
+    licenses = list(license_list_for_user(user=request.user, agency=membership.agency))
+    values = {"name": "", "license": request.GET.get("license", ""), "provider": "n8n"}
+    errors: dict[str, list[str]] = {}
+    if request.method == "POST":
+        values = {k: request.POST.get(k, "").strip() for k in ("name", "license", "provider")}
+        license = next((lic for lic in licenses if lic.key == values["license"]), None)
+        if license is None:
+            errors["license"] = ["Choose one of your agency's licenses."]
+        if values["provider"] not in WidgetType.values:
+            errors["provider"] = ["Choose n8n or ChatKit."]
+        if not errors:
+            try:
+                widget = services.widget_create(
+                    license=license, user=request.user, membership=membership, name=values["name"],
+                    config={"connection": {"provider": values["provider"]}},
+                )
+            except ApiError as exc:
+                if exc.status_code == 403:
+                    return forbidden(request, exc)
+                errors = exc.fields or {"form": [exc.message]}
+            else:
+                messages.success(request, f"Created “{widget.name}”.")
+                return redirect("app-widget", public_id=widget.public_id)
+    status = 400 if errors else 200
+    return render_app(request, "app/widget_new.html", {
+        "licenses": licenses, "values": values, "errors": errors, "nav": "widgets",
+        "providers": WidgetType.choices, **role_flags(membership),
+    }, status=status)
+
+
+@widget_view
+@require_POST
+def widget_duplicate(request: HttpRequest, widget: Widget, membership: Membership) -> HttpResponse:
+    try:
+        copy = services.widget_duplicate(widget=widget, user=request.user, membership=membership)
+    except ApiError as exc:
+        if exc.status_code == 403:
+            return forbidden(request, exc)
+        messages.error(request, exc.message)
+        return redirect("app-home")
+    messages.success(request, f"Duplicated as “{copy.name}”.")
+    return redirect("app-home")
+
+
+@widget_view
+@require_http_methods(["GET", "POST"])
+def widget_delete(request: HttpRequest, widget: Widget, membership: Membership) -> HttpResponse:
+    if request.method == "POST":
+        try:
+            services.widget_delete(widget=widget, membership=membership)
+        except ApiError as exc:
+            return forbidden(request, exc)
+        messages.success(request, f"Deleted “{widget.name}”.")
+        return redirect("app-home")
+    if not membership.can_publish:
+        return forbidden(request, ApiError("permission_denied", "Your role may not delete widgets.", status_code=403))
+    return render_app(request, "app/widget_delete.html", {"widget": widget, "nav": "widgets"})
+
+
+@agency_required
+def license_list(request: HttpRequest, membership: Membership) -> HttpResponse:
+    rows = []
+    for lic in license_list_for_user(user=request.user, agency=membership.agency).annotate(n_widgets=Count("widgets")):
+        usage = usage_for_month(license=lic)
+        conversations = (usage.conversations + usage.chatkit_sessions) if usage else 0
+        minutes = usage.voice_minutes if usage else 0
+        rows.append({
+            "license": lic,
+            "meters": [
+                _meter("Conversations this month", conversations, lic.monthly_conversations),
+                _meter("Voice minutes this month", minutes, lic.monthly_voice_minutes),
+                _meter("Widgets", lic.n_widgets, lic.max_widgets),
+            ],
+        })
+    return render_app(request, "app/license_list.html", {"rows": rows, "nav": "licenses"})
+
+
+def _meter(label: str, used: float, limit: int) -> dict:
+    percent = 100 if limit <= 0 else min(100, round(100 * used / limit))
+    level = "danger" if percent >= 90 else "warn" if percent >= 70 else "ok"
+    shown = f"{used:g}" if isinstance(used, float) else str(used)
+    return {"label": label, "used": shown, "limit": limit, "percent": percent, "level": level}
+
+
+@agency_required
+@require_http_methods(["GET", "POST"])
+def member_list(request: HttpRequest, membership: Membership) -> HttpResponse:
+    agency = membership.agency
+    errors: dict[str, list[str]] = {}
+    values = {"email": "", "role": Membership.Role.EDITOR}
+    invite_link = ""
+    if request.method == "POST":
+        values = {"email": request.POST.get("email", ""), "role": request.POST.get("role", "")}
+        try:
+            new, new_user = license_services.member_invite(
+                actor=membership, agency=agency, email=values["email"], role=values["role"]
+            )
+        except ApiError as exc:
+            if exc.status_code == 403:
+                return forbidden(request, exc)
+            errors = exc.fields or {"email": [exc.message]}
+        else:
+            invite_link = _invite(request, new, new_user)
+            values = {"email": "", "role": Membership.Role.EDITOR}
+    members = Membership.objects.filter(agency=agency).select_related("user").order_by("user__email", "user__username")
+    return render_app(request, "app/member_list.html", {
+        "members": members, "errors": errors, "values": values, "invite_link": invite_link, "nav": "members",
+        "roles": Membership.Role.choices, "can_manage": membership.can_publish,
+        "is_owner": membership.role == Membership.Role.OWNER,
+    }, status=400 if errors else 200)
+
+
+def _invite(request: HttpRequest, membership: Membership, new_user: bool) -> str:
+    user = membership.user
+    link = ""
+    if new_user:
+        path = reverse("app-password-reset-confirm", kwargs={
+            "uidb64": urlsafe_base64_encode(force_bytes(user.pk)), "token": default_token_generator.make_token(user),
+        })
+        link = request.build_absolute_uri(path)
+        body = (f"You have been invited to {membership.agency.name} on Switchboard.\n\n"
+                f"Set your password here: {link}\n")
+    else:
+        home = request.build_absolute_uri("/app/")
+        body = f"You now have access to {membership.agency.name} on Switchboard: {home}\n"
+    send_mail(f"Invitation to {membership.agency.name}", body, None, [user.email], fail_silently=True)
+    messages.success(request, f"Invited {user.email} as {membership.get_role_display().lower()}.")
+    return link
+
+
+def _member(membership: Membership, pk: int) -> Membership:
+    return get_object_or_404(Membership.objects.select_related("user", "agency"), pk=pk, agency=membership.agency)
+
+
+@agency_required
+@require_POST
+def member_role(request: HttpRequest, membership: Membership, pk: int) -> HttpResponse:
+    target = _member(membership, pk)
+    try:
+        license_services.member_set_role(actor=membership, membership=target, role=request.POST.get("role", ""))
+    except ApiError as exc:
+        if exc.status_code == 403:
+            return forbidden(request, exc)
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"{target.user.email or target.user.username} is now {target.role}.")
+    return redirect("app-members")
+
+
+@agency_required
+@require_POST
+def member_remove(request: HttpRequest, membership: Membership, pk: int) -> HttpResponse:
+    target = _member(membership, pk)
+    try:
+        license_services.member_remove(actor=membership, membership=target)
+    except ApiError as exc:
+        if exc.status_code == 403:
+            return forbidden(request, exc)
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Removed {target.user.email or target.user.username}.")
+    return redirect("app-members")
+
+
+@agency_required
+@require_POST
+def agency_switch(request: HttpRequest, membership: Membership) -> HttpResponse:
+    wanted = request.POST.get("agency", "")
+    chosen = next((m for m in membership_list_for_user(user=request.user) if str(m.agency_id) == wanted), None)
+    if chosen is None:
+        messages.error(request, "You are not a member of that agency.")
+    else:
+        current_agency_set(request, chosen)
+        messages.success(request, f"Switched to {chosen.agency.name}.")
+    return redirect("app-home")

@@ -1,0 +1,176 @@
+"""The preview: the sandboxed frame that mounts the widget with a DRAFT config, the preview chat
+(draft webhook, not counted as usage) and share-preview links (signed, expiring, revocable)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+from django.views.decorators.clickjacking import xframe_options_sameorigin
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods, require_POST
+
+from config.api import ApiError, error_response
+from licenses.models import Membership
+from widgets import preview_links
+from widgets.chat import chat_rate_check
+from widgets.config_schema import config_public
+from widgets.models import Widget
+from widgets.preview_chat import preview_chat_reply
+from widgets.services import secrets_status
+from widgets.views.configurator.common import api_error_json, forbidden, json_body, render_app, role_flags, widget_view
+
+
+def _connection_ready(widget: Widget) -> dict[str, bool]:
+    status = secrets_status(widget=widget)
+    chatkit = widget.config["connection"]["chatkit"]
+    return {
+        "n8n": bool(widget.config["connection"]["n8n"]["webhook_url"]),
+        "chatkit": bool(status["openai_api_key"]["set"] or _platform_key())
+        and (chatkit["mode"] == "server" or bool(chatkit["workflow_id"])),
+    }
+
+
+def _platform_key() -> bool:
+    return bool(settings.OPENAI_API_KEY)
+
+
+def _chatkit_preview_url(widget: Widget) -> str:
+    """The ChatKit page in preview mode (chatkit app), linked by URL name only (imports point down)."""
+    try:
+        return reverse("chatkit:preview", kwargs={"public_id": widget.public_id})
+    except NoReverseMatch:
+        return ""
+
+
+def _frame(request: HttpRequest, widget: Widget, chat_url: str, *, shared: bool = False) -> HttpResponse:
+    response = render(request, "app/preview_frame.html", {
+        "widget": widget,
+        "preview": {
+            "config": config_public(widget.config),
+            "chatUrl": chat_url,
+            "ready": _connection_ready(widget),
+            # The ChatKit preview page needs a signed-in member; share links show the theme only.
+            "chatkitUrl": "" if shared else _chatkit_preview_url(widget),
+            "shared": shared,
+            "widgetId": widget.public_id,
+            "licenseKey": widget.license.key,
+        },
+    })
+    return response
+
+
+@xframe_options_sameorigin
+@widget_view
+def preview_frame(request: HttpRequest, widget: Widget, membership: Membership) -> HttpResponse:
+    return _frame(request, widget, reverse("app-widget-preview-chat", kwargs={"public_id": widget.public_id}))
+
+
+@widget_view
+@require_POST
+def preview_chat(request: HttpRequest, widget: Widget, membership: Membership) -> JsonResponse:
+    try:
+        body = json_body(request)
+    except ApiError as exc:
+        return api_error_json(exc)
+    status, payload = preview_chat_reply(widget=widget, body=body)
+    return JsonResponse(payload, status=status, safe=False)
+
+
+# --- share links ------------------------------------------------------------------------------
+
+
+def _share_url(request: HttpRequest, link) -> str:
+    return request.build_absolute_uri(reverse("app-share", kwargs={"token": preview_links.preview_link_token(link)}))
+
+
+@widget_view
+@require_http_methods(["GET", "POST"])
+def share_links(request: HttpRequest, widget: Widget, membership: Membership) -> HttpResponse:
+    errors: dict[str, list[str]] = {}
+    if request.method == "POST":
+        try:
+            days = int(request.POST.get("days") or 7)
+        except ValueError:
+            days = 0
+        try:
+            link = preview_links.preview_link_create(widget=widget, user=request.user, membership=membership,
+                                                     days=days, label=request.POST.get("label", ""))
+        except ApiError as exc:
+            if exc.status_code == 403:
+                return forbidden(request, exc)
+            errors = exc.fields
+        else:
+            messages.success(request, "Share link created. Copy it below.")
+            return redirect(reverse("app-widget-share", kwargs={"public_id": widget.public_id}) + f"#link-{link.pk}")
+    now = timezone.now()
+    links = [
+        {"link": link, "url": _share_url(request, link),
+         "state": "revoked" if link.revoked_at else "expired" if link.expires_at <= now else "active"}
+        for link in widget.preview_links.select_related("created_by")
+    ]
+    return render_app(request, "app/share.html", {
+        "widget": widget, "tab": "share", "links": links, "errors": errors, "nav": "widgets",
+        **role_flags(membership),
+    }, status=400 if errors else 200)
+
+
+@widget_view
+@require_POST
+def share_revoke(request: HttpRequest, widget: Widget, membership: Membership, pk: int) -> HttpResponse:
+    link = get_object_or_404(widget.preview_links, pk=pk)
+    try:
+        preview_links.preview_link_revoke(link=link, membership=membership)
+    except ApiError as exc:
+        return forbidden(request, exc)
+    messages.success(request, "Link revoked: it stops working at once.")
+    return redirect("app-widget-share", public_id=widget.public_id)
+
+
+def _resolve(request: HttpRequest, token: str) -> tuple[Widget | None, HttpResponse | None]:
+    lookup = preview_links.preview_link_resolve(token=token)
+    if lookup.ok and lookup.link is not None:
+        return lookup.link.widget, None
+    response = render(request, "app/share_unavailable.html", {"reason": lookup.reason}, status=410
+                      if lookup.reason in ("expired", "revoked") else 404)
+    return None, response
+
+
+def share_page(request: HttpRequest, token: str) -> HttpResponse:
+    widget, error = _resolve(request, token)
+    if error is not None:
+        return error
+    return render(request, "app/share_page.html", {
+        "widget": widget, "frame_url": reverse("app-share-frame", kwargs={"token": token}),
+    })
+
+
+@xframe_options_sameorigin
+def share_frame(request: HttpRequest, token: str) -> HttpResponse:
+    widget, error = _resolve(request, token)
+    if error is not None:
+        return error
+    return _frame(request, widget, reverse("app-share-chat", kwargs={"token": token}), shared=True)
+
+
+@csrf_exempt  # signed-out visitor; the signed token is the credential, and the view only reads
+@require_POST
+def share_chat(request: HttpRequest, token: str) -> JsonResponse:
+    lookup = preview_links.preview_link_resolve(token=token)
+    if not lookup.ok or lookup.link is None:
+        return error_response("preview_unavailable", "This preview link has expired or was revoked.", 410)
+    widget = lookup.link.widget
+    try:
+        body = json_body(request)
+    except ApiError as exc:
+        return api_error_json(exc)
+    # Signed-out callers: the same per-minute limit as the public chat, keyed by the link.
+    retry_after = chat_rate_check(license=widget.license, visitor_id=f"share:{lookup.link.token_id}",
+                                  session_id="", ip=request.META.get("REMOTE_ADDR", ""))
+    if retry_after:
+        return error_response("rate_limited", "Too many messages; wait a moment and try again.", 429)
+    status, payload = preview_chat_reply(widget=widget, body=body)
+    return JsonResponse(payload, status=status, safe=False)
