@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from channels.testing import WebsocketCommunicator
+
+from realtime.tests.fakes import FakeRealtime
+from widgets.config_schema import config_normalize
+from widgets.models import Widget
+from widgets.services import widget_publish
+from widgets.tests.factories import KnowledgeEntryFactory, ProductFactory, WidgetFactory
+
+ORIGIN = "https://shop.example.com"
+FRAME = base64.b64encode(b"\x00\x00" * 480).decode()  # 20 ms of PCM16 24 kHz silence (960 bytes)
+
+VOICE_CONFIG = {
+    "voice": {
+        "enabled": True,
+        "instructions": "You are Ava, the voice of Phone Shop.",
+        "business_facts": "Open 9-5 Monday to Friday.",
+        "voice": "coral",
+        "tools": {"search_knowledge": True, "search_products": True, "start_trade_in": True,
+                  "get_demo_clip": True, "create_meeting_link": True, "log_lead": True},
+    },
+    "tools": {"booking_url": "https://cal.example.com/shop", "trade_in_devices": ["iPhone 12", "Pixel 7"],
+              "demo_clips": [{"topic": "camera", "title": "Night camera", "url": "https://video.example.com/cam"}]},
+}
+
+
+def publish(widget, owner) -> Any:
+    widget_publish(widget=widget, user=owner, membership=owner.memberships.get())
+    widget.refresh_from_db()
+    return widget
+
+
+@pytest.fixture
+def voice_widget(license_a, owner):
+    widget = WidgetFactory(license=license_a, name="Voice A", created_by=owner,
+                           config=config_normalize(VOICE_CONFIG))
+    widget = publish(widget, owner)
+    ProductFactory(widget=widget, title="Phone X", price=Decimal("449.00"))
+    ProductFactory(widget=widget, title="Phone Ultra", price=Decimal("999.00"))
+    KnowledgeEntryFactory(widget=widget, question="What is your returns policy?",
+                          answer="You can return any phone within 30 days.")
+    return Widget.objects.select_related("license", "published_version").get(pk=widget.pk)
+
+
+@pytest.fixture
+async def fake_realtime(settings):
+    fake = await FakeRealtime().start()
+    settings.OPENAI_REALTIME_URL = fake.url
+    settings.OPENAI_API_KEY = "sk-platform-test"
+    yield fake
+    await fake.stop()
+
+
+def ws_path(widget, *, key: str | None = None) -> str:
+    return f"/ws/realtime/{key or widget.license.key}/?widget={widget.public_id}&visitor=visitor-1"
+
+
+def communicator(widget, *, origin: str | None = ORIGIN, key: str | None = None) -> WebsocketCommunicator:
+    from config.asgi import application
+
+    headers = [(b"host", b"testserver")]
+    if origin is not None:
+        headers.append((b"origin", origin.encode()))
+    return WebsocketCommunicator(application, ws_path(widget, key=key), headers=headers)
+
+
+async def receive_until(comm: WebsocketCommunicator, kind: str, *, timeout: float = 3.0) -> list[dict[str, Any]]:
+    """Collect browser events up to and including the first of `kind`."""
+    seen: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        left = deadline - loop.time()
+        if left <= 0:
+            raise AssertionError(f"no {kind} in {[e.get('type') for e in seen]}")
+        output = await comm.receive_output(timeout=left)
+        if output["type"] == "websocket.close":
+            seen.append({"type": "<close>", "code": output.get("code")})
+            if kind == "<close>":
+                return seen
+            raise AssertionError(f"closed ({output.get('code')}) before {kind}: {seen}")
+        event = json.loads(output["text"])
+        seen.append(event)
+        if event["type"] == kind:
+            return seen
+
+
+async def wait_for(predicate, timeout: float = 3.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
