@@ -4,8 +4,9 @@
   relay sends (built by realtime.session_config.session_config; no key in it). Allowed for a page
   on the license's allowed origins (CORS + fail-closed Origin check), and for a signed-in member of
   the license's agency (or staff) without an Origin, so the configurator can show it.
-- `POST /api/realtime/client-secret` {license, widget?, visitor_id?} → {value, expires_at,
-  tools_token, tools_url, model}: the same checks as the relay, then
+- `POST /api/realtime/client-secret[?license=<key>]` {license, widget?, visitor_id?} (JSON; send it as
+  text/plain to skip the CORS preflight, or name the license in the query so the preflight can answer)
+  → {value, expires_at, tools_token, tools_url, model}: the same checks as the relay, then
   `POST {OPENAI_BASE_URL}/realtime/client_secrets` with the same session.
 - `POST /api/widget/<key>/tools/<name>` {token, arguments} → {output, ui_event}: runs a server
   tool for a WebRTC call; `token` is a short-lived signature bound to (license, widget, conversation).
@@ -14,11 +15,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 from django.conf import settings
 from django.core import signing
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 
 from config.api import error_response
 from licenses.models import License, Membership
@@ -27,7 +31,7 @@ from realtime import services as svc
 from realtime.client import ClientSecretError, client_secret_create
 from realtime.session_config import session_config
 from widgets.models import Conversation
-from widgets.public import check_error, public_check, public_endpoint
+from widgets.public import check_error, cors_headers, public_check, public_endpoint
 from widgets.tools import TOOLS, tool_run
 
 TOOLS_TOKEN_SALT = "switchboard.realtime.tools"
@@ -50,11 +54,33 @@ def _json_body(request: HttpRequest) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
+def with_license_cors(methods: str) -> Callable:
+    """For endpoints whose license key is not in the path: CORS for the origins of the license named in
+    `?license=` (preflight) or found by the view (`request.cors_license`)."""
+
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @csrf_exempt
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method == "OPTIONS":
+                license = license_get_public(key=request.GET.get("license", ""))
+                return cors_headers(HttpResponse(status=204), request=request, license=license, methods=methods)
+            response = view(request, *args, **kwargs)
+            license = getattr(request, "cors_license", None)
+            return cors_headers(response, request=request, license=license, methods=methods)
+
+        return wrapper
+
+    return decorator
+
+
+@with_license_cors("GET, OPTIONS")
 @public_endpoint(methods=("GET",), key_from="")
 def realtime_config(request: HttpRequest, license: License | None) -> HttpResponse:
     key = request.GET.get("license", "")
     widget_id = request.GET.get("widget", "")
     license = license_get_public(key=key)
+    request.cors_license = license
     if not _is_member(request, license):
         check = public_check(request, key=key)
         if not check.ok:
@@ -83,12 +109,14 @@ def tools_token_read(token: str) -> dict[str, int] | None:
     return data if isinstance(data, dict) else None
 
 
+@with_license_cors("POST, OPTIONS")
 @public_endpoint(methods=("POST",), key_from="")
 def client_secret(request: HttpRequest, license: License | None) -> HttpResponse:
     body = _json_body(request)
     if body is None:
         return error_response("invalid", "Send a JSON object.", 400)
-    key = str(body.get("license") or "")
+    key = str(body.get("license") or request.GET.get("license") or "")
+    request.cors_license = license_get_public(key=key)
     check = public_check(request, key=key, quota="voice_minutes")
     if not check.ok:
         return check_error(check)

@@ -137,3 +137,45 @@ class FakeRealtime:
     async def barge_in(self) -> None:
         for ws in self.connections:
             await self.send(ws, {"type": "input_audio_buffer.speech_started", "item_id": "item_u2"})
+
+
+class FakeHTTP:
+    """A tiny threaded HTTP server recording requests; `responses` is a list of (status, json) served in order
+    (the last one repeats). Used as the fake OpenAI REST API and as a fake CRM webhook."""
+
+    def __init__(self, responses: list[tuple[int, Any]] | None = None) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.responses = responses or [(200, {})]
+        self.requests: list[dict[str, Any]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server API
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                fake.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                                      "body": body})
+                status, payload = fake.responses[min(len(fake.requests) - 1, len(fake.responses) - 1)]
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
