@@ -111,3 +111,14 @@ def fake_openai_http(settings):
     settings.OPENAI_API_KEY = "sk-platform-test"
     yield fake
     fake.stop()
+
+
+@pytest.fixture(autouse=True)
+def _close_async_db_connections():
+    """database_sync_to_async keeps a connection open in asgiref's one sync thread; close it so the test
+    database can be dropped at the end (PostgreSQL refuses while a session is open)."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
