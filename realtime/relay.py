@@ -62,9 +62,26 @@ def b64_decoded_len(data: str) -> int:
     return n * 3 // 4 - (2 if data.endswith("==") else 1 if data.endswith("=") else 0)
 
 
+_DELTA_KEY = '"delta":"'
+
+
+def audio_delta_fast_path(raw: str) -> str | None:
+    """The base64 audio of an upstream audio delta (GA or beta name), found without parsing the JSON."""
+    head = raw[:200]
+    if '"response.output_audio.delta"' not in head and '"response.audio.delta"' not in head:
+        return None
+    start = raw.find(_DELTA_KEY)
+    if start < 0:
+        return None
+    start += len(_DELTA_KEY)
+    end = raw.find('"', start)
+    delta = raw[start:end] if end > 0 else ""
+    return delta if delta and _B64.issuperset(delta) else None
+
+
 @dataclass(frozen=True)
 class Filtered:
-    upstream: dict[str, Any] | None = None  # the event to forward, rebuilt from allowed fields only
+    upstream: dict[str, Any] | str | None = None  # the event to forward, rebuilt from allowed fields only
     error: dict[str, Any] | None = None  # a typed error event for the browser
     audio_bytes: int = 0
     user_text: str = ""
@@ -74,8 +91,26 @@ def _refuse(code: str, message: str) -> Filtered:
     return Filtered(error=events.error(code=code, message=message))
 
 
+_APPEND_HEAD = '{"type":"input_audio_buffer.append","audio":"'
+_B64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+
+
+def append_fast_path(raw: str) -> int:
+    """Audio bytes if `raw` is exactly the canonical append event (voice.js sends that), else -1.
+
+    The hot path: ~50 frames/s per call are forwarded as they came, without a JSON round trip."""
+    if not raw.startswith(_APPEND_HEAD) or not raw.endswith('"}') or len(raw) > MAX_FRAME_BYTES:
+        return -1
+    audio = raw[len(_APPEND_HEAD):-2]
+    if not audio or len(audio) % 4 or not _B64.issuperset(audio):
+        return -1
+    return b64_decoded_len(audio)
+
+
 def browser_event_filter(raw: str | bytes | None) -> Filtered:
     """Allow only what a visitor's browser may ask of the session; everything else is refused."""
+    if isinstance(raw, str) and (size := append_fast_path(raw)) >= 0:
+        return Filtered(raw, audio_bytes=size)
     if raw is None or isinstance(raw, bytes):
         return _refuse("invalid_event", "Send JSON text events.")
     if len(raw) > MAX_FRAME_BYTES:
@@ -89,7 +124,7 @@ def browser_event_filter(raw: str | bytes | None) -> Filtered:
     kind = event["type"]
     if kind == "input_audio_buffer.append":
         audio = event.get("audio")
-        if not isinstance(audio, str) or not audio or len(audio) % 4:
+        if not isinstance(audio, str) or not audio or len(audio) % 4 or not _B64.issuperset(audio):
             return _refuse("invalid_audio", "audio must be base64 PCM16 (24 kHz mono).")
         return Filtered({"type": kind, "audio": audio}, audio_bytes=b64_decoded_len(audio))
     if kind in ("input_audio_buffer.commit", "input_audio_buffer.clear", "response.cancel"):
@@ -333,7 +368,8 @@ class RelaySession:
             await self._emit(events.error(code="rate_limited", message="Audio is arriving faster than real time."))
             return
         try:
-            self.to_upstream.put_nowait(json.dumps(result.upstream))
+            upstream = result.upstream
+            self.to_upstream.put_nowait(upstream if isinstance(upstream, str) else json.dumps(upstream))
         except asyncio.QueueFull:
             await self._emit(events.error(code="overloaded", message="The call is lagging; audio was dropped."))
             return
@@ -356,9 +392,13 @@ class RelaySession:
                 return
             await self._send_browser(message)
 
+    async def _emit_raw(self, text: str) -> None:
+        if not self.ended:
+            await self.to_browser.put(text)
+
     async def _emit(self, event: dict[str, Any]) -> None:
         if not self.ended:
-            await self.to_browser.put(json.dumps(event))
+            await self.to_browser.put(json.dumps(event, separators=(",", ":")))
 
     # --- upstream -> browser -----------------------------------------------------------------
 
@@ -366,6 +406,10 @@ class RelaySession:
         reason, code = "upstream_closed", 4502
         try:
             async for raw in self.upstream:
+                if isinstance(raw, str) and (delta := audio_delta_fast_path(raw)) is not None:
+                    self.audio_out_bytes += b64_decoded_len(delta)
+                    await self._emit_raw('{"type":"audio.delta","delta":"' + delta + '"}')
+                    continue
                 try:
                     event = json.loads(raw)
                 except ValueError:
