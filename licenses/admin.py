@@ -75,6 +75,7 @@ class LicenseAdmin(SimpleHistoryAdmin):
         "key", "agency", "client_name", "status", "expires_at", "widget_count", "conversations_this_month",
         "voice_minutes_this_month",
     ]
+    list_display_links = ["key", "client_name"]
     list_filter = ["status", "agency", ExpiringFilter]
     search_fields = ["key", "client_name", "agency__name", "agency__slug"]
     readonly_fields = ["key", "created_at", "updated_at"]
@@ -110,11 +111,11 @@ class LicenseAdmin(SimpleHistoryAdmin):
     def widget_count(self, obj: License) -> int:
         return obj._widgets
 
-    @admin.display(description="Conversations (month)")
+    @admin.display(description="Chats / mo")
     def conversations_this_month(self, obj: License) -> str:
         return f"{(obj._conversations or 0) + (obj._chatkit or 0)} / {obj.monthly_conversations}"
 
-    @admin.display(description="Voice min (month)")
+    @admin.display(description="Voice min / mo")
     def voice_minutes_this_month(self, obj: License) -> str:
         return f"{round((obj._voice_seconds or 0) / 60, 1)} / {obj.monthly_voice_minutes}"
 

@@ -1,0 +1,72 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import env_bool, env_float, env_int, env_list, env_str
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("raw,expected", [("1", True), ("true", True), ("YES", True), ("on", True),
+                                          ("0", False), ("false", False), ("no", False), ("", False)])
+def test_env_bool_reads_common_spellings(raw, expected):
+    assert env_bool("X", environ={"X": raw}) is expected
+
+
+def test_env_bool_refuses_garbage_and_uses_default_when_unset():
+    with pytest.raises(ImproperlyConfigured, match="X must be a boolean"):
+        env_bool("X", environ={"X": "maybe"})
+    assert env_bool("X", True, environ={}) is True
+
+
+def test_env_int_refuses_non_numbers_and_values_below_minimum():
+    assert env_int("N", 5, environ={}) == 5
+    assert env_int("N", 5, environ={"N": " 7 "}) == 7
+    with pytest.raises(ImproperlyConfigured, match="integer"):
+        env_int("N", 5, environ={"N": "seven"})
+    with pytest.raises(ImproperlyConfigured, match="at least 1"):
+        env_int("N", 5, minimum=1, environ={"N": "0"})
+
+
+def test_env_float_list_and_str():
+    assert env_float("F", 1.5, environ={"F": "2.5"}) == 2.5
+    with pytest.raises(ImproperlyConfigured):
+        env_float("F", 1.5, environ={"F": "x"})
+    assert env_list("L", environ={"L": "a, b,,c "}) == ["a", "b", "c"]
+    assert env_list("L", ["d"], environ={}) == ["d"]
+    assert env_str("S", "x", environ={"S": " y "}) == "y"
+
+
+def _start(env: dict[str, str]) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECRET_KEY", "FIELD_ENCRYPTION_KEYS"}}
+    clean.update(env)
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_production_start_stops_without_secret_key():
+    result = _start({"DEBUG": "0"})
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
+
+
+def test_production_start_stops_without_encryption_keys():
+    result = _start({"DEBUG": "0", "SECRET_KEY": "x" * 60})
+    assert result.returncode != 0
+    assert "FIELD_ENCRYPTION_KEYS is not set" in result.stderr
+
+
+def test_bad_debug_value_stops_start_up():
+    result = _start({"DEBUG": "perhaps"})
+    assert result.returncode != 0
+    assert "DEBUG must be a boolean" in result.stderr
+
+
+def test_development_start_works_with_no_env():
+    result = _start({"DEBUG": "1"})
+    assert result.returncode == 0, result.stderr
