@@ -122,3 +122,102 @@ def _close_async_db_connections():
     from django.db import connections
 
     SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
+
+
+# --- live servers for the browser test ---------------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LoopThread:
+    """An asyncio loop in a background thread, for servers a sync (Playwright) test needs."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro, timeout: float = 10):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture
+def fake_realtime_thread(settings):
+    """The fake Realtime server on its own loop thread (for sync tests driving a browser)."""
+    runner = LoopThread()
+    fake = runner.run(FakeRealtime().start())
+    settings.OPENAI_REALTIME_URL = fake.url
+    settings.OPENAI_API_KEY = "sk-platform-test"
+    yield fake
+    runner.run(fake.stop())
+    runner.stop()
+
+
+@pytest.fixture
+def asgi_live_server(transactional_db):
+    """The real ASGI app (HTTP + WebSockets) served by Uvicorn in a thread on a free port."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from config.asgi import application
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port, lifespan="off",
+                                           log_level="warning", ws="auto"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 15
+    while not server.started:
+        if time.time() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def static_site(tmp_path):
+    """A 'customer site' on http://localhost:<port> serving files written into tmp_path/site."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    root = tmp_path / "site"
+    root.mkdir()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://localhost:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def chromium_or_skip() -> str:
+    import os
+    import shutil
+
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.path.exists(path):
+        if os.environ.get("SWITCHBOARD_REQUIRE_BROWSER") == "1":
+            pytest.fail("Chromium is required (SWITCHBOARD_REQUIRE_BROWSER=1) but /usr/bin/chromium is missing.")
+        pytest.skip("Chromium is not installed (/usr/bin/chromium); browser tests skipped.")
+    return path
