@@ -205,6 +205,7 @@ def main() -> None:
     parser.add_argument("--levels", default="50,100,150,200")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--fake-upstream", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--profile", action="store_true", help="py-spy each server during its runs (needs py-spy)")
     args = parser.parse_args()
     if args.fake_upstream:
         asyncio.run(fake_upstream(args.fake_upstream))
@@ -239,6 +240,11 @@ def main() -> None:
                   f"frames={direct['frames']} errors={direct['errors']}", flush=True)
             for kind in kinds:
                 proc = procs[kind]
+                spy = None
+                if args.profile:
+                    spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
+                                            str(proc.pid), "--duration", str(int(args.seconds + 2)), "--format",
+                                            "raw", "-o", f"/tmp/relay-profile-{kind}-{n}.txt", "--nonblocking"])
                 cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
                 row = load(urls[kind], {"Origin": "http://127.0.0.1"}, n, args.seconds, relay=True)
                 wall = time.monotonic() - t0
@@ -246,6 +252,8 @@ def main() -> None:
                 row.update(added_p50=row["p50"] - direct["p50"], added_p99=row["p99"] - direct["p99"],
                            cpu_percent=100 * cpu / wall, cpu_ms_per_session_second=1000 * cpu / wall / n)
                 results["servers"][kind]["rows"].append(row)
+                if spy is not None:
+                    spy.wait(30)
                 print(f"{kind:8s} n={n:4d} p50={row['p50']:.2f} ms p99={row['p99']:.2f} ms "
                       f"added p50={row['added_p50']:.2f} p99={row['added_p99']:.2f} ms "
                       f"cpu={row['cpu_percent']:.0f}% ({row['cpu_ms_per_session_second']:.2f} ms/s per session) "

@@ -79,6 +79,15 @@ class RealtimeRelayConsumer(AsyncWebsocketConsumer):
     async def _close(self, code: int) -> None:
         await self.close(code=code)
 
+    async def dispatch(self, message: dict) -> None:
+        # Channels runs close_old_connections() in a worker thread before EVERY message; for audio frames
+        # (50/s per call) that thread hop dominated the relay's CPU (py-spy, bench/README-relay.md). Frames
+        # touch no database here; every ORM call goes through database_sync_to_async, which cleans up itself.
+        if message["type"] == "websocket.receive":
+            await self.websocket_receive(message)
+            return
+        await super().dispatch(message)
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.relay is not None:
             await self.relay.from_browser(text_data if text_data is not None else bytes_data)

@@ -390,7 +390,11 @@ class RelaySession:
             message = await self.to_browser.get()
             if message is None:
                 return
-            await self._send_browser(message)
+            try:
+                await self._send_browser(message)
+            except Exception:  # the browser went away under us (servers raise different errors)
+                self._spawn(self.end("browser_gone", notify=False))
+                return
 
     async def _emit_raw(self, text: str) -> None:
         if not self.ended:
