@@ -35,7 +35,8 @@ HOST_PAGE = """<!doctype html>
 window.states = [];
 var api = {
   baseUrl: "__BASE__", licenseKey: "__KEY__", widgetId: "__WIDGET__", visitorId: "visitor-browser",
-  config: {voice: {enabled: true, transport: "relay", consent_required: false}},
+  config: {voice: __VOICE__},
+  confirm: function (text) { window.confirmText = text; return Promise.resolve(__CONSENT__); },
   addMessage: function (m) {
     var d = document.createElement("div"); d.className = "msg " + m.role; d.textContent = m.text;
     document.getElementById("log").appendChild(d);
@@ -66,6 +67,18 @@ document.getElementById("hangup").onclick = function () { window.voice.stop(); }
 """
 
 
+def host_page(base: str, widget, *, consent_required: bool = False, consent: bool = True) -> str:
+    voice = {"enabled": True, "transport": "relay", "consent_required": consent_required,
+             "consent_text": "This call is processed by an AI assistant."}
+    return (HOST_PAGE.replace("__BASE__", base).replace("__KEY__", widget.license.key)
+            .replace("__WIDGET__", widget.public_id).replace("__VOICE__", json.dumps(voice))
+            .replace("__CONSENT__", "true" if consent else "false"))
+
+
+BASE_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required"]
+
+
 def speech_wav(tmp_path) -> str:
     if not (shutil.which("espeak-ng") and shutil.which("sox")):
         if os.environ.get("SWITCHBOARD_REQUIRE_BROWSER") == "1":
@@ -84,15 +97,11 @@ def test_visitor_talks_through_the_relay(voice_widget, fake_realtime_thread, asg
     from playwright.sync_api import expect, sync_playwright
 
     root, site = static_site
-    (root / "index.html").write_text(HOST_PAGE.replace("__BASE__", asgi_live_server)
-                                     .replace("__KEY__", voice_widget.license.key)
-                                     .replace("__WIDGET__", voice_widget.public_id))
+    (root / "index.html").write_text(host_page(asgi_live_server, voice_widget))
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}",
-            "--autoplay-policy=no-user-gesture-required"])
+            *BASE_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={wav}"])
         page = browser.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -127,3 +136,49 @@ def test_visitor_talks_through_the_relay(voice_widget, fake_realtime_thread, asg
     conversation = Conversation.objects.get(widget=voice_widget)
     assert list(Message.objects.filter(conversation=conversation).exclude(role="tool").values_list("role", "text")) == [
         ("user", "Do you have phones under 500 dollars?"), ("assistant", "We have two phones.")]
+
+
+def test_denied_microphone_says_so(voice_widget, fake_realtime_thread, asgi_live_server, static_site, artifacts_dir):
+    chromium = chromium_or_skip()
+    from playwright.sync_api import expect, sync_playwright
+
+    root, site = static_site
+    (root / "index.html").write_text(host_page(asgi_live_server, voice_widget))
+    with sync_playwright() as p:
+        # No --use-fake-ui-for-media-stream and no permission granted: getUserMedia is refused.
+        browser = p.chromium.launch(executable_path=chromium, headless=True,
+                                    args=[*BASE_ARGS, "--use-fake-device-for-media-stream"])
+        page = browser.new_context(permissions=[]).new_page()
+        try:
+            page.goto(site + "/index.html")
+            page.wait_for_function("window.voice !== undefined")
+            page.click("#talk")
+            expect(page.locator("#state")).to_have_text("error", timeout=10000)
+            expect(page.locator("#detail")).to_contain_text("Microphone access was blocked")
+            page.screenshot(path=os.path.join(artifacts_dir, "voice-mic-denied.png"))
+        finally:
+            browser.close()
+    assert not fake_realtime_thread.paths  # no call was opened
+
+
+def test_consent_is_asked_before_the_first_call(voice_widget, fake_realtime_thread, asgi_live_server, static_site):
+    chromium = chromium_or_skip()
+    from playwright.sync_api import expect, sync_playwright
+
+    root, site = static_site
+    (root / "index.html").write_text(host_page(asgi_live_server, voice_widget, consent_required=True, consent=False))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=[
+            *BASE_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"])
+        page = browser.new_page()
+        try:
+            page.goto(site + "/index.html")
+            page.wait_for_function("window.voice !== undefined")
+            page.click("#talk")
+            page.wait_for_function("window.confirmText !== undefined")
+            assert page.evaluate("window.confirmText") == "This call is processed by an AI assistant."
+            expect(page.locator("#state")).to_have_text("idle")
+            page.wait_for_timeout(300)
+        finally:
+            browser.close()
+    assert not fake_realtime_thread.paths  # declined: no call

@@ -146,3 +146,21 @@ async def test_relay_config_endpoint_and_client_secret_send_the_identical_sessio
     secret_session = json.loads(fake_openai_http.requests[0]["body"])["session"]
     assert relay_session == config_session == secret_session
     await comm.disconnect()
+
+
+@pytest.mark.django_db
+def test_client_secret_preflight_names_the_license(voice_widget):
+    client = Client()
+    url = f"/api/realtime/client-secret?license={voice_widget.license.key}"
+    response = client.options(url, HTTP_ORIGIN=ORIGIN, HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST")
+    assert response.status_code == 204 and response["Access-Control-Allow-Origin"] == ORIGIN
+    response = client.options(url, HTTP_ORIGIN="https://evil.example.net")
+    assert "Access-Control-Allow-Origin" not in response
+
+
+@pytest.mark.django_db
+def test_client_secret_accepts_text_plain(voice_widget, fake_openai_http):
+    """A CORS 'simple request' (no preflight) with the JSON body sent as text/plain."""
+    body = json.dumps({"license": voice_widget.license.key, "widget": voice_widget.public_id})
+    response = Client().post("/api/realtime/client-secret", body, content_type="text/plain", HTTP_ORIGIN=ORIGIN)
+    assert response.status_code == 200 and response["Access-Control-Allow-Origin"] == ORIGIN
