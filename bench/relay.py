@@ -193,7 +193,7 @@ def start_server(kind: str, port: int, env: dict) -> subprocess.Popen:
         cmd = [str(bin_dir / "daphne"), "-b", "127.0.0.1", "-p", str(port), "-v", "0", "config.asgi:application"]
     else:
         cmd = [str(bin_dir / "uvicorn"), "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-               "--ws", "websockets", "--no-access-log", "--log-level", "warning"]
+               "--ws", "websockets-sansio", "--no-access-log", "--log-level", "warning"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     wait_port(port)
     return proc
