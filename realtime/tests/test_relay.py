@@ -187,3 +187,51 @@ async def test_browser_disconnect_leaves_nothing_behind(voice_widget, fake_realt
     from django.core.cache import cache
     assert not await sync_to_async(cache.get_many)([f"switchboard:voice-slot:{voice_widget.license_id}:{i}"
                                                     for i in range(5)])
+
+
+async def test_bad_tool_arguments_get_a_spoken_fallback(voice_widget, fake_realtime):
+    fake_realtime.tool_call = {"name": "search_products", "arguments": "{not json"}
+    comm = await start(voice_widget)
+    await comm.send_json_to(append())
+    events = await receive_until(comm, "transcript.final")  # the user turn
+    events += await receive_until(comm, "transcript.final")  # the assistant turn after the tool
+    assert not [e for e in events if e["type"] == "ui.event"]
+    output = [e for e in fake_realtime.of_type("conversation.item.create")
+              if e["item"]["type"] == "function_call_output"][0]["item"]["output"]
+    assert json.loads(output)["ok"] is False and "Sorry" in json.loads(output)["say"]
+    await comm.disconnect()
+
+
+async def test_log_lead_through_the_relay(voice_widget, fake_realtime):
+    from widgets.models import Lead
+
+    fake_realtime.tool_call = {"name": "log_lead",
+                               "arguments": json.dumps({"name": "Ann Lee", "email": "ann@example.com"})}
+    comm = await start(voice_widget)
+    await comm.send_json_to(append())
+    await receive_until(comm, "transcript.final")
+    await receive_until(comm, "transcript.final")
+    await comm.disconnect()
+    lead = await Lead.objects.select_related("conversation").aget()
+    assert (lead.widget_id, lead.source, lead.email) == (voice_widget.pk, "voice", "ann@example.com")
+    assert lead.conversation.channel == "voice"
+
+
+async def test_upstream_errors_in_plain_words(voice_widget, fake_realtime):
+    fake_realtime.scenario = "idle"
+    comm = await start(voice_widget)
+    ws = fake_realtime.connections[0]
+    await fake_realtime.send(ws, {"type": "error", "error": {"type": "invalid_request_error",
+                                                             "code": "rate_limit_exceeded", "message": "raw"}})
+    event = (await receive_until(comm, "error"))[-1]
+    assert event == {"type": "error", "code": "upstream_error", "fatal": False,
+                     "message": "The voice service is busy right now. Please try again in a moment."}
+    await fake_realtime.send(ws, {"type": "error", "error": {"type": "insufficient_quota",
+                                                             "code": "insufficient_quota", "message": "raw"}})
+    events = await receive_until(comm, "<close>")
+    assert events[-3]["code"] == "upstream_insufficient_quota" and events[-3]["fatal"] is True
+    assert events[-2]["reason"] == "upstream_insufficient_quota" and events[-1]["code"] == 4502
+    assert "raw" not in json.dumps(events)
+    conversation = await Conversation.objects.aget()
+    assert conversation.end_reason == "upstream_insufficient_quota"
+    await comm.disconnect()
