@@ -72,6 +72,13 @@ def cpu_seconds(pid: int) -> float:
 READY: list[float] = []
 
 
+def own_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -144,11 +151,14 @@ async def one_session(url: str, headers: dict, start_at: float, measure_from: fl
         errors.append(type(exc).__name__)
 
 
+WARMUP = [1.0]
+
+
 async def run_level(url: str, headers: dict, n: int, seconds: float, relay: bool) -> dict:
     loop = asyncio.get_running_loop()
     ramp = max(1.0, n / 50)  # stagger connects
     t0 = loop.time()
-    measure_from = t0 + ramp + 1.0
+    measure_from = t0 + ramp + WARMUP[0]
     stop_at = measure_from + seconds
     latencies: list[float] = []
     errors: list[str] = []
@@ -181,7 +191,7 @@ def wait_port(port: int, timeout: float = 30) -> None:
 def server_env(db: str, upstream_port: int) -> dict:
     from cryptography.fernet import Fernet
 
-    return {**os.environ, "DATABASE_URL": f"sqlite:///{db}", "SECRET_KEY": "bench-" + "x" * 40,
+    return {**os.environ, "DATABASE_URL": db, "SECRET_KEY": "bench-" + "x" * 40,
             "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(), "DEBUG": "0", "ALLOWED_HOSTS": "127.0.0.1",
             "SECURE_SSL_REDIRECT": "0", "OPENAI_REALTIME_URL": f"ws://127.0.0.1:{upstream_port}/v1/realtime",
             "REALTIME_MAX_SESSIONS_PER_PROCESS": "100000", "LOG_LEVEL": "WARNING", "REDIS_URL": ""}
@@ -205,12 +215,17 @@ def main() -> None:
     parser.add_argument("--levels", default="50,100,150,200")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--fake-upstream", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds after the last connect before measuring")
+    parser.add_argument("--database-url", default="",
+                        help="server DB per kind, e.g. postgres://postgres@127.0.0.1:5432/voicebench_{kind} "
+                             "(an empty database; default: a temp SQLite file)")
     parser.add_argument("--profile", action="store_true", help="py-spy each server during its runs (needs py-spy)")
     args = parser.parse_args()
     if args.fake_upstream:
         asyncio.run(fake_upstream(args.fake_upstream))
         return
     levels = [int(x) for x in args.levels.split(",")]
+    WARMUP[0] = args.warmup
     kinds = args.servers.split(",")
     up_port = free_port()
     upstream = subprocess.Popen([sys.executable, __file__, "--fake-upstream", str(up_port)], cwd=ROOT)
@@ -223,7 +238,8 @@ def main() -> None:
         wait_port(up_port)
         direct_url = f"ws://127.0.0.1:{up_port}/v1/realtime?model=gpt-realtime"
         for kind in kinds:
-            db = os.path.join(tmp, f"{kind}.sqlite3")
+            db = (args.database_url.replace("{kind}", kind) if args.database_url
+                  else "sqlite:///" + os.path.join(tmp, f"{kind}.sqlite3"))
             env = server_env(db, up_port)
             py = sys.executable
             subprocess.run([py, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
@@ -234,10 +250,15 @@ def main() -> None:
             urls[kind] = f"ws://127.0.0.1:{port}/ws/realtime/{out[-2]}/?widget={out[-1]}&visitor=bench"
         # Interleaved per level (direct, then each server) so all share the machine's state at that moment.
         for n in levels:
+            up0, me0, t0 = cpu_seconds(upstream.pid), own_cpu(), time.monotonic()
             direct = load(direct_url, {"Authorization": "Bearer sk-bench"}, n, args.seconds, relay=False)
+            wall = time.monotonic() - t0
+            direct.update(fake_cpu_percent=100 * (cpu_seconds(upstream.pid) - up0) / wall,
+                          client_cpu_percent=100 * (own_cpu() - me0) / wall)
             results["direct"].append(direct)
             print(f"direct   n={n:4d} p50={direct['p50']:.2f} ms p99={direct['p99']:.2f} ms "
-                  f"frames={direct['frames']} errors={direct['errors']}", flush=True)
+                  f"frames={direct['frames']} errors={direct['errors']} (load generator "
+                  f"{direct['client_cpu_percent']:.0f}% fake upstream {direct['fake_cpu_percent']:.0f}%)", flush=True)
             for kind in kinds:
                 proc = procs[kind]
                 spy = None
@@ -245,10 +266,12 @@ def main() -> None:
                     spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
                                             str(proc.pid), "--duration", str(int(args.seconds + 2)), "--format",
                                             "raw", "-o", f"/tmp/relay-profile-{kind}-{n}.txt", "--nonblocking"])
-                cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+                cpu0, up0, me0, t0 = cpu_seconds(proc.pid), cpu_seconds(upstream.pid), own_cpu(), time.monotonic()
                 row = load(urls[kind], {"Origin": "http://127.0.0.1"}, n, args.seconds, relay=True)
                 wall = time.monotonic() - t0
                 cpu = cpu_seconds(proc.pid) - cpu0
+                row.update(fake_cpu_percent=100 * (cpu_seconds(upstream.pid) - up0) / wall,
+                           client_cpu_percent=100 * (own_cpu() - me0) / wall)
                 row.update(added_p50=row["p50"] - direct["p50"], added_p99=row["p99"] - direct["p99"],
                            cpu_percent=100 * cpu / wall, cpu_ms_per_session_second=1000 * cpu / wall / n)
                 results["servers"][kind]["rows"].append(row)
@@ -257,7 +280,9 @@ def main() -> None:
                 print(f"{kind:8s} n={n:4d} p50={row['p50']:.2f} ms p99={row['p99']:.2f} ms "
                       f"added p50={row['added_p50']:.2f} p99={row['added_p99']:.2f} ms "
                       f"cpu={row['cpu_percent']:.0f}% ({row['cpu_ms_per_session_second']:.2f} ms/s per session) "
-                      f"frames={row['frames']} late={row['late_sessions']} errors={row['errors']}", flush=True)
+                      f"frames={row['frames']} late={row['late_sessions']} errors={row['errors']} "
+                      f"(load generator {row['client_cpu_percent']:.0f}% fake upstream {row['fake_cpu_percent']:.0f}%)",
+                      flush=True)
         for kind in kinds:
             rows = results["servers"][kind]["rows"]
             cliff = next((r["n"] for r in rows if r["added_p99"] > 20), None)
