@@ -235,3 +235,26 @@ async def test_upstream_errors_in_plain_words(voice_widget, fake_realtime):
     conversation = await Conversation.objects.aget()
     assert conversation.end_reason == "upstream_insufficient_quota"
     await comm.disconnect()
+
+
+async def test_unreachable_upstream_ends_cleanly(voice_widget, settings):
+    from realtime.tests.conftest import free_port
+
+    settings.OPENAI_REALTIME_URL = f"ws://127.0.0.1:{free_port()}/v1/realtime"  # nothing listens there
+    settings.OPENAI_API_KEY = "sk-platform-test"
+    comm = communicator(voice_widget)
+    assert (await comm.connect())[0]
+    events = await receive_until(comm, "<close>", timeout=10)
+    assert events[0]["code"] == "upstream_unavailable" and events[0]["fatal"] is True
+    assert events[-2]["reason"] == "upstream_unavailable" and events[-1]["code"] == 4502
+    assert not ACTIVE_SESSIONS
+    await comm.disconnect()
+
+
+async def test_no_api_key_at_all_is_a_clear_error(voice_widget, fake_realtime, settings):
+    settings.OPENAI_API_KEY = ""
+    comm = communicator(voice_widget)
+    assert (await comm.connect())[0]
+    events = await receive_until(comm, "<close>")
+    assert events[0]["code"] == "upstream_not_configured" and not fake_realtime.paths
+    await comm.disconnect()
