@@ -239,11 +239,7 @@ class RelaySession:
                 model=self.model, api_key=upstream_api_key(widget_secrets=self.widget.secrets)
             )
             await self.upstream.send(json.dumps({"type": "session.update", "session": self.session}))
-            conversation = await database_sync_to_async(svc.voice_conversation_start)(
-                widget=self.widget, visitor_id=self.visitor_id)
-            self.conversation_id = conversation.pk
-            self.quota_left_seconds = await database_sync_to_async(svc.voice_quota_left_seconds)(
-                license_id=self.license_id)
+            self.conversation_id, self.quota_left_seconds = await database_sync_to_async(self._open_conversation)()
         except UpstreamError as exc:
             await self.end(exc.code, close_code=4502)
             return False
@@ -255,6 +251,11 @@ class RelaySession:
             self._spawn(coro)
         await self._emit(events.session_ready(max_session_seconds=self.max_seconds))
         return True
+
+    def _open_conversation(self) -> tuple[int, float]:
+        """One trip to the database thread at call start (connect storms queue on that one thread)."""
+        conversation = svc.voice_conversation_start(widget=self.widget, visitor_id=self.visitor_id)
+        return conversation.pk, svc.voice_quota_left_seconds(license_id=self.license_id)
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
