@@ -122,7 +122,8 @@
         case "session.ended":
           var hadError = state === "error";
           cleanup();
-          if (!hadError) setState(evt.reason === "hangup" ? "idle" : "error", evt.message);
+          var calm = evt.reason === "hangup" || evt.reason === "max_duration";
+          if (!hadError) setState(calm ? "idle" : "error", evt.message);
           break;
       }
     }
@@ -171,6 +172,7 @@
             if (ready && !muted) send({ type: "input_audio_buffer.append", audio: toBase64(e.data) });
           };
           source.connect(node);
+          node.connect(ctx.destination); // silent output: keeps the node pulled on every engine
           return ctx.resume();
         });
       });
