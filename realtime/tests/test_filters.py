@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
-from realtime.relay import audio_delta_fast_path, b64_decoded_len, browser_event_filter
+from realtime.protocol import audio_delta_fast_path, b64_decoded_len, browser_event_filter
 from realtime.services import usage_add, usage_cost
 from realtime.session_config import session_config
 from realtime.tests.conftest import FRAME
