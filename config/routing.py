@@ -1,3 +1,7 @@
 """WebSocket routes of every app, gathered in one list."""
 
-websocket_urlpatterns: list = []
+from realtime.routing import websocket_urlpatterns as realtime_websocket_urlpatterns
+
+websocket_urlpatterns: list = [
+    *realtime_websocket_urlpatterns,
+]

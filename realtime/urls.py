@@ -1,4 +1,10 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from realtime import views
 
 app_name = "realtime"
-urlpatterns: list = []
+urlpatterns = [
+    path("api/realtime/config", views.realtime_config, name="config"),
+    path("api/realtime/client-secret", views.client_secret, name="client-secret"),
+    path("api/widget/<str:license_key>/tools/<str:name>", views.tool_call, name="tool-call"),
+]

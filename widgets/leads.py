@@ -1,7 +1,7 @@
 """Leads from the public widget (trade-in form, contact forms).
 
-`lead_create` is the one entry point; CRM delivery (a Celery task enqueued with
-`transaction.on_commit`) is added here later, next to the write.
+`lead_create` is the one entry point for every channel (voice tool, trade-in form, chat); it
+enqueues CRM delivery (widgets.tasks.lead_deliver) once the transaction commits.
 """
 
 from __future__ import annotations
@@ -60,20 +60,29 @@ def lead_clean(*, data: dict[str, Any]) -> dict[str, Any]:
 def lead_create(
     *,
     widget: Widget,
+    conversation: Conversation | None = None,
     source: str,
     name: str = "",
     email: str = "",
     phone: str = "",
     interest: str = "",
     data: dict[str, Any] | None = None,
-    conversation: Conversation | None = None,
 ) -> Lead:
-    """Store a lead (delivery_status pending). CRM delivery will be enqueued here on commit."""
+    """Save a lead and, once the transaction commits, enqueue its delivery to the agency's CRM webhook."""
+    from widgets.tasks import lead_deliver
+
     with transaction.atomic():
         lead = Lead.objects.create(
-            widget=widget, conversation=conversation, source=source, name=name, email=email, phone=phone,
-            interest=interest, data=data or {},
+            widget=widget,
+            conversation=conversation,
+            source=source[:32],
+            name=name[:200],
+            email=email[:254],
+            phone=phone[:50],
+            interest=interest[:500],
+            data=data or {},
         )
+        transaction.on_commit(lambda: lead_deliver.delay(lead.pk))
     return lead
 
 

@@ -1,0 +1,40 @@
+"""HTTP client for OpenAI's Realtime REST side: ephemeral client secrets for browser WebRTC calls."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from django.conf import settings
+
+
+class ClientSecretError(Exception):
+    def __init__(self, code: str, message: str, status: int = 502):
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
+def client_secret_create(*, api_key: str, session: dict[str, Any], seconds: int = 60) -> dict[str, Any]:
+    """POST {OPENAI_BASE_URL}/realtime/client_secrets → {"value", "expires_at"} only (never the key)."""
+    if not api_key:
+        raise ClientSecretError("upstream_not_configured", "Voice isn't set up for this site yet.", 503)
+    try:
+        response = httpx.post(
+            f"{settings.OPENAI_BASE_URL}/realtime/client_secrets",
+            json={"expires_after": {"anchor": "created_at", "seconds": seconds}, "session": session},
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=httpx.Timeout(15.0, connect=5.0),
+        )
+    except httpx.TransportError:
+        raise ClientSecretError("upstream_unavailable", "The voice service can't be reached right now.", 502)
+    if response.status_code in (401, 403):
+        raise ClientSecretError("upstream_auth_failed", "The voice service isn't set up correctly for this site.", 502)
+    if response.status_code == 429:
+        raise ClientSecretError("upstream_rate_limited", "The voice service is busy right now.", 503)
+    if response.status_code >= 300:
+        raise ClientSecretError("upstream_error", "The voice service refused the session.", 502)
+    try:
+        data = response.json()
+        return {"value": str(data["value"]), "expires_at": int(data["expires_at"])}
+    except (ValueError, KeyError, TypeError):
+        raise ClientSecretError("upstream_error", "The voice service sent an unexpected answer.", 502)

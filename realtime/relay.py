@@ -1,0 +1,450 @@
+"""The relay between one browser and one OpenAI Realtime session, independent of Channels.
+
+`realtime.protocol` decides what a browser may send upstream; `RelaySession` owns the upstream
+socket, two bounded queues and their pump tasks, tool calls, transcripts-as-turns, usage and
+limits. The consumer (realtime/consumers.py) only checks access, accepts and hands frames over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from websockets.exceptions import ConnectionClosed
+
+from realtime import events
+from realtime import services as svc
+from realtime.protocol import (
+    ASSISTANT_DELTA,
+    ASSISTANT_DONE,
+    AUDIO_DELTA,
+    BYTES_PER_SECOND,
+    FATAL_UPSTREAM_CODES,
+    UPSTREAM_ERROR_WORDS,
+    USER_DELTA,
+    USER_DONE,
+    TokenBucket,
+    audio_delta_fast_path,
+    b64_decoded_len,
+    browser_event_filter,
+)
+from realtime.upstream import UpstreamError, upstream_api_key, upstream_connect
+from widgets.models import Widget
+from widgets.tools import tool_run
+
+logger = logging.getLogger(__name__)
+
+QUEUE_SIZE = 256
+TICK_SECONDS = 1.0
+FLUSH_SECONDS = 30.0
+WARN_BEFORE_SECONDS = 60.0
+
+
+# Live sessions of this process (the per-process cap and the "no leftovers" tests read it).
+ACTIVE_SESSIONS: set[RelaySession] = set()
+
+
+def relay_capacity_left() -> int:
+    return settings.REALTIME_MAX_SESSIONS_PER_PROCESS - len(ACTIVE_SESSIONS)
+
+
+class RelaySession:
+    """One voice call: browser <-> this object <-> OpenAI Realtime."""
+
+    def __init__(
+        self,
+        *,
+        widget: Widget,
+        config: dict[str, Any],
+        session: dict[str, Any],
+        visitor_id: str,
+        send_browser: Callable[[str], Awaitable[None]],
+        close_browser: Callable[[int], Awaitable[None]],
+        slot_key: str | None = None,
+        slot_token: str = "",
+    ):
+        self.widget = widget
+        self.license_id = widget.license_id
+        self.config = config
+        self.session = session
+        self.model = session["model"]
+        self.visitor_id = visitor_id
+        self._send_browser = send_browser
+        self._close_browser = close_browser
+        self.slot_key, self.slot_token = slot_key, slot_token
+        voice = config.get("voice") or {}
+        ceiling = getattr(settings, "REALTIME_MAX_SESSION_SECONDS", 3600)
+        self.max_seconds = min(int(voice.get("max_session_seconds", 900)), ceiling)
+        self.conversation_id: int | None = None
+        self.upstream: Any = None
+        self.to_upstream: asyncio.Queue[str] = asyncio.Queue(QUEUE_SIZE)
+        self.to_browser: asyncio.Queue[str | None] = asyncio.Queue(QUEUE_SIZE)
+        self.tasks: set[asyncio.Task] = set()
+        self.frames = TokenBucket(rate=100, capacity=200)
+        self.audio_budget = TokenBucket(rate=2 * BYTES_PER_SECOND, capacity=10 * BYTES_PER_SECOND)
+        self.audio_in_bytes = 0
+        self.audio_out_bytes = 0
+        self.usage: dict[str, int] = svc.usage_add({}, None)
+        self.flushed_seconds = 0.0
+        self.flushed_cost = Decimal(0)
+        self.quota_left_seconds = float("inf")
+        self.started = time.monotonic()
+        self.partials: dict[str, str] = {}
+        self.handled_calls: set[str] = set()
+        self.pending_tools = 0
+        self.response_active = False
+        self.need_response = False
+        self.warned: set[str] = set()
+        self.ended = False
+        self.end_reason = ""
+        self._ended_event = asyncio.Event()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def reserve(self) -> bool:
+        """Count this call against the per-process cap (synchronously: no await between check and add)."""
+        if len(ACTIVE_SESSIONS) >= settings.REALTIME_MAX_SESSIONS_PER_PROCESS:
+            return False
+        ACTIVE_SESSIONS.add(self)
+        return True
+
+    async def start(self) -> bool:
+        """Open upstream, configure it, start the pumps. On failure: tell the browser and end."""
+        ACTIVE_SESSIONS.add(self)
+        try:
+            self.upstream = await upstream_connect(
+                model=self.model, api_key=upstream_api_key(widget_secrets=self.widget.secrets)
+            )
+            await self.upstream.send(json.dumps({"type": "session.update", "session": self.session}))
+            self.conversation_id, self.quota_left_seconds = await database_sync_to_async(self._open_conversation)()
+        except UpstreamError as exc:
+            await self.end(exc.code, close_code=4502)
+            return False
+        except Exception:
+            logger.exception("realtime start failed")
+            await self.end("server_error", close_code=4500)
+            return False
+        for coro in (self._pump_to_browser(), self._pump_to_upstream(), self._read_upstream(), self._tick()):
+            self._spawn(coro)
+        await self._emit(events.session_ready(max_session_seconds=self.max_seconds))
+        return True
+
+    def _open_conversation(self) -> tuple[int, float]:
+        """One trip to the database thread at call start (connect storms queue on that one thread)."""
+        conversation = svc.voice_conversation_start(widget=self.widget, visitor_id=self.visitor_id)
+        return conversation.pk, svc.voice_quota_left_seconds(license_id=self.license_id)
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def end(self, reason: str, *, notify: bool = True, close_code: int = 1000) -> None:
+        """End both sides once: stop the pumps, close upstream, finalise the conversation and usage.
+
+        Safe to call from any task, any number of times; later callers wait for the first to finish.
+        """
+        if self.ended:
+            await self._ended_event.wait()
+            return
+        self.ended, self.end_reason = True, reason
+        try:
+            await self._end(reason, notify=notify, close_code=close_code)
+        finally:
+            ACTIVE_SESSIONS.discard(self)
+            self._ended_event.set()
+
+    async def _end(self, reason: str, *, notify: bool, close_code: int) -> None:
+        current = asyncio.current_task()
+        others = [t for t in self.tasks if t is not current]
+        for task in others:
+            task.cancel()
+        for task in others:
+            with contextlib.suppress(BaseException):
+                await task
+        await self._close_upstream()
+        await self._release_slot()
+        try:
+            await self._finalise(reason)
+        except Exception:
+            logger.exception("realtime: finalising conversation %s failed", self.conversation_id)
+        queued = []
+        while not self.to_browser.empty():  # also unblocks anyone waiting to put
+            queued.append(self.to_browser.get_nowait())
+        if not notify or reason == "browser_gone":
+            return
+        with contextlib.suppress(Exception):
+            for message in queued:  # what was already queued (e.g. a final transcript) goes first
+                if message is not None:
+                    await self._send_browser(message)
+            if reason.startswith("upstream_") or reason == "server_error":
+                await self._send_browser(json.dumps(events.error(
+                    code=reason, message=events.END_MESSAGES.get(reason, "The call ended."), fatal=True)))
+            await self._send_browser(json.dumps(events.session_ended(reason=reason)))
+            await self._close_browser(close_code)
+
+    async def _close_upstream(self) -> None:
+        if self.upstream is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.upstream.close(), timeout=3)
+
+    async def _release_slot(self) -> None:
+        if self.slot_key:
+            key, self.slot_key = self.slot_key, None
+            with contextlib.suppress(Exception):
+                await database_sync_to_async(svc.voice_slot_release)(key=key, token=self.slot_token)
+
+    @property
+    def audio_in_seconds(self) -> float:
+        return self.audio_in_bytes / BYTES_PER_SECOND
+
+    @property
+    def audio_out_seconds(self) -> float:
+        return self.audio_out_bytes / BYTES_PER_SECOND
+
+    @property
+    def cost(self) -> Decimal:
+        return svc.usage_cost(model=self.model, usage=self.usage)
+
+    async def _flush_usage(self) -> None:
+        seconds, cost = self.audio_in_seconds, self.cost
+        delta_s, delta_c = seconds - self.flushed_seconds, cost - self.flushed_cost
+        if delta_s <= 0 and delta_c <= 0:
+            return
+        await database_sync_to_async(svc.voice_usage_flush)(license_id=self.license_id, seconds=max(delta_s, 0),
+                                                            cost_usd=max(delta_c, Decimal(0)))
+        self.flushed_seconds, self.flushed_cost = seconds, cost
+        self.quota_left_seconds -= max(delta_s, 0)
+
+    async def _finalise(self, reason: str) -> None:
+        if self.conversation_id is None:
+            return
+        for item_id, text in list(self.partials.items()):  # a turn cut off mid-way still counts once
+            if text.strip() and item_id.startswith("a:"):
+                await self._save_turn("assistant", text.strip(), item_id[2:])
+        self.partials.clear()
+        await self._flush_usage()
+        await database_sync_to_async(svc.voice_conversation_finish)(
+            conversation_id=self.conversation_id, reason=reason, usage=self.usage,
+            audio_in_seconds=self.audio_in_seconds, audio_out_seconds=self.audio_out_seconds, cost_usd=self.cost,
+        )
+
+    # --- browser -> upstream -----------------------------------------------------------------
+
+    async def from_browser(self, raw: str | bytes | None) -> None:
+        if self.ended:
+            return
+        if not self.frames.take():
+            await self._emit(events.error(code="rate_limited", message="Too many messages; slow down."))
+            return
+        result = browser_event_filter(raw)
+        if result.error is not None:
+            await self._emit(result.error)
+            return
+        if result.audio_bytes and not self.audio_budget.take(result.audio_bytes):
+            await self._emit(events.error(code="rate_limited", message="Audio is arriving faster than real time."))
+            return
+        try:
+            upstream = result.upstream
+            self.to_upstream.put_nowait(upstream if isinstance(upstream, str) else json.dumps(upstream))
+        except asyncio.QueueFull:
+            await self._emit(events.error(code="overloaded", message="The call is lagging; audio was dropped."))
+            return
+        self.audio_in_bytes += result.audio_bytes
+        if result.user_text and self.conversation_id is not None:
+            await self._save_turn("user", result.user_text, "")
+            await self._emit(events.transcript_final(role="user", text=result.user_text))
+
+    async def _pump_to_upstream(self) -> None:
+        try:
+            while True:
+                await self.upstream.send(await self.to_upstream.get())
+        except ConnectionClosed:
+            self._spawn(self.end("upstream_closed", close_code=4502))
+
+    async def _pump_to_browser(self) -> None:
+        while True:
+            message = await self.to_browser.get()
+            if message is None:
+                return
+            try:
+                await self._send_browser(message)
+            except Exception:  # the browser went away under us (servers raise different errors)
+                self._spawn(self.end("browser_gone", notify=False))
+                return
+
+    async def _emit_raw(self, text: str) -> None:
+        if not self.ended:
+            await self.to_browser.put(text)
+
+    async def _emit(self, event: dict[str, Any]) -> None:
+        if not self.ended:
+            await self.to_browser.put(json.dumps(event, separators=(",", ":")))
+
+    # --- upstream -> browser -----------------------------------------------------------------
+
+    async def _read_upstream(self) -> None:
+        reason, code = "upstream_closed", 4502
+        try:
+            async for raw in self.upstream:
+                if isinstance(raw, str) and (delta := audio_delta_fast_path(raw)) is not None:
+                    self.audio_out_bytes += b64_decoded_len(delta)
+                    await self._emit_raw('{"type":"audio.delta","delta":"' + delta + '"}')
+                    continue
+                try:
+                    event = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(event, dict):
+                    fatal = await self.handle_upstream(event)
+                    if fatal:
+                        reason = fatal
+                        break
+        except ConnectionClosed:
+            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("realtime: upstream reader failed")
+            reason = "server_error"
+        self._spawn(self.end(reason, close_code=code))
+
+    async def handle_upstream(self, event: dict[str, Any]) -> str | None:
+        """Translate one upstream event. Returns an end reason when the session must end."""
+        kind = event.get("type", "")
+        if kind in AUDIO_DELTA:
+            delta = event.get("delta") or ""
+            self.audio_out_bytes += b64_decoded_len(delta)
+            await self._emit(events.audio_delta(delta))
+        elif kind in ASSISTANT_DELTA:
+            key = "a:" + str(event.get("item_id", ""))
+            self.partials[key] = self.partials.get(key, "") + str(event.get("delta") or "")
+            await self._emit(events.transcript_partial(role="assistant", text=self.partials[key],
+                                                       item_id=key[2:]))
+        elif kind in ASSISTANT_DONE:
+            key = "a:" + str(event.get("item_id", ""))
+            text = str(event.get("transcript") or event.get("text") or self.partials.get(key, "")).strip()
+            self.partials.pop(key, None)
+            if text:
+                await self._save_turn("assistant", text, key[2:])
+                await self._emit(events.transcript_final(role="assistant", text=text, item_id=key[2:]))
+        elif kind == USER_DELTA:
+            key = "u:" + str(event.get("item_id", ""))
+            self.partials[key] = self.partials.get(key, "") + str(event.get("delta") or "")
+            await self._emit(events.transcript_partial(role="user", text=self.partials[key], item_id=key[2:]))
+        elif kind == USER_DONE:
+            key = "u:" + str(event.get("item_id", ""))
+            text = str(event.get("transcript") or self.partials.get(key, "")).strip()
+            self.partials.pop(key, None)
+            if text:
+                await self._save_turn("user", text, key[2:])
+                await self._emit(events.transcript_final(role="user", text=text, item_id=key[2:]))
+        elif kind == "input_audio_buffer.speech_started":
+            await self._emit(events.speech_started())
+        elif kind == "input_audio_buffer.speech_stopped":
+            await self._emit(events.speech_stopped())
+        elif kind == "response.created":
+            self.response_active = True
+            await self._emit(events.response_started())
+        elif kind == "response.done":
+            response = event.get("response") or {}
+            self.response_active = False
+            self.usage = svc.usage_add(self.usage, response.get("usage"))
+            await self._emit(events.response_done(status=str(response.get("status") or "completed")))
+            await self._maybe_continue()
+        elif kind == "response.function_call_arguments.done":
+            call_id = str(event.get("call_id") or "")
+            if call_id and call_id not in self.handled_calls:
+                self.handled_calls.add(call_id)
+                self.pending_tools += 1
+                await self._emit(events.tool_started(name=str(event.get("name") or "")))
+                self._spawn(self._run_tool(call_id, str(event.get("name") or ""), event.get("arguments")))
+        elif kind == "error":
+            error = event.get("error") or {}
+            code = str(error.get("code") or error.get("type") or "")
+            if code in FATAL_UPSTREAM_CODES:
+                return FATAL_UPSTREAM_CODES[code]
+            await self._emit(events.error(code="upstream_error", message=UPSTREAM_ERROR_WORDS.get(
+                code, "The voice service couldn't handle that; please try again.")))
+        # session.created / session.updated / conversation.item.* and the rest are not forwarded.
+        return None
+
+    async def _run_tool(self, call_id: str, name: str, arguments: Any) -> None:
+        try:
+            result = await database_sync_to_async(self._tool_sync)(name, arguments)
+            await self.upstream.send(json.dumps({
+                "type": "conversation.item.create",
+                "item": {"type": "function_call_output", "call_id": call_id, "output": result.output()},
+            }))
+            if result.ui_event:
+                await self._emit(events.ui_event(result.ui_event))
+            self.need_response = True
+        except ConnectionClosed:
+            return
+        finally:
+            self.pending_tools -= 1
+        await self._maybe_continue()
+
+    def _tool_sync(self, name: str, arguments: Any) -> Any:
+        from widgets.models import Conversation, Message
+
+        conversation = Conversation.objects.filter(pk=self.conversation_id).first()
+        result = tool_run(name=name, widget=self.widget, conversation=conversation,
+                          arguments=arguments if isinstance(arguments, str | dict) else None, config=self.config)
+        if conversation is not None:
+            Message.objects.create(conversation=conversation, role=Message.Role.TOOL, text=result.speak,
+                                   payload={"tool": name, "ok": result.ok,
+                                            "ui_events": [result.ui_event] if result.ui_event else []})
+        return result
+
+    async def _maybe_continue(self) -> None:
+        """After tool outputs: one response.create, once the calling response is done."""
+        if self.need_response and self.pending_tools == 0 and not self.response_active and not self.ended:
+            self.need_response = False
+            with contextlib.suppress(ConnectionClosed):
+                await self.upstream.send(json.dumps({"type": "response.create"}))
+
+    async def _save_turn(self, role: str, text: str, item_id: str) -> None:
+        if self.conversation_id is None:
+            return
+        await database_sync_to_async(svc.voice_turn_save)(conversation_id=self.conversation_id, role=role,
+                                                          text=text, item_id=item_id)
+
+    # --- limits ------------------------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        last_flush = time.monotonic()
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            elapsed = time.monotonic() - self.started
+            if elapsed >= self.max_seconds:
+                self._spawn(self.end("max_duration", close_code=4408))
+                return
+            if self.max_seconds - elapsed <= min(30, self.max_seconds / 2) and "time" not in self.warned:
+                self.warned.add("time")
+                await self._emit(events.warning(code="session_time_low",
+                                                message="This call will end in less than 30 seconds."))
+            left = self.quota_left_seconds - (self.audio_in_seconds - self.flushed_seconds)
+            if left <= 0:
+                self._spawn(self.end("voice_minutes_exhausted", close_code=4429))
+                return
+            if left <= WARN_BEFORE_SECONDS and "minutes" not in self.warned:
+                self.warned.add("minutes")
+                await self._emit(events.warning(code="voice_minutes_low",
+                                                message="This site's voice minutes are almost used up."))
+            if time.monotonic() - last_flush >= FLUSH_SECONDS:
+                last_flush = time.monotonic()
+                await self._flush_usage()
+                self.quota_left_seconds = await database_sync_to_async(svc.voice_quota_left_seconds)(
+                    license_id=self.license_id)
+                if self.slot_key:
+                    await database_sync_to_async(svc.voice_slot_refresh)(key=self.slot_key)

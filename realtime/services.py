@@ -1,0 +1,206 @@
+"""Voice access checks, concurrency slots, conversations, turns and usage (sync; the relay wraps them).
+
+`voice_access` is the one check shared by the relay, `/api/realtime/client-secret` and the
+WebRTC tool endpoint: license + Origin (fail closed), a published widget, voice enabled, monthly
+voice minutes left. Concurrency is counted in the cache with one key per slot (`add` is atomic,
+SET NX on Redis) and a TTL the live session keeps refreshing, so a crashed worker's slots free
+themselves; with REDIS_URL the count is correct across processes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from licenses.models import License
+from licenses.selectors import license_check, license_get_public, license_quota_left
+from licenses.services import usage_increment
+from widgets.models import Channel, Conversation, Message, Widget
+from widgets.selectors import widget_get_published
+
+SLOT_TTL_SECONDS = 90
+
+# Close codes for refusals (browser sees them on the socket's close event).
+CLOSE_CODES = {
+    "unknown_license": 4404,
+    "widget_not_found": 4404,
+    "quota_exceeded": 4429,
+    "too_many_sessions": 4429,
+    "server_busy": 4503,
+    "voice_disabled": 4403,
+    "bad_request": 4400,
+}
+VOICE_MESSAGES = {
+    "widget_not_found": "This license has no published widget with that id.",
+    "voice_disabled": "Voice is not enabled for this widget.",
+    "too_many_sessions": "Too many voice calls are running on this site right now. Please try again shortly.",
+    "server_busy": "The voice service is busy right now. Please try again shortly.",
+}
+# Refusals that reject the WebSocket handshake outright: a foreign or broken site learns nothing more.
+HANDSHAKE_REFUSALS = frozenset(
+    {"unknown_license", "suspended", "revoked", "expired", "not_started", "domain_not_allowed", "origin_missing"}
+)
+
+
+@dataclass
+class VoiceAccess:
+    code: str
+    message: str
+    http_status: int
+    license: License | None = None
+    widget: Widget | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.code == "ok"
+
+    @property
+    def close_code(self) -> int:
+        return CLOSE_CODES.get(self.code, 4403)
+
+
+def voice_access(*, key: str, widget_public_id: str | None, origin: str | None) -> VoiceAccess:
+    license = license_get_public(key=key)
+    check = license_check(license=license, origin=origin, quota="voice_minutes")
+    if not check.ok:
+        return VoiceAccess(check.reason, check.message, check.http_status, license)
+    return voice_access_widget(license=license, widget_public_id=widget_public_id)
+
+
+def voice_access_widget(*, license: License, widget_public_id: str | None) -> VoiceAccess:
+    widget = widget_get_published(license=license, public_id=widget_public_id or None)
+    if widget is None:
+        return VoiceAccess("widget_not_found", VOICE_MESSAGES["widget_not_found"], 404, license)
+    config = widget.published_version.config
+    if not (config.get("voice") or {}).get("enabled"):
+        return VoiceAccess("voice_disabled", VOICE_MESSAGES["voice_disabled"], 403, license, widget, config)
+    return VoiceAccess("ok", "", 200, license, widget, config)
+
+
+def voice_refusal(code: str) -> VoiceAccess:
+    return VoiceAccess(code, VOICE_MESSAGES[code], 429 if code == "too_many_sessions" else 503)
+
+
+# --- concurrency slots -------------------------------------------------------------------------
+
+
+def _slot_key(license_id: int, index: int) -> str:
+    return f"switchboard:voice-slot:{license_id}:{index}"
+
+
+def voice_slot_acquire(*, license: License, token: str) -> str | None:
+    """Take one of the license's `max_concurrent_voice_sessions` slots, or None if all are taken."""
+    for index in range(license.max_concurrent_voice_sessions):
+        key = _slot_key(license.pk, index)
+        if cache.add(key, token, SLOT_TTL_SECONDS):
+            return key
+    return None
+
+
+def voice_slot_refresh(*, key: str) -> None:
+    cache.touch(key, SLOT_TTL_SECONDS)
+
+
+def voice_slot_release(*, key: str, token: str) -> None:
+    if cache.get(key) == token:
+        cache.delete(key)
+
+
+def voice_slots_in_use(*, license: License) -> int:
+    keys = [_slot_key(license.pk, i) for i in range(license.max_concurrent_voice_sessions)]
+    return len(cache.get_many(keys))
+
+
+# --- conversations, turns, usage ----------------------------------------------------------------
+
+
+def voice_conversation_start(*, widget: Widget, visitor_id: str, is_preview: bool = False) -> Conversation:
+    with transaction.atomic():
+        conversation = Conversation.objects.create(
+            widget=widget, channel=Channel.VOICE, visitor_id=visitor_id[:128], session_id=uuid.uuid4().hex,
+            is_preview=is_preview,
+        )
+        usage_increment(license=widget.license_id, voice_sessions=1)
+    return conversation
+
+
+def voice_turn_save(*, conversation_id: int, role: str, text: str, item_id: str = "",
+                    payload: dict[str, Any] | None = None) -> Message:
+    return Message.objects.create(conversation_id=conversation_id, role=role, text=text, item_id=item_id[:100],
+                                  payload=payload or {})
+
+
+def voice_usage_flush(*, license_id: int, seconds: float, cost_usd: Decimal) -> None:
+    if seconds or cost_usd:
+        usage_increment(license=license_id, voice_seconds=seconds, cost_usd=cost_usd)
+
+
+def voice_quota_left_seconds(*, license_id: int) -> float:
+    license = License.objects.filter(pk=license_id).first()
+    if license is None:
+        return 0.0
+    return license_quota_left(license=license, kind="voice_minutes") * 60.0
+
+
+def voice_conversation_finish(
+    *, conversation_id: int, reason: str, usage: dict[str, int], audio_in_seconds: float,
+    audio_out_seconds: float, cost_usd: Decimal,
+) -> None:
+    Conversation.objects.filter(pk=conversation_id, ended_at__isnull=True).update(
+        ended_at=timezone.now(), end_reason=reason[:64], usage=usage, audio_in_seconds=round(audio_in_seconds, 3),
+        audio_out_seconds=round(audio_out_seconds, 3), cost_usd=cost_usd,
+    )
+
+
+# --- money -------------------------------------------------------------------------------------
+
+USAGE_KEYS = ("input_tokens", "output_tokens", "input_text_tokens", "input_audio_tokens", "input_cached_tokens",
+              "input_cached_text_tokens", "input_cached_audio_tokens", "output_text_tokens", "output_audio_tokens")
+
+
+def usage_add(total: dict[str, int], usage: dict[str, Any] | None) -> dict[str, int]:
+    """Add one `response.done` usage block (GA shape) to the running totals."""
+    usage = usage or {}
+    ind = usage.get("input_token_details") or {}
+    cached = ind.get("cached_tokens_details") or {}
+    outd = usage.get("output_token_details") or {}
+    parts = {
+        "input_tokens": usage.get("input_tokens"),
+        "output_tokens": usage.get("output_tokens"),
+        "input_text_tokens": ind.get("text_tokens"),
+        "input_audio_tokens": ind.get("audio_tokens"),
+        "input_cached_tokens": ind.get("cached_tokens"),
+        "input_cached_text_tokens": cached.get("text_tokens"),
+        "input_cached_audio_tokens": cached.get("audio_tokens"),
+        "output_text_tokens": outd.get("text_tokens"),
+        "output_audio_tokens": outd.get("audio_tokens"),
+    }
+    out = {k: int(total.get(k, 0)) for k in USAGE_KEYS}
+    for key, value in parts.items():
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            out[key] += int(value)
+    return out
+
+
+def usage_cost(*, model: str, usage: dict[str, int]) -> Decimal:
+    """Estimated USD from settings.REALTIME_PRICES (USD per 1M tokens)."""
+    prices = settings.REALTIME_PRICES.get(model) or settings.REALTIME_PRICES.get(settings.REALTIME_DEFAULT_MODEL) or {}
+    cached_text = usage.get("input_cached_text_tokens", 0)
+    cached_audio = usage.get("input_cached_audio_tokens", 0)
+    micro = (
+        prices.get("text_in", 0) * max(usage.get("input_text_tokens", 0) - cached_text, 0)
+        + prices.get("text_in_cached", 0) * cached_text
+        + prices.get("audio_in", 0) * max(usage.get("input_audio_tokens", 0) - cached_audio, 0)
+        + prices.get("audio_in_cached", 0) * cached_audio
+        + prices.get("text_out", 0) * usage.get("output_text_tokens", 0)
+        + prices.get("audio_out", 0) * usage.get("output_audio_tokens", 0)
+    )
+    return (Decimal(str(micro)) / Decimal(1_000_000)).quantize(Decimal("0.000001"))

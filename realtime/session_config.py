@@ -1,0 +1,78 @@
+"""The ONE builder of the Realtime `session` object (DESIGN rule 1, seed 000).
+
+The relay's `session.update`, `GET /api/realtime/config` (what the configurator shows) and the
+ephemeral-key endpoint (`POST /api/realtime/client-secret`) all call `session_config`, so the
+three can never drift apart. It reads only the PUBLISHED config; it never contains a key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+from widgets.config_schema import DEFAULT_CONFIG, deep_merge
+from widgets.models import Widget
+from widgets.tools import tools_enabled
+
+SAMPLE_RATE = 24000
+AUDIO_FORMAT = {"type": "audio/pcm", "rate": SAMPLE_RATE}
+
+
+def session_instructions(*, voice: dict[str, Any], config: dict[str, Any]) -> str:
+    """Voice instructions + business facts + when to use each enabled tool."""
+    parts = [voice.get("instructions", "").strip()]
+    facts = voice.get("business_facts", "").strip()
+    if facts:
+        parts.append("Business facts (authoritative; prefer them over anything else):\n" + facts)
+    tools = tools_enabled(config)
+    if tools:
+        parts.append("Tools:\n" + "\n".join(f"- {t.guidance}" for t in tools))
+        parts.append(
+            "When a tool shows something on the visitor's screen (products, a form, a link, a video), say one short "
+            "sentence about it instead of reading it all out."
+        )
+    parts.append("You are speaking out loud: keep answers short and natural, no lists, no markdown, no URLs.")
+    return "\n\n".join(p for p in parts if p)
+
+
+def _turn_detection(td: dict[str, Any]) -> dict[str, Any]:
+    if td.get("type") == "semantic_vad":
+        return {"type": "semantic_vad", "eagerness": td.get("eagerness", "auto"), "create_response": True,
+                "interrupt_response": True}
+    return {
+        "type": "server_vad",
+        "threshold": td.get("threshold", 0.5),
+        "prefix_padding_ms": td.get("prefix_padding_ms", 300),
+        "silence_duration_ms": td.get("silence_duration_ms", 500),
+        "create_response": True,
+        "interrupt_response": True,
+    }
+
+
+def session_config(*, config: dict[str, Any], widget: Widget | None = None) -> dict[str, Any]:
+    """The GA Realtime `session` object for a published widget config (no secrets in it)."""
+    config = deep_merge(DEFAULT_CONFIG, config or {})
+    voice = config["voice"]
+    audio_input: dict[str, Any] = {"format": dict(AUDIO_FORMAT)}
+    if voice.get("transcription_model"):
+        audio_input["transcription"] = {"model": voice["transcription_model"]}
+    audio_input["noise_reduction"] = (
+        None if voice.get("noise_reduction") == "off" else {"type": voice.get("noise_reduction", "near_field")}
+    )
+    audio_input["turn_detection"] = _turn_detection(voice.get("turn_detection") or {})
+    tools = tools_enabled(config)
+    return {
+        "type": "realtime",
+        "model": voice.get("model") or settings.REALTIME_DEFAULT_MODEL,
+        "output_modalities": ["audio"],
+        "instructions": session_instructions(voice=voice, config=config),
+        "audio": {
+            "input": audio_input,
+            "output": {"format": dict(AUDIO_FORMAT), "voice": voice.get("voice", "marin"),
+                       "speed": voice.get("speed", 1.0)},
+        },
+        "tools": [t.schema() for t in tools],
+        "tool_choice": "auto",
+        "max_output_tokens": voice.get("max_output_tokens", 1024),
+    }

@@ -1,0 +1,223 @@
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from channels.testing import WebsocketCommunicator
+
+from realtime.tests.fakes import FakeRealtime
+from widgets.config_schema import config_normalize
+from widgets.models import Widget
+from widgets.services import widget_publish
+from widgets.tests.factories import KnowledgeEntryFactory, ProductFactory, WidgetFactory
+
+ORIGIN = "https://shop.example.com"
+FRAME = base64.b64encode(b"\x00\x00" * 480).decode()  # 20 ms of PCM16 24 kHz silence (960 bytes)
+
+VOICE_CONFIG = {
+    "voice": {
+        "enabled": True,
+        "instructions": "You are Ava, the voice of Phone Shop.",
+        "business_facts": "Open 9-5 Monday to Friday.",
+        "voice": "coral",
+        "tools": {"search_knowledge": True, "search_products": True, "start_trade_in": True,
+                  "get_demo_clip": True, "create_meeting_link": True, "log_lead": True},
+    },
+    "tools": {"booking_url": "https://cal.example.com/shop", "trade_in_devices": ["iPhone 12", "Pixel 7"],
+              "demo_clips": [{"topic": "camera", "title": "Night camera", "url": "https://video.example.com/cam"}]},
+}
+
+
+def publish(widget, owner) -> Any:
+    widget_publish(widget=widget, user=owner, membership=owner.memberships.get())
+    widget.refresh_from_db()
+    return widget
+
+
+@pytest.fixture
+def voice_widget(license_a, owner):
+    widget = WidgetFactory(license=license_a, name="Voice A", created_by=owner,
+                           config=config_normalize(VOICE_CONFIG))
+    widget = publish(widget, owner)
+    ProductFactory(widget=widget, title="Phone X", price=Decimal("449.00"))
+    ProductFactory(widget=widget, title="Phone Ultra", price=Decimal("999.00"))
+    KnowledgeEntryFactory(widget=widget, question="What is your returns policy?",
+                          answer="You can return any phone within 30 days.")
+    return Widget.objects.select_related("license", "published_version").get(pk=widget.pk)
+
+
+@pytest.fixture
+async def fake_realtime(settings):
+    fake = await FakeRealtime().start()
+    settings.OPENAI_REALTIME_URL = fake.url
+    settings.OPENAI_API_KEY = "sk-platform-test"
+    yield fake
+    await fake.stop()
+
+
+def ws_path(widget, *, key: str | None = None) -> str:
+    return f"/ws/realtime/{key or widget.license.key}/?widget={widget.public_id}&visitor=visitor-1"
+
+
+def communicator(widget, *, origin: str | None = ORIGIN, key: str | None = None) -> WebsocketCommunicator:
+    from config.asgi import application
+
+    headers = [(b"host", b"testserver")]
+    if origin is not None:
+        headers.append((b"origin", origin.encode()))
+    return WebsocketCommunicator(application, ws_path(widget, key=key), headers=headers)
+
+
+async def receive_until(comm: WebsocketCommunicator, kind: str, *, timeout: float = 3.0) -> list[dict[str, Any]]:
+    """Collect browser events up to and including the first of `kind`."""
+    seen: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        left = deadline - loop.time()
+        if left <= 0:
+            raise AssertionError(f"no {kind} in {[e.get('type') for e in seen]}")
+        output = await comm.receive_output(timeout=left)
+        if output["type"] == "websocket.close":
+            seen.append({"type": "<close>", "code": output.get("code")})
+            if kind == "<close>":
+                return seen
+            raise AssertionError(f"closed ({output.get('code')}) before {kind}: {seen}")
+        event = json.loads(output["text"])
+        seen.append(event)
+        if event["type"] == kind:
+            return seen
+
+
+async def wait_for(predicate, timeout: float = 3.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def fake_openai_http(settings):
+    from realtime.tests.fakes import FakeHTTP
+
+    fake = FakeHTTP([(200, {"value": "ek_test_123", "expires_at": 1893456000, "session": {"id": "sess_x"}})])
+    settings.OPENAI_BASE_URL = fake.url + "/v1"
+    settings.OPENAI_API_KEY = "sk-platform-test"
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(autouse=True)
+def _close_async_db_connections():
+    """database_sync_to_async keeps a connection open in asgiref's one sync thread; close it so the test
+    database can be dropped at the end (PostgreSQL refuses while a session is open)."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
+
+
+# --- live servers for the browser test ---------------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LoopThread:
+    """An asyncio loop in a background thread, for servers a sync (Playwright) test needs."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro, timeout: float = 10):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture
+def fake_realtime_thread(settings):
+    """The fake Realtime server on its own loop thread (for sync tests driving a browser)."""
+    runner = LoopThread()
+    fake = runner.run(FakeRealtime().start())
+    settings.OPENAI_REALTIME_URL = fake.url
+    settings.OPENAI_API_KEY = "sk-platform-test"
+    yield fake
+    runner.run(fake.stop())
+    runner.stop()
+
+
+@pytest.fixture
+def asgi_live_server(transactional_db):
+    """The real ASGI app (HTTP + WebSockets) served by Uvicorn in a thread on a free port."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from config.asgi import application
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port, lifespan="off",
+                                           log_level="warning", ws="auto"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 15
+    while not server.started:
+        if time.time() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def static_site(tmp_path):
+    """A 'customer site' on http://localhost:<port> serving files written into tmp_path/site."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    root = tmp_path / "site"
+    root.mkdir()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://localhost:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def chromium_or_skip() -> str:
+    import os
+    import shutil
+
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.path.exists(path):
+        if os.environ.get("SWITCHBOARD_REQUIRE_BROWSER") == "1":
+            pytest.fail("Chromium is required (SWITCHBOARD_REQUIRE_BROWSER=1) but /usr/bin/chromium is missing.")
+        pytest.skip("Chromium is not installed (/usr/bin/chromium); browser tests skipped.")
+    return path

@@ -1,0 +1,170 @@
+"""Public voice endpoints: the session config, the WebRTC ephemeral key and the WebRTC tool bridge.
+
+- `GET /api/realtime/config?license=<key>[&widget=<public_id>]` → the exact `session` object the
+  relay sends (built by realtime.session_config.session_config; no key in it). Allowed for a page
+  on the license's allowed origins (CORS + fail-closed Origin check), and for a signed-in member of
+  the license's agency (or staff) without an Origin, so the configurator can show it.
+- `POST /api/realtime/client-secret[?license=<key>]` {license, widget?, visitor_id?} (JSON; send it as
+  text/plain to skip the CORS preflight, or name the license in the query so the preflight can answer)
+  → {value, expires_at, tools_token, tools_url, model}: the same checks as the relay, then
+  `POST {OPENAI_BASE_URL}/realtime/client_secrets` with the same session.
+- `POST /api/widget/<key>/tools/<name>` {token, arguments} → {output, ui_event}: runs a server
+  tool for a WebRTC call; `token` is a short-lived signature bound to (license, widget, conversation).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.conf import settings
+from django.core import signing
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from config.api import error_response
+from licenses.models import License, Membership
+from licenses.selectors import license_get_public
+from realtime import services as svc
+from realtime.client import ClientSecretError, client_secret_create
+from realtime.session_config import session_config
+from widgets.models import Conversation
+from widgets.public import check_error, cors_headers, public_check, public_endpoint
+from widgets.tools import TOOLS, tool_run
+
+TOOLS_TOKEN_SALT = "switchboard.realtime.tools"
+TOOLS_TOKEN_MAX_AGE = 15 * 60
+CLIENT_SECRET_SECONDS = 60
+
+
+def _is_member(request: HttpRequest, license: License | None) -> bool:
+    user = getattr(request, "user", None)
+    if license is None or user is None or not user.is_authenticated:
+        return False
+    return bool(user.is_staff) or Membership.objects.filter(user=user, agency_id=license.agency_id).exists()
+
+
+def _json_body(request: HttpRequest) -> dict[str, Any] | None:
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def with_license_cors(methods: str) -> Callable:
+    """For endpoints whose license key is not in the path: CORS for the origins of the license named in
+    `?license=` (preflight) or found by the view (`request.cors_license`)."""
+
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @csrf_exempt
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method == "OPTIONS":
+                license = license_get_public(key=request.GET.get("license", ""))
+                return cors_headers(HttpResponse(status=204), request=request, license=license, methods=methods)
+            response = view(request, *args, **kwargs)
+            license = getattr(request, "cors_license", None)
+            return cors_headers(response, request=request, license=license, methods=methods)
+
+        return wrapper
+
+    return decorator
+
+
+@with_license_cors("GET, OPTIONS")
+@public_endpoint(methods=("GET",), key_from="")
+def realtime_config(request: HttpRequest, license: License | None) -> HttpResponse:
+    key = request.GET.get("license", "")
+    widget_id = request.GET.get("widget", "")
+    license = license_get_public(key=key)
+    request.cors_license = license
+    if not _is_member(request, license):
+        check = public_check(request, key=key)
+        if not check.ok:
+            return check_error(check)
+    if license is None:
+        return error_response("unknown_license", "This license key does not exist.", 404)
+    access = svc.voice_access_widget(license=license, widget_public_id=widget_id)
+    if access.widget is None:
+        return error_response(access.code, access.message, access.http_status)
+    # Shown even while voice is switched off: the configurator displays what the relay WOULD send.
+    response = JsonResponse(session_config(config=access.config, widget=access.widget))
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def tools_token_make(*, license: License, widget_id: int, conversation_id: int) -> str:
+    return signing.dumps({"l": license.pk, "w": widget_id, "c": conversation_id}, salt=TOOLS_TOKEN_SALT,
+                         compress=True)
+
+
+def tools_token_read(token: str) -> dict[str, int] | None:
+    try:
+        data = signing.loads(token, salt=TOOLS_TOKEN_SALT, max_age=TOOLS_TOKEN_MAX_AGE)
+    except signing.BadSignature:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@with_license_cors("POST, OPTIONS")
+@public_endpoint(methods=("POST",), key_from="")
+def client_secret(request: HttpRequest, license: License | None) -> HttpResponse:
+    body = _json_body(request)
+    if body is None:
+        return error_response("invalid", "Send a JSON object.", 400)
+    key = str(body.get("license") or request.GET.get("license") or "")
+    request.cors_license = license_get_public(key=key)
+    check = public_check(request, key=key, quota="voice_minutes")
+    if not check.ok:
+        return check_error(check)
+    access = svc.voice_access_widget(license=check.license, widget_public_id=str(body.get("widget") or ""))
+    if not access.ok:
+        return error_response(access.code, access.message, access.http_status)
+    license = check.license
+    if svc.voice_slots_in_use(license=license) >= license.max_concurrent_voice_sessions:
+        refusal = svc.voice_refusal("too_many_sessions")
+        return error_response(refusal.code, refusal.message, 429)
+    session = session_config(config=access.config, widget=access.widget)
+    try:
+        secret = client_secret_create(
+            api_key=(access.widget.secrets or {}).get("openai_api_key") or settings.OPENAI_API_KEY,
+            session=session, seconds=CLIENT_SECRET_SECONDS,
+        )
+    except ClientSecretError as exc:
+        return error_response(exc.code, exc.message, exc.status)
+    conversation = svc.voice_conversation_start(widget=access.widget,
+                                                visitor_id=str(body.get("visitor_id") or "")[:128])
+    Conversation.objects.filter(pk=conversation.pk).update(session_id="webrtc-" + conversation.session_id[:40])
+    return JsonResponse({
+        "value": secret["value"],
+        "expires_at": secret["expires_at"],
+        "model": session["model"],
+        "tools_token": tools_token_make(license=license, widget_id=access.widget.pk,
+                                        conversation_id=conversation.pk),
+        "tools_url": f"/api/widget/{license.key}/tools/",
+    })
+
+
+@public_endpoint(methods=("POST",))
+def tool_call(request: HttpRequest, license: License, name: str) -> HttpResponse:
+    body = _json_body(request)
+    if body is None:
+        return error_response("invalid", "Send a JSON object.", 400)
+    claims = tools_token_read(str(body.get("token") or ""))
+    if claims is None or claims.get("l") != license.pk:
+        return error_response("invalid_token", "The tool token is missing, expired or not for this call.", 403)
+    conversation = (
+        Conversation.objects.select_related("widget", "widget__published_version")
+        .filter(pk=claims.get("c"), widget_id=claims.get("w"), widget__license=license, ended_at__isnull=True)
+        .first()
+    )
+    if conversation is None or conversation.widget.published_version is None:
+        return error_response("invalid_token", "The tool token is missing, expired or not for this call.", 403)
+    if name not in TOOLS:
+        return error_response("unknown_tool", "No such tool.", 404)
+    result = tool_run(name=name, widget=conversation.widget, conversation=conversation,
+                      arguments=body.get("arguments"), config=conversation.widget.published_version.config)
+    return JsonResponse({"output": result.output(), "say": result.speak, "ui_event": result.ui_event})

@@ -1,0 +1,113 @@
+"""Celery tasks of the widgets app. Tasks take ids, re-read the row and return quietly if it is gone."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+
+import httpx
+from celery import shared_task
+from django.db.models import F
+from django.utils import timezone
+
+from widgets.models import Lead
+
+logger = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Switchboard-Signature"
+TIMESTAMP_HEADER = "X-Switchboard-Timestamp"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+LEAD_MAX_RETRIES = 5
+TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class TransientDeliveryError(Exception):
+    """A failure worth retrying: connect error, timeout, 5xx, 429."""
+
+
+def lead_payload(lead: Lead, *, sent_at: int) -> dict:
+    widget = lead.widget
+    return {
+        "event": "lead.created",
+        "id": lead.pk,
+        "sent_at": sent_at,
+        "created_at": lead.created_at.isoformat(),
+        "source": lead.source,
+        "name": lead.name,
+        "email": lead.email,
+        "phone": lead.phone,
+        "interest": lead.interest,
+        "data": lead.data,
+        "widget": {"public_id": widget.public_id, "name": widget.name},
+        "license": {"client_name": widget.license.client_name},
+        "conversation_id": lead.conversation_id,
+    }
+
+
+def lead_signature(*, secret: str, body: bytes) -> str:
+    """`sha256=<hex>`: HMAC-SHA256 of the raw request body with the agency's crm_webhook_secret.
+
+    The body carries `sent_at` (also sent as X-Switchboard-Timestamp), so the timestamp is signed too.
+    """
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> None:
+    try:
+        response = httpx.post(url, content=body, headers=headers, timeout=httpx.Timeout(10.0, connect=5.0))
+    except httpx.TransportError as exc:  # connect errors, timeouts, dropped connections
+        raise TransientDeliveryError(f"{type(exc).__name__}: {exc}"[:500])
+    if response.status_code in TRANSIENT_STATUSES or response.status_code >= 500:
+        raise TransientDeliveryError(f"HTTP {response.status_code}")
+    if response.status_code >= 300:
+        raise ValueError(f"HTTP {response.status_code}: {response.text[:200]}")
+
+
+@shared_task(bind=True, max_retries=LEAD_MAX_RETRIES, acks_late=True)
+def lead_deliver(self, lead_id: int) -> str:
+    """POST one lead to its agency's CRM webhook, signed; at most one successful delivery."""
+    lead = Lead.objects.select_related("widget__license__agency").filter(pk=lead_id).first()
+    if lead is None:
+        return "gone"
+    agency = lead.widget.license.agency
+    if not agency.crm_webhook_url:
+        Lead.objects.filter(pk=lead_id, delivery_status=Lead.Delivery.PENDING).update(
+            delivery_status=Lead.Delivery.SKIPPED)
+        return "skipped"
+    # Claim: only one worker moves pending -> sending; a second run (duplicate message) stops here.
+    claimed = Lead.objects.filter(pk=lead_id, delivery_status=Lead.Delivery.PENDING).update(
+        delivery_status=Lead.Delivery.SENDING, delivery_attempts=F("delivery_attempts") + 1)
+    if not claimed:
+        return "not_pending"
+    sent_at = int(time.time())
+    body = json.dumps(lead_payload(lead, sent_at=sent_at), separators=(",", ":"), sort_keys=True).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "Switchboard-Webhooks/1",
+        TIMESTAMP_HEADER: str(sent_at),
+        IDEMPOTENCY_HEADER: f"lead-{lead.pk}",
+    }
+    secret = (agency.secrets or {}).get("crm_webhook_secret", "")
+    if secret:
+        headers[SIGNATURE_HEADER] = lead_signature(secret=secret, body=body)
+    try:
+        _post(agency.crm_webhook_url, body, headers)
+    except TransientDeliveryError as exc:
+        final = self.request.retries >= LEAD_MAX_RETRIES
+        Lead.objects.filter(pk=lead_id, delivery_status=Lead.Delivery.SENDING).update(
+            delivery_status=Lead.Delivery.FAILED if final else Lead.Delivery.PENDING, last_error=str(exc)[:500])
+        if final:
+            logger.warning("lead %s delivery failed for good: %s", lead_id, exc)
+            return "failed"
+        raise self.retry(exc=exc, countdown=min(2 ** (self.request.retries + 1), 300))
+    except Exception as exc:
+        Lead.objects.filter(pk=lead_id, delivery_status=Lead.Delivery.SENDING).update(
+            delivery_status=Lead.Delivery.FAILED, last_error=str(exc)[:500])
+        logger.warning("lead %s refused by the CRM: %s", lead_id, exc)
+        return "failed"
+    Lead.objects.filter(pk=lead_id, delivery_status=Lead.Delivery.SENDING).update(
+        delivery_status=Lead.Delivery.DELIVERED, delivered_at=timezone.now(), last_error="")
+    return "delivered"

@@ -1,0 +1,104 @@
+"""Lead delivery to the agency's CRM webhook: signed, retried on transient failures, never twice."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+import pytest
+
+from realtime.tests.fakes import FakeHTTP
+from widgets.leads import lead_create
+from widgets.models import Lead
+from widgets.tasks import lead_deliver
+
+
+@pytest.fixture(autouse=True)
+def _retries_run_inline():
+    """Eager Celery re-raises Retry when eager_propagates is on; off, apply() runs the retries inline
+    (countdown ignored), which is what a worker would do over time."""
+    from config.celery import app
+
+    app.conf.task_eager_propagates = False
+    yield
+    app.conf.task_eager_propagates = True
+
+
+@pytest.fixture
+def crm(agency_a):
+    fake = FakeHTTP([(200, {"ok": True})])
+    agency_a.crm_webhook_url = fake.url + "/hooks/leads"
+    agency_a.secrets = {"crm_webhook_secret": "whsec-test"}
+    agency_a.save()
+    yield fake
+    fake.stop()
+
+
+def make_lead(widget, capture):
+    with capture(execute=True):
+        return lead_create(widget=widget, source="voice", name="Ann Lee", email="ann@example.com",
+                           phone="+1 555", interest="Phone X", data={"device": "iPhone 12"})
+
+
+@pytest.mark.django_db
+def test_lead_is_posted_signed(widget_a, crm, django_capture_on_commit_callbacks):
+    lead = make_lead(widget_a, django_capture_on_commit_callbacks)
+    assert len(crm.requests) == 1
+    request = crm.requests[0]
+    expected = "sha256=" + hmac.new(b"whsec-test", request["body"], hashlib.sha256).hexdigest()
+    assert request["headers"]["x-switchboard-signature"] == expected
+    assert request["headers"]["idempotency-key"] == f"lead-{lead.pk}"
+    body = json.loads(request["body"])
+    assert body["sent_at"] == int(request["headers"]["x-switchboard-timestamp"])
+    assert (body["name"], body["email"], body["widget"]["public_id"]) == ("Ann Lee", "ann@example.com",
+                                                                         widget_a.public_id)
+    lead.refresh_from_db()
+    assert lead.delivery_status == Lead.Delivery.DELIVERED and lead.delivery_attempts == 1
+    assert lead.delivered_at is not None
+
+
+@pytest.mark.django_db
+def test_nothing_leaves_before_commit(widget_a, crm, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        lead_create(widget=widget_a, source="voice", name="A", email="a@example.com")
+    assert not crm.requests and len(callbacks) == 1
+
+
+@pytest.mark.django_db
+def test_500_then_200_is_retried(widget_a, crm, django_capture_on_commit_callbacks):
+    crm.responses = [(500, {}), (200, {})]
+    lead = make_lead(widget_a, django_capture_on_commit_callbacks)
+    assert len(crm.requests) == 2
+    lead.refresh_from_db()
+    assert lead.delivery_status == Lead.Delivery.DELIVERED and lead.delivery_attempts == 2
+
+
+@pytest.mark.django_db
+def test_connect_error_is_retried_then_fails(widget_a, agency_a, django_capture_on_commit_callbacks):
+    agency_a.crm_webhook_url = "http://127.0.0.1:9/unreachable"  # discard port: connection refused
+    agency_a.save()
+    lead = make_lead(widget_a, django_capture_on_commit_callbacks)
+    lead.refresh_from_db()
+    assert lead.delivery_status == Lead.Delivery.FAILED and lead.delivery_attempts == 6
+    assert lead.last_error
+
+
+@pytest.mark.django_db
+def test_4xx_is_not_retried(widget_a, crm, django_capture_on_commit_callbacks):
+    crm.responses = [(400, {"error": "bad"})]
+    lead = make_lead(widget_a, django_capture_on_commit_callbacks)
+    lead.refresh_from_db()
+    assert len(crm.requests) == 1 and lead.delivery_status == Lead.Delivery.FAILED
+
+
+@pytest.mark.django_db
+def test_running_the_task_twice_delivers_once(widget_a, crm, django_capture_on_commit_callbacks):
+    lead = make_lead(widget_a, django_capture_on_commit_callbacks)
+    assert lead_deliver.apply(args=[lead.pk]).get() == "not_pending"
+    assert len(crm.requests) == 1
+
+
+@pytest.mark.django_db
+def test_deleted_lead_is_a_quiet_no_op(widget_a, crm):
+    assert lead_deliver.apply(args=[987654]).get() == "gone"

@@ -1,0 +1,330 @@
+"""Server-side tools shared by every agent channel (voice relay, WebRTC tool endpoint, ChatKit later).
+
+A tool has a name, a description, JSON-schema parameters, a line of guidance for the model's
+instructions, and a handler `(widget, conversation, args) -> ToolResult`. The handler only ever
+reads the widget's own rows (tenant isolation) and returns what the model should say (`speak`)
+plus an optional UI event (widgets/ui_events.py) the widget renders as in text chat.
+
+`tool_run` is the one entry point: it checks the tool is enabled in the published config,
+validates the arguments and turns any bad input or failure into a polite spoken fallback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from functools import reduce
+from operator import or_
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import connection
+from jsonschema import Draft202012Validator
+
+from widgets import ui_events
+from widgets.models import Conversation, KnowledgeEntry, Product, Widget
+
+logger = logging.getLogger(__name__)
+
+FALLBACK = "Sorry, I couldn't do that just now. Could you say it another way?"
+MAX_SCAN = 2000  # rows scored in Python on SQLite; Postgres ranks in the database
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    speak: str
+    ui_event: dict[str, Any] | None = None
+    ok: bool = True
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def output(self) -> str:
+        """The `function_call_output.output` string the model receives."""
+        return json.dumps({"ok": self.ok, "say": self.speak, **self.data}, ensure_ascii=False)
+
+
+class ToolArgumentError(ValueError):
+    """Arguments the model sent do not make sense; the message is spoken back politely."""
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    guidance: str
+    handler: Callable[[Widget, Conversation | None, dict[str, Any]], ToolResult]
+
+    def schema(self) -> dict[str, Any]:
+        """The GA Realtime (and Responses) function tool shape."""
+        return {"type": "function", "name": self.name, "description": self.description,
+                "parameters": self.parameters}
+
+
+# --- text matching ----------------------------------------------------------------------------
+
+_STOP = frozenset(re.findall(r"\w+", """
+a an and are as at be by can could do does for from have how
+i in is it me my of on or our please show tell that the there
+this to under up us we what when where which who why will with you your
+about any anything dollars dollar price cost
+"""))
+
+
+def _tokens(text: str) -> list[str]:
+    words = re.findall(r"[a-z0-9]+", (text or "").lower())
+    out: list[str] = []
+    for word in words:
+        if word in _STOP or len(word) < 2:
+            continue
+        stem = word[:-2] if word.endswith("es") and len(word) > 4 else word[:-1] if word.endswith("s") and len(
+            word) > 3 else word
+        if stem not in out:
+            out.append(stem)
+    return out[:12]
+
+
+def _score(tokens: list[str], weighted: list[tuple[str, int]]) -> int:
+    score = 0
+    for text, weight in weighted:
+        hay = set(_tokens(text))
+        score += weight * sum(1 for t in tokens if t in hay or any(h.startswith(t) for h in hay))
+    return score
+
+
+def knowledge_search(*, widget: Widget, query: str, limit: int = 3) -> list[KnowledgeEntry]:
+    """The widget's best knowledge entries for `query` (never another widget's)."""
+    tokens = _tokens(query)
+    if not tokens:
+        return []
+    qs = KnowledgeEntry.objects.filter(widget=widget)
+    if connection.vendor == "postgresql":
+        from django.contrib.postgres.search import SearchQuery, SearchRank, SearchVector
+
+        vector = (SearchVector("question", weight="A", config="english")
+                  + SearchVector("tags", weight="A", config="english")
+                  + SearchVector("answer", weight="B", config="english"))
+        search = reduce(or_, [SearchQuery(t, config="english") for t in tokens])
+        return list(
+            qs.annotate(rank=SearchRank(vector, search)).filter(rank__gt=0).order_by("-rank", "position", "id")[:limit]
+        )
+    scored = [
+        (_score(tokens, [(e.question, 3), (e.tags, 2), (e.answer, 1)]), e) for e in qs.order_by("position", "id")[
+            :MAX_SCAN]
+    ]
+    return [e for s, e in sorted(scored, key=lambda x: (-x[0], x[1].position, x[1].pk)) if s > 0][:limit]
+
+
+def product_search(
+    *, widget: Widget, query: str, max_price: Decimal | None = None, limit: int = 4
+) -> list[Product]:
+    qs = Product.objects.filter(widget=widget)
+    if max_price is not None:
+        qs = qs.filter(price__lte=max_price)
+    tokens = _tokens(query)
+    rows = list(qs.order_by("-in_stock", "price", "id")[:MAX_SCAN])
+    if not tokens:
+        return rows[:limit]
+    scored = [(_score(tokens, [(p.title, 3), (p.sku, 3), (p.description, 1)]), p) for p in rows]
+    return [p for s, p in sorted(scored, key=lambda x: (-x[0], not x[1].in_stock)) if s > 0][:limit]
+
+
+# --- handlers ---------------------------------------------------------------------------------
+
+
+def _published_config(widget: Widget) -> dict[str, Any]:
+    version = widget.published_version
+    return version.config if version is not None else widget.config
+
+
+def _search_knowledge(widget: Widget, conversation: Conversation | None, args: dict[str, Any]) -> ToolResult:
+    entries = knowledge_search(widget=widget, query=args["query"])
+    if not entries:
+        return ToolResult("I don't have that in my notes. I can connect you with the team if you like.",
+                          data={"matches": []})
+    matches = [{"question": e.question, "answer": e.answer[:1200]} for e in entries]
+    return ToolResult(entries[0].answer[:600], data={"matches": matches})
+
+
+def _search_products(widget: Widget, conversation: Conversation | None, args: dict[str, Any]) -> ToolResult:
+    max_price = None
+    if args.get("max_price") is not None:
+        try:
+            max_price = Decimal(str(args["max_price"]))
+        except InvalidOperation:
+            raise ToolArgumentError("max_price")
+        if max_price < 0:
+            raise ToolArgumentError("max_price")
+    products = product_search(widget=widget, query=args.get("query", ""), max_price=max_price)
+    if not products:
+        return ToolResult("I couldn't find a product that matches. Would you like something else?",
+                          data={"products": []})
+    names = ", ".join(
+        f"{p.title} ({p.currency} {p.price:.2f})" if p.price is not None else p.title for p in products
+    )
+    return ToolResult(
+        f"I found {len(products)} option{'s' if len(products) != 1 else ''}: {names}. They're on your screen now.",
+        ui_events.product_cards(products),
+        data={"products": [{"title": p.title, "price": None if p.price is None else f"{p.price:.2f}",
+                            "in_stock": p.in_stock} for p in products]},
+    )
+
+
+def _start_trade_in(widget: Widget, conversation: Conversation | None, args: dict[str, Any]) -> ToolResult:
+    devices = _published_config(widget).get("tools", {}).get("trade_in_devices", [])
+    device = (args.get("device") or "").strip()[:120]
+    return ToolResult(
+        "I've opened a short trade-in form on your screen. Fill it in and we'll send you a quote.",
+        ui_events.trade_in_form(device=device, devices=devices),
+    )
+
+
+def _get_demo_clip(widget: Widget, conversation: Conversation | None, args: dict[str, Any]) -> ToolResult:
+    clips = _published_config(widget).get("tools", {}).get("demo_clips", [])
+    tokens = _tokens(args["topic"])
+    scored = [(_score(tokens, [(c.get("topic", ""), 2), (c.get("title", ""), 1)]), c) for c in clips]
+    best = max(scored, key=lambda x: x[0], default=(0, None))
+    if best[1] is None or best[0] == 0:
+        topics = ", ".join(c["topic"] for c in clips[:5])
+        return ToolResult(
+            f"I don't have a demo on that. I have demos on: {topics}." if topics else "I don't have demo clips yet.")
+    clip = best[1]
+    return ToolResult(f"Here's a demo of {clip['topic']} on your screen.",
+                      ui_events.demo_clip(topic=clip["topic"], title=clip.get("title", ""), url=clip["url"]))
+
+
+def _create_meeting_link(widget: Widget, conversation: Conversation | None, args: dict[str, Any]) -> ToolResult:
+    url = _published_config(widget).get("tools", {}).get("booking_url", "")
+    if not url:
+        return ToolResult("Booking isn't set up online yet, but I can take your details so the team can call you.")
+    email = (args.get("email") or "").strip()
+    if email:
+        try:
+            validate_email(email)
+        except ValidationError:
+            email = ""
+    return ToolResult("I've put a booking link on your screen. Pick any time that suits you.",
+                      ui_events.meeting_link(url=url, name=(args.get("name") or "").strip()[:200], email=email))
+
+
+def _log_lead(widget: Widget, conversation: Conversation | None, args: dict[str, Any]) -> ToolResult:
+    from widgets.leads import lead_create
+
+    name = args["name"].strip()[:200]
+    email = args["email"].strip()
+    if not name:
+        raise ToolArgumentError("name")
+    try:
+        validate_email(email)
+    except ValidationError:
+        return ToolResult("That email address doesn't look right. Could you spell it for me?", ok=False)
+    lead = lead_create(
+        widget=widget,
+        conversation=conversation,
+        source=conversation.channel if conversation is not None else "voice",
+        name=name,
+        email=email,
+        phone=(args.get("phone") or "").strip()[:50],
+        interest=(args.get("interest") or "").strip()[:500],
+    )
+    return ToolResult(f"Thanks {name.split()[0]}, I've passed your details to the team. They'll be in touch.",
+                      data={"lead_id": lead.pk})
+
+
+def _params(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+
+
+_TEXT = {"type": "string", "maxLength": 500}
+
+TOOLS: dict[str, Tool] = {
+    t.name: t
+    for t in [
+        Tool(
+            "search_knowledge",
+            "Search the business's knowledge base (FAQ, policies, opening hours, services) for an answer.",
+            _params({"query": {**_TEXT, "minLength": 1, "description": "What the visitor wants to know."}},
+                    ["query"]),
+            "Use search_knowledge before answering any question about the business, its policies or services; "
+            "never guess facts that are not in your instructions.",
+            _search_knowledge,
+        ),
+        Tool(
+            "search_products",
+            "Search the product catalogue; the matching products appear as cards on the visitor's screen.",
+            _params({"query": {**_TEXT, "description": "Product words, e.g. 'phone' or 'laptop 16GB'."},
+                     "max_price": {"type": "number", "minimum": 0, "description": "Highest price, if given."}},
+                    ["query"]),
+            "Use search_products when the visitor asks what you sell, for a product, or for something under a "
+            "price; then summarise in one sentence, the cards show the details.",
+            _search_products,
+        ),
+        Tool(
+            "start_trade_in",
+            "Open the trade-in form on the visitor's screen, optionally prefilled with their device.",
+            _params({"device": {**_TEXT, "description": "The device to trade in, if mentioned."}}, []),
+            "Use start_trade_in when the visitor wants to trade in, sell or swap an old device.",
+            _start_trade_in,
+        ),
+        Tool(
+            "get_demo_clip",
+            "Show a short demo video about a topic on the visitor's screen.",
+            _params({"topic": {**_TEXT, "minLength": 1}}, ["topic"]),
+            "Use get_demo_clip when the visitor asks to see how something works.",
+            _get_demo_clip,
+        ),
+        Tool(
+            "create_meeting_link",
+            "Show a link where the visitor can book a meeting or a call.",
+            _params({"name": _TEXT, "email": _TEXT}, []),
+            "Use create_meeting_link when the visitor wants a meeting, a call, a demo with a person or a quote.",
+            _create_meeting_link,
+        ),
+        Tool(
+            "log_lead",
+            "Save the visitor's contact details for the sales team.",
+            _params({"name": {**_TEXT, "minLength": 1}, "email": {**_TEXT, "minLength": 3},
+                     "phone": {"type": "string", "maxLength": 50}, "interest": _TEXT}, ["name", "email"]),
+            "Use log_lead once the visitor has given their name and email and agreed to be contacted; "
+            "confirm the details back before calling it.",
+            _log_lead,
+        ),
+    ]
+}
+
+_VALIDATORS = {name: Draft202012Validator(tool.parameters) for name, tool in TOOLS.items()}
+
+
+def tools_enabled(config: dict[str, Any]) -> list[Tool]:
+    """The tools the config's voice section turns on, in registry order."""
+    switches = (config.get("voice") or {}).get("tools") or {}
+    return [tool for name, tool in TOOLS.items() if switches.get(name)]
+
+
+def tool_run(
+    *, name: str, widget: Widget, conversation: Conversation | None, arguments: str | dict[str, Any] | None,
+    config: dict[str, Any] | None = None,
+) -> ToolResult:
+    """Run an enabled tool with the model's arguments (a JSON string or dict). Never raises."""
+    config = config if config is not None else _published_config(widget)
+    tool = TOOLS.get(name)
+    if tool is None or tool not in tools_enabled(config):
+        return ToolResult("Sorry, I can't do that here.", ok=False, data={"error": "unknown_tool"})
+    try:
+        args = json.loads(arguments or "{}") if isinstance(arguments, str | bytes) else (arguments or {})
+    except ValueError:
+        return ToolResult(FALLBACK, ok=False, data={"error": "invalid_arguments"})
+    if not isinstance(args, dict) or next(_VALIDATORS[name].iter_errors(args), None) is not None:
+        return ToolResult(FALLBACK, ok=False, data={"error": "invalid_arguments"})
+    try:
+        return tool.handler(widget, conversation, args)
+    except ToolArgumentError:
+        return ToolResult(FALLBACK, ok=False, data={"error": "invalid_arguments"})
+    except Exception:
+        logger.exception("tool %s failed for widget %s", name, widget.pk)
+        return ToolResult("Sorry, something went wrong on my side. Let's try that again in a moment.", ok=False,
+                          data={"error": "tool_failed"})
