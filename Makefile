@@ -34,6 +34,7 @@ lint: install-dev
 
 bench: install-dev
 	$(PY) bench/loader.py
+	$(PY) bench/chatkit_sessions.py
 	$(PY) bench/relay.py
 
 clean:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 from rest_framework.test import APIClient
@@ -32,6 +33,69 @@ def artifacts_dir() -> str:
     path = os.environ.get("ARTIFACTS_DIR") or os.path.join(os.path.dirname(__file__), "artifacts")
     os.makedirs(path, exist_ok=True)
     return path
+
+
+# --- browser ---------------------------------------------------------------------------------
+# One Playwright driver per test session: its sync API runs an event loop in this thread, and a
+# second driver in the same process fails. Tests that need extra Chromium flags (fake microphone)
+# launch their own browser from `playwright_driver`.
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def chromium_path() -> str:
+    """Debian's Chromium; skipped locally when missing, a failure when CI requires browsers."""
+    path = CHROMIUM if os.path.exists(CHROMIUM) else (shutil.which("chromium") or "")
+    reason = "" if path else f"Chromium not found at {CHROMIUM} (apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        reason = "playwright is not installed"
+    if reason:
+        if os.environ.get("SWITCHBOARD_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"{reason}; SWITCHBOARD_REQUIRE_BROWSER=1 makes browser tests mandatory.")
+        pytest.skip(reason)
+    return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """Browser tests run last: the session's Playwright driver keeps an event loop running in this
+    thread from its first use on, and asyncio tests (consumers, relay) cannot start theirs beside it."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
+@pytest.fixture(scope="session")
+def playwright_driver():
+    chromium_path()
+    from playwright.sync_api import sync_playwright
+
+    # The driver's event loop trips Django's async-safety check for the ORM calls the test body and
+    # its fixtures make (the servers under test run in their own threads or processes).
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as driver:
+            yield driver
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.fixture(scope="session")
+def chromium(playwright_driver):
+    """One headless Chromium shared by every browser test."""
+    browser = playwright_driver.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

@@ -18,6 +18,8 @@ DEFAULT_LIMITS: dict[str, int] = {
     "monthly_voice_minutes": 300,
     "max_concurrent_voice_sessions": 5,
 }
+# Limits a license may set to override a platform setting; absent means "use the setting".
+OPTIONAL_LIMITS = ("chatkit_session_seconds", "chatkit_max_requests_per_minute")
 
 
 def new_license_key() -> str:

@@ -14,7 +14,16 @@ from django.utils.text import slugify
 
 from config.api import ApiError
 from licenses.domains import DomainError, domain_normalize
-from licenses.models import DEFAULT_LIMITS, Agency, License, LicenseUsage, Membership, month_start, new_license_key
+from licenses.models import (
+    DEFAULT_LIMITS,
+    OPTIONAL_LIMITS,
+    Agency,
+    License,
+    LicenseUsage,
+    Membership,
+    month_start,
+    new_license_key,
+)
 
 
 def agency_create(*, name: str, slug: str | None = None, owner: AbstractBaseUser | None = None) -> Agency:
@@ -88,8 +97,8 @@ def limits_normalize(*, limits: dict[str, Any] | None) -> dict[str, int]:
     merged = dict(DEFAULT_LIMITS)
     errors: dict[str, list[str]] = {}
     for name, value in (limits or {}).items():
-        if name not in DEFAULT_LIMITS:
-            errors[f"limits.{name}"] = [f"Unknown limit; use one of {sorted(DEFAULT_LIMITS)}."]
+        if name not in DEFAULT_LIMITS and name not in OPTIONAL_LIMITS:
+            errors[f"limits.{name}"] = [f"Unknown limit; use one of {sorted([*DEFAULT_LIMITS, *OPTIONAL_LIMITS])}."]
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             errors[f"limits.{name}"] = ["Must be a whole number, 0 or more."]

@@ -27,12 +27,6 @@ HOSTED_CONFIG = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    """Personas are created per test; PBKDF2 would spend ~0.3 s on each of them."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture(scope="session")
 def _fake_openai_server() -> Iterator[FakeOpenAI]:
     fake = FakeOpenAI().start()
@@ -81,11 +75,6 @@ def post_session():
 
 # --- browser helpers -------------------------------------------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_pyfunc_call(pyfuncitem):
     """While Playwright's sync API runs its event loop, Django keeps the test body's DB connection
@@ -96,28 +85,6 @@ def pytest_pyfunc_call(pyfuncitem):
         from django.db import connections
 
         connections.close_all()
-
-
-@pytest.fixture
-def chromium(monkeypatch):
-    """A headless Debian Chromium through Playwright (skipped when missing, unless CI requires it).
-
-    Playwright's sync API runs an event loop in this thread, which trips Django's async-safety check
-    for the ORM calls the test itself makes; allow them for this test only (the server runs in its
-    own thread)."""
-    import os
-
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("SWITCHBOARD_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{CHROMIUM} is missing and SWITCHBOARD_REQUIRE_BROWSER=1")
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

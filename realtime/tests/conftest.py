@@ -209,15 +209,3 @@ def static_site(tmp_path):
     yield root, f"http://localhost:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
-
-
-def chromium_or_skip() -> str:
-    import os
-    import shutil
-
-    path = shutil.which("chromium") or "/usr/bin/chromium"
-    if not os.path.exists(path):
-        if os.environ.get("SWITCHBOARD_REQUIRE_BROWSER") == "1":
-            pytest.fail("Chromium is required (SWITCHBOARD_REQUIRE_BROWSER=1) but /usr/bin/chromium is missing.")
-        pytest.skip("Chromium is not installed (/usr/bin/chromium); browser tests skipped.")
-    return path

@@ -13,10 +13,12 @@ import os
 import shutil
 import struct
 import subprocess
+from contextlib import nullcontext
 
 import pytest
 
-from realtime.tests.conftest import chromium_or_skip
+from conftest import CHROMIUM_ARGS as BASE_ARGS
+from conftest import chromium_path
 from widgets.models import Conversation, Message
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -75,10 +77,6 @@ def host_page(base: str, widget, *, consent_required: bool = False, consent: boo
             .replace("__CONSENT__", "true" if consent else "false"))
 
 
-BASE_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required"]
-
-
 def speech_wav(tmp_path) -> str:
     if not (shutil.which("espeak-ng") and shutil.which("sox")):
         if os.environ.get("SWITCHBOARD_REQUIRE_BROWSER") == "1":
@@ -90,15 +88,15 @@ def speech_wav(tmp_path) -> str:
     return str(wav)
 
 
-def test_visitor_talks_through_the_relay(voice_widget, fake_realtime_thread, asgi_live_server, static_site,
+def test_visitor_talks_through_the_relay(playwright_driver, voice_widget, fake_realtime_thread, asgi_live_server, static_site,
                                          tmp_path, artifacts_dir):
-    chromium = chromium_or_skip()
+    chromium = chromium_path()
     wav = speech_wav(tmp_path)
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     root, site = static_site
     (root / "index.html").write_text(host_page(asgi_live_server, voice_widget))
-    with sync_playwright() as p:
+    with nullcontext(playwright_driver) as p:  # the session's one Playwright driver (root conftest)
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=[
             *BASE_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
             f"--use-file-for-fake-audio-capture={wav}"])
@@ -138,13 +136,13 @@ def test_visitor_talks_through_the_relay(voice_widget, fake_realtime_thread, asg
         ("user", "Do you have phones under 500 dollars?"), ("assistant", "We have two phones.")]
 
 
-def test_denied_microphone_says_so(voice_widget, fake_realtime_thread, asgi_live_server, static_site, artifacts_dir):
-    chromium = chromium_or_skip()
-    from playwright.sync_api import expect, sync_playwright
+def test_denied_microphone_says_so(playwright_driver, voice_widget, fake_realtime_thread, asgi_live_server, static_site, artifacts_dir):
+    chromium = chromium_path()
+    from playwright.sync_api import expect
 
     root, site = static_site
     (root / "index.html").write_text(host_page(asgi_live_server, voice_widget))
-    with sync_playwright() as p:
+    with nullcontext(playwright_driver) as p:  # the session's one Playwright driver (root conftest)
         # No --use-fake-ui-for-media-stream and no permission granted: getUserMedia is refused.
         browser = p.chromium.launch(executable_path=chromium, headless=True,
                                     args=[*BASE_ARGS, "--use-fake-device-for-media-stream"])
@@ -161,13 +159,13 @@ def test_denied_microphone_says_so(voice_widget, fake_realtime_thread, asgi_live
     assert not fake_realtime_thread.paths  # no call was opened
 
 
-def test_consent_is_asked_before_the_first_call(voice_widget, fake_realtime_thread, asgi_live_server, static_site):
-    chromium = chromium_or_skip()
-    from playwright.sync_api import expect, sync_playwright
+def test_consent_is_asked_before_the_first_call(playwright_driver, voice_widget, fake_realtime_thread, asgi_live_server, static_site):
+    chromium = chromium_path()
+    from playwright.sync_api import expect
 
     root, site = static_site
     (root / "index.html").write_text(host_page(asgi_live_server, voice_widget, consent_required=True, consent=False))
-    with sync_playwright() as p:
+    with nullcontext(playwright_driver) as p:  # the session's one Playwright driver (root conftest)
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=[
             *BASE_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"])
         page = browser.new_page()

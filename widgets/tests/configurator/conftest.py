@@ -7,11 +7,6 @@ import os
 import pytest
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hasher(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def browser(chromium):
     """One Chromium per session, shared with the embed tests (widgets/tests/conftest.py `chromium`):
