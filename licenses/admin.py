@@ -105,7 +105,15 @@ class LicenseAdmin(SimpleHistoryAdmin):
     def save_model(self, request: HttpRequest, obj: License, form: object, change: bool) -> None:
         obj.allowed_domains = services.domains_normalize(domains=obj.allowed_domains or [])
         obj.limits = services.limits_normalize(limits=obj.limits)
+        old_key = License.objects.filter(pk=obj.pk).values_list("key", flat=True).first() if change else None
         super().save_model(request, obj, form, change)
+        for key in {old_key, obj.key} - {None}:
+            services.license_cache_bump(key=key)
+
+    def delete_model(self, request: HttpRequest, obj: License) -> None:
+        key = obj.key
+        super().delete_model(request, obj)
+        services.license_cache_bump(key=key)
 
     @admin.display(description="Widgets", ordering="_widgets")
     def widget_count(self, obj: License) -> int:

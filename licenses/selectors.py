@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.cache import cache
 from django.db.models import QuerySet
 from django.http import Http404
 from django.utils import timezone
@@ -46,6 +49,23 @@ class LicenseCheck:
         if self.reason == "quota_exceeded":
             return 429
         return 403
+
+
+def license_cache_key(key: str) -> str:
+    return "sb:license:gen:" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def license_cache_generation(*, key: str) -> str:
+    """A token that changes whenever what a license key serves changes (licenses.services bumps it).
+
+    Public readers (the loader) cache under it, so they need no database read on a warm path."""
+    generation_key = license_cache_key(key)
+    generation = cache.get(generation_key)
+    if generation is None:
+        generation = uuid.uuid4().hex
+        if not cache.add(generation_key, generation, 86400):
+            generation = cache.get(generation_key) or generation
+    return generation
 
 
 def license_get_public(*, key: str) -> License | None:

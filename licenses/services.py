@@ -24,6 +24,7 @@ from licenses.models import (
     month_start,
     new_license_key,
 )
+from licenses.selectors import license_cache_key
 
 
 def agency_create(*, name: str, slug: str | None = None, owner: AbstractBaseUser | None = None) -> Agency:
@@ -109,6 +110,20 @@ def limits_normalize(*, limits: dict[str, Any] | None) -> dict[str, int]:
     return merged
 
 
+def license_cache_bump(*, key: str) -> None:
+    """Tell public caches keyed on this license that what it serves changed: now, and again on
+    commit (a reader between the two could have cached the old state)."""
+    import uuid
+
+    from django.core.cache import cache
+
+    def bump() -> None:
+        cache.set(license_cache_key(key), uuid.uuid4().hex, 86400)
+
+    bump()
+    transaction.on_commit(bump)
+
+
 def license_create(
     *,
     agency: Agency,
@@ -148,12 +163,14 @@ def license_update(*, license: License, **changes: Any) -> License:
     for name, value in changes.items():
         setattr(license, name, value)
     license.save()
+    license_cache_bump(key=license.key)
     return license
 
 
 def _set_status(license: License, status: str) -> License:
     license.status = status
     license.save(update_fields=["status", "updated_at"])
+    license_cache_bump(key=license.key)
     return license
 
 
@@ -174,13 +191,17 @@ def license_extend(*, license: License, days: int = 365) -> License:
     base = max(license.expires_at or timezone.now(), timezone.now())
     license.expires_at = base + timedelta(days=days)
     license.save(update_fields=["expires_at", "updated_at"])
+    license_cache_bump(key=license.key)
     return license
 
 
 def license_rotate_key(*, license: License) -> License:
     """A new key at once; the old one stops working immediately (it no longer exists)."""
+    old_key = license.key
     license.key = new_license_key()
     license.save(update_fields=["key", "updated_at"])
+    license_cache_bump(key=old_key)
+    license_cache_bump(key=license.key)
     return license
 
 

@@ -81,7 +81,7 @@ class RelaySession:
         self._close_browser = close_browser
         self.slot_key, self.slot_token = slot_key, slot_token
         voice = config.get("voice") or {}
-        ceiling = getattr(settings, "REALTIME_MAX_SESSION_SECONDS", 3600)
+        ceiling = settings.REALTIME_MAX_SESSION_SECONDS
         self.max_seconds = min(int(voice.get("max_session_seconds", 900)), ceiling)
         self.conversation_id: int | None = None
         self.upstream: Any = None

@@ -7,16 +7,16 @@ key rotation changes the key, so both miss the cache and render afresh.
 
 Under ASGI every request runs its sync code in a fresh thread, hence on a fresh database connection; so
 the resolution itself (license status + published version for a key) is cached too, for RESOLVE_TTL
-seconds under a per-key generation token that every save of the license or of one of its widgets
-replaces (receivers below), at once and again on commit. A write that bypasses save() (queryset.update)
-is picked up within RESOLVE_TTL, well inside the browsers' own max-age=60.
+seconds under the license's cache generation (licenses.selectors.license_cache_generation), which the
+services that change what a key serves (publish, rollback, delete, suspend, extend, rotate, the admin's
+save) replace at once and again on commit. A write that bypasses them is picked up within RESOLVE_TTL,
+well inside the browsers' own max-age=60.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -25,15 +25,13 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.staticfiles.storage import staticfiles_storage
 from django.core.cache import cache
-from django.db import connection, transaction
-from django.db.models.signals import post_delete, post_save, pre_save
-from django.dispatch import receiver
+from django.db import connection
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from licenses.models import License
-from licenses.selectors import REASON_MESSAGES, license_get_public, license_status_reason
+from licenses.selectors import REASON_MESSAGES, license_cache_generation, license_get_public, license_status_reason
 from widgets.config_schema import config_public
 from widgets.models import Widget, WidgetVersion
 
@@ -173,47 +171,10 @@ def _key_id(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
-def loader_invalidate(*, key: str) -> None:
-    """Forget the cached resolution of every widget of this license key (a fresh generation token)."""
-    cache.set(f"sb:loader:gen:{_key_id(key)}", uuid.uuid4().hex, 86400)
-
-
-def _invalidate_now_and_on_commit(key: str) -> None:
-    loader_invalidate(key=key)
-    transaction.on_commit(lambda: loader_invalidate(key=key))
-
-
-@receiver(pre_save, sender=License, dispatch_uid="loader_license_pre_save")
-def _license_rotating(sender: type, instance: License, **kwargs: object) -> None:
-    if instance.pk:
-        old = License.objects.filter(pk=instance.pk).values_list("key", flat=True).first()
-        if old and old != instance.key:
-            _invalidate_now_and_on_commit(old)
-
-
-@receiver(post_save, sender=License, dispatch_uid="loader_license_saved")
-@receiver(post_delete, sender=License, dispatch_uid="loader_license_deleted")
-def _license_changed(sender: type, instance: License, **kwargs: object) -> None:
-    _invalidate_now_and_on_commit(instance.key)
-
-
-@receiver(post_save, sender=Widget, dispatch_uid="loader_widget_saved")
-@receiver(post_delete, sender=Widget, dispatch_uid="loader_widget_deleted")
-def _widget_changed(sender: type, instance: Widget, **kwargs: object) -> None:
-    key = License.objects.filter(pk=instance.license_id).values_list("key", flat=True).first()
-    if key:
-        _invalidate_now_and_on_commit(key)
-
-
 def loader_resolve_cached(*, key: str, widget_id: str = "") -> LoaderResult | tuple[dict, str]:
     if not key or len(key) > 64:
         return loader_error("unknown_license", 404)
-    gen_key = f"sb:loader:gen:{_key_id(key)}"
-    generation = cache.get(gen_key)
-    if generation is None:
-        generation = uuid.uuid4().hex
-        if not cache.add(gen_key, generation, 86400):
-            generation = cache.get(gen_key) or generation
+    generation = license_cache_generation(key=key)
     res_key = f"sb:loader:res:{_key_id(key)}:{generation}:{widget_id}"
     resolved = cache.get(res_key)
     if resolved is None:

@@ -11,6 +11,7 @@ from django.db.models import Max
 from config.api import ApiError
 from licenses.crypto import secret_hint
 from licenses.models import License, Membership
+from licenses.services import license_cache_bump
 from widgets.config_schema import ConfigError, config_normalize, config_widget_type
 from widgets.models import Widget, WidgetVersion
 
@@ -163,6 +164,7 @@ def widget_publish(
             raise _invalid_config(exc)
         version = _publish_snapshot(widget=current, user=user, config=snapshot, note=note)
         current.save(update_fields=["published_version", "updated_at"])
+        license_cache_bump(key=current.license.key)
     return version
 
 
@@ -185,6 +187,7 @@ def widget_rollback(
         current.widget_type = config_widget_type(snapshot)
         current.revision += 1
         current.save(update_fields=["published_version", "config", "widget_type", "revision", "updated_at"])
+        license_cache_bump(key=current.license.key)
     return version
 
 
@@ -209,4 +212,6 @@ def widget_duplicate(*, widget: Widget, user: AbstractBaseUser | None, membershi
 
 def widget_delete(*, widget: Widget, membership: Membership | None) -> None:
     _require(membership, Membership.Role.ADMIN, "delete widgets")
+    key = widget.license.key
     widget.delete()
+    license_cache_bump(key=key)

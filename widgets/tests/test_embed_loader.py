@@ -190,3 +190,14 @@ def test_cached_loader_follows_a_widget_publish_of_another_widget(client, widget
 
 def test_loader_rejects_post(client, widget_a, license_a):
     assert client.post(loader_url(license_a.key)).status_code == 405
+
+
+def test_cached_loader_follows_a_staff_edit_in_the_admin_at_once(client, rf, staff, widget_a, license_a):
+    from django.contrib.admin.sites import site
+
+    assert client.get(loader_url(license_a.key)).status_code == 200
+    request = rf.post("/admin/licenses/license/")
+    request.user = staff
+    license_a.status = "suspended"
+    site._registry[type(license_a)].save_model(request, license_a, form=None, change=True)
+    assert client.get(loader_url(license_a.key)).status_code == 403
