@@ -4,7 +4,8 @@
 - answers CORS preflight (OPTIONS) for allowed origins only;
 - runs the license check with the request's Origin (missing/`null`/foreign Origin → 403 with the
   reason code), optionally requiring quota (→ 429 `quota_exceeded`);
-- adds `Access-Control-Allow-Origin` (the exact origin, never `*`) and `Vary: Origin` to answers.
+- adds `Access-Control-Allow-Origin` (the exact origin, never `*`) and `Vary: Origin` to answers;
+  a refusal is readable by the refused page too (only its reason code), so the widget can say why.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from config.api import error_response
-from licenses.domains import origin_allowed
+from licenses.domains import origin_allowed, origin_host_port
 from licenses.models import License
 from licenses.selectors import LicenseCheck, license_check, license_get_public
 
@@ -37,6 +38,17 @@ def cors_headers(
         response["Access-Control-Allow-Methods"] = methods
         response["Access-Control-Allow-Headers"] = ALLOW_HEADERS
         response["Access-Control-Max-Age"] = "600"
+    response["Vary"] = "Origin"
+    return response
+
+
+def refusal_cors(response: HttpResponse, *, request: HttpRequest) -> HttpResponse:
+    """Let the refused page read *why* (the reason code and nothing else), so the widget can log it.
+
+    The body holds no data of the license; the loader already tells any page the same."""
+    origin = request_origin(request)
+    if origin_host_port(origin) is not None:
+        response["Access-Control-Allow-Origin"] = origin
     response["Vary"] = "Origin"
     return response
 
@@ -70,7 +82,7 @@ def public_endpoint(*, methods: tuple[str, ...], quota: str | None = None, key_f
             if key_from:
                 check = license_check(license=license, origin=request_origin(request), quota=quota)
                 if not check.ok:
-                    return cors_headers(check_error(check), request=request, license=license, methods=allowed)
+                    return refusal_cors(check_error(check), request=request)
             response = view(request, license, *args, **kwargs)
             return cors_headers(response, request=request, license=license, methods=allowed)
 
