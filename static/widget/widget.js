@@ -385,7 +385,7 @@
     if (c.voice && c.voice.enabled) {
       var mc = this.mc = el("button", "mc", svg("mic"));
       mc.type = "button"; mc.setAttribute("aria-label", "Start voice call"); mc.setAttribute("aria-pressed", "false");
-      mc.onclick = function () { self.voice ? self.hangUp() : self.startVoice(); };
+      mc.onclick = function () { self.voice || self.vstate === "connecting" ? self.hangUp() : self.startVoice(); };
       cp.appendChild(mc);
     }
     cp.appendChild(sd);
@@ -606,9 +606,13 @@
       row.setAttribute("role", "list"); row.setAttribute("aria-label", "Products");
       (ev.products || []).slice(0, 10).forEach(function (p) {
         var cd = el("div", "cd"); cd.setAttribute("role", "listitem");
-        var img = safeUrl(p.image_url);
-        if (img) { var im = el("img"); im.src = img; im.alt = p.title || ""; im.loading = "lazy"; cd.appendChild(im); }
-        else cd.appendChild(el("div", "ph")).textContent = (p.title || "?").charAt(0).toUpperCase();
+        var img = safeUrl(p.image_url), ph = el("div", "ph");
+        ph.textContent = (p.title || "?").charAt(0).toUpperCase();
+        if (img) {
+          var im = el("img"); im.src = img; im.alt = p.title || ""; im.loading = "lazy";
+          im.onerror = function () { if (im.parentNode) im.parentNode.replaceChild(ph, im); };  // no broken image
+          cd.appendChild(im);
+        } else cd.appendChild(ph);
         var ci = el("div", "ci");
         ci.appendChild(el("b")).textContent = p.title || "";
         if (p.description) ci.appendChild(el("span", "ds")).textContent = p.description;
@@ -699,6 +703,11 @@
     return {
       baseUrl: this.base, licenseKey: this.o.key, widgetId: this.o.widget, visitorId: this.vid, config: this.cfg,
       root: this.root,
+      // voice.js asks before a call when voice.consent_required: the same inline consent, remembered once.
+      confirm: function (text) {
+        return store(self.skey + "consent") ? Promise.resolve(true)
+          : new Promise(function (done) { self.consent(text, done); });
+      },
       addMessage: function (m) { self.bubble(m.role, m.text); self.persist(m.role, m.text); self.st.innerHTML = ""; },
       setPartial: function (role, text) { self.partial(role, text); },
       renderEvent: function (ev) { self.renderEvent(ev); self.persist("assistant", "", [ev]); },
@@ -721,9 +730,12 @@
   };
   P.startVoice = function () {
     var self = this, v = this.cfg.voice || {};
-    if (v.consent_required && !store(this.skey + "consent")) return this.consent(v.consent_text);
+    if (v.consent_required && !store(this.skey + "consent")) {
+      return this.consent(v.consent_text, function (ok) { if (ok) self.startVoice(); });
+    }
     this.setVoiceState("connecting");
     this.loadVoice().then(function (SV) {
+      if (self.vstate !== "connecting" || self.voice) return;  // hung up while voice.js was loading
       var s = self.voice = SV.create(self.voiceApi());
       return s.start();
     }).catch(function (e) {
@@ -732,14 +744,16 @@
     });
   };
   /* Voice consent, inline in the conversation (asked once per browser). */
-  P.consent = function (text) {
+  P.consent = function (text, done) {
     var self = this, box = el("div", "ui cdw");
+    if (this.cbox) this.cbox.remove();
+    this.cbox = box;
     box.setAttribute("role", "group"); box.setAttribute("aria-label", "Voice call consent");
     box.appendChild(el("p")).textContent = text || "This call is processed by an AI assistant.";
     var ok = el("button", "bt", "Start the call"), no = el("button", "", "Not now");
     ok.type = no.type = "button";
-    ok.onclick = function () { store(self.skey + "consent", 1); box.remove(); self.startVoice(); };
-    no.onclick = function () { box.remove(); self.mc.focus(); };
+    ok.onclick = function () { store(self.skey + "consent", 1); box.remove(); self.cbox = null; done(true); };
+    no.onclick = function () { box.remove(); self.cbox = null; self.mc.focus(); done(false); };
     box.appendChild(ok); box.appendChild(no);
     this.lg.appendChild(box); this.scroll(); ok.focus();
   };
@@ -757,6 +771,7 @@
     error: "Voice unavailable" };
   P.setVoiceState = function (s, detail) {
     if (!this.vb) return;
+    this.vstate = s;
     var active = s !== "idle";
     this.vb.hidden = !active;
     this.vb.setAttribute("data-s", s);
