@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import timedelta
 
@@ -340,10 +341,16 @@ def test_screenshots(signed_in, live_server, owner, license_a, agency_a, width, 
                                       expires_at=timezone.now() + timedelta(days=7))
     shot("share-links", f"/app/widgets/{n8n.public_id}/share/")
     shot("share-page", reverse("app-share", kwargs={"token": preview_link_token(link)}), full_page=False)
-    # The voice panel explains when the relay's session endpoint is not there (another app serves it).
+    # The voice panel shows the exact session the relay sends (the one session_config function).
+    from realtime.session_config import session_config
+
     page.goto(f"{live_server.url}/app/widgets/{n8n.public_id}/")
     page.get_by_role("tab", name="Voice").click()
     page.get_by_role("button", name="Load session").click()
-    page.locator("#session-out .callout, #session-out pre").first.wait_for()
+    shown = page.locator("#session-out pre")
+    shown.wait_for()
+    shown.scroll_into_view_if_needed()
+    n8n.refresh_from_db()
+    assert json.loads(shown.inner_text()) == session_config(config=n8n.published_version.config, widget=n8n)
     page.screenshot(path=os.path.join(artifacts_dir, f"configurator-editor-voice-{width}.png"))
     assert not errors
