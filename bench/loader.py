@@ -39,7 +39,7 @@ def free_port() -> int:
 def prepare(env: dict[str, str]) -> str:
     """Migrate and seed; return the demo license key."""
     subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
-    out = subprocess.run([PYTHON, "manage.py", "seed_demo"], cwd=ROOT, env=env, check=True,
+    out = subprocess.run([PYTHON, "manage.py", "seed_demo", "--force"], cwd=ROOT, env=env, check=True,
                          capture_output=True, text=True).stdout
     match = re.search(r"license key\s*:\s*(\S+)", out)
     if not match:
@@ -129,10 +129,19 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000, help="requests per scenario (default 3000)")
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent client connections (default 32)")
     parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds per scenario (default 10)")
+    parser.add_argument("--production", action="store_true",
+                        help="DEBUG=0 with collected, compressed static files (WhiteNoise's production path)")
     args = parser.parse_args()
 
     tmp = tempfile.TemporaryDirectory(prefix="sb-bench-")
     env = {**os.environ, "DEBUG": "1", "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
+    if args.production:
+        from cryptography.fernet import Fernet
+
+        env.update({"DEBUG": "0", "SECRET_KEY": "bench-" + "x" * 60, "ALLOWED_HOSTS": "127.0.0.1",
+                    "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(), "SECURE_SSL_REDIRECT": "0",
+                    "SECURE_HSTS_SECONDS": "0"})
+        subprocess.run([PYTHON, "manage.py", "collectstatic", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
     env.pop("REDIS_URL", None) if "BENCH_KEEP_REDIS" not in os.environ else None
     if not env.get("DATABASE_URL"):
         env["DATABASE_URL"] = f"sqlite:///{tmp.name}/bench.sqlite3"
@@ -150,7 +159,7 @@ def main() -> None:
             proc.kill()
         tmp.cleanup()
 
-    print(f"\nSwitchboard loader benchmark — Daphne, 1 process, DEBUG=1, db={db_label}, loopback, "
+    print(f"\nSwitchboard loader benchmark — Daphne, 1 process, DEBUG={env['DEBUG']}, db={db_label}, loopback, "
           f"{args.requests} requests/scenario in {args.rounds} interleaved rounds, concurrency {args.concurrency}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, python {sys.version.split()[0]}")
     print(f"{'scenario':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
