@@ -217,7 +217,7 @@ REALTIME_PRICES = {
     "gpt-realtime-mini": {"text_in": 0.6, "text_in_cached": 0.06, "text_out": 2.4, "audio_in": 10.0,
                           "audio_in_cached": 0.3, "audio_out": 20.0},
 }
-REALTIME_MAX_SESSIONS_PER_PROCESS = env_int("REALTIME_MAX_SESSIONS_PER_PROCESS", 60, minimum=1)
+REALTIME_MAX_SESSIONS_PER_PROCESS = env_int("REALTIME_MAX_SESSIONS_PER_PROCESS", 100, minimum=1)
 # Platform ceiling over a widget's voice.max_session_seconds.
 REALTIME_MAX_SESSION_SECONDS = env_int("REALTIME_MAX_SESSION_SECONDS", 3600, minimum=30)
 CHATKIT_DEFAULT_MODEL = env_str("CHATKIT_DEFAULT_MODEL", "gpt-4.1-mini")
