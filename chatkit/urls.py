@@ -10,5 +10,6 @@ urlpatterns = [
     path("widget/chatkit/<str:license_key>", views.page, name="page"),
     path("api/chatkit/sessions", views.session_create, name="sessions"),
     path("api/chatkit/preview-sessions", views.PreviewSessionView.as_view(), name="preview-sessions"),
+    path("api/chatkit/preview-options", views.PreviewOptionsView.as_view(), name="preview-options"),
     path("api/chatkit/<str:license_key>/", views.server, name="server"),
 ]

@@ -33,7 +33,12 @@ from rest_framework.views import APIView
 
 from chatkit.client import ChatKitError, ChatKitSession
 from chatkit.selectors import chatkit_widget_draft, chatkit_widget_published
-from chatkit.serializers import ChatKitSessionSerializer, PreviewSessionRequestSerializer
+from chatkit.serializers import (
+    ChatKitSessionSerializer,
+    PreviewOptionsRequestSerializer,
+    PreviewOptionsSerializer,
+    PreviewSessionRequestSerializer,
+)
 from chatkit.services import (
     AGENT_BUILDER_SHUTDOWN,
     chatkit_color_scheme_auto,
@@ -50,6 +55,7 @@ from chatkit.services import (
 from config.api import ApiError, error_response
 from licenses.models import License
 from licenses.selectors import REASON_MESSAGES, license_check, license_get_public, license_status_reason
+from widgets.config_schema import ConfigError, config_normalize
 from widgets.models import Widget
 from widgets.public import cors_headers, public_endpoint, request_origin
 from widgets.selectors import widget_get_for_user
@@ -166,6 +172,36 @@ class PreviewSessionView(APIView):
         return Response(_session_body(session), headers={"Cache-Control": "no-store"})
 
 
+# --- POST /api/chatkit/preview-options (configurator: live theme edits) ------------------------------
+
+
+class PreviewOptionsView(APIView):
+    """The ChatKit options for an UNSAVED draft, so the preview page follows edits live.
+
+    The draft (partial or whole) is merged over the saved draft and validated like a save would,
+    then mapped by `chatkit_options` (the one mapping). Nothing is saved; no secret is in the answer.
+    Signed-in member of the widget's agency (any role), CSRF-protected session auth.
+    """
+
+    @extend_schema(request=PreviewOptionsRequestSerializer, responses=PreviewOptionsSerializer,
+                   summary="ChatKit options for an unsaved draft config (configurator preview)")
+    def post(self, request: Request) -> Response:
+        data = PreviewOptionsRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        widget, _membership = widget_get_for_user(user=request.user, public_id=data.validated_data["widget"])
+        try:
+            saved = chatkit_widget_draft(widget=widget)
+        except ChatKitError as exc:
+            raise ApiError(exc.code, exc.message, status_code=exc.status_code)
+        try:
+            config = config_normalize(data.validated_data["config"], base=saved)
+        except ConfigError as exc:
+            fields = {f"config.{path}" if path != "config" else "config": msgs for path, msgs in exc.errors.items()}
+            raise ApiError("invalid_config", str(exc), fields=fields)
+        body = {"options": chatkit_options(config), "autoColorScheme": chatkit_color_scheme_auto(config)}
+        return Response(body, headers={"Cache-Control": "no-store"})
+
+
 # --- GET /widget/chatkit/<license_key> and /widget/chatkit/preview/<public_id> ---------------------
 
 
@@ -192,6 +228,7 @@ def _page(
     }
     if preview:
         page["sessionUrl"] = reverse("chatkit:preview-sessions")
+        page["optionsUrl"] = reverse("chatkit:preview-options")
         page["csrfToken"] = get_token(request)
     else:
         assert origin is not None

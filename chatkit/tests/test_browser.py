@@ -21,8 +21,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 STAND_IN = r"""
 class StandInChatKit extends HTMLElement {
   setOptions(options) {
+    window.__chatkitSameApi = window.__chatkitApi === options.api;
     window.__chatkit = {options: JSON.parse(JSON.stringify(options)), apiKeys: Object.keys(options.api)};
     window.__chatkitApi = options.api;
+    window.__chatkitCalls = (window.__chatkitCalls || 0) + 1;
     const t = options.theme, accent = t.color.accent.primary, dark = t.colorScheme === "dark";
     this.style.cssText = `display:flex;flex-direction:column;height:100%;font:${t.typography.baseSize}px system-ui;` +
       `background:${dark ? "#111827" : "#fff"};color:${dark ? "#f9fafb" : "#111827"}`;
@@ -191,3 +193,60 @@ def test_configurator_preview_gets_a_draft_session_with_csrf(
     assert browser_page.locator("[data-testid=legacy-note]").is_visible()
     assert not LicenseUsage.objects.filter(chatkit_sessions__gt=0).exists()
     assert Conversation.objects.get().is_preview is True
+
+
+def test_configurator_chatkit_preview_follows_unsaved_theme_edits_live(
+    fake_openai, live_server, browser_page, license_a, owner, artifacts_dir
+):
+    """The configurator frames the real ChatKit preview page; an accent colour change (not saved)
+    reaches the mounted element through setOptions, mapped on the server, with the same api."""
+    from django.conf import settings as django_settings
+    from django.test import Client
+
+    widget = make_chatkit_widget(license=license_a, user=owner, publish=False)
+    before = widget.config
+    client = Client()
+    client.force_login(owner)
+    browser_page.context.add_cookies([{
+        "name": django_settings.SESSION_COOKIE_NAME, "value": client.cookies[django_settings.SESSION_COOKIE_NAME].value,
+        "url": live_server.url,
+    }])
+    page_errors: list[str] = []
+    browser_page.on("pageerror", lambda e: page_errors.append(str(e)))
+
+    browser_page.goto(f"{live_server.url}/app/widgets/{widget.public_id}/")
+    browser_page.wait_for_function("window.switchboardConfigurator !== undefined")
+    browser_page.frame_locator("#preview-frame").locator("iframe.ck-frame").wait_for(state="attached")
+    frame = _preview_chatkit_frame(browser_page)
+    frame.wait_for_function("() => window.__chatkitSecret", timeout=15000)
+    assert frame.evaluate("window.__chatkit.options.theme.color.accent.primary") == "#0f766e"
+
+    browser_page.get_by_role("tab", name="Appearance").click()
+    browser_page.get_by_label("Accent colour", exact=True).fill("#be123c")
+    frame.wait_for_function(
+        "() => window.__chatkit.options.theme.color.accent.primary === '#be123c'", timeout=10000)
+    browser_page.wait_for_timeout(300)
+    browser_page.screenshot(path=os.path.join(artifacts_dir, "chatkit-configurator-live-accent.png"))
+
+    recorded = frame.evaluate("window.__chatkit")
+    assert recorded["options"]["theme"]["color"]["accent"] == {"primary": "#be123c", "level": 2}
+    assert recorded["options"]["startScreen"]["greeting"] == "Welcome to the shop!"
+    assert recorded["apiKeys"] == ["getClientSecret"]
+    assert frame.evaluate("window.__chatkitCalls") >= 2
+    assert frame.evaluate("window.__chatkitSameApi") is True
+    # The same iframe was updated in place, not reloaded with the saved draft.
+    assert frame.url.endswith(f"/widget/chatkit/preview/{widget.public_id}")
+    widget.refresh_from_db()
+    assert widget.config == before  # nothing saved
+    assert browser_page.locator("#save-state").inner_text() == "Unsaved changes"
+    assert not page_errors
+    assert not LicenseUsage.objects.filter(chatkit_sessions__gt=0).exists()
+
+
+def _preview_chatkit_frame(page):
+    for _ in range(50):
+        for frame in page.frames:
+            if "/widget/chatkit/preview/" in frame.url:
+                return frame
+        page.wait_for_timeout(100)
+    raise AssertionError(f"no ChatKit preview frame in {[f.url for f in page.frames]}")

@@ -287,7 +287,7 @@ export async function save() {
     statusBadge(data);
     updateSecretHints(data.secrets);
     toast("Draft saved");
-    // The ChatKit page shows the saved draft (and the connection state is read on load): refresh it.
+    // The connection state (is the ChatKit page usable?) is read when the frame loads: refresh it.
     if (data.widget_type === "chatkit") frame.contentWindow?.location.reload();
     return true;
   }

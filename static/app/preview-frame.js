@@ -11,6 +11,8 @@ const state = { config: boot.config, mode: boot.config.embed.mode, host: "light"
 let mounted = null;
 
 export function mountPreview(el, config, options) {
+  // The real ChatKit page is updated in place (re-creating its iframe would reload it).
+  if (mounted && typeof mounted.update === "function" && mounted.update(config, options)) return mounted;
   if (mounted && typeof mounted.destroy === "function") mounted.destroy();
   el.replaceChildren();
   const bundle = window.SwitchboardWidget;
@@ -213,7 +215,14 @@ function frameWidget(el, config, options, panel, color) {
   return { destroy() {} };
 }
 
-// --- ChatKit (built-in stand-in until /widget/chatkit/ preview mode is available) -------------------
+// --- ChatKit: the real preview page once connected, else a theme stand-in ------------------------------
+
+// The public config back in the schema's shape, only the parts ChatKit's options come from: the
+// server merges it over the saved draft, validates and maps it (no mapping in JS).
+function postChatKitDraft(iframe, config) {
+  const draft = { appearance: { chatkit: config.appearance }, behaviour: config.behaviour };
+  iframe.contentWindow?.postMessage({ type: "switchboard:chatkit-draft", config: draft }, location.origin);
+}
 
 const RADIUS = { pill: "999px", round: "16px", soft: "10px", sharp: "3px" };
 const DENSITY = { compact: "8px", normal: "12px", spacious: "16px" };
@@ -232,15 +241,32 @@ function renderChatKit(el, config, options) {
   };
   const ready = boot.ready && boot.ready.chatkit;
   if (boot.chatkitUrl && ready) {
-    // The real ChatKit page in preview mode (chatkit app): it renders the SAVED draft with the
-    // preview session endpoint (never counted as usage); theme edits show after Save draft.
+    // The real ChatKit page in preview mode (chatkit app), with the preview session endpoint (never
+    // counted as usage). It follows the UNSAVED draft: each change is posted to it, and the page
+    // asks the server for the mapped options (chatkit_options) and hands them to ChatKit.
+    let current = config;
     const iframe = h("iframe", { class: "ck-frame", title: "ChatKit preview", src: boot.chatkitUrl,
-      allow: "clipboard-write" });
+      allow: "clipboard-write", onload: () => postChatKitDraft(iframe, current) });
     const panel = h("section", { class: "ck-panel ck-real", "data-sb-provider": "chatkit", "data-sb-accent": a.accent_color,
-      "aria-label": "ChatKit", style: vars },
-      state.dirty ? h("div", { class: "ck-dirty", role: "note" }, "Showing the saved draft: save to see your latest theme edits here.") : null,
-      iframe);
-    return frameWidget(el, config, options, panel, a.accent_color);
+      "aria-label": "ChatKit", style: vars }, iframe);
+    frameWidget(el, config, options, panel, a.accent_color);
+    const mode = options.mode;
+    const open = state.open;
+    const embed = JSON.stringify(config.embed);
+    root.dataset.renderer = "chatkit-page";
+    return {
+      destroy() {},
+      update(next, nextOptions) {
+        if (next.provider !== "chatkit" || nextOptions.mode !== mode || state.open !== open
+          || JSON.stringify(next.embed) !== embed) return false;
+        current = next;
+        panel.dataset.sbAccent = next.appearance.accent_color;
+        const button = el.querySelector(".sb-launcher");
+        if (button) button.style.background = next.appearance.accent_color;
+        postChatKitDraft(iframe, next);
+        return true;
+      },
+    };
   }
   const note = boot.shared
     ? "This shared preview shows the ChatKit widget's look; chatting is available on the live site."
