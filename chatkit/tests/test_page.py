@@ -83,6 +83,8 @@ def test_page_token_is_bound_to_license_widget_and_origin(fake_openai, chatkit_w
 
     assert page["mode"] == "hosted"
     assert page["sessionUrl"] == "/api/chatkit/sessions"
+    # Live draft options and the CSRF token are for the signed-in preview only.
+    assert "optionsUrl" not in page and "csrfToken" not in page
     assert page["license"] == chatkit_widget.license.key
     assert page["widget"] == chatkit_widget.public_id
     token = page_token_read(page["token"])
