@@ -20,10 +20,14 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEBUG = env_bool("DEBUG", False)
 TESTING = "pytest" in sys.modules or (len(sys.argv) > 1 and sys.argv[1] == "test")
+# Build-time commands that neither serve nor read secrets may run without them (a Docker build,
+# a migrations check in CI); everything else refuses to start without SECRET_KEY / encryption keys.
+BUILD_COMMAND = len(sys.argv) > 1 and sys.argv[0].endswith("manage.py") and sys.argv[1] in {
+    "makemigrations", "collectstatic"}
 
 SECRET_KEY = env_str("SECRET_KEY")
 if not SECRET_KEY:
-    if not (DEBUG or TESTING):
+    if not (DEBUG or TESTING or BUILD_COMMAND):
         raise ImproperlyConfigured(
             "SECRET_KEY is not set. Set SECRET_KEY to a long random string (or DEBUG=1 for local development)."
         )
@@ -32,7 +36,7 @@ if not SECRET_KEY:
 # Fernet keys for secrets at rest: the first encrypts, all decrypt (rotation).
 FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEYS")
 if not FIELD_ENCRYPTION_KEYS:
-    if not (DEBUG or TESTING):
+    if not (DEBUG or TESTING or BUILD_COMMAND):
         raise ImproperlyConfigured(
             "FIELD_ENCRYPTION_KEYS is not set. Generate one with "
             "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`."

@@ -70,3 +70,11 @@ def test_bad_debug_value_stops_start_up():
 def test_development_start_works_with_no_env():
     result = _start({"DEBUG": "1"})
     assert result.returncode == 0, result.stderr
+
+
+def test_build_time_commands_run_without_secrets():
+    clean = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECRET_KEY", "FIELD_ENCRYPTION_KEYS"}}
+    result = subprocess.run([sys.executable, "manage.py", "makemigrations", "--check", "--dry-run"], cwd=ROOT,
+                            env=clean, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "No changes detected" in result.stdout
