@@ -150,21 +150,31 @@
     return a;
   }
 
-  /* Markdown subset on escaped text: **bold**, *italic* or _italic_, `code`, ``` blocks, [t](url), lists, links. */
-  function inline(t) {
-    var codes = [];
-    t = esc(t).replace(/`([^`\n]+)`/g, function (_, c) { codes.push(c); return "\u0000" + (codes.length - 1) + "\u0000"; });
-    t = t.replace(/\[([^\]\n]+)\]\(([^)\s]+)\)/g, function (m, label, url) {
-      var u = safeUrl(url.replace(/&amp;/g, "&"), true);
-      return u ? '<a href="' + esc(u) + '" target="_blank" rel="noopener noreferrer">' + label + "</a>" : label;
-    });
-    t = t.replace(/(^|[\s(])(https?:\/\/[^\s<)"]+[^\s<)".,;:!?'])/g, function (m, pre, url) {
-      return pre + '<a href="' + url + '" target="_blank" rel="noopener noreferrer">' + url + "</a>";
-    });
-    t = t.replace(/\*\*([^*\n]+)\*\*/g, "<strong>$1</strong>")
+  /* Markdown subset on escaped text: **bold**, *italic* or _italic_, `code`, ``` blocks, [t](url), lists, links.
+     Every piece of HTML it makes (code, links) is set aside behind a placeholder at once, so no later rule
+     (autolinks, emphasis) ever runs over generated markup or inside an attribute. */
+  function emph(t) {
+    return t.replace(/\*\*([^*\n]+)\*\*/g, "<strong>$1</strong>")
       .replace(/(^|[^*\w])\*([^*\n]+)\*(?!\w)/g, "$1<em>$2</em>")
       .replace(/(^|[^_\w])_([^_\n]+)_(?!\w)/g, "$1<em>$2</em>");
-    return t.replace(/\u0000(\d+)\u0000/g, function (_, i) { return "<code>" + codes[+i] + "</code>"; });
+  }
+  function inline(t) {
+    var kept = [];
+    function keep(html) { kept.push(html); return "\u0000" + (kept.length - 1) + "\u0000"; }
+    t = esc(String(t == null ? "" : t).replace(/\u0000/g, ""));
+    t = t.replace(/`([^`\n]+)`/g, function (_, c) { return keep("<code>" + c + "</code>"); });
+    t = t.replace(/\[([^\]\n]+)\]\(([^)\s]+)\)/g, function (m, label, url) {
+      var u = safeUrl(url.replace(/&amp;/g, "&").replace(/\u0000\d+\u0000/g, ""), true);
+      return u ? keep('<a href="' + esc(u) + '" target="_blank" rel="noopener noreferrer">' + emph(label) + "</a>") : label;
+    });
+    t = t.replace(/(^|[\s(])(https?:\/\/[^\s<)"\u0000]+[^\s<)".,;:!?'\u0000])/g, function (m, pre, url) {
+      return pre + keep('<a href="' + url + '" target="_blank" rel="noopener noreferrer">' + url + "</a>");
+    });
+    t = emph(t);
+    for (var i = 0; i < 3 && t.indexOf("\u0000") >= 0; i++) {
+      t = t.replace(/\u0000(\d+)\u0000/g, function (_, n) { return kept[+n]; });
+    }
+    return t;
   }
   function md(text) {
     var out = [], parts = String(text || "").split(/```[^\n]*\n?/);

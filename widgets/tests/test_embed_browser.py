@@ -451,3 +451,40 @@ def test_fullpage_mode_and_a_strict_csp_page(browser_page, host_site, live_serve
     page.keyboard.press("Enter")
     page.locator(shadow("text=Hello from n8n")).wait_for()
     assert not [text for kind, text in page.console if "Content Security Policy" in text]
+
+
+XSS_REPLIES = [
+    "Hi [help](https://x.com/(https://x/autofocus/onfocus=top.pwned=1//)",
+    "[a](https://x.com/_a_\"onmouseover=top.pwned=1) and https://x.com/\"onfocus=top.pwned=1",
+    "**[b](https://x.com/**)**\" autofocus onfocus=top.pwned=1 x=\"** `code` (https://y.com/<img src=x onerror=top.pwned=1>)",
+    "[c](javascript:top.pwned=1) <script>top.pwned=1</script> <img src=x onerror=top.pwned=1>",
+]
+
+
+@pytest.mark.parametrize("reply", XSS_REPLIES)
+def test_markdown_never_becomes_markup_or_script(browser_page, host_page, shop_widget, fake_n8n, reply):
+    """Replies come from n8n or a model: whatever they say, the bubble holds text, safe links and
+    emphasis only — no attribute, tag or handler an attacker chose."""
+    fake_n8n.reply(json={"output": reply})
+    page = browser_page()
+    page.goto(host_page(shop_widget.license.key))
+    page.locator(shadow(".lau")).click()
+    page.locator(shadow("textarea")).fill("hello")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelector('switchboard-widget').shadowRoot"
+                           ".querySelectorAll('.m.a').length >= 2")
+    page.wait_for_timeout(300)
+    found = page.evaluate("""() => {
+        const root = document.querySelector('switchboard-widget').shadowRoot;
+        const bubble = [...root.querySelectorAll('.m.a .b')].pop();
+        const bad = [];
+        for (const el of bubble.querySelectorAll('*')) {
+            if (!['A', 'STRONG', 'EM', 'CODE', 'P', 'BR', 'UL', 'OL', 'LI', 'PRE'].includes(el.tagName)) bad.push(el.tagName);
+            for (const attr of el.attributes) {
+                if (!['href', 'target', 'rel'].includes(attr.name)) bad.push(el.tagName + '@' + attr.name);
+            }
+            if (el.tagName === 'A' && !/^(https?:|mailto:)/.test(el.getAttribute('href'))) bad.push('href:' + el.href);
+        }
+        return {bad, pwned: window.pwned === undefined ? null : window.pwned};
+    }""")
+    assert found == {"bad": [], "pwned": None}
