@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.core import mail
 from django.urls import reverse
@@ -218,10 +220,12 @@ def test_admin_invites_new_user(client, owner, agency_a):
     assert response.status_code == 200
     membership = Membership.objects.get(agency=agency_a, user__email="new@agency.test")
     assert membership.role == "editor" and not membership.user.has_usable_password()
-    assert "/app/reset/" in response.context["invite_link"]
-    assert len(mail.outbox) == 1 and response.context["invite_link"] in mail.outbox[0].body
+    # The password-set link goes to the invitee's mailbox only, never to the inviter's screen.
+    assert len(mail.outbox) == 1 and mail.outbox[0].to == ["new@agency.test"]
+    link = re.search(r"(http://testserver/app/reset/\S+)", mail.outbox[0].body).group(1)
+    assert "/app/reset/" not in response.content.decode()
     # The link lets them set a password.
-    set_page = client.get(response.context["invite_link"], follow=True)
+    set_page = client.get(link, follow=True)
     assert set_page.context["validlink"]
 
 

@@ -139,7 +139,6 @@ def member_list(request: HttpRequest, membership: Membership) -> HttpResponse:
     agency = membership.agency
     errors: dict[str, list[str]] = {}
     values = {"email": "", "role": Membership.Role.EDITOR}
-    invite_link = ""
     if request.method == "POST":
         values = {"email": request.POST.get("email", ""), "role": request.POST.get("role", "")}
         try:
@@ -151,19 +150,20 @@ def member_list(request: HttpRequest, membership: Membership) -> HttpResponse:
                 return forbidden(request, exc)
             errors = exc.fields or {"email": [exc.message]}
         else:
-            invite_link = _invite(request, new, new_user)
+            _invite(request, new, new_user)
             values = {"email": "", "role": Membership.Role.EDITOR}
     members = Membership.objects.filter(agency=agency).select_related("user").order_by("user__email", "user__username")
     return render_app(request, "app/member_list.html", {
-        "members": members, "errors": errors, "values": values, "invite_link": invite_link, "nav": "members",
+        "members": members, "errors": errors, "values": values, "nav": "members",
         "roles": Membership.Role.choices, "can_manage": membership.can_publish,
         "is_owner": membership.role == Membership.Role.OWNER,
     }, status=400 if errors else 200)
 
 
-def _invite(request: HttpRequest, membership: Membership, new_user: bool) -> str:
+def _invite(request: HttpRequest, membership: Membership, new_user: bool) -> None:
+    """Email the invitation. The password-set link goes to the invitee's mailbox only: shown to the
+    inviter, it would let them take over the address's account (and every agency that later adds it)."""
     user = membership.user
-    link = ""
     if new_user:
         path = reverse("app-password-reset-confirm", kwargs={
             "uidb64": urlsafe_base64_encode(force_bytes(user.pk)), "token": default_token_generator.make_token(user),
@@ -175,8 +175,8 @@ def _invite(request: HttpRequest, membership: Membership, new_user: bool) -> str
         home = request.build_absolute_uri("/app/")
         body = f"You now have access to {membership.agency.name} on Switchboard: {home}\n"
     send_mail(f"Invitation to {membership.agency.name}", body, None, [user.email], fail_silently=True)
-    messages.success(request, f"Invited {user.email} as {membership.get_role_display().lower()}.")
-    return link
+    messages.success(request, f"Invited {user.email} as {membership.get_role_display().lower()}; "
+                              "the invitation was emailed to them.")
 
 
 def _member(membership: Membership, pk: int) -> Membership:
