@@ -243,6 +243,10 @@ CHATKIT_DOMAIN_KEY = env_str("CHATKIT_DOMAIN_KEY", "")
 WIDGET_CHAT_RATE_PER_MINUTE = env_int("WIDGET_CHAT_RATE_PER_MINUTE", 20, minimum=1)
 N8N_CONNECT_TIMEOUT = env_float("N8N_CONNECT_TIMEOUT", 5.0)
 N8N_TOTAL_TIMEOUT = env_float("N8N_TOTAL_TIMEOUT", 60.0)
+# Webhooks on loopback/private/link-local addresses are refused (SSRF) unless this is on; it is on
+# for development and tests, where n8n runs on 127.0.0.1. Turn it on for a self-hosted n8n on a
+# private network you trust.
+N8N_ALLOW_PRIVATE_NETWORKS = env_bool("N8N_ALLOW_PRIVATE_NETWORKS", DEBUG or TESTING)
 WIDGET_BUNDLE_VERSION = env_str("WIDGET_BUNDLE_VERSION", "1")
 
 # Production hardening: on unless DEBUG.

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from django.conf import settings
 
-from widgets.n8n import n8n_payload, n8n_target
+from widgets.n8n import n8n_payload, n8n_target, n8n_target_allowed
 
 TEST_SESSION = "switchboard-connection-test"
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
@@ -58,6 +58,9 @@ def connection_test(*, config: dict[str, Any], secrets: dict[str, str]) -> Conne
         target = n8n_target(config=config, secrets=secrets)
         if target is None:
             return ConnectionResult(False, "not_configured", "Enter the n8n webhook URL first.")
+        if not n8n_target_allowed(target.url):
+            return ConnectionResult(False, "not_allowed", "The webhook address points to a private or internal "
+                                    "network, which Switchboard does not call. Use the n8n instance's public URL.")
         body = n8n_payload(action="loadPreviousSession", session_id=TEST_SESSION, chat_input=None,
                            metadata={"source": "switchboard-connection-test"})
         return _call("POST", target.url, "The n8n webhook", json=body, auth=target.auth)

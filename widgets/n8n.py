@@ -17,12 +17,15 @@ secret: whoever knows it can call the workflow directly).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
@@ -66,17 +69,56 @@ class N8nReply:
     ui: list[dict[str, Any]] = field(default_factory=list)
 
 
+def url_origin(url: str) -> str:
+    """`scheme://host:port` of a URL (lower case, default port filled in), or "" when it has none."""
+    try:
+        parts = urlsplit((url or "").strip())
+        port = parts.port
+    except ValueError:
+        return ""
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return ""
+    return f"{parts.scheme}://{parts.hostname.lower()}:{port or (443 if parts.scheme == 'https' else 80)}"
+
+
 def n8n_target(*, config: dict[str, Any], secrets: dict[str, Any] | None) -> N8nTarget | None:
-    """Where the published config sends chat, with basic auth when enabled; None when not configured."""
+    """Where the config sends chat, with basic auth when enabled; None when not configured.
+
+    The stored credentials are bound to the webhook origin they were saved with
+    (`n8n_basic_auth_origin`, set by widgets.services.secrets_clean): a config that points the
+    webhook anywhere else never carries them there, so nobody can read them back through a URL of
+    their own."""
     n8n = config.get("connection", {}).get("n8n", {})
     url = (n8n.get("webhook_url") or "").strip()
     if not url:
         return None
     auth = None
-    if n8n.get("basic_auth"):
-        secrets = secrets or {}
+    secrets = secrets or {}
+    if n8n.get("basic_auth") and secrets.get("n8n_basic_auth_origin") == url_origin(url):
         auth = (secrets.get("n8n_basic_auth_user") or "", secrets.get("n8n_basic_auth_password") or "")
     return N8nTarget(url=url, auth=auth)
+
+
+def n8n_target_allowed(url: str) -> bool:
+    """Whether the server may call this webhook: never a loopback, private, link-local or reserved
+    address unless N8N_ALLOW_PRIVATE_NETWORKS (on for development and tests, off in production)."""
+    if settings.N8N_ALLOW_PRIVATE_NETWORKS:
+        return True
+    host = urlsplit(url).hostname or ""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError):
+        return True  # unresolvable: the request itself fails as unreachable
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        if not address.is_global or address.is_multicast:
+            return False
+    return True
+
+
+def _forbidden_target() -> N8nError:
+    logger.warning("n8n webhook refused: it resolves to a non-public address")
+    return N8nError("target_not_allowed", "The assistant's address is not allowed. Contact the site owner.", 502)
 
 
 def n8n_payload(*, action: str, session_id: str, chat_input: str | None, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -96,6 +138,8 @@ def _client() -> httpx.Client:
 
 
 def _post_json(target: N8nTarget, payload: dict[str, Any]) -> Any:
+    if not n8n_target_allowed(target.url):
+        raise _forbidden_target()
     try:
         with _client() as client:
             response = client.post(target.url, json=payload, auth=target.auth)
@@ -189,6 +233,8 @@ class N8nStream:
         self.text_parts: list[str] = []
         self.ui: list[dict[str, Any]] = []
         self.ok = False
+        if not n8n_target_allowed(target.url):
+            raise _forbidden_target()
         self._client = _client()
         payload = n8n_payload(action="sendMessage", session_id=session_id, chat_input=chat_input, metadata=metadata)
         request = self._client.build_request("POST", target.url, json=payload)

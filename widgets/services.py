@@ -14,6 +14,7 @@ from licenses.models import License, Membership
 from licenses.services import license_cache_bump
 from widgets.config_schema import ConfigError, config_normalize, config_widget_type
 from widgets.models import Widget, WidgetVersion
+from widgets.n8n import url_origin
 
 SECRET_NAMES = ("openai_api_key", "n8n_basic_auth_user", "n8n_basic_auth_password")
 
@@ -28,8 +29,16 @@ def _require(membership: Membership | None, role: str, action: str) -> None:
         raise ApiError("permission_denied", f"Your role may not {action}.", status_code=403)
 
 
-def secrets_clean(*, current: dict[str, str], changes: dict[str, Any] | None) -> dict[str, str]:
-    """Apply write-only secret changes: a string sets, "" or None clears, a missing key keeps."""
+N8N_AUTH = ("n8n_basic_auth_user", "n8n_basic_auth_password")
+
+
+def secrets_clean(
+    *, current: dict[str, str], changes: dict[str, Any] | None, config: dict[str, Any] | None = None
+) -> dict[str, str]:
+    """Apply write-only secret changes: a string sets, "" or None clears, a missing key keeps.
+
+    n8n credentials set here are bound to the origin of `config`'s webhook URL (widgets.n8n sends
+    them nowhere else); moving the webhook to another host means entering them again."""
     if changes is None:
         return current
     if not isinstance(changes, dict):
@@ -44,6 +53,12 @@ def secrets_clean(*, current: dict[str, str], changes: dict[str, Any] | None) ->
             raise ApiError("invalid", f"secrets.{name} must be text.", fields={f"secrets.{name}": ["Must be text."]})
         else:
             out[name] = value.strip()
+    if any(name in changes for name in N8N_AUTH):
+        if any(out.get(name) for name in N8N_AUTH):
+            webhook = ((config or {}).get("connection", {}).get("n8n", {}).get("webhook_url") or "")
+            out["n8n_basic_auth_origin"] = url_origin(webhook)
+        else:
+            out.pop("n8n_basic_auth_origin", None)
     return out
 
 
@@ -72,7 +87,7 @@ def widget_create(
         normalized = config_normalize(config)
     except ConfigError as exc:
         raise _invalid_config(exc)
-    clean_secrets = secrets_clean(current={}, changes=secrets)
+    clean_secrets = secrets_clean(current={}, changes=secrets, config=normalized)
     with transaction.atomic():
         # Lock the license row so two concurrent creates cannot both pass max_widgets.
         locked = License.objects.select_for_update().get(pk=license.pk)
@@ -129,7 +144,7 @@ def widget_update(
             current.widget_type = config_widget_type(current.config)
             fields += ["config", "widget_type"]
         if secrets is not None:
-            current.secrets = secrets_clean(current=current.secrets or {}, changes=secrets)
+            current.secrets = secrets_clean(current=current.secrets or {}, changes=secrets, config=current.config)
             fields.append("secrets")
         current.revision += 1
         current.save(update_fields=fields)

@@ -43,7 +43,8 @@ def test_connection(request: HttpRequest, widget: Widget, membership: Membership
         except ConfigError as exc:
             fields = {f"config.{p}": m for p, m in exc.errors.items()}
             raise ApiError("invalid_config", str(exc), fields=fields)
-        secrets = services.secrets_clean(current=widget.secrets or {}, changes=body.get("secrets") or {})
+        secrets = services.secrets_clean(current=widget.secrets or {}, changes=body.get("secrets") or {},
+                                         config=config)
     except ApiError as exc:
         return api_error_json(exc)
     return JsonResponse(connection_test(config=config, secrets=secrets).as_dict())
