@@ -266,6 +266,12 @@ def page(request: HttpRequest, license_key: str) -> HttpResponse:
                         message=REASON_MESSAGES[reason])
     assert license is not None
     referer = _referer_origin(request)
+    if not referer:
+        # A browser always sends the framing page's origin here (the loader's iframe asks for it with
+        # referrerpolicy="origin"); without one, `?origin=` would be an unproven claim that lets any
+        # page open this one top-level and spend the license's sessions.
+        return _problem(request, status=403, title="Chat unavailable",
+                        message="Open this chat from the website that embeds it.")
     origin = request.GET.get("origin") or referer
     check = license_check(license=license, origin=origin)
     if not check.ok:

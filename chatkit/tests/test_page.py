@@ -19,6 +19,8 @@ def get_page(widget, origin=ALLOWED, **headers):
     params = {"widget": widget.public_id}
     if origin is not None:
         params["origin"] = origin
+        # What a browser sends for the loader's iframe (referrerpolicy="origin").
+        headers.setdefault("HTTP_REFERER", origin + "/")
     return Client().get(f"/widget/chatkit/{widget.license.key}", params, **headers)
 
 
@@ -114,7 +116,8 @@ def test_referer_contradicting_the_origin_param_is_refused(fake_openai, chatkit_
 
 @pytest.mark.parametrize(
     ("origin", "text"),
-    [(None, "no usable Origin"), ("null", "no usable Origin"), ("https://evil.example.net", "not on the license")],
+    [(None, "Open this chat from the website"), ("null", "Open this chat from the website"),
+     ("https://evil.example.net", "not on the license")],
 )
 def test_page_refuses_missing_or_foreign_embedding_origin(fake_openai, chatkit_widget, origin, text):
     response = get_page(chatkit_widget, origin=origin)
@@ -172,3 +175,10 @@ def test_server_mode_page_points_api_url_at_the_reserved_server_route(fake_opena
     reserved = Client().post(page["apiUrl"], data="{}", content_type="application/json")
     assert reserved.status_code == 501
     assert reserved.json()["error"]["code"] == "not_implemented"
+
+
+def test_page_without_a_referer_is_refused_even_with_an_allowed_origin_param(chatkit_widget):
+    """?origin= alone is a claim anyone can make (a top-level tab opened with noreferrer): refused."""
+    response = get_page(chatkit_widget, HTTP_REFERER="")
+    assert response.status_code == 403
+    assert b"page-token" not in response.content and b"pageToken" not in response.content

@@ -343,6 +343,8 @@
       var fr = el("iframe", "fr");
       fr.title = title;
       fr.setAttribute("allow", "microphone; clipboard-write");
+      // The ChatKit page only serves the site that frames it, proven by the Referer's origin.
+      fr.referrerPolicy = "origin";
       fr.dataset.src = this.base + this.o.frame;
       if (mode !== "popup") fr.src = fr.dataset.src;
       this.frame = fr;
