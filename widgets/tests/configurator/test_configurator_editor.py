@@ -343,6 +343,8 @@ def test_preview_frame_is_framable_same_origin_only_and_public_config(client, ow
     response = login(client, owner).get(url("app-widget-preview-frame", widget_a))
     assert response["X-Frame-Options"] == "SAMEORIGIN"
     assert b"secret-hook" not in response.content
+    # Tenant-authored text renders here on our origin: no inline script or handler may ever run.
+    assert response["Content-Security-Policy"] == "script-src 'self'; object-src 'none'; base-uri 'none'"
 
 
 def _set_webhook(widget, owner, webhook, **n8n):

@@ -60,6 +60,9 @@ def _frame(request: HttpRequest, widget: Widget, chat_url: str, *, shared: bool 
             "licenseKey": widget.license.key,
         },
     })
+    # The frame renders tenant-authored text (greeting, replies) on our own origin: only our own
+    # script files may run in it, never an inline script or event handler.
+    response["Content-Security-Policy"] = "script-src 'self'; object-src 'none'; base-uri 'none'"
     return response
 
 
