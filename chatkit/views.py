@@ -57,10 +57,8 @@ from licenses.models import License
 from licenses.selectors import REASON_MESSAGES, license_check, license_get_public, license_status_reason
 from widgets.config_schema import ConfigError, config_normalize
 from widgets.models import Widget
-from widgets.public import cors_headers, public_endpoint, request_origin
+from widgets.public import public_endpoint, request_origin
 from widgets.selectors import widget_get_for_user
-
-SESSION_METHODS = "POST, OPTIONS"
 
 
 def _error(exc: ChatKitError) -> JsonResponse:
@@ -89,8 +87,14 @@ def _referer_origin(request: HttpRequest) -> str | None:
 # --- POST /api/chatkit/sessions -----------------------------------------------------------------
 
 
-@public_endpoint(methods=("POST",), key_from="")
-def _session_create(request: HttpRequest, license: None) -> HttpResponse:
+@public_endpoint(methods=("POST",), key_from="", preflight_any_origin=True)
+def session_create(request: HttpRequest, license: None) -> HttpResponse:
+    """`{license, widget?, visitor_id, page_token?, previous_client_secret?}` → `{client_secret, expires_at}`.
+
+    The license key is in the body, so a CORS preflight cannot know the license: it is answered for
+    any well-formed Origin, and the POST itself decides (its answer carries
+    Access-Control-Allow-Origin only for the license's allowed domains).
+    """
     try:
         body = json.loads(request.body or b"{}")
     except (ValueError, UnicodeDecodeError):
@@ -100,7 +104,7 @@ def _session_create(request: HttpRequest, license: None) -> HttpResponse:
     key = body.get("license") if isinstance(body.get("license"), str) else ""
     widget_id = body.get("widget") if isinstance(body.get("widget"), str) else ""
     previous = _previous_secret(body)
-    found = license_get_public(key=key)
+    found = request.public_license = license_get_public(key=key)
     try:
         caller = session_caller_resolve(
             origin=request_origin(request), own_origin=_own_origin(request), token=body.get("page_token"),
@@ -120,28 +124,9 @@ def _session_create(request: HttpRequest, license: None) -> HttpResponse:
         response["Cache-Control"] = "no-store"
     except ChatKitError as exc:
         response = _error(exc)
-    return cors_headers(response, request=request, license=found, methods=SESSION_METHODS)
+    return response
 
 
-@csrf_exempt
-def session_create(request: HttpRequest) -> HttpResponse:
-    """`{license, widget?, visitor_id, page_token?, previous_client_secret?}` → `{client_secret, expires_at}`.
-
-    The license key is in the body, so a CORS preflight cannot know the license: it is answered for
-    any well-formed Origin, and the POST itself decides (its answer carries
-    Access-Control-Allow-Origin only for the license's allowed domains).
-    """
-    if request.method == "OPTIONS":
-        response = HttpResponse(status=204)
-        origin = request_origin(request)
-        if origin and urlsplit(origin).scheme in ("http", "https"):
-            response["Access-Control-Allow-Origin"] = origin
-            response["Access-Control-Allow-Methods"] = SESSION_METHODS
-            response["Access-Control-Allow-Headers"] = "Content-Type"
-            response["Access-Control-Max-Age"] = "600"
-        response["Vary"] = "Origin"
-        return response
-    return _session_create(request)
 
 
 # --- POST /api/chatkit/preview-sessions (configurator) --------------------------------------------

@@ -122,10 +122,6 @@ def license_check(
     return LicenseCheck("ok", license)
 
 
-def license_check_origin(*, license: License | None, origin: str | None) -> LicenseCheck:
-    return license_check(license=license, origin=origin)
-
-
 def usage_for_month(*, license: License, now: datetime | None = None) -> LicenseUsage | None:
     month = month_start((now or timezone.now()).date())
     return LicenseUsage.objects.filter(license=license, month=month).first()

@@ -52,10 +52,6 @@ WARN_BEFORE_SECONDS = 60.0
 ACTIVE_SESSIONS: set[RelaySession] = set()
 
 
-def relay_capacity_left() -> int:
-    return settings.REALTIME_MAX_SESSIONS_PER_PROCESS - len(ACTIVE_SESSIONS)
-
-
 class RelaySession:
     """One voice call: browser <-> this object <-> OpenAI Realtime."""
 

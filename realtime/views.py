@@ -15,23 +15,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
 from django.conf import settings
 from django.core import signing
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views.decorators.csrf import csrf_exempt
 
 from config.api import error_response
-from licenses.models import License, Membership
-from licenses.selectors import license_get_public
+from licenses.models import License
+from licenses.selectors import license_get_public, membership_get
 from realtime import services as svc
 from realtime.client import ClientSecretError, client_secret_create
 from realtime.session_config import session_config
 from widgets.models import Conversation
-from widgets.public import check_error, cors_headers, public_check, public_endpoint
+from widgets.public import check_error, public_check, public_endpoint
 from widgets.tools import TOOLS, tool_run
 
 TOOLS_TOKEN_SALT = "switchboard.realtime.tools"
@@ -43,7 +40,7 @@ def _is_member(request: HttpRequest, license: License | None) -> bool:
     user = getattr(request, "user", None)
     if license is None or user is None or not user.is_authenticated:
         return False
-    return bool(user.is_staff) or Membership.objects.filter(user=user, agency_id=license.agency_id).exists()
+    return bool(user.is_staff) or membership_get(user=user, agency=license.agency_id) is not None
 
 
 def _json_body(request: HttpRequest) -> dict[str, Any] | None:
@@ -54,33 +51,12 @@ def _json_body(request: HttpRequest) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def with_license_cors(methods: str) -> Callable:
-    """For endpoints whose license key is not in the path: CORS for the origins of the license named in
-    `?license=` (preflight) or found by the view (`request.cors_license`)."""
-
-    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-        @csrf_exempt
-        @wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if request.method == "OPTIONS":
-                license = license_get_public(key=request.GET.get("license", ""))
-                return cors_headers(HttpResponse(status=204), request=request, license=license, methods=methods)
-            response = view(request, *args, **kwargs)
-            license = getattr(request, "cors_license", None)
-            return cors_headers(response, request=request, license=license, methods=methods)
-
-        return wrapper
-
-    return decorator
-
-
-@with_license_cors("GET, OPTIONS")
 @public_endpoint(methods=("GET",), key_from="")
 def realtime_config(request: HttpRequest, license: License | None) -> HttpResponse:
     key = request.GET.get("license", "")
     widget_id = request.GET.get("widget", "")
     license = license_get_public(key=key)
-    request.cors_license = license
+    request.public_license = license
     if not _is_member(request, license):
         check = public_check(request, key=key)
         if not check.ok:
@@ -109,14 +85,13 @@ def tools_token_read(token: str) -> dict[str, int] | None:
     return data if isinstance(data, dict) else None
 
 
-@with_license_cors("POST, OPTIONS")
 @public_endpoint(methods=("POST",), key_from="")
 def client_secret(request: HttpRequest, license: License | None) -> HttpResponse:
     body = _json_body(request)
     if body is None:
         return error_response("invalid", "Send a JSON object.", 400)
     key = str(body.get("license") or request.GET.get("license") or "")
-    request.cors_license = license_get_public(key=key)
+    request.public_license = license_get_public(key=key)
     check = public_check(request, key=key, quota="voice_minutes")
     if not check.ok:
         return check_error(check)

@@ -35,9 +35,7 @@ def cors_headers(
     origin = request_origin(request)
     if license is not None and origin and origin_allowed(license.allowed_domains, origin):
         response["Access-Control-Allow-Origin"] = origin
-        response["Access-Control-Allow-Methods"] = methods
-        response["Access-Control-Allow-Headers"] = ALLOW_HEADERS
-        response["Access-Control-Max-Age"] = "600"
+        _preflight_headers(response, methods=methods)
     response["Vary"] = "Origin"
     return response
 
@@ -61,20 +59,34 @@ def public_check(request: HttpRequest, *, key: str, quota: str | None = None) ->
     return license_check(license=license_get_public(key=key), origin=request_origin(request), quota=quota)
 
 
-def public_endpoint(*, methods: tuple[str, ...], quota: str | None = None, key_from: str = "license_key") -> Callable:
-    """Decorate `view(request, license, **kwargs)`. `key_from` names the URL kwarg with the license key;
-    use key_from="" when the view finds the key itself (then it gets `license=None` and must call
-    `public_check`)."""
+def public_endpoint(
+    *,
+    methods: tuple[str, ...],
+    quota: str | None = None,
+    key_from: str = "license_key",
+    preflight_any_origin: bool = False,
+) -> Callable:
+    """Decorate `view(request, license, **kwargs)`.
+
+    `key_from` names the URL kwarg with the license key: the check runs here, before the view. With
+    key_from="" the view finds the key itself (body or `?license=`), gets `license=None`, must call
+    `public_check` (or its own check), and sets `request.public_license` to the license it found so
+    its answer carries CORS for that license's origins. A preflight of such an endpoint uses
+    `?license=` when present; `preflight_any_origin` answers it for any well-formed Origin instead
+    (for a key that only the body names: the request itself then decides)."""
     allowed = ", ".join((*methods, "OPTIONS"))
 
     def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         @csrf_exempt
         @wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            key = kwargs.pop(key_from, "") if key_from else ""
-            license = license_get_public(key=key) if key_from else None
+            key = kwargs.pop(key_from, "") if key_from else request.GET.get("license", "")
+            license = license_get_public(key=key) if key else None
             if request.method == "OPTIONS":
-                return cors_headers(HttpResponse(status=204), request=request, license=license, methods=allowed)
+                response = HttpResponse(status=204)
+                if preflight_any_origin:
+                    return refusal_cors(_preflight_headers(response, methods=allowed), request=request)
+                return cors_headers(response, request=request, license=license, methods=allowed)
             if request.method not in methods:
                 response = error_response("method_not_allowed", f"Use {' or '.join(methods)}.", 405)
                 response["Allow"] = allowed
@@ -84,8 +96,16 @@ def public_endpoint(*, methods: tuple[str, ...], quota: str | None = None, key_f
                 if not check.ok:
                     return refusal_cors(check_error(check), request=request)
             response = view(request, license, *args, **kwargs)
-            return cors_headers(response, request=request, license=license, methods=allowed)
+            cors_license = license if key_from else getattr(request, "public_license", None)
+            return cors_headers(response, request=request, license=cors_license, methods=allowed)
 
         return wrapper
 
     return decorator
+
+
+def _preflight_headers(response: HttpResponse, *, methods: str) -> HttpResponse:
+    response["Access-Control-Allow-Methods"] = methods
+    response["Access-Control-Allow-Headers"] = ALLOW_HEADERS
+    response["Access-Control-Max-Age"] = "600"
+    return response
