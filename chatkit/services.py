@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core import signing
@@ -18,7 +17,7 @@ from django.db import transaction
 from django.utils.crypto import salted_hmac
 
 from chatkit.client import ChatKitError, ChatKitSession, chatkit_error, session_create, session_request_body
-from licenses.domains import origin_host_port
+from licenses.domains import origin_normalize
 from licenses.models import License
 from licenses.selectors import REASON_MESSAGES, usage_for_month
 from licenses.services import usage_increment
@@ -162,10 +161,8 @@ def page_token_read(token: str) -> PageToken | None:
 
 
 def same_origin(a: str | None, b: str | None) -> bool:
-    pa, pb = origin_host_port(a), origin_host_port(b)
-    if pa is None or pb is None:
-        return False
-    return pa == pb and urlsplit(a or "").scheme == urlsplit(b or "").scheme
+    normalized = origin_normalize(a)
+    return normalized is not None and normalized == origin_normalize(b)
 
 
 @dataclass(frozen=True)

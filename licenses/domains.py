@@ -55,6 +55,14 @@ def origin_host_port(origin: str | None) -> tuple[str, str] | None:
     return parts.hostname.lower().rstrip("."), str(port or default)
 
 
+def origin_normalize(url: str | None) -> str | None:
+    """`scheme://host:port` of an Origin or URL (host lower case, default port filled in), or None."""
+    parsed = origin_host_port(url)
+    if parsed is None:
+        return None
+    return f"{urlsplit(url.strip()).scheme}://{parsed[0]}:{parsed[1]}"
+
+
 def domain_matches(pattern: str, host: str, port: str) -> bool:
     p_host, _, p_port = pattern.lower().partition(":")
     if p_port and p_port != port:

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import httpx
 from django.conf import settings
 
+from licenses.domains import origin_normalize
 from widgets.ui_events import ui_events_clean
 
 logger = logging.getLogger(__name__)
@@ -69,18 +70,6 @@ class N8nReply:
     ui: list[dict[str, Any]] = field(default_factory=list)
 
 
-def url_origin(url: str) -> str:
-    """`scheme://host:port` of a URL (lower case, default port filled in), or "" when it has none."""
-    try:
-        parts = urlsplit((url or "").strip())
-        port = parts.port
-    except ValueError:
-        return ""
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return ""
-    return f"{parts.scheme}://{parts.hostname.lower()}:{port or (443 if parts.scheme == 'https' else 80)}"
-
-
 def n8n_target(*, config: dict[str, Any], secrets: dict[str, Any] | None) -> N8nTarget | None:
     """Where the config sends chat, with basic auth when enabled; None when not configured.
 
@@ -94,7 +83,8 @@ def n8n_target(*, config: dict[str, Any], secrets: dict[str, Any] | None) -> N8n
         return None
     auth = None
     secrets = secrets or {}
-    if n8n.get("basic_auth") and secrets.get("n8n_basic_auth_origin") == url_origin(url):
+    origin = origin_normalize(url)
+    if n8n.get("basic_auth") and origin and secrets.get("n8n_basic_auth_origin") == origin:
         auth = (secrets.get("n8n_basic_auth_user") or "", secrets.get("n8n_basic_auth_password") or "")
     return N8nTarget(url=url, auth=auth)
 

@@ -10,11 +10,11 @@ from django.db.models import Max
 
 from config.api import ApiError
 from licenses.crypto import secret_hint
+from licenses.domains import origin_normalize
 from licenses.models import License, Membership
 from licenses.services import license_cache_bump
 from widgets.config_schema import ConfigError, config_normalize, config_widget_type
 from widgets.models import Widget, WidgetVersion
-from widgets.n8n import url_origin
 
 SECRET_NAMES = ("openai_api_key", "n8n_basic_auth_user", "n8n_basic_auth_password")
 
@@ -56,7 +56,7 @@ def secrets_clean(
     if any(name in changes for name in N8N_AUTH):
         if any(out.get(name) for name in N8N_AUTH):
             webhook = ((config or {}).get("connection", {}).get("n8n", {}).get("webhook_url") or "")
-            out["n8n_basic_auth_origin"] = url_origin(webhook)
+            out["n8n_basic_auth_origin"] = origin_normalize(webhook) or ""
         else:
             out.pop("n8n_basic_auth_origin", None)
     return out
