@@ -8,9 +8,10 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 
 from config.api import ApiError, error_body
 from licenses.models import Membership
@@ -75,3 +76,20 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
 
 def role_flags(membership: Membership) -> dict[str, bool]:
     return {"can_edit": membership.can_edit, "can_publish": membership.can_publish}
+
+
+def post_action(
+    request: HttpRequest, action: Callable[[], object], *, success: str | Callable[[], str], to: str,
+    **to_kwargs: Any,
+) -> HttpResponse:
+    """Run one service call for a POST button: refused by role → the forbidden page; any other
+    refusal → its message; done → `success`. Then back to `to` (a URL name)."""
+    try:
+        action()
+    except ApiError as exc:
+        if exc.status_code == 403:
+            return forbidden(request, exc)
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, success() if callable(success) else success)
+    return redirect(to, **to_kwargs)

@@ -16,7 +16,15 @@ from widgets.config_schema import ConfigError, config_normalize
 from widgets.connection_test import connection_test
 from widgets.models import Widget
 from widgets.selectors import widget_versions
-from widgets.views.configurator.common import api_error_json, forbidden, json_body, render_app, role_flags, widget_view
+from widgets.views.configurator.common import (
+    api_error_json,
+    forbidden,
+    json_body,
+    post_action,
+    render_app,
+    role_flags,
+    widget_view,
+)
 from widgets.views.configurator.fields import sections_with_values
 
 
@@ -140,12 +148,8 @@ def knowledge(request: HttpRequest, widget: Widget, membership: Membership) -> H
 @require_POST
 def knowledge_delete(request: HttpRequest, widget: Widget, membership: Membership, pk: int) -> HttpResponse:
     entry = get_object_or_404(widget.knowledge, pk=pk)
-    try:
-        catalog.knowledge_delete(entry=entry, membership=membership)
-    except ApiError as exc:
-        return forbidden(request, exc)
-    messages.success(request, "Entry deleted.")
-    return redirect("app-widget-knowledge", public_id=widget.public_id)
+    return post_action(request, lambda: catalog.knowledge_delete(entry=entry, membership=membership),
+                       success="Entry deleted.", to="app-widget-knowledge", public_id=widget.public_id)
 
 
 # --- products ---------------------------------------------------------------------------------
@@ -212,9 +216,5 @@ def products_import(request: HttpRequest, widget: Widget, membership: Membership
 @require_POST
 def product_delete(request: HttpRequest, widget: Widget, membership: Membership, pk: int) -> HttpResponse:
     product = get_object_or_404(widget.products, pk=pk)
-    try:
-        catalog.product_delete(product=product, membership=membership)
-    except ApiError as exc:
-        return forbidden(request, exc)
-    messages.success(request, "Product deleted.")
-    return redirect("app-widget-products", public_id=widget.public_id)
+    return post_action(request, lambda: catalog.product_delete(product=product, membership=membership),
+                       success="Product deleted.", to="app-widget-products", public_id=widget.public_id)

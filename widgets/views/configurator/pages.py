@@ -24,7 +24,14 @@ from licenses.tenancy import current_agency_set
 from widgets import services
 from widgets.models import Widget, WidgetType
 from widgets.selectors import widget_list_for_user
-from widgets.views.configurator.common import agency_required, forbidden, render_app, role_flags, widget_view
+from widgets.views.configurator.common import (
+    agency_required,
+    forbidden,
+    post_action,
+    render_app,
+    role_flags,
+    widget_view,
+)
 
 
 def _month_start_dt() -> datetime:
@@ -187,30 +194,22 @@ def _member(membership: Membership, pk: int) -> Membership:
 @require_POST
 def member_role(request: HttpRequest, membership: Membership, pk: int) -> HttpResponse:
     target = _member(membership, pk)
-    try:
-        license_services.member_set_role(actor=membership, membership=target, role=request.POST.get("role", ""))
-    except ApiError as exc:
-        if exc.status_code == 403:
-            return forbidden(request, exc)
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, f"{target.user.email or target.user.username} is now {target.role}.")
-    return redirect("app-members")
+    return post_action(
+        request,
+        lambda: license_services.member_set_role(actor=membership, membership=target,
+                                                 role=request.POST.get("role", "")),
+        success=lambda: f"{target.user.email or target.user.username} is now {target.role}.", to="app-members",
+    )
 
 
 @agency_required
 @require_POST
 def member_remove(request: HttpRequest, membership: Membership, pk: int) -> HttpResponse:
     target = _member(membership, pk)
-    try:
-        license_services.member_remove(actor=membership, membership=target)
-    except ApiError as exc:
-        if exc.status_code == 403:
-            return forbidden(request, exc)
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, f"Removed {target.user.email or target.user.username}.")
-    return redirect("app-members")
+    return post_action(
+        request, lambda: license_services.member_remove(actor=membership, membership=target),
+        success=f"Removed {target.user.email or target.user.username}.", to="app-members",
+    )
 
 
 @agency_required

@@ -21,7 +21,15 @@ from widgets.config_schema import config_public
 from widgets.models import Widget
 from widgets.preview_chat import preview_chat_reply
 from widgets.services import secrets_status
-from widgets.views.configurator.common import api_error_json, forbidden, json_body, render_app, role_flags, widget_view
+from widgets.views.configurator.common import (
+    api_error_json,
+    forbidden,
+    json_body,
+    post_action,
+    render_app,
+    role_flags,
+    widget_view,
+)
 
 
 def _connection_ready(widget: Widget) -> dict[str, bool]:
@@ -125,12 +133,9 @@ def share_links(request: HttpRequest, widget: Widget, membership: Membership) ->
 @require_POST
 def share_revoke(request: HttpRequest, widget: Widget, membership: Membership, pk: int) -> HttpResponse:
     link = get_object_or_404(widget.preview_links, pk=pk)
-    try:
-        preview_links.preview_link_revoke(link=link, membership=membership)
-    except ApiError as exc:
-        return forbidden(request, exc)
-    messages.success(request, "Link revoked: it stops working at once.")
-    return redirect("app-widget-share", public_id=widget.public_id)
+    return post_action(request, lambda: preview_links.preview_link_revoke(link=link, membership=membership),
+                       success="Link revoked: it stops working at once.", to="app-widget-share",
+                       public_id=widget.public_id)
 
 
 def _resolve(request: HttpRequest, token: str) -> tuple[Widget | None, HttpResponse | None]:
