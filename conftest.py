@@ -93,6 +93,34 @@ def chromium(playwright_driver):
     browser.close()
 
 
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Expose each phase's report on the item, so `browser_contexts` can screenshot failures."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, "rep_" + report.when, report)
+
+
+@pytest.fixture
+def browser_contexts(chromium, artifacts_dir, request):
+    """new_context(**kwargs) on the shared Chromium; every page is screenshotted into artifacts_dir
+    when the test fails, and every context is closed afterwards."""
+    contexts = []
+
+    def new_context(**kwargs):
+        context = chromium.new_context(**kwargs)
+        contexts.append(context)
+        return context
+
+    yield new_context
+    failed = getattr(request.node, "rep_call", None)
+    for index, context in enumerate(contexts):
+        if failed is not None and failed.failed:
+            for page in context.pages:
+                page.screenshot(path=os.path.join(artifacts_dir, f"FAILED-{request.node.name}-{index}.png"))
+        context.close()
+
+
 @pytest.fixture(autouse=True)
 def _fast_password_hasher(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

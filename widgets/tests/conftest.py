@@ -192,14 +192,6 @@ def host_site(tmp_path):
     server.server_close()
 
 
-@pytest.hookimpl(tryfirst=True, hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    """Expose each phase's report on the item, so browser fixtures can screenshot failures."""
-    outcome = yield
-    rep = outcome.get_result()
-    setattr(item, "rep_" + rep.when, rep)
-
-
 @pytest.fixture
 def asgi_server(transactional_db):
     """The ASGI app (config.asgi, as Daphne serves it in production) under uvicorn in a thread."""

@@ -53,25 +53,15 @@ def host_page(host_site, live_server):
 
 
 @pytest.fixture
-def browser_page(chromium, artifacts_dir, request):
-    contexts = []
-
+def browser_page(browser_contexts):
     def make(**kwargs):
-        context = chromium.new_context(**kwargs)
-        contexts.append(context)
-        page = context.new_page()
+        page = browser_contexts(**kwargs).new_page()
         page.console = []  # type: ignore[attr-defined]
         page.on("console", lambda m: page.console.append((m.type, m.text)))
         page.on("pageerror", lambda e: page.console.append(("pageerror", str(e))))
         return page
 
-    yield make
-    failed = getattr(request.node, "rep_call", None)
-    for index, context in enumerate(contexts):
-        if failed is not None and failed.failed:
-            for page in context.pages:
-                page.screenshot(path=os.path.join(artifacts_dir, f"FAILED-{request.node.name}-{index}.png"))
-        context.close()
+    return make
 
 
 @pytest.fixture

@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 
 @pytest.fixture
 def browser(chromium):
-    """One Chromium per session, shared with the embed tests (widgets/tests/conftest.py `chromium`):
-    Playwright's sync API cannot run two instances side by side."""
+    """The session's one Chromium (root conftest `chromium`)."""
     return chromium
 
 
 @pytest.fixture
-def signed_in(browser, live_server, client, artifacts_dir, request):
+def signed_in(browser_contexts, live_server, client):
     """signed_in(user, width=1440) -> a Playwright page with that user's session cookie set."""
     from urllib.parse import urlsplit
 
-    contexts = []
-
     def make(user, width: int = 1440, height: int = 900):
-        context = browser.new_context(viewport={"width": width, "height": height})
-        contexts.append(context)
+        context = browser_contexts(viewport={"width": width, "height": height})
         if user is not None:
             client.force_login(user)
             host = urlsplit(live_server.url).hostname
@@ -33,20 +27,7 @@ def signed_in(browser, live_server, client, artifacts_dir, request):
         page.set_default_timeout(10_000)
         return page
 
-    yield make
-    failed = getattr(request.node, "rep_call", None)
-    for index, context in enumerate(contexts):
-        if failed is not None and failed.failed:
-            for page in context.pages:
-                page.screenshot(path=os.path.join(artifacts_dir, f"FAILED-{request.node.name}-{index}.png"))
-        context.close()
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    report = outcome.get_result()
-    setattr(item, f"rep_{report.when}", report)
+    return make
 
 
 class _Recorder:
