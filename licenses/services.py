@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -113,9 +115,6 @@ def limits_normalize(*, limits: dict[str, Any] | None) -> dict[str, int]:
 def license_cache_bump(*, key: str) -> None:
     """Tell public caches keyed on this license that what it serves changed: now, and again on
     commit (a reader between the two could have cached the old state)."""
-    import uuid
-
-    from django.core.cache import cache
 
     def bump() -> None:
         cache.set(license_cache_key(key), uuid.uuid4().hex, 86400)
