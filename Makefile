@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 
-.PHONY: run test lint install install-dev bench clean
+.PHONY: run test test-fast lint install install-dev bench clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ run: install
 
 test: install-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The edit loop: no browser tests, SQLite and in-memory layers (whatever DATABASE_URL/REDIS_URL say),
+# two processes. The PostgreSQL-only race tests skip here; `make test` (and CI) runs everything.
+test-fast: export DATABASE_URL =
+test-fast: export REDIS_URL =
+test-fast: install-dev
+	$(PY) -m pytest -q -m "not browser" -n $(or $(JOBS),2) $(PYTEST_ARGS)
 
 lint: install-dev
 	$(VENV)/bin/ruff check .
