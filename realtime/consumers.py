@@ -6,14 +6,32 @@ Every check runs in `connect()` before `accept()`:
 - a published widget with voice enabled, monthly voice minutes left, the license's concurrent
   voice sessions and this process's cap (settings.REALTIME_MAX_SESSIONS_PER_PROCESS) — a failure
   here accepts only to deliver ONE typed `error` event {code, message, fatal: true}, then closes
-  with an application code (4403 voice_disabled, 4404 widget_not_found, 4429 quota_exceeded /
-  too_many_sessions, 4503 server_busy), so the widget can tell the visitor why.
+  with an application code and the reason code as the close reason (4403 voice_disabled,
+  4404 widget_not_found, 4429 quota_exceeded / too_many_sessions, 4503 server_busy).
+
+Why these refusals accept first (issue 9, finding 10): a browser never sees why a WebSocket
+handshake was refused — the WHATWG WebSocket API reports every refused handshake as close code
+1006 with an empty reason and no HTTP status, by design (so sockets cannot probe other sites).
+Only an accepted socket can carry a close code and reason to the page's script, and the widget
+needs them to tell a visitor "voice is off for this widget" (permanent: do not retry) from "busy"
+(retry shortly). The callers who get this far have already passed the license and Origin check —
+it is the license's own site — and the answer for another license's widget id is byte-for-byte
+the one for an id that does not exist. Nothing is opened before the refusal: no upstream socket,
+no concurrency slot, no conversation, no relay task (realtime/tests/test_refusals.py proves it).
+
+The relay uses no channel layer: it talks to no other process, and a Redis channel layer would
+tie every live call to Redis' availability (issue 11, finding 3). Whatever way the consumer
+exits — disconnect, an exception, cancellation by the server — the `finally` in `__call__` ends
+the relay: upstream socket closed, slot released, conversation finalised with its usage.
 Then the RelaySession (realtime/relay.py) opens the upstream and pumps both ways.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import secrets
 from urllib.parse import parse_qs
 
@@ -22,8 +40,10 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from realtime import events
 from realtime import services as svc
-from realtime.relay import RelaySession
+from realtime.relay import RelaySession, relay_draining
 from realtime.session_config import session_config
+
+logger = logging.getLogger(__name__)
 
 
 def scope_header(scope: dict, name: bytes) -> str | None:
@@ -34,20 +54,45 @@ def scope_header(scope: dict, name: bytes) -> str | None:
 
 
 class RealtimeRelayConsumer(AsyncWebsocketConsumer):
+    # No configured layer has this alias, so Channels gives the consumer none (no Redis channel,
+    # no receive loop on Redis): a Redis outage cannot drop a live call.
+    channel_layer_alias = "realtime-relay-uses-no-channel-layer"
     relay: RelaySession | None = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        exit_reason = "server_error"
+        try:
+            await super().__call__(scope, receive, send)
+            exit_reason = "browser_gone"
+        except asyncio.CancelledError:
+            exit_reason = "server_restart"  # the server tore the connection down (shutdown, timeout)
+            raise
+        finally:
+            # A no-op when disconnect() already ended it; otherwise the relay must not outlive the socket.
+            if self.relay is not None and not self.relay.ended:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.relay.end(exit_reason, notify=False))
 
     async def connect(self) -> None:
         key = self.scope["url_route"]["kwargs"]["license_key"]
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         widget_id = (query.get("widget") or [""])[0][:40]
         visitor = (query.get("visitor") or [""])[0][:128]
-        access = await database_sync_to_async(svc.voice_access)(
-            key=key, widget_public_id=widget_id, origin=scope_header(self.scope, b"origin"))
+        try:
+            access = await database_sync_to_async(svc.voice_access)(
+                key=key, widget_public_id=widget_id, origin=scope_header(self.scope, b"origin"))
+        except Exception:  # the database is unreachable: a clean "try again", not a 500 handshake
+            logger.warning("realtime: access check failed", exc_info=True)
+            await self._refuse(svc.voice_refusal("server_busy"))
+            return
         if access.code in svc.HANDSHAKE_REFUSALS:
             await self.close(code=access.close_code)
             return
         if not access.ok:
             await self._refuse(access)
+            return
+        if relay_draining():
+            await self._refuse(svc.voice_refusal("server_restart"))
             return
         relay = RelaySession(
             widget=access.widget, config=access.config, session=session_config(config=access.config,
@@ -58,9 +103,15 @@ class RealtimeRelayConsumer(AsyncWebsocketConsumer):
             await self._refuse(svc.voice_refusal("server_busy"))
             return
         token = secrets.token_hex(8)
-        slot = await database_sync_to_async(svc.voice_slot_acquire)(license=access.license, token=token)
+        try:
+            slot = await database_sync_to_async(svc.voice_slot_acquire)(license=access.license, token=token)
+        except Exception:  # Redis is unreachable: the cap cannot be enforced, so refuse cleanly
+            logger.warning("realtime: slot acquire failed", exc_info=True)
+            relay.unreserve()
+            await self._refuse(svc.voice_refusal("server_busy"))
+            return
         if slot is None:
-            await relay.end("too_many_sessions", notify=False)
+            relay.unreserve()
             await self._refuse(svc.voice_refusal("too_many_sessions"))
             return
         relay.slot_key, relay.slot_token = slot, token
@@ -71,13 +122,13 @@ class RealtimeRelayConsumer(AsyncWebsocketConsumer):
     async def _refuse(self, access: svc.VoiceAccess) -> None:
         await self.accept()
         await self.send(text_data=json.dumps(events.error(code=access.code, message=access.message, fatal=True)))
-        await self.close(code=access.close_code)
+        await self.close(code=access.close_code, reason=access.code)
 
     async def _send_text(self, text: str) -> None:
         await self.send(text_data=text)
 
-    async def _close(self, code: int) -> None:
-        await self.close(code=code)
+    async def _close(self, code: int, reason: str = "") -> None:
+        await self.close(code=code, reason=reason or None)
 
     async def dispatch(self, message: dict) -> None:
         # Channels runs close_old_connections() in a worker thread before EVERY message; for audio frames

@@ -45,11 +45,32 @@ logger = logging.getLogger(__name__)
 QUEUE_SIZE = 256
 TICK_SECONDS = 1.0
 FLUSH_SECONDS = 30.0
+SLOT_REFRESH_SECONDS = 30.0
 WARN_BEFORE_SECONDS = 60.0
 
 
 # Live sessions of this process (the per-process cap and the "no leftovers" tests read it).
 ACTIVE_SESSIONS: set[RelaySession] = set()
+_DRAINING = False
+RESTART_CLOSE_CODE = 1012  # RFC 6455 "Service Restart"
+
+
+def relay_draining() -> bool:
+    """True once this process is shutting down: new calls are refused with `server_restart`."""
+    return _DRAINING
+
+
+async def relay_drain(*, reason: str = "server_restart", timeout: float = 10.0) -> int:
+    """End every live call of this process (server shutdown): each browser gets `session.ended` with
+    `reason` (the widget reconnects on `server_restart`), each conversation is finalised with it.
+    Returns how many calls were ended."""
+    global _DRAINING
+    _DRAINING = True
+    sessions = list(ACTIVE_SESSIONS)
+    if sessions:
+        ends = [asyncio.ensure_future(s.end(reason, close_code=RESTART_CLOSE_CODE)) for s in sessions]
+        await asyncio.wait(ends, timeout=timeout)
+    return len(sessions)
 
 
 class RelaySession:
@@ -63,7 +84,7 @@ class RelaySession:
         session: dict[str, Any],
         visitor_id: str,
         send_browser: Callable[[str], Awaitable[None]],
-        close_browser: Callable[[int], Awaitable[None]],
+        close_browser: Callable[[int, str], Awaitable[None]],
         slot_key: str | None = None,
         slot_token: str = "",
     ):
@@ -111,6 +132,10 @@ class RelaySession:
             return False
         ACTIVE_SESSIONS.add(self)
         return True
+
+    def unreserve(self) -> None:
+        """Give the reservation back when the call is refused before it starts."""
+        ACTIVE_SESSIONS.discard(self)
 
     async def start(self) -> bool:
         """Open upstream, configure it, start the pumps. On failure: tell the browser and end."""
@@ -186,7 +211,7 @@ class RelaySession:
                 await self._send_browser(json.dumps(events.error(
                     code=reason, message=events.END_MESSAGES.get(reason, "The call ended."), fatal=True)))
             await self._send_browser(json.dumps(events.session_ended(reason=reason)))
-            await self._close_browser(close_code)
+            await self._close_browser(close_code, reason)
 
     async def _close_upstream(self) -> None:
         if self.upstream is not None:
@@ -418,7 +443,7 @@ class RelaySession:
     # --- limits ------------------------------------------------------------------------------
 
     async def _tick(self) -> None:
-        last_flush = time.monotonic()
+        last_flush = last_refresh = time.monotonic()
         while True:
             await asyncio.sleep(TICK_SECONDS)
             elapsed = time.monotonic() - self.started
@@ -439,8 +464,15 @@ class RelaySession:
                                                 message="This site's voice minutes are almost used up."))
             if time.monotonic() - last_flush >= FLUSH_SECONDS:
                 last_flush = time.monotonic()
-                await self._flush_usage()
-                self.quota_left_seconds = await database_sync_to_async(svc.voice_quota_left_seconds)(
-                    license_id=self.license_id)
-                if self.slot_key:
-                    await database_sync_to_async(svc.voice_slot_refresh)(key=self.slot_key)
+                try:
+                    await self._flush_usage()
+                    self.quota_left_seconds = await database_sync_to_async(svc.voice_quota_left_seconds)(
+                        license_id=self.license_id)
+                except Exception:  # a database blip costs no call: the next flush carries the delta
+                    logger.warning("realtime: usage flush failed; retrying at the next tick", exc_info=True)
+            if self.slot_key and time.monotonic() - last_refresh >= SLOT_REFRESH_SECONDS:
+                last_refresh = time.monotonic()
+                try:
+                    await database_sync_to_async(svc.voice_slot_refresh)(key=self.slot_key, token=self.slot_token)
+                except Exception:  # a Redis blip costs no call; the slot is taken back when Redis returns
+                    logger.warning("realtime: slot refresh failed; the call goes on", exc_info=True)

@@ -34,6 +34,7 @@ CLOSE_CODES = {
     "quota_exceeded": 4429,
     "too_many_sessions": 4429,
     "server_busy": 4503,
+    "server_restart": 1012,
     "voice_disabled": 4403,
     "bad_request": 4400,
 }
@@ -42,6 +43,7 @@ VOICE_MESSAGES = {
     "voice_disabled": "Voice is not enabled for this widget.",
     "too_many_sessions": "Too many voice calls are running on this site right now. Please try again shortly.",
     "server_busy": "The voice service is busy right now. Please try again shortly.",
+    "server_restart": "The voice service is restarting. Please try again in a moment.",
 }
 # Refusals that reject the WebSocket handshake outright: a foreign or broken site learns nothing more.
 HANDSHAKE_REFUSALS = frozenset(
@@ -105,8 +107,10 @@ def voice_slot_acquire(*, license: License, token: str) -> str | None:
     return None
 
 
-def voice_slot_refresh(*, key: str) -> None:
-    cache.touch(key, SLOT_TTL_SECONDS)
+def voice_slot_refresh(*, key: str, token: str) -> None:
+    """Keep a live call's slot. If it expired meanwhile (e.g. Redis was restarted), take it back when free."""
+    if not cache.touch(key, SLOT_TTL_SECONDS):
+        cache.add(key, token, SLOT_TTL_SECONDS)
 
 
 def voice_slot_release(*, key: str, token: str) -> None:

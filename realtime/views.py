@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from django.conf import settings
@@ -30,6 +31,8 @@ from realtime.session_config import session_config
 from widgets.models import Conversation
 from widgets.public import check_error, public_check, public_endpoint
 from widgets.tools import TOOLS, tool_run
+
+logger = logging.getLogger(__name__)
 
 TOOLS_TOKEN_SALT = "switchboard.realtime.tools"
 TOOLS_TOKEN_MAX_AGE = 15 * 60
@@ -99,7 +102,13 @@ def client_secret(request: HttpRequest, license: License | None) -> HttpResponse
     if not access.ok:
         return error_response(access.code, access.message, access.http_status)
     license = check.license
-    if svc.voice_slots_in_use(license=license) >= license.max_concurrent_voice_sessions:
+    try:
+        in_use = svc.voice_slots_in_use(license=license)
+    except Exception:  # Redis unreachable: a clean "try again", as the relay answers (issue 11, finding 3)
+        logger.warning("realtime: slot count failed", exc_info=True)
+        refusal = svc.voice_refusal("server_busy")
+        return error_response(refusal.code, refusal.message, 503)
+    if in_use >= license.max_concurrent_voice_sessions:
         refusal = svc.voice_refusal("too_many_sessions")
         return error_response(refusal.code, refusal.message, 429)
     session = session_config(config=access.config, widget=access.widget)

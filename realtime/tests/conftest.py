@@ -209,3 +209,59 @@ def static_site(tmp_path):
     yield root, f"http://localhost:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+# --- a Redis server of the test's own (fault tests stop and restart it; never the shared one) ----
+
+
+class OwnRedis:
+    """redis-server on a free loopback port, in its own process: `stop()` is an outage, `start()` the return."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> OwnRedis:
+        import subprocess
+        import time
+
+        import redis
+
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 10
+        while True:
+            try:
+                redis.Redis(port=self.port, socket_connect_timeout=0.5).ping()
+                return self
+            except redis.ConnectionError:
+                if time.time() > deadline or self.process.poll() is not None:
+                    raise RuntimeError("own redis-server did not start")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
+
+
+@pytest.fixture
+def own_redis(settings):
+    """Cache (voice slots) and channel layer on a redis-server of this test's own."""
+    server = OwnRedis().start()
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": server.url,
+                                   "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1}}}
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
+                                           "CONFIG": {"hosts": [server.url]}}}
+    yield server
+    # Later teardowns (the root conftest clears the cache) must not reach the stopped server.
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    server.stop()
