@@ -1,3 +1,10 @@
+"""The Celery app (tasks in each app's tasks.py) and the beat schedule of the reapers.
+
+Beat runs exactly one instance (`make prod` starts it): every REAPER_INTERVAL_SECONDS it ends voice
+calls whose worker died (realtime.tasks.voice_calls_reap) and re-enqueues leads a dead worker or a
+broker outage left behind (widgets.tasks.leads_reap).
+"""
+
 import os
 
 from celery import Celery
@@ -7,3 +14,16 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = Celery("switchboard")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@app.on_after_configure.connect
+def reapers_schedule(sender: Celery, **kwargs) -> None:
+    from django.conf import settings
+
+    every = settings.REAPER_INTERVAL_SECONDS
+    # Each run must finish (or expire) before the next one starts: no pile-up after an outage.
+    options = {"expires": every}
+    sender.add_periodic_task(every, sender.signature("realtime.tasks.voice_calls_reap", options=options),
+                             name="voice-calls-reap")
+    sender.add_periodic_task(every, sender.signature("widgets.tasks.leads_reap", options=options),
+                             name="leads-reap")

@@ -149,6 +149,13 @@ CELERY_TASK_SOFT_TIME_LIMIT = 90
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "UTC"
+# A broker outage is waited out, at start-up too, never a reason for the worker to exit.
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# Reapers, run by Celery beat (config/celery.py): how often, and when a call or a lead counts as abandoned.
+REAPER_INTERVAL_SECONDS = env_int("REAPER_INTERVAL_SECONDS", 30, minimum=1)
+REALTIME_STALE_SECONDS = env_int("REALTIME_STALE_SECONDS", 60, minimum=20)
+LEAD_PENDING_STALE_SECONDS = env_int("LEAD_PENDING_STALE_SECONDS", 60, minimum=10)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -44,8 +44,8 @@ logger = logging.getLogger(__name__)
 
 QUEUE_SIZE = 256
 TICK_SECONDS = 1.0
-FLUSH_SECONDS = 30.0
-SLOT_REFRESH_SECONDS = 30.0
+HEARTBEAT_SECONDS = 15.0  # usage checkpoint + heartbeat the reaper watches (also at every response.done)
+SLOT_REFRESH_SECONDS = 5.0  # well inside services.SLOT_TTL_SECONDS
 WARN_BEFORE_SECONDS = 60.0
 
 
@@ -110,8 +110,8 @@ class RelaySession:
         self.audio_in_bytes = 0
         self.audio_out_bytes = 0
         self.usage: dict[str, int] = svc.usage_add({}, None)
-        self.flushed_seconds = 0.0
-        self.flushed_cost = Decimal(0)
+        self.flushed_seconds = 0.0  # audio seconds billed by the last checkpoint
+        self._checkpoint_lock = asyncio.Lock()
         self.quota_left_seconds = float("inf")
         self.started = time.monotonic()
         self.partials: dict[str, str] = {}
@@ -160,7 +160,7 @@ class RelaySession:
 
     def _open_conversation(self) -> tuple[int, float]:
         """One trip to the database thread at call start (connect storms queue on that one thread)."""
-        conversation = svc.voice_conversation_start(widget=self.widget, visitor_id=self.visitor_id)
+        conversation = svc.voice_conversation_start(widget=self.widget, visitor_id=self.visitor_id, relayed=True)
         return conversation.pk, svc.voice_quota_left_seconds(license_id=self.license_id)
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task:
@@ -236,28 +236,48 @@ class RelaySession:
     def cost(self) -> Decimal:
         return svc.usage_cost(model=self.model, usage=self.usage)
 
-    async def _flush_usage(self) -> None:
-        seconds, cost = self.audio_in_seconds, self.cost
-        delta_s, delta_c = seconds - self.flushed_seconds, cost - self.flushed_cost
-        if delta_s <= 0 and delta_c <= 0:
+    async def _checkpoint(self, end_reason: str = "") -> None:
+        """Persist usage so far on the conversation and bill the license the difference (one transaction,
+        idempotent: realtime.services.voice_usage_checkpoint); the reaper reads the heartbeat it writes.
+        Raises when the database is unreachable: the next checkpoint carries everything."""
+        if self.conversation_id is None:
             return
-        await database_sync_to_async(svc.voice_usage_flush)(license_id=self.license_id, seconds=max(delta_s, 0),
-                                                            cost_usd=max(delta_c, Decimal(0)))
-        self.flushed_seconds, self.flushed_cost = seconds, cost
-        self.quota_left_seconds -= max(delta_s, 0)
+        async with self._checkpoint_lock:
+            seconds = self.audio_in_seconds
+            billed = await database_sync_to_async(svc.voice_usage_checkpoint)(
+                conversation_id=self.conversation_id, license_id=self.license_id, usage=dict(self.usage),
+                audio_in_seconds=seconds, audio_out_seconds=self.audio_out_seconds, cost_usd=self.cost,
+                end_reason=end_reason,
+            )
+            self.quota_left_seconds -= billed
+            self.flushed_seconds = max(self.flushed_seconds, seconds)
+
+    async def _try_checkpoint(self) -> bool:
+        try:
+            await self._checkpoint()
+            return True
+        except Exception:  # a database blip costs no call
+            logger.warning("realtime: usage checkpoint failed; the next one carries it", exc_info=True)
+            return False
 
     async def _finalise(self, reason: str) -> None:
         if self.conversation_id is None:
             return
         for item_id, text in list(self.partials.items()):  # a turn cut off mid-way still counts once
             if text.strip() and item_id.startswith("a:"):
-                await self._save_turn("assistant", text.strip(), item_id[2:])
+                try:
+                    await self._save_turn("assistant", text.strip(), item_id[2:])
+                except Exception:  # the usage below matters more than a cut-off line
+                    logger.warning("realtime: saving the last partial turn failed", exc_info=True)
         self.partials.clear()
-        await self._flush_usage()
-        await database_sync_to_async(svc.voice_conversation_finish)(
-            conversation_id=self.conversation_id, reason=reason, usage=self.usage,
-            audio_in_seconds=self.audio_in_seconds, audio_out_seconds=self.audio_out_seconds, cost_usd=self.cost,
-        )
+        for delay in (0.2, 1.0, None):  # a terminated database connection is replaced on the next try
+            try:
+                await self._checkpoint(end_reason=reason)
+                return
+            except Exception:
+                if delay is None:
+                    raise  # the reaper ends it (worker_lost) with the usage of the last checkpoint
+                await asyncio.sleep(delay)
 
     # --- browser -> upstream -----------------------------------------------------------------
 
@@ -380,6 +400,7 @@ class RelaySession:
             response = event.get("response") or {}
             self.response_active = False
             self.usage = svc.usage_add(self.usage, response.get("usage"))
+            await self._try_checkpoint()  # persisted before the browser hears the answer is done
             await self._emit(events.response_done(status=str(response.get("status") or "completed")))
             await self._maybe_continue()
         elif kind == "response.function_call_arguments.done":
@@ -443,7 +464,7 @@ class RelaySession:
     # --- limits ------------------------------------------------------------------------------
 
     async def _tick(self) -> None:
-        last_flush = last_refresh = time.monotonic()
+        last_checkpoint = last_refresh = time.monotonic()
         while True:
             await asyncio.sleep(TICK_SECONDS)
             elapsed = time.monotonic() - self.started
@@ -462,14 +483,12 @@ class RelaySession:
                 self.warned.add("minutes")
                 await self._emit(events.warning(code="voice_minutes_low",
                                                 message="This site's voice minutes are almost used up."))
-            if time.monotonic() - last_flush >= FLUSH_SECONDS:
-                last_flush = time.monotonic()
-                try:
-                    await self._flush_usage()
-                    self.quota_left_seconds = await database_sync_to_async(svc.voice_quota_left_seconds)(
-                        license_id=self.license_id)
-                except Exception:  # a database blip costs no call: the next flush carries the delta
-                    logger.warning("realtime: usage flush failed; retrying at the next tick", exc_info=True)
+            if time.monotonic() - last_checkpoint >= HEARTBEAT_SECONDS:
+                last_checkpoint = time.monotonic()
+                if await self._try_checkpoint():
+                    with contextlib.suppress(Exception):
+                        self.quota_left_seconds = await database_sync_to_async(svc.voice_quota_left_seconds)(
+                            license_id=self.license_id)
             if self.slot_key and time.monotonic() - last_refresh >= SLOT_REFRESH_SECONDS:
                 last_refresh = time.monotonic()
                 try:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from licenses.models import License
@@ -25,7 +27,10 @@ from licenses.services import usage_increment
 from widgets.models import Channel, Conversation, Message, Widget
 from widgets.selectors import widget_get_published
 
-SLOT_TTL_SECONDS = 90
+# A live call refreshes its slot every SLOT_REFRESH_SECONDS (realtime/relay.py); a crashed worker's slots
+# free themselves after SLOT_TTL_SECONDS (issue 11, finding 5).
+SLOT_TTL_SECONDS = 15
+WORKER_LOST = "worker_lost"
 
 # Close codes for refusals (browser sees them on the socket's close event).
 CLOSE_CODES = {
@@ -126,11 +131,13 @@ def voice_slots_in_use(*, license: License) -> int:
 # --- conversations, turns, usage ----------------------------------------------------------------
 
 
-def voice_conversation_start(*, widget: Widget, visitor_id: str, is_preview: bool = False) -> Conversation:
+def voice_conversation_start(*, widget: Widget, visitor_id: str, is_preview: bool = False,
+                             relayed: bool = False) -> Conversation:
+    """A relayed call (`relayed=True`) carries a heartbeat the reaper watches; a WebRTC call has none."""
     with transaction.atomic():
         conversation = Conversation.objects.create(
             widget=widget, channel=Channel.VOICE, visitor_id=visitor_id[:128], session_id=uuid.uuid4().hex,
-            is_preview=is_preview,
+            is_preview=is_preview, heartbeat_at=timezone.now() if relayed else None,
         )
         usage_increment(license=widget.license_id, voice_sessions=1)
     return conversation
@@ -142,11 +149,6 @@ def voice_turn_save(*, conversation_id: int, role: str, text: str, item_id: str 
                                   payload=payload or {})
 
 
-def voice_usage_flush(*, license_id: int, seconds: float, cost_usd: Decimal) -> None:
-    if seconds or cost_usd:
-        usage_increment(license=license_id, voice_seconds=seconds, cost_usd=cost_usd)
-
-
 def voice_quota_left_seconds(*, license_id: int) -> float:
     license = License.objects.filter(pk=license_id).first()
     if license is None:
@@ -154,14 +156,47 @@ def voice_quota_left_seconds(*, license_id: int) -> float:
     return license_quota_left(license=license, kind="voice_minutes") * 60.0
 
 
-def voice_conversation_finish(
-    *, conversation_id: int, reason: str, usage: dict[str, int], audio_in_seconds: float,
-    audio_out_seconds: float, cost_usd: Decimal,
-) -> None:
-    Conversation.objects.filter(pk=conversation_id, ended_at__isnull=True).update(
-        ended_at=timezone.now(), end_reason=reason[:64], usage=usage, audio_in_seconds=round(audio_in_seconds, 3),
-        audio_out_seconds=round(audio_out_seconds, 3), cost_usd=cost_usd,
-    )
+def voice_usage_checkpoint(
+    *, conversation_id: int, license_id: int, usage: dict[str, int], audio_in_seconds: float,
+    audio_out_seconds: float, cost_usd: Decimal, end_reason: str = "",
+) -> float:
+    """Record a call's running totals on its conversation and bill the license the difference, in one
+    transaction; with `end_reason`, also end the conversation. Returns the seconds newly billed.
+
+    The relay calls it at every `response.done`, every heartbeat and at the end, so a killed worker loses
+    at most what followed the last checkpoint. The bill is the difference against what the row already
+    holds (row locked), so a checkpoint retried after a lost commit acknowledgement never bills twice, and
+    the license's voice seconds always equal the sum of its conversations'. A conversation the reaper
+    closed as `worker_lost` while its call was in fact alive (a long database outage) is taken back."""
+    now = timezone.now()
+    seconds, out_seconds = round(audio_in_seconds, 3), round(audio_out_seconds, 3)
+    with transaction.atomic():
+        row = (Conversation.objects.select_for_update()
+               .filter(Q(ended_at__isnull=True) | Q(end_reason=WORKER_LOST), pk=conversation_id)
+               .values("audio_in_seconds", "cost_usd").first())
+        if row is None:  # already ended for good
+            return 0.0
+        billed_seconds, billed_cost = row["audio_in_seconds"], row["cost_usd"]
+        fields: dict[str, Any] = {
+            "usage": usage, "audio_in_seconds": max(seconds, billed_seconds),
+            "audio_out_seconds": out_seconds, "cost_usd": max(cost_usd, billed_cost), "heartbeat_at": now,
+            "ended_at": now if end_reason else None, "end_reason": end_reason[:64],
+        }
+        Conversation.objects.filter(pk=conversation_id).update(**fields)
+        delta_seconds = max(seconds - billed_seconds, 0.0)
+        delta_cost = max(cost_usd - billed_cost, Decimal(0))
+        if delta_seconds or delta_cost:
+            usage_increment(license=license_id, voice_seconds=delta_seconds, cost_usd=delta_cost)
+    return delta_seconds
+
+
+def voice_conversations_reap(*, stale_seconds: float, now: datetime | None = None) -> int:
+    """End relayed voice calls whose heartbeat stopped (their worker died): `worker_lost`, ended when last
+    seen. Their usage up to the last checkpoint is already on the row and billed. Returns how many."""
+    cutoff = (now or timezone.now()) - timedelta(seconds=stale_seconds)
+    return Conversation.objects.filter(channel=Channel.VOICE, ended_at__isnull=True,
+                                       heartbeat_at__lt=cutoff).update(ended_at=F("heartbeat_at"),
+                                                                       end_reason=WORKER_LOST)
 
 
 # --- money -------------------------------------------------------------------------------------

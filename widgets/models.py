@@ -101,10 +101,17 @@ class Conversation(models.Model):
     audio_in_seconds = models.FloatField(default=0)
     audio_out_seconds = models.FloatField(default=0)
     cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="Relayed voice calls: the live call's last checkpoint (reaper input).")
 
     class Meta:
         ordering = ["-started_at"]
-        indexes = [models.Index(fields=["widget", "channel", "session_id"])]
+        indexes = [
+            models.Index(fields=["widget", "channel", "session_id"]),
+            # The voice reaper's scan: open calls only.
+            models.Index(fields=["heartbeat_at"], condition=Q(ended_at__isnull=True),
+                         name="conversation_open_heartbeat"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.channel} {self.session_id or self.pk}"
@@ -153,11 +160,17 @@ class Lead(models.Model):
     delivery_status = models.CharField(max_length=16, choices=Delivery.choices, default=Delivery.PENDING)
     delivery_attempts = models.PositiveIntegerField(default=0)
     delivered_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True, help_text="When a worker last moved it to sending.")
     last_error = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [
+            # The lead reaper's scan: undelivered leads only.
+            models.Index(fields=["delivery_status", "claimed_at"],
+                         condition=Q(delivery_status__in=["pending", "sending"]), name="lead_undelivered"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name or self.email or 'lead'} ({self.widget_id})"

@@ -1,4 +1,9 @@
-"""Celery tasks of the widgets app. Tasks take ids, re-read the row and return quietly if it is gone."""
+"""Celery tasks of the widgets app. Tasks take ids, re-read the row and return quietly if it is gone.
+
+Lead delivery is at-least-once towards the CRM and exactly-once in effect: every POST of one lead
+carries the same `Idempotency-Key: lead-<id>`, so a receiver that honours it (as our webhook contract
+asks) processes a lead once even when a worker died after the POST but before recording it, and the
+reaper (`leads_reap`) sent it again."""
 
 from __future__ import annotations
 
@@ -7,10 +12,12 @@ import hmac
 import json
 import logging
 import time
+from datetime import timedelta
 
 import httpx
 from celery import shared_task
-from django.db.models import F
+from django.conf import settings
+from django.db.models import F, Q
 from django.utils import timezone
 
 from widgets.models import Lead
@@ -55,6 +62,11 @@ def lead_signature(*, secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+def retry_countdown(attempts: int) -> int:
+    """Seconds before the next try after `attempts` failed ones: 2, 4, 8, 16, 32 (capped at 300)."""
+    return min(2 ** attempts, 300)
+
+
 def _post(url: str, body: bytes, headers: dict[str, str]) -> None:
     try:
         response = httpx.post(url, content=body, headers=headers, timeout=httpx.Timeout(10.0, connect=5.0))
@@ -79,9 +91,11 @@ def lead_deliver(self, lead_id: int) -> str:
         return "skipped"
     # Claim: only one worker moves pending -> sending; a second run (duplicate message) stops here.
     claimed = Lead.objects.filter(pk=lead_id, delivery_status=Lead.Delivery.PENDING).update(
-        delivery_status=Lead.Delivery.SENDING, delivery_attempts=F("delivery_attempts") + 1)
+        delivery_status=Lead.Delivery.SENDING, delivery_attempts=F("delivery_attempts") + 1,
+        claimed_at=timezone.now())
     if not claimed:
         return "not_pending"
+    attempts = lead.delivery_attempts + 1  # the claim is exclusive, so the row read above is one behind
     sent_at = int(time.time())
     body = json.dumps(lead_payload(lead, sent_at=sent_at), separators=(",", ":"), sort_keys=True).encode()
     headers = {
@@ -96,13 +110,14 @@ def lead_deliver(self, lead_id: int) -> str:
     try:
         _post(agency.crm_webhook_url, body, headers)
     except TransientDeliveryError as exc:
-        final = self.request.retries >= LEAD_MAX_RETRIES
+        # Counted in the row, not in the task: a lead the reaper re-enqueued keeps its attempts.
+        final = attempts > LEAD_MAX_RETRIES
         Lead.objects.filter(pk=lead_id, delivery_status=Lead.Delivery.SENDING).update(
             delivery_status=Lead.Delivery.FAILED if final else Lead.Delivery.PENDING, last_error=str(exc)[:500])
         if final:
             logger.warning("lead %s delivery failed for good: %s", lead_id, exc)
             return "failed"
-        raise self.retry(exc=exc, countdown=min(2 ** (self.request.retries + 1), 300))
+        raise self.retry(exc=exc, countdown=retry_countdown(attempts))
     except Exception as exc:
         Lead.objects.filter(pk=lead_id, delivery_status=Lead.Delivery.SENDING).update(
             delivery_status=Lead.Delivery.FAILED, last_error=str(exc)[:500])
@@ -111,3 +126,39 @@ def lead_deliver(self, lead_id: int) -> str:
     Lead.objects.filter(pk=lead_id, delivery_status=Lead.Delivery.SENDING).update(
         delivery_status=Lead.Delivery.DELIVERED, delivered_at=timezone.now(), last_error="")
     return "delivered"
+
+
+def sending_stale_seconds() -> int:
+    """A lead still `sending` after the task's hard time limit (plus a margin) lost its worker."""
+    return int(settings.CELERY_TASK_TIME_LIMIT) + 30
+
+
+@shared_task(ignore_result=True)
+def leads_reap() -> dict[str, int]:
+    """Beat task (config/celery.py): deliver what a dead worker or a broker outage left behind.
+
+    - `sending` leads claimed longer ago than the task time limit go back to `pending` (their worker was
+      killed mid-delivery; the broker would redeliver only after its 1 h visibility timeout, and then skip
+      them as not pending);
+    - `pending` leads nobody is working on are enqueued again: new ones older than
+      LEAD_PENDING_STALE_SECONDS (the broker was down when they were saved, or their message was lost) and
+      retried ones whose back-off has long passed.
+    A duplicate message is harmless: the conditional claim lets one worker through, and the CRM sees the
+    same Idempotency-Key."""
+    now = timezone.now()
+    returned = Lead.objects.filter(
+        Q(claimed_at__lt=now - timedelta(seconds=sending_stale_seconds())) | Q(claimed_at__isnull=True),
+        delivery_status=Lead.Delivery.SENDING,
+    ).update(delivery_status=Lead.Delivery.PENDING, last_error="worker lost mid-delivery")
+    quiet = now - timedelta(seconds=settings.LEAD_PENDING_STALE_SECONDS)
+    backoff_over = now - timedelta(seconds=retry_countdown(LEAD_MAX_RETRIES) + settings.LEAD_PENDING_STALE_SECONDS)
+    stuck = list(
+        Lead.objects.filter(delivery_status=Lead.Delivery.PENDING, created_at__lt=quiet)
+        .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=backoff_over))
+        .order_by("created_at").values_list("pk", flat=True)[:500]
+    )
+    for lead_id in stuck:
+        lead_deliver.delay(lead_id)
+    if returned or stuck:
+        logger.warning("lead reaper: %s lead(s) back from sending, %s re-enqueued", returned, len(stuck))
+    return {"returned": returned, "enqueued": len(stuck)}
