@@ -25,6 +25,32 @@ run: install
 	$(PY) manage.py seed_demo
 	$(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) config.asgi:application
 
+# Production topology on this machine (README "Production topology"), production settings (DEBUG off:
+# SECRET_KEY, FIELD_ENCRYPTION_KEYS and ALLOWED_HOSTS must be set; PostgreSQL and Redis required).
+# supervisord (config/supervisord.conf) runs WEB_CONCURRENCY web processes (config/serve.py), one Celery
+# worker and Celery beat, and restarts whichever dies. Ctrl-C / SIGTERM stops all gracefully.
+prod: export DEBUG ?= 0
+prod: export HOST ?= 127.0.0.1
+prod: export PORT ?= 8000
+prod: export WEB_CONCURRENCY ?= $(shell nproc)
+prod: export GRACEFUL_TIMEOUT ?= 30
+prod: export CELERY_CONCURRENCY ?= 2
+prod: export PROD_RUN_DIR ?= $(CURDIR)/run
+prod: export USER ?= $(shell id -un)
+prod: install
+	@test -n "$$DATABASE_URL" && test -n "$$REDIS_URL" || \
+		{ echo "make prod needs DATABASE_URL (PostgreSQL) and REDIS_URL (Redis)" >&2; exit 2; }
+	mkdir -p "$$PROD_RUN_DIR"
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput -v 0
+	WEB_STOP_SECONDS=$$(( GRACEFUL_TIMEOUT + 15 )) exec $(VENV)/bin/supervisord -c config/supervisord.conf
+
+# One line per process of a running `make prod`: supervisord's state, then each process's own health check.
+prod-status: export PROD_RUN_DIR ?= $(CURDIR)/run
+prod-status:
+	$(VENV)/bin/supervisorctl -c config/supervisord.conf status
+	$(PY) -m config.health --port $(PORT)
+
 test: install-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
 

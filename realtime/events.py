@@ -16,7 +16,8 @@ Browser protocol (server -> browser), see also static/widget/voice.js:
 | ui.event           | event (widgets/ui_events.py shape)      | product cards, trade-in form, demo, meeting     |
 | warning            | code, message                           | e.g. minutes or session time running out        |
 | error              | code, message, fatal                    | refused input or a failure, in plain words      |
-| session.ended      | reason, message                         | the call is over (the socket closes next)       |
+| session.ended      | reason, message                         | the call is over (the socket closes next);      |
+|                    |                                         | reason server_restart (close 1012): reconnect   |
 
 Browser -> server: only input_audio_buffer.append|commit|clear, response.cancel,
 conversation.item.create (a user input_text message) and response.create without overrides.
@@ -38,6 +39,8 @@ END_MESSAGES = {
     "upstream_insufficient_quota": "The voice service for this site is out of credit.",
     "upstream_not_configured": "Voice isn't set up for this site yet.",
     "server_error": "Something went wrong on our side.",
+    "server_restart": "The voice service is restarting. Reconnecting…",  # the widget reconnects at once
+    "worker_lost": "The call was cut off on our side.",  # recorded by the reaper; no browser hears it
 }
 
 

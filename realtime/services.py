@@ -48,7 +48,7 @@ VOICE_MESSAGES = {
     "voice_disabled": "Voice is not enabled for this widget.",
     "too_many_sessions": "Too many voice calls are running on this site right now. Please try again shortly.",
     "server_busy": "The voice service is busy right now. Please try again shortly.",
-    "server_restart": "The voice service is restarting. Please try again in a moment.",
+    "server_restart": "The voice service is restarting. Reconnecting…",
 }
 # Refusals that reject the WebSocket handshake outright: a foreign or broken site learns nothing more.
 HANDSHAKE_REFUSALS = frozenset(

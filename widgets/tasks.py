@@ -17,6 +17,7 @@ from datetime import timedelta
 import httpx
 from celery import shared_task
 from django.conf import settings
+from django.core.cache import cache
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -29,6 +30,7 @@ TIMESTAMP_HEADER = "X-Switchboard-Timestamp"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 LEAD_MAX_RETRIES = 5
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+LEADS_REAP_LAST_RUN_KEY = "switchboard:reaper:leads:last-run"  # read by `python -m config.health beat`
 
 
 class TransientDeliveryError(Exception):
@@ -129,8 +131,9 @@ def lead_deliver(self, lead_id: int) -> str:
 
 
 def sending_stale_seconds() -> int:
-    """A lead still `sending` after the task's hard time limit (plus a margin) lost its worker."""
-    return int(settings.CELERY_TASK_TIME_LIMIT) + 30
+    """A lead still `sending` after the task's hard time limit (plus a margin for clock skew between the
+    worker's and beat's machines) lost its worker: the pool kills a task at its hard limit."""
+    return int(settings.CELERY_TASK_TIME_LIMIT) + 15
 
 
 @shared_task(ignore_result=True)
@@ -159,6 +162,7 @@ def leads_reap() -> dict[str, int]:
     )
     for lead_id in stuck:
         lead_deliver.delay(lead_id)
+    cache.set(LEADS_REAP_LAST_RUN_KEY, time.time(), timeout=None)
     if returned or stuck:
         logger.warning("lead reaper: %s lead(s) back from sending, %s re-enqueued", returned, len(stuck))
     return {"returned": returned, "enqueued": len(stuck)}

@@ -3,6 +3,8 @@
  * Mic: getUserMedia -> AudioWorklet (inlined, Blob URL) that downmixes, resamples to 24 kHz PCM16 and
  * hands over 40 ms chunks -> base64 input_audio_buffer.append. Playback: a gapless queue of 24 kHz
  * buffers scheduled back to back, cleared on speech.started (barge-in). Server events: realtime/events.py.
+ * Server restart (session.ended reason "server_restart", or close 1012): the mic stays open and the socket
+ * reconnects with back-off ("Reconnecting…"), to another server process or the restarted one.
  */
 (function () {
   "use strict";
@@ -10,6 +12,8 @@
 
   var RATE = 24000;
   var CHUNK = 960; // 40 ms at 24 kHz
+  var RETRY_DELAYS = [300, 700, 1500, 3000, 5000, 8000]; // ms between reconnect attempts (~18 s in all)
+  var RETRYABLE = { server_restart: 1, server_busy: 1 }; // refusals worth another attempt while reconnecting
   var WORKLET = [
     "class SbCapture extends AudioWorkletProcessor {",
     "  constructor() { super(); this.step = sampleRate / " + RATE + "; this.pos = 0; this.prev = 0;",
@@ -65,6 +69,7 @@
     var ws = null, ctx = null, stream = null, node = null, source = null;
     var muted = false, ended = true, ready = false, state = "idle";
     var playing = [], playHead = 0, responding = false;
+    var retry = -1, retryTimer = null; // retry >= 0 while reconnecting after a server restart
     var voiceCfg = (api.config && api.config.voice) || {};
 
     function setState(next, detail) {
@@ -92,7 +97,7 @@
       playing.push(src);
       src.onended = function () {
         playing = playing.filter(function (p) { return p !== src; });
-        if (!playing.length && !responding && !ended) setState("listening");
+        if (!playing.length && !responding && !ended && ready) setState("listening");
       };
       if (state !== "speaking") setState("speaking");
     }
@@ -103,7 +108,7 @@
 
     function onEvent(evt) {
       switch (evt.type) {
-        case "session.ready": ready = true; setState("listening"); break;
+        case "session.ready": ready = true; retry = -1; setState("listening"); break;
         case "audio.delta": play(evt.delta); break;
         case "speech.started": clearPlayback(); setState("listening"); break;
         case "speech.stopped": case "response.started": case "tool.started":
@@ -118,8 +123,13 @@
           break;
         case "ui.event": api.renderEvent(evt.event); break;
         case "warning": setState(state, evt.message); break;
-        case "error": if (evt.fatal) setState("error", evt.message); else console.warn("[switchboard voice]", evt.message); break;
+        case "error":
+          // A restart or a busy server while reconnecting: the close that follows tries again.
+          if (evt.fatal && (evt.code === "server_restart" || (retry >= 0 && RETRYABLE[evt.code]))) break;
+          if (evt.fatal) setState("error", evt.message); else console.warn("[switchboard voice]", evt.message);
+          break;
         case "session.ended":
+          if (evt.reason === "server_restart") break; // close 1012 follows: reconnect
           var hadError = state === "error";
           cleanup();
           var calm = evt.reason === "hangup" || evt.reason === "max_duration";
@@ -128,9 +138,35 @@
       }
     }
 
+    function reconnect() {
+      retry += 1;
+      ready = false;
+      responding = false;
+      clearPlayback();
+      api.setPartial("user", null);
+      api.setPartial("assistant", null);
+      if (ws) {
+        ws.onclose = ws.onmessage = null;
+        if (ws.readyState < 2) ws.close(1000);
+        ws = null;
+      }
+      if (retry >= RETRY_DELAYS.length) {
+        cleanup();
+        setState("error", "The voice connection was lost.");
+        return;
+      }
+      setState("connecting", "Reconnecting…");
+      retryTimer = setTimeout(function () {
+        retryTimer = null;
+        if (!ended) openSocket().catch(function () { if (!ended) reconnect(); });
+      }, RETRY_DELAYS[retry]);
+    }
+
     function cleanup() {
       ended = true;
       ready = false;
+      retry = -1;
+      if (retryTimer) { clearTimeout(retryTimer); retryTimer = null; }
       clearPlayback();
       if (node) { node.port.onmessage = null; try { node.disconnect(); } catch (e) { /* gone */ } }
       if (source) { try { source.disconnect(); } catch (e) { /* gone */ } }
@@ -190,6 +226,7 @@
         };
         ws.onclose = function (e) {
           if (!opened) { reject(new Error("Voice isn't available on this site right now.")); return; }
+          if (!ended && (retry >= 0 || e.code === 1012)) { reconnect(); return; }
           if (!ended) {
             var hadError = state === "error";
             cleanup();

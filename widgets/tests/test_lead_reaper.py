@@ -51,7 +51,7 @@ def status_of(lead: Lead) -> str:
 
 
 def test_a_lead_left_sending_by_a_killed_worker_is_delivered_once(widget_a, crm, settings):
-    lead = lead_in(widget_a, status=Lead.Delivery.SENDING, age=600, claimed=settings.CELERY_TASK_TIME_LIMIT + 31,
+    lead = lead_in(widget_a, status=Lead.Delivery.SENDING, age=600, claimed=settings.CELERY_TASK_TIME_LIMIT + 16,
                    attempts=1)
     assert leads_reap.apply().get() == {"returned": 1, "enqueued": 1}
     assert status_of(lead) == Lead.Delivery.DELIVERED and lead.delivery_attempts == 2
