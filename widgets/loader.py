@@ -138,8 +138,9 @@ LOADER_TEMPLATE = """/* Switchboard loader */
 if(!s){var a=document.getElementsByTagName("script");
 for(var i=a.length-1;i>=0;i--){if((a[i].src||"").indexOf(P.key+"/chat-widget.js")>0){s=a[i];break;}}}
 if(!s){console.error("Switchboard: cannot find the loader <script> tag.");return;}
-var d=s.dataset||{},b=new URL(s.src).origin,o={base:b,key:P.key,widget:P.widget,type:P.type,frame:P.frame,
-config:P.config,mode:d.mode,target:d.target,position:d.position,script:s},w=window,
+var d=s.dataset||{},b=new URL(s.src).origin,x=d.widget&&d.widget!==P.widget,
+o={base:b,key:P.key,widget:x?d.widget:P.widget,type:x?"":P.type,frame:P.frame,config:x?null:P.config,
+mode:d.mode,target:d.target,position:d.position,script:s},w=window,
 q=w.SwitchboardQueue=w.SwitchboardQueue||[];q.push(o);
 if(!w.SwitchboardWidget&&!w.__sbLoading){w.__sbLoading=1;var e=document.createElement("script");
 e.src=b+P.bundle;e.async=true;e.onerror=function(){console.error("Switchboard: the widget script failed to load.");};
@@ -156,7 +157,8 @@ def loader_render(*, key: str, row: dict) -> str:
         "type": widget_type,
         "version": row["published_version__number"],
         "bundle": f"{bundle_path()}?v={bundle_version()}",
-        "frame": f"{chatkit_page_path(key=key)}?widget={row['public_id']}" if widget_type == "chatkit" else "",
+        # The bundle adds `?widget=<the widget it mounts>`: a `data-widget` tag may pick another one.
+        "frame": chatkit_page_path(key=key),
         "config": config_public(version.config),
     }
     # `</` cannot close a script element when the JS is inlined anywhere.

@@ -279,7 +279,10 @@
       target = this.o.target ? D.querySelector(this.o.target) : null;
       if (!target) { this.fail("inline mode needs data-target pointing at an element on the page."); return; }
     }
-    this.mode = mode;
+    this.mode = mode; this.pos = pos;
+    // Several popups in one corner (one per widget) stack their launchers instead of hiding each other.
+    var oy = em.offset_y == null ? 20 : em.offset_y;
+    (W.SwitchboardWidgets || []).forEach(function (w) { if (w !== self && w.r && w.mode === "popup" && w.pos === pos) oy += 72; });
     this.vid = store("sb:visitor") || uid("v_");
     store("sb:visitor", this.vid);
     this.skey = "sb:" + this.o.widget + ":";
@@ -302,7 +305,7 @@
       "--ln": dark ? "#334155" : "#e5e7eb", "--rd": (ap.radius == null ? 16 : ap.radius) + "px",
       "--f": ap.font_family || "system-ui,-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif",
       "--fs": (ap.font_size || 15) + "px", "--w": (em.width || 380) + "px", "--h": (em.height || 600) + "px",
-      "--ox": (em.offset_x == null ? 20 : em.offset_x) + "px", "--oy": (em.offset_y == null ? 20 : em.offset_y) + "px"
+      "--ox": (em.offset_x == null ? 20 : em.offset_x) + "px", "--oy": oy + "px"
     };
     var r = this.r = el("div", "r " + mode + " " + (pos === "bottom-left" ? "left" : "right") + (dark ? " dark" : ""));
     Object.keys(vars).forEach(function (k) { r.style.setProperty(k, vars[k]); });
@@ -345,7 +348,8 @@
       fr.setAttribute("allow", "microphone; clipboard-write");
       // The ChatKit page only serves the site that frames it, proven by the Referer's origin.
       fr.referrerPolicy = "origin";
-      fr.dataset.src = this.base + this.o.frame;
+      fr.dataset.src = this.base + (this.o.frame || "/widget/chatkit/" + encodeURIComponent(this.o.key)) +
+        "?widget=" + encodeURIComponent(this.o.widget);
       if (mode !== "popup") fr.src = fr.dataset.src;
       this.frame = fr;
       pn.appendChild(fr);

@@ -37,7 +37,7 @@ def test_loader_serves_published_n8n_widget(client, widget_a, license_a):
     assert data["widget"] == widget_a.public_id
     assert data["type"] == "n8n"
     assert data["bundle"].startswith("/static/widget/widget.js?v=")
-    assert data["frame"] == ""
+    assert data["frame"] == f"/widget/chatkit/{license_a.key}"  # the bundle adds ?widget=<the one it mounts>
     assert data["config"]["appearance"]["title"] == "Chat with us"
     assert "connection" in data["config"] and "n8n" not in data["config"]["connection"]
 
@@ -149,8 +149,8 @@ def test_chatkit_widget_gets_the_iframe_branch(client, license_a, owner):
                      secrets={"openai_api_key": OPENAI_KEY})
     response = client.get(loader_url(license_a.key))
     data = payload(response.content)
-    assert data["type"] == "chatkit"
-    assert data["frame"] == f"/widget/chatkit/{license_a.key}?widget={widget.public_id}"
+    assert data["type"] == "chatkit" and data["widget"] == widget.public_id
+    assert data["frame"] == f"/widget/chatkit/{license_a.key}"
     assert OPENAI_KEY.encode() not in response.content
 
 

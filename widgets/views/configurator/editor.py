@@ -99,8 +99,10 @@ def embed_code(request: HttpRequest, widget: Widget, membership: Membership) -> 
     origin = request.build_absolute_uri("/").rstrip("/")
     key = widget.license.key
     embed = widget.config["embed"]
-    script = (f'<script src="{origin}/api/widget/{key}/chat-widget.js" data-widget="{widget.public_id}" '
-              f'data-mode="{embed["mode"]}" data-position="{embed["position"]}"'
+    # Both selectors name this widget: `?widget=` makes the loader resolve it server-side (its own
+    # ETag and inline config), `data-widget` keeps a tag right if someone trims the query string.
+    script = (f'<script src="{origin}/api/widget/{key}/chat-widget.js?widget={widget.public_id}" '
+              f'data-widget="{widget.public_id}" data-mode="{embed["mode"]}" data-position="{embed["position"]}"'
               + (' data-target="#chat"' if embed["mode"] == "inline" else "") + " async></script>")
     iframe = (f'<iframe src="{origin}/widget/chatkit/{key}?widget={widget.public_id}" title="Chat" '
               f'style="width:100%;max-width:{embed["width"]}px;height:{embed["height"]}px;border:0" '
