@@ -12,6 +12,8 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from widgets.widget_strings import STRING_KEYS, strings_resolve
+
 HEX = r"^#[0-9a-fA-F]{6}$"
 VOICES = ["alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"]
 TOOL_NAMES = [
@@ -118,6 +120,8 @@ CONFIG_SCHEMA: dict[str, Any] = _obj(
                 "load_previous_session": _BOOL,
                 "disclaimer": _str(500),
                 "locale": _str(10, pattern=r"^([a-z]{2}(-[A-Z]{2})?)?$"),
+                # Overrides of the widget's UI texts (widgets/widget_strings.py); empty = the locale's.
+                "strings": _obj(dict.fromkeys(STRING_KEYS, _str(200))),
             }
         ),
         "embed": _obj(
@@ -219,6 +223,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "load_previous_session": True,
         "disclaimer": "",
         "locale": "",
+        "strings": {},
     },
     "embed": {"mode": "popup", "position": "bottom-right", "width": 400, "height": 600, "offset_x": 20,
               "offset_y": 20},
@@ -349,6 +354,7 @@ def config_public(config: dict[str, Any]) -> dict[str, Any]:
         },
         "appearance": copy.deepcopy(config["appearance"][connection["provider"]]),
         "behaviour": copy.deepcopy(config["behaviour"]),
+        "strings": strings_resolve(config["behaviour"]),
         "embed": copy.deepcopy(config["embed"]),
         "voice": {
             "enabled": bool(voice["enabled"]),

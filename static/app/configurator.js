@@ -315,7 +315,19 @@ function updateSecretHints(status) {
 
 document.getElementById("save-btn")?.addEventListener("click", save);
 
+// Publishing changes what visitors of the client's sites see at once: ask first.
+function confirmPublish() {
+  const dialog = document.getElementById("publish-dialog");
+  return new Promise((resolve) => {
+    dialog.returnValue = "";
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "publish"), { once: true });
+    dialog.showModal();
+    document.getElementById("publish-confirm").focus();
+  });
+}
+
 document.getElementById("publish-btn")?.addEventListener("click", async () => {
+  if (!(await confirmPublish())) return;
   if (dirty && !(await save())) return;
   const { status, ok, data } = await api(editor.dataset.publishUrl, "POST", { revision });
   if (ok) {

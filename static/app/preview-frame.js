@@ -62,7 +62,8 @@ function mountBundle(bundle, el, config, options) {
   const mode = options.mode;
   let target = null;
   if (mode === "inline") {
-    target = h("div", { id: "sb-inline-target", class: "sb-inline-target" });
+    target = h("div", { id: "sb-inline-target", class: "sb-inline-target",
+      style: { maxHeight: `${config.embed.height}px`, maxWidth: `min(${config.embed.width}px, calc(100% - 56px))` } });
     el.append(target);
   }
   const widget = bundle.mount({

@@ -11,6 +11,7 @@
 
   var CSS = [
     ":host{all:initial!important;display:block!important;position:static!important}",
+    ":host([data-mode=inline]){width:100%!important;height:100%!important}",
     ".r{all:initial;display:block;box-sizing:border-box;font-family:var(--f);font-size:var(--fs);line-height:1.45;",
     "color:var(--tx);text-align:left;-webkit-font-smoothing:antialiased;letter-spacing:normal;word-spacing:normal;",
     "text-transform:none;white-space:normal;visibility:visible;direction:ltr}",
@@ -24,13 +25,13 @@
     ".lau{position:fixed;z-index:2147483000;bottom:var(--oy);width:60px;height:60px;border-radius:50%;",
     "background:var(--p);color:var(--pt);box-shadow:0 6px 24px rgba(15,23,42,.25);transition:transform .2s}",
     ".lau:hover{transform:scale(1.06)}.lau svg{width:28px;height:28px}",
-    ".right .lau,.right .pn{right:var(--ox)}.left .lau,.left .pn{left:var(--ox)}",
+    ".right .lau,.popup.right .pn{right:var(--ox)}.left .lau,.popup.left .pn{left:var(--ox)}",
     ".pn{display:flex;flex-direction:column;overflow:hidden;background:var(--bg);color:var(--tx);",
     "border-radius:var(--rd);box-shadow:0 16px 56px rgba(15,23,42,.22),0 2px 8px rgba(15,23,42,.08)}",
     ".popup .pn{position:fixed;z-index:2147483001;bottom:calc(var(--oy) + 72px);width:var(--w);",
     "height:min(var(--h),calc(100vh - var(--oy) - 96px));animation:up .22s ease-out}",
-    ".inline .pn{position:relative;width:100%;height:var(--h);box-shadow:0 1px 3px rgba(15,23,42,.12);",
-    "border:1px solid var(--ln)}",
+    ".r.inline{width:100%;height:100%}.inline .pn{position:relative;width:100%;height:100%;",
+    "box-shadow:0 1px 3px rgba(15,23,42,.12);border:1px solid var(--ln)}",
     ".fullpage .pn{position:fixed;inset:0;z-index:2147483001;border-radius:0}",
     "@keyframes up{from{opacity:0;transform:translateY(12px)}to{opacity:1;transform:none}}",
     ".hd{display:flex;align-items:center;gap:12px;padding:16px 16px 16px 18px;background:var(--p);color:var(--pt)}",
@@ -55,7 +56,7 @@
     "background:rgba(127,127,127,.16);padding:.1em .35em;border-radius:5px}",
     ".b pre{background:rgba(15,23,42,.9);color:#e2e8f0;padding:10px 12px;border-radius:8px;overflow-x:auto}",
     ".b pre code{background:none;padding:0;color:inherit;white-space:pre}",
-    ".tm{font-size:.72em;opacity:.55;margin:4px 4px 0}",
+    ".tm{font-size:.72em;opacity:.55;margin:4px 4px 0}.m.q .b{opacity:.6}",
     ".er{font-size:.78em;color:#dc2626;margin:4px 4px 0;display:flex;gap:6px;align-items:center}",
     ".er button{text-decoration:underline;font-weight:600}",
     ".pt{opacity:.65;font-style:italic}",
@@ -237,9 +238,13 @@
     this.api = o.base + "/api/widget/" + encodeURIComponent(o.key);
     this.q = o.widget ? "?widget=" + encodeURIComponent(o.widget) : "";
     this.busy = false;
+    this.queue = [];
     this.voice = null;
   }
   var P = Widget.prototype;
+
+  /* UI texts come with the public config (widgets/widget_strings.py: behaviour.locale + overrides). */
+  P.t = function (key) { var s = this.cfg && this.cfg.strings; return (s && s[key]) || key; };
 
   P.fail = function (msg) {
     if (this.failed) return;
@@ -252,8 +257,10 @@
     return fetch(this.api + "/config" + this.q, { credentials: "omit" }).then(function (res) {
       return res.json().catch(function () { return {}; }).then(function (body) {
         if (!res.ok) {
-          var e = (body && body.error) || {};
-          self.fail((e.message || "the widget is not available here") + " (" + (e.code || res.status) + ")");
+          var e = (body && body.error) || {}, refused = /^(domain_not_allowed|origin_missing)$/.test(e.code || "");
+          // Name the host that was refused: that is what the site owner has to add to the license.
+          self.fail((refused ? "this page's host \"" + location.host + "\" was refused: " : "") +
+            (e.message || "the widget is not available here") + " (" + (e.code || res.status) + ")");
           return;
         }
         self.cfg = body.config || self.o.config;
@@ -264,7 +271,7 @@
       });
     }, function () {
       // A refused origin gets no CORS headers, so the browser hides the 403 body from us.
-      self.fail("this page's origin (" + location.origin + ") is not on the license's allowed domains, " +
+      self.fail("this page's host \"" + location.host + "\" is not on the license's allowed domains, " +
         "or the server is unreachable.");
     });
   };
@@ -293,6 +300,7 @@
 
     var host = this.host = D.createElement("switchboard-widget");
     host.setAttribute("data-widget", this.o.widget);
+    host.setAttribute("data-mode", mode);
     var root = this.root = host.attachShadow({ mode: "open" });
     var dark = ap.color_scheme === "dark" || (ap.color_scheme === "auto" && W.matchMedia &&
       matchMedia("(prefers-color-scheme: dark)").matches);
@@ -309,6 +317,8 @@
     };
     var r = this.r = el("div", "r " + mode + " " + (pos === "bottom-left" ? "left" : "right") + (dark ? " dark" : ""));
     Object.keys(vars).forEach(function (k) { r.style.setProperty(k, vars[k]); });
+    // Inline fills its target; a target with no height of its own (an empty <div>) gets the config's height.
+    if (target && !target.clientHeight) r.style.height = "var(--h)";
     // A constructed stylesheet is not an inline <style>, so a strict style-src CSP on the page allows it.
     try {
       var sheet = new CSSStyleSheet(); sheet.replaceSync(CSS); root.adoptedStyleSheets = [sheet];
@@ -320,7 +330,7 @@
       this.icon = ap.launcher_icon in ICONS ? ap.launcher_icon : "chat";
       var lau = this.lau = el("button", "lau", svg(this.icon));
       lau.type = "button";
-      lau.setAttribute("aria-label", "Open chat: " + title);
+      lau.setAttribute("aria-label", this.t("open_chat") + ": " + title);
       lau.setAttribute("aria-expanded", "false");
       lau.onclick = function () { self.toggle(); };
       r.appendChild(lau);
@@ -359,7 +369,7 @@
     }
     if (this.o.widget) {
       var rs = el("button", "ib", svg("reset"));
-      rs.type = "button"; rs.setAttribute("aria-label", "Start a new conversation"); rs.title = "New conversation";
+      rs.type = "button"; rs.setAttribute("aria-label", this.t("new_conversation")); rs.title = this.t("new_conversation");
       rs.onclick = function () { self.reset(); };
       hd.appendChild(rs);
     }
@@ -367,17 +377,19 @@
 
     var lg = this.lg = el("div", "lg");
     lg.setAttribute("role", "log"); lg.setAttribute("aria-live", "polite"); lg.setAttribute("aria-relevant", "additions");
-    lg.setAttribute("aria-label", "Conversation");
+    lg.setAttribute("aria-label", this.t("conversation"));
     pn.appendChild(lg);
     this.st = el("div", "st");
     pn.appendChild(this.st);
     var vb = this.vb = el("div", "vb");
     vb.hidden = true; vb.setAttribute("role", "status");
     vb.innerHTML = '<span class="dt"></span><span class="vl"></span>';
-    var mute = this.mute = el("button", "", svg("micoff") + "<span>Mute</span>");
+    var mute = this.mute = el("button", "", svg("micoff") + "<span></span>");
+    mute.lastChild.textContent = this.t("mute");
     mute.type = "button"; mute.setAttribute("aria-pressed", "false");
     mute.onclick = function () { self.setMuted(mute.getAttribute("aria-pressed") !== "true"); };
-    var hang = el("button", "hu", svg("hang") + "<span>End call</span>");
+    var hang = el("button", "hu", svg("hang") + "<span></span>");
+    hang.lastChild.textContent = this.t("end_call");
     hang.type = "button"; hang.onclick = function () { self.hangUp(); };
     vb.appendChild(mute); vb.appendChild(hang);
     pn.appendChild(vb);
@@ -385,10 +397,10 @@
     var cp = el("form", "cp");
     var ta = this.ta = el("textarea");
     ta.rows = 1; ta.maxLength = 4000;
-    ta.placeholder = bh.placeholder || "Type your message…";
-    ta.setAttribute("aria-label", "Message");
+    ta.placeholder = this.t("placeholder");
+    ta.setAttribute("aria-label", this.t("message"));
     var sd = this.sd = el("button", "sd", svg("send"));
-    sd.type = "submit"; sd.disabled = true; sd.setAttribute("aria-label", "Send message");
+    sd.type = "submit"; sd.disabled = true; sd.setAttribute("aria-label", this.t("send"));
     ta.oninput = function () {
       sd.disabled = !ta.value.trim();
       ta.style.height = "auto"; ta.style.height = Math.min(ta.scrollHeight, 120) + "px";
@@ -400,7 +412,7 @@
     cp.appendChild(ta);
     if (c.voice && c.voice.enabled) {
       var mc = this.mc = el("button", "mc", svg("mic"));
-      mc.type = "button"; mc.setAttribute("aria-label", "Start voice call"); mc.setAttribute("aria-pressed", "false");
+      mc.type = "button"; mc.setAttribute("aria-label", this.t("voice_start")); mc.setAttribute("aria-pressed", "false");
       mc.onclick = function () { self.voice || self.vstate === "connecting" ? self.hangUp() : self.startVoice(); };
       cp.appendChild(mc);
     }
@@ -414,7 +426,7 @@
 
   P.headerClose = function (hd) {
     var self = this, x = el("button", "ib", svg(this.mode === "popup" ? "down" : "close"));
-    x.type = "button"; x.setAttribute("aria-label", "Close chat");
+    x.type = "button"; x.setAttribute("aria-label", this.t("close_chat"));
     x.onclick = function () { self.toggle(false); };
     hd.appendChild(x);
   };
@@ -432,7 +444,7 @@
     this.pn.hidden = !open;
     this.r.classList.toggle("open", open);
     this.lau.setAttribute("aria-expanded", String(open));
-    this.lau.setAttribute("aria-label", (open ? "Close chat: " : "Open chat: ") + (this.cfg.appearance.title || "Chat"));
+    this.lau.setAttribute("aria-label", this.t(open ? "close_chat" : "open_chat") + ": " + (this.cfg.appearance.title || "Chat"));
     this.lau.innerHTML = svg(open ? "down" : this.icon);
     if (open) {
       if (this.frame && !this.frame.src) this.frame.src = this.frame.dataset.src;
@@ -446,13 +458,13 @@
     if (this.loaded || !this.lg) return;
     this.loaded = true;
     var self = this, bh = this.cfg.behaviour || {}, log = store(this.skey + "log") || [];
-    this.intro();
+    this.intro(log);
     if (bh.load_previous_session && this.resumed) {
       this.post({ action: "loadPreviousSession", sessionId: this.sid }).then(function (res) {
         return res.ok ? res.json() : null;
       }).then(function (data) {
         var msgs = (data && data.messages) || [];
-        if (msgs.length) msgs.forEach(function (m) { self.bubble(m.role, m.text, null, true); });
+        if (msgs.length) msgs.forEach(function (m) { self.bubble(m.role, m.text, -1, true); });
         else log.forEach(function (m) { self.replay(m); });
         self.starters();
       }, function () { log.forEach(function (m) { self.replay(m); }); self.starters(); });
@@ -466,10 +478,13 @@
     if (m.text) this.bubble(m.role, m.text, m.ts, true);
     (m.ui || []).forEach(function (ev) { self.renderEvent(ev, true); });
   };
-  P.intro = function () {
-    var self = this, bh = this.cfg.behaviour || {};
-    if (bh.greeting) this.bubble("assistant", bh.greeting, null, true);
-    (bh.initial_messages || []).forEach(function (t) { self.bubble("assistant", t, null, true); });
+  /* The greeting is as old as the conversation: the time it was first shown, kept with the session,
+     never later than the first message under it. */
+  P.intro = function (log) {
+    var self = this, bh = this.cfg.behaviour || {}, first = log[0] && log[0].ts, at = store(this.skey + "started");
+    if (!at || (first && first < at)) { at = first || Date.now(); store(this.skey + "started", at); }
+    if (bh.greeting) this.bubble("assistant", bh.greeting, at, true);
+    (bh.initial_messages || []).forEach(function (t) { self.bubble("assistant", t, at, true); });
   };
   P.starters = function () {
     var self = this, st = this.st, prompts = (this.cfg.behaviour || {}).starter_prompts || [];
@@ -481,14 +496,15 @@
       st.appendChild(b);
     });
   };
-  P.persist = function (role, text, ui) {
+  P.persist = function (role, text, ui, ts) {
     var log = store(this.skey + "log") || [];
-    log.push({ role: role, text: text, ui: ui || [], ts: Date.now() });
+    log.push({ role: role, text: text, ui: ui || [], ts: ts || Date.now() });
     store(this.skey + "log", log.slice(-60));
   };
   P.reset = function () {
     if (this.voice) this.hangUp();
-    store(this.skey + "log", null);
+    store(this.skey + "log", null); store(this.skey + "started", null);
+    this.queue = [];
     this.sid = uid("s_"); this.resumed = false; store(this.skey + "session", this.sid);
     this.lg.innerHTML = ""; this.loaded = false; this.load();
     this.ta.focus();
@@ -498,10 +514,11 @@
     var m = el("div", "m " + (role === "user" ? "u" : "a"));
     var b = el("div", "b", role === "user" ? esc(text).replace(/\n/g, "<br>") : md(text));
     m.appendChild(b);
-    var tm = el("time", "tm");
-    var when = ts || Date.now();
-    tm.dateTime = new Date(when).toISOString(); tm.textContent = clock(when);
-    m.appendChild(tm);
+    var when = m.ts = ts || Date.now();
+    if (when > 0) {  // -1: a message from n8n's memory, whose time we do not know
+      var tm = m.appendChild(el("time", "tm"));
+      tm.dateTime = new Date(when).toISOString(); tm.textContent = clock(when);
+    }
     this.partial(null);
     this.lg.appendChild(m);
     if (!quiet) this.scroll();
@@ -512,7 +529,8 @@
   P.typing = function (on) {
     if (this.ty) { this.ty.remove(); this.ty = null; }
     if (!on) return;
-    var t = this.ty = el("div", "m a", '<div class="b ty" aria-label="Assistant is typing"><i></i><i></i><i></i></div>');
+    var t = this.ty = el("div", "m a", '<div class="b ty"><i></i><i></i><i></i></div>');
+    t.firstChild.setAttribute("aria-label", this.t("typing"));
     this.lg.appendChild(t); this.scroll();
   };
   P.partial = function (role, text) {
@@ -540,39 +558,55 @@
     this.ta.value = ""; this.ta.oninput();
     if (this.voice && this.voice.sendText) {
       this.st.innerHTML = "";
-      try { this.voice.sendText(text); } catch (e) { this.setVoiceState("error", "Could not send to the call"); }
+      try { this.voice.sendText(text); } catch (e) { this.setVoiceState("error", this.t("not_delivered")); }
       return;
     }
     this.send(text);
   };
 
-  P.send = function (text, retryOf) {
-    var self = this;
-    if (this.busy) return;
-    this.busy = true;
+  /* One message at a time goes to the assistant (n8n keeps one memory per session). A message typed
+     while it answers is never dropped: it shows at once, marked queued, and is sent right after the
+     current reply, then moved below that reply so the log reads in the order the assistant saw it. */
+  P.send = function (text, um) {
+    var self = this, old = um && um.querySelector(".er");
+    if (old) old.remove();
     this.st.innerHTML = "";
-    var um = retryOf || this.bubble("user", text);
-    var old = um.querySelector(".er"); if (old) old.remove();
+    if (this.busy) {
+      um = um || this.bubble("user", text);
+      um.classList.add("q");
+      if (!um.querySelector(".qn")) um.appendChild(el("div", "tm qn")).textContent = this.t("queued");
+      this.queue.push({ text: text, um: um });
+      return;
+    }
+    this.busy = true;
+    if (um) {
+      um.classList.remove("q");
+      if (um.querySelector(".qn")) { um.querySelector(".qn").remove(); this.lg.appendChild(um); }
+    } else um = this.bubble("user", text);
     this.typing(true);
-    var done = function () { self.busy = false; self.typing(false); };
+    var finished = false, done = function () {
+      if (finished) return;
+      finished = true; self.busy = false; self.typing(false);
+      setTimeout(function () { var n = self.queue.shift(); if (n) self.send(n.text, n.um); }, 0);
+    };
     this.post({ action: "sendMessage", sessionId: this.sid, chatInput: text }).then(function (res) {
       var ctype = res.headers.get("content-type") || "";
       if (!res.ok) {
         return res.json().catch(function () { return {}; }).then(function (b) {
           var e = (b && b.error) || {};
           if (res.status === 403 || res.status === 404) self.fail((e.message || "chat refused") + " (" + (e.code || res.status) + ")");
-          throw new Error(e.message || "Something went wrong. Please try again.");
+          throw new Error(e.message || self.t("error"));
         });
       }
-      if (!retryOf) self.persist("user", text);
+      self.persist("user", text, null, um.ts);
       if (ctype.indexOf("ndjson") >= 0 && res.body && res.body.getReader) return self.stream(res, done);
       return res.json().then(function (b) { done(); self.reply(b.output || "", b.ui || []); });
     }).catch(function (err) {
       done();
       var er = el("div", "er");
       er.setAttribute("role", "alert");
-      er.appendChild(el("span")).textContent = (err && err.message && !/fetch/i.test(err.message)) ? err.message : "Not delivered.";
-      var rb = el("button"); rb.type = "button"; rb.textContent = "Retry";
+      er.appendChild(el("span")).textContent = (err && err.message && !/fetch/i.test(err.message)) ? err.message : self.t("not_delivered");
+      var rb = el("button"); rb.type = "button"; rb.textContent = self.t("retry");
       rb.onclick = function () { self.send(text, um); };
       er.appendChild(rb); um.appendChild(er); self.scroll();
     });
@@ -580,9 +614,9 @@
 
   P.reply = function (text, ui) {
     var self = this;
-    if (text) this.bubble("assistant", text);
+    var m = text && this.bubble("assistant", text);
     (ui || []).forEach(function (ev) { self.renderEvent(ev); });
-    this.persist("assistant", text, ui);
+    this.persist("assistant", text, ui, m && m.ts);
   };
 
   /* NDJSON relay: {"type":"item","content"} … {"type":"end","output","ui"} | {"type":"error","code","message"}. */
@@ -596,9 +630,9 @@
         text += ev.content; b.innerHTML = md(text); self.lg.scrollTop = self.lg.scrollHeight;
       } else if (ev.type === "end") {
         (ev.ui || []).forEach(function (u) { self.renderEvent(u); });
-        self.persist("assistant", ev.output || text, ev.ui || []);
+        self.persist("assistant", ev.output || text, ev.ui || [], m && m.ts);
       } else if (ev.type === "error") {
-        throw new Error(ev.message || "The answer was interrupted.");
+        throw new Error(ev.message || self.t("interrupted"));
       }
     }
     function pump() {
@@ -619,7 +653,7 @@
     var self = this, box = el("div", "ui");
     if (ev.type === "ui.product_cards") {
       var row = el("div", "cs");
-      row.setAttribute("role", "list"); row.setAttribute("aria-label", "Products");
+      row.setAttribute("role", "list"); row.setAttribute("aria-label", this.t("products"));
       (ev.products || []).slice(0, 10).forEach(function (p) {
         var cd = el("div", "cd"); cd.setAttribute("role", "listitem");
         var img = safeUrl(p.image_url), ph = el("div", "ph");
@@ -634,9 +668,9 @@
         if (p.description) ci.appendChild(el("span", "ds")).textContent = p.description;
         var price = money(p.price, p.currency);
         if (price) ci.appendChild(el("span", "pr")).textContent = price;
-        if (p.in_stock === false) ci.appendChild(el("span", "os")).textContent = "Out of stock";
+        if (p.in_stock === false) ci.appendChild(el("span", "os")).textContent = self.t("out_of_stock");
         var u = safeUrl(p.url);
-        if (u) ci.appendChild(link(u, "View product", "bt"));
+        if (u) ci.appendChild(link(u, self.t("view_product"), "bt"));
         cd.appendChild(ci); row.appendChild(cd);
       });
       box.appendChild(row);
@@ -646,11 +680,11 @@
       var u2 = safeUrl(ev.url);
       if (!u2) return;
       var w = el("div", "cdw");
-      w.appendChild(el("h4")).textContent = ev.title || (ev.type === "ui.demo_clip" ? ev.topic : "Book a meeting");
+      w.appendChild(el("h4")).textContent = ev.title || (ev.type === "ui.demo_clip" ? ev.topic : this.t("book_meeting"));
       if (ev.type === "ui.demo_clip" && /\.(mp4|webm|ogg)(\?|$)/i.test(u2)) {
         var v = el("video"); v.src = u2; v.controls = true; v.preload = "metadata"; w.appendChild(v);
       }
-      w.appendChild(link(u2, ev.type === "ui.demo_clip" ? "Watch the demo" : "Pick a time", "bt"));
+      w.appendChild(link(u2, this.t(ev.type === "ui.demo_clip" ? "watch_demo" : "pick_time"), "bt"));
       box.appendChild(w);
     } else return;
     this.lg.appendChild(box);
@@ -660,14 +694,14 @@
   P.form = function (ev) {
     var self = this, f = el("form", "cdw fm");
     f.noValidate = true;
-    f.appendChild(el("h4")).textContent = "Get a trade-in quote";
+    f.appendChild(el("h4")).textContent = this.t("trade_in_title");
     (ev.fields || []).forEach(function (fd) {
       var lb = el("label"), inp;
       lb.appendChild(el("span")).textContent = fd.label + (fd.required ? " *" : "");
       if (fd.type === "select") {
         inp = el("select");
         [""].concat(fd.options || []).forEach(function (o) {
-          var op = el("option"); op.value = o; op.textContent = o || "Choose…"; inp.appendChild(op);
+          var op = el("option"); op.value = o; op.textContent = o || self.t("choose"); inp.appendChild(op);
         });
       } else {
         inp = el("input");
@@ -687,7 +721,7 @@
       lb.appendChild(inp); f.appendChild(lb);
     });
     var fe = el("div", "fe"); fe.setAttribute("role", "alert"); f.appendChild(fe);
-    var sb = el("button", "bt", "Get my quote"); sb.type = "submit"; f.appendChild(sb);
+    var sb = el("button", "bt"); sb.textContent = this.t("get_quote"); sb.type = "submit"; f.appendChild(sb);
     f.onsubmit = function (e) {
       e.preventDefault();
       var v = {}, miss = null;
@@ -696,7 +730,7 @@
         v[x.name] = x.value.trim();
         if (x.required && !v[x.name] && !miss) miss = x;
       });
-      if (miss) { fe.textContent = "Please fill in " + miss.parentNode.firstChild.textContent.replace(" *", "") + "."; miss.focus(); return; }
+      if (miss) { fe.textContent = self.t("fill_in").replace("{field}", miss.parentNode.firstChild.textContent.replace(" *", "")); miss.focus(); return; }
       sb.disabled = true; fe.textContent = "";
       var body = {
         source: "trade_in_form", name: v.name, email: v.email, phone: v.phone, interest: v.device,
@@ -704,9 +738,9 @@
       };
       self.post(body, "/leads").then(function (res) {
         return res.json().then(function (b) {
-          if (!res.ok) throw new Error((b.error && b.error.message) || "Could not send the form.");
+          if (!res.ok) throw new Error((b.error && b.error.message) || self.t("form_error"));
           f.innerHTML = "";
-          f.appendChild(el("h4")).textContent = "Thanks! We'll be in touch with your quote.";
+          f.appendChild(el("h4")).textContent = self.t("form_thanks");
         });
       }).catch(function (err) { sb.disabled = false; fe.textContent = err.message; });
     };
@@ -737,8 +771,8 @@
       W.__sbVoice = new Promise(function (ok, ko) {
         var s = D.createElement("script");
         s.src = base + "/static/widget/voice.js"; s.async = true;
-        s.onload = function () { W.SwitchboardVoice ? ok(W.SwitchboardVoice) : ko(new Error("voice unavailable")); };
-        s.onerror = function () { W.__sbVoice = null; ko(new Error("Voice could not be loaded")); };
+        s.onload = function () { W.SwitchboardVoice ? ok(W.SwitchboardVoice) : ko(new Error("")); };
+        s.onerror = function () { W.__sbVoice = null; ko(new Error("")); };
         (D.head || D.documentElement).appendChild(s);
       });
     }
@@ -756,7 +790,7 @@
       return s.start();
     }).catch(function (e) {
       self.voice = null;
-      self.setVoiceState("error", (e && e.message) || "Voice is unavailable");
+      self.setVoiceState("error", (e && e.message) || self.t("voice_unavailable"));
     });
   };
   /* Voice consent, inline in the conversation (asked once per browser). */
@@ -764,9 +798,10 @@
     var self = this, box = el("div", "ui cdw");
     if (this.cbox) this.cbox.remove();
     this.cbox = box;
-    box.setAttribute("role", "group"); box.setAttribute("aria-label", "Voice call consent");
-    box.appendChild(el("p")).textContent = text || "This call is processed by an AI assistant.";
-    var ok = el("button", "bt", "Start the call"), no = el("button", "", "Not now");
+    box.setAttribute("role", "group"); box.setAttribute("aria-label", this.t("consent"));
+    box.appendChild(el("p")).textContent = text || this.t("consent_text");
+    var ok = el("button", "bt"), no = el("button", "");
+    ok.textContent = this.t("start_call"); no.textContent = this.t("not_now");
     ok.type = no.type = "button";
     ok.onclick = function () { store(self.skey + "consent", 1); box.remove(); self.cbox = null; done(true); };
     no.onclick = function () { box.remove(); self.cbox = null; self.mc.focus(); done(false); };
@@ -775,7 +810,7 @@
   };
   P.setMuted = function (on) {
     this.mute.setAttribute("aria-pressed", String(on));
-    this.mute.lastChild.textContent = on ? "Unmute" : "Mute";
+    this.mute.lastChild.textContent = this.t(on ? "unmute" : "mute");
     if (this.voice) this.voice.setMuted(on);
   };
   P.hangUp = function () {
@@ -783,19 +818,18 @@
     if (s) { try { s.stop("user"); } catch (e) { /* already closed */ } }
     this.setVoiceState("idle");
   };
-  var LABELS = { connecting: "Connecting…", listening: "Listening…", thinking: "Thinking…", speaking: "Speaking…",
-    error: "Voice unavailable" };
+  var LABELS = { error: "voice_unavailable" };
   P.setVoiceState = function (s, detail) {
     if (!this.vb) return;
     this.vstate = s;
     var active = s !== "idle";
     this.vb.hidden = !active;
     this.vb.setAttribute("data-s", s);
-    this.vb.querySelector(".vl").textContent = detail || LABELS[s] || s;
+    this.vb.querySelector(".vl").textContent = detail || this.t(LABELS[s] || s);
     this.mute.hidden = s === "error";
     if (this.mc) {
       this.mc.setAttribute("aria-pressed", String(active && s !== "error"));
-      this.mc.setAttribute("aria-label", active ? "End voice call" : "Start voice call");
+      this.mc.setAttribute("aria-label", this.t(active ? "voice_end" : "voice_start"));
       this.mc.innerHTML = svg(active && s !== "error" ? "hang" : "mic");
     }
     if (!active || s === "error") this.voice = null;  // the call is over: the composer goes back to chat

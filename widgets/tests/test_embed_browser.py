@@ -461,9 +461,9 @@ def test_markdown_never_becomes_markup_or_script(browser_page, host_page, shop_w
     page.locator(shadow(".lau")).click()
     page.locator(shadow("textarea")).fill("hello")
     page.keyboard.press("Enter")
-    page.wait_for_function("() => document.querySelector('switchboard-widget').shadowRoot"
-                           ".querySelectorAll('.m.a').length >= 2")
-    page.wait_for_timeout(300)
+    # Wait for the reply itself: the typing indicator is an assistant row too (counting rows raced it).
+    page.wait_for_function("""() => { const root = document.querySelector('switchboard-widget').shadowRoot;
+        return !root.querySelector('.ty') && root.querySelectorAll('.m.a .b').length >= 2; }""")
     found = page.evaluate("""() => {
         const root = document.querySelector('switchboard-widget').shadowRoot;
         const bubble = [...root.querySelectorAll('.m.a .b')].pop();

@@ -174,7 +174,8 @@ def test_save_publish_and_rollback(signed_in, live_server, owner, widget_a):
     page.get_by_label("Widget name").fill("Acme widget")
     page.get_by_role("tab", name="Appearance").click()
     page.get_by_label("Title", exact=True).fill("Acme help")
-    page.get_by_role("button", name="Publish").click()
+    page.get_by_role("button", name="Publish", exact=True).click()
+    page.get_by_role("button", name="Publish now").click()  # the confirmation
     page.locator("#status-badge").get_by_text("Published v2").wait_for()
     widget_a.refresh_from_db()
     assert widget_a.published_version.number == 2 and widget_a.name == "Acme widget"
@@ -239,7 +240,8 @@ def test_copy_embed_code(signed_in, live_server, owner, widget_a):
     page.locator("[data-copy='#snippet-script']").click()
     page.get_by_text("Copied to the clipboard").wait_for()
     copied = page.evaluate("navigator.clipboard.readText()")
-    assert copied.startswith(f'<script src="{live_server.url}/api/widget/{widget_a.license.key}/chat-widget.js"')
+    assert copied.startswith(f'<script src="{live_server.url}/api/widget/{widget_a.license.key}/chat-widget.js'
+                             f'?widget={widget_a.public_id}" data-widget="{widget_a.public_id}"')
     assert 'data-mode="popup"' in copied and copied.endswith("async></script>")
 
 

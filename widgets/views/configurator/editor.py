@@ -10,7 +10,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from config.api import ApiError
 from licenses.models import Membership
-from widgets import catalog, services
+from widgets import catalog, services, widget_strings
 from widgets.config_diff import config_diff
 from widgets.config_schema import ConfigError, config_normalize
 from widgets.connection_test import connection_test
@@ -35,6 +35,8 @@ def configurator(request: HttpRequest, widget: Widget, membership: Membership) -
         "secrets": services.secrets_status(widget=widget), "provider": widget.widget_type,
         "knowledge_count": widget.knowledge.count(), "product_count": widget.products.count(),
         "domains": widget.license.allowed_domains, "nav": "widgets", **role_flags(membership),
+        "widget_strings": {"strings": widget_strings.STRINGS,
+                           "default_placeholder": widget_strings.DEFAULT_PLACEHOLDER},
     })
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from widgets.config_schema import CONFIG_SCHEMA, DEFAULT_CONFIG, TOOL_NAMES
+from widgets.widget_strings import LOCALES, STRING_KEYS, STRINGS
 
 
 def schema_at(path: str) -> dict[str, Any]:
@@ -174,8 +175,12 @@ def sections() -> list[Section]:
                 control("behaviour.initial_messages", "Initial messages", help="One per line, up to 5."),
                 control("behaviour.placeholder", "Composer placeholder"),
                 control("behaviour.disclaimer", "Disclaimer", kind="textarea"),
-                control("behaviour.locale", "Locale", placeholder="en or en-US"),
+                control("behaviour.locale", "Locale", placeholder="en or en-US",
+                        help=f"The widget's own texts: {', '.join(LOCALES)}; any other language uses English."),
             ]),
+            Group("Widget texts", provider="n8n", note="Empty fields use the locale's text (shown greyed).",
+                  controls=[control(f"behaviour.strings.{key}", key.replace("_", " ").capitalize(),
+                                    placeholder=STRINGS["en"][key]) for key in STRING_KEYS]),
             Group("Options", [
                 control("behaviour.file_uploads", "Allow file uploads"),
                 control("behaviour.history", "Show history"),
@@ -218,4 +223,6 @@ def sections_with_values(config: dict[str, Any]) -> list[Section]:
             for c in group.controls:
                 value = value_at(config, c.path)
                 c.value = "\n".join(value) if c.kind == "lines" and isinstance(value, list) else value
+                if c.value is None:
+                    c.value = ""
     return out
