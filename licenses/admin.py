@@ -1,15 +1,19 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
 from django.utils import timezone
 from simple_history.admin import SimpleHistoryAdmin
 
+from config.api import ApiError
 from licenses import services
-from licenses.models import Agency, License, LicenseUsage, Membership, month_start
+from licenses.domains import DomainError, domain_matches, domain_normalize, domains_split
+from licenses.models import DEFAULT_LIMITS, Agency, License, LicenseUsage, Membership, month_start
 
 
 class MembershipInline(admin.TabularInline):
@@ -69,19 +73,87 @@ class LicenseUsageInline(admin.TabularInline):
         return False
 
 
+# Each limit as a named number field; the optional ones fall back to a platform setting when empty.
+LIMIT_FIELDS: dict[str, tuple[str, str]] = {
+    "max_widgets": ("Widgets", "How many widgets the agency may create on this license."),
+    "monthly_conversations": ("Conversations per month", "Chat and ChatKit conversations (UTC month)."),
+    "monthly_voice_minutes": ("Voice minutes per month", ""),
+    "max_concurrent_voice_sessions": ("Voice calls at once", ""),
+    "max_allowed_domains": ("Allowed domains the agency may keep", "Staff may list more here; the agency "
+                            "can then only remove until it is under the cap."),
+    "chatkit_session_seconds": ("ChatKit session length (seconds)", "Empty: the platform setting."),
+    "chatkit_max_requests_per_minute": ("ChatKit requests per minute", "Empty: the platform setting."),
+}
+
+
+class _LicenseAdminForm(forms.ModelForm):
+    """Allowed domains as one host per line and limits as named numbers, validated by the same
+    services as the REST API (licenses.services.domains_normalize / limits_normalize)."""
+
+    domains = forms.CharField(
+        label="Allowed domains", required=False, widget=forms.Textarea(attrs={"rows": 5, "cols": 60}),
+        help_text="One per line: shop.example.com, localhost:3000 (that port only) or *.example.com (any "
+                  "subdomain). A pasted URL is reduced to its host.",
+    )
+
+    class Meta:
+        model = License
+        fields = ["agency", "client_name", "status", "starts_at", "expires_at", "grace_days", "notes"]
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        limits = self.instance.limits or {}
+        self.fields["domains"].initial = "\n".join(self.instance.allowed_domains or [])
+        for name in LIMIT_FIELDS:
+            if f"limit_{name}" in self.fields:
+                self.fields[f"limit_{name}"].initial = limits.get(name, DEFAULT_LIMITS.get(name))
+
+    def clean_domains(self) -> list[str]:
+        try:
+            return services.domains_normalize(domains=domains_split(self.cleaned_data["domains"]))
+        except ApiError as exc:
+            raise forms.ValidationError([m for messages in exc.fields.values() for m in messages] or exc.message)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        limits = {name: data.get(f"limit_{name}") for name in LIMIT_FIELDS}
+        try:
+            self.limits = services.limits_normalize(limits={k: v for k, v in limits.items() if v is not None})
+        except ApiError as exc:
+            for path, messages_ in exc.fields.items():
+                self.add_error(f"limit_{path.removeprefix('limits.')}", messages_)
+        return data
+
+    def save(self, commit: bool = True) -> License:
+        self.instance.allowed_domains = self.cleaned_data["domains"]
+        self.instance.limits = self.limits
+        return super().save(commit)
+
+
+# The admin builds its form from the fieldsets, so every limit field must be declared on the class.
+LicenseAdminForm = type("LicenseAdminForm", (_LicenseAdminForm,), {
+    f"limit_{name}": forms.IntegerField(label=label, min_value=0, required=name in DEFAULT_LIMITS, help_text=help_text)
+    for name, (label, help_text) in LIMIT_FIELDS.items()
+})
+
+
 @admin.register(License)
 class LicenseAdmin(SimpleHistoryAdmin):
+    form = LicenseAdminForm
     list_display = [
         "key", "agency", "client_name", "status", "expires_at", "widget_count", "conversations_this_month",
         "voice_minutes_this_month",
     ]
     list_display_links = ["key", "client_name"]
     list_filter = ["status", "agency", ExpiringFilter]
-    search_fields = ["key", "client_name", "agency__name", "agency__slug"]
+    search_fields = ["key", "client_name", "agency__name", "agency__slug", "allowed_domains"]
+    search_help_text = "Key, client, agency, or a domain: a host (or URL) finds every license that allows it."
     readonly_fields = ["key", "created_at", "updated_at"]
-    fields = [
-        "key", "agency", "client_name", "status", "starts_at", "expires_at", "grace_days", "allowed_domains",
-        "limits", "notes", "created_at", "updated_at",
+    fieldsets = [
+        (None, {"fields": ["key", "agency", "client_name", "status", "starts_at", "expires_at", "grace_days"]}),
+        ("Where the widgets may load", {"fields": ["domains"]}),
+        ("Limits", {"fields": [f"limit_{name}" for name in LIMIT_FIELDS]}),
+        (None, {"fields": ["notes", "created_at", "updated_at"]}),
     ]
     actions = ["suspend", "reactivate", "extend_one_year", "rotate_key"]
     inlines = [LicenseUsageInline]
@@ -102,9 +174,33 @@ class LicenseAdmin(SimpleHistoryAdmin):
             )
         )
 
+    def get_fieldsets(self, request: HttpRequest, obj: License | None = None) -> list:
+        # The key exists once the license is saved: an add form would show a value that is never stored.
+        if obj is None:
+            first = self.fieldsets[0]
+            fields = [f for f in first[1]["fields"] if f != "key"]
+            return [(first[0], {"fields": fields}), *self.fieldsets[1:-1],
+                    (None, {"fields": ["notes"]})]
+        return self.fieldsets
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[License], search_term: str):
+        """Besides the text search, a host or URL finds the licenses whose patterns allow it
+        (`www.shop.example.com` finds `*.example.com`)."""
+        results, distinct = super().get_search_results(request, queryset, search_term)
+        term = search_term.strip()
+        try:
+            host = domain_normalize(term) if term and " " not in term else ""
+        except DomainError:
+            host = ""
+        if host and "*" not in host:
+            name, _, port = host.partition(":")
+            ports = [port] if port else ["443", "80", ""]
+            matching = [pk for pk, patterns in queryset.values_list("pk", "allowed_domains")
+                        if any(domain_matches(p, name, x) or p == host for p in patterns or [] for x in ports)]
+            results = results | queryset.filter(pk__in=matching)
+        return results, distinct
+
     def save_model(self, request: HttpRequest, obj: License, form: object, change: bool) -> None:
-        obj.allowed_domains = services.domains_normalize(domains=obj.allowed_domains or [])
-        obj.limits = services.limits_normalize(limits=obj.limits)
         old_key = License.objects.filter(pk=obj.pk).values_list("key", flat=True).first() if change else None
         super().save_model(request, obj, form, change)
         for key in {old_key, obj.key} - {None}:

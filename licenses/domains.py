@@ -40,6 +40,11 @@ def domain_normalize(raw: str) -> str:
     return f"{host}:{port}" if port else host
 
 
+def domains_split(text: str) -> list[str]:
+    """The entries of a one-per-line text box (commas and spaces separate too: no host contains them)."""
+    return [part for part in re.split(r"[\s,]+", text or "") if part]
+
+
 def origin_host_port(origin: str | None) -> tuple[str, str] | None:
     """(host, port) of an Origin header, or None when it is missing, `null` or malformed."""
     if not origin or origin.strip().lower() == "null":

@@ -17,6 +17,8 @@ DEFAULT_LIMITS: dict[str, int] = {
     "monthly_conversations": 1000,
     "monthly_voice_minutes": 300,
     "max_concurrent_voice_sessions": 5,
+    # How many allowed domains the agency may keep on the license from /app/ (staff are not capped).
+    "max_allowed_domains": 20,
 }
 # Limits a license may set to override a platform setting; absent means "use the setting".
 OPTIONAL_LIMITS = ("chatkit_session_seconds", "chatkit_max_requests_per_minute")
@@ -130,6 +132,10 @@ class License(models.Model):
     @property
     def max_concurrent_voice_sessions(self) -> int:
         return self.limit("max_concurrent_voice_sessions")
+
+    @property
+    def max_allowed_domains(self) -> int:
+        return self.limit("max_allowed_domains")
 
 
 class LicenseUsage(models.Model):
