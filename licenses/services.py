@@ -166,6 +166,32 @@ def license_update(*, license: License, **changes: Any) -> License:
     return license
 
 
+def license_domains_set(*, actor: Membership | None, license: License, domains: list[str] | Any) -> License:
+    """An agency admin or owner replaces the allowed domains of one of the agency's licenses.
+
+    Same normalisation and errors as staff's API (domains_normalize). Staff cap the count with the
+    `max_allowed_domains` limit; a list already over the cap may still shrink. Public readers see the
+    change at once (cache generation bumped)."""
+    if actor is None or actor.agency_id != license.agency_id:
+        raise ApiError("not_found", "License not found.", status_code=404)
+    if not actor.has_role(Membership.Role.ADMIN):
+        raise ApiError("permission_denied", "Only admins and owners change a license's domains.", status_code=403)
+    normalized = domains_normalize(domains=domains)
+    with transaction.atomic():
+        current = License.objects.select_for_update().get(pk=license.pk)
+        cap = current.max_allowed_domains
+        if len(normalized) > cap and len(normalized) > len(current.allowed_domains or []):
+            raise ApiError(
+                "domain_limit", f"This license allows {cap} domain{'s' if cap != 1 else ''}; remove one first or "
+                "ask staff to raise the limit.", fields={"allowed_domains": [f"At most {cap}."]})
+        current.allowed_domains = normalized
+        current._history_user = actor.user  # simple_history: who changed it
+        current.save(update_fields=["allowed_domains", "updated_at"])
+        license_cache_bump(key=current.key)
+    license.allowed_domains = normalized
+    return current
+
+
 def _set_status(license: License, status: str) -> License:
     license.status = status
     license.save(update_fields=["status", "updated_at"])

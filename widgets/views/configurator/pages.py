@@ -8,7 +8,7 @@ from django.contrib import messages
 from django.contrib.auth.tokens import default_token_generator
 from django.core.mail import send_mail
 from django.db.models import Count, Q
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.utils import timezone
@@ -18,8 +18,15 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from config.api import ApiError
 from licenses import services as license_services
+from licenses.domains import domains_split
 from licenses.models import Membership, month_start
-from licenses.selectors import license_list_for_user, membership_list_for_user, usage_for_month
+from licenses.selectors import (
+    license_get_for_user,
+    license_list_for_user,
+    membership_get,
+    membership_list_for_user,
+    usage_for_month,
+)
 from licenses.tenancy import current_agency_set
 from widgets import services
 from widgets.models import Widget, WidgetType
@@ -130,7 +137,61 @@ def license_list(request: HttpRequest, membership: Membership) -> HttpResponse:
                 _meter("Widgets", lic.n_widgets, lic.max_widgets),
             ],
         })
-    return render_app(request, "app/license_list.html", {"rows": rows, "nav": "licenses"})
+    return render_app(request, "app/license_list.html", {
+        "rows": rows, "nav": "licenses", "can_manage_domains": membership.can_publish,
+    })
+
+
+def _matches(pattern: str) -> str:
+    host, _, port = pattern.partition(":")
+    where = f"port {port} only" if port else "any port"
+    if host.startswith("*."):
+        return f"every subdomain of {host[2:]}, not {host[2:]} itself"
+    return f"{host} ({where})"
+
+
+@agency_required
+@require_http_methods(["GET", "POST"])
+def license_domains(request: HttpRequest, membership: Membership, key: str) -> HttpResponse:
+    """A license's allowed domains: everyone in the agency sees them, admins and owners change them."""
+    license = license_get_for_user(user=request.user, key=key)
+    actor = membership_get(user=request.user, agency=license.agency_id)
+    if actor is None:  # staff without a membership: the admin is their place
+        raise Http404("License not found.")
+    errors: list[str] = []
+    value = ""
+    if request.method == "POST":
+        current = list(license.allowed_domains or [])
+        action = request.POST.get("action", "")
+        if action == "remove":
+            domains = [d for d in current if d != request.POST.get("domain", "")]
+            done = f"Removed {request.POST.get('domain', '')}: widgets stop loading there now."
+        else:
+            value = request.POST.get("domains", "")
+            added = domains_split(value)
+            domains = current + added
+            done = f"Added {', '.join(added)}: widgets load there now." if added else ""
+            if not added:
+                errors = ["Enter a host such as shop.example.com or *.example.com."]
+        if not errors:
+            try:
+                license_services.license_domains_set(actor=actor, license=license, domains=domains)
+            except ApiError as exc:
+                if exc.status_code == 403:
+                    return forbidden(request, exc)
+                # Positions count from the current list; the messages name the entry itself.
+                errors = [m for field_errors in exc.fields.values() for m in field_errors
+                          if not m.startswith("At most")] or [exc.message]
+            else:
+                messages.success(request, done)
+                return redirect("app-license-domains", key=license.key)
+    cap = license.max_allowed_domains
+    domains = license.allowed_domains or []
+    return render_app(request, "app/license_domains.html", {
+        "license": license, "nav": "licenses", "can_manage": actor.can_publish, "errors": errors, "value": value,
+        "domains": [{"pattern": d, "matches": _matches(d)} for d in domains], "cap": cap,
+        "left": max(0, cap - len(domains)),
+    }, status=400 if errors else 200)
 
 
 def _meter(label: str, used: float, limit: int) -> dict:
