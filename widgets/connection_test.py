@@ -1,82 +1,251 @@
-""""Test connection" for the configurator: call the widget's upstream through the server, report in words.
+""""Test connection" for the configurator: ask the widget's upstream what a visitor would ask, and
+report in plain words what that visitor would get.
 
-Never echoes secrets or upstream bodies back: only a reason code and a sentence. The n8n request is
-built by widgets/n8n.py (the one n8n client); this module only maps the HTTP status to words, which
-the chat proxy deliberately does not tell visitors.
+n8n: a real `sendMessage` (a Chat Trigger answers `loadPreviousSession` without running the
+workflow, so that proves nothing), in a session marked as a test (`sessionId`
+`switchboard-connection-test-…`, `metadata.test = true`). Nothing is recorded: no conversation, no
+usage. It waits as long as a visitor would (N8N_TOTAL_TIMEOUT) and reads the reply the way the chat
+proxy does (widgets/n8n.py builds the request and parses the reply), then names the exact failure:
+timeout, server error, bad credentials, unknown webhook, not a Chat Trigger, streaming mismatch.
+
+Never echoes secrets; from an upstream error it quotes at most n8n's own short `message`.
 """
 
 from __future__ import annotations
 
+import json
+import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
 
-from widgets.n8n import n8n_payload, n8n_target, n8n_target_allowed
+from widgets.n8n import MAX_REPLY_BYTES, N8nError, n8n_payload, n8n_target, n8n_target_allowed, reply_parse
 
 TEST_SESSION = "switchboard-connection-test"
-TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+TEST_MESSAGE = "Hello! This is a connection test from Switchboard."
+TEST_METADATA = {"source": "switchboard-connection-test", "test": True}
+MAX_TEST_MESSAGE = 500
+TIMEOUT = httpx.Timeout(10.0, connect=5.0)  # OpenAI checks (n8n waits as long as a visitor would)
+SLOW_SECONDS = 15
 
 
 @dataclass(frozen=True)
 class ConnectionResult:
     ok: bool
-    code: str  # ok | unauthorised | not_found | timeout | unreachable | not_configured | upstream_error
+    # ok | not_configured | not_allowed | unauthorised | not_found | timeout | unreachable | redirect
+    # | upstream_error | not_chat_trigger | streaming_mismatch
+    code: str
     message: str
+    reply: str = ""
+    latency_ms: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "code": self.code, "message": self.message}
+        out: dict[str, Any] = {"ok": self.ok, "code": self.code, "message": self.message}
+        if self.reply:
+            out["reply"] = self.reply
+        if self.latency_ms is not None:
+            out["latency_ms"] = self.latency_ms
+        return out
 
 
-def _from_status(status: int, what: str) -> ConnectionResult:
-    if 200 <= status < 300:
-        return ConnectionResult(True, "ok", f"Connected: {what} answered (HTTP {status}).")
+def _fail(code: str, message: str, latency_ms: int | None = None) -> ConnectionResult:
+    return ConnectionResult(False, code, message, latency_ms=latency_ms)
+
+
+def _seconds(ms: int) -> str:
+    return f"{ms / 1000:.1f} s"
+
+
+def _quote(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return "“" + (text if len(text) <= limit else text[: limit - 1] + "…") + "”"
+
+
+def _n8n_says(body: bytes) -> str:
+    """n8n's own short error message (`{"message": "..."}`), to quote; never the whole body."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return ""
+    message = data.get("message") if isinstance(data, dict) else None
+    if isinstance(message, str) and 0 < len(message) <= 200:
+        return f" n8n said: {_quote(message)}."
+    return ""
+
+
+def _read(response: httpx.Response, deadline: float) -> bytes:
+    body = b""
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) > MAX_REPLY_BYTES:
+            break
+        if time.monotonic() > deadline:
+            raise httpx.ReadTimeout("deadline")
+    return body
+
+
+def _stream_lines(body: bytes) -> list[dict[str, Any]] | None:
+    """The NDJSON events of a streaming Chat Trigger reply, or None when the body is not a stream."""
+    text = body.decode("utf-8", errors="replace").replace("}{", "}\n{")
+    events = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            return None
+        if not isinstance(obj, dict) or obj.get("type") not in ("begin", "item", "end", "error"):
+            return None
+        events.append(obj)
+    return events or None
+
+
+def _classify(response: httpx.Response, body: bytes, *, config: dict[str, Any], ms: int) -> ConnectionResult:
+    status = response.status_code
+    n8n = config["connection"]["n8n"]
+    ctype = response.headers.get("content-type", "").lower()
+    if 300 <= status < 400:
+        return _fail("redirect", f"The webhook address redirects elsewhere ({status}); visitors' messages would "
+                     "not arrive. Use the final address of the Chat Trigger.", ms)
     if status in (401, 403):
-        return ConnectionResult(False, "unauthorised", f"{what} refused the credentials (HTTP {status}). "
-                                "Check the username/password or API key.")
+        if not n8n.get("basic_auth"):
+            return _fail("unauthorised", f"The Chat Trigger asks for a username and password ({status}). Turn on "
+                         "basic auth and enter the credentials set on the trigger.", ms)
+        return _fail("unauthorised", f"The Chat Trigger refused the username and password ({status}). Check "
+                     "the credentials on the trigger and here.", ms)
     if status == 404:
-        return ConnectionResult(False, "not_found", f"{what} answered 404 Not found. Check the URL or id, and "
-                                "that the workflow is active.")
-    return ConnectionResult(False, "upstream_error", f"{what} answered HTTP {status}.")
+        return _fail("not_found", "n8n does not know this webhook (404). Check the URL, and that the workflow is "
+                     "active: the test URL only answers while the n8n editor is listening." + _n8n_says(body), ms)
+    if status >= 500:
+        return _fail("upstream_error", f"The workflow failed with a server error ({status}), so visitors would get "
+                     "an error instead of an answer." + _n8n_says(body), ms)
+    if status >= 400:
+        return _fail("upstream_error", f"n8n refused the message ({status})." + _n8n_says(body), ms)
+    if "text/html" in ctype:
+        return _fail("not_chat_trigger", "The address answered with a web page, not a chat reply: it is not an "
+                     "n8n Chat Trigger. Copy the chat URL from the Chat Trigger node.", ms)
+    events = _stream_lines(body)
+    if events is not None:
+        if not n8n.get("streaming"):
+            return _fail("streaming_mismatch", "The workflow streams its answer, but stream replies is off here, "
+                         "so visitors would get an error. Turn on stream replies.", ms)
+        if any(e.get("type") == "error" for e in events):
+            return _fail("upstream_error", "The workflow started answering, then failed: visitors would see the "
+                         "answer cut off with an error.", ms)
+        text = "".join(e.get("content", "") for e in events if e.get("type") == "item"
+                       and isinstance(e.get("content"), str))
+        return _answered(text, [], ms)
+    try:
+        data = json.loads(body)
+    except ValueError:
+        text = body.decode("utf-8", errors="replace").strip()
+        if text and "json" not in ctype:
+            return _answered(text, [], ms)  # the proxy takes a plain-text reply as the answer
+        return _fail("not_chat_trigger", "The reply is empty or not readable, so visitors would get an error. "
+                     "Is this the Chat Trigger's URL?", ms)
+    try:
+        reply = reply_parse(data)
+    except N8nError:
+        return _fail("not_chat_trigger", "The workflow answered, but without any text for the visitor: this does "
+                     "not look like an n8n Chat Trigger. Make the last node return an output field.", ms)
+    if reply.text.strip() == "Workflow was started" and not reply.ui:
+        return _fail("not_chat_trigger", "This is an n8n webhook that answers before the workflow runs "
+                     "(“Workflow was started”), not a Chat Trigger. Use a Chat Trigger node.", ms)
+    return _answered(reply.text, reply.ui, ms)
 
 
-def _call(method: str, url: str, what: str, **kwargs: Any) -> ConnectionResult:
+def _answered(text: str, ui: list[dict[str, Any]], ms: int) -> ConnectionResult:
+    if not text.strip() and not ui:
+        return _fail("not_chat_trigger", "The workflow answered with nothing to show the visitor.", ms)
+    extras = ""
+    cards = sum(len(e.get("products", [])) for e in ui if e.get("type") == "ui.product_cards")
+    if cards:
+        extras = f", with {cards} product card{'s' if cards != 1 else ''}"
+    elif ui:
+        extras = f", with {len(ui)} interactive element{'s' if len(ui) != 1 else ''}"
+    message = f"Connected. The workflow answered in {_seconds(ms)}{extras}: {_quote(text) if text else '(no text)'}"
+    if ms >= SLOW_SECONDS * 1000:
+        message += f". That is slow: visitors wait {_seconds(ms)} for every answer."
+    return ConnectionResult(True, "ok", message, reply=text[:2000], latency_ms=ms)
+
+
+def n8n_connection_test(*, config: dict[str, Any], secrets: dict[str, str], message: str = "") -> ConnectionResult:
+    target = n8n_target(config=config, secrets=secrets)
+    if target is None:
+        return _fail("not_configured", "Enter the n8n webhook URL first.")
+    if config["connection"]["n8n"].get("basic_auth") and target.auth is None:
+        return _fail("not_configured", "Basic auth is on: enter the username and password (again, if you changed "
+                     "the webhook's address: they only go to the address they were saved with).")
+    if not n8n_target_allowed(target.url):
+        return _fail("not_allowed", "The webhook address points to a private or internal network, which "
+                     "Switchboard does not call. Use the n8n instance's public address.")
+    host = urlsplit(target.url).hostname or "the webhook"
+    payload = n8n_payload(action="sendMessage", session_id=f"{TEST_SESSION}-{uuid.uuid4().hex[:12]}",
+                          chat_input=(message or TEST_MESSAGE)[:MAX_TEST_MESSAGE], metadata=dict(TEST_METADATA))
+    limit = settings.N8N_TOTAL_TIMEOUT
+    started = time.monotonic()
+    try:
+        client = httpx.Client(timeout=httpx.Timeout(limit, connect=settings.N8N_CONNECT_TIMEOUT),
+                              follow_redirects=False, headers={"Accept": "application/json"})
+        with client, client.stream("POST", target.url, json=payload, auth=target.auth) as response:
+            body = _read(response, started + limit)
+    except httpx.ConnectTimeout:
+        return _fail("unreachable", f"Could not connect to {host} within {settings.N8N_CONNECT_TIMEOUT:g} "
+                     "seconds. Check the address and that n8n is running.")
+    except httpx.TimeoutException:
+        return _fail("timeout", f"The workflow did not answer within {limit:g} seconds, so visitors would see "
+                     "a timeout message instead of an answer.")
+    except httpx.ConnectError:
+        return _fail("unreachable", f"Could not connect to {host}. Check the address and that n8n is running.")
+    except httpx.HTTPError:
+        return _fail("unreachable", f"The connection to {host} broke off before an answer arrived.")
+    ms = int((time.monotonic() - started) * 1000)
+    return _classify(response, body, config=config, ms=ms)
+
+
+def _openai_status(status: int, what: str) -> ConnectionResult:
+    if 200 <= status < 300:
+        return ConnectionResult(True, "ok", f"Connected: {what} accepts the key.")
+    if status in (401, 403):
+        return _fail("unauthorised", f"{what} refused the API key ({status}). Check the key.")
+    if status == 404:
+        return _fail("not_found", f"{what} does not know that id or model (404). Check it.")
+    return _fail("upstream_error", f"{what} answered with an error ({status}).")
+
+
+def _openai(method: str, url: str, what: str, **kwargs: Any) -> ConnectionResult:
     try:
         response = httpx.request(method, url, timeout=TIMEOUT, follow_redirects=False, **kwargs)
     except httpx.TimeoutException:
-        return ConnectionResult(False, "timeout", f"{what} did not answer within 10 seconds.")
+        return _fail("timeout", f"{what} did not answer within 10 seconds.")
     except httpx.HTTPError:
-        return ConnectionResult(False, "unreachable", f"Could not reach {what}. Check the address.")
-    return _from_status(response.status_code, what)
+        return _fail("unreachable", f"Could not reach {what}.")
+    return _openai_status(response.status_code, what)
 
 
-def connection_test(*, config: dict[str, Any], secrets: dict[str, str]) -> ConnectionResult:
+def connection_test(*, config: dict[str, Any], secrets: dict[str, str], message: str = "") -> ConnectionResult:
     """`config` is a normalized draft config; `secrets` the widget's decrypted secrets."""
     connection = config["connection"]
     if connection["provider"] == "n8n":
-        target = n8n_target(config=config, secrets=secrets)
-        if target is None:
-            return ConnectionResult(False, "not_configured", "Enter the n8n webhook URL first.")
-        if not n8n_target_allowed(target.url):
-            return ConnectionResult(False, "not_allowed", "The webhook address points to a private or internal "
-                                    "network, which Switchboard does not call. Use the n8n instance's public URL.")
-        body = n8n_payload(action="loadPreviousSession", session_id=TEST_SESSION, chat_input=None,
-                           metadata={"source": "switchboard-connection-test"})
-        return _call("POST", target.url, "The n8n webhook", json=body, auth=target.auth)
+        return n8n_connection_test(config=config, secrets=secrets, message=message)
     chatkit = connection["chatkit"]
     key = secrets.get("openai_api_key") or settings.OPENAI_API_KEY
     if not key:
-        return ConnectionResult(False, "not_configured", "Add an OpenAI API key first.")
+        return _fail("not_configured", "Add an OpenAI API key first.")
     headers = {"Authorization": f"Bearer {key}", "OpenAI-Beta": "chatkit_beta=v1"}
     base = settings.OPENAI_BASE_URL
     if chatkit["mode"] == "hosted":
         if not chatkit["workflow_id"]:
-            return ConnectionResult(False, "not_configured", "Enter the Agent Builder workflow id (wf_…) first.")
+            return _fail("not_configured", "Enter the Agent Builder workflow id (wf_…) first.")
         workflow: dict[str, Any] = {"id": chatkit["workflow_id"]}
         if chatkit.get("workflow_version"):
             workflow["version"] = chatkit["workflow_version"]
         body = {"workflow": workflow, "user": TEST_SESSION}
-        return _call("POST", f"{base}/chatkit/sessions", "OpenAI ChatKit", json=body, headers=headers)
+        return _openai("POST", f"{base}/chatkit/sessions", "OpenAI ChatKit", json=body, headers=headers)
     model = chatkit.get("model") or settings.CHATKIT_DEFAULT_MODEL
-    return _call("GET", f"{base}/models/{model}", f"OpenAI (model {model})", headers=headers)
+    return _openai("GET", f"{base}/models/{model}", f"OpenAI (model {model})", headers=headers)

@@ -347,8 +347,14 @@ const testBtn = document.getElementById("test-btn");
 testBtn?.addEventListener("click", async () => {
   const out = document.getElementById("test-result");
   testBtn.disabled = true;
-  out.innerHTML = '<p class="callout">Testing…</p>';
-  const { ok, data, status } = await api(editor.dataset.testUrl, "POST", { config: formConfig(), secrets: secretChanges() });
+  const waiting = document.createElement("p");
+  waiting.className = "callout";
+  waiting.textContent = fullConfig().connection.provider === "n8n"
+    ? `Sending a test message… (waiting up to ${testBtn.dataset.timeout} s, as long as a visitor would)` : "Testing…";
+  out.replaceChildren(waiting);
+  const message = document.getElementById("test-message")?.value.trim() || "";
+  const { ok, data, status } = await api(editor.dataset.testUrl, "POST",
+    { config: formConfig(), secrets: secretChanges(), message });
   testBtn.disabled = false;
   const p = document.createElement("p");
   if (ok) {

@@ -3,6 +3,7 @@ knowledge and products. Saving and publishing go through the REST API (/api/v1/w
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
@@ -13,7 +14,7 @@ from licenses.models import Membership
 from widgets import catalog, services, widget_strings
 from widgets.config_diff import config_diff
 from widgets.config_schema import ConfigError, config_normalize
-from widgets.connection_test import connection_test
+from widgets.connection_test import TEST_MESSAGE, connection_test
 from widgets.models import Widget
 from widgets.selectors import widget_versions
 from widgets.views.configurator.common import (
@@ -25,7 +26,7 @@ from widgets.views.configurator.common import (
     role_flags,
     widget_view,
 )
-from widgets.views.configurator.fields import sections_with_values
+from widgets.views.configurator.fields import control_label, sections_with_values
 
 
 @widget_view
@@ -35,6 +36,7 @@ def configurator(request: HttpRequest, widget: Widget, membership: Membership) -
         "secrets": services.secrets_status(widget=widget), "provider": widget.widget_type,
         "knowledge_count": widget.knowledge.count(), "product_count": widget.products.count(),
         "domains": widget.license.allowed_domains, "nav": "widgets", **role_flags(membership),
+        "test_message": TEST_MESSAGE, "test_timeout": f"{settings.N8N_TOTAL_TIMEOUT:g}",
         "widget_strings": {"strings": widget_strings.STRINGS,
                            "default_placeholder": widget_strings.DEFAULT_PLACEHOLDER},
     })
@@ -52,12 +54,15 @@ def test_connection(request: HttpRequest, widget: Widget, membership: Membership
             config = config_normalize(body.get("config") or {}, base=widget.config)
         except ConfigError as exc:
             fields = {f"config.{p}": m for p, m in exc.errors.items()}
-            raise ApiError("invalid_config", str(exc), fields=fields)
+            path, problems = next(iter(exc.errors.items()))
+            raise ApiError("invalid_config", f"{control_label(path)}: {problems[0][:1].lower()}{problems[0][1:]}",
+                           fields=fields)
         secrets = services.secrets_clean(current=widget.secrets or {}, changes=body.get("secrets") or {},
                                          config=config)
+        message = body.get("message") if isinstance(body.get("message"), str) else ""
     except ApiError as exc:
         return api_error_json(exc)
-    return JsonResponse(connection_test(config=config, secrets=secrets).as_dict())
+    return JsonResponse(connection_test(config=config, secrets=secrets, message=message.strip()).as_dict())
 
 
 @widget_view

@@ -226,3 +226,13 @@ def sections_with_values(config: dict[str, Any]) -> list[Section]:
                 if c.value is None:
                     c.value = ""
     return out
+
+
+def control_label(path: str) -> str:
+    """The label a person sees for a config path (for messages without field paths)."""
+    for section in sections():
+        for group in section.groups:
+            for c in group.controls:
+                if c.path == path:
+                    return c.label
+    return "This setting"
