@@ -145,7 +145,12 @@ class RelaySession:
                 model=self.model, api_key=upstream_api_key(widget_secrets=self.widget.secrets)
             )
             await self.upstream.send(json.dumps({"type": "session.update", "session": self.session}))
-            self.conversation_id, self.quota_left_seconds = await database_sync_to_async(self._open_conversation)()
+            try:
+                opened = await database_sync_to_async(self._open_conversation)()
+            except Exception:  # a terminated database connection is replaced on the second try
+                logger.warning("realtime: opening the conversation failed; retrying once", exc_info=True)
+                opened = await database_sync_to_async(self._open_conversation)()
+            self.conversation_id, self.quota_left_seconds = opened
         except UpstreamError as exc:
             await self.end(exc.code, close_code=4502)
             return False
@@ -253,12 +258,14 @@ class RelaySession:
             self.flushed_seconds = max(self.flushed_seconds, seconds)
 
     async def _try_checkpoint(self) -> bool:
-        try:
-            await self._checkpoint()
-            return True
-        except Exception:  # a database blip costs no call
-            logger.warning("realtime: usage checkpoint failed; the next one carries it", exc_info=True)
-            return False
+        for attempt in (1, 2):  # a connection the database terminated is replaced on the second try
+            try:
+                await self._checkpoint()
+                return True
+            except Exception:  # a database blip costs no call: the next checkpoint carries everything
+                if attempt == 2:
+                    logger.warning("realtime: usage checkpoint failed; the next one carries it", exc_info=True)
+        return False
 
     async def _finalise(self, reason: str) -> None:
         if self.conversation_id is None:

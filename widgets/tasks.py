@@ -18,6 +18,7 @@ import httpx
 from celery import shared_task
 from django.conf import settings
 from django.core.cache import cache
+from django.db import InterfaceError, OperationalError, connection
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -114,20 +115,32 @@ def lead_deliver(self, lead_id: int) -> str:
     except TransientDeliveryError as exc:
         # Counted in the row, not in the task: a lead the reaper re-enqueued keeps its attempts.
         final = attempts > LEAD_MAX_RETRIES
-        Lead.objects.filter(pk=lead_id, delivery_status=Lead.Delivery.SENDING).update(
-            delivery_status=Lead.Delivery.FAILED if final else Lead.Delivery.PENDING, last_error=str(exc)[:500])
+        _after_post_update(lead_id, delivery_status=Lead.Delivery.FAILED if final else Lead.Delivery.PENDING,
+                           last_error=str(exc)[:500])
         if final:
             logger.warning("lead %s delivery failed for good: %s", lead_id, exc)
             return "failed"
         raise self.retry(exc=exc, countdown=retry_countdown(attempts))
     except Exception as exc:
-        Lead.objects.filter(pk=lead_id, delivery_status=Lead.Delivery.SENDING).update(
-            delivery_status=Lead.Delivery.FAILED, last_error=str(exc)[:500])
+        _after_post_update(lead_id, delivery_status=Lead.Delivery.FAILED, last_error=str(exc)[:500])
         logger.warning("lead %s refused by the CRM: %s", lead_id, exc)
         return "failed"
-    Lead.objects.filter(pk=lead_id, delivery_status=Lead.Delivery.SENDING).update(
-        delivery_status=Lead.Delivery.DELIVERED, delivered_at=timezone.now(), last_error="")
+    _after_post_update(lead_id, delivery_status=Lead.Delivery.DELIVERED, delivered_at=timezone.now(), last_error="")
     return "delivered"
+
+
+def _after_post_update(lead_id: int, **fields: object) -> None:
+    """Record the outcome of a POST that has happened: one dropped database connection (a failover, a
+    terminated backend) is retried on a new connection rather than leaving the lead `sending` until the
+    reaper sends it again."""
+    for attempt in (1, 2):
+        try:
+            Lead.objects.filter(pk=lead_id, delivery_status=Lead.Delivery.SENDING).update(**fields)
+            return
+        except (OperationalError, InterfaceError):
+            if attempt == 2:
+                raise
+            connection.close()
 
 
 def sending_stale_seconds() -> int:

@@ -135,3 +135,33 @@ def test_client_secret_while_redis_is_down_is_a_json_503(voice_widget, fake_open
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "server_busy"
     assert fake_openai_http.requests == [] and not Conversation.objects.exists()
+
+
+async def test_a_dropped_database_connection_costs_no_call_and_no_billing(voice_widget, fake_realtime, monkeypatch):
+    """pg_terminate_backend() between two queries: the first query on the dead connection fails, the relay
+    tries once more on a new connection — at call start and at the response.done checkpoint."""
+    from django.db import OperationalError
+
+    from realtime import services as svc
+
+    failures = {"voice_conversation_start": 1, "voice_usage_checkpoint": 1}
+
+    def fail_once(name):
+        real = getattr(svc, name)
+
+        def call(**kwargs):
+            if failures[name]:
+                failures[name] -= 1
+                raise OperationalError("terminating connection due to administrator command")
+            return real(**kwargs)
+        return call
+
+    for name in failures:
+        monkeypatch.setattr(svc, name, fail_once(name))
+    comm = await start_call(voice_widget)
+    await comm.send_json_to(append())
+    await receive_until(comm, "response.done")
+    assert failures == {"voice_conversation_start": 0, "voice_usage_checkpoint": 0}
+    conversation = await Conversation.objects.aget()
+    assert conversation.usage["input_tokens"] == 200 and conversation.audio_in_seconds == pytest.approx(0.02)
+    await comm.disconnect()

@@ -110,3 +110,25 @@ def test_beat_runs_both_reapers(settings):
     assert schedule["leads-reap"]["task"] == "widgets.tasks.leads_reap"
     assert schedule["voice-calls-reap"]["task"] == "realtime.tasks.voice_calls_reap"
     assert {entry["schedule"] for entry in schedule.values()} == {float(settings.REAPER_INTERVAL_SECONDS)}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_dropped_connection_after_the_post_does_not_send_the_lead_again(widget_a, crm):
+    """A terminated database backend right after the CRM answered: the outcome is written on a new
+    connection, so the lead is not left `sending` for the reaper to POST a second time."""
+    from django.db import OperationalError, connection
+
+    lead = lead_in(widget_a, status=Lead.Delivery.PENDING, age=1)
+    dropped = []
+
+    def drop_once(execute, sql, params, many, context):
+        if sql.startswith("UPDATE") and "delivered" in map(str, params or ()) and not dropped:
+            dropped.append(sql)
+            raise OperationalError("terminating connection due to administrator command")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(drop_once):
+        assert lead_deliver.apply(args=[lead.pk]).get() == "delivered"
+    assert dropped and status_of(lead) == Lead.Delivery.DELIVERED
+    assert leads_reap.apply().get() == {"returned": 0, "enqueued": 0}
+    assert len(crm.requests) == 1
