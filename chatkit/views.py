@@ -14,7 +14,6 @@ checked directly against the allowed domains. A missing or `null` Origin is alwa
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -52,7 +51,7 @@ from chatkit.services import (
     session_caller_resolve,
     visitor_id_clean,
 )
-from config.api import ApiError, error_response
+from config.api import ApiError, error_response, json_object
 from licenses.models import License
 from licenses.selectors import REASON_MESSAGES, license_check, license_get_public, license_status_reason
 from widgets.config_schema import ConfigError, config_normalize
@@ -96,11 +95,9 @@ def session_create(request: HttpRequest, license: None) -> HttpResponse:
     Access-Control-Allow-Origin only for the license's allowed domains).
     """
     try:
-        body = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        return error_response("invalid_json", "Send a JSON object: {license, widget?, visitor_id}.", 400)
-    if not isinstance(body, dict):
-        return error_response("invalid_json", "Send a JSON object: {license, widget?, visitor_id}.", 400)
+        body = json_object(request, empty={})
+    except ApiError as exc:
+        return error_response(exc.code, exc.message, exc.status_code)
     key = body.get("license") if isinstance(body.get("license"), str) else ""
     widget_id = body.get("widget") if isinstance(body.get("widget"), str) else ""
     previous = _previous_secret(body)

@@ -71,6 +71,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "config.middleware.HostileInputMiddleware",
     "widgets.middleware.LoaderMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -198,6 +199,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.api.exception_handler",
+    # One JSON parser for every endpoint (config/api.py): size, depth, NUL and surrogate rules.
+    "DEFAULT_PARSER_CLASSES": ["config.api.JSONParser"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
@@ -245,6 +248,12 @@ CHATKIT_PAGE_TOKEN_SECONDS = env_int("CHATKIT_PAGE_TOKEN_SECONDS", 6 * 3600, min
 CHATKIT_JS_URL = env_str("CHATKIT_JS_URL", "https://cdn.platform.openai.com/deployments/chatkit/chatkit.js")
 # Public domain key of OUR domain on OpenAI's ChatKit domain allowlist (server mode `api.domainKey`).
 CHATKIT_DOMAIN_KEY = env_str("CHATKIT_DOMAIN_KEY", "")
+
+# Request bodies: every JSON endpoint refuses a larger body with 413 (config/api.py); forms keep
+# Django's own limit.
+JSON_MAX_BODY_BYTES = env_int("JSON_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
+# The technical 500 page and error e-mails hide tenant config and secrets (config/middleware.py).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "config.middleware.SafeExceptionReporterFilter"
 
 # Public widget endpoints.
 WIDGET_CHAT_RATE_PER_MINUTE = env_int("WIDGET_CHAT_RATE_PER_MINUTE", 20, minimum=1)

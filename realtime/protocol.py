@@ -94,7 +94,7 @@ def browser_event_filter(raw: str | bytes | None) -> Filtered:
         return _refuse("frame_too_large", f"Frames are limited to {MAX_FRAME_BYTES // 1024} KB.")
     try:
         event = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser's stack
         return _refuse("invalid_event", "That was not valid JSON.")
     if not isinstance(event, dict) or not isinstance(event.get("type"), str):
         return _refuse("invalid_event", "Every event needs a type.")

@@ -14,15 +14,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any
 
 from django.conf import settings
 from django.core import signing
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from config.api import error_response
+from config.api import ApiError, error_response, json_object
 from licenses.models import License
 from licenses.selectors import license_get_public, membership_get
 from realtime import services as svc
@@ -46,12 +44,8 @@ def _is_member(request: HttpRequest, license: License | None) -> bool:
     return bool(user.is_staff) or membership_get(user=user, agency=license.agency_id) is not None
 
 
-def _json_body(request: HttpRequest) -> dict[str, Any] | None:
-    try:
-        body = json.loads(request.body or b"{}")
-    except ValueError:
-        return None
-    return body if isinstance(body, dict) else None
+def _api_error(exc: ApiError) -> JsonResponse:
+    return error_response(exc.code, exc.message, exc.status_code)
 
 
 @public_endpoint(methods=("GET",), key_from="")
@@ -90,9 +84,10 @@ def tools_token_read(token: str) -> dict[str, int] | None:
 
 @public_endpoint(methods=("POST",), key_from="")
 def client_secret(request: HttpRequest, license: License | None) -> HttpResponse:
-    body = _json_body(request)
-    if body is None:
-        return error_response("invalid", "Send a JSON object.", 400)
+    try:
+        body = json_object(request, empty={})
+    except ApiError as exc:
+        return _api_error(exc)
     key = str(body.get("license") or request.GET.get("license") or "")
     request.public_license = license_get_public(key=key)
     check = public_check(request, key=key, quota="voice_minutes")
@@ -134,9 +129,10 @@ def client_secret(request: HttpRequest, license: License | None) -> HttpResponse
 
 @public_endpoint(methods=("POST",))
 def tool_call(request: HttpRequest, license: License, name: str) -> HttpResponse:
-    body = _json_body(request)
-    if body is None:
-        return error_response("invalid", "Send a JSON object.", 400)
+    try:
+        body = json_object(request, empty={})
+    except ApiError as exc:
+        return _api_error(exc)
     claims = tools_token_read(str(body.get("token") or ""))
     if claims is None or claims.get("l") != license.pk:
         return error_response("invalid_token", "The tool token is missing, expired or not for this call.", 403)

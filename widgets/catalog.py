@@ -16,7 +16,7 @@ from django.core.validators import URLValidator
 from django.db import transaction
 from django.db.models import Max
 
-from config.api import ApiError
+from config.api import ApiError, text_problem
 from licenses.models import Membership
 from widgets.models import KnowledgeEntry, Product, Widget
 
@@ -33,6 +33,14 @@ def _require_editor(membership: Membership | None) -> None:
         raise ApiError("permission_denied", "Your role may not edit this widget's data.", status_code=403)
 
 
+def _text_errors(errors: dict[str, list[str]], **values: str) -> None:
+    """Text PostgreSQL cannot store (NUL) is a field error, never a 500."""
+    for name, value in values.items():
+        problem = text_problem(value)
+        if problem is not None and name not in errors:
+            errors[name] = [f"Remove {problem} from this text."]
+
+
 # --- knowledge ------------------------------------------------------------------------------
 
 
@@ -47,6 +55,7 @@ def _knowledge_clean(question: str, answer: str, tags: str) -> dict[str, str]:
         errors["answer"] = ["Enter the answer the assistant should give."]
     if len(tags) > 300:
         errors["tags"] = ["At most 300 characters."]
+    _text_errors(errors, question=question, answer=answer, tags=tags)
     if errors:
         raise ApiError("invalid", next(iter(errors.values()))[0], fields=errors)
     return {"question": question, "answer": answer, "tags": tags}
@@ -130,6 +139,7 @@ def product_clean(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[
         out["in_stock"] = True if raw is None else raw if isinstance(raw, bool) else _bool(raw)
     except ValueError as exc:
         errors["in_stock"] = [str(exc)]
+    _text_errors(errors, **{k: v for k, v in out.items() if isinstance(v, str)})
     return out, errors
 
 

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 
-from config.api import ApiError
+from config.api import ApiError, json_loads
 from licenses.models import License
 from licenses.selectors import license_quota_left
 from licenses.services import usage_increment
@@ -43,10 +43,7 @@ def _str(value: Any) -> str:
 
 def chat_request_parse(*, body: bytes, widget_param: str = "", visitor_header: str = "") -> ChatRequest:
     """Validate the widget's body: {action, sessionId, chatInput, metadata?, widget?}. Raises ApiError (400)."""
-    try:
-        data = json.loads(body or b"")
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError("invalid_json", "Send a JSON object.")
+    data = json_loads(body or b"")
     if not isinstance(data, dict):
         raise ApiError("invalid_json", "Send a JSON object.")
     action = data.get("action", "sendMessage")

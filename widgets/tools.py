@@ -26,6 +26,7 @@ from django.core.validators import validate_email
 from django.db import connection
 from jsonschema import Draft202012Validator
 
+from config.api import ApiError, json_check, json_loads
 from widgets import ui_events
 from widgets.models import Conversation, KnowledgeEntry, Product, Widget
 
@@ -315,8 +316,9 @@ def tool_run(
     if tool is None or tool not in tools_enabled(config):
         return ToolResult("Sorry, I can't do that here.", ok=False, data={"error": "unknown_tool"})
     try:
-        args = json.loads(arguments or "{}") if isinstance(arguments, str | bytes) else (arguments or {})
-    except ValueError:
+        # The one JSON rule (depth, NUL, surrogates), whether the arguments come from the model or a body.
+        args = json_check(json_loads(arguments or "{}") if isinstance(arguments, str | bytes) else (arguments or {}))
+    except ApiError:
         return ToolResult(FALLBACK, ok=False, data={"error": "invalid_arguments"})
     if not isinstance(args, dict) or next(_VALIDATORS[name].iter_errors(args), None) is not None:
         return ToolResult(FALLBACK, ok=False, data={"error": "invalid_arguments"})

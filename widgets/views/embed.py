@@ -6,7 +6,6 @@ The loader is the same for every origin (cacheable); every JSON endpoint goes th
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Iterator
 
 from asgiref.sync import sync_to_async
@@ -14,7 +13,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_http_methods
 
-from config.api import ApiError, error_response
+from config.api import ApiError, error_response, json_body_bytes, json_object
 from licenses.models import License
 from widgets import loader
 from widgets.chat import (
@@ -116,7 +115,7 @@ async def _async_relay(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
 
 def _chat(request: HttpRequest, license: License) -> HttpResponse:
     chat = chat_request_parse(
-        body=request.body, widget_param=request.GET.get("widget", ""),
+        body=json_body_bytes(request), widget_param=request.GET.get("widget", ""),
         visitor_header=request.headers.get("X-Switchboard-Visitor", ""),
     )
     widget, target = chat_prepare(license=license, chat=chat, ip=_client_ip(request))
@@ -148,12 +147,7 @@ def chat(request: HttpRequest, license: License) -> HttpResponse:
 def leads(request: HttpRequest, license: License) -> HttpResponse:
     """POST /api/widget/<key>/leads — a form submitted in the widget (trade-in, contact)."""
     try:
-        try:
-            data = json.loads(request.body or b"")
-        except (ValueError, UnicodeDecodeError):
-            raise ApiError("invalid_json", "Send a JSON object.")
-        if not isinstance(data, dict):
-            raise ApiError("invalid_json", "Send a JSON object.")
+        data = json_object(request)
         widget_param = request.GET.get("widget", "") or str(data.get("widget") or "")
         widget = published_widget_or_404(license=license, public_id=widget_param)
         rate_limit_or_429(license=license, visitor_id=request.headers.get("X-Switchboard-Visitor", "")[:128],

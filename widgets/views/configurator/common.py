@@ -3,7 +3,6 @@ into pages or form errors."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -13,7 +12,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 
-from config.api import ApiError, error_body
+from config.api import ApiError, error_body, json_object
 from licenses.models import Membership
 from licenses.selectors import membership_list_for_user
 from licenses.tenancy import current_membership
@@ -65,13 +64,8 @@ def api_error_json(exc: ApiError) -> JsonResponse:
 
 
 def json_body(request: HttpRequest) -> dict[str, Any]:
-    try:
-        data = json.loads(request.body or b"{}")
-    except ValueError:
-        raise ApiError("parse_error", "The request body is not JSON.")
-    if not isinstance(data, dict):
-        raise ApiError("parse_error", "The request body must be a JSON object.")
-    return data
+    """The JSON object body (empty → {}), under the one parser's rules (config.api.json_object)."""
+    return json_object(request, empty={})
 
 
 def role_flags(membership: Membership) -> dict[str, bool]:

@@ -1,0 +1,102 @@
+"""Request guards that hold for every endpoint, and the cleanser of error reports.
+
+- `HostileInputMiddleware` refuses a NUL character in the path, query string, a header or an HTML
+  form field with 400 (PostgreSQL refuses NUL in text, so any lookup or write of such a value
+  would fail with a 500), and makes every JSON
+  endpoint answer the error shape — `{"error": {"code", "message"}}` — for an exception its view
+  raises, DEBUG or not: the technical 500 page (frames, locals, request) never reaches a caller of a
+  public or JSON endpoint. The exception is still logged through `django.request`, as Django does.
+- `SafeExceptionReporterFilter` is the settings' cleanser (DEFAULT_EXCEPTION_REPORTER_FILTER) for
+  the technical 500 page and error e-mails: on top of Django's secret-looking names it hides tenant
+  config (webhook URLs, instructions, business facts, secrets, request bodies) in frame locals, at
+  any depth of a dict.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+from django.core.exceptions import BadRequest, PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views.debug import SafeExceptionReporterFilter as DjangoFilter
+
+from config.api import error_body
+
+logger = logging.getLogger("django.request")
+
+# Routes whose callers read JSON: the public API, the REST API and the configurator's JSON calls.
+JSON_PATH = re.compile(r"^/(api/|app/p/[^/]+/chat/$|app/widgets/[^/]+/(test-connection|preview-chat)/$)")
+JS_PATH = re.compile(r"\.js$")
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def wants_json(request: HttpRequest) -> bool:
+    path = request.path_info
+    if JS_PATH.search(path):
+        return False
+    return bool(JSON_PATH.match(path)) or request.content_type == "application/json"
+
+
+def _has_nul(request: HttpRequest) -> bool:
+    if "\x00" in request.path_info or "%00" in request.META.get("QUERY_STRING", ""):
+        return True
+    if any("\x00" in v for values in request.GET.lists() for v in values[1]):
+        return True
+    if any(isinstance(v, str) and "\x00" in v for k, v in request.META.items() if k.startswith("HTTP_")):
+        return True
+    # HTML forms (/app/, /admin/): JSON bodies have their own rule in config.api; DRF reads its own stream.
+    if request.method == "POST" and request.content_type in FORM_TYPES and not wants_json(request):
+        return any("\x00" in v for values in request.POST.lists() for v in values[1])
+    return False
+
+
+def _json_error(code: str, message: str, status: int) -> JsonResponse:
+    return JsonResponse(error_body(code, message), status=status)
+
+
+class HostileInputMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if _has_nul(request):
+            message = "The address or a header contains a NUL character."
+            if wants_json(request):
+                return _json_error("invalid_text", message, 400)
+            if JS_PATH.search(request.path_info):  # the loader: the page's console says why
+                return HttpResponse(f"console.error({json.dumps('Switchboard: ' + message)});", status=400,
+                                    content_type="application/javascript; charset=utf-8")
+            return HttpResponse(message, status=400, content_type="text/plain; charset=utf-8")
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not wants_json(request):
+            return None
+        if isinstance(exception, Http404):
+            return _json_error("not_found", "Not found.", 404)
+        if isinstance(exception, PermissionDenied):
+            return _json_error("permission_denied", "You do not have permission to do this.", 403)
+        if isinstance(exception, RequestDataTooBig):
+            return _json_error("payload_too_large", "The request body is too large.", 413)
+        if isinstance(exception, SuspiciousOperation | BadRequest):
+            logger.warning("Bad request: %s", request.path, extra={"status_code": 400, "request": request})
+            return _json_error("bad_request", "The request is malformed.", 400)
+        logger.error("Internal Server Error: %s", request.path, exc_info=exception,
+                     extra={"status_code": 500, "request": request})
+        return _json_error("server_error", "Something went wrong on our side. Please try again.", 500)
+
+
+class SafeExceptionReporterFilter(DjangoFilter):
+    hidden_settings = re.compile(
+        "API|AUTH|TOKEN|KEY|SECRET|PASS|SIGNATURE|HTTP_COOKIE|URL|WEBHOOK|INSTRUCTIONS|FACTS|CONFIG|BODY"
+        "|PAYLOAD|TARGET|SESSION|DSN",
+        flags=re.IGNORECASE,
+    )
+
+    def get_traceback_frame_variables(self, request: HttpRequest, tb_frame: Any) -> list[tuple[str, Any]]:
+        variables = super().get_traceback_frame_variables(request, tb_frame)
+        return [(name, self.cleanse_setting(name, value)) for name, value in variables]
