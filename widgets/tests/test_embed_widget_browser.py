@@ -3,6 +3,7 @@ a stable greeting time, texts in the configured locale, a refusal that names the
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -60,6 +61,11 @@ def test_a_message_typed_while_the_bot_answers_is_queued_and_sent_after(open_pag
     queued.wait_for()
     assert "second" in queued.inner_text() and "Sends after the current reply" in queued.inner_text()
     assert box.input_value() == ""
+    # The typing indicator shows before the first request reaches the fake: wait for it to arrive,
+    # then check that the queued one was not sent beside it.
+    deadline = time.monotonic() + 10
+    while not fake_n8n.sent and time.monotonic() < deadline:
+        page.wait_for_timeout(20)
     assert [b["chatInput"] for b in fake_n8n.sent] == ["first"]
     page.locator(shadow(".m.a >> text=Hello from n8n")).wait_for()
     assert [b["chatInput"] for b in fake_n8n.sent] == ["first", "second"]
