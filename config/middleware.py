@@ -20,11 +20,13 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.exceptions import BadRequest, PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.debug import SafeExceptionReporterFilter as DjangoFilter
 
 from config.api import error_body
+from config.errors import is_service_outage, service_unavailable
 
 logger = logging.getLogger("django.request")
 
@@ -59,10 +61,26 @@ def _json_error(code: str, message: str, status: int) -> JsonResponse:
 
 
 class HostileInputMiddleware:
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
+    # Async-capable: a sync-only middleware would run every request, the async chat view included,
+    # in a thread held for the whole upstream wait (issue 11.1).
+    sync_capable = True
+    async_capable = True
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self._async = iscoroutinefunction(get_response)
+        if self._async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self._async:
+            return self._acall(request)
+        return self._refusal(request) or self.get_response(request)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        return self._refusal(request) or await self.get_response(request)
+
+    def _refusal(self, request: HttpRequest) -> HttpResponse | None:
         if _has_nul(request):
             message = "The address or a header contains a NUL character."
             if wants_json(request):
@@ -71,7 +89,7 @@ class HostileInputMiddleware:
                 return HttpResponse(f"console.error({json.dumps('Switchboard: ' + message)});", status=400,
                                     content_type="application/javascript; charset=utf-8")
             return HttpResponse(message, status=400, content_type="text/plain; charset=utf-8")
-        return self.get_response(request)
+        return None
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not wants_json(request):
@@ -85,6 +103,11 @@ class HostileInputMiddleware:
         if isinstance(exception, SuspiciousOperation | BadRequest):
             logger.warning("Bad request: %s", request.path, extra={"status_code": 400, "request": request})
             return _json_error("bad_request", "The request is malformed.", 400)
+        if is_service_outage(exception):
+            # The database or Redis is briefly away (pool exhausted, connection lost): a retryable 503.
+            logger.warning("Service unavailable: %s (%s)", request.path, exception.__class__.__name__,
+                           extra={"status_code": 503, "request": request})
+            return service_unavailable()
         logger.error("Internal Server Error: %s", request.path, exc_info=exception,
                      extra={"status_code": 500, "request": request})
         return _json_error("server_error", "Something went wrong on our side. Please try again.", 500)

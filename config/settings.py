@@ -70,7 +70,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "config.static_files.WhiteNoiseMiddleware",  # WhiteNoise, async-capable (see the module)
     "config.middleware.HostileInputMiddleware",
     "widgets.middleware.LoaderMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -259,6 +259,12 @@ DEFAULT_EXCEPTION_REPORTER_FILTER = "config.middleware.SafeExceptionReporterFilt
 WIDGET_CHAT_RATE_PER_MINUTE = env_int("WIDGET_CHAT_RATE_PER_MINUTE", 20, minimum=1)
 N8N_CONNECT_TIMEOUT = env_float("N8N_CONNECT_TIMEOUT", 5.0)
 N8N_TOTAL_TIMEOUT = env_float("N8N_TOTAL_TIMEOUT", 60.0)
+# The one pooled n8n client per process (widgets/n8n.py): connections in flight and kept alive.
+N8N_MAX_CONNECTIONS = env_int("N8N_MAX_CONNECTIONS", 1000, minimum=1)
+N8N_MAX_KEEPALIVE = env_int("N8N_MAX_KEEPALIVE", 200, minimum=0)
+# Upstream chat calls one license may have in flight per process (a license's limits may override it
+# with "max_concurrent_chats"); past it the chat answers 429 license_busy with Retry-After.
+WIDGET_CHAT_MAX_CONCURRENT_PER_LICENSE = env_int("WIDGET_CHAT_MAX_CONCURRENT_PER_LICENSE", 100, minimum=1)
 # Webhooks on loopback/private/link-local addresses are refused (SSRF) unless this is on; it is on
 # for development and tests, where n8n runs on 127.0.0.1. Turn it on for a self-hosted n8n on a
 # private network you trust.

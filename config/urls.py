@@ -20,3 +20,6 @@ urlpatterns = [
     path("", include("chatkit.urls")),
     path("", include("realtime.urls")),
 ]
+
+# JSON endpoints answer JSON errors, and 503 + Retry-After when the database or Redis is away.
+handler500 = "config.errors.server_error"

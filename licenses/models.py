@@ -21,7 +21,7 @@ DEFAULT_LIMITS: dict[str, int] = {
     "max_allowed_domains": 20,
 }
 # Limits a license may set to override a platform setting; absent means "use the setting".
-OPTIONAL_LIMITS = ("chatkit_session_seconds", "chatkit_max_requests_per_minute")
+OPTIONAL_LIMITS = ("chatkit_session_seconds", "chatkit_max_requests_per_minute", "max_concurrent_chats")
 
 
 def new_license_key() -> str:

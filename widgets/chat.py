@@ -4,27 +4,33 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import DatabaseError, transaction
 
 from config.api import ApiError, json_loads
 from licenses.models import License
 from licenses.selectors import license_quota_left
 from licenses.services import usage_increment
+from widgets.aio import db_step, upstream_await, upstream_submit
 from widgets.models import Channel, Conversation, Message, Widget
-from widgets.n8n import N8nReply, N8nStream, N8nTarget, n8n_history, n8n_send, n8n_target
+from widgets.n8n import N8nReply, N8nStream, N8nTarget, n8n_history_async, n8n_send_async, n8n_target
 from widgets.selectors import widget_get_published
+
+logger = logging.getLogger(__name__)
 
 MAX_CHAT_INPUT = 4000
 MAX_SESSION_ID = 200
 MAX_METADATA_BYTES = 4000
 ACTIONS = ("sendMessage", "loadPreviousSession")
+BUSY_RETRY_AFTER = 5
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,7 @@ def rate_limit_or_429(*, license: License, visitor_id: str, session_id: str, ip:
 def chat_prepare(*, license: License, chat: ChatRequest, ip: str) -> tuple[Widget, N8nTarget]:
     """Every rule before n8n is called: widget, type, webhook, rate limit, quota. Raises ApiError."""
     widget = published_widget_or_404(license=license, public_id=chat.widget_id)
+    widget.license = license  # the async caller must not trigger a lazy load
     version = widget.published_version
     if version.widget_type != "n8n":
         raise ApiError("wrong_widget_type", "This widget does not use the n8n chat.", status_code=400)
@@ -153,29 +160,202 @@ def chat_is_streaming(*, widget: Widget) -> bool:
     return bool(widget.published_version.config["connection"]["n8n"].get("streaming"))
 
 
-def chat_history(*, target: N8nTarget, chat: ChatRequest) -> list[dict[str, str]]:
-    return n8n_history(target=target, session_id=chat.session_id, metadata=chat.metadata)
+# --- concurrent upstream calls per license (per process) --------------------------------------
 
 
-def chat_reply(*, widget: Widget, target: N8nTarget, chat: ChatRequest) -> N8nReply:
-    """One non-streaming turn: ask n8n, then record it (nothing is written when n8n fails)."""
-    reply = n8n_send(target=target, session_id=chat.session_id, chat_input=chat.chat_input, metadata=chat.metadata)
-    chat_turn_record(widget=widget, session_id=chat.session_id, visitor_id=chat.visitor_id,
-                     user_text=chat.chat_input, reply_text=reply.text, ui=reply.ui)
+class _UpstreamSlots:
+    """How many upstream calls each license has in flight in this process.
+
+    Waiting on n8n costs no DB connection and no thread, but it still holds a pooled upstream
+    connection, memory and a socket: one license whose webhook hangs may hold at most its cap, so
+    the others always find room (issue 11.1). Per process on purpose: no Redis round trip (or Redis
+    outage) on the hot path; N workers allow N x the cap, which the README states."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._used: dict[int, int] = {}
+
+    def acquire(self, key: int, limit: int) -> bool:
+        with self._lock:
+            if self._used.get(key, 0) >= limit:
+                return False
+            self._used[key] = self._used.get(key, 0) + 1
+            return True
+
+    def release(self, key: int) -> None:
+        with self._lock:
+            left = self._used.get(key, 0) - 1
+            if left > 0:
+                self._used[key] = left
+            else:
+                self._used.pop(key, None)
+
+    def in_use(self, key: int) -> int:
+        with self._lock:
+            return self._used.get(key, 0)
+
+
+upstream_slots = _UpstreamSlots()
+
+
+class UpstreamSlot:
+    """One license's permit for one upstream call; `release()` is idempotent (and thread-safe)."""
+
+    def __init__(self, license_id: int):
+        self.license_id = license_id
+        self._released = threading.Event()
+
+    def release(self) -> None:
+        if not self._released.is_set():
+            self._released.set()
+            upstream_slots.release(self.license_id)
+
+
+def chat_concurrency_limit(*, license: License) -> int:
+    value = (license.limits or {}).get("max_concurrent_chats")
+    return int(value) if value else settings.WIDGET_CHAT_MAX_CONCURRENT_PER_LICENSE
+
+
+def chat_upstream_slot(*, license: License) -> UpstreamSlot:
+    """Take one of the license's upstream permits, or raise ApiError 429 `license_busy` (Retry-After)."""
+    if not upstream_slots.acquire(license.pk, chat_concurrency_limit(license=license)):
+        logger.warning("license %s: concurrent chat cap reached", license.pk)
+        raise ApiError("license_busy", "This assistant is answering many visitors right now. "
+                       "Please try again in a few seconds.", status_code=429,
+                       fields={"retry_after": BUSY_RETRY_AFTER})
+    return UpstreamSlot(license.pk)
+
+
+# --- one turn ----------------------------------------------------------------------------------
+
+
+async def chat_history(*, target: N8nTarget, chat: ChatRequest) -> list[dict[str, str]]:
+    return await upstream_await(n8n_history_async(target=target, session_id=chat.session_id,
+                                                  metadata=chat.metadata))
+
+
+async def chat_reply(*, widget: Widget, target: N8nTarget, chat: ChatRequest) -> N8nReply:
+    """One non-streaming turn: ask n8n (holding no DB connection), then record it in a short DB step
+    (nothing is written when n8n fails)."""
+    slot = chat_upstream_slot(license=widget.license)
+    try:
+        reply = await upstream_await(n8n_send_async(target=target, session_id=chat.session_id,
+                                                    chat_input=chat.chat_input, metadata=chat.metadata))
+    finally:
+        slot.release()
+    await db_step(chat_turn_record, widget=widget, session_id=chat.session_id, visitor_id=chat.visitor_id,
+                  user_text=chat.chat_input, reply_text=reply.text, ui=reply.ui)
     return reply
 
 
-def chat_stream(*, widget: Widget, target: N8nTarget, chat: ChatRequest) -> Iterator[bytes]:
-    """Open the upstream stream now (errors raise N8nError before any byte is sent), then yield NDJSON
-    lines as they arrive; the aggregated turn is recorded once, before the final `end` line."""
+def _line(event: dict[str, Any]) -> bytes:
+    return (json.dumps(event, separators=(",", ":")) + "\n").encode()
+
+
+async def _next_batch(batches: AsyncIterator[list[dict[str, Any]]]) -> list[dict[str, Any]] | None:
+    return await anext(batches, None)
+
+
+class _Relay:
+    """The NDJSON body of a streamed turn: batches of events from the upstream loop, relayed as lines;
+    the aggregated turn is recorded once, before the final `end` line. `close()` (called by Django
+    when the response ends, or the visitor leaves) frees the license's permit and the upstream."""
+
+    def __init__(self, *, stream: N8nStream, widget: Widget, chat: ChatRequest, slot: UpstreamSlot):
+        self._stream = stream
+        self._batches = stream.batches()
+        self._widget = widget
+        self._chat = chat
+        self._slot = slot
+        self._lines: list[bytes] = []
+        self._finished = False
+
+    def _record_kwargs(self) -> dict[str, Any]:
+        chat = self._chat
+        return {"widget": self._widget, "session_id": chat.session_id, "visitor_id": chat.visitor_id,
+                "user_text": chat.chat_input, "reply_text": self._stream.text, "ui": self._stream.ui}
+
+    def _take(self, batch: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+        """Queue the batch's lines; returns the final event (end or error) for the caller to settle."""
+        if batch is None:
+            self._finished = True
+            return None
+        for event in batch:
+            if event["type"] in ("end", "error"):
+                self._finished = True
+                self._slot.release()
+                return event
+            self._lines.append(_line(event))
+        return None
+
+    def _settled(self, event: dict[str, Any], stored: bool) -> None:
+        if event["type"] == "end" and not stored:
+            event = {"type": "error", "code": "not_stored",
+                     "message": "The answer could not be saved. Please send your message again."}
+        self._lines.append(_line(event))
+
+    def close(self) -> None:
+        self._slot.release()
+        if not self._finished:
+            self._finished = True
+            upstream_submit(self._batches.aclose())
+
+
+class SyncRelay(_Relay):
+    """For WSGI (and Django's sync test client): pulls each batch from the upstream loop."""
+
+    def __iter__(self) -> SyncRelay:
+        return self
+
+    def __next__(self) -> bytes:
+        while not self._lines:
+            if self._finished:
+                raise StopIteration
+            final = self._take(upstream_submit(_next_batch(self._batches)).result())
+            if final is not None:
+                self._settled(final, _record_or_log(self._record_kwargs()) if final["type"] == "end" else True)
+        return self._lines.pop(0)
+
+
+class AsyncRelay(_Relay):
+    """For ASGI (Uvicorn, Daphne): awaits each batch; the record is a short DB step."""
+
+    def __aiter__(self) -> AsyncRelay:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self._lines:
+            if self._finished:
+                raise StopAsyncIteration
+            final = self._take(await upstream_await(_next_batch(self._batches)))
+            if final is not None:
+                stored = True
+                if final["type"] == "end":
+                    stored = await db_step(_record_or_log, self._record_kwargs())
+                self._settled(final, stored)
+        return self._lines.pop(0)
+
+
+def _record_or_log(kwargs: dict[str, Any]) -> bool:
+    """Record a streamed turn; False (logged) when the database cannot take it: the visitor has seen
+    the reply, so the stream ends with an `error` line telling them it was not kept (issue 11.9)."""
+    try:
+        chat_turn_record(**kwargs)
+    except DatabaseError:
+        logger.exception("chat turn could not be stored (widget %s)", kwargs["widget"].pk)
+        return False
+    return True
+
+
+async def chat_stream(*, widget: Widget, target: N8nTarget, chat: ChatRequest, asgi: bool) -> _Relay:
+    """Open the upstream stream now (errors raise N8nError before any byte is sent), then relay it."""
+    slot = chat_upstream_slot(license=widget.license)
     stream = N8nStream(target=target, session_id=chat.session_id, chat_input=chat.chat_input,
                        metadata=chat.metadata)
-
-    def lines() -> Iterator[bytes]:
-        for event in stream.events():
-            if event["type"] == "end":
-                chat_turn_record(widget=widget, session_id=chat.session_id, visitor_id=chat.visitor_id,
-                                 user_text=chat.chat_input, reply_text=stream.text, ui=stream.ui)
-            yield (json.dumps(event, separators=(",", ":")) + "\n").encode()
-
-    return lines()
+    try:
+        await upstream_await(stream.open())
+    except BaseException:
+        slot.release()
+        raise
+    relay = AsyncRelay if asgi else SyncRelay
+    return relay(stream=stream, widget=widget, chat=chat, slot=slot)

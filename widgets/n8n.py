@@ -17,12 +17,14 @@ secret: whoever knows it can call the workflow directly).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import logging
 import socket
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +33,7 @@ import httpx
 from django.conf import settings
 
 from licenses.domains import origin_normalize
+from widgets.aio import upstream_run
 from widgets.ui_events import ui_events_clean
 
 logger = logging.getLogger(__name__)
@@ -41,21 +44,24 @@ MAX_REPLY_BYTES = 2_000_000
 class N8nError(Exception):
     """A failed upstream call, already mapped to what the browser may learn."""
 
-    def __init__(self, code: str, message: str, status: int):
+    def __init__(self, code: str, message: str, status: int, *, upstream_status: int | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
+        # n8n's own HTTP status when it answered one (for the failure record, never for the visitor).
+        self.upstream_status = upstream_status
 
 
 def _timeout_error() -> N8nError:
     return N8nError("upstream_timeout", "The assistant took too long to answer. Please try again.", 504)
 
 
-def _upstream_error(detail: str) -> N8nError:
+def _upstream_error(detail: str, *, status: int | None = None) -> N8nError:
     # `detail` is for our logs only and never includes the URL.
     logger.warning("n8n upstream error: %s", detail)
-    return N8nError("upstream_error", "The assistant is unavailable right now. Please try again.", 502)
+    return N8nError("upstream_error", "The assistant is unavailable right now. Please try again.", 502,
+                    upstream_status=status)
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,10 @@ def n8n_target_allowed(url: str) -> bool:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError):
         return True  # unresolvable: the request itself fails as unreachable
+    return _all_public(infos)
+
+
+def _all_public(infos: list[tuple[Any, ...]]) -> bool:
     for info in infos:
         address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
         if not address.is_global or address.is_multicast:
@@ -123,30 +133,69 @@ def _timeout() -> httpx.Timeout:
     return httpx.Timeout(settings.N8N_TOTAL_TIMEOUT, connect=settings.N8N_CONNECT_TIMEOUT)
 
 
-def _client() -> httpx.Client:
-    return httpx.Client(timeout=_timeout(), follow_redirects=False, headers={"Accept": "application/json"})
+# One pooled client per event loop. Upstream calls run on the process's upstream loop
+# (widgets/aio.py), so in practice this is one client per process: one SSL context, kept-alive
+# connections, bounded by N8N_MAX_CONNECTIONS. Creating a client per message cost ~46 ms of CPU
+# (a new SSL context loading the CA bundle) and made chat CPU-bound (issue 11.2).
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
 
 
-def _post_json(target: N8nTarget, payload: dict[str, Any]) -> Any:
-    if not n8n_target_allowed(target.url):
+def n8n_client() -> httpx.AsyncClient:
+    """The running loop's pooled client (created on first use)."""
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None or client.is_closed:
+        client = httpx.AsyncClient(
+            timeout=_timeout(),
+            follow_redirects=False,
+            headers={"Accept": "application/json"},
+            limits=httpx.Limits(
+                max_connections=settings.N8N_MAX_CONNECTIONS,
+                max_keepalive_connections=settings.N8N_MAX_KEEPALIVE,
+                keepalive_expiry=30.0,
+            ),
+            # A pool wait is part of the visitor's wait: bounded by the total timeout below.
+        )
+        _clients[loop] = client
+    return client
+
+
+async def n8n_target_allowed_async(url: str) -> bool:
+    """`n8n_target_allowed` without blocking the event loop on DNS."""
+    if settings.N8N_ALLOW_PRIVATE_NETWORKS:
+        return True
+    host = urlsplit(url).hostname or ""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError):
+        return True  # unresolvable: the request itself fails as unreachable
+    return _all_public(infos)
+
+
+async def _post_json(target: N8nTarget, payload: dict[str, Any]) -> Any:
+    if not await n8n_target_allowed_async(target.url):
         raise _forbidden_target()
     try:
-        with _client() as client:
-            response = client.post(target.url, json=payload, auth=target.auth)
-    except httpx.TimeoutException:
+        async with asyncio.timeout(settings.N8N_TOTAL_TIMEOUT):
+            async with n8n_client().stream("POST", target.url, json=payload, auth=target.auth) as response:
+                if response.status_code >= 400:
+                    raise _upstream_error(f"status {response.status_code}", status=response.status_code)
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > MAX_REPLY_BYTES:
+                        raise _upstream_error("reply too large")
+                content_type = response.headers.get("content-type", "")
+    except (httpx.TimeoutException, TimeoutError):
         raise _timeout_error()
     except httpx.HTTPError as exc:
         raise _upstream_error(type(exc).__name__)
-    if response.status_code >= 400:
-        raise _upstream_error(f"status {response.status_code}")
-    if len(response.content) > MAX_REPLY_BYTES:
-        raise _upstream_error("reply too large")
     try:
-        return response.json()
+        return json.loads(body)
     except ValueError:
         # n8n's "Respond to Webhook" node may answer plain text; treat it as the output.
-        text = response.text.strip()
-        if text and "json" not in response.headers.get("content-type", ""):
+        text = body.decode("utf-8", errors="replace").strip()
+        if text and "json" not in content_type:
             return {"output": text}
         raise _upstream_error("unparsable reply")
 
@@ -178,9 +227,18 @@ def reply_parse(data: Any) -> N8nReply:
     return N8nReply(text="\n\n".join(t for t in texts if t), ui=ui[:10])
 
 
-def n8n_send(*, target: N8nTarget, session_id: str, chat_input: str, metadata: dict[str, Any]) -> N8nReply:
+async def n8n_send_async(
+    *, target: N8nTarget, session_id: str, chat_input: str, metadata: dict[str, Any]
+) -> N8nReply:
+    """One non-streaming turn (run it on the upstream loop: widgets.aio.upstream_await)."""
     payload = n8n_payload(action="sendMessage", session_id=session_id, chat_input=chat_input, metadata=metadata)
-    return reply_parse(_post_json(target, payload))
+    return reply_parse(await _post_json(target, payload))
+
+
+def n8n_send(*, target: N8nTarget, session_id: str, chat_input: str, metadata: dict[str, Any]) -> N8nReply:
+    """`n8n_send_async` for sync callers (the configurator's Test connection)."""
+    return upstream_run(n8n_send_async(target=target, session_id=session_id, chat_input=chat_input,
+                                       metadata=metadata))
 
 
 def history_parse(data: Any) -> list[dict[str, str]]:
@@ -208,48 +266,64 @@ def history_parse(data: Any) -> list[dict[str, str]]:
     return out[-200:]
 
 
-def n8n_history(*, target: N8nTarget, session_id: str, metadata: dict[str, Any]) -> list[dict[str, str]]:
+async def n8n_history_async(
+    *, target: N8nTarget, session_id: str, metadata: dict[str, Any]
+) -> list[dict[str, str]]:
     payload = n8n_payload(action="loadPreviousSession", session_id=session_id, chat_input=None, metadata=metadata)
-    return history_parse(_post_json(target, payload))
+    return history_parse(await _post_json(target, payload))
+
+
+def n8n_history(*, target: N8nTarget, session_id: str, metadata: dict[str, Any]) -> list[dict[str, str]]:
+    return upstream_run(n8n_history_async(target=target, session_id=session_id, metadata=metadata))
 
 
 class N8nStream:
-    """An open streaming reply. Construct (connects and checks the status, may raise N8nError), then
-    iterate `events()` for normalised dicts: {"type": "item", "content"} ... then a final
-    {"type": "end", "output", "ui"} or {"type": "error", "code", "message"}. Always `close()`."""
+    """A streaming reply. `await open()` (connects and checks the status, may raise N8nError), then
+    iterate `batches()` for lists of normalised events: {"type": "item", "content"} ... then a final
+    {"type": "end", "output", "ui"} or {"type": "error", "code", "message"}. Always `await aclose()`.
+
+    All of it runs on the upstream loop (widgets/aio.py); events come in batches (what one network
+    read produced) so a relay on another loop crosses threads once per read, not once per token."""
 
     def __init__(self, *, target: N8nTarget, session_id: str, chat_input: str, metadata: dict[str, Any]):
+        self.target = target
+        self.payload = n8n_payload(action="sendMessage", session_id=session_id, chat_input=chat_input,
+                                   metadata=metadata)
         self.deadline = time.monotonic() + settings.N8N_TOTAL_TIMEOUT
         self.text_parts: list[str] = []
         self.ui: list[dict[str, Any]] = []
         self.ok = False
-        if not n8n_target_allowed(target.url):
-            raise _forbidden_target()
-        self._client = _client()
-        payload = n8n_payload(action="sendMessage", session_id=session_id, chat_input=chat_input, metadata=metadata)
-        request = self._client.build_request("POST", target.url, json=payload)
-        try:
-            self._response = self._client.send(request, stream=True, auth=target.auth)
-        except httpx.TimeoutException:
-            self._client.close()
-            raise _timeout_error()
-        except httpx.HTTPError as exc:
-            self._client.close()
-            raise _upstream_error(type(exc).__name__)
-        if self._response.status_code >= 400:
-            self.close()
-            raise _upstream_error(f"status {self._response.status_code}")
+        self.error: N8nError | None = None
+        self._response: httpx.Response | None = None
 
     @property
     def text(self) -> str:
         return "".join(self.text_parts)
 
-    def close(self) -> None:
+    def _left(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    async def open(self) -> None:
+        if not await n8n_target_allowed_async(self.target.url):
+            raise _forbidden_target()
+        client = n8n_client()
+        request = client.build_request("POST", self.target.url, json=self.payload)
         try:
-            if hasattr(self, "_response"):
-                self._response.close()
-        finally:
-            self._client.close()
+            async with asyncio.timeout(self._left()):
+                self._response = await client.send(request, stream=True, auth=self.target.auth)
+        except (httpx.TimeoutException, TimeoutError):
+            raise _timeout_error()
+        except httpx.HTTPError as exc:
+            raise _upstream_error(type(exc).__name__)
+        if self._response.status_code >= 400:
+            status = self._response.status_code
+            await self.aclose()
+            raise _upstream_error(f"status {status}", status=status)
+
+    async def aclose(self) -> None:
+        if self._response is not None:
+            response, self._response = self._response, None
+            await response.aclose()
 
     def _line_event(self, line: str) -> dict[str, Any] | None:
         try:
@@ -277,34 +351,42 @@ class N8nStream:
             self.ui.extend(ui_events_clean(obj["ui"]))
         return None
 
-    def events(self) -> Iterator[dict[str, Any]]:
+    def _fail(self, error: N8nError) -> list[dict[str, Any]]:
+        self.error = error
+        return [{"type": "error", "code": error.code, "message": error.message}]
+
+    async def batches(self) -> AsyncIterator[list[dict[str, Any]]]:
+        assert self._response is not None, "open() first"
+        chunks = self._response.aiter_text()
+        buffer = ""
+        batch: list[dict[str, Any]] = []
         try:
-            buffer = ""
-            for chunk in self._response.iter_text():
-                if time.monotonic() > self.deadline:
-                    raise _timeout_error()
+            while True:
+                try:
+                    async with asyncio.timeout(self._left()):
+                        chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
                 buffer += chunk
                 # n8n separates objects by newlines; some versions concatenate `}{` without one.
                 buffer = buffer.replace("}{", "}\n{")
                 *lines, buffer = buffer.split("\n")
                 for line in lines:
-                    if line.strip():
-                        event = self._line_event(line.strip())
-                        if event:
-                            yield event
-            if buffer.strip():
-                event = self._line_event(buffer.strip())
-                if event:
-                    yield event
+                    if line.strip() and (event := self._line_event(line.strip())):
+                        batch.append(event)
+                if batch:
+                    yield batch
+                    batch = []
+            if buffer.strip() and (event := self._line_event(buffer.strip())):
+                batch.append(event)
             self.ok = True
-            yield {"type": "end", "output": self.text, "ui": self.ui[:10]}
-        except httpx.TimeoutException:
-            error = _timeout_error()
-            yield {"type": "error", "code": error.code, "message": error.message}
+            batch.append({"type": "end", "output": self.text, "ui": self.ui[:10]})
+        except (httpx.TimeoutException, TimeoutError):
+            batch.extend(self._fail(_timeout_error()))
         except httpx.HTTPError as exc:
-            error = _upstream_error(type(exc).__name__)
-            yield {"type": "error", "code": error.code, "message": error.message}
+            batch.extend(self._fail(_upstream_error(type(exc).__name__)))
         except N8nError as error:
-            yield {"type": "error", "code": error.code, "message": error.message}
+            batch.extend(self._fail(error))
         finally:
-            self.close()
+            await self.aclose()
+        yield batch

@@ -9,10 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 from config.api import error_body
+from widgets.aio import upstream_run
 from widgets.models import Widget
 from widgets.n8n import N8nError, N8nStream, n8n_history, n8n_send, n8n_target
 
 MAX_INPUT = 4000
+
+
+async def _collect(stream: N8nStream) -> list[dict[str, Any]]:
+    await stream.open()
+    return [event async for batch in stream.batches() for event in batch]
 
 
 def preview_chat_reply(*, widget: Widget, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -39,7 +45,7 @@ def preview_chat_reply(*, widget: Widget, body: dict[str, Any]) -> tuple[int, di
             # The preview waits for the whole streamed answer: simpler, and fine for a preview.
             stream = N8nStream(target=target, session_id=session_id, chat_input=chat_input[:MAX_INPUT],
                                metadata=metadata)
-            for event in stream.events():
+            for event in upstream_run(_collect(stream)):
                 if event["type"] == "error":
                     return 502, error_body(event["code"], event["message"])
                 if event["type"] == "end":

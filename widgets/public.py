@@ -1,6 +1,7 @@
 """The guard of every public endpoint a customer's page calls: license check + Origin, fail closed.
 
-`public_endpoint` wraps a Django view taking `(request, license, **kwargs)`:
+`public_endpoint` wraps a Django view taking `(request, license, **kwargs)`, sync or async (an async
+view gets an async wrapper whose checks run in one short DB step):
 - answers CORS preflight (OPTIONS) for allowed origins only;
 - runs the license check with the request's Origin (missing/`null`/foreign Origin → 403 with the
   reason code), optionally requiring quota (→ 429 `quota_exceeded`);
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -21,6 +23,7 @@ from config.api import error_response
 from licenses.domains import origin_allowed, origin_host_port
 from licenses.models import License
 from licenses.selectors import LicenseCheck, license_check, license_get_public
+from widgets.aio import db_step
 
 ALLOW_HEADERS = "Content-Type, X-Switchboard-Visitor"
 
@@ -76,28 +79,50 @@ def public_endpoint(
     (for a key that only the body names: the request itself then decides)."""
     allowed = ", ".join((*methods, "OPTIONS"))
 
-    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-        @csrf_exempt
-        @wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
+        def guard(request: HttpRequest, kwargs: dict[str, Any]) -> tuple[License | None, HttpResponse | None]:
+            """Everything before the view (one short DB step): the license, preflight, method, check."""
             key = kwargs.pop(key_from, "") if key_from else request.GET.get("license", "")
             license = license_get_public(key=key) if key else None
             if request.method == "OPTIONS":
                 response = HttpResponse(status=204)
                 if preflight_any_origin:
-                    return refusal_cors(_preflight_headers(response, methods=allowed), request=request)
-                return cors_headers(response, request=request, license=license, methods=allowed)
+                    return license, refusal_cors(_preflight_headers(response, methods=allowed), request=request)
+                return license, cors_headers(response, request=request, license=license, methods=allowed)
             if request.method not in methods:
                 response = error_response("method_not_allowed", f"Use {' or '.join(methods)}.", 405)
                 response["Allow"] = allowed
-                return cors_headers(response, request=request, license=license, methods=allowed)
+                return license, cors_headers(response, request=request, license=license, methods=allowed)
             if key_from:
                 check = license_check(license=license, origin=request_origin(request), quota=quota)
                 if not check.ok:
-                    return refusal_cors(check_error(check), request=request)
-            response = view(request, license, *args, **kwargs)
+                    return license, refusal_cors(check_error(check), request=request)
+            return license, None
+
+        def finish(request: HttpRequest, license: License | None, response: HttpResponse) -> HttpResponse:
             cors_license = license if key_from else getattr(request, "public_license", None)
             return cors_headers(response, request=request, license=cors_license, methods=allowed)
+
+        if iscoroutinefunction(view):
+            # An async view (the n8n chat) stays async end to end: the guard is one short DB step
+            # that hands its connection back before the view waits on anything upstream.
+            @csrf_exempt
+            @wraps(view)
+            async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+                license, early = await db_step(guard, request, kwargs)
+                if early is not None:
+                    return early
+                return finish(request, license, await view(request, license, *args, **kwargs))
+
+            return async_wrapper
+
+        @csrf_exempt
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            license, early = guard(request, kwargs)
+            if early is not None:
+                return early
+            return finish(request, license, view(request, license, *args, **kwargs))
 
         return wrapper
 

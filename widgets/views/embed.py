@@ -6,9 +6,6 @@ The loader is the same for every origin (cacheable); every JSON endpoint goes th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-
-from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_http_methods
@@ -16,6 +13,7 @@ from django.views.decorators.http import require_http_methods
 from config.api import ApiError, error_response, json_body_bytes, json_object
 from licenses.models import License
 from widgets import loader
+from widgets.aio import db_step
 from widgets.chat import (
     chat_history,
     chat_is_streaming,
@@ -65,7 +63,7 @@ def chat_widget_js(request: HttpRequest, license_key: str) -> HttpResponse:
 
 
 def _api_error(exc: ApiError) -> JsonResponse:
-    if exc.code == "rate_limited":
+    if "retry_after" in exc.fields:
         retry_after = int(exc.fields.get("retry_after", 60))
         response = JsonResponse(
             {"error": {"code": exc.code, "message": exc.message, "retry_after": retry_after}}, status=429
@@ -97,46 +95,32 @@ def _client_ip(request: HttpRequest) -> str:
     return request.META.get("REMOTE_ADDR", "")
 
 
-_DONE = object()
-
-
-async def _async_relay(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
-    """Under ASGI a streaming body must be an async iterator; pull the sync relay in the request's thread."""
-    step = sync_to_async(lambda: next(chunks, _DONE), thread_sensitive=True)
-    try:
-        while True:
-            chunk = await step()
-            if chunk is _DONE:
-                break
-            yield chunk
-    finally:
-        await sync_to_async(chunks.close, thread_sensitive=True)()
-
-
-def _chat(request: HttpRequest, license: License) -> HttpResponse:
+async def _chat(request: HttpRequest, license: License) -> HttpResponse:
     chat = chat_request_parse(
         body=json_body_bytes(request), widget_param=request.GET.get("widget", ""),
         visitor_header=request.headers.get("X-Switchboard-Visitor", ""),
     )
-    widget, target = chat_prepare(license=license, chat=chat, ip=_client_ip(request))
+    widget, target = await db_step(chat_prepare, license=license, chat=chat, ip=_client_ip(request))
     if chat.action == "loadPreviousSession":
-        return JsonResponse({"sessionId": chat.session_id, "messages": chat_history(target=target, chat=chat)})
+        return JsonResponse({"sessionId": chat.session_id, "messages": await chat_history(target=target, chat=chat)})
     if chat_is_streaming(widget=widget):
-        chunks = chat_stream(widget=widget, target=target, chat=chat)
-        body = _async_relay(chunks) if isinstance(request, ASGIRequest) else chunks
+        body = await chat_stream(widget=widget, target=target, chat=chat, asgi=isinstance(request, ASGIRequest))
         response = StreamingHttpResponse(body, content_type="application/x-ndjson")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
         return response
-    reply = chat_reply(widget=widget, target=target, chat=chat)
+    reply = await chat_reply(widget=widget, target=target, chat=chat)
     return JsonResponse({"output": reply.text, "ui": reply.ui})
 
 
 @public_endpoint(methods=("POST",))
-def chat(request: HttpRequest, license: License) -> HttpResponse:
-    """POST /api/widget/<key>/chat — the n8n Chat Trigger proxy (see widgets/n8n.py for the protocol)."""
+async def chat(request: HttpRequest, license: License) -> HttpResponse:
+    """POST /api/widget/<key>/chat — the n8n Chat Trigger proxy (see widgets/n8n.py for the protocol).
+
+    Async end to end: the checks and the record are short DB steps, the wait on n8n holds no DB
+    connection and no thread (DESIGN rule 7)."""
     try:
-        return _chat(request, license)
+        return await _chat(request, license)
     except ApiError as exc:
         return _api_error(exc)
     except N8nError as exc:

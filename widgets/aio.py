@@ -1,0 +1,118 @@
+"""Async plumbing of the public chat path: short database steps and the process's upstream loop.
+
+Two rules (DESIGN rule 7: no request holds a scarce resource across an upstream wait):
+
+- `db_step(fn, ...)` runs a short piece of ORM code in a thread (`sync_to_async`, thread-sensitive
+  like Django's async ORM) and hands the thread's database connection back before returning, so a
+  request that then waits 60 s on n8n holds no pooled connection (and no thread) meanwhile.
+- Every upstream HTTP call runs on ONE event loop per process (`upstream_loop()`), which owns the one
+  pooled `httpx.AsyncClient` (widgets/n8n.py). Async callers await it (`upstream_await`), sync
+  callers block on it (`upstream_run`). The request's own loop (Uvicorn's, Daphne's, or the
+  throwaway loop Django makes for an async view under WSGI) only waits for the result, so the client
+  and its connections never depend on which server, or which loop, runs the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.db import connections
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def db_release() -> None:
+    """Give this thread's database connections back (to the pool, or closed), unless a transaction
+    is open (a test's wrapping transaction, or a caller's atomic block)."""
+    for conn in connections.all(initialized_only=True):
+        if conn.in_atomic_block or conn.connection is None:
+            continue
+        if conn.settings_dict.get("OPTIONS", {}).get("pool"):
+            conn.close()  # back to the pool at once
+        else:
+            conn.close_if_unusable_or_obsolete()
+
+
+def _released(fn: Callable[..., T]) -> Callable[..., T]:
+    def run(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            db_release()
+
+    return run
+
+
+async def db_step(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Run `fn(*args, **kwargs)` (sync ORM code) off the event loop; its connection is released after."""
+    return await sync_to_async(_released(fn))(*args, **kwargs)
+
+
+class _UpstreamLoop:
+    """A daemon thread running one event loop for the process's upstream calls (recreated after fork)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = 0
+
+    def get(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid() or self._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def run() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+
+                threading.Thread(target=run, name="upstream-loop", daemon=True).start()
+                ready.wait()
+                self._loop, self._pid = loop, os.getpid()
+            return self._loop
+
+
+_upstream = _UpstreamLoop()
+
+
+def upstream_loop() -> asyncio.AbstractEventLoop:
+    return _upstream.get()
+
+
+def upstream_submit(coro: Coroutine[Any, Any, T]) -> Future[T]:
+    return asyncio.run_coroutine_threadsafe(coro, upstream_loop())
+
+
+async def upstream_await(coro: Coroutine[Any, Any, T]) -> T:
+    """Await `coro` run on the upstream loop; cancelling the caller cancels it there too."""
+    loop = upstream_loop()
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        return await coro
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+
+def upstream_run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` on the upstream loop from sync code and wait for its result."""
+    loop = upstream_loop()
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        coro.close()
+        raise RuntimeError("upstream_run() called from the upstream loop itself; await the coroutine instead")
+    return asyncio.run_coroutine_threadsafe(coro, loop).result()
