@@ -62,11 +62,12 @@ def test_a_slow_webhook_starves_neither_other_licenses_nor_the_health_check(
     other = publish(widget_b, outsider, config=n8n_config(fake_n8n.webhook))
     fake_n8n.replies.extend({"sleep": 4} for _ in range(CAP))  # A's calls hang 4 s; later ones answer at once
 
+    slow_key, other_key = slow.license.key, other.license.key  # read here: the threads touch no ORM
     results: dict[int, httpx.Response | BaseException] = {}
 
     def visitor(i: int) -> None:
         try:
-            results[i] = post_chat(prod_server.url, slow.license.key, f"slow-{i}")
+            results[i] = post_chat(prod_server.url, slow_key, f"slow-{i}")
         except BaseException as exc:  # reported below
             results[i] = exc
 
@@ -84,7 +85,7 @@ def test_a_slow_webhook_starves_neither_other_licenses_nor_the_health_check(
 
     # License B chats normally, and the health check is green, while A's calls still wait.
     started = time.monotonic()
-    response = post_chat(prod_server.url, other.license.key, "fast-b", "quick question", timeout=10)
+    response = post_chat(prod_server.url, other_key, "fast-b", "quick question", timeout=10)
     assert response.status_code == 200, response.text
     assert response.json()["output"] == "Hello from n8n"
     health = httpx.get(prod_server.url + "/healthz", timeout=10)

@@ -1,0 +1,71 @@
+"""One Redis connection pool per process, shared by the Django cache, the chat rate limiter, the
+voice slots (through the cache) and the health check.
+
+Django's Redis cache builds a new client, and so a new pool, for every cache object; under ASGI
+every request context gets its own cache object, so each request opened a new TCP connection
+(issue 11.10: 400 requests -> 429 connections). Here the pool is module level, keyed by URL,
+recreated after a fork, and bounded (a caller waits up to REDIS_POOL_TIMEOUT for a free connection
+instead of opening the 1001st). Short socket timeouts make an outage fail fast.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import redis
+from django.conf import settings
+
+_lock = threading.Lock()
+_pools: dict[str, redis.ConnectionPool] = {}
+_pid = os.getpid()
+
+
+def _options() -> dict[str, Any]:
+    return {
+        "max_connections": settings.REDIS_MAX_CONNECTIONS,
+        "timeout": settings.REDIS_POOL_TIMEOUT,
+        "socket_connect_timeout": settings.REDIS_SOCKET_TIMEOUT,
+        "socket_timeout": settings.REDIS_SOCKET_TIMEOUT,
+        "health_check_interval": 30,
+        "retry_on_timeout": False,
+    }
+
+
+def redis_pool(url: str | None = None, **options: Any) -> redis.ConnectionPool:
+    """The process's pool for `url` (default REDIS_URL). Extra options apply only when it is created."""
+    global _pid
+    url = url or settings.REDIS_URL
+    if not url:
+        raise RuntimeError("REDIS_URL is not set")
+    with _lock:
+        if _pid != os.getpid():  # forked: the parent's sockets are not ours
+            _pools.clear()
+            _pid = os.getpid()
+        pool = _pools.get(url)
+        if pool is None:
+            pool = redis.BlockingConnectionPool.from_url(url, **{**_options(), **options})
+            _pools[url] = pool
+        return pool
+
+
+def redis_client(url: str | None = None) -> redis.Redis:
+    """A client on the shared pool (cheap: make one per use)."""
+    return redis.Redis(connection_pool=redis_pool(url))
+
+
+def redis_reset() -> None:
+    """Drop every pool (tests that point REDIS_URL elsewhere)."""
+    with _lock:
+        for pool in _pools.values():
+            pool.disconnect()
+        _pools.clear()
+
+
+class SharedConnectionPool(redis.BlockingConnectionPool):
+    """`pool_class` for Django's Redis cache: hands out the shared pool instead of a new one."""
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> redis.ConnectionPool:  # type: ignore[override]
+        return redis_pool(url, **kwargs)
