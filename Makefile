@@ -22,7 +22,7 @@ install-dev: $(VENV)/.installed-dev
 run: export DEBUG ?= 1
 run: install
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py seed_demo
+	$(PY) manage.py seed_demo --port $(PORT)
 	$(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) config.asgi:application
 
 # Production topology on this machine (README "Production topology"), production settings (DEBUG off:

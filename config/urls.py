@@ -17,6 +17,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("app/", include("widgets.urls.configurator")),
     path("", include("widgets.urls.embed")),
+    path("", include("widgets.urls.demo")),
     path("", include("chatkit.urls")),
     path("", include("realtime.urls")),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 
 from django.conf import settings
@@ -11,19 +12,24 @@ from django.db import transaction
 
 from licenses.models import Agency, License, Membership
 from licenses.services import license_create
+from widgets.demo_n8n import PATH as DEMO_N8N_PATH
+from widgets.demo_n8n import demo_url
 from widgets.models import KnowledgeEntry, Product, Widget
-from widgets.services import widget_create, widget_publish
+from widgets.services import widget_create, widget_publish, widget_update
 
 OWNER = ("owner", "owner@demo.test", "demo-owner-pass")
 STAFF = ("staff", "staff@demo.test", "demo-staff-pass")
 
+# The demo n8n widget talks to the built-in demo Chat Trigger (widgets/demo_n8n.py) of this server,
+# so chatting works on first run without n8n; its URL (with this server's port) is set after creation.
+LEGACY_N8N_URL = "http://127.0.0.1:5678/webhook/demo/chat"
 N8N_CONFIG = {
-    "connection": {"provider": "n8n", "n8n": {"webhook_url": "http://127.0.0.1:5678/webhook/demo/chat"}},
+    "connection": {"provider": "n8n", "n8n": {"webhook_url": "", "streaming": True}},
     "appearance": {"n8n": {"title": "Demo Store", "subtitle": "Ask about phones and trade-ins"}},
     "behaviour": {"starter_prompts": ["Phones under $500?", "How do trade-ins work?"]},
     "voice": {"enabled": True, "tools": {"search_knowledge": True, "search_products": True,
                                         "start_trade_in": True, "create_meeting_link": True, "log_lead": True}},
-    "tools": {"booking_url": "https://cal.example.com/demo-store"},
+    "tools": {"booking_url": "https://cal.example.com/demo-store", "trade_in_devices": ["iPhone 12", "Pixel 6"]},
 }
 CHATKIT_CONFIG = {
     "connection": {"provider": "chatkit", "chatkit": {"mode": "server"}},
@@ -37,9 +43,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--force", action="store_true", help="Allow default passwords with DEBUG off.")
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8000),
+                            help="Port this server listens on (the demo n8n widget calls its demo workflow there).")
 
     @transaction.atomic
-    def handle(self, *args, force: bool = False, **options):
+    def handle(self, *args, force: bool = False, port: int = 8000, **options):
         if not settings.DEBUG and not force:
             raise CommandError("DEBUG is off: refusing to create users with default passwords. Use --force.")
         User = get_user_model()
@@ -70,6 +78,8 @@ class Command(BaseCommand):
                 widget = widget_create(license=license, user=owner, membership=membership, name=name, config=config)
                 widget_publish(widget=widget, user=owner, membership=membership, note="Seeded")
             self._seed_data(widget)
+            if widget.widget_type == "n8n":
+                self._demo_webhook(widget, owner, membership, base=f"http://127.0.0.1:{port}")
 
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
         self.stdout.write(f"  agency owner : {OWNER[0]} / {OWNER[2]}   (sign in at /app/)")
@@ -77,6 +87,20 @@ class Command(BaseCommand):
         self.stdout.write(f"  license key  : {license.key}")
         for widget in license.widgets.order_by("id"):
             self.stdout.write(f"  widget       : {widget.public_id} ({widget.widget_type}) {widget.name}")
+
+    def _demo_webhook(self, widget: Widget, owner, membership: Membership, *, base: str) -> None:
+        """Point the demo widget at this server's demo workflow (again if the port changed), unless
+        someone connected it to a real n8n since."""
+        url = demo_url(base=base, public_id=widget.public_id)
+        current = widget.config["connection"]["n8n"]["webhook_url"]
+        ours = current in ("", LEGACY_N8N_URL) or DEMO_N8N_PATH.format(public_id=widget.public_id) in current
+        if not ours or current == url:
+            return
+        widget = widget_update(widget=widget, membership=membership,
+                               config={"connection": {"n8n": {"webhook_url": url, "streaming": True}}})
+        widget_publish(widget=widget, user=owner, membership=membership, note="Demo workflow of this server")
+        if not settings.DEBUG:
+            self.stdout.write(self.style.WARNING("  The demo n8n workflow only answers with DEBUG on."))
 
     def _seed_data(self, widget: Widget) -> None:
         if not widget.knowledge.exists():
