@@ -46,6 +46,7 @@ QUEUE_SIZE = 256
 TICK_SECONDS = 1.0
 HEARTBEAT_SECONDS = 15.0  # usage checkpoint + heartbeat the reaper watches (also at every response.done)
 SLOT_REFRESH_SECONDS = 5.0  # well inside services.SLOT_TTL_SECONDS
+BROWSER_GONE_GRACE_SECONDS = 2.0
 WARN_BEFORE_SECONDS = 60.0
 
 
@@ -327,8 +328,14 @@ class RelaySession:
             try:
                 await self._send_browser(message)
             except Exception:  # the browser went away under us (servers raise different errors)
-                self._spawn(self.end("browser_gone", notify=False))
+                # Its close code (a hang-up or not) arrives with the disconnect the consumer receives, which
+                # ends the call with the right reason; only if none comes is it `browser_gone`.
+                self._spawn(self._end_later("browser_gone", after=BROWSER_GONE_GRACE_SECONDS))
                 return
+
+    async def _end_later(self, reason: str, *, after: float) -> None:
+        await asyncio.sleep(after)
+        await self.end(reason, notify=False)
 
     async def _emit_raw(self, text: str) -> None:
         if not self.ended:

@@ -165,3 +165,40 @@ async def test_a_dropped_database_connection_costs_no_call_and_no_billing(voice_
     conversation = await Conversation.objects.aget()
     assert conversation.usage["input_tokens"] == 200 and conversation.audio_in_seconds == pytest.approx(0.02)
     await comm.disconnect()
+
+
+async def test_a_hangup_racing_a_send_is_recorded_as_a_hangup(voice_widget, fake_realtime):
+    """The visitor hangs up (1000) while the relay is sending them audio: the failed send must not win the
+    race and record `browser_gone`; the disconnect's code decides."""
+    fake_realtime.scenario = "echo"
+    comm = await start_call(voice_widget)
+    relay = next(iter(ACTIVE_SESSIONS))
+
+    async def closing(text):
+        raise RuntimeError("Unexpected ASGI message 'websocket.send', after sending 'websocket.close'")
+
+    relay._send_browser = closing
+    await comm.send_json_to(append())
+    await wait_for(lambda: relay.audio_out_bytes > 0)
+    await asyncio.sleep(0.1)  # the pump has tried to send the echoed audio and failed
+    await comm.disconnect(code=1000)
+    await wait_for(lambda: not ACTIVE_SESSIONS)
+    conversation = await Conversation.objects.aget()
+    assert conversation.end_reason == "hangup"
+
+
+async def test_a_browser_that_vanishes_without_a_close_is_browser_gone(voice_widget, fake_realtime, monkeypatch):
+    monkeypatch.setattr("realtime.relay.BROWSER_GONE_GRACE_SECONDS", 0.1)
+    fake_realtime.scenario = "echo"
+    comm = await start_call(voice_widget)
+    relay = next(iter(ACTIVE_SESSIONS))
+
+    async def vanished(text):
+        raise ConnectionResetError("gone")
+
+    relay._send_browser = vanished
+    await comm.send_json_to(append())
+    await wait_for(lambda: not ACTIVE_SESSIONS)
+    conversation = await Conversation.objects.aget()
+    assert conversation.end_reason == "browser_gone"
+    await comm.disconnect()

@@ -134,3 +134,21 @@ def test_the_widget_reconnects_after_a_server_restart(playwright_driver, voice_w
     assert not errors
     calls = list(Conversation.objects.order_by("id").values_list("end_reason", flat=True))
     assert calls == ["server_restart", "hangup"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_web_processes_on_one_port_share_new_connections(not_draining):
+    """SO_REUSEPORT: each process binds its own socket to the port and the kernel spreads new connections
+    over them (with one shared socket a burst went to whichever process woke first: 20:0)."""
+    import httpx
+
+    port = free_port()
+    first, second = WebProcess(port), WebProcess(port)
+    try:
+        for _ in range(60):  # a new connection each time
+            assert httpx.get(f"http://127.0.0.1:{port}/healthz", headers={"Connection": "close"}).status_code == 200
+        counts = (first.server.server_state.total_requests, second.server.server_state.total_requests)
+    finally:
+        first.stop()
+        second.stop()
+    assert sum(counts) == 60 and min(counts) >= 10, counts
