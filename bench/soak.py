@@ -37,6 +37,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -625,11 +626,17 @@ def main(argv: list[str] | None = None) -> int:
     args.fault_gap = 11.0 if short else 15.0
     args.chat_pause, args.lead_pause = 1.0, 1.0
     args.call_min, args.call_max = (5.0, 9.0) if short else (8.0, 20.0)
-    report = Soak(args).run()
+    soak = Soak(args)
+    report = soak.run()
     print_report(report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
-    return 0 if not any(report["totals"].values()) else 1
+    passed = not any(report["totals"].values())
+    if passed:
+        shutil.rmtree(soak.tmp, ignore_errors=True)
+    else:
+        print(f"\nlogs of make prod kept in {soak.tmp / 'prod.log'}")
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":

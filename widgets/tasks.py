@@ -81,7 +81,10 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> None:
         raise ValueError(f"HTTP {response.status_code}: {response.text[:200]}")
 
 
-@shared_task(bind=True, max_retries=LEAD_MAX_RETRIES, acks_late=True)
+# A database blip before the claim (the first query on a connection the server ended) is retried soon
+# instead of waiting for the reaper; after the claim the outcome write retries itself (_after_post_update).
+@shared_task(bind=True, max_retries=LEAD_MAX_RETRIES, acks_late=True, autoretry_for=(OperationalError, InterfaceError),
+             retry_backoff=1, retry_backoff_max=30)
 def lead_deliver(self, lead_id: int) -> str:
     """POST one lead to its agency's CRM webhook, signed; at most one successful delivery."""
     lead = Lead.objects.select_related("widget__license__agency").filter(pk=lead_id).first()
@@ -132,15 +135,16 @@ def lead_deliver(self, lead_id: int) -> str:
 def _after_post_update(lead_id: int, **fields: object) -> None:
     """Record the outcome of a POST that has happened: one dropped database connection (a failover, a
     terminated backend) is retried on a new connection rather than leaving the lead `sending` until the
-    reaper sends it again."""
-    for attempt in (1, 2):
+    reaper sends it again. A pool may hold several connections the database ended: a few tries."""
+    for attempt in range(1, 4):
         try:
             Lead.objects.filter(pk=lead_id, delivery_status=Lead.Delivery.SENDING).update(**fields)
             return
         except (OperationalError, InterfaceError):
-            if attempt == 2:
+            if attempt == 3:
                 raise
             connection.close()
+            time.sleep(0.2 * attempt)
 
 
 def sending_stale_seconds() -> int:

@@ -132,3 +132,21 @@ def test_a_dropped_connection_after_the_post_does_not_send_the_lead_again(widget
     assert dropped and status_of(lead) == Lead.Delivery.DELIVERED
     assert leads_reap.apply().get() == {"returned": 0, "enqueued": 0}
     assert len(crm.requests) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_dropped_connection_before_the_claim_is_retried_at_once(widget_a, crm):
+    from django.db import OperationalError, connection
+
+    lead = lead_in(widget_a, status=Lead.Delivery.PENDING, age=1)
+    dropped = []
+
+    def drop_first_select(execute, sql, params, many, context):
+        if sql.startswith("SELECT") and not dropped:
+            dropped.append(sql)
+            raise OperationalError("terminating connection due to administrator command")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(drop_first_select):
+        assert lead_deliver.apply(args=[lead.pk]).get() == "delivered"
+    assert dropped and status_of(lead) == Lead.Delivery.DELIVERED and len(crm.requests) == 1
