@@ -4,8 +4,8 @@ report in plain words what that visitor would get.
 n8n: a real `sendMessage` (a Chat Trigger answers `loadPreviousSession` without running the
 workflow, so that proves nothing), in a session marked as a test (`sessionId`
 `switchboard-connection-test-…`, `metadata.test = true`). Nothing is recorded: no conversation, no
-usage. It waits as long as a visitor would (N8N_TOTAL_TIMEOUT) and reads the reply the way the chat
-proxy does (widgets/n8n.py builds the request and parses the reply), then names the exact failure:
+usage. It goes out on the chat proxy's own pooled client (widgets/n8n.py builds the request and
+parses the reply), waits as long as a visitor would (N8N_TOTAL_TIMEOUT), then names the exact failure:
 timeout, server error, bad credentials, unknown webhook, not a Chat Trigger, streaming mismatch.
 
 Never echoes secrets; from an upstream error it quotes at most n8n's own short `message`.
@@ -13,6 +13,7 @@ Never echoes secrets; from an upstream error it quotes at most n8n's own short `
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -23,7 +24,16 @@ from urllib.parse import urlsplit
 import httpx
 from django.conf import settings
 
-from widgets.n8n import MAX_REPLY_BYTES, N8nError, n8n_payload, n8n_target, n8n_target_allowed, reply_parse
+from widgets.aio import upstream_run
+from widgets.n8n import (
+    MAX_REPLY_BYTES,
+    N8nError,
+    n8n_client,
+    n8n_payload,
+    n8n_target,
+    n8n_target_allowed,
+    reply_parse,
+)
 
 TEST_SESSION = "switchboard-connection-test"
 TEST_MESSAGE = "Hello! This is a connection test from Switchboard."
@@ -77,15 +87,17 @@ def _n8n_says(body: bytes) -> str:
     return ""
 
 
-def _read(response: httpx.Response, deadline: float) -> bytes:
-    body = b""
-    for chunk in response.iter_bytes():
-        body += chunk
-        if len(body) > MAX_REPLY_BYTES:
-            break
-        if time.monotonic() > deadline:
-            raise httpx.ReadTimeout("deadline")
-    return body
+async def _post(url: str, payload: dict[str, Any], auth: tuple[str, str] | None) -> tuple[httpx.Response, bytes]:
+    """The test's one request, on the pooled n8n client and the upstream loop the chat proxy uses,
+    within the total time a visitor waits."""
+    body = bytearray()
+    async with asyncio.timeout(settings.N8N_TOTAL_TIMEOUT), \
+            n8n_client().stream("POST", url, json=payload, auth=auth) as response:
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > MAX_REPLY_BYTES:
+                break
+    return response, bytes(body)
 
 
 def _stream_lines(body: bytes) -> list[dict[str, Any]] | None:
@@ -190,14 +202,11 @@ def n8n_connection_test(*, config: dict[str, Any], secrets: dict[str, str], mess
     limit = settings.N8N_TOTAL_TIMEOUT
     started = time.monotonic()
     try:
-        client = httpx.Client(timeout=httpx.Timeout(limit, connect=settings.N8N_CONNECT_TIMEOUT),
-                              follow_redirects=False, headers={"Accept": "application/json"})
-        with client, client.stream("POST", target.url, json=payload, auth=target.auth) as response:
-            body = _read(response, started + limit)
+        response, body = upstream_run(_post(target.url, payload, target.auth))
     except httpx.ConnectTimeout:
         return _fail("unreachable", f"Could not connect to {host} within {settings.N8N_CONNECT_TIMEOUT:g} "
                      "seconds. Check the address and that n8n is running.")
-    except httpx.TimeoutException:
+    except (httpx.TimeoutException, TimeoutError):
         return _fail("timeout", f"The workflow did not answer within {limit:g} seconds, so visitors would see "
                      "a timeout message instead of an answer.")
     except httpx.ConnectError:
