@@ -22,13 +22,46 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
+class AgencyForm(forms.ModelForm):
+    """The CRM signing secret is write-only and bound to the URL (licenses.services.agency_crm_webhook_set)."""
+
+    crm_webhook_secret = forms.CharField(
+        label="CRM signing secret", required=False, max_length=500,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Write-only. Leave empty to keep the stored secret. It signs leads for this exact URL only: "
+                  "changing the URL without entering it again clears it.",
+    )
+    crm_webhook_secret_clear = forms.BooleanField(label="Clear the signing secret", required=False)
+
+    class Meta:
+        model = Agency
+        fields = ["name", "slug", "crm_webhook_url"]
+
+
 @admin.register(Agency)
 class AgencyAdmin(admin.ModelAdmin):
+    form = AgencyForm
     list_display = ["name", "slug", "member_count", "license_count", "created_at"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
-    fields = ["name", "slug", "crm_webhook_url"]
+    fields = ["name", "slug", "crm_webhook_url", "crm_webhook_secret", "crm_webhook_secret_clear",
+              "crm_webhook_secret_status"]
+    readonly_fields = ["crm_webhook_secret_status"]
     inlines = [MembershipInline]
+
+    @admin.display(description="Signing secret")
+    def crm_webhook_secret_status(self, obj: Agency) -> str:
+        secrets = (obj.secrets or {}) if obj.pk else {}
+        if not secrets.get(services.CRM_SECRET):
+            return "Not set: leads are sent unsigned."
+        return f"Set (…{secrets[services.CRM_SECRET][-4:]}), for {secrets.get(services.CRM_SECRET_BINDING) or '—'}"
+
+    def save_model(self, request: HttpRequest, obj: Agency, form: forms.ModelForm, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        # The URL and its secret's binding go through the one service (a new URL clears an old secret).
+        secret = "" if form.cleaned_data.get("crm_webhook_secret_clear") else (
+            form.cleaned_data.get("crm_webhook_secret") or None)
+        services.agency_crm_webhook_set(agency=obj, url=obj.crm_webhook_url, secret=secret)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Agency]:
         return super().get_queryset(request).annotate(

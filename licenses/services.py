@@ -28,6 +28,41 @@ from licenses.models import (
 )
 from licenses.selectors import license_cache_key
 
+CRM_SECRET = "crm_webhook_secret"
+# The exact URL the CRM signing secret was saved with; widgets.tasks.lead_deliver signs only for it.
+CRM_SECRET_BINDING = "crm_webhook_secret_url"
+
+
+def agency_crm_webhook_set(*, agency: Agency, url: str, secret: str | None = None) -> Agency:
+    """Set the CRM webhook URL and its signing secret (None keeps the stored one, "" clears it).
+
+    The secret is bound to the URL it is saved with: a new URL without the secret entered again
+    clears it, so a signing secret never signs for an address it was not given for."""
+    url = (url or "").strip()
+    with transaction.atomic():
+        locked = Agency.objects.select_for_update().get(pk=agency.pk)
+        secrets = dict(locked.secrets or {})
+        if secret is not None:
+            secret = secret.strip()
+            if len(secret) > 500:
+                raise ApiError("invalid", "The signing secret is at most 500 characters.",
+                               fields={CRM_SECRET: ["Too long."]})
+            if secret:
+                secrets[CRM_SECRET] = secret
+            else:
+                secrets.pop(CRM_SECRET, None)
+        elif secrets.get(CRM_SECRET_BINDING) != url:
+            secrets.pop(CRM_SECRET, None)
+        if secrets.get(CRM_SECRET):
+            secrets[CRM_SECRET_BINDING] = url
+        else:
+            secrets.pop(CRM_SECRET_BINDING, None)
+        locked.crm_webhook_url = url
+        locked.secrets = secrets
+        locked.save(update_fields=["crm_webhook_url", "secrets"])
+    agency.crm_webhook_url, agency.secrets = locked.crm_webhook_url, locked.secrets
+    return agency
+
 
 def agency_create(*, name: str, slug: str | None = None, owner: AbstractBaseUser | None = None) -> Agency:
     slug = slugify(slug or name)[:80]

@@ -32,7 +32,6 @@ from urllib.parse import urlsplit
 import httpx
 from django.conf import settings
 
-from licenses.domains import origin_normalize
 from widgets.aio import upstream_run
 from widgets.ui_events import ui_events_clean
 
@@ -76,22 +75,30 @@ class N8nReply:
     ui: list[dict[str, Any]] = field(default_factory=list)
 
 
+N8N_AUTH_BINDING = "n8n_basic_auth_url"
+
+
+def n8n_destination(config: dict[str, Any]) -> str:
+    """The address the n8n basic-auth credentials are bound to: the exact webhook URL."""
+    return (config.get("connection", {}).get("n8n", {}).get("webhook_url") or "").strip()
+
+
 def n8n_target(*, config: dict[str, Any], secrets: dict[str, Any] | None) -> N8nTarget | None:
     """Where the config sends chat, with basic auth when enabled; None when not configured.
 
-    The stored credentials are bound to the webhook origin they were saved with
-    (`n8n_basic_auth_origin`, set by widgets.services.secrets_clean): a config that points the
+    The stored credentials are bound to the exact webhook URL they were saved with
+    (`n8n_basic_auth_url`, set by widgets.services.secrets_clean): a config that points the
     webhook anywhere else never carries them there, so nobody can read them back through a URL of
     their own."""
     n8n = config.get("connection", {}).get("n8n", {})
-    url = (n8n.get("webhook_url") or "").strip()
+    url = n8n_destination(config)
     if not url:
         return None
     auth = None
     secrets = secrets or {}
-    origin = origin_normalize(url)
-    if n8n.get("basic_auth") and origin and secrets.get("n8n_basic_auth_origin") == origin:
-        auth = (secrets.get("n8n_basic_auth_user") or "", secrets.get("n8n_basic_auth_password") or "")
+    user, password = secrets.get("n8n_basic_auth_user") or "", secrets.get("n8n_basic_auth_password") or ""
+    if n8n.get("basic_auth") and user and password and secrets.get(N8N_AUTH_BINDING) == url:
+        auth = (user, password)
     return N8nTarget(url=url, auth=auth)
 
 

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Max
 
-from config.api import ApiError
+from config.api import ApiError, text_problem
 from licenses.crypto import secret_hint
-from licenses.domains import origin_normalize
 from licenses.models import License, Membership
 from licenses.services import license_cache_bump
 from widgets.config_schema import ConfigError, config_normalize, config_widget_type
 from widgets.models import Widget, WidgetVersion
+from widgets.n8n import N8N_AUTH_BINDING, n8n_destination
 
 SECRET_NAMES = ("openai_api_key", "n8n_basic_auth_user", "n8n_basic_auth_password")
 
@@ -31,19 +32,31 @@ def _require(membership: Membership | None, role: str, action: str) -> None:
 
 N8N_AUTH = ("n8n_basic_auth_user", "n8n_basic_auth_password")
 
+# Secrets that are sent to an address the tenant chooses, bound to that address: the key holding the
+# destination they were saved with, the secrets, and how the config names the destination. A stored
+# secret is only ever sent to that destination (the client checks the binding before sending), and a
+# change of destination that does not re-enter a secret clears it. openai_api_key is not here: it only
+# ever goes to settings.OPENAI_BASE_URL / OPENAI_REALTIME_URL, which no tenant can change.
+BOUND_SECRETS: tuple[tuple[str, tuple[str, ...], Callable[[dict[str, Any]], str]], ...] = (
+    (N8N_AUTH_BINDING, N8N_AUTH, n8n_destination),
+)
+_LEGACY_BINDINGS = ("n8n_basic_auth_origin",)
+
 
 def secrets_clean(
     *, current: dict[str, str], changes: dict[str, Any] | None, config: dict[str, Any] | None = None
 ) -> dict[str, str]:
-    """Apply write-only secret changes: a string sets, "" or None clears, a missing key keeps.
+    """Apply write-only secret changes (a string sets, "" or None clears, a missing key keeps) and the
+    destination binding of BOUND_SECRETS against `config`, the config these secrets will be used with.
 
-    n8n credentials set here are bound to the origin of `config`'s webhook URL (widgets.n8n sends
-    them nowhere else); moving the webhook to another host means entering them again."""
+    Called for every change of the draft config, not only of secrets: moving the n8n webhook to any
+    other URL clears the stored basic-auth user and password unless this same change re-enters them."""
     if changes is None:
-        return current
+        changes = {}
     if not isinstance(changes, dict):
         raise ApiError("invalid", "secrets must be an object.", fields={"secrets": ["Not an object."]})
     out = dict(current)
+    entered: set[str] = set()
     for name, value in changes.items():
         if name not in SECRET_NAMES:
             raise ApiError("invalid", f"Unknown secret {name!r}.", fields={f"secrets.{name}": ["Unknown secret."]})
@@ -51,14 +64,24 @@ def secrets_clean(
             out.pop(name, None)
         elif not isinstance(value, str) or len(value) > 500:
             raise ApiError("invalid", f"secrets.{name} must be text.", fields={f"secrets.{name}": ["Must be text."]})
+        elif text_problem(value) is not None:
+            raise ApiError("invalid", f"secrets.{name}: remove {text_problem(value)}.",
+                           fields={f"secrets.{name}": ["Invalid characters."]})
         else:
             out[name] = value.strip()
-    if any(name in changes for name in N8N_AUTH):
-        if any(out.get(name) for name in N8N_AUTH):
-            webhook = ((config or {}).get("connection", {}).get("n8n", {}).get("webhook_url") or "")
-            out["n8n_basic_auth_origin"] = origin_normalize(webhook) or ""
+            entered.add(name)
+    for legacy in _LEGACY_BINDINGS:
+        out.pop(legacy, None)
+    for binding, names, destination_of in BOUND_SECRETS:
+        destination = destination_of(config or {})
+        if current.get(binding) != destination:
+            for name in names:
+                if name not in entered:
+                    out.pop(name, None)
+        if any(out.get(name) for name in names):
+            out[binding] = destination
         else:
-            out.pop("n8n_basic_auth_origin", None)
+            out.pop(binding, None)
     return out
 
 
@@ -143,7 +166,7 @@ def widget_update(
                 raise _invalid_config(exc)
             current.widget_type = config_widget_type(current.config)
             fields += ["config", "widget_type"]
-        if secrets is not None:
+        if secrets is not None or config is not None:
             current.secrets = secrets_clean(current=current.secrets or {}, changes=secrets, config=current.config)
             fields.append("secrets")
         current.revision += 1
@@ -200,8 +223,10 @@ def widget_rollback(
         version = _publish_snapshot(widget=current, user=user, config=snapshot, note=f"Rollback to v{number}")
         current.config = snapshot
         current.widget_type = config_widget_type(snapshot)
+        current.secrets = secrets_clean(current=current.secrets or {}, changes=None, config=snapshot)
         current.revision += 1
-        current.save(update_fields=["published_version", "config", "widget_type", "revision", "updated_at"])
+        current.save(update_fields=["published_version", "config", "widget_type", "secrets", "revision",
+                                    "updated_at"])
         license_cache_bump(key=current.license.key)
     return version
 

@@ -22,6 +22,7 @@ from django.db import InterfaceError, OperationalError, connection
 from django.db.models import F, Q
 from django.utils import timezone
 
+from licenses.services import CRM_SECRET, CRM_SECRET_BINDING
 from widgets.models import Lead
 
 logger = logging.getLogger(__name__)
@@ -110,8 +111,10 @@ def lead_deliver(self, lead_id: int) -> str:
         TIMESTAMP_HEADER: str(sent_at),
         IDEMPOTENCY_HEADER: f"lead-{lead.pk}",
     }
-    secret = (agency.secrets or {}).get("crm_webhook_secret", "")
-    if secret:
+    secrets = agency.secrets or {}
+    secret = secrets.get(CRM_SECRET, "")
+    # The secret signs only for the exact URL it was saved with (licenses.services.agency_crm_webhook_set).
+    if secret and secrets.get(CRM_SECRET_BINDING) == agency.crm_webhook_url:
         headers[SIGNATURE_HEADER] = lead_signature(secret=secret, body=body)
     try:
         _post(agency.crm_webhook_url, body, headers)

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from licenses.services import agency_crm_webhook_set
 from realtime.tests.fakes import FakeHTTP
 from widgets.leads import lead_create
 from widgets.models import Lead
@@ -28,9 +29,7 @@ def _retries_run_inline():
 @pytest.fixture
 def crm(agency_a):
     fake = FakeHTTP([(200, {"ok": True})])
-    agency_a.crm_webhook_url = fake.url + "/hooks/leads"
-    agency_a.secrets = {"crm_webhook_secret": "whsec-test"}
-    agency_a.save()
+    agency_crm_webhook_set(agency=agency_a, url=fake.url + "/hooks/leads", secret="whsec-test")
     yield fake
     fake.stop()
 
@@ -102,3 +101,61 @@ def test_running_the_task_twice_delivers_once(widget_a, crm, django_capture_on_c
 @pytest.mark.django_db
 def test_deleted_lead_is_a_quiet_no_op(widget_a, crm):
     assert lead_deliver.apply(args=[987654]).get() == "gone"
+
+
+# --- issue 9 finding 1: the signing secret signs only for the URL it was saved with ---------------
+
+
+@pytest.mark.django_db
+def test_a_new_crm_url_without_the_secret_clears_it(widget_a, agency_a, crm, django_capture_on_commit_callbacks):
+    other = FakeHTTP([(200, {"ok": True})])
+    try:
+        agency_crm_webhook_set(agency=agency_a, url=other.url + "/attacker", secret=None)
+        agency_a.refresh_from_db()
+        assert "crm_webhook_secret" not in agency_a.secrets
+        make_lead(widget_a, django_capture_on_commit_callbacks)
+        assert len(other.requests) == 1 and "x-switchboard-signature" not in other.requests[0]["headers"]
+    finally:
+        other.stop()
+
+
+@pytest.mark.django_db
+def test_a_url_changed_behind_the_service_is_never_signed_for(widget_a, agency_a, crm,
+                                                              django_capture_on_commit_callbacks):
+    other = FakeHTTP([(200, {"ok": True})])
+    try:
+        type(agency_a).objects.filter(pk=agency_a.pk).update(crm_webhook_url=other.url + "/elsewhere")
+        make_lead(widget_a, django_capture_on_commit_callbacks)
+        assert "x-switchboard-signature" not in other.requests[0]["headers"]
+    finally:
+        other.stop()
+
+
+@pytest.mark.django_db
+def test_re_entering_the_secret_with_the_new_url_signs_there(agency_a, crm):
+    agency_crm_webhook_set(agency=agency_a, url="https://crm.example.com/new", secret="whsec-new")
+    agency_a.refresh_from_db()
+    assert agency_a.secrets == {"crm_webhook_secret": "whsec-new",
+                                "crm_webhook_secret_url": "https://crm.example.com/new"}
+    agency_crm_webhook_set(agency=agency_a, url="https://crm.example.com/new", secret=None)  # same URL: kept
+    agency_a.refresh_from_db()
+    assert agency_a.secrets["crm_webhook_secret"] == "whsec-new"
+
+
+@pytest.mark.django_db
+def test_staff_admin_url_change_without_secret_clears_it(client, staff, agency_a, crm):
+    client.force_login(staff)
+    url = f"/admin/licenses/agency/{agency_a.pk}/change/"
+    page = client.get(url)
+    assert "whsec-test" not in page.content.decode()  # write-only
+    data = {"name": agency_a.name, "slug": agency_a.slug, "crm_webhook_url": "https://attacker.example/hook",
+            "crm_webhook_secret": "", "memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0"}
+    response = client.post(url, data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    agency_a.refresh_from_db()
+    assert agency_a.crm_webhook_url == "https://attacker.example/hook"
+    assert "crm_webhook_secret" not in agency_a.secrets
+    response = client.post(url, {**data, "crm_webhook_secret": "whsec-2"})
+    agency_a.refresh_from_db()
+    assert agency_a.secrets["crm_webhook_secret"] == "whsec-2"
+    assert agency_a.secrets["crm_webhook_secret_url"] == "https://attacker.example/hook"

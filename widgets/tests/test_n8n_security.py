@@ -68,3 +68,119 @@ def test_private_webhook_addresses_are_refused_in_production(client, settings, n
                          content_type="application/json").json()
     assert result["code"] == "not_allowed" and not result["ok"]
     assert fake_n8n.requests == []
+
+
+# --- issue 9 finding 1: a stored secret is only ever sent to the destination it was saved with ----
+
+ATTACK_USER = {"n8n_basic_auth_user": "x"}
+
+
+def _leaked(fake) -> list[str]:
+    """Authorization headers that carry the stored password."""
+    return [h for h in auth_headers(fake) if h and N8N_PASSWORD in base64.b64decode(h.split()[1]).decode()]
+
+
+@pytest.fixture
+def auth_widget(n8n_widget, owner, fake_n8n):
+    """Basic auth on, credentials saved for fake_n8n.webhook, published."""
+    return publish(n8n_widget, owner, config=n8n_config(fake_n8n.webhook, basic_auth=True))
+
+
+@pytest.fixture(params=["other-host", "same-host-other-path"])
+def attacker_url(request, fake_n8n, second_n8n):
+    return second_n8n if request.param == "other-host" else fake_n8n.url + "/webhook/attacker-echo"
+
+
+def _secret_status(api, user, widget) -> dict:
+    return api(user).get(f"/api/v1/widgets/{widget.public_id}/").json()["secrets"]
+
+
+def test_test_connection_to_an_attacker_url_with_a_new_user_never_sends_the_stored_password(
+        client, auth_widget, member, fake_n8n, attacker_url):
+    client.force_login(member)
+    response = client.post(f"/app/widgets/{auth_widget.public_id}/test-connection/", {
+        "config": {"connection": {"n8n": {"webhook_url": attacker_url, "basic_auth": True}}},
+        "secrets": ATTACK_USER,
+    }, content_type="application/json")
+    assert response.status_code == 200
+    assert _leaked(fake_n8n) == [] and not any(auth_headers(fake_n8n))
+    assert response.json()["code"] == "not_configured"  # basic auth on, no credentials for this address
+    assert N8N_PASSWORD not in response.content.decode()
+
+
+def test_draft_patch_then_preview_chat_never_sends_the_stored_password(
+        client, api, auth_widget, member, fake_n8n, attacker_url):
+    response = api(member).patch(f"/api/v1/widgets/{auth_widget.public_id}/", {
+        "config": {"connection": {"n8n": {"webhook_url": attacker_url, "basic_auth": True}}},
+        "secrets": ATTACK_USER,
+    }, format="json")
+    assert response.status_code == 200
+    assert response.json()["secrets"]["n8n_basic_auth_password"]["set"] is False  # cleared, not re-bound
+    client.force_login(member)
+    response = client.post(f"/app/widgets/{auth_widget.public_id}/preview-chat/",
+                           {"action": "sendMessage", "sessionId": "s_prev", "chatInput": "hi"},
+                           content_type="application/json")
+    assert response.status_code in (200, 502)
+    assert fake_n8n.requests and _leaked(fake_n8n) == []
+
+
+def test_rest_api_moving_the_webhook_without_re_entering_clears_both_credentials(
+        api, auth_widget, member, fake_n8n, attacker_url, client):
+    response = api(member).patch(f"/api/v1/widgets/{auth_widget.public_id}/", {
+        "config": {"connection": {"n8n": {"webhook_url": attacker_url}}}}, format="json")
+    assert response.status_code == 200
+    status = response.json()["secrets"]
+    assert status["n8n_basic_auth_user"]["set"] is False and status["n8n_basic_auth_password"]["set"] is False
+    # Moving back does not bring them back: they were cleared, not hidden.
+    response = api(member).patch(f"/api/v1/widgets/{auth_widget.public_id}/", {
+        "config": {"connection": {"n8n": {"webhook_url": fake_n8n.webhook}}}}, format="json")
+    assert response.json()["secrets"]["n8n_basic_auth_password"]["set"] is False
+
+
+def test_re_entering_both_credentials_with_the_new_url_binds_them_there(client, auth_widget, owner, fake_n8n,
+                                                                       second_n8n):
+    widget = publish(auth_widget, owner, config=n8n_config(second_n8n, basic_auth=True),
+                     secrets={"n8n_basic_auth_user": "u2", "n8n_basic_auth_password": "p2"})
+    chat(client, widget)
+    assert auth_headers(fake_n8n) == [basic("u2", "p2")]
+    assert _leaked(fake_n8n) == []
+
+
+def test_other_config_changes_keep_the_credentials(api, client, auth_widget, owner, member, fake_n8n):
+    response = api(member).patch(f"/api/v1/widgets/{auth_widget.public_id}/", {
+        "config": {"appearance": {"n8n": {"title": "New title"}}}}, format="json")
+    assert response.json()["secrets"]["n8n_basic_auth_password"]["set"] is True
+    widget = publish(auth_widget, owner)
+    chat(client, widget)
+    assert auth_headers(fake_n8n) == [basic(N8N_USER, N8N_PASSWORD)]
+
+
+def test_only_the_user_re_entered_with_a_new_url_sends_no_credentials(client, auth_widget, owner, fake_n8n,
+                                                                     second_n8n):
+    widget = publish(auth_widget, owner, config=n8n_config(second_n8n, basic_auth=True), secrets=ATTACK_USER)
+    chat(client, widget)
+    assert auth_headers(fake_n8n) == [None]
+
+
+def test_migration_moves_origin_bindings_to_the_live_webhook_url(n8n_widget, owner, fake_n8n):
+    import importlib
+
+    from django.apps import apps
+
+    from widgets.models import Widget
+
+    migration = importlib.import_module("widgets.migrations.0003_n8n_auth_bound_to_url")
+    legacy = {"n8n_basic_auth_user": N8N_USER, "n8n_basic_auth_password": N8N_PASSWORD,
+              "n8n_basic_auth_origin": ""}
+    from licenses.domains import origin_normalize
+
+    legacy["n8n_basic_auth_origin"] = origin_normalize(fake_n8n.url)
+    Widget.objects.filter(pk=n8n_widget.pk).update(secrets=legacy)
+    migration.forwards(apps, None)
+    n8n_widget.refresh_from_db()
+    assert n8n_widget.secrets == {"n8n_basic_auth_user": N8N_USER, "n8n_basic_auth_password": N8N_PASSWORD,
+                                  "n8n_basic_auth_url": fake_n8n.webhook}
+    Widget.objects.filter(pk=n8n_widget.pk).update(secrets={**legacy, "n8n_basic_auth_origin": "https://x.test:443"})
+    migration.forwards(apps, None)
+    n8n_widget.refresh_from_db()
+    assert n8n_widget.secrets == {}
