@@ -406,10 +406,13 @@ class Soak:
             time.sleep(0.5)
         raise RuntimeError(f"make prod not healthy in {timeout} s; see {self.tmp / 'prod.log'}")
 
-    def supervisor_pid(self, name: str) -> int:
+    def supervisorctl(self, *args: str, timeout: float = 20) -> str:
         out = subprocess.run([str(ROOT / ".venv/bin/supervisorctl"), "-c", str(ROOT / "config/supervisord.conf"),
-                              "pid", name], env=self.env, capture_output=True, text=True, timeout=20)
-        return int(out.stdout.strip())
+                              *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+        return out.stdout.strip()
+
+    def supervisor_pid(self, name: str) -> int:
+        return int(self.supervisorctl("pid", name))
 
     def busiest_web(self) -> tuple[str, int, int]:
         """The web process holding the most voice calls (waits up to 10 s for one that holds any)."""
@@ -455,6 +458,10 @@ class Soak:
             name, pid, connections = await asyncio.to_thread(self.busiest_web)
             os.kill(pid, signal.SIGKILL)
             detail = f"{name} pid {pid} holding {connections} voice calls"
+        elif kind == "restart_web":  # a deploy: SIGTERM, graceful shutdown, a new process
+            name, pid, connections = await asyncio.to_thread(self.busiest_web)
+            await asyncio.to_thread(self.supervisorctl, "restart", name, timeout=60)
+            detail = f"{name} pid {pid} holding {connections} voice calls"
         elif kind == "kill_celery":
             pid = await asyncio.to_thread(self.supervisor_pid, "celery-worker")
             os.kill(pid, signal.SIGKILL)
@@ -463,7 +470,7 @@ class Soak:
         log(f"fault {kind} {detail}")
 
     async def fault_schedule(self, until: float) -> None:
-        kinds = ["redis_restart", "postgres_terminate", "kill_web", "kill_celery"]
+        kinds = ["redis_restart", "postgres_terminate", "kill_web", "kill_celery", "restart_web"]
         gap = self.args.fault_gap
         i = 0
         await asyncio.sleep(gap)
@@ -539,6 +546,10 @@ class Soak:
             "seconds_billed": round(calls_total, 2),
             "unbilled_seconds": round(unbilled, 3), "overbilled_seconds": round(overbilled, 3),
             "open_calls": sum(1 for c in conversations.values() if c.ended_at is None),
+            # Calls told `server_restart` (a graceful restart) must be recorded as such, with their usage.
+            "restarts_misrecorded": sum(
+                1 for r in load.calls if r["ended"] == "server_restart"
+                and getattr(conversations.get(r["visitor"]), "end_reason", "") != "server_restart"),
             "leaked_slots": len(slots),
             "licence_usage_mismatch_seconds": round(abs(usage - calls_total), 3),
         }
@@ -547,6 +558,7 @@ class Soak:
             "lost_leads": leads["lost"], "duplicated_leads": leads["duplicated"],
             "unbilled_seconds": voice["unbilled_seconds"], "overbilled_seconds": voice["overbilled_seconds"],
             "open_calls": voice["open_calls"], "leaked_slots": voice["leaked_slots"],
+            "restarts_misrecorded": voice["restarts_misrecorded"],
             "licence_usage_mismatch_seconds": voice["licence_usage_mismatch_seconds"],
         }
         return {"chat": chat, "leads": leads, "voice": voice, "totals": totals}
@@ -619,11 +631,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write the report here")
     args = parser.parse_args(argv)
     short = args.short
-    args.seconds = args.seconds or (60.0 if short else 360.0)
+    args.seconds = args.seconds or (70.0 if short else 360.0)
     args.settle = args.settle or (100.0 if short else 120.0)
     args.calls = args.calls or (3 if short else 6)
     args.chat_visitors = args.chat_visitors or (4 if short else 8)
-    args.fault_gap = 11.0 if short else 15.0
+    args.fault_gap = 10.0 if short else 15.0
     args.chat_pause, args.lead_pause = 1.0, 1.0
     args.call_min, args.call_max = (5.0, 9.0) if short else (8.0, 20.0)
     soak = Soak(args)

@@ -1,8 +1,8 @@
 """The short soak (bench/soak.py --short) as a test: `make prod` under a Redis restart, terminated
-PostgreSQL backends, a SIGKILLed web process and a SIGKILLed Celery worker loses no message, lead or billed
-second and leaks no slot. It needs PostgreSQL (pg_terminate_backend), so it runs in CI (DATABASE_URL is
-PostgreSQL there) and is skipped on the SQLite default; it creates and drops a database of its own and runs
-its own redis-server."""
+PostgreSQL backends, a SIGKILLed web process, a SIGKILLed Celery worker and a graceful web restart loses
+no message, lead or billed second and leaks no slot. It needs PostgreSQL (pg_terminate_backend), so it
+runs in CI (DATABASE_URL is PostgreSQL there) and is skipped on the SQLite default; it creates and drops
+a database of its own and runs its own redis-server."""
 
 from __future__ import annotations
 
@@ -34,5 +34,6 @@ def test_short_soak_loses_nothing_under_faults(tmp_path):
     assert report["chat"]["answered_2xx"] > 0 and report["leads"]["accepted_201"] > 0
     assert report["voice"]["connected"] > 0 and report["voice"]["seconds_billed"] > 0
     assert {f["fault"] for f in report["faults"]} == {"redis_restart", "postgres_terminate", "kill_web",
-                                                      "kill_celery"}
-    assert report["voice"]["end_reasons"].get("worker_lost", 0) > 0
+                                                      "kill_celery", "restart_web"}
+    reasons = report["voice"]["end_reasons"]
+    assert reasons.get("worker_lost", 0) > 0 and reasons.get("server_restart", 0) > 0
