@@ -67,7 +67,7 @@ def _fail(code: str, message: str, latency_ms: int | None = None) -> ConnectionR
 
 
 def _seconds(ms: int) -> str:
-    return f"{ms / 1000:.1f} s"
+    return f"{ms} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
 
 
 def _quote(text: str, limit: int = 300) -> str:
