@@ -1,9 +1,10 @@
 """Public voice endpoints: the session config, the WebRTC ephemeral key and the WebRTC tool bridge.
 
-- `GET /api/realtime/config?license=<key>[&widget=<public_id>]` → the exact `session` object the
-  relay sends (built by realtime.session_config.session_config; no key in it). Allowed for a page
-  on the license's allowed origins (CORS + fail-closed Origin check), and for a signed-in member of
-  the license's agency (or staff) without an Origin, so the configurator can show it.
+- `GET /api/realtime/config?license=<key>[&widget=<public_id>]` → for a signed-in member of the
+  license's agency (or staff), the exact `session` object the relay sends (built by
+  realtime.session_config.session_config; no key in it), so the configurator can show it; for a page
+  on the license's allowed origins (CORS + fail-closed Origin check), only the model and audio
+  formats (`session_config_public`): instructions, business facts and tools stay server-side.
 - `POST /api/realtime/client-secret[?license=<key>]` {license, widget?, visitor_id?} (JSON; send it as
   text/plain to skip the CORS preflight, or name the license in the query so the preflight can answer)
   → {value, expires_at, tools_token, tools_url, model}: the same checks as the relay, then
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from django.conf import settings
 from django.core import signing
@@ -54,7 +56,8 @@ def realtime_config(request: HttpRequest, license: License | None) -> HttpRespon
     widget_id = request.GET.get("widget", "")
     license = license_get_public(key=key)
     request.public_license = license
-    if not _is_member(request, license):
+    member = _is_member(request, license)
+    if not member:
         check = public_check(request, key=key)
         if not check.ok:
             return check_error(check)
@@ -64,9 +67,27 @@ def realtime_config(request: HttpRequest, license: License | None) -> HttpRespon
     if access.widget is None:
         return error_response(access.code, access.message, access.http_status)
     # Shown even while voice is switched off: the configurator displays what the relay WOULD send.
-    response = JsonResponse(session_config(config=access.config, widget=access.widget))
+    session = session_config(config=access.config, widget=access.widget)
+    response = JsonResponse(session if member else session_config_public(session))
     response["Cache-Control"] = "no-store"
     return response
+
+
+def session_config_public(session: dict[str, Any]) -> dict[str, Any]:
+    """What a visitor's browser may learn of the session: the model and the audio formats it must
+    speak. Never the instructions, business facts, tools or their guidance: the relay and the
+    client-secret endpoint configure the session server-side, and the key in the embed tag plus an
+    Origin header (free outside browsers) is all a caller needs to ask."""
+    audio = session.get("audio", {})
+    return {
+        "type": session["type"],
+        "model": session["model"],
+        "output_modalities": list(session.get("output_modalities", [])),
+        "audio": {
+            "input": {"format": audio.get("input", {}).get("format")},
+            "output": {"format": audio.get("output", {}).get("format")},
+        },
+    }
 
 
 def tools_token_make(*, license: License, widget_id: int, conversation_id: int) -> str:

@@ -28,17 +28,29 @@ def post_secret(client, widget, *, origin=ORIGIN, **extra):
 
 @pytest.mark.django_db
 class TestConfigEndpoint:
-    def test_allowed_origin_gets_the_session(self, voice_widget):
+    def test_allowed_origin_gets_only_what_a_browser_needs(self, voice_widget):
         voice_widget.secrets = {"openai_api_key": "sk-tenant-secret-1234"}
         voice_widget.save()
         response = get_config(Client(), voice_widget, HTTP_ORIGIN=ORIGIN)
         assert response.status_code == 200
         assert response["Access-Control-Allow-Origin"] == ORIGIN
         session = response.json()
-        assert session["type"] == "realtime" and session["model"] == "gpt-realtime"
-        assert session["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
+        assert session == {
+            "type": "realtime", "model": "gpt-realtime", "output_modalities": ["audio"],
+            "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}},
+                      "output": {"format": {"type": "audio/pcm", "rate": 24000}}},
+        }
+        text = response.content.decode()
+        assert "Open 9-5" not in text and "search_products" not in text and "instructions" not in text
+        assert "sk-" not in text
+
+    def test_member_gets_the_whole_session(self, voice_widget, member):
+        client = Client()
+        client.force_login(member)
+        session = get_config(client, voice_widget, HTTP_ORIGIN=ORIGIN).json()
         assert "Open 9-5 Monday to Friday." in session["instructions"]
-        assert "sk-" not in response.content.decode()
+        assert {t["name"] for t in session["tools"]} >= {"search_products"}
+        assert "turn_detection" in session["audio"]["input"]
 
     def test_anonymous_without_origin_is_refused(self, voice_widget):
         response = get_config(Client(), voice_widget)
@@ -71,7 +83,7 @@ class TestConfigEndpoint:
 
 @pytest.mark.django_db
 class TestClientSecret:
-    def test_mints_a_key_with_the_one_session(self, voice_widget, fake_openai_http):
+    def test_mints_a_key_with_the_one_session(self, voice_widget, fake_openai_http, member):
         voice_widget.secrets = {"openai_api_key": "sk-tenant-secret-1234"}
         voice_widget.save()
         response = post_secret(Client(), voice_widget)
@@ -85,7 +97,9 @@ class TestClientSecret:
         assert request["headers"]["authorization"] == "Bearer sk-tenant-secret-1234"
         sent = json.loads(request["body"])
         assert sent["expires_after"]["anchor"] == "created_at"
-        assert sent["session"] == get_config(Client(), voice_widget, HTTP_ORIGIN=ORIGIN).json()
+        member_client = Client()
+        member_client.force_login(member)
+        assert sent["session"] == get_config(member_client, voice_widget).json()
         assert Conversation.objects.get().channel == "voice"
 
     def test_refused_like_the_relay(self, voice_widget, widget_a, fake_openai_http):
@@ -134,14 +148,16 @@ class TestToolEndpoint:
 
 @pytest.mark.django_db(transaction=True)
 async def test_relay_config_endpoint_and_client_secret_send_the_identical_session(
-        voice_widget, fake_realtime, fake_openai_http):
+        voice_widget, fake_realtime, fake_openai_http, member):
     await sync_to_async(ProductFactory)(widget=voice_widget, title="Extra")
     comm = communicator(voice_widget)
     assert (await comm.connect())[0]
     await receive_until(comm, "session.ready")
     await wait_for(lambda: fake_realtime.of_type("session.update"))
     relay_session = fake_realtime.of_type("session.update")[0]["session"]
-    config_session = (await sync_to_async(get_config)(Client(), voice_widget, HTTP_ORIGIN=ORIGIN)).json()
+    member_client = Client()
+    await sync_to_async(member_client.force_login)(member)  # the whole session is for members only
+    config_session = (await sync_to_async(get_config)(member_client, voice_widget)).json()
     assert (await sync_to_async(post_secret)(Client(), voice_widget)).status_code == 200
     secret_session = json.loads(fake_openai_http.requests[0]["body"])["session"]
     assert relay_session == config_session == secret_session
