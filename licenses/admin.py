@@ -149,6 +149,13 @@ class _LicenseAdminForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        try:  # the same date rules as the API (issue 9 finding 6)
+            services.license_dates_clean(starts_at=data.get("starts_at"), expires_at=data.get("expires_at"),
+                                         grace_days=data.get("grace_days"))
+        except ApiError as exc:
+            for name, messages_ in exc.fields.items():
+                if name in self.fields and name not in self.errors:
+                    self.add_error(name, messages_)
         limits = {name: data.get(f"limit_{name}") for name in LIMIT_FIELDS}
         try:
             self.limits = services.limits_normalize(limits={k: v for k, v in limits.items() if v is not None})

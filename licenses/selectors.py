@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.cache import cache
@@ -75,6 +75,17 @@ def license_get_public(*, key: str) -> License | None:
     return License.objects.select_related("agency").filter(key=key).first()
 
 
+def license_serving_until(license: License) -> datetime | None:
+    """When the license stops serving: expiry plus grace days (None: no expiry). Total: a date past
+    what datetime holds (stored before dates were bounded) means "never" instead of OverflowError."""
+    if not license.expires_at:
+        return None
+    try:
+        return license.expires_at + timedelta(days=max(0, license.grace_days or 0))
+    except OverflowError:
+        return datetime.max.replace(tzinfo=UTC)
+
+
 def license_status_reason(*, license: License | None, now: datetime | None = None) -> str:
     """Whether the license may serve at all, ignoring the Origin: a reason code."""
     if license is None:
@@ -86,7 +97,8 @@ def license_status_reason(*, license: License | None, now: datetime | None = Non
         return "suspended"
     if license.starts_at and now < license.starts_at:
         return "not_started"
-    if license.expires_at and now >= license.expires_at + timedelta(days=license.grace_days or 0):
+    until = license_serving_until(license)
+    if until is not None and now >= until:
         return "expired"
     return "ok"
 

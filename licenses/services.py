@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -158,6 +158,32 @@ def license_cache_bump(*, key: str) -> None:
     transaction.on_commit(bump)
 
 
+# Dates a license may hold: wide enough for any real contract, far enough from datetime's limits
+# that expiry + grace days and every "now + n days" stay computable (issue 9 finding 6).
+LICENSE_DATE_MIN = datetime(2000, 1, 1, tzinfo=UTC)
+LICENSE_DATE_MAX = datetime(2100, 1, 1, tzinfo=UTC)
+GRACE_DAYS_MAX = 365
+EXTEND_DAYS_MAX = 3650
+
+
+def license_dates_clean(
+    *, starts_at: datetime | None, expires_at: datetime | None, grace_days: int | None,
+) -> None:
+    """Raise ApiError (400, the field named) unless the dates are in range and in order."""
+    errors: dict[str, list[str]] = {}
+    for name, value in (("starts_at", starts_at), ("expires_at", expires_at)):
+        if value is not None and not LICENSE_DATE_MIN <= value < LICENSE_DATE_MAX:
+            errors[name] = [f"Choose a date from {LICENSE_DATE_MIN:%Y-%m-%d} to 2099-12-31"
+                            + (", or none for no expiry." if name == "expires_at" else ", or none.")]
+    if grace_days is not None and not 0 <= grace_days <= GRACE_DAYS_MAX:
+        errors["grace_days"] = [f"Between 0 and {GRACE_DAYS_MAX} days."]
+    if not errors and starts_at and expires_at and expires_at <= starts_at:
+        errors["expires_at"] = ["Must be after starts_at."]
+    if errors:
+        name, messages = next(iter(errors.items()))
+        raise ApiError("invalid", f"{name}: {messages[0]}", fields=errors)
+
+
 def license_create(
     *,
     agency: Agency,
@@ -171,8 +197,7 @@ def license_create(
 ) -> License:
     if not client_name or not client_name.strip():
         raise ApiError("invalid", "client_name: enter the client's name.", fields={"client_name": ["Required."]})
-    if starts_at and expires_at and expires_at <= starts_at:
-        raise ApiError("invalid", "expires_at must be after starts_at.", fields={"expires_at": ["Before start."]})
+    license_dates_clean(starts_at=starts_at, expires_at=expires_at, grace_days=grace_days)
     return License.objects.create(
         agency=agency,
         client_name=client_name.strip(),
@@ -194,6 +219,9 @@ def license_update(*, license: License, **changes: Any) -> License:
         changes["allowed_domains"] = domains_normalize(domains=changes["allowed_domains"])
     if "limits" in changes:
         changes["limits"] = limits_normalize(limits={**(license.limits or {}), **(changes["limits"] or {})})
+    if {"starts_at", "expires_at", "grace_days"} & set(changes):
+        license_dates_clean(**{name: changes.get(name, getattr(license, name))
+                               for name in ("starts_at", "expires_at", "grace_days")})
     for name, value in changes.items():
         setattr(license, name, value)
     license.save()
@@ -247,8 +275,13 @@ def license_reactivate(*, license: License) -> License:
 
 
 def license_extend(*, license: License, days: int = 365) -> License:
-    """Push expiry out by `days` from the later of now and the current expiry."""
+    """Push expiry out by `days` from the later of now and the current expiry (within LICENSE_DATE_MAX)."""
+    if not 1 <= days <= EXTEND_DAYS_MAX:
+        raise ApiError("invalid", f"days: between 1 and {EXTEND_DAYS_MAX}.", fields={"days": ["Out of range."]})
     base = max(license.expires_at or timezone.now(), timezone.now())
+    if base >= LICENSE_DATE_MAX - timedelta(days=days):
+        raise ApiError("invalid", "expires_at: the license cannot be extended past 2099-12-31.",
+                       fields={"expires_at": ["Too far in the future."]})
     license.expires_at = base + timedelta(days=days)
     license.save(update_fields=["expires_at", "updated_at"])
     license_cache_bump(key=license.key)
