@@ -14,7 +14,12 @@ from rest_framework.views import APIView
 
 from config.api import ApiError
 from licenses import services
-from licenses.selectors import license_get_for_user, license_list_for_user, membership_list_for_user
+from licenses.selectors import (
+    license_get_for_user,
+    license_list_for_user,
+    membership_get,
+    membership_list_for_user,
+)
 from licenses.serializers import LicenseSerializer, LicenseWriteSerializer, MembershipSerializer, UserSerializer
 from licenses.tenancy import current_agency_set, current_membership
 
@@ -83,11 +88,21 @@ class LicenseDetailView(APIView):
     def get(self, request: Request, key: str) -> Response:
         return Response(LicenseSerializer(license_get_for_user(user=request.user, key=key)).data)
 
-    @extend_schema(request=LicenseWriteSerializer, responses=LicenseSerializer, summary="Change (staff)")
+    @extend_schema(request=LicenseWriteSerializer, responses=LicenseSerializer,
+                   summary="Change (staff); agency admins and owners may change allowed_domains alone")
     def patch(self, request: Request, key: str) -> Response:
         license = license_get_for_user(user=request.user, key=key)
         if not request.user.is_staff:
-            raise ApiError("permission_denied", "Only staff can change licenses.", status_code=403)
+            domains_only = isinstance(request.data, dict) and set(request.data) == {"allowed_domains"}
+            if not domains_only:
+                raise ApiError("permission_denied", "Only staff can change licenses; agency admins and owners "
+                               "may change allowed_domains.", status_code=403)
+            serializer = LicenseWriteSerializer(data=request.data, partial=True)
+            serializer.is_valid(raise_exception=True)
+            actor = membership_get(user=request.user, agency=license.agency_id)
+            license = services.license_domains_set(actor=actor, license=license,
+                                                   domains=serializer.validated_data["allowed_domains"])
+            return Response(LicenseSerializer(license).data)
         serializer = LicenseWriteSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
