@@ -146,9 +146,9 @@ def healthz(request: HttpRequest) -> JsonResponse:
         checks["database"] = f"error: {exc.__class__.__name__}"
     if settings.REDIS_URL:
         try:
-            import redis
+            from config.redis import redis_client
 
-            redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2).ping()
+            redis_client().ping()  # the shared pool: no new connection per probe
             checks["redis"] = "ok"
         except Exception as exc:  # noqa: BLE001
             checks["redis"] = f"error: {exc.__class__.__name__}"

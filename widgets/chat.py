@@ -6,13 +6,11 @@ import hashlib
 import json
 import logging
 import threading
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import DatabaseError, transaction
 
 from config.api import ApiError, json_loads
@@ -22,6 +20,7 @@ from licenses.services import usage_increment
 from widgets.aio import db_step, upstream_await, upstream_submit
 from widgets.models import Channel, Conversation, Message, Widget
 from widgets.n8n import N8nReply, N8nStream, N8nTarget, n8n_history_async, n8n_send_async, n8n_target
+from widgets.ratelimit import rate_hit
 from widgets.selectors import widget_get_published
 
 logger = logging.getLogger(__name__)
@@ -74,19 +73,10 @@ def chat_request_parse(*, body: bytes, widget_param: str = "", visitor_header: s
 
 def chat_rate_check(*, license: License, visitor_id: str, session_id: str, ip: str) -> int | None:
     """Count one request of this visitor (or session) from this IP; seconds to wait when over the limit."""
-    limit = settings.WIDGET_CHAT_RATE_PER_MINUTE
-    now = time.time()
-    window = int(now // 60)
     who = hashlib.sha256(f"{visitor_id or session_id}|{ip}".encode()).hexdigest()[:24]
-    key = f"sb:rate:chat:{license.pk}:{who}:{window}"
-    cache.add(key, 0, timeout=120)
-    try:
-        count = cache.incr(key)
-    except ValueError:  # evicted between add and incr
-        cache.set(key, 1, timeout=120)
-        count = 1
-    if count > limit:
-        return max(1, int(60 - (now % 60)))
+    count, left = rate_hit(f"chat:{license.pk}:{who}")
+    if count > settings.WIDGET_CHAT_RATE_PER_MINUTE:
+        return left
     return None
 
 

@@ -6,6 +6,7 @@ enqueues CRM delivery (widgets.tasks.lead_deliver) once the transaction commits.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -14,6 +15,8 @@ from django.db import transaction
 
 from config.api import ApiError
 from widgets.models import Conversation, Lead, Widget
+
+logger = logging.getLogger(__name__)
 
 LEAD_SOURCES = ("trade_in_form", "contact_form", "chat", "chatkit", "voice")
 MAX_DATA_FIELDS = 20
@@ -69,8 +72,6 @@ def lead_create(
     data: dict[str, Any] | None = None,
 ) -> Lead:
     """Save a lead and, once the transaction commits, enqueue its delivery to the agency's CRM webhook."""
-    from widgets.tasks import lead_deliver
-
     with transaction.atomic():
         lead = Lead.objects.create(
             widget=widget,
@@ -82,8 +83,29 @@ def lead_create(
             interest=interest[:500],
             data=data or {},
         )
-        transaction.on_commit(lambda: lead_deliver.delay(lead.pk))
+        transaction.on_commit(lambda: lead_enqueue(lead_id=lead.pk))
     return lead
+
+
+def lead_enqueue(*, lead_id: int) -> bool:
+    """Hand the saved lead to the CRM delivery task. A broker outage must not lose or fail the lead
+    (issue 11.4): it stays `pending` in PostgreSQL and the beat task `leads_reap` enqueues it again
+    once the broker is back. Returns whether the broker took it."""
+    from kombu.exceptions import OperationalError as BrokerError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from widgets.tasks import lead_deliver
+
+    try:
+        # No result to wait for (the lead row is the state): publishing must not touch the result store.
+        lead_deliver.apply_async((lead_id,), ignore_result=True,
+                                 retry_policy={"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2})
+    except (BrokerError, RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError) as exc:
+        logger.warning("lead %s saved but not enqueued (%s): it stays pending until the broker is back",
+                       lead_id, exc.__class__.__name__)
+        return False
+    return True
 
 
 def lead_submit(*, widget: Widget, data: dict[str, Any]) -> Lead:
