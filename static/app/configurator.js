@@ -234,6 +234,20 @@ form.addEventListener("input", (event) => {
 });
 form.addEventListener("change", (event) => { if (event.target.type === "radio") form.dispatchEvent(new Event("input")); });
 
+// The greyed text of each empty "Widget texts" field is the current locale's own wording.
+const catalog = JSON.parse(document.getElementById("widget-strings")?.textContent || "null");
+function localePlaceholders() {
+  if (!catalog) return;
+  const locale = form.querySelector('[data-path="behaviour.locale"]')?.value || "";
+  const language = locale.split("-")[0].toLowerCase();
+  const texts = catalog.strings[language in catalog.strings ? language : "en"];
+  form.querySelectorAll('[data-path^="behaviour.strings."]').forEach((el) => {
+    el.placeholder = texts[el.dataset.path.slice("behaviour.strings.".length)] || "";
+  });
+}
+form.querySelector('[data-path="behaviour.locale"]')?.addEventListener("input", localePlaceholders);
+localePlaceholders();
+
 window.addEventListener("beforeunload", (event) => {
   if (dirty) { event.preventDefault(); event.returnValue = ""; }
 });

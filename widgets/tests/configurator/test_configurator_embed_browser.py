@@ -65,3 +65,31 @@ def test_inline_preview_shows_the_composer_without_scrolling(signed_in, live_ser
     assert fits["bottom"] <= fits["viewport"] and fits["panel"] <= fits["viewport"], fits
     assert fits["scrolled"] == 0
     page.screenshot(path=os.path.join(artifacts_dir, f"configurator-inline-preview-{height}.png"))
+
+
+def test_preview_follows_the_locale_and_text_overrides_before_saving(signed_in, live_server, owner, widget_a,
+                                                                     artifacts_dir):
+    page = signed_in(owner, width=1440, height=900)
+    open_editor(page, live_server, widget_a)
+    frame = page.frame_locator("#preview-frame")
+    box = frame.locator("switchboard-widget >> textarea")
+    box.wait_for()
+    assert box.get_attribute("placeholder") == "Type your message…"
+    page.get_by_role("tab", name="Behaviour").click()
+    page.get_by_label("Locale").fill("fr")
+    page.wait_for_function("""() => document.getElementById('preview-frame').contentDocument
+        .querySelector('switchboard-widget').shadowRoot.querySelector('textarea').placeholder
+        === 'Écrivez votre message…'""")
+    assert page.get_by_label("Retry", exact=True).get_attribute("placeholder") == "Réessayer"
+    page.get_by_label("Send", exact=True).fill("Envoyer !")
+    page.wait_for_function("""() => document.getElementById('preview-frame').contentDocument
+        .querySelector('switchboard-widget').shadowRoot.querySelector('.sd').getAttribute('aria-label')
+        === 'Envoyer !'""")
+    page.get_by_label("Send", exact=True).scroll_into_view_if_needed()
+    page.screenshot(path=os.path.join(artifacts_dir, "configurator-widget-texts.png"))
+    page.get_by_role("button", name="Save draft").click()
+    page.get_by_text("All changes saved").wait_for()
+    widget_a.refresh_from_db()
+    assert widget_a.config["behaviour"]["locale"] == "fr"
+    assert widget_a.config["behaviour"]["strings"]["send"] == "Envoyer !"
+    assert widget_a.config["behaviour"]["strings"]["retry"] == ""  # empty: the locale's own text

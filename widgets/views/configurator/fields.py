@@ -173,14 +173,16 @@ def sections() -> list[Section]:
                 control("behaviour.greeting", "Greeting", kind="textarea"),
                 control("behaviour.starter_prompts", "Starter prompts", help="One per line, up to 6."),
                 control("behaviour.initial_messages", "Initial messages", help="One per line, up to 5."),
-                control("behaviour.placeholder", "Composer placeholder"),
+                control("behaviour.placeholder", "Composer placeholder",
+                        help="Left at “Type your message…” it follows the locale."),
                 control("behaviour.disclaimer", "Disclaimer", kind="textarea"),
                 control("behaviour.locale", "Locale", placeholder="en or en-US",
                         help=f"The widget's own texts: {', '.join(LOCALES)}; any other language uses English."),
             ]),
             Group("Widget texts", provider="n8n", note="Empty fields use the locale's text (shown greyed).",
                   controls=[control(f"behaviour.strings.{key}", key.replace("_", " ").capitalize(),
-                                    placeholder=STRINGS["en"][key]) for key in STRING_KEYS]),
+                                    placeholder=STRINGS["en"][key]) for key in STRING_KEYS
+                                    if key != "placeholder"]),  # "Composer placeholder" above sets that one
             Group("Options", [
                 control("behaviour.file_uploads", "Allow file uploads"),
                 control("behaviour.history", "Show history"),
