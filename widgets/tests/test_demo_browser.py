@@ -46,8 +46,10 @@ data-widget="{widget.public_id}" async></script></body></html>""")
     titles = cards.locator("b").all_inner_texts()
     assert titles == ["Galaxy A55", "Pixel 8a"]
     states = page.evaluate("() => [...window.replyStates]")
-    assert len([s for s in states if s.startswith("Here")]) >= 4, states  # it streamed
-    assert "Here are 2 options under $500: Galaxy A55, Pixel 8a." in states
+    final = "Here are 2 options under $500: Galaxy A55, Pixel 8a."
+    assert final in states
+    # It streamed: the bubble showed part of the answer before the whole (network reads may merge pieces).
+    assert [s for s in states if s.startswith("Here") and s != final and final.startswith(s.strip())], states
     page.wait_for_timeout(300)  # entry animations
     page.screenshot(path=os.path.join(artifacts_dir, "demo-first-run-cards.png"))
 
