@@ -1,5 +1,16 @@
+from pathlib import Path
+
 from django.apps import AppConfig
 
 
 class ChatkitConfig(AppConfig):
     name = "chatkit"
+    # The package's __path__ also holds the openai-chatkit SDK (see chatkit/__init__.py): name ours.
+    path = str(Path(__file__).resolve().parent)
+
+    def ready(self) -> None:
+        # Tenant conversations must never be exported to the platform org's traces (the Agents SDK
+        # traces by default with OPENAI_API_KEY); every run also passes tracing_disabled=True.
+        from agents import set_tracing_disabled
+
+        set_tracing_disabled(True)

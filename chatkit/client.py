@@ -1,24 +1,31 @@
-"""The one client for OpenAI ChatKit sessions (hosted Agent Builder workflows; legacy until 2026-11-30).
+"""The one client for OpenAI on the ChatKit path: the Responses API the Agents SDK calls for server mode.
 
-`POST {OPENAI_BASE_URL}/chatkit/sessions` with `OpenAI-Beta: chatkit_beta=v1`, the same request the
-openai SDK's `client.beta.chatkit.sessions.create(...)` sends. Plain httpx on one pooled client: no
-SDK retries hidden inside a visitor's request, and every failure becomes a `ChatKitError` with a
-stable code. Neither the API key nor the workflow id ever appears in an error message.
+`model_provider(api_key=...)` gives a per-request `OpenAIProvider` around an `AsyncOpenAI` with the
+tenant's (or the platform's) key, `OPENAI_BASE_URL`, no SDK retries hidden inside a visitor's
+request and our timeouts. Never the process-wide `set_default_openai_*`: that would mix tenants.
+The HTTP connection pool is shared per event loop (a TLS handshake per turn would add latency).
+
+`upstream_error(exc)` turns whatever the SDK raised into a `ChatKitError` phrased for the visitor:
+neither the API key nor OpenAI's own message (which may quote it) ever reaches the browser.
+
+Hosted Agent Builder sessions (`POST /chatkit/sessions`) are gone: OpenAI shut Agent Builder down
+on 2026-11-30 and hosted widgets answer `hosted_retired` without calling OpenAI.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
-from dataclasses import dataclass
-from typing import Any
+import weakref
 
-import httpx
+import httpx2
+import openai
+from agents import OpenAIProvider
+from agents.exceptions import AgentsException, MaxTurnsExceeded, ModelBehaviorError
 from django.conf import settings
+from openai import AsyncOpenAI, DefaultAsyncHttpx2Client
 
 logger = logging.getLogger(__name__)
-
-BETA_HEADER = "chatkit_beta=v1"
 
 
 class ChatKitError(Exception):
@@ -32,18 +39,19 @@ class ChatKitError(Exception):
 
 
 ERRORS: dict[str, tuple[str, int]] = {
-    "not_configured": ("ChatKit is not set up for this widget yet: add an OpenAI API key and a workflow id.", 503),
-    "invalid_api_key": ("OpenAI refused the widget's API key. Check the key in the widget's connection settings.",
-                        502),
-    "workflow_not_found": (
-        "OpenAI could not find the workflow for this API key. The key may belong to another OpenAI project "
-        "than the workflow: create the key in the same project as the Agent Builder workflow.",
-        502,
-    ),
-    "upstream_rate_limited": ("OpenAI is rate limiting this widget. Try again in a minute.", 429),
-    "upstream_error": ("OpenAI could not create a ChatKit session. Try again shortly.", 502),
-    "upstream_timeout": ("OpenAI did not answer in time. Try again shortly.", 504),
+    "hosted_retired": (
+        "This chat ran on an OpenAI Agent Builder workflow, which OpenAI shut down on 2026-11-30. The site owner "
+        "needs to switch it to the Switchboard ChatKit server.", 410),
+    "not_configured": ("This chat is not connected yet: it needs an OpenAI API key.", 503),
+    "invalid_api_key": ("The chat's OpenAI API key was refused. The site owner needs to check it.", 502),
+    "model_not_found": ("The chat's AI model is not available with its OpenAI key. The site owner needs to pick "
+                        "another model.", 502),
+    "upstream_rate_limited": ("The assistant is busy right now. Please try again in a minute.", 429),
+    "upstream_timeout": ("The assistant took too long to answer. Please try again.", 504),
+    "upstream_error": ("The assistant could not answer just now. Please try again shortly.", 502),
+    "too_many_steps": ("That took too many steps. Please ask again in other words.", 502),
 }
+RETRYABLE = frozenset({"upstream_rate_limited", "upstream_timeout", "upstream_error", "too_many_steps"})
 
 
 def chatkit_error(code: str) -> ChatKitError:
@@ -51,92 +59,63 @@ def chatkit_error(code: str) -> ChatKitError:
     return ChatKitError(code, message, status)
 
 
-@dataclass(frozen=True)
-class ChatKitSession:
-    client_secret: str
-    expires_at: int
-    session_id: str
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncClient] = weakref.WeakKeyDictionary()
 
 
-_lock = threading.Lock()
-_client: httpx.Client | None = None
+def _pool() -> httpx2.AsyncClient:
+    """One pooled HTTP client per event loop (connections belong to the loop that opened them)."""
+    loop = asyncio.get_running_loop()
+    client = _pools.get(loop)
+    if client is None:
+        client = _pools[loop] = DefaultAsyncHttpx2Client(
+            limits=httpx2.Limits(max_connections=200, max_keepalive_connections=50))
+    return client
 
 
-def _http() -> httpx.Client:
-    """One pooled client per process (keep-alive to the upstream saves a TLS handshake per session)."""
-    global _client
-    with _lock:
-        if _client is None:
-            _client = httpx.Client(limits=httpx.Limits(max_connections=50, max_keepalive_connections=20))
-        return _client
+def openai_client(*, api_key: str) -> AsyncOpenAI:
+    return AsyncOpenAI(
+        api_key=api_key, base_url=settings.OPENAI_BASE_URL, max_retries=0, http_client=_pool(),
+        timeout=httpx2.Timeout(settings.CHATKIT_TIMEOUT, connect=settings.CHATKIT_CONNECT_TIMEOUT),
+    )
 
 
-def session_request_body(
-    *,
-    workflow_id: str,
-    workflow_version: str,
-    user: str,
-    file_upload: bool,
-    history: bool,
-    expires_seconds: int,
-    max_requests_per_minute: int,
-) -> dict[str, Any]:
-    workflow: dict[str, Any] = {"id": workflow_id}
-    if workflow_version:
-        workflow["version"] = workflow_version
-    return {
-        "workflow": workflow,
-        "user": user,
-        "chatkit_configuration": {"file_upload": {"enabled": file_upload}, "history": {"enabled": history}},
-        "expires_after": {"anchor": "created_at", "seconds": expires_seconds},
-        "rate_limits": {"max_requests_per_1_minute": max_requests_per_minute},
-    }
-
-
-def session_create(*, api_key: str, body: dict[str, Any]) -> ChatKitSession:
-    """Create a ChatKit session upstream. Raises ChatKitError."""
-    if not api_key or not body.get("workflow", {}).get("id"):
+def model_provider(*, api_key: str) -> OpenAIProvider:
+    """Per request: the tenant's key, our base URL, the Responses API."""
+    if not api_key:
         raise chatkit_error("not_configured")
-    url = f"{settings.OPENAI_BASE_URL.rstrip('/')}/chatkit/sessions"
-    timeout = httpx.Timeout(settings.CHATKIT_TIMEOUT, connect=settings.CHATKIT_CONNECT_TIMEOUT)
-    try:
-        response = _http().post(
-            url,
-            json=body,
-            headers={"Authorization": f"Bearer {api_key}", "OpenAI-Beta": BETA_HEADER},
-            timeout=timeout,
-        )
-    except httpx.TimeoutException:
-        logger.warning("chatkit session: upstream timeout")
-        raise chatkit_error("upstream_timeout")
-    except httpx.HTTPError as exc:
-        logger.warning("chatkit session: upstream unreachable (%s)", type(exc).__name__)
-        raise chatkit_error("upstream_error")
-    if response.status_code != 200:
-        # Log the status and OpenAI's error code only: its message may quote the key or workflow id.
-        logger.warning("chatkit session: upstream %s (%s)", response.status_code, _upstream_code(response))
-        if response.status_code == 401:
-            raise chatkit_error("invalid_api_key")
-        if response.status_code == 404:
-            raise chatkit_error("workflow_not_found")
-        if response.status_code == 429:
-            raise chatkit_error("upstream_rate_limited")
-        raise chatkit_error("upstream_error")
-    try:
-        data = response.json()
-        return ChatKitSession(
-            client_secret=str(data["client_secret"]),
-            expires_at=int(data["expires_at"]),
-            session_id=str(data.get("id") or ""),
-        )
-    except (ValueError, KeyError, TypeError):
-        logger.warning("chatkit session: upstream answered 200 without client_secret/expires_at")
-        raise chatkit_error("upstream_error")
+    return OpenAIProvider(openai_client=openai_client(api_key=api_key), use_responses=True)
 
 
-def _upstream_code(response: httpx.Response) -> str:
-    try:
-        error = response.json().get("error") or {}
-        return str(error.get("code") or error.get("type") or "-")[:60]
-    except (ValueError, AttributeError):
-        return "-"
+def upstream_error(exc: BaseException) -> ChatKitError | None:
+    """The visitor-facing error for an exception from a run, or None when it is not an upstream failure."""
+    if isinstance(exc, ChatKitError):
+        return exc
+    code = _code(exc)
+    if code is None:
+        return None
+    logger.warning("chatkit run failed: %s (%s)", code, type(exc).__name__)
+    return chatkit_error(code)
+
+
+def _code(exc: BaseException) -> str | None:
+    if isinstance(exc, MaxTurnsExceeded):
+        return "too_many_steps"
+    if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException | asyncio.TimeoutError):
+        return "upstream_timeout"
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        return "invalid_api_key"
+    if isinstance(exc, openai.RateLimitError):
+        return "upstream_rate_limited"
+    if isinstance(exc, openai.NotFoundError):
+        return "model_not_found"
+    if isinstance(exc, openai.BadRequestError):
+        body = exc.body if isinstance(exc.body, dict) else {}
+        error = body.get("error") if isinstance(body.get("error"), dict) else body
+        if "model" in str(error.get("code") or "") or error.get("param") == "model":
+            return "model_not_found"
+        return "upstream_error"
+    if isinstance(exc, openai.APIError | httpx2.HTTPError | ModelBehaviorError):
+        return "upstream_error"
+    if isinstance(exc, AgentsException) and exc.__cause__ is not None:
+        return _code(exc.__cause__)
+    return None

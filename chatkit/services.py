@@ -1,31 +1,42 @@
-"""ChatKit: the options a page mounts, the visitor's `user`, the page token and session minting.
+"""ChatKit: the options a page mounts, the visitor, the page token, and the writes of server mode.
 
 `chatkit_options(config)` is the ONE mapping from a widget config to ChatKit's JS options
-(DESIGN rule 1): the iframe page, the configurator preview and the later server mode all embed its
-JSON; nothing of the config is copied into JavaScript.
+(DESIGN rule 1): the iframe page and the configurator preview embed its JSON; nothing of the
+config is copied into JavaScript.
+
+Server mode (our ChatKit server, `POST /api/chatkit/<key>/`): the visitor is a server-signed random
+id issued with the page (`visitor_token_*`), new threads are counted against the monthly cap before
+streaming (`chatkit_thread_reserve`), each completed turn lands as `widgets.Message` rows
+(`chatkit_turn_record`) and each run's tokens and estimated cost are added to the conversation
+and the license's month (`chatkit_usage_record`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import secrets
+import time
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.core import signing
+from django.core.cache import cache
 from django.db import transaction
+from django.db.models import F
 from django.utils.crypto import salted_hmac
 
-from chatkit.client import ChatKitError, ChatKitSession, chatkit_error, session_create, session_request_body
+from chatkit.client import ChatKitError
 from licenses.domains import origin_normalize
 from licenses.models import License
 from licenses.selectors import REASON_MESSAGES, usage_for_month
 from licenses.services import usage_increment
-from widgets.models import Channel, Conversation, Widget
+from widgets.models import Conversation, Message, Widget
 
 PAGE_TOKEN_SALT = "switchboard.chatkit.page"
+VISITOR_SALT = "switchboard.chatkit.visitor"
 USER_SALT = "switchboard.chatkit.user"
-VISITOR_ID_MAX = 128
 AGENT_BUILDER_SHUTDOWN = "2026-11-30"
 
 
@@ -64,7 +75,8 @@ def chatkit_options(config: dict[str, Any]) -> dict[str, Any]:
         },
         "composer": {
             "placeholder": behaviour["placeholder"],
-            "attachments": {"enabled": bool(behaviour["file_uploads"])},
+            # Off until an attachment store exists: our ChatKit server refuses attachments.
+            "attachments": {"enabled": False},
         },
     }
     if behaviour["locale"]:
@@ -88,17 +100,17 @@ def chatkit_api_key(widget: Widget) -> str:
 
 
 def chatkit_setup_problem(*, widget: Widget, config: dict[str, Any]) -> str:
-    """Why a hosted-mode widget cannot mint sessions yet ("" when it can)."""
-    if chatkit_mode(config) != "hosted":
-        return ""
-    missing = []
-    if not config["connection"]["chatkit"]["workflow_id"]:
-        missing.append("an Agent Builder workflow id")
+    """Why this ChatKit widget cannot answer ("" when it can)."""
+    if chatkit_mode(config) == "hosted":
+        return (f"This chat ran on an OpenAI Agent Builder workflow, which OpenAI shut down on "
+                f"{AGENT_BUILDER_SHUTDOWN}. The site owner needs to switch it to the Switchboard ChatKit server.")
     if not chatkit_api_key(widget):
-        missing.append("an OpenAI API key")
-    if not missing:
-        return ""
-    return f"This chat is not connected yet: its ChatKit connection needs {' and '.join(missing)}."
+        return "This chat is not connected yet: its ChatKit connection needs an OpenAI API key."
+    return ""
+
+
+def chatkit_model(config: dict[str, Any]) -> str:
+    return config["connection"]["chatkit"].get("model") or settings.CHATKIT_DEFAULT_MODEL
 
 
 def frame_ancestors(patterns: list[str]) -> str:
@@ -127,13 +139,23 @@ def chatkit_user_id(*, license: License, visitor_id: str) -> str:
     return f"sb_{digest}"
 
 
-def visitor_id_clean(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ChatKitError("invalid", "visitor_id: send the visitor's id (a string).", 400)
-    value = value.strip()
-    if len(value) > VISITOR_ID_MAX:
-        raise ChatKitError("invalid", f"visitor_id: at most {VISITOR_ID_MAX} characters.", 400)
-    return value
+def visitor_token_issue(*, license: License) -> str:
+    """A new visitor: a random id signed by us and bound to the license. The page hands it out; the
+    browser keeps it and sends it back (X-Switchboard-Visitor), but can never name another visitor."""
+    return signing.dumps({"l": license.pk, "v": secrets.token_urlsafe(18)}, salt=VISITOR_SALT, compress=False)
+
+
+def visitor_token_read(*, license: License, token: Any) -> str | None:
+    """The visitor's random id, or None for a missing, forged or other-license token."""
+    if not isinstance(token, str) or not token or len(token) > 300:
+        return None
+    try:
+        data = signing.loads(token, salt=VISITOR_SALT)
+    except signing.BadSignature:
+        return None
+    if not isinstance(data, dict) or data.get("l") != license.pk or not isinstance(data.get("v"), str):
+        return None
+    return data["v"]
 
 
 # --- the page token: how a session call from OUR origin proves which customer page it serves ----
@@ -194,97 +216,99 @@ def session_caller_resolve(
     return SessionCaller(origin=data.origin, widget_id=data.widget_id)
 
 
-# --- minting sessions ---------------------------------------------------------------------------
+# --- server mode: limits, the monthly cap, turns and usage -----------------------------------
 
 
-def _session_limits(license: License) -> tuple[int, int]:
-    limits = license.limits or {}
-    seconds = int(limits.get("chatkit_session_seconds") or settings.CHATKIT_SESSION_SECONDS)
-    per_minute = int(limits.get("chatkit_max_requests_per_minute") or settings.CHATKIT_MAX_REQUESTS_PER_MINUTE)
-    return seconds, per_minute
+def rate_hit(*, key: str, limit: int) -> int | None:
+    """Count one request in this minute's window for `key`; seconds to wait when over `limit`."""
+    now = time.time()
+    window_key = f"sb:rate:chatkit:{hashlib.sha256(key.encode()).hexdigest()[:32]}:{int(now // 60)}"
+    cache.add(window_key, 0, timeout=120)
+    try:
+        count = cache.incr(window_key)
+    except ValueError:  # evicted between add and incr
+        cache.set(window_key, 1, timeout=120)
+        count = 1
+    return max(1, int(60 - now % 60)) if count > limit else None
 
 
-def _secret_hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+def chatkit_rate_check(*, license: License, owner: str, generates: bool) -> int | None:
+    """Per visitor and per license: model calls (`generates`) per minute, and every request per visitor."""
+    if generates:
+        for key, limit in ((f"visitor:{license.pk}:{owner}", settings.CHATKIT_VISITOR_RATE_PER_MINUTE),
+                           (f"license:{license.pk}", settings.CHATKIT_LICENSE_RATE_PER_MINUTE)):
+            wait = rate_hit(key=key, limit=limit)
+            if wait:
+                return wait
+        return None
+    return rate_hit(key=f"reads:{license.pk}:{owner}", limit=settings.CHATKIT_READ_RATE_PER_MINUTE)
 
 
-def chatkit_session_record(
-    *, license: License, widget: Widget, user: str, session: ChatKitSession, preview: bool,
-    previous_secret: str = "",
-) -> Conversation:
-    """Count the session against the monthly cap and record its Conversation: one transaction.
-
-    A refresh (ChatKit asks again when its secret expires, passing the current one) that presents the
-    secret this visitor's conversation got last continues that conversation uncounted, at most
-    CHATKIT_MAX_REFRESHES times; only a hash of the secret is stored.
+def chatkit_thread_reserve(*, license: License) -> None:
+    """Count a new public ChatKit thread against the monthly cap, before anything streams. Raises 429.
 
     Exact under concurrency: the atomic increment locks the month's row until commit, so concurrent
-    sessions serialise and each sees its own total; one that went over the cap raises
-    `quota_exceeded`, which rolls the increment back (its client secret is never handed out).
-    Previews are recorded but never counted.
-    """
+    threads serialise and each sees its own total; one over the cap rolls its increment back."""
     with transaction.atomic():
-        if previous_secret:
-            ongoing = (
-                Conversation.objects.select_for_update()
-                .filter(widget=widget, channel=Channel.CHATKIT, visitor_id=user, is_preview=preview,
-                        usage__chatkit_secret_sha256=_secret_hash(previous_secret))
-                .first()
-            )
-            refreshes = int((ongoing.usage or {}).get("chatkit_refreshes", 0)) if ongoing else 0
-            if ongoing is not None and refreshes < settings.CHATKIT_MAX_REFRESHES:
-                ongoing.usage = {**ongoing.usage, "chatkit_secret_sha256": _secret_hash(session.client_secret),
-                                 "chatkit_refreshes": refreshes + 1}
-                ongoing.session_id = session.session_id[:200]
-                ongoing.save(update_fields=["usage", "session_id"])
-                return ongoing
-        if not preview:
-            usage_increment(license=license, chatkit_sessions=1)
-            usage = usage_for_month(license=license)
-            assert usage is not None
-            if usage.conversations + usage.chatkit_sessions > license.monthly_conversations:
-                raise ChatKitError("quota_exceeded", REASON_MESSAGES["quota_exceeded"], 429)
-        return Conversation.objects.create(
-            widget=widget, channel=Channel.CHATKIT, visitor_id=user, session_id=session.session_id[:200],
-            is_preview=preview, usage={"chatkit_secret_sha256": _secret_hash(session.client_secret)},
-        )
+        usage_increment(license=license, chatkit_sessions=1)
+        usage = usage_for_month(license=license)
+        assert usage is not None
+        if usage.conversations + usage.chatkit_sessions > license.monthly_conversations:
+            raise ChatKitError("quota_exceeded", REASON_MESSAGES["quota_exceeded"], 429)
 
 
-def chatkit_session_start(
-    *, license: License, widget: Widget, config: dict[str, Any], visitor_id: str, preview: bool = False,
-    previous_secret: str = "",
-) -> ChatKitSession:
-    """Mint a ChatKit session for a hosted-workflow widget and record its Conversation.
+def chatkit_turn_record(
+    *, conversation_id: int, user_text: str, assistant_text: str, ui: list[dict[str, Any]] | None = None,
+    role: str = Message.Role.USER,
+) -> None:
+    """One completed turn as transcript rows (the shape chat and voice use); a failed turn writes none."""
+    with transaction.atomic():
+        if user_text:
+            Message.objects.create(conversation_id=conversation_id, role=role, text=user_text[:20000])
+        if assistant_text or ui:
+            Message.objects.create(conversation_id=conversation_id, role=Message.Role.ASSISTANT,
+                                   text=assistant_text[:20000], payload={"ui": ui} if ui else {})
+        Conversation.objects.filter(pk=conversation_id, end_reason__startswith="failed:").update(end_reason="")
 
-    Public sessions count against the license's monthly cap (429 `quota_exceeded`); a session the
-    upstream refuses is not counted. Previews (the configurator, draft config) are never counted.
-    The caller has already checked the quota (license_check quota="conversations"), so sessions
-    over the cap are rarely minted; the exact check happens when the session is counted.
-    """
-    if chatkit_mode(config) != "hosted":
-        raise ChatKitError(
-            "wrong_mode",
-            "This widget runs on the Switchboard ChatKit server (server mode), which does not use sessions: "
-            "point ChatKit's api.url at POST /api/chatkit/<license_key>/.",
-            409,
-        )
-    connection = config["connection"]["chatkit"]
-    api_key = chatkit_api_key(widget)
-    if not api_key or not connection["workflow_id"]:
-        raise chatkit_error("not_configured")
-    user = chatkit_user_id(license=license, visitor_id=visitor_id)
-    seconds, per_minute = _session_limits(license)
-    body = session_request_body(
-        workflow_id=connection["workflow_id"],
-        workflow_version=connection["workflow_version"],
-        user=user,
-        file_upload=bool(config["behaviour"]["file_uploads"]),
-        history=bool(config["behaviour"]["history"]),
-        expires_seconds=seconds,
-        max_requests_per_minute=per_minute,
-    )
-    session = session_create(api_key=api_key, body=body)
-    chatkit_session_record(license=license, widget=widget, user=user, session=session, preview=preview,
-                           previous_secret=previous_secret)
-    return session
 
+def chatkit_conversation_fail(*, conversation_id: int, code: str) -> None:
+    """Mark the conversation failed (the agency sees why); the next good turn clears it."""
+    Conversation.objects.filter(pk=conversation_id).exclude(end_reason="deleted_by_visitor").update(
+        end_reason=f"failed:{code}"[:64])
+
+
+USAGE_KEYS = ("requests", "input_tokens", "input_cached_tokens", "output_tokens", "reasoning_tokens", "total_tokens")
+
+
+def chatkit_cost(*, model: str, usage: dict[str, int]) -> Decimal:
+    """Estimated USD from settings.CHATKIT_MODELS (list prices per 1M tokens)."""
+    prices = settings.CHATKIT_MODELS.get(model) or settings.CHATKIT_MODELS[settings.CHATKIT_DEFAULT_MODEL]
+    cached = usage.get("input_cached_tokens", 0)
+    micro = (prices["input"] * max(usage.get("input_tokens", 0) - cached, 0) + prices["input_cached"] * cached
+             + prices["output"] * usage.get("output_tokens", 0))
+    return (Decimal(str(micro)) / Decimal(1_000_000)).quantize(Decimal("0.000001"))
+
+
+def chatkit_usage_record(*, conversation_id: int, model: str, usage: dict[str, int], counted: bool) -> Decimal:
+    """Add one run's tokens and estimated cost to its conversation and (unless a preview) the license's month.
+
+    Called from `finally`, so a run cut short by a disconnect still counts what it used."""
+    usage = {k: int(usage.get(k) or 0) for k in USAGE_KEYS}
+    if not any(usage.values()):
+        return Decimal(0)
+    cost = chatkit_cost(model=model, usage=usage)
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().select_related("widget").filter(
+            pk=conversation_id).first()
+        if conversation is None:
+            return cost
+        totals = dict(conversation.usage or {})
+        for key, value in usage.items():
+            totals[key] = int(totals.get(key, 0)) + value
+        totals["model"] = model
+        conversation.usage = totals
+        conversation.save(update_fields=["usage"])
+        Conversation.objects.filter(pk=conversation_id).update(cost_usd=F("cost_usd") + cost)
+        if counted:
+            usage_increment(license=conversation.widget.license_id, cost_usd=cost)
+    return cost

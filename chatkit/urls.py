@@ -9,7 +9,7 @@ urlpatterns = [
     path("widget/chatkit/preview/<str:public_id>", views.preview_page, name="preview"),
     path("widget/chatkit/<str:license_key>", views.page, name="page"),
     path("api/chatkit/sessions", views.session_create, name="sessions"),
-    path("api/chatkit/preview-sessions", views.PreviewSessionView.as_view(), name="preview-sessions"),
+    path("api/chatkit/preview-sessions", views.preview_session_create, name="preview-sessions"),
     path("api/chatkit/preview-options", views.PreviewOptionsView.as_view(), name="preview-options"),
     path("api/chatkit/<str:license_key>/", views.server, name="server"),
 ]

@@ -17,40 +17,46 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.middleware.csrf import get_token
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.middleware.csrf import CsrfViewMiddleware, get_token
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import extend_schema
+from pydantic import TypeAdapter, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chatkit.client import ChatKitError, ChatKitSession
+from chatkit.agent_server import SwitchboardChatKitServer
+from chatkit.client import ChatKitError, chatkit_error
 from chatkit.selectors import chatkit_widget_draft, chatkit_widget_published
-from chatkit.serializers import (
-    ChatKitSessionSerializer,
-    PreviewOptionsRequestSerializer,
-    PreviewOptionsSerializer,
-    PreviewSessionRequestSerializer,
-)
+from chatkit.serializers import PreviewOptionsRequestSerializer, PreviewOptionsSerializer
+from chatkit.server import StreamingResult
 from chatkit.services import (
-    AGENT_BUILDER_SHUTDOWN,
+    chatkit_api_key,
     chatkit_color_scheme_auto,
     chatkit_mode,
+    chatkit_model,
     chatkit_options,
-    chatkit_session_start,
+    chatkit_rate_check,
     chatkit_setup_problem,
+    chatkit_thread_reserve,
+    chatkit_user_id,
     frame_ancestors,
     page_token_issue,
     same_origin,
     session_caller_resolve,
-    visitor_id_clean,
+    visitor_token_issue,
+    visitor_token_read,
 )
+from chatkit.store import NotFoundError
+from chatkit.threads import RequestContext
+from chatkit.types import ChatKitReq, ThreadsCreateReq, is_streaming_req
 from config.api import ApiError, error_response, json_object
 from licenses.models import License
 from licenses.selectors import REASON_MESSAGES, license_check, license_get_public, license_status_reason
@@ -64,16 +70,6 @@ def _error(exc: ChatKitError) -> JsonResponse:
     return error_response(exc.code, exc.message, exc.status_code)
 
 
-def _session_body(session: ChatKitSession) -> dict[str, Any]:
-    # Only what ChatKit needs: never the key, the workflow id or the upstream session object.
-    return {"client_secret": session.client_secret, "expires_at": session.expires_at}
-
-
-def _previous_secret(body: Any) -> str:
-    value = body.get("previous_client_secret") if isinstance(body, dict) else None
-    return value[:500] if isinstance(value, str) else ""
-
-
 def _own_origin(request: HttpRequest) -> str:
     return f"{request.scheme}://{request.get_host()}"
 
@@ -83,75 +79,29 @@ def _referer_origin(request: HttpRequest) -> str | None:
     return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else None
 
 
-# --- POST /api/chatkit/sessions -----------------------------------------------------------------
+# --- POST /api/chatkit/sessions and /api/chatkit/preview-sessions: hosted mode, retired ---------------
+
+
+def _hosted_retired() -> JsonResponse:
+    exc = chatkit_error("hosted_retired")
+    response = error_response(exc.code, exc.message, exc.status_code)
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @public_endpoint(methods=("POST",), key_from="", preflight_any_origin=True)
 def session_create(request: HttpRequest, license: None) -> HttpResponse:
-    """`{license, widget?, visitor_id, page_token?, previous_client_secret?}` → `{client_secret, expires_at}`.
-
-    The license key is in the body, so a CORS preflight cannot know the license: it is answered for
-    any well-formed Origin, and the POST itself decides (its answer carries
-    Access-Control-Allow-Origin only for the license's allowed domains).
-    """
-    try:
-        body = json_object(request, empty={})
-    except ApiError as exc:
-        return error_response(exc.code, exc.message, exc.status_code)
-    key = body.get("license") if isinstance(body.get("license"), str) else ""
-    widget_id = body.get("widget") if isinstance(body.get("widget"), str) else ""
-    previous = _previous_secret(body)
-    found = request.public_license = license_get_public(key=key)
-    try:
-        caller = session_caller_resolve(
-            origin=request_origin(request), own_origin=_own_origin(request), token=body.get("page_token"),
-            license_key=key, widget_id=widget_id,
-        )
-        # A refresh may continue a conversation uncounted, so only a new one needs quota up front
-        # (the exact check happens when a session is counted).
-        check = license_check(license=found, origin=caller.origin, quota=None if previous else "conversations")
-        if not check.ok:
-            raise ChatKitError(check.reason, check.message, check.http_status)
-        assert found is not None
-        visitor_id = visitor_id_clean(body.get("visitor_id"))
-        widget, config = chatkit_widget_published(license=found, public_id=widget_id or caller.widget_id)
-        session = chatkit_session_start(license=found, widget=widget, config=config, visitor_id=visitor_id,
-                                        previous_secret=previous)
-        response: HttpResponse = JsonResponse(_session_body(session))
-        response["Cache-Control"] = "no-store"
-    except ChatKitError as exc:
-        response = _error(exc)
-    return response
+    """Hosted Agent Builder sessions: OpenAI shut Agent Builder down on 2026-11-30. Answers 410
+    `hosted_retired` without calling OpenAI (the upstream's answer would only mislead)."""
+    return _hosted_retired()
 
 
-
-
-# --- POST /api/chatkit/preview-sessions (configurator) --------------------------------------------
-
-
-class PreviewSessionView(APIView):
-    """A session for the configurator preview: signed-in member of the widget's agency (any role),
-    the DRAFT config, CSRF-protected session auth, no Origin check, never counted as usage."""
-
-    @extend_schema(request=PreviewSessionRequestSerializer, responses=ChatKitSessionSerializer,
-                   summary="ChatKit session for the configurator preview (draft config, not counted)")
-    def post(self, request: Request) -> Response:
-        data = PreviewSessionRequestSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        public_id = data.validated_data["widget"]
-        widget, _membership = widget_get_for_user(user=request.user, public_id=public_id)
-        reason = license_status_reason(license=widget.license)
-        if reason != "ok":
-            raise ApiError(reason, REASON_MESSAGES[reason], status_code=403)
-        try:
-            config = chatkit_widget_draft(widget=widget)
-            session = chatkit_session_start(
-                license=widget.license, widget=widget, config=config, visitor_id=f"preview:{request.user.pk}",
-                preview=True, previous_secret=data.validated_data.get("previous_client_secret", ""),
-            )
-        except ChatKitError as exc:
-            raise ApiError(exc.code, exc.message, status_code=exc.status_code)
-        return Response(_session_body(session), headers={"Cache-Control": "no-store"})
+@csrf_exempt
+def preview_session_create(request: HttpRequest) -> HttpResponse:
+    """The configurator's hosted preview sessions: retired like the public ones."""
+    if request.method != "POST":
+        return error_response("method_not_allowed", "Use POST.", 405)
+    return _hosted_retired()
 
 
 # --- POST /api/chatkit/preview-options (configurator: live theme edits) ------------------------------
@@ -199,33 +149,32 @@ def _page(
     request: HttpRequest, *, license: License, widget: Widget, config: dict[str, Any], origin: str | None,
     preview: bool,
 ) -> HttpResponse:
-    mode = chatkit_mode(config)
     page: dict[str, Any] = {
-        "mode": mode,
         "preview": preview,
         "license": license.key,
         "widget": widget.public_id,
-        "visitor": request.GET.get("visitor", "")[:128],
         "autoColorScheme": chatkit_color_scheme_auto(config),
+        # Placeholder domain key: ChatKit checks none on localhost; production registers its host.
+        "domainKey": settings.CHATKIT_DOMAIN_KEY or "local-dev",
+        "loadTimeoutMs": settings.CHATKIT_LOAD_TIMEOUT_MS,
+        "scriptUrl": settings.CHATKIT_JS_URL,
     }
+    api_url = reverse("chatkit:server", kwargs={"license_key": license.key})
     if preview:
-        page["sessionUrl"] = reverse("chatkit:preview-sessions")
+        page["apiUrl"] = f"{api_url}?preview={widget.public_id}"
         page["optionsUrl"] = reverse("chatkit:preview-options")
         page["csrfToken"] = get_token(request)
     else:
         assert origin is not None
-        page["sessionUrl"] = reverse("chatkit:sessions")
+        page["apiUrl"] = api_url
         page["token"] = page_token_issue(license=license, widget=widget, origin=origin)
-    if mode == "server":
-        page["apiUrl"] = reverse("chatkit:server", kwargs={"license_key": license.key})
-        page["domainKey"] = settings.CHATKIT_DOMAIN_KEY
+        # A fresh signed visitor; the page keeps the first one it got (per license) and sends that.
+        page["visitorToken"] = visitor_token_issue(license=license)
     context = {
         "options": chatkit_options(config),
         "page": page,
         "problem": chatkit_setup_problem(widget=widget, config=config),
-        "legacy_note": preview and mode == "hosted",
-        "shutdown": AGENT_BUILDER_SHUTDOWN,
-        "chatkit_js_url": settings.CHATKIT_JS_URL,
+        "hosted": chatkit_mode(config) == "hosted",
         "lang": config["behaviour"]["locale"] or "en",
     }
     response = render(request, "chatkit/page.html", context)
@@ -282,11 +231,140 @@ def preview_page(request: HttpRequest, public_id: str) -> HttpResponse:
     return _page(request, license=widget.license, widget=widget, config=config, origin=None, preview=True)
 
 
-# --- POST /api/chatkit/<license_key>/ (our own ChatKit server: a later issue) -----------------------
+# --- POST /api/chatkit/<license_key>/: our own ChatKit server (ChatKit's `api.url`) -----------------
+
+SERVER = SwitchboardChatKitServer()
+_REQUEST = TypeAdapter(ChatKitReq)
+
+
+def _server_context(request: HttpRequest, license_key: str) -> RequestContext:
+    """Every check before a byte is read as ChatKit input: license + page token + Origin (fail closed),
+    the signed visitor, the widget (published, ChatKit, server mode, a key). Raises ChatKitError.
+
+    The ChatKit element runs in OUR iframe page, so calls come from our own origin with the page's
+    token, which names the embedding site (checked against the license again, so removing a domain
+    takes effect at once). The configurator preview (`?preview=<public_id>`) is a signed-in member
+    of the widget's agency with CSRF, against the draft config, never counted."""
+    license = license_get_public(key=license_key)
+    own = _own_origin(request)
+    if not same_origin(request_origin(request), own):
+        check = license_check(license=license, origin=request_origin(request))
+        raise ChatKitError(check.reason if not check.ok else "wrong_origin",
+                           check.message if not check.ok else "Call this endpoint from the ChatKit page.", 403)
+    preview_id = request.GET.get("preview", "")
+    if preview_id:
+        return _preview_context(request, license_key=license_key, public_id=preview_id)
+    caller = session_caller_resolve(origin=request_origin(request), own_origin=own,
+                                    token=request.headers.get("X-Switchboard-Page-Token"), license_key=license_key,
+                                    widget_id="")
+    check = license_check(license=license, origin=caller.origin)
+    if not check.ok:
+        raise ChatKitError(check.reason, check.message, check.http_status)
+    assert license is not None
+    visitor = visitor_token_read(license=license, token=request.headers.get("X-Switchboard-Visitor"))
+    if visitor is None:
+        raise ChatKitError("visitor_invalid", "The visitor id is missing or invalid; reload the page.", 403)
+    widget, config = chatkit_widget_published(license=license, public_id=caller.widget_id)
+    return _context(license=license, widget=widget, config=config, owner=chatkit_user_id(license=license,
+                                                                                        visitor_id=visitor))
+
+
+def _preview_context(request: HttpRequest, *, license_key: str, public_id: str) -> RequestContext:
+    if not request.user.is_authenticated:
+        raise ChatKitError("not_authenticated", "Sign in to preview this widget.", 403)
+    reason = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})
+    if reason is not None:
+        raise ChatKitError("csrf_failed", "The preview's CSRF token is missing or wrong; reload the page.", 403)
+    try:
+        widget, _membership = widget_get_for_user(user=request.user, public_id=public_id[:40])
+    except Http404:
+        raise ChatKitError("widget_not_found", "No such widget.", 404)
+    if widget.license.key != license_key:
+        raise ChatKitError("widget_not_found", "No such widget.", 404)
+    reason = license_status_reason(license=widget.license)
+    if reason != "ok":
+        raise ChatKitError(reason, REASON_MESSAGES[reason], 403)
+    config = chatkit_widget_draft(widget=widget)
+    owner = chatkit_user_id(license=widget.license, visitor_id=f"preview:{request.user.pk}")
+    return _context(license=widget.license, widget=widget, config=config, owner=owner, preview=True)
+
+
+def _context(*, license: License, widget: Widget, config: dict[str, Any], owner: str,
+             preview: bool = False) -> RequestContext:
+    if chatkit_mode(config) == "hosted":
+        raise chatkit_error("hosted_retired")
+    api_key = chatkit_api_key(widget)
+    if not api_key:
+        raise chatkit_error("not_configured")
+    return RequestContext(license=license, widget=widget, config=config, owner=owner, api_key=api_key,
+                          model=chatkit_model(config), preview=preview)
+
+
+def _params_ids(req: Any) -> tuple[str, str]:
+    """The (thread id, item id) a request names, if any: checked before anything streams."""
+    params = getattr(req, "params", None)
+    thread_id = getattr(params, "thread_id", "") or ""
+    item_id = getattr(params, "item_id", "") or ""
+    return thread_id, item_id
 
 
 @csrf_exempt
-def server(request: HttpRequest, license_key: str) -> HttpResponse:
-    return error_response(
-        "not_implemented", "The Switchboard ChatKit server is not available yet; use hosted mode for now.", 501
-    )
+async def server(request: HttpRequest, license_key: str) -> HttpResponse:
+    """ChatKit's `api.url`: one JSON request, answered with SSE (streaming ops) or JSON.
+
+    Refusals are JSON errors before anything streams: 403 origin/token/visitor, 404 unknown or
+    foreign thread (never another visitor's), 400 malformed body, 410 hosted widget, 429 rate or
+    monthly cap. Served under ASGI (Daphne): a visitor's wait on OpenAI holds no thread or DB
+    connection."""
+    if request.method != "POST":
+        response = error_response("method_not_allowed", "Use POST.", 405)
+        response["Allow"] = "POST"
+        return response
+    try:
+        context = await sync_to_async(_server_context)(request, license_key)
+        try:
+            # The shared body rule (size, Content-Type, UTF-8, no NUL or lone surrogates, depth), then
+            # the ChatKit request shape.
+            data = json_object(request, max_bytes=settings.CHATKIT_MAX_BODY_BYTES)
+        except ApiError as exc:
+            raise ChatKitError(exc.code, exc.message, exc.status_code)
+        body = request.body
+        try:
+            req = _REQUEST.validate_python(data)
+        except ValidationError:
+            raise ChatKitError("invalid_request", "Send one ChatKit request as JSON.", 400)
+        generates = is_streaming_req(req)
+        wait = await sync_to_async(chatkit_rate_check)(license=context.license, owner=context.owner,
+                                                        generates=generates)
+        if wait:
+            response = error_response("rate_limited", "Too many messages; wait a moment and try again.", 429)
+            response["Retry-After"] = str(wait)
+            return response
+        params = getattr(req, "params", None)
+        if getattr(getattr(params, "input", None), "attachments", None):
+            raise ChatKitError("attachments_disabled", "Attachments are not available in this chat.", 400)
+        thread_id, item_id = _params_ids(req)
+        try:
+            if thread_id:
+                await SERVER.store.load_thread(thread_id, context)
+                if item_id:
+                    await SERVER.store.load_item(thread_id, item_id, context)
+            if isinstance(req, ThreadsCreateReq) and not context.preview:
+                await sync_to_async(chatkit_thread_reserve)(license=context.license)
+                context.reserved_thread = True
+            result = await SERVER.process(body, context)
+        except NotFoundError:
+            raise ChatKitError("not_found", "No such conversation.", 404)
+        except ValidationError:
+            raise ChatKitError("invalid_request", "Send one ChatKit request as JSON.", 400)
+    except ChatKitError as exc:
+        response = _error(exc)
+        response["Cache-Control"] = "no-store"
+        return response
+    if isinstance(result, StreamingResult):
+        response = StreamingHttpResponse(result, content_type="text/event-stream")
+        response["X-Accel-Buffering"] = "no"  # nginx and friends must not buffer the stream
+    else:
+        response = HttpResponse(result.json, content_type="application/json")
+    response["Cache-Control"] = "no-store"
+    return response

@@ -248,27 +248,53 @@ LIVEKIT_URL = env_str("LIVEKIT_URL")
 LIVEKIT_API_KEY = env_str("LIVEKIT_API_KEY")
 LIVEKIT_API_SECRET = env_str("LIVEKIT_API_SECRET")
 
-# Realtime models and prices (USD per 1M tokens) are settings, not code.
-REALTIME_DEFAULT_MODEL = env_str("REALTIME_DEFAULT_MODEL", "gpt-realtime")
+# Realtime models and prices (USD per 1M tokens) are settings, not code. The keys of REALTIME_PRICES
+# are the ONE list of voice models the configurator offers and the config accepts. gpt-realtime and
+# gpt-realtime-mini shut down on 2027-01-20 (openai 3.54.0 marks them deprecated); these are current.
+REALTIME_DEFAULT_MODEL = env_str("REALTIME_DEFAULT_MODEL", "gpt-realtime-1.5")
 REALTIME_PRICES = {
-    "gpt-realtime": {"text_in": 4.0, "text_in_cached": 0.4, "text_out": 16.0, "audio_in": 32.0,
-                     "audio_in_cached": 0.4, "audio_out": 64.0},
-    "gpt-realtime-mini": {"text_in": 0.6, "text_in_cached": 0.06, "text_out": 2.4, "audio_in": 10.0,
-                          "audio_in_cached": 0.3, "audio_out": 20.0},
+    "gpt-realtime-1.5": {"text_in": 4.0, "text_in_cached": 0.4, "text_out": 16.0, "audio_in": 32.0,
+                         "audio_in_cached": 0.4, "audio_out": 64.0},
+    "gpt-realtime-2.1": {"text_in": 4.0, "text_in_cached": 0.4, "text_out": 24.0, "audio_in": 32.0,
+                         "audio_in_cached": 0.4, "audio_out": 64.0},
+    "gpt-realtime-2.1-mini": {"text_in": 0.6, "text_in_cached": 0.06, "text_out": 2.4, "audio_in": 10.0,
+                              "audio_in_cached": 0.3, "audio_out": 20.0},
 }
 REALTIME_MAX_SESSIONS_PER_PROCESS = env_int("REALTIME_MAX_SESSIONS_PER_PROCESS", 100, minimum=1)
 # Platform ceiling over a widget's voice.max_session_seconds.
 REALTIME_MAX_SESSION_SECONDS = env_int("REALTIME_MAX_SESSION_SECONDS", 3600, minimum=30)
-CHATKIT_DEFAULT_MODEL = env_str("CHATKIT_DEFAULT_MODEL", "gpt-4.1-mini")
-# ChatKit hosted-workflow sessions (chatkit/client.py). A license may override the two session
-# values with limits["chatkit_session_seconds"] / limits["chatkit_max_requests_per_minute"].
-CHATKIT_SESSION_SECONDS = env_int("CHATKIT_SESSION_SECONDS", 600, minimum=60)
-CHATKIT_MAX_REQUESTS_PER_MINUTE = env_int("CHATKIT_MAX_REQUESTS_PER_MINUTE", 30, minimum=1)
-# A refresh that presents the conversation's current client secret continues it uncounted, this often.
-CHATKIT_MAX_REFRESHES = env_int("CHATKIT_MAX_REFRESHES", 24, minimum=0)
+# ChatKit server mode (Agents SDK over the Responses API). The keys of CHATKIT_MODELS are the ONE list
+# of ChatKit models the configurator offers and the config accepts; values are list prices in USD
+# per 1M tokens (input, cached input, output) for the estimated cost of each conversation.
+# gpt-4.1-mini shuts down on 2027-01-14 (its named replacement is gpt-6-luna).
+CHATKIT_MODELS = {
+    "gpt-6-luna": {"input": 0.10, "input_cached": 0.01, "output": 0.50},
+    "gpt-6-sol": {"input": 2.00, "input_cached": 0.20, "output": 10.00},
+    "gpt-6-astra": {"input": 10.00, "input_cached": 1.00, "output": 50.00},
+    "gpt-5.6-luna": {"input": 0.20, "input_cached": 0.02, "output": 1.20},
+    "gpt-5.6-terra": {"input": 2.00, "input_cached": 0.20, "output": 12.00},
+}
+CHATKIT_DEFAULT_MODEL = env_str("CHATKIT_DEFAULT_MODEL", "gpt-6-luna")
+if CHATKIT_DEFAULT_MODEL not in CHATKIT_MODELS:
+    raise ImproperlyConfigured(f"CHATKIT_DEFAULT_MODEL must be one of {', '.join(CHATKIT_MODELS)}.")
+if REALTIME_DEFAULT_MODEL not in REALTIME_PRICES:
+    raise ImproperlyConfigured(f"REALTIME_DEFAULT_MODEL must be one of {', '.join(REALTIME_PRICES)}.")
+# Reasoning effort sent with every ChatKit run ("" sends none): a chat widget wants answers fast.
+CHATKIT_REASONING_EFFORT = env_str("CHATKIT_REASONING_EFFORT", "low")
+# Thread items fed back to the model per turn (newest first, then reversed), and tool rounds per turn.
+CHATKIT_HISTORY_ITEMS = env_int("CHATKIT_HISTORY_ITEMS", 20, minimum=2)
+CHATKIT_MAX_TURNS = env_int("CHATKIT_MAX_TURNS", 6, minimum=1)
+# Public endpoint limits: model calls per visitor and per license per minute, all requests per visitor.
+CHATKIT_VISITOR_RATE_PER_MINUTE = env_int("CHATKIT_VISITOR_RATE_PER_MINUTE", 20, minimum=1)
+CHATKIT_LICENSE_RATE_PER_MINUTE = env_int("CHATKIT_LICENSE_RATE_PER_MINUTE", 600, minimum=1)
+CHATKIT_READ_RATE_PER_MINUTE = env_int("CHATKIT_READ_RATE_PER_MINUTE", 120, minimum=1)
+CHATKIT_MAX_BODY_BYTES = env_int("CHATKIT_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
+# The ChatKit page says in words that the chat could not load when the CDN script has not come by then.
+CHATKIT_LOAD_TIMEOUT_MS = env_int("CHATKIT_LOAD_TIMEOUT_MS", 8000, minimum=1000)
 CHATKIT_CONNECT_TIMEOUT = env_float("CHATKIT_CONNECT_TIMEOUT", 5.0)
-CHATKIT_TIMEOUT = env_float("CHATKIT_TIMEOUT", 15.0)
-# How long the signed page token of /widget/chatkit/<key> lets that page mint sessions.
+# Seconds to connect to OpenAI, and the longest silence inside a streamed answer.
+CHATKIT_TIMEOUT = env_float("CHATKIT_TIMEOUT", 30.0)
+# How long the signed page token of /widget/chatkit/<key> lets that page talk to our ChatKit server.
 CHATKIT_PAGE_TOKEN_SECONDS = env_int("CHATKIT_PAGE_TOKEN_SECONDS", 6 * 3600, minimum=60)
 CHATKIT_JS_URL = env_str("CHATKIT_JS_URL", "https://cdn.platform.openai.com/deployments/chatkit/chatkit.js")
 # Public domain key of OUR domain on OpenAI's ChatKit domain allowlist (server mode `api.domainKey`).

@@ -13,7 +13,7 @@ from django.conf import settings
 
 from widgets.config_schema import DEFAULT_CONFIG, deep_merge
 from widgets.models import Widget
-from widgets.tools import tools_enabled
+from widgets.tools import tools_enabled, tools_guidance
 
 SAMPLE_RATE = 24000
 AUDIO_FORMAT = {"type": "audio/pcm", "rate": SAMPLE_RATE}
@@ -25,13 +25,7 @@ def session_instructions(*, voice: dict[str, Any], config: dict[str, Any]) -> st
     facts = voice.get("business_facts", "").strip()
     if facts:
         parts.append("Business facts (authoritative; prefer them over anything else):\n" + facts)
-    tools = tools_enabled(config)
-    if tools:
-        parts.append("Tools:\n" + "\n".join(f"- {t.guidance}" for t in tools))
-        parts.append(
-            "When a tool shows something on the visitor's screen (products, a form, a link, a video), say one short "
-            "sentence about it instead of reading it all out."
-        )
+    parts.append(tools_guidance(tools_enabled(config)))
     parts.append("You are speaking out loud: keep answers short and natural, no lists, no markdown, no URLs.")
     return "\n\n".join(p for p in parts if p)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from django.conf import settings
 from jsonschema import Draft202012Validator
 
 from widgets.widget_strings import STRING_KEYS, strings_resolve
@@ -69,7 +70,7 @@ CONFIG_SCHEMA: dict[str, Any] = _obj(
                         "workflow_id": {"type": "string", "maxLength": 200, "pattern": r"^(wf_[A-Za-z0-9_-]+)?$",
                                         "description": "An Agent Builder workflow id (wf_…), or empty."},
                         "workflow_version": _str(50),
-                        "model": _str(100, pattern=r"^[A-Za-z0-9._:-]*$"),
+                        "model": _enum("", *settings.CHATKIT_MODELS),
                         "instructions": _str(20000),
                     }
                 ),
@@ -138,7 +139,7 @@ CONFIG_SCHEMA: dict[str, Any] = _obj(
             {
                 "enabled": _BOOL,
                 "transport": _enum("relay", "webrtc"),
-                "model": _str(100, pattern=r"^[A-Za-z0-9._:-]*$"),
+                "model": _enum("", *settings.REALTIME_PRICES),
                 "voice": _enum(*VOICES),
                 "speed": _num(0.25, 1.5),
                 "instructions": _str(20000),
@@ -154,7 +155,6 @@ CONFIG_SCHEMA: dict[str, Any] = _obj(
                         "eagerness": _enum("low", "medium", "high", "auto"),
                     }
                 ),
-                "tools": _obj(dict.fromkeys(TOOL_NAMES, _BOOL)),
                 "max_output_tokens": _int(1, 4096),
                 "max_session_seconds": _int(30, 3600),
                 "consent_required": _BOOL,
@@ -163,6 +163,10 @@ CONFIG_SCHEMA: dict[str, Any] = _obj(
         ),
         "tools": _obj(
             {
+                # The ONE enable list of the server-side tools (widgets/tools.py), for every agent
+                # channel: voice and ChatKit. Configs saved before it lived here kept it in voice.tools
+                # (config_upgrade moves it).
+                "enabled": _obj(dict.fromkeys(TOOL_NAMES, _BOOL)),
                 "booking_url": _URL_OR_EMPTY,
                 "demo_clips": {
                     "type": "array",
@@ -239,13 +243,15 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "noise_reduction": "near_field",
         "turn_detection": {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
                            "silence_duration_ms": 500, "eagerness": "auto"},
-        "tools": {name: name in ("search_knowledge", "search_products") for name in TOOL_NAMES},
         "max_output_tokens": 1024,
         "max_session_seconds": 900,
         "consent_required": False,
         "consent_text": "This call is processed by an AI assistant and may be transcribed.",
     },
-    "tools": {"booking_url": "", "demo_clips": [], "trade_in_devices": []},
+    "tools": {
+        "enabled": {name: name in ("search_knowledge", "search_products") for name in TOOL_NAMES},
+        "booking_url": "", "demo_clips": [], "trade_in_devices": [],
+    },
 }
 
 _VALIDATOR = Draft202012Validator(CONFIG_SCHEMA)
@@ -320,10 +326,32 @@ def config_errors(config: Any) -> dict[str, list[str]]:
     return errors
 
 
+def config_upgrade(config: Any) -> Any:
+    """A config in the current shape; older shapes are moved, never dropped (a copy when it changes).
+
+    - The tool switches lived in `voice.tools` while only voice had tools; they are `tools.enabled`
+      now, one list for voice and ChatKit (what `voice.tools` says wins over `tools.enabled`).
+    """
+    if not isinstance(config, dict):
+        return config
+    voice = config.get("voice")
+    if not isinstance(voice, dict) or "tools" not in voice:
+        return config
+    config = copy.deepcopy(config)
+    legacy = config["voice"].pop("tools")
+    tools = config.get("tools") if isinstance(config.get("tools"), dict) else {}
+    enabled = tools.get("enabled") if isinstance(tools.get("enabled"), dict) else {}
+    if isinstance(legacy, dict):
+        enabled = {**enabled, **legacy}
+    config["tools"] = {**tools, "enabled": enabled}
+    return config
+
+
 def config_normalize(config: dict[str, Any] | None, *, base: dict[str, Any] | None = None) -> dict[str, Any]:
     """Defaults + `base` (the current draft) + `config`, validated. Raises ConfigError with field paths."""
     if config is not None and not isinstance(config, dict):
         raise ConfigError({"config": ["Must be an object."]})
+    config, base = config_upgrade(config), config_upgrade(base)
     errors = config_errors(config or {})
     if errors:
         raise ConfigError(errors)

@@ -1,4 +1,4 @@
-"""Server-side tools shared by every agent channel (voice relay, WebRTC tool endpoint, ChatKit later).
+"""Server-side tools shared by every agent channel (voice relay, WebRTC tool endpoint, ChatKit server).
 
 A tool has a name, a description, JSON-schema parameters, a line of guidance for the model's
 instructions, and a handler `(widget, conversation, args) -> ToolResult`. The handler only ever
@@ -28,6 +28,7 @@ from jsonschema import Draft202012Validator
 
 from config.api import ApiError, json_check, json_loads
 from widgets import ui_events
+from widgets.config_schema import config_upgrade
 from widgets.models import Conversation, KnowledgeEntry, Product, Widget
 
 logger = logging.getLogger(__name__)
@@ -301,9 +302,20 @@ _VALIDATORS = {name: Draft202012Validator(tool.parameters) for name, tool in TOO
 
 
 def tools_enabled(config: dict[str, Any]) -> list[Tool]:
-    """The tools the config's voice section turns on, in registry order."""
-    switches = (config.get("voice") or {}).get("tools") or {}
+    """The tools the config turns on (`tools.enabled`, one list for voice and ChatKit), in registry order."""
+    switches = (config_upgrade(config).get("tools") or {}).get("enabled") or {}
     return [tool for name, tool in TOOLS.items() if switches.get(name)]
+
+
+def tools_guidance(tools: list[Tool]) -> str:
+    """The instructions paragraph on when to use each tool: the same words for every agent channel."""
+    if not tools:
+        return ""
+    return (
+        "Tools:\n" + "\n".join(f"- {t.guidance}" for t in tools) + "\n\n"
+        "When a tool shows something on the visitor's screen (products, a form, a link, a video), say one short "
+        "sentence about it instead of reading it all out."
+    )
 
 
 def tool_run(

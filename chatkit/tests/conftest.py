@@ -1,4 +1,5 @@
-"""ChatKit fixtures: the fake OpenAI server, hosted-mode ChatKit widgets, a session poster."""
+"""ChatKit fixtures: the fake OpenAI server, server-mode (and retired hosted-mode) ChatKit widgets,
+and `ChatKitVisitor`, which calls our ChatKit server the way the iframe page does."""
 
 from __future__ import annotations
 
@@ -25,6 +26,22 @@ HOSTED_CONFIG = {
     "behaviour": {"greeting": "Welcome to the shop!", "starter_prompts": ["Phones under $500?", "Trade-ins?"],
                   "placeholder": "Ask the shop…", "file_uploads": True, "history": False, "locale": "de-DE"},
 }
+
+
+SERVER_CONFIG = {
+    "connection": {"provider": "chatkit", "chatkit": {
+        "mode": "server", "model": "gpt-6-sol",
+        "instructions": "You are the assistant of Demo Shop. Be brief."}},
+    "appearance": HOSTED_CONFIG["appearance"],
+    "behaviour": {**HOSTED_CONFIG["behaviour"], "history": True},
+    "voice": {"business_facts": "Open Monday to Friday, 9 to 5."},
+    "tools": {"enabled": {"search_knowledge": True, "search_products": True, "start_trade_in": True,
+                          "get_demo_clip": True, "create_meeting_link": True, "log_lead": True},
+              "booking_url": "https://cal.example.com/demo-shop", "trade_in_devices": ["iPhone 12", "Pixel 7"],
+              "demo_clips": [{"topic": "trade-ins", "title": "How trade-ins work",
+                              "url": "https://videos.example.com/trade-ins.mp4"}]},
+}
+OWN_ORIGIN = "http://testserver"
 
 
 @pytest.fixture(scope="session")
@@ -54,9 +71,78 @@ def make_chatkit_widget(*, license, user, config=None, secrets=None, publish=Tru
 
 
 @pytest.fixture
-def chatkit_widget(license_a, owner):
-    """A published hosted-mode ChatKit widget of agency A with the tenant's own OpenAI key."""
+def hosted_widget(license_a, owner):
+    """A published hosted-mode (retired) ChatKit widget of agency A with the tenant's own OpenAI key."""
     return make_chatkit_widget(license=license_a, user=owner)
+
+
+@pytest.fixture
+def chatkit_widget(license_a, owner):
+    """A published server-mode ChatKit widget of agency A with the tenant's own OpenAI key, products
+    and knowledge."""
+    from widgets.models import KnowledgeEntry, Product
+
+    widget = make_chatkit_widget(license=license_a, user=owner, config=SERVER_CONFIG)
+    Product.objects.create(widget=widget, sku="P7", title="Pixel 7", price="399.00", currency="USD",
+                           image_url="https://img.example.com/p7.png", url="https://shop.example.com/p7")
+    Product.objects.create(widget=widget, sku="IP12", title="iPhone 12 phone", price="449.00", currency="USD",
+                           url="https://shop.example.com/ip12", in_stock=False)
+    KnowledgeEntry.objects.create(widget=widget, question="Opening hours", answer="We open 9 to 5.", tags="hours")
+    return widget
+
+
+class ChatKitVisitor:
+    """One visitor's browser on the ChatKit page: the page token (for `origin`) and a signed visitor id,
+    sent to POST /api/chatkit/<key>/ from our own origin, as templates/chatkit/page.html does."""
+
+    def __init__(self, widget, *, origin: str = ALLOWED, visitor_token: str | None = None):
+        from chatkit.services import page_token_issue, visitor_token_issue
+
+        self.widget = widget
+        self.url = f"/api/chatkit/{widget.license.key}/"
+        self.headers = {
+            "Origin": OWN_ORIGIN,
+            "X-Switchboard-Page-Token": page_token_issue(license=widget.license, widget=widget, origin=origin),
+            "X-Switchboard-Visitor": visitor_token or visitor_token_issue(license=widget.license),
+        }
+
+    async def apost(self, body, **headers):
+        from django.test import AsyncClient
+
+        data = body if isinstance(body, str | bytes) else json.dumps(body)
+        return await AsyncClient().post(self.url, data=data, content_type="application/json",
+                                        headers={**self.headers, **headers})
+
+    async def acall(self, body, **headers):
+        """(response, events): the SSE `data:` events decoded, or the JSON body as the one event."""
+        response = await self.apost(body, **headers)
+        if response.streaming:
+            raw = b"".join([chunk async for chunk in response.streaming_content])
+            events = [json.loads(line[6:]) for line in raw.split(b"\n\n") if line.startswith(b"data: ")]
+            return response, events
+        return response, [json.loads(response.content)] if response.content else []
+
+    def call(self, body, **headers):
+        from asgiref.sync import async_to_sync
+
+        return async_to_sync(self.acall)(body, **headers)
+
+    def send(self, text: str, thread_id: str | None = None):
+        """A user message: a new thread, or one more turn of `thread_id`."""
+        content = {"input": {"content": [{"type": "input_text", "text": text}], "attachments": [],
+                             "inference_options": {}}}
+        if thread_id is None:
+            return self.call({"type": "threads.create", "params": content})
+        return self.call({"type": "threads.add_user_message", "params": {"thread_id": thread_id, **content}})
+
+
+def thread_id_of(events) -> str:
+    return next(e["thread"]["id"] for e in events if e["type"] == "thread.created")
+
+
+@pytest.fixture
+def visitor(chatkit_widget, fake_openai):
+    return ChatKitVisitor(chatkit_widget)
 
 
 @pytest.fixture

@@ -1,8 +1,18 @@
-"""A fake OpenAI HTTP server for ChatKit sessions: real HTTP on 127.0.0.1, a free port, a thread.
+"""A fake OpenAI HTTP server: real HTTP on 127.0.0.1, a free port, a thread.
 
-It records every request (method, path, headers, JSON body) and answers per `mode`:
-ok (200 with a chatkit.session object), 401, 404, 429, 500, or slow (sleeps `delay` first).
-Used by the tests (fixture `fake_openai`) and by bench/chatkit_sessions.py.
+`POST /v1/responses` (what the Agents SDK calls for our ChatKit server) streams the Responses API
+SSE events the SDK consumes: `event: <type>` + `data: <json>` frames with `type` and
+`sequence_number`, a unique `msg_` id per answer, usage in `response.completed`. A turn is either a
+function call (when a queued step or a trigger word in the last user message asks for one and the
+input holds no `function_call_output` yet) or a text answer streamed in `chunks` deltas,
+`chunk_delay` apart.
+
+`POST /v1/chatkit/sessions` (hosted Agent Builder sessions, retired) still answers as OpenAI did, so
+a test can prove that nothing calls it any more.
+
+Every request is recorded (method, path, headers, JSON body); `mode` makes it answer
+ok, 401, 404, 429, 500 or slow (sleeps `delay` first). Used by the tests (fixture `fake_openai`) and
+by bench/chatkit_server.py.
 """
 
 from __future__ import annotations
@@ -16,6 +26,18 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+ERROR_BODIES_RESPONSES = {
+    401: {"error": {"message": "Incorrect API key provided: sk-tena****1234.", "type": "invalid_request_error",
+                    "param": None, "code": "invalid_api_key"}},
+    404: {"error": {"message": "The model `gpt-x` does not exist or you do not have access to it.",
+                    "type": "invalid_request_error", "param": None, "code": "model_not_found"}},
+    429: {"error": {"message": "Rate limit reached for requests.", "type": "requests", "param": None,
+                    "code": "rate_limit_exceeded"}},
+    500: {"error": {"message": "The server had an error while processing your request.", "type": "server_error",
+                    "param": None, "code": None}},
+}
+USAGE = {"input_tokens": 50, "input_tokens_details": {"cached_tokens": 10}, "output_tokens": 7,
+         "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 57}
 ERROR_BODIES = {
     401: {"error": {"message": "Incorrect API key provided: sk-tena****1234.", "type": "invalid_request_error",
                     "code": "invalid_api_key"}},
@@ -42,6 +64,17 @@ class FakeOpenAI:
     issued: list[str] = field(default_factory=list)  # client secrets handed out
     generation: int = 0  # bumped by reset(): a slow answer from an earlier test must not count in this one
     server: ThreadingHTTPServer | None = None
+    # /v1/responses behaviour
+    steps: list[dict[str, Any]] = field(default_factory=list)  # {"text": ...} or {"call": name, "arguments": {}}
+    triggers: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # word -> (tool, arguments)
+    reply: str = "Hello! How can I help you today?"
+    chunks: int = 3
+    chunk_delay: float = 0.0
+    message_ids: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def responses(self) -> list[Recorded]:
+        return [r for r in list(self.requests) if r.path == "/v1/responses"]
 
     @property
     def base_url(self) -> str:
@@ -76,6 +109,12 @@ class FakeOpenAI:
                                               body))
                 if mode == "slow" or delay:
                     time.sleep(delay or 2.0)
+                if self.path == "/v1/responses":
+                    status = {"401": 401, "404": 404, "429": 429, "500": 500}.get(mode, 200)
+                    if status != 200:
+                        return self._send(status, ERROR_BODIES_RESPONSES[status])
+                    return self._stream(fake._turn(body if isinstance(body, dict) else {}),
+                                        body if isinstance(body, dict) else {})
                 if self.path != "/v1/chatkit/sessions":
                     return self._send(404, {"error": {"message": "Unknown path", "type": "invalid_request_error"}})
                 status = {"401": 401, "404": 404, "429": 429, "500": 500}.get(mode, 200)
@@ -98,6 +137,22 @@ class FakeOpenAI:
                     "workflow": {"id": (body or {}).get("workflow", {}).get("id"), "version": None},
                 })
 
+            def _stream(self, step: dict[str, Any], body: dict[str, Any]) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-cache")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                try:
+                    for frame in fake._events(step, body):
+                        self.wfile.write(frame)
+                        self.wfile.flush()
+                        if frame.startswith(b"event: response.output_text.delta") and fake.chunk_delay:
+                            time.sleep(fake.chunk_delay)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client went away (a visitor who closed the tab)
+
             def _send(self, status: int, data: dict[str, Any]) -> None:
                 payload = json.dumps(data).encode()
                 self.send_response(status)
@@ -112,6 +167,67 @@ class FakeOpenAI:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
+    # --- the Responses API ---------------------------------------------------------------------
+
+    def _turn(self, body: dict[str, Any]) -> dict[str, Any]:
+        items = body.get("input") if isinstance(body.get("input"), list) else []
+        answered = any(isinstance(i, dict) and i.get("type") == "function_call_output" for i in items)
+        with self.lock:
+            if self.steps:
+                return self.steps.pop(0)
+        if not answered:
+            text = _last_user_text(items).lower()
+            for word, (tool, arguments) in self.triggers.items():
+                if word in text:
+                    return {"call": tool, "arguments": arguments}
+        return {"text": self.reply}
+
+    def _events(self, step: dict[str, Any], body: dict[str, Any]):
+        seq = iter(range(10_000))
+        response_id = "resp_" + secrets.token_hex(12)
+        model = body.get("model") or "gpt-x"
+
+        def frame(kind: str, **data: Any) -> bytes:
+            payload = {"type": kind, "sequence_number": next(seq), **data}
+            return f"event: {kind}\ndata: {json.dumps(payload)}\n\n".encode()
+
+        def response(status: str, output: list[Any], usage: Any = None) -> dict[str, Any]:
+            return {"id": response_id, "object": "response", "created_at": int(time.time()), "status": status,
+                    "model": model, "output": output, "parallel_tool_calls": True, "tool_choice": "auto",
+                    "tools": [], "usage": usage}
+
+        yield frame("response.created", response=response("in_progress", []))
+        if "call" in step:
+            arguments = json.dumps(step.get("arguments") or {})
+            call_id = "call_" + secrets.token_hex(8)
+            item = {"type": "function_call", "id": "fc_" + secrets.token_hex(8), "call_id": call_id,
+                    "name": step["call"], "arguments": "", "status": "in_progress"}
+            yield frame("response.output_item.added", output_index=0, item=item)
+            yield frame("response.function_call_arguments.delta", item_id=item["id"], output_index=0, delta=arguments)
+            yield frame("response.function_call_arguments.done", item_id=item["id"], output_index=0,
+                        name=step["call"], arguments=arguments)
+            done = {**item, "arguments": arguments, "status": "completed"}
+            yield frame("response.output_item.done", output_index=0, item=done)
+            yield frame("response.completed", response=response("completed", [done], USAGE))
+            return
+        text = step["text"]
+        message_id = "msg_" + secrets.token_hex(12)
+        with self.lock:
+            self.message_ids.append(message_id)
+        ids = {"item_id": message_id, "output_index": 0, "content_index": 0}
+        message = {"type": "message", "id": message_id, "role": "assistant", "status": "in_progress", "content": []}
+        yield frame("response.output_item.added", output_index=0, item=message)
+        yield frame("response.content_part.added", **ids, part={"type": "output_text", "text": "", "annotations": []})
+        size = max(1, -(-len(text) // max(1, self.chunks)))
+        for start in range(0, len(text), size):
+            yield frame("response.output_text.delta", **ids, delta=text[start:start + size], logprobs=[])
+        yield frame("response.output_text.done", **ids, text=text, logprobs=[])
+        part = {"type": "output_text", "text": text, "annotations": []}
+        yield frame("response.content_part.done", **ids, part=part)
+        done = {**message, "status": "completed", "content": [part]}
+        yield frame("response.output_item.done", output_index=0, item=done)
+        yield frame("response.completed", response=response("completed", [done], USAGE))
+
     def stop(self) -> None:
         if self.server is not None:
             self.server.shutdown()
@@ -122,3 +238,18 @@ class FakeOpenAI:
         self.mode, self.delay = mode, delay
         self.requests.clear()
         self.issued.clear()
+        self.steps.clear()
+        self.triggers.clear()
+        self.message_ids.clear()
+        self.reply, self.chunks, self.chunk_delay = "Hello! How can I help you today?", 3, 0.0
+
+
+def _last_user_text(items: list[Any]) -> str:
+    for item in reversed(items):
+        if isinstance(item, dict) and item.get("role") == "user":
+            content = item.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return " ".join(str(c.get("text", "")) for c in content if isinstance(c, dict))
+    return ""

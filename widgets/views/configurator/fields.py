@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
+
 from widgets.config_schema import CONFIG_SCHEMA, DEFAULT_CONFIG, TOOL_NAMES
 from widgets.widget_strings import LOCALES, STRING_KEYS, STRINGS
 
@@ -30,7 +32,8 @@ def value_at(config: dict[str, Any], path: str) -> Any:
 
 
 LABELS = {
-    "hosted": "Hosted workflow (LEGACY)",
+    "": "Platform default",
+    "hosted": "Hosted workflow (retired by OpenAI)",
     "server": "ChatKit server (recommended)",
     "bottom-right": "Bottom right", "bottom-left": "Bottom left",
     "popup": "Popup", "inline": "Inline", "fullpage": "Full page",
@@ -151,9 +154,11 @@ def sections() -> list[Section]:
                         show_if="connection.chatkit.mode=hosted"),
                 control("connection.chatkit.workflow_version", "Workflow version", placeholder="latest",
                         show_if="connection.chatkit.mode=hosted"),
-                control("connection.chatkit.model", "Model", placeholder="gpt-4.1-mini",
-                        show_if="connection.chatkit.mode=server", help="Empty uses the platform default."),
-                control("connection.chatkit.instructions", "Instructions", show_if="connection.chatkit.mode=server"),
+                control("connection.chatkit.model", "Model", show_if="connection.chatkit.mode=server",
+                        help=f"Platform default: {settings.CHATKIT_DEFAULT_MODEL}."),
+                control("connection.chatkit.instructions", "Instructions", show_if="connection.chatkit.mode=server",
+                        help="What the assistant is for and how it speaks. The enabled tools and the business "
+                             "facts (Tools, Voice) are added to it."),
             ]),
         ]),
         Section("appearance", "Appearance", [
@@ -189,9 +194,19 @@ def sections() -> list[Section]:
                 control("behaviour.load_previous_session", "Load previous session"),
             ]),
         ]),
+        Section("tools", "Tools", [
+            Group("Tools the assistant may use", note="One list for ChatKit and voice: the assistant runs these on "
+                  "the server with this widget's knowledge, products and leads.", controls=[
+                      control(f"tools.enabled.{name}", name.replace("_", " ").capitalize()) for name in TOOL_NAMES
+                  ] + [control("tools.booking_url", "Booking URL", placeholder="https://cal.example.com/…",
+                               help="Used by the meeting-link tool."),
+                       control("tools.trade_in_devices", "Trade-in devices", help="One per line: the trade-in "
+                               "form's device choices.")]),
+        ]),
         Section("voice", "Voice", [
             Group("Voice assistant", [
                 control("voice.enabled", "Enable voice", help="Adds a mic button to the widget."),
+                control("voice.model", "Model", help=f"Platform default: {settings.REALTIME_DEFAULT_MODEL}."),
                 control("voice.voice", "Voice"),
                 control("voice.speed", "Speaking speed"),
                 control("voice.transport", "Transport"),
@@ -202,9 +217,6 @@ def sections() -> list[Section]:
                 control("voice.consent_required", "Ask for consent before a call"),
                 control("voice.consent_text", "Consent text", kind="textarea"),
             ]),
-            Group("Tools", [control(f"voice.tools.{name}", name.replace("_", " ").capitalize()) for name in TOOL_NAMES]
-                  + [control("tools.booking_url", "Booking URL", placeholder="https://cal.example.com/…",
-                             help="Used by the meeting-link tool.")]),
             Group("Turn detection", [
                 control("voice.turn_detection.type", "Type"),
                 control("voice.turn_detection.threshold", "Threshold (0–1)"),

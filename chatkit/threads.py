@@ -1,0 +1,233 @@
+"""openai-chatkit's `Store` on Django: every read and write is scoped to one widget and one visitor.
+
+The SDK checks nothing itself: thread and item ids come from the browser, so each method resolves
+the thread through `_thread(thread_id, ctx)` (widget + owner + preview flag) and raises the SDK's
+`NotFoundError` for anything else, which the endpoint answers 404 before any byte is streamed.
+
+- Ids carry 96 random bits (`thr_`/`msg_`/... + 24 hex), not the SDK's 32.
+- `save_thread`, `add_thread_item` and `save_item` are upserts (the SDK saves an open workflow
+  twice, and a retried turn may re-save an item).
+- Pages are keyset on (created_at, seq): `after` names the last item of the previous page.
+- A new thread opens its `widgets.Conversation` (channel chatkit) in the same transaction; the
+  monthly count was already taken by the endpoint before streaming (`chatkit_thread_reserve`).
+- Attachments are off in server mode (no attachment store): their methods find nothing.
+
+The ORM runs in `sync_to_async` (thread-sensitive, Django's default for async views).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from pydantic import TypeAdapter
+
+from chatkit.models import ChatKitItem, ChatKitThread
+from chatkit.store import NotFoundError, Store, StoreItemType
+from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
+from licenses.models import License
+from widgets.models import Channel, Conversation, Widget
+
+ID_PREFIXES: dict[str, str] = {
+    "thread": "thr", "message": "msg", "tool_call": "tc", "workflow": "wf", "task": "tsk", "attachment": "atc",
+    "sdk_hidden_context": "shcx",
+}
+MAX_PAGE = 100
+_ITEM = TypeAdapter(ThreadItem)
+
+
+def new_id(kind: str) -> str:
+    """`<prefix>_<24 hex>`: 96 random bits (the SDK's default has 32: ~1% collisions at 10k items)."""
+    return f"{ID_PREFIXES.get(kind, kind[:4])}_{secrets.token_hex(12)}"
+
+
+@dataclass
+class RequestContext:
+    """Who a ChatKit request is for. Built by the endpoint after the license, page token, visitor
+    and widget checks; passed to every store call, `respond` and `action`."""
+
+    license: License
+    widget: Widget
+    config: dict[str, Any]
+    owner: str
+    api_key: str
+    model: str
+    preview: bool = False
+    reserved_thread: bool = False  # the endpoint already counted the thread this request creates
+    # Filled during a turn (server.respond / tools): what the transcript records.
+    ui_events: list[dict[str, Any]] = field(default_factory=list)
+    conversation_id: int | None = None
+
+
+def _aware(value: datetime) -> datetime:
+    # The SDK stamps items with naive local `datetime.now()`.
+    return value.astimezone(UTC) if timezone.is_naive(value) else value
+
+
+class DjangoStore(Store[RequestContext]):
+    def generate_thread_id(self, context: RequestContext) -> str:
+        return new_id("thread")
+
+    def generate_item_id(self, item_type: StoreItemType, thread: ThreadMetadata, context: RequestContext) -> str:
+        return new_id(item_type)
+
+    # --- sync core (each call runs in the ORM thread) ---------------------------------------
+
+    @staticmethod
+    def _thread(thread_id: str, ctx: RequestContext) -> ChatKitThread:
+        if not isinstance(thread_id, str) or not thread_id or len(thread_id) > 64:
+            raise NotFoundError("thread not found")
+        thread = ChatKitThread.objects.filter(
+            thread_id=thread_id, widget_id=ctx.widget.pk, owner=ctx.owner, is_preview=ctx.preview
+        ).first()
+        if thread is None:
+            raise NotFoundError("thread not found")
+        if ctx.conversation_id is None:
+            ctx.conversation_id = thread.conversation_id
+        return thread
+
+    @staticmethod
+    def _metadata(row: ChatKitThread) -> ThreadMetadata:
+        return ThreadMetadata.model_validate(row.data)
+
+    def _save_thread(self, thread: ThreadMetadata, ctx: RequestContext) -> None:
+        data = thread.model_dump(mode="json", exclude={"items"} if hasattr(thread, "items") else None)
+        data.pop("items", None)
+        with transaction.atomic():
+            row = ChatKitThread.objects.select_for_update().filter(thread_id=thread.id).first()
+            if row is not None:
+                if row.widget_id != ctx.widget.pk or row.owner != ctx.owner or row.is_preview != ctx.preview:
+                    raise NotFoundError("thread not found")
+                row.data = data
+                row.save(update_fields=["data", "updated_at"])
+                return
+            conversation = Conversation.objects.create(
+                widget=ctx.widget, channel=Channel.CHATKIT, visitor_id=ctx.owner[:128], session_id=thread.id,
+                is_preview=ctx.preview, usage={"model": ctx.model},
+            )
+            ChatKitThread.objects.create(
+                thread_id=thread.id, widget=ctx.widget, owner=ctx.owner, conversation=conversation,
+                is_preview=ctx.preview, created_at=_aware(thread.created_at), data=data,
+            )
+            ctx.conversation_id = conversation.pk
+
+    def _load_threads(self, limit: int, after: str | None, order: str, ctx: RequestContext) -> Page[ThreadMetadata]:
+        qs = ChatKitThread.objects.filter(widget_id=ctx.widget.pk, owner=ctx.owner, is_preview=ctx.preview)
+        if after:
+            anchor = qs.filter(thread_id=after).values_list("created_at", "seq").first()
+            if anchor is None:
+                raise NotFoundError("thread not found")
+            qs = qs.filter(_keyset(anchor, order))
+        rows = list(qs.order_by(*_ordering(order))[: _limit(limit) + 1])
+        return _page([self._metadata(r) for r in rows], _limit(limit))
+
+    def _load_items(
+        self, thread_id: str, after: str | None, limit: int, order: str, ctx: RequestContext
+    ) -> Page[ThreadItem]:
+        thread = self._thread(thread_id, ctx)
+        qs = ChatKitItem.objects.filter(thread=thread)
+        if after:
+            anchor = qs.filter(item_id=after).values_list("created_at", "seq").first()
+            if anchor is None:
+                raise NotFoundError("item not found")
+            qs = qs.filter(_keyset(anchor, order))
+        rows = list(qs.order_by(*_ordering(order))[: _limit(limit) + 1])
+        return _page([_ITEM.validate_python(r.data) for r in rows], _limit(limit))
+
+    def _upsert_item(self, thread_id: str, item: ThreadItem, ctx: RequestContext) -> None:
+        thread = self._thread(thread_id, ctx)
+        row = ChatKitItem(thread=thread, item_id=item.id[:100], item_type=item.type[:32],
+                          created_at=_aware(item.created_at), data=item.model_dump(mode="json"))
+        # INSERT ... ON CONFLICT (thread, item_id) DO UPDATE: a real upsert on PostgreSQL and SQLite;
+        # the first created_at (the item's place in the thread) is kept.
+        ChatKitItem.objects.bulk_create([row], update_conflicts=True, unique_fields=["thread", "item_id"],
+                                        update_fields=["item_type", "data"])
+
+    def _load_item(self, thread_id: str, item_id: str, ctx: RequestContext) -> ThreadItem:
+        thread = self._thread(thread_id, ctx)
+        row = ChatKitItem.objects.filter(thread=thread, item_id=item_id).first()
+        if row is None:
+            raise NotFoundError("item not found")
+        return _ITEM.validate_python(row.data)
+
+    def _delete_thread(self, thread_id: str, ctx: RequestContext) -> None:
+        thread = self._thread(thread_id, ctx)
+        with transaction.atomic():
+            # The agency keeps its transcript (widgets.Message); the visitor's thread is gone.
+            Conversation.objects.filter(pk=thread.conversation_id, ended_at__isnull=True).update(
+                ended_at=timezone.now(), end_reason="deleted_by_visitor")
+            thread.delete()
+
+    def _delete_item(self, thread_id: str, item_id: str, ctx: RequestContext) -> None:
+        thread = self._thread(thread_id, ctx)
+        ChatKitItem.objects.filter(thread=thread, item_id=item_id).delete()
+
+    # --- the SDK's async interface -----------------------------------------------------------
+
+    async def load_thread(self, thread_id: str, context: RequestContext) -> ThreadMetadata:
+        row = await sync_to_async(self._thread)(thread_id, context)
+        return self._metadata(row)
+
+    async def save_thread(self, thread: ThreadMetadata, context: RequestContext) -> None:
+        await sync_to_async(self._save_thread)(thread, context)
+
+    async def load_thread_items(
+        self, thread_id: str, after: str | None, limit: int, order: str, context: RequestContext
+    ) -> Page[ThreadItem]:
+        return await sync_to_async(self._load_items)(thread_id, after, limit, order, context)
+
+    async def load_threads(
+        self, limit: int, after: str | None, order: str, context: RequestContext
+    ) -> Page[ThreadMetadata]:
+        return await sync_to_async(self._load_threads)(limit, after, order, context)
+
+    async def add_thread_item(self, thread_id: str, item: ThreadItem, context: RequestContext) -> None:
+        await sync_to_async(self._upsert_item)(thread_id, item, context)
+
+    async def save_item(self, thread_id: str, item: ThreadItem, context: RequestContext) -> None:
+        await sync_to_async(self._upsert_item)(thread_id, item, context)
+
+    async def load_item(self, thread_id: str, item_id: str, context: RequestContext) -> ThreadItem:
+        return await sync_to_async(self._load_item)(thread_id, item_id, context)
+
+    async def delete_thread(self, thread_id: str, context: RequestContext) -> None:
+        await sync_to_async(self._delete_thread)(thread_id, context)
+
+    async def delete_thread_item(self, thread_id: str, item_id: str, context: RequestContext) -> None:
+        await sync_to_async(self._delete_item)(thread_id, item_id, context)
+
+    async def save_attachment(self, attachment: Attachment, context: RequestContext) -> None:
+        raise NotFoundError("attachments are not available in server mode")
+
+    async def load_attachment(self, attachment_id: str, context: RequestContext) -> Attachment:
+        raise NotFoundError("attachments are not available in server mode")
+
+    async def delete_attachment(self, attachment_id: str, context: RequestContext) -> None:
+        raise NotFoundError("attachments are not available in server mode")
+
+
+def _limit(limit: int | None) -> int:
+    return max(1, min(int(limit or 20), MAX_PAGE))
+
+
+def _ordering(order: str) -> tuple[str, str]:
+    return ("-created_at", "-seq") if order == "desc" else ("created_at", "seq")
+
+
+def _keyset(anchor: tuple[datetime, int], order: str) -> Q:
+    created_at, seq = anchor
+    if order == "desc":
+        return Q(created_at__lt=created_at) | Q(created_at=created_at, seq__lt=seq)
+    return Q(created_at__gt=created_at) | Q(created_at=created_at, seq__gt=seq)
+
+
+def _page(data: list[Any], limit: int) -> Page[Any]:
+    has_more = len(data) > limit
+    data = data[:limit]
+    return Page(data=data, has_more=has_more, after=data[-1].id if has_more and data else None)
