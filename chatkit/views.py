@@ -168,8 +168,12 @@ def _page(
         assert origin is not None
         page["apiUrl"] = api_url
         page["token"] = page_token_issue(license=license, widget=widget, origin=origin)
-        # A fresh signed visitor; the page keeps the first one it got (per license) and sends that.
-        page["visitorToken"] = visitor_token_issue(license=license)
+        # The visitor: the signed id the embedding site's loader kept from an earlier visit (`?vt=`,
+        # first-party storage: this cross-site frame usually has none), else a new one.
+        kept = request.GET.get("vt", "")
+        page["visitorToken"] = kept if visitor_token_read(license=license, token=kept) else visitor_token_issue(
+            license=license)
+        page["embedOrigin"] = origin
     context = {
         "options": chatkit_options(config),
         "page": page,

@@ -83,7 +83,7 @@ def chatkit_widget(license_a, owner):
     from widgets.models import KnowledgeEntry, Product
 
     widget = make_chatkit_widget(license=license_a, user=owner, config=SERVER_CONFIG)
-    Product.objects.create(widget=widget, sku="P7", title="Pixel 7", price="399.00", currency="USD",
+    Product.objects.create(widget=widget, sku="P7", title="Pixel 7 phone", price="399.00", currency="USD",
                            image_url="https://img.example.com/p7.png", url="https://shop.example.com/p7")
     Product.objects.create(widget=widget, sku="IP12", title="iPhone 12 phone", price="449.00", currency="USD",
                            url="https://shop.example.com/ip12", in_stock=False)
@@ -207,3 +207,41 @@ def host_pages():
     yield Host()
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def asgi_live_server(transactional_db):
+    """The ASGI app (config.asgi, as Daphne serves it in production) under uvicorn in a thread, at
+    http://localhost:<port> (another origin than host_pages' 127.0.0.1). Our ChatKit server streams
+    only under ASGI: pytest-django's WSGI live_server would buffer every answer."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+    from django.db import connections
+
+    from config.asgi import application
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # The server's threads must not keep database connections open past the test.
+    db_settings = connections.settings["default"]
+    max_age = db_settings.get("CONN_MAX_AGE", 0)
+    db_settings["CONN_MAX_AGE"] = 0
+    server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning",
+                                          lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    class Live:
+        url = f"http://localhost:{port}"
+
+    yield Live()
+    server.should_exit = True
+    thread.join(timeout=5)
+    db_settings["CONN_MAX_AGE"] = max_age

@@ -71,6 +71,7 @@ class FakeOpenAI:
     chunks: int = 3
     chunk_delay: float = 0.0
     message_ids: list[str] = field(default_factory=list)
+    fail_follow_up: int = 0  # answer this status to requests that carry a tool's output
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def responses(self) -> list[Recorded]:
@@ -111,6 +112,8 @@ class FakeOpenAI:
                     time.sleep(delay or 2.0)
                 if self.path == "/v1/responses":
                     status = {"401": 401, "404": 404, "429": 429, "500": 500}.get(mode, 200)
+                    if fake.fail_follow_up and _answers_a_call(body):
+                        status = fake.fail_follow_up
                     if status != 200:
                         return self._send(status, ERROR_BODIES_RESPONSES[status])
                     return self._stream(fake._turn(body if isinstance(body, dict) else {}),
@@ -171,7 +174,7 @@ class FakeOpenAI:
 
     def _turn(self, body: dict[str, Any]) -> dict[str, Any]:
         items = body.get("input") if isinstance(body.get("input"), list) else []
-        answered = any(isinstance(i, dict) and i.get("type") == "function_call_output" for i in items)
+        answered = _answers_a_call(body)
         with self.lock:
             if self.steps:
                 return self.steps.pop(0)
@@ -242,6 +245,12 @@ class FakeOpenAI:
         self.triggers.clear()
         self.message_ids.clear()
         self.reply, self.chunks, self.chunk_delay = "Hello! How can I help you today?", 3, 0.0
+        self.fail_follow_up = 0
+
+
+def _answers_a_call(body: Any) -> bool:
+    items = body.get("input") if isinstance(body, dict) and isinstance(body.get("input"), list) else []
+    return any(isinstance(i, dict) and i.get("type") == "function_call_output" for i in items)
 
 
 def _last_user_text(items: list[Any]) -> str:

@@ -1,8 +1,9 @@
 """Real Chromium: a customer page on 127.0.0.1 frames the ChatKit page from the live server on localhost.
 
 The ChatKit CDN script is intercepted with a stand-in `<openai-chatkit>` that records `setOptions`,
-draws a small mock from the theme (so the screenshot shows it) and calls `api.getClientSecret(null)`,
-which goes through our session endpoint to the fake OpenAI server.
+draws a small chat from the theme (so the screenshot shows it) and talks to our ChatKit server the
+way the real element does with a custom api: real `fetch`es through `api.fetch` to `api.url`, SSE
+read from the response body. Our server calls the fake Responses API.
 """
 
 from __future__ import annotations
@@ -11,37 +12,130 @@ import os
 
 import pytest
 
-from chatkit.tests.conftest import TENANT_KEY, make_chatkit_widget
+from chatkit.tests.conftest import SERVER_CONFIG, TENANT_KEY, make_chatkit_widget
 from licenses.models import LicenseUsage
 from licenses.tests.factories import LicenseFactory
-from widgets.models import Conversation
+from widgets.models import Conversation, Lead, Product
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 STAND_IN = r"""
+// A stand-in for OpenAI's <openai-chatkit> (its CDN is not reachable in tests). It does what the real
+// element does with a custom api: POSTs ChatKit requests through options.api.fetch to options.api.url
+// (our endpoint) and reads the SSE stream; it draws text deltas, widgets (product cards, the trade-in
+// form) and errors, and records every event in window.__events.
+function el(tag, attrs, text) {
+  const node = document.createElement(tag);
+  Object.entries(attrs || {}).forEach(([k, v]) => node.setAttribute(k, v));
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
 class StandInChatKit extends HTMLElement {
   setOptions(options) {
     window.__chatkitSameApi = window.__chatkitApi === options.api;
-    window.__chatkit = {options: JSON.parse(JSON.stringify(options)), apiKeys: Object.keys(options.api)};
+    window.__chatkit = {options: JSON.parse(JSON.stringify(options)), apiKeys: Object.keys(options.api).sort()};
     window.__chatkitApi = options.api;
     window.__chatkitCalls = (window.__chatkitCalls || 0) + 1;
-    const t = options.theme, accent = t.color.accent.primary, dark = t.colorScheme === "dark";
+    window.__events = window.__events || [];
+    this.options = options;
+    const t = options.theme, dark = t.colorScheme === "dark";
     this.style.cssText = `display:flex;flex-direction:column;height:100%;font:${t.typography.baseSize}px system-ui;` +
       `background:${dark ? "#111827" : "#fff"};color:${dark ? "#f9fafb" : "#111827"}`;
-    const prompts = options.startScreen.prompts.map(p =>
-      `<button style="margin:4px;padding:6px 12px;border-radius:10px;border:1px solid ${accent};background:none;` +
-      `color:inherit">${p.label}</button>`).join("");
-    this.innerHTML = `<div style="padding:10px 14px;border-bottom:1px solid #374151">Stand-in ChatKit</div>` +
-      `<div style="flex:1;display:flex;flex-direction:column;justify-content:center;align-items:center">` +
-      `<h2 style="margin:0 0 12px">${options.startScreen.greeting}</h2><div>${prompts}</div></div>` +
-      `<div id="status" style="padding:4px 14px;font-size:12px;opacity:.8">getting a client secret…</div>` +
-      `<div style="display:flex;gap:8px;padding:10px"><input placeholder="${options.composer.placeholder}" ` +
-      `style="flex:1;padding:10px;border-radius:12px;border:1px solid #4b5563;background:none;color:inherit">` +
-      `<button style="background:${accent};color:#fff;border:0;border-radius:12px;padding:0 16px">Send</button></div>`;
-    options.api.getClientSecret(null).then(secret => {
-      window.__chatkitSecret = secret;
-      this.querySelector("#status").textContent = "connected with client secret " + secret.slice(0, 12) + "…";
-    }, error => { window.__chatkitError = String(error); });
+    if (!this.log) {
+      this.innerHTML = "";
+      this.appendChild(el("div", {style: "padding:10px 14px;border-bottom:1px solid #374151"}, "Stand-in ChatKit"));
+      this.greeting = this.appendChild(el("h2", {style: "margin:12px 14px"}));
+      this.log = this.appendChild(el("div", {"data-testid": "log", style: "flex:1;overflow:auto;padding:0 14px"}));
+      const bar = this.appendChild(el("form", {style: "display:flex;gap:8px;padding:10px"}));
+      this.input = bar.appendChild(el("input", {"aria-label": "Message", style:
+        "flex:1;padding:10px;border-radius:12px;border:1px solid #4b5563;background:none;color:inherit"}));
+      this.sendButton = bar.appendChild(el("button", {type: "submit"}, "Send"));
+      bar.addEventListener("submit", (e) => { e.preventDefault(); const v = this.input.value; this.input.value = "";
+        this.sendText(v); });
+      this.request({type: "threads.list", params: {limit: 9, order: "desc"}}).then(r => r.json())
+        .then(d => { window.__threads = d; });
+    }
+    this.greeting.textContent = options.startScreen.greeting;
+    this.input.placeholder = options.composer.placeholder;
+    this.sendButton.style.cssText = `background:${t.color.accent.primary};color:#fff;border:0;border-radius:12px;` +
+      "padding:0 16px";
+  }
+  request(body) {
+    return this.options.api.fetch(this.options.api.url, {method: "POST", headers: {"Content-Type": "application/json"},
+                                                         body: JSON.stringify(body)});
+  }
+  async stream(body) {
+    const res = await this.request(body);
+    if (!res.ok) { window.__chatkitHttpError = res.status; return; }
+    const reader = res.body.getReader(), decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const {done, value} = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, {stream: true});
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const frame = buffer.slice(0, cut); buffer = buffer.slice(cut + 2);
+        if (frame.startsWith("data: ")) this.handle(JSON.parse(frame.slice(6)));
+      }
+    }
+    window.__turns = (window.__turns || 0) + 1;
+  }
+  sendText(text) {
+    this.log.appendChild(el("p", {class: "user"}, text));
+    const params = {input: {content: [{type: "input_text", text}], attachments: [], inference_options: {}}};
+    return this.stream(this.threadId ? {type: "threads.add_user_message", params: {thread_id: this.threadId, ...params}}
+                                     : {type: "threads.create", params});
+  }
+  handle(event) {
+    window.__events.push(event);
+    if (event.type === "thread.created") this.threadId = event.thread.id;
+    if (event.type === "thread.item.added" && event.item.type === "assistant_message") {
+      this.bubble = this.log.appendChild(el("p", {class: "assistant", "data-item": event.item.id}, ""));
+    }
+    if (event.type === "thread.item.updated" && event.update.type === "assistant_message.content_part.text_delta") {
+      this.bubble.textContent += event.update.delta;
+    }
+    if (event.type === "thread.item.done" && event.item.type === "assistant_message" &&
+        !this.log.querySelector(`[data-item="${event.item.id}"]`)) {
+      this.log.appendChild(el("p", {class: "assistant"}, event.item.content.map(c => c.text).join("")));
+    }
+    if (event.type === "thread.item.done" && event.item.type === "widget") this.widget(event.item);
+    if (event.type === "thread.item.replaced" && event.item.type === "widget") {
+      this.log.querySelector(`[data-item="${event.item.id}"]`).replaceWith(this.render(event.item));
+    }
+    if (event.type === "error") this.log.appendChild(el("p", {role: "alert"}, event.message || "error"));
+  }
+  widget(item) { this.log.appendChild(this.render(item)); }
+  render(item) {
+    const box = el("div", {class: "widget", "data-item": item.id, "data-type": item.widget.type,
+                           style: "border:1px solid #4b5563;border-radius:10px;padding:8px;margin:6px 0"});
+    const walk = (node, into) => {
+      if (["Text", "Title", "Caption"].includes(node.type)) into.appendChild(el("div", {}, node.value));
+      if (node.type === "Badge") into.appendChild(el("span", {class: "badge"}, node.label));
+      if (node.type === "Form") {
+        const form = into.appendChild(el("form", {"data-testid": "trade-in-form"}));
+        (node.children || []).forEach(c => walk(c, form));
+        form.addEventListener("submit", (e) => {
+          e.preventDefault();
+          const payload = Object.fromEntries(new FormData(form).entries());
+          this.stream({type: "threads.custom_action", params: {thread_id: this.threadId, item_id: item.id,
+            action: {...node.onSubmitAction, payload: {...(node.onSubmitAction.payload || {}), ...payload}}}});
+        });
+        return;
+      }
+      if (node.type === "Input") into.appendChild(el("input", {name: node.name, "aria-label": node.name,
+        value: node.defaultValue || "", type: node.inputType || "text"}));
+      if (node.type === "Select") {
+        const select = into.appendChild(el("select", {name: node.name, "aria-label": node.name}));
+        node.options.forEach(o => { const opt = select.appendChild(el("option", {value: o.value}, o.label));
+          if (o.value === node.defaultValue) opt.selected = true; });
+      }
+      if (node.type === "Button" && node.submit) into.appendChild(el("button", {type: "submit"}, node.label));
+      (Array.isArray(node.children) ? node.children : []).forEach(c => walk(c, into));
+    };
+    walk(item.widget, box);
+    return box;
   }
 }
 customElements.define("openai-chatkit", StandInChatKit);
@@ -55,7 +149,10 @@ def host_html(src: str, *, no_referrer: bool = False) -> str:
 iframe{{position:fixed;right:20px;bottom:20px;width:400px;height:560px;border:0;border-radius:16px;
 box-shadow:0 10px 30px rgba(0,0,0,.3)}}</style></head>
 <body><header><h1>The customer's shop</h1></header><p style="padding:0 24px">Products, prices, things.</p>
-<iframe id="chat" title="Chat" src="{src}"></iframe></body></html>"""
+<iframe id="chat" title="Chat" src="{src}"></iframe>
+<script>window.__visitorTokens = []; addEventListener("message", e => {{
+  if (e.data && e.data.type === "switchboard:chatkit-visitor") window.__visitorTokens.push(e.data.token); }});</script>
+</body></html>"""
 
 
 @pytest.fixture
@@ -78,54 +175,104 @@ def chat_frame(page):
     raise AssertionError(f"no ChatKit frame in {[f.url for f in page.frames]}")
 
 
-def test_customer_page_frames_chatkit_and_gets_a_secret_from_our_endpoint(
-    fake_openai, live_server, host_pages, browser_page, license_a, owner, artifacts_dir
+def test_customer_page_chats_with_our_server_cards_trade_in_and_all(
+    fake_openai, asgi_live_server, host_pages, browser_page, license_a, owner, artifacts_dir
 ):
-    widget = make_chatkit_widget(license=license_a, user=owner)
-    # The loader passes the visitor id it keeps in the customer site's (first-party) localStorage:
-    # a cross-site iframe has no storage of its own in Chromium (third-party storage is blocked).
-    src = (f"{live_server.url}/widget/chatkit/{license_a.key}?widget={widget.public_id}&origin={host_pages.origin}"
-           "&visitor=visitor-from-loader-1")
-    assert live_server.url.startswith("http://localhost:") and host_pages.origin.startswith("http://127.0.0.1:")
+    """The real iframe page on a customer site; the stand-in element does real fetches to our endpoint:
+    a reply streams in, a product question shows the cards, the trade-in form stores a lead."""
+    widget = make_chatkit_widget(license=license_a, user=owner, config=SERVER_CONFIG)
+    Product.objects.create(widget=widget, title="Pixel 7 phone", price="399.00", url="https://shop.example.com/p7")
+    fake_openai.triggers.update({"phone": ("search_products", {"query": "phone"}),
+                                 "trade": ("start_trade_in", {"device": "Pixel 7"})})
+    src = f"{asgi_live_server.url}/widget/chatkit/{license_a.key}?widget={widget.public_id}&origin={host_pages.origin}"
+    assert asgi_live_server.url.startswith("http://localhost:") and host_pages.origin.startswith("http://127.0.0.1:")
 
     browser_page.goto(host_pages.add("/shop.html", host_html(src)))
     frame = chat_frame(browser_page)
-    frame.wait_for_function("() => window.__chatkitSecret || window.__chatkitError", timeout=15000)
-    browser_page.wait_for_timeout(200)
-    browser_page.screenshot(path=os.path.join(artifacts_dir, "chatkit-embedded.png"))
-
-    assert frame.evaluate("window.__chatkitError || null") is None
-    secret = frame.evaluate("window.__chatkitSecret")
+    frame.wait_for_function("() => window.__threads !== undefined", timeout=15000)
+    assert frame.evaluate("window.__threads") == {"data": [], "has_more": False}
     recorded = frame.evaluate("window.__chatkit")
-    # The secret the element got is the one the fake OpenAI server issued through our endpoint.
-    assert fake_openai.issued == [secret]
-    [upstream] = fake_openai.requests
-    assert upstream.path == "/v1/chatkit/sessions"
-    assert upstream.headers["authorization"] == f"Bearer {TENANT_KEY}"
-    assert isinstance(upstream.body["user"], str) and upstream.body["user"].startswith("sb_")
-    # The theme and texts the element was given come from the published config.
-    options = recorded["options"]
-    assert recorded["apiKeys"] == ["getClientSecret"]
-    assert options["theme"]["colorScheme"] == "dark"
-    assert options["theme"]["color"]["accent"] == {"primary": "#0f766e", "level": 2}
-    assert options["theme"]["color"]["grayscale"] == {"hue": 210, "tint": 4, "shade": 2}
-    assert options["theme"]["radius"] == "soft" and options["theme"]["density"] == "compact"
-    assert options["startScreen"]["greeting"] == "Welcome to the shop!"
-    assert options["composer"]["placeholder"] == "Ask the shop…"
-    assert frame.locator("text=connected with client secret").is_visible()
-    assert LicenseUsage.objects.get(license=license_a).chatkit_sessions == 1
-    assert Conversation.objects.filter(widget=widget, channel="chatkit").count() == 1
+    assert recorded["apiKeys"] == ["domainKey", "fetch", "url"]
+    assert recorded["options"]["api"]["url"] == f"/api/chatkit/{license_a.key}/"
+    assert recorded["options"]["theme"]["color"]["accent"] == {"primary": "#0f766e", "level": 2}
+    assert recorded["options"]["composer"]["attachments"] == {"enabled": False}
+    assert not frame.locator("[data-testid=loading]").is_visible()
 
-    # ChatKit refreshing an expiring secret continues the same conversation, uncounted.
-    refreshed = frame.evaluate("window.__chatkitApi.getClientSecret(window.__chatkitSecret)")
-    assert refreshed == fake_openai.issued[-1] and refreshed != secret
-    assert LicenseUsage.objects.get(license=license_a).chatkit_sessions == 1
-    assert Conversation.objects.filter(widget=widget).count() == 1
+    frame.get_by_label("Message").fill("Hi there")
+    frame.get_by_role("button", name="Send").click()
+    frame.wait_for_function("() => window.__turns === 1", timeout=15000)
+    frame.locator("p.assistant", has_text="Hello! How can I help you today?").wait_for()
+    types = frame.evaluate("window.__events.map(e => e.type)")
+    assert types[:3] == ["thread.created", "thread.item.done", "stream_options"]
+    assert types.count("thread.item.updated") >= 3  # the reply streamed in deltas
 
-    # A reload is the same visitor: the same ChatKit `user` upstream.
-    browser_page.reload()
-    chat_frame(browser_page).wait_for_function("() => window.__chatkitSecret", timeout=15000)
-    assert fake_openai.requests[2].body["user"] == upstream.body["user"]
+    frame.get_by_label("Message").fill("Any phone under $500?")
+    frame.get_by_role("button", name="Send").click()
+    frame.locator(".widget[data-type=ListView]", has_text="Pixel 7 phone").wait_for(timeout=15000)
+
+    frame.get_by_label("Message").fill("Can I trade in my old one?")
+    frame.get_by_role("button", name="Send").click()
+    form = frame.get_by_test_id("trade-in-form")
+    form.wait_for(timeout=15000)
+    form.get_by_label("condition").select_option("Good")
+    form.get_by_label("name").fill("Ada Lovelace")
+    form.get_by_label("email").fill("ada@example.com")
+    form.get_by_role("button", name="Get a quote").click()
+    frame.locator(".widget", has_text="Thanks Ada!").wait_for(timeout=15000)
+    browser_page.screenshot(path=os.path.join(artifacts_dir, "chatkit-server-embedded.png"))
+
+    lead = Lead.objects.get()
+    assert (lead.source, lead.email, lead.data["device"]) == ("trade_in_form", "ada@example.com", "Pixel 7")
+    conversation = Conversation.objects.get(widget=widget, channel="chatkit")
+    assert conversation.messages.filter(role="assistant").count() >= 3
+    assert all(r.headers["authorization"] == f"Bearer {TENANT_KEY}" for r in fake_openai.responses())
+    assert browser_page.console_errors == []
+
+    # The frame (no storage of its own, cross-site) hands its signed visitor to the embedding page,
+    # whose loader passes it back as ?vt= next time: the same visitor sees the conversation again.
+    tokens = browser_page.evaluate("window.__visitorTokens")
+    assert len(set(tokens)) == 1
+    browser_page.goto(host_pages.add("/shop2.html", host_html(src + "&vt=" + tokens[0])))
+    frame = chat_frame(browser_page)
+    frame.wait_for_function("() => window.__threads !== undefined", timeout=15000)
+    assert [t["id"] for t in frame.evaluate("window.__threads.data")] == [conversation.session_id]
+
+
+def test_blocked_chatkit_script_shows_a_clear_sentence_within_8_seconds(
+    fake_openai, asgi_live_server, host_pages, chromium, license_a, owner, artifacts_dir, browser_contexts
+):
+    widget = make_chatkit_widget(license=license_a, user=owner, config=SERVER_CONFIG)
+    context = browser_contexts(viewport={"width": 1100, "height": 720})
+    context.route("https://cdn.platform.openai.com/**", lambda route: route.abort("blockedbyclient"))
+    page = context.new_page()
+    src = f"{asgi_live_server.url}/widget/chatkit/{license_a.key}?widget={widget.public_id}&origin={host_pages.origin}"
+
+    page.goto(host_pages.add("/blocked.html", host_html(src)))
+    frame = chat_frame(page)
+    error = frame.get_by_test_id("load-error")
+    error.wait_for(state="visible", timeout=8000)
+    page.screenshot(path=os.path.join(artifacts_dir, "chatkit-cdn-blocked.png"))
+
+    assert "The chat could not load" in error.inner_text()
+    assert "content blocker" in error.inner_text()
+    assert not frame.get_by_test_id("loading").is_visible()
+    assert fake_openai.requests == []
+
+
+def test_offline_cdn_that_never_answers_says_so_within_8_seconds(
+    fake_openai, asgi_live_server, host_pages, license_a, owner, artifacts_dir, browser_contexts
+):
+    widget = make_chatkit_widget(license=license_a, user=owner, config=SERVER_CONFIG)
+    context = browser_contexts(viewport={"width": 1100, "height": 720})
+    context.route("https://cdn.platform.openai.com/**", lambda route: None)  # hangs, like a dead network
+    page = context.new_page()
+    src = f"{asgi_live_server.url}/widget/chatkit/{license_a.key}?widget={widget.public_id}&origin={host_pages.origin}"
+
+    page.goto(host_pages.add("/offline.html", host_html(src)), wait_until="domcontentloaded")
+    frame = _wait_frame(page, "/widget/chatkit/")
+    frame.get_by_test_id("loading").wait_for(state="visible")  # a visible loading state, not a white panel
+    frame.get_by_test_id("load-error").wait_for(state="visible", timeout=9000)
+    assert "did not arrive" in frame.get_by_test_id("load-error").inner_text()
 
 
 def test_frame_ancestors_blocks_a_page_not_on_the_allowed_list(
@@ -135,7 +282,7 @@ def test_frame_ancestors_blocks_a_page_not_on_the_allowed_list(
     # hides its Referer: the page refuses to serve without a Referer (and frame-ancestors would
     # block any page that did render).
     license = LicenseFactory(agency=agency_a, client_name="Localhost only", allowed_domains=["localhost"])
-    widget = make_chatkit_widget(license=license, user=owner)
+    widget = make_chatkit_widget(license=license, user=owner, config=SERVER_CONFIG)
     src = (f"{live_server.url}/widget/chatkit/{license.key}?widget={widget.public_id}"
            f"&origin=http://localhost:1234")
 
@@ -163,7 +310,7 @@ def test_foreign_page_shows_the_refusal_inside_the_frame(
     fake_openai, live_server, host_pages, browser_page, agency_a, owner, artifacts_dir
 ):
     license = LicenseFactory(agency=agency_a, client_name="Elsewhere", allowed_domains=["shop.example.com"])
-    widget = make_chatkit_widget(license=license, user=owner)
+    widget = make_chatkit_widget(license=license, user=owner, config=SERVER_CONFIG)
     src = f"{live_server.url}/widget/chatkit/{license.key}?widget={widget.public_id}&origin={host_pages.origin}"
 
     browser_page.goto(host_pages.add("/foreign.html", host_html(src)))
@@ -173,27 +320,28 @@ def test_foreign_page_shows_the_refusal_inside_the_frame(
     assert fake_openai.requests == []
 
 
-def test_configurator_preview_gets_a_draft_session_with_csrf(
-    fake_openai, live_server, browser_page, license_a, owner, artifacts_dir
+def test_configurator_preview_holds_a_real_conversation_against_the_draft(
+    fake_openai, asgi_live_server, browser_page, license_a, owner, artifacts_dir
 ):
     from django.conf import settings as django_settings
     from django.test import Client
 
-    widget = make_chatkit_widget(license=license_a, user=owner, publish=False)
+    widget = make_chatkit_widget(license=license_a, user=owner, config=SERVER_CONFIG, publish=False)
     client = Client()
     client.force_login(owner)
     browser_page.context.add_cookies([{
         "name": django_settings.SESSION_COOKIE_NAME, "value": client.cookies[django_settings.SESSION_COOKIE_NAME].value,
-        "url": live_server.url,
+        "url": asgi_live_server.url,
     }])
 
-    browser_page.goto(f"{live_server.url}/widget/chatkit/preview/{widget.public_id}")
-    browser_page.wait_for_function("() => window.__chatkitSecret || window.__chatkitError", timeout=15000)
+    browser_page.goto(f"{asgi_live_server.url}/widget/chatkit/preview/{widget.public_id}")
+    browser_page.wait_for_function("() => window.__threads !== undefined", timeout=15000)
+    browser_page.get_by_label("Message").fill("Hello from the configurator")
+    browser_page.get_by_role("button", name="Send").click()
+    browser_page.locator("p.assistant", has_text="How can I help").wait_for(timeout=15000)
     browser_page.screenshot(path=os.path.join(artifacts_dir, "chatkit-preview.png"))
 
-    assert browser_page.evaluate("window.__chatkitError || null") is None
-    assert fake_openai.issued == [browser_page.evaluate("window.__chatkitSecret")]
-    assert browser_page.locator("[data-testid=legacy-note]").is_visible()
+    assert fake_openai.responses()[0].body["model"] == "gpt-6-sol"
     assert not LicenseUsage.objects.filter(chatkit_sessions__gt=0).exists()
     assert Conversation.objects.get().is_preview is True
 
@@ -206,7 +354,7 @@ def test_configurator_chatkit_preview_follows_unsaved_theme_edits_live(
     from django.conf import settings as django_settings
     from django.test import Client
 
-    widget = make_chatkit_widget(license=license_a, user=owner, publish=False)
+    widget = make_chatkit_widget(license=license_a, user=owner, config=SERVER_CONFIG, publish=False)
     before = widget.config
     client = Client()
     client.force_login(owner)
@@ -221,7 +369,7 @@ def test_configurator_chatkit_preview_follows_unsaved_theme_edits_live(
     browser_page.wait_for_function("window.switchboardConfigurator !== undefined")
     browser_page.frame_locator("#preview-frame").locator("iframe.ck-frame").wait_for(state="attached")
     frame = _preview_chatkit_frame(browser_page)
-    frame.wait_for_function("() => window.__chatkitSecret", timeout=15000)
+    frame.wait_for_function("() => window.__threads !== undefined", timeout=15000)
     assert frame.evaluate("window.__chatkit.options.theme.color.accent.primary") == "#0f766e"
 
     browser_page.get_by_role("tab", name="Appearance").click()
@@ -234,7 +382,7 @@ def test_configurator_chatkit_preview_follows_unsaved_theme_edits_live(
     recorded = frame.evaluate("window.__chatkit")
     assert recorded["options"]["theme"]["color"]["accent"] == {"primary": "#be123c", "level": 2}
     assert recorded["options"]["startScreen"]["greeting"] == "Welcome to the shop!"
-    assert recorded["apiKeys"] == ["getClientSecret"]
+    assert recorded["apiKeys"] == ["domainKey", "fetch", "url"]
     assert frame.evaluate("window.__chatkitCalls") >= 2
     assert frame.evaluate("window.__chatkitSameApi") is True
     # The same iframe was updated in place, not reloaded with the saved draft.
@@ -244,6 +392,15 @@ def test_configurator_chatkit_preview_follows_unsaved_theme_edits_live(
     assert browser_page.locator("#save-state").inner_text() == "Unsaved changes"
     assert not page_errors
     assert not LicenseUsage.objects.filter(chatkit_sessions__gt=0).exists()
+
+
+def _wait_frame(page, part):
+    for _ in range(100):
+        for frame in page.frames:
+            if part in frame.url:
+                return frame
+        page.wait_for_timeout(100)
+    raise AssertionError(f"no frame {part} in {[f.url for f in page.frames]}")
 
 
 def _preview_chatkit_frame(page):

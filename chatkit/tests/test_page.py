@@ -15,8 +15,10 @@ from licenses.models import License
 pytestmark = pytest.mark.django_db
 
 
-def get_page(widget, origin=ALLOWED, **headers):
+def get_page(widget, origin=ALLOWED, visitor=None, **headers):
     params = {"widget": widget.public_id}
+    if visitor:
+        params["visitor"] = visitor
     if origin is not None:
         params["origin"] = origin
         # What a browser sends for the loader's iframe (referrerpolicy="origin").
@@ -50,12 +52,14 @@ def test_page_embeds_options_from_the_one_mapping_function(fake_openai, chatkit_
         "prompts": [{"label": "Phones under $500?", "prompt": "Phones under $500?"},
                     {"label": "Trade-ins?", "prompt": "Trade-ins?"}],
     }
-    assert options["composer"] == {"placeholder": "Ask the shop…", "attachments": {"enabled": True}}
-    assert options["history"] == {"enabled": False}
+    assert options["composer"] == {"placeholder": "Ask the shop…", "attachments": {"enabled": False}}
+    assert options["history"] == {"enabled": True}
     assert options["locale"] == "de-DE"
     content = response.content.decode()
-    assert "https://cdn.platform.openai.com/deployments/chatkit/chatkit.js" in content
+    assert embedded(response, "sb-chatkit-page")["scriptUrl"] == (
+        "https://cdn.platform.openai.com/deployments/chatkit/chatkit.js")
     assert "customElements.whenDefined(\"openai-chatkit\")" in content
+    assert 'data-testid="loading"' in content
     assert 'lang="de-DE"' in content
 
 
@@ -83,8 +87,8 @@ def test_page_headers_csp_frame_ancestors_and_no_deny(fake_openai, chatkit_widge
 def test_page_token_is_bound_to_license_widget_and_origin(fake_openai, chatkit_widget):
     page = embedded(get_page(chatkit_widget), "sb-chatkit-page")
 
-    assert page["mode"] == "hosted"
-    assert page["sessionUrl"] == "/api/chatkit/sessions"
+    assert page["apiUrl"] == f"/api/chatkit/{chatkit_widget.license.key}/"
+    assert "sessionUrl" not in page
     # Live draft options and the CSRF token are for the signed-in preview only.
     assert "optionsUrl" not in page and "csrfToken" not in page
     assert page["license"] == chatkit_widget.license.key
@@ -147,34 +151,32 @@ def test_n8n_widget_has_no_chatkit_page(fake_openai, widget_a):
     assert "not a ChatKit widget" in response.content.decode()
 
 
-def test_missing_setup_shows_a_clear_message(fake_openai, license_a, owner, settings):
+def test_missing_key_shows_a_clear_message(fake_openai, license_a, owner, settings):
+    from chatkit.tests.conftest import SERVER_CONFIG
+
     settings.OPENAI_API_KEY = ""
-    widget = make_chatkit_widget(license=license_a, user=owner, secrets={},
-                                 config={"connection": {"provider": "chatkit", "chatkit": {"mode": "hosted"}}})
+    widget = make_chatkit_widget(license=license_a, user=owner, secrets={}, config=SERVER_CONFIG)
     response = get_page(widget)
     content = response.content.decode()
     assert response.status_code == 200  # a visitor's page view, not a server fault: no error log per view
-    assert "an Agent Builder workflow id and an OpenAI API key" in content
+    assert "needs an OpenAI API key" in content
     assert "chatkit.js" not in content
     assert "sb-chatkit-options" not in content
 
 
-def test_visitors_never_see_the_legacy_note(fake_openai, chatkit_widget):
-    assert "2026-11-30" not in get_page(chatkit_widget).content.decode()
+def test_page_hands_out_a_signed_visitor_not_the_loaders_visitor_param(fake_openai, chatkit_widget):
+    from chatkit.services import visitor_token_read
+
+    page = embedded(get_page(chatkit_widget, visitor="user-42"), "sb-chatkit-page")
+    assert visitor_token_read(license=chatkit_widget.license, token=page["visitorToken"])
+    assert "user-42" not in str(page)
 
 
-def test_server_mode_page_points_api_url_at_the_reserved_server_route(fake_openai, license_a, owner, settings):
+def test_domain_key_and_load_timeout_come_from_settings(fake_openai, chatkit_widget, settings):
     settings.CHATKIT_DOMAIN_KEY = "domain_pk_test"
-    widget = make_chatkit_widget(license=license_a, user=owner,
-                                 config={"connection": {"provider": "chatkit", "chatkit": {"mode": "server"}}})
-    page = embedded(get_page(widget), "sb-chatkit-page")
-    assert page["mode"] == "server"
-    assert page["apiUrl"] == f"/api/chatkit/{license_a.key}/"
+    page = embedded(get_page(chatkit_widget), "sb-chatkit-page")
     assert page["domainKey"] == "domain_pk_test"
-
-    reserved = Client().post(page["apiUrl"], data="{}", content_type="application/json")
-    assert reserved.status_code == 501
-    assert reserved.json()["error"]["code"] == "not_implemented"
+    assert page["loadTimeoutMs"] == 8000
 
 
 def test_page_without_a_referer_is_refused_even_with_an_allowed_origin_param(chatkit_widget):

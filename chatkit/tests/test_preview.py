@@ -1,4 +1,5 @@
-"""The configurator preview: POST /api/chatkit/preview-sessions and /widget/chatkit/preview/<public_id>."""
+"""The configurator preview: a real conversation on our ChatKit server against the draft, the preview page
+/widget/chatkit/preview/<public_id>, and POST /api/chatkit/preview-options."""
 
 from __future__ import annotations
 
@@ -7,102 +8,100 @@ import json
 import pytest
 from django.test import Client
 
-from chatkit.tests.conftest import TENANT_KEY, WORKFLOW_ID, make_chatkit_widget
+from chatkit.tests.conftest import OWN_ORIGIN, TENANT_KEY, WORKFLOW_ID, make_chatkit_widget
 from licenses.models import License, LicenseUsage
 from widgets.models import Conversation
 from widgets.services import widget_update
 
 pytestmark = pytest.mark.django_db
 
-URL = "/api/chatkit/preview-sessions"
+
+def preview_visitor(widget, user, *, csrf=True):
+    """The configurator's preview frame: a signed-in member's session, the CSRF token, the draft."""
+    from asgiref.sync import async_to_sync
+    from django.middleware.csrf import _get_new_csrf_string, _mask_cipher_secret
+    from django.test import AsyncClient
+
+    secret = _get_new_csrf_string()
+    client = AsyncClient(enforce_csrf_checks=True)
+    async_to_sync(client.aforce_login)(user)
+    client.cookies["csrftoken"] = secret
+    headers = {"Origin": OWN_ORIGIN}
+    if csrf:
+        headers["X-CSRFToken"] = _mask_cipher_secret(secret)
+
+    def send(text: str):
+        url = f"/api/chatkit/{widget.license.key}/?preview={widget.public_id}"
+        body = {"type": "threads.create", "params": {"input": {
+            "content": [{"type": "input_text", "text": text}], "attachments": [], "inference_options": {}}}}
+
+        async def go():
+            response = await client.post(url, data=json.dumps(body), content_type="application/json", headers=headers)
+            if response.streaming:
+                raw = b"".join([c async for c in response.streaming_content])
+                return response, [json.loads(x[6:]) for x in raw.split(b"\n\n") if x.startswith(b"data: ")]
+            return response, [response.json()]
+
+        return async_to_sync(go)()
+
+    return send
 
 
-def test_member_gets_a_preview_session_from_the_draft_not_counted(fake_openai, chatkit_widget, member, api):
+def test_member_holds_a_real_conversation_against_the_draft_not_counted(fake_openai, chatkit_widget, member):
     widget_update(widget=chatkit_widget, membership=member.memberships.get(),
-                  config={"behaviour": {"file_uploads": False, "history": True}})
+                  config={"connection": {"chatkit": {"model": "gpt-6-luna", "instructions": "DRAFT RULES"}}})
 
-    response = api(member).post(URL, {"widget": chatkit_widget.public_id}, format="json")
+    response, events = preview_visitor(chatkit_widget, member)("Hello from the configurator")
 
-    assert response.status_code == 200, response.content
-    assert set(response.json()) == {"client_secret", "expires_at"}
-    [request] = fake_openai.requests
-    assert request.headers["authorization"] == f"Bearer {TENANT_KEY}"
-    # The draft's settings, not the published ones.
-    assert request.body["chatkit_configuration"] == {"file_upload": {"enabled": False}, "history": {"enabled": True}}
-    assert not LicenseUsage.objects.filter(chatkit_sessions__gt=0).exists()
+    assert response.status_code == 200
+    assert any(e["type"] == "thread.item.done" and e["item"]["type"] == "assistant_message" for e in events)
+    upstream = fake_openai.responses()[0]
+    assert upstream.body["model"] == "gpt-6-luna" and "DRAFT RULES" in upstream.body["instructions"]
+    assert upstream.headers["authorization"] == f"Bearer {TENANT_KEY}"
     conversation = Conversation.objects.get()
-    assert conversation.is_preview is True
+    assert conversation.is_preview is True and conversation.messages.count() == 2
+    usage = LicenseUsage.objects.filter(license=chatkit_widget.license).first()
+    assert usage is None or (usage.chatkit_sessions == 0 and usage.cost_usd == 0)
 
 
-def test_viewer_may_preview(fake_openai, chatkit_widget, viewer, api):
-    assert api(viewer).post(URL, {"widget": chatkit_widget.public_id}, format="json").status_code == 200
+def test_viewer_may_preview_an_unpublished_draft(fake_openai, license_a, owner, viewer):
+    from chatkit.tests.conftest import SERVER_CONFIG
+
+    widget = make_chatkit_widget(license=license_a, user=owner, config=SERVER_CONFIG, publish=False)
+    response, _ = preview_visitor(widget, viewer)("hi")
+    assert response.status_code == 200
 
 
-def test_unpublished_draft_can_be_previewed(fake_openai, license_a, owner, api):
-    widget = make_chatkit_widget(license=license_a, user=owner, publish=False)
-    assert api(owner).post(URL, {"widget": widget.public_id}, format="json").status_code == 200
+def test_preview_outsider_404_anonymous_403_and_csrf_required(fake_openai, chatkit_widget, outsider, owner):
+    from django.test import Client
 
-
-def test_outsider_gets_404(fake_openai, chatkit_widget, outsider, api):
-    response = api(outsider).post(URL, {"widget": chatkit_widget.public_id}, format="json")
-    assert response.status_code == 404
-    assert response.json()["error"]["code"] == "not_found"
+    outsider_response, (error,) = preview_visitor(chatkit_widget, outsider)("hi")
+    assert outsider_response.status_code == 404 and error["error"]["code"] == "widget_not_found"
+    anonymous = Client().post(f"/api/chatkit/{chatkit_widget.license.key}/?preview={chatkit_widget.public_id}",
+                              data="{}", content_type="application/json", HTTP_ORIGIN=OWN_ORIGIN)
+    assert anonymous.status_code == 403 and anonymous.json()["error"]["code"] == "not_authenticated"
+    no_csrf, (error,) = preview_visitor(chatkit_widget, owner, csrf=False)("hi")
+    assert no_csrf.status_code == 403 and error["error"]["code"] == "csrf_failed"
     assert fake_openai.requests == []
 
 
-def test_anonymous_gets_403_json(fake_openai, chatkit_widget, api):
-    response = api().post(URL, {"widget": chatkit_widget.public_id}, format="json")
-    assert response.status_code in (401, 403)
-    assert response.json()["error"]["code"] == "not_authenticated"
-    assert fake_openai.requests == []
+def test_preview_of_another_licenses_path_is_404(fake_openai, chatkit_widget, owner, license_b):
+    send = preview_visitor(chatkit_widget, owner)
+    chatkit_widget.license = license_b  # the URL names license B, the widget is A's
+    response, (error,) = send("hi")
+    assert response.status_code == 404 and error["error"]["code"] == "widget_not_found"
 
 
-def test_session_login_needs_csrf(fake_openai, chatkit_widget, owner):
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(owner)
-    body = json.dumps({"widget": chatkit_widget.public_id})
-
-    refused = client.post(URL, data=body, content_type="application/json")
-    page = client.get(f"/widget/chatkit/preview/{chatkit_widget.public_id}")
-    token = client.cookies["csrftoken"].value
-    accepted = client.post(URL, data=body, content_type="application/json", HTTP_X_CSRFTOKEN=token)
-
-    assert refused.status_code == 403
-    assert page.status_code == 200
-    assert accepted.status_code == 200, accepted.content
-
-
-def test_missing_widget_is_400(fake_openai, owner, api):
-    response = api(owner).post(URL, {}, format="json")
-    assert response.status_code == 400
-    assert response.json()["error"]["code"] == "invalid"
-
-
-def test_upstream_errors_keep_their_codes(fake_openai, chatkit_widget, owner, api):
-    fake_openai.reset("401")
-    response = api(owner).post(URL, {"widget": chatkit_widget.public_id}, format="json")
-    assert response.status_code == 502
-    assert response.json()["error"]["code"] == "invalid_api_key"
-    assert TENANT_KEY not in response.content.decode()
-    assert WORKFLOW_ID not in response.content.decode()
-
-
-def test_suspended_license_cannot_preview(fake_openai, chatkit_widget, owner, api):
+def test_suspended_license_cannot_preview(fake_openai, chatkit_widget, owner):
     License.objects.filter(pk=chatkit_widget.license.pk).update(status=License.Status.SUSPENDED)
-    response = api(owner).post(URL, {"widget": chatkit_widget.public_id}, format="json")
-    assert response.status_code == 403
-    assert response.json()["error"]["code"] == "suspended"
-
-
-def test_n8n_widget_cannot_be_previewed_as_chatkit(fake_openai, widget_a, owner, api):
-    response = api(owner).post(URL, {"widget": widget_a.public_id}, format="json")
-    assert response.status_code == 409
+    response, (error,) = preview_visitor(chatkit_widget, owner)("hi")
+    assert response.status_code == 403 and error["error"]["code"] == "suspended"
 
 
 # --- the preview page ------------------------------------------------------------------------------
 
 
-def test_preview_page_uses_draft_self_framing_and_shows_the_legacy_note(fake_openai, chatkit_widget, owner):
+def test_preview_page_uses_draft_and_self_framing(fake_openai, chatkit_widget, owner):
     widget_update(widget=chatkit_widget, membership=owner.memberships.get(),
                   config={"behaviour": {"greeting": "Draft hello"}})
     client = Client()
@@ -115,8 +114,9 @@ def test_preview_page_uses_draft_self_framing_and_shows_the_legacy_note(fake_ope
     assert "X-Frame-Options" not in response
     content = response.content.decode()
     assert "Draft hello" in content
-    assert "2026-11-30" in content
-    assert '"sessionUrl": "/api/chatkit/preview-sessions"' in content
+    assert f'"apiUrl": "/api/chatkit/{chatkit_widget.license.key}/?preview={chatkit_widget.public_id}"' in content
+    page = json.loads(content.split('id="sb-chatkit-page" type="application/json">')[1].split("</script>")[0])
+    assert "visitorToken" not in page and "token" not in page
     assert TENANT_KEY not in content and WORKFLOW_ID not in content
 
 

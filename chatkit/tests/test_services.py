@@ -1,10 +1,10 @@
-"""Pure ChatKit rules: the options mapping, the visitor's user id, frame-ancestors, origin comparison."""
+"""Pure ChatKit rules: the options mapping, the visitor's user id and token, frame-ancestors, origin
+comparison, cost."""
 
 from __future__ import annotations
 
 import pytest
 
-from chatkit.client import session_request_body
 from chatkit.services import (
     chatkit_color_scheme_auto,
     chatkit_options,
@@ -48,12 +48,6 @@ def test_user_id_is_deterministic_hashed_and_license_scoped(db):
     assert user[3:] != "v1" and all(c in "0123456789abcdef" for c in user[3:])
 
 
-def test_request_body_omits_version_when_empty():
-    body = session_request_body(workflow_id="wf_x", workflow_version="", user="sb_1", file_upload=False,
-                                history=True, expires_seconds=600, max_requests_per_minute=30)
-    assert body["workflow"] == {"id": "wf_x"}
-
-
 @pytest.mark.parametrize(
     ("patterns", "expected"),
     [
@@ -80,3 +74,33 @@ def test_frame_ancestors(patterns, expected):
 )
 def test_same_origin(a, b, same):
     assert same_origin(a, b) is same
+
+
+def test_attachments_are_off_whatever_the_config_says():
+    """Server mode has no attachment store: the composer never offers uploads."""
+    config = config_normalize({"connection": {"provider": "chatkit"}, "behaviour": {"file_uploads": True}})
+    assert chatkit_options(config)["composer"]["attachments"] == {"enabled": False}
+
+
+def test_visitor_token_round_trip_and_binding(db):
+    from chatkit.services import visitor_token_issue, visitor_token_read
+    from licenses.tests.factories import LicenseFactory
+
+    a, b = LicenseFactory(), LicenseFactory()
+    token = visitor_token_issue(license=a)
+    visitor = visitor_token_read(license=a, token=token)
+    assert visitor and len(visitor) >= 24  # >= 128 random bits
+    assert visitor_token_issue(license=a) != token
+    assert visitor_token_read(license=b, token=token) is None
+    assert visitor_token_read(license=a, token=token[:-2] + "xx") is None
+    assert visitor_token_read(license=a, token=None) is None
+
+
+def test_cost_uses_the_price_settings(settings):
+    from decimal import Decimal
+
+    from chatkit.services import chatkit_cost
+
+    settings.CHATKIT_MODELS = {"m": {"input": 1.0, "input_cached": 0.1, "output": 10.0}}
+    usage = {"input_tokens": 1_000_000, "input_cached_tokens": 500_000, "output_tokens": 100_000}
+    assert chatkit_cost(model="m", usage=usage) == Decimal("1.550000")

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.test import Client
 
 from realtime.tests.conftest import communicator, receive_until, wait_for
@@ -36,7 +37,7 @@ class TestConfigEndpoint:
         assert response["Access-Control-Allow-Origin"] == ORIGIN
         session = response.json()
         assert session == {
-            "type": "realtime", "model": "gpt-realtime", "output_modalities": ["audio"],
+            "type": "realtime", "model": settings.REALTIME_DEFAULT_MODEL, "output_modalities": ["audio"],
             "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}},
                       "output": {"format": {"type": "audio/pcm", "rate": 24000}}},
         }

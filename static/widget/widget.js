@@ -358,8 +358,15 @@
       fr.setAttribute("allow", "microphone; clipboard-write");
       // The ChatKit page only serves the site that frames it, proven by the Referer's origin.
       fr.referrerPolicy = "origin";
+      // The ChatKit page's signed visitor, kept here (first-party storage) for the next visit.
+      var vtKey = "sb:ck:" + this.o.key + ":vt", vt = store(vtKey);
       fr.dataset.src = this.base + (this.o.frame || "/widget/chatkit/" + encodeURIComponent(this.o.key)) +
-        "?widget=" + encodeURIComponent(this.o.widget);
+        "?widget=" + encodeURIComponent(this.o.widget) + (vt ? "&vt=" + encodeURIComponent(vt) : "");
+      W.addEventListener("message", function (e) {
+        var d = e.data;
+        if (e.source === fr.contentWindow && d && d.type === "switchboard:chatkit-visitor" &&
+            typeof d.token === "string" && d.token.length < 300) store(vtKey, d.token);
+      });
       if (mode !== "popup") fr.src = fr.dataset.src;
       this.frame = fr;
       pn.appendChild(fr);

@@ -34,7 +34,8 @@ def login(client, user):
 def test_configurator_renders_controls_from_schema(client, member, widget_a):
     body = login(client, member).get(url("app-widget", widget_a)).content.decode()
     for path in ("connection.n8n.webhook_url", "appearance.n8n.primary_color", "appearance.chatkit.accent_level",
-                 "behaviour.starter_prompts", "voice.turn_detection.silence_duration_ms", "voice.tools.log_lead"):
+                 "behaviour.starter_prompts", "voice.turn_detection.silence_duration_ms", "tools.enabled.log_lead",
+                 "connection.chatkit.model", "voice.model"):
         assert f'data-path="{path}"' in body
     assert 'id="save-btn"' in body and 'id="publish-btn"' not in body  # editor: save, not publish
     assert "disabled" not in body.split('data-path="appearance.n8n.title"')[1][:80]
