@@ -319,7 +319,16 @@ def test_inactive_license_is_refused(fake_openai, visitor, chatkit_widget, statu
 # --- limits: per visitor, per license, the monthly cap --------------------------------------------
 
 
-def test_visitor_rate_limit_is_429_with_retry_after(fake_openai, visitor, settings):
+@pytest.fixture
+def frozen_minute(monkeypatch):
+    """A fixed clock for the per-minute windows: a test must not straddle a minute boundary."""
+    import time
+
+    now = (time.time() // 60) * 60 + 20
+    monkeypatch.setattr("chatkit.services.time.time", lambda: now)
+
+
+def test_visitor_rate_limit_is_429_with_retry_after(fake_openai, visitor, settings, frozen_minute):
     settings.CHATKIT_VISITOR_RATE_PER_MINUTE = 2
     visitor.send("one")
     visitor.send("two")
@@ -327,7 +336,7 @@ def test_visitor_rate_limit_is_429_with_retry_after(fake_openai, visitor, settin
     response, (error,) = visitor.send("three")
 
     assert response.status_code == 429 and error["error"]["code"] == "rate_limited"
-    assert 1 <= int(response["Retry-After"]) <= 60
+    assert int(response["Retry-After"]) == 40
     assert len(fake_openai.responses()) == 2
     # Another visitor of the same site is not slowed down by this one.
     from chatkit.tests.conftest import ChatKitVisitor
@@ -335,7 +344,7 @@ def test_visitor_rate_limit_is_429_with_retry_after(fake_openai, visitor, settin
     assert ChatKitVisitor(visitor.widget).send("hello")[0].status_code == 200
 
 
-def test_license_rate_limit_covers_all_visitors(fake_openai, visitor, settings):
+def test_license_rate_limit_covers_all_visitors(fake_openai, visitor, settings, frozen_minute):
     from chatkit.tests.conftest import ChatKitVisitor
 
     settings.CHATKIT_LICENSE_RATE_PER_MINUTE = 2

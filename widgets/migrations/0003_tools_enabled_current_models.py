@@ -39,5 +39,5 @@ def forwards(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("widgets", "0001_initial")]
+    dependencies = [("widgets", "0002_voice_heartbeat_lead_claimed_at")]
     operations = [migrations.RunPython(forwards, migrations.RunPython.noop)]
