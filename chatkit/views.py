@@ -92,7 +92,12 @@ def _hosted_retired() -> JsonResponse:
 @public_endpoint(methods=("POST",), key_from="", preflight_any_origin=True)
 def session_create(request: HttpRequest, license: None) -> HttpResponse:
     """Hosted Agent Builder sessions: OpenAI shut Agent Builder down on 2026-11-30. Answers 410
-    `hosted_retired` without calling OpenAI (the upstream's answer would only mislead)."""
+    `hosted_retired` without calling OpenAI (the upstream's answer would only mislead). A hostile
+    body is still refused for what it is first (the shared body rule)."""
+    try:
+        json_object(request, empty={})
+    except ApiError as exc:
+        return error_response(exc.code, exc.message, exc.status_code)
     return _hosted_retired()
 
 

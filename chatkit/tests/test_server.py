@@ -243,12 +243,24 @@ def test_another_visitors_or_tenants_thread_is_404_before_any_byte_streams(fake_
     assert thread.data.get("title") is None and thread.items.count() == 2
 
 
-def test_malformed_body_is_400_in_our_error_shape(fake_openai, visitor):
-    for body in ["{", "[]", '{"type": "threads.nope", "params": {}}', '{"type": "threads.create", "params": {}}',
-                 b"\xff\xfe"]:
-        response, (error,) = visitor.call(body)
-        assert response.status_code == 400, body
-        assert error["error"]["code"] == "invalid_request"
+@pytest.mark.parametrize(("body", "code"), [
+    ("{", "invalid_json"), ("[]", "invalid_json"), (b"\xff\xfe", "invalid_json"),
+    ('{"type": "threads.nope", "params": {}}', "invalid_request"),
+    ('{"type": "threads.create", "params": {}}', "invalid_request"),
+    ('{"type": "threads.list", "params": {}, "metadata": {"x": "a\\u0000b"}}', "invalid_text"),
+    ('{"type": "threads.list", "params": {}, "metadata": {"x": "\\ud800"}}', "invalid_text"),
+])
+def test_malformed_body_is_400_in_our_error_shape(fake_openai, visitor, body, code):
+    response, (error,) = visitor.call(body)
+    assert response.status_code == 400, body
+    assert error["error"]["code"] == code
+    assert not ChatKitThread.objects.exists()
+
+
+def test_oversized_body_is_413(fake_openai, visitor, settings):
+    settings.CHATKIT_MAX_BODY_BYTES = 1024
+    response, (error,) = visitor.send("x" * 2000)
+    assert response.status_code == 413 and fake_openai.requests == []
 
 
 def test_attachments_are_refused_in_server_mode(fake_openai, visitor):
