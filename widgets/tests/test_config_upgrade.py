@@ -53,7 +53,7 @@ def test_only_models_from_the_settings_lists_are_accepted(path, value):
 
 
 def test_data_migration_moves_tools_and_retires_dead_models(db, widget_a):
-    migration = importlib.import_module("widgets.migrations.0003_tools_enabled_current_models")
+    migration = importlib.import_module("widgets.migrations.0004_tools_enabled_current_models")
     raw = {**widget_a.config,
            "voice": {**widget_a.config["voice"], "model": "gpt-realtime", "tools": {"log_lead": True}},
            "connection": {**widget_a.config["connection"],

@@ -39,5 +39,5 @@ def forwards(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("widgets", "0002_voice_heartbeat_lead_claimed_at")]
+    dependencies = [("widgets", "0003_n8n_auth_bound_to_url")]
     operations = [migrations.RunPython(forwards, migrations.RunPython.noop)]
