@@ -77,14 +77,15 @@ def test_preview_follows_the_locale_and_text_overrides_before_saving(signed_in, 
     assert box.get_attribute("placeholder") == "Type your message…"
     page.get_by_role("tab", name="Behaviour").click()
     page.get_by_label("Locale").fill("fr")
-    page.wait_for_function("""() => document.getElementById('preview-frame').contentDocument
-        .querySelector('switchboard-widget').shadowRoot.querySelector('textarea').placeholder
-        === 'Écrivez votre message…'""")
+    # The preview re-mounts the widget on each change: wait for the new one to show the text.
+    page.wait_for_function("""() => { const h = document.getElementById('preview-frame').contentDocument
+        .querySelector('switchboard-widget'); const t = h && h.shadowRoot.querySelector('textarea');
+        return !!t && t.placeholder === 'Écrivez votre message…'; }""")
     assert page.get_by_label("Retry", exact=True).get_attribute("placeholder") == "Réessayer"
     page.get_by_label("Send", exact=True).fill("Envoyer !")
-    page.wait_for_function("""() => document.getElementById('preview-frame').contentDocument
-        .querySelector('switchboard-widget').shadowRoot.querySelector('.sd').getAttribute('aria-label')
-        === 'Envoyer !'""")
+    page.wait_for_function("""() => { const h = document.getElementById('preview-frame').contentDocument
+        .querySelector('switchboard-widget'); const b = h && h.shadowRoot.querySelector('.sd');
+        return !!b && b.getAttribute('aria-label') === 'Envoyer !'; }""")
     page.get_by_label("Send", exact=True).scroll_into_view_if_needed()
     page.screenshot(path=os.path.join(artifacts_dir, "configurator-widget-texts.png"))
     page.get_by_role("button", name="Save draft").click()
