@@ -145,4 +145,7 @@ class RealtimeRelayConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         if self.relay is not None:
-            await self.relay.end("hangup" if code in (1000, 1001) else "browser_gone", notify=False)
+            # 1012 is the server's own "service restart" close (a plain `uvicorn` shutting down; browsers
+            # cannot send it); config.serve ends calls with session.ended before it gets that far.
+            reason = "hangup" if code in (1000, 1001) else "server_restart" if code == 1012 else "browser_gone"
+            await self.relay.end(reason, notify=False)

@@ -202,3 +202,13 @@ async def test_a_browser_that_vanishes_without_a_close_is_browser_gone(voice_wid
     conversation = await Conversation.objects.aget()
     assert conversation.end_reason == "browser_gone"
     await comm.disconnect()
+
+
+async def test_a_server_restart_close_is_recorded_as_server_restart(voice_widget, fake_realtime):
+    """Under a plain `uvicorn` (no config.serve drain) a shutdown closes every socket with 1012: the call is
+    recorded as `server_restart`, not `browser_gone` (voice.js reconnects on a bare 1012)."""
+    fake_realtime.scenario = "idle"
+    comm = await start_call(voice_widget)
+    await comm.disconnect(code=1012)
+    await wait_for(lambda: not ACTIVE_SESSIONS)
+    assert (await Conversation.objects.aget()).end_reason == "server_restart"
