@@ -22,7 +22,7 @@ Then it lets the system settle (reapers, slot TTL, lead redelivery; bounded) and
 
 Prints a table and exits 0 only if every one of those is 0. Loopback only, bounded run time.
 
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/<db> python bench/soak.py           # ~8 min
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/<db> python bench/soak.py           # ~7.5 min, at most 10
     DATABASE_URL=... python bench/soak.py --short                                        # ~2.5 min (CI)
 
 DATABASE_URL names the PostgreSQL server; the soak creates `<db>_soak_<pid>` there and drops it.
@@ -391,7 +391,7 @@ class Soak:
         self.prod_log = open(self.tmp / "prod.log", "w")  # noqa: SIM115 - closed in stop_prod
         self.prod = subprocess.Popen(["make", "--no-print-directory", "prod"], cwd=ROOT, env=self.env,
                                      stdout=self.prod_log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.wait_healthy(timeout=180)
+        self.wait_healthy(timeout=120)
 
     def wait_healthy(self, timeout: float) -> None:
         import httpx
@@ -622,8 +622,9 @@ def print_report(report: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Soak make prod under faults (loopback, bounded).")
     parser.add_argument("--short", action="store_true", help="CI mode: ~1 min of load, each fault once")
-    parser.add_argument("--seconds", type=float, help="load duration (default 360, --short 60)")
-    parser.add_argument("--settle", type=float, help="max seconds to wait for reapers/redelivery (default 120)")
+    parser.add_argument("--seconds", type=float, help="load duration (default 300, --short 70)")
+    parser.add_argument("--settle", type=float, help="max seconds to wait for reapers/redelivery (default 90, "
+                                                     "--short 100)")
     parser.add_argument("--web", type=int, default=2, help="web processes")
     parser.add_argument("--calls", type=int, help="concurrent voice callers (default 6, --short 3)")
     parser.add_argument("--chat-visitors", type=int, help="concurrent chat visitors (default 8, --short 4)")
@@ -631,8 +632,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write the report here")
     args = parser.parse_args(argv)
     short = args.short
-    args.seconds = args.seconds or (70.0 if short else 360.0)
-    args.settle = args.settle or (100.0 if short else 120.0)
+    args.seconds = args.seconds or (70.0 if short else 300.0)
+    args.settle = args.settle or (100.0 if short else 90.0)
     args.calls = args.calls or (3 if short else 6)
     args.chat_visitors = args.chat_visitors or (4 if short else 8)
     args.fault_gap = 10.0 if short else 15.0

@@ -152,3 +152,54 @@ def test_web_processes_on_one_port_share_new_connections(not_draining):
         first.stop()
         second.stop()
     assert sum(counts) == 60 and min(counts) >= 10, counts
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_the_real_widget_shows_reconnecting_and_carries_on(playwright_driver, voice_widget, fake_realtime_thread,
+                                                          static_site, tmp_path, artifacts_dir, not_draining):
+    """The embedded widget (one-line loader) through a restart of the process holding its call."""
+    from playwright.sync_api import expect
+
+    from realtime.tests.test_browser import WIDGET_PAGE, speech_wav
+
+    chromium = chromium_path()
+    wav = speech_wav(tmp_path)
+    fake_realtime_thread.scenario = "idle"
+    port = free_port()
+    web = WebProcess(port)
+    root, site = static_site
+    (root / "index.html").write_text(WIDGET_PAGE.replace("__BASE__", f"http://127.0.0.1:{port}")
+                                     .replace("__KEY__", voice_widget.license.key))
+    with nullcontext(playwright_driver) as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=[
+            *BASE_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={wav}", "--autoplay-policy=no-user-gesture-required"])
+        page = browser.new_page(viewport={"width": 1100, "height": 820})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        w = "switchboard-widget >> "
+        try:
+            page.goto(site + "/index.html")
+            page.locator(w + ".lau").click()
+            page.locator(w + ".mc").click()
+            bar = page.locator(w + ".vb")
+            expect(bar).to_have_attribute("data-s", "listening", timeout=15000)
+            web.stop()
+            expect(bar).to_have_attribute("data-s", "connecting", timeout=10000)
+            expect(page.locator(w + ".vl")).to_have_text("Reconnecting…")
+            page.screenshot(path=os.path.join(artifacts_dir, "widget-voice-reconnecting.png"))
+            web = WebProcess(port)
+            expect(bar).to_have_attribute("data-s", "listening", timeout=20000)
+            expect(page.locator(w + ".vl")).to_have_text("Listening…")
+            page.locator(w + ".hu").click()
+            expect(bar).to_be_hidden()
+        except Exception:
+            page.screenshot(path=os.path.join(artifacts_dir, "widget-voice-reconnect-failure.png"))
+            raise
+        finally:
+            browser.close()
+            web.stop()
+    assert not errors
+    assert list(Conversation.objects.order_by("id").values_list("end_reason", flat=True)) == ["server_restart",
+                                                                                              "hangup"]
