@@ -114,8 +114,10 @@ def test_the_widget_reconnects_after_a_server_restart(playwright_driver, voice_w
             page.click("#talk")
             expect(page.locator("#state")).to_have_text("listening", timeout=15000)
             wait_until(lambda: len(fake_realtime_thread.of_type("input_audio_buffer.append")) >= 5, timeout=10)
-            web.stop()  # a deploy: this process goes away ...
-            expect(page.locator("#detail")).to_have_text("Reconnecting…", timeout=10000)
+            stopping = threading.Thread(target=web.stop)  # a deploy: this process goes away ...
+            stopping.start()
+            expect(page.locator("#detail")).to_have_text("Reconnecting…", timeout=15000)
+            stopping.join(30)
             page.screenshot(path=os.path.join(artifacts_dir, "voice-reconnecting.png"), full_page=True)
             web = WebProcess(port)  # ... and its successor takes the port
             expect(page.locator("#state")).to_have_text("listening", timeout=20000)
@@ -185,10 +187,12 @@ def test_the_real_widget_shows_reconnecting_and_carries_on(playwright_driver, vo
             page.locator(w + ".mc").click()
             bar = page.locator(w + ".vb")
             expect(bar).to_have_attribute("data-s", "listening", timeout=15000)
-            web.stop()
-            expect(bar).to_have_attribute("data-s", "connecting", timeout=10000)
+            stopping = threading.Thread(target=web.stop)
+            stopping.start()
+            expect(bar).to_have_attribute("data-s", "connecting", timeout=15000)
             expect(page.locator(w + ".vl")).to_have_text("Reconnecting…")
             page.screenshot(path=os.path.join(artifacts_dir, "widget-voice-reconnecting.png"))
+            stopping.join(30)
             web = WebProcess(port)
             expect(bar).to_have_attribute("data-s", "listening", timeout=20000)
             expect(page.locator(w + ".vl")).to_have_text("Listening…")

@@ -12,7 +12,8 @@
 
   var RATE = 24000;
   var CHUNK = 960; // 40 ms at 24 kHz
-  var RETRY_DELAYS = [300, 700, 1500, 3000, 5000, 8000]; // ms between reconnect attempts (~18 s in all)
+  // ms between reconnect attempts (~40 s in all: a whole machine's processes may be restarting at once)
+  var RETRY_DELAYS = [300, 700, 1500, 3000, 5000, 8000, 10000, 10000];
   var RETRYABLE = { server_restart: 1, server_busy: 1 }; // refusals worth another attempt while reconnecting
   var WORKLET = [
     "class SbCapture extends AudioWorkletProcessor {",
