@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import time
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.core import signing
-from django.core.cache import cache
 from django.db import transaction
 from django.db.models import F
 from django.utils.crypto import salted_hmac
@@ -33,6 +31,7 @@ from licenses.models import License
 from licenses.selectors import REASON_MESSAGES, usage_for_month
 from licenses.services import usage_increment
 from widgets.models import Conversation, Message, Widget
+from widgets.ratelimit import rate_hit
 
 PAGE_TOKEN_SALT = "switchboard.chatkit.page"
 VISITOR_SALT = "switchboard.chatkit.visitor"
@@ -219,29 +218,18 @@ def session_caller_resolve(
 # --- server mode: limits, the monthly cap, turns and usage -----------------------------------
 
 
-def rate_hit(*, key: str, limit: int) -> int | None:
-    """Count one request in this minute's window for `key`; seconds to wait when over `limit`."""
-    now = time.time()
-    window_key = f"sb:rate:chatkit:{hashlib.sha256(key.encode()).hexdigest()[:32]}:{int(now // 60)}"
-    cache.add(window_key, 0, timeout=120)
-    try:
-        count = cache.incr(window_key)
-    except ValueError:  # evicted between add and incr
-        cache.set(window_key, 1, timeout=120)
-        count = 1
-    return max(1, int(60 - now % 60)) if count > limit else None
-
-
 def chatkit_rate_check(*, license: License, owner: str, generates: bool) -> int | None:
-    """Per visitor and per license: model calls (`generates`) per minute, and every request per visitor."""
-    if generates:
-        for key, limit in ((f"visitor:{license.pk}:{owner}", settings.CHATKIT_VISITOR_RATE_PER_MINUTE),
-                           (f"license:{license.pk}", settings.CHATKIT_LICENSE_RATE_PER_MINUTE)):
-            wait = rate_hit(key=key, limit=limit)
-            if wait:
-                return wait
-        return None
-    return rate_hit(key=f"reads:{license.pk}:{owner}", limit=settings.CHATKIT_READ_RATE_PER_MINUTE)
+    """Per visitor and per license: model calls (`generates`) per minute, and every request per visitor
+    (the shared limiter, widgets/ratelimit.py). Seconds to wait when over a limit, else None."""
+    visitor = hashlib.sha256(owner.encode()).hexdigest()[:24]
+    checks = ((f"chatkit:visitor:{license.pk}:{visitor}", settings.CHATKIT_VISITOR_RATE_PER_MINUTE),
+              (f"chatkit:license:{license.pk}", settings.CHATKIT_LICENSE_RATE_PER_MINUTE)) if generates else (
+        (f"chatkit:reads:{license.pk}:{visitor}", settings.CHATKIT_READ_RATE_PER_MINUTE),)
+    for key, limit in checks:
+        count, left = rate_hit(key)
+        if count > limit:
+            return left
+    return None
 
 
 def chatkit_thread_reserve(*, license: License) -> None:

@@ -243,18 +243,14 @@ def connection_test(*, config: dict[str, Any], secrets: dict[str, str], message:
     if connection["provider"] == "n8n":
         return n8n_connection_test(config=config, secrets=secrets, message=message)
     chatkit = connection["chatkit"]
+    if chatkit["mode"] == "hosted":
+        # Agent Builder is gone: calling it would only produce a misleading upstream error.
+        return _fail("hosted_retired", "Hosted workflows stopped working when OpenAI shut Agent Builder down on "
+                     "2026-11-30. Choose “ChatKit server” (or use “Migrate to server mode”), then test again.")
     key = secrets.get("openai_api_key") or settings.OPENAI_API_KEY
     if not key:
         return _fail("not_configured", "Add an OpenAI API key first.")
-    headers = {"Authorization": f"Bearer {key}", "OpenAI-Beta": "chatkit_beta=v1"}
+    headers = {"Authorization": f"Bearer {key}"}
     base = settings.OPENAI_BASE_URL
-    if chatkit["mode"] == "hosted":
-        if not chatkit["workflow_id"]:
-            return _fail("not_configured", "Enter the Agent Builder workflow id (wf_…) first.")
-        workflow: dict[str, Any] = {"id": chatkit["workflow_id"]}
-        if chatkit.get("workflow_version"):
-            workflow["version"] = chatkit["workflow_version"]
-        body = {"workflow": workflow, "user": TEST_SESSION}
-        return _openai("POST", f"{base}/chatkit/sessions", "OpenAI ChatKit", json=body, headers=headers)
     model = chatkit.get("model") or settings.CHATKIT_DEFAULT_MODEL
     return _openai("GET", f"{base}/models/{model}", f"OpenAI (model {model})", headers=headers)

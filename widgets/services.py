@@ -13,7 +13,7 @@ from config.api import ApiError, text_problem
 from licenses.crypto import secret_hint
 from licenses.models import License, Membership
 from licenses.services import license_cache_bump
-from widgets.config_schema import ConfigError, config_normalize, config_widget_type
+from widgets.config_schema import DEFAULT_CONFIG, ConfigError, config_normalize, config_widget_type
 from widgets.models import Widget, WidgetVersion
 from widgets.n8n import N8N_AUTH_BINDING, n8n_destination
 
@@ -255,3 +255,35 @@ def widget_delete(*, widget: Widget, membership: Membership | None) -> None:
     key = widget.license.key
     widget.delete()
     license_cache_bump(key=key)
+
+
+def widget_chatkit_migrate(
+    *, widget: Widget, user: AbstractBaseUser | None, membership: Membership | None
+) -> tuple[Widget, bool]:
+    """A hosted (Agent Builder, shut down 2026-11-30) ChatKit widget moves to server mode.
+
+    Theme and start screen (appearance, behaviour) stay as they are; the dead workflow id goes; empty or
+    default instructions are pre-filled from the widget's name and client so it answers at once (the
+    agency refines them). Published too when the member may publish and the draft held nothing else
+    unpublished; otherwise the draft waits for review. Returns (widget, published)."""
+    _require(membership, Membership.Role.EDITOR, "change widgets")
+    connection = widget.config.get("connection") or {}
+    chatkit = connection.get("chatkit") or {}
+    if connection.get("provider") != "chatkit" or chatkit.get("mode") != "hosted":
+        raise ApiError("not_hosted", "This widget is not a hosted ChatKit widget: nothing to migrate.", status_code=409)
+    clean = not widget.has_unpublished_changes
+    instructions = (chatkit.get("instructions") or "").strip()
+    if not instructions or instructions == DEFAULT_CONFIG["connection"]["chatkit"]["instructions"]:
+        instructions = (
+            f"You are the chat assistant of {widget.license.client_name} on its website ({widget.name}). Answer "
+            "visitors' questions about its products, services and policies in a friendly, concise way, using the "
+            "tools to look things up, and never make up prices, stock or policies. When you do not know, offer to "
+            "take the visitor's details for the team."
+        )
+    widget = widget_update(widget=widget, membership=membership, config={"connection": {"chatkit": {
+        "mode": "server", "workflow_id": "", "workflow_version": "", "instructions": instructions}}})
+    if clean and membership is not None and membership.can_publish:
+        widget_publish(widget=widget, user=user, membership=membership, note="Moved to the ChatKit server")
+        widget.refresh_from_db()
+        return widget, True
+    return widget, False

@@ -410,3 +410,42 @@ def _preview_chatkit_frame(page):
                 return frame
         page.wait_for_timeout(100)
     raise AssertionError(f"no ChatKit preview frame in {[f.url for f in page.frames]}")
+
+
+def test_hosted_widget_in_the_configurator_migrates_and_its_preview_answers(
+    fake_openai, asgi_live_server, browser_page, license_a, owner, artifacts_dir
+):
+    from django.conf import settings as django_settings
+    from django.test import Client
+
+    widget = make_chatkit_widget(license=license_a, user=owner)  # hosted (retired) and published
+    client = Client()
+    client.force_login(owner)
+    browser_page.context.add_cookies([{
+        "name": django_settings.SESSION_COOKIE_NAME, "value": client.cookies[django_settings.SESSION_COOKIE_NAME].value,
+        "url": asgi_live_server.url,
+    }])
+
+    browser_page.goto(f"{asgi_live_server.url}/app/widgets/{widget.public_id}/")
+    banner = browser_page.get_by_test_id("hosted-retired")
+    banner.wait_for()
+    browser_page.screenshot(path=os.path.join(artifacts_dir, "chatkit-configurator-hosted.png"))
+    assert "shut Agent Builder down on 2026-11-30" in banner.inner_text()
+    preview = _preview_chatkit_frame(browser_page)
+    preview.get_by_test_id("problem").wait_for()
+
+    banner.get_by_role("button", name="Migrate to server mode").click()
+    browser_page.get_by_text("published: the widget answers again").wait_for()
+    assert browser_page.get_by_test_id("hosted-retired").count() == 0
+    frame = _preview_chatkit_frame(browser_page)
+    frame.wait_for_function("() => window.__threads !== undefined", timeout=15000)
+    frame.get_by_label("Message").fill("Are you back?")
+    frame.get_by_role("button", name="Send").click()
+    frame.locator("p.assistant", has_text="How can I help").wait_for(timeout=15000)
+    assert frame.evaluate("window.__chatkit.options.startScreen.greeting") == "Welcome to the shop!"
+
+    browser_page.get_by_role("tab", name="Tools").click()
+    browser_page.get_by_label("Start trade in").wait_for()
+    browser_page.screenshot(path=os.path.join(artifacts_dir, "chatkit-configurator-migrated-tools.png"))
+    widget.refresh_from_db()
+    assert widget.published_version.config["connection"]["chatkit"]["mode"] == "server"

@@ -50,3 +50,14 @@ def test_hosted_page_says_why_in_words(fake_openai, hosted_widget):
     assert 'data-testid="problem"' in text and "shut down on 2026-11-30" in text
     assert "openai-chatkit" not in text.split("</style>")[1]  # nothing to mount
     assert WORKFLOW_ID not in text
+
+
+def test_test_connection_for_a_hosted_draft_says_it_is_retired_without_calling_openai(fake_openai, hosted_widget,
+                                                                                      owner):
+    client = Client()
+    client.force_login(owner)
+    response = client.post(f"/app/widgets/{hosted_widget.public_id}/test-connection/", data="{}",
+                           content_type="application/json")
+    assert response.json()["ok"] is False and response.json()["code"] == "hosted_retired"
+    assert "Migrate to server mode" in response.json()["message"]
+    assert fake_openai.requests == []

@@ -337,7 +337,7 @@ def frozen_minute(monkeypatch):
     import time
 
     now = (time.time() // 60) * 60 + 20
-    monkeypatch.setattr("chatkit.services.time.time", lambda: now)
+    monkeypatch.setattr("widgets.ratelimit.time.time", lambda: now)
 
 
 def test_visitor_rate_limit_is_429_with_retry_after(fake_openai, visitor, settings, frozen_minute):

@@ -34,6 +34,7 @@ urlpatterns = [
     # Configurator.
     path(W, editor.configurator, name="app-widget"),
     path(W + "test-connection/", editor.test_connection, name="app-widget-test-connection"),
+    path(W + "chatkit-migrate/", editor.chatkit_migrate, name="app-widget-chatkit-migrate"),
     path(W + "versions/", editor.versions, name="app-widget-versions"),
     path(W + "rollback/", editor.rollback, name="app-widget-rollback"),
     path(W + "embed/", editor.embed_code, name="app-widget-embed"),

@@ -15,7 +15,7 @@ from licenses.services import license_create
 from widgets.demo_n8n import PATH as DEMO_N8N_PATH
 from widgets.demo_n8n import demo_url
 from widgets.models import KnowledgeEntry, Product, Widget
-from widgets.services import widget_create, widget_publish, widget_update
+from widgets.services import widget_chatkit_migrate, widget_create, widget_publish, widget_update
 
 OWNER = ("owner", "owner@demo.test", "demo-owner-pass")
 STAFF = ("staff", "staff@demo.test", "demo-staff-pass")
@@ -31,10 +31,20 @@ N8N_CONFIG = {
                                         "start_trade_in": True, "create_meeting_link": True, "log_lead": True}},
     "tools": {"booking_url": "https://cal.example.com/demo-store", "trade_in_devices": ["iPhone 12", "Pixel 6"]},
 }
+# The demo ChatKit widget runs on our own ChatKit server (hosted Agent Builder workflows are gone):
+# the widget's instructions, knowledge, products and the same tools voice uses. It answers when an
+# OpenAI key is set (OPENAI_API_KEY, or the widget's own key in the configurator).
 CHATKIT_CONFIG = {
-    "connection": {"provider": "chatkit", "chatkit": {"mode": "server"}},
+    "connection": {"provider": "chatkit", "chatkit": {
+        "mode": "server",
+        "instructions": "You are the Demo Store's shopping assistant. Help visitors find phones and accessories, "
+                        "explain trade-ins and book a call with the team. Be friendly and brief."}},
     "appearance": {"chatkit": {"accent_color": "#0f766e", "radius": "round"}},
-    "behaviour": {"greeting": "Welcome to the Demo Store assistant.", "starter_prompts": ["What's on sale?"]},
+    "behaviour": {"greeting": "Welcome to the Demo Store assistant.",
+                  "starter_prompts": ["What's on sale?", "Phones under $500?", "How do trade-ins work?"]},
+    "tools": {"enabled": {"search_knowledge": True, "search_products": True, "start_trade_in": True,
+                          "create_meeting_link": True, "log_lead": True},
+              "booking_url": "https://cal.example.com/demo-store", "trade_in_devices": ["iPhone 12", "Pixel 6"]},
 }
 
 
@@ -78,6 +88,9 @@ class Command(BaseCommand):
                 widget = widget_create(license=license, user=owner, membership=membership, name=name, config=config)
                 widget_publish(widget=widget, user=owner, membership=membership, note="Seeded")
             self._seed_data(widget)
+            if widget.widget_type == "chatkit" and widget.config["connection"]["chatkit"]["mode"] == "hosted":
+                # Seeded before Agent Builder shut down: move it to our ChatKit server, as the configurator does.
+                widget_chatkit_migrate(widget=widget, user=owner, membership=membership)
             if widget.widget_type == "n8n":
                 self._demo_webhook(widget, owner, membership, base=f"http://127.0.0.1:{port}")
 

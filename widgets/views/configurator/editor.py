@@ -39,6 +39,8 @@ def configurator(request: HttpRequest, widget: Widget, membership: Membership) -
         "test_message": TEST_MESSAGE, "test_timeout": f"{settings.N8N_TOTAL_TIMEOUT:g}",
         "widget_strings": {"strings": widget_strings.STRINGS,
                            "default_placeholder": widget_strings.DEFAULT_PLACEHOLDER},
+        "chatkit_hosted": widget.widget_type == "chatkit"
+        and widget.config["connection"]["chatkit"].get("mode") == "hosted",
     })
 
 
@@ -117,6 +119,8 @@ def embed_code(request: HttpRequest, widget: Widget, membership: Membership) -> 
     return render_app(request, "app/embed.html", {
         "widget": widget, "tab": "embed", "script": script, "iframe": iframe, "origin": origin,
         "domains": widget.license.allowed_domains, "nav": "widgets", **role_flags(membership),
+        "chatkit_hosted": widget.widget_type == "chatkit"
+        and widget.config["connection"]["chatkit"].get("mode") == "hosted",
     })
 
 
@@ -227,3 +231,21 @@ def product_delete(request: HttpRequest, widget: Widget, membership: Membership,
     product = get_object_or_404(widget.products, pk=pk)
     return post_action(request, lambda: catalog.product_delete(product=product, membership=membership),
                        success="Product deleted.", to="app-widget-products", public_id=widget.public_id)
+
+
+@widget_view
+@require_POST
+def chatkit_migrate(request: HttpRequest, widget: Widget, membership: Membership) -> HttpResponse:
+    """"Migrate to server mode" for a hosted ChatKit widget (Agent Builder is shut down)."""
+    outcome: dict[str, bool] = {}
+
+    def migrate() -> None:
+        _widget, outcome["published"] = services.widget_chatkit_migrate(widget=widget, user=request.user,
+                                                                        membership=membership)
+
+    return post_action(
+        request, migrate, to="app-widget", public_id=widget.public_id,
+        success=lambda: "Moved to the Switchboard ChatKit server" + (
+            " and published: the widget answers again." if outcome.get("published") else
+            ". Review the instructions, then publish."),
+    )
