@@ -482,7 +482,9 @@ def test_failure_after_a_tool_card_removes_what_the_turn_streamed(fake_openai, v
     assert events[-1]["type"] == "error"
     removed = [e["item_id"] for e in events if e["type"] == "thread.item.removed"]
     widget_ids = [e["item"]["id"] for e in events if e["type"] == "thread.item.done" and e["item"]["type"] == "widget"]
-    assert removed == widget_ids and len(widget_ids) == 1
+    # The card is streamed and removed again, or (when the failure wins the race with the tool's event
+    # queue) never streamed at all; either way nothing of the turn stays.
+    assert removed == widget_ids and len(widget_ids) <= 1
     assert list(ChatKitItem.objects.values_list("item_type", flat=True)) == ["user_message"]
     assert not Message.objects.exists()
 

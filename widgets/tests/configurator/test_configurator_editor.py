@@ -54,10 +54,10 @@ def test_configurator_shows_secret_hint_never_the_secret(client, owner, widget_a
     assert "ends …abcd" in body and "SECRET" not in body
 
 
-def test_chatkit_hosted_mode_is_labelled_legacy(client, owner, license_a):
+def test_chatkit_hosted_mode_is_labelled_retired(client, owner, license_a):
     widget = WidgetFactory(license=license_a, provider="chatkit")
     body = login(client, owner).get(url("app-widget", widget)).content.decode()
-    assert "LEGACY" in body and "2026-11-30" in body
+    assert "Hosted workflow (retired by OpenAI)" in body and "2026-11-30" in body
 
 
 # --- saving through the API (what the editor's JS calls) ------------------------------------------------
@@ -418,22 +418,17 @@ def test_test_connection_not_configured_and_bad_value(client, owner, widget_a):
 
 
 def test_test_connection_chatkit_hosted(client, owner, license_a, fake_upstream, settings):
+    """Agent Builder is shut down: a hosted draft is told so, and nothing calls OpenAI."""
     settings.OPENAI_BASE_URL = fake_upstream.url + "/v1"
     widget = WidgetFactory(license=license_a, provider="chatkit")
     widget_update(widget=widget, membership=owner.memberships.get(),
                   config={"connection": {"chatkit": {"mode": "hosted", "workflow_id": "wf_abc"}}},
                   secrets={"openai_api_key": "sk-live-key-1234"})
-    fake_upstream.body = {"client_secret": "cs_should_not_leak", "expires_at": 1}
     response = login(client, owner).post(url("app-widget-test-connection", widget), {},
                                          content_type="application/json")
-    assert response.json()["code"] == "ok"
-    sent = fake_upstream.requests[0]
-    assert sent["path"] == "/v1/chatkit/sessions" and sent["headers"]["OpenAI-Beta"] == "chatkit_beta=v1"
-    assert sent["body"]["workflow"] == {"id": "wf_abc"} and isinstance(sent["body"]["user"], str)
-    assert b"cs_should_not_leak" not in response.content and b"sk-live" not in response.content
-    fake_upstream.status = 401
-    assert client.post(url("app-widget-test-connection", widget), {},
-                       content_type="application/json").json()["code"] == "unauthorised"
+    assert response.json()["code"] == "hosted_retired" and response.json()["ok"] is False
+    assert fake_upstream.requests == []
+    assert b"sk-live" not in response.content
 
 
 def test_viewer_cannot_test_connection(client, viewer, widget_a):
