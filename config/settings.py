@@ -112,6 +112,10 @@ if DATABASE_URL:
     DB_POOL = env_bool("DB_POOL", not TESTING)
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0 if DB_POOL else env_int(
         "DB_CONN_MAX_AGE", 0, minimum=0))}
+    # A connection PostgreSQL dropped (restart, failover, terminated backend) is found out before a
+    # request gets it, instead of answering 500 (issue 11.9): CONN_HEALTH_CHECKS for persistent
+    # connections, and (Django passes it on) psycopg_pool's check_connection on every pool checkout.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     if DB_POOL and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             "min_size": env_int("DB_POOL_MIN_SIZE", 2, minimum=0),

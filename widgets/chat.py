@@ -6,12 +6,15 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
 
 from config.api import ApiError, json_loads
 from licenses.models import License
@@ -19,7 +22,7 @@ from licenses.selectors import license_quota_left
 from licenses.services import usage_increment
 from widgets.aio import db_step, upstream_await, upstream_submit
 from widgets.models import Channel, Conversation, Message, Widget
-from widgets.n8n import N8nReply, N8nStream, N8nTarget, n8n_history_async, n8n_send_async, n8n_target
+from widgets.n8n import N8nError, N8nReply, N8nStream, N8nTarget, n8n_history_async, n8n_send_async, n8n_target
 from widgets.ratelimit import rate_hit
 from widgets.selectors import widget_get_published
 
@@ -96,24 +99,71 @@ def chat_quota_check(*, widget: Widget, session_id: str) -> None:
         raise ApiError("quota_exceeded", "This license has used its monthly allowance.", status_code=429)
 
 
+def chat_conversation_open(*, widget: Widget, session_id: str, visitor_id: str) -> Conversation:
+    """The session's conversation, opened (and counted in the monthly usage) by the first message.
+
+    Race-safe: concurrent first messages of one session all try the insert; the unique constraint
+    `conversation_unique_chat_session` lets one win (it alone counts usage), the others wait for it
+    and join its conversation (issue 11.8). Call inside a transaction."""
+    conversation = chat_conversation_find(widget=widget, session_id=session_id)
+    if conversation is not None:
+        return conversation
+    try:
+        with transaction.atomic():
+            conversation = Conversation.objects.create(
+                widget=widget, channel=Channel.CHAT, session_id=session_id, visitor_id=visitor_id)
+            usage_increment(license=widget.license_id, conversations=1)
+            return conversation
+    except IntegrityError:
+        conversation = chat_conversation_find(widget=widget, session_id=session_id)
+        if conversation is None:
+            raise
+        return conversation
+
+
 def chat_turn_record(
     *, widget: Widget, session_id: str, visitor_id: str, user_text: str, reply_text: str,
-    ui: list[dict[str, Any]] | None = None,
+    ui: list[dict[str, Any]] | None = None, latency_ms: int | None = None,
 ) -> Conversation:
     """One user message and one assistant message; a new session opens a conversation and counts it."""
     with transaction.atomic():
-        conversation = chat_conversation_find(widget=widget, session_id=session_id)
-        if conversation is None:
-            conversation = Conversation.objects.create(
-                widget=widget, channel=Channel.CHAT, session_id=session_id, visitor_id=visitor_id
-            )
-            usage_increment(license=widget.license_id, conversations=1)
+        conversation = chat_conversation_open(widget=widget, session_id=session_id, visitor_id=visitor_id)
         Message.objects.create(conversation=conversation, role=Message.Role.USER, text=user_text)
         Message.objects.create(
             conversation=conversation, role=Message.Role.ASSISTANT, text=reply_text,
-            payload={"ui": ui} if ui else {},
+            payload={"ui": ui} if ui else {}, latency_ms=latency_ms,
         )
     return conversation
+
+
+def chat_failure_record(
+    *, widget: Widget, session_id: str, visitor_id: str, user_text: str, error: N8nError, latency_ms: int,
+) -> Conversation:
+    """A visitor's message that got no answer (n8n timed out, failed, or is not allowed): the user turn
+    with the failure (kind, n8n's status, latency) on its conversation, and the widget's failure count
+    (issue 10.5), so the agency can see that their client's bot is down."""
+    with transaction.atomic():
+        conversation = chat_conversation_open(widget=widget, session_id=session_id, visitor_id=visitor_id)
+        Message.objects.create(
+            conversation=conversation, role=Message.Role.USER, text=user_text, failure_kind=error.code[:32],
+            upstream_status=error.upstream_status, latency_ms=latency_ms)
+        Widget.objects.filter(pk=widget.pk).update(chat_failures=F("chat_failures") + 1,
+                                                   last_chat_failure_at=timezone.now())
+    return conversation
+
+
+def _stored(record: Any, **kwargs: Any) -> bool:
+    """Run a record function; False (logged) when the database cannot take it right now."""
+    try:
+        record(**kwargs)
+    except DatabaseError:
+        logger.exception("chat turn could not be stored (widget %s)", kwargs["widget"].pk)
+        return False
+    return True
+
+
+def _ms_since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
 
 
 def published_widget_or_404(*, license: License, public_id: str = "") -> Widget:
@@ -225,17 +275,27 @@ async def chat_history(*, target: N8nTarget, chat: ChatRequest) -> list[dict[str
 
 
 async def chat_reply(*, widget: Widget, target: N8nTarget, chat: ChatRequest) -> N8nReply:
-    """One non-streaming turn: ask n8n (holding no DB connection), then record it in a short DB step
-    (nothing is written when n8n fails)."""
+    """One non-streaming turn: ask n8n (holding no DB connection), then record it in a short DB step.
+    A failed call is recorded as a failed user turn, then raised (the visitor gets 502/504)."""
     slot = chat_upstream_slot(license=widget.license)
+    started = time.monotonic()
     try:
         reply = await upstream_await(n8n_send_async(target=target, session_id=chat.session_id,
                                                     chat_input=chat.chat_input, metadata=chat.metadata))
+    except N8nError as error:
+        await db_step(_stored, chat_failure_record, **_turn(widget, chat), error=error,
+                      latency_ms=_ms_since(started))
+        raise
     finally:
         slot.release()
-    await db_step(chat_turn_record, widget=widget, session_id=chat.session_id, visitor_id=chat.visitor_id,
-                  user_text=chat.chat_input, reply_text=reply.text, ui=reply.ui)
+    await db_step(chat_turn_record, **_turn(widget, chat), reply_text=reply.text, ui=reply.ui,
+                  latency_ms=_ms_since(started))
     return reply
+
+
+def _turn(widget: Widget, chat: ChatRequest) -> dict[str, Any]:
+    return {"widget": widget, "session_id": chat.session_id, "visitor_id": chat.visitor_id,
+            "user_text": chat.chat_input}
 
 
 def _line(event: dict[str, Any]) -> bytes:
@@ -247,26 +307,25 @@ async def _next_batch(batches: AsyncIterator[list[dict[str, Any]]]) -> list[dict
 
 
 class _Relay:
-    """The NDJSON body of a streamed turn: batches of events from the upstream loop, relayed as lines;
-    the aggregated turn is recorded once, before the final `end` line. `close()` (called by Django
-    when the response ends, or the visitor leaves) frees the license's permit and the upstream."""
+    """The NDJSON body of a streamed turn: batches of events from the upstream loop, relayed as lines.
+    The turn is recorded once, before the final line: the aggregated reply before `end`, or the failed
+    user turn before `error`; an `end` that cannot be stored becomes an `error` line (issue 11.9).
+    `close()` (called by Django when the response ends, or the visitor leaves) frees the license's
+    permit and the upstream."""
 
-    def __init__(self, *, stream: N8nStream, widget: Widget, chat: ChatRequest, slot: UpstreamSlot):
+    def __init__(self, *, stream: N8nStream, widget: Widget, chat: ChatRequest, slot: UpstreamSlot,
+                 started: float):
         self._stream = stream
         self._batches = stream.batches()
         self._widget = widget
         self._chat = chat
         self._slot = slot
+        self._started = started
         self._lines: list[bytes] = []
         self._finished = False
 
-    def _record_kwargs(self) -> dict[str, Any]:
-        chat = self._chat
-        return {"widget": self._widget, "session_id": chat.session_id, "visitor_id": chat.visitor_id,
-                "user_text": chat.chat_input, "reply_text": self._stream.text, "ui": self._stream.ui}
-
     def _take(self, batch: list[dict[str, Any]] | None) -> dict[str, Any] | None:
-        """Queue the batch's lines; returns the final event (end or error) for the caller to settle."""
+        """Queue the batch's lines; returns the final event (end or error) for `_settle`."""
         if batch is None:
             self._finished = True
             return None
@@ -278,11 +337,19 @@ class _Relay:
             self._lines.append(_line(event))
         return None
 
-    def _settled(self, event: dict[str, Any], stored: bool) -> None:
-        if event["type"] == "end" and not stored:
-            event = {"type": "error", "code": "not_stored",
-                     "message": "The answer could not be saved. Please send your message again."}
-        self._lines.append(_line(event))
+    def _settle(self, final: dict[str, Any]) -> None:
+        """Record the turn (sync ORM: called directly, or in a DB step) and queue the last line."""
+        turn = _turn(self._widget, self._chat)
+        latency_ms = _ms_since(self._started)
+        if final["type"] == "end":
+            if not _stored(chat_turn_record, **turn, reply_text=self._stream.text, ui=self._stream.ui,
+                           latency_ms=latency_ms):
+                final = {"type": "error", "code": "not_stored",
+                         "message": "The answer could not be saved. Please send your message again."}
+        else:
+            error = self._stream.error or N8nError(final["code"], final["message"], 502)
+            _stored(chat_failure_record, **turn, error=error, latency_ms=latency_ms)
+        self._lines.append(_line(final))
 
     def close(self) -> None:
         self._slot.release()
@@ -303,7 +370,7 @@ class SyncRelay(_Relay):
                 raise StopIteration
             final = self._take(upstream_submit(_next_batch(self._batches)).result())
             if final is not None:
-                self._settled(final, _record_or_log(self._record_kwargs()) if final["type"] == "end" else True)
+                self._settle(final)
         return self._lines.pop(0)
 
 
@@ -319,22 +386,8 @@ class AsyncRelay(_Relay):
                 raise StopAsyncIteration
             final = self._take(await upstream_await(_next_batch(self._batches)))
             if final is not None:
-                stored = True
-                if final["type"] == "end":
-                    stored = await db_step(_record_or_log, self._record_kwargs())
-                self._settled(final, stored)
+                await db_step(self._settle, final)
         return self._lines.pop(0)
-
-
-def _record_or_log(kwargs: dict[str, Any]) -> bool:
-    """Record a streamed turn; False (logged) when the database cannot take it: the visitor has seen
-    the reply, so the stream ends with an `error` line telling them it was not kept (issue 11.9)."""
-    try:
-        chat_turn_record(**kwargs)
-    except DatabaseError:
-        logger.exception("chat turn could not be stored (widget %s)", kwargs["widget"].pk)
-        return False
-    return True
 
 
 async def chat_stream(*, widget: Widget, target: N8nTarget, chat: ChatRequest, asgi: bool) -> _Relay:
@@ -342,10 +395,16 @@ async def chat_stream(*, widget: Widget, target: N8nTarget, chat: ChatRequest, a
     slot = chat_upstream_slot(license=widget.license)
     stream = N8nStream(target=target, session_id=chat.session_id, chat_input=chat.chat_input,
                        metadata=chat.metadata)
+    started = time.monotonic()
     try:
         await upstream_await(stream.open())
+    except N8nError as error:
+        slot.release()
+        await db_step(_stored, chat_failure_record, **_turn(widget, chat), error=error,
+                      latency_ms=_ms_since(started))
+        raise
     except BaseException:
         slot.release()
         raise
     relay = AsyncRelay if asgi else SyncRelay
-    return relay(stream=stream, widget=widget, chat=chat, slot=slot)
+    return relay(stream=stream, widget=widget, chat=chat, slot=slot, started=started)

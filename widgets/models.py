@@ -42,6 +42,9 @@ class Widget(models.Model):
         "WidgetVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     secrets = EncryptedJSONField(help_text="Encrypted provider credentials; never serialised.")
+    chat_failures = models.PositiveIntegerField(
+        default=0, help_text="Visitors' chat messages that got no answer (n8n timeout or error), ever.")
+    last_chat_failure_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -112,6 +115,12 @@ class Conversation(models.Model):
             models.Index(fields=["heartbeat_at"], condition=Q(ended_at__isnull=True),
                          name="conversation_open_heartbeat"),
         ]
+        constraints = [
+            # One live n8n chat conversation per session: concurrent first messages race to insert it,
+            # one wins and counts the quota, the others join it (widgets.chat.chat_turn_record).
+            models.UniqueConstraint(fields=["widget", "session_id"], name="conversation_unique_chat_session",
+                                    condition=Q(channel="chat", is_preview=False) & ~Q(session_id="")),
+        ]
 
     def __str__(self) -> str:
         return f"{self.channel} {self.session_id or self.pk}"
@@ -131,10 +140,18 @@ class Message(models.Model):
     text = models.TextField(blank=True)
     payload = models.JSONField(default=dict, blank=True, help_text="Structured UI events of this turn.")
     item_id = models.CharField(max_length=100, blank=True, help_text="Upstream item id, for voice turns.")
+    failure_kind = models.CharField(
+        max_length=32, blank=True,
+        help_text="A visitor's message that got no answer: upstream_timeout, upstream_error, target_not_allowed.")
+    upstream_status = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="The HTTP status the upstream answered a failed turn with, if any.")
+    latency_ms = models.PositiveIntegerField(
+        null=True, blank=True, help_text="How long the upstream took for this turn (answered or failed).")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["conversation"], condition=~Q(failure_kind=""), name="message_failed")]
 
     def __str__(self) -> str:
         return f"{self.role}: {self.text[:40]}"

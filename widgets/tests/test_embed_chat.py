@@ -129,7 +129,16 @@ def test_streaming_is_relayed_and_aggregated_into_one_message(client, n8n_widget
     assert fake_n8n.requests[0].body["chatInput"] == "Hi there"
 
 
-def test_stream_error_event_becomes_an_error_line_and_no_record(client, n8n_widget, fake_n8n, owner):
+def failed_turn(widget, text="Hi there"):
+    """Issue 10.5: a message that got no answer is kept as the user turn with its failure, no reply."""
+    [message] = Message.objects.all()
+    assert (message.role, message.text, message.conversation.widget) == ("user", text, widget)
+    widget.refresh_from_db()
+    assert widget.chat_failures == 1 and widget.last_chat_failure_at is not None
+    return message
+
+
+def test_stream_error_event_becomes_an_error_line_and_a_failed_turn(client, n8n_widget, fake_n8n, owner):
     publish(n8n_widget, owner, config={"connection": {"n8n": {"streaming": True}}})
     fake_n8n.reply(stream=[{"type": "begin"}, {"type": "item", "content": "Hal"},
                            {"type": "error", "content": f"boom at {fake_n8n.webhook}"}])
@@ -138,7 +147,7 @@ def test_stream_error_event_becomes_an_error_line_and_no_record(client, n8n_widg
     last = json.loads(body.splitlines()[-1])
     assert last["type"] == "error" and last["code"] == "upstream_error"
     assert fake_n8n.webhook.encode() not in body
-    assert Message.objects.count() == 0
+    assert failed_turn(n8n_widget).failure_kind == "upstream_error"  # and no assistant message
 
 
 def test_streaming_widget_accepts_a_plain_json_reply(client, n8n_widget, fake_n8n, owner):
@@ -155,7 +164,9 @@ def test_upstream_timeout_is_504_without_the_url(client, n8n_widget, fake_n8n, s
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "upstream_timeout"
     assert fake_n8n.url.encode() not in response.content
-    assert Conversation.objects.count() == 0
+    message = failed_turn(n8n_widget)
+    assert (message.failure_kind, message.upstream_status) == ("upstream_timeout", None)
+    assert 250 <= message.latency_ms < 1000
 
 
 @pytest.mark.parametrize("spec", [
@@ -172,7 +183,8 @@ def test_upstream_failures_are_502_without_the_url(client, n8n_widget, fake_n8n,
     assert fake_n8n.url.encode() not in response.content
     # Our own log lines never carry the webhook URL (httpx's INFO request log is the operator's choice).
     assert all(fake_n8n.url not in r.getMessage() for r in caplog.records if r.name != "httpx")
-    assert Message.objects.count() == 0
+    message = failed_turn(n8n_widget)
+    assert (message.failure_kind, message.upstream_status) == ("upstream_error", spec.get("status"))
 
 
 def test_unreachable_upstream_is_502(client, widget_a, owner):
