@@ -1,4 +1,4 @@
-# Before the unique constraint of 0005: one conversation per chat session (issue 11.8).
+# Before the unique constraint of 0006: one conversation per chat session (issue 11.8).
 
 from django.db import migrations, models
 
@@ -26,7 +26,7 @@ def merge_duplicate_chat_sessions(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('widgets', '0003_n8n_auth_bound_to_url'),
+        ('widgets', '0004_tools_enabled_current_models'),
     ]
 
     operations = [
