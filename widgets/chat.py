@@ -54,6 +54,11 @@ def chat_request_parse(*, body: bytes, widget_param: str = "", visitor_header: s
     data = json_loads(body or b"")
     if not isinstance(data, dict):
         raise ApiError("invalid_json", "Send a JSON object.")
+    return chat_request_from(data=data, widget_param=widget_param, visitor_header=visitor_header)
+
+
+def chat_request_from(*, data: dict[str, Any], widget_param: str = "", visitor_header: str = "") -> ChatRequest:
+    """The one set of rules for a chat request, public or preview (issue 10.6). Raises ApiError (400)."""
     action = data.get("action", "sendMessage")
     if action not in ACTIONS:
         raise ApiError("invalid_action", "action must be sendMessage or loadPreviousSession.")
@@ -274,22 +279,25 @@ async def chat_history(*, target: N8nTarget, chat: ChatRequest) -> list[dict[str
                                                   metadata=chat.metadata))
 
 
-async def chat_reply(*, widget: Widget, target: N8nTarget, chat: ChatRequest) -> N8nReply:
+async def chat_reply(*, widget: Widget, target: N8nTarget, chat: ChatRequest, record: bool = True) -> N8nReply:
     """One non-streaming turn: ask n8n (holding no DB connection), then record it in a short DB step.
-    A failed call is recorded as a failed user turn, then raised (the visitor gets 502/504)."""
+    A failed call is recorded as a failed user turn, then raised (the visitor gets 502/504).
+    `record=False` (the configurator's preview) writes nothing."""
     slot = chat_upstream_slot(license=widget.license)
     started = time.monotonic()
     try:
         reply = await upstream_await(n8n_send_async(target=target, session_id=chat.session_id,
                                                     chat_input=chat.chat_input, metadata=chat.metadata))
     except N8nError as error:
-        await db_step(_stored, chat_failure_record, **_turn(widget, chat), error=error,
-                      latency_ms=_ms_since(started))
+        if record:
+            await db_step(_stored, chat_failure_record, **_turn(widget, chat), error=error,
+                          latency_ms=_ms_since(started))
         raise
     finally:
         slot.release()
-    await db_step(chat_turn_record, **_turn(widget, chat), reply_text=reply.text, ui=reply.ui,
-                  latency_ms=_ms_since(started))
+    if record:
+        await db_step(chat_turn_record, **_turn(widget, chat), reply_text=reply.text, ui=reply.ui,
+                      latency_ms=_ms_since(started))
     return reply
 
 
@@ -314,7 +322,8 @@ class _Relay:
     permit and the upstream."""
 
     def __init__(self, *, stream: N8nStream, widget: Widget, chat: ChatRequest, slot: UpstreamSlot,
-                 started: float):
+                 started: float, record: bool = True):
+        self._record = record
         self._stream = stream
         self._batches = stream.batches()
         self._widget = widget
@@ -341,7 +350,9 @@ class _Relay:
         """Record the turn (sync ORM: called directly, or in a DB step) and queue the last line."""
         turn = _turn(self._widget, self._chat)
         latency_ms = _ms_since(self._started)
-        if final["type"] == "end":
+        if not self._record:
+            pass
+        elif final["type"] == "end":
             if not _stored(chat_turn_record, **turn, reply_text=self._stream.text, ui=self._stream.ui,
                            latency_ms=latency_ms):
                 final = {"type": "error", "code": "not_stored",
@@ -386,11 +397,16 @@ class AsyncRelay(_Relay):
                 raise StopAsyncIteration
             final = self._take(await upstream_await(_next_batch(self._batches)))
             if final is not None:
-                await db_step(self._settle, final)
+                if self._record:
+                    await db_step(self._settle, final)
+                else:
+                    self._settle(final)
         return self._lines.pop(0)
 
 
-async def chat_stream(*, widget: Widget, target: N8nTarget, chat: ChatRequest, asgi: bool) -> _Relay:
+async def chat_stream(
+    *, widget: Widget, target: N8nTarget, chat: ChatRequest, asgi: bool, record: bool = True
+) -> _Relay:
     """Open the upstream stream now (errors raise N8nError before any byte is sent), then relay it."""
     slot = chat_upstream_slot(license=widget.license)
     stream = N8nStream(target=target, session_id=chat.session_id, chat_input=chat.chat_input,
@@ -400,11 +416,12 @@ async def chat_stream(*, widget: Widget, target: N8nTarget, chat: ChatRequest, a
         await upstream_await(stream.open())
     except N8nError as error:
         slot.release()
-        await db_step(_stored, chat_failure_record, **_turn(widget, chat), error=error,
-                      latency_ms=_ms_since(started))
+        if record:
+            await db_step(_stored, chat_failure_record, **_turn(widget, chat), error=error,
+                          latency_ms=_ms_since(started))
         raise
     except BaseException:
         slot.release()
         raise
     relay = AsyncRelay if asgi else SyncRelay
-    return relay(stream=stream, widget=widget, chat=chat, slot=slot, started=started)
+    return relay(stream=stream, widget=widget, chat=chat, slot=slot, started=started, record=record)

@@ -134,7 +134,9 @@ function sendPreview() {
   if (errors.size) return; // keep showing the last valid config while a field is invalid
   frame.contentWindow?.postMessage(
     { type: "switchboard:preview", config: publicConfig(fullConfig()),
-      options: { mode: preview.mode, host: preview.host, dirty } },
+      options: { mode: preview.mode, host: preview.host, dirty },
+      // The preview chat uses the unsaved connection exactly as Test connection does.
+      draft: { config: formConfig(), secrets: secretChanges() } },
     location.origin,
   );
 }

@@ -1,5 +1,7 @@
 // The preview frame: a fake host page plus the widget, mounted with a DRAFT public config.
-// The parent (configurator) posts {type: "switchboard:preview", config, options} on every change.
+// The parent (configurator) posts {type: "switchboard:preview", config, options, draft} on every change;
+// `draft` is the editor's unsaved connection ({config, secrets}, as Test connection sends it), which
+// the preview chat uses, so the preview chats with what you typed before you save.
 //
 // mountPreview() is the ONE adapter between the preview and the widget renderer: when the real
 // bundle (static/widget/, branch `embed`) is on the page as window.SwitchboardWidget it is used;
@@ -35,7 +37,7 @@ function installFetchShim() {
   const base = `/api/widget/${encodeURIComponent(boot.licenseKey)}/`;
   const json = (body, status = 200) => Promise.resolve(new Response(JSON.stringify(body),
     { status, headers: { "Content-Type": "application/json" } }));
-  shimmed = { config: null };
+  shimmed = { config: null, draft: null };
   window.fetch = (input, init = {}) => {
     const path = new URL(typeof input === "string" ? input : input.url, location.href).pathname;
     if (!path.startsWith(base)) return realFetch(input, init);
@@ -50,7 +52,10 @@ function installFetchShim() {
       const headers = new Headers(init.headers || {});
       headers.set("Content-Type", "application/json");
       headers.set("X-CSRFToken", (document.cookie.match(/csrftoken=([^;]+)/) || [])[1] || "");
-      return realFetch(boot.chatUrl, { ...init, headers, credentials: "same-origin" });
+      // The editor's unsaved connection rides along (share links have none: the saved draft is used).
+      const draft = shimmed.draft ? { config: shimmed.draft.config, secrets: shimmed.draft.secrets } : {};
+      return realFetch(boot.chatUrl, { ...init, body: JSON.stringify({ ...body, ...draft }), headers,
+        credentials: "same-origin" });
     }
     return json({ error: { code: "not_found", message: "Not available in the preview." } }, 404);
   };
@@ -298,6 +303,7 @@ function render() {
 window.addEventListener("message", (event) => {
   if (event.origin !== location.origin || event.data?.type !== "switchboard:preview") return;
   state.config = event.data.config || state.config;
+  if (event.data.draft) installFetchShim().draft = event.data.draft;
   const options = event.data.options || {};
   if (options.mode && options.mode !== state.mode) { state.mode = options.mode; state.open = true; }
   if (options.host) state.host = options.host;

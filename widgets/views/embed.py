@@ -15,6 +15,7 @@ from licenses.models import License
 from widgets import loader
 from widgets.aio import db_step
 from widgets.chat import (
+    ChatRequest,
     chat_history,
     chat_is_streaming,
     chat_prepare,
@@ -26,7 +27,8 @@ from widgets.chat import (
 )
 from widgets.config_schema import config_public
 from widgets.leads import lead_submit
-from widgets.n8n import N8nError
+from widgets.models import Widget
+from widgets.n8n import N8nError, N8nTarget
 from widgets.public import public_endpoint
 
 JS = "application/javascript; charset=utf-8"
@@ -95,22 +97,37 @@ def _client_ip(request: HttpRequest) -> str:
     return request.META.get("REMOTE_ADDR", "")
 
 
+async def chat_answer(request: HttpRequest, *, widget: Widget, target: N8nTarget, chat: ChatRequest,
+                      streaming: bool, record: bool = True) -> HttpResponse:
+    """The answer to one chat request, public or preview: history, a JSON reply, or the NDJSON stream.
+    Raises ApiError / N8nError (see `chat_error`)."""
+    if chat.action == "loadPreviousSession":
+        return JsonResponse({"sessionId": chat.session_id, "messages": await chat_history(target=target, chat=chat)})
+    if streaming:
+        body = await chat_stream(widget=widget, target=target, chat=chat, asgi=isinstance(request, ASGIRequest),
+                                 record=record)
+        response = StreamingHttpResponse(body, content_type="application/x-ndjson")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        return response
+    reply = await chat_reply(widget=widget, target=target, chat=chat, record=record)
+    return JsonResponse({"output": reply.text, "ui": reply.ui})
+
+
+def chat_error(exc: ApiError | N8nError) -> JsonResponse:
+    if isinstance(exc, ApiError):
+        return _api_error(exc)
+    return error_response(exc.code, exc.message, exc.status)
+
+
 async def _chat(request: HttpRequest, license: License) -> HttpResponse:
     chat = chat_request_parse(
         body=json_body_bytes(request), widget_param=request.GET.get("widget", ""),
         visitor_header=request.headers.get("X-Switchboard-Visitor", ""),
     )
     widget, target = await db_step(chat_prepare, license=license, chat=chat, ip=_client_ip(request))
-    if chat.action == "loadPreviousSession":
-        return JsonResponse({"sessionId": chat.session_id, "messages": await chat_history(target=target, chat=chat)})
-    if chat_is_streaming(widget=widget):
-        body = await chat_stream(widget=widget, target=target, chat=chat, asgi=isinstance(request, ASGIRequest))
-        response = StreamingHttpResponse(body, content_type="application/x-ndjson")
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"
-        return response
-    reply = await chat_reply(widget=widget, target=target, chat=chat)
-    return JsonResponse({"output": reply.text, "ui": reply.ui})
+    return await chat_answer(request, widget=widget, target=target, chat=chat,
+                             streaming=chat_is_streaming(widget=widget))
 
 
 @public_endpoint(methods=("POST",))
@@ -121,10 +138,8 @@ async def chat(request: HttpRequest, license: License) -> HttpResponse:
     connection and no thread (DESIGN rule 7)."""
     try:
         return await _chat(request, license)
-    except ApiError as exc:
-        return _api_error(exc)
-    except N8nError as exc:
-        return error_response(exc.code, exc.message, exc.status)
+    except (ApiError, N8nError) as exc:
+        return chat_error(exc)
 
 
 @public_endpoint(methods=("POST",))

@@ -13,12 +13,12 @@ from config.api import ApiError
 from licenses.models import Membership
 from widgets import catalog, services, widget_strings
 from widgets.config_diff import config_diff
-from widgets.config_schema import ConfigError, config_normalize
 from widgets.connection_test import TEST_MESSAGE, connection_test
 from widgets.models import Widget
 from widgets.selectors import widget_versions
 from widgets.views.configurator.common import (
     api_error_json,
+    draft_connection,
     forbidden,
     json_body,
     post_action,
@@ -26,7 +26,7 @@ from widgets.views.configurator.common import (
     role_flags,
     widget_view,
 )
-from widgets.views.configurator.fields import control_label, sections_with_values
+from widgets.views.configurator.fields import sections_with_values
 
 
 @widget_view
@@ -52,15 +52,7 @@ def test_connection(request: HttpRequest, widget: Widget, membership: Membership
         if not membership.can_edit:
             raise ApiError("permission_denied", "Your role may not test connections.", status_code=403)
         body = json_body(request)
-        try:
-            config = config_normalize(body.get("config") or {}, base=widget.config)
-        except ConfigError as exc:
-            fields = {f"config.{p}": m for p, m in exc.errors.items()}
-            path, problems = next(iter(exc.errors.items()))
-            raise ApiError("invalid_config", f"{control_label(path)}: {problems[0][:1].lower()}{problems[0][1:]}",
-                           fields=fields)
-        secrets = services.secrets_clean(current=widget.secrets or {}, changes=body.get("secrets") or {},
-                                         config=config)
+        config, secrets = draft_connection(widget=widget, body=body)
         message = body.get("message") if isinstance(body.get("message"), str) else ""
     except ApiError as exc:
         return api_error_json(exc)

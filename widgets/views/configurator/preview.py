@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
@@ -16,13 +16,15 @@ from django.views.decorators.http import require_http_methods, require_POST
 from config.api import ApiError, error_response
 from licenses.models import Membership
 from widgets import preview_links
-from widgets.chat import chat_rate_check
+from widgets.aio import db_step
+from widgets.chat import ChatRequest, chat_rate_check
 from widgets.config_schema import config_public
 from widgets.models import Widget
-from widgets.preview_chat import preview_chat_reply
+from widgets.n8n import N8nError, N8nTarget
+from widgets.preview_chat import preview_chat_prepare
 from widgets.services import secrets_status
 from widgets.views.configurator.common import (
-    api_error_json,
+    draft_connection,
     forbidden,
     json_body,
     post_action,
@@ -30,6 +32,7 @@ from widgets.views.configurator.common import (
     role_flags,
     widget_view,
 )
+from widgets.views.embed import chat_answer, chat_error
 
 
 def _connection_ready(widget: Widget) -> dict[str, bool]:
@@ -81,14 +84,27 @@ def preview_frame(request: HttpRequest, widget: Widget, membership: Membership) 
 
 
 @widget_view
-@require_POST
-def preview_chat(request: HttpRequest, widget: Widget, membership: Membership) -> JsonResponse:
+async def preview_chat(request: HttpRequest, widget: Widget, membership: Membership) -> HttpResponse:
+    """POST — the preview's chat with the editor's current (unsaved) draft, answered like the live
+    widget (JSON, or NDJSON when streaming). Editors may send `config`/`secrets` (the form's values, as
+    Test connection does); viewers chat with the saved draft."""
+    if request.method != "POST":
+        return error_response("method_not_allowed", "Use POST.", 405)
     try:
-        body = json_body(request)
-    except ApiError as exc:
-        return api_error_json(exc)
-    status, payload = preview_chat_reply(widget=widget, body=body)
-    return JsonResponse(payload, status=status, safe=False)
+        data = json_body(request)
+
+        def prepare():
+            if membership.can_edit and ("config" in data or "secrets" in data):
+                config, secrets = draft_connection(widget=widget, body=data)
+            else:
+                config, secrets = widget.config, widget.secrets or {}
+            return preview_chat_prepare(widget=widget, data=data, config=config, secrets=secrets)
+
+        chat, target, streaming = await db_step(prepare)
+        return await chat_answer(request, widget=widget, target=target, chat=chat, streaming=streaming,
+                                 record=False)
+    except (ApiError, N8nError) as exc:
+        return chat_error(exc)
 
 
 # --- share links ------------------------------------------------------------------------------
@@ -164,21 +180,31 @@ def share_frame(request: HttpRequest, token: str) -> HttpResponse:
     return _frame(request, widget, reverse("app-share-chat", kwargs={"token": token}), shared=True)
 
 
-@csrf_exempt  # signed-out visitor; the signed token is the credential, and the view only reads
-@require_POST
-def share_chat(request: HttpRequest, token: str) -> JsonResponse:
+def _share_chat_prepare(request: HttpRequest, token: str, data: dict) -> tuple[Widget, ChatRequest, N8nTarget, bool]:
     lookup = preview_links.preview_link_resolve(token=token)
     if not lookup.ok or lookup.link is None:
-        return error_response("preview_unavailable", "This preview link has expired or was revoked.", 410)
+        raise ApiError("preview_unavailable", "This preview link has expired or was revoked.", status_code=410)
     widget = lookup.link.widget
-    try:
-        body = json_body(request)
-    except ApiError as exc:
-        return api_error_json(exc)
     # Signed-out callers: the same per-minute limit as the public chat, keyed by the link.
     retry_after = chat_rate_check(license=widget.license, visitor_id=f"share:{lookup.link.token_id}",
                                   session_id="", ip=request.META.get("REMOTE_ADDR", ""))
     if retry_after:
-        return error_response("rate_limited", "Too many messages; wait a moment and try again.", 429)
-    status, payload = preview_chat_reply(widget=widget, body=body)
-    return JsonResponse(payload, status=status, safe=False)
+        raise ApiError("rate_limited", "Too many messages; wait a moment and try again.", status_code=429,
+                       fields={"retry_after": retry_after})
+    chat, target, streaming = preview_chat_prepare(widget=widget, data=data, config=widget.config,
+                                                   secrets=widget.secrets or {})
+    return widget, chat, target, streaming
+
+
+@csrf_exempt  # signed-out visitor; the signed token is the credential, and the view only reads
+async def share_chat(request: HttpRequest, token: str) -> HttpResponse:
+    """POST — the share link's chat: the SAVED draft (a share link cannot change the config)."""
+    if request.method != "POST":
+        return error_response("method_not_allowed", "Use POST.", 405)
+    try:
+        data = json_body(request)
+        widget, chat, target, streaming = await db_step(_share_chat_prepare, request, token, data)
+        return await chat_answer(request, widget=widget, target=target, chat=chat, streaming=streaming,
+                                 record=False)
+    except (ApiError, N8nError) as exc:
+        return chat_error(exc)

@@ -1,0 +1,289 @@
+"""Chat proxy benchmark: N concurrent visitors through POST /api/widget/<key>/chat against a fake n8n
+Chat Trigger (plain and streaming), and the same load sent straight to the fake, in one run.
+
+Each visitor sends `--messages` turns one after the other (a new session per visitor); the fake answers
+after `--delay-ms` (a workflow's think time; streaming: 5 items spread over it). Per turn: latency to the
+last byte. Throughput = turns / wall seconds. ratio = proxy / direct throughput; added p99 = proxy p99 -
+direct p99. Then the isolation check: `--slow` chats on one more license whose webhook takes
+`--slow-seconds` are held open while the plain load runs again on the other licenses; their p99 is
+compared with the plain run's.
+
+The server is the production setup: `uvicorn config.asgi:application --workers W`, DEBUG=0, PostgreSQL
+(with its psycopg pool) and Redis, on your own database and Redis db:
+
+    python bench/chat_proxy.py --database-url postgres://postgres@127.0.0.1:5432/wt_chat \\
+        --redis-url redis://127.0.0.1:6379/4 [--visitors 200 --messages 5 --delay-ms 250 --workers 1]
+
+Visitors are spread over 4 licenses (2 widgets each: plain and streaming). Prints a table and writes
+bench/results-chat-proxy.json. Loopback only; the load generator, the fake and the server share the
+machine's CPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+LICENSES = 4
+ORIGIN = "https://bench.example.com"
+
+SETUP = """
+import json
+from licenses.models import Agency, License
+from widgets.config_schema import config_normalize
+from widgets.models import Widget, WidgetVersion
+Agency.objects.filter(slug="bench-chat").delete()
+agency = Agency.objects.create(name="Bench chat", slug="bench-chat")
+out = []
+for i, (path, streaming) in enumerate([("plain", False)] * {n} + [("slow", False)]):
+    license = License.objects.create(agency=agency, client_name=f"Bench {{i}}", allowed_domains=["bench.example.com"],
+        limits={{"max_widgets": 5, "monthly_conversations": 10**9, "monthly_voice_minutes": 10,
+                "max_concurrent_voice_sessions": 1, "max_concurrent_chats": 10**4}})
+    ids = {{}}
+    for kind, stream in (("plain", False), ("stream", True)):
+        hook = "{fake}/webhook/" + ("slow" if path == "slow" else kind)
+        config = config_normalize({{"connection": {{"provider": "n8n", "n8n": {{"webhook_url": hook,
+                                                                            "streaming": stream}}}}}})
+        widget = Widget.objects.create(license=license, name=f"{{kind}}", widget_type="n8n", config=config,
+                                       secrets={{}})
+        version = WidgetVersion.objects.create(widget=widget, number=1, widget_type="n8n", config=config)
+        Widget.objects.filter(pk=widget.pk).update(published_version=version)
+        ids[kind] = widget.public_id
+    out.append({{"key": license.key, **ids}})
+print("BENCH" + json.dumps(out))
+"""
+
+
+# --- the fake n8n Chat Trigger (its own process, plain ASGI under uvicorn) ---------------------------
+
+
+def fake_app(delay: float, slow: float):
+    received = {"slow": 0}
+    json_headers = [(b"content-type", b"application/json")]
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        path = scope["path"]
+        if scope["method"] == "GET":  # /stats
+            data = json.dumps(received).encode()
+            await send({"type": "http.response.start", "status": 200, "headers": json_headers})
+            await send({"type": "http.response.body", "body": data})
+            return
+        if path.endswith("/slow"):
+            received["slow"] += 1
+            await asyncio.sleep(slow)
+        if path.endswith("/stream"):
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json; charset=utf-8")]})
+            await send({"type": "http.response.body", "body": b'{"type":"begin","metadata":{}}\n', "more_body": True})
+            for i in range(5):
+                await asyncio.sleep(delay / 5)
+                line = json.dumps({"type": "item", "content": f"part {i} ", "metadata": {}}) + "\n"
+                await send({"type": "http.response.body", "body": line.encode(), "more_body": True})
+            await send({"type": "http.response.body", "body": b'{"type":"end","metadata":{}}\n'})
+            return
+        await asyncio.sleep(delay)
+        data = json.dumps({"output": "Hello from the fake n8n: " + "x" * 200}).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": json_headers})
+        await send({"type": "http.response.body", "body": data})
+
+    return app
+
+
+def run_fake(port: int, delay: float, slow: float) -> None:
+    import uvicorn
+
+    uvicorn.run(fake_app(delay, slow), host="127.0.0.1", port=port, log_level="warning", access_log=False,
+                backlog=4096)
+
+
+# --- load -----------------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] * 1000
+
+
+async def visitor_load(client, *, urls: list[str], visitors: int, messages: int, tag: str, streaming: bool,
+                       headers: dict[str, str]) -> dict:
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+
+    async def one(v: int) -> None:
+        url = urls[v % len(urls)]
+        for m in range(messages):
+            body = {"action": "sendMessage", "sessionId": f"{tag}-{v}", "chatInput": f"message {m}",
+                    "metadata": {"visitorId": f"{tag}-v{v}"}}
+            started = time.perf_counter()
+            try:
+                async with client.stream("POST", url, json=body, headers={**headers,
+                                         "X-Switchboard-Visitor": f"{tag}-v{v}"}) as response:
+                    data = b"".join([chunk async for chunk in response.aiter_bytes()])
+                ok = response.status_code == 200 and (not streaming or b'"end"' in data.splitlines()[-1])
+                if not ok:
+                    key = f"{response.status_code}"
+                    errors[key] = errors.get(key, 0) + 1
+                    continue
+            except Exception as exc:  # noqa: BLE001 - counted and reported
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                continue
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(v) for v in range(visitors)))
+    wall = time.perf_counter() - started
+    return {"turns": len(latencies), "errors": errors, "wall_s": round(wall, 3),
+            "throughput": round(len(latencies) / wall, 1),
+            "p50_ms": round(percentile(latencies, 0.5), 1) if latencies else None,
+            "p99_ms": round(percentile(latencies, 0.99), 1) if latencies else None}
+
+
+async def main_async(args, fake_url: str, server_url: str, keys: list[dict]) -> dict:
+    import httpx
+
+    limits = httpx.Limits(max_connections=args.visitors + args.slow + 50, max_keepalive_connections=args.visitors + 50)
+    results: dict = {}
+    async with httpx.AsyncClient(timeout=args.slow_seconds + 60, limits=limits) as client:
+        normal = keys[:LICENSES]
+        for mode in ("plain", "stream"):
+            streaming = mode == "stream"
+            proxy_urls = [f"{server_url}/api/widget/{k['key']}/chat?widget={k[mode]}" for k in normal]
+            direct_urls = [f"{fake_url}/webhook/{mode}"]
+            # Warm-up: connections, pools, caches on both paths.
+            await visitor_load(client, urls=proxy_urls, visitors=20, messages=2, tag=f"warm-{mode}",
+                               streaming=streaming, headers={"Origin": ORIGIN})
+            await visitor_load(client, urls=direct_urls, visitors=20, messages=2, tag=f"warmd-{mode}",
+                               streaming=streaming, headers={})
+            direct = await visitor_load(client, urls=direct_urls, visitors=args.visitors, messages=args.messages,
+                                        tag=f"d-{mode}-{time.time_ns()}", streaming=streaming, headers={})
+            proxy = await visitor_load(client, urls=proxy_urls, visitors=args.visitors, messages=args.messages,
+                                       tag=f"p-{mode}-{time.time_ns()}", streaming=streaming,
+                                       headers={"Origin": ORIGIN})
+            results[mode] = {"direct": direct, "proxy": proxy,
+                             "ratio": round(proxy["throughput"] / direct["throughput"], 3),
+                             "added_p50_ms": round(proxy["p50_ms"] - direct["p50_ms"], 1),
+                             "added_p99_ms": round(proxy["p99_ms"] - direct["p99_ms"], 1)}
+            print(f"{mode:>6}: direct {direct['throughput']} turns/s p50 {direct['p50_ms']} p99 {direct['p99_ms']} | "
+                  f"proxy {proxy['throughput']} turns/s p50 {proxy['p50_ms']} p99 {proxy['p99_ms']} errors "
+                  f"{proxy['errors']} | ratio {results[mode]['ratio']} added p99 {results[mode]['added_p99_ms']} ms",
+                  flush=True)
+
+        # Isolation: one license's webhook hangs for --slow-seconds with --slow chats open meanwhile.
+        slow_key = keys[LICENSES]
+        slow_url = f"{server_url}/api/widget/{slow_key['key']}/chat?widget={slow_key['plain']}"
+        before = (await client.get(f"{fake_url}/stats")).json()["slow"]
+        slow_tasks = [asyncio.create_task(client.post(slow_url, json={
+            "action": "sendMessage", "sessionId": f"slow-{time.time_ns()}-{i}", "chatInput": "hi"},
+            headers={"Origin": ORIGIN, "X-Switchboard-Visitor": f"slow-{i}"})) for i in range(args.slow)]
+        deadline = time.monotonic() + 30
+        while (await client.get(f"{fake_url}/stats")).json()["slow"] - before < args.slow:
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        held = (await client.get(f"{fake_url}/stats")).json()["slow"] - before
+        proxy_urls = [f"{server_url}/api/widget/{k['key']}/chat?widget={k['plain']}" for k in normal]
+        under = await visitor_load(client, urls=proxy_urls, visitors=args.visitors, messages=args.messages,
+                                   tag=f"iso-{time.time_ns()}", streaming=False, headers={"Origin": ORIGIN})
+        health_started = time.perf_counter()
+        health = await client.get(f"{server_url}/healthz")
+        health_ms = (time.perf_counter() - health_started) * 1000
+        still_waiting = sum(1 for t in slow_tasks if not t.done())
+        for task in slow_tasks:
+            task.cancel()
+        await asyncio.gather(*slow_tasks, return_exceptions=True)
+        base = results["plain"]["proxy"]
+        results["isolation"] = {"slow_chats_held": held, "slow_still_waiting_at_end": still_waiting,
+                                "others": under, "others_p99_change_ms": round(under["p99_ms"] - base["p99_ms"], 1),
+                                "healthz_status": health.status_code, "healthz_ms": round(health_ms, 1)}
+        print(f"isolation: {held} chats held on a {args.slow_seconds:g} s webhook; other licenses "
+              f"{under['throughput']} turns/s p99 {under['p99_ms']} ms (plain run {base['p99_ms']} ms), "
+              f"errors {under['errors']}; /healthz {health.status_code} in {health_ms:.0f} ms", flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--visitors", type=int, default=200)
+    parser.add_argument("--messages", type=int, default=5)
+    parser.add_argument("--delay-ms", type=float, default=250)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--slow", type=int, default=50, help="chats held on the slow license")
+    parser.add_argument("--slow-seconds", type=float, default=90)
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", ""))
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", ""))
+    parser.add_argument("--fake-n8n", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.fake_n8n:
+        run_fake(args.fake_n8n, args.delay_ms / 1000, args.slow_seconds)
+        return
+    if not args.database_url.startswith("postgres"):
+        sys.exit("--database-url postgres://... is required (the production setup runs on PostgreSQL)")
+
+    import httpx
+
+    from widgets.tests.prod_server import ProdServer, free_port, prod_env
+
+    fake_port = free_port()
+    fake_url = f"http://127.0.0.1:{fake_port}"
+    fake = subprocess.Popen([sys.executable, __file__, "--fake-n8n", str(fake_port), "--delay-ms", str(args.delay_ms),
+                             "--slow-seconds", str(args.slow_seconds)], cwd=ROOT)
+    server = None
+    try:
+        secret, keys_env = "bench-" + "s" * 40, "ZmDfcTF7_60GrrY167zsiPd67pEvs0aGOv2oasOM1Pg="
+        env = prod_env(database_url=args.database_url, redis_url=args.redis_url, secret_key=secret,
+                       encryption_keys=[keys_env], WIDGET_CHAT_RATE_PER_MINUTE="100000",
+                       N8N_TOTAL_TIMEOUT=str(args.slow_seconds + 30))
+        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+        out = subprocess.run([sys.executable, "manage.py", "shell", "-c", SETUP.format(n=LICENSES, fake=fake_url)],
+                             cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout
+        keys = json.loads(out.split("BENCH", 1)[1])
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"{fake_url}/stats", timeout=1)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        server = ProdServer(env=env, workers=args.workers, log_path="/tmp/bench-chat-proxy-server.log").start()
+        print(f"visitors {args.visitors} x {args.messages} turns, fake delay {args.delay_ms:g} ms, "
+              f"{args.workers} uvicorn worker(s), DEBUG=0, PostgreSQL + Redis", flush=True)
+        results = asyncio.run(main_async(args, fake_url, server.url, keys))
+    finally:
+        if server is not None:
+            server.stop()
+        fake.terminate()
+        fake.wait(10)
+    results["params"] = {k: v for k, v in vars(args).items() if k not in ("database_url", "redis_url", "fake_n8n")}
+    results["at"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    results["loadavg_at_end"] = os.getloadavg()
+    (ROOT / "bench" / "results-chat-proxy.json").write_text(json.dumps(results, indent=2) + "\n")
+    print("written bench/results-chat-proxy.json")
+
+
+if __name__ == "__main__":
+    main()
