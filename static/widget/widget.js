@@ -223,12 +223,13 @@
     var r = W.crypto && crypto.randomUUID ? crypto.randomUUID() : Math.random().toString(36).slice(2) + Date.now().toString(36);
     return p + r.replace(/-/g, "");
   }
-  function clock(ts) {
-    try { return new Date(ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }); } catch (e) { return ""; }
+  /* Times and prices in the widget's locale (behaviour.locale), else the visitor's browser's. */
+  function clock(ts, loc) {
+    try { return new Date(ts).toLocaleTimeString(loc || [], { hour: "2-digit", minute: "2-digit" }); } catch (e) { return ""; }
   }
-  function money(price, cur) {
+  function money(price, cur, loc) {
     if (price == null || price === "") return "";
-    try { return new Intl.NumberFormat(undefined, { style: "currency", currency: cur || "USD" }).format(+price); }
+    try { return new Intl.NumberFormat(loc || undefined, { style: "currency", currency: cur || "USD" }).format(+price); }
     catch (e) { return price + " " + (cur || ""); }
   }
 
@@ -286,7 +287,7 @@
       target = this.o.target ? D.querySelector(this.o.target) : null;
       if (!target) { this.fail("inline mode needs data-target pointing at an element on the page."); return; }
     }
-    this.mode = mode; this.pos = pos;
+    this.mode = mode; this.pos = pos; this.loc = bh.locale || "";
     // Several popups in one corner (one per widget) stack their launchers instead of hiding each other.
     var oy = em.offset_y == null ? 20 : em.offset_y;
     (W.SwitchboardWidgets || []).forEach(function (w) { if (w !== self && w.r && w.mode === "popup" && w.pos === pos) oy += 72; });
@@ -316,6 +317,7 @@
       "--ox": (em.offset_x == null ? 20 : em.offset_x) + "px", "--oy": oy + "px"
     };
     var r = this.r = el("div", "r " + mode + " " + (pos === "bottom-left" ? "left" : "right") + (dark ? " dark" : ""));
+    if (this.loc) r.lang = this.loc;  // screen readers pronounce the texts in their language
     Object.keys(vars).forEach(function (k) { r.style.setProperty(k, vars[k]); });
     // Inline fills its target; a target with no height of its own (an empty <div>) gets the config's height.
     if (target && !target.clientHeight) r.style.height = "var(--h)";
@@ -524,7 +526,7 @@
     var when = m.ts = ts || Date.now();
     if (when > 0) {  // -1: a message from n8n's memory, whose time we do not know
       var tm = m.appendChild(el("time", "tm"));
-      tm.dateTime = new Date(when).toISOString(); tm.textContent = clock(when);
+      tm.dateTime = new Date(when).toISOString(); tm.textContent = clock(when, this.loc);
     }
     this.partial(null);
     this.lg.appendChild(m);
@@ -673,7 +675,7 @@
         var ci = el("div", "ci");
         ci.appendChild(el("b")).textContent = p.title || "";
         if (p.description) ci.appendChild(el("span", "ds")).textContent = p.description;
-        var price = money(p.price, p.currency);
+        var price = money(p.price, p.currency, self.loc);
         if (price) ci.appendChild(el("span", "pr")).textContent = price;
         if (p.in_stock === false) ci.appendChild(el("span", "os")).textContent = self.t("out_of_stock");
         var u = safeUrl(p.url);

@@ -137,6 +137,8 @@ def test_texts_follow_the_locale_and_each_can_be_overridden(open_page, shop, own
     form = page.locator(shadow("form.fm"))
     form.wait_for()
     assert form.locator("h4").inner_text() == "Angebot für Ihr Altgerät"
+    assert page.evaluate("() => document.querySelector('switchboard-widget').shadowRoot.querySelector('.r').lang") \
+        == "de-AT"
     form.locator("button").click()
     assert form.locator(".fe").inner_text() == "Bitte füllen Sie Gerät aus."
 
