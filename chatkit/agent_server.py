@@ -112,14 +112,12 @@ class SwitchboardChatKitServer(ChatKitServer[RequestContext]):
         finally:
             if not finished:
                 result.cancel()
-            await asyncio.shield(self._record_usage(context, result))
-        if context.conversation_id is not None:
-            await sync_to_async(services.chatkit_turn_record)(
-                conversation_id=context.conversation_id, user_text=_user_text(input_user_message),
-                assistant_text="\n\n".join(r for r in replies if r), ui=list(context.ui_events),
-            )
+            turn = {"user_text": _user_text(input_user_message), "assistant_text": "\n\n".join(r for r in replies if r),
+                    "ui": list(context.ui_events)} if finished else None
+            await asyncio.shield(self._record(context, result, turn))
 
-    async def _record_usage(self, context: RequestContext, result: Any) -> None:
+    async def _record(self, context: RequestContext, result: Any, turn: dict[str, Any] | None) -> None:
+        """Usage (always, even after a disconnect) and the completed turn (if any): one write."""
         if context.conversation_id is None:
             return
         usage = result.context_wrapper.usage
@@ -127,7 +125,7 @@ class SwitchboardChatKitServer(ChatKitServer[RequestContext]):
         reasoning = getattr(getattr(usage, "output_tokens_details", None), "reasoning_tokens", 0) or 0
         try:
             await sync_to_async(services.chatkit_usage_record)(
-                conversation_id=context.conversation_id, model=context.model, counted=not context.preview,
+                conversation_id=context.conversation_id, model=context.model, counted=not context.preview, turn=turn,
                 usage={"requests": usage.requests, "input_tokens": usage.input_tokens, "input_cached_tokens": cached,
                        "output_tokens": usage.output_tokens, "reasoning_tokens": reasoning,
                        "total_tokens": usage.total_tokens},

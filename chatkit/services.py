@@ -277,15 +277,20 @@ def chatkit_cost(*, model: str, usage: dict[str, int]) -> Decimal:
     return (Decimal(str(micro)) / Decimal(1_000_000)).quantize(Decimal("0.000001"))
 
 
-def chatkit_usage_record(*, conversation_id: int, model: str, usage: dict[str, int], counted: bool) -> Decimal:
-    """Add one run's tokens and estimated cost to its conversation and (unless a preview) the license's month.
+def chatkit_usage_record(
+    *, conversation_id: int, model: str, usage: dict[str, int], counted: bool, turn: dict[str, Any] | None = None,
+) -> Decimal:
+    """Add one run's tokens and estimated cost to its conversation and (unless a preview) the license's month,
+    and the run's completed turn (`turn`: chatkit_turn_record's arguments) in the same transaction.
 
-    Called from `finally`, so a run cut short by a disconnect still counts what it used."""
+    Called from `finally`, so a run cut short by a disconnect still counts what it used (with no turn)."""
     usage = {k: int(usage.get(k) or 0) for k in USAGE_KEYS}
-    if not any(usage.values()):
-        return Decimal(0)
-    cost = chatkit_cost(model=model, usage=usage)
+    cost = chatkit_cost(model=model, usage=usage) if any(usage.values()) else Decimal(0)
     with transaction.atomic():
+        if turn is not None:
+            chatkit_turn_record(conversation_id=conversation_id, **turn)
+        if not any(usage.values()):
+            return cost
         conversation = Conversation.objects.select_for_update().select_related("widget").filter(
             pk=conversation_id).first()
         if conversation is None:

@@ -63,6 +63,7 @@ class RequestContext:
     # Filled during a turn (server.respond / tools): what the transcript records.
     ui_events: list[dict[str, Any]] = field(default_factory=list)
     conversation_id: int | None = None
+    threads: dict[str, ChatKitThread] = field(default_factory=dict)  # rows already checked in this request
 
 
 def _aware(value: datetime) -> datetime:
@@ -81,6 +82,10 @@ class DjangoStore(Store[RequestContext]):
 
     @staticmethod
     def _thread(thread_id: str, ctx: RequestContext) -> ChatKitThread:
+        """The visitor's own thread of this widget (once per request), else NotFoundError."""
+        cached = ctx.threads.get(thread_id) if isinstance(thread_id, str) else None
+        if cached is not None:
+            return cached
         if not isinstance(thread_id, str) or not thread_id or len(thread_id) > 64:
             raise NotFoundError("thread not found")
         thread = ChatKitThread.objects.filter(
@@ -90,7 +95,19 @@ class DjangoStore(Store[RequestContext]):
             raise NotFoundError("thread not found")
         if ctx.conversation_id is None:
             ctx.conversation_id = thread.conversation_id
+        ctx.threads[thread_id] = thread
         return thread
+
+    # Sync checks for the endpoint's one trip to the ORM thread (before streaming).
+    def thread_row(self, thread_id: str, ctx: RequestContext) -> ChatKitThread:
+        return self._thread(thread_id, ctx)
+
+    @staticmethod
+    def item_row(thread: ChatKitThread, item_id: str) -> ChatKitItem:
+        row = ChatKitItem.objects.filter(thread=thread, item_id=item_id).first() if isinstance(item_id, str) else None
+        if row is None:
+            raise NotFoundError("item not found")
+        return row
 
     @staticmethod
     def _metadata(row: ChatKitThread) -> ThreadMetadata:
@@ -106,12 +123,13 @@ class DjangoStore(Store[RequestContext]):
                     raise NotFoundError("thread not found")
                 row.data = data
                 row.save(update_fields=["data", "updated_at"])
+                ctx.threads[thread.id] = row
                 return
             conversation = Conversation.objects.create(
                 widget=ctx.widget, channel=Channel.CHATKIT, visitor_id=ctx.owner[:128], session_id=thread.id,
                 is_preview=ctx.preview, usage={"model": ctx.model},
             )
-            ChatKitThread.objects.create(
+            ctx.threads[thread.id] = ChatKitThread.objects.create(
                 thread_id=thread.id, widget=ctx.widget, owner=ctx.owner, conversation=conversation,
                 is_preview=ctx.preview, created_at=_aware(thread.created_at), data=data,
             )
@@ -150,11 +168,7 @@ class DjangoStore(Store[RequestContext]):
                                         update_fields=["item_type", "data"])
 
     def _load_item(self, thread_id: str, item_id: str, ctx: RequestContext) -> ThreadItem:
-        thread = self._thread(thread_id, ctx)
-        row = ChatKitItem.objects.filter(thread=thread, item_id=item_id).first()
-        if row is None:
-            raise NotFoundError("item not found")
-        return _ITEM.validate_python(row.data)
+        return _ITEM.validate_python(self.item_row(self._thread(thread_id, ctx), item_id).data)
 
     def _delete_thread(self, thread_id: str, ctx: RequestContext) -> None:
         thread = self._thread(thread_id, ctx)
@@ -163,6 +177,7 @@ class DjangoStore(Store[RequestContext]):
             Conversation.objects.filter(pk=thread.conversation_id, ended_at__isnull=True).update(
                 ended_at=timezone.now(), end_reason="deleted_by_visitor")
             thread.delete()
+        ctx.threads.pop(thread_id, None)
 
     def _delete_item(self, thread_id: str, item_id: str, ctx: RequestContext) -> None:
         thread = self._thread(thread_id, ctx)

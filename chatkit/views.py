@@ -14,6 +14,7 @@ checked directly against the allowed domains. A missing or `null` Origin is alwa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -317,6 +318,53 @@ def _params_ids(req: Any) -> tuple[str, str]:
     return thread_id, item_id
 
 
+@dataclass
+class _Prepared:
+    context: RequestContext | None = None
+    body: bytes = b""
+    refusal: HttpResponse | None = None
+
+
+def _prepare(request: HttpRequest, license_key: str) -> _Prepared:
+    """Everything before streaming, in ONE trip to the ORM thread: who is calling, the body, the rate
+    limits, the thread's owner, the monthly count for a new thread. A refusal is a JSON error."""
+    try:
+        context = _server_context(request, license_key)
+        try:
+            # The shared body rule (size, Content-Type, UTF-8, no NUL or lone surrogates, depth), then
+            # the ChatKit request shape.
+            data = json_object(request, max_bytes=settings.CHATKIT_MAX_BODY_BYTES)
+        except ApiError as exc:
+            raise ChatKitError(exc.code, exc.message, exc.status_code)
+        try:
+            req = _REQUEST.validate_python(data)
+        except ValidationError:
+            raise ChatKitError("invalid_request", "Send one ChatKit request as JSON.", 400)
+        wait = chatkit_rate_check(license=context.license, owner=context.owner, generates=is_streaming_req(req))
+        if wait:
+            response = error_response("rate_limited", "Too many messages; wait a moment and try again.", 429)
+            response["Retry-After"] = str(wait)
+            return _Prepared(refusal=response)
+        params = getattr(req, "params", None)
+        if getattr(getattr(params, "input", None), "attachments", None):
+            raise ChatKitError("attachments_disabled", "Attachments are not available in this chat.", 400)
+        thread_id, item_id = _params_ids(req)
+        try:
+            # Ownership BEFORE streaming: an error after the 200 could only abort the connection.
+            if thread_id:
+                thread = SERVER.store.thread_row(thread_id, context)
+                if item_id:
+                    SERVER.store.item_row(thread, item_id)
+        except NotFoundError:
+            raise ChatKitError("not_found", "No such conversation.", 404)
+        if isinstance(req, ThreadsCreateReq) and not context.preview:
+            chatkit_thread_reserve(license=context.license)
+            context.reserved_thread = True
+        return _Prepared(context=context, body=request.body)
+    except ChatKitError as exc:
+        return _Prepared(refusal=_error(exc))
+
+
 @csrf_exempt
 async def server(request: HttpRequest, license_key: str) -> HttpResponse:
     """ChatKit's `api.url`: one JSON request, answered with SSE (streaming ops) or JSON.
@@ -329,45 +377,14 @@ async def server(request: HttpRequest, license_key: str) -> HttpResponse:
         response = error_response("method_not_allowed", "Use POST.", 405)
         response["Allow"] = "POST"
         return response
+    prepared = await sync_to_async(_prepare)(request, license_key)
+    if prepared.refusal is not None:
+        prepared.refusal["Cache-Control"] = "no-store"
+        return prepared.refusal
     try:
-        context = await sync_to_async(_server_context)(request, license_key)
-        try:
-            # The shared body rule (size, Content-Type, UTF-8, no NUL or lone surrogates, depth), then
-            # the ChatKit request shape.
-            data = json_object(request, max_bytes=settings.CHATKIT_MAX_BODY_BYTES)
-        except ApiError as exc:
-            raise ChatKitError(exc.code, exc.message, exc.status_code)
-        body = request.body
-        try:
-            req = _REQUEST.validate_python(data)
-        except ValidationError:
-            raise ChatKitError("invalid_request", "Send one ChatKit request as JSON.", 400)
-        generates = is_streaming_req(req)
-        wait = await sync_to_async(chatkit_rate_check)(license=context.license, owner=context.owner,
-                                                        generates=generates)
-        if wait:
-            response = error_response("rate_limited", "Too many messages; wait a moment and try again.", 429)
-            response["Retry-After"] = str(wait)
-            return response
-        params = getattr(req, "params", None)
-        if getattr(getattr(params, "input", None), "attachments", None):
-            raise ChatKitError("attachments_disabled", "Attachments are not available in this chat.", 400)
-        thread_id, item_id = _params_ids(req)
-        try:
-            if thread_id:
-                await SERVER.store.load_thread(thread_id, context)
-                if item_id:
-                    await SERVER.store.load_item(thread_id, item_id, context)
-            if isinstance(req, ThreadsCreateReq) and not context.preview:
-                await sync_to_async(chatkit_thread_reserve)(license=context.license)
-                context.reserved_thread = True
-            result = await SERVER.process(body, context)
-        except NotFoundError:
-            raise ChatKitError("not_found", "No such conversation.", 404)
-        except ValidationError:
-            raise ChatKitError("invalid_request", "Send one ChatKit request as JSON.", 400)
-    except ChatKitError as exc:
-        response = _error(exc)
+        result = await SERVER.process(prepared.body, prepared.context)
+    except NotFoundError:
+        response = error_response("not_found", "No such conversation.", 404)
         response["Cache-Control"] = "no-store"
         return response
     if isinstance(result, StreamingResult):
