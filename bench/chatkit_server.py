@@ -78,7 +78,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
-def stream(client: httpx.Client, method: str, url: str, *, delta_marker: bytes, **kwargs) -> tuple[float, float, list[float]]:
+def stream(
+    client: httpx.Client, method: str, url: str, *, delta_marker: bytes, **kwargs
+) -> tuple[float, float, list[float]]:
     """(ms to the first body byte, ms to the first text delta, ms of every text delta) of one streamed answer."""
     start = time.perf_counter()
     first_byte = first_token = 0.0
@@ -196,7 +198,8 @@ def main() -> None:
             for name, send in (("POST /api/chatkit/<key>/", ours), ("fake /v1/responses direct", direct)):
                 rows[name] = summary(run(send, args.conversations, concurrency))
                 s = rows[name]
-                print(f"  {label:<14}{name:<22}{percentile(s['first_byte'], 50):9.2f}/{percentile(s['first_byte'], 99):<9.2f}"
+                print(f"  {label:<14}{name:<22}"
+                      f"{percentile(s['first_byte'], 50):9.2f}/{percentile(s['first_byte'], 99):<9.2f}"
                       f"{percentile(s['first_token'], 50):11.2f}/{percentile(s['first_token'], 99):<9.2f}"
                       f"{percentile(s['per_event'], 50):14.3f}")
             a, b = rows["POST /api/chatkit/<key>/"], rows["fake /v1/responses direct"]

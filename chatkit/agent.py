@@ -17,7 +17,6 @@ from typing import Any
 from agents import Agent, FunctionTool, ModelSettings, RunConfig
 from agents.models.interface import Model
 from agents.tool_context import ToolContext
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from openai.types.shared import Reasoning
 
@@ -26,6 +25,7 @@ from chatkit.client import model_provider
 from chatkit.threads import RequestContext
 from chatkit.types import Attachment, UserMessageTagContent, WidgetItem
 from chatkit.widget_templates import widget_for_event
+from widgets.aio import db_step
 from widgets.models import Conversation
 from widgets.tools import Tool, tool_run, tools_enabled, tools_guidance
 
@@ -52,7 +52,7 @@ def function_tool(tool: Tool) -> FunctionTool:
     async def invoke(tool_ctx: ToolContext[AgentContext[RequestContext]], arguments: str) -> str:
         agent_ctx = tool_ctx.context
         ctx = agent_ctx.request_context
-        result = await sync_to_async(_run_tool)(tool.name, ctx, arguments)
+        result = await db_step(_run_tool, tool.name, ctx, arguments)
         widget = widget_for_event(result.ui_event)
         if widget is not None:
             ctx.ui_events.append(result.ui_event)

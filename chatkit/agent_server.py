@@ -23,7 +23,6 @@ from typing import Any
 
 from agents import Runner
 from agents.models.interface import Model
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 
@@ -50,6 +49,7 @@ from chatkit.types import (
 )
 from chatkit.widget_templates import TRADE_IN_CONDITIONS, TRADE_IN_SUBMIT, trade_in_thanks, widget_root
 from config.api import ApiError
+from widgets.aio import db_step
 from widgets.leads import lead_clean, lead_create
 from widgets.models import Conversation, Message
 
@@ -124,8 +124,9 @@ class SwitchboardChatKitServer(ChatKitServer[RequestContext]):
         cached = getattr(getattr(usage, "input_tokens_details", None), "cached_tokens", 0) or 0
         reasoning = getattr(getattr(usage, "output_tokens_details", None), "reasoning_tokens", 0) or 0
         try:
-            await sync_to_async(services.chatkit_usage_record)(
-                conversation_id=context.conversation_id, model=context.model, counted=not context.preview, turn=turn,
+            await db_step(
+                services.chatkit_usage_record, conversation_id=context.conversation_id, model=context.model,
+                counted=not context.preview, turn=turn,
                 usage={"requests": usage.requests, "input_tokens": usage.input_tokens, "input_cached_tokens": cached,
                        "output_tokens": usage.output_tokens, "reasoning_tokens": reasoning,
                        "total_tokens": usage.total_tokens},
@@ -135,7 +136,7 @@ class SwitchboardChatKitServer(ChatKitServer[RequestContext]):
 
     async def _fail(self, context: RequestContext, code: str) -> None:
         if context.conversation_id is not None:
-            await sync_to_async(services.chatkit_conversation_fail)(conversation_id=context.conversation_id,
+            await db_step(services.chatkit_conversation_fail, conversation_id=context.conversation_id,
                                                                     code=code)
 
     # --- widget actions ---------------------------------------------------------------------
@@ -172,9 +173,9 @@ class SwitchboardChatKitServer(ChatKitServer[RequestContext]):
             yield ThreadItemDoneEvent(item=self._say(thread, context, f"{exc.message} Then send the form again."))
             return
         # One lead per form, even for two submits racing on two workers (SET NX on Redis).
-        if not await sync_to_async(cache.add)(f"sb:chatkit:trade-in:{thread.id}:{sender.id}", 1, 86400):
+        if not await db_step(cache.add, f"sb:chatkit:trade-in:{thread.id}:{sender.id}", 1, 86400):
             return
-        lead_id = await sync_to_async(_trade_in_lead)(context, clean)
+        lead_id = await db_step(_trade_in_lead, context, clean)
         thanks = sender.model_copy(update={"widget": widget_root(
             trade_in_thanks(name=clean["name"], device=device, condition=condition))})
         yield ThreadItemReplacedEvent(item=thanks)
@@ -185,8 +186,8 @@ class SwitchboardChatKitServer(ChatKitServer[RequestContext]):
         reply = f"Thanks {clean['name'].split()[0]}! We have your {device}; the team will email you a quote."
         yield ThreadItemDoneEvent(item=self._say(thread, context, reply))
         if context.conversation_id is not None:
-            await sync_to_async(services.chatkit_turn_record)(
-                conversation_id=context.conversation_id, role=Message.Role.TOOL,
+            await db_step(
+                services.chatkit_turn_record, conversation_id=context.conversation_id, role=Message.Role.TOOL,
                 user_text=f"Trade-in form sent: {device} ({condition})", assistant_text=reply,
             )
 

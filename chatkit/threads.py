@@ -12,7 +12,8 @@ the thread through `_thread(thread_id, ctx)` (widget + owner + preview flag) and
   monthly count was already taken by the endpoint before streaming (`chatkit_thread_reserve`).
 - Attachments are off in server mode (no attachment store): their methods find nothing.
 
-The ORM runs in `sync_to_async` (thread-sensitive, Django's default for async views).
+The ORM runs in short `widgets.aio.db_step`s (thread-sensitive, like Django's async ORM) that hand the
+connection back, so a visitor waiting on OpenAI holds no database connection.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -32,6 +32,7 @@ from chatkit.models import ChatKitItem, ChatKitThread
 from chatkit.store import NotFoundError, Store, StoreItemType
 from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
 from licenses.models import License
+from widgets.aio import db_step
 from widgets.models import Channel, Conversation, Widget
 
 ID_PREFIXES: dict[str, str] = {
@@ -186,36 +187,36 @@ class DjangoStore(Store[RequestContext]):
     # --- the SDK's async interface -----------------------------------------------------------
 
     async def load_thread(self, thread_id: str, context: RequestContext) -> ThreadMetadata:
-        row = await sync_to_async(self._thread)(thread_id, context)
+        row = await db_step(self._thread, thread_id, context)
         return self._metadata(row)
 
     async def save_thread(self, thread: ThreadMetadata, context: RequestContext) -> None:
-        await sync_to_async(self._save_thread)(thread, context)
+        await db_step(self._save_thread, thread, context)
 
     async def load_thread_items(
         self, thread_id: str, after: str | None, limit: int, order: str, context: RequestContext
     ) -> Page[ThreadItem]:
-        return await sync_to_async(self._load_items)(thread_id, after, limit, order, context)
+        return await db_step(self._load_items, thread_id, after, limit, order, context)
 
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: RequestContext
     ) -> Page[ThreadMetadata]:
-        return await sync_to_async(self._load_threads)(limit, after, order, context)
+        return await db_step(self._load_threads, limit, after, order, context)
 
     async def add_thread_item(self, thread_id: str, item: ThreadItem, context: RequestContext) -> None:
-        await sync_to_async(self._upsert_item)(thread_id, item, context)
+        await db_step(self._upsert_item, thread_id, item, context)
 
     async def save_item(self, thread_id: str, item: ThreadItem, context: RequestContext) -> None:
-        await sync_to_async(self._upsert_item)(thread_id, item, context)
+        await db_step(self._upsert_item, thread_id, item, context)
 
     async def load_item(self, thread_id: str, item_id: str, context: RequestContext) -> ThreadItem:
-        return await sync_to_async(self._load_item)(thread_id, item_id, context)
+        return await db_step(self._load_item, thread_id, item_id, context)
 
     async def delete_thread(self, thread_id: str, context: RequestContext) -> None:
-        await sync_to_async(self._delete_thread)(thread_id, context)
+        await db_step(self._delete_thread, thread_id, context)
 
     async def delete_thread_item(self, thread_id: str, item_id: str, context: RequestContext) -> None:
-        await sync_to_async(self._delete_item)(thread_id, item_id, context)
+        await db_step(self._delete_item, thread_id, item_id, context)
 
     async def save_attachment(self, attachment: Attachment, context: RequestContext) -> None:
         raise NotFoundError("attachments are not available in server mode")

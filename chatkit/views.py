@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.middleware.csrf import CsrfViewMiddleware, get_token
@@ -61,6 +60,7 @@ from chatkit.types import ChatKitReq, ThreadsCreateReq, is_streaming_req
 from config.api import ApiError, error_response, json_object
 from licenses.models import License
 from licenses.selectors import REASON_MESSAGES, license_check, license_get_public, license_status_reason
+from widgets.aio import db_step
 from widgets.config_schema import ConfigError, config_normalize
 from widgets.models import Widget
 from widgets.public import public_endpoint, request_origin
@@ -377,7 +377,7 @@ async def server(request: HttpRequest, license_key: str) -> HttpResponse:
         response = error_response("method_not_allowed", "Use POST.", 405)
         response["Allow"] = "POST"
         return response
-    prepared = await sync_to_async(_prepare)(request, license_key)
+    prepared = await db_step(_prepare, request, license_key)
     if prepared.refusal is not None:
         prepared.refusal["Cache-Control"] = "no-store"
         return prepared.refusal

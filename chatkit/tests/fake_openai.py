@@ -111,6 +111,9 @@ class FakeOpenAI:
                 if mode == "slow" or delay:
                     time.sleep(delay or 2.0)
                 if self.path == "/v1/responses":
+                    if generation != fake.generation:
+                        # A slow answer from an earlier test: it must not take this test's scripted steps.
+                        return self._send(500, ERROR_BODIES_RESPONSES[500])
                     status = {"401": 401, "404": 404, "429": 429, "500": 500}.get(mode, 200)
                     if fake.fail_follow_up and _answers_a_call(body):
                         status = fake.fail_follow_up
