@@ -67,7 +67,7 @@ lint: install-dev
 
 bench: install-dev
 	$(PY) bench/loader.py
-	$(PY) bench/chatkit_sessions.py
+	$(PY) bench/chatkit_server.py
 	$(PY) bench/relay.py
 
 clean:
