@@ -2,10 +2,12 @@
 
 from rest_framework import serializers
 
+from config.api import JSONObjectField
+
 
 class PreviewOptionsRequestSerializer(serializers.Serializer):
     widget = serializers.CharField(max_length=40, help_text="The widget's public id.")
-    config = serializers.JSONField(
+    config = JSONObjectField(
         required=False, default=dict,
         help_text="The unsaved draft config, partial or whole: merged over the saved draft, never saved.",
     )

@@ -21,7 +21,8 @@ from typing import IO, Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpRequest, JsonResponse
-from rest_framework import exceptions, parsers, status
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import exceptions, parsers, serializers, status
 from rest_framework.response import Response
 
 
@@ -250,3 +251,19 @@ class JSONParser(parsers.BaseParser):
         if len(raw) > limit:
             raise _too_large(limit)
         return json_loads(raw)
+
+
+@extend_schema_field({"type": "object", "additionalProperties": True})
+class JSONObjectField(serializers.JSONField):
+    """A JSON object (never null, a list or a scalar), documented as such in the OpenAPI schema."""
+
+    default_error_messages = {"not_object": "Must be a JSON object."}
+
+    def to_internal_value(self, data: Any) -> Any:
+        value = super().to_internal_value(data)
+        if not isinstance(value, dict):
+            self.fail("not_object")
+        return value
+
+
+INT32_MAX = 2**31 - 1

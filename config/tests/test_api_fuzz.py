@@ -1,0 +1,86 @@
+"""The OpenAPI fuzzer (issue 9): schemathesis generates requests for every operation of
+`/api/schema/`, as an agency member and as a staff user, and no answer may be a 500.
+
+Runs in-process against the WSGI app (the same Django stack), on the test database (PostgreSQL in
+CI). Random examples per operation are bounded (FUZZ_EXAMPLES, default 25) so the run stays within minutes.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import schemathesis
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+from hypothesis import HealthCheck, settings
+from rest_framework.authtoken.models import Token
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+from config.wsgi import application
+
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
+# Every other check runs (no 5xx, documented statuses, content types and response schemas, negative
+# data rejected...). "Schema-valid data is accepted" cannot hold for an API with business rules: a
+# well-formed but unknown license key or agency slug is a 404/400, and the one JSON rule refuses
+# integers beyond 64 bits anywhere in a body.
+EXCLUDED = [positive_data_acceptance]
+
+
+def _load_schema(*phases: str) -> schemathesis.BaseSchema:
+    """The schema exactly as `/api/schema/` serves it (fetched through the app, no DB needed)."""
+    loaded = schemathesis.openapi.from_wsgi("/api/schema/", application)
+    # NUL is refused in any text by the one JSON rule (config.api), a rule JSON Schema cannot state;
+    # widgets/tests/test_hostile_inputs.py and config/tests/test_json_rule.py cover it.
+    loaded.config.generation.update(allow_x00=False)
+    if phases:
+        loaded.config.phases.update(phases=list(phases))
+    return loaded
+
+
+# Every phase (explicit examples, the coverage phase's boundary and negative cases of every field,
+# random fuzzing) for every operation as a member; as staff, every phase for the staff-only license
+# operations and fuzzing for the rest (their coverage cases are the member's, and the widget config's
+# ~80 fields make that phase the slow part).
+schema = _load_schema()
+STAFF_ONLY = r"^/api/v1/(licenses|me)"
+staff_full = _load_schema().include(path_regex=STAFF_ONLY)
+staff_fuzz = _load_schema("examples", "fuzzing").exclude(path_regex=STAFF_ONLY)
+
+
+@pytest.fixture(autouse=True)
+def _no_token_lockout(settings):
+    # The auth checks send wrong credentials on purpose; a lockout would turn the rest into 429s.
+    settings.AXES_FAILURE_LIMIT = 10**6
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_test_transaction(db):
+    # Django's test client does the same: a request must not close the test's transaction.
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+def _token(user) -> dict[str, str]:
+    return {"Authorization": f"Token {Token.objects.get_or_create(user=user)[0].key}"}
+
+
+@schema.parametrize()
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+def test_no_operation_answers_500_as_member(case, member, widget_a):
+    case.call_and_validate(headers=_token(member), excluded_checks=EXCLUDED)
+
+
+@staff_full.parametrize()
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+def test_no_operation_answers_500_as_staff(case, staff, widget_a):
+    case.call_and_validate(headers=_token(staff), excluded_checks=EXCLUDED)
+
+
+@staff_fuzz.parametrize()
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+def test_no_operation_answers_500_as_staff_fuzzing(case, staff, widget_a):
+    case.call_and_validate(headers=_token(staff), excluded_checks=EXCLUDED)
