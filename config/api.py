@@ -257,7 +257,7 @@ class JSONParser(parsers.BaseParser):
 class JSONObjectField(serializers.JSONField):
     """A JSON object (never null, a list or a scalar), documented as such in the OpenAPI schema."""
 
-    default_error_messages = {"not_object": "Must be a JSON object."}
+    default_error_messages = {"not_object": "Must be an object."}
 
     def to_internal_value(self, data: Any) -> Any:
         value = super().to_internal_value(data)
