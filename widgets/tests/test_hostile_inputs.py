@@ -31,6 +31,8 @@ class Endpoint:
     body: dict  # a valid body; `field` is the text the hostile values go into
     field: str
     auth: str = ""  # "" public (with an allowed Origin) | "member" signed-in editor
+    # Extra headers for the request, from (widgets, owner); the ChatKit server needs its page token.
+    headers: Callable[..., dict[str, str]] | None = None
 
 
 def _share_path(widget, owner) -> str:
@@ -52,6 +54,12 @@ ENDPOINTS = [
              {"license": "placeholder", "visitor_id": "v-1"}, "visitor_id"),
     Endpoint("tools", lambda w, o: f"/api/widget/{w.license.key}/tools/search_knowledge",
              {"token": "t", "arguments": {"query": "phones"}}, "token"),
+    Endpoint("chatkit-server", lambda w, o: f"/api/chatkit/{w.license.key}/",
+             {"type": "threads.create", "params": {"input": {"content": [{"type": "input_text", "text": "Hi"}],
+                                                             "attachments": [], "inference_options": {}}}},
+             "type", headers=lambda w, o: _chatkit_headers(w)),
+    Endpoint("chatkit-server-preview", lambda w, o: f"/api/chatkit/{w.license.key}/?preview={w.chatkit.public_id}",
+             {"type": "threads.list", "params": {}}, "type", auth="member", headers=lambda w, o: {"Origin": ""}),
     Endpoint("share-chat", _share_path, {"action": "sendMessage", "sessionId": "s-1", "chatInput": "Hi"},
              "chatInput"),
     Endpoint("preview-chat", lambda w, o: f"/app/widgets/{w.public_id}/preview-chat/",
@@ -60,6 +68,16 @@ ENDPOINTS = [
              {"config": {"connection": {"n8n": {"webhook_url": "https://n8n.example.com/webhook/x"}}}},
              "config", auth="member"),
 ]
+
+
+def _chatkit_headers(widget) -> dict[str, str]:
+    """As templates/chatkit/page.html sends them: our own Origin, the page token and the visitor token."""
+    from chatkit.services import page_token_issue, visitor_token_issue
+
+    return {"Origin": "http://testserver",
+            "X-Switchboard-Page-Token": page_token_issue(license=widget.license, widget=widget.chatkit,
+                                                         origin=ORIGIN),
+            "X-Switchboard-Visitor": visitor_token_issue(license=widget.license)}
 
 
 def _with(body: dict, field: str, value) -> dict:
@@ -96,7 +114,8 @@ HOSTILE: list[tuple[str, Callable[[Endpoint], bytes], str, int, str]] = [
     ("xml", lambda e: b"<chat>hi</chat>", "application/xml", 415, "unsupported_media_type"),
 ]
 
-MODELS = [m for app in ("licenses", "widgets", "chatkit", "realtime") for m in apps.get_app_config(app).get_models()]
+MODELS = [m for app in ("licenses", "widgets", "chatkit", "realtime", "axes")
+          for m in apps.get_app_config(app).get_models()]
 
 
 def row_counts() -> dict[str, int]:
@@ -111,12 +130,20 @@ def n8n_widget(widget_a, owner):
 
 
 @pytest.fixture
-def target(n8n_widget, owner, member):
-    def make(endpoint: Endpoint) -> tuple[Client, str]:
+def target(n8n_widget, owner, member, license_a):
+    from chatkit.tests.conftest import SERVER_CONFIG, make_chatkit_widget
+
+    # A published server-mode ChatKit widget on the same license, for the ChatKit server endpoint.
+    n8n_widget.chatkit = make_chatkit_widget(license=license_a, user=owner, config=SERVER_CONFIG)
+
+    def make(endpoint: Endpoint) -> tuple[Client, str, dict[str, str]]:
         client = Client()
         if endpoint.auth == "member":
             client.force_login(member)
-        return client, endpoint.path(n8n_widget, owner)
+        headers = {"Origin": ORIGIN}
+        if endpoint.headers is not None:
+            headers.update(endpoint.headers(n8n_widget, owner))
+        return client, endpoint.path(n8n_widget, owner), {k: v for k, v in headers.items() if v}
 
     return make
 
@@ -124,9 +151,9 @@ def target(n8n_widget, owner, member):
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=lambda e: e.name)
 @pytest.mark.parametrize("case,build,content_type,status,code", HOSTILE, ids=[h[0] for h in HOSTILE])
 def test_hostile_body_is_an_exact_4xx_and_writes_nothing(target, endpoint, case, build, content_type, status, code):
-    client, path = target(endpoint)
+    client, path, headers = target(endpoint)
     before = row_counts()
-    response = client.post(path, data=build(endpoint), content_type=content_type, HTTP_ORIGIN=ORIGIN)
+    response = client.post(path, data=build(endpoint), content_type=content_type, headers=headers)
     assert response.status_code == status, response.content[:300]
     assert response["Content-Type"].startswith("application/json")
     error = response.json()["error"]
@@ -138,9 +165,9 @@ def test_hostile_body_is_an_exact_4xx_and_writes_nothing(target, endpoint, case,
 def test_valid_body_as_text_plain_still_parses(target, endpoint):
     """text/plain is accepted (a page may send it to skip the CORS preflight): the hostile rules above
     are about the body, not a way to refuse that."""
-    client, path = target(endpoint)
+    client, path, headers = target(endpoint)
     response = client.post(path, data=_dumps(_with(endpoint.body, endpoint.field, "a\u0000")),
-                           content_type="text/plain;charset=UTF-8", HTTP_ORIGIN=ORIGIN)
+                           content_type="text/plain;charset=UTF-8", headers=headers)
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_text"
 
 
