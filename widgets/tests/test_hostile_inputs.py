@@ -33,6 +33,7 @@ class Endpoint:
     auth: str = ""  # "" public (with an allowed Origin) | "member" signed-in editor
     # Extra headers for the request, from (widgets, owner); the ChatKit server needs its page token.
     headers: Callable[..., dict[str, str]] | None = None
+    limit: str = "JSON_MAX_BODY_BYTES"  # the setting with this endpoint's body limit (a larger body is 413)
 
 
 def _share_path(widget, owner) -> str:
@@ -57,9 +58,10 @@ ENDPOINTS = [
     Endpoint("chatkit-server", lambda w, o: f"/api/chatkit/{w.license.key}/",
              {"type": "threads.create", "params": {"input": {"content": [{"type": "input_text", "text": "Hi"}],
                                                              "attachments": [], "inference_options": {}}}},
-             "type", headers=lambda w, o: _chatkit_headers(w)),
+             "type", headers=lambda w, o: _chatkit_headers(w), limit="CHATKIT_MAX_BODY_BYTES"),
     Endpoint("chatkit-server-preview", lambda w, o: f"/api/chatkit/{w.license.key}/?preview={w.chatkit.public_id}",
-             {"type": "threads.list", "params": {}}, "type", auth="member", headers=lambda w, o: {"Origin": ""}),
+             {"type": "threads.list", "params": {}}, "type", auth="member", headers=lambda w, o: {"Origin": "http://testserver"},
+             limit="CHATKIT_MAX_BODY_BYTES"),
     Endpoint("share-chat", _share_path, {"action": "sendMessage", "sessionId": "s-1", "chatInput": "Hi"},
              "chatInput"),
     Endpoint("preview-chat", lambda w, o: f"/app/widgets/{w.public_id}/preview-chat/",
@@ -150,10 +152,14 @@ def target(n8n_widget, owner, member, license_a):
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=lambda e: e.name)
 @pytest.mark.parametrize("case,build,content_type,status,code", HOSTILE, ids=[h[0] for h in HOSTILE])
-def test_hostile_body_is_an_exact_4xx_and_writes_nothing(target, endpoint, case, build, content_type, status, code):
+def test_hostile_body_is_an_exact_4xx_and_writes_nothing(target, endpoint, case, build, content_type, status, code,
+                                                        settings):
     client, path, headers = target(endpoint)
+    body = build(endpoint)
+    if len(body) > getattr(settings, endpoint.limit):  # the size rule comes first
+        status, code = 413, "payload_too_large"
     before = row_counts()
-    response = client.post(path, data=build(endpoint), content_type=content_type, headers=headers)
+    response = client.post(path, data=body, content_type=content_type, headers=headers)
     assert response.status_code == status, response.content[:300]
     assert response["Content-Type"].startswith("application/json")
     error = response.json()["error"]
