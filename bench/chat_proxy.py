@@ -41,6 +41,7 @@ import json
 from licenses.models import Agency, License
 from widgets.config_schema import config_normalize
 from widgets.models import Widget, WidgetVersion
+License.objects.filter(agency__slug="bench-chat").delete()
 Agency.objects.filter(slug="bench-chat").delete()
 agency = Agency.objects.create(name="Bench chat", slug="bench-chat")
 out = []
@@ -115,8 +116,9 @@ def fake_app(delay: float, slow: float):
 def run_fake(port: int, delay: float, slow: float) -> None:
     import uvicorn
 
+    # Keep-alive like a real n8n behind a proxy (Node's own default is 5 s: see N8N_KEEPALIVE_EXPIRY).
     uvicorn.run(fake_app(delay, slow), host="127.0.0.1", port=port, log_level="warning", access_log=False,
-                backlog=4096)
+                backlog=4096, timeout_keep_alive=75)
 
 
 # --- load -----------------------------------------------------------------------------------------
@@ -127,13 +129,30 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] * 1000
 
 
-async def visitor_load(client, *, urls: list[str], visitors: int, messages: int, tag: str, streaming: bool,
-                       headers: dict[str, str]) -> dict:
+def group_cpu_seconds(pgid: int | None) -> float:
+    """utime+stime of every process in the server's process group (its workers), from /proc."""
+    if not pgid:
+        return 0.0
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # field 5 (pgrp) after the comm
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+async def visitor_load(clients, *, urls: list[str], visitors: int, messages: int, tag: str, streaming: bool,
+                       headers: dict[str, str], pgid: int | None = None) -> dict:
+    """Each visitor has its own connection (a browser's), like real visitors."""
     latencies: list[float] = []
     errors: dict[str, int] = {}
 
     async def one(v: int) -> None:
         url = urls[v % len(urls)]
+        client = clients[v % len(clients)]
         for m in range(messages):
             body = {"action": "sendMessage", "sessionId": f"{tag}-{v}", "chatInput": f"message {m}",
                     "metadata": {"visitorId": f"{tag}-v{v}"}}
@@ -152,20 +171,25 @@ async def visitor_load(client, *, urls: list[str], visitors: int, messages: int,
                 continue
             latencies.append(time.perf_counter() - started)
 
+    cpu = group_cpu_seconds(pgid)
     started = time.perf_counter()
     await asyncio.gather(*(one(v) for v in range(visitors)))
     wall = time.perf_counter() - started
+    cpu = group_cpu_seconds(pgid) - cpu
     return {"turns": len(latencies), "errors": errors, "wall_s": round(wall, 3),
+            "server_cpu_ms_per_turn": round(cpu * 1000 / max(1, len(latencies)), 2) if pgid else None,
             "throughput": round(len(latencies) / wall, 1),
             "p50_ms": round(percentile(latencies, 0.5), 1) if latencies else None,
             "p99_ms": round(percentile(latencies, 0.99), 1) if latencies else None}
 
 
-async def main_async(args, fake_url: str, server_url: str, keys: list[dict]) -> dict:
+async def main_async(args, fake_url: str, server_url: str, keys: list[dict], pgid: int) -> dict:
     import httpx
 
-    limits = httpx.Limits(max_connections=args.visitors + args.slow + 50, max_keepalive_connections=args.visitors + 50)
+    limits = httpx.Limits(max_connections=args.slow + 50, max_keepalive_connections=args.slow + 50)
     results: dict = {}
+    visitors = [httpx.AsyncClient(timeout=args.slow_seconds + 60, limits=httpx.Limits(max_connections=2))
+                for _ in range(args.visitors)]
     async with httpx.AsyncClient(timeout=args.slow_seconds + 60, limits=limits) as client:
         normal = keys[:LICENSES]
         for mode in ("plain", "stream"):
@@ -173,22 +197,31 @@ async def main_async(args, fake_url: str, server_url: str, keys: list[dict]) -> 
             proxy_urls = [f"{server_url}/api/widget/{k['key']}/chat?widget={k[mode]}" for k in normal]
             direct_urls = [f"{fake_url}/webhook/{mode}"]
             # Warm-up: connections, pools, caches on both paths.
-            await visitor_load(client, urls=proxy_urls, visitors=20, messages=2, tag=f"warm-{mode}",
+            await visitor_load(visitors, urls=proxy_urls, visitors=args.visitors, messages=1, tag=f"warm-{mode}",
                                streaming=streaming, headers={"Origin": ORIGIN})
-            await visitor_load(client, urls=direct_urls, visitors=20, messages=2, tag=f"warmd-{mode}",
+            await visitor_load(visitors, urls=direct_urls, visitors=args.visitors, messages=1, tag=f"warmd-{mode}",
                                streaming=streaming, headers={})
-            direct = await visitor_load(client, urls=direct_urls, visitors=args.visitors, messages=args.messages,
+            spy = None
+            if args.profile and mode == "plain":
+                spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pgid),
+                                        "--format", "raw", "--output", "/tmp/chat-proxy-profile.txt", "--rate", "50",
+                                        "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            direct = await visitor_load(visitors, urls=direct_urls, visitors=args.visitors, messages=args.messages,
                                         tag=f"d-{mode}-{time.time_ns()}", streaming=streaming, headers={})
-            proxy = await visitor_load(client, urls=proxy_urls, visitors=args.visitors, messages=args.messages,
+            proxy = await visitor_load(visitors, urls=proxy_urls, visitors=args.visitors, messages=args.messages,
                                        tag=f"p-{mode}-{time.time_ns()}", streaming=streaming,
-                                       headers={"Origin": ORIGIN})
+                                       headers={"Origin": ORIGIN}, pgid=pgid)
+            if spy is not None:
+                spy.send_signal(2)
+                spy.wait(30)
             results[mode] = {"direct": direct, "proxy": proxy,
                              "ratio": round(proxy["throughput"] / direct["throughput"], 3),
                              "added_p50_ms": round(proxy["p50_ms"] - direct["p50_ms"], 1),
                              "added_p99_ms": round(proxy["p99_ms"] - direct["p99_ms"], 1)}
             print(f"{mode:>6}: direct {direct['throughput']} turns/s p50 {direct['p50_ms']} p99 {direct['p99_ms']} | "
                   f"proxy {proxy['throughput']} turns/s p50 {proxy['p50_ms']} p99 {proxy['p99_ms']} errors "
-                  f"{proxy['errors']} | ratio {results[mode]['ratio']} added p99 {results[mode]['added_p99_ms']} ms",
+                  f"{proxy['errors']} server CPU {proxy['server_cpu_ms_per_turn']} ms/turn | "
+                  f"ratio {results[mode]['ratio']} added p99 {results[mode]['added_p99_ms']} ms",
                   flush=True)
 
         # Isolation: one license's webhook hangs for --slow-seconds with --slow chats open meanwhile.
@@ -205,7 +238,7 @@ async def main_async(args, fake_url: str, server_url: str, keys: list[dict]) -> 
             await asyncio.sleep(0.1)
         held = (await client.get(f"{fake_url}/stats")).json()["slow"] - before
         proxy_urls = [f"{server_url}/api/widget/{k['key']}/chat?widget={k['plain']}" for k in normal]
-        under = await visitor_load(client, urls=proxy_urls, visitors=args.visitors, messages=args.messages,
+        under = await visitor_load(visitors, urls=proxy_urls, visitors=args.visitors, messages=args.messages,
                                    tag=f"iso-{time.time_ns()}", streaming=False, headers={"Origin": ORIGIN})
         health_started = time.perf_counter()
         health = await client.get(f"{server_url}/healthz")
@@ -214,6 +247,8 @@ async def main_async(args, fake_url: str, server_url: str, keys: list[dict]) -> 
         for task in slow_tasks:
             task.cancel()
         await asyncio.gather(*slow_tasks, return_exceptions=True)
+        for visitor in visitors:
+            await visitor.aclose()
         base = results["plain"]["proxy"]
         results["isolation"] = {"slow_chats_held": held, "slow_still_waiting_at_end": still_waiting,
                                 "others": under, "others_p99_change_ms": round(under["p99_ms"] - base["p99_ms"], 1),
@@ -234,6 +269,8 @@ def main() -> None:
     parser.add_argument("--slow-seconds", type=float, default=90)
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", ""))
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", ""))
+    parser.add_argument("--profile", action="store_true", help="py-spy the server (1 worker) during the plain "
+                        "run into /tmp/chat-proxy-profile.txt (needs py-spy)")
     parser.add_argument("--fake-n8n", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.fake_n8n:
@@ -272,13 +309,14 @@ def main() -> None:
         server = ProdServer(env=env, workers=args.workers, log_path="/tmp/bench-chat-proxy-server.log").start()
         print(f"visitors {args.visitors} x {args.messages} turns, fake delay {args.delay_ms:g} ms, "
               f"{args.workers} uvicorn worker(s), DEBUG=0, PostgreSQL + Redis", flush=True)
-        results = asyncio.run(main_async(args, fake_url, server.url, keys))
+        results = asyncio.run(main_async(args, fake_url, server.url, keys, server.process.pid))
     finally:
         if server is not None:
             server.stop()
-        fake.terminate()
+        fake.kill()  # it may still hold the slow chats
         fake.wait(10)
-    results["params"] = {k: v for k, v in vars(args).items() if k not in ("database_url", "redis_url", "fake_n8n")}
+    hidden = ("database_url", "redis_url", "fake_n8n", "profile")
+    results["params"] = {k: v for k, v in vars(args).items() if k not in hidden}
     results["at"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     results["loadavg_at_end"] = os.getloadavg()
     (ROOT / "bench" / "results-chat-proxy.json").write_text(json.dumps(results, indent=2) + "\n")

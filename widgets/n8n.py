@@ -18,10 +18,13 @@ secret: whoever knows it can call the workflow directly).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
+import itertools
 import json
 import logging
 import socket
+import ssl
 import time
 import weakref
 from collections.abc import AsyncIterator
@@ -140,31 +143,41 @@ def _timeout() -> httpx.Timeout:
     return httpx.Timeout(settings.N8N_TOTAL_TIMEOUT, connect=settings.N8N_CONNECT_TIMEOUT)
 
 
-# One pooled client per event loop. Upstream calls run on the process's upstream loop
-# (widgets/aio.py), so in practice this is one client per process: one SSL context, kept-alive
-# connections, bounded by N8N_MAX_CONNECTIONS. Creating a client per message cost ~46 ms of CPU
-# (a new SSL context loading the CA bundle) and made chat CPU-bound (issue 11.2).
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
+# The pooled n8n client of the process (issue 11.2). Upstream calls run on the process's upstream
+# loop (widgets/aio.py), so this is one pool per process: ONE SSL context (the CA bundle loaded once;
+# a client per message cost ~46 ms of CPU for it), kept-alive connections, bounded by
+# N8N_MAX_CONNECTIONS. The pool is split into N8N_CLIENT_SHARDS httpx clients taken in turn, all on
+# that one SSL context: httpcore's pool does O(requests x connections) work on every request, so one
+# client with 200 calls in flight spends ~15 ms of CPU per call, 16 shards ~1 ms (bench/chat_proxy.py).
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[httpx.AsyncClient]] = weakref.WeakKeyDictionary()
+_next_shard = itertools.count()
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    return httpx.create_ssl_context()
 
 
 def n8n_client() -> httpx.AsyncClient:
-    """The running loop's pooled client (created on first use)."""
+    """One of the running loop's pooled clients (created on first use, then reused)."""
     loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None or client.is_closed:
-        client = httpx.AsyncClient(
-            timeout=_timeout(),
-            follow_redirects=False,
-            headers={"Accept": "application/json"},
-            limits=httpx.Limits(
-                max_connections=settings.N8N_MAX_CONNECTIONS,
-                max_keepalive_connections=settings.N8N_MAX_KEEPALIVE,
-                keepalive_expiry=30.0,
-            ),
-            # A pool wait is part of the visitor's wait: bounded by the total timeout below.
+    shards = _clients.get(loop)
+    if shards is None or any(client.is_closed for client in shards):
+        count = max(1, settings.N8N_CLIENT_SHARDS)
+        limits = httpx.Limits(
+            max_connections=max(1, settings.N8N_MAX_CONNECTIONS // count),
+            max_keepalive_connections=max(1, settings.N8N_MAX_KEEPALIVE // count),
+            # Below the 5 s keep-alive of Node (n8n) and most servers: never reuse a connection the
+            # other side is closing, which would fail the visitor's message.
+            keepalive_expiry=settings.N8N_KEEPALIVE_EXPIRY,
         )
-        _clients[loop] = client
-    return client
+        shards = [
+            httpx.AsyncClient(timeout=_timeout(), follow_redirects=False, headers={"Accept": "application/json"},
+                              limits=limits, verify=_ssl_context())
+            for _ in range(count)
+        ]
+        _clients[loop] = shards
+    return shards[next(_next_shard) % len(shards)]
 
 
 async def n8n_target_allowed_async(url: str) -> bool:
