@@ -16,7 +16,8 @@ class WidgetConfigField(JSONObjectField):
 
 
 class WidgetVersionSerializer(serializers.ModelSerializer):
-    published_by = serializers.CharField(source="published_by.username", default=None, read_only=True)
+    published_by = serializers.CharField(source="published_by.username", default=None, read_only=True,
+                                         allow_null=True)
     config = WidgetConfigField(read_only=True)
 
     class Meta:
@@ -27,7 +28,8 @@ class WidgetVersionSerializer(serializers.ModelSerializer):
 
 class WidgetSerializer(serializers.ModelSerializer):
     license = serializers.CharField(source="license.key", read_only=True)
-    published_version = serializers.IntegerField(source="published_version.number", default=None, read_only=True)
+    published_version = serializers.IntegerField(source="published_version.number", default=None, read_only=True,
+                                                 allow_null=True, help_text="null until first published.")
     has_unpublished_changes = serializers.BooleanField(read_only=True)
     secrets = serializers.SerializerMethodField(help_text="Whether each secret is set, and its last 4 characters.")
     config = WidgetConfigField(read_only=True)
