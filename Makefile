@@ -63,7 +63,7 @@ test-fast: install-dev
 
 lint: install-dev
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check . || true
+	$(VENV)/bin/ruff format --check .
 
 bench: install-dev
 	$(PY) bench/loader.py

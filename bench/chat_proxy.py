@@ -96,8 +96,13 @@ def fake_app(delay: float, slow: float):
             received["slow"] += 1
             await asyncio.sleep(slow)
         if path.endswith("/stream"):
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"application/json; charset=utf-8")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"application/json; charset=utf-8")],
+                }
+            )
             await send({"type": "http.response.body", "body": b'{"type":"begin","metadata":{}}\n', "more_body": True})
             for i in range(5):
                 await asyncio.sleep(delay / 5)
@@ -117,8 +122,15 @@ def run_fake(port: int, delay: float, slow: float) -> None:
     import uvicorn
 
     # Keep-alive like a real n8n behind a proxy (Node's own default is 5 s: see N8N_KEEPALIVE_EXPIRY).
-    uvicorn.run(fake_app(delay, slow), host="127.0.0.1", port=port, log_level="warning", access_log=False,
-                backlog=4096, timeout_keep_alive=75)
+    uvicorn.run(
+        fake_app(delay, slow),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        backlog=4096,
+        timeout_keep_alive=75,
+    )
 
 
 # --- load -----------------------------------------------------------------------------------------
@@ -144,8 +156,17 @@ def group_cpu_seconds(pgid: int | None) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-async def visitor_load(clients, *, urls: list[str], visitors: int, messages: int, tag: str, streaming: bool,
-                       headers: dict[str, str], pgid: int | None = None) -> dict:
+async def visitor_load(
+    clients,
+    *,
+    urls: list[str],
+    visitors: int,
+    messages: int,
+    tag: str,
+    streaming: bool,
+    headers: dict[str, str],
+    pgid: int | None = None,
+) -> dict:
     """Each visitor has its own connection (a browser's), like real visitors."""
     latencies: list[float] = []
     errors: dict[str, int] = {}
@@ -154,12 +175,17 @@ async def visitor_load(clients, *, urls: list[str], visitors: int, messages: int
         url = urls[v % len(urls)]
         client = clients[v % len(clients)]
         for m in range(messages):
-            body = {"action": "sendMessage", "sessionId": f"{tag}-{v}", "chatInput": f"message {m}",
-                    "metadata": {"visitorId": f"{tag}-v{v}"}}
+            body = {
+                "action": "sendMessage",
+                "sessionId": f"{tag}-{v}",
+                "chatInput": f"message {m}",
+                "metadata": {"visitorId": f"{tag}-v{v}"},
+            }
             started = time.perf_counter()
             try:
-                async with client.stream("POST", url, json=body, headers={**headers,
-                                         "X-Switchboard-Visitor": f"{tag}-v{v}"}) as response:
+                async with client.stream(
+                    "POST", url, json=body, headers={**headers, "X-Switchboard-Visitor": f"{tag}-v{v}"}
+                ) as response:
                     data = b"".join([chunk async for chunk in response.aiter_bytes()])
                 ok = response.status_code == 200 and (not streaming or b'"end"' in data.splitlines()[-1])
                 if not ok:
@@ -176,11 +202,15 @@ async def visitor_load(clients, *, urls: list[str], visitors: int, messages: int
     await asyncio.gather(*(one(v) for v in range(visitors)))
     wall = time.perf_counter() - started
     cpu = group_cpu_seconds(pgid) - cpu
-    return {"turns": len(latencies), "errors": errors, "wall_s": round(wall, 3),
-            "server_cpu_ms_per_turn": round(cpu * 1000 / max(1, len(latencies)), 2) if pgid else None,
-            "throughput": round(len(latencies) / wall, 1),
-            "p50_ms": round(percentile(latencies, 0.5), 1) if latencies else None,
-            "p99_ms": round(percentile(latencies, 0.99), 1) if latencies else None}
+    return {
+        "turns": len(latencies),
+        "errors": errors,
+        "wall_s": round(wall, 3),
+        "server_cpu_ms_per_turn": round(cpu * 1000 / max(1, len(latencies)), 2) if pgid else None,
+        "throughput": round(len(latencies) / wall, 1),
+        "p50_ms": round(percentile(latencies, 0.5), 1) if latencies else None,
+        "p99_ms": round(percentile(latencies, 0.99), 1) if latencies else None,
+    }
 
 
 async def main_async(args, fake_url: str, server_url: str, keys: list[dict], pgid: int) -> dict:
@@ -188,8 +218,10 @@ async def main_async(args, fake_url: str, server_url: str, keys: list[dict], pgi
 
     limits = httpx.Limits(max_connections=args.slow + 50, max_keepalive_connections=args.slow + 50)
     results: dict = {}
-    visitors = [httpx.AsyncClient(timeout=args.slow_seconds + 60, limits=httpx.Limits(max_connections=2))
-                for _ in range(args.visitors)]
+    visitors = [
+        httpx.AsyncClient(timeout=args.slow_seconds + 60, limits=httpx.Limits(max_connections=2))
+        for _ in range(args.visitors)
+    ]
     async with httpx.AsyncClient(timeout=args.slow_seconds + 60, limits=limits) as client:
         normal = keys[:LICENSES]
         for mode in ("plain", "stream"):
@@ -197,40 +229,94 @@ async def main_async(args, fake_url: str, server_url: str, keys: list[dict], pgi
             proxy_urls = [f"{server_url}/api/widget/{k['key']}/chat?widget={k[mode]}" for k in normal]
             direct_urls = [f"{fake_url}/webhook/{mode}"]
             # Warm-up: connections, pools, caches on both paths.
-            await visitor_load(visitors, urls=proxy_urls, visitors=args.visitors, messages=1, tag=f"warm-{mode}",
-                               streaming=streaming, headers={"Origin": ORIGIN})
-            await visitor_load(visitors, urls=direct_urls, visitors=args.visitors, messages=1, tag=f"warmd-{mode}",
-                               streaming=streaming, headers={})
+            await visitor_load(
+                visitors,
+                urls=proxy_urls,
+                visitors=args.visitors,
+                messages=1,
+                tag=f"warm-{mode}",
+                streaming=streaming,
+                headers={"Origin": ORIGIN},
+            )
+            await visitor_load(
+                visitors,
+                urls=direct_urls,
+                visitors=args.visitors,
+                messages=1,
+                tag=f"warmd-{mode}",
+                streaming=streaming,
+                headers={},
+            )
             spy = None
             if args.profile and mode == "plain":
-                spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pgid),
-                                        "--format", "raw", "--output", "/tmp/chat-proxy-profile.txt", "--rate", "50",
-                                        "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            direct = await visitor_load(visitors, urls=direct_urls, visitors=args.visitors, messages=args.messages,
-                                        tag=f"d-{mode}-{time.time_ns()}", streaming=streaming, headers={})
-            proxy = await visitor_load(visitors, urls=proxy_urls, visitors=args.visitors, messages=args.messages,
-                                       tag=f"p-{mode}-{time.time_ns()}", streaming=streaming,
-                                       headers={"Origin": ORIGIN}, pgid=pgid)
+                spy = subprocess.Popen(
+                    [
+                        str(Path(sys.executable).parent / "py-spy"),
+                        "record",
+                        "--pid",
+                        str(pgid),
+                        "--format",
+                        "raw",
+                        "--output",
+                        "/tmp/chat-proxy-profile.txt",
+                        "--rate",
+                        "50",
+                        "--nonblocking",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            direct = await visitor_load(
+                visitors,
+                urls=direct_urls,
+                visitors=args.visitors,
+                messages=args.messages,
+                tag=f"d-{mode}-{time.time_ns()}",
+                streaming=streaming,
+                headers={},
+            )
+            proxy = await visitor_load(
+                visitors,
+                urls=proxy_urls,
+                visitors=args.visitors,
+                messages=args.messages,
+                tag=f"p-{mode}-{time.time_ns()}",
+                streaming=streaming,
+                headers={"Origin": ORIGIN},
+                pgid=pgid,
+            )
             if spy is not None:
                 spy.send_signal(2)
                 spy.wait(30)
-            results[mode] = {"direct": direct, "proxy": proxy,
-                             "ratio": round(proxy["throughput"] / direct["throughput"], 3),
-                             "added_p50_ms": round(proxy["p50_ms"] - direct["p50_ms"], 1),
-                             "added_p99_ms": round(proxy["p99_ms"] - direct["p99_ms"], 1)}
-            print(f"{mode:>6}: direct {direct['throughput']} turns/s p50 {direct['p50_ms']} p99 {direct['p99_ms']} | "
-                  f"proxy {proxy['throughput']} turns/s p50 {proxy['p50_ms']} p99 {proxy['p99_ms']} errors "
-                  f"{proxy['errors']} server CPU {proxy['server_cpu_ms_per_turn']} ms/turn | "
-                  f"ratio {results[mode]['ratio']} added p99 {results[mode]['added_p99_ms']} ms",
-                  flush=True)
+            results[mode] = {
+                "direct": direct,
+                "proxy": proxy,
+                "ratio": round(proxy["throughput"] / direct["throughput"], 3),
+                "added_p50_ms": round(proxy["p50_ms"] - direct["p50_ms"], 1),
+                "added_p99_ms": round(proxy["p99_ms"] - direct["p99_ms"], 1),
+            }
+            print(
+                f"{mode:>6}: direct {direct['throughput']} turns/s p50 {direct['p50_ms']} p99 {direct['p99_ms']} | "
+                f"proxy {proxy['throughput']} turns/s p50 {proxy['p50_ms']} p99 {proxy['p99_ms']} errors "
+                f"{proxy['errors']} server CPU {proxy['server_cpu_ms_per_turn']} ms/turn | "
+                f"ratio {results[mode]['ratio']} added p99 {results[mode]['added_p99_ms']} ms",
+                flush=True,
+            )
 
         # Isolation: one license's webhook hangs for --slow-seconds with --slow chats open meanwhile.
         slow_key = keys[LICENSES]
         slow_url = f"{server_url}/api/widget/{slow_key['key']}/chat?widget={slow_key['plain']}"
         before = (await client.get(f"{fake_url}/stats")).json()["slow"]
-        slow_tasks = [asyncio.create_task(client.post(slow_url, json={
-            "action": "sendMessage", "sessionId": f"slow-{time.time_ns()}-{i}", "chatInput": "hi"},
-            headers={"Origin": ORIGIN, "X-Switchboard-Visitor": f"slow-{i}"})) for i in range(args.slow)]
+        slow_tasks = [
+            asyncio.create_task(
+                client.post(
+                    slow_url,
+                    json={"action": "sendMessage", "sessionId": f"slow-{time.time_ns()}-{i}", "chatInput": "hi"},
+                    headers={"Origin": ORIGIN, "X-Switchboard-Visitor": f"slow-{i}"},
+                )
+            )
+            for i in range(args.slow)
+        ]
         deadline = time.monotonic() + 30
         while (await client.get(f"{fake_url}/stats")).json()["slow"] - before < args.slow:
             if time.monotonic() > deadline:
@@ -238,8 +324,15 @@ async def main_async(args, fake_url: str, server_url: str, keys: list[dict], pgi
             await asyncio.sleep(0.1)
         held = (await client.get(f"{fake_url}/stats")).json()["slow"] - before
         proxy_urls = [f"{server_url}/api/widget/{k['key']}/chat?widget={k['plain']}" for k in normal]
-        under = await visitor_load(visitors, urls=proxy_urls, visitors=args.visitors, messages=args.messages,
-                                   tag=f"iso-{time.time_ns()}", streaming=False, headers={"Origin": ORIGIN})
+        under = await visitor_load(
+            visitors,
+            urls=proxy_urls,
+            visitors=args.visitors,
+            messages=args.messages,
+            tag=f"iso-{time.time_ns()}",
+            streaming=False,
+            headers={"Origin": ORIGIN},
+        )
         health_started = time.perf_counter()
         health = await client.get(f"{server_url}/healthz")
         health_ms = (time.perf_counter() - health_started) * 1000
@@ -250,12 +343,20 @@ async def main_async(args, fake_url: str, server_url: str, keys: list[dict], pgi
         for visitor in visitors:
             await visitor.aclose()
         base = results["plain"]["proxy"]
-        results["isolation"] = {"slow_chats_held": held, "slow_still_waiting_at_end": still_waiting,
-                                "others": under, "others_p99_change_ms": round(under["p99_ms"] - base["p99_ms"], 1),
-                                "healthz_status": health.status_code, "healthz_ms": round(health_ms, 1)}
-        print(f"isolation: {held} chats held on a {args.slow_seconds:g} s webhook; other licenses "
-              f"{under['throughput']} turns/s p99 {under['p99_ms']} ms (plain run {base['p99_ms']} ms), "
-              f"errors {under['errors']}; /healthz {health.status_code} in {health_ms:.0f} ms", flush=True)
+        results["isolation"] = {
+            "slow_chats_held": held,
+            "slow_still_waiting_at_end": still_waiting,
+            "others": under,
+            "others_p99_change_ms": round(under["p99_ms"] - base["p99_ms"], 1),
+            "healthz_status": health.status_code,
+            "healthz_ms": round(health_ms, 1),
+        }
+        print(
+            f"isolation: {held} chats held on a {args.slow_seconds:g} s webhook; other licenses "
+            f"{under['throughput']} turns/s p99 {under['p99_ms']} ms (plain run {base['p99_ms']} ms), "
+            f"errors {under['errors']}; /healthz {health.status_code} in {health_ms:.0f} ms",
+            flush=True,
+        )
     return results
 
 
@@ -269,8 +370,11 @@ def main() -> None:
     parser.add_argument("--slow-seconds", type=float, default=90)
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", ""))
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", ""))
-    parser.add_argument("--profile", action="store_true", help="py-spy the server (1 worker) during the plain "
-                        "run into /tmp/chat-proxy-profile.txt (needs py-spy)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the server (1 worker) during the plain run into /tmp/chat-proxy-profile.txt (needs py-spy)",
+    )
     parser.add_argument("--fake-n8n", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.fake_n8n:
@@ -285,17 +389,39 @@ def main() -> None:
 
     fake_port = free_port()
     fake_url = f"http://127.0.0.1:{fake_port}"
-    fake = subprocess.Popen([sys.executable, __file__, "--fake-n8n", str(fake_port), "--delay-ms", str(args.delay_ms),
-                             "--slow-seconds", str(args.slow_seconds)], cwd=ROOT)
+    fake = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--fake-n8n",
+            str(fake_port),
+            "--delay-ms",
+            str(args.delay_ms),
+            "--slow-seconds",
+            str(args.slow_seconds),
+        ],
+        cwd=ROOT,
+    )
     server = None
     try:
         secret, keys_env = "bench-" + "s" * 40, "ZmDfcTF7_60GrrY167zsiPd67pEvs0aGOv2oasOM1Pg="
-        env = prod_env(database_url=args.database_url, redis_url=args.redis_url, secret_key=secret,
-                       encryption_keys=[keys_env], WIDGET_CHAT_RATE_PER_MINUTE="100000",
-                       N8N_TOTAL_TIMEOUT=str(args.slow_seconds + 30))
+        env = prod_env(
+            database_url=args.database_url,
+            redis_url=args.redis_url,
+            secret_key=secret,
+            encryption_keys=[keys_env],
+            WIDGET_CHAT_RATE_PER_MINUTE="100000",
+            N8N_TOTAL_TIMEOUT=str(args.slow_seconds + 30),
+        )
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
-        out = subprocess.run([sys.executable, "manage.py", "shell", "-c", SETUP.format(n=LICENSES, fake=fake_url)],
-                             cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", SETUP.format(n=LICENSES, fake=fake_url)],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         keys = json.loads(out.split("BENCH", 1)[1])
         deadline = time.monotonic() + 20
         while True:
@@ -307,8 +433,11 @@ def main() -> None:
                     raise
                 time.sleep(0.1)
         server = ProdServer(env=env, workers=args.workers, log_path="/tmp/bench-chat-proxy-server.log").start()
-        print(f"visitors {args.visitors} x {args.messages} turns, fake delay {args.delay_ms:g} ms, "
-              f"{args.workers} uvicorn worker(s), DEBUG=0, PostgreSQL + Redis", flush=True)
+        print(
+            f"visitors {args.visitors} x {args.messages} turns, fake delay {args.delay_ms:g} ms, "
+            f"{args.workers} uvicorn worker(s), DEBUG=0, PostgreSQL + Redis",
+            flush=True,
+        )
         results = asyncio.run(main_async(args, fake_url, server.url, keys, server.process.pid))
     finally:
         if server is not None:

@@ -61,10 +61,14 @@ def seed(conversations: int) -> tuple[str, str, list[str]]:
     user = UserFactory(username="bench-owner")
     agency = Agency.objects.create(name="Bench", slug="bench")
     membership = Membership.objects.create(user=user, agency=agency, role=Membership.Role.OWNER)
-    license = license_create(agency=agency, client_name="Bench", allowed_domains=["localhost"],
-                             limits={"monthly_conversations": 10**9})
+    license = license_create(
+        agency=agency, client_name="Bench", allowed_domains=["localhost"], limits={"monthly_conversations": 10**9}
+    )
     widget = widget_create(
-        license=license, user=user, membership=membership, name="Bench ChatKit",
+        license=license,
+        user=user,
+        membership=membership,
+        name="Bench ChatKit",
         config={"connection": {"provider": "chatkit", "chatkit": {"mode": "server", "instructions": "Be brief."}}},
         secrets={"openai_api_key": TENANT_KEY},
     )
@@ -152,7 +156,10 @@ def main() -> None:
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     visitor_iter = iter(visitors)
@@ -167,30 +174,53 @@ def main() -> None:
             raise SystemExit("Daphne did not come up")
 
         def ours(client: httpx.Client, i: int):
-            body = {"type": "threads.create", "params": {"input": {
-                "content": [{"type": "input_text", "text": f"Question {i}?"}], "attachments": [],
-                "inference_options": {}}}}
-            headers = {"Origin": base, "X-Switchboard-Page-Token": page_token,
-                       "X-Switchboard-Visitor": next(visitor_iter)}
-            return stream(client, "POST", f"{base}/api/chatkit/{license_key}/", json=body, headers=headers,
-                          delta_marker=b'"assistant_message.content_part.text_delta"')
+            body = {
+                "type": "threads.create",
+                "params": {
+                    "input": {
+                        "content": [{"type": "input_text", "text": f"Question {i}?"}],
+                        "attachments": [],
+                        "inference_options": {},
+                    }
+                },
+            }
+            headers = {
+                "Origin": base,
+                "X-Switchboard-Page-Token": page_token,
+                "X-Switchboard-Visitor": next(visitor_iter),
+            }
+            return stream(
+                client,
+                "POST",
+                f"{base}/api/chatkit/{license_key}/",
+                json=body,
+                headers=headers,
+                delta_marker=b'"assistant_message.content_part.text_delta"',
+            )
 
         # The body the Agents SDK sent for our first conversation: the direct path replays it.
         ours(httpx.Client(timeout=60), -1)
         sdk_body = next(r.body for r in fake.requests if r.path == "/v1/responses")
 
         def direct(client: httpx.Client, i: int):
-            return stream(client, "POST", f"{fake.base_url}/responses", json=sdk_body,
-                          headers={"Authorization": f"Bearer {TENANT_KEY}"},
-                          delta_marker=b"event: response.output_text.delta")
+            return stream(
+                client,
+                "POST",
+                f"{fake.base_url}/responses",
+                json=sdk_body,
+                headers={"Authorization": f"Bearer {TENANT_KEY}"},
+                delta_marker=b"event: response.output_text.delta",
+            )
 
         run(ours, 10, 1)
         run(direct, 10, 1)
         database = args.database_url.split(":")[0] if args.database_url else "SQLite"
-        print(f"ChatKit server vs fake Responses API: {args.conversations} conversations per row, Daphne on {base}, "
-              f"{database}, DEBUG=1, {args.chunks} deltas/answer, chunk delay {args.chunk_delay * 1000:.0f} ms, "
-              f"upstream delay {args.upstream_delay * 1000:.0f} ms, python {sys.version.split()[0]}, "
-              f"{os.cpu_count()} CPUs")
+        print(
+            f"ChatKit server vs fake Responses API: {args.conversations} conversations per row, Daphne on {base}, "
+            f"{database}, DEBUG=1, {args.chunks} deltas/answer, chunk delay {args.chunk_delay * 1000:.0f} ms, "
+            f"upstream delay {args.upstream_delay * 1000:.0f} ms, python {sys.version.split()[0]}, "
+            f"{os.cpu_count()} CPUs"
+        )
         print(f"{'':36}{'first byte p50/p99':>20}{'first token p50/p99':>22}{'per event p50 ms':>18}")
         figures: dict[str, dict] = {}
         for label, concurrency in (("1 at a time", 1), (f"{args.concurrency} concurrent", args.concurrency)):
@@ -198,24 +228,33 @@ def main() -> None:
             for name, send in (("POST /api/chatkit/<key>/", ours), ("fake /v1/responses direct", direct)):
                 rows[name] = summary(run(send, args.conversations, concurrency))
                 s = rows[name]
-                print(f"  {label:<14}{name:<22}"
-                      f"{percentile(s['first_byte'], 50):9.2f}/{percentile(s['first_byte'], 99):<9.2f}"
-                      f"{percentile(s['first_token'], 50):11.2f}/{percentile(s['first_token'], 99):<9.2f}"
-                      f"{percentile(s['per_event'], 50):14.3f}")
+                print(
+                    f"  {label:<14}{name:<22}"
+                    f"{percentile(s['first_byte'], 50):9.2f}/{percentile(s['first_byte'], 99):<9.2f}"
+                    f"{percentile(s['first_token'], 50):11.2f}/{percentile(s['first_token'], 99):<9.2f}"
+                    f"{percentile(s['per_event'], 50):14.3f}"
+                )
             a, b = rows["POST /api/chatkit/<key>/"], rows["fake /v1/responses direct"]
             added = percentile(a["first_token"], 50) - percentile(b["first_token"], 50)
             added99 = percentile(a["first_token"], 99) - percentile(b["first_token"], 99)
             per_event = percentile(a["per_event"], 50) - percentile(b["per_event"], 50)
             ratio = percentile(a["first_token"], 50) / max(percentile(b["first_token"], 50), 1e-9)
-            print(f"  {label:<14}{'added by our server':<22}{'':20}{added:11.2f}/{added99:<9.2f}{per_event:14.3f}"
-                  f"   ratio {ratio:.1f}x")
-            figures[label] = {"ours": {k: [percentile(v, 50), percentile(v, 99)] for k, v in a.items()},
-                              "direct": {k: [percentile(v, 50), percentile(v, 99)] for k, v in b.items()},
-                              "added_first_token_ms": [added, added99], "added_per_event_ms": per_event,
-                              "ratio_first_token_p50": ratio}
+            print(
+                f"  {label:<14}{'added by our server':<22}{'':20}{added:11.2f}/{added99:<9.2f}{per_event:14.3f}"
+                f"   ratio {ratio:.1f}x"
+            )
+            figures[label] = {
+                "ours": {k: [percentile(v, 50), percentile(v, 99)] for k, v in a.items()},
+                "direct": {k: [percentile(v, 50), percentile(v, 99)] for k, v in b.items()},
+                "added_first_token_ms": [added, added99],
+                "added_per_event_ms": per_event,
+                "ratio_first_token_p50": ratio,
+            }
         goal = figures[f"{args.concurrency} concurrent"]["added_first_token_ms"][0]
-        print(f"goal: <= 15 ms added to the first token p50 at {args.concurrency} concurrent: "
-              f"{'MET' if goal <= 15 else 'NOT MET'} ({goal:.1f} ms)")
+        print(
+            f"goal: <= 15 ms added to the first token p50 at {args.concurrency} concurrent: "
+            f"{'MET' if goal <= 15 else 'NOT MET'} ({goal:.1f} ms)"
+        )
         if args.json:
             Path(args.json).write_text(json.dumps({"args": vars(args), "figures": figures}, indent=2))
     finally:

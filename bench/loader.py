@@ -39,8 +39,9 @@ def free_port() -> int:
 def prepare(env: dict[str, str]) -> str:
     """Migrate and seed; return the demo license key."""
     subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
-    out = subprocess.run([PYTHON, "manage.py", "seed_demo", "--force"], cwd=ROOT, env=env, check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [PYTHON, "manage.py", "seed_demo", "--force"], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    ).stdout
     match = re.search(r"license key\s*:\s*(\S+)", out)
     if not match:
         raise SystemExit(f"seed_demo printed no license key:\n{out}")
@@ -50,7 +51,10 @@ def prepare(env: dict[str, str]) -> str:
 def start_server(env: dict[str, str], port: int) -> subprocess.Popen:
     proc = subprocess.Popen(
         [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -65,8 +69,9 @@ def start_server(env: dict[str, str], port: int) -> subprocess.Popen:
     raise SystemExit("daphne did not start within 30 s")
 
 
-async def timed_batch(client: httpx.AsyncClient, path: str, total: int, concurrency: int,
-                      headers: dict[str, str], expect: int) -> tuple[list[float], float, int]:
+async def timed_batch(
+    client: httpx.AsyncClient, path: str, total: int, concurrency: int, headers: dict[str, str], expect: int
+) -> tuple[list[float], float, int]:
     latencies: list[float] = []
     errors = 0
     queue = iter(range(total))
@@ -108,7 +113,7 @@ async def run(base: str, key: str, total: int, concurrency: int, rounds: int) ->
         names = list(scenarios)
         per_round = max(1, total // rounds)
         for index in range(rounds):
-            order = names[index % len(names):] + names[:index % len(names)]
+            order = names[index % len(names) :] + names[: index % len(names)]
             for name in order:
                 path, headers, expect = scenarios[name]
                 lat, elapsed, errors = await timed_batch(client, path, per_round, concurrency, headers, expect)
@@ -119,8 +124,12 @@ async def run(base: str, key: str, total: int, concurrency: int, rounds: int) ->
     results = {}
     for name, a in acc.items():
         lat = sorted(a["lat"])
-        results[name] = {"rps": a["n"] / a["time"], "p50": statistics.median(lat) * 1000,
-                         "p99": lat[max(0, int(len(lat) * 0.99) - 1)] * 1000, "errors": a["errors"]}
+        results[name] = {
+            "rps": a["n"] / a["time"],
+            "p50": statistics.median(lat) * 1000,
+            "p99": lat[max(0, int(len(lat) * 0.99) - 1)] * 1000,
+            "errors": a["errors"],
+        }
     return results
 
 
@@ -129,8 +138,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000, help="requests per scenario (default 3000)")
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent client connections (default 32)")
     parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds per scenario (default 10)")
-    parser.add_argument("--production", action="store_true",
-                        help="DEBUG=0 with collected, compressed static files (WhiteNoise's production path)")
+    parser.add_argument(
+        "--production",
+        action="store_true",
+        help="DEBUG=0 with collected, compressed static files (WhiteNoise's production path)",
+    )
     args = parser.parse_args()
 
     tmp = tempfile.TemporaryDirectory(prefix="sb-bench-")
@@ -138,9 +150,16 @@ def main() -> None:
     if args.production:
         from cryptography.fernet import Fernet
 
-        env.update({"DEBUG": "0", "SECRET_KEY": "bench-" + "x" * 60, "ALLOWED_HOSTS": "127.0.0.1",
-                    "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(), "SECURE_SSL_REDIRECT": "0",
-                    "SECURE_HSTS_SECONDS": "0"})
+        env.update(
+            {
+                "DEBUG": "0",
+                "SECRET_KEY": "bench-" + "x" * 60,
+                "ALLOWED_HOSTS": "127.0.0.1",
+                "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+                "SECURE_SSL_REDIRECT": "0",
+                "SECURE_HSTS_SECONDS": "0",
+            }
+        )
         subprocess.run([PYTHON, "manage.py", "collectstatic", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
     env.pop("REDIS_URL", None) if "BENCH_KEEP_REDIS" not in os.environ else None
     if not env.get("DATABASE_URL"):
@@ -159,15 +178,19 @@ def main() -> None:
             proc.kill()
         tmp.cleanup()
 
-    print(f"\nSwitchboard loader benchmark — Daphne, 1 process, DEBUG={env['DEBUG']}, db={db_label}, loopback, "
-          f"{args.requests} requests/scenario in {args.rounds} interleaved rounds, concurrency {args.concurrency}, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, python {sys.version.split()[0]}")
+    print(
+        f"\nSwitchboard loader benchmark — Daphne, 1 process, DEBUG={env['DEBUG']}, db={db_label}, loopback, "
+        f"{args.requests} requests/scenario in {args.rounds} interleaved rounds, concurrency {args.concurrency}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, python {sys.version.split()[0]}"
+    )
     print(f"{'scenario':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
     for name, r in results.items():
         print(f"{name:<22}{r['rps']:>10.0f}{r['p50']:>10.2f}{r['p99']:>10.2f}{int(r['errors']):>8}")
     static = results["static (WhiteNoise)"]["rps"]
-    print(f"ratio loader 200 / static: {results['loader 200']['rps'] / static:.2f}x   "
-          f"loader 304 / static: {results['loader 304']['rps'] / static:.2f}x   (goal >= 0.80x)")
+    print(
+        f"ratio loader 200 / static: {results['loader 200']['rps'] / static:.2f}x   "
+        f"loader 304 / static: {results['loader 304']['rps'] / static:.2f}x   (goal >= 0.80x)"
+    )
     if any(r["errors"] for r in results.values()):
         raise SystemExit("some requests failed")
 

@@ -113,16 +113,25 @@ async def fake_upstream(port: int) -> None:
 # --- load ----------------------------------------------------------------------------------------
 
 
-async def one_session(url: str, headers: dict, start_at: float, measure_from: float, stop_at: float,
-                      latencies: list[float], errors: list[str], relay: bool) -> None:
+async def one_session(
+    url: str,
+    headers: dict,
+    start_at: float,
+    measure_from: float,
+    stop_at: float,
+    latencies: list[float],
+    errors: list[str],
+    relay: bool,
+) -> None:
     from websockets.asyncio.client import connect
 
     loop = asyncio.get_running_loop()
     await asyncio.sleep(max(0.0, start_at - loop.time()))
     sent: dict[int, float] = {}
     try:
-        async with connect(url, additional_headers=headers, compression=None, max_size=2**22,
-                           open_timeout=30, ping_interval=None) as ws:
+        async with connect(
+            url, additional_headers=headers, compression=None, max_size=2**22, open_timeout=30, ping_interval=None
+        ) as ws:
             if relay:
                 while '"session.ready"' not in await asyncio.wait_for(ws.recv(), 30):
                     pass
@@ -133,7 +142,7 @@ async def one_session(url: str, headers: dict, start_at: float, measure_from: fl
                     now = loop.time()
                     if any(marker in raw for marker in AUDIO_DELTA):
                         i = raw.index('"', raw.index('"delta":') + 8) + 1
-                        t0 = sent.pop(seq_of(raw[i:i + 8]), None)
+                        t0 = sent.pop(seq_of(raw[i : i + 8]), None)
                         if t0 is not None and t0 >= measure_from:
                             latencies.append((now - t0) * 1000)
 
@@ -162,13 +171,22 @@ async def run_level(url: str, headers: dict, n: int, seconds: float, relay: bool
     stop_at = measure_from + seconds
     latencies: list[float] = []
     errors: list[str] = []
-    await asyncio.gather(*[
-        one_session(url, headers, t0 + ramp * i / n, measure_from, stop_at, latencies, errors, relay)
-        for i in range(n)
-    ])
+    await asyncio.gather(
+        *[
+            one_session(url, headers, t0 + ramp * i / n, measure_from, stop_at, latencies, errors, relay)
+            for i in range(n)
+        ]
+    )
     late = sum(1 for t in READY[-n:] if t > measure_from)
-    return {"n": n, "late_sessions": late, "frames": len(latencies), "p50": pct(latencies, 0.50),
-            "p99": pct(latencies, 0.99), "errors": len(errors), "window": seconds}
+    return {
+        "n": n,
+        "late_sessions": late,
+        "frames": len(latencies),
+        "p50": pct(latencies, 0.50),
+        "p99": pct(latencies, 0.99),
+        "errors": len(errors),
+        "window": seconds,
+    }
 
 
 def load(url: str, headers: dict, n: int, seconds: float, relay: bool) -> dict:
@@ -191,10 +209,19 @@ def wait_port(port: int, timeout: float = 30) -> None:
 def server_env(db: str, upstream_port: int) -> dict:
     from cryptography.fernet import Fernet
 
-    return {**os.environ, "DATABASE_URL": db, "SECRET_KEY": "bench-" + "x" * 40,
-            "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(), "DEBUG": "0", "ALLOWED_HOSTS": "127.0.0.1",
-            "SECURE_SSL_REDIRECT": "0", "OPENAI_REALTIME_URL": f"ws://127.0.0.1:{upstream_port}/v1/realtime",
-            "REALTIME_MAX_SESSIONS_PER_PROCESS": "100000", "LOG_LEVEL": "WARNING", "REDIS_URL": ""}
+    return {
+        **os.environ,
+        "DATABASE_URL": db,
+        "SECRET_KEY": "bench-" + "x" * 40,
+        "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "DEBUG": "0",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "SECURE_SSL_REDIRECT": "0",
+        "OPENAI_REALTIME_URL": f"ws://127.0.0.1:{upstream_port}/v1/realtime",
+        "REALTIME_MAX_SESSIONS_PER_PROCESS": "100000",
+        "LOG_LEVEL": "WARNING",
+        "REDIS_URL": "",
+    }
 
 
 def start_server(kind: str, port: int, env: dict) -> subprocess.Popen:
@@ -202,8 +229,19 @@ def start_server(kind: str, port: int, env: dict) -> subprocess.Popen:
     if kind == "daphne":
         cmd = [str(bin_dir / "daphne"), "-b", "127.0.0.1", "-p", str(port), "-v", "0", "config.asgi:application"]
     else:
-        cmd = [str(bin_dir / "uvicorn"), "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-               "--ws", "websockets-sansio", "--no-access-log", "--log-level", "warning"]
+        cmd = [
+            str(bin_dir / "uvicorn"),
+            "config.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--ws",
+            "websockets-sansio",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     wait_port(port)
     return proc
@@ -216,9 +254,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--fake-upstream", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds after the last connect before measuring")
-    parser.add_argument("--database-url", default="",
-                        help="server DB per kind, e.g. postgres://postgres@127.0.0.1:5432/voicebench_{kind} "
-                             "(an empty database; default: a temp SQLite file)")
+    parser.add_argument(
+        "--database-url",
+        default="",
+        help="server DB per kind, e.g. postgres://postgres@127.0.0.1:5432/voicebench_{kind} "
+        "(an empty database; default: a temp SQLite file)",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy each server during its runs (needs py-spy)")
     args = parser.parse_args()
     if args.fake_upstream:
@@ -229,8 +270,14 @@ def main() -> None:
     kinds = args.servers.split(",")
     up_port = free_port()
     upstream = subprocess.Popen([sys.executable, __file__, "--fake-upstream", str(up_port)], cwd=ROOT)
-    results: dict = {"levels": levels, "seconds": args.seconds, "cpus": os.cpu_count(),
-                     "loadavg_before": os.getloadavg(), "direct": [], "servers": {k: {"rows": []} for k in kinds}}
+    results: dict = {
+        "levels": levels,
+        "seconds": args.seconds,
+        "cpus": os.cpu_count(),
+        "loadavg_before": os.getloadavg(),
+        "direct": [],
+        "servers": {k: {"rows": []} for k in kinds},
+    }
     tmp = tempfile.mkdtemp(prefix="sb-bench-")
     procs: dict[str, subprocess.Popen] = {}
     urls: dict[str, str] = {}
@@ -238,13 +285,17 @@ def main() -> None:
         wait_port(up_port)
         direct_url = f"ws://127.0.0.1:{up_port}/v1/realtime?model=gpt-realtime"
         for kind in kinds:
-            db = (args.database_url.replace("{kind}", kind) if args.database_url
-                  else "sqlite:///" + os.path.join(tmp, f"{kind}.sqlite3"))
+            db = (
+                args.database_url.replace("{kind}", kind)
+                if args.database_url
+                else "sqlite:///" + os.path.join(tmp, f"{kind}.sqlite3")
+            )
             env = server_env(db, up_port)
             py = sys.executable
             subprocess.run([py, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
-            out = subprocess.run([py, "manage.py", "shell", "-c", SETUP], cwd=ROOT, env=env, check=True,
-                                 capture_output=True, text=True).stdout.split()
+            out = subprocess.run(
+                [py, "manage.py", "shell", "-c", SETUP], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+            ).stdout.split()
             port = free_port()
             procs[kind] = start_server(kind, port, env)
             urls[kind] = f"ws://127.0.0.1:{port}/ws/realtime/{out[-2]}/?widget={out[-1]}&visitor=bench"
@@ -253,36 +304,61 @@ def main() -> None:
             up0, me0, t0 = cpu_seconds(upstream.pid), own_cpu(), time.monotonic()
             direct = load(direct_url, {"Authorization": "Bearer sk-bench"}, n, args.seconds, relay=False)
             wall = time.monotonic() - t0
-            direct.update(fake_cpu_percent=100 * (cpu_seconds(upstream.pid) - up0) / wall,
-                          client_cpu_percent=100 * (own_cpu() - me0) / wall)
+            direct.update(
+                fake_cpu_percent=100 * (cpu_seconds(upstream.pid) - up0) / wall,
+                client_cpu_percent=100 * (own_cpu() - me0) / wall,
+            )
             results["direct"].append(direct)
-            print(f"direct   n={n:4d} p50={direct['p50']:.2f} ms p99={direct['p99']:.2f} ms "
-                  f"frames={direct['frames']} errors={direct['errors']} (load generator "
-                  f"{direct['client_cpu_percent']:.0f}% fake upstream {direct['fake_cpu_percent']:.0f}%)", flush=True)
+            print(
+                f"direct   n={n:4d} p50={direct['p50']:.2f} ms p99={direct['p99']:.2f} ms "
+                f"frames={direct['frames']} errors={direct['errors']} (load generator "
+                f"{direct['client_cpu_percent']:.0f}% fake upstream {direct['fake_cpu_percent']:.0f}%)",
+                flush=True,
+            )
             for kind in kinds:
                 proc = procs[kind]
                 spy = None
                 if args.profile:
-                    spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
-                                            str(proc.pid), "--duration", str(int(args.seconds + 2)), "--format",
-                                            "raw", "-o", f"/tmp/relay-profile-{kind}-{n}.txt", "--nonblocking"])
+                    spy = subprocess.Popen(
+                        [
+                            str(Path(sys.executable).parent / "py-spy"),
+                            "record",
+                            "--pid",
+                            str(proc.pid),
+                            "--duration",
+                            str(int(args.seconds + 2)),
+                            "--format",
+                            "raw",
+                            "-o",
+                            f"/tmp/relay-profile-{kind}-{n}.txt",
+                            "--nonblocking",
+                        ]
+                    )
                 cpu0, up0, me0, t0 = cpu_seconds(proc.pid), cpu_seconds(upstream.pid), own_cpu(), time.monotonic()
                 row = load(urls[kind], {"Origin": "http://127.0.0.1"}, n, args.seconds, relay=True)
                 wall = time.monotonic() - t0
                 cpu = cpu_seconds(proc.pid) - cpu0
-                row.update(fake_cpu_percent=100 * (cpu_seconds(upstream.pid) - up0) / wall,
-                           client_cpu_percent=100 * (own_cpu() - me0) / wall)
-                row.update(added_p50=row["p50"] - direct["p50"], added_p99=row["p99"] - direct["p99"],
-                           cpu_percent=100 * cpu / wall, cpu_ms_per_session_second=1000 * cpu / wall / n)
+                row.update(
+                    fake_cpu_percent=100 * (cpu_seconds(upstream.pid) - up0) / wall,
+                    client_cpu_percent=100 * (own_cpu() - me0) / wall,
+                )
+                row.update(
+                    added_p50=row["p50"] - direct["p50"],
+                    added_p99=row["p99"] - direct["p99"],
+                    cpu_percent=100 * cpu / wall,
+                    cpu_ms_per_session_second=1000 * cpu / wall / n,
+                )
                 results["servers"][kind]["rows"].append(row)
                 if spy is not None:
                     spy.wait(30)
-                print(f"{kind:8s} n={n:4d} p50={row['p50']:.2f} ms p99={row['p99']:.2f} ms "
-                      f"added p50={row['added_p50']:.2f} p99={row['added_p99']:.2f} ms "
-                      f"cpu={row['cpu_percent']:.0f}% ({row['cpu_ms_per_session_second']:.2f} ms/s per session) "
-                      f"frames={row['frames']} late={row['late_sessions']} errors={row['errors']} "
-                      f"(load generator {row['client_cpu_percent']:.0f}% fake upstream {row['fake_cpu_percent']:.0f}%)",
-                      flush=True)
+                print(
+                    f"{kind:8s} n={n:4d} p50={row['p50']:.2f} ms p99={row['p99']:.2f} ms "
+                    f"added p50={row['added_p50']:.2f} p99={row['added_p99']:.2f} ms "
+                    f"cpu={row['cpu_percent']:.0f}% ({row['cpu_ms_per_session_second']:.2f} ms/s per session) "
+                    f"frames={row['frames']} late={row['late_sessions']} errors={row['errors']} "
+                    f"(load generator {row['client_cpu_percent']:.0f}% fake upstream {row['fake_cpu_percent']:.0f}%)",
+                    flush=True,
+                )
         for kind in kinds:
             rows = results["servers"][kind]["rows"]
             cliff = next((r["n"] for r in rows if r["added_p99"] > 20), None)

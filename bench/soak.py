@@ -55,12 +55,17 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "https://soak.example"
 FRAME_SECONDS = 0.04
-FRAME_EVENT = json.dumps({"type": "input_audio_buffer.append",
-                          "audio": base64.b64encode(b"\x00\x00" * 960).decode()}, separators=(",", ":"))
+FRAME_EVENT = json.dumps(
+    {"type": "input_audio_buffer.append", "audio": base64.b64encode(b"\x00\x00" * 960).decode()}, separators=(",", ":")
+)
 APPENDS_PER_RESPONSE = 12  # the fake upstream answers every 0.48 s of audio with a response.done
-USAGE = {"total_tokens": 30, "input_tokens": 20, "output_tokens": 10,
-         "input_token_details": {"text_tokens": 0, "audio_tokens": 20},
-         "output_token_details": {"text_tokens": 2, "audio_tokens": 8}}
+USAGE = {
+    "total_tokens": 30,
+    "input_tokens": 20,
+    "output_tokens": 10,
+    "input_token_details": {"text_tokens": 0, "audio_tokens": 20},
+    "output_token_details": {"text_tokens": 2, "audio_tokens": 8},
+}
 ASSISTANT_AUDIO = base64.b64encode(b"\x01\x00" * 240).decode()
 
 
@@ -93,8 +98,7 @@ def established_connections(pid: int, port: int) -> int:
             for line in f.readlines()[1:]:
                 fields = line.split()
                 local, remote = fields[1].rsplit(":", 1), fields[2].rsplit(":", 1)
-                if (fields[3] == "01" and int(local[1], 16) == port and remote[0] == CALLER_HEX
-                        and fields[9] in inodes):
+                if fields[3] == "01" and int(local[1], 16) == port and remote[0] == CALLER_HEX and fields[9] in inodes:
                     count += 1
     return count
 
@@ -121,8 +125,11 @@ class FakeHTTP:
                     answer: Any = {"ok": True}
                 else:
                     data = json.loads(body or b"{}")
-                    answer = ({"output": "echo " + str(data.get("chatInput", ""))}
-                              if data.get("action") == "sendMessage" else {"data": []})
+                    answer = (
+                        {"output": "echo " + str(data.get("chatInput", ""))}
+                        if data.get("action") == "sendMessage"
+                        else {"data": []}
+                    )
                 raw = json.dumps(answer).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -158,10 +165,19 @@ async def fake_realtime() -> tuple[Any, str]:
                 if appends % APPENDS_PER_RESPONSE == 0:
                     n = appends // APPENDS_PER_RESPONSE
                     await ws.send(json.dumps({"type": "response.created", "response": {"id": f"r{n}"}}))
-                    await ws.send(json.dumps({"type": "response.output_audio.delta", "item_id": f"i{n}",
-                                              "delta": ASSISTANT_AUDIO}))
-                    await ws.send(json.dumps({"type": "response.done", "response": {
-                        "id": f"r{n}", "status": "completed", "usage": USAGE}}))
+                    await ws.send(
+                        json.dumps(
+                            {"type": "response.output_audio.delta", "item_id": f"i{n}", "delta": ASSISTANT_AUDIO}
+                        )
+                    )
+                    await ws.send(
+                        json.dumps(
+                            {
+                                "type": "response.done",
+                                "response": {"id": f"r{n}", "status": "completed", "usage": USAGE},
+                            }
+                        )
+                    )
 
     server = await serve(handler, "127.0.0.1", 0, compression=None, max_size=2**22)
     return server, f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/realtime"
@@ -177,8 +193,22 @@ class OwnRedis:
         import redis
 
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.time() + 10
         while True:
             try:
@@ -226,8 +256,10 @@ class SoakDatabase:
         import psycopg
 
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                "WHERE datname = %s AND pid <> pg_backend_pid()", (self.name,)).fetchall()
+            rows = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (self.name,),
+            ).fetchall()
         return len(rows)
 
 
@@ -253,9 +285,11 @@ class Load:
                 text = f"{session} message {i}"
                 record = {"session": session, "text": text, "status": 0}
                 try:
-                    response = await client.post(f"{self.base}/api/widget/{self.key}/chat", headers=self.headers,
-                                                 json={"action": "sendMessage", "sessionId": session,
-                                                       "chatInput": text})
+                    response = await client.post(
+                        f"{self.base}/api/widget/{self.key}/chat",
+                        headers=self.headers,
+                        json={"action": "sendMessage", "sessionId": session, "chatInput": text},
+                    )
                     record["status"] = response.status_code
                 except httpx.HTTPError as exc:
                     record["status"] = type(exc).__name__
@@ -271,9 +305,15 @@ class Load:
                 record = {"name": name, "status": 0}
                 try:
                     response = await client.post(
-                        f"{self.base}/api/widget/{self.key}/leads", headers=self.headers,
-                        json={"source": "contact_form", "name": name, "email": f"{name}@soak.example",
-                              "interest": "soak"})
+                        f"{self.base}/api/widget/{self.key}/leads",
+                        headers=self.headers,
+                        json={
+                            "source": "contact_form",
+                            "name": name,
+                            "email": f"{name}@soak.example",
+                            "interest": "soak",
+                        },
+                    )
                     record["status"] = response.status_code
                 except httpx.HTTPError as exc:
                     record["status"] = type(exc).__name__
@@ -292,9 +332,16 @@ class Load:
             self.calls.append(record)
             url = f"{ws_base}/ws/realtime/{self.key}/?widget={self.widget}&visitor={visitor}"
             try:
-                async with connect(url, origin=ORIGIN, additional_headers={"X-Forwarded-Proto": "https"},
-                                   open_timeout=10, close_timeout=3, max_size=2**22, compression=None,
-                                   local_addr=(CALLER_ADDRESS, 0)) as ws:
+                async with connect(
+                    url,
+                    origin=ORIGIN,
+                    additional_headers={"X-Forwarded-Proto": "https"},
+                    open_timeout=10,
+                    close_timeout=3,
+                    max_size=2**22,
+                    compression=None,
+                    local_addr=(CALLER_ADDRESS, 0),
+                ) as ws:
                     first = json.loads(await asyncio.wait_for(ws.recv(), 15))
                     if first.get("type") != "session.ready":
                         record["outcome"] = f"refused:{first.get('code')}"
@@ -348,17 +395,32 @@ class Soak:
 
         drop = ("DJANGO_SETTINGS_MODULE", "PYTEST_CURRENT_TEST", "PYTEST_XDIST_WORKER", "DEBUG")
         env = {k: v for k, v in os.environ.items() if k not in drop}
-        env.update({
-            "DATABASE_URL": self.db.url, "REDIS_URL": f"redis://127.0.0.1:{self.redis.port}/0",
-            "DEBUG": "0", "SECRET_KEY": uuid.uuid4().hex * 2, "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
-            "ALLOWED_HOSTS": "127.0.0.1,localhost", "HOST": "127.0.0.1", "PORT": str(self.port),
-            "WEB_CONCURRENCY": str(self.args.web), "GRACEFUL_TIMEOUT": "10", "CELERY_CONCURRENCY": "2",
-            "PROD_RUN_DIR": str(self.tmp / "run"), "LOG_LEVEL": "WARNING",
-            "REAPER_INTERVAL_SECONDS": "2", "REALTIME_STALE_SECONDS": "20", "LEAD_PENDING_STALE_SECONDS": "10",
-            "CELERY_TASK_TIME_LIMIT": "20", "OPENAI_REALTIME_URL": realtime_url, "OPENAI_API_KEY": "sk-soak",
-            "N8N_ALLOW_PRIVATE_NETWORKS": "1", "WIDGET_CHAT_RATE_PER_MINUTE": "100000",
-            "REALTIME_MAX_SESSIONS_PER_PROCESS": "200",
-        })
+        env.update(
+            {
+                "DATABASE_URL": self.db.url,
+                "REDIS_URL": f"redis://127.0.0.1:{self.redis.port}/0",
+                "DEBUG": "0",
+                "SECRET_KEY": uuid.uuid4().hex * 2,
+                "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+                "ALLOWED_HOSTS": "127.0.0.1,localhost",
+                "HOST": "127.0.0.1",
+                "PORT": str(self.port),
+                "WEB_CONCURRENCY": str(self.args.web),
+                "GRACEFUL_TIMEOUT": "10",
+                "CELERY_CONCURRENCY": "2",
+                "PROD_RUN_DIR": str(self.tmp / "run"),
+                "LOG_LEVEL": "WARNING",
+                "REAPER_INTERVAL_SECONDS": "2",
+                "REALTIME_STALE_SECONDS": "20",
+                "LEAD_PENDING_STALE_SECONDS": "10",
+                "CELERY_TASK_TIME_LIMIT": "20",
+                "OPENAI_REALTIME_URL": realtime_url,
+                "OPENAI_API_KEY": "sk-soak",
+                "N8N_ALLOW_PRIVATE_NETWORKS": "1",
+                "WIDGET_CHAT_RATE_PER_MINUTE": "100000",
+                "REALTIME_MAX_SESSIONS_PER_PROCESS": "200",
+            }
+        )
         return env
 
     def django_setup(self) -> None:
@@ -376,11 +438,22 @@ class Soak:
 
         agency = Agency.objects.create(name="Soak", slug=f"soak-{os.getpid()}", crm_webhook_url=fake.url + "/crm")
         license = License.objects.create(
-            agency=agency, client_name="Soak", allowed_domains=["soak.example"],
-            limits={"max_widgets": 5, "monthly_conversations": 10**7, "monthly_voice_minutes": 10**7,
-                    "max_concurrent_voice_sessions": 100})
-        config = config_normalize({"connection": {"provider": "n8n", "n8n": {"webhook_url": fake.url + "/chat"}},
-                                   "voice": {"enabled": True, "max_session_seconds": 3600}})
+            agency=agency,
+            client_name="Soak",
+            allowed_domains=["soak.example"],
+            limits={
+                "max_widgets": 5,
+                "monthly_conversations": 10**7,
+                "monthly_voice_minutes": 10**7,
+                "max_concurrent_voice_sessions": 100,
+            },
+        )
+        config = config_normalize(
+            {
+                "connection": {"provider": "n8n", "n8n": {"webhook_url": fake.url + "/chat"}},
+                "voice": {"enabled": True, "max_session_seconds": 3600},
+            }
+        )
         widget = Widget.objects.create(license=license, name="Soak", widget_type="n8n", config=config)
         version = WidgetVersion.objects.create(widget=widget, number=1, widget_type="n8n", config=config)
         Widget.objects.filter(pk=widget.pk).update(published_version=version)
@@ -389,8 +462,14 @@ class Soak:
 
     def start_prod(self) -> None:
         self.prod_log = open(self.tmp / "prod.log", "w")  # noqa: SIM115 - closed in stop_prod
-        self.prod = subprocess.Popen(["make", "--no-print-directory", "prod"], cwd=ROOT, env=self.env,
-                                     stdout=self.prod_log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.prod = subprocess.Popen(
+            ["make", "--no-print-directory", "prod"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.prod_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.wait_healthy(timeout=120)
 
     def wait_healthy(self, timeout: float) -> None:
@@ -407,8 +486,13 @@ class Soak:
         raise RuntimeError(f"make prod not healthy in {timeout} s; see {self.tmp / 'prod.log'}")
 
     def supervisorctl(self, *args: str, timeout: float = 20) -> str:
-        out = subprocess.run([str(ROOT / ".venv/bin/supervisorctl"), "-c", str(ROOT / "config/supervisord.conf"),
-                              *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+        out = subprocess.run(
+            [str(ROOT / ".venv/bin/supervisorctl"), "-c", str(ROOT / "config/supervisord.conf"), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         return out.stdout.strip()
 
     def supervisor_pid(self, name: str) -> int:
@@ -503,11 +587,15 @@ class Soak:
 
         connections.close_all()
         sent_texts = [r["text"] for r in load.chat]
-        stored = Counter(Message.objects.filter(role="user", conversation__channel=Channel.CHAT,
-                                                text__in=sent_texts).values_list("text", flat=True))
+        stored = Counter(
+            Message.objects.filter(role="user", conversation__channel=Channel.CHAT, text__in=sent_texts).values_list(
+                "text", flat=True
+            )
+        )
         ok_chat = [r for r in load.chat if r["status"] == 200]
         chat = {
-            "sent": len(load.chat), "answered_2xx": len(ok_chat),
+            "sent": len(load.chat),
+            "answered_2xx": len(ok_chat),
             "errors": dict(Counter(str(r["status"]) for r in load.chat if r["status"] != 200)),
             "lost": sum(1 for r in ok_chat if stored[r["text"]] == 0),
             "duplicated": sum(1 for n in stored.values() if n > 1),
@@ -519,15 +607,21 @@ class Soak:
         delivered = {pk for pk, _, status in rows if status == "delivered" and keys[f"lead-{pk}"]}
         accepted = {r["name"] for r in load.leads if r["status"] == 201}
         leads = {
-            "posted": len(load.leads), "accepted_201": len(accepted), "stored": len(rows),
+            "posted": len(load.leads),
+            "accepted_201": len(accepted),
+            "stored": len(rows),
             "errors": dict(Counter(str(r["status"]) for r in load.leads if r["status"] != 201)),
             "lost": sum(1 for name in accepted if by_name[name] == 0)
             + sum(1 for pk, _, _ in rows if pk not in delivered),
             "duplicated": sum(1 for n in by_name.values() if n > 1),
             "crm_reposts_same_key": sum(n - 1 for n in keys.values() if n > 1),
         }
-        conversations = {c.visitor_id: c for c in Conversation.objects.filter(
-            channel=Channel.VOICE, visitor_id__in=[r["visitor"] for r in load.calls])}
+        conversations = {
+            c.visitor_id: c
+            for c in Conversation.objects.filter(
+                channel=Channel.VOICE, visitor_id__in=[r["visitor"] for r in load.calls]
+            )
+        }
         unbilled = overbilled = 0.0
         for record in load.calls:
             conversation = conversations.get(record["visitor"])
@@ -539,25 +633,34 @@ class Soak:
         calls_total = sum(c.audio_in_seconds for c in conversations.values())
         slots = redis.Redis(port=self.redis.port).keys(f"*switchboard:voice-slot:{self.license_id}:*")
         voice = {
-            "calls": len(load.calls), "connected": sum(1 for r in load.calls if r.get("connected")),
+            "calls": len(load.calls),
+            "connected": sum(1 for r in load.calls if r.get("connected")),
             "outcomes": dict(Counter(r["outcome"] for r in load.calls)),
             "end_reasons": dict(Counter(c.end_reason or "<open>" for c in conversations.values())),
             "seconds_sent": round(sum(r["sent"] for r in load.calls) * FRAME_SECONDS, 2),
             "seconds_billed": round(calls_total, 2),
-            "unbilled_seconds": round(unbilled, 3), "overbilled_seconds": round(overbilled, 3),
+            "unbilled_seconds": round(unbilled, 3),
+            "overbilled_seconds": round(overbilled, 3),
             "open_calls": sum(1 for c in conversations.values() if c.ended_at is None),
             # Calls told `server_restart` (a graceful restart) must be recorded as such, with their usage.
             "restarts_misrecorded": sum(
-                1 for r in load.calls if r["ended"] == "server_restart"
-                and getattr(conversations.get(r["visitor"]), "end_reason", "") != "server_restart"),
+                1
+                for r in load.calls
+                if r["ended"] == "server_restart"
+                and getattr(conversations.get(r["visitor"]), "end_reason", "") != "server_restart"
+            ),
             "leaked_slots": len(slots),
             "licence_usage_mismatch_seconds": round(abs(usage - calls_total), 3),
         }
         totals = {
-            "lost_messages": chat["lost"], "duplicated_messages": chat["duplicated"],
-            "lost_leads": leads["lost"], "duplicated_leads": leads["duplicated"],
-            "unbilled_seconds": voice["unbilled_seconds"], "overbilled_seconds": voice["overbilled_seconds"],
-            "open_calls": voice["open_calls"], "leaked_slots": voice["leaked_slots"],
+            "lost_messages": chat["lost"],
+            "duplicated_messages": chat["duplicated"],
+            "lost_leads": leads["lost"],
+            "duplicated_leads": leads["duplicated"],
+            "unbilled_seconds": voice["unbilled_seconds"],
+            "overbilled_seconds": voice["overbilled_seconds"],
+            "open_calls": voice["open_calls"],
+            "leaked_slots": voice["leaked_slots"],
             "restarts_misrecorded": voice["restarts_misrecorded"],
             "licence_usage_mismatch_seconds": voice["licence_usage_mismatch_seconds"],
         }
@@ -580,20 +683,29 @@ class Soak:
             self.db.create()
             self.redis.start()
             self.env = self.prod_env(realtime_url)
-            subprocess.run([str(ROOT / ".venv/bin/python"), "manage.py", "migrate", "--noinput", "-v", "0"],
-                           cwd=ROOT, env=self.env, check=True, timeout=300)
+            subprocess.run(
+                [str(ROOT / ".venv/bin/python"), "manage.py", "migrate", "--noinput", "-v", "0"],
+                cwd=ROOT,
+                env=self.env,
+                check=True,
+                timeout=300,
+            )
             self.django_setup()
             key, widget = self.seed(fake)
-            log(f"database {self.db.name}, redis :{self.redis.port}, make prod on :{self.port} "
-                f"({self.args.web} web processes)")
+            log(
+                f"database {self.db.name}, redis :{self.redis.port}, make prod on :{self.port} "
+                f"({self.args.web} web processes)"
+            )
             self.start_prod()
             log(f"healthy; load for {self.args.seconds} s")
             load = loop.run_until_complete(self.run_load(key, widget))
             log(f"load done; settling (at most {self.args.settle} s)")
             report = self.settled(load, fake)
             report["faults"] = self.faults
-            report["config"] = {k: getattr(self.args, k) for k in ("seconds", "web", "calls", "chat_visitors",
-                                                                    "lead_posters", "fault_gap")}
+            report["config"] = {
+                k: getattr(self.args, k)
+                for k in ("seconds", "web", "calls", "chat_visitors", "lead_posters", "fault_gap")
+            }
             return report
         finally:
             self.stop_prod()
@@ -623,8 +735,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Soak make prod under faults (loopback, bounded).")
     parser.add_argument("--short", action="store_true", help="CI mode: ~1 min of load, each fault once")
     parser.add_argument("--seconds", type=float, help="load duration (default 300, --short 70)")
-    parser.add_argument("--settle", type=float, help="max seconds to wait for reapers/redelivery (default 90, "
-                                                     "--short 100)")
+    parser.add_argument(
+        "--settle", type=float, help="max seconds to wait for reapers/redelivery (default 90, --short 100)"
+    )
     parser.add_argument("--web", type=int, default=2, help="web processes")
     parser.add_argument("--calls", type=int, help="concurrent voice callers (default 6, --short 3)")
     parser.add_argument("--chat-visitors", type=int, help="concurrent chat visitors (default 8, --short 4)")

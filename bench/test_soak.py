@@ -24,8 +24,13 @@ def test_short_soak_loses_nothing_under_faults(tmp_path):
     if not shutil.which("redis-server"):
         pytest.skip("redis-server is not installed")
     out = tmp_path / "soak.json"
-    result = subprocess.run([sys.executable, str(ROOT / "bench/soak.py"), "--short", "--json", str(out)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=540)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench/soak.py"), "--short", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
     assert out.exists(), result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert result.returncode == 0 and not any(report["totals"].values()), result.stdout[-3000:]
@@ -33,7 +38,12 @@ def test_short_soak_loses_nothing_under_faults(tmp_path):
     # calls that the reaper then ended with their usage.
     assert report["chat"]["answered_2xx"] > 0 and report["leads"]["accepted_201"] > 0
     assert report["voice"]["connected"] > 0 and report["voice"]["seconds_billed"] > 0
-    assert {f["fault"] for f in report["faults"]} == {"redis_restart", "postgres_terminate", "kill_web",
-                                                      "kill_celery", "restart_web"}
+    assert {f["fault"] for f in report["faults"]} == {
+        "redis_restart",
+        "postgres_terminate",
+        "kill_web",
+        "kill_celery",
+        "restart_web",
+    }
     reasons = report["voice"]["end_reasons"]
     assert reasons.get("worker_lost", 0) > 0 and reasons.get("server_restart", 0) > 0

@@ -29,8 +29,10 @@ from widgets.aio import db_step
 from widgets.models import Conversation
 from widgets.tools import Tool, tool_run, tools_enabled, tools_guidance
 
-MEDIUM = ("You are chatting with a visitor in a chat window on the business's website: answer in short paragraphs, "
-          "plain words, markdown only for short lists. Never make up prices, stock or policies.")
+MEDIUM = (
+    "You are chatting with a visitor in a chat window on the business's website: answer in short paragraphs, "
+    "plain words, markdown only for short lists. Never make up prices, stock or policies."
+)
 
 
 def chatkit_instructions(config: dict[str, Any]) -> str:
@@ -59,26 +61,40 @@ def function_tool(tool: Tool) -> FunctionTool:
             await agent_ctx.stream_widget(widget, copy_text=result.speak)
         return result.output()
 
-    return FunctionTool(name=tool.name, description=tool.description, params_json_schema=tool.parameters,
-                        on_invoke_tool=invoke, strict_json_schema=False)
+    return FunctionTool(
+        name=tool.name,
+        description=tool.description,
+        params_json_schema=tool.parameters,
+        on_invoke_tool=invoke,
+        strict_json_schema=False,
+    )
 
 
 def chatkit_agent(ctx: RequestContext) -> Agent[AgentContext[RequestContext]]:
-    return Agent(name=(ctx.widget.name or "Assistant")[:60], instructions=chatkit_instructions(ctx.config),
-                 tools=[function_tool(t) for t in tools_enabled(ctx.config)])
+    return Agent(
+        name=(ctx.widget.name or "Assistant")[:60],
+        instructions=chatkit_instructions(ctx.config),
+        tools=[function_tool(t) for t in tools_enabled(ctx.config)],
+    )
 
 
 def chatkit_run_config(ctx: RequestContext, *, model: Model | None = None) -> RunConfig:
     """`model` replaces the OpenAI model in tests (agents.testing.ScriptedModel)."""
     effort = settings.CHATKIT_REASONING_EFFORT
     model_settings = ModelSettings(
-        store=False, include_usage=True, reasoning=Reasoning(effort=effort) if effort else None,
+        store=False,
+        include_usage=True,
+        reasoning=Reasoning(effort=effort) if effort else None,
         response_include=["reasoning.encrypted_content"] if effort else None,
     )
     if model is not None:
         return RunConfig(model=model, tracing_disabled=True, model_settings=model_settings)
-    return RunConfig(model=ctx.model, model_provider=model_provider(api_key=ctx.api_key), tracing_disabled=True,
-                     model_settings=model_settings)
+    return RunConfig(
+        model=ctx.model,
+        model_provider=model_provider(api_key=ctx.api_key),
+        tracing_disabled=True,
+        model_settings=model_settings,
+    )
 
 
 class HistoryConverter(ThreadItemConverter):
@@ -86,8 +102,11 @@ class HistoryConverter(ThreadItemConverter):
 
     async def widget_to_input(self, item: WidgetItem) -> Any:
         text = item.copy_text or "a card"
-        return {"type": "message", "role": "user",
-                "content": [{"type": "input_text", "text": f"(The visitor was shown on screen: {text})"}]}
+        return {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": f"(The visitor was shown on screen: {text})"}],
+        }
 
     async def tag_to_message_content(self, tag: UserMessageTagContent) -> Any:
         return {"type": "input_text", "text": tag.text}

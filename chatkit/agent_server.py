@@ -76,16 +76,20 @@ class SwitchboardChatKitServer(ChatKitServer[RequestContext]):
         self, thread: ThreadMetadata, input_user_message: UserMessageItem | None, context: RequestContext
     ) -> AsyncIterator[ThreadStreamEvent]:
         agent_ctx = AgentContext(thread=thread, store=self.store, request_context=context)
-        history = await self.store.load_thread_items(thread.id, None, settings.CHATKIT_HISTORY_ITEMS, "desc",
-                                                     context)
+        history = await self.store.load_thread_items(thread.id, None, settings.CHATKIT_HISTORY_ITEMS, "desc", context)
         items = await CONVERTER.to_agent_input(list(reversed(history.data)))
         try:
             run_config = chatkit_run_config(context, model=self.model)
         except ChatKitError as exc:
             await self._fail(context, exc.code)
             raise CustomStreamError(exc.message, allow_retry=False)
-        result = Runner.run_streamed(chatkit_agent(context), items, context=agent_ctx, run_config=run_config,
-                                     max_turns=settings.CHATKIT_MAX_TURNS)
+        result = Runner.run_streamed(
+            chatkit_agent(context),
+            items,
+            context=agent_ctx,
+            run_config=run_config,
+            max_turns=settings.CHATKIT_MAX_TURNS,
+        )
         produced: list[str] = []
         replies: list[str] = []
         context.ui_events = []
@@ -102,8 +106,9 @@ class SwitchboardChatKitServer(ChatKitServer[RequestContext]):
             error = upstream_error(exc)
             if error is None:
                 logger.exception("chatkit run failed for widget %s", context.widget.pk)
-                error = ChatKitError("upstream_error", "The assistant could not answer just now. Please try again "
-                                     "shortly.", 502)
+                error = ChatKitError(
+                    "upstream_error", "The assistant could not answer just now. Please try again shortly.", 502
+                )
             # Nothing half-saved: what this turn streamed goes (the visitor's own message stays for a retry).
             for item_id in produced:
                 yield ThreadItemRemovedEvent(item_id=item_id)
@@ -112,8 +117,15 @@ class SwitchboardChatKitServer(ChatKitServer[RequestContext]):
         finally:
             if not finished:
                 result.cancel()
-            turn = {"user_text": _user_text(input_user_message), "assistant_text": "\n\n".join(r for r in replies if r),
-                    "ui": list(context.ui_events)} if finished else None
+            turn = (
+                {
+                    "user_text": _user_text(input_user_message),
+                    "assistant_text": "\n\n".join(r for r in replies if r),
+                    "ui": list(context.ui_events),
+                }
+                if finished
+                else None
+            )
             await asyncio.shield(self._record(context, result, turn))
 
     async def _record(self, context: RequestContext, result: Any, turn: dict[str, Any] | None) -> None:
@@ -125,19 +137,26 @@ class SwitchboardChatKitServer(ChatKitServer[RequestContext]):
         reasoning = getattr(getattr(usage, "output_tokens_details", None), "reasoning_tokens", 0) or 0
         try:
             await db_step(
-                services.chatkit_usage_record, conversation_id=context.conversation_id, model=context.model,
-                counted=not context.preview, turn=turn,
-                usage={"requests": usage.requests, "input_tokens": usage.input_tokens, "input_cached_tokens": cached,
-                       "output_tokens": usage.output_tokens, "reasoning_tokens": reasoning,
-                       "total_tokens": usage.total_tokens},
+                services.chatkit_usage_record,
+                conversation_id=context.conversation_id,
+                model=context.model,
+                counted=not context.preview,
+                turn=turn,
+                usage={
+                    "requests": usage.requests,
+                    "input_tokens": usage.input_tokens,
+                    "input_cached_tokens": cached,
+                    "output_tokens": usage.output_tokens,
+                    "reasoning_tokens": reasoning,
+                    "total_tokens": usage.total_tokens,
+                },
             )
         except Exception:
             logger.exception("chatkit usage not recorded for conversation %s", context.conversation_id)
 
     async def _fail(self, context: RequestContext, code: str) -> None:
         if context.conversation_id is not None:
-            await db_step(services.chatkit_conversation_fail, conversation_id=context.conversation_id,
-                                                                    code=code)
+            await db_step(services.chatkit_conversation_fail, conversation_id=context.conversation_id, code=code)
 
     # --- widget actions ---------------------------------------------------------------------
 
@@ -162,11 +181,16 @@ class SwitchboardChatKitServer(ChatKitServer[RequestContext]):
                 raise ApiError("invalid", "Tell us which device you want to trade in.")
             if condition not in TRADE_IN_CONDITIONS:
                 raise ApiError("invalid", f"Pick the condition: {', '.join(TRADE_IN_CONDITIONS)}.")
-            clean = lead_clean(data={
-                "source": "trade_in_form", "name": payload.get("name"), "email": payload.get("email"),
-                "phone": payload.get("phone"), "interest": f"Trade-in: {device} ({condition})",
-                "data": {"device": device, "condition": condition},
-            })
+            clean = lead_clean(
+                data={
+                    "source": "trade_in_form",
+                    "name": payload.get("name"),
+                    "email": payload.get("email"),
+                    "phone": payload.get("phone"),
+                    "interest": f"Trade-in: {device} ({condition})",
+                    "data": {"device": device, "condition": condition},
+                }
+            )
             if not clean["name"] or not clean["email"]:
                 raise ApiError("invalid", "Enter your name and email so we can send the quote.")
         except ApiError as exc:
@@ -176,24 +200,39 @@ class SwitchboardChatKitServer(ChatKitServer[RequestContext]):
         if not await db_step(cache.add, f"sb:chatkit:trade-in:{thread.id}:{sender.id}", 1, 86400):
             return
         lead_id = await db_step(_trade_in_lead, context, clean)
-        thanks = sender.model_copy(update={"widget": widget_root(
-            trade_in_thanks(name=clean["name"], device=device, condition=condition))})
+        thanks = sender.model_copy(
+            update={"widget": widget_root(trade_in_thanks(name=clean["name"], device=device, condition=condition))}
+        )
         yield ThreadItemReplacedEvent(item=thanks)
-        note = (f"The visitor submitted the trade-in form: {device}, condition {condition}, name {clean['name']}, "
-                f"email {clean['email']}. It is saved for the team (lead {lead_id}); do not ask for it again.")
-        await self.store.add_thread_item(thread.id, HiddenContextItem(
-            id=new_id("sdk_hidden_context"), thread_id=thread.id, created_at=datetime.now(), content=note), context)
+        note = (
+            f"The visitor submitted the trade-in form: {device}, condition {condition}, name {clean['name']}, "
+            f"email {clean['email']}. It is saved for the team (lead {lead_id}); do not ask for it again."
+        )
+        await self.store.add_thread_item(
+            thread.id,
+            HiddenContextItem(
+                id=new_id("sdk_hidden_context"), thread_id=thread.id, created_at=datetime.now(), content=note
+            ),
+            context,
+        )
         reply = f"Thanks {clean['name'].split()[0]}! We have your {device}; the team will email you a quote."
         yield ThreadItemDoneEvent(item=self._say(thread, context, reply))
         if context.conversation_id is not None:
             await db_step(
-                services.chatkit_turn_record, conversation_id=context.conversation_id, role=Message.Role.TOOL,
-                user_text=f"Trade-in form sent: {device} ({condition})", assistant_text=reply,
+                services.chatkit_turn_record,
+                conversation_id=context.conversation_id,
+                role=Message.Role.TOOL,
+                user_text=f"Trade-in form sent: {device} ({condition})",
+                assistant_text=reply,
             )
 
     def _say(self, thread: ThreadMetadata, context: RequestContext, text: str) -> AssistantMessageItem:
-        return AssistantMessageItem(id=new_id("message"), thread_id=thread.id, created_at=datetime.now(),
-                                    content=[AssistantMessageContent(text=text)])
+        return AssistantMessageItem(
+            id=new_id("message"),
+            thread_id=thread.id,
+            created_at=datetime.now(),
+            content=[AssistantMessageContent(text=text)],
+        )
 
 
 def _is_sent(item: WidgetItem) -> bool:

@@ -41,11 +41,15 @@ class ChatKitError(Exception):
 ERRORS: dict[str, tuple[str, int]] = {
     "hosted_retired": (
         "This chat ran on an OpenAI Agent Builder workflow, which OpenAI shut down on 2026-11-30. The site owner "
-        "needs to switch it to the Switchboard ChatKit server.", 410),
+        "needs to switch it to the Switchboard ChatKit server.",
+        410,
+    ),
     "not_configured": ("This chat is not connected yet: it needs an OpenAI API key.", 503),
     "invalid_api_key": ("The chat's OpenAI API key was refused. The site owner needs to check it.", 502),
-    "model_not_found": ("The chat's AI model is not available with its OpenAI key. The site owner needs to pick "
-                        "another model.", 502),
+    "model_not_found": (
+        "The chat's AI model is not available with its OpenAI key. The site owner needs to pick another model.",
+        502,
+    ),
     "upstream_rate_limited": ("The assistant is busy right now. Please try again in a minute.", 429),
     "upstream_timeout": ("The assistant took too long to answer. Please try again.", 504),
     "upstream_error": ("The assistant could not answer just now. Please try again shortly.", 502),
@@ -68,13 +72,17 @@ def _pool() -> httpx2.AsyncClient:
     client = _pools.get(loop)
     if client is None:
         client = _pools[loop] = DefaultAsyncHttpx2Client(
-            limits=httpx2.Limits(max_connections=200, max_keepalive_connections=50))
+            limits=httpx2.Limits(max_connections=200, max_keepalive_connections=50)
+        )
     return client
 
 
 def openai_client(*, api_key: str) -> AsyncOpenAI:
     return AsyncOpenAI(
-        api_key=api_key, base_url=settings.OPENAI_BASE_URL, max_retries=0, http_client=_pool(),
+        api_key=api_key,
+        base_url=settings.OPENAI_BASE_URL,
+        max_retries=0,
+        http_client=_pool(),
         timeout=httpx2.Timeout(settings.CHATKIT_TIMEOUT, connect=settings.CHATKIT_CONNECT_TIMEOUT),
     )
 

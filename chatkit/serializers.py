@@ -8,7 +8,8 @@ from config.api import JSONObjectField
 class PreviewOptionsRequestSerializer(serializers.Serializer):
     widget = serializers.CharField(max_length=40, help_text="The widget's public id.")
     config = JSONObjectField(
-        required=False, default=dict,
+        required=False,
+        default=dict,
         help_text="The unsaved draft config, partial or whole: merged over the saved draft, never saved.",
     )
 

@@ -101,8 +101,10 @@ def chatkit_api_key(widget: Widget) -> str:
 def chatkit_setup_problem(*, widget: Widget, config: dict[str, Any]) -> str:
     """Why this ChatKit widget cannot answer ("" when it can)."""
     if chatkit_mode(config) == "hosted":
-        return (f"This chat ran on an OpenAI Agent Builder workflow, which OpenAI shut down on "
-                f"{AGENT_BUILDER_SHUTDOWN}. The site owner needs to switch it to the Switchboard ChatKit server.")
+        return (
+            f"This chat ran on an OpenAI Agent Builder workflow, which OpenAI shut down on "
+            f"{AGENT_BUILDER_SHUTDOWN}. The site owner needs to switch it to the Switchboard ChatKit server."
+        )
     if not chatkit_api_key(widget):
         return "This chat is not connected yet: its ChatKit connection needs an OpenAI API key."
     return ""
@@ -222,9 +224,14 @@ def chatkit_rate_check(*, license: License, owner: str, generates: bool) -> int 
     """Per visitor and per license: model calls (`generates`) per minute, and every request per visitor
     (the shared limiter, widgets/ratelimit.py). Seconds to wait when over a limit, else None."""
     visitor = hashlib.sha256(owner.encode()).hexdigest()[:24]
-    checks = ((f"chatkit:visitor:{license.pk}:{visitor}", settings.CHATKIT_VISITOR_RATE_PER_MINUTE),
-              (f"chatkit:license:{license.pk}", settings.CHATKIT_LICENSE_RATE_PER_MINUTE)) if generates else (
-        (f"chatkit:reads:{license.pk}:{visitor}", settings.CHATKIT_READ_RATE_PER_MINUTE),)
+    checks = (
+        (
+            (f"chatkit:visitor:{license.pk}:{visitor}", settings.CHATKIT_VISITOR_RATE_PER_MINUTE),
+            (f"chatkit:license:{license.pk}", settings.CHATKIT_LICENSE_RATE_PER_MINUTE),
+        )
+        if generates
+        else ((f"chatkit:reads:{license.pk}:{visitor}", settings.CHATKIT_READ_RATE_PER_MINUTE),)
+    )
     for key, limit in checks:
         count, left = rate_hit(key)
         if count > limit:
@@ -246,7 +253,11 @@ def chatkit_thread_reserve(*, license: License) -> None:
 
 
 def chatkit_turn_record(
-    *, conversation_id: int, user_text: str, assistant_text: str, ui: list[dict[str, Any]] | None = None,
+    *,
+    conversation_id: int,
+    user_text: str,
+    assistant_text: str,
+    ui: list[dict[str, Any]] | None = None,
     role: str = Message.Role.USER,
 ) -> None:
     """One completed turn as transcript rows (the shape chat and voice use); a failed turn writes none."""
@@ -254,15 +265,20 @@ def chatkit_turn_record(
         if user_text:
             Message.objects.create(conversation_id=conversation_id, role=role, text=user_text[:20000])
         if assistant_text or ui:
-            Message.objects.create(conversation_id=conversation_id, role=Message.Role.ASSISTANT,
-                                   text=assistant_text[:20000], payload={"ui": ui} if ui else {})
+            Message.objects.create(
+                conversation_id=conversation_id,
+                role=Message.Role.ASSISTANT,
+                text=assistant_text[:20000],
+                payload={"ui": ui} if ui else {},
+            )
         Conversation.objects.filter(pk=conversation_id, end_reason__startswith="failed:").update(end_reason="")
 
 
 def chatkit_conversation_fail(*, conversation_id: int, code: str) -> None:
     """Mark the conversation failed (the agency sees why); the next good turn clears it."""
     Conversation.objects.filter(pk=conversation_id).exclude(end_reason="deleted_by_visitor").update(
-        end_reason=f"failed:{code}"[:64])
+        end_reason=f"failed:{code}"[:64]
+    )
 
 
 USAGE_KEYS = ("requests", "input_tokens", "input_cached_tokens", "output_tokens", "reasoning_tokens", "total_tokens")
@@ -272,13 +288,21 @@ def chatkit_cost(*, model: str, usage: dict[str, int]) -> Decimal:
     """Estimated USD from settings.CHATKIT_MODELS (list prices per 1M tokens)."""
     prices = settings.CHATKIT_MODELS.get(model) or settings.CHATKIT_MODELS[settings.CHATKIT_DEFAULT_MODEL]
     cached = usage.get("input_cached_tokens", 0)
-    micro = (prices["input"] * max(usage.get("input_tokens", 0) - cached, 0) + prices["input_cached"] * cached
-             + prices["output"] * usage.get("output_tokens", 0))
+    micro = (
+        prices["input"] * max(usage.get("input_tokens", 0) - cached, 0)
+        + prices["input_cached"] * cached
+        + prices["output"] * usage.get("output_tokens", 0)
+    )
     return (Decimal(str(micro)) / Decimal(1_000_000)).quantize(Decimal("0.000001"))
 
 
 def chatkit_usage_record(
-    *, conversation_id: int, model: str, usage: dict[str, int], counted: bool, turn: dict[str, Any] | None = None,
+    *,
+    conversation_id: int,
+    model: str,
+    usage: dict[str, int],
+    counted: bool,
+    turn: dict[str, Any] | None = None,
 ) -> Decimal:
     """Add one run's tokens and estimated cost to its conversation and (unless a preview) the license's month,
     and the run's completed turn (`turn`: chatkit_turn_record's arguments) in the same transaction.
@@ -291,8 +315,9 @@ def chatkit_usage_record(
             chatkit_turn_record(conversation_id=conversation_id, **turn)
         if not any(usage.values()):
             return cost
-        conversation = Conversation.objects.select_for_update().select_related("widget").filter(
-            pk=conversation_id).first()
+        conversation = (
+            Conversation.objects.select_for_update().select_related("widget").filter(pk=conversation_id).first()
+        )
         if conversation is None:
             return cost
         totals = dict(conversation.usage or {})

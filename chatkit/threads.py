@@ -36,7 +36,12 @@ from widgets.aio import db_step
 from widgets.models import Channel, Conversation, Widget
 
 ID_PREFIXES: dict[str, str] = {
-    "thread": "thr", "message": "msg", "tool_call": "tc", "workflow": "wf", "task": "tsk", "attachment": "atc",
+    "thread": "thr",
+    "message": "msg",
+    "tool_call": "tc",
+    "workflow": "wf",
+    "task": "tsk",
+    "attachment": "atc",
     "sdk_hidden_context": "shcx",
 }
 MAX_PAGE = 100
@@ -127,12 +132,21 @@ class DjangoStore(Store[RequestContext]):
                 ctx.threads[thread.id] = row
                 return
             conversation = Conversation.objects.create(
-                widget=ctx.widget, channel=Channel.CHATKIT, visitor_id=ctx.owner[:128], session_id=thread.id,
-                is_preview=ctx.preview, usage={"model": ctx.model},
+                widget=ctx.widget,
+                channel=Channel.CHATKIT,
+                visitor_id=ctx.owner[:128],
+                session_id=thread.id,
+                is_preview=ctx.preview,
+                usage={"model": ctx.model},
             )
             ctx.threads[thread.id] = ChatKitThread.objects.create(
-                thread_id=thread.id, widget=ctx.widget, owner=ctx.owner, conversation=conversation,
-                is_preview=ctx.preview, created_at=_aware(thread.created_at), data=data,
+                thread_id=thread.id,
+                widget=ctx.widget,
+                owner=ctx.owner,
+                conversation=conversation,
+                is_preview=ctx.preview,
+                created_at=_aware(thread.created_at),
+                data=data,
             )
             ctx.conversation_id = conversation.pk
 
@@ -161,12 +175,18 @@ class DjangoStore(Store[RequestContext]):
 
     def _upsert_item(self, thread_id: str, item: ThreadItem, ctx: RequestContext) -> None:
         thread = self._thread(thread_id, ctx)
-        row = ChatKitItem(thread=thread, item_id=item.id[:100], item_type=item.type[:32],
-                          created_at=_aware(item.created_at), data=item.model_dump(mode="json"))
+        row = ChatKitItem(
+            thread=thread,
+            item_id=item.id[:100],
+            item_type=item.type[:32],
+            created_at=_aware(item.created_at),
+            data=item.model_dump(mode="json"),
+        )
         # INSERT ... ON CONFLICT (thread, item_id) DO UPDATE: a real upsert on PostgreSQL and SQLite;
         # the first created_at (the item's place in the thread) is kept.
-        ChatKitItem.objects.bulk_create([row], update_conflicts=True, unique_fields=["thread", "item_id"],
-                                        update_fields=["item_type", "data"])
+        ChatKitItem.objects.bulk_create(
+            [row], update_conflicts=True, unique_fields=["thread", "item_id"], update_fields=["item_type", "data"]
+        )
 
     def _load_item(self, thread_id: str, item_id: str, ctx: RequestContext) -> ThreadItem:
         return _ITEM.validate_python(self.item_row(self._thread(thread_id, ctx), item_id).data)
@@ -176,7 +196,8 @@ class DjangoStore(Store[RequestContext]):
         with transaction.atomic():
             # The agency keeps its transcript (widgets.Message); the visitor's thread is gone.
             Conversation.objects.filter(pk=thread.conversation_id, ended_at__isnull=True).update(
-                ended_at=timezone.now(), end_reason="deleted_by_visitor")
+                ended_at=timezone.now(), end_reason="deleted_by_visitor"
+            )
             thread.delete()
         ctx.threads.pop(thread_id, None)
 

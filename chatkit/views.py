@@ -121,8 +121,11 @@ class PreviewOptionsView(APIView):
     Signed-in member of the widget's agency (any role), CSRF-protected session auth.
     """
 
-    @extend_schema(request=PreviewOptionsRequestSerializer, responses=PreviewOptionsSerializer,
-                   summary="ChatKit options for an unsaved draft config (configurator preview)")
+    @extend_schema(
+        request=PreviewOptionsRequestSerializer,
+        responses=PreviewOptionsSerializer,
+        summary="ChatKit options for an unsaved draft config (configurator preview)",
+    )
     def post(self, request: Request) -> Response:
         data = PreviewOptionsRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -152,7 +155,12 @@ def _problem(request: HttpRequest, *, status: int, title: str, message: str) -> 
 
 
 def _page(
-    request: HttpRequest, *, license: License, widget: Widget, config: dict[str, Any], origin: str | None,
+    request: HttpRequest,
+    *,
+    license: License,
+    widget: Widget,
+    config: dict[str, Any],
+    origin: str | None,
     preview: bool,
 ) -> HttpResponse:
     page: dict[str, Any] = {
@@ -177,8 +185,9 @@ def _page(
         # The visitor: the signed id the embedding site's loader kept from an earlier visit (`?vt=`,
         # first-party storage: this cross-site frame usually has none), else a new one.
         kept = request.GET.get("vt", "")
-        page["visitorToken"] = kept if visitor_token_read(license=license, token=kept) else visitor_token_issue(
-            license=license)
+        page["visitorToken"] = (
+            kept if visitor_token_read(license=license, token=kept) else visitor_token_issue(license=license)
+        )
         page["embedOrigin"] = origin
     context = {
         "options": chatkit_options(config),
@@ -203,23 +212,32 @@ def page(request: HttpRequest, license_key: str) -> HttpResponse:
     license = license_get_public(key=license_key)
     reason = license_status_reason(license=license)
     if reason != "ok":
-        return _problem(request, status=404 if reason == "unknown_license" else 403, title="Chat unavailable",
-                        message=REASON_MESSAGES[reason])
+        return _problem(
+            request,
+            status=404 if reason == "unknown_license" else 403,
+            title="Chat unavailable",
+            message=REASON_MESSAGES[reason],
+        )
     assert license is not None
     referer = _referer_origin(request)
     if not referer:
         # A browser always sends the framing page's origin here (the loader's iframe asks for it with
         # referrerpolicy="origin"); without one, `?origin=` would be an unproven claim that lets any
         # page open this one top-level and spend the license's sessions.
-        return _problem(request, status=403, title="Chat unavailable",
-                        message="Open this chat from the website that embeds it.")
+        return _problem(
+            request, status=403, title="Chat unavailable", message="Open this chat from the website that embeds it."
+        )
     origin = request.GET.get("origin") or referer
     check = license_check(license=license, origin=origin)
     if not check.ok:
         return _problem(request, status=check.http_status, title="Chat unavailable", message=check.message)
     if referer and not same_origin(referer, _own_origin(request)) and not same_origin(referer, origin):
-        return _problem(request, status=403, title="Chat unavailable",
-                        message="The page embedding this chat is not the one it claims to be.")
+        return _problem(
+            request,
+            status=403,
+            title="Chat unavailable",
+            message="The page embedding this chat is not the one it claims to be.",
+        )
     try:
         widget, config = chatkit_widget_published(license=license, public_id=request.GET.get("widget", ""))
     except ChatKitError as exc:
@@ -259,14 +277,21 @@ def _server_context(request: HttpRequest, license_key: str) -> RequestContext:
     own = _own_origin(request)
     if not same_origin(request_origin(request), own):
         check = license_check(license=license, origin=request_origin(request))
-        raise ChatKitError(check.reason if not check.ok else "wrong_origin",
-                           check.message if not check.ok else "Call this endpoint from the ChatKit page.", 403)
+        raise ChatKitError(
+            check.reason if not check.ok else "wrong_origin",
+            check.message if not check.ok else "Call this endpoint from the ChatKit page.",
+            403,
+        )
     preview_id = request.GET.get("preview", "")
     if preview_id:
         return _preview_context(request, license_key=license_key, public_id=preview_id)
-    caller = session_caller_resolve(origin=request_origin(request), own_origin=own,
-                                    token=request.headers.get("X-Switchboard-Page-Token"), license_key=license_key,
-                                    widget_id="")
+    caller = session_caller_resolve(
+        origin=request_origin(request),
+        own_origin=own,
+        token=request.headers.get("X-Switchboard-Page-Token"),
+        license_key=license_key,
+        widget_id="",
+    )
     check = license_check(license=license, origin=caller.origin)
     if not check.ok:
         raise ChatKitError(check.reason, check.message, check.http_status)
@@ -275,8 +300,9 @@ def _server_context(request: HttpRequest, license_key: str) -> RequestContext:
     if visitor is None:
         raise ChatKitError("visitor_invalid", "The visitor id is missing or invalid; reload the page.", 403)
     widget, config = chatkit_widget_published(license=license, public_id=caller.widget_id)
-    return _context(license=license, widget=widget, config=config, owner=chatkit_user_id(license=license,
-                                                                                        visitor_id=visitor))
+    return _context(
+        license=license, widget=widget, config=config, owner=chatkit_user_id(license=license, visitor_id=visitor)
+    )
 
 
 def _preview_context(request: HttpRequest, *, license_key: str, public_id: str) -> RequestContext:
@@ -299,15 +325,23 @@ def _preview_context(request: HttpRequest, *, license_key: str, public_id: str) 
     return _context(license=widget.license, widget=widget, config=config, owner=owner, preview=True)
 
 
-def _context(*, license: License, widget: Widget, config: dict[str, Any], owner: str,
-             preview: bool = False) -> RequestContext:
+def _context(
+    *, license: License, widget: Widget, config: dict[str, Any], owner: str, preview: bool = False
+) -> RequestContext:
     if chatkit_mode(config) == "hosted":
         raise chatkit_error("hosted_retired")
     api_key = chatkit_api_key(widget)
     if not api_key:
         raise chatkit_error("not_configured")
-    return RequestContext(license=license, widget=widget, config=config, owner=owner, api_key=api_key,
-                          model=chatkit_model(config), preview=preview)
+    return RequestContext(
+        license=license,
+        widget=widget,
+        config=config,
+        owner=owner,
+        api_key=api_key,
+        model=chatkit_model(config),
+        preview=preview,
+    )
 
 
 def _params_ids(req: Any) -> tuple[str, str]:

@@ -45,19 +45,33 @@ def _price(product: dict[str, Any]) -> str:
 def product_cards(event: dict[str, Any]) -> dict[str, Any]:
     items = []
     for product in event.get("products") or []:
-        text: list[dict[str, Any]] = [{"type": "Text", "value": product.get("title") or "", "weight": "semibold",
-                                       "maxLines": 2}]
+        text: list[dict[str, Any]] = [
+            {"type": "Text", "value": product.get("title") or "", "weight": "semibold", "maxLines": 2}
+        ]
         if _price(product):
             text.append({"type": "Caption", "value": _price(product)})
         if not product.get("in_stock", True):
             text.append({"type": "Badge", "label": "Out of stock", "color": "warning", "size": "sm"})
         row: list[dict[str, Any]] = []
         if https_url(product.get("image_url")):
-            row.append({"type": "Image", "src": https_url(product["image_url"]), "alt": product.get("title") or "",
-                        "size": 48, "radius": "sm", "fit": "cover"})
+            row.append(
+                {
+                    "type": "Image",
+                    "src": https_url(product["image_url"]),
+                    "alt": product.get("title") or "",
+                    "size": 48,
+                    "radius": "sm",
+                    "fit": "cover",
+                }
+            )
         row.append({"type": "Col", "gap": 0, "flex": 1, "children": text})
-        item: dict[str, Any] = {"type": "ListViewItem", "key": f"product-{product.get('id')}", "gap": 3,
-                                "align": "center", "children": row}
+        item: dict[str, Any] = {
+            "type": "ListViewItem",
+            "key": f"product-{product.get('id')}",
+            "gap": 3,
+            "align": "center",
+            "children": row,
+        }
         if https_url(product.get("url")):
             item["onClickAction"] = _open(https_url(product["url"]))
         items.append(item)
@@ -68,18 +82,34 @@ def trade_in_form(event: dict[str, Any]) -> dict[str, Any]:
     devices = [d for d in event.get("devices") or [] if isinstance(d, str) and d]
     prefill = event.get("device") or ""
     if devices:
-        device: dict[str, Any] = {"type": "Select", "name": "device", "placeholder": "Your device", "block": True,
-                                  "options": [{"label": d, "value": d} for d in devices]}
+        device: dict[str, Any] = {
+            "type": "Select",
+            "name": "device",
+            "placeholder": "Your device",
+            "block": True,
+            "options": [{"label": d, "value": d} for d in devices],
+        }
         if prefill in devices:
             device["defaultValue"] = prefill
     else:
-        device = {"type": "Input", "name": "device", "placeholder": "Your device", "required": True,
-                  "defaultValue": prefill}
+        device = {
+            "type": "Input",
+            "name": "device",
+            "placeholder": "Your device",
+            "required": True,
+            "defaultValue": prefill,
+        }
     fields = [
-        {"type": "Label", "value": "Device", "fieldName": "device"}, device,
+        {"type": "Label", "value": "Device", "fieldName": "device"},
+        device,
         {"type": "Label", "value": "Condition", "fieldName": "condition"},
-        {"type": "Select", "name": "condition", "placeholder": "Condition", "block": True,
-         "options": [{"label": c, "value": c} for c in TRADE_IN_CONDITIONS]},
+        {
+            "type": "Select",
+            "name": "condition",
+            "placeholder": "Condition",
+            "block": True,
+            "options": [{"label": c, "value": c} for c in TRADE_IN_CONDITIONS],
+        },
         {"type": "Label", "value": "Your name", "fieldName": "name"},
         {"type": "Input", "name": "name", "required": True, "placeholder": "Name"},
         {"type": "Label", "value": "Email", "fieldName": "email"},
@@ -88,19 +118,35 @@ def trade_in_form(event: dict[str, Any]) -> dict[str, Any]:
         {"type": "Input", "name": "phone", "inputType": "tel", "placeholder": "Phone"},
         {"type": "Button", "submit": True, "label": "Get a quote", "style": "primary", "block": True},
     ]
-    return {"type": "Card", "size": "md", "key": "trade-in", "children": [
-        {"type": "Title", "value": "Trade in your device", "size": "sm"},
-        {"type": "Form", "direction": "col", "gap": 2, "children": fields,
-         "onSubmitAction": {"type": TRADE_IN_SUBMIT, "handler": "server", "payload": {}}},
-    ]}
+    return {
+        "type": "Card",
+        "size": "md",
+        "key": "trade-in",
+        "children": [
+            {"type": "Title", "value": "Trade in your device", "size": "sm"},
+            {
+                "type": "Form",
+                "direction": "col",
+                "gap": 2,
+                "children": fields,
+                "onSubmitAction": {"type": TRADE_IN_SUBMIT, "handler": "server", "payload": {}},
+            },
+        ],
+    }
 
 
 def trade_in_thanks(*, name: str, device: str, condition: str) -> dict[str, Any]:
     first = name.split()[0] if name.split() else "there"
-    return {"type": "Card", "size": "md", "key": "trade-in", "status": {"text": "Sent", "icon": "check"}, "children": [
-        {"type": "Title", "value": f"Thanks {first}!", "size": "sm"},
-        {"type": "Text", "value": f"We have your {device} ({condition.lower()}). The team will email you a quote."},
-    ]}
+    return {
+        "type": "Card",
+        "size": "md",
+        "key": "trade-in",
+        "status": {"text": "Sent", "icon": "check"},
+        "children": [
+            {"type": "Title", "value": f"Thanks {first}!", "size": "sm"},
+            {"type": "Text", "value": f"We have your {device} ({condition.lower()}). The team will email you a quote."},
+        ],
+    }
 
 
 def _link_card(title: str, text: str, url: str, label: str) -> dict[str, Any]:
@@ -113,13 +159,18 @@ def _link_card(title: str, text: str, url: str, label: str) -> dict[str, Any]:
 
 
 def demo_clip(event: dict[str, Any]) -> dict[str, Any]:
-    return _link_card(event.get("title") or event.get("topic") or "Demo", f"A short demo of {event.get('topic')}.",
-                      event.get("url") or "", "Watch the demo")
+    return _link_card(
+        event.get("title") or event.get("topic") or "Demo",
+        f"A short demo of {event.get('topic')}.",
+        event.get("url") or "",
+        "Watch the demo",
+    )
 
 
 def meeting_link(event: dict[str, Any]) -> dict[str, Any]:
-    return _link_card(event.get("title") or "Book a meeting", "Pick any time that suits you.", event.get("url") or "",
-                      "Pick a time")
+    return _link_card(
+        event.get("title") or "Book a meeting", "Pick any time that suits you.", event.get("url") or "", "Pick a time"
+    )
 
 
 BUILDERS = {

@@ -218,8 +218,9 @@ def json_body_bytes(request: HttpRequest, *, max_bytes: int | None = None) -> by
     return body
 
 
-def json_object(request: HttpRequest, *, empty: dict[str, Any] | None = None,
-                max_bytes: int | None = None) -> dict[str, Any]:
+def json_object(
+    request: HttpRequest, *, empty: dict[str, Any] | None = None, max_bytes: int | None = None
+) -> dict[str, Any]:
     """The request's JSON object body for a plain Django view (raises ApiError 400/413/415).
 
     `empty` is returned for an empty body when given (else an empty body is invalid)."""
@@ -237,8 +238,7 @@ class JSONParser(parsers.BaseParser):
 
     media_type = "application/json"
 
-    def parse(self, stream: IO[bytes] | None, media_type: str | None = None,
-              parser_context: dict | None = None) -> Any:
+    def parse(self, stream: IO[bytes] | None, media_type: str | None = None, parser_context: dict | None = None) -> Any:
         limit = settings.JSON_MAX_BODY_BYTES
         request = (parser_context or {}).get("request")
         try:

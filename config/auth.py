@@ -32,8 +32,10 @@ def cooloff_seconds() -> int:
 
 def lockout_message() -> str:
     minutes = max(1, math.ceil(cooloff_seconds() / 60))
-    return (f"Too many failed sign-in attempts. For your security, signing in with this username from this "
-            f"network is paused for {minutes} minutes. You can reset your password meanwhile.")
+    return (
+        f"Too many failed sign-in attempts. For your security, signing in with this username from this "
+        f"network is paused for {minutes} minutes. You can reset your password meanwhile."
+    )
 
 
 def lockout_response(request: HttpRequest, original_response: Any = None, credentials: Any = None) -> HttpResponse:
@@ -50,8 +52,13 @@ def lockout_response(request: HttpRequest, original_response: Any = None, creden
         form.cleaned_data = {}
         form.add_error(None, message)
         if request.path_info.startswith("/admin/"):
-            context = {**admin.site.each_context(request), "form": form, "title": "Log in",
-                       "app_path": request.get_full_path(), "username": request.POST.get("username", "")}
+            context = {
+                **admin.site.each_context(request),
+                "form": form,
+                "title": "Log in",
+                "app_path": request.get_full_path(),
+                "username": request.POST.get("username", ""),
+            }
             response = TemplateResponse(request, "admin/login.html", context, status=429)
         else:
             context = {"form": form, "next": request.POST.get("next") or request.GET.get("next", "")}
@@ -78,8 +85,12 @@ class ThrottledTokenAuthentication(TokenAuthentication):
             return None  # no token presented: nothing to count
         key = _failures_key(_client_ip(request))
         if (cache.get(key) or 0) >= settings.AXES_FAILURE_LIMIT:
-            raise exceptions.Throttled(wait=cooloff_seconds(), detail=lockout_message().replace(
-                "signing in with this username from this network", "token sign-in from this network"))
+            raise exceptions.Throttled(
+                wait=cooloff_seconds(),
+                detail=lockout_message().replace(
+                    "signing in with this username from this network", "token sign-in from this network"
+                ),
+            )
         try:
             return super().authenticate(request)
         except exceptions.AuthenticationFailed:

@@ -23,7 +23,7 @@ def reapers_schedule(sender: Celery, **kwargs) -> None:
     every = settings.REAPER_INTERVAL_SECONDS
     # Each run must finish (or expire) before the next one starts: no pile-up after an outage.
     options = {"expires": every}
-    sender.add_periodic_task(every, sender.signature("realtime.tasks.voice_calls_reap", options=options),
-                             name="voice-calls-reap")
-    sender.add_periodic_task(every, sender.signature("widgets.tasks.leads_reap", options=options),
-                             name="leads-reap")
+    sender.add_periodic_task(
+        every, sender.signature("realtime.tasks.voice_calls_reap", options=options), name="voice-calls-reap"
+    )
+    sender.add_periodic_task(every, sender.signature("widgets.tasks.leads_reap", options=options), name="leads-reap")

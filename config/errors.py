@@ -42,8 +42,9 @@ def is_service_outage(exc: BaseException | None) -> bool:
 
 
 def service_unavailable() -> HttpResponse:
-    response = error_response("service_unavailable", "The service is briefly unavailable. Please try again in "
-                              "a few seconds.", 503)
+    response = error_response(
+        "service_unavailable", "The service is briefly unavailable. Please try again in a few seconds.", 503
+    )
     response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 

@@ -51,8 +51,9 @@ def check_beat() -> tuple[bool, str]:
 
     limit = 3 * settings.REAPER_INTERVAL_SECONDS
     try:
-        runs = {name: cache.get(key) for name, key in (("voice-calls", LAST_RUN_KEY),
-                                                        ("leads", LEADS_REAP_LAST_RUN_KEY))}
+        runs = {
+            name: cache.get(key) for name, key in (("voice-calls", LAST_RUN_KEY), ("leads", LEADS_REAP_LAST_RUN_KEY))
+        }
     except Exception as exc:  # noqa: BLE001
         return False, f"cache unreachable: {type(exc).__name__}"
     ages = {name: (time.time() - at) if at else None for name, at in runs.items()}
@@ -76,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     django.setup()
     results = []
     for name in args.checks or ["web", "worker", "beat"]:
-        ok, detail = (check_web(args.host, args.port) if name == "web"
-                      else check_worker() if name == "worker" else check_beat())
+        ok, detail = (
+            check_web(args.host, args.port) if name == "web" else check_worker() if name == "worker" else check_beat()
+        )
         results.append(ok)
         print(f"{name:7} {'ok' if ok else 'FAIL'}  {detail}")
     return 0 if all(results) else 1

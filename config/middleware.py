@@ -86,8 +86,11 @@ class HostileInputMiddleware:
             if wants_json(request):
                 return _json_error("invalid_text", message, 400)
             if JS_PATH.search(request.path_info):  # the loader: the page's console says why
-                return HttpResponse(f"console.error({json.dumps('Switchboard: ' + message)});", status=400,
-                                    content_type="application/javascript; charset=utf-8")
+                return HttpResponse(
+                    f"console.error({json.dumps('Switchboard: ' + message)});",
+                    status=400,
+                    content_type="application/javascript; charset=utf-8",
+                )
             return HttpResponse(message, status=400, content_type="text/plain; charset=utf-8")
         return None
 
@@ -105,11 +108,19 @@ class HostileInputMiddleware:
             return _json_error("bad_request", "The request is malformed.", 400)
         if is_service_outage(exception):
             # The database or Redis is briefly away (pool exhausted, connection lost): a retryable 503.
-            logger.warning("Service unavailable: %s (%s)", request.path, exception.__class__.__name__,
-                           extra={"status_code": 503, "request": request})
+            logger.warning(
+                "Service unavailable: %s (%s)",
+                request.path,
+                exception.__class__.__name__,
+                extra={"status_code": 503, "request": request},
+            )
             return service_unavailable()
-        logger.error("Internal Server Error: %s", request.path, exc_info=exception,
-                     extra={"status_code": 500, "request": request})
+        logger.error(
+            "Internal Server Error: %s",
+            request.path,
+            exc_info=exception,
+            extra={"status_code": 500, "request": request},
+        )
         return _json_error("server_error", "Something went wrong on our side. Please try again.", 500)
 
 

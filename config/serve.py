@@ -38,8 +38,9 @@ class GracefulServer(uvicorn.Server):
             sock.close()
         from realtime.relay import relay_drain
 
-        ended = await relay_drain(reason="server_restart", timeout=min(DRAIN_SECONDS,
-                                                                        self.config.timeout_graceful_shutdown or 30))
+        ended = await relay_drain(
+            reason="server_restart", timeout=min(DRAIN_SECONDS, self.config.timeout_graceful_shutdown or 30)
+        )
         if ended:
             logger.info("shutdown: %s voice call(s) ended with server_restart", ended)
         await super().shutdown(sockets=sockets)
@@ -57,8 +58,13 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
 
 def server_config(*, graceful_timeout: int, app: str = "config.asgi:application") -> uvicorn.Config:
     return uvicorn.Config(
-        app, lifespan="off", loop="uvloop", ws="websockets-sansio", proxy_headers=True,
-        timeout_graceful_shutdown=graceful_timeout, access_log=False,
+        app,
+        lifespan="off",
+        loop="uvloop",
+        ws="websockets-sansio",
+        proxy_headers=True,
+        timeout_graceful_shutdown=graceful_timeout,
+        access_log=False,
         log_level=os.environ.get("LOG_LEVEL", "info").lower(),
     )
 
@@ -67,8 +73,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-    parser.add_argument("--graceful-timeout", type=int, default=int(os.environ.get("GRACEFUL_TIMEOUT", "30")),
-                        help="seconds in-flight requests get to finish after SIGTERM (default 30)")
+    parser.add_argument(
+        "--graceful-timeout",
+        type=int,
+        default=int(os.environ.get("GRACEFUL_TIMEOUT", "30")),
+        help="seconds in-flight requests get to finish after SIGTERM (default 30)",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     sock = reuseport_socket(args.host, args.port)

@@ -23,8 +23,9 @@ DEBUG = env_bool("DEBUG", False)
 TESTING = "pytest" in sys.modules or (len(sys.argv) > 1 and sys.argv[1] == "test")
 # Build-time commands that neither serve nor read secrets may run without them (a Docker build,
 # a migrations check in CI); everything else refuses to start without SECRET_KEY / encryption keys.
-BUILD_COMMAND = len(sys.argv) > 1 and sys.argv[0].endswith("manage.py") and sys.argv[1] in {
-    "makemigrations", "collectstatic"}
+BUILD_COMMAND = (
+    len(sys.argv) > 1 and sys.argv[0].endswith("manage.py") and sys.argv[1] in {"makemigrations", "collectstatic"}
+)
 
 SECRET_KEY = env_str("SECRET_KEY")
 if not SECRET_KEY:
@@ -110,8 +111,11 @@ if DATABASE_URL:
     # Under ASGI every request's sync code runs in a fresh thread, so persistent per-thread
     # connections pile up (one per thread); psycopg's pool shares a bounded set instead.
     DB_POOL = env_bool("DB_POOL", not TESTING)
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0 if DB_POOL else env_int(
-        "DB_CONN_MAX_AGE", 0, minimum=0))}
+    DATABASES = {
+        "default": dj_database_url.parse(
+            DATABASE_URL, conn_max_age=0 if DB_POOL else env_int("DB_CONN_MAX_AGE", 0, minimum=0)
+        )
+    }
     # A connection PostgreSQL dropped (restart, failover, terminated backend) is found out before a
     # request gets it, instead of answering 500 (issue 11.9): CONN_HEALTH_CHECKS for persistent
     # connections, and (Django passes it on) psycopg_pool's check_connection on every pool checkout.
@@ -135,12 +139,15 @@ else:
 
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
-    CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
-    }
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
     # One connection pool per process for the cache and everything else (config/redis.py).
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
-                          "OPTIONS": {"pool_class": "config.redis.SharedConnectionPool"}}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"pool_class": "config.redis.SharedConnectionPool"},
+        }
+    }
     CELERY_BROKER_URL = REDIS_URL
     CELERY_RESULT_BACKEND = REDIS_URL
     CELERY_TASK_ALWAYS_EAGER = False
@@ -262,12 +269,30 @@ LIVEKIT_API_SECRET = env_str("LIVEKIT_API_SECRET")
 # gpt-realtime-mini shut down on 2027-01-20 (openai 3.54.0 marks them deprecated); these are current.
 REALTIME_DEFAULT_MODEL = env_str("REALTIME_DEFAULT_MODEL", "gpt-realtime-1.5")
 REALTIME_PRICES = {
-    "gpt-realtime-1.5": {"text_in": 4.0, "text_in_cached": 0.4, "text_out": 16.0, "audio_in": 32.0,
-                         "audio_in_cached": 0.4, "audio_out": 64.0},
-    "gpt-realtime-2.1": {"text_in": 4.0, "text_in_cached": 0.4, "text_out": 24.0, "audio_in": 32.0,
-                         "audio_in_cached": 0.4, "audio_out": 64.0},
-    "gpt-realtime-2.1-mini": {"text_in": 0.6, "text_in_cached": 0.06, "text_out": 2.4, "audio_in": 10.0,
-                              "audio_in_cached": 0.3, "audio_out": 20.0},
+    "gpt-realtime-1.5": {
+        "text_in": 4.0,
+        "text_in_cached": 0.4,
+        "text_out": 16.0,
+        "audio_in": 32.0,
+        "audio_in_cached": 0.4,
+        "audio_out": 64.0,
+    },
+    "gpt-realtime-2.1": {
+        "text_in": 4.0,
+        "text_in_cached": 0.4,
+        "text_out": 24.0,
+        "audio_in": 32.0,
+        "audio_in_cached": 0.4,
+        "audio_out": 64.0,
+    },
+    "gpt-realtime-2.1-mini": {
+        "text_in": 0.6,
+        "text_in_cached": 0.06,
+        "text_out": 2.4,
+        "audio_in": 10.0,
+        "audio_in_cached": 0.3,
+        "audio_out": 20.0,
+    },
 }
 REALTIME_MAX_SESSIONS_PER_PROCESS = env_int("REALTIME_MAX_SESSIONS_PER_PROCESS", 100, minimum=1)
 # Platform ceiling over a widget's voice.max_session_seconds.

@@ -26,10 +26,12 @@ class AgencyForm(forms.ModelForm):
     """The CRM signing secret is write-only and bound to the URL (licenses.services.agency_crm_webhook_set)."""
 
     crm_webhook_secret = forms.CharField(
-        label="CRM signing secret", required=False, max_length=500,
+        label="CRM signing secret",
+        required=False,
+        max_length=500,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text="Write-only. Leave empty to keep the stored secret. It signs leads for this exact URL only: "
-                  "changing the URL without entering it again clears it.",
+        "changing the URL without entering it again clears it.",
     )
     crm_webhook_secret_clear = forms.BooleanField(label="Clear the signing secret", required=False)
 
@@ -44,8 +46,14 @@ class AgencyAdmin(admin.ModelAdmin):
     list_display = ["name", "slug", "member_count", "license_count", "created_at"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
-    fields = ["name", "slug", "crm_webhook_url", "crm_webhook_secret", "crm_webhook_secret_clear",
-              "crm_webhook_secret_status"]
+    fields = [
+        "name",
+        "slug",
+        "crm_webhook_url",
+        "crm_webhook_secret",
+        "crm_webhook_secret_clear",
+        "crm_webhook_secret_status",
+    ]
     readonly_fields = ["crm_webhook_secret_status"]
     inlines = [MembershipInline]
 
@@ -59,13 +67,18 @@ class AgencyAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Agency, form: forms.ModelForm, change: bool) -> None:
         super().save_model(request, obj, form, change)
         # The URL and its secret's binding go through the one service (a new URL clears an old secret).
-        secret = "" if form.cleaned_data.get("crm_webhook_secret_clear") else (
-            form.cleaned_data.get("crm_webhook_secret") or None)
+        secret = (
+            ""
+            if form.cleaned_data.get("crm_webhook_secret_clear")
+            else (form.cleaned_data.get("crm_webhook_secret") or None)
+        )
         services.agency_crm_webhook_set(agency=obj, url=obj.crm_webhook_url, secret=secret)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Agency]:
-        return super().get_queryset(request).annotate(
-            _members=Count("memberships", distinct=True), _licenses=Count("licenses", distinct=True)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(_members=Count("memberships", distinct=True), _licenses=Count("licenses", distinct=True))
         )
 
     @admin.display(description="Members", ordering="_members")
@@ -112,8 +125,10 @@ LIMIT_FIELDS: dict[str, tuple[str, str]] = {
     "monthly_conversations": ("Conversations per month", "Chat and ChatKit conversations (UTC month)."),
     "monthly_voice_minutes": ("Voice minutes per month", ""),
     "max_concurrent_voice_sessions": ("Voice calls at once", ""),
-    "max_allowed_domains": ("Allowed domains the agency may keep", "Staff may list more here; the agency "
-                            "can then only remove until it is under the cap."),
+    "max_allowed_domains": (
+        "Allowed domains the agency may keep",
+        "Staff may list more here; the agency can then only remove until it is under the cap.",
+    ),
     "chatkit_session_seconds": ("ChatKit session length (seconds)", "Empty: the platform setting."),
     "chatkit_max_requests_per_minute": ("ChatKit requests per minute", "Empty: the platform setting."),
 }
@@ -124,9 +139,11 @@ class _LicenseAdminForm(forms.ModelForm):
     services as the REST API (licenses.services.domains_normalize / limits_normalize)."""
 
     domains = forms.CharField(
-        label="Allowed domains", required=False, widget=forms.Textarea(attrs={"rows": 5, "cols": 60}),
+        label="Allowed domains",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 5, "cols": 60}),
         help_text="One per line: shop.example.com, localhost:3000 (that port only) or *.example.com (any "
-                  "subdomain). A pasted URL is reduced to its host.",
+        "subdomain). A pasted URL is reduced to its host.",
     )
 
     class Meta:
@@ -150,8 +167,9 @@ class _LicenseAdminForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         try:  # the same date rules as the API (issue 9 finding 6)
-            services.license_dates_clean(starts_at=data.get("starts_at"), expires_at=data.get("expires_at"),
-                                         grace_days=data.get("grace_days"))
+            services.license_dates_clean(
+                starts_at=data.get("starts_at"), expires_at=data.get("expires_at"), grace_days=data.get("grace_days")
+            )
         except ApiError as exc:
             for name, messages_ in exc.fields.items():
                 if name in self.fields and name not in self.errors:
@@ -171,17 +189,29 @@ class _LicenseAdminForm(forms.ModelForm):
 
 
 # The admin builds its form from the fieldsets, so every limit field must be declared on the class.
-LicenseAdminForm = type("LicenseAdminForm", (_LicenseAdminForm,), {
-    f"limit_{name}": forms.IntegerField(label=label, min_value=0, required=name in DEFAULT_LIMITS, help_text=help_text)
-    for name, (label, help_text) in LIMIT_FIELDS.items()
-})
+LicenseAdminForm = type(
+    "LicenseAdminForm",
+    (_LicenseAdminForm,),
+    {
+        f"limit_{name}": forms.IntegerField(
+            label=label, min_value=0, required=name in DEFAULT_LIMITS, help_text=help_text
+        )
+        for name, (label, help_text) in LIMIT_FIELDS.items()
+    },
+)
 
 
 @admin.register(License)
 class LicenseAdmin(SimpleHistoryAdmin):
     form = LicenseAdminForm
     list_display = [
-        "key", "agency", "client_name", "status", "expires_at", "widget_count", "conversations_this_month",
+        "key",
+        "agency",
+        "client_name",
+        "status",
+        "expires_at",
+        "widget_count",
+        "conversations_this_month",
         "voice_minutes_this_month",
     ]
     list_display_links = ["key", "client_name"]
@@ -219,8 +249,7 @@ class LicenseAdmin(SimpleHistoryAdmin):
         if obj is None:
             first = self.fieldsets[0]
             fields = [f for f in first[1]["fields"] if f != "key"]
-            return [(first[0], {"fields": fields}), *self.fieldsets[1:-1],
-                    (None, {"fields": ["notes"]})]
+            return [(first[0], {"fields": fields}), *self.fieldsets[1:-1], (None, {"fields": ["notes"]})]
         return self.fieldsets
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet[License], search_term: str):
@@ -235,8 +264,11 @@ class LicenseAdmin(SimpleHistoryAdmin):
         if host and "*" not in host:
             name, _, port = host.partition(":")
             ports = [port] if port else ["443", "80", ""]
-            matching = [pk for pk, patterns in queryset.values_list("pk", "allowed_domains")
-                        if any(domain_matches(p, name, x) or p == host for p in patterns or [] for x in ports)]
+            matching = [
+                pk
+                for pk, patterns in queryset.values_list("pk", "allowed_domains")
+                if any(domain_matches(p, name, x) or p == host for p in patterns or [] for x in ports)
+            ]
             results = results | queryset.filter(pk__in=matching)
         return results, distinct
 

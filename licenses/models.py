@@ -164,5 +164,3 @@ class LicenseUsage(models.Model):
 
 def month_start(day: date) -> date:
     return day.replace(day=1)
-
-

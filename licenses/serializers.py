@@ -36,8 +36,20 @@ class LicenseSerializer(serializers.ModelSerializer):
     class Meta:
         model = License
         fields = [
-            "key", "agency", "client_name", "status", "serving", "starts_at", "expires_at", "grace_days",
-            "allowed_domains", "limits", "notes", "usage", "created_at", "updated_at",
+            "key",
+            "agency",
+            "client_name",
+            "status",
+            "serving",
+            "starts_at",
+            "expires_at",
+            "grace_days",
+            "allowed_domains",
+            "limits",
+            "notes",
+            "usage",
+            "created_at",
+            "updated_at",
         ]
         read_only_fields = fields
 

@@ -45,8 +45,9 @@ def agency_crm_webhook_set(*, agency: Agency, url: str, secret: str | None = Non
         if secret is not None:
             secret = secret.strip()
             if len(secret) > 500:
-                raise ApiError("invalid", "The signing secret is at most 500 characters.",
-                               fields={CRM_SECRET: ["Too long."]})
+                raise ApiError(
+                    "invalid", "The signing secret is at most 500 characters.", fields={CRM_SECRET: ["Too long."]}
+                )
             if secret:
                 secrets[CRM_SECRET] = secret
             else:
@@ -69,16 +70,22 @@ def agency_create(*, name: str, slug: str | None = None, owner: AbstractBaseUser
     if not slug:
         raise ApiError("invalid", "Give the agency a name with letters or digits.", fields={"name": ["Required."]})
     if Agency.objects.filter(slug=slug).exists():
-        raise ApiError("duplicate_slug", f"An agency with the slug '{slug}' already exists; choose another.",
-                       fields={"slug": ["Already taken."]})
+        raise ApiError(
+            "duplicate_slug",
+            f"An agency with the slug '{slug}' already exists; choose another.",
+            fields={"slug": ["Already taken."]},
+        )
     try:
         with transaction.atomic():
             agency = Agency.objects.create(name=name.strip(), slug=slug)
             if owner is not None:
                 Membership.objects.create(user=owner, agency=agency, role=Membership.Role.OWNER)
     except IntegrityError:
-        raise ApiError("duplicate_slug", f"An agency with the slug '{slug}' already exists; choose another.",
-                       fields={"slug": ["Already taken."]})
+        raise ApiError(
+            "duplicate_slug",
+            f"An agency with the slug '{slug}' already exists; choose another.",
+            fields={"slug": ["Already taken."]},
+        )
     return agency
 
 
@@ -167,14 +174,19 @@ EXTEND_DAYS_MAX = 3650
 
 
 def license_dates_clean(
-    *, starts_at: datetime | None, expires_at: datetime | None, grace_days: int | None,
+    *,
+    starts_at: datetime | None,
+    expires_at: datetime | None,
+    grace_days: int | None,
 ) -> None:
     """Raise ApiError (400, the field named) unless the dates are in range and in order."""
     errors: dict[str, list[str]] = {}
     for name, value in (("starts_at", starts_at), ("expires_at", expires_at)):
         if value is not None and not LICENSE_DATE_MIN <= value < LICENSE_DATE_MAX:
-            errors[name] = [f"Choose a date from {LICENSE_DATE_MIN:%Y-%m-%d} to 2099-12-31"
-                            + (", or none for no expiry." if name == "expires_at" else ", or none.")]
+            errors[name] = [
+                f"Choose a date from {LICENSE_DATE_MIN:%Y-%m-%d} to 2099-12-31"
+                + (", or none for no expiry." if name == "expires_at" else ", or none.")
+            ]
     if grace_days is not None and not 0 <= grace_days <= GRACE_DAYS_MAX:
         errors["grace_days"] = [f"Between 0 and {GRACE_DAYS_MAX} days."]
     if not errors and starts_at and expires_at and expires_at <= starts_at:
@@ -220,8 +232,9 @@ def license_update(*, license: License, **changes: Any) -> License:
     if "limits" in changes:
         changes["limits"] = limits_normalize(limits={**(license.limits or {}), **(changes["limits"] or {})})
     if {"starts_at", "expires_at", "grace_days"} & set(changes):
-        license_dates_clean(**{name: changes.get(name, getattr(license, name))
-                               for name in ("starts_at", "expires_at", "grace_days")})
+        license_dates_clean(
+            **{name: changes.get(name, getattr(license, name)) for name in ("starts_at", "expires_at", "grace_days")}
+        )
     for name, value in changes.items():
         setattr(license, name, value)
     license.save()
@@ -245,8 +258,11 @@ def license_domains_set(*, actor: Membership | None, license: License, domains: 
         cap = current.max_allowed_domains
         if len(normalized) > cap and len(normalized) > len(current.allowed_domains or []):
             raise ApiError(
-                "domain_limit", f"This license allows {cap} domain{'s' if cap != 1 else ''}; remove one first or "
-                "ask staff to raise the limit.", fields={"allowed_domains": [f"At most {cap}."]})
+                "domain_limit",
+                f"This license allows {cap} domain{'s' if cap != 1 else ''}; remove one first or "
+                "ask staff to raise the limit.",
+                fields={"allowed_domains": [f"At most {cap}."]},
+            )
         current.allowed_domains = normalized
         current._history_user = actor.user  # simple_history: who changed it
         current.save(update_fields=["allowed_domains", "updated_at"])
@@ -280,8 +296,11 @@ def license_extend(*, license: License, days: int = 365) -> License:
         raise ApiError("invalid", f"days: between 1 and {EXTEND_DAYS_MAX}.", fields={"days": ["Out of range."]})
     base = max(license.expires_at or timezone.now(), timezone.now())
     if base >= LICENSE_DATE_MAX - timedelta(days=days):
-        raise ApiError("invalid", "expires_at: the license cannot be extended past 2099-12-31.",
-                       fields={"expires_at": ["Too far in the future."]})
+        raise ApiError(
+            "invalid",
+            "expires_at: the license cannot be extended past 2099-12-31.",
+            fields={"expires_at": ["Too far in the future."]},
+        )
     license.expires_at = base + timedelta(days=days)
     license.save(update_fields=["expires_at", "updated_at"])
     license_cache_bump(key=license.key)

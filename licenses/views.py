@@ -88,20 +88,27 @@ class LicenseDetailView(APIView):
     def get(self, request: Request, key: str) -> Response:
         return Response(LicenseSerializer(license_get_for_user(user=request.user, key=key)).data)
 
-    @extend_schema(request=LicenseWriteSerializer, responses=LicenseSerializer,
-                   summary="Change (staff); agency admins and owners may change allowed_domains alone")
+    @extend_schema(
+        request=LicenseWriteSerializer,
+        responses=LicenseSerializer,
+        summary="Change (staff); agency admins and owners may change allowed_domains alone",
+    )
     def patch(self, request: Request, key: str) -> Response:
         license = license_get_for_user(user=request.user, key=key)
         if not request.user.is_staff:
             domains_only = isinstance(request.data, dict) and set(request.data) == {"allowed_domains"}
             if not domains_only:
-                raise ApiError("permission_denied", "Only staff can change licenses; agency admins and owners "
-                               "may change allowed_domains.", status_code=403)
+                raise ApiError(
+                    "permission_denied",
+                    "Only staff can change licenses; agency admins and owners may change allowed_domains.",
+                    status_code=403,
+                )
             serializer = LicenseWriteSerializer(data=request.data, partial=True)
             serializer.is_valid(raise_exception=True)
             actor = membership_get(user=request.user, agency=license.agency_id)
-            license = services.license_domains_set(actor=actor, license=license,
-                                                   domains=serializer.validated_data["allowed_domains"])
+            license = services.license_domains_set(
+                actor=actor, license=license, domains=serializer.validated_data["allowed_domains"]
+            )
             return Response(LicenseSerializer(license).data)
         serializer = LicenseWriteSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
@@ -122,8 +129,12 @@ class LicenseActionView(APIView):
         "rotate-key": services.license_rotate_key,
     }
 
-    @extend_schema(request=None, responses=LicenseSerializer, summary="Staff action on a license",
-                   operation_id="v1_licenses_action")
+    @extend_schema(
+        request=None,
+        responses=LicenseSerializer,
+        summary="Staff action on a license",
+        operation_id="v1_licenses_action",
+    )
     def post(self, request: Request, key: str, action: str) -> Response:
         license = license_get_for_user(user=request.user, key=key)
         handler = self.ACTIONS.get(action)
@@ -154,5 +165,3 @@ def healthz(request: HttpRequest) -> JsonResponse:
             checks["redis"] = f"error: {exc.__class__.__name__}"
     healthy = all(v == "ok" for v in checks.values())
     return JsonResponse({"status": "ok" if healthy else "error", "checks": checks}, status=200 if healthy else 503)
-
-

@@ -80,7 +80,8 @@ class RealtimeRelayConsumer(AsyncWebsocketConsumer):
         visitor = (query.get("visitor") or [""])[0][:128]
         try:
             access = await database_sync_to_async(svc.voice_access)(
-                key=key, widget_public_id=widget_id, origin=scope_header(self.scope, b"origin"))
+                key=key, widget_public_id=widget_id, origin=scope_header(self.scope, b"origin")
+            )
         except Exception:  # the database is unreachable: a clean "try again", not a 500 handshake
             logger.warning("realtime: access check failed", exc_info=True)
             await self._refuse(svc.voice_refusal("server_busy"))
@@ -95,9 +96,12 @@ class RealtimeRelayConsumer(AsyncWebsocketConsumer):
             await self._refuse(svc.voice_refusal("server_restart"))
             return
         relay = RelaySession(
-            widget=access.widget, config=access.config, session=session_config(config=access.config,
-                                                                                widget=access.widget),
-            visitor_id=visitor, send_browser=self._send_text, close_browser=self._close,
+            widget=access.widget,
+            config=access.config,
+            session=session_config(config=access.config, widget=access.widget),
+            visitor_id=visitor,
+            send_browser=self._send_text,
+            close_browser=self._close,
         )
         if not relay.reserve():
             await self._refuse(svc.voice_refusal("server_busy"))

@@ -16,10 +16,22 @@ MAX_FRAME_BYTES = 256 * 1024
 MAX_TEXT_CHARS = 4000
 
 AUDIO_DELTA = frozenset({"response.output_audio.delta", "response.audio.delta"})
-ASSISTANT_DELTA = frozenset({"response.output_audio_transcript.delta", "response.audio_transcript.delta",
-                             "response.output_text.delta", "response.text.delta"})
-ASSISTANT_DONE = frozenset({"response.output_audio_transcript.done", "response.audio_transcript.done",
-                            "response.output_text.done", "response.text.done"})
+ASSISTANT_DELTA = frozenset(
+    {
+        "response.output_audio_transcript.delta",
+        "response.audio_transcript.delta",
+        "response.output_text.delta",
+        "response.text.delta",
+    }
+)
+ASSISTANT_DONE = frozenset(
+    {
+        "response.output_audio_transcript.done",
+        "response.audio_transcript.done",
+        "response.output_text.done",
+        "response.text.done",
+    }
+)
 USER_DELTA = "conversation.item.input_audio_transcription.delta"
 USER_DONE = "conversation.item.input_audio_transcription.completed"
 FATAL_UPSTREAM_CODES = {
@@ -78,7 +90,7 @@ def append_fast_path(raw: str) -> int:
     The hot path: ~50 frames/s per call are forwarded as they came, without a JSON round trip."""
     if not raw.startswith(_APPEND_HEAD) or not raw.endswith('"}') or len(raw) > MAX_FRAME_BYTES:
         return -1
-    audio = raw[len(_APPEND_HEAD):-2]
+    audio = raw[len(_APPEND_HEAD) : -2]
     if not audio or len(audio) % 4 or not _B64.issuperset(audio):
         return -1
     return b64_decoded_len(audio)
@@ -114,13 +126,21 @@ def browser_event_filter(raw: str | bytes | None) -> Filtered:
         item = event.get("item") if isinstance(event.get("item"), dict) else {}
         content = item.get("content") if isinstance(item.get("content"), list) else []
         texts = [c.get("text") for c in content if isinstance(c, dict) and c.get("type") == "input_text"]
-        if (item.get("type", "message") != "message" or item.get("role") != "user" or len(content) != 1
-                or len(texts) != 1 or not isinstance(texts[0], str) or not texts[0].strip()):
+        if (
+            item.get("type", "message") != "message"
+            or item.get("role") != "user"
+            or len(content) != 1
+            or len(texts) != 1
+            or not isinstance(texts[0], str)
+            or not texts[0].strip()
+        ):
             return _refuse("event_not_allowed", "Only a user text message may be added.")
         text = texts[0].strip()[:MAX_TEXT_CHARS]
         return Filtered(
-            {"type": kind, "item": {"type": "message", "role": "user", "content": [{"type": "input_text",
-                                                                                     "text": text}]}},
+            {
+                "type": kind,
+                "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]},
+            },
             user_text=text,
         )
     return _refuse("event_not_allowed", f"{kind[:60]} is not allowed from the browser.")

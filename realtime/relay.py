@@ -214,8 +214,13 @@ class RelaySession:
                 if message is not None:
                     await self._send_browser(message)
             if reason.startswith("upstream_") or reason == "server_error":
-                await self._send_browser(json.dumps(events.error(
-                    code=reason, message=events.END_MESSAGES.get(reason, "The call ended."), fatal=True)))
+                await self._send_browser(
+                    json.dumps(
+                        events.error(
+                            code=reason, message=events.END_MESSAGES.get(reason, "The call ended."), fatal=True
+                        )
+                    )
+                )
             await self._send_browser(json.dumps(events.session_ended(reason=reason)))
             await self._close_browser(close_code, reason)
 
@@ -251,8 +256,12 @@ class RelaySession:
         async with self._checkpoint_lock:
             seconds = self.audio_in_seconds
             billed = await database_sync_to_async(svc.voice_usage_checkpoint)(
-                conversation_id=self.conversation_id, license_id=self.license_id, usage=dict(self.usage),
-                audio_in_seconds=seconds, audio_out_seconds=self.audio_out_seconds, cost_usd=self.cost,
+                conversation_id=self.conversation_id,
+                license_id=self.license_id,
+                usage=dict(self.usage),
+                audio_in_seconds=seconds,
+                audio_out_seconds=self.audio_out_seconds,
+                cost_usd=self.cost,
                 end_reason=end_reason,
             )
             self.quota_left_seconds -= billed
@@ -383,8 +392,7 @@ class RelaySession:
         elif kind in ASSISTANT_DELTA:
             key = "a:" + str(event.get("item_id", ""))
             self.partials[key] = self.partials.get(key, "") + str(event.get("delta") or "")
-            await self._emit(events.transcript_partial(role="assistant", text=self.partials[key],
-                                                       item_id=key[2:]))
+            await self._emit(events.transcript_partial(role="assistant", text=self.partials[key], item_id=key[2:]))
         elif kind in ASSISTANT_DONE:
             key = "a:" + str(event.get("item_id", ""))
             text = str(event.get("transcript") or event.get("text") or self.partials.get(key, "")).strip()
@@ -429,18 +437,26 @@ class RelaySession:
             code = str(error.get("code") or error.get("type") or "")
             if code in FATAL_UPSTREAM_CODES:
                 return FATAL_UPSTREAM_CODES[code]
-            await self._emit(events.error(code="upstream_error", message=UPSTREAM_ERROR_WORDS.get(
-                code, "The voice service couldn't handle that; please try again.")))
+            await self._emit(
+                events.error(
+                    code="upstream_error",
+                    message=UPSTREAM_ERROR_WORDS.get(code, "The voice service couldn't handle that; please try again."),
+                )
+            )
         # session.created / session.updated / conversation.item.* and the rest are not forwarded.
         return None
 
     async def _run_tool(self, call_id: str, name: str, arguments: Any) -> None:
         try:
             result = await database_sync_to_async(self._tool_sync)(name, arguments)
-            await self.upstream.send(json.dumps({
-                "type": "conversation.item.create",
-                "item": {"type": "function_call_output", "call_id": call_id, "output": result.output()},
-            }))
+            await self.upstream.send(
+                json.dumps(
+                    {
+                        "type": "conversation.item.create",
+                        "item": {"type": "function_call_output", "call_id": call_id, "output": result.output()},
+                    }
+                )
+            )
             if result.ui_event:
                 await self._emit(events.ui_event(result.ui_event))
             self.need_response = True
@@ -454,12 +470,20 @@ class RelaySession:
         from widgets.models import Conversation, Message
 
         conversation = Conversation.objects.filter(pk=self.conversation_id).first()
-        result = tool_run(name=name, widget=self.widget, conversation=conversation,
-                          arguments=arguments if isinstance(arguments, str | dict) else None, config=self.config)
+        result = tool_run(
+            name=name,
+            widget=self.widget,
+            conversation=conversation,
+            arguments=arguments if isinstance(arguments, str | dict) else None,
+            config=self.config,
+        )
         if conversation is not None:
-            Message.objects.create(conversation=conversation, role=Message.Role.TOOL, text=result.speak,
-                                   payload={"tool": name, "ok": result.ok,
-                                            "ui_events": [result.ui_event] if result.ui_event else []})
+            Message.objects.create(
+                conversation=conversation,
+                role=Message.Role.TOOL,
+                text=result.speak,
+                payload={"tool": name, "ok": result.ok, "ui_events": [result.ui_event] if result.ui_event else []},
+            )
         return result
 
     async def _maybe_continue(self) -> None:
@@ -472,8 +496,9 @@ class RelaySession:
     async def _save_turn(self, role: str, text: str, item_id: str) -> None:
         if self.conversation_id is None:
             return
-        await database_sync_to_async(svc.voice_turn_save)(conversation_id=self.conversation_id, role=role,
-                                                          text=text, item_id=item_id)
+        await database_sync_to_async(svc.voice_turn_save)(
+            conversation_id=self.conversation_id, role=role, text=text, item_id=item_id
+        )
 
     # --- limits ------------------------------------------------------------------------------
 
@@ -487,22 +512,25 @@ class RelaySession:
                 return
             if self.max_seconds - elapsed <= min(30, self.max_seconds / 2) and "time" not in self.warned:
                 self.warned.add("time")
-                await self._emit(events.warning(code="session_time_low",
-                                                message="This call will end in less than 30 seconds."))
+                await self._emit(
+                    events.warning(code="session_time_low", message="This call will end in less than 30 seconds.")
+                )
             left = self.quota_left_seconds - (self.audio_in_seconds - self.flushed_seconds)
             if left <= 0:
                 self._spawn(self.end("voice_minutes_exhausted", close_code=4429))
                 return
             if left <= WARN_BEFORE_SECONDS and "minutes" not in self.warned:
                 self.warned.add("minutes")
-                await self._emit(events.warning(code="voice_minutes_low",
-                                                message="This site's voice minutes are almost used up."))
+                await self._emit(
+                    events.warning(code="voice_minutes_low", message="This site's voice minutes are almost used up.")
+                )
             if time.monotonic() - last_checkpoint >= HEARTBEAT_SECONDS:
                 last_checkpoint = time.monotonic()
                 if await self._try_checkpoint():
                     with contextlib.suppress(Exception):
                         self.quota_left_seconds = await database_sync_to_async(svc.voice_quota_left_seconds)(
-                            license_id=self.license_id)
+                            license_id=self.license_id
+                        )
             if self.slot_key and time.monotonic() - last_refresh >= SLOT_REFRESH_SECONDS:
                 last_refresh = time.monotonic()
                 try:

@@ -131,22 +131,29 @@ def voice_slots_in_use(*, license: License) -> int:
 # --- conversations, turns, usage ----------------------------------------------------------------
 
 
-def voice_conversation_start(*, widget: Widget, visitor_id: str, is_preview: bool = False,
-                             relayed: bool = False) -> Conversation:
+def voice_conversation_start(
+    *, widget: Widget, visitor_id: str, is_preview: bool = False, relayed: bool = False
+) -> Conversation:
     """A relayed call (`relayed=True`) carries a heartbeat the reaper watches; a WebRTC call has none."""
     with transaction.atomic():
         conversation = Conversation.objects.create(
-            widget=widget, channel=Channel.VOICE, visitor_id=visitor_id[:128], session_id=uuid.uuid4().hex,
-            is_preview=is_preview, heartbeat_at=timezone.now() if relayed else None,
+            widget=widget,
+            channel=Channel.VOICE,
+            visitor_id=visitor_id[:128],
+            session_id=uuid.uuid4().hex,
+            is_preview=is_preview,
+            heartbeat_at=timezone.now() if relayed else None,
         )
         usage_increment(license=widget.license_id, voice_sessions=1)
     return conversation
 
 
-def voice_turn_save(*, conversation_id: int, role: str, text: str, item_id: str = "",
-                    payload: dict[str, Any] | None = None) -> Message:
-    return Message.objects.create(conversation_id=conversation_id, role=role, text=text, item_id=item_id[:100],
-                                  payload=payload or {})
+def voice_turn_save(
+    *, conversation_id: int, role: str, text: str, item_id: str = "", payload: dict[str, Any] | None = None
+) -> Message:
+    return Message.objects.create(
+        conversation_id=conversation_id, role=role, text=text, item_id=item_id[:100], payload=payload or {}
+    )
 
 
 def voice_quota_left_seconds(*, license_id: int) -> float:
@@ -157,8 +164,14 @@ def voice_quota_left_seconds(*, license_id: int) -> float:
 
 
 def voice_usage_checkpoint(
-    *, conversation_id: int, license_id: int, usage: dict[str, int], audio_in_seconds: float,
-    audio_out_seconds: float, cost_usd: Decimal, end_reason: str = "",
+    *,
+    conversation_id: int,
+    license_id: int,
+    usage: dict[str, int],
+    audio_in_seconds: float,
+    audio_out_seconds: float,
+    cost_usd: Decimal,
+    end_reason: str = "",
 ) -> float:
     """Record a call's running totals on its conversation and bill the license the difference, in one
     transaction; with `end_reason`, also end the conversation. Returns the seconds newly billed.
@@ -171,16 +184,23 @@ def voice_usage_checkpoint(
     now = timezone.now()
     seconds, out_seconds = round(audio_in_seconds, 3), round(audio_out_seconds, 3)
     with transaction.atomic():
-        row = (Conversation.objects.select_for_update()
-               .filter(Q(ended_at__isnull=True) | Q(end_reason=WORKER_LOST), pk=conversation_id)
-               .values("audio_in_seconds", "cost_usd").first())
+        row = (
+            Conversation.objects.select_for_update()
+            .filter(Q(ended_at__isnull=True) | Q(end_reason=WORKER_LOST), pk=conversation_id)
+            .values("audio_in_seconds", "cost_usd")
+            .first()
+        )
         if row is None:  # already ended for good
             return 0.0
         billed_seconds, billed_cost = row["audio_in_seconds"], row["cost_usd"]
         fields: dict[str, Any] = {
-            "usage": usage, "audio_in_seconds": max(seconds, billed_seconds),
-            "audio_out_seconds": out_seconds, "cost_usd": max(cost_usd, billed_cost), "heartbeat_at": now,
-            "ended_at": now if end_reason else None, "end_reason": end_reason[:64],
+            "usage": usage,
+            "audio_in_seconds": max(seconds, billed_seconds),
+            "audio_out_seconds": out_seconds,
+            "cost_usd": max(cost_usd, billed_cost),
+            "heartbeat_at": now,
+            "ended_at": now if end_reason else None,
+            "end_reason": end_reason[:64],
         }
         Conversation.objects.filter(pk=conversation_id).update(**fields)
         delta_seconds = max(seconds - billed_seconds, 0.0)
@@ -194,15 +214,24 @@ def voice_conversations_reap(*, stale_seconds: float, now: datetime | None = Non
     """End relayed voice calls whose heartbeat stopped (their worker died): `worker_lost`, ended when last
     seen. Their usage up to the last checkpoint is already on the row and billed. Returns how many."""
     cutoff = (now or timezone.now()) - timedelta(seconds=stale_seconds)
-    return Conversation.objects.filter(channel=Channel.VOICE, ended_at__isnull=True,
-                                       heartbeat_at__lt=cutoff).update(ended_at=F("heartbeat_at"),
-                                                                       end_reason=WORKER_LOST)
+    return Conversation.objects.filter(channel=Channel.VOICE, ended_at__isnull=True, heartbeat_at__lt=cutoff).update(
+        ended_at=F("heartbeat_at"), end_reason=WORKER_LOST
+    )
 
 
 # --- money -------------------------------------------------------------------------------------
 
-USAGE_KEYS = ("input_tokens", "output_tokens", "input_text_tokens", "input_audio_tokens", "input_cached_tokens",
-              "input_cached_text_tokens", "input_cached_audio_tokens", "output_text_tokens", "output_audio_tokens")
+USAGE_KEYS = (
+    "input_tokens",
+    "output_tokens",
+    "input_text_tokens",
+    "input_audio_tokens",
+    "input_cached_tokens",
+    "input_cached_text_tokens",
+    "input_cached_audio_tokens",
+    "output_text_tokens",
+    "output_audio_tokens",
+)
 
 
 def usage_add(total: dict[str, int], usage: dict[str, Any] | None) -> dict[str, int]:

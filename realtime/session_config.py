@@ -32,8 +32,12 @@ def session_instructions(*, voice: dict[str, Any], config: dict[str, Any]) -> st
 
 def _turn_detection(td: dict[str, Any]) -> dict[str, Any]:
     if td.get("type") == "semantic_vad":
-        return {"type": "semantic_vad", "eagerness": td.get("eagerness", "auto"), "create_response": True,
-                "interrupt_response": True}
+        return {
+            "type": "semantic_vad",
+            "eagerness": td.get("eagerness", "auto"),
+            "create_response": True,
+            "interrupt_response": True,
+        }
     return {
         "type": "server_vad",
         "threshold": td.get("threshold", 0.5),
@@ -63,8 +67,11 @@ def session_config(*, config: dict[str, Any], widget: Widget | None = None) -> d
         "instructions": session_instructions(voice=voice, config=config),
         "audio": {
             "input": audio_input,
-            "output": {"format": dict(AUDIO_FORMAT), "voice": voice.get("voice", "marin"),
-                       "speed": voice.get("speed", 1.0)},
+            "output": {
+                "format": dict(AUDIO_FORMAT),
+                "voice": voice.get("voice", "marin"),
+                "speed": voice.get("speed", 1.0),
+            },
         },
         "tools": [t.schema() for t in tools],
         "tool_choice": "auto",

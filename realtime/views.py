@@ -91,8 +91,7 @@ def session_config_public(session: dict[str, Any]) -> dict[str, Any]:
 
 
 def tools_token_make(*, license: License, widget_id: int, conversation_id: int) -> str:
-    return signing.dumps({"l": license.pk, "w": widget_id, "c": conversation_id}, salt=TOOLS_TOKEN_SALT,
-                         compress=True)
+    return signing.dumps({"l": license.pk, "w": widget_id, "c": conversation_id}, salt=TOOLS_TOKEN_SALT, compress=True)
 
 
 def tools_token_read(token: str) -> dict[str, int] | None:
@@ -131,21 +130,26 @@ def client_secret(request: HttpRequest, license: License | None) -> HttpResponse
     try:
         secret = client_secret_create(
             api_key=(access.widget.secrets or {}).get("openai_api_key") or settings.OPENAI_API_KEY,
-            session=session, seconds=CLIENT_SECRET_SECONDS,
+            session=session,
+            seconds=CLIENT_SECRET_SECONDS,
         )
     except ClientSecretError as exc:
         return error_response(exc.code, exc.message, exc.status)
-    conversation = svc.voice_conversation_start(widget=access.widget,
-                                                visitor_id=str(body.get("visitor_id") or "")[:128])
+    conversation = svc.voice_conversation_start(
+        widget=access.widget, visitor_id=str(body.get("visitor_id") or "")[:128]
+    )
     Conversation.objects.filter(pk=conversation.pk).update(session_id="webrtc-" + conversation.session_id[:40])
-    return JsonResponse({
-        "value": secret["value"],
-        "expires_at": secret["expires_at"],
-        "model": session["model"],
-        "tools_token": tools_token_make(license=license, widget_id=access.widget.pk,
-                                        conversation_id=conversation.pk),
-        "tools_url": f"/api/widget/{license.key}/tools/",
-    })
+    return JsonResponse(
+        {
+            "value": secret["value"],
+            "expires_at": secret["expires_at"],
+            "model": session["model"],
+            "tools_token": tools_token_make(
+                license=license, widget_id=access.widget.pk, conversation_id=conversation.pk
+            ),
+            "tools_url": f"/api/widget/{license.key}/tools/",
+        }
+    )
 
 
 @public_endpoint(methods=("POST",))
@@ -166,6 +170,11 @@ def tool_call(request: HttpRequest, license: License, name: str) -> HttpResponse
         return error_response("invalid_token", "The tool token is missing, expired or not for this call.", 403)
     if name not in TOOLS:
         return error_response("unknown_tool", "No such tool.", 404)
-    result = tool_run(name=name, widget=conversation.widget, conversation=conversation,
-                      arguments=body.get("arguments"), config=conversation.widget.published_version.config)
+    result = tool_run(
+        name=name,
+        widget=conversation.widget,
+        conversation=conversation,
+        arguments=body.get("arguments"),
+        config=conversation.widget.published_version.config,
+    )
     return JsonResponse({"output": result.output(), "say": result.speak, "ui_event": result.ui_event})

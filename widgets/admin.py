@@ -24,8 +24,18 @@ class WidgetAdmin(admin.ModelAdmin):
     list_display = ["name", "public_id", "widget_type", "license", "published_number", "updated_at"]
     list_filter = ["widget_type", "license__agency"]
     search_fields = ["name", "public_id", "license__key", "license__client_name"]
-    fields = ["name", "public_id", "license", "widget_type", "published_version", "revision", "config",
-              "created_by", "created_at", "updated_at"]
+    fields = [
+        "name",
+        "public_id",
+        "license",
+        "widget_type",
+        "published_version",
+        "revision",
+        "config",
+        "created_by",
+        "created_at",
+        "updated_at",
+    ]
     readonly_fields = [f for f in fields if f != "name"]
     inlines = [WidgetVersionInline]
 

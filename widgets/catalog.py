@@ -193,13 +193,15 @@ def products_import_csv(*, widget: Widget, membership: Membership | None, data: 
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise ApiError("invalid", "The file is not UTF-8 text; export it as CSV UTF-8.",
-                       fields={"file": ["Not UTF-8."]})
+        raise ApiError(
+            "invalid", "The file is not UTF-8 text; export it as CSV UTF-8.", fields={"file": ["Not UTF-8."]}
+        )
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip().lower() for h in (reader.fieldnames or [])]
     if "title" not in header:
         raise ApiError(
-            "invalid", f"The first line must name the columns: {', '.join(CSV_COLUMNS)} (title is required).",
+            "invalid",
+            f"The first line must name the columns: {', '.join(CSV_COLUMNS)} (title is required).",
             fields={"file": ["Missing header."]},
         )
     reader.fieldnames = header

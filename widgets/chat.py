@@ -116,7 +116,8 @@ def chat_conversation_open(*, widget: Widget, session_id: str, visitor_id: str) 
     try:
         with transaction.atomic():
             conversation = Conversation.objects.create(
-                widget=widget, channel=Channel.CHAT, session_id=session_id, visitor_id=visitor_id)
+                widget=widget, channel=Channel.CHAT, session_id=session_id, visitor_id=visitor_id
+            )
             usage_increment(license=widget.license_id, conversations=1)
             return conversation
     except IntegrityError:
@@ -127,22 +128,37 @@ def chat_conversation_open(*, widget: Widget, session_id: str, visitor_id: str) 
 
 
 def chat_turn_record(
-    *, widget: Widget, session_id: str, visitor_id: str, user_text: str, reply_text: str,
-    ui: list[dict[str, Any]] | None = None, latency_ms: int | None = None,
+    *,
+    widget: Widget,
+    session_id: str,
+    visitor_id: str,
+    user_text: str,
+    reply_text: str,
+    ui: list[dict[str, Any]] | None = None,
+    latency_ms: int | None = None,
 ) -> Conversation:
     """One user message and one assistant message; a new session opens a conversation and counts it."""
     with transaction.atomic():
         conversation = chat_conversation_open(widget=widget, session_id=session_id, visitor_id=visitor_id)
         Message.objects.create(conversation=conversation, role=Message.Role.USER, text=user_text)
         Message.objects.create(
-            conversation=conversation, role=Message.Role.ASSISTANT, text=reply_text,
-            payload={"ui": ui} if ui else {}, latency_ms=latency_ms,
+            conversation=conversation,
+            role=Message.Role.ASSISTANT,
+            text=reply_text,
+            payload={"ui": ui} if ui else {},
+            latency_ms=latency_ms,
         )
     return conversation
 
 
 def chat_failure_record(
-    *, widget: Widget, session_id: str, visitor_id: str, user_text: str, error: N8nError, latency_ms: int,
+    *,
+    widget: Widget,
+    session_id: str,
+    visitor_id: str,
+    user_text: str,
+    error: N8nError,
+    latency_ms: int,
 ) -> Conversation:
     """A visitor's message that got no answer (n8n timed out, failed, or is not allowed): the user turn
     with the failure (kind, n8n's status, latency) on its conversation, and the widget's failure count
@@ -150,10 +166,16 @@ def chat_failure_record(
     with transaction.atomic():
         conversation = chat_conversation_open(widget=widget, session_id=session_id, visitor_id=visitor_id)
         Message.objects.create(
-            conversation=conversation, role=Message.Role.USER, text=user_text, failure_kind=error.code[:32],
-            upstream_status=error.upstream_status, latency_ms=latency_ms)
-        Widget.objects.filter(pk=widget.pk).update(chat_failures=F("chat_failures") + 1,
-                                                   last_chat_failure_at=timezone.now())
+            conversation=conversation,
+            role=Message.Role.USER,
+            text=user_text,
+            failure_kind=error.code[:32],
+            upstream_status=error.upstream_status,
+            latency_ms=latency_ms,
+        )
+        Widget.objects.filter(pk=widget.pk).update(
+            chat_failures=F("chat_failures") + 1, last_chat_failure_at=timezone.now()
+        )
     return conversation
 
 
@@ -181,8 +203,12 @@ def published_widget_or_404(*, license: License, public_id: str = "") -> Widget:
 def rate_limit_or_429(*, license: License, visitor_id: str, session_id: str, ip: str) -> None:
     retry_after = chat_rate_check(license=license, visitor_id=visitor_id, session_id=session_id, ip=ip)
     if retry_after:
-        raise ApiError("rate_limited", "Too many messages; wait a moment and try again.", status_code=429,
-                       fields={"retry_after": retry_after})
+        raise ApiError(
+            "rate_limited",
+            "Too many messages; wait a moment and try again.",
+            status_code=429,
+            fields={"retry_after": retry_after},
+        )
 
 
 def chat_prepare(*, license: License, chat: ChatRequest, ip: str) -> tuple[Widget, N8nTarget]:
@@ -265,9 +291,12 @@ def chat_upstream_slot(*, license: License) -> UpstreamSlot:
     """Take one of the license's upstream permits, or raise ApiError 429 `license_busy` (Retry-After)."""
     if not upstream_slots.acquire(license.pk, chat_concurrency_limit(license=license)):
         logger.warning("license %s: concurrent chat cap reached", license.pk)
-        raise ApiError("license_busy", "This assistant is answering many visitors right now. "
-                       "Please try again in a few seconds.", status_code=429,
-                       fields={"retry_after": BUSY_RETRY_AFTER})
+        raise ApiError(
+            "license_busy",
+            "This assistant is answering many visitors right now. Please try again in a few seconds.",
+            status_code=429,
+            fields={"retry_after": BUSY_RETRY_AFTER},
+        )
     return UpstreamSlot(license.pk)
 
 
@@ -275,8 +304,7 @@ def chat_upstream_slot(*, license: License) -> UpstreamSlot:
 
 
 async def chat_history(*, target: N8nTarget, chat: ChatRequest) -> list[dict[str, str]]:
-    return await upstream_await(n8n_history_async(target=target, session_id=chat.session_id,
-                                                  metadata=chat.metadata))
+    return await upstream_await(n8n_history_async(target=target, session_id=chat.session_id, metadata=chat.metadata))
 
 
 async def chat_reply(*, widget: Widget, target: N8nTarget, chat: ChatRequest, record: bool = True) -> N8nReply:
@@ -286,24 +314,33 @@ async def chat_reply(*, widget: Widget, target: N8nTarget, chat: ChatRequest, re
     slot = chat_upstream_slot(license=widget.license)
     started = time.monotonic()
     try:
-        reply = await upstream_await(n8n_send_async(target=target, session_id=chat.session_id,
-                                                    chat_input=chat.chat_input, metadata=chat.metadata))
+        reply = await upstream_await(
+            n8n_send_async(
+                target=target, session_id=chat.session_id, chat_input=chat.chat_input, metadata=chat.metadata
+            )
+        )
     except N8nError as error:
         if record:
-            await db_step(_stored, chat_failure_record, **_turn(widget, chat), error=error,
-                          latency_ms=_ms_since(started))
+            await db_step(
+                _stored, chat_failure_record, **_turn(widget, chat), error=error, latency_ms=_ms_since(started)
+            )
         raise
     finally:
         slot.release()
     if record:
-        await db_step(chat_turn_record, **_turn(widget, chat), reply_text=reply.text, ui=reply.ui,
-                      latency_ms=_ms_since(started))
+        await db_step(
+            chat_turn_record, **_turn(widget, chat), reply_text=reply.text, ui=reply.ui, latency_ms=_ms_since(started)
+        )
     return reply
 
 
 def _turn(widget: Widget, chat: ChatRequest) -> dict[str, Any]:
-    return {"widget": widget, "session_id": chat.session_id, "visitor_id": chat.visitor_id,
-            "user_text": chat.chat_input}
+    return {
+        "widget": widget,
+        "session_id": chat.session_id,
+        "visitor_id": chat.visitor_id,
+        "user_text": chat.chat_input,
+    }
 
 
 def _line(event: dict[str, Any]) -> bytes:
@@ -321,8 +358,16 @@ class _Relay:
     `close()` (called by Django when the response ends, or the visitor leaves) frees the license's
     permit and the upstream."""
 
-    def __init__(self, *, stream: N8nStream, widget: Widget, chat: ChatRequest, slot: UpstreamSlot,
-                 started: float, record: bool = True):
+    def __init__(
+        self,
+        *,
+        stream: N8nStream,
+        widget: Widget,
+        chat: ChatRequest,
+        slot: UpstreamSlot,
+        started: float,
+        record: bool = True,
+    ):
         self._record = record
         self._stream = stream
         self._batches = stream.batches()
@@ -353,10 +398,14 @@ class _Relay:
         if not self._record:
             pass
         elif final["type"] == "end":
-            if not _stored(chat_turn_record, **turn, reply_text=self._stream.text, ui=self._stream.ui,
-                           latency_ms=latency_ms):
-                final = {"type": "error", "code": "not_stored",
-                         "message": "The answer could not be saved. Please send your message again."}
+            if not _stored(
+                chat_turn_record, **turn, reply_text=self._stream.text, ui=self._stream.ui, latency_ms=latency_ms
+            ):
+                final = {
+                    "type": "error",
+                    "code": "not_stored",
+                    "message": "The answer could not be saved. Please send your message again.",
+                }
         else:
             error = self._stream.error or N8nError(final["code"], final["message"], 502)
             _stored(chat_failure_record, **turn, error=error, latency_ms=latency_ms)
@@ -409,16 +458,16 @@ async def chat_stream(
 ) -> _Relay:
     """Open the upstream stream now (errors raise N8nError before any byte is sent), then relay it."""
     slot = chat_upstream_slot(license=widget.license)
-    stream = N8nStream(target=target, session_id=chat.session_id, chat_input=chat.chat_input,
-                       metadata=chat.metadata)
+    stream = N8nStream(target=target, session_id=chat.session_id, chat_input=chat.chat_input, metadata=chat.metadata)
     started = time.monotonic()
     try:
         await upstream_await(stream.open())
     except N8nError as error:
         slot.release()
         if record:
-            await db_step(_stored, chat_failure_record, **_turn(widget, chat), error=error,
-                          latency_ms=_ms_since(started))
+            await db_step(
+                _stored, chat_failure_record, **_turn(widget, chat), error=error, latency_ms=_ms_since(started)
+            )
         raise
     except BaseException:
         slot.release()

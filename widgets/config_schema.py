@@ -49,8 +49,12 @@ def _enum(*values: str) -> dict[str, Any]:
 
 _BOOL = {"type": "boolean"}
 _COLOR = {"type": "string", "pattern": HEX, "description": "A hex colour such as #4f46e5."}
-_URL_OR_EMPTY = {"type": "string", "maxLength": 2000, "pattern": r"^(https?://[^\s]+)?$",
-                 "description": "An http(s) URL, or empty."}
+_URL_OR_EMPTY = {
+    "type": "string",
+    "maxLength": 2000,
+    "pattern": r"^(https?://[^\s]+)?$",
+    "description": "An http(s) URL, or empty.",
+}
 
 CONFIG_SCHEMA: dict[str, Any] = _obj(
     {
@@ -67,8 +71,12 @@ CONFIG_SCHEMA: dict[str, Any] = _obj(
                 "chatkit": _obj(
                     {
                         "mode": _enum("hosted", "server"),
-                        "workflow_id": {"type": "string", "maxLength": 200, "pattern": r"^(wf_[A-Za-z0-9_-]+)?$",
-                                        "description": "An Agent Builder workflow id (wf_…), or empty."},
+                        "workflow_id": {
+                            "type": "string",
+                            "maxLength": 200,
+                            "pattern": r"^(wf_[A-Za-z0-9_-]+)?$",
+                            "description": "An Agent Builder workflow id (wf_…), or empty.",
+                        },
                         "workflow_version": _str(50),
                         "model": _enum("", *settings.CHATKIT_MODELS),
                         "instructions": _str(20000),
@@ -186,8 +194,13 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "connection": {
         "provider": "n8n",
         "n8n": {"webhook_url": "", "streaming": False, "basic_auth": False},
-        "chatkit": {"mode": "server", "workflow_id": "", "workflow_version": "", "model": "",
-                    "instructions": "You are a helpful assistant for this business. Be concise and friendly."},
+        "chatkit": {
+            "mode": "server",
+            "workflow_id": "",
+            "workflow_version": "",
+            "model": "",
+            "instructions": "You are a helpful assistant for this business. Be concise and friendly.",
+        },
     },
     "appearance": {
         "n8n": {
@@ -229,8 +242,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "locale": "",
         "strings": {},
     },
-    "embed": {"mode": "popup", "position": "bottom-right", "width": 400, "height": 600, "offset_x": 20,
-              "offset_y": 20},
+    "embed": {"mode": "popup", "position": "bottom-right", "width": 400, "height": 600, "offset_x": 20, "offset_y": 20},
     "voice": {
         "enabled": False,
         "transport": "relay",
@@ -241,8 +253,13 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "business_facts": "",
         "transcription_model": "gpt-4o-mini-transcribe",
         "noise_reduction": "near_field",
-        "turn_detection": {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
-                           "silence_duration_ms": 500, "eagerness": "auto"},
+        "turn_detection": {
+            "type": "server_vad",
+            "threshold": 0.5,
+            "prefix_padding_ms": 300,
+            "silence_duration_ms": 500,
+            "eagerness": "auto",
+        },
         "max_output_tokens": 1024,
         "max_session_seconds": 900,
         "consent_required": False,
@@ -250,7 +267,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     },
     "tools": {
         "enabled": {name: name in ("search_knowledge", "search_products") for name in TOOL_NAMES},
-        "booking_url": "", "demo_clips": [], "trade_in_devices": [],
+        "booking_url": "",
+        "demo_clips": [],
+        "trade_in_devices": [],
     },
 }
 

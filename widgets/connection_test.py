@@ -1,4 +1,4 @@
-""""Test connection" for the configurator: ask the widget's upstream what a visitor would ask, and
+""" "Test connection" for the configurator: ask the widget's upstream what a visitor would ask, and
 report in plain words what that visitor would get.
 
 n8n: a real `sendMessage` (a Chat Trigger answers `loadPreviousSession` without running the
@@ -91,8 +91,10 @@ async def _post(url: str, payload: dict[str, Any], auth: tuple[str, str] | None)
     """The test's one request, on the pooled n8n client and the upstream loop the chat proxy uses,
     within the total time a visitor waits."""
     body = bytearray()
-    async with asyncio.timeout(settings.N8N_TOTAL_TIMEOUT), \
-            n8n_client().stream("POST", url, json=payload, auth=auth) as response:
+    async with (
+        asyncio.timeout(settings.N8N_TOTAL_TIMEOUT),
+        n8n_client().stream("POST", url, json=payload, auth=auth) as response,
+    ):
         async for chunk in response.aiter_bytes():
             body += chunk
             if len(body) > MAX_REPLY_BYTES:
@@ -122,35 +124,67 @@ def _classify(response: httpx.Response, body: bytes, *, config: dict[str, Any], 
     n8n = config["connection"]["n8n"]
     ctype = response.headers.get("content-type", "").lower()
     if 300 <= status < 400:
-        return _fail("redirect", f"The webhook address redirects elsewhere ({status}); visitors' messages would "
-                     "not arrive. Use the final address of the Chat Trigger.", ms)
+        return _fail(
+            "redirect",
+            f"The webhook address redirects elsewhere ({status}); visitors' messages would "
+            "not arrive. Use the final address of the Chat Trigger.",
+            ms,
+        )
     if status in (401, 403):
         if not n8n.get("basic_auth"):
-            return _fail("unauthorised", f"The Chat Trigger asks for a username and password ({status}). Turn on "
-                         "basic auth and enter the credentials set on the trigger.", ms)
-        return _fail("unauthorised", f"The Chat Trigger refused the username and password ({status}). Check "
-                     "the credentials on the trigger and here.", ms)
+            return _fail(
+                "unauthorised",
+                f"The Chat Trigger asks for a username and password ({status}). Turn on "
+                "basic auth and enter the credentials set on the trigger.",
+                ms,
+            )
+        return _fail(
+            "unauthorised",
+            f"The Chat Trigger refused the username and password ({status}). Check "
+            "the credentials on the trigger and here.",
+            ms,
+        )
     if status == 404:
-        return _fail("not_found", "n8n does not know this webhook (404). Check the URL, and that the workflow is "
-                     "active: the test URL only answers while the n8n editor is listening." + _n8n_says(body), ms)
+        return _fail(
+            "not_found",
+            "n8n does not know this webhook (404). Check the URL, and that the workflow is "
+            "active: the test URL only answers while the n8n editor is listening." + _n8n_says(body),
+            ms,
+        )
     if status >= 500:
-        return _fail("upstream_error", f"The workflow failed with a server error ({status}), so visitors would get "
-                     "an error instead of an answer." + _n8n_says(body), ms)
+        return _fail(
+            "upstream_error",
+            f"The workflow failed with a server error ({status}), so visitors would get "
+            "an error instead of an answer." + _n8n_says(body),
+            ms,
+        )
     if status >= 400:
         return _fail("upstream_error", f"n8n refused the message ({status})." + _n8n_says(body), ms)
     if "text/html" in ctype:
-        return _fail("not_chat_trigger", "The address answered with a web page, not a chat reply: it is not an "
-                     "n8n Chat Trigger. Copy the chat URL from the Chat Trigger node.", ms)
+        return _fail(
+            "not_chat_trigger",
+            "The address answered with a web page, not a chat reply: it is not an "
+            "n8n Chat Trigger. Copy the chat URL from the Chat Trigger node.",
+            ms,
+        )
     events = _stream_lines(body)
     if events is not None:
         if not n8n.get("streaming"):
-            return _fail("streaming_mismatch", "The workflow streams its answer, but stream replies is off here, "
-                         "so visitors would get an error. Turn on stream replies.", ms)
+            return _fail(
+                "streaming_mismatch",
+                "The workflow streams its answer, but stream replies is off here, "
+                "so visitors would get an error. Turn on stream replies.",
+                ms,
+            )
         if any(e.get("type") == "error" for e in events):
-            return _fail("upstream_error", "The workflow started answering, then failed: visitors would see the "
-                         "answer cut off with an error.", ms)
-        text = "".join(e.get("content", "") for e in events if e.get("type") == "item"
-                       and isinstance(e.get("content"), str))
+            return _fail(
+                "upstream_error",
+                "The workflow started answering, then failed: visitors would see the answer cut off with an error.",
+                ms,
+            )
+        text = "".join(
+            e.get("content", "") for e in events if e.get("type") == "item" and isinstance(e.get("content"), str)
+        )
         return _answered(text, [], ms)
     try:
         data = json.loads(body)
@@ -158,16 +192,27 @@ def _classify(response: httpx.Response, body: bytes, *, config: dict[str, Any], 
         text = body.decode("utf-8", errors="replace").strip()
         if text and "json" not in ctype:
             return _answered(text, [], ms)  # the proxy takes a plain-text reply as the answer
-        return _fail("not_chat_trigger", "The reply is empty or not readable, so visitors would get an error. "
-                     "Is this the Chat Trigger's URL?", ms)
+        return _fail(
+            "not_chat_trigger",
+            "The reply is empty or not readable, so visitors would get an error. Is this the Chat Trigger's URL?",
+            ms,
+        )
     try:
         reply = reply_parse(data)
     except N8nError:
-        return _fail("not_chat_trigger", "The workflow answered, but without any text for the visitor: this does "
-                     "not look like an n8n Chat Trigger. Make the last node return an output field.", ms)
+        return _fail(
+            "not_chat_trigger",
+            "The workflow answered, but without any text for the visitor: this does "
+            "not look like an n8n Chat Trigger. Make the last node return an output field.",
+            ms,
+        )
     if reply.text.strip() == "Workflow was started" and not reply.ui:
-        return _fail("not_chat_trigger", "This is an n8n webhook that answers before the workflow runs "
-                     "(“Workflow was started”), not a Chat Trigger. Use a Chat Trigger node.", ms)
+        return _fail(
+            "not_chat_trigger",
+            "This is an n8n webhook that answers before the workflow runs "
+            "(“Workflow was started”), not a Chat Trigger. Use a Chat Trigger node.",
+            ms,
+        )
     return _answered(reply.text, reply.ui, ms)
 
 
@@ -191,24 +236,40 @@ def n8n_connection_test(*, config: dict[str, Any], secrets: dict[str, str], mess
     if target is None:
         return _fail("not_configured", "Enter the n8n webhook URL first.")
     if config["connection"]["n8n"].get("basic_auth") and target.auth is None:
-        return _fail("not_configured", "Basic auth is on: enter the username and password (again, if you changed "
-                     "the webhook's address: they only go to the address they were saved with).")
+        return _fail(
+            "not_configured",
+            "Basic auth is on: enter the username and password (again, if you changed "
+            "the webhook's address: they only go to the address they were saved with).",
+        )
     if not n8n_target_allowed(target.url):
-        return _fail("not_allowed", "The webhook address points to a private or internal network, which "
-                     "Switchboard does not call. Use the n8n instance's public address.")
+        return _fail(
+            "not_allowed",
+            "The webhook address points to a private or internal network, which "
+            "Switchboard does not call. Use the n8n instance's public address.",
+        )
     host = urlsplit(target.url).hostname or "the webhook"
-    payload = n8n_payload(action="sendMessage", session_id=f"{TEST_SESSION}-{uuid.uuid4().hex[:12]}",
-                          chat_input=(message or TEST_MESSAGE)[:MAX_TEST_MESSAGE], metadata=dict(TEST_METADATA))
+    payload = n8n_payload(
+        action="sendMessage",
+        session_id=f"{TEST_SESSION}-{uuid.uuid4().hex[:12]}",
+        chat_input=(message or TEST_MESSAGE)[:MAX_TEST_MESSAGE],
+        metadata=dict(TEST_METADATA),
+    )
     limit = settings.N8N_TOTAL_TIMEOUT
     started = time.monotonic()
     try:
         response, body = upstream_run(_post(target.url, payload, target.auth))
     except httpx.ConnectTimeout:
-        return _fail("unreachable", f"Could not connect to {host} within {settings.N8N_CONNECT_TIMEOUT:g} "
-                     "seconds. Check the address and that n8n is running.")
+        return _fail(
+            "unreachable",
+            f"Could not connect to {host} within {settings.N8N_CONNECT_TIMEOUT:g} "
+            "seconds. Check the address and that n8n is running.",
+        )
     except (httpx.TimeoutException, TimeoutError):
-        return _fail("timeout", f"The workflow did not answer within {limit:g} seconds, so visitors would see "
-                     "a timeout message instead of an answer.")
+        return _fail(
+            "timeout",
+            f"The workflow did not answer within {limit:g} seconds, so visitors would see "
+            "a timeout message instead of an answer.",
+        )
     except httpx.ConnectError:
         return _fail("unreachable", f"Could not connect to {host}. Check the address and that n8n is running.")
     except httpx.HTTPError:
@@ -245,8 +306,11 @@ def connection_test(*, config: dict[str, Any], secrets: dict[str, str], message:
     chatkit = connection["chatkit"]
     if chatkit["mode"] == "hosted":
         # Agent Builder is gone: calling it would only produce a misleading upstream error.
-        return _fail("hosted_retired", "Hosted workflows stopped working when OpenAI shut Agent Builder down on "
-                     "2026-11-30. Choose “ChatKit server” (or use “Migrate to server mode”), then test again.")
+        return _fail(
+            "hosted_retired",
+            "Hosted workflows stopped working when OpenAI shut Agent Builder down on "
+            "2026-11-30. Choose “ChatKit server” (or use “Migrate to server mode”), then test again.",
+        )
     key = secrets.get("openai_api_key") or settings.OPENAI_API_KEY
     if not key:
         return _fail("not_configured", "Add an OpenAI API key first.")

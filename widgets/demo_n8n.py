@@ -64,16 +64,22 @@ def demo_reply(*, widget: Widget, text: str) -> DemoReply:
         for name in devices:
             if name.lower() in text.lower():
                 device = name
-        return DemoReply("Happy to help with a trade-in. Tell me about your device in the form below and we "
-                         "will send you a quote within a day.", [ui_events.trade_in_form(device=device,
-                                                                                        devices=devices)])
+        return DemoReply(
+            "Happy to help with a trade-in. Tell me about your device in the form below and we "
+            "will send you a quote within a day.",
+            [ui_events.trade_in_form(device=device, devices=devices)],
+        )
     booking = config.get("tools", {}).get("booking_url", "")
     if _MEETING.search(text) and booking:
-        return DemoReply("Of course. Pick a time that suits you and someone from the team will call you.",
-                         [ui_events.meeting_link(url=booking)])
+        return DemoReply(
+            "Of course. Pick a time that suits you and someone from the team will call you.",
+            [ui_events.meeting_link(url=booking)],
+        )
     if _GREETING.search(text) and len(text.split()) <= 4:
-        return DemoReply(f"Hello! I'm the demo assistant of **{title}**. Ask me about our products, opening "
-                         "hours, returns or trade-ins.")
+        return DemoReply(
+            f"Hello! I'm the demo assistant of **{title}**. Ask me about our products, opening "
+            "hours, returns or trade-ins."
+        )
     max_price = None
     match = _PRICE.search(text)
     if match:
@@ -86,16 +92,19 @@ def demo_reply(*, widget: Widget, text: str) -> DemoReply:
             names = ", ".join(f"**{p.title}**" for p in products)
             symbol = {"USD": "$", "EUR": "€", "GBP": "£"}.get(products[0].currency, products[0].currency + " ")
             limit = f" under {symbol}{max_price:g}" if max_price is not None else ""
-            return DemoReply(f"Here {'is' if len(products) == 1 else 'are'} {len(products)} option"
-                             f"{'s' if len(products) != 1 else ''}{limit}: {names}.",
-                             [ui_events.product_cards(products)])
+            return DemoReply(
+                f"Here {'is' if len(products) == 1 else 'are'} {len(products)} option"
+                f"{'s' if len(products) != 1 else ''}{limit}: {names}.",
+                [ui_events.product_cards(products)],
+            )
     entries = knowledge_search(widget=widget, query=text, limit=1)
     if entries:
         return DemoReply(entries[0].answer)
     return DemoReply(
         "I'm the demo workflow built into Switchboard, so I only know this widget's knowledge and products. "
         "Try “Phones under $500?” or “How do trade-ins work?”. To use your own n8n workflow, paste its Chat "
-        "Trigger URL under Connection.")
+        "Trigger URL under Connection."
+    )
 
 
 def _memory_key(public_id: str, session_id: str) -> str:
@@ -110,10 +119,18 @@ def demo_history(*, public_id: str, session_id: str) -> list[dict[str, Any]]:
 def demo_remember(*, public_id: str, session_id: str, user: str, assistant: str) -> None:
     memory = demo_history(public_id=public_id, session_id=session_id)
     memory += [
-        {"lc": 1, "type": "constructor", "id": ["langchain_core", "messages", "HumanMessage"],
-         "kwargs": {"content": user, "additional_kwargs": {}, "response_metadata": {}}},
-        {"lc": 1, "type": "constructor", "id": ["langchain_core", "messages", "AIMessage"],
-         "kwargs": {"content": assistant, "additional_kwargs": {}, "response_metadata": {}}},
+        {
+            "lc": 1,
+            "type": "constructor",
+            "id": ["langchain_core", "messages", "HumanMessage"],
+            "kwargs": {"content": user, "additional_kwargs": {}, "response_metadata": {}},
+        },
+        {
+            "lc": 1,
+            "type": "constructor",
+            "id": ["langchain_core", "messages", "AIMessage"],
+            "kwargs": {"content": assistant, "additional_kwargs": {}, "response_metadata": {}},
+        },
     ]
     cache.set(_memory_key(public_id, session_id), memory[-MAX_MEMORY:], MEMORY_SECONDS)
 

@@ -49,15 +49,18 @@ def lead_clean(*, data: dict[str, Any]) -> dict[str, Any]:
         except ValidationError:
             raise ApiError("invalid", "email: enter a valid email address.", fields={"email": ["Invalid email."]})
     if not email and not phone:
-        raise ApiError("invalid", "Give an email or a phone number so we can reply.",
-                       fields={"email": ["Email or phone is required."]})
+        raise ApiError(
+            "invalid",
+            "Give an email or a phone number so we can reply.",
+            fields={"email": ["Email or phone is required."]},
+        )
     extra = data.get("data") or {}
     if not isinstance(extra, dict) or len(extra) > MAX_DATA_FIELDS:
-        raise ApiError("invalid", f"data must be an object with at most {MAX_DATA_FIELDS} fields.",
-                       fields={"data": ["Invalid."]})
+        raise ApiError(
+            "invalid", f"data must be an object with at most {MAX_DATA_FIELDS} fields.", fields={"data": ["Invalid."]}
+        )
     clean_extra = {str(k)[:50]: _text(extra, k, 500) for k in extra}
-    return {"source": source, "name": name, "email": email, "phone": phone, "interest": interest,
-            "data": clean_extra}
+    return {"source": source, "name": name, "email": email, "phone": phone, "interest": interest, "data": clean_extra}
 
 
 def lead_create(
@@ -99,11 +102,15 @@ def lead_enqueue(*, lead_id: int) -> bool:
 
     try:
         # No result to wait for (the lead row is the state): publishing must not touch the result store.
-        lead_deliver.apply_async((lead_id,), ignore_result=True,
-                                 retry_policy={"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2})
+        lead_deliver.apply_async(
+            (lead_id,), ignore_result=True, retry_policy={"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2}
+        )
     except (BrokerError, RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError) as exc:
-        logger.warning("lead %s saved but not enqueued (%s): it stays pending until the broker is back",
-                       lead_id, exc.__class__.__name__)
+        logger.warning(
+            "lead %s saved but not enqueued (%s): it stays pending until the broker is back",
+            lead_id,
+            exc.__class__.__name__,
+        )
         return False
     return True
 

@@ -122,8 +122,7 @@ def loader_resolve(*, key: str, widget_id: str = "") -> LoaderResult | tuple[dic
             return loader_error("widget_not_found", 404, "This widget does not exist or is not published.")
         return loader_error("no_published_widget", 404, "This license has no published widget yet.")
     public_id, version_id, number, status, starts_at, expires_at, grace_days = found
-    license = License(status=status, starts_at=_aware(starts_at), expires_at=_aware(expires_at),
-                      grace_days=grace_days)
+    license = License(status=status, starts_at=_aware(starts_at), expires_at=_aware(expires_at), grace_days=grace_days)
     reason = license_status_reason(license=license)
     if reason != "ok":
         return loader_error(reason, 403)
@@ -207,4 +206,3 @@ def loader_get(*, key: str, widget_id: str = "") -> LoaderResult:
             _LOCAL.clear()
         _LOCAL[etag] = body
     return LoaderResult(status=200, body=body, etag=etag)
-

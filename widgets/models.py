@@ -26,9 +26,7 @@ class WidgetType(models.TextChoices):
 
 def _type_follows_provider(name: str) -> models.CheckConstraint:
     # The database itself refuses a chatkit config stored as widget_type='n8n' (seed 002, bug 1).
-    return models.CheckConstraint(
-        condition=Q(widget_type=KT("config__connection__provider")), name=name
-    )
+    return models.CheckConstraint(condition=Q(widget_type=KT("config__connection__provider")), name=name)
 
 
 class Widget(models.Model):
@@ -43,7 +41,8 @@ class Widget(models.Model):
     )
     secrets = EncryptedJSONField(help_text="Encrypted provider credentials; never serialised.")
     chat_failures = models.PositiveIntegerField(
-        default=0, help_text="Visitors' chat messages that got no answer (n8n timeout or error), ever.")
+        default=0, help_text="Visitors' chat messages that got no answer (n8n timeout or error), ever."
+    )
     last_chat_failure_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -105,21 +104,26 @@ class Conversation(models.Model):
     audio_out_seconds = models.FloatField(default=0)
     cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
     heartbeat_at = models.DateTimeField(
-        null=True, blank=True, help_text="Relayed voice calls: the live call's last checkpoint (reaper input).")
+        null=True, blank=True, help_text="Relayed voice calls: the live call's last checkpoint (reaper input)."
+    )
 
     class Meta:
         ordering = ["-started_at"]
         indexes = [
             models.Index(fields=["widget", "channel", "session_id"]),
             # The voice reaper's scan: open calls only.
-            models.Index(fields=["heartbeat_at"], condition=Q(ended_at__isnull=True),
-                         name="conversation_open_heartbeat"),
+            models.Index(
+                fields=["heartbeat_at"], condition=Q(ended_at__isnull=True), name="conversation_open_heartbeat"
+            ),
         ]
         constraints = [
             # One live n8n chat conversation per session: concurrent first messages race to insert it,
             # one wins and counts the quota, the others join it (widgets.chat.chat_turn_record).
-            models.UniqueConstraint(fields=["widget", "session_id"], name="conversation_unique_chat_session",
-                                    condition=Q(channel="chat", is_preview=False) & ~Q(session_id="")),
+            models.UniqueConstraint(
+                fields=["widget", "session_id"],
+                name="conversation_unique_chat_session",
+                condition=Q(channel="chat", is_preview=False) & ~Q(session_id=""),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -141,12 +145,16 @@ class Message(models.Model):
     payload = models.JSONField(default=dict, blank=True, help_text="Structured UI events of this turn.")
     item_id = models.CharField(max_length=100, blank=True, help_text="Upstream item id, for voice turns.")
     failure_kind = models.CharField(
-        max_length=32, blank=True,
-        help_text="A visitor's message that got no answer: upstream_timeout, upstream_error, target_not_allowed.")
+        max_length=32,
+        blank=True,
+        help_text="A visitor's message that got no answer: upstream_timeout, upstream_error, target_not_allowed.",
+    )
     upstream_status = models.PositiveSmallIntegerField(
-        null=True, blank=True, help_text="The HTTP status the upstream answered a failed turn with, if any.")
+        null=True, blank=True, help_text="The HTTP status the upstream answered a failed turn with, if any."
+    )
     latency_ms = models.PositiveIntegerField(
-        null=True, blank=True, help_text="How long the upstream took for this turn (answered or failed).")
+        null=True, blank=True, help_text="How long the upstream took for this turn (answered or failed)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -166,8 +174,9 @@ class Lead(models.Model):
         SKIPPED = "skipped", "No CRM webhook"
 
     widget = models.ForeignKey(Widget, on_delete=models.CASCADE, related_name="leads")
-    conversation = models.ForeignKey(Conversation, null=True, blank=True, on_delete=models.SET_NULL,
-                                     related_name="leads")
+    conversation = models.ForeignKey(
+        Conversation, null=True, blank=True, on_delete=models.SET_NULL, related_name="leads"
+    )
     source = models.CharField(max_length=32, default="voice", help_text="voice, chat, chatkit, trade_in_form")
     name = models.CharField(max_length=200, blank=True)
     email = models.EmailField(blank=True)
@@ -185,8 +194,11 @@ class Lead(models.Model):
         ordering = ["-created_at"]
         indexes = [
             # The lead reaper's scan: undelivered leads only.
-            models.Index(fields=["delivery_status", "claimed_at"],
-                         condition=Q(delivery_status__in=["pending", "sending"]), name="lead_undelivered"),
+            models.Index(
+                fields=["delivery_status", "claimed_at"],
+                condition=Q(delivery_status__in=["pending", "sending"]),
+                name="lead_undelivered",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -62,8 +62,9 @@ def _timeout_error() -> N8nError:
 def _upstream_error(detail: str, *, status: int | None = None) -> N8nError:
     # `detail` is for our logs only and never includes the URL.
     logger.warning("n8n upstream error: %s", detail)
-    return N8nError("upstream_error", "The assistant is unavailable right now. Please try again.", 502,
-                    upstream_status=status)
+    return N8nError(
+        "upstream_error", "The assistant is unavailable right now. Please try again.", 502, upstream_status=status
+    )
 
 
 @dataclass(frozen=True)
@@ -172,8 +173,13 @@ def n8n_client() -> httpx.AsyncClient:
             keepalive_expiry=settings.N8N_KEEPALIVE_EXPIRY,
         )
         shards = [
-            httpx.AsyncClient(timeout=_timeout(), follow_redirects=False, headers={"Accept": "application/json"},
-                              limits=limits, verify=_ssl_context())
+            httpx.AsyncClient(
+                timeout=_timeout(),
+                follow_redirects=False,
+                headers={"Accept": "application/json"},
+                limits=limits,
+                verify=_ssl_context(),
+            )
             for _ in range(count)
         ]
         _clients[loop] = shards
@@ -247,9 +253,7 @@ def reply_parse(data: Any) -> N8nReply:
     return N8nReply(text="\n\n".join(t for t in texts if t), ui=ui[:10])
 
 
-async def n8n_send_async(
-    *, target: N8nTarget, session_id: str, chat_input: str, metadata: dict[str, Any]
-) -> N8nReply:
+async def n8n_send_async(*, target: N8nTarget, session_id: str, chat_input: str, metadata: dict[str, Any]) -> N8nReply:
     """One non-streaming turn (run it on the upstream loop: widgets.aio.upstream_await)."""
     payload = n8n_payload(action="sendMessage", session_id=session_id, chat_input=chat_input, metadata=metadata)
     return reply_parse(await _post_json(target, payload))
@@ -257,8 +261,7 @@ async def n8n_send_async(
 
 def n8n_send(*, target: N8nTarget, session_id: str, chat_input: str, metadata: dict[str, Any]) -> N8nReply:
     """`n8n_send_async` for sync callers (the configurator's Test connection)."""
-    return upstream_run(n8n_send_async(target=target, session_id=session_id, chat_input=chat_input,
-                                       metadata=metadata))
+    return upstream_run(n8n_send_async(target=target, session_id=session_id, chat_input=chat_input, metadata=metadata))
 
 
 def history_parse(data: Any) -> list[dict[str, str]]:
@@ -286,9 +289,7 @@ def history_parse(data: Any) -> list[dict[str, str]]:
     return out[-200:]
 
 
-async def n8n_history_async(
-    *, target: N8nTarget, session_id: str, metadata: dict[str, Any]
-) -> list[dict[str, str]]:
+async def n8n_history_async(*, target: N8nTarget, session_id: str, metadata: dict[str, Any]) -> list[dict[str, str]]:
     payload = n8n_payload(action="loadPreviousSession", session_id=session_id, chat_input=None, metadata=metadata)
     return history_parse(await _post_json(target, payload))
 
@@ -307,8 +308,9 @@ class N8nStream:
 
     def __init__(self, *, target: N8nTarget, session_id: str, chat_input: str, metadata: dict[str, Any]):
         self.target = target
-        self.payload = n8n_payload(action="sendMessage", session_id=session_id, chat_input=chat_input,
-                                   metadata=metadata)
+        self.payload = n8n_payload(
+            action="sendMessage", session_id=session_id, chat_input=chat_input, metadata=metadata
+        )
         self.deadline = time.monotonic() + settings.N8N_TOTAL_TIMEOUT
         self.text_parts: list[str] = []
         self.ui: list[dict[str, Any]] = []

@@ -29,7 +29,9 @@ def preview_link_create(
     if not 1 <= days <= MAX_DAYS:
         raise ApiError("invalid", f"A link lasts 1 to {MAX_DAYS} days.", fields={"days": [f"1 to {MAX_DAYS}."]})
     return PreviewLink.objects.create(
-        widget=widget, created_by=user, label=(label or "").strip()[:200],
+        widget=widget,
+        created_by=user,
+        label=(label or "").strip()[:200],
         expires_at=timezone.now() + timedelta(days=days),
     )
 

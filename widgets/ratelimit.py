@@ -74,8 +74,11 @@ class _Limiter:
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 with self._lock:
                     if time.monotonic() >= self._down_until:
-                        logger.warning("Redis unreachable (%s): rate limits fall back to per-process counters "
-                                       "for %ss", exc.__class__.__name__, RETRY_REDIS_AFTER)
+                        logger.warning(
+                            "Redis unreachable (%s): rate limits fall back to per-process counters for %ss",
+                            exc.__class__.__name__,
+                            RETRY_REDIS_AFTER,
+                        )
                     self._down_until = time.monotonic() + RETRY_REDIS_AFTER
             else:
                 if self._down_until:

@@ -16,8 +16,7 @@ class WidgetConfigField(JSONObjectField):
 
 
 class WidgetVersionSerializer(serializers.ModelSerializer):
-    published_by = serializers.CharField(source="published_by.username", default=None, read_only=True,
-                                         allow_null=True)
+    published_by = serializers.CharField(source="published_by.username", default=None, read_only=True, allow_null=True)
     config = WidgetConfigField(read_only=True)
 
     class Meta:
@@ -28,8 +27,13 @@ class WidgetVersionSerializer(serializers.ModelSerializer):
 
 class WidgetSerializer(serializers.ModelSerializer):
     license = serializers.CharField(source="license.key", read_only=True)
-    published_version = serializers.IntegerField(source="published_version.number", default=None, read_only=True,
-                                                 allow_null=True, help_text="null until first published.")
+    published_version = serializers.IntegerField(
+        source="published_version.number",
+        default=None,
+        read_only=True,
+        allow_null=True,
+        help_text="null until first published.",
+    )
     has_unpublished_changes = serializers.BooleanField(read_only=True)
     secrets = serializers.SerializerMethodField(help_text="Whether each secret is set, and its last 4 characters.")
     config = WidgetConfigField(read_only=True)
@@ -37,8 +41,17 @@ class WidgetSerializer(serializers.ModelSerializer):
     class Meta:
         model = Widget
         fields = [
-            "public_id", "license", "name", "widget_type", "config", "revision", "published_version",
-            "has_unpublished_changes", "secrets", "created_at", "updated_at",
+            "public_id",
+            "license",
+            "name",
+            "widget_type",
+            "config",
+            "revision",
+            "published_version",
+            "has_unpublished_changes",
+            "secrets",
+            "created_at",
+            "updated_at",
         ]
         read_only_fields = fields
 
@@ -56,9 +69,10 @@ class WidgetCreateSerializer(serializers.Serializer):
 class WidgetUpdateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200, required=False)
     config = WidgetConfigField(required=False, help_text="Merged into the draft on PATCH, replaces on PUT.")
-    secrets = JSONObjectField(required=False, help_text="Write-only: a string sets, \"\" clears.")
-    revision = serializers.IntegerField(required=False, min_value=0, max_value=INT32_MAX,
-                                        help_text="The revision you edited; 409 if stale.")
+    secrets = JSONObjectField(required=False, help_text='Write-only: a string sets, "" clears.')
+    revision = serializers.IntegerField(
+        required=False, min_value=0, max_value=INT32_MAX, help_text="The revision you edited; 409 if stale."
+    )
 
 
 class PublishSerializer(serializers.Serializer):

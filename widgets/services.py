@@ -65,8 +65,11 @@ def secrets_clean(
         elif not isinstance(value, str) or len(value) > 500:
             raise ApiError("invalid", f"secrets.{name} must be text.", fields={f"secrets.{name}": ["Must be text."]})
         elif text_problem(value) is not None:
-            raise ApiError("invalid", f"secrets.{name}: remove {text_problem(value)}.",
-                           fields={f"secrets.{name}": ["Invalid characters."]})
+            raise ApiError(
+                "invalid",
+                f"secrets.{name}: remove {text_problem(value)}.",
+                fields={f"secrets.{name}": ["Invalid characters."]},
+            )
         else:
             out[name] = value.strip()
             entered.add(name)
@@ -177,15 +180,23 @@ def widget_update(
 def _publish_snapshot(*, widget: Widget, user: AbstractBaseUser | None, config: dict, note: str) -> WidgetVersion:
     number = (widget.versions.aggregate(n=Max("number"))["n"] or 0) + 1
     version = WidgetVersion.objects.create(
-        widget=widget, number=number, config=config, widget_type=config_widget_type(config),
-        published_by=user, note=note[:300],
+        widget=widget,
+        number=number,
+        config=config,
+        widget_type=config_widget_type(config),
+        published_by=user,
+        note=note[:300],
     )
     widget.published_version = version
     return version
 
 
 def widget_publish(
-    *, widget: Widget, user: AbstractBaseUser | None, membership: Membership | None, note: str = "",
+    *,
+    widget: Widget,
+    user: AbstractBaseUser | None,
+    membership: Membership | None,
+    note: str = "",
     expected_revision: int | None = None,
 ) -> WidgetVersion:
     """Snapshot the draft into a new version; the embed serves it at once."""
@@ -193,8 +204,9 @@ def widget_publish(
     with transaction.atomic():
         current = Widget.objects.select_for_update().get(pk=widget.pk)
         if expected_revision is not None and expected_revision != current.revision:
-            raise ApiError("stale_draft", "The draft changed since you opened it; reload before publishing.",
-                           status_code=409)
+            raise ApiError(
+                "stale_draft", "The draft changed since you opened it; reload before publishing.", status_code=409
+            )
         # Re-validate: defaults may have grown since the draft was saved.
         try:
             snapshot = config_normalize(current.config)
@@ -225,15 +237,17 @@ def widget_rollback(
         current.widget_type = config_widget_type(snapshot)
         current.secrets = secrets_clean(current=current.secrets or {}, changes=None, config=snapshot)
         current.revision += 1
-        current.save(update_fields=["published_version", "config", "widget_type", "secrets", "revision",
-                                    "updated_at"])
+        current.save(update_fields=["published_version", "config", "widget_type", "secrets", "revision", "updated_at"])
         license_cache_bump(key=current.license.key)
     return version
 
 
 def widget_duplicate(*, widget: Widget, user: AbstractBaseUser | None, membership: Membership | None) -> Widget:
     copy = widget_create(
-        license=widget.license, user=user, membership=membership, name=f"{widget.name} (copy)",
+        license=widget.license,
+        user=user,
+        membership=membership,
+        name=f"{widget.name} (copy)",
         config=widget.config,
     )
     # Tenant data comes along; secrets do too (same agency), still encrypted.
@@ -280,8 +294,15 @@ def widget_chatkit_migrate(
             "tools to look things up, and never make up prices, stock or policies. When you do not know, offer to "
             "take the visitor's details for the team."
         )
-    widget = widget_update(widget=widget, membership=membership, config={"connection": {"chatkit": {
-        "mode": "server", "workflow_id": "", "workflow_version": "", "instructions": instructions}}})
+    widget = widget_update(
+        widget=widget,
+        membership=membership,
+        config={
+            "connection": {
+                "chatkit": {"mode": "server", "workflow_id": "", "workflow_version": "", "instructions": instructions}
+            }
+        },
+    )
     if clean and membership is not None and membership.can_publish:
         widget_publish(widget=widget, user=user, membership=membership, note="Moved to the ChatKit server")
         widget.refresh_from_db()

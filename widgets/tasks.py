@@ -68,7 +68,7 @@ def lead_signature(*, secret: str, body: bytes) -> str:
 
 def retry_countdown(attempts: int) -> int:
     """Seconds before the next try after `attempts` failed ones: 2, 4, 8, 16, 32 (capped at 300)."""
-    return min(2 ** attempts, 300)
+    return min(2**attempts, 300)
 
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> None:
@@ -84,8 +84,14 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> None:
 
 # A database blip before the claim (the first query on a connection the server ended) is retried soon
 # instead of waiting for the reaper; after the claim the outcome write retries itself (_after_post_update).
-@shared_task(bind=True, max_retries=LEAD_MAX_RETRIES, acks_late=True, autoretry_for=(OperationalError, InterfaceError),
-             retry_backoff=1, retry_backoff_max=30)
+@shared_task(
+    bind=True,
+    max_retries=LEAD_MAX_RETRIES,
+    acks_late=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=1,
+    retry_backoff_max=30,
+)
 def lead_deliver(self, lead_id: int) -> str:
     """POST one lead to its agency's CRM webhook, signed; at most one successful delivery."""
     lead = Lead.objects.select_related("widget__license__agency").filter(pk=lead_id).first()
@@ -94,12 +100,13 @@ def lead_deliver(self, lead_id: int) -> str:
     agency = lead.widget.license.agency
     if not agency.crm_webhook_url:
         Lead.objects.filter(pk=lead_id, delivery_status=Lead.Delivery.PENDING).update(
-            delivery_status=Lead.Delivery.SKIPPED)
+            delivery_status=Lead.Delivery.SKIPPED
+        )
         return "skipped"
     # Claim: only one worker moves pending -> sending; a second run (duplicate message) stops here.
     claimed = Lead.objects.filter(pk=lead_id, delivery_status=Lead.Delivery.PENDING).update(
-        delivery_status=Lead.Delivery.SENDING, delivery_attempts=F("delivery_attempts") + 1,
-        claimed_at=timezone.now())
+        delivery_status=Lead.Delivery.SENDING, delivery_attempts=F("delivery_attempts") + 1, claimed_at=timezone.now()
+    )
     if not claimed:
         return "not_pending"
     attempts = lead.delivery_attempts + 1  # the claim is exclusive, so the row read above is one behind
@@ -121,8 +128,9 @@ def lead_deliver(self, lead_id: int) -> str:
     except TransientDeliveryError as exc:
         # Counted in the row, not in the task: a lead the reaper re-enqueued keeps its attempts.
         final = attempts > LEAD_MAX_RETRIES
-        _after_post_update(lead_id, delivery_status=Lead.Delivery.FAILED if final else Lead.Delivery.PENDING,
-                           last_error=str(exc)[:500])
+        _after_post_update(
+            lead_id, delivery_status=Lead.Delivery.FAILED if final else Lead.Delivery.PENDING, last_error=str(exc)[:500]
+        )
         if final:
             logger.warning("lead %s delivery failed for good: %s", lead_id, exc)
             return "failed"
@@ -178,7 +186,8 @@ def leads_reap() -> dict[str, int]:
     stuck = list(
         Lead.objects.filter(delivery_status=Lead.Delivery.PENDING, created_at__lt=quiet)
         .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=backoff_over))
-        .order_by("created_at").values_list("pk", flat=True)[:500]
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:500]
     )
     for lead_id in stuck:
         lead_deliver.delay(lead_id)

@@ -63,18 +63,22 @@ class Tool:
 
     def schema(self) -> dict[str, Any]:
         """The GA Realtime (and Responses) function tool shape."""
-        return {"type": "function", "name": self.name, "description": self.description,
-                "parameters": self.parameters}
+        return {"type": "function", "name": self.name, "description": self.description, "parameters": self.parameters}
 
 
 # --- text matching ----------------------------------------------------------------------------
 
-_STOP = frozenset(re.findall(r"\w+", """
+_STOP = frozenset(
+    re.findall(
+        r"\w+",
+        """
 a an and are as at be by can could do does for from have how
 i in is it me my of on or our please show tell that the there
 this to under up us we what when where which who why will with you your
 about any anything dollars dollar price cost
-"""))
+""",
+    )
+)
 
 
 def _tokens(text: str) -> list[str]:
@@ -83,8 +87,13 @@ def _tokens(text: str) -> list[str]:
     for word in words:
         if word in _STOP or len(word) < 2:
             continue
-        stem = word[:-2] if word.endswith("es") and len(word) > 4 else word[:-1] if word.endswith("s") and len(
-            word) > 3 else word
+        stem = (
+            word[:-2]
+            if word.endswith("es") and len(word) > 4
+            else word[:-1]
+            if word.endswith("s") and len(word) > 3
+            else word
+        )
         if stem not in out:
             out.append(stem)
     return out[:12]
@@ -107,23 +116,23 @@ def knowledge_search(*, widget: Widget, query: str, limit: int = 3) -> list[Know
     if connection.vendor == "postgresql":
         from django.contrib.postgres.search import SearchQuery, SearchRank, SearchVector
 
-        vector = (SearchVector("question", weight="A", config="english")
-                  + SearchVector("tags", weight="A", config="english")
-                  + SearchVector("answer", weight="B", config="english"))
+        vector = (
+            SearchVector("question", weight="A", config="english")
+            + SearchVector("tags", weight="A", config="english")
+            + SearchVector("answer", weight="B", config="english")
+        )
         search = reduce(or_, [SearchQuery(t, config="english") for t in tokens])
         return list(
             qs.annotate(rank=SearchRank(vector, search)).filter(rank__gt=0).order_by("-rank", "position", "id")[:limit]
         )
     scored = [
-        (_score(tokens, [(e.question, 3), (e.tags, 2), (e.answer, 1)]), e) for e in qs.order_by("position", "id")[
-            :MAX_SCAN]
+        (_score(tokens, [(e.question, 3), (e.tags, 2), (e.answer, 1)]), e)
+        for e in qs.order_by("position", "id")[:MAX_SCAN]
     ]
     return [e for s, e in sorted(scored, key=lambda x: (-x[0], x[1].position, x[1].pk)) if s > 0][:limit]
 
 
-def product_search(
-    *, widget: Widget, query: str, max_price: Decimal | None = None, limit: int = 4
-) -> list[Product]:
+def product_search(*, widget: Widget, query: str, max_price: Decimal | None = None, limit: int = 4) -> list[Product]:
     qs = Product.objects.filter(widget=widget)
     if max_price is not None:
         qs = qs.filter(price__lte=max_price)
@@ -146,8 +155,9 @@ def _published_config(widget: Widget) -> dict[str, Any]:
 def _search_knowledge(widget: Widget, conversation: Conversation | None, args: dict[str, Any]) -> ToolResult:
     entries = knowledge_search(widget=widget, query=args["query"])
     if not entries:
-        return ToolResult("I don't have that in my notes. I can connect you with the team if you like.",
-                          data={"matches": []})
+        return ToolResult(
+            "I don't have that in my notes. I can connect you with the team if you like.", data={"matches": []}
+        )
     matches = [{"question": e.question, "answer": e.answer[:1200]} for e in entries]
     return ToolResult(entries[0].answer[:600], data={"matches": matches})
 
@@ -163,16 +173,19 @@ def _search_products(widget: Widget, conversation: Conversation | None, args: di
             raise ToolArgumentError("max_price")
     products = product_search(widget=widget, query=args.get("query", ""), max_price=max_price)
     if not products:
-        return ToolResult("I couldn't find a product that matches. Would you like something else?",
-                          data={"products": []})
-    names = ", ".join(
-        f"{p.title} ({p.currency} {p.price:.2f})" if p.price is not None else p.title for p in products
-    )
+        return ToolResult(
+            "I couldn't find a product that matches. Would you like something else?", data={"products": []}
+        )
+    names = ", ".join(f"{p.title} ({p.currency} {p.price:.2f})" if p.price is not None else p.title for p in products)
     return ToolResult(
         f"I found {len(products)} option{'s' if len(products) != 1 else ''}: {names}. They're on your screen now.",
         ui_events.product_cards(products),
-        data={"products": [{"title": p.title, "price": None if p.price is None else f"{p.price:.2f}",
-                            "in_stock": p.in_stock} for p in products]},
+        data={
+            "products": [
+                {"title": p.title, "price": None if p.price is None else f"{p.price:.2f}", "in_stock": p.in_stock}
+                for p in products
+            ]
+        },
     )
 
 
@@ -193,10 +206,13 @@ def _get_demo_clip(widget: Widget, conversation: Conversation | None, args: dict
     if best[1] is None or best[0] == 0:
         topics = ", ".join(c["topic"] for c in clips[:5])
         return ToolResult(
-            f"I don't have a demo on that. I have demos on: {topics}." if topics else "I don't have demo clips yet.")
+            f"I don't have a demo on that. I have demos on: {topics}." if topics else "I don't have demo clips yet."
+        )
     clip = best[1]
-    return ToolResult(f"Here's a demo of {clip['topic']} on your screen.",
-                      ui_events.demo_clip(topic=clip["topic"], title=clip.get("title", ""), url=clip["url"]))
+    return ToolResult(
+        f"Here's a demo of {clip['topic']} on your screen.",
+        ui_events.demo_clip(topic=clip["topic"], title=clip.get("title", ""), url=clip["url"]),
+    )
 
 
 def _create_meeting_link(widget: Widget, conversation: Conversation | None, args: dict[str, Any]) -> ToolResult:
@@ -209,8 +225,10 @@ def _create_meeting_link(widget: Widget, conversation: Conversation | None, args
             validate_email(email)
         except ValidationError:
             email = ""
-    return ToolResult("I've put a booking link on your screen. Pick any time that suits you.",
-                      ui_events.meeting_link(url=url, name=(args.get("name") or "").strip()[:200], email=email))
+    return ToolResult(
+        "I've put a booking link on your screen. Pick any time that suits you.",
+        ui_events.meeting_link(url=url, name=(args.get("name") or "").strip()[:200], email=email),
+    )
 
 
 def _log_lead(widget: Widget, conversation: Conversation | None, args: dict[str, Any]) -> ToolResult:
@@ -233,8 +251,10 @@ def _log_lead(widget: Widget, conversation: Conversation | None, args: dict[str,
         phone=(args.get("phone") or "").strip()[:50],
         interest=(args.get("interest") or "").strip()[:500],
     )
-    return ToolResult(f"Thanks {name.split()[0]}, I've passed your details to the team. They'll be in touch.",
-                      data={"lead_id": lead.pk})
+    return ToolResult(
+        f"Thanks {name.split()[0]}, I've passed your details to the team. They'll be in touch.",
+        data={"lead_id": lead.pk},
+    )
 
 
 def _params(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -249,8 +269,7 @@ TOOLS: dict[str, Tool] = {
         Tool(
             "search_knowledge",
             "Search the business's knowledge base (FAQ, policies, opening hours, services) for an answer.",
-            _params({"query": {**_TEXT, "minLength": 1, "description": "What the visitor wants to know."}},
-                    ["query"]),
+            _params({"query": {**_TEXT, "minLength": 1, "description": "What the visitor wants to know."}}, ["query"]),
             "Use search_knowledge before answering any question about the business, its policies or services; "
             "never guess facts that are not in your instructions.",
             _search_knowledge,
@@ -258,9 +277,13 @@ TOOLS: dict[str, Tool] = {
         Tool(
             "search_products",
             "Search the product catalogue; the matching products appear as cards on the visitor's screen.",
-            _params({"query": {**_TEXT, "description": "Product words, e.g. 'phone' or 'laptop 16GB'."},
-                     "max_price": {"type": "number", "minimum": 0, "description": "Highest price, if given."}},
-                    ["query"]),
+            _params(
+                {
+                    "query": {**_TEXT, "description": "Product words, e.g. 'phone' or 'laptop 16GB'."},
+                    "max_price": {"type": "number", "minimum": 0, "description": "Highest price, if given."},
+                },
+                ["query"],
+            ),
             "Use search_products when the visitor asks what you sell, for a product, or for something under a "
             "price; then summarise in one sentence, the cards show the details.",
             _search_products,
@@ -289,8 +312,15 @@ TOOLS: dict[str, Tool] = {
         Tool(
             "log_lead",
             "Save the visitor's contact details for the sales team.",
-            _params({"name": {**_TEXT, "minLength": 1}, "email": {**_TEXT, "minLength": 3},
-                     "phone": {"type": "string", "maxLength": 50}, "interest": _TEXT}, ["name", "email"]),
+            _params(
+                {
+                    "name": {**_TEXT, "minLength": 1},
+                    "email": {**_TEXT, "minLength": 3},
+                    "phone": {"type": "string", "maxLength": 50},
+                    "interest": _TEXT,
+                },
+                ["name", "email"],
+            ),
             "Use log_lead once the visitor has given their name and email and agreed to be contacted; "
             "confirm the details back before calling it.",
             _log_lead,
@@ -319,7 +349,11 @@ def tools_guidance(tools: list[Tool]) -> str:
 
 
 def tool_run(
-    *, name: str, widget: Widget, conversation: Conversation | None, arguments: str | dict[str, Any] | None,
+    *,
+    name: str,
+    widget: Widget,
+    conversation: Conversation | None,
+    arguments: str | dict[str, Any] | None,
     config: dict[str, Any] | None = None,
 ) -> ToolResult:
     """Run an enabled tool with the model's arguments (a JSON string or dict). Never raises."""
@@ -340,5 +374,8 @@ def tool_run(
         return ToolResult(FALLBACK, ok=False, data={"error": "invalid_arguments"})
     except Exception:
         logger.exception("tool %s failed for widget %s", name, widget.pk)
-        return ToolResult("Sorry, something went wrong on my side. Let's try that again in a moment.", ok=False,
-                          data={"error": "tool_failed"})
+        return ToolResult(
+            "Sorry, something went wrong on my side. Let's try that again in a moment.",
+            ok=False,
+            data={"error": "tool_failed"},
+        )

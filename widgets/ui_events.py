@@ -22,8 +22,13 @@ UI_EVENT_TYPES = ("ui.product_cards", "ui.trade_in_form", "ui.demo_clip", "ui.me
 
 TRADE_IN_FIELDS = [
     {"name": "device", "label": "Device", "type": "text", "required": True},
-    {"name": "condition", "label": "Condition", "type": "select", "required": True,
-     "options": ["Like new", "Good", "Fair", "Broken"]},
+    {
+        "name": "condition",
+        "label": "Condition",
+        "type": "select",
+        "required": True,
+        "options": ["Like new", "Good", "Fair", "Broken"],
+    },
     {"name": "name", "label": "Your name", "type": "text", "required": True},
     {"name": "email", "label": "Email", "type": "email", "required": True},
     {"name": "phone", "label": "Phone", "type": "tel", "required": False},

@@ -20,26 +20,57 @@ ALLOWED = "https://shop.example.com"
 
 HOSTED_CONFIG = {
     "connection": {"provider": "chatkit", "chatkit": {"mode": "hosted", "workflow_id": WORKFLOW_ID}},
-    "appearance": {"chatkit": {"color_scheme": "dark", "grayscale_hue": 210, "grayscale_tint": 4,
-                               "grayscale_shade": 2, "accent_color": "#0f766e", "accent_level": 2,
-                               "radius": "soft", "density": "compact", "base_font_size": 15}},
-    "behaviour": {"greeting": "Welcome to the shop!", "starter_prompts": ["Phones under $500?", "Trade-ins?"],
-                  "placeholder": "Ask the shop…", "file_uploads": True, "history": False, "locale": "de-DE"},
+    "appearance": {
+        "chatkit": {
+            "color_scheme": "dark",
+            "grayscale_hue": 210,
+            "grayscale_tint": 4,
+            "grayscale_shade": 2,
+            "accent_color": "#0f766e",
+            "accent_level": 2,
+            "radius": "soft",
+            "density": "compact",
+            "base_font_size": 15,
+        }
+    },
+    "behaviour": {
+        "greeting": "Welcome to the shop!",
+        "starter_prompts": ["Phones under $500?", "Trade-ins?"],
+        "placeholder": "Ask the shop…",
+        "file_uploads": True,
+        "history": False,
+        "locale": "de-DE",
+    },
 }
 
 
 SERVER_CONFIG = {
-    "connection": {"provider": "chatkit", "chatkit": {
-        "mode": "server", "model": "gpt-6-sol",
-        "instructions": "You are the assistant of Demo Shop. Be brief."}},
+    "connection": {
+        "provider": "chatkit",
+        "chatkit": {
+            "mode": "server",
+            "model": "gpt-6-sol",
+            "instructions": "You are the assistant of Demo Shop. Be brief.",
+        },
+    },
     "appearance": HOSTED_CONFIG["appearance"],
     "behaviour": {**HOSTED_CONFIG["behaviour"], "history": True},
     "voice": {"business_facts": "Open Monday to Friday, 9 to 5."},
-    "tools": {"enabled": {"search_knowledge": True, "search_products": True, "start_trade_in": True,
-                          "get_demo_clip": True, "create_meeting_link": True, "log_lead": True},
-              "booking_url": "https://cal.example.com/demo-shop", "trade_in_devices": ["iPhone 12", "Pixel 7"],
-              "demo_clips": [{"topic": "trade-ins", "title": "How trade-ins work",
-                              "url": "https://videos.example.com/trade-ins.mp4"}]},
+    "tools": {
+        "enabled": {
+            "search_knowledge": True,
+            "search_products": True,
+            "start_trade_in": True,
+            "get_demo_clip": True,
+            "create_meeting_link": True,
+            "log_lead": True,
+        },
+        "booking_url": "https://cal.example.com/demo-shop",
+        "trade_in_devices": ["iPhone 12", "Pixel 7"],
+        "demo_clips": [
+            {"topic": "trade-ins", "title": "How trade-ins work", "url": "https://videos.example.com/trade-ins.mp4"}
+        ],
+    },
 }
 OWN_ORIGIN = "http://testserver"
 
@@ -62,8 +93,12 @@ def fake_openai(_fake_openai_server: FakeOpenAI, settings) -> FakeOpenAI:
 def make_chatkit_widget(*, license, user, config=None, secrets=None, publish=True):
     widget = WidgetFactory(license=license, provider="chatkit", created_by=user)
     membership = user.memberships.get(agency=license.agency)
-    widget = widget_update(widget=widget, membership=membership, config=config or HOSTED_CONFIG,
-                           secrets={"openai_api_key": TENANT_KEY} if secrets is None else secrets)
+    widget = widget_update(
+        widget=widget,
+        membership=membership,
+        config=config or HOSTED_CONFIG,
+        secrets={"openai_api_key": TENANT_KEY} if secrets is None else secrets,
+    )
     if publish:
         widget_publish(widget=widget, user=user, membership=membership)
     widget.refresh_from_db()
@@ -83,10 +118,24 @@ def chatkit_widget(license_a, owner):
     from widgets.models import KnowledgeEntry, Product
 
     widget = make_chatkit_widget(license=license_a, user=owner, config=SERVER_CONFIG)
-    Product.objects.create(widget=widget, sku="P7", title="Pixel 7 phone", price="399.00", currency="USD",
-                           image_url="https://img.example.com/p7.png", url="https://shop.example.com/p7")
-    Product.objects.create(widget=widget, sku="IP12", title="iPhone 12 phone", price="449.00", currency="USD",
-                           url="https://shop.example.com/ip12", in_stock=False)
+    Product.objects.create(
+        widget=widget,
+        sku="P7",
+        title="Pixel 7 phone",
+        price="399.00",
+        currency="USD",
+        image_url="https://img.example.com/p7.png",
+        url="https://shop.example.com/p7",
+    )
+    Product.objects.create(
+        widget=widget,
+        sku="IP12",
+        title="iPhone 12 phone",
+        price="449.00",
+        currency="USD",
+        url="https://shop.example.com/ip12",
+        in_stock=False,
+    )
     KnowledgeEntry.objects.create(widget=widget, question="Opening hours", answer="We open 9 to 5.", tags="hours")
     return widget
 
@@ -110,8 +159,9 @@ class ChatKitVisitor:
         from django.test import AsyncClient
 
         data = body if isinstance(body, str | bytes) else json.dumps(body)
-        return await AsyncClient().post(self.url, data=data, content_type="application/json",
-                                        headers={**self.headers, **headers})
+        return await AsyncClient().post(
+            self.url, data=data, content_type="application/json", headers={**self.headers, **headers}
+        )
 
     async def acall(self, body, **headers):
         """(response, events): the SSE `data:` events decoded, or the JSON body as the one event."""
@@ -129,8 +179,9 @@ class ChatKitVisitor:
 
     def send(self, text: str, thread_id: str | None = None):
         """A user message: a new thread, or one more turn of `thread_id`."""
-        content = {"input": {"content": [{"type": "input_text", "text": text}], "attachments": [],
-                             "inference_options": {}}}
+        content = {
+            "input": {"content": [{"type": "input_text", "text": text}], "attachments": [], "inference_options": {}}
+        }
         if thread_id is None:
             return self.call({"type": "threads.create", "params": content})
         return self.call({"type": "threads.add_user_message", "params": {"thread_id": thread_id, **content}})
@@ -153,13 +204,13 @@ def post_session():
         client = Client()
         if origin is not None:
             headers["HTTP_ORIGIN"] = origin
-        return client.post("/api/chatkit/sessions", data=json.dumps(body), content_type="application/json",
-                           **headers)
+        return client.post("/api/chatkit/sessions", data=json.dumps(body), content_type="application/json", **headers)
 
     return post
 
 
 # --- browser helpers -------------------------------------------------------------------------------
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_pyfunc_call(pyfuncitem):
@@ -230,8 +281,9 @@ def asgi_live_server(transactional_db):
     db_settings = connections.settings["default"]
     max_age = db_settings.get("CONN_MAX_AGE", 0)
     db_settings["CONN_MAX_AGE"] = 0
-    server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning",
-                                          lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

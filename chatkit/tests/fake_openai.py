@@ -27,22 +27,61 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 ERROR_BODIES_RESPONSES = {
-    401: {"error": {"message": "Incorrect API key provided: sk-tena****1234.", "type": "invalid_request_error",
-                    "param": None, "code": "invalid_api_key"}},
-    404: {"error": {"message": "The model `gpt-x` does not exist or you do not have access to it.",
-                    "type": "invalid_request_error", "param": None, "code": "model_not_found"}},
-    429: {"error": {"message": "Rate limit reached for requests.", "type": "requests", "param": None,
-                    "code": "rate_limit_exceeded"}},
-    500: {"error": {"message": "The server had an error while processing your request.", "type": "server_error",
-                    "param": None, "code": None}},
+    401: {
+        "error": {
+            "message": "Incorrect API key provided: sk-tena****1234.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "invalid_api_key",
+        }
+    },
+    404: {
+        "error": {
+            "message": "The model `gpt-x` does not exist or you do not have access to it.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "model_not_found",
+        }
+    },
+    429: {
+        "error": {
+            "message": "Rate limit reached for requests.",
+            "type": "requests",
+            "param": None,
+            "code": "rate_limit_exceeded",
+        }
+    },
+    500: {
+        "error": {
+            "message": "The server had an error while processing your request.",
+            "type": "server_error",
+            "param": None,
+            "code": None,
+        }
+    },
 }
-USAGE = {"input_tokens": 50, "input_tokens_details": {"cached_tokens": 10}, "output_tokens": 7,
-         "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 57}
+USAGE = {
+    "input_tokens": 50,
+    "input_tokens_details": {"cached_tokens": 10},
+    "output_tokens": 7,
+    "output_tokens_details": {"reasoning_tokens": 0},
+    "total_tokens": 57,
+}
 ERROR_BODIES = {
-    401: {"error": {"message": "Incorrect API key provided: sk-tena****1234.", "type": "invalid_request_error",
-                    "code": "invalid_api_key"}},
-    404: {"error": {"message": "Workflow with id 'wf_SECRETWORKFLOW' not found.", "type": "invalid_request_error",
-                    "code": "not_found"}},
+    401: {
+        "error": {
+            "message": "Incorrect API key provided: sk-tena****1234.",
+            "type": "invalid_request_error",
+            "code": "invalid_api_key",
+        }
+    },
+    404: {
+        "error": {
+            "message": "Workflow with id 'wf_SECRETWORKFLOW' not found.",
+            "type": "invalid_request_error",
+            "code": "not_found",
+        }
+    },
     429: {"error": {"message": "Rate limit reached.", "type": "rate_limit_error", "code": "rate_limit_exceeded"}},
     500: {"error": {"message": "The server had an error.", "type": "server_error", "code": None}},
 }
@@ -106,8 +145,7 @@ class FakeOpenAI:
                 except ValueError:
                     body = raw.decode(errors="replace")
                 generation, mode, delay = fake.generation, fake.mode, fake.delay
-                fake.requests.append(Recorded("POST", self.path, {k.lower(): v for k, v in self.headers.items()},
-                                              body))
+                fake.requests.append(Recorded("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                 if mode == "slow" or delay:
                     time.sleep(delay or 2.0)
                 if self.path == "/v1/responses":
@@ -119,8 +157,9 @@ class FakeOpenAI:
                         status = fake.fail_follow_up
                     if status != 200:
                         return self._send(status, ERROR_BODIES_RESPONSES[status])
-                    return self._stream(fake._turn(body if isinstance(body, dict) else {}),
-                                        body if isinstance(body, dict) else {})
+                    return self._stream(
+                        fake._turn(body if isinstance(body, dict) else {}), body if isinstance(body, dict) else {}
+                    )
                 if self.path != "/v1/chatkit/sessions":
                     return self._send(404, {"error": {"message": "Unknown path", "type": "invalid_request_error"}})
                 status = {"401": 401, "404": 404, "429": 429, "500": 500}.get(mode, 200)
@@ -131,17 +170,21 @@ class FakeOpenAI:
                 if generation == fake.generation:
                     fake.issued.append(secret)
                 seconds = (body or {}).get("expires_after", {}).get("seconds", 600)
-                self._send(200, {
-                    "id": "cksess_" + secrets.token_hex(8),
-                    "object": "chatkit.session",
-                    "client_secret": secret,
-                    "expires_at": now + seconds,
-                    "max_requests_per_1_minute": (body or {}).get("rate_limits", {}).get("max_requests_per_1_minute",
-                                                                                          10),
-                    "status": "active",
-                    "user": (body or {}).get("user"),
-                    "workflow": {"id": (body or {}).get("workflow", {}).get("id"), "version": None},
-                })
+                self._send(
+                    200,
+                    {
+                        "id": "cksess_" + secrets.token_hex(8),
+                        "object": "chatkit.session",
+                        "client_secret": secret,
+                        "expires_at": now + seconds,
+                        "max_requests_per_1_minute": (body or {})
+                        .get("rate_limits", {})
+                        .get("max_requests_per_1_minute", 10),
+                        "status": "active",
+                        "user": (body or {}).get("user"),
+                        "workflow": {"id": (body or {}).get("workflow", {}).get("id"), "version": None},
+                    },
+                )
 
             def _stream(self, step: dict[str, Any], body: dict[str, Any]) -> None:
                 self.send_response(200)
@@ -198,20 +241,40 @@ class FakeOpenAI:
             return f"event: {kind}\ndata: {json.dumps(payload)}\n\n".encode()
 
         def response(status: str, output: list[Any], usage: Any = None) -> dict[str, Any]:
-            return {"id": response_id, "object": "response", "created_at": int(time.time()), "status": status,
-                    "model": model, "output": output, "parallel_tool_calls": True, "tool_choice": "auto",
-                    "tools": [], "usage": usage}
+            return {
+                "id": response_id,
+                "object": "response",
+                "created_at": int(time.time()),
+                "status": status,
+                "model": model,
+                "output": output,
+                "parallel_tool_calls": True,
+                "tool_choice": "auto",
+                "tools": [],
+                "usage": usage,
+            }
 
         yield frame("response.created", response=response("in_progress", []))
         if "call" in step:
             arguments = json.dumps(step.get("arguments") or {})
             call_id = "call_" + secrets.token_hex(8)
-            item = {"type": "function_call", "id": "fc_" + secrets.token_hex(8), "call_id": call_id,
-                    "name": step["call"], "arguments": "", "status": "in_progress"}
+            item = {
+                "type": "function_call",
+                "id": "fc_" + secrets.token_hex(8),
+                "call_id": call_id,
+                "name": step["call"],
+                "arguments": "",
+                "status": "in_progress",
+            }
             yield frame("response.output_item.added", output_index=0, item=item)
             yield frame("response.function_call_arguments.delta", item_id=item["id"], output_index=0, delta=arguments)
-            yield frame("response.function_call_arguments.done", item_id=item["id"], output_index=0,
-                        name=step["call"], arguments=arguments)
+            yield frame(
+                "response.function_call_arguments.done",
+                item_id=item["id"],
+                output_index=0,
+                name=step["call"],
+                arguments=arguments,
+            )
             done = {**item, "arguments": arguments, "status": "completed"}
             yield frame("response.output_item.done", output_index=0, item=done)
             yield frame("response.completed", response=response("completed", [done], USAGE))
@@ -226,7 +289,7 @@ class FakeOpenAI:
         yield frame("response.content_part.added", **ids, part={"type": "output_text", "text": "", "annotations": []})
         size = max(1, -(-len(text) // max(1, self.chunks)))
         for start in range(0, len(text), size):
-            yield frame("response.output_text.delta", **ids, delta=text[start:start + size], logprobs=[])
+            yield frame("response.output_text.delta", **ids, delta=text[start : start + size], logprobs=[])
         yield frame("response.output_text.done", **ids, text=text, logprobs=[])
         part = {"type": "output_text", "text": text, "annotations": []}
         yield frame("response.content_part.done", **ids, part=part)

@@ -26,8 +26,14 @@ pytestmark = pytest.mark.django_db
 
 def context_for(widget, visitor="v1") -> RequestContext:
     config = widget.published_version.config
-    return RequestContext(license=widget.license, widget=widget, config=config, owner=chatkit_user_id(
-        license=widget.license, visitor_id=visitor), api_key="unused", model="gpt-6-sol")
+    return RequestContext(
+        license=widget.license,
+        widget=widget,
+        config=config,
+        owner=chatkit_user_id(license=widget.license, visitor_id=visitor),
+        api_key="unused",
+        model="gpt-6-sol",
+    )
 
 
 def run(server, body: dict, context) -> list[dict]:
@@ -41,15 +47,21 @@ def run(server, body: dict, context) -> list[dict]:
 
 
 def create(text: str) -> dict:
-    return {"type": "threads.create", "params": {"input": {
-        "content": [{"type": "input_text", "text": text}], "attachments": [], "inference_options": {}}}}
+    return {
+        "type": "threads.create",
+        "params": {
+            "input": {"content": [{"type": "input_text", "text": text}], "attachments": [], "inference_options": {}}
+        },
+    }
 
 
 def test_scripted_tool_call_streams_the_product_widget_and_the_summary(chatkit_widget):
-    model = ScriptedModel([
-        [function_call("search_products", {"query": "phone", "max_price": 420}, call_id="call_1")],
-        [assistant_message("The Pixel 7 fits your budget.", item_id="msg_" + "a" * 24)],
-    ])
+    model = ScriptedModel(
+        [
+            [function_call("search_products", {"query": "phone", "max_price": 420}, call_id="call_1")],
+            [assistant_message("The Pixel 7 fits your budget.", item_id="msg_" + "a" * 24)],
+        ]
+    )
     events = run(SwitchboardChatKitServer(model=model), create("a phone under 420"), context_for(chatkit_widget))
     model.assert_complete()
 
@@ -63,17 +75,34 @@ def test_scripted_tool_call_streams_the_product_widget_and_the_summary(chatkit_w
 
 def test_history_is_the_latest_items_oldest_first_with_widgets_as_their_summary(chatkit_widget, settings):
     settings.CHATKIT_HISTORY_ITEMS = 4
-    server = SwitchboardChatKitServer(model=ScriptedModel([
-        [function_call("search_products", {"query": "phone"}, call_id="c1")],
-        [assistant_message("Two phones.", item_id="msg_1" + "0" * 23)],
-        [assistant_message("Sure.", item_id="msg_2" + "0" * 23)],
-        [assistant_message("Bye.", item_id="msg_3" + "0" * 23)],
-    ]))
+    server = SwitchboardChatKitServer(
+        model=ScriptedModel(
+            [
+                [function_call("search_products", {"query": "phone"}, call_id="c1")],
+                [assistant_message("Two phones.", item_id="msg_1" + "0" * 23)],
+                [assistant_message("Sure.", item_id="msg_2" + "0" * 23)],
+                [assistant_message("Bye.", item_id="msg_3" + "0" * 23)],
+            ]
+        )
+    )
     context = context_for(chatkit_widget)
     thread_id = next(e for e in run(server, create("phones"), context) if e["type"] == "thread.created")["thread"]["id"]
     for text in ("second", "third"):
-        run(server, {"type": "threads.add_user_message", "params": {"thread_id": thread_id, "input": {
-            "content": [{"type": "input_text", "text": text}], "attachments": [], "inference_options": {}}}}, context)
+        run(
+            server,
+            {
+                "type": "threads.add_user_message",
+                "params": {
+                    "thread_id": thread_id,
+                    "input": {
+                        "content": [{"type": "input_text", "text": text}],
+                        "attachments": [],
+                        "inference_options": {},
+                    },
+                },
+            },
+            context,
+        )
 
     last_input = server.model.calls[-1].input
     texts = [part["text"] for item in last_input for part in item["content"]]
@@ -84,17 +113,34 @@ def test_history_is_the_latest_items_oldest_first_with_widgets_as_their_summary(
 
 
 def test_trade_in_action_stores_one_lead_and_tells_the_model(chatkit_widget):
-    server = SwitchboardChatKitServer(model=ScriptedModel([
-        [function_call("start_trade_in", {"device": "iPhone 12"}, call_id="c1")],
-        [assistant_message("Fill in the form.", item_id="msg_" + "b" * 24)],
-    ]))
+    server = SwitchboardChatKitServer(
+        model=ScriptedModel(
+            [
+                [function_call("start_trade_in", {"device": "iPhone 12"}, call_id="c1")],
+                [assistant_message("Fill in the form.", item_id="msg_" + "b" * 24)],
+            ]
+        )
+    )
     context = context_for(chatkit_widget)
     events = run(server, create("trade in"), context)
     thread_id = next(e for e in events if e["type"] == "thread.created")["thread"]["id"]
     form = next(e["item"] for e in events if e["type"] == "thread.item.done" and e["item"]["type"] == "widget")
-    submit = {"type": "threads.custom_action", "params": {"thread_id": thread_id, "item_id": form["id"], "action": {
-        "type": "trade_in.submit", "payload": {"device": "iPhone 12", "condition": "Fair", "name": "Grace Hopper",
-                                               "email": "grace@example.com"}}}}
+    submit = {
+        "type": "threads.custom_action",
+        "params": {
+            "thread_id": thread_id,
+            "item_id": form["id"],
+            "action": {
+                "type": "trade_in.submit",
+                "payload": {
+                    "device": "iPhone 12",
+                    "condition": "Fair",
+                    "name": "Grace Hopper",
+                    "email": "grace@example.com",
+                },
+            },
+        },
+    }
 
     first = run(server, submit, context)
     second = run(server, submit, context)
@@ -105,23 +151,40 @@ def test_trade_in_action_stores_one_lead_and_tells_the_model(chatkit_widget):
     assert not any(e["type"] == "thread.item.done" for e in second)  # already sent: nothing happens
 
 
-@pytest.mark.parametrize("payload, words", [
-    ({"device": "iPhone 12", "condition": "Mint", "name": "A", "email": "a@example.com"}, "Pick the condition"),
-    ({"device": "", "condition": "Good", "name": "A", "email": "a@example.com"}, "which device"),
-    ({"device": "iPhone 12", "condition": "Good", "name": "", "email": "a@example.com"}, "name and email"),
-    ({"device": "iPhone 12", "condition": "Good", "name": "A", "email": "a" * 300 + "@x.com"}, "at most"),
-])
+@pytest.mark.parametrize(
+    "payload, words",
+    [
+        ({"device": "iPhone 12", "condition": "Mint", "name": "A", "email": "a@example.com"}, "Pick the condition"),
+        ({"device": "", "condition": "Good", "name": "A", "email": "a@example.com"}, "which device"),
+        ({"device": "iPhone 12", "condition": "Good", "name": "", "email": "a@example.com"}, "name and email"),
+        ({"device": "iPhone 12", "condition": "Good", "name": "A", "email": "a" * 300 + "@x.com"}, "at most"),
+    ],
+)
 def test_trade_in_action_refuses_bad_payloads_in_words(chatkit_widget, payload, words):
-    server = SwitchboardChatKitServer(model=ScriptedModel([
-        [function_call("start_trade_in", {}, call_id="c1")], [assistant_message("Form.", item_id="msg_" + "c" * 24)],
-    ]))
+    server = SwitchboardChatKitServer(
+        model=ScriptedModel(
+            [
+                [function_call("start_trade_in", {}, call_id="c1")],
+                [assistant_message("Form.", item_id="msg_" + "c" * 24)],
+            ]
+        )
+    )
     context = context_for(chatkit_widget)
     events = run(server, create("trade"), context)
     thread_id = next(e for e in events if e["type"] == "thread.created")["thread"]["id"]
     form = next(e["item"] for e in events if e["type"] == "thread.item.done" and e["item"]["type"] == "widget")
-    out = run(server, {"type": "threads.custom_action", "params": {"thread_id": thread_id, "item_id": form["id"],
-                                                                   "action": {"type": "trade_in.submit",
-                                                                              "payload": payload}}}, context)
+    out = run(
+        server,
+        {
+            "type": "threads.custom_action",
+            "params": {
+                "thread_id": thread_id,
+                "item_id": form["id"],
+                "action": {"type": "trade_in.submit", "payload": payload},
+            },
+        },
+        context,
+    )
     said = next(e["item"]["content"][0]["text"] for e in out if e["type"] == "thread.item.done")
     assert words in said and Lead.objects.count() == 0
 
@@ -130,8 +193,14 @@ def test_unknown_action_is_a_plain_error(chatkit_widget):
     server = SwitchboardChatKitServer(model=ScriptedModel([[assistant_message("Hi.", item_id="msg_" + "d" * 24)]]))
     context = context_for(chatkit_widget)
     thread_id = next(e for e in run(server, create("hi"), context) if e["type"] == "thread.created")["thread"]["id"]
-    out = run(server, {"type": "threads.custom_action", "params": {"thread_id": thread_id, "action": {
-        "type": "admin.delete_everything", "payload": {}}}}, context)
+    out = run(
+        server,
+        {
+            "type": "threads.custom_action",
+            "params": {"thread_id": thread_id, "action": {"type": "admin.delete_everything", "payload": {}}},
+        },
+        context,
+    )
     assert out[-1]["type"] == "error" and out[-1]["message"] == "That button does nothing here."
 
 
@@ -152,11 +221,13 @@ def test_store_ids_have_96_random_bits_and_saves_are_upserts(chatkit_widget):
     thread = ThreadMetadata(id=new_id("thread"), created_at=datetime.now())
     async_to_sync(store.save_thread)(thread, context)
     async_to_sync(store.save_thread)(thread.model_copy(update={"title": "Renamed"}), context)
-    item = AssistantMessageItem(id="msg_same", thread_id=thread.id, created_at=datetime.now(),
-                                content=[AssistantMessageContent(text="one")])
+    item = AssistantMessageItem(
+        id="msg_same", thread_id=thread.id, created_at=datetime.now(), content=[AssistantMessageContent(text="one")]
+    )
     async_to_sync(store.add_thread_item)(thread.id, item, context)
-    async_to_sync(store.add_thread_item)(thread.id, item.model_copy(update={
-        "content": [AssistantMessageContent(text="two")]}), context)
+    async_to_sync(store.add_thread_item)(
+        thread.id, item.model_copy(update={"content": [AssistantMessageContent(text="two")]}), context
+    )
 
     page = async_to_sync(store.load_thread_items)(thread.id, None, 10, "asc", context)
     assert [i.content[0].text for i in page.data] == ["two"]
@@ -175,9 +246,13 @@ def test_store_pages_tie_on_created_at_by_sequence(chatkit_widget):
     async_to_sync(store.save_thread)(thread, context)
     same = datetime.now()
     for n in range(5):
-        async_to_sync(store.add_thread_item)(thread.id, AssistantMessageItem(
-            id=f"msg_{n}", thread_id=thread.id, created_at=same, content=[AssistantMessageContent(text=str(n))]),
-            context)
+        async_to_sync(store.add_thread_item)(
+            thread.id,
+            AssistantMessageItem(
+                id=f"msg_{n}", thread_id=thread.id, created_at=same, content=[AssistantMessageContent(text=str(n))]
+            ),
+            context,
+        )
     seen, after = [], None
     while True:
         page = async_to_sync(store.load_thread_items)(thread.id, after, 2, "desc", context)
@@ -222,18 +297,33 @@ def test_widget_shapes_validate_against_the_strict_component_types():
         from chatkit.widgets import StrictWidgetRoot
 
         adapter = TypeAdapter(StrictWidgetRoot)
-        product = {"id": 1, "title": "P", "price": "9.00", "currency": "USD", "in_stock": False,
-                   "image_url": "https://img.example.com/p.png", "url": "https://shop.example.com/p"}
-        for shape in (product_cards({"products": [product]}),
-                      trade_in_form({"device": "X", "devices": ["X", "Y"]}), trade_in_form({"devices": []}),
-                      demo_clip({"topic": "t", "title": "T", "url": "https://v.example.com/t.mp4"}),
-                      meeting_link({"url": "https://cal.example.com/x"})):
+        product = {
+            "id": 1,
+            "title": "P",
+            "price": "9.00",
+            "currency": "USD",
+            "in_stock": False,
+            "image_url": "https://img.example.com/p.png",
+            "url": "https://shop.example.com/p",
+        }
+        for shape in (
+            product_cards({"products": [product]}),
+            trade_in_form({"device": "X", "devices": ["X", "Y"]}),
+            trade_in_form({"devices": []}),
+            demo_clip({"topic": "t", "title": "T", "url": "https://v.example.com/t.mp4"}),
+            meeting_link({"url": "https://cal.example.com/x"}),
+        ):
             adapter.validate_python(shape)
 
 
 def test_links_are_https_only():
-    card = product_cards({"products": [{"id": 1, "title": "P", "url": "javascript:alert(1)",
-                                        "image_url": "http://img.example.com/p.png"}]})
+    card = product_cards(
+        {
+            "products": [
+                {"id": 1, "title": "P", "url": "javascript:alert(1)", "image_url": "http://img.example.com/p.png"}
+            ]
+        }
+    )
     item = card["children"][0]
     assert "onClickAction" not in item and item["children"][0]["type"] == "Col"
     assert "Button" not in json.dumps(meeting_link({"url": "http://cal.example.com"}))

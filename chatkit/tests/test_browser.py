@@ -158,8 +158,10 @@ box-shadow:0 10px 30px rgba(0,0,0,.3)}}</style></head>
 @pytest.fixture
 def browser_page(chromium):
     context = chromium.new_context(viewport={"width": 1100, "height": 720})
-    context.route("https://cdn.platform.openai.com/**",
-                  lambda route: route.fulfill(status=200, content_type="application/javascript", body=STAND_IN))
+    context.route(
+        "https://cdn.platform.openai.com/**",
+        lambda route: route.fulfill(status=200, content_type="application/javascript", body=STAND_IN),
+    )
     page = context.new_page()
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -182,8 +184,9 @@ def test_customer_page_chats_with_our_server_cards_trade_in_and_all(
     a reply streams in, a product question shows the cards, the trade-in form stores a lead."""
     widget = make_chatkit_widget(license=license_a, user=owner, config=SERVER_CONFIG)
     Product.objects.create(widget=widget, title="Pixel 7 phone", price="399.00", url="https://shop.example.com/p7")
-    fake_openai.triggers.update({"phone": ("search_products", {"query": "phone"}),
-                                 "trade": ("start_trade_in", {"device": "Pixel 7"})})
+    fake_openai.triggers.update(
+        {"phone": ("search_products", {"query": "phone"}), "trade": ("start_trade_in", {"device": "Pixel 7"})}
+    )
     src = f"{asgi_live_server.url}/widget/chatkit/{license_a.key}?widget={widget.public_id}&origin={host_pages.origin}"
     assert asgi_live_server.url.startswith("http://localhost:") and host_pages.origin.startswith("http://127.0.0.1:")
 
@@ -283,8 +286,7 @@ def test_frame_ancestors_blocks_a_page_not_on_the_allowed_list(
     # block any page that did render).
     license = LicenseFactory(agency=agency_a, client_name="Localhost only", allowed_domains=["localhost"])
     widget = make_chatkit_widget(license=license, user=owner, config=SERVER_CONFIG)
-    src = (f"{live_server.url}/widget/chatkit/{license.key}?widget={widget.public_id}"
-           f"&origin=http://localhost:1234")
+    src = f"{live_server.url}/widget/chatkit/{license.key}?widget={widget.public_id}&origin=http://localhost:1234"
 
     browser_page.goto(host_pages.add("/evil.html", host_html(src, no_referrer=True)))
     browser_page.wait_for_timeout(1500)
@@ -293,8 +295,11 @@ def test_frame_ancestors_blocks_a_page_not_on_the_allowed_list(
     frames = [f for f in browser_page.frames if "/widget/chatkit/" in f.url]
     assert all(f.evaluate("!!window.__chatkit") is False for f in frames if _evaluable(f))
     assert fake_openai.requests == []
-    refused = [f for f in frames if _evaluable(f)
-               and "Open this chat from the website" in f.evaluate("document.body.innerText")]
+    refused = [
+        f
+        for f in frames
+        if _evaluable(f) and "Open this chat from the website" in f.evaluate("document.body.innerText")
+    ]
     assert refused
 
 
@@ -329,10 +334,15 @@ def test_configurator_preview_holds_a_real_conversation_against_the_draft(
     widget = make_chatkit_widget(license=license_a, user=owner, config=SERVER_CONFIG, publish=False)
     client = Client()
     client.force_login(owner)
-    browser_page.context.add_cookies([{
-        "name": django_settings.SESSION_COOKIE_NAME, "value": client.cookies[django_settings.SESSION_COOKIE_NAME].value,
-        "url": asgi_live_server.url,
-    }])
+    browser_page.context.add_cookies(
+        [
+            {
+                "name": django_settings.SESSION_COOKIE_NAME,
+                "value": client.cookies[django_settings.SESSION_COOKIE_NAME].value,
+                "url": asgi_live_server.url,
+            }
+        ]
+    )
 
     browser_page.goto(f"{asgi_live_server.url}/widget/chatkit/preview/{widget.public_id}")
     browser_page.wait_for_function("() => window.__threads !== undefined", timeout=15000)
@@ -358,10 +368,15 @@ def test_configurator_chatkit_preview_follows_unsaved_theme_edits_live(
     before = widget.config
     client = Client()
     client.force_login(owner)
-    browser_page.context.add_cookies([{
-        "name": django_settings.SESSION_COOKIE_NAME, "value": client.cookies[django_settings.SESSION_COOKIE_NAME].value,
-        "url": live_server.url,
-    }])
+    browser_page.context.add_cookies(
+        [
+            {
+                "name": django_settings.SESSION_COOKIE_NAME,
+                "value": client.cookies[django_settings.SESSION_COOKIE_NAME].value,
+                "url": live_server.url,
+            }
+        ]
+    )
     page_errors: list[str] = []
     browser_page.on("pageerror", lambda e: page_errors.append(str(e)))
 
@@ -374,8 +389,7 @@ def test_configurator_chatkit_preview_follows_unsaved_theme_edits_live(
 
     browser_page.get_by_role("tab", name="Appearance").click()
     browser_page.get_by_label("Accent colour", exact=True).fill("#be123c")
-    frame.wait_for_function(
-        "() => window.__chatkit.options.theme.color.accent.primary === '#be123c'", timeout=10000)
+    frame.wait_for_function("() => window.__chatkit.options.theme.color.accent.primary === '#be123c'", timeout=10000)
     browser_page.wait_for_timeout(300)
     browser_page.screenshot(path=os.path.join(artifacts_dir, "chatkit-configurator-live-accent.png"))
 
@@ -421,10 +435,15 @@ def test_hosted_widget_in_the_configurator_migrates_and_its_preview_answers(
     widget = make_chatkit_widget(license=license_a, user=owner)  # hosted (retired) and published
     client = Client()
     client.force_login(owner)
-    browser_page.context.add_cookies([{
-        "name": django_settings.SESSION_COOKIE_NAME, "value": client.cookies[django_settings.SESSION_COOKIE_NAME].value,
-        "url": asgi_live_server.url,
-    }])
+    browser_page.context.add_cookies(
+        [
+            {
+                "name": django_settings.SESSION_COOKIE_NAME,
+                "value": client.cookies[django_settings.SESSION_COOKIE_NAME].value,
+                "url": asgi_live_server.url,
+            }
+        ]
+    )
 
     browser_page.goto(f"{asgi_live_server.url}/app/widgets/{widget.public_id}/")
     banner = browser_page.get_by_test_id("hosted-retired")

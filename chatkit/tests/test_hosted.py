@@ -18,9 +18,12 @@ pytestmark = pytest.mark.django_db
 
 
 def test_public_session_endpoint_is_410_without_calling_openai(fake_openai, hosted_widget):
-    response = Client().post("/api/chatkit/sessions", data=json.dumps({
-        "license": hosted_widget.license.key, "widget": hosted_widget.public_id, "visitor_id": "v1"}),
-        content_type="application/json", HTTP_ORIGIN=ALLOWED)
+    response = Client().post(
+        "/api/chatkit/sessions",
+        data=json.dumps({"license": hosted_widget.license.key, "widget": hosted_widget.public_id, "visitor_id": "v1"}),
+        content_type="application/json",
+        HTTP_ORIGIN=ALLOWED,
+    )
 
     assert response.status_code == 410
     assert response.json()["error"]["code"] == "hosted_retired"
@@ -43,8 +46,11 @@ def test_server_endpoint_answers_410_for_a_hosted_widget(fake_openai, hosted_wid
 
 
 def test_hosted_page_says_why_in_words(fake_openai, hosted_widget):
-    response = Client().get(f"/widget/chatkit/{hosted_widget.license.key}",
-                            {"widget": hosted_widget.public_id, "origin": ALLOWED}, HTTP_REFERER=ALLOWED + "/")
+    response = Client().get(
+        f"/widget/chatkit/{hosted_widget.license.key}",
+        {"widget": hosted_widget.public_id, "origin": ALLOWED},
+        HTTP_REFERER=ALLOWED + "/",
+    )
     text = response.content.decode()
     assert response.status_code == 200
     assert 'data-testid="problem"' in text and "shut down on 2026-11-30" in text
@@ -52,12 +58,14 @@ def test_hosted_page_says_why_in_words(fake_openai, hosted_widget):
     assert WORKFLOW_ID not in text
 
 
-def test_test_connection_for_a_hosted_draft_says_it_is_retired_without_calling_openai(fake_openai, hosted_widget,
-                                                                                      owner):
+def test_test_connection_for_a_hosted_draft_says_it_is_retired_without_calling_openai(
+    fake_openai, hosted_widget, owner
+):
     client = Client()
     client.force_login(owner)
-    response = client.post(f"/app/widgets/{hosted_widget.public_id}/test-connection/", data="{}",
-                           content_type="application/json")
+    response = client.post(
+        f"/app/widgets/{hosted_widget.public_id}/test-connection/", data="{}", content_type="application/json"
+    )
     assert response.json()["ok"] is False and response.json()["code"] == "hosted_retired"
     assert "Migrate to server mode" in response.json()["message"]
     assert fake_openai.requests == []

@@ -54,8 +54,11 @@ def test_owner_migrates_keeps_theme_and_start_screen_prefills_instructions_and_p
 def test_existing_instructions_are_kept(hosted_widget, owner):
     from widgets.services import widget_update
 
-    widget_update(widget=hosted_widget, membership=owner.memberships.get(),
-                  config={"connection": {"chatkit": {"instructions": "Talk like a pirate."}}})
+    widget_update(
+        widget=hosted_widget,
+        membership=owner.memberships.get(),
+        config={"connection": {"chatkit": {"instructions": "Talk like a pirate."}}},
+    )
     signed_in(owner).post(migrate_url(hosted_widget))
     hosted_widget.refresh_from_db()
     assert hosted_widget.config["connection"]["chatkit"]["instructions"] == "Talk like a pirate."
@@ -84,8 +87,12 @@ def test_a_server_mode_or_n8n_widget_has_nothing_to_migrate(chatkit_widget, widg
     for widget in (chatkit_widget, widget_a):
         response = signed_in(owner).post(migrate_url(widget), follow=True)
         assert "nothing to migrate" in response.content.decode()
-    assert not signed_in(owner).get(reverse("app-widget", kwargs={"public_id": chatkit_widget.public_id})).content \
-        .decode().count('data-testid="hosted-retired"')
+    assert (
+        not signed_in(owner)
+        .get(reverse("app-widget", kwargs={"public_id": chatkit_widget.public_id}))
+        .content.decode()
+        .count('data-testid="hosted-retired"')
+    )
 
 
 def test_get_is_not_allowed(hosted_widget, owner):
@@ -102,12 +109,19 @@ def test_seeded_chatkit_widget_is_server_mode_and_an_old_hosted_seed_is_moved(se
     widget = Widget.objects.get(name="Demo ChatKit")
     config = widget.published_version.config
     assert config["connection"]["chatkit"]["mode"] == "server"
-    assert config["tools"]["enabled"]["start_trade_in"] is True and "Demo Store" in config["connection"][
-        "chatkit"]["instructions"]
+    assert (
+        config["tools"]["enabled"]["start_trade_in"] is True
+        and "Demo Store" in config["connection"]["chatkit"]["instructions"]
+    )
 
     # A database seeded before the shutdown (hosted, published): the next seed moves it.
-    hosted = {**config, "connection": {**config["connection"], "chatkit": {
-        **config["connection"]["chatkit"], "mode": "hosted", "workflow_id": "wf_old"}}}
+    hosted = {
+        **config,
+        "connection": {
+            **config["connection"],
+            "chatkit": {**config["connection"]["chatkit"], "mode": "hosted", "workflow_id": "wf_old"},
+        },
+    }
     Widget.objects.filter(pk=widget.pk).update(config=hosted)
     type(widget.published_version).objects.filter(pk=widget.published_version_id).update(config=hosted)
     call_command("seed_demo")

@@ -27,8 +27,9 @@ def get_page(widget, origin=ALLOWED, visitor=None, **headers):
 
 
 def embedded(response, element_id: str) -> dict:
-    match = re.search(rf'<script id="{element_id}" type="application/json">(.*?)</script>',
-                      response.content.decode(), re.S)
+    match = re.search(
+        rf'<script id="{element_id}" type="application/json">(.*?)</script>', response.content.decode(), re.S
+    )
     assert match, f"no #{element_id} in the page"
     return json.loads(match.group(1))
 
@@ -49,16 +50,19 @@ def test_page_embeds_options_from_the_one_mapping_function(fake_openai, chatkit_
     }
     assert options["startScreen"] == {
         "greeting": "Welcome to the shop!",
-        "prompts": [{"label": "Phones under $500?", "prompt": "Phones under $500?"},
-                    {"label": "Trade-ins?", "prompt": "Trade-ins?"}],
+        "prompts": [
+            {"label": "Phones under $500?", "prompt": "Phones under $500?"},
+            {"label": "Trade-ins?", "prompt": "Trade-ins?"},
+        ],
     }
     assert options["composer"] == {"placeholder": "Ask the shop…", "attachments": {"enabled": False}}
     assert options["history"] == {"enabled": True}
     assert options["locale"] == "de-DE"
     content = response.content.decode()
     assert embedded(response, "sb-chatkit-page")["scriptUrl"] == (
-        "https://cdn.platform.openai.com/deployments/chatkit/chatkit.js")
-    assert "customElements.whenDefined(\"openai-chatkit\")" in content
+        "https://cdn.platform.openai.com/deployments/chatkit/chatkit.js"
+    )
+    assert 'customElements.whenDefined("openai-chatkit")' in content
     assert 'data-testid="loading"' in content
     assert 'lang="de-DE"' in content
 
@@ -66,8 +70,9 @@ def test_page_embeds_options_from_the_one_mapping_function(fake_openai, chatkit_
 def test_page_serves_the_published_config_not_the_draft(fake_openai, chatkit_widget, owner):
     from widgets.services import widget_update
 
-    widget_update(widget=chatkit_widget, membership=owner.memberships.get(),
-                  config={"behaviour": {"greeting": "DRAFT GREETING"}})
+    widget_update(
+        widget=chatkit_widget, membership=owner.memberships.get(), config={"behaviour": {"greeting": "DRAFT GREETING"}}
+    )
     options = embedded(get_page(chatkit_widget), "sb-chatkit-options")
     assert options["startScreen"]["greeting"] == "Welcome to the shop!"
 
@@ -77,8 +82,13 @@ def test_page_headers_csp_frame_ancestors_and_no_deny(fake_openai, chatkit_widge
 
     csp = response["Content-Security-Policy"]
     assert csp.startswith("frame-ancestors ")
-    for source in ("https://shop.example.com:*", "http://shop.example.com:*", "https://*.example.org:*",
-                   "http://localhost:*", "http://127.0.0.1:*"):
+    for source in (
+        "https://shop.example.com:*",
+        "http://shop.example.com:*",
+        "https://*.example.org:*",
+        "http://localhost:*",
+        "http://127.0.0.1:*",
+    ):
         assert source in csp
     assert "X-Frame-Options" not in response
     assert response["Cache-Control"] == "no-store"
@@ -96,7 +106,10 @@ def test_page_token_is_bound_to_license_widget_and_origin(fake_openai, chatkit_w
     token = page_token_read(page["token"])
     assert token is not None
     assert (token.license_key, token.widget_id, token.origin) == (
-        chatkit_widget.license.key, chatkit_widget.public_id, ALLOWED)
+        chatkit_widget.license.key,
+        chatkit_widget.public_id,
+        ALLOWED,
+    )
 
 
 def test_page_never_contains_keys_or_workflow_id(fake_openai, chatkit_widget):
@@ -120,8 +133,11 @@ def test_referer_contradicting_the_origin_param_is_refused(fake_openai, chatkit_
 
 @pytest.mark.parametrize(
     ("origin", "text"),
-    [(None, "Open this chat from the website"), ("null", "Open this chat from the website"),
-     ("https://evil.example.net", "not on the license")],
+    [
+        (None, "Open this chat from the website"),
+        ("null", "Open this chat from the website"),
+        ("https://evil.example.net", "not on the license"),
+    ],
 )
 def test_page_refuses_missing_or_foreign_embedding_origin(fake_openai, chatkit_widget, origin, text):
     response = get_page(chatkit_widget, origin=origin)

@@ -32,8 +32,12 @@ def preview_visitor(widget, user, *, csrf=True):
 
     def send(text: str):
         url = f"/api/chatkit/{widget.license.key}/?preview={widget.public_id}"
-        body = {"type": "threads.create", "params": {"input": {
-            "content": [{"type": "input_text", "text": text}], "attachments": [], "inference_options": {}}}}
+        body = {
+            "type": "threads.create",
+            "params": {
+                "input": {"content": [{"type": "input_text", "text": text}], "attachments": [], "inference_options": {}}
+            },
+        }
 
         async def go():
             response = await client.post(url, data=json.dumps(body), content_type="application/json", headers=headers)
@@ -48,8 +52,11 @@ def preview_visitor(widget, user, *, csrf=True):
 
 
 def test_member_holds_a_real_conversation_against_the_draft_not_counted(fake_openai, chatkit_widget, member):
-    widget_update(widget=chatkit_widget, membership=member.memberships.get(),
-                  config={"connection": {"chatkit": {"model": "gpt-6-luna", "instructions": "DRAFT RULES"}}})
+    widget_update(
+        widget=chatkit_widget,
+        membership=member.memberships.get(),
+        config={"connection": {"chatkit": {"model": "gpt-6-luna", "instructions": "DRAFT RULES"}}},
+    )
 
     response, events = preview_visitor(chatkit_widget, member)("Hello from the configurator")
 
@@ -77,8 +84,12 @@ def test_preview_outsider_404_anonymous_403_and_csrf_required(fake_openai, chatk
 
     outsider_response, (error,) = preview_visitor(chatkit_widget, outsider)("hi")
     assert outsider_response.status_code == 404 and error["error"]["code"] == "widget_not_found"
-    anonymous = Client().post(f"/api/chatkit/{chatkit_widget.license.key}/?preview={chatkit_widget.public_id}",
-                              data="{}", content_type="application/json", HTTP_ORIGIN=OWN_ORIGIN)
+    anonymous = Client().post(
+        f"/api/chatkit/{chatkit_widget.license.key}/?preview={chatkit_widget.public_id}",
+        data="{}",
+        content_type="application/json",
+        HTTP_ORIGIN=OWN_ORIGIN,
+    )
     assert anonymous.status_code == 403 and anonymous.json()["error"]["code"] == "not_authenticated"
     no_csrf, (error,) = preview_visitor(chatkit_widget, owner, csrf=False)("hi")
     assert no_csrf.status_code == 403 and error["error"]["code"] == "csrf_failed"
@@ -102,8 +113,9 @@ def test_suspended_license_cannot_preview(fake_openai, chatkit_widget, owner):
 
 
 def test_preview_page_uses_draft_and_self_framing(fake_openai, chatkit_widget, owner):
-    widget_update(widget=chatkit_widget, membership=owner.memberships.get(),
-                  config={"behaviour": {"greeting": "Draft hello"}})
+    widget_update(
+        widget=chatkit_widget, membership=owner.memberships.get(), config={"behaviour": {"greeting": "Draft hello"}}
+    )
     client = Client()
     client.force_login(owner)
 
@@ -133,8 +145,10 @@ def test_preview_page_outsider_404_anonymous_403(fake_openai, chatkit_widget, ou
 # --- POST /api/chatkit/preview-options: the preview page follows unsaved edits ----------------------
 
 OPTIONS_URL = "/api/chatkit/preview-options"
-DRAFT = {"appearance": {"chatkit": {"accent_color": "#be123c", "color_scheme": "light"}},
-         "behaviour": {"greeting": "Unsaved hello"}}
+DRAFT = {
+    "appearance": {"chatkit": {"accent_color": "#be123c", "color_scheme": "light"}},
+    "behaviour": {"greeting": "Unsaved hello"},
+}
 
 
 @pytest.mark.parametrize("persona", ["owner", "member", "viewer"])
@@ -143,7 +157,8 @@ def test_any_member_gets_the_mapped_options_of_an_unsaved_draft(fake_openai, cha
     revision = chatkit_widget.revision
 
     response = api(request.getfixturevalue(persona)).post(
-        OPTIONS_URL, {"widget": chatkit_widget.public_id, "config": DRAFT}, format="json")
+        OPTIONS_URL, {"widget": chatkit_widget.public_id, "config": DRAFT}, format="json"
+    )
 
     assert response.status_code == 200, response.content
     body = response.json()

@@ -23,8 +23,11 @@ def test_a_message_streams_a_reply_stored_as_turns(fake_openai, visitor, chatkit
     assert response["X-Accel-Buffering"] == "no"
     types = [e["type"] for e in events]
     assert types[:3] == ["thread.created", "thread.item.done", "stream_options"]
-    deltas = [e["update"]["delta"] for e in events if e["type"] == "thread.item.updated"
-              and e["update"]["type"] == "assistant_message.content_part.text_delta"]
+    deltas = [
+        e["update"]["delta"]
+        for e in events
+        if e["type"] == "thread.item.updated" and e["update"]["type"] == "assistant_message.content_part.text_delta"
+    ]
     assert "".join(deltas) == "We open at nine." and len(deltas) == 3
     done = [e["item"] for e in events if e["type"] == "thread.item.done" and e["item"]["type"] == "assistant_message"]
     assert done[0]["id"] == fake_openai.message_ids[0]
@@ -41,7 +44,9 @@ def test_a_message_streams_a_reply_stored_as_turns(fake_openai, visitor, chatkit
     conversation = thread.conversation
     assert conversation.channel == Channel.CHATKIT and conversation.widget == chatkit_widget
     assert [(m.role, m.text) for m in conversation.messages.all()] == [
-        ("user", "When do you open?"), ("assistant", "We open at nine.")]
+        ("user", "When do you open?"),
+        ("assistant", "We open at nine."),
+    ]
     assert sorted(ChatKitItem.objects.values_list("item_type", flat=True)) == ["assistant_message", "user_message"]
 
 
@@ -129,9 +134,16 @@ def _trade_in_form(fake_openai, visitor):
 
 
 def _submit(visitor, thread_id, form, payload):
-    return visitor.call({"type": "threads.custom_action", "params": {
-        "thread_id": thread_id, "item_id": form["id"],
-        "action": {"type": "trade_in.submit", "payload": payload}}})
+    return visitor.call(
+        {
+            "type": "threads.custom_action",
+            "params": {
+                "thread_id": thread_id,
+                "item_id": form["id"],
+                "action": {"type": "trade_in.submit", "payload": payload},
+            },
+        }
+    )
 
 
 def test_trade_in_form_submit_stores_one_lead_through_the_lead_service(fake_openai, visitor, chatkit_widget):
@@ -143,16 +155,25 @@ def test_trade_in_form_submit_stores_one_lead_through_the_lead_service(fake_open
     assert fields["type"] == "Form" and fields["onSubmitAction"]["type"] == "trade_in.submit"
     device = next(c for c in fields["children"] if c.get("name") == "device")
     assert device["defaultValue"] == "Pixel 7"
-    payload = {"device": "Pixel 7", "condition": "Good", "name": "Ada Lovelace", "email": "ada@example.com",
-               "phone": "+44 20 7946 0000"}
+    payload = {
+        "device": "Pixel 7",
+        "condition": "Good",
+        "name": "Ada Lovelace",
+        "email": "ada@example.com",
+        "phone": "+44 20 7946 0000",
+    }
 
     response, events = _submit(visitor, thread_id, form, payload)
     again, _ = _submit(visitor, thread_id, form, payload)
 
     assert response.status_code == 200 and again.status_code == 200
     lead = Lead.objects.get()
-    assert (lead.source, lead.name, lead.email, lead.widget) == ("trade_in_form", "Ada Lovelace", "ada@example.com",
-                                                                 chatkit_widget)
+    assert (lead.source, lead.name, lead.email, lead.widget) == (
+        "trade_in_form",
+        "Ada Lovelace",
+        "ada@example.com",
+        chatkit_widget,
+    )
     assert lead.data == {"device": "Pixel 7", "condition": "Good"}
     assert lead.conversation == Conversation.objects.get()
     replaced = next(e["item"] for e in events if e["type"] == "thread.item.replaced")
@@ -168,13 +189,17 @@ def test_trade_in_submit_with_a_bad_email_stores_nothing_and_says_why(fake_opena
     from widgets.models import Lead
 
     thread_id, form = _trade_in_form(fake_openai, visitor)
-    response, events = _submit(visitor, thread_id, form, {"device": "Pixel 7", "condition": "Good", "name": "Ada",
-                                                         "email": "not-an-email"})
+    response, events = _submit(
+        visitor, thread_id, form, {"device": "Pixel 7", "condition": "Good", "name": "Ada", "email": "not-an-email"}
+    )
 
     assert response.status_code == 200
     assert Lead.objects.count() == 0
-    said = [e["item"]["content"][0]["text"] for e in events
-            if e["type"] == "thread.item.done" and e["item"]["type"] == "assistant_message"]
+    said = [
+        e["item"]["content"][0]["text"]
+        for e in events
+        if e["type"] == "thread.item.done" and e["item"]["type"] == "assistant_message"
+    ]
     assert "valid email" in said[0]
 
 
@@ -195,10 +220,13 @@ def test_thread_list_shows_only_this_visitors_threads(fake_openai, visitor, chat
     assert page["has_more"] is False
     # Keyset paging on (created_at, seq): one per page, in order, nothing twice.
     response, (first,) = visitor.call({"type": "threads.list", "params": {"limit": 1, "order": "desc"}})
-    _, (second,) = visitor.call({"type": "threads.list", "params": {"limit": 1, "order": "desc",
-                                                                    "after": first["after"]}})
+    _, (second,) = visitor.call(
+        {"type": "threads.list", "params": {"limit": 1, "order": "desc", "after": first["after"]}}
+    )
     assert first["has_more"] is True and [t["id"] for t in first["data"] + second["data"]] == [
-        thread_id_of(mine2), thread_id_of(mine1)]
+        thread_id_of(mine2),
+        thread_id_of(mine1),
+    ]
 
 
 def _foreign_requests(thread_id: str, item_id: str = "msg_x") -> list[dict]:
@@ -210,15 +238,22 @@ def _foreign_requests(thread_id: str, item_id: str = "msg_x") -> list[dict]:
         {"type": "threads.update", "params": {"thread_id": thread_id, "title": "mine now"}},
         {"type": "threads.delete", "params": {"thread_id": thread_id}},
         {"type": "threads.retry_after_item", "params": {"thread_id": thread_id, "item_id": item_id}},
-        {"type": "threads.custom_action", "params": {"thread_id": thread_id, "item_id": item_id,
-                                                     "action": {"type": "trade_in.submit", "payload": {}}}},
+        {
+            "type": "threads.custom_action",
+            "params": {
+                "thread_id": thread_id,
+                "item_id": item_id,
+                "action": {"type": "trade_in.submit", "payload": {}},
+            },
+        },
         {"type": "items.feedback", "params": {"thread_id": thread_id, "item_ids": [item_id], "kind": "positive"}},
     ]
 
 
 @pytest.mark.parametrize("who", ["other_visitor", "other_tenant"])
-def test_another_visitors_or_tenants_thread_is_404_before_any_byte_streams(fake_openai, visitor, chatkit_widget, who,
-                                                                          license_b, outsider):
+def test_another_visitors_or_tenants_thread_is_404_before_any_byte_streams(
+    fake_openai, visitor, chatkit_widget, who, license_b, outsider
+):
     from chatkit.tests.conftest import SERVER_CONFIG, ChatKitVisitor, make_chatkit_widget
 
     _, events = visitor.send("my secret question")
@@ -243,13 +278,18 @@ def test_another_visitors_or_tenants_thread_is_404_before_any_byte_streams(fake_
     assert thread.data.get("title") is None and thread.items.count() == 2
 
 
-@pytest.mark.parametrize(("body", "code"), [
-    ("{", "invalid_json"), ("[]", "invalid_json"), (b"\xff\xfe", "invalid_json"),
-    ('{"type": "threads.nope", "params": {}}', "invalid_request"),
-    ('{"type": "threads.create", "params": {}}', "invalid_request"),
-    ('{"type": "threads.list", "params": {}, "metadata": {"x": "a\\u0000b"}}', "invalid_text"),
-    ('{"type": "threads.list", "params": {}, "metadata": {"x": "\\ud800"}}', "invalid_text"),
-])
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ("{", "invalid_json"),
+        ("[]", "invalid_json"),
+        (b"\xff\xfe", "invalid_json"),
+        ('{"type": "threads.nope", "params": {}}', "invalid_request"),
+        ('{"type": "threads.create", "params": {}}', "invalid_request"),
+        ('{"type": "threads.list", "params": {}, "metadata": {"x": "a\\u0000b"}}', "invalid_text"),
+        ('{"type": "threads.list", "params": {}, "metadata": {"x": "\\ud800"}}', "invalid_text"),
+    ],
+)
 def test_malformed_body_is_400_in_our_error_shape(fake_openai, visitor, body, code):
     response, (error,) = visitor.call(body)
     assert response.status_code == 400, body
@@ -264,9 +304,18 @@ def test_oversized_body_is_413(fake_openai, visitor, settings):
 
 
 def test_attachments_are_refused_in_server_mode(fake_openai, visitor):
-    response, (error,) = visitor.call({"type": "threads.create", "params": {"input": {
-        "content": [{"type": "input_text", "text": "see file"}], "attachments": ["atc_1"],
-        "inference_options": {}}}})
+    response, (error,) = visitor.call(
+        {
+            "type": "threads.create",
+            "params": {
+                "input": {
+                    "content": [{"type": "input_text", "text": "see file"}],
+                    "attachments": ["atc_1"],
+                    "inference_options": {},
+                }
+            },
+        }
+    )
     assert response.status_code == 400 and error["error"]["code"] == "attachments_disabled"
     assert ChatKitThread.objects.count() == 0
 
@@ -367,13 +416,15 @@ def test_license_rate_limit_covers_all_visitors(fake_openai, visitor, settings, 
     assert response.status_code == 429 and error["error"]["code"] == "rate_limited"
 
 
-def test_monthly_cap_refuses_new_threads_before_streaming_but_lets_open_ones_go_on(fake_openai, visitor,
-                                                                                    chatkit_widget):
+def test_monthly_cap_refuses_new_threads_before_streaming_but_lets_open_ones_go_on(
+    fake_openai, visitor, chatkit_widget
+):
     from licenses.models import License
 
     _, events = visitor.send("first")
     License.objects.filter(pk=chatkit_widget.license.pk).update(
-        limits={**chatkit_widget.license.limits, "monthly_conversations": 1})
+        limits={**chatkit_widget.license.limits, "monthly_conversations": 1}
+    )
 
     response, (error,) = visitor.send("a new conversation")
     going_on, _ = visitor.send("more in the first one", thread_id_of(events))
@@ -437,12 +488,15 @@ def test_usage_is_recorded_per_conversation_and_month_with_estimated_cost(fake_o
     assert LicenseUsage.objects.get(license=chatkit_widget.license).cost_usd == expected
 
 
-@pytest.mark.parametrize(("mode", "code", "words"), [
-    ("401", "invalid_api_key", "API key was refused"),
-    ("404", "model_not_found", "model is not available"),
-    ("429", "upstream_rate_limited", "busy right now"),
-    ("500", "upstream_error", "could not answer"),
-])
+@pytest.mark.parametrize(
+    ("mode", "code", "words"),
+    [
+        ("401", "invalid_api_key", "API key was refused"),
+        ("404", "model_not_found", "model is not available"),
+        ("429", "upstream_rate_limited", "busy right now"),
+        ("500", "upstream_error", "could not answer"),
+    ],
+)
 def test_upstream_errors_become_a_chatkit_error_in_plain_words(fake_openai, visitor, mode, code, words):
     fake_openai.reset(mode=mode)
 
@@ -458,8 +512,7 @@ def test_upstream_errors_become_a_chatkit_error_in_plain_words(fake_openai, visi
     assert not ChatKitItem.objects.filter(item_type="assistant_message").exists()
 
 
-def test_upstream_timeout_is_a_plain_error_and_the_next_good_turn_clears_the_failure(fake_openai, visitor,
-                                                                                     settings):
+def test_upstream_timeout_is_a_plain_error_and_the_next_good_turn_clears_the_failure(fake_openai, visitor, settings):
     settings.CHATKIT_TIMEOUT = 0.3
     fake_openai.reset(mode="slow", delay=1.0)
     _, events = visitor.send("hello")
@@ -496,14 +549,23 @@ def test_usage_is_recorded_after_a_client_disconnect(fake_openai, visitor, chatk
 
     from asgiref.sync import async_to_sync
 
-    fake_openai.steps.extend([{"call": "search_products", "arguments": {"query": "phone"}},
-                              {"text": "A long answer " * 20}])
+    fake_openai.steps.extend(
+        [{"call": "search_products", "arguments": {"query": "phone"}}, {"text": "A long answer " * 20}]
+    )
     fake_openai.chunks, fake_openai.chunk_delay = 20, 0.2
     seen: list[bytes] = []
 
     async def visit_then_leave():
-        body = {"type": "threads.create", "params": {"input": {
-            "content": [{"type": "input_text", "text": "phones?"}], "attachments": [], "inference_options": {}}}}
+        body = {
+            "type": "threads.create",
+            "params": {
+                "input": {
+                    "content": [{"type": "input_text", "text": "phones?"}],
+                    "attachments": [],
+                    "inference_options": {},
+                }
+            },
+        }
         response = await visitor.apost(body)
         assert response.status_code == 200
 

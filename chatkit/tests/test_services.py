@@ -26,7 +26,9 @@ def test_default_config_maps_to_valid_chatkit_option_names():
 
 
 def test_auto_color_scheme_is_light_plus_a_flag():
-    config = config_normalize({"connection": {"provider": "chatkit"}, "appearance": {"chatkit": {"color_scheme": "auto"}}})
+    config = config_normalize(
+        {"connection": {"provider": "chatkit"}, "appearance": {"chatkit": {"color_scheme": "auto"}}}
+    )
     assert chatkit_options(config)["theme"]["colorScheme"] == "light"
     assert chatkit_color_scheme_auto(config) is True
 

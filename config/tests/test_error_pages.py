@@ -33,11 +33,14 @@ def _boom(*args, **kwargs):
     raise RuntimeError("upstream exploded")
 
 
-@pytest.mark.parametrize("method,path,body", [
-    ("post", "/api/widget/{key}/chat", '{"action": "sendMessage", "sessionId": "s", "chatInput": "hi"}'),
-    ("get", "/api/widget/{key}/config", None),
-    ("get", "/api/realtime/config?license={key}", None),
-])
+@pytest.mark.parametrize(
+    "method,path,body",
+    [
+        ("post", "/api/widget/{key}/chat", '{"action": "sendMessage", "sessionId": "s", "chatInput": "hi"}'),
+        ("get", "/api/widget/{key}/config", None),
+        ("get", "/api/realtime/config?license={key}", None),
+    ],
+)
 def test_public_endpoint_answers_json_500_in_debug(debug_widget, monkeypatch, method, path, body):
     import realtime.views
     import widgets.views.embed
@@ -52,8 +55,9 @@ def test_public_endpoint_answers_json_500_in_debug(debug_widget, monkeypatch, me
         kwargs.update(data=body, content_type="application/json")
     response = getattr(client, method)(url, **kwargs)
     assert response.status_code == 500
-    assert response.json() == {"error": {"code": "server_error",
-                                         "message": "Something went wrong on our side. Please try again."}}
+    assert response.json() == {
+        "error": {"code": "server_error", "message": "Something went wrong on our side. Please try again."}
+    }
     text = response.content.decode()
     assert HOOK_MARK not in text and "Traceback" not in text
 

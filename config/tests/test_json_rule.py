@@ -21,15 +21,18 @@ def _state(widget) -> tuple:
     return widget.name, widget.config, widget.revision
 
 
-@pytest.mark.parametrize("raw,status,code", [
-    (b"[" * 100_000 + b"]" * 100_000, 400, "invalid_json"),
-    (json.dumps({"config": json.loads('{"a":' * 40 + "1" + "}" * 40)}).encode(), 400, "invalid_json"),
-    (json.dumps({"name": "Support \ud800"}).encode(), 400, "invalid_text"),
-    (json.dumps({"name": "Support\u0000"}).encode(), 400, "invalid_text"),
-    (json.dumps({"config": {"voice": {"instructions": "Be nice\u0000"}}}).encode(), 400, "invalid_text"),
-    (json.dumps({"config": {"voice": {"speed": 1}}}).encode()[:-2] + b", \"x\": 1e999}}", 400, "invalid_json"),
-    (json.dumps({"name": "x" * (10 * 1024 * 1024)}).encode(), 413, "payload_too_large"),
-])
+@pytest.mark.parametrize(
+    "raw,status,code",
+    [
+        (b"[" * 100_000 + b"]" * 100_000, 400, "invalid_json"),
+        (json.dumps({"config": json.loads('{"a":' * 40 + "1" + "}" * 40)}).encode(), 400, "invalid_json"),
+        (json.dumps({"name": "Support \ud800"}).encode(), 400, "invalid_text"),
+        (json.dumps({"name": "Support\u0000"}).encode(), 400, "invalid_text"),
+        (json.dumps({"config": {"voice": {"instructions": "Be nice\u0000"}}}).encode(), 400, "invalid_text"),
+        (json.dumps({"config": {"voice": {"speed": 1}}}).encode()[:-2] + b', "x": 1e999}}', 400, "invalid_json"),
+        (json.dumps({"name": "x" * (10 * 1024 * 1024)}).encode(), 413, "payload_too_large"),
+    ],
+)
 def test_rest_api_hostile_body_is_4xx_and_changes_nothing(api, member, widget_a, raw, status, code):
     before = _state(widget_a)
     response = patch(api(member), widget_a, raw)
@@ -51,11 +54,14 @@ def test_rest_api_valid_unicode_still_saves(api, member, widget_a):
     assert Widget.objects.get(pk=widget_a.pk).name == "Café 😀 支持"
 
 
-@pytest.mark.parametrize("raw", [
-    "[" * (JSON_MAX_DEPTH + 1) + "]" * (JSON_MAX_DEPTH + 1),
-    "[" * 5000 + "]" * 5000,
-    "[" * 1_000_000,
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "[" * (JSON_MAX_DEPTH + 1) + "]" * (JSON_MAX_DEPTH + 1),
+        "[" * 5000 + "]" * 5000,
+        "[" * 1_000_000,
+    ],
+)
 def test_depth_is_bounded_without_recursion(raw):
     with pytest.raises(ApiError) as exc:
         json_loads(raw)
@@ -67,14 +73,17 @@ def test_depth_at_the_limit_parses():
     assert json_loads(raw) is not None
 
 
-@pytest.mark.parametrize("raw,code", [
-    ('"\\ud800"', "invalid_text"),
-    ('{"\\udc00": 1}', "invalid_text"),
-    ('"\\u0000"', "invalid_text"),
-    ("9223372036854775808", "invalid_json"),
-    ("-1e400", "invalid_json"),
-    ("Infinity", "invalid_json"),
-])
+@pytest.mark.parametrize(
+    "raw,code",
+    [
+        ('"\\ud800"', "invalid_text"),
+        ('{"\\udc00": 1}', "invalid_text"),
+        ('"\\u0000"', "invalid_text"),
+        ("9223372036854775808", "invalid_json"),
+        ("-1e400", "invalid_json"),
+        ("Infinity", "invalid_json"),
+    ],
+)
 def test_text_and_number_rules(raw, code):
     with pytest.raises(ApiError) as exc:
         json_loads(raw)

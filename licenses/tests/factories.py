@@ -12,6 +12,7 @@ class UserFactory(factory.django.DjangoModelFactory):
 
     username = factory.Sequence(lambda n: f"user{n}")
     email = factory.LazyAttribute(lambda u: f"{u.username}@example.test")
+
     @factory.post_generation
     def password(obj, create, extracted, **kwargs):  # noqa: N805 - factory_boy hook signature
         obj.set_password(extracted or "pass-word-123")

@@ -42,11 +42,14 @@ def test_filters_and_search(client, staff, agency_a):
     assert client.get("/admin/licenses/license/?status__exact=suspended").status_code == 200
 
 
-@pytest.mark.parametrize("action,check", [
-    ("suspend", lambda lic, old: lic.status == "suspended"),
-    ("extend_one_year", lambda lic, old: lic.expires_at > timezone.now() + timedelta(days=364)),
-    ("rotate_key", lambda lic, old: lic.key != old.key),
-])
+@pytest.mark.parametrize(
+    "action,check",
+    [
+        ("suspend", lambda lic, old: lic.status == "suspended"),
+        ("extend_one_year", lambda lic, old: lic.expires_at > timezone.now() + timedelta(days=364)),
+        ("rotate_key", lambda lic, old: lic.key != old.key),
+    ],
+)
 def test_admin_actions(client, staff, license_a, action, check):
     client.force_login(staff)
     response = client.post("/admin/licenses/license/", {"action": action, "_selected_action": [license_a.pk]})
@@ -81,13 +84,24 @@ def test_change_page_and_widget_admin_render(client, staff, widget_a):
 
 # --- the license form: domains one per line, limits as named numbers, the key after saving ----------
 
+
 def _form(agency, **extra):
     data = {
-        "agency": agency.pk, "client_name": "Acme", "status": "active", "grace_days": 0, "notes": "",
-        "domains": "", "limit_max_widgets": 3, "limit_monthly_conversations": 500, "limit_monthly_voice_minutes": 60,
-        "limit_max_concurrent_voice_sessions": 2, "limit_max_allowed_domains": 10,
-        "limit_chatkit_session_seconds": "", "limit_chatkit_max_requests_per_minute": "",
-        "usage-TOTAL_FORMS": 0, "usage-INITIAL_FORMS": 0,
+        "agency": agency.pk,
+        "client_name": "Acme",
+        "status": "active",
+        "grace_days": 0,
+        "notes": "",
+        "domains": "",
+        "limit_max_widgets": 3,
+        "limit_monthly_conversations": 500,
+        "limit_monthly_voice_minutes": 60,
+        "limit_max_concurrent_voice_sessions": 2,
+        "limit_max_allowed_domains": 10,
+        "limit_chatkit_session_seconds": "",
+        "limit_chatkit_max_requests_per_minute": "",
+        "usage-TOTAL_FORMS": 0,
+        "usage-INITIAL_FORMS": 0,
     }
     data.update(extra)
     return data
@@ -111,8 +125,13 @@ def test_plain_domains_one_per_line_are_normalised_like_the_api(client, staff, a
     assert response.status_code == 302
     license = License.objects.get(client_name="Acme")
     assert license.allowed_domains == ["shop.example.com", "www.shop.example.com", "*.example.org", "localhost:3000"]
-    assert license.limits == {"max_widgets": 3, "monthly_conversations": 500, "monthly_voice_minutes": 60,
-                              "max_concurrent_voice_sessions": 2, "max_allowed_domains": 10}
+    assert license.limits == {
+        "max_widgets": 3,
+        "monthly_conversations": 500,
+        "monthly_voice_minutes": 60,
+        "max_concurrent_voice_sessions": 2,
+        "max_allowed_domains": 10,
+    }
     html = client.get(f"/admin/licenses/license/{license.pk}/change/").content.decode()
     assert "shop.example.com\nwww.shop.example.com\n*.example.org\nlocalhost:3000</textarea>" in html
 
@@ -124,13 +143,17 @@ def test_bad_domains_and_limits_get_the_api_errors_and_save_nothing(client, staf
     with pytest.raises(ApiError) as api:
         domains_normalize(domains=["ok.example.com", "bad host!", "*.com"])
     client.force_login(staff)
-    response = client.post("/admin/licenses/license/add/", _form(
-        agency_a, domains="ok.example.com\nbad_host!\n*.com", limit_max_widgets=-1))
+    response = client.post(
+        "/admin/licenses/license/add/",
+        _form(agency_a, domains="ok.example.com\nbad_host!\n*.com", limit_max_widgets=-1),
+    )
     assert response.status_code == 200
     html = response.content.decode()
     errors = response.context["adminform"].form.errors
-    assert errors["domains"] == [api.value.fields["allowed_domains[1]"][0].replace("bad host!", "bad_host!"),
-                                 api.value.fields["allowed_domains[2]"][0]]
+    assert errors["domains"] == [
+        api.value.fields["allowed_domains[1]"][0].replace("bad host!", "bad_host!"),
+        api.value.fields["allowed_domains[2]"][0],
+    ]
     assert "is too broad" in html and "limit_max_widgets" in errors
     assert not License.objects.filter(client_name="Acme").exists()
 

@@ -40,8 +40,13 @@ def test_origin_matching(origin, ok):
 
 @pytest.mark.parametrize(
     "raw,normalized",
-    [("Shop.Example.com", "shop.example.com"), ("https://shop.example.com/path", "shop.example.com"),
-     ("*.Example.org", "*.example.org"), ("localhost:3000", "localhost:3000"), ("127.0.0.1", "127.0.0.1")],
+    [
+        ("Shop.Example.com", "shop.example.com"),
+        ("https://shop.example.com/path", "shop.example.com"),
+        ("*.Example.org", "*.example.org"),
+        ("localhost:3000", "localhost:3000"),
+        ("127.0.0.1", "127.0.0.1"),
+    ],
 )
 def test_domain_normalize(raw, normalized):
     assert domain_normalize(raw) == normalized
@@ -68,7 +73,9 @@ def test_unknown_license():
     assert check.reason == "unknown_license" and check.http_status == 404
 
 
-@pytest.mark.parametrize("status,reason", [(License.Status.SUSPENDED, "suspended"), (License.Status.REVOKED, "revoked")])
+@pytest.mark.parametrize(
+    "status,reason", [(License.Status.SUSPENDED, "suspended"), (License.Status.REVOKED, "revoked")]
+)
 def test_status_reasons(license, status, reason):
     license.status = status
     license.save()

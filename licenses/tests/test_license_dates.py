@@ -24,14 +24,17 @@ def _snapshot(license):
     return license.expires_at, license.grace_days, license.starts_at
 
 
-@pytest.mark.parametrize("body,field", [
-    ({"expires_at": FAR, "grace_days": 30}, "expires_at"),
-    ({"expires_at": "1900-01-01T00:00:00Z"}, "expires_at"),
-    ({"starts_at": "0001-01-01T00:00:00Z"}, "starts_at"),
-    ({"starts_at": "2030-01-01T00:00:00Z", "expires_at": "2029-01-01T00:00:00Z"}, "expires_at"),
-    ({"grace_days": 366}, "grace_days"),
-    ({"grace_days": 10**30}, None),  # beyond a 64-bit integer: the JSON parser refuses it
-])
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"expires_at": FAR, "grace_days": 30}, "expires_at"),
+        ({"expires_at": "1900-01-01T00:00:00Z"}, "expires_at"),
+        ({"starts_at": "0001-01-01T00:00:00Z"}, "starts_at"),
+        ({"starts_at": "2030-01-01T00:00:00Z", "expires_at": "2029-01-01T00:00:00Z"}, "expires_at"),
+        ({"grace_days": 366}, "grace_days"),
+        ({"grace_days": 10**30}, None),  # beyond a 64-bit integer: the JSON parser refuses it
+    ],
+)
 def test_out_of_range_dates_are_400_and_nothing_is_saved(api, staff, license_a, body, field):
     before = _snapshot(license_a)
     response = api(staff).patch(f"/api/v1/licenses/{license_a.key}/", body, format="json")
@@ -43,15 +46,17 @@ def test_out_of_range_dates_are_400_and_nothing_is_saved(api, staff, license_a, 
 
 
 def test_in_range_dates_save(api, staff, license_a):
-    response = api(staff).patch(f"/api/v1/licenses/{license_a.key}/",
-                                {"expires_at": "2099-12-31T00:00:00Z", "grace_days": 365}, format="json")
+    response = api(staff).patch(
+        f"/api/v1/licenses/{license_a.key}/", {"expires_at": "2099-12-31T00:00:00Z", "grace_days": 365}, format="json"
+    )
     assert response.status_code == 200
     assert response.json()["serving"] == "ok"
 
 
 def test_create_refuses_far_dates(api, staff, agency_a):
-    response = api(staff).post("/api/v1/licenses/", {"agency": agency_a.slug, "client_name": "Far",
-                                                      "expires_at": FAR}, format="json")
+    response = api(staff).post(
+        "/api/v1/licenses/", {"agency": agency_a.slug, "client_name": "Far", "expires_at": FAR}, format="json"
+    )
     assert response.status_code == 400 and "expires_at" in response.json()["error"]["fields"]
     assert not License.objects.filter(client_name="Far").exists()
 
@@ -59,8 +64,9 @@ def test_create_refuses_far_dates(api, staff, agency_a):
 @pytest.fixture
 def legacy_far_license(license_a, widget_a):
     """A row saved before dates were bounded: every reader must still answer."""
-    License.objects.filter(pk=license_a.pk).update(expires_at=datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC),
-                                                   grace_days=30)
+    License.objects.filter(pk=license_a.pk).update(
+        expires_at=datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC), grace_days=30
+    )
     license_a.refresh_from_db()
     return license_a
 

@@ -27,8 +27,12 @@ pytestmark = pytest.mark.django_db
 
 def test_license_create_normalizes_domains_and_fills_limits():
     agency = AgencyFactory()
-    license = license_create(agency=agency, client_name=" Shop ", allowed_domains=["HTTPS://Shop.Example.com/", "shop.example.com"],
-                             limits={"max_widgets": 2})
+    license = license_create(
+        agency=agency,
+        client_name=" Shop ",
+        allowed_domains=["HTTPS://Shop.Example.com/", "shop.example.com"],
+        limits={"max_widgets": 2},
+    )
     assert license.key.startswith("lic_") and len(license.key) == 28
     assert license.client_name == "Shop"
     assert license.allowed_domains == ["shop.example.com"]

@@ -11,8 +11,19 @@ from config.env import env_bool, env_float, env_int, env_list, env_str
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("raw,expected", [("1", True), ("true", True), ("YES", True), ("on", True),
-                                          ("0", False), ("false", False), ("no", False), ("", False)])
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ("1", True),
+        ("true", True),
+        ("YES", True),
+        ("on", True),
+        ("0", False),
+        ("false", False),
+        ("no", False),
+        ("", False),
+    ],
+)
 def test_env_bool_reads_common_spellings(raw, expected):
     assert env_bool("X", environ={"X": raw}) is expected
 
@@ -74,7 +85,13 @@ def test_development_start_works_with_no_env():
 
 def test_build_time_commands_run_without_secrets():
     clean = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECRET_KEY", "FIELD_ENCRYPTION_KEYS"}}
-    result = subprocess.run([sys.executable, "manage.py", "makemigrations", "--check", "--dry-run"], cwd=ROOT,
-                            env=clean, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "makemigrations", "--check", "--dry-run"],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "No changes detected" in result.stdout

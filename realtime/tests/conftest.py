@@ -24,11 +24,20 @@ VOICE_CONFIG = {
         "instructions": "You are Ava, the voice of Phone Shop.",
         "business_facts": "Open 9-5 Monday to Friday.",
         "voice": "coral",
-        "tools": {"search_knowledge": True, "search_products": True, "start_trade_in": True,
-                  "get_demo_clip": True, "create_meeting_link": True, "log_lead": True},
+        "tools": {
+            "search_knowledge": True,
+            "search_products": True,
+            "start_trade_in": True,
+            "get_demo_clip": True,
+            "create_meeting_link": True,
+            "log_lead": True,
+        },
     },
-    "tools": {"booking_url": "https://cal.example.com/shop", "trade_in_devices": ["iPhone 12", "Pixel 7"],
-              "demo_clips": [{"topic": "camera", "title": "Night camera", "url": "https://video.example.com/cam"}]},
+    "tools": {
+        "booking_url": "https://cal.example.com/shop",
+        "trade_in_devices": ["iPhone 12", "Pixel 7"],
+        "demo_clips": [{"topic": "camera", "title": "Night camera", "url": "https://video.example.com/cam"}],
+    },
 }
 
 
@@ -40,13 +49,13 @@ def publish(widget, owner) -> Any:
 
 @pytest.fixture
 def voice_widget(license_a, owner):
-    widget = WidgetFactory(license=license_a, name="Voice A", created_by=owner,
-                           config=config_normalize(VOICE_CONFIG))
+    widget = WidgetFactory(license=license_a, name="Voice A", created_by=owner, config=config_normalize(VOICE_CONFIG))
     widget = publish(widget, owner)
     ProductFactory(widget=widget, title="Phone X", price=Decimal("449.00"))
     ProductFactory(widget=widget, title="Phone Ultra", price=Decimal("999.00"))
-    KnowledgeEntryFactory(widget=widget, question="What is your returns policy?",
-                          answer="You can return any phone within 30 days.")
+    KnowledgeEntryFactory(
+        widget=widget, question="What is your returns policy?", answer="You can return any phone within 30 days."
+    )
     return Widget.objects.select_related("license", "published_version").get(pk=widget.pk)
 
 
@@ -176,8 +185,9 @@ def asgi_live_server(transactional_db):
     from config.asgi import application
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port, lifespan="off",
-                                           log_level="warning", ws="auto"))
+    server = uvicorn.Server(
+        uvicorn.Config(application, host="127.0.0.1", port=port, lifespan="off", log_level="warning", ws="auto")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 15
@@ -233,7 +243,8 @@ class OwnRedis:
 
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.time() + 10
         while True:
@@ -256,10 +267,16 @@ class OwnRedis:
 def own_redis(settings):
     """Cache (voice slots) and channel layer on a redis-server of this test's own."""
     server = OwnRedis().start()
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": server.url,
-                                   "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1}}}
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
-                                           "CONFIG": {"hosts": [server.url]}}}
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": server.url,
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [server.url]}}
+    }
     yield server
     # Later teardowns (the root conftest clears the cache) must not reach the stopped server.
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -33,9 +33,15 @@ BETA = {
     "item_added": "conversation.item.created",
 }
 USAGE = {
-    "total_tokens": 330, "input_tokens": 200, "output_tokens": 130,
-    "input_token_details": {"text_tokens": 100, "audio_tokens": 100, "cached_tokens": 50,
-                            "cached_tokens_details": {"text_tokens": 50, "audio_tokens": 0}},
+    "total_tokens": 330,
+    "input_tokens": 200,
+    "output_tokens": 130,
+    "input_token_details": {
+        "text_tokens": 100,
+        "audio_tokens": 100,
+        "cached_tokens": 50,
+        "cached_tokens_details": {"text_tokens": 50, "audio_tokens": 0},
+    },
     "output_token_details": {"text_tokens": 30, "audio_tokens": 100},
 }
 ASSISTANT_AUDIO = base64.b64encode(b"\x01\x00" * 2400).decode()  # 0.1 s of PCM16 24 kHz
@@ -65,8 +71,9 @@ class FakeRealtime:
         return [e for e in self.received if e.get("type") == kind]
 
     async def start(self) -> FakeRealtime:
-        self.server = await serve(self._handler, "127.0.0.1", 0, process_request=self._process_request,
-                                  compression=None, max_size=2**23)
+        self.server = await serve(
+            self._handler, "127.0.0.1", 0, process_request=self._process_request, compression=None, max_size=2**23
+        )
         self.port = self.server.sockets[0].getsockname()[1]
         return self
 
@@ -114,15 +121,36 @@ class FakeRealtime:
         await self.send(ws, {"type": "input_audio_buffer.speech_started", "item_id": "item_u1", "audio_start_ms": 0})
         await self.send(ws, {"type": "input_audio_buffer.speech_stopped", "item_id": "item_u1"})
         await self.send(ws, {"type": n["item_added"], "item": {"id": "item_u1", "type": "message", "role": "user"}})
-        await self.send(ws, {"type": "conversation.item.input_audio_transcription.delta", "item_id": "item_u1",
-                             "delta": "Do you have phones"})
-        await self.send(ws, {"type": "conversation.item.input_audio_transcription.completed", "item_id": "item_u1",
-                             "transcript": self.user_text})
+        await self.send(
+            ws,
+            {
+                "type": "conversation.item.input_audio_transcription.delta",
+                "item_id": "item_u1",
+                "delta": "Do you have phones",
+            },
+        )
+        await self.send(
+            ws,
+            {
+                "type": "conversation.item.input_audio_transcription.completed",
+                "item_id": "item_u1",
+                "transcript": self.user_text,
+            },
+        )
         await self.send(ws, {"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}})
-        await self.send(ws, {"type": "response.function_call_arguments.done", "response_id": "resp_1",
-                             "item_id": "item_fc1", "call_id": "call_1", **self.tool_call})
-        await self.send(ws, {"type": "response.done", "response": {"id": "resp_1", "status": "completed",
-                                                                   "usage": USAGE}})
+        await self.send(
+            ws,
+            {
+                "type": "response.function_call_arguments.done",
+                "response_id": "resp_1",
+                "item_id": "item_fc1",
+                "call_id": "call_1",
+                **self.tool_call,
+            },
+        )
+        await self.send(
+            ws, {"type": "response.done", "response": {"id": "resp_1", "status": "completed", "usage": USAGE}}
+        )
 
     async def _assistant_turn(self, ws: ServerConnection) -> None:
         n = self.names
@@ -131,8 +159,9 @@ class FakeRealtime:
         await self.send(ws, {"type": n["transcript_delta"], "item_id": "item_a1", "delta": "We have "})
         await self.send(ws, {"type": n["transcript_delta"], "item_id": "item_a1", "delta": "two phones."})
         await self.send(ws, {"type": n["transcript_done"], "item_id": "item_a1", "transcript": "We have two phones."})
-        await self.send(ws, {"type": "response.done", "response": {"id": "resp_2", "status": "completed",
-                                                                   "usage": USAGE}})
+        await self.send(
+            ws, {"type": "response.done", "response": {"id": "resp_2", "status": "completed", "usage": USAGE}}
+        )
 
     async def barge_in(self) -> None:
         for ws in self.connections:
@@ -154,8 +183,9 @@ class FakeHTTP:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server API
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                fake.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
-                                      "body": body})
+                fake.requests.append(
+                    {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
+                )
                 status, payload = fake.responses[min(len(fake.requests) - 1, len(fake.responses) - 1)]
                 data = json.dumps(payload).encode()
                 self.send_response(status)

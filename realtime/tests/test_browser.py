@@ -72,11 +72,19 @@ document.getElementById("hangup").onclick = function () { window.voice.stop(); }
 
 
 def host_page(base: str, widget, *, consent_required: bool = False, consent: bool = True) -> str:
-    voice = {"enabled": True, "transport": "relay", "consent_required": consent_required,
-             "consent_text": "This call is processed by an AI assistant."}
-    return (HOST_PAGE.replace("__BASE__", base).replace("__KEY__", widget.license.key)
-            .replace("__WIDGET__", widget.public_id).replace("__VOICE__", json.dumps(voice))
-            .replace("__CONSENT__", "true" if consent else "false"))
+    voice = {
+        "enabled": True,
+        "transport": "relay",
+        "consent_required": consent_required,
+        "consent_text": "This call is processed by an AI assistant.",
+    }
+    return (
+        HOST_PAGE.replace("__BASE__", base)
+        .replace("__KEY__", widget.license.key)
+        .replace("__WIDGET__", widget.public_id)
+        .replace("__VOICE__", json.dumps(voice))
+        .replace("__CONSENT__", "true" if consent else "false")
+    )
 
 
 def speech_wav(tmp_path) -> str:
@@ -90,8 +98,9 @@ def speech_wav(tmp_path) -> str:
     return str(wav)
 
 
-def test_visitor_talks_through_the_relay(playwright_driver, voice_widget, fake_realtime_thread, asgi_live_server, static_site,
-                                         tmp_path, artifacts_dir):
+def test_visitor_talks_through_the_relay(
+    playwright_driver, voice_widget, fake_realtime_thread, asgi_live_server, static_site, tmp_path, artifacts_dir
+):
     chromium = chromium_path()
     wav = speech_wav(tmp_path)
     from playwright.sync_api import expect
@@ -99,9 +108,16 @@ def test_visitor_talks_through_the_relay(playwright_driver, voice_widget, fake_r
     root, site = static_site
     (root / "index.html").write_text(host_page(asgi_live_server, voice_widget))
     with nullcontext(playwright_driver) as p:  # the session's one Playwright driver (root conftest)
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=[
-            *BASE_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={wav}"])
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            headless=True,
+            args=[
+                *BASE_ARGS,
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={wav}",
+            ],
+        )
         page = browser.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -135,10 +151,14 @@ def test_visitor_talks_through_the_relay(playwright_driver, voice_widget, fake_r
     assert "sk-" not in json.dumps(session)
     conversation = Conversation.objects.get(widget=voice_widget)
     assert list(Message.objects.filter(conversation=conversation).exclude(role="tool").values_list("role", "text")) == [
-        ("user", "Do you have phones under 500 dollars?"), ("assistant", "We have two phones.")]
+        ("user", "Do you have phones under 500 dollars?"),
+        ("assistant", "We have two phones."),
+    ]
 
 
-def test_denied_microphone_says_so(playwright_driver, voice_widget, fake_realtime_thread, asgi_live_server, static_site, artifacts_dir):
+def test_denied_microphone_says_so(
+    playwright_driver, voice_widget, fake_realtime_thread, asgi_live_server, static_site, artifacts_dir
+):
     chromium = chromium_path()
     from playwright.sync_api import expect
 
@@ -146,8 +166,9 @@ def test_denied_microphone_says_so(playwright_driver, voice_widget, fake_realtim
     (root / "index.html").write_text(host_page(asgi_live_server, voice_widget))
     with nullcontext(playwright_driver) as p:  # the session's one Playwright driver (root conftest)
         # No --use-fake-ui-for-media-stream and no permission granted: getUserMedia is refused.
-        browser = p.chromium.launch(executable_path=chromium, headless=True,
-                                    args=[*BASE_ARGS, "--use-fake-device-for-media-stream"])
+        browser = p.chromium.launch(
+            executable_path=chromium, headless=True, args=[*BASE_ARGS, "--use-fake-device-for-media-stream"]
+        )
         page = browser.new_context(permissions=[]).new_page()
         try:
             page.goto(site + "/index.html")
@@ -161,15 +182,20 @@ def test_denied_microphone_says_so(playwright_driver, voice_widget, fake_realtim
     assert not fake_realtime_thread.paths  # no call was opened
 
 
-def test_consent_is_asked_before_the_first_call(playwright_driver, voice_widget, fake_realtime_thread, asgi_live_server, static_site):
+def test_consent_is_asked_before_the_first_call(
+    playwright_driver, voice_widget, fake_realtime_thread, asgi_live_server, static_site
+):
     chromium = chromium_path()
     from playwright.sync_api import expect
 
     root, site = static_site
     (root / "index.html").write_text(host_page(asgi_live_server, voice_widget, consent_required=True, consent=False))
     with nullcontext(playwright_driver) as p:  # the session's one Playwright driver (root conftest)
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=[
-            *BASE_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"])
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            headless=True,
+            args=[*BASE_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"],
+        )
         page = browser.new_page()
         try:
             page.goto(site + "/index.html")
@@ -202,8 +228,9 @@ WATCH_VOICE_BAR = """() => {
 }"""
 
 
-def test_visitor_talks_to_the_real_widget_through_the_relay(playwright_driver, voice_widget, owner, fake_realtime_thread,
-                                                             asgi_live_server, static_site, tmp_path, artifacts_dir):
+def test_visitor_talks_to_the_real_widget_through_the_relay(
+    playwright_driver, voice_widget, owner, fake_realtime_thread, asgi_live_server, static_site, tmp_path, artifacts_dir
+):
     """The customer page holds only the one-line loader; the visitor opens the popup, consents, and talks."""
     from playwright.sync_api import expect
 
@@ -215,22 +242,39 @@ def test_visitor_talks_to_the_real_widget_through_the_relay(playwright_driver, v
     voice_widget.save()
     voice_widget = publish(voice_widget, owner)
     root, site = static_site
-    (root / "index.html").write_text(WIDGET_PAGE.replace("__BASE__", asgi_live_server)
-                                     .replace("__KEY__", voice_widget.license.key))
+    (root / "index.html").write_text(
+        WIDGET_PAGE.replace("__BASE__", asgi_live_server).replace("__KEY__", voice_widget.license.key)
+    )
     with nullcontext(playwright_driver) as p:  # the session's one Playwright driver (root conftest)
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=[
-            *BASE_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={wav}", "--autoplay-policy=no-user-gesture-required"])
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            headless=True,
+            args=[
+                *BASE_ARGS,
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={wav}",
+                "--autoplay-policy=no-user-gesture-required",
+            ],
+        )
         page = browser.new_page(viewport={"width": 1100, "height": 820})
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         # Console errors (the widget's "Switchboard: ..."), failed responses; resource errors are logged twice,
         # so the console's copy is skipped. The product image's host cannot resolve here (no internet).
-        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error"
-                and not msg.text.startswith("Failed to load resource") else None)
+        page.on(
+            "console",
+            lambda msg: (
+                errors.append(msg.text)
+                if msg.type == "error" and not msg.text.startswith("Failed to load resource")
+                else None
+            ),
+        )
         page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
-        page.on("requestfailed", lambda r: None if r.url == "https://shop.example.com/p.png"
-                else errors.append(f"failed {r.url}"))
+        page.on(
+            "requestfailed",
+            lambda r: None if r.url == "https://shop.example.com/p.png" else errors.append(f"failed {r.url}"),
+        )
         w = "switchboard-widget >> "  # Playwright CSS pierces the widget's open shadow root
         try:
             page.goto(site + "/index.html")
@@ -243,13 +287,15 @@ def test_visitor_talks_to_the_real_widget_through_the_relay(playwright_driver, v
             expect(consent).to_contain_text("Calls are answered by an AI.")
             consent.locator("text=Start the call").click()
             bar = page.locator(w + ".vb")
-            expect(page.locator(w + ".m.u:not(.pt) .b")).to_have_text(["Do you have phones under 500 dollars?"],
-                                                                       timeout=15000)
+            expect(page.locator(w + ".m.u:not(.pt) .b")).to_have_text(
+                ["Do you have phones under 500 dollars?"], timeout=15000
+            )
             expect(page.locator(w + ".cd b")).to_have_text(["Phone X"], timeout=10000)
             expect(page.locator(w + ".cd .pr")).to_have_text([re.compile(r"449\.00")])
             expect(page.locator(w + ".cd .ph")).to_have_text("P")  # the unreachable image gave way to a placeholder
             expect(page.locator(w + ".m.a:not(.pt) .b")).to_have_text(
-                ["Hi! How can I help you today?", "We have two phones."], timeout=10000)
+                ["Hi! How can I help you today?", "We have two phones."], timeout=10000
+            )
             expect(bar).to_have_attribute("data-s", "listening", timeout=10000)
             expect(page.locator(w + ".vl")).to_have_text("Listening…")
             expect(page.locator(w + ".vb button:not(.hu)")).to_have_text("Mute")
@@ -284,5 +330,7 @@ def test_visitor_talks_to_the_real_widget_through_the_relay(playwright_driver, v
     turns = list(conversation.messages.order_by("created_at", "id").values_list("role", flat=True))
     assert turns == ["user", "tool", "assistant"]  # one Message per turn, plus the tool call's UI events
     assert list(conversation.messages.exclude(role="tool").values_list("role", "text")) == [
-        ("user", "Do you have phones under 500 dollars?"), ("assistant", "We have two phones.")]
+        ("user", "Do you have phones under 500 dollars?"),
+        ("assistant", "We have two phones."),
+    ]
     assert conversation.messages.get(role="tool").payload

@@ -56,9 +56,12 @@ async def test_a_live_call_survives_a_redis_outage(voice_widget, fake_realtime, 
     assert relay in ACTIVE_SESSIONS and not relay.ended  # the call goes on
 
     await sync_to_async(own_redis.start)()  # Redis is back, empty: the live call takes its slot back
+
     async def slot_back() -> bool:
         return list((await sync_to_async(slot_values)(own_redis, voice_widget.license_id)).values()) == [
-            relay.slot_token]
+            relay.slot_token
+        ]
+
     for _ in range(100):
         if await slot_back():
             break
@@ -83,8 +86,12 @@ async def test_a_new_call_while_redis_is_down_is_refused_server_busy(voice_widge
     assert connected
     event = json.loads((await comm.receive_output(timeout=5))["text"])
     close = await comm.receive_output(timeout=3)
-    assert event == {"type": "error", "code": "server_busy", "fatal": True,
-                     "message": "The voice service is busy right now. Please try again shortly."}
+    assert event == {
+        "type": "error",
+        "code": "server_busy",
+        "fatal": True,
+        "message": "The voice service is busy right now. Please try again shortly.",
+    }
     assert close == {"type": "websocket.close", "code": 4503, "reason": "server_busy"}
     assert not fake_realtime.paths and not ACTIVE_SESSIONS
     assert not await Conversation.objects.aexists()
@@ -104,6 +111,7 @@ async def test_the_relay_ends_when_the_server_cancels_the_consumer(voice_widget,
     assert conversation.end_reason == "server_restart" and conversation.ended_at is not None
     assert conversation.audio_in_seconds == pytest.approx(0.02)
     from django.core.cache import cache
+
     assert not await sync_to_async(cache.get)(relay.slot_key or f"switchboard:voice-slot:{voice_widget.license_id}:0")
 
 
@@ -129,9 +137,12 @@ def test_client_secret_while_redis_is_down_is_a_json_503(voice_widget, fake_open
     from django.test import Client
 
     own_redis.stop()
-    response = Client().post("/api/realtime/client-secret",
-                             json.dumps({"license": voice_widget.license.key, "widget": voice_widget.public_id}),
-                             content_type="application/json", HTTP_ORIGIN="https://shop.example.com")
+    response = Client().post(
+        "/api/realtime/client-secret",
+        json.dumps({"license": voice_widget.license.key, "widget": voice_widget.public_id}),
+        content_type="application/json",
+        HTTP_ORIGIN="https://shop.example.com",
+    )
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "server_busy"
     assert fake_openai_http.requests == [] and not Conversation.objects.exists()
@@ -154,6 +165,7 @@ async def test_a_dropped_database_connection_costs_no_call_and_no_billing(voice_
                 failures[name] -= 1
                 raise OperationalError("terminating connection due to administrator command")
             return real(**kwargs)
+
         return call
 
     for name in failures:

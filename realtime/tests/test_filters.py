@@ -43,23 +43,35 @@ def test_b64_length():
 def test_usage_and_cost(settings):
     total = usage_add(usage_add({}, USAGE), USAGE)
     assert total["input_tokens"] == 400 and total["input_cached_text_tokens"] == 100
-    settings.REALTIME_PRICES = {"m": {"text_in": 1, "text_in_cached": 0.1, "text_out": 2, "audio_in": 10,
-                                      "audio_in_cached": 1, "audio_out": 20}}
+    settings.REALTIME_PRICES = {
+        "m": {"text_in": 1, "text_in_cached": 0.1, "text_out": 2, "audio_in": 10, "audio_in_cached": 1, "audio_out": 20}
+    }
     # text in: (200-100)*1 + 100*0.1 ; audio in: 200*10 ; text out: 60*2 ; audio out: 200*20 — per 1M tokens
     assert usage_cost(model="m", usage=total) == Decimal("0.006230")
 
 
 def test_session_config_shape(settings):
     settings.REALTIME_DEFAULT_MODEL = "gpt-realtime-mini"
-    config = config_normalize({"voice": {"enabled": True, "voice": "cedar", "speed": 1.2, "noise_reduction": "far_field",
-                                         "turn_detection": {"type": "semantic_vad", "eagerness": "low"},
-                                         "tools": {"search_knowledge": True, "search_products": False,
-                                                   "log_lead": True},
-                                         "business_facts": "We ship in 2 days."}})
+    config = config_normalize(
+        {
+            "voice": {
+                "enabled": True,
+                "voice": "cedar",
+                "speed": 1.2,
+                "noise_reduction": "far_field",
+                "turn_detection": {"type": "semantic_vad", "eagerness": "low"},
+                "tools": {"search_knowledge": True, "search_products": False, "log_lead": True},
+                "business_facts": "We ship in 2 days.",
+            }
+        }
+    )
     session = session_config(config=config)
     assert session["model"] == "gpt-realtime-mini"
-    assert session["audio"]["output"] == {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "cedar",
-                                          "speed": 1.2}
+    assert session["audio"]["output"] == {
+        "format": {"type": "audio/pcm", "rate": 24000},
+        "voice": "cedar",
+        "speed": 1.2,
+    }
     assert session["audio"]["input"]["noise_reduction"] == {"type": "far_field"}
     assert session["audio"]["input"]["turn_detection"]["type"] == "semantic_vad"
     assert [t["name"] for t in session["tools"]] == ["search_knowledge", "log_lead"]

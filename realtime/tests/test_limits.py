@@ -52,27 +52,35 @@ async def test_suspended_license_rejects_the_handshake(voice_widget, fake_realti
 async def test_voice_disabled_is_refused_with_a_reason(widget_a, fake_realtime):
     widget = await Widget.objects.select_related("license").aget(pk=widget_a.pk)
     event, code = await refused(communicator(widget))
-    assert event == {"type": "error", "code": "voice_disabled", "message": "Voice is not enabled for this widget.",
-                     "fatal": True}
+    assert event == {
+        "type": "error",
+        "code": "voice_disabled",
+        "message": "Voice is not enabled for this widget.",
+        "fatal": True,
+    }
     assert code == 4403 and not fake_realtime.paths
 
 
 async def test_unpublished_voice_draft_is_not_served(voice_widget, owner, fake_realtime):
     """Only the PUBLISHED config counts: turning voice off in a published version refuses the call."""
+
     def turn_off():
         from widgets.config_schema import config_normalize
+
         voice_widget.config = config_normalize({"voice": {"enabled": False}}, base=voice_widget.config)
         voice_widget.save()
         publish(voice_widget, owner)
         return Widget.objects.select_related("license").get(pk=voice_widget.pk)
+
     widget = await sync_to_async(turn_off)()
     event, code = await refused(communicator(widget))
     assert event["code"] == "voice_disabled"
 
 
 async def test_no_voice_minutes_left_is_refused(voice_widget, fake_realtime):
-    await LicenseUsage.objects.acreate(license_id=voice_widget.license_id, month=date.today().replace(day=1),
-                                       voice_seconds=300 * 60)
+    await LicenseUsage.objects.acreate(
+        license_id=voice_widget.license_id, month=date.today().replace(day=1), voice_seconds=300 * 60
+    )
     event, code = await refused(communicator(voice_widget))
     assert event["code"] == "quota_exceeded" and code == 4429
 
@@ -113,8 +121,11 @@ async def test_max_session_length_ends_the_call(voice_widget, fake_realtime, set
     events = await receive_until(comm, "<close>", timeout=5)
     types = [e["type"] for e in events]
     assert types[0] == "session.ready" and "warning" in types
-    assert events[-2] == {"type": "session.ended", "reason": "max_duration",
-                          "message": "The call reached its maximum length."}
+    assert events[-2] == {
+        "type": "session.ended",
+        "reason": "max_duration",
+        "message": "The call reached its maximum length.",
+    }
     assert events[-1]["code"] == 4408
     conversation = await Conversation.objects.aget()
     assert conversation.end_reason == "max_duration"
@@ -123,8 +134,9 @@ async def test_max_session_length_ends_the_call(voice_widget, fake_realtime, set
 
 async def test_minutes_running_out_warns_then_ends(voice_widget, fake_realtime):
     fake_realtime.scenario = "idle"
-    await LicenseUsage.objects.acreate(license_id=voice_widget.license_id, month=date.today().replace(day=1),
-                                       voice_seconds=300 * 60 - 0.5)
+    await LicenseUsage.objects.acreate(
+        license_id=voice_widget.license_id, month=date.today().replace(day=1), voice_seconds=300 * 60 - 0.5
+    )
     comm = communicator(voice_widget)
     assert (await comm.connect())[0]
     events = await receive_until(comm, "warning")

@@ -80,8 +80,9 @@ def test_the_reaper_leaves_live_webrtc_and_ended_calls_alone(voice_widget):
     live = svc.voice_conversation_start(widget=voice_widget, visitor_id="a", relayed=True)
     webrtc = svc.voice_conversation_start(widget=voice_widget, visitor_id="b")  # no relay, no heartbeat
     ended = svc.voice_conversation_start(widget=voice_widget, visitor_id="c", relayed=True)
-    Conversation.objects.filter(pk=ended.pk).update(ended_at=now, end_reason="hangup",
-                                                    heartbeat_at=now - timedelta(hours=1))
+    Conversation.objects.filter(pk=ended.pk).update(
+        ended_at=now, end_reason="hangup", heartbeat_at=now - timedelta(hours=1)
+    )
     chat = Conversation.objects.create(widget=voice_widget, channel=Channel.CHAT, heartbeat_at=now - timedelta(hours=1))
     lost = svc.voice_conversation_start(widget=WidgetFactory(), visitor_id="d", relayed=True)
     Conversation.objects.filter(pk=lost.pk).update(heartbeat_at=now - timedelta(seconds=120))
@@ -92,13 +93,19 @@ def test_the_reaper_leaves_live_webrtc_and_ended_calls_alone(voice_widget):
 
 def test_a_checkpoint_bills_once_however_often_it_is_retried(voice_widget):
     conversation = svc.voice_conversation_start(widget=voice_widget, visitor_id="v", relayed=True)
-    totals = {"conversation_id": conversation.pk, "license_id": voice_widget.license_id,
-              "usage": {"input_tokens": 5}, "audio_in_seconds": 3.5, "audio_out_seconds": 1.0,
-              "cost_usd": Decimal("0.010000")}
+    totals = {
+        "conversation_id": conversation.pk,
+        "license_id": voice_widget.license_id,
+        "usage": {"input_tokens": 5},
+        "audio_in_seconds": 3.5,
+        "audio_out_seconds": 1.0,
+        "cost_usd": Decimal("0.010000"),
+    }
     assert svc.voice_usage_checkpoint(**totals) == pytest.approx(3.5)
     assert svc.voice_usage_checkpoint(**totals) == 0  # e.g. the commit's acknowledgement was lost
-    svc.voice_usage_checkpoint(**{**totals, "audio_in_seconds": 5.0, "cost_usd": Decimal("0.015000")},
-                               end_reason="hangup")
+    svc.voice_usage_checkpoint(
+        **{**totals, "audio_in_seconds": 5.0, "cost_usd": Decimal("0.015000")}, end_reason="hangup"
+    )
     svc.voice_usage_checkpoint(**{**totals, "audio_in_seconds": 9.0}, end_reason="hangup")  # ended: no-op
     usage = LicenseUsage.objects.get(license=voice_widget.license)
     assert usage.voice_seconds == pytest.approx(5.0) and usage.cost_usd == Decimal("0.015")
@@ -108,8 +115,14 @@ def test_a_checkpoint_bills_once_however_often_it_is_retried(voice_widget):
 
 def test_a_call_wrongly_reaped_during_a_database_outage_is_taken_back(voice_widget):
     conversation = svc.voice_conversation_start(widget=voice_widget, visitor_id="v", relayed=True)
-    totals = {"conversation_id": conversation.pk, "license_id": voice_widget.license_id, "usage": {},
-              "audio_in_seconds": 2.0, "audio_out_seconds": 0.0, "cost_usd": Decimal(0)}
+    totals = {
+        "conversation_id": conversation.pk,
+        "license_id": voice_widget.license_id,
+        "usage": {},
+        "audio_in_seconds": 2.0,
+        "audio_out_seconds": 0.0,
+        "cost_usd": Decimal(0),
+    }
     svc.voice_usage_checkpoint(**totals)
     Conversation.objects.filter(pk=conversation.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=90))
     assert voice_calls_reap.apply().get() == 1

@@ -40,8 +40,11 @@ def upstream_calls(monkeypatch):
 def connect_to(license_key: str, widget_id: str) -> WebsocketCommunicator:
     from config.asgi import application
 
-    return WebsocketCommunicator(application, f"/ws/realtime/{license_key}/?widget={widget_id}&visitor=v1",
-                                 headers=[(b"host", b"testserver"), (b"origin", ORIGIN.encode())])
+    return WebsocketCommunicator(
+        application,
+        f"/ws/realtime/{license_key}/?widget={widget_id}&visitor=v1",
+        headers=[(b"host", b"testserver"), (b"origin", ORIGIN.encode())],
+    )
 
 
 async def refusal(comm: WebsocketCommunicator) -> tuple[dict, dict]:
@@ -62,22 +65,30 @@ async def assert_nothing_opened(upstream_calls, fake_realtime, license_id: int) 
     assert not await sync_to_async(cache.get_many)(slots)
 
 
-async def test_voice_disabled_widget_gets_a_readable_reason_and_nothing_is_opened(widget_a, fake_realtime,
-                                                                                 upstream_calls):
+async def test_voice_disabled_widget_gets_a_readable_reason_and_nothing_is_opened(
+    widget_a, fake_realtime, upstream_calls
+):
     widget = await Widget.objects.select_related("license").aget(pk=widget_a.pk)
     event, close = await refusal(connect_to(widget.license.key, widget.public_id))
-    assert event == {"type": "error", "code": "voice_disabled", "message": "Voice is not enabled for this widget.",
-                     "fatal": True}
+    assert event == {
+        "type": "error",
+        "code": "voice_disabled",
+        "message": "Voice is not enabled for this widget.",
+        "fatal": True,
+    }
     assert close == {"type": "websocket.close", "code": 4403, "reason": "voice_disabled"}
     await assert_nothing_opened(upstream_calls, fake_realtime, widget.license_id)
 
 
-async def test_another_licenses_widget_is_refused_exactly_like_an_unknown_id(voice_widget, license_b, outsider,
-                                                                            fake_realtime, upstream_calls):
+async def test_another_licenses_widget_is_refused_exactly_like_an_unknown_id(
+    voice_widget, license_b, outsider, fake_realtime, upstream_calls
+):
     def voice_widget_of_b():
-        other = WidgetFactory(license=license_b, name="Voice B", created_by=outsider,
-                              config=config_normalize(VOICE_CONFIG))
+        other = WidgetFactory(
+            license=license_b, name="Voice B", created_by=outsider, config=config_normalize(VOICE_CONFIG)
+        )
         return publish(other, outsider).public_id
+
     foreign_id = await sync_to_async(voice_widget_of_b)()
     key = voice_widget.license.key
     foreign = await refusal(connect_to(key, foreign_id))

@@ -77,8 +77,11 @@ def test_sigterm_ends_voice_calls_with_server_restart(voice_widget, fake_realtim
             while True:
                 received.append(json.loads(ws.recv(timeout=10)))
         stopper.join(20)
-    assert received[-1] == {"type": "session.ended", "reason": "server_restart",
-                            "message": "The voice service is restarting. Reconnecting…"}
+    assert received[-1] == {
+        "type": "session.ended",
+        "reason": "server_restart",
+        "message": "The voice service is restarting. Reconnecting…",
+    }
     assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1012, "server_restart")
     conversation = Conversation.objects.get()
     assert conversation.end_reason == "server_restart" and conversation.ended_at is not None
@@ -88,8 +91,9 @@ def test_sigterm_ends_voice_calls_with_server_restart(voice_widget, fake_realtim
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
-def test_the_widget_reconnects_after_a_server_restart(playwright_driver, voice_widget, fake_realtime_thread,
-                                                     static_site, tmp_path, artifacts_dir, not_draining):
+def test_the_widget_reconnects_after_a_server_restart(
+    playwright_driver, voice_widget, fake_realtime_thread, static_site, tmp_path, artifacts_dir, not_draining
+):
     from playwright.sync_api import expect
 
     from realtime.tests.test_browser import host_page, speech_wav
@@ -102,9 +106,16 @@ def test_the_widget_reconnects_after_a_server_restart(playwright_driver, voice_w
     root, site = static_site
     (root / "index.html").write_text(host_page(f"http://127.0.0.1:{port}", voice_widget))
     with nullcontext(playwright_driver) as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=[
-            *BASE_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={wav}"])
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            headless=True,
+            args=[
+                *BASE_ARGS,
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={wav}",
+            ],
+        )
         page = browser.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -158,8 +169,9 @@ def test_web_processes_on_one_port_share_new_connections(not_draining):
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
-def test_the_real_widget_shows_reconnecting_and_carries_on(playwright_driver, voice_widget, fake_realtime_thread,
-                                                          static_site, tmp_path, artifacts_dir, not_draining):
+def test_the_real_widget_shows_reconnecting_and_carries_on(
+    playwright_driver, voice_widget, fake_realtime_thread, static_site, tmp_path, artifacts_dir, not_draining
+):
     """The embedded widget (one-line loader) through a restart of the process holding its call."""
     from playwright.sync_api import expect
 
@@ -171,12 +183,21 @@ def test_the_real_widget_shows_reconnecting_and_carries_on(playwright_driver, vo
     port = free_port()
     web = WebProcess(port)
     root, site = static_site
-    (root / "index.html").write_text(WIDGET_PAGE.replace("__BASE__", f"http://127.0.0.1:{port}")
-                                     .replace("__KEY__", voice_widget.license.key))
+    (root / "index.html").write_text(
+        WIDGET_PAGE.replace("__BASE__", f"http://127.0.0.1:{port}").replace("__KEY__", voice_widget.license.key)
+    )
     with nullcontext(playwright_driver) as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=[
-            *BASE_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={wav}", "--autoplay-policy=no-user-gesture-required"])
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            headless=True,
+            args=[
+                *BASE_ARGS,
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={wav}",
+                "--autoplay-policy=no-user-gesture-required",
+            ],
+        )
         page = browser.new_page(viewport={"width": 1100, "height": 820})
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -205,5 +226,7 @@ def test_the_real_widget_shows_reconnecting_and_carries_on(playwright_driver, vo
             browser.close()
             web.stop()
     assert not errors
-    assert list(Conversation.objects.order_by("id").values_list("end_reason", flat=True)) == ["server_restart",
-                                                                                              "hangup"]
+    assert list(Conversation.objects.order_by("id").values_list("end_reason", flat=True)) == [
+        "server_restart",
+        "hangup",
+    ]

@@ -37,9 +37,13 @@ class TestConfigEndpoint:
         assert response["Access-Control-Allow-Origin"] == ORIGIN
         session = response.json()
         assert session == {
-            "type": "realtime", "model": settings.REALTIME_DEFAULT_MODEL, "output_modalities": ["audio"],
-            "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}},
-                      "output": {"format": {"type": "audio/pcm", "rate": 24000}}},
+            "type": "realtime",
+            "model": settings.REALTIME_DEFAULT_MODEL,
+            "output_modalities": ["audio"],
+            "audio": {
+                "input": {"format": {"type": "audio/pcm", "rate": 24000}},
+                "output": {"format": {"type": "audio/pcm", "rate": 24000}},
+            },
         }
         text = response.content.decode()
         assert "Open 9-5" not in text and "search_products" not in text and "instructions" not in text
@@ -77,8 +81,11 @@ class TestConfigEndpoint:
         client = Client()
         response = client.get("/api/realtime/config", {"license": "lic_nope"}, HTTP_ORIGIN=ORIGIN)
         assert response.status_code == 404
-        response = client.get("/api/realtime/config", {"license": voice_widget.license.key,
-                                                       "widget": widget_b.public_id}, HTTP_ORIGIN=ORIGIN)
+        response = client.get(
+            "/api/realtime/config",
+            {"license": voice_widget.license.key, "widget": widget_b.public_id},
+            HTTP_ORIGIN=ORIGIN,
+        )
         assert response.status_code == 404 and response.json()["error"]["code"] == "widget_not_found"
 
 
@@ -120,9 +127,12 @@ class TestClientSecret:
 @pytest.mark.django_db
 class TestToolEndpoint:
     def call(self, widget, name, token, arguments, origin=ORIGIN):
-        return Client().post(f"/api/widget/{widget.license.key}/tools/{name}",
-                             json.dumps({"token": token, "arguments": arguments}),
-                             content_type="application/json", HTTP_ORIGIN=origin)
+        return Client().post(
+            f"/api/widget/{widget.license.key}/tools/{name}",
+            json.dumps({"token": token, "arguments": arguments}),
+            content_type="application/json",
+            HTTP_ORIGIN=origin,
+        )
 
     def test_runs_a_tool_for_the_bound_call(self, voice_widget, fake_openai_http):
         token = post_secret(Client(), voice_widget).json()["tools_token"]
@@ -149,7 +159,8 @@ class TestToolEndpoint:
 
 @pytest.mark.django_db(transaction=True)
 async def test_relay_config_endpoint_and_client_secret_send_the_identical_session(
-        voice_widget, fake_realtime, fake_openai_http, member):
+    voice_widget, fake_realtime, fake_openai_http, member
+):
     await sync_to_async(ProductFactory)(widget=voice_widget, title="Extra")
     comm = communicator(voice_widget)
     assert (await comm.connect())[0]

@@ -13,7 +13,7 @@ register = template.Library()
 
 @register.filter
 def ago(value: datetime | None) -> str:
-    """"just now" under a minute, else "5 minutes ago" (the largest unit only)."""
+    """ "just now" under a minute, else "5 minutes ago" (the largest unit only)."""
     if value is None:
         return ""
     if (timezone.now() - value).total_seconds() < 60:

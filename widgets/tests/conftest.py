@@ -147,13 +147,19 @@ def n8n_config(webhook: str, **n8n: Any) -> dict[str, Any]:
 def n8n_widget(widget_a, owner, fake_n8n):
     """Widget A, published, wired to the fake n8n, with secrets set (that must never leak)."""
     return publish(
-        widget_a, owner, config=n8n_config(fake_n8n.webhook),
-        secrets={"n8n_basic_auth_user": N8N_USER, "n8n_basic_auth_password": N8N_PASSWORD,
-                 "openai_api_key": OPENAI_KEY},
+        widget_a,
+        owner,
+        config=n8n_config(fake_n8n.webhook),
+        secrets={
+            "n8n_basic_auth_user": N8N_USER,
+            "n8n_basic_auth_password": N8N_PASSWORD,
+            "openai_api_key": OPENAI_KEY,
+        },
     )
 
 
 # --- browser -------------------------------------------------------------------------------
+
 
 @dataclass
 class HostSite:
@@ -211,8 +217,9 @@ def asgi_server(transactional_db):
     db_settings = connections.settings["default"]
     max_age = db_settings.get("CONN_MAX_AGE", 0)
     db_settings["CONN_MAX_AGE"] = 0
-    server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning",
-                                          lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

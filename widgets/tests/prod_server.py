@@ -49,11 +49,24 @@ class ProdServer:
 
     def start(self, timeout: float = 30.0) -> ProdServer:
         log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        cmd = [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
-               "--port", str(self.port), "--workers", str(self.workers), "--no-access-log",
-               "--timeout-graceful-shutdown", "5", "--log-level", "warning"]
-        self.process = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=log,
-                                        start_new_session=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "config.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.workers),
+            "--no-access-log",
+            "--timeout-graceful-shutdown",
+            "5",
+            "--log-level",
+            "warning",
+        ]
+        self.process = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -78,15 +91,26 @@ class ProdServer:
         self.process = None
 
 
-def prod_env(*, database_url: str, encryption_keys: list[str], secret_key: str, redis_url: str = "",
-             **extra: str) -> dict[str, str]:
+def prod_env(
+    *, database_url: str, encryption_keys: list[str], secret_key: str, redis_url: str = "", **extra: str
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST"))}
-    env.update({
-        "DEBUG": "0", "DATABASE_URL": database_url, "REDIS_URL": redis_url, "SECRET_KEY": secret_key,
-        "FIELD_ENCRYPTION_KEYS": ",".join(encryption_keys), "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "SECURE_SSL_REDIRECT": "0", "SESSION_COOKIE_SECURE": "0", "CSRF_COOKIE_SECURE": "0",
-        "N8N_ALLOW_PRIVATE_NETWORKS": "1", "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "DEBUG": "0",
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "SECRET_KEY": secret_key,
+            "FIELD_ENCRYPTION_KEYS": ",".join(encryption_keys),
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "SECURE_SSL_REDIRECT": "0",
+            "SESSION_COOKIE_SECURE": "0",
+            "CSRF_COOKIE_SECURE": "0",
+            "N8N_ALLOW_PRIVATE_NETWORKS": "1",
+            "LOG_LEVEL": "WARNING",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(extra)
     return env
 
@@ -108,7 +132,9 @@ class RedisServer:
 
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         while True:
             try:

@@ -30,9 +30,13 @@ def redis_limiter(settings, redis_server):
     from widgets.ratelimit import limiter
 
     settings.REDIS_URL = redis_server.url
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                                   "LOCATION": redis_server.url,
-                                   "OPTIONS": {"pool_class": "config.redis.SharedConnectionPool"}}}
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": redis_server.url,
+            "OPTIONS": {"pool_class": "config.redis.SharedConnectionPool"},
+        }
+    }
     limiter._down_until = 0.0
     yield redis_server
     # Later teardowns (the root conftest clears the cache) must not reach the stopped server.
@@ -41,9 +45,13 @@ def redis_limiter(settings, redis_server):
 
 
 def send(client, widget, session="sess-1", visitor="v-1", text="Hi"):
-    return client.post(f"/api/widget/{widget.license.key}/chat", data=json.dumps(
-        {"action": "sendMessage", "sessionId": session, "chatInput": text}), content_type="application/json",
-        HTTP_ORIGIN=ORIGIN, HTTP_X_SWITCHBOARD_VISITOR=visitor)
+    return client.post(
+        f"/api/widget/{widget.license.key}/chat",
+        data=json.dumps({"action": "sendMessage", "sessionId": session, "chatInput": text}),
+        content_type="application/json",
+        HTTP_ORIGIN=ORIGIN,
+        HTTP_X_SWITCHBOARD_VISITOR=visitor,
+    )
 
 
 @pytest.mark.django_db
@@ -57,8 +65,9 @@ def test_chat_rate_limit_is_shared_in_redis(client, n8n_widget, fake_n8n, redis_
 
 
 @pytest.mark.django_db
-def test_redis_down_chat_still_answers_within_a_per_process_limit(client, n8n_widget, fake_n8n, redis_limiter,
-                                                                    settings, caplog):
+def test_redis_down_chat_still_answers_within_a_per_process_limit(
+    client, n8n_widget, fake_n8n, redis_limiter, settings, caplog
+):
     settings.WIDGET_CHAT_RATE_PER_MINUTE = 3
     redis_limiter.stop()
     with caplog.at_level(logging.WARNING, logger="widgets.ratelimit"):
@@ -87,7 +96,8 @@ def test_redis_back_rate_limits_are_shared_again(client, n8n_widget, fake_n8n, r
 
 @pytest.mark.django_db(transaction=True)
 def test_a_lead_posted_while_the_broker_is_down_is_stored_and_delivered_when_it_is_back(
-        client, n8n_widget, redis_limiter, settings, agency_a):
+    client, n8n_widget, redis_limiter, settings, agency_a
+):
     """The form post answers 201 (not an HTML 500), the lead waits `pending` in PostgreSQL, and the
     beat task delivers it once the broker is back."""
     from config.celery import app
@@ -104,9 +114,12 @@ def test_a_lead_posted_while_the_broker_is_down_is_stored_and_delivered_when_it_
     app.conf.broker_url = redis_limiter.url
     reset_producers(app)
     try:
-        response = client.post(f"/api/widget/{n8n_widget.license.key}/leads",
-                               data=json.dumps({"name": "Ann", "email": "ann@example.com", "source": "contact_form"}),
-                               content_type="application/json", HTTP_ORIGIN=ORIGIN)
+        response = client.post(
+            f"/api/widget/{n8n_widget.license.key}/leads",
+            data=json.dumps({"name": "Ann", "email": "ann@example.com", "source": "contact_form"}),
+            content_type="application/json",
+            HTTP_ORIGIN=ORIGIN,
+        )
     finally:
         app.conf.task_always_eager, app.conf.broker_url = eager, broker
         reset_producers(app)
@@ -139,9 +152,14 @@ def reset_producers(app) -> None:
 def prod_with_redis(transactional_db, redis_server, tmp_path):
     if connection.vendor != "postgresql":
         pytest.skip("the production server runs on PostgreSQL; runs in CI")
-    env = prod_env(database_url=database_url(connection.settings_dict), secret_key=django_settings.SECRET_KEY,
-                   encryption_keys=django_settings.FIELD_ENCRYPTION_KEYS, redis_url=redis_server.url,
-                   DB_POOL="1", DB_POOL_MAX_SIZE="5")
+    env = prod_env(
+        database_url=database_url(connection.settings_dict),
+        secret_key=django_settings.SECRET_KEY,
+        encryption_keys=django_settings.FIELD_ENCRYPTION_KEYS,
+        redis_url=redis_server.url,
+        DB_POOL="1",
+        DB_POOL_MAX_SIZE="5",
+    )
     server = ProdServer(env=env, log_path=str(tmp_path / "server.log")).start()
     yield server
     server.stop()
@@ -153,8 +171,11 @@ def test_requests_share_a_few_redis_connections(prod_with_redis, redis_server, n
     before = redis_server.connections_received()
     with httpx.Client(base_url=prod_with_redis.url, timeout=10) as http:
         for i in range(100):
-            response = http.post(f"/api/widget/{key}/chat", json={"action": "sendMessage", "sessionId": f"s{i}",
-                                 "chatInput": "hi"}, headers={"Origin": ORIGIN, "X-Switchboard-Visitor": f"v{i}"})
+            response = http.post(
+                f"/api/widget/{key}/chat",
+                json={"action": "sendMessage", "sessionId": f"s{i}", "chatInput": "hi"},
+                headers={"Origin": ORIGIN, "X-Switchboard-Visitor": f"v{i}"},
+            )
             assert response.status_code == 200, response.text
         for _ in range(20):
             assert http.get("/healthz").json()["checks"]["redis"] == "ok"
@@ -167,12 +188,14 @@ def test_redis_down_chat_and_leads_answer_and_health_says_why(prod_with_redis, r
     key = n8n_widget.license.key
     redis_server.stop()
     with httpx.Client(base_url=prod_with_redis.url, timeout=15, headers={"Origin": ORIGIN}) as http:
-        chat = http.post(f"/api/widget/{key}/chat", json={"action": "sendMessage", "sessionId": "s-down",
-                         "chatInput": "hi"})
+        chat = http.post(
+            f"/api/widget/{key}/chat", json={"action": "sendMessage", "sessionId": "s-down", "chatInput": "hi"}
+        )
         assert chat.status_code == 200, chat.text
         assert chat.json()["output"] == "Hello from n8n"
-        lead = http.post(f"/api/widget/{key}/leads", json={"name": "Ann", "email": "ann@example.com",
-                         "source": "contact_form"})
+        lead = http.post(
+            f"/api/widget/{key}/leads", json={"name": "Ann", "email": "ann@example.com", "source": "contact_form"}
+        )
         assert lead.status_code == 201, lead.text
         health = http.get("/healthz")
         assert health.status_code == 503 and health.json()["checks"]["redis"].startswith("error")

@@ -32,9 +32,16 @@ def wait_for(condition, timeout: float, what: str) -> None:
 def prod_server(transactional_db, tmp_path):
     if connection.vendor != "postgresql":
         pytest.skip("the pool exhaustion happens on PostgreSQL (psycopg pool); runs in CI")
-    env = prod_env(database_url=database_url(connection.settings_dict), secret_key=settings.SECRET_KEY,
-                   encryption_keys=settings.FIELD_ENCRYPTION_KEYS, DB_POOL="1", DB_POOL_MIN_SIZE="0",
-                   DB_POOL_MAX_SIZE=str(POOL), DB_POOL_TIMEOUT="1", N8N_TOTAL_TIMEOUT="30")
+    env = prod_env(
+        database_url=database_url(connection.settings_dict),
+        secret_key=settings.SECRET_KEY,
+        encryption_keys=settings.FIELD_ENCRYPTION_KEYS,
+        DB_POOL="1",
+        DB_POOL_MIN_SIZE="0",
+        DB_POOL_MAX_SIZE=str(POOL),
+        DB_POOL_TIMEOUT="1",
+        N8N_TOTAL_TIMEOUT="30",
+    )
     server = ProdServer(env=env, log_path=str(tmp_path / "server.log")).start()
     yield server
     server.stop()
@@ -43,18 +50,24 @@ def prod_server(transactional_db, tmp_path):
 
 def other_sessions() -> int:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                       "AND pid <> pg_backend_pid()")
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
         return cursor.fetchone()[0]
 
 
 def post_chat(base: str, key: str, session: str, text: str = "hi", timeout: float = 20) -> httpx.Response:
-    return httpx.post(f"{base}/api/widget/{key}/chat", json={"action": "sendMessage", "sessionId": session,
-                      "chatInput": text}, headers={"Origin": ORIGIN}, timeout=timeout)
+    return httpx.post(
+        f"{base}/api/widget/{key}/chat",
+        json={"action": "sendMessage", "sessionId": session, "chatInput": text},
+        headers={"Origin": ORIGIN},
+        timeout=timeout,
+    )
 
 
 def test_a_slow_webhook_starves_neither_other_licenses_nor_the_health_check(
-        prod_server, widget_a, widget_b, owner, outsider, fake_n8n):
+    prod_server, widget_a, widget_b, owner, outsider, fake_n8n
+):
     license_a = widget_a.license
     license_a.limits = {**license_a.limits, "max_concurrent_chats": CAP}
     license_a.save()
@@ -110,8 +123,7 @@ def test_every_middleware_runs_async_so_the_chat_view_holds_no_thread():
     assert sync_only == []
 
 
-def test_one_pooled_upstream_client_serves_every_message(client, n8n_widget, fake_n8n, owner, monkeypatch,
-                                                        settings):
+def test_one_pooled_upstream_client_serves_every_message(client, n8n_widget, fake_n8n, owner, monkeypatch, settings):
     """Issue 11.2: no client per message: the process's pool (its shards) is made once, on one SSL
     context (the CA bundle loaded once), and every later message reuses it."""
     import json
@@ -139,9 +151,12 @@ def test_one_pooled_upstream_client_serves_every_message(client, n8n_widget, fak
     settings.N8N_CLIENT_SHARDS = 4
 
     def send(text):
-        return client.post(f"/api/widget/{n8n_widget.license.key}/chat", data=json.dumps(
-            {"action": "sendMessage", "sessionId": "pool-1", "chatInput": text}), content_type="application/json",
-            HTTP_ORIGIN=ORIGIN)
+        return client.post(
+            f"/api/widget/{n8n_widget.license.key}/chat",
+            data=json.dumps({"action": "sendMessage", "sessionId": "pool-1", "chatInput": text}),
+            content_type="application/json",
+            HTTP_ORIGIN=ORIGIN,
+        )
 
     for i in range(5):
         assert send(f"plain {i}").status_code == 200

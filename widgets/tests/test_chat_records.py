@@ -33,15 +33,17 @@ def test_concurrent_first_messages_of_a_session_open_one_conversation_and_count_
     def first_message(session: str, n: int) -> None:
         try:
             barrier.wait()
-            chat_turn_record(widget=widget, session_id=session, visitor_id="v", user_text=f"hi {n}",
-                             reply_text="hello")
+            chat_turn_record(widget=widget, session_id=session, visitor_id="v", user_text=f"hi {n}", reply_text="hello")
         except BaseException as exc:  # surfaced below
             errors.append(exc)
         finally:
             connections.close_all()
 
-    threads = [threading.Thread(target=first_message, args=(f"race-{s}", n))
-               for s in range(SESSIONS) for n in range(PER_SESSION)]
+    threads = [
+        threading.Thread(target=first_message, args=(f"race-{s}", n))
+        for s in range(SESSIONS)
+        for n in range(PER_SESSION)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -58,19 +60,22 @@ def stream_lines(response) -> list[dict]:
 
 
 @pytest.mark.django_db
-def test_a_streamed_reply_that_cannot_be_stored_ends_with_an_error_line(client, n8n_widget, fake_n8n, owner,
-                                                                        monkeypatch):
+def test_a_streamed_reply_that_cannot_be_stored_ends_with_an_error_line(
+    client, n8n_widget, fake_n8n, owner, monkeypatch
+):
     publish(n8n_widget, owner, config={"connection": {"n8n": {"streaming": True}}})
-    fake_n8n.reply(stream=[{"type": "item", "content": "All "}, {"type": "item", "content": "yours"},
-                           {"type": "end"}])
+    fake_n8n.reply(stream=[{"type": "item", "content": "All "}, {"type": "item", "content": "yours"}, {"type": "end"}])
 
     def database_gone(**kwargs):
         raise OperationalError("server closed the connection unexpectedly")
 
     monkeypatch.setattr("widgets.chat.chat_turn_record", database_gone)
-    response = client.post(f"/api/widget/{n8n_widget.license.key}/chat", data=json.dumps(
-        {"action": "sendMessage", "sessionId": "s-lost", "chatInput": "hi"}), content_type="application/json",
-        HTTP_ORIGIN=ORIGIN)
+    response = client.post(
+        f"/api/widget/{n8n_widget.license.key}/chat",
+        data=json.dumps({"action": "sendMessage", "sessionId": "s-lost", "chatInput": "hi"}),
+        content_type="application/json",
+        HTTP_ORIGIN=ORIGIN,
+    )
     lines = stream_lines(response)
     assert lines[:2] == [{"type": "item", "content": "All "}, {"type": "item", "content": "yours"}]
     assert lines[-1]["type"] == "error" and lines[-1]["code"] == "not_stored"
@@ -81,13 +86,20 @@ def test_a_streamed_reply_that_cannot_be_stored_ends_with_an_error_line(client, 
 def test_a_failed_streamed_turn_is_recorded_with_its_latency(client, n8n_widget, fake_n8n, owner):
     publish(n8n_widget, owner, config={"connection": {"n8n": {"streaming": True}}})
     fake_n8n.reply(json={"message": "Workflow could not be started"}, status=500)
-    response = client.post(f"/api/widget/{n8n_widget.license.key}/chat", data=json.dumps(
-        {"action": "sendMessage", "sessionId": "s-500", "chatInput": "anyone there?"}),
-        content_type="application/json", HTTP_ORIGIN=ORIGIN)
+    response = client.post(
+        f"/api/widget/{n8n_widget.license.key}/chat",
+        data=json.dumps({"action": "sendMessage", "sessionId": "s-500", "chatInput": "anyone there?"}),
+        content_type="application/json",
+        HTTP_ORIGIN=ORIGIN,
+    )
     assert response.status_code == 502
     [message] = Message.objects.all()
     assert (message.role, message.text, message.failure_kind, message.upstream_status) == (
-        "user", "anyone there?", "upstream_error", 500)
+        "user",
+        "anyone there?",
+        "upstream_error",
+        500,
+    )
     assert message.latency_ms is not None
     n8n_widget.refresh_from_db()
     assert n8n_widget.chat_failures == 1
@@ -95,9 +107,12 @@ def test_a_failed_streamed_turn_is_recorded_with_its_latency(client, n8n_widget,
 
 @pytest.mark.django_db
 def test_answered_turns_keep_their_latency_and_no_failure(client, n8n_widget, fake_n8n):
-    client.post(f"/api/widget/{n8n_widget.license.key}/chat", data=json.dumps(
-        {"action": "sendMessage", "sessionId": "s-ok", "chatInput": "hi"}), content_type="application/json",
-        HTTP_ORIGIN=ORIGIN)
+    client.post(
+        f"/api/widget/{n8n_widget.license.key}/chat",
+        data=json.dumps({"action": "sendMessage", "sessionId": "s-ok", "chatInput": "hi"}),
+        content_type="application/json",
+        HTTP_ORIGIN=ORIGIN,
+    )
     user, assistant = Message.objects.all()
     assert user.failure_kind == "" and assistant.latency_ms is not None
     n8n_widget.refresh_from_db()
@@ -110,8 +125,7 @@ def test_answered_turns_keep_their_latency_and_no_failure(client, n8n_widget, fa
 def test_a_database_outage_answers_json_503_with_retry_after(n8n_widget, monkeypatch, path, method, error):
     from psycopg_pool import PoolTimeout
 
-    exc = OperationalError("connection refused") if error == "operational" else PoolTimeout("couldn't get a "
-                                                                                              "connection")
+    exc = OperationalError("connection refused") if error == "operational" else PoolTimeout("couldn't get a connection")
 
     def unavailable(**kwargs):
         raise exc
@@ -120,8 +134,12 @@ def test_a_database_outage_answers_json_503_with_retry_after(n8n_widget, monkeyp
     client = Client(raise_request_exception=False)
     url = f"/api/widget/{n8n_widget.license.key}/{path}"
     if method == "post":
-        response = client.post(url, data=json.dumps({"sessionId": "s", "chatInput": "hi"}),
-                               content_type="application/json", HTTP_ORIGIN=ORIGIN)
+        response = client.post(
+            url,
+            data=json.dumps({"sessionId": "s", "chatInput": "hi"}),
+            content_type="application/json",
+            HTTP_ORIGIN=ORIGIN,
+        )
     else:
         response = client.get(url, HTTP_ORIGIN=ORIGIN)
     assert response.status_code == 503
@@ -134,9 +152,14 @@ def test_a_database_outage_answers_json_503_with_retry_after(n8n_widget, monkeyp
 def prod_server(transactional_db, tmp_path):
     if connection.vendor != "postgresql":
         pytest.skip("terminating backends needs PostgreSQL; runs in CI")
-    env = prod_env(database_url=database_url(connection.settings_dict), secret_key=django_settings.SECRET_KEY,
-                   encryption_keys=django_settings.FIELD_ENCRYPTION_KEYS, DB_POOL="1", DB_POOL_MIN_SIZE="2",
-                   DB_POOL_MAX_SIZE="4")
+    env = prod_env(
+        database_url=database_url(connection.settings_dict),
+        secret_key=django_settings.SECRET_KEY,
+        encryption_keys=django_settings.FIELD_ENCRYPTION_KEYS,
+        DB_POOL="1",
+        DB_POOL_MIN_SIZE="2",
+        DB_POOL_MAX_SIZE="4",
+    )
     server = ProdServer(env=env, log_path=str(tmp_path / "server.log")).start()
     yield server
     server.stop()
@@ -150,11 +173,14 @@ def test_connections_postgres_dropped_are_replaced_not_handed_out(prod_server, n
         for _ in range(4):
             assert http.get(f"/api/widget/{key}/config").status_code == 200
         with connection.cursor() as cursor:
-            cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            cursor.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
             assert cursor.fetchone()[0] >= 1
         statuses = [http.get(f"/api/widget/{key}/config").status_code for _ in range(8)]
-        chat = http.post(f"/api/widget/{key}/chat", json={"action": "sendMessage", "sessionId": "after-kill",
-                         "chatInput": "hi"})
+        chat = http.post(
+            f"/api/widget/{key}/chat", json={"action": "sendMessage", "sessionId": "after-kill", "chatInput": "hi"}
+        )
     assert statuses == [200] * 8
     assert chat.status_code == 200, chat.text

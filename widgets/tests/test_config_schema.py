@@ -53,11 +53,16 @@ def test_non_object_config_is_rejected():
 
 
 def test_public_config_has_no_secrets_or_server_side_settings():
-    config = config_normalize({
-        "connection": {"provider": "chatkit", "n8n": {"webhook_url": "https://n8n.internal/webhook/abc"},
-                       "chatkit": {"workflow_id": "wf_secret123", "instructions": "INTERNAL PROMPT"}},
-        "voice": {"instructions": "VOICE PROMPT", "business_facts": "FACTS"},
-    })
+    config = config_normalize(
+        {
+            "connection": {
+                "provider": "chatkit",
+                "n8n": {"webhook_url": "https://n8n.internal/webhook/abc"},
+                "chatkit": {"workflow_id": "wf_secret123", "instructions": "INTERNAL PROMPT"},
+            },
+            "voice": {"instructions": "VOICE PROMPT", "business_facts": "FACTS"},
+        }
+    )
     public = config_public(config)
     text = str(public)
     for hidden in ("n8n.internal", "wf_secret123", "INTERNAL PROMPT", "VOICE PROMPT", "FACTS"):

@@ -12,8 +12,7 @@ from widgets.config_schema import ConfigError, config_normalize, config_upgrade
 from widgets.models import Widget
 from widgets.tools import tools_enabled
 
-LEGACY = {"voice": {"enabled": True, "tools": {"search_knowledge": True, "search_products": False,
-                                               "log_lead": True}}}
+LEGACY = {"voice": {"enabled": True, "tools": {"search_knowledge": True, "search_products": False, "log_lead": True}}}
 
 
 def test_legacy_voice_tools_are_moved_not_dropped():
@@ -37,8 +36,9 @@ def test_unknown_setting_under_voice_is_still_refused():
     assert "voice.tool" in refused.value.errors
 
 
-@pytest.mark.parametrize(("path", "value"), [("connection.chatkit.model", "gpt-4.1-mini"),
-                                              ("voice.model", "gpt-realtime")])
+@pytest.mark.parametrize(
+    ("path", "value"), [("connection.chatkit.model", "gpt-4.1-mini"), ("voice.model", "gpt-realtime")]
+)
 def test_only_models_from_the_settings_lists_are_accepted(path, value):
     section, *rest = path.split(".")
     config: dict = {}
@@ -54,10 +54,14 @@ def test_only_models_from_the_settings_lists_are_accepted(path, value):
 
 def test_data_migration_moves_tools_and_retires_dead_models(db, widget_a):
     migration = importlib.import_module("widgets.migrations.0004_tools_enabled_current_models")
-    raw = {**widget_a.config,
-           "voice": {**widget_a.config["voice"], "model": "gpt-realtime", "tools": {"log_lead": True}},
-           "connection": {**widget_a.config["connection"],
-                          "chatkit": {**widget_a.config["connection"]["chatkit"], "model": "gpt-4.1-mini"}}}
+    raw = {
+        **widget_a.config,
+        "voice": {**widget_a.config["voice"], "model": "gpt-realtime", "tools": {"log_lead": True}},
+        "connection": {
+            **widget_a.config["connection"],
+            "chatkit": {**widget_a.config["connection"]["chatkit"], "model": "gpt-4.1-mini"},
+        },
+    }
     raw["tools"] = {k: v for k, v in raw["tools"].items() if k != "enabled"}
     Widget.objects.filter(pk=widget_a.pk).update(config=raw)
 

@@ -24,8 +24,9 @@ def tester(client, owner, widget_a, fake_n8n):
             body["secrets"] = secrets
         if message is not None:
             body["message"] = message
-        response = client.post(f"/app/widgets/{widget_a.public_id}/test-connection/", body,
-                               content_type="application/json")
+        response = client.post(
+            f"/app/widgets/{widget_a.public_id}/test-connection/", body, content_type="application/json"
+        )
         assert response.status_code == 200, response.content
         return response.json()
 
@@ -33,8 +34,12 @@ def tester(client, owner, widget_a, fake_n8n):
 
 
 def test_sends_a_real_message_in_a_test_session_and_records_nothing(tester, fake_n8n):
-    fake_n8n.reply(json={"output": "Hi! We are open until 6pm.", "ui": [
-        {"type": "ui.product_cards", "products": [{"id": "1", "title": "A"}, {"id": "2", "title": "B"}]}]})
+    fake_n8n.reply(
+        json={
+            "output": "Hi! We are open until 6pm.",
+            "ui": [{"type": "ui.product_cards", "products": [{"id": "1", "title": "A"}, {"id": "2", "title": "B"}]}],
+        }
+    )
     data = tester()
     assert data["ok"] is True and data["code"] == "ok"
     assert data["reply"] == "Hi! We are open until 6pm."
@@ -59,8 +64,10 @@ def test_a_workflow_that_fails_every_message_is_not_connected(tester, fake_n8n):
     fake_n8n.reply(json={"message": "Error in workflow"}, status=500)
     data = tester()
     assert data["ok"] is False and data["code"] == "upstream_error"
-    assert data["message"] == ("The workflow failed with a server error (500), so visitors would get an error "
-                               "instead of an answer. n8n said: “Error in workflow”.")
+    assert data["message"] == (
+        "The workflow failed with a server error (500), so visitors would get an error "
+        "instead of an answer. n8n said: “Error in workflow”."
+    )
 
 
 def test_a_workflow_slower_than_visitors_wait_is_a_timeout(tester, fake_n8n, settings):
@@ -68,8 +75,9 @@ def test_a_workflow_slower_than_visitors_wait_is_a_timeout(tester, fake_n8n, set
     fake_n8n.reply(sleep=2)
     data = tester()
     assert data["code"] == "timeout"
-    assert data["message"] == ("The workflow did not answer within 0.5 seconds, so visitors would see a timeout "
-                               "message instead of an answer.")
+    assert data["message"] == (
+        "The workflow did not answer within 0.5 seconds, so visitors would see a timeout message instead of an answer."
+    )
 
 
 def test_a_slow_but_working_workflow_is_connected_with_a_warning(tester, fake_n8n, monkeypatch):
@@ -99,26 +107,32 @@ def test_basic_auth_without_credentials_is_not_configured(tester, fake_n8n):
 
 
 def test_unknown_webhook(tester, fake_n8n):
-    fake_n8n.reply(json={"code": 404, "message": "The requested webhook \"POST chat\" is not registered."},
-                   status=404)
+    fake_n8n.reply(json={"code": 404, "message": 'The requested webhook "POST chat" is not registered.'}, status=404)
     data = tester()
     assert data["code"] == "not_found" and "the workflow is active" in data["message"]
 
 
-@pytest.mark.parametrize("reply,says", [
-    ({"raw": "<html><body>n8n</body></html>", "content_type": "text/html"}, "web page"),
-    ({"json": {"message": "Workflow was started"}}, "answers before the workflow runs"),
-    ({"json": {"id": 42, "status": "done"}}, "does not look like an n8n Chat Trigger"),
-    ({"raw": "", "content_type": "application/json"}, "empty or not readable"),
-])
+@pytest.mark.parametrize(
+    "reply,says",
+    [
+        ({"raw": "<html><body>n8n</body></html>", "content_type": "text/html"}, "web page"),
+        ({"json": {"message": "Workflow was started"}}, "answers before the workflow runs"),
+        ({"json": {"id": 42, "status": "done"}}, "does not look like an n8n Chat Trigger"),
+        ({"raw": "", "content_type": "application/json"}, "empty or not readable"),
+    ],
+)
 def test_not_an_n8n_chat_trigger(tester, fake_n8n, reply, says):
     fake_n8n.reply(**reply)
     data = tester()
     assert data["code"] == "not_chat_trigger" and says in data["message"]
 
 
-STREAM = [{"type": "begin", "metadata": {}}, {"type": "item", "content": "Hello "},
-          {"type": "item", "content": "there."}, {"type": "end", "metadata": {}}]
+STREAM = [
+    {"type": "begin", "metadata": {}},
+    {"type": "item", "content": "Hello "},
+    {"type": "item", "content": "there."},
+    {"type": "end", "metadata": {}},
+]
 
 
 def test_streaming_workflow(tester, fake_n8n):
@@ -133,11 +147,16 @@ def test_streaming_workflow(tester, fake_n8n):
 
 
 def test_unreachable_names_the_host(tester, client, owner, widget_a):
-    response = client.post(f"/app/widgets/{widget_a.public_id}/test-connection/", {
-        "config": {"connection": {"n8n": {"webhook_url": "http://127.0.0.1:9/hook"}}}},
-        content_type="application/json")
-    assert response.json() == {"ok": False, "code": "unreachable",
-                               "message": "Could not connect to 127.0.0.1. Check the address and that n8n is running."}
+    response = client.post(
+        f"/app/widgets/{widget_a.public_id}/test-connection/",
+        {"config": {"connection": {"n8n": {"webhook_url": "http://127.0.0.1:9/hook"}}}},
+        content_type="application/json",
+    )
+    assert response.json() == {
+        "ok": False,
+        "code": "unreachable",
+        "message": "Could not connect to 127.0.0.1. Check the address and that n8n is running.",
+    }
 
 
 def test_private_addresses_are_refused_in_production(tester, fake_n8n, settings):
@@ -148,8 +167,11 @@ def test_private_addresses_are_refused_in_production(tester, fake_n8n, settings)
 
 def test_messages_have_no_field_paths(client, owner, widget_a):
     client.force_login(owner)
-    response = client.post(f"/app/widgets/{widget_a.public_id}/test-connection/", {
-        "config": {"connection": {"n8n": {"webhook_url": "nope"}}}}, content_type="application/json")
+    response = client.post(
+        f"/app/widgets/{widget_a.public_id}/test-connection/",
+        {"config": {"connection": {"n8n": {"webhook_url": "nope"}}}},
+        content_type="application/json",
+    )
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["message"] == "Webhook URL: an http(s) URL, or empty."
@@ -168,9 +190,13 @@ def test_outsider_and_viewer(client, outsider, widget_a, fake_n8n, agency_a):
 
 
 def test_the_saved_draft_is_used_when_the_form_sends_nothing(client, owner, widget_a, fake_n8n):
-    widget_update(widget=widget_a, membership=owner.memberships.get(),
-                  config={"connection": {"n8n": {"webhook_url": fake_n8n.webhook}}})
+    widget_update(
+        widget=widget_a,
+        membership=owner.memberships.get(),
+        config={"connection": {"n8n": {"webhook_url": fake_n8n.webhook}}},
+    )
     client.force_login(owner)
-    data = client.post(f"/app/widgets/{widget_a.public_id}/test-connection/", {},
-                       content_type="application/json").json()
+    data = client.post(
+        f"/app/widgets/{widget_a.public_id}/test-connection/", {}, content_type="application/json"
+    ).json()
     assert data["ok"] and data["reply"] == "Hello from n8n"

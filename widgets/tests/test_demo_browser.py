@@ -18,15 +18,19 @@ from widgets.models import Lead
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def test_seeded_demo_widget_streams_cards_and_a_lead_form(asgi_server, settings, browser_contexts, host_site,
-                                                          artifacts_dir):
+def test_seeded_demo_widget_streams_cards_and_a_lead_form(
+    asgi_server, settings, browser_contexts, host_site, artifacts_dir
+):
     settings.DEBUG = True
     call_command("seed_demo", port=urlsplit(asgi_server).port)
     license = License.objects.get(client_name="Demo Store")
     widget = license.widgets.get(name="Demo n8n chat")
-    url = host_site.page("demo.html", f"""<!doctype html><html><head><meta charset="utf-8"><title>Demo</title>
+    url = host_site.page(
+        "demo.html",
+        f"""<!doctype html><html><head><meta charset="utf-8"><title>Demo</title>
 </head><body><h1>Demo Store</h1><script src="{asgi_server}/api/widget/{license.key}/chat-widget.js"
-data-widget="{widget.public_id}" async></script></body></html>""")
+data-widget="{widget.public_id}" async></script></body></html>""",
+    )
     page = browser_contexts(viewport={"width": 1280, "height": 900}).new_page()
     page.goto(url)
     page.locator("switchboard-widget >> .lau").click()

@@ -22,20 +22,28 @@ pytestmark = pytest.mark.django_db
 def shop(widget_a, owner):
     ProductFactory(widget=widget_a, title="Pixel 8a", price=Decimal("449.00"), description="Great camera")
     ProductFactory(widget=widget_a, title="iPhone 15", price=Decimal("699.00"), description="USB-C")
-    KnowledgeEntryFactory(widget=widget_a, question="What are your opening hours?",
-                          answer="We are open Monday to Saturday, 9am to 6pm.")
-    return publish(widget_a, owner, config={"tools": {"trade_in_devices": ["Pixel 6", "iPhone 12"],
-                                                      "booking_url": "https://cal.example.com/shop"}})
+    KnowledgeEntryFactory(
+        widget=widget_a, question="What are your opening hours?", answer="We are open Monday to Saturday, 9am to 6pm."
+    )
+    return publish(
+        widget_a,
+        owner,
+        config={"tools": {"trade_in_devices": ["Pixel 6", "iPhone 12"], "booking_url": "https://cal.example.com/shop"}},
+    )
 
 
 def chat(client, widget, text, *, session="s1", stream=True, action="sendMessage"):
     path = demo_url(base="", public_id=widget.public_id, stream=stream)
-    return client.post(path, {"action": action, "sessionId": session, "chatInput": text, "metadata": {}},
-                       content_type="application/json")
+    return client.post(
+        path,
+        {"action": action, "sessionId": session, "chatInput": text, "metadata": {}},
+        content_type="application/json",
+    )
 
 
 def ndjson(response) -> list[dict]:
     if getattr(response, "is_async", False):
+
         async def collect() -> bytes:
             return b"".join([chunk async for chunk in response.streaming_content])
 
@@ -66,8 +74,10 @@ def test_whole_reply_mode_and_memory(client, shop, settings):
     reply = chat(client, shop, "What are your opening hours?", stream=False).json()
     assert reply == {"output": "We are open Monday to Saturday, 9am to 6pm.", "ui": []}
     history = chat(client, shop, "", action="loadPreviousSession").json()
-    assert history_parse(history) == [{"role": "user", "text": "What are your opening hours?"},
-                                      {"role": "assistant", "text": "We are open Monday to Saturday, 9am to 6pm."}]
+    assert history_parse(history) == [
+        {"role": "user", "text": "What are your opening hours?"},
+        {"role": "assistant", "text": "We are open Monday to Saturday, 9am to 6pm."},
+    ]
     assert chat(client, shop, "", session="other", action="loadPreviousSession").json() == {"data": []}
 
 
@@ -76,8 +86,15 @@ def test_answers_from_the_widgets_own_data(shop, widget_b):
     assert trade.ui[0]["type"] == "ui.trade_in_form" and trade.ui[0]["device"] == "Pixel 6"
     assert trade.ui[0]["devices"] == ["Pixel 6", "iPhone 12"]
     meeting = demo_reply(widget=shop, text="Can I book a call with a person?")
-    assert meeting.ui == [{"type": "ui.meeting_link", "url": "https://cal.example.com/shop", "title": "Book a meeting",
-                           "name": "", "email": ""}]
+    assert meeting.ui == [
+        {
+            "type": "ui.meeting_link",
+            "url": "https://cal.example.com/shop",
+            "title": "Book a meeting",
+            "name": "",
+            "email": "",
+        }
+    ]
     assert demo_reply(widget=shop, text="hello").text.startswith("Hello! I'm the demo assistant of **")
     assert demo_reply(widget=shop, text="Do you have phones?").ui[0]["type"] == "ui.product_cards"
     # Another tenant's widget knows nothing of this one's products or knowledge.
@@ -87,9 +104,13 @@ def test_answers_from_the_widgets_own_data(shop, widget_b):
 
 def test_bad_requests_answer_like_n8n(client, shop, settings):
     settings.DEBUG = True
-    assert client.post("/demo/n8n/wgt_nope/chat", {"sessionId": "s"}, content_type="application/json").status_code == 404
-    assert client.post(demo_url(base="", public_id=shop.public_id), "nope", content_type="application/json"
-                       ).status_code == 400
+    assert (
+        client.post("/demo/n8n/wgt_nope/chat", {"sessionId": "s"}, content_type="application/json").status_code == 404
+    )
+    assert (
+        client.post(demo_url(base="", public_id=shop.public_id), "nope", content_type="application/json").status_code
+        == 400
+    )
     assert chat(client, shop, "  ").status_code == 400
     assert client.get(demo_url(base="", public_id=shop.public_id)).status_code == 405
 
@@ -97,12 +118,21 @@ def test_bad_requests_answer_like_n8n(client, shop, settings):
 def test_the_public_chat_reaches_the_demo_workflow(client, shop, owner, settings, live_server):
     """The whole path a visitor takes: the proxy calls the demo endpoint over HTTP and relays it."""
     settings.DEBUG = True
-    publish(shop, owner, config={"connection": {"n8n": {"webhook_url": demo_url(base=live_server.url,
-                                                                                public_id=shop.public_id),
-                                                        "streaming": True}}})
-    response = client.post(f"/api/widget/{shop.license.key}/chat", {
-        "action": "sendMessage", "sessionId": "visitor-1", "chatInput": "Phones under $500?"},
-        content_type="application/json", HTTP_ORIGIN=ORIGIN)
+    publish(
+        shop,
+        owner,
+        config={
+            "connection": {
+                "n8n": {"webhook_url": demo_url(base=live_server.url, public_id=shop.public_id), "streaming": True}
+            }
+        },
+    )
+    response = client.post(
+        f"/api/widget/{shop.license.key}/chat",
+        {"action": "sendMessage", "sessionId": "visitor-1", "chatInput": "Phones under $500?"},
+        content_type="application/json",
+        HTTP_ORIGIN=ORIGIN,
+    )
     assert response.status_code == 200
     events = ndjson(response)
     assert events[-1]["type"] == "end" and events[-1]["ui"][0]["type"] == "ui.product_cards"
@@ -116,8 +146,11 @@ def test_seed_points_the_demo_widget_at_this_servers_demo_workflow(settings, cap
     call_command("seed_demo", port=8123)
     widget = Widget.objects.get(name="Demo n8n chat")
     url = f"http://127.0.0.1:8123/demo/n8n/{widget.public_id}/chat"
-    assert widget.config["connection"]["n8n"] == {**widget.config["connection"]["n8n"], "webhook_url": url,
-                                                  "streaming": True}
+    assert widget.config["connection"]["n8n"] == {
+        **widget.config["connection"]["n8n"],
+        "webhook_url": url,
+        "streaming": True,
+    }
     assert widget.published_version.config["connection"]["n8n"]["webhook_url"] == url
     assert widget.knowledge.exists() and widget.products.exists()
     call_command("seed_demo", port=9000)  # another port: follows it

@@ -25,12 +25,31 @@ body { background: #fafafa; margin: 0 }
 """
 
 PRODUCTS = [
-    {"type": "ui.product_cards", "products": [
-        {"id": "1", "title": "Pixel 8a", "description": "6.1-inch, great camera", "price": "449.00",
-         "currency": "USD", "image_url": "", "url": "https://shop.example.com/pixel-8a", "in_stock": True},
-        {"id": "2", "title": "Galaxy A55", "description": "Long battery life", "price": "399.00",
-         "currency": "USD", "image_url": "", "url": "https://shop.example.com/galaxy-a55", "in_stock": False},
-    ]},
+    {
+        "type": "ui.product_cards",
+        "products": [
+            {
+                "id": "1",
+                "title": "Pixel 8a",
+                "description": "6.1-inch, great camera",
+                "price": "449.00",
+                "currency": "USD",
+                "image_url": "",
+                "url": "https://shop.example.com/pixel-8a",
+                "in_stock": True,
+            },
+            {
+                "id": "2",
+                "title": "Galaxy A55",
+                "description": "Long battery life",
+                "price": "399.00",
+                "currency": "USD",
+                "image_url": "",
+                "url": "https://shop.example.com/galaxy-a55",
+                "in_stock": False,
+            },
+        ],
+    },
 ]
 
 
@@ -128,8 +147,9 @@ def test_popup_chat_with_reply_and_product_cards(browser_page, host_page, shop_w
     assert "Phones under $500?" in page.locator(shadow(".lg")).inner_text()
     page.locator(shadow("textarea")).fill("And trade-ins?")
     page.keyboard.press("Enter")
-    page.wait_for_function("() => document.querySelector('switchboard-widget').shadowRoot"
-                           ".querySelectorAll('.m.a').length >= 3")
+    page.wait_for_function(
+        "() => document.querySelector('switchboard-widget').shadowRoot.querySelectorAll('.m.a').length >= 3"
+    )
     assert fake_n8n.sent[-1]["sessionId"] == session
 
 
@@ -151,9 +171,12 @@ def test_retry_after_failure(browser_page, host_page, shop_widget, fake_n8n):
 
 def test_streaming_reply_renders_progressively(browser_page, host_page, shop_widget, owner, fake_n8n):
     publish(shop_widget, owner, config={"connection": {"n8n": {"streaming": True}}})
-    fake_n8n.reply(stream=[{"type": "begin"}] + [{"type": "item", "content": w} for w in
-                                                 ["Streaming ", "works ", "*nicely*."]] + [{"type": "end"}],
-                   delay=0.05)
+    fake_n8n.reply(
+        stream=[{"type": "begin"}]
+        + [{"type": "item", "content": w} for w in ["Streaming ", "works ", "*nicely*."]]
+        + [{"type": "end"}],
+        delay=0.05,
+    )
     page = browser_page()
     page.goto(host_page(shop_widget.license.key))
     page.locator(shadow(".lau")).click()
@@ -169,8 +192,10 @@ def test_keyboard_tab_enter_escape(browser_page, host_page, shop_widget):
     page.locator(shadow(".lau")).wait_for()
     for _ in range(10):
         page.keyboard.press("Tab")
-        focused = page.evaluate("() => { const h = document.activeElement; return h && h.tagName === "
-                                "'SWITCHBOARD-WIDGET' ? h.shadowRoot.activeElement.className : null }")
+        focused = page.evaluate(
+            "() => { const h = document.activeElement; return h && h.tagName === "
+            "'SWITCHBOARD-WIDGET' ? h.shadowRoot.activeElement.className : null }"
+        )
         if focused == "lau":
             break
     assert focused == "lau"
@@ -189,8 +214,13 @@ def test_keyboard_tab_enter_escape(browser_page, host_page, shop_widget):
 def test_inline_mode_from_data_attributes(browser_page, host_page, shop_widget, fake_n8n, artifacts_dir):
     fake_n8n.reply(json={"output": "Inline works. Try `code` and [our site](https://shop.example.com)."})
     page = browser_page(viewport={"width": 1100, "height": 900})
-    page.goto(host_page(shop_widget.license.key, attrs='data-mode="inline" data-target="#chat-here"',
-                        body='<main style="max-width:720px;margin:0 auto"><div id="chat-here"></div></main>'))
+    page.goto(
+        host_page(
+            shop_widget.license.key,
+            attrs='data-mode="inline" data-target="#chat-here"',
+            body='<main style="max-width:720px;margin:0 auto"><div id="chat-here"></div></main>',
+        )
+    )
     panel = page.locator(shadow(".pn"))
     panel.wait_for()
     assert page.locator(shadow(".lau")).count() == 0
@@ -205,8 +235,7 @@ def test_inline_mode_from_data_attributes(browser_page, host_page, shop_widget, 
 def test_mobile_viewport_gets_a_fullscreen_panel(browser_page, host_page, shop_widget, fake_n8n, artifacts_dir):
     fake_n8n.reply(json={"output": "On mobile the panel fills the screen.", "ui": PRODUCTS})
     # Reduced motion: no slide-in animation, so the box is measured at rest.
-    page = browser_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
-                        reduced_motion="reduce")
+    page = browser_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True, reduced_motion="reduce")
     page.goto(host_page(shop_widget.license.key))
     page.locator(shadow(".lau")).click()
     box = page.locator(shadow(".pn")).bounding_box()
@@ -219,9 +248,14 @@ def test_mobile_viewport_gets_a_fullscreen_panel(browser_page, host_page, shop_w
 
 
 def test_dark_scheme(browser_page, host_page, shop_widget, owner, fake_n8n, artifacts_dir):
-    publish(shop_widget, owner, config={"appearance": {"n8n": {"color_scheme": "dark", "primary_color": "#7c3aed",
-                                                                "bubble_user_color": "#7c3aed"}},
-                                        "behaviour": {"disclaimer": "AI can make mistakes."}})
+    publish(
+        shop_widget,
+        owner,
+        config={
+            "appearance": {"n8n": {"color_scheme": "dark", "primary_color": "#7c3aed", "bubble_user_color": "#7c3aed"}},
+            "behaviour": {"disclaimer": "AI can make mistakes."},
+        },
+    )
     fake_n8n.reply(json={"output": "Dark mode reply with a list:\n1. First\n2. Second", "ui": PRODUCTS})
     page = browser_page(viewport={"width": 1280, "height": 860})
     page.goto(host_page(shop_widget.license.key, attrs='data-position="bottom-left"'))
@@ -231,8 +265,10 @@ def test_dark_scheme(browser_page, host_page, shop_widget, owner, fake_n8n, arti
     page.locator(shadow("textarea")).fill("Dark?")
     page.keyboard.press("Enter")
     page.locator(shadow(".cd")).first.wait_for()
-    bg = page.evaluate("() => getComputedStyle(document.querySelector('switchboard-widget').shadowRoot"
-                       ".querySelector('.pn')).backgroundColor")
+    bg = page.evaluate(
+        "() => getComputedStyle(document.querySelector('switchboard-widget').shadowRoot"
+        ".querySelector('.pn')).backgroundColor"
+    )
     assert bg == "rgb(15, 23, 42)"
     page.wait_for_timeout(400)  # let the entry animations settle
     page.screenshot(path=os.path.join(artifacts_dir, "embed-dark.png"))
@@ -296,23 +332,34 @@ window.SwitchboardVoice = { create(api) {
 """
 
 
-def test_voice_contract_with_a_test_double(browser_page, host_page, shop_widget, owner, fake_n8n, live_server,
-                                           artifacts_dir):
+def test_voice_contract_with_a_test_double(
+    browser_page, host_page, shop_widget, owner, fake_n8n, live_server, artifacts_dir
+):
     publish(shop_widget, owner, config={"voice": {"enabled": True}})
     page = browser_page(viewport={"width": 1280, "height": 860})
-    page.route("**/static/widget/voice.js", lambda route: route.fulfill(
-        status=200, content_type="application/javascript", body=VOICE_TEST_DOUBLE))
+    page.route(
+        "**/static/widget/voice.js",
+        lambda route: route.fulfill(status=200, content_type="application/javascript", body=VOICE_TEST_DOUBLE),
+    )
     page.goto(host_page(shop_widget.license.key))
     page.locator(shadow(".lau")).click()
     page.locator(shadow(".mc")).click()
     page.locator(shadow(".vb[data-s=listening]")).wait_for()
     assert page.locator(shadow(".vl")).inner_text() == "Listening…"
     assert page.locator(shadow(".pt")).inner_text() == "do you have pho"
-    api = page.evaluate("() => ({base: voiceApi.baseUrl, key: voiceApi.licenseKey, widget: voiceApi.widgetId,"
-                        " visitor: voiceApi.visitorId, voice: voiceApi.config.voice.enabled,"
-                        " root: voiceApi.root === document.querySelector('switchboard-widget').shadowRoot})")
-    assert api == {"base": live_server.url, "key": shop_widget.license.key, "widget": shop_widget.public_id,
-                   "visitor": api["visitor"], "voice": True, "root": True}
+    api = page.evaluate(
+        "() => ({base: voiceApi.baseUrl, key: voiceApi.licenseKey, widget: voiceApi.widgetId,"
+        " visitor: voiceApi.visitorId, voice: voiceApi.config.voice.enabled,"
+        " root: voiceApi.root === document.querySelector('switchboard-widget').shadowRoot})"
+    )
+    assert api == {
+        "base": live_server.url,
+        "key": shop_widget.license.key,
+        "widget": shop_widget.public_id,
+        "visitor": api["visitor"],
+        "voice": True,
+        "root": True,
+    }
     page.locator(shadow("textarea")).fill("typed during the call")
     page.keyboard.press("Enter")
     page.locator(shadow("text=Voice answer")).wait_for()
@@ -335,18 +382,37 @@ def test_voice_contract_with_a_test_double(browser_page, host_page, shop_widget,
 def test_trade_in_form_submits_a_lead(browser_page, host_page, shop_widget, fake_n8n, artifacts_dir):
     from widgets.models import Lead
 
-    fake_n8n.reply(json={"output": "Sure, tell me about your phone:", "ui": [
-        {"type": "ui.trade_in_form", "device": "Pixel 6", "devices": ["Pixel 6", "iPhone 12"],
-         "fields": [
-             {"name": "device", "label": "Device", "type": "text", "required": True},
-             {"name": "condition", "label": "Condition", "type": "select", "required": True,
-              "options": ["Like new", "Good", "Fair", "Broken"]},
-             {"name": "name", "label": "Your name", "type": "text", "required": True},
-             {"name": "email", "label": "Email", "type": "email", "required": True},
-             {"name": "phone", "label": "Phone", "type": "tel", "required": False}]},
-        {"type": "ui.demo_clip", "topic": "trade-in", "title": "How trade-ins work",
-         "url": "https://cdn.example.com/tradein.mp4"},
-    ]})
+    fake_n8n.reply(
+        json={
+            "output": "Sure, tell me about your phone:",
+            "ui": [
+                {
+                    "type": "ui.trade_in_form",
+                    "device": "Pixel 6",
+                    "devices": ["Pixel 6", "iPhone 12"],
+                    "fields": [
+                        {"name": "device", "label": "Device", "type": "text", "required": True},
+                        {
+                            "name": "condition",
+                            "label": "Condition",
+                            "type": "select",
+                            "required": True,
+                            "options": ["Like new", "Good", "Fair", "Broken"],
+                        },
+                        {"name": "name", "label": "Your name", "type": "text", "required": True},
+                        {"name": "email", "label": "Email", "type": "email", "required": True},
+                        {"name": "phone", "label": "Phone", "type": "tel", "required": False},
+                    ],
+                },
+                {
+                    "type": "ui.demo_clip",
+                    "topic": "trade-in",
+                    "title": "How trade-ins work",
+                    "url": "https://cdn.example.com/tradein.mp4",
+                },
+            ],
+        }
+    )
     page = browser_page(viewport={"width": 1280, "height": 900})
     page.goto(host_page(shop_widget.license.key))
     page.locator(shadow(".lau")).click()
@@ -365,21 +431,31 @@ def test_trade_in_form_submits_a_lead(browser_page, host_page, shop_widget, fake
     form.locator("button").click()
     page.locator(shadow("text=Thanks! We'll be in touch")).wait_for()
     lead = Lead.objects.get()
-    assert (lead.source, lead.name, lead.email, lead.interest) == ("trade_in_form", "Ada Lovelace",
-                                                                   "ada@example.com", "Pixel 6")
+    assert (lead.source, lead.name, lead.email, lead.interest) == (
+        "trade_in_form",
+        "Ada Lovelace",
+        "ada@example.com",
+        "Pixel 6",
+    )
     assert lead.data == {"device": "Pixel 6", "condition": "Good"}
     assert lead.widget_id == shop_widget.pk
     assert lead.conversation is not None and lead.conversation.session_id == fake_n8n.sent[-1]["sessionId"]
     assert page.locator(shadow(".cdw video")).get_attribute("src") == "https://cdn.example.com/tradein.mp4"
 
 
-
 def test_voice_consent_is_asked_inline_once(browser_page, host_page, shop_widget, owner):
-    publish(shop_widget, owner, config={"voice": {"enabled": True, "consent_required": True,
-                                                  "consent_text": "Calls are transcribed by an AI."}})
+    publish(
+        shop_widget,
+        owner,
+        config={
+            "voice": {"enabled": True, "consent_required": True, "consent_text": "Calls are transcribed by an AI."}
+        },
+    )
     page = browser_page()
-    page.route("**/static/widget/voice.js", lambda route: route.fulfill(
-        status=200, content_type="application/javascript", body=VOICE_TEST_DOUBLE))
+    page.route(
+        "**/static/widget/voice.js",
+        lambda route: route.fulfill(status=200, content_type="application/javascript", body=VOICE_TEST_DOUBLE),
+    )
     page.goto(host_page(shop_widget.license.key))
     page.locator(shadow(".lau")).click()
     page.locator(shadow(".mc")).click()
@@ -404,29 +480,35 @@ def test_returning_visitor_gets_history_from_n8n(browser_page, host_page, shop_w
     page.keyboard.press("Enter")
     page.locator(shadow("text=Hello from n8n")).wait_for()
     session = fake_n8n.sent[-1]["sessionId"]
-    fake_n8n.history.extend([
-        {"id": ["langchain_core", "messages", "HumanMessage"], "kwargs": {"content": "Earlier question"}},
-        {"id": ["langchain_core", "messages", "AIMessage"], "kwargs": {"content": "Earlier **answer**"}},
-    ])
+    fake_n8n.history.extend(
+        [
+            {"id": ["langchain_core", "messages", "HumanMessage"], "kwargs": {"content": "Earlier question"}},
+            {"id": ["langchain_core", "messages", "AIMessage"], "kwargs": {"content": "Earlier **answer**"}},
+        ]
+    )
     page.reload()
     page.locator(shadow(".lau")).click()
     page.locator(shadow(".m.a strong")).wait_for()
     text = page.locator(shadow(".lg")).inner_text()
     assert "Earlier question" in text and "Earlier answer" in text
     history = [r.body for r in fake_n8n.requests if r.body.get("action") == "loadPreviousSession"]
-    assert history == [{"action": "loadPreviousSession", "sessionId": session,
-                        "metadata": history[0]["metadata"]}]
+    assert history == [{"action": "loadPreviousSession", "sessionId": session, "metadata": history[0]["metadata"]}]
     assert "chatInput" not in history[0]
 
 
 def test_fullpage_mode_and_a_strict_csp_page(browser_page, host_site, live_server, shop_widget, fake_n8n):
     """data-mode=fullpage covers the viewport; the widget works under a page CSP without 'unsafe-inline'."""
-    csp = (f"default-src 'self'; script-src {live_server.url}; connect-src {live_server.url}; "
-           f"style-src 'self'; img-src * data:")
+    csp = (
+        f"default-src 'self'; script-src {live_server.url}; connect-src {live_server.url}; "
+        f"style-src 'self'; img-src * data:"
+    )
     src = f"{live_server.url}/api/widget/{shop_widget.license.key}/chat-widget.js"
-    url = host_site.page("csp.html", f"""<!doctype html><html><head>
+    url = host_site.page(
+        "csp.html",
+        f"""<!doctype html><html><head>
 <meta http-equiv="Content-Security-Policy" content="{csp}"></head><body><h1>Strict shop</h1>
-<script src="{src}" data-mode="fullpage"></script></body></html>""")
+<script src="{src}" data-mode="fullpage"></script></body></html>""",
+    )
     page = browser_page(viewport={"width": 1024, "height": 700})
     page.goto(url)
     panel = page.locator(shadow(".pn"))
@@ -434,8 +516,10 @@ def test_fullpage_mode_and_a_strict_csp_page(browser_page, host_site, live_serve
     box = panel.bounding_box()
     assert (round(box["width"]), round(box["height"])) == (1024, 700)
     assert page.locator(shadow(".lau")).count() == 0
-    radius = page.evaluate("() => getComputedStyle(document.querySelector('switchboard-widget').shadowRoot"
-                           ".querySelector('.sd')).borderRadius")
+    radius = page.evaluate(
+        "() => getComputedStyle(document.querySelector('switchboard-widget').shadowRoot"
+        ".querySelector('.sd')).borderRadius"
+    )
     assert radius == "50%"  # our stylesheet applied despite the CSP
     page.locator(shadow("textarea")).fill("Hi")
     page.keyboard.press("Enter")
@@ -445,8 +529,8 @@ def test_fullpage_mode_and_a_strict_csp_page(browser_page, host_site, live_serve
 
 XSS_REPLIES = [
     "Hi [help](https://x.com/(https://x/autofocus/onfocus=top.pwned=1//)",
-    "[a](https://x.com/_a_\"onmouseover=top.pwned=1) and https://x.com/\"onfocus=top.pwned=1",
-    "**[b](https://x.com/**)**\" autofocus onfocus=top.pwned=1 x=\"** `code` (https://y.com/<img src=x onerror=top.pwned=1>)",
+    '[a](https://x.com/_a_"onmouseover=top.pwned=1) and https://x.com/"onfocus=top.pwned=1',
+    '**[b](https://x.com/**)**" autofocus onfocus=top.pwned=1 x="** `code` (https://y.com/<img src=x onerror=top.pwned=1>)',
     "[c](javascript:top.pwned=1) <script>top.pwned=1</script> <img src=x onerror=top.pwned=1>",
 ]
 

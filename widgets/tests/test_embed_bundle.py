@@ -21,10 +21,14 @@ def gz(data: bytes) -> int:
 
 @pytest.mark.django_db
 def test_loader_plus_widget_fit_the_gzip_budget(client, widget_a, license_a, owner):
-    widget = publish(widget_a, owner, config={
-        "behaviour": {"starter_prompts": ["A question?"] * 6, "disclaimer": "x" * 400, "greeting": "Hello " * 60},
-        "voice": {"enabled": True},
-    })
+    widget = publish(
+        widget_a,
+        owner,
+        config={
+            "behaviour": {"starter_prompts": ["A question?"] * 6, "disclaimer": "x" * 400, "greeting": "Hello " * 60},
+            "voice": {"enabled": True},
+        },
+    )
     loader = client.get(f"/api/widget/{license_a.key}/chat-widget.js")
     assert loader.status_code == 200
     bundle_path = re.search(rb'"bundle":"([^"?]+)', loader.content).group(1).decode()

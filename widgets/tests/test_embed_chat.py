@@ -13,20 +13,40 @@ from widgets.tests.conftest import N8N_PASSWORD, N8N_USER, ORIGIN, n8n_config, p
 
 pytestmark = pytest.mark.django_db
 
-PRODUCT = {"type": "ui.product_cards", "products": [
-    {"id": "1", "title": "Pixel 8a", "description": "", "price": "449.00", "currency": "USD",
-     "image_url": "https://shop.example.com/p.png", "url": "https://shop.example.com/p", "in_stock": True}]}
+PRODUCT = {
+    "type": "ui.product_cards",
+    "products": [
+        {
+            "id": "1",
+            "title": "Pixel 8a",
+            "description": "",
+            "price": "449.00",
+            "currency": "USD",
+            "image_url": "https://shop.example.com/p.png",
+            "url": "https://shop.example.com/p",
+            "in_stock": True,
+        }
+    ],
+}
 
 
 def chat(client, key, body, origin=ORIGIN, **extra):
-    return client.post(f"/api/widget/{key}/chat", data=json.dumps(body) if not isinstance(body, str) else body,
-                       content_type="application/json", HTTP_ORIGIN=origin, **extra)
+    return client.post(
+        f"/api/widget/{key}/chat",
+        data=json.dumps(body) if not isinstance(body, str) else body,
+        content_type="application/json",
+        HTTP_ORIGIN=origin,
+        **extra,
+    )
 
 
 def send(client, widget, text="Hi there", session="sess-1", **extra):
-    return chat(client, widget.license.key,
-                {"action": "sendMessage", "sessionId": session, "chatInput": text, "metadata": {"visitorId": "v-1"}},
-                **extra)
+    return chat(
+        client,
+        widget.license.key,
+        {"action": "sendMessage", "sessionId": session, "chatInput": text, "metadata": {"visitorId": "v-1"}},
+        **extra,
+    )
 
 
 def test_send_forwards_exactly_what_the_chat_trigger_expects(client, n8n_widget, fake_n8n):
@@ -38,8 +58,12 @@ def test_send_forwards_exactly_what_the_chat_trigger_expects(client, n8n_widget,
     assert req.method == "POST"
     assert req.path == "/webhook/secret-hook-7f3a/chat"
     assert req.headers["content-type"] == "application/json"
-    assert req.body == {"action": "sendMessage", "sessionId": "sess-1", "chatInput": "Hi there",
-                        "metadata": {"visitorId": "v-1"}}
+    assert req.body == {
+        "action": "sendMessage",
+        "sessionId": "sess-1",
+        "chatInput": "Hi there",
+        "metadata": {"visitorId": "v-1"},
+    }
     assert "authorization" not in req.headers  # basic auth is off in the config
 
 
@@ -51,28 +75,47 @@ def test_basic_auth_from_the_encrypted_secrets(client, n8n_widget, fake_n8n, own
 
 
 def test_load_previous_session_has_no_chat_input_and_maps_langchain_messages(client, n8n_widget, fake_n8n):
-    fake_n8n.history.extend([
-        {"lc": 1, "type": "constructor", "id": ["langchain_core", "messages", "HumanMessage"],
-         "kwargs": {"content": "Do you buy phones?", "additional_kwargs": {}}},
-        {"lc": 1, "type": "constructor", "id": ["langchain_core", "messages", "AIMessage"],
-         "kwargs": {"content": "Yes, we **do**.", "tool_calls": []}},
-        {"lc": 1, "type": "constructor", "id": ["langchain_core", "messages", "SystemMessage"],
-         "kwargs": {"content": "internal"}},
-    ])
+    fake_n8n.history.extend(
+        [
+            {
+                "lc": 1,
+                "type": "constructor",
+                "id": ["langchain_core", "messages", "HumanMessage"],
+                "kwargs": {"content": "Do you buy phones?", "additional_kwargs": {}},
+            },
+            {
+                "lc": 1,
+                "type": "constructor",
+                "id": ["langchain_core", "messages", "AIMessage"],
+                "kwargs": {"content": "Yes, we **do**.", "tool_calls": []},
+            },
+            {
+                "lc": 1,
+                "type": "constructor",
+                "id": ["langchain_core", "messages", "SystemMessage"],
+                "kwargs": {"content": "internal"},
+            },
+        ]
+    )
     response = chat(client, n8n_widget.license.key, {"action": "loadPreviousSession", "sessionId": "sess-1"})
     assert response.status_code == 200, response.content
     assert response.json()["messages"] == [
-        {"role": "user", "text": "Do you buy phones?"}, {"role": "assistant", "text": "Yes, we **do**."}]
+        {"role": "user", "text": "Do you buy phones?"},
+        {"role": "assistant", "text": "Yes, we **do**."},
+    ]
     assert fake_n8n.requests[0].body == {"action": "loadPreviousSession", "sessionId": "sess-1", "metadata": {}}
     assert Conversation.objects.count() == 0
 
 
-@pytest.mark.parametrize("reply,text", [
-    ({"output": "from output"}, "from output"),
-    ({"text": "from text"}, "from text"),
-    ({"message": "from message"}, "from message"),
-    ([{"output": "one"}, {"output": "two"}], "one\n\ntwo"),
-])
+@pytest.mark.parametrize(
+    "reply,text",
+    [
+        ({"output": "from output"}, "from output"),
+        ({"text": "from text"}, "from text"),
+        ({"message": "from message"}, "from message"),
+        ([{"output": "one"}, {"output": "two"}], "one\n\ntwo"),
+    ],
+)
 def test_reply_shapes(client, n8n_widget, fake_n8n, reply, text):
     fake_n8n.reply(json=reply)
     response = send(client, n8n_widget)
@@ -97,7 +140,11 @@ def test_chat_records_one_conversation_and_a_message_per_turn(client, n8n_widget
     assert conversation.visitor_id == "visitor-9"
     assert conversation.widget == n8n_widget
     assert [(m.role, m.text) for m in conversation.messages.all()] == [
-        ("user", "First"), ("assistant", "Hello from n8n"), ("user", "Second"), ("assistant", "Hello from n8n")]
+        ("user", "First"),
+        ("assistant", "Hello from n8n"),
+        ("user", "Second"),
+        ("assistant", "Hello from n8n"),
+    ]
     usage = LicenseUsage.objects.get(license=n8n_widget.license)
     assert usage.conversations == 1  # counted once per new session
 
@@ -110,21 +157,27 @@ def test_new_session_counts_again(client, n8n_widget, fake_n8n):
 
 def test_streaming_is_relayed_and_aggregated_into_one_message(client, n8n_widget, fake_n8n, owner):
     publish(n8n_widget, owner, config={"connection": {"n8n": {"streaming": True}}})
-    fake_n8n.reply(stream=[
-        {"type": "begin", "metadata": {"nodeId": "a"}},
-        {"type": "item", "content": "Hel", "metadata": {}},
-        {"type": "item", "content": "lo ", "metadata": {}},
-        {"type": "item", "content": "world", "metadata": {}},
-        {"type": "end", "metadata": {}},
-    ], delay=0.01)
+    fake_n8n.reply(
+        stream=[
+            {"type": "begin", "metadata": {"nodeId": "a"}},
+            {"type": "item", "content": "Hel", "metadata": {}},
+            {"type": "item", "content": "lo ", "metadata": {}},
+            {"type": "item", "content": "world", "metadata": {}},
+            {"type": "end", "metadata": {}},
+        ],
+        delay=0.01,
+    )
     response = send(client, n8n_widget)
     assert response.status_code == 200
     assert response["Content-Type"] == "application/x-ndjson"
     assert response.streaming
     lines = [json.loads(line) for line in b"".join(response.streaming_content).splitlines()]
     assert lines == [
-        {"type": "item", "content": "Hel"}, {"type": "item", "content": "lo "}, {"type": "item", "content": "world"},
-        {"type": "end", "output": "Hello world", "ui": []}]
+        {"type": "item", "content": "Hel"},
+        {"type": "item", "content": "lo "},
+        {"type": "item", "content": "world"},
+        {"type": "end", "output": "Hello world", "ui": []},
+    ]
     assert [(m.role, m.text) for m in Message.objects.all()] == [("user", "Hi there"), ("assistant", "Hello world")]
     assert fake_n8n.requests[0].body["chatInput"] == "Hi there"
 
@@ -140,8 +193,13 @@ def failed_turn(widget, text="Hi there"):
 
 def test_stream_error_event_becomes_an_error_line_and_a_failed_turn(client, n8n_widget, fake_n8n, owner):
     publish(n8n_widget, owner, config={"connection": {"n8n": {"streaming": True}}})
-    fake_n8n.reply(stream=[{"type": "begin"}, {"type": "item", "content": "Hal"},
-                           {"type": "error", "content": f"boom at {fake_n8n.webhook}"}])
+    fake_n8n.reply(
+        stream=[
+            {"type": "begin"},
+            {"type": "item", "content": "Hal"},
+            {"type": "error", "content": f"boom at {fake_n8n.webhook}"},
+        ]
+    )
     response = send(client, n8n_widget)
     body = b"".join(response.streaming_content)
     last = json.loads(body.splitlines()[-1])
@@ -169,12 +227,15 @@ def test_upstream_timeout_is_504_without_the_url(client, n8n_widget, fake_n8n, s
     assert 250 <= message.latency_ms < 1000
 
 
-@pytest.mark.parametrize("spec", [
-    {"json": {"error": "bad"}, "status": 500},
-    {"json": {"message": "Workflow not found"}, "status": 404},
-    {"raw": "{not json", "content_type": "application/json"},
-    {"json": {"nothing": "here"}},
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"json": {"error": "bad"}, "status": 500},
+        {"json": {"message": "Workflow not found"}, "status": 404},
+        {"raw": "{not json", "content_type": "application/json"},
+        {"json": {"nothing": "here"}},
+    ],
+)
 def test_upstream_failures_are_502_without_the_url(client, n8n_widget, fake_n8n, spec, caplog):
     fake_n8n.reply(**spec)
     response = send(client, n8n_widget)
@@ -208,15 +269,18 @@ def test_webhook_in_the_draft_only_is_not_used(client, widget_a, owner, fake_n8n
     assert fake_n8n.requests == []
 
 
-@pytest.mark.parametrize("body,code", [
-    ("not json", "invalid_json"),
-    ("[1, 2]", "invalid_json"),
-    ({"action": "sendMessage", "chatInput": "hi"}, "invalid_session_id"),
-    ({"action": "sendMessage", "sessionId": "s", "chatInput": ""}, "empty_message"),
-    ({"action": "sendMessage", "sessionId": "s", "chatInput": "x" * 4001}, "message_too_long"),
-    ({"action": "deleteEverything", "sessionId": "s"}, "invalid_action"),
-    ({"action": "sendMessage", "sessionId": "s", "chatInput": "hi", "metadata": "nope"}, "invalid_metadata"),
-])
+@pytest.mark.parametrize(
+    "body,code",
+    [
+        ("not json", "invalid_json"),
+        ("[1, 2]", "invalid_json"),
+        ({"action": "sendMessage", "chatInput": "hi"}, "invalid_session_id"),
+        ({"action": "sendMessage", "sessionId": "s", "chatInput": ""}, "empty_message"),
+        ({"action": "sendMessage", "sessionId": "s", "chatInput": "x" * 4001}, "message_too_long"),
+        ({"action": "deleteEverything", "sessionId": "s"}, "invalid_action"),
+        ({"action": "sendMessage", "sessionId": "s", "chatInput": "hi", "metadata": "nope"}, "invalid_metadata"),
+    ],
+)
 def test_invalid_bodies_are_400_and_write_nothing(client, n8n_widget, fake_n8n, body, code):
     response = chat(client, n8n_widget.license.key, body)
     assert response.status_code == 400
@@ -253,9 +317,12 @@ def test_quota_blocks_new_conversations_but_lets_existing_ones_continue(client, 
 
 
 def test_widget_of_another_license_is_404(client, n8n_widget, widget_b, fake_n8n):
-    response = client.post(f"/api/widget/{widget_b.license.key}/chat?widget={n8n_widget.public_id}",
-                           data=json.dumps({"sessionId": "s", "chatInput": "hi"}), content_type="application/json",
-                           HTTP_ORIGIN=ORIGIN)
+    response = client.post(
+        f"/api/widget/{widget_b.license.key}/chat?widget={n8n_widget.public_id}",
+        data=json.dumps({"sessionId": "s", "chatInput": "hi"}),
+        content_type="application/json",
+        HTTP_ORIGIN=ORIGIN,
+    )
     assert response.status_code in (403, 404)
     # license B does not allow shop.example.com? it does (same factory): so it must be the widget check.
     assert response.status_code == 404
@@ -278,8 +345,14 @@ def test_async_client_streams_through_the_asgi_path(n8n_widget, fake_n8n, owner)
     from django.test import AsyncClient
 
     publish(n8n_widget, owner, config={"connection": {"n8n": {"streaming": True}}})
-    fake_n8n.reply(stream=[{"type": "begin"}, {"type": "item", "content": "As"}, {"type": "item", "content": "ync"},
-                           {"type": "end"}])
+    fake_n8n.reply(
+        stream=[
+            {"type": "begin"},
+            {"type": "item", "content": "As"},
+            {"type": "item", "content": "ync"},
+            {"type": "end"},
+        ]
+    )
 
     key = n8n_widget.license.key
 
@@ -288,7 +361,9 @@ def test_async_client_streams_through_the_asgi_path(n8n_widget, fake_n8n, owner)
         response = await client.post(
             f"/api/widget/{key}/chat",
             data=json.dumps({"action": "sendMessage", "sessionId": "as-1", "chatInput": "hi"}),
-            content_type="application/json", headers={"Origin": ORIGIN})
+            content_type="application/json",
+            headers={"Origin": ORIGIN},
+        )
         assert response.is_async
         return b"".join([chunk async for chunk in response.streaming_content])
 
@@ -305,13 +380,24 @@ def test_stream_is_relayed_as_it_arrives_over_a_real_server(live_server, n8n_wid
     import httpx
 
     publish(n8n_widget, owner, config={"connection": {"n8n": {"streaming": True}}})
-    fake_n8n.reply(stream=[{"type": "begin"}, {"type": "item", "content": "first"},
-                           {"type": "item", "content": " second"}, {"type": "end"}], delay=0.6)
+    fake_n8n.reply(
+        stream=[
+            {"type": "begin"},
+            {"type": "item", "content": "first"},
+            {"type": "item", "content": " second"},
+            {"type": "end"},
+        ],
+        delay=0.6,
+    )
     started = time.monotonic()
     arrivals = []
-    with httpx.stream("POST", f"{live_server.url}/api/widget/{n8n_widget.license.key}/chat",
-                      json={"action": "sendMessage", "sessionId": "live-1", "chatInput": "hi"},
-                      headers={"Origin": ORIGIN}, timeout=10) as response:
+    with httpx.stream(
+        "POST",
+        f"{live_server.url}/api/widget/{n8n_widget.license.key}/chat",
+        json={"action": "sendMessage", "sessionId": "live-1", "chatInput": "hi"},
+        headers={"Origin": ORIGIN},
+        timeout=10,
+    ) as response:
         assert response.status_code == 200
         for line in response.iter_lines():
             if line:
@@ -327,13 +413,24 @@ def test_stream_is_relayed_as_it_arrives_under_asgi(asgi_server, n8n_widget, own
     import httpx
 
     publish(n8n_widget, owner, config={"connection": {"n8n": {"streaming": True}}})
-    fake_n8n.reply(stream=[{"type": "begin"}, {"type": "item", "content": "first"},
-                           {"type": "item", "content": " second"}, {"type": "end"}], delay=0.6)
+    fake_n8n.reply(
+        stream=[
+            {"type": "begin"},
+            {"type": "item", "content": "first"},
+            {"type": "item", "content": " second"},
+            {"type": "end"},
+        ],
+        delay=0.6,
+    )
     started = time.monotonic()
     arrivals = []
-    with httpx.stream("POST", f"{asgi_server}/api/widget/{n8n_widget.license.key}/chat",
-                      json={"action": "sendMessage", "sessionId": "asgi-1", "chatInput": "hi"},
-                      headers={"Origin": ORIGIN}, timeout=10) as response:
+    with httpx.stream(
+        "POST",
+        f"{asgi_server}/api/widget/{n8n_widget.license.key}/chat",
+        json={"action": "sendMessage", "sessionId": "asgi-1", "chatInput": "hi"},
+        headers={"Origin": ORIGIN},
+        timeout=10,
+    ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"] == "application/x-ndjson"
         for line in response.iter_lines():

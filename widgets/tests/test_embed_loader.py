@@ -53,8 +53,9 @@ def test_loader_is_the_same_for_every_origin(client, widget_a, license_a):
 def test_loader_serves_the_published_version_not_the_draft(client, widget_a, license_a, owner):
     from widgets.services import widget_update
 
-    widget_update(widget=widget_a, membership=owner.memberships.get(),
-                  config={"appearance": {"n8n": {"title": "Draft title"}}})
+    widget_update(
+        widget=widget_a, membership=owner.memberships.get(), config={"appearance": {"n8n": {"title": "Draft title"}}}
+    )
     body = client.get(loader_url(license_a.key)).content
     assert b"Draft title" not in body
     assert payload(body)["config"]["appearance"]["title"] == "Chat with us"
@@ -128,8 +129,9 @@ def test_key_rotation_stops_the_old_key(client, widget_a, license_a):
 
 
 def test_widget_param_selects_one_of_several(client, widget_a, license_a, owner):
-    second = publish(WidgetFactory(license=license_a, name="Second"), owner,
-                     config={"appearance": {"n8n": {"title": "Second one"}}})
+    second = publish(
+        WidgetFactory(license=license_a, name="Second"), owner, config={"appearance": {"n8n": {"title": "Second one"}}}
+    )
     default = payload(client.get(loader_url(license_a.key)).content)
     chosen = client.get(loader_url(license_a.key, second.public_id))
     assert default["widget"] == widget_a.public_id
@@ -145,8 +147,9 @@ def test_key_of_another_license_never_serves_its_widget(client, widget_a, widget
 
 
 def test_chatkit_widget_gets_the_iframe_branch(client, license_a, owner):
-    widget = publish(WidgetFactory(license=license_a, provider="chatkit"), owner,
-                     secrets={"openai_api_key": OPENAI_KEY})
+    widget = publish(
+        WidgetFactory(license=license_a, provider="chatkit"), owner, secrets={"openai_api_key": OPENAI_KEY}
+    )
     response = client.get(loader_url(license_a.key))
     data = payload(response.content)
     assert data["type"] == "chatkit" and data["widget"] == widget.public_id
@@ -157,8 +160,7 @@ def test_chatkit_widget_gets_the_iframe_branch(client, license_a, owner):
 def test_type_follows_the_published_version_not_the_draft(client, widget_a, license_a, owner):
     from widgets.services import widget_update
 
-    widget_update(widget=widget_a, membership=owner.memberships.get(),
-                  config={"connection": {"provider": "chatkit"}})
+    widget_update(widget=widget_a, membership=owner.memberships.get(), config={"connection": {"provider": "chatkit"}})
     assert payload(client.get(loader_url(license_a.key)).content)["type"] == "n8n"
 
 

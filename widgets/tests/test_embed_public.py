@@ -13,8 +13,14 @@ from widgets.tests.factories import WidgetFactory
 
 pytestmark = pytest.mark.django_db
 
-LEAD = {"source": "trade_in_form", "name": "Ada", "email": "ada@example.com", "phone": "+1 555 0100",
-        "interest": "Pixel 7", "data": {"device": "Pixel 7", "condition": "Good"}}
+LEAD = {
+    "source": "trade_in_form",
+    "name": "Ada",
+    "email": "ada@example.com",
+    "phone": "+1 555 0100",
+    "interest": "Pixel 7",
+    "data": {"device": "Pixel 7", "condition": "Good"},
+}
 
 
 def call(client, method, path, origin=ORIGIN, body=None):
@@ -48,8 +54,9 @@ def test_config_is_the_published_public_config(client, n8n_widget):
 
 
 def test_config_widget_param_of_another_license_is_404(client, n8n_widget, widget_b):
-    response = client.get(f"/api/widget/{widget_b.license.key}/config?widget={n8n_widget.public_id}",
-                          HTTP_ORIGIN=ORIGIN)
+    response = client.get(
+        f"/api/widget/{widget_b.license.key}/config?widget={n8n_widget.public_id}", HTTP_ORIGIN=ORIGIN
+    )
     assert response.status_code == 404
     assert n8n_widget.public_id not in response.content.decode()
 
@@ -112,8 +119,9 @@ def test_unknown_key_and_suspended_license_on_every_endpoint(client, n8n_widget)
 
 
 def test_no_secret_in_any_public_response(client, n8n_widget, fake_n8n, owner, license_a):
-    chatkit = publish(WidgetFactory(license=license_a, provider="chatkit"), owner,
-                      secrets={"openai_api_key": OPENAI_KEY})
+    chatkit = publish(
+        WidgetFactory(license=license_a, provider="chatkit"), owner, secrets={"openai_api_key": OPENAI_KEY}
+    )
     fake_n8n.reply(json={"error": f"failed calling {fake_n8n.webhook}"}, status=500)
     key = license_a.key
     responses = [
@@ -125,8 +133,9 @@ def test_no_secret_in_any_public_response(client, n8n_widget, fake_n8n, owner, l
     ]
     for method, path, body in endpoints(key):
         responses.append(call(client, method, path, body=body))
-    responses.append(call(client, "POST", f"/api/widget/{key}/chat",
-                          body={"action": "loadPreviousSession", "sessionId": "s"}))
+    responses.append(
+        call(client, "POST", f"/api/widget/{key}/chat", body={"action": "loadPreviousSession", "sessionId": "s"})
+    )
     for response in responses:
         content = response.content.decode()
         for secret in (N8N_PASSWORD, N8N_USER, OPENAI_KEY, fake_n8n.webhook, fake_n8n.url, "secret-hook"):
@@ -135,10 +144,15 @@ def test_no_secret_in_any_public_response(client, n8n_widget, fake_n8n, owner, l
 
 def test_lead_is_stored_with_source_and_fields(client, n8n_widget, fake_n8n):
     # A conversation first, so the lead links to it.
-    call(client, "POST", f"/api/widget/{n8n_widget.license.key}/chat",
-         body={"action": "sendMessage", "sessionId": "sess-lead", "chatInput": "Trade in?"})
-    response = call(client, "POST", f"/api/widget/{n8n_widget.license.key}/leads",
-                    body={**LEAD, "sessionId": "sess-lead"})
+    call(
+        client,
+        "POST",
+        f"/api/widget/{n8n_widget.license.key}/chat",
+        body={"action": "sendMessage", "sessionId": "sess-lead", "chatInput": "Trade in?"},
+    )
+    response = call(
+        client, "POST", f"/api/widget/{n8n_widget.license.key}/leads", body={**LEAD, "sessionId": "sess-lead"}
+    )
     assert response.status_code == 201
     lead = Lead.objects.get()
     assert response.json() == {"id": lead.pk, "status": "received"}
@@ -150,13 +164,16 @@ def test_lead_is_stored_with_source_and_fields(client, n8n_widget, fake_n8n):
     assert lead.conversation == Conversation.objects.get(session_id="sess-lead")
 
 
-@pytest.mark.parametrize("body,field", [
-    ({**LEAD, "email": "not-an-email"}, "email"),
-    ({**LEAD, "email": "", "phone": ""}, "email"),
-    ({**LEAD, "source": "spam"}, "source"),
-    ({**LEAD, "name": "x" * 201}, "name"),
-    ({**LEAD, "data": ["nope"]}, "data"),
-])
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({**LEAD, "email": "not-an-email"}, "email"),
+        ({**LEAD, "email": "", "phone": ""}, "email"),
+        ({**LEAD, "source": "spam"}, "source"),
+        ({**LEAD, "name": "x" * 201}, "name"),
+        ({**LEAD, "data": ["nope"]}, "data"),
+    ],
+)
 def test_invalid_lead_is_400_naming_the_field(client, n8n_widget, body, field):
     response = call(client, "POST", f"/api/widget/{n8n_widget.license.key}/leads", body=body)
     assert response.status_code == 400
@@ -167,7 +184,8 @@ def test_invalid_lead_is_400_naming_the_field(client, n8n_widget, body, field):
 
 
 def test_lead_bad_json_is_400(client, n8n_widget):
-    response = client.post(f"/api/widget/{n8n_widget.license.key}/leads", data="{", content_type="application/json",
-                           HTTP_ORIGIN=ORIGIN)
+    response = client.post(
+        f"/api/widget/{n8n_widget.license.key}/leads", data="{", content_type="application/json", HTTP_ORIGIN=ORIGIN
+    )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_json"

@@ -32,13 +32,23 @@ def shadow_of(widget_id: str, selector: str) -> str:
 
 
 def test_two_widgets_of_one_license_on_one_page_each_the_right_one(
-        client, browser_contexts, host_site, live_server, license_a, owner, fake_n8n):
+    client, browser_contexts, host_site, live_server, license_a, owner, fake_n8n
+):
     client.force_login(owner)
-    sales = publish(WidgetFactory(license=license_a, name="Sales"), owner, config={
-        **n8n_config(fake_n8n.webhook), "appearance": {"n8n": {"title": "Sales desk"}},
-        "embed": {"mode": "inline"}})
-    support = publish(WidgetFactory(license=license_a, name="Support"), owner, config={
-        **n8n_config(fake_n8n.webhook), "appearance": {"n8n": {"title": "Support desk"}}})
+    sales = publish(
+        WidgetFactory(license=license_a, name="Sales"),
+        owner,
+        config={
+            **n8n_config(fake_n8n.webhook),
+            "appearance": {"n8n": {"title": "Sales desk"}},
+            "embed": {"mode": "inline"},
+        },
+    )
+    support = publish(
+        WidgetFactory(license=license_a, name="Support"),
+        owner,
+        config={**n8n_config(fake_n8n.webhook), "appearance": {"n8n": {"title": "Support desk"}}},
+    )
     chatkit = publish(WidgetFactory(license=license_a, name="Assistant", provider="chatkit"), owner)
 
     sales_tag = printed_snippet(client, sales, live_server.url)
@@ -47,11 +57,16 @@ def test_two_widgets_of_one_license_on_one_page_each_the_right_one(
         assert f'data-widget="{widget.public_id}"' in tag
         assert f"chat-widget.js?widget={widget.public_id}" in tag
     # A tag someone writes by hand from the attribute table: data-widget alone, no ?widget=.
-    support_tag = (f'<script src="{live_server.url}/api/widget/{license_a.key}/chat-widget.js" '
-                   f'data-widget="{support.public_id}" data-mode="inline" data-target="#support" async></script>')
-    url = host_site.page("two.html", f"""<!doctype html><html><head><meta charset="utf-8"><title>Shop</title></head>
+    support_tag = (
+        f'<script src="{live_server.url}/api/widget/{license_a.key}/chat-widget.js" '
+        f'data-widget="{support.public_id}" data-mode="inline" data-target="#support" async></script>'
+    )
+    url = host_site.page(
+        "two.html",
+        f"""<!doctype html><html><head><meta charset="utf-8"><title>Shop</title></head>
 <body><h1>Shop</h1><div id="chat" style="width:420px"></div><div id="support" style="width:420px"></div>
-{sales_tag}{support_tag}{chatkit_tag}</body></html>""")
+{sales_tag}{support_tag}{chatkit_tag}</body></html>""",
+    )
 
     page = browser_contexts(viewport={"width": 1280, "height": 1400}).new_page()
     errors = []
@@ -62,8 +77,10 @@ def test_two_widgets_of_one_license_on_one_page_each_the_right_one(
     assert page.locator(shadow_of(sales.public_id, ".hd b")).inner_text() == "Sales desk"
     assert page.locator(shadow_of(support.public_id, ".hd b")).inner_text() == "Support desk"
     assert page.evaluate("() => document.querySelector('#chat > switchboard-widget').dataset.widget") == sales.public_id
-    assert page.evaluate("() => document.querySelector('#support > switchboard-widget').dataset.widget") \
+    assert (
+        page.evaluate("() => document.querySelector('#support > switchboard-widget').dataset.widget")
         == support.public_id
+    )
 
     # The ChatKit snippet shows the ChatKit widget (an iframe of its page), not an n8n chat.
     page.locator(shadow_of(chatkit.public_id, ".lau")).click()
@@ -79,7 +96,9 @@ def test_two_widgets_of_one_license_on_one_page_each_the_right_one(
     page.locator(shadow_of(sales.public_id, "textarea")).fill("Want to buy")
     page.locator(shadow_of(sales.public_id, "textarea")).press("Enter")
     page.locator(shadow_of(sales.public_id, ".m.a >> text=Hello from n8n")).wait_for()
-    texts = {c.widget_id: list(c.messages.filter(role="user").values_list("text", flat=True))
-             for c in Conversation.objects.filter(is_preview=False)}
+    texts = {
+        c.widget_id: list(c.messages.filter(role="user").values_list("text", flat=True))
+        for c in Conversation.objects.filter(is_preview=False)
+    }
     assert texts == {support.pk: ["Need support"], sales.pk: ["Want to buy"]}
     assert errors == []

@@ -33,8 +33,13 @@ def open_page(browser_contexts, host_site, live_server):
         page.console = []  # type: ignore[attr-defined]
         page.on("console", lambda m: page.console.append((m.type, m.text)))
         src = f"{live_server.url}/api/widget/{key}/chat-widget.js"
-        page.goto(host_site.page("p.html", f"""<!doctype html><html><head><meta charset="utf-8"></head>
-<body style="margin:0">{body}<script src="{src}" {attrs}></script></body></html>"""))
+        page.goto(
+            host_site.page(
+                "p.html",
+                f"""<!doctype html><html><head><meta charset="utf-8"></head>
+<body style="margin:0">{body}<script src="{src}" {attrs}></script></body></html>""",
+            )
+        )
         return page
 
     return make
@@ -70,15 +75,27 @@ def test_a_message_typed_while_the_bot_answers_is_queued_and_sent_after(open_pag
     page.locator(shadow(".m.a >> text=Hello from n8n")).wait_for()
     assert [b["chatInput"] for b in fake_n8n.sent] == ["first", "second"]
     assert page.locator(shadow(".m.u.q")).count() == 0
-    assert log_rows(page) == ["bot: Hi! How can I help?", "user: first", "bot: too late", "user: second",
-                              "bot: Hello from n8n"]
+    assert log_rows(page) == [
+        "bot: Hi! How can I help?",
+        "user: first",
+        "bot: too late",
+        "user: second",
+        "bot: Hello from n8n",
+    ]
 
 
 def test_inline_fills_its_target_exactly(open_page, shop):
-    body = ('<div style="padding:30px 0 0 70px"><div id="chat" style="width:600px;height:500px"></div></div>'
-            '<div id="auto" style="width:400px"></div>')
-    page = open_page(shop.license.key, attrs='data-mode="inline" data-target="#chat"', body=body,
-                     viewport={"width": 1200, "height": 900}, reduced_motion="reduce")
+    body = (
+        '<div style="padding:30px 0 0 70px"><div id="chat" style="width:600px;height:500px"></div></div>'
+        '<div id="auto" style="width:400px"></div>'
+    )
+    page = open_page(
+        shop.license.key,
+        attrs='data-mode="inline" data-target="#chat"',
+        body=body,
+        viewport={"width": 1200, "height": 900},
+        reduced_motion="reduce",
+    )
     panel = page.locator(shadow(".pn"))
     panel.wait_for()
     target = page.locator("#chat").bounding_box()
@@ -91,8 +108,12 @@ def test_inline_fills_its_target_exactly(open_page, shop):
 
 def test_inline_in_a_container_without_height_takes_the_configured_height(open_page, shop, owner):
     publish(shop, owner, config={"embed": {"height": 480}})
-    page = open_page(shop.license.key, attrs='data-mode="inline" data-target="#auto"',
-                     body='<div id="auto" style="width:400px;margin-left:50px"></div>', reduced_motion="reduce")
+    page = open_page(
+        shop.license.key,
+        attrs='data-mode="inline" data-target="#auto"',
+        body='<div id="auto" style="width:400px;margin-left:50px"></div>',
+        reduced_motion="reduce",
+    )
     page.locator(shadow(".pn")).wait_for()
     box = page.locator(shadow(".pn")).bounding_box()
     assert (box["x"], box["width"], box["height"]) == (50, 400, 480)
@@ -106,8 +127,10 @@ def test_greeting_keeps_the_time_the_conversation_started(open_page, shop, brows
     page.locator(shadow("textarea")).fill("hello")
     page.locator(shadow("textarea")).press("Enter")
     page.locator(shadow(".m.a >> text=Hello from n8n")).wait_for()
-    times = "() => [...document.querySelector('switchboard-widget').shadowRoot.querySelectorAll('.m time')]" \
-            ".map(t => t.dateTime)"
+    times = (
+        "() => [...document.querySelector('switchboard-widget').shadowRoot.querySelectorAll('.m time')]"
+        ".map(t => t.dateTime)"
+    )
     first = page.evaluate(times)
     page.clock.set_system_time(datetime(2026, 3, 2, 9, 0, tzinfo=UTC) + timedelta(hours=3))
     page.reload()
@@ -121,9 +144,19 @@ def test_greeting_keeps_the_time_the_conversation_started(open_page, shop, brows
 
 def test_texts_follow_the_locale_and_each_can_be_overridden(open_page, shop, owner, fake_n8n):
     publish(shop, owner, config={"behaviour": {"locale": "de-AT", "strings": {"send": "Abschicken"}}})
-    fake_n8n.reply(json={"output": "Gern.", "ui": [{"type": "ui.trade_in_form", "device": "", "devices": [],
-                                                     "fields": [{"name": "device", "label": "Gerät", "type": "text",
-                                                                 "required": True}]}]})
+    fake_n8n.reply(
+        json={
+            "output": "Gern.",
+            "ui": [
+                {
+                    "type": "ui.trade_in_form",
+                    "device": "",
+                    "devices": [],
+                    "fields": [{"name": "device", "label": "Gerät", "type": "text", "required": True}],
+                }
+            ],
+        }
+    )
     page = open_page(shop.license.key)
     launcher = page.locator(shadow(".lau"))
     launcher.wait_for()
@@ -137,8 +170,10 @@ def test_texts_follow_the_locale_and_each_can_be_overridden(open_page, shop, own
     form = page.locator(shadow("form.fm"))
     form.wait_for()
     assert form.locator("h4").inner_text() == "Angebot für Ihr Altgerät"
-    assert page.evaluate("() => document.querySelector('switchboard-widget').shadowRoot.querySelector('.r').lang") \
+    assert (
+        page.evaluate("() => document.querySelector('switchboard-widget').shadowRoot.querySelector('.r').lang")
         == "de-AT"
+    )
     form.locator("button").click()
     assert form.locator(".fe").inner_text() == "Bitte füllen Sie Gerät aus."
 

@@ -37,38 +37,86 @@ class Endpoint:
 
 
 def _share_path(widget, owner) -> str:
-    link = preview_links.preview_link_create(widget=widget, user=owner, membership=owner.memberships.get(), days=1,
-                                             label="review")
+    link = preview_links.preview_link_create(
+        widget=widget, user=owner, membership=owner.memberships.get(), days=1, label="review"
+    )
     return f"/app/p/{preview_links.preview_link_token(link)}/chat/"
 
 
 ENDPOINTS = [
-    Endpoint("chat", lambda w, o: f"/api/widget/{w.license.key}/chat",
-             {"action": "sendMessage", "sessionId": "s-1", "chatInput": "Hello"}, "chatInput"),
-    Endpoint("chat-session-id", lambda w, o: f"/api/widget/{w.license.key}/chat",
-             {"action": "sendMessage", "sessionId": "s-1", "chatInput": "Hello"}, "sessionId"),
-    Endpoint("leads", lambda w, o: f"/api/widget/{w.license.key}/leads",
-             {"source": "contact_form", "name": "Ada", "email": "ada@example.com"}, "name"),
-    Endpoint("chatkit-sessions", lambda w, o: "/api/chatkit/sessions",
-             {"license": "placeholder", "visitor_id": "v-1"}, "visitor_id"),
-    Endpoint("realtime-client-secret", lambda w, o: f"/api/realtime/client-secret?license={w.license.key}",
-             {"license": "placeholder", "visitor_id": "v-1"}, "visitor_id"),
-    Endpoint("tools", lambda w, o: f"/api/widget/{w.license.key}/tools/search_knowledge",
-             {"token": "t", "arguments": {"query": "phones"}}, "token"),
-    Endpoint("chatkit-server", lambda w, o: f"/api/chatkit/{w.license.key}/",
-             {"type": "threads.create", "params": {"input": {"content": [{"type": "input_text", "text": "Hi"}],
-                                                             "attachments": [], "inference_options": {}}}},
-             "type", headers=lambda w, o: _chatkit_headers(w), limit="CHATKIT_MAX_BODY_BYTES"),
-    Endpoint("chatkit-server-preview", lambda w, o: f"/api/chatkit/{w.license.key}/?preview={w.chatkit.public_id}",
-             {"type": "threads.list", "params": {}}, "type", auth="member", headers=lambda w, o: {"Origin": "http://testserver"},
-             limit="CHATKIT_MAX_BODY_BYTES"),
-    Endpoint("share-chat", _share_path, {"action": "sendMessage", "sessionId": "s-1", "chatInput": "Hi"},
-             "chatInput"),
-    Endpoint("preview-chat", lambda w, o: f"/app/widgets/{w.public_id}/preview-chat/",
-             {"action": "sendMessage", "sessionId": "s-1", "chatInput": "Hi"}, "chatInput", auth="member"),
-    Endpoint("test-connection", lambda w, o: f"/app/widgets/{w.public_id}/test-connection/",
-             {"config": {"connection": {"n8n": {"webhook_url": "https://n8n.example.com/webhook/x"}}}},
-             "config", auth="member"),
+    Endpoint(
+        "chat",
+        lambda w, o: f"/api/widget/{w.license.key}/chat",
+        {"action": "sendMessage", "sessionId": "s-1", "chatInput": "Hello"},
+        "chatInput",
+    ),
+    Endpoint(
+        "chat-session-id",
+        lambda w, o: f"/api/widget/{w.license.key}/chat",
+        {"action": "sendMessage", "sessionId": "s-1", "chatInput": "Hello"},
+        "sessionId",
+    ),
+    Endpoint(
+        "leads",
+        lambda w, o: f"/api/widget/{w.license.key}/leads",
+        {"source": "contact_form", "name": "Ada", "email": "ada@example.com"},
+        "name",
+    ),
+    Endpoint(
+        "chatkit-sessions",
+        lambda w, o: "/api/chatkit/sessions",
+        {"license": "placeholder", "visitor_id": "v-1"},
+        "visitor_id",
+    ),
+    Endpoint(
+        "realtime-client-secret",
+        lambda w, o: f"/api/realtime/client-secret?license={w.license.key}",
+        {"license": "placeholder", "visitor_id": "v-1"},
+        "visitor_id",
+    ),
+    Endpoint(
+        "tools",
+        lambda w, o: f"/api/widget/{w.license.key}/tools/search_knowledge",
+        {"token": "t", "arguments": {"query": "phones"}},
+        "token",
+    ),
+    Endpoint(
+        "chatkit-server",
+        lambda w, o: f"/api/chatkit/{w.license.key}/",
+        {
+            "type": "threads.create",
+            "params": {
+                "input": {"content": [{"type": "input_text", "text": "Hi"}], "attachments": [], "inference_options": {}}
+            },
+        },
+        "type",
+        headers=lambda w, o: _chatkit_headers(w),
+        limit="CHATKIT_MAX_BODY_BYTES",
+    ),
+    Endpoint(
+        "chatkit-server-preview",
+        lambda w, o: f"/api/chatkit/{w.license.key}/?preview={w.chatkit.public_id}",
+        {"type": "threads.list", "params": {}},
+        "type",
+        auth="member",
+        headers=lambda w, o: {"Origin": "http://testserver"},
+        limit="CHATKIT_MAX_BODY_BYTES",
+    ),
+    Endpoint("share-chat", _share_path, {"action": "sendMessage", "sessionId": "s-1", "chatInput": "Hi"}, "chatInput"),
+    Endpoint(
+        "preview-chat",
+        lambda w, o: f"/app/widgets/{w.public_id}/preview-chat/",
+        {"action": "sendMessage", "sessionId": "s-1", "chatInput": "Hi"},
+        "chatInput",
+        auth="member",
+    ),
+    Endpoint(
+        "test-connection",
+        lambda w, o: f"/app/widgets/{w.public_id}/test-connection/",
+        {"config": {"connection": {"n8n": {"webhook_url": "https://n8n.example.com/webhook/x"}}}},
+        "config",
+        auth="member",
+    ),
 ]
 
 
@@ -76,10 +124,11 @@ def _chatkit_headers(widget) -> dict[str, str]:
     """As templates/chatkit/page.html sends them: our own Origin, the page token and the visitor token."""
     from chatkit.services import page_token_issue, visitor_token_issue
 
-    return {"Origin": "http://testserver",
-            "X-Switchboard-Page-Token": page_token_issue(license=widget.license, widget=widget.chatkit,
-                                                         origin=ORIGIN),
-            "X-Switchboard-Visitor": visitor_token_issue(license=widget.license)}
+    return {
+        "Origin": "http://testserver",
+        "X-Switchboard-Page-Token": page_token_issue(license=widget.license, widget=widget.chatkit, origin=ORIGIN),
+        "X-Switchboard-Visitor": visitor_token_issue(license=widget.license),
+    }
 
 
 def _with(body: dict, field: str, value) -> dict:
@@ -93,31 +142,56 @@ def _dumps(value) -> bytes:
 # (case, body bytes or a builder of them, content type, status, code)
 HOSTILE: list[tuple[str, Callable[[Endpoint], bytes], str, int, str]] = [
     ("deep-nesting-200kb", lambda e: b"[" * 100_000 + b"]" * 100_000, "application/json", 400, "invalid_json"),
-    ("deep-object-in-field", lambda e: _dumps(_with(e.body, e.field, json.loads('{"a":' * 60 + "1" + "}" * 60))),
-     "application/json", 400, "invalid_json"),
-    ("lone-surrogate", lambda e: _dumps(_with(e.body, e.field, "hi \ud800 there")), "application/json", 400,
-     "invalid_text"),
+    (
+        "deep-object-in-field",
+        lambda e: _dumps(_with(e.body, e.field, json.loads('{"a":' * 60 + "1" + "}" * 60))),
+        "application/json",
+        400,
+        "invalid_json",
+    ),
+    (
+        "lone-surrogate",
+        lambda e: _dumps(_with(e.body, e.field, "hi \ud800 there")),
+        "application/json",
+        400,
+        "invalid_text",
+    ),
     ("lone-surrogate-key", lambda e: _dumps({**e.body, "\udfff": 1}), "application/json", 400, "invalid_text"),
     ("nul-byte", lambda e: _dumps(_with(e.body, e.field, "a\u0000b")), "application/json", 400, "invalid_text"),
     ("huge-float", lambda e: _dumps(e.body)[:-1] + b', "n": 1e999}', "application/json", 400, "invalid_json"),
-    ("huge-int", lambda e: _dumps(e.body)[:-1] + b', "n": ' + b"9" * 5000 + b"}", "application/json", 400,
-     "invalid_json"),
+    (
+        "huge-int",
+        lambda e: _dumps(e.body)[:-1] + b', "n": ' + b"9" * 5000 + b"}",
+        "application/json",
+        400,
+        "invalid_json",
+    ),
     ("nan", lambda e: _dumps(e.body)[:-1] + b', "n": NaN}', "application/json", 400, "invalid_json"),
     ("not-utf8", lambda e: b'{"x": "\xff\xfe"}', "application/json", 400, "invalid_json"),
     ("not-json", lambda e: b"{'single': quotes}", "application/json", 400, "invalid_json"),
     ("not-an-object", lambda e: b"[1, 2, 3]", "application/json", 400, "invalid_json"),
     ("one-mb", lambda e: _dumps(_with(e.body, e.field, "x" * MB)), "application/json", 413, "payload_too_large"),
-    ("ten-mb", lambda e: _dumps(_with(e.body, e.field, "x" * (10 * MB))), "application/json", 413,
-     "payload_too_large"),
-    ("form-encoded", lambda e: b"action=sendMessage&sessionId=s&chatInput=hi", "application/x-www-form-urlencoded",
-     415, "unsupported_media_type"),
-    ("multipart", lambda e: b"--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n--b--\r\n",
-     "multipart/form-data; boundary=b", 415, "unsupported_media_type"),
+    ("ten-mb", lambda e: _dumps(_with(e.body, e.field, "x" * (10 * MB))), "application/json", 413, "payload_too_large"),
+    (
+        "form-encoded",
+        lambda e: b"action=sendMessage&sessionId=s&chatInput=hi",
+        "application/x-www-form-urlencoded",
+        415,
+        "unsupported_media_type",
+    ),
+    (
+        "multipart",
+        lambda e: b'--b\r\nContent-Disposition: form-data; name="a"\r\n\r\nx\r\n--b--\r\n',
+        "multipart/form-data; boundary=b",
+        415,
+        "unsupported_media_type",
+    ),
     ("xml", lambda e: b"<chat>hi</chat>", "application/xml", 415, "unsupported_media_type"),
 ]
 
-MODELS = [m for app in ("licenses", "widgets", "chatkit", "realtime", "axes")
-          for m in apps.get_app_config(app).get_models()]
+MODELS = [
+    m for app in ("licenses", "widgets", "chatkit", "realtime", "axes") for m in apps.get_app_config(app).get_models()
+]
 
 
 def row_counts() -> dict[str, int]:
@@ -127,8 +201,12 @@ def row_counts() -> dict[str, int]:
 @pytest.fixture
 def n8n_widget(widget_a, owner):
     """Published, wired to a webhook nobody listens on: no hostile request may get that far."""
-    return publish(widget_a, owner, config=n8n_config("http://127.0.0.1:9/webhook/never-called"),
-                   secrets={"n8n_basic_auth_user": "u", "n8n_basic_auth_password": "p"})
+    return publish(
+        widget_a,
+        owner,
+        config=n8n_config("http://127.0.0.1:9/webhook/never-called"),
+        secrets={"n8n_basic_auth_user": "u", "n8n_basic_auth_password": "p"},
+    )
 
 
 @pytest.fixture
@@ -152,8 +230,9 @@ def target(n8n_widget, owner, member, license_a):
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=lambda e: e.name)
 @pytest.mark.parametrize("case,build,content_type,status,code", HOSTILE, ids=[h[0] for h in HOSTILE])
-def test_hostile_body_is_an_exact_4xx_and_writes_nothing(target, endpoint, case, build, content_type, status, code,
-                                                        settings):
+def test_hostile_body_is_an_exact_4xx_and_writes_nothing(
+    target, endpoint, case, build, content_type, status, code, settings
+):
     client, path, headers = target(endpoint)
     body = build(endpoint)
     if len(body) > getattr(settings, endpoint.limit):  # the size rule comes first
@@ -172,8 +251,12 @@ def test_valid_body_as_text_plain_still_parses(target, endpoint):
     """text/plain is accepted (a page may send it to skip the CORS preflight): the hostile rules above
     are about the body, not a way to refuse that."""
     client, path, headers = target(endpoint)
-    response = client.post(path, data=_dumps(_with(endpoint.body, endpoint.field, "a\u0000")),
-                           content_type="text/plain;charset=UTF-8", headers=headers)
+    response = client.post(
+        path,
+        data=_dumps(_with(endpoint.body, endpoint.field, "a\u0000")),
+        content_type="text/plain;charset=UTF-8",
+        headers=headers,
+    )
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_text"
 
 
@@ -183,8 +266,11 @@ GETS = [
     ("config-widget", lambda w: f"/api/widget/{w.license.key}/config?widget=wgt_%00", "application/json"),
     ("config-key", lambda w: "/api/widget/ab%00cd/config", "application/json"),
     ("realtime-config", lambda w: f"/api/realtime/config?license={w.license.key}%00", "application/json"),
-    ("realtime-config-widget", lambda w: f"/api/realtime/config?license={w.license.key}&widget=%00",
-     "application/json"),
+    (
+        "realtime-config-widget",
+        lambda w: f"/api/realtime/config?license={w.license.key}&widget=%00",
+        "application/json",
+    ),
     ("chatkit-page", lambda w: f"/widget/chatkit/{w.license.key}?widget=%00", "text/plain"),
     ("rest-api-path", lambda w: "/api/v1/widgets/wgt_%00/", "application/json"),
     ("share-page", lambda w: "/app/p/ab%00cd/", "text/plain"),
@@ -203,16 +289,23 @@ def test_nul_in_the_address_is_400(client, n8n_widget, name, path, content_type)
 
 
 def test_nul_in_a_header_is_400(client, n8n_widget):
-    response = client.post(f"/api/widget/{n8n_widget.license.key}/chat", data=_dumps(ENDPOINTS[0].body),
-                           content_type="application/json", HTTP_ORIGIN=ORIGIN, HTTP_X_SWITCHBOARD_VISITOR="v\x00")
+    response = client.post(
+        f"/api/widget/{n8n_widget.license.key}/chat",
+        data=_dumps(ENDPOINTS[0].body),
+        content_type="application/json",
+        HTTP_ORIGIN=ORIGIN,
+        HTTP_X_SWITCHBOARD_VISITOR="v\x00",
+    )
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_text"
 
 
 def test_nul_in_an_html_form_is_400(client, member, n8n_widget):
     client.force_login(member)
     before = row_counts()
-    response = client.post(f"/app/widgets/{n8n_widget.public_id}/knowledge/",
-                           {"question": "Opening hours?\x00", "answer": "9 to 5", "tags": ""})
+    response = client.post(
+        f"/app/widgets/{n8n_widget.public_id}/knowledge/",
+        {"question": "Opening hours?\x00", "answer": "9 to 5", "tags": ""},
+    )
     assert response.status_code == 400
     assert row_counts() == before
 

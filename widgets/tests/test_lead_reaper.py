@@ -38,9 +38,15 @@ def crm(agency_a):
 def lead_in(widget, *, status: str, age: float, claimed: float | None = None, attempts: int = 0) -> Lead:
     """A lead saved `age` seconds ago (no task enqueued), last claimed `claimed` seconds ago."""
     now = timezone.now()
-    lead = Lead.objects.create(widget=widget, source="chat", name="Ann", email="ann@example.com",
-                               delivery_status=status, delivery_attempts=attempts,
-                               claimed_at=None if claimed is None else now - timedelta(seconds=claimed))
+    lead = Lead.objects.create(
+        widget=widget,
+        source="chat",
+        name="Ann",
+        email="ann@example.com",
+        delivery_status=status,
+        delivery_attempts=attempts,
+        claimed_at=None if claimed is None else now - timedelta(seconds=claimed),
+    )
     Lead.objects.filter(pk=lead.pk).update(created_at=now - timedelta(seconds=age))
     return lead
 
@@ -51,8 +57,9 @@ def status_of(lead: Lead) -> str:
 
 
 def test_a_lead_left_sending_by_a_killed_worker_is_delivered_once(widget_a, crm, settings):
-    lead = lead_in(widget_a, status=Lead.Delivery.SENDING, age=600, claimed=settings.CELERY_TASK_TIME_LIMIT + 16,
-                   attempts=1)
+    lead = lead_in(
+        widget_a, status=Lead.Delivery.SENDING, age=600, claimed=settings.CELERY_TASK_TIME_LIMIT + 16, attempts=1
+    )
     assert leads_reap.apply().get() == {"returned": 1, "enqueued": 1}
     assert status_of(lead) == Lead.Delivery.DELIVERED and lead.delivery_attempts == 2
     assert [r["headers"]["idempotency-key"] for r in crm.requests] == [f"lead-{lead.pk}"]
@@ -63,8 +70,9 @@ def test_a_lead_left_sending_by_a_killed_worker_is_delivered_once(widget_a, crm,
 
 
 def test_a_lead_being_sent_right_now_is_left_alone(widget_a, crm, settings):
-    lead = lead_in(widget_a, status=Lead.Delivery.SENDING, age=600, claimed=settings.CELERY_TASK_TIME_LIMIT - 5,
-                   attempts=1)
+    lead = lead_in(
+        widget_a, status=Lead.Delivery.SENDING, age=600, claimed=settings.CELERY_TASK_TIME_LIMIT - 5, attempts=1
+    )
     assert leads_reap.apply().get() == {"returned": 0, "enqueued": 0}
     assert status_of(lead) == Lead.Delivery.SENDING and crm.requests == []
 

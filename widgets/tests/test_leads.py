@@ -36,8 +36,15 @@ def crm(agency_a):
 
 def make_lead(widget, capture):
     with capture(execute=True):
-        return lead_create(widget=widget, source="voice", name="Ann Lee", email="ann@example.com",
-                           phone="+1 555", interest="Phone X", data={"device": "iPhone 12"})
+        return lead_create(
+            widget=widget,
+            source="voice",
+            name="Ann Lee",
+            email="ann@example.com",
+            phone="+1 555",
+            interest="Phone X",
+            data={"device": "iPhone 12"},
+        )
 
 
 @pytest.mark.django_db
@@ -50,8 +57,11 @@ def test_lead_is_posted_signed(widget_a, crm, django_capture_on_commit_callbacks
     assert request["headers"]["idempotency-key"] == f"lead-{lead.pk}"
     body = json.loads(request["body"])
     assert body["sent_at"] == int(request["headers"]["x-switchboard-timestamp"])
-    assert (body["name"], body["email"], body["widget"]["public_id"]) == ("Ann Lee", "ann@example.com",
-                                                                         widget_a.public_id)
+    assert (body["name"], body["email"], body["widget"]["public_id"]) == (
+        "Ann Lee",
+        "ann@example.com",
+        widget_a.public_id,
+    )
     lead.refresh_from_db()
     assert lead.delivery_status == Lead.Delivery.DELIVERED and lead.delivery_attempts == 1
     assert lead.delivered_at is not None
@@ -120,8 +130,9 @@ def test_a_new_crm_url_without_the_secret_clears_it(widget_a, agency_a, crm, dja
 
 
 @pytest.mark.django_db
-def test_a_url_changed_behind_the_service_is_never_signed_for(widget_a, agency_a, crm,
-                                                              django_capture_on_commit_callbacks):
+def test_a_url_changed_behind_the_service_is_never_signed_for(
+    widget_a, agency_a, crm, django_capture_on_commit_callbacks
+):
     other = FakeHTTP([(200, {"ok": True})])
     try:
         type(agency_a).objects.filter(pk=agency_a.pk).update(crm_webhook_url=other.url + "/elsewhere")
@@ -135,8 +146,10 @@ def test_a_url_changed_behind_the_service_is_never_signed_for(widget_a, agency_a
 def test_re_entering_the_secret_with_the_new_url_signs_there(agency_a, crm):
     agency_crm_webhook_set(agency=agency_a, url="https://crm.example.com/new", secret="whsec-new")
     agency_a.refresh_from_db()
-    assert agency_a.secrets == {"crm_webhook_secret": "whsec-new",
-                                "crm_webhook_secret_url": "https://crm.example.com/new"}
+    assert agency_a.secrets == {
+        "crm_webhook_secret": "whsec-new",
+        "crm_webhook_secret_url": "https://crm.example.com/new",
+    }
     agency_crm_webhook_set(agency=agency_a, url="https://crm.example.com/new", secret=None)  # same URL: kept
     agency_a.refresh_from_db()
     assert agency_a.secrets["crm_webhook_secret"] == "whsec-new"
@@ -148,8 +161,14 @@ def test_staff_admin_url_change_without_secret_clears_it(client, staff, agency_a
     url = f"/admin/licenses/agency/{agency_a.pk}/change/"
     page = client.get(url)
     assert "whsec-test" not in page.content.decode()  # write-only
-    data = {"name": agency_a.name, "slug": agency_a.slug, "crm_webhook_url": "https://attacker.example/hook",
-            "crm_webhook_secret": "", "memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0"}
+    data = {
+        "name": agency_a.name,
+        "slug": agency_a.slug,
+        "crm_webhook_url": "https://attacker.example/hook",
+        "crm_webhook_secret": "",
+        "memberships-TOTAL_FORMS": "0",
+        "memberships-INITIAL_FORMS": "0",
+    }
     response = client.post(url, data)
     assert response.status_code == 302, response.content.decode()[:2000]
     agency_a.refresh_from_db()

@@ -11,8 +11,12 @@ pytestmark = pytest.mark.django_db
 
 
 def chat(client, widget, text="hi"):
-    return client.post(f"/api/widget/{widget.license.key}/chat", {"action": "sendMessage", "sessionId": "s_sec",
-                       "chatInput": text}, content_type="application/json", HTTP_ORIGIN=ORIGIN)
+    return client.post(
+        f"/api/widget/{widget.license.key}/chat",
+        {"action": "sendMessage", "sessionId": "s_sec", "chatInput": text},
+        content_type="application/json",
+        HTTP_ORIGIN=ORIGIN,
+    )
 
 
 def auth_headers(fake):
@@ -36,12 +40,13 @@ def test_credentials_go_to_the_webhook_they_were_saved_for(client, n8n_widget, o
     assert "n8n_basic_auth_origin" not in str(client.get(f"/api/v1/widgets/{n8n_widget.public_id}/").content)
 
 
-def test_an_editor_cannot_send_the_stored_credentials_to_another_host(client, n8n_widget, member, fake_n8n,
-                                                                      second_n8n):
+def test_an_editor_cannot_send_the_stored_credentials_to_another_host(client, n8n_widget, member, fake_n8n, second_n8n):
     client.force_login(member)  # an editor: may test connections, never sees secrets
-    response = client.post(f"/app/widgets/{n8n_widget.public_id}/test-connection/",
-                           {"config": {"connection": {"n8n": {"webhook_url": second_n8n, "basic_auth": True}}}},
-                           content_type="application/json")
+    response = client.post(
+        f"/app/widgets/{n8n_widget.public_id}/test-connection/",
+        {"config": {"connection": {"n8n": {"webhook_url": second_n8n, "basic_auth": True}}}},
+        content_type="application/json",
+    )
     assert response.status_code == 200
     # The stored credentials belong to the other host: the test asks for them instead of calling without.
     assert response.json()["code"] == "not_configured"
@@ -49,7 +54,8 @@ def test_an_editor_cannot_send_the_stored_credentials_to_another_host(client, n8
 
 
 def test_moving_the_webhook_to_another_host_drops_the_credentials_until_entered_again(
-        client, n8n_widget, owner, fake_n8n, second_n8n):
+    client, n8n_widget, owner, fake_n8n, second_n8n
+):
     widget = publish(n8n_widget, owner, config=n8n_config(second_n8n, basic_auth=True))
     chat(client, widget)
     assert auth_headers(fake_n8n) == [None]
@@ -64,8 +70,9 @@ def test_private_webhook_addresses_are_refused_in_production(client, settings, n
     assert response.status_code == 502 and response.json()["error"]["code"] == "target_not_allowed"
     assert fake_n8n.webhook not in response.content.decode()
     client.force_login(member)
-    result = client.post(f"/app/widgets/{n8n_widget.public_id}/test-connection/", {},
-                         content_type="application/json").json()
+    result = client.post(
+        f"/app/widgets/{n8n_widget.public_id}/test-connection/", {}, content_type="application/json"
+    ).json()
     assert result["code"] == "not_allowed" and not result["ok"]
     assert fake_n8n.requests == []
 
@@ -96,12 +103,17 @@ def _secret_status(api, user, widget) -> dict:
 
 
 def test_test_connection_to_an_attacker_url_with_a_new_user_never_sends_the_stored_password(
-        client, auth_widget, member, fake_n8n, attacker_url):
+    client, auth_widget, member, fake_n8n, attacker_url
+):
     client.force_login(member)
-    response = client.post(f"/app/widgets/{auth_widget.public_id}/test-connection/", {
-        "config": {"connection": {"n8n": {"webhook_url": attacker_url, "basic_auth": True}}},
-        "secrets": ATTACK_USER,
-    }, content_type="application/json")
+    response = client.post(
+        f"/app/widgets/{auth_widget.public_id}/test-connection/",
+        {
+            "config": {"connection": {"n8n": {"webhook_url": attacker_url, "basic_auth": True}}},
+            "secrets": ATTACK_USER,
+        },
+        content_type="application/json",
+    )
     assert response.status_code == 200
     assert _leaked(fake_n8n) == [] and not any(auth_headers(fake_n8n))
     assert response.json()["code"] == "not_configured"  # basic auth on, no credentials for this address
@@ -109,54 +121,75 @@ def test_test_connection_to_an_attacker_url_with_a_new_user_never_sends_the_stor
 
 
 def test_draft_patch_then_preview_chat_never_sends_the_stored_password(
-        client, api, auth_widget, member, fake_n8n, attacker_url):
-    response = api(member).patch(f"/api/v1/widgets/{auth_widget.public_id}/", {
-        "config": {"connection": {"n8n": {"webhook_url": attacker_url, "basic_auth": True}}},
-        "secrets": ATTACK_USER,
-    }, format="json")
+    client, api, auth_widget, member, fake_n8n, attacker_url
+):
+    response = api(member).patch(
+        f"/api/v1/widgets/{auth_widget.public_id}/",
+        {
+            "config": {"connection": {"n8n": {"webhook_url": attacker_url, "basic_auth": True}}},
+            "secrets": ATTACK_USER,
+        },
+        format="json",
+    )
     assert response.status_code == 200
     assert response.json()["secrets"]["n8n_basic_auth_password"]["set"] is False  # cleared, not re-bound
     client.force_login(member)
-    response = client.post(f"/app/widgets/{auth_widget.public_id}/preview-chat/",
-                           {"action": "sendMessage", "sessionId": "s_prev", "chatInput": "hi"},
-                           content_type="application/json")
+    response = client.post(
+        f"/app/widgets/{auth_widget.public_id}/preview-chat/",
+        {"action": "sendMessage", "sessionId": "s_prev", "chatInput": "hi"},
+        content_type="application/json",
+    )
     assert response.status_code in (200, 502)
     assert fake_n8n.requests and _leaked(fake_n8n) == []
 
 
 def test_rest_api_moving_the_webhook_without_re_entering_clears_both_credentials(
-        api, auth_widget, member, fake_n8n, attacker_url, client):
-    response = api(member).patch(f"/api/v1/widgets/{auth_widget.public_id}/", {
-        "config": {"connection": {"n8n": {"webhook_url": attacker_url}}}}, format="json")
+    api, auth_widget, member, fake_n8n, attacker_url, client
+):
+    response = api(member).patch(
+        f"/api/v1/widgets/{auth_widget.public_id}/",
+        {"config": {"connection": {"n8n": {"webhook_url": attacker_url}}}},
+        format="json",
+    )
     assert response.status_code == 200
     status = response.json()["secrets"]
     assert status["n8n_basic_auth_user"]["set"] is False and status["n8n_basic_auth_password"]["set"] is False
     # Moving back does not bring them back: they were cleared, not hidden.
-    response = api(member).patch(f"/api/v1/widgets/{auth_widget.public_id}/", {
-        "config": {"connection": {"n8n": {"webhook_url": fake_n8n.webhook}}}}, format="json")
+    response = api(member).patch(
+        f"/api/v1/widgets/{auth_widget.public_id}/",
+        {"config": {"connection": {"n8n": {"webhook_url": fake_n8n.webhook}}}},
+        format="json",
+    )
     assert response.json()["secrets"]["n8n_basic_auth_password"]["set"] is False
 
 
-def test_re_entering_both_credentials_with_the_new_url_binds_them_there(client, auth_widget, owner, fake_n8n,
-                                                                       second_n8n):
-    widget = publish(auth_widget, owner, config=n8n_config(second_n8n, basic_auth=True),
-                     secrets={"n8n_basic_auth_user": "u2", "n8n_basic_auth_password": "p2"})
+def test_re_entering_both_credentials_with_the_new_url_binds_them_there(
+    client, auth_widget, owner, fake_n8n, second_n8n
+):
+    widget = publish(
+        auth_widget,
+        owner,
+        config=n8n_config(second_n8n, basic_auth=True),
+        secrets={"n8n_basic_auth_user": "u2", "n8n_basic_auth_password": "p2"},
+    )
     chat(client, widget)
     assert auth_headers(fake_n8n) == [basic("u2", "p2")]
     assert _leaked(fake_n8n) == []
 
 
 def test_other_config_changes_keep_the_credentials(api, client, auth_widget, owner, member, fake_n8n):
-    response = api(member).patch(f"/api/v1/widgets/{auth_widget.public_id}/", {
-        "config": {"appearance": {"n8n": {"title": "New title"}}}}, format="json")
+    response = api(member).patch(
+        f"/api/v1/widgets/{auth_widget.public_id}/",
+        {"config": {"appearance": {"n8n": {"title": "New title"}}}},
+        format="json",
+    )
     assert response.json()["secrets"]["n8n_basic_auth_password"]["set"] is True
     widget = publish(auth_widget, owner)
     chat(client, widget)
     assert auth_headers(fake_n8n) == [basic(N8N_USER, N8N_PASSWORD)]
 
 
-def test_only_the_user_re_entered_with_a_new_url_sends_no_credentials(client, auth_widget, owner, fake_n8n,
-                                                                     second_n8n):
+def test_only_the_user_re_entered_with_a_new_url_sends_no_credentials(client, auth_widget, owner, fake_n8n, second_n8n):
     widget = publish(auth_widget, owner, config=n8n_config(second_n8n, basic_auth=True), secrets=ATTACK_USER)
     chat(client, widget)
     assert auth_headers(fake_n8n) == [None]
@@ -170,16 +203,18 @@ def test_migration_moves_origin_bindings_to_the_live_webhook_url(n8n_widget, own
     from widgets.models import Widget
 
     migration = importlib.import_module("widgets.migrations.0003_n8n_auth_bound_to_url")
-    legacy = {"n8n_basic_auth_user": N8N_USER, "n8n_basic_auth_password": N8N_PASSWORD,
-              "n8n_basic_auth_origin": ""}
+    legacy = {"n8n_basic_auth_user": N8N_USER, "n8n_basic_auth_password": N8N_PASSWORD, "n8n_basic_auth_origin": ""}
     from licenses.domains import origin_normalize
 
     legacy["n8n_basic_auth_origin"] = origin_normalize(fake_n8n.url)
     Widget.objects.filter(pk=n8n_widget.pk).update(secrets=legacy)
     migration.forwards(apps, None)
     n8n_widget.refresh_from_db()
-    assert n8n_widget.secrets == {"n8n_basic_auth_user": N8N_USER, "n8n_basic_auth_password": N8N_PASSWORD,
-                                  "n8n_basic_auth_url": fake_n8n.webhook}
+    assert n8n_widget.secrets == {
+        "n8n_basic_auth_user": N8N_USER,
+        "n8n_basic_auth_password": N8N_PASSWORD,
+        "n8n_basic_auth_url": fake_n8n.webhook,
+    }
     Widget.objects.filter(pk=n8n_widget.pk).update(secrets={**legacy, "n8n_basic_auth_origin": "https://x.test:443"})
     migration.forwards(apps, None)
     n8n_widget.refresh_from_db()

@@ -18,15 +18,27 @@ ALL_ON = dict.fromkeys(TOOLS, True)
 
 @pytest.fixture
 def shop(license_a, owner):
-    widget = WidgetFactory(license=license_a, config=config_normalize({
-        "voice": {"enabled": True, "tools": ALL_ON},
-        "tools": {"booking_url": "https://cal.example.com/a", "trade_in_devices": ["iPhone 12"],
-                  "demo_clips": [{"topic": "camera", "title": "Night mode", "url": "https://v.example.com/cam"}]},
-    }))
+    widget = WidgetFactory(
+        license=license_a,
+        config=config_normalize(
+            {
+                "voice": {"enabled": True, "tools": ALL_ON},
+                "tools": {
+                    "booking_url": "https://cal.example.com/a",
+                    "trade_in_devices": ["iPhone 12"],
+                    "demo_clips": [{"topic": "camera", "title": "Night mode", "url": "https://v.example.com/cam"}],
+                },
+            }
+        ),
+    )
     widget_publish(widget=widget, user=owner, membership=owner.memberships.get())
     widget.refresh_from_db()
-    KnowledgeEntryFactory(widget=widget, question="What is your returns policy?",
-                          answer="Return any phone within 30 days for a full refund.", tags="returns refund")
+    KnowledgeEntryFactory(
+        widget=widget,
+        question="What is your returns policy?",
+        answer="Return any phone within 30 days for a full refund.",
+        tags="returns refund",
+    )
     KnowledgeEntryFactory(widget=widget, question="When are you open?", answer="Monday to Friday, 9 to 5.")
     ProductFactory(widget=widget, title="Phone X", price=Decimal("449.00"), description="A great phone")
     ProductFactory(widget=widget, title="Phone Ultra", price=Decimal("999.00"))
@@ -78,8 +90,12 @@ class TestSearchProducts:
         assert "Rival Phone Cheap" not in titles
 
     def test_bad_arguments_get_a_spoken_fallback(self, shop):
-        for arguments in ("{not json", json.dumps({"max_price": "cheap"}), json.dumps(["x"]),
-                          json.dumps({"query": "x", "max_price": -5})):
+        for arguments in (
+            "{not json",
+            json.dumps({"max_price": "cheap"}),
+            json.dumps(["x"]),
+            json.dumps({"query": "x", "max_price": -5}),
+        ):
             result = tool_run(name="search_products", widget=shop, conversation=None, arguments=arguments)
             assert not result.ok and result.ui_event is None and result.speak
 
@@ -88,19 +104,32 @@ class TestSearchProducts:
 class TestOtherTools:
     def test_trade_in_form(self, shop):
         result = run(shop, "start_trade_in", device="iPhone 12")
-        assert result.ui_event == {**result.ui_event, "type": "ui.trade_in_form", "device": "iPhone 12",
-                                   "devices": ["iPhone 12"]}
+        assert result.ui_event == {
+            **result.ui_event,
+            "type": "ui.trade_in_form",
+            "device": "iPhone 12",
+            "devices": ["iPhone 12"],
+        }
 
     def test_demo_clip_from_config(self, shop):
         result = run(shop, "get_demo_clip", topic="the camera at night")
-        assert result.ui_event == {"type": "ui.demo_clip", "topic": "camera", "title": "Night mode",
-                                   "url": "https://v.example.com/cam"}
+        assert result.ui_event == {
+            "type": "ui.demo_clip",
+            "topic": "camera",
+            "title": "Night mode",
+            "url": "https://v.example.com/cam",
+        }
         assert run(shop, "get_demo_clip", topic="weather").ui_event is None
 
     def test_meeting_link_from_config(self, shop):
         result = run(shop, "create_meeting_link", name="Ann", email="ann@example.com")
-        assert result.ui_event == {"type": "ui.meeting_link", "url": "https://cal.example.com/a",
-                                   "title": "Book a meeting", "name": "Ann", "email": "ann@example.com"}
+        assert result.ui_event == {
+            "type": "ui.meeting_link",
+            "url": "https://cal.example.com/a",
+            "title": "Book a meeting",
+            "name": "Ann",
+            "email": "ann@example.com",
+        }
 
     def test_log_lead_saves_for_this_widget(self, shop, django_capture_on_commit_callbacks):
         with django_capture_on_commit_callbacks(execute=True):
@@ -116,7 +145,9 @@ class TestOtherTools:
 
     def test_disabled_tool_is_refused(self, widget_a):
         assert [t.name for t in tools_enabled(widget_a.published_version.config)] == [
-            "search_knowledge", "search_products"]
+            "search_knowledge",
+            "search_products",
+        ]
         result = run(widget_a, "log_lead", name="A", email="a@example.com")
         assert not result.ok and not Lead.objects.exists()
 

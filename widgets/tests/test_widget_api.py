@@ -17,8 +17,11 @@ def url(widget=None, action=""):
 
 
 def test_owner_creates_chatkit_widget_and_type_is_derived(api, owner, license_a):
-    response = api(owner).post(url(), {"license": license_a.key, "name": "Support",
-                                       "config": {"connection": {"provider": "chatkit"}}}, format="json")
+    response = api(owner).post(
+        url(),
+        {"license": license_a.key, "name": "Support", "config": {"connection": {"provider": "chatkit"}}},
+        format="json",
+    )
     assert response.status_code == 201, response.json()
     body = response.json()
     assert body["widget_type"] == "chatkit" and body["public_id"].startswith("wgt_")
@@ -43,8 +46,15 @@ def test_widget_type_in_the_body_is_ignored(api, owner, license_a):
 
 
 def test_invalid_config_is_400_with_field_paths_and_nothing_saved(api, owner, license_a):
-    response = api(owner).post(url(), {"license": license_a.key, "name": "W", "config": {
-        "appearance": {"chatkit": {"accent_level": 7, "accent_color": "blue"}}}}, format="json")
+    response = api(owner).post(
+        url(),
+        {
+            "license": license_a.key,
+            "name": "W",
+            "config": {"appearance": {"chatkit": {"accent_level": 7, "accent_color": "blue"}}},
+        },
+        format="json",
+    )
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == "invalid_config"

@@ -20,8 +20,19 @@ def test_every_locale_has_every_text():
         assert "{field}" in STRINGS[locale]["fill_in"]
 
 
-@pytest.mark.parametrize("locale,catalog", [("", "en"), ("en-US", "en"), ("de", "de"), ("de-AT", "de"),
-                                            ("fr-CA", "fr"), ("es", "es"), ("nl-BE", "nl"), ("pt-BR", "en")])
+@pytest.mark.parametrize(
+    "locale,catalog",
+    [
+        ("", "en"),
+        ("en-US", "en"),
+        ("de", "de"),
+        ("de-AT", "de"),
+        ("fr-CA", "fr"),
+        ("es", "es"),
+        ("nl-BE", "nl"),
+        ("pt-BR", "en"),
+    ],
+)
 def test_locale_falls_back_by_language_then_to_english(locale, catalog):
     assert strings_locale(locale) == catalog
     config = config_normalize({"behaviour": {"locale": locale}})

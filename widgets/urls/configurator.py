@@ -11,14 +11,22 @@ urlpatterns = [
     # Sign in / out and password reset (Django's auth views, our templates).
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="app-login"),
     path("logout/", auth_views.LogoutView.as_view(), name="app-logout"),
-    path("password-reset/", auth_views.PasswordResetView.as_view(
-        success_url=reverse_lazy("app-password-reset-done"),
-        email_template_name="registration/password_reset_email.txt",
-    ), name="app-password-reset"),
+    path(
+        "password-reset/",
+        auth_views.PasswordResetView.as_view(
+            success_url=reverse_lazy("app-password-reset-done"),
+            email_template_name="registration/password_reset_email.txt",
+        ),
+        name="app-password-reset",
+    ),
     path("password-reset/sent/", auth_views.PasswordResetDoneView.as_view(), name="app-password-reset-done"),
-    path("reset/<uidb64>/<token>/", auth_views.PasswordResetConfirmView.as_view(
-        success_url=reverse_lazy("app-password-reset-complete"),
-    ), name="app-password-reset-confirm"),
+    path(
+        "reset/<uidb64>/<token>/",
+        auth_views.PasswordResetConfirmView.as_view(
+            success_url=reverse_lazy("app-password-reset-complete"),
+        ),
+        name="app-password-reset-confirm",
+    ),
     path("reset/done/", auth_views.PasswordResetCompleteView.as_view(), name="app-password-reset-complete"),
     # Shell.
     path("", pages.widget_list, name="app-home"),

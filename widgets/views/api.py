@@ -40,8 +40,9 @@ class WidgetListView(APIView):
             license = License.objects.filter(key=key, agency=membership.agency if membership else None).first()
             if license is None:
                 raise Http404
-        widgets = widget_list_for_user(user=request.user, agency=membership.agency if membership else None,
-                                       license=license)
+        widgets = widget_list_for_user(
+            user=request.user, agency=membership.agency if membership else None, license=license
+        )
         return Response(WidgetSerializer(widgets, many=True).data)
 
     @extend_schema(request=WidgetCreateSerializer, responses={201: WidgetSerializer}, summary="Create a widget")
@@ -56,8 +57,12 @@ class WidgetListView(APIView):
 
             membership = membership_get(user=request.user, agency=license.agency_id)
         widget = services.widget_create(
-            license=license, user=request.user, membership=membership, name=data["name"],
-            config=data.get("config"), secrets=data.get("secrets"),
+            license=license,
+            user=request.user,
+            membership=membership,
+            name=data["name"],
+            config=data.get("config"),
+            secrets=data.get("secrets"),
         )
         return Response(WidgetSerializer(widget).data, status=status.HTTP_201_CREATED)
 
@@ -72,8 +77,13 @@ class WidgetDetailView(APIView):
         widget, membership = widget_get_for_user(user=request.user, public_id=public_id)
         data = _valid(WidgetUpdateSerializer, request)
         widget = services.widget_update(
-            widget=widget, membership=membership, name=data.get("name"), config=data.get("config"),
-            replace=replace, secrets=data.get("secrets"), expected_revision=data.get("revision"),
+            widget=widget,
+            membership=membership,
+            name=data.get("name"),
+            config=data.get("config"),
+            replace=replace,
+            secrets=data.get("secrets"),
+            expected_revision=data.get("revision"),
         )
         return Response(WidgetSerializer(widget).data)
 
@@ -98,7 +108,10 @@ class WidgetPublishView(APIView):
         widget, membership = widget_get_for_user(user=request.user, public_id=public_id)
         data = _valid(PublishSerializer, request)
         version = services.widget_publish(
-            widget=widget, user=request.user, membership=membership, note=data.get("note", ""),
+            widget=widget,
+            user=request.user,
+            membership=membership,
+            note=data.get("note", ""),
             expected_revision=data.get("revision"),
         )
         return Response(WidgetVersionSerializer(version).data, status=status.HTTP_201_CREATED)
@@ -112,8 +125,9 @@ class WidgetVersionsView(APIView):
 
 
 class WidgetRollbackView(APIView):
-    @extend_schema(request=RollbackSerializer, responses={201: WidgetVersionSerializer},
-                   summary="Publish an old version again")
+    @extend_schema(
+        request=RollbackSerializer, responses={201: WidgetVersionSerializer}, summary="Publish an old version again"
+    )
     def post(self, request: Request, public_id: str) -> Response:
         widget, membership = widget_get_for_user(user=request.user, public_id=public_id)
         data = _valid(RollbackSerializer, request)

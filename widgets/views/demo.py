@@ -53,14 +53,12 @@ async def demo_chat(request: HttpRequest, public_id: str) -> HttpResponse:
         return JsonResponse({"message": "Expected {action, sessionId, chatInput}."}, status=400)
     session = body["sessionId"]
     if body.get("action") == "loadPreviousSession":
-        return JsonResponse({"data": await sync_to_async(demo_history)(public_id=widget.public_id,
-                                                                       session_id=session)})
+        return JsonResponse({"data": await sync_to_async(demo_history)(public_id=widget.public_id, session_id=session)})
     text = body.get("chatInput") if isinstance(body.get("chatInput"), str) else ""
     if not text.strip():
         return JsonResponse({"message": "chatInput is empty."}, status=400)
     reply = await sync_to_async(demo_reply)(widget=widget, text=text[:4000])
-    await sync_to_async(demo_remember)(public_id=widget.public_id, session_id=session, user=text,
-                                       assistant=reply.text)
+    await sync_to_async(demo_remember)(public_id=widget.public_id, session_id=session, user=text, assistant=reply.text)
     if request.GET.get("stream") == "0":
         return JsonResponse({"output": reply.text, "ui": reply.ui})
     response = StreamingHttpResponse(_stream(reply, "Demo agent"), content_type="application/json; charset=utf-8")

@@ -83,12 +83,14 @@ def widget_config(request: HttpRequest, license: License) -> HttpResponse:
     except ApiError as exc:
         return _api_error(exc)
     version = widget.published_version
-    response = JsonResponse({
-        "widget": widget.public_id,
-        "type": version.widget_type,
-        "version": version.number,
-        "config": config_public(version.config),
-    })
+    response = JsonResponse(
+        {
+            "widget": widget.public_id,
+            "type": version.widget_type,
+            "version": version.number,
+            "config": config_public(version.config),
+        }
+    )
     response["Cache-Control"] = "no-cache"
     return response
 
@@ -97,15 +99,17 @@ def _client_ip(request: HttpRequest) -> str:
     return request.META.get("REMOTE_ADDR", "")
 
 
-async def chat_answer(request: HttpRequest, *, widget: Widget, target: N8nTarget, chat: ChatRequest,
-                      streaming: bool, record: bool = True) -> HttpResponse:
+async def chat_answer(
+    request: HttpRequest, *, widget: Widget, target: N8nTarget, chat: ChatRequest, streaming: bool, record: bool = True
+) -> HttpResponse:
     """The answer to one chat request, public or preview: history, a JSON reply, or the NDJSON stream.
     Raises ApiError / N8nError (see `chat_error`)."""
     if chat.action == "loadPreviousSession":
         return JsonResponse({"sessionId": chat.session_id, "messages": await chat_history(target=target, chat=chat)})
     if streaming:
-        body = await chat_stream(widget=widget, target=target, chat=chat, asgi=isinstance(request, ASGIRequest),
-                                 record=record)
+        body = await chat_stream(
+            widget=widget, target=target, chat=chat, asgi=isinstance(request, ASGIRequest), record=record
+        )
         response = StreamingHttpResponse(body, content_type="application/x-ndjson")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
@@ -122,12 +126,14 @@ def chat_error(exc: ApiError | N8nError) -> JsonResponse:
 
 async def _chat(request: HttpRequest, license: License) -> HttpResponse:
     chat = chat_request_parse(
-        body=json_body_bytes(request), widget_param=request.GET.get("widget", ""),
+        body=json_body_bytes(request),
+        widget_param=request.GET.get("widget", ""),
         visitor_header=request.headers.get("X-Switchboard-Visitor", ""),
     )
     widget, target = await db_step(chat_prepare, license=license, chat=chat, ip=_client_ip(request))
-    return await chat_answer(request, widget=widget, target=target, chat=chat,
-                             streaming=chat_is_streaming(widget=widget))
+    return await chat_answer(
+        request, widget=widget, target=target, chat=chat, streaming=chat_is_streaming(widget=widget)
+    )
 
 
 @public_endpoint(methods=("POST",))
@@ -149,8 +155,12 @@ def leads(request: HttpRequest, license: License) -> HttpResponse:
         data = json_object(request)
         widget_param = request.GET.get("widget", "") or str(data.get("widget") or "")
         widget = published_widget_or_404(license=license, public_id=widget_param)
-        rate_limit_or_429(license=license, visitor_id=request.headers.get("X-Switchboard-Visitor", "")[:128],
-                          session_id="leads", ip=_client_ip(request))
+        rate_limit_or_429(
+            license=license,
+            visitor_id=request.headers.get("X-Switchboard-Visitor", "")[:128],
+            session_id="leads",
+            ip=_client_ip(request),
+        )
         lead = lead_submit(widget=widget, data=data)
     except ApiError as exc:
         return _api_error(exc)

@@ -21,8 +21,9 @@ def signed_in(browser_contexts, live_server, client):
         if user is not None:
             client.force_login(user)
             host = urlsplit(live_server.url).hostname
-            context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value,
-                                  "domain": host, "path": "/"}])
+            context.add_cookies(
+                [{"name": "sessionid", "value": client.cookies["sessionid"].value, "domain": host, "path": "/"}]
+            )
         page = context.new_page()
         page.set_default_timeout(10_000)
         return page
@@ -52,8 +53,14 @@ def fake_upstream():
         def _answer(self):
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
-            recorder.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers),
-                                      "body": json.loads(raw) if raw else None})
+            recorder.requests.append(
+                {
+                    "method": self.command,
+                    "path": self.path,
+                    "headers": dict(self.headers),
+                    "body": json.loads(raw) if raw else None,
+                }
+            )
             if recorder.delay:
                 time.sleep(recorder.delay)
             body = recorder.body if isinstance(recorder.body, str) else json.dumps(recorder.body)

@@ -57,7 +57,8 @@ def test_accent_colour_updates_preview_without_saving(signed_in, live_server, ow
     field.fill("#0f766e")
     page.wait_for_function(
         "document.getElementById('preview-frame').contentDocument"
-        ".querySelector('[data-sb-provider=chatkit]').dataset.sbAccent === '#0f766e'")
+        ".querySelector('[data-sb-provider=chatkit]').dataset.sbAccent === '#0f766e'"
+    )
     # Inside the frame the colour is really applied.
     colour = frame.locator(".ck-send").evaluate("el => getComputedStyle(el).backgroundColor")
     assert colour == "rgb(15, 118, 110)"
@@ -83,8 +84,9 @@ def test_chatkit_preview_uses_the_chatkit_page_once_connected(signed_in, live_se
 
 
 def test_switching_provider_keeps_settings_and_changes_type_on_save(signed_in, live_server, owner, widget_a):
-    widget_update(widget=widget_a, membership=owner.memberships.get(),
-                  config={"appearance": {"n8n": {"title": "Keep me"}}})
+    widget_update(
+        widget=widget_a, membership=owner.memberships.get(), config={"appearance": {"n8n": {"title": "Keep me"}}}
+    )
     page = signed_in(owner)
     open_editor(page, live_server, widget_a)
     assert page.get_by_label("Webhook URL").is_visible()
@@ -133,15 +135,18 @@ def test_device_frames_change_preview_size(signed_in, live_server, owner, widget
     box, outer = panel.bounding_box(), frame.bounding_box()
     assert abs(box["width"] - outer["width"]) < 2 and abs(box["height"] - outer["height"]) < 2
     page.get_by_role("button", name="Dark").click()
-    page.wait_for_function(
-        "document.getElementById('preview-frame').contentDocument.body.dataset.host === 'dark'")
+    page.wait_for_function("document.getElementById('preview-frame').contentDocument.body.dataset.host === 'dark'")
 
 
-def test_n8n_preview_is_the_real_bundle_and_chats_with_the_draft_webhook(signed_in, live_server, owner, widget_a,
-                                                                         fake_upstream):
+def test_n8n_preview_is_the_real_bundle_and_chats_with_the_draft_webhook(
+    signed_in, live_server, owner, widget_a, fake_upstream
+):
     fake_upstream.body = {"output": "Draft webhook says hi"}
-    widget_update(widget=widget_a, membership=owner.memberships.get(),
-                  config={"connection": {"n8n": {"webhook_url": fake_upstream.url + "/webhook/draft"}}})
+    widget_update(
+        widget=widget_a,
+        membership=owner.memberships.get(),
+        config={"connection": {"n8n": {"webhook_url": fake_upstream.url + "/webhook/draft"}}},
+    )
     page = signed_in(owner)
     open_editor(page, live_server, widget_a)
     frame = frame_of(page)
@@ -182,7 +187,9 @@ def test_save_publish_and_rollback(signed_in, live_server, owner, widget_a):
     assert page.locator("#widget-title").inner_text() == "Acme widget"
     assert widget_a.published_version.config["appearance"]["n8n"]["title"] == "Acme help"
     # What the embed serves: the loader carries the new version and its public config at once.
-    loader = page.evaluate(f"fetch('/api/widget/{widget_a.license.key}/chat-widget.js', {{cache: 'no-store'}}).then(r => r.text())")
+    loader = page.evaluate(
+        f"fetch('/api/widget/{widget_a.license.key}/chat-widget.js', {{cache: 'no-store'}}).then(r => r.text())"
+    )
     assert '"version":2' in loader.replace(" ", "") and "Acme help" in loader
     # Versions page shows the diff and rolls back.
     page.get_by_role("link", name="Versions").click()
@@ -194,7 +201,9 @@ def test_save_publish_and_rollback(signed_in, live_server, owner, widget_a):
     assert widget_a.published_version.number == 3
     assert widget_a.published_version.config["appearance"]["n8n"]["title"] == "Chat with us"
     assert widget_a.config["appearance"]["n8n"]["title"] == "Chat with us"
-    loader = page.evaluate(f"fetch('/api/widget/{widget_a.license.key}/chat-widget.js', {{cache: 'no-store'}}).then(r => r.text())")
+    loader = page.evaluate(
+        f"fetch('/api/widget/{widget_a.license.key}/chat-widget.js', {{cache: 'no-store'}}).then(r => r.text())"
+    )
     assert '"version":3' in loader.replace(" ", "") and "Acme help" not in loader
 
 
@@ -203,7 +212,10 @@ def test_invalid_value_shows_next_to_field_and_stale_draft_conflict(signed_in, l
     open_editor(page, live_server, widget_a)
     page.get_by_role("tab", name="Voice").click()
     page.get_by_label("Silence (ms)").fill("99999")
-    assert "between 100 and 5000" in page.locator("[data-error-for='voice.turn_detection.silence_duration_ms']").inner_text()
+    assert (
+        "between 100 and 5000"
+        in page.locator("[data-error-for='voice.turn_detection.silence_duration_ms']").inner_text()
+    )
     page.get_by_role("button", name="Save draft").click()
     assert page.locator("#save-state").inner_text() == "Fix the highlighted fields"
     page.get_by_label("Silence (ms)").fill("700")
@@ -223,11 +235,14 @@ def test_viewer_cannot_edit(signed_in, live_server, viewer, widget_a):
     page.get_by_role("tab", name="Appearance").click()
     assert page.get_by_label("Title", exact=True).is_disabled()
     assert page.locator("[data-path]:not([disabled])").count() == 0
-    status = page.evaluate("""async (id) => {
+    status = page.evaluate(
+        """async (id) => {
         const csrf = document.cookie.match(/csrftoken=([^;]+)/)[1];
         const r = await fetch(`/api/v1/widgets/${id}/`, {method: 'PATCH', headers: {'Content-Type': 'application/json',
           'X-CSRFToken': csrf}, body: JSON.stringify({config: {appearance: {n8n: {title: 'Hacked'}}}})});
-        return r.status; }""", widget_a.public_id)
+        return r.status; }""",
+        widget_a.public_id,
+    )
     assert status == 403
     widget_a.refresh_from_db()
     assert widget_a.config["appearance"]["n8n"]["title"] == "Chat with us"
@@ -240,14 +255,17 @@ def test_copy_embed_code(signed_in, live_server, owner, widget_a):
     page.locator("[data-copy='#snippet-script']").click()
     page.get_by_text("Copied to the clipboard").wait_for()
     copied = page.evaluate("navigator.clipboard.readText()")
-    assert copied.startswith(f'<script src="{live_server.url}/api/widget/{widget_a.license.key}/chat-widget.js'
-                             f'?widget={widget_a.public_id}" data-widget="{widget_a.public_id}"')
+    assert copied.startswith(
+        f'<script src="{live_server.url}/api/widget/{widget_a.license.key}/chat-widget.js'
+        f'?widget={widget_a.public_id}" data-widget="{widget_a.public_id}"'
+    )
     assert 'data-mode="popup"' in copied and copied.endswith("async></script>")
 
 
 def test_share_link_opens_preview_signed_out(signed_in, live_server, owner, widget_a, browser):
-    widget_update(widget=widget_a, membership=owner.memberships.get(),
-                  config={"appearance": {"n8n": {"title": "For sign-off"}}})
+    widget_update(
+        widget=widget_a, membership=owner.memberships.get(), config={"appearance": {"n8n": {"title": "For sign-off"}}}
+    )
     page = signed_in(owner)
     page.goto(f"{live_server.url}/app/widgets/{widget_a.public_id}/share/")
     page.get_by_label("Label").fill("Acme review")
@@ -294,17 +312,26 @@ def test_screenshots(signed_in, live_server, owner, license_a, agency_a, width, 
 
     m = owner.memberships.get()
     n8n = WidgetFactory(license=license_a, name="Acme support chat", created_by=owner)
-    widget_update(widget=n8n, membership=m, config={
-        "connection": {"n8n": {"webhook_url": "https://n8n.acme.test/webhook/chat"}},
-        "appearance": {"n8n": {"title": "Acme Support", "subtitle": "Typically replies in a minute"}},
-        "behaviour": {"starter_prompts": ["Track my order", "Return an item"]}})
+    widget_update(
+        widget=n8n,
+        membership=m,
+        config={
+            "connection": {"n8n": {"webhook_url": "https://n8n.acme.test/webhook/chat"}},
+            "appearance": {"n8n": {"title": "Acme Support", "subtitle": "Typically replies in a minute"}},
+            "behaviour": {"starter_prompts": ["Track my order", "Return an item"]},
+        },
+    )
     widget_publish(widget=n8n, user=owner, membership=m)
-    widget_update(widget=n8n, membership=m, config={"appearance": {"n8n": {"primary_color": "#0f766e",
-                                                                             "bubble_user_color": "#0f766e"}}})
+    widget_update(
+        widget=n8n,
+        membership=m,
+        config={"appearance": {"n8n": {"primary_color": "#0f766e", "bubble_user_color": "#0f766e"}}},
+    )
     widget_publish(widget=n8n, user=owner, membership=m, note="Brand colours")
     kit = WidgetFactory(license=license_a, provider="chatkit", name="Sales assistant (ChatKit)")
-    widget_update(widget=kit, membership=m, config={"behaviour": {"starter_prompts": ["What's on sale?",
-                                                                                        "Compare plans"]}})
+    widget_update(
+        widget=kit, membership=m, config={"behaviour": {"starter_prompts": ["What's on sale?", "Compare plans"]}}
+    )
     KnowledgeEntryFactory(widget=n8n)
     ProductFactory(widget=n8n, sku="P-1")
     usage_increment(license=license_a, conversations=640, voice_seconds=7200)
@@ -339,8 +366,9 @@ def test_screenshots(signed_in, live_server, owner, license_a, agency_a, width, 
     shot("members", "/app/members/")
     shot("products", f"/app/widgets/{n8n.public_id}/products/")
     shot("knowledge", f"/app/widgets/{n8n.public_id}/knowledge/")
-    link = PreviewLink.objects.create(widget=n8n, label="Acme sign-off", created_by=owner,
-                                      expires_at=timezone.now() + timedelta(days=7))
+    link = PreviewLink.objects.create(
+        widget=n8n, label="Acme sign-off", created_by=owner, expires_at=timezone.now() + timedelta(days=7)
+    )
     shot("share-links", f"/app/widgets/{n8n.public_id}/share/")
     shot("share-page", reverse("app-share", kwargs={"token": preview_link_token(link)}), full_page=False)
     # The voice panel shows the exact session the relay sends (the one session_config function).

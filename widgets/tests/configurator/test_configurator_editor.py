@@ -33,9 +33,16 @@ def login(client, user):
 
 def test_configurator_renders_controls_from_schema(client, member, widget_a):
     body = login(client, member).get(url("app-widget", widget_a)).content.decode()
-    for path in ("connection.n8n.webhook_url", "appearance.n8n.primary_color", "appearance.chatkit.accent_level",
-                 "behaviour.starter_prompts", "voice.turn_detection.silence_duration_ms", "tools.enabled.log_lead",
-                 "connection.chatkit.model", "voice.model"):
+    for path in (
+        "connection.n8n.webhook_url",
+        "appearance.n8n.primary_color",
+        "appearance.chatkit.accent_level",
+        "behaviour.starter_prompts",
+        "voice.turn_detection.silence_duration_ms",
+        "tools.enabled.log_lead",
+        "connection.chatkit.model",
+        "voice.model",
+    ):
         assert f'data-path="{path}"' in body
     assert 'id="save-btn"' in body and 'id="publish-btn"' not in body  # editor: save, not publish
     assert "disabled" not in body.split('data-path="appearance.n8n.title"')[1][:80]
@@ -65,19 +72,25 @@ def test_chatkit_hosted_mode_is_labelled_retired(client, owner, license_a):
 
 def test_bad_colour_is_a_field_error_and_nothing_saved(api, member, widget_a):
     before = dict(widget_a.config)
-    response = api(member).patch(f"/api/v1/widgets/{widget_a.public_id}/", {
-        "config": {"appearance": {"n8n": {"primary_color": "blue"}}}, "revision": widget_a.revision}, format="json")
+    response = api(member).patch(
+        f"/api/v1/widgets/{widget_a.public_id}/",
+        {"config": {"appearance": {"n8n": {"primary_color": "blue"}}}, "revision": widget_a.revision},
+        format="json",
+    )
     assert response.status_code == 400
     assert "config.appearance.n8n.primary_color" in response.json()["error"]["fields"]
     widget_a.refresh_from_db()
     assert widget_a.config == before
 
 
-@pytest.mark.parametrize("patch,path", [
-    ({"appearance": {"chatkit": {"accent_level": 7}}}, "config.appearance.chatkit.accent_level"),
-    ({"connection": {"n8n": {"webhook_url": "ftp://x"}}}, "config.connection.n8n.webhook_url"),
-    ({"voice": {"turn_detection": {"threshold": 2}}}, "config.voice.turn_detection.threshold"),
-])
+@pytest.mark.parametrize(
+    "patch,path",
+    [
+        ({"appearance": {"chatkit": {"accent_level": 7}}}, "config.appearance.chatkit.accent_level"),
+        ({"connection": {"n8n": {"webhook_url": "ftp://x"}}}, "config.connection.n8n.webhook_url"),
+        ({"voice": {"turn_detection": {"threshold": 2}}}, "config.voice.turn_detection.threshold"),
+    ],
+)
 def test_out_of_range_and_bad_url_are_field_errors(api, member, widget_a, patch, path):
     response = api(member).patch(f"/api/v1/widgets/{widget_a.public_id}/", {"config": patch}, format="json")
     assert response.status_code == 400 and path in response.json()["error"]["fields"]
@@ -86,8 +99,11 @@ def test_out_of_range_and_bad_url_are_field_errors(api, member, widget_a, patch,
 def test_stale_draft_gets_409(api, owner, member, widget_a):
     stale = widget_a.revision
     widget_update(widget=widget_a, membership=owner.memberships.get(), config={"behaviour": {"greeting": "Hey"}})
-    response = api(member).patch(f"/api/v1/widgets/{widget_a.public_id}/", {
-        "config": {"behaviour": {"greeting": "Mine"}}, "revision": stale}, format="json")
+    response = api(member).patch(
+        f"/api/v1/widgets/{widget_a.public_id}/",
+        {"config": {"behaviour": {"greeting": "Mine"}}, "revision": stale},
+        format="json",
+    )
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "stale_draft"
     widget_a.refresh_from_db()
@@ -96,10 +112,14 @@ def test_stale_draft_gets_409(api, owner, member, widget_a):
 
 def test_switching_provider_keeps_other_settings_and_changes_type(api, member, widget_a):
     client = api(member)
-    client.patch(f"/api/v1/widgets/{widget_a.public_id}/", {"config": {
-        "appearance": {"n8n": {"title": "Keep me"}}}}, format="json")
-    response = client.patch(f"/api/v1/widgets/{widget_a.public_id}/", {"config": {
-        "connection": {"provider": "chatkit"}}}, format="json")
+    client.patch(
+        f"/api/v1/widgets/{widget_a.public_id}/",
+        {"config": {"appearance": {"n8n": {"title": "Keep me"}}}},
+        format="json",
+    )
+    response = client.patch(
+        f"/api/v1/widgets/{widget_a.public_id}/", {"config": {"connection": {"provider": "chatkit"}}}, format="json"
+    )
     assert response.status_code == 200
     widget_a.refresh_from_db()
     assert widget_a.widget_type == "chatkit" and widget_a.config["appearance"]["n8n"]["title"] == "Keep me"
@@ -149,7 +169,8 @@ def test_rollback_unknown_version(client, owner, widget_a):
 
 def test_config_diff_is_readable():
     assert config_diff({"a": {"b": "#4f46e5", "c": True}}, {"a": {"b": "#0f766e", "c": True}}) == [
-        {"path": "a.b", "old": "#4f46e5", "new": "#0f766e"}]
+        {"path": "a.b", "old": "#4f46e5", "new": "#0f766e"}
+    ]
 
 
 # --- embed code ------------------------------------------------------------------------------------
@@ -217,14 +238,24 @@ def test_entry_of_another_widget_is_404(client, owner, widget_a, license_a):
 
 def test_product_create_and_invalid(client, member, widget_a):
     login(client, member)
-    response = client.post(url("app-widget-products", widget_a), {
-        "title": "Phone", "sku": "P1", "price": "399", "currency": "usd", "url": "https://shop.example.com/p1",
-        "in_stock": "on"})
+    response = client.post(
+        url("app-widget-products", widget_a),
+        {
+            "title": "Phone",
+            "sku": "P1",
+            "price": "399",
+            "currency": "usd",
+            "url": "https://shop.example.com/p1",
+            "in_stock": "on",
+        },
+    )
     assert response.status_code == 302
     product = Product.objects.get(widget=widget_a)
     assert str(product.price) == "399.00" and product.currency == "USD" and product.in_stock
-    response = client.post(url("app-widget-products", widget_a), {
-        "title": "", "price": "cheap", "image_url": "not a url", "currency": "dollars"})
+    response = client.post(
+        url("app-widget-products", widget_a),
+        {"title": "", "price": "cheap", "image_url": "not a url", "currency": "dollars"},
+    )
     assert response.status_code == 400
     assert {"title", "price", "image_url", "currency"} <= set(response.context["errors"])
     response = client.post(url("app-widget-products", widget_a), {"title": "Dup", "sku": "P1"})
@@ -288,8 +319,9 @@ def test_viewer_cannot_import_or_delete_products(client, viewer, widget_a):
 
 
 def test_share_link_shows_draft_signed_out(client, member, widget_a):
-    widget_update(widget=widget_a, membership=member.memberships.get(),
-                  config={"appearance": {"n8n": {"title": "Draft title"}}})
+    widget_update(
+        widget=widget_a, membership=member.memberships.get(), config={"appearance": {"n8n": {"title": "Draft title"}}}
+    )
     login(client, member).post(url("app-widget-share", widget_a), {"days": 7, "label": "Client"})
     link = PreviewLink.objects.get(widget=widget_a)
     token = preview_link_token(link)
@@ -339,8 +371,11 @@ def test_share_link_days_out_of_range(client, member, widget_a):
 
 
 def test_preview_frame_is_framable_same_origin_only_and_public_config(client, owner, widget_a):
-    widget_update(widget=widget_a, membership=owner.memberships.get(),
-                  config={"connection": {"n8n": {"webhook_url": "https://n8n.example.com/secret-hook"}}})
+    widget_update(
+        widget=widget_a,
+        membership=owner.memberships.get(),
+        config={"connection": {"n8n": {"webhook_url": "https://n8n.example.com/secret-hook"}}},
+    )
     response = login(client, owner).get(url("app-widget-preview-frame", widget_a))
     assert response["X-Frame-Options"] == "SAMEORIGIN"
     assert b"secret-hook" not in response.content
@@ -349,16 +384,22 @@ def test_preview_frame_is_framable_same_origin_only_and_public_config(client, ow
 
 
 def _set_webhook(widget, owner, webhook, **n8n):
-    widget_update(widget=widget, membership=owner.memberships.get(),
-                  config={"connection": {"n8n": {"webhook_url": webhook, **n8n}}},
-                  secrets={"n8n_basic_auth_user": "u", "n8n_basic_auth_password": "p-secret"})
+    widget_update(
+        widget=widget,
+        membership=owner.memberships.get(),
+        config={"connection": {"n8n": {"webhook_url": webhook, **n8n}}},
+        secrets={"n8n_basic_auth_user": "u", "n8n_basic_auth_password": "p-secret"},
+    )
 
 
 def test_preview_chat_uses_draft_webhook_and_is_not_usage(client, owner, widget_a, fake_upstream):
     _set_webhook(widget_a, owner, fake_upstream.url + "/webhook/draft", basic_auth=True)
     fake_upstream.body = {"output": "Hello from n8n"}
-    response = login(client, owner).post(url("app-widget-preview-chat", widget_a),
-                                         {"sessionId": "s1", "chatInput": "hi"}, content_type="application/json")
+    response = login(client, owner).post(
+        url("app-widget-preview-chat", widget_a),
+        {"sessionId": "s1", "chatInput": "hi"},
+        content_type="application/json",
+    )
     assert response.status_code == 200 and response.json()["output"] == "Hello from n8n"
     sent = fake_upstream.requests[0]
     assert sent["path"] == "/webhook/draft" and sent["body"]["chatInput"] == "hi"
@@ -369,17 +410,21 @@ def test_preview_chat_uses_draft_webhook_and_is_not_usage(client, owner, widget_
 
 
 def test_outsider_cannot_use_preview_chat(client, outsider, widget_a):
-    response = login(client, outsider).post(url("app-widget-preview-chat", widget_a), {},
-                                            content_type="application/json")
+    response = login(client, outsider).post(
+        url("app-widget-preview-chat", widget_a), {}, content_type="application/json"
+    )
     assert response.status_code == 404
 
 
-@pytest.mark.parametrize("status,code", [(200, "ok"), (401, "unauthorised"), (404, "not_found"), (500, "upstream_error")])
+@pytest.mark.parametrize(
+    "status,code", [(200, "ok"), (401, "unauthorised"), (404, "not_found"), (500, "upstream_error")]
+)
 def test_test_connection_n8n(client, owner, widget_a, fake_upstream, status, code):
     _set_webhook(widget_a, owner, fake_upstream.url + "/webhook/x")
     fake_upstream.status = status
-    response = login(client, owner).post(url("app-widget-test-connection", widget_a), {},
-                                         content_type="application/json")
+    response = login(client, owner).post(
+        url("app-widget-test-connection", widget_a), {}, content_type="application/json"
+    )
     data = response.json()
     assert data["code"] == code and data["ok"] == (code == "ok")
     assert fake_upstream.requests[0]["body"]["action"] == "sendMessage"  # the workflow really runs
@@ -387,9 +432,11 @@ def test_test_connection_n8n(client, owner, widget_a, fake_upstream, status, cod
 
 
 def test_test_connection_uses_unsaved_form_values(client, owner, widget_a, fake_upstream):
-    response = login(client, owner).post(url("app-widget-test-connection", widget_a), {
-        "config": {"connection": {"n8n": {"webhook_url": fake_upstream.url + "/typed"}}}},
-        content_type="application/json")
+    response = login(client, owner).post(
+        url("app-widget-test-connection", widget_a),
+        {"config": {"connection": {"n8n": {"webhook_url": fake_upstream.url + "/typed"}}}},
+        content_type="application/json",
+    )
     assert response.json()["ok"] and fake_upstream.requests[0]["path"] == "/typed"
     widget_a.refresh_from_db()
     assert widget_a.config["connection"]["n8n"]["webhook_url"] == ""  # testing never saves
@@ -400,19 +447,26 @@ def test_test_connection_timeout_and_unreachable(client, owner, widget_a, fake_u
     fake_upstream.delay = 1.0
     _set_webhook(widget_a, owner, fake_upstream.url + "/slow")
     login(client, owner)
-    assert client.post(url("app-widget-test-connection", widget_a), {},
-                       content_type="application/json").json()["code"] == "timeout"
+    assert (
+        client.post(url("app-widget-test-connection", widget_a), {}, content_type="application/json").json()["code"]
+        == "timeout"
+    )
     _set_webhook(widget_a, owner, "http://127.0.0.1:9/none")
-    assert client.post(url("app-widget-test-connection", widget_a), {},
-                       content_type="application/json").json()["code"] == "unreachable"
+    assert (
+        client.post(url("app-widget-test-connection", widget_a), {}, content_type="application/json").json()["code"]
+        == "unreachable"
+    )
 
 
 def test_test_connection_not_configured_and_bad_value(client, owner, widget_a):
     login(client, owner)
     response = client.post(url("app-widget-test-connection", widget_a), {}, content_type="application/json")
     assert response.json()["code"] == "not_configured"
-    response = client.post(url("app-widget-test-connection", widget_a), {
-        "config": {"connection": {"n8n": {"webhook_url": "nope"}}}}, content_type="application/json")
+    response = client.post(
+        url("app-widget-test-connection", widget_a),
+        {"config": {"connection": {"n8n": {"webhook_url": "nope"}}}},
+        content_type="application/json",
+    )
     assert response.status_code == 400
     assert "config.connection.n8n.webhook_url" in response.json()["error"]["fields"]
 
@@ -421,19 +475,22 @@ def test_test_connection_chatkit_hosted(client, owner, license_a, fake_upstream,
     """Agent Builder is shut down: a hosted draft is told so, and nothing calls OpenAI."""
     settings.OPENAI_BASE_URL = fake_upstream.url + "/v1"
     widget = WidgetFactory(license=license_a, provider="chatkit")
-    widget_update(widget=widget, membership=owner.memberships.get(),
-                  config={"connection": {"chatkit": {"mode": "hosted", "workflow_id": "wf_abc"}}},
-                  secrets={"openai_api_key": "sk-live-key-1234"})
-    response = login(client, owner).post(url("app-widget-test-connection", widget), {},
-                                         content_type="application/json")
+    widget_update(
+        widget=widget,
+        membership=owner.memberships.get(),
+        config={"connection": {"chatkit": {"mode": "hosted", "workflow_id": "wf_abc"}}},
+        secrets={"openai_api_key": "sk-live-key-1234"},
+    )
+    response = login(client, owner).post(url("app-widget-test-connection", widget), {}, content_type="application/json")
     assert response.json()["code"] == "hosted_retired" and response.json()["ok"] is False
     assert fake_upstream.requests == []
     assert b"sk-live" not in response.content
 
 
 def test_viewer_cannot_test_connection(client, viewer, widget_a):
-    response = login(client, viewer).post(url("app-widget-test-connection", widget_a), {},
-                                          content_type="application/json")
+    response = login(client, viewer).post(
+        url("app-widget-test-connection", widget_a), {}, content_type="application/json"
+    )
     assert response.status_code == 403
 
 

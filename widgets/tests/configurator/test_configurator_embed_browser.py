@@ -14,8 +14,7 @@ def open_editor(page, live_server, widget):
     page.wait_for_function("window.switchboardConfigurator !== undefined")
 
 
-def test_publish_asks_for_confirmation_naming_the_live_sites(signed_in, live_server, owner, widget_a,
-                                                              artifacts_dir):
+def test_publish_asks_for_confirmation_naming_the_live_sites(signed_in, live_server, owner, widget_a, artifacts_dir):
     page = signed_in(owner)
     open_editor(page, live_server, widget_a)
     page.get_by_role("tab", name="Appearance").click()
@@ -39,8 +38,9 @@ def test_publish_asks_for_confirmation_naming_the_live_sites(signed_in, live_ser
 
 
 @pytest.mark.parametrize("height", [600, 1000])
-def test_inline_preview_shows_the_composer_without_scrolling(signed_in, live_server, owner, widget_a, height,
-                                                             artifacts_dir):
+def test_inline_preview_shows_the_composer_without_scrolling(
+    signed_in, live_server, owner, widget_a, height, artifacts_dir
+):
     from widgets.services import widget_update
 
     widget_update(widget=widget_a, membership=owner.memberships.get(), config={"embed": {"height": height}})
@@ -67,8 +67,9 @@ def test_inline_preview_shows_the_composer_without_scrolling(signed_in, live_ser
     page.screenshot(path=os.path.join(artifacts_dir, f"configurator-inline-preview-{height}.png"))
 
 
-def test_preview_follows_the_locale_and_text_overrides_before_saving(signed_in, live_server, owner, widget_a,
-                                                                     artifacts_dir):
+def test_preview_follows_the_locale_and_text_overrides_before_saving(
+    signed_in, live_server, owner, widget_a, artifacts_dir
+):
     page = signed_in(owner, width=1440, height=900)
     open_editor(page, live_server, widget_a)
     frame = page.frame_locator("#preview-frame")

@@ -15,8 +15,15 @@ from widgets.models import Conversation, Widget
 
 pytestmark = pytest.mark.django_db
 
-WIDGET_PAGES = ["app-widget", "app-widget-versions", "app-widget-embed", "app-widget-knowledge",
-                "app-widget-products", "app-widget-share", "app-widget-preview-frame"]
+WIDGET_PAGES = [
+    "app-widget",
+    "app-widget-versions",
+    "app-widget-embed",
+    "app-widget-knowledge",
+    "app-widget-products",
+    "app-widget-share",
+    "app-widget-preview-frame",
+]
 SHELL_PAGES = ["app-home", "app-licenses", "app-members", "app-widget-new"]
 
 
@@ -131,8 +138,9 @@ def test_widget_list_shows_status_and_conversations(client, owner, widget_a, lic
 
 
 def test_create_chatkit_widget(client, member, license_a):
-    response = login(client, member).post(reverse("app-widget-new"),
-                                          {"name": "Kit", "license": license_a.key, "provider": "chatkit"})
+    response = login(client, member).post(
+        reverse("app-widget-new"), {"name": "Kit", "license": license_a.key, "provider": "chatkit"}
+    )
     widget = Widget.objects.get(name="Kit")
     assert response.status_code == 302 and widget.public_id in response["Location"]
     assert widget.widget_type == "chatkit" and widget.config["connection"]["provider"] == "chatkit"
@@ -150,8 +158,9 @@ def test_create_widget_invalid_input(client, member, license_a, license_b):
 
 
 def test_viewer_cannot_create_widget(client, viewer, license_a):
-    response = login(client, viewer).post(reverse("app-widget-new"),
-                                          {"name": "V", "license": license_a.key, "provider": "n8n"})
+    response = login(client, viewer).post(
+        reverse("app-widget-new"), {"name": "V", "license": license_a.key, "provider": "n8n"}
+    )
     assert response.status_code == 403
     assert not Widget.objects.filter(name="V").exists()
 
@@ -243,7 +252,8 @@ def test_invite_invalid_email(client, owner, agency_a):
 @pytest.mark.parametrize("persona", ["member", "viewer"])
 def test_non_admins_cannot_invite(client, request, agency_a, persona):
     response = login(client, request.getfixturevalue(persona)).post(
-        reverse("app-members"), {"email": "x@y.test", "role": "editor"})
+        reverse("app-members"), {"email": "x@y.test", "role": "editor"}
+    )
     assert response.status_code == 403
     assert not Membership.objects.filter(user__email="x@y.test").exists()
 
@@ -286,9 +296,17 @@ def test_outsider_cannot_manage_other_agency_members(client, outsider, member):
     assert Membership.objects.filter(pk=m.pk).exists()
 
 
-WIDGET_ACTIONS = ["app-widget-duplicate", "app-widget-delete", "app-widget-rollback", "app-widget-knowledge",
-                  "app-widget-products", "app-widget-products-import", "app-widget-share",
-                  "app-widget-test-connection", "app-widget-preview-chat"]
+WIDGET_ACTIONS = [
+    "app-widget-duplicate",
+    "app-widget-delete",
+    "app-widget-rollback",
+    "app-widget-knowledge",
+    "app-widget-products",
+    "app-widget-products-import",
+    "app-widget-share",
+    "app-widget-test-connection",
+    "app-widget-preview-chat",
+]
 
 
 @pytest.mark.parametrize("name", WIDGET_ACTIONS)
@@ -300,8 +318,10 @@ def test_anonymous_actions_redirect_to_login_and_change_nothing(client, widget_a
 
 @pytest.mark.parametrize("name", WIDGET_ACTIONS)
 def test_outsider_actions_are_404(client, outsider, widget_a, name):
-    response = login(client, outsider).post(reverse(name, kwargs={"public_id": widget_a.public_id}),
-                                            {"version": 1, "question": "Q", "answer": "A", "title": "T"})
+    response = login(client, outsider).post(
+        reverse(name, kwargs={"public_id": widget_a.public_id}),
+        {"version": 1, "question": "Q", "answer": "A", "title": "T"},
+    )
     assert response.status_code == 404
     assert Widget.objects.filter(license=widget_a.license).count() == 1
     assert not widget_a.knowledge.exists() and not widget_a.products.exists() and not widget_a.preview_links.exists()

@@ -91,8 +91,9 @@ def test_staff_cap_limits_growth_but_not_cleanup(client, admin, license_a):
     client.force_login(admin)
     response = client.post(url(license_a), {"action": "add", "domains": "d.example.com"})
     assert response.status_code == 400
-    assert "This license allows 2 domains; remove one first or ask staff to raise the limit." in \
-        response.content.decode()
+    assert (
+        "This license allows 2 domains; remove one first or ask staff to raise the limit." in response.content.decode()
+    )
     assert client.post(url(license_a), {"action": "remove", "domain": "c.example.com"}).status_code == 302
     assert domains(license_a) == ["a.example.com", "b.example.com"]
     assert client.post(url(license_a), {"action": "add", "domains": "d.example.com"}).status_code == 400
@@ -146,8 +147,9 @@ def test_service_checks_the_actor(license_a, outsider, viewer, owner):
     with pytest.raises(ApiError) as info:
         license_domains_set(actor=None, license=license_a, domains=["x.example.com"])
     assert info.value.status_code == 404
-    updated = license_domains_set(actor=owner.memberships.get(), license=license_a,
-                                  domains=["X.Example.com", "x.example.com"])
+    updated = license_domains_set(
+        actor=owner.memberships.get(), license=license_a, domains=["X.Example.com", "x.example.com"]
+    )
     assert updated.allowed_domains == ["x.example.com"]
 
 
@@ -160,17 +162,22 @@ def test_licenses_page_links_to_the_domains_page(client, owner, viewer, license_
 
 # --- the same rule over the REST API (PATCH /api/v1/licenses/<key>/ with allowed_domains alone) ----------
 
+
 def test_api_admin_changes_domains_alone(api, admin, license_a):
-    response = api(admin).patch(f"/api/v1/licenses/{license_a.key}/",
-                                {"allowed_domains": ["https://Staging.Client-A.example/x"]}, format="json")
+    response = api(admin).patch(
+        f"/api/v1/licenses/{license_a.key}/", {"allowed_domains": ["https://Staging.Client-A.example/x"]}, format="json"
+    )
     assert response.status_code == 200
     assert response.json()["allowed_domains"] == ["staging.client-a.example"] == domains(license_a)
 
 
 def test_api_agency_may_not_change_anything_else(api, admin, license_a):
     before = License.objects.get(pk=license_a.pk)
-    response = api(admin).patch(f"/api/v1/licenses/{license_a.key}/",
-                                {"allowed_domains": ["x.example.com"], "limits": {"max_widgets": 99}}, format="json")
+    response = api(admin).patch(
+        f"/api/v1/licenses/{license_a.key}/",
+        {"allowed_domains": ["x.example.com"], "limits": {"max_widgets": 99}},
+        format="json",
+    )
     assert response.status_code == 403
     after = License.objects.get(pk=license_a.pk)
     assert (after.allowed_domains, after.limits) == (before.allowed_domains, before.limits)
@@ -179,8 +186,9 @@ def test_api_agency_may_not_change_anything_else(api, admin, license_a):
 @pytest.mark.parametrize("who,status", [("viewer", 403), ("member", 403), ("outsider", 404)])
 def test_api_others_cannot_change_domains(api, request, who, status, license_a):
     before = domains(license_a)
-    response = api(request.getfixturevalue(who)).patch(f"/api/v1/licenses/{license_a.key}/",
-                                                       {"allowed_domains": ["evil.example.net"]}, format="json")
+    response = api(request.getfixturevalue(who)).patch(
+        f"/api/v1/licenses/{license_a.key}/", {"allowed_domains": ["evil.example.net"]}, format="json"
+    )
     assert response.status_code == status
     assert domains(license_a) == before
 
@@ -188,10 +196,14 @@ def test_api_others_cannot_change_domains(api, request, who, status, license_a):
 def test_api_bad_domain_and_cap_errors(api, admin, license_a):
     response = api(admin).patch(f"/api/v1/licenses/{license_a.key}/", {"allowed_domains": ["*.com"]}, format="json")
     assert response.status_code == 400
-    assert response.json()["error"]["fields"] == {"allowed_domains[0]": [
-        "'*.com' is too broad; a wildcard needs a registrable domain (*.example.com)."]}
+    assert response.json()["error"]["fields"] == {
+        "allowed_domains[0]": ["'*.com' is too broad; a wildcard needs a registrable domain (*.example.com)."]
+    }
     license_a.limits = {**license_a.limits, "max_allowed_domains": 1}
     license_a.save()
-    response = api(admin).patch(f"/api/v1/licenses/{license_a.key}/",
-                                {"allowed_domains": [*domains(license_a), "more.example.com"]}, format="json")
+    response = api(admin).patch(
+        f"/api/v1/licenses/{license_a.key}/",
+        {"allowed_domains": [*domains(license_a), "more.example.com"]},
+        format="json",
+    )
     assert response.status_code == 400 and response.json()["error"]["code"] == "domain_limit"

@@ -18,8 +18,19 @@ from widgets.models import Conversation, Widget
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def build_widget(page, live_server, *, name: str, client: str, broken: str, working: str, title: str,
-                 inline: bool, fake_n8n, artifacts_dir) -> Widget:
+def build_widget(
+    page,
+    live_server,
+    *,
+    name: str,
+    client: str,
+    broken: str,
+    working: str,
+    title: str,
+    inline: bool,
+    fake_n8n,
+    artifacts_dir,
+) -> Widget:
     page.goto(f"{live_server.url}/app/widgets/new/")
     page.get_by_label("Name").fill(name)
     page.get_by_label("License").select_option(label=client)
@@ -57,8 +68,9 @@ def snippet(page, live_server, widget: Widget) -> str:
     return page.locator("#snippet-script").inner_text()
 
 
-def test_staff_license_to_agency_widgets_to_customer_chat(signed_in, live_server, staff, owner, agency_a,
-                                                          fake_n8n, host_site, browser_contexts, artifacts_dir):
+def test_staff_license_to_agency_widgets_to_customer_chat(
+    signed_in, live_server, staff, owner, agency_a, fake_n8n, host_site, browser_contexts, artifacts_dir
+):
     # 1. Staff creates the license in the admin, with plain domains.
     admin = signed_in(staff)
     admin.goto(f"{live_server.url}/admin/licenses/license/add/")
@@ -88,20 +100,41 @@ def test_staff_license_to_agency_widgets_to_customer_chat(signed_in, live_server
     assert License.objects.get(pk=license.pk).allowed_domains[-1] == "localhost"
 
     # 3. Two widgets, each tested against its webhook and published.
-    sales = build_widget(page, live_server, name="Sales", client="Acme Phones", title="Sales desk", inline=False,
-                         broken=fake_n8n.url + "/webhook/broken/chat", working=fake_n8n.webhook,
-                         fake_n8n=fake_n8n, artifacts_dir=artifacts_dir)
-    support = build_widget(page, live_server, name="Support", client="Acme Phones", title="Support desk",
-                           inline=True, broken="", working=fake_n8n.webhook, fake_n8n=fake_n8n,
-                           artifacts_dir=artifacts_dir)
+    sales = build_widget(
+        page,
+        live_server,
+        name="Sales",
+        client="Acme Phones",
+        title="Sales desk",
+        inline=False,
+        broken=fake_n8n.url + "/webhook/broken/chat",
+        working=fake_n8n.webhook,
+        fake_n8n=fake_n8n,
+        artifacts_dir=artifacts_dir,
+    )
+    support = build_widget(
+        page,
+        live_server,
+        name="Support",
+        client="Acme Phones",
+        title="Support desk",
+        inline=True,
+        broken="",
+        working=fake_n8n.webhook,
+        fake_n8n=fake_n8n,
+        artifacts_dir=artifacts_dir,
+    )
     assert not Conversation.objects.exists()  # tests of the connection are not conversations
     sales_tag, support_tag = snippet(page, live_server, sales), snippet(page, live_server, support)
     assert 'data-mode="inline"' in support_tag and 'data-target="#chat"' in support_tag
 
     # 4. The customer's page embeds both snippets and chats with each.
-    url = host_site.page("acme.html", f"""<!doctype html><html><head><meta charset="utf-8"><title>Acme</title></head>
+    url = host_site.page(
+        "acme.html",
+        f"""<!doctype html><html><head><meta charset="utf-8"><title>Acme</title></head>
 <body style="margin:0;font-family:sans-serif"><h1 style="margin:20px">Acme Phones</h1>
-<div id="chat" style="width:600px;height:500px;margin-left:20px"></div>{sales_tag}{support_tag}</body></html>""")
+<div id="chat" style="width:600px;height:500px;margin-left:20px"></div>{sales_tag}{support_tag}</body></html>""",
+    )
     customer = browser_contexts(viewport={"width": 1280, "height": 900}).new_page()
     errors = []
     customer.on("console", lambda m: m.type == "error" and errors.append(m.text))
@@ -122,8 +155,10 @@ def test_staff_license_to_agency_widgets_to_customer_chat(signed_in, live_server
     customer.locator(f"{popup} >> .m.a >> text=Hello from n8n").wait_for()
     customer.wait_for_timeout(300)  # entry animations
     customer.screenshot(path=os.path.join(artifacts_dir, "walkthrough-customer-page.png"))
-    texts = {c.widget.name: list(c.messages.filter(role="user").values_list("text", flat=True))
-             for c in Conversation.objects.select_related("widget")}
+    texts = {
+        c.widget.name: list(c.messages.filter(role="user").values_list("text", flat=True))
+        for c in Conversation.objects.select_related("widget")
+    }
     assert texts == {"Support": ["My screen is broken"], "Sales": ["Which phone should I buy?"]}
     assert [e for e in errors if "Switchboard" in e] == []
     assert urlsplit(url).hostname == "localhost"

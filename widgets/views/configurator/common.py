@@ -24,8 +24,9 @@ from widgets.models import Widget
 from widgets.selectors import widget_get_for_user
 
 
-def render_app(request: HttpRequest, template: str, context: dict[str, Any] | None = None,
-               status: int = 200) -> HttpResponse:
+def render_app(
+    request: HttpRequest, template: str, context: dict[str, Any] | None = None, status: int = 200
+) -> HttpResponse:
     membership = current_membership(request)
     base = {
         "membership": membership,
@@ -80,8 +81,9 @@ def draft_connection(*, widget: Widget, body: dict[str, Any]) -> tuple[dict[str,
     except ConfigError as exc:
         fields = {f"config.{p}": m for p, m in exc.errors.items()}
         path, problems = next(iter(exc.errors.items()))
-        raise ApiError("invalid_config", f"{control_label(path)}: {problems[0][:1].lower()}{problems[0][1:]}",
-                       fields=fields)
+        raise ApiError(
+            "invalid_config", f"{control_label(path)}: {problems[0][:1].lower()}{problems[0][1:]}", fields=fields
+        )
     changes = body.get("secrets") if isinstance(body.get("secrets"), dict) else {}
     secrets = services.secrets_clean(current=widget.secrets or {}, changes=changes, config=config)
     return config, secrets
@@ -105,7 +107,11 @@ def role_flags(membership: Membership) -> dict[str, bool]:
 
 
 def post_action(
-    request: HttpRequest, action: Callable[[], object], *, success: str | Callable[[], str], to: str,
+    request: HttpRequest,
+    action: Callable[[], object],
+    *,
+    success: str | Callable[[], str],
+    to: str,
     **to_kwargs: Any,
 ) -> HttpResponse:
     """Run one service call for a POST button: refused by role → the forbidden page; any other

@@ -31,17 +31,30 @@ from widgets.views.configurator.fields import sections_with_values
 
 @widget_view
 def configurator(request: HttpRequest, widget: Widget, membership: Membership) -> HttpResponse:
-    return render_app(request, "app/configurator.html", {
-        "widget": widget, "tab": "configure", "sections": sections_with_values(widget.config),
-        "secrets": services.secrets_status(widget=widget), "provider": widget.widget_type,
-        "knowledge_count": widget.knowledge.count(), "product_count": widget.products.count(),
-        "domains": widget.license.allowed_domains, "nav": "widgets", **role_flags(membership),
-        "test_message": TEST_MESSAGE, "test_timeout": f"{settings.N8N_TOTAL_TIMEOUT:g}",
-        "widget_strings": {"strings": widget_strings.STRINGS,
-                           "default_placeholder": widget_strings.DEFAULT_PLACEHOLDER},
-        "chatkit_hosted": widget.widget_type == "chatkit"
-        and widget.config["connection"]["chatkit"].get("mode") == "hosted",
-    })
+    return render_app(
+        request,
+        "app/configurator.html",
+        {
+            "widget": widget,
+            "tab": "configure",
+            "sections": sections_with_values(widget.config),
+            "secrets": services.secrets_status(widget=widget),
+            "provider": widget.widget_type,
+            "knowledge_count": widget.knowledge.count(),
+            "product_count": widget.products.count(),
+            "domains": widget.license.allowed_domains,
+            "nav": "widgets",
+            **role_flags(membership),
+            "test_message": TEST_MESSAGE,
+            "test_timeout": f"{settings.N8N_TOTAL_TIMEOUT:g}",
+            "widget_strings": {
+                "strings": widget_strings.STRINGS,
+                "default_placeholder": widget_strings.DEFAULT_PLACEHOLDER,
+            },
+            "chatkit_hosted": widget.widget_type == "chatkit"
+            and widget.config["connection"]["chatkit"].get("mode") == "hosted",
+        },
+    )
 
 
 @widget_view
@@ -65,15 +78,26 @@ def versions(request: HttpRequest, widget: Widget, membership: Membership) -> Ht
     rows = []
     for index, version in enumerate(items):
         previous = items[index + 1] if index + 1 < len(items) else None
-        rows.append({
-            "version": version, "changes": config_diff(previous.config if previous else None, version.config)
-            if previous else [], "is_live": widget.published_version_id == version.pk,
-        })
+        rows.append(
+            {
+                "version": version,
+                "changes": config_diff(previous.config if previous else None, version.config) if previous else [],
+                "is_live": widget.published_version_id == version.pk,
+            }
+        )
     draft_changes = config_diff(items[0].config, widget.config) if items else []
-    return render_app(request, "app/versions.html", {
-        "widget": widget, "tab": "versions", "rows": rows, "draft_changes": draft_changes, "nav": "widgets",
-        **role_flags(membership),
-    })
+    return render_app(
+        request,
+        "app/versions.html",
+        {
+            "widget": widget,
+            "tab": "versions",
+            "rows": rows,
+            "draft_changes": draft_changes,
+            "nav": "widgets",
+            **role_flags(membership),
+        },
+    )
 
 
 @widget_view
@@ -102,18 +126,33 @@ def embed_code(request: HttpRequest, widget: Widget, membership: Membership) -> 
     embed = widget.config["embed"]
     # Both selectors name this widget: `?widget=` makes the loader resolve it server-side (its own
     # ETag and inline config), `data-widget` keeps a tag right if someone trims the query string.
-    script = (f'<script src="{origin}/api/widget/{key}/chat-widget.js?widget={widget.public_id}" '
-              f'data-widget="{widget.public_id}" data-mode="{embed["mode"]}" data-position="{embed["position"]}"'
-              + (' data-target="#chat"' if embed["mode"] == "inline" else "") + " async></script>")
-    iframe = (f'<iframe src="{origin}/widget/chatkit/{key}?widget={widget.public_id}" title="Chat" '
-              f'style="width:100%;max-width:{embed["width"]}px;height:{embed["height"]}px;border:0" '
-              'allow="microphone; clipboard-write"></iframe>')
-    return render_app(request, "app/embed.html", {
-        "widget": widget, "tab": "embed", "script": script, "iframe": iframe, "origin": origin,
-        "domains": widget.license.allowed_domains, "nav": "widgets", **role_flags(membership),
-        "chatkit_hosted": widget.widget_type == "chatkit"
-        and widget.config["connection"]["chatkit"].get("mode") == "hosted",
-    })
+    script = (
+        f'<script src="{origin}/api/widget/{key}/chat-widget.js?widget={widget.public_id}" '
+        f'data-widget="{widget.public_id}" data-mode="{embed["mode"]}" data-position="{embed["position"]}"'
+        + (' data-target="#chat"' if embed["mode"] == "inline" else "")
+        + " async></script>"
+    )
+    iframe = (
+        f'<iframe src="{origin}/widget/chatkit/{key}?widget={widget.public_id}" title="Chat" '
+        f'style="width:100%;max-width:{embed["width"]}px;height:{embed["height"]}px;border:0" '
+        'allow="microphone; clipboard-write"></iframe>'
+    )
+    return render_app(
+        request,
+        "app/embed.html",
+        {
+            "widget": widget,
+            "tab": "embed",
+            "script": script,
+            "iframe": iframe,
+            "origin": origin,
+            "domains": widget.license.allowed_domains,
+            "nav": "widgets",
+            **role_flags(membership),
+            "chatkit_hosted": widget.widget_type == "chatkit"
+            and widget.config["connection"]["chatkit"].get("mode") == "hosted",
+        },
+    )
 
 
 # --- knowledge --------------------------------------------------------------------------------
@@ -143,18 +182,34 @@ def knowledge(request: HttpRequest, widget: Widget, membership: Membership) -> H
             errors = exc.fields
         else:
             return redirect("app-widget-knowledge", public_id=widget.public_id)
-    return render_app(request, "app/knowledge.html", {
-        "widget": widget, "tab": "knowledge", "entries": widget.knowledge.all(), "errors": errors,
-        "values": values, "edit_id": edit_id, "nav": "widgets", **role_flags(membership),
-    }, status=400 if errors else 200)
+    return render_app(
+        request,
+        "app/knowledge.html",
+        {
+            "widget": widget,
+            "tab": "knowledge",
+            "entries": widget.knowledge.all(),
+            "errors": errors,
+            "values": values,
+            "edit_id": edit_id,
+            "nav": "widgets",
+            **role_flags(membership),
+        },
+        status=400 if errors else 200,
+    )
 
 
 @widget_view
 @require_POST
 def knowledge_delete(request: HttpRequest, widget: Widget, membership: Membership, pk: int) -> HttpResponse:
     entry = get_object_or_404(widget.knowledge, pk=pk)
-    return post_action(request, lambda: catalog.knowledge_delete(entry=entry, membership=membership),
-                       success="Entry deleted.", to="app-widget-knowledge", public_id=widget.public_id)
+    return post_action(
+        request,
+        lambda: catalog.knowledge_delete(entry=entry, membership=membership),
+        success="Entry deleted.",
+        to="app-widget-knowledge",
+        public_id=widget.public_id,
+    )
 
 
 # --- products ---------------------------------------------------------------------------------
@@ -193,10 +248,20 @@ def products(request: HttpRequest, widget: Widget, membership: Membership) -> Ht
 def _products_page(request: HttpRequest, widget: Widget, membership: Membership, **extra) -> HttpResponse:
     extra.setdefault("values", {"currency": "USD", "in_stock": True})
     status = 400 if extra.get("errors") or extra.get("import_errors") else 200
-    return render_app(request, "app/products.html", {
-        "widget": widget, "tab": "products", "products": widget.products.all(), "nav": "widgets",
-        "csv_columns": ",".join(catalog.CSV_COLUMNS), **role_flags(membership), **extra,
-    }, status=status)
+    return render_app(
+        request,
+        "app/products.html",
+        {
+            "widget": widget,
+            "tab": "products",
+            "products": widget.products.all(),
+            "nav": "widgets",
+            "csv_columns": ",".join(catalog.CSV_COLUMNS),
+            **role_flags(membership),
+            **extra,
+        },
+        status=status,
+    )
 
 
 @widget_view
@@ -208,8 +273,9 @@ def products_import(request: HttpRequest, widget: Widget, membership: Membership
             if not membership.can_edit:
                 raise ApiError("permission_denied", "Your role may not edit this widget's data.", status_code=403)
             raise ApiError("invalid", "Choose a CSV file.", fields={"file": ["Choose a CSV file."]})
-        report = catalog.products_import_csv(widget=widget, membership=membership,
-                                             data=upload.read(catalog.CSV_MAX_BYTES + 1))
+        report = catalog.products_import_csv(
+            widget=widget, membership=membership, data=upload.read(catalog.CSV_MAX_BYTES + 1)
+        )
     except ApiError as exc:
         if exc.status_code == 403:
             return forbidden(request, exc)
@@ -221,23 +287,37 @@ def products_import(request: HttpRequest, widget: Widget, membership: Membership
 @require_POST
 def product_delete(request: HttpRequest, widget: Widget, membership: Membership, pk: int) -> HttpResponse:
     product = get_object_or_404(widget.products, pk=pk)
-    return post_action(request, lambda: catalog.product_delete(product=product, membership=membership),
-                       success="Product deleted.", to="app-widget-products", public_id=widget.public_id)
+    return post_action(
+        request,
+        lambda: catalog.product_delete(product=product, membership=membership),
+        success="Product deleted.",
+        to="app-widget-products",
+        public_id=widget.public_id,
+    )
 
 
 @widget_view
 @require_POST
 def chatkit_migrate(request: HttpRequest, widget: Widget, membership: Membership) -> HttpResponse:
-    """"Migrate to server mode" for a hosted ChatKit widget (Agent Builder is shut down)."""
+    """ "Migrate to server mode" for a hosted ChatKit widget (Agent Builder is shut down)."""
     outcome: dict[str, bool] = {}
 
     def migrate() -> None:
-        _widget, outcome["published"] = services.widget_chatkit_migrate(widget=widget, user=request.user,
-                                                                        membership=membership)
+        _widget, outcome["published"] = services.widget_chatkit_migrate(
+            widget=widget, user=request.user, membership=membership
+        )
 
     return post_action(
-        request, migrate, to="app-widget", public_id=widget.public_id,
-        success=lambda: "Moved to the Switchboard ChatKit server" + (
-            " and published: the widget answers again." if outcome.get("published") else
-            ". Review the instructions, then publish."),
+        request,
+        migrate,
+        to="app-widget",
+        public_id=widget.public_id,
+        success=lambda: (
+            "Moved to the Switchboard ChatKit server"
+            + (
+                " and published: the widget answers again."
+                if outcome.get("published")
+                else ". Review the instructions, then publish."
+            )
+        ),
     )

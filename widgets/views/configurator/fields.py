@@ -35,10 +35,16 @@ LABELS = {
     "": "Platform default",
     "hosted": "Hosted workflow (retired by OpenAI)",
     "server": "ChatKit server (recommended)",
-    "bottom-right": "Bottom right", "bottom-left": "Bottom left",
-    "popup": "Popup", "inline": "Inline", "fullpage": "Full page",
-    "server_vad": "Server VAD (silence based)", "semantic_vad": "Semantic VAD",
-    "near_field": "Near field (headset, phone)", "far_field": "Far field (laptop, room)", "off": "Off",
+    "bottom-right": "Bottom right",
+    "bottom-left": "Bottom left",
+    "popup": "Popup",
+    "inline": "Inline",
+    "fullpage": "Full page",
+    "server_vad": "Server VAD (silence based)",
+    "semantic_vad": "Semantic VAD",
+    "near_field": "Near field (headset, phone)",
+    "far_field": "Far field (laptop, room)",
+    "off": "Off",
 }
 
 
@@ -62,8 +68,9 @@ class Control:
         return "f-" + self.path.replace(".", "-").replace("_", "-")
 
 
-def control(path: str, label: str, *, kind: str = "", help: str = "", show_if: str = "",
-            placeholder: str = "") -> Control:
+def control(
+    path: str, label: str, *, kind: str = "", help: str = "", show_if: str = "", placeholder: str = ""
+) -> Control:
     schema = schema_at(path)
     if not kind:
         if "enum" in schema:
@@ -81,9 +88,15 @@ def control(path: str, label: str, *, kind: str = "", help: str = "", show_if: s
         else:
             kind = "text"
     return Control(
-        path=path, label=label, kind=kind, help=help, show_if=show_if, placeholder=placeholder,
+        path=path,
+        label=label,
+        kind=kind,
+        help=help,
+        show_if=show_if,
+        placeholder=placeholder,
         options=[(v, LABELS.get(v, v.replace("_", " ").capitalize())) for v in schema.get("enum", [])],
-        minimum=schema.get("minimum"), maximum=schema.get("maximum"),
+        minimum=schema.get("minimum"),
+        maximum=schema.get("maximum"),
         step="1" if schema.get("type") == "integer" else "0.05",
         max_length=schema.get("maxLength") or (schema.get("items") or {}).get("maxLength"),
     )
@@ -140,93 +153,200 @@ def _chatkit_appearance() -> list[Control]:
 
 def sections() -> list[Section]:
     return [
-        Section("connection", "Connection", [
-            Group("n8n Chat Trigger", provider="n8n", controls=[
-                control("connection.n8n.webhook_url", "Webhook URL", placeholder="https://n8n.example.com/webhook/…/chat",
-                        help="The Chat Trigger's production URL. Visitors never see it: chat goes through our proxy."),
-                control("connection.n8n.streaming", "Stream replies", help="Enable if the Chat Trigger streams."),
-                control("connection.n8n.basic_auth", "Basic auth",
-                        help="The Chat Trigger asks for a username/password."),
-            ]),
-            Group("OpenAI ChatKit", provider="chatkit", controls=[
-                control("connection.chatkit.mode", "Mode"),
-                control("connection.chatkit.workflow_id", "Workflow id", placeholder="wf_…",
-                        show_if="connection.chatkit.mode=hosted"),
-                control("connection.chatkit.workflow_version", "Workflow version", placeholder="latest",
-                        show_if="connection.chatkit.mode=hosted"),
-                control("connection.chatkit.model", "Model", show_if="connection.chatkit.mode=server",
-                        help=f"Platform default: {settings.CHATKIT_DEFAULT_MODEL}."),
-                control("connection.chatkit.instructions", "Instructions", show_if="connection.chatkit.mode=server",
-                        help="What the assistant is for and how it speaks. The enabled tools and the business "
-                             "facts (Tools, Voice) are added to it."),
-            ]),
-        ]),
-        Section("appearance", "Appearance", [
-            Group("Chat window", _n8n_appearance(), provider="n8n"),
-            Group("ChatKit theme", _chatkit_appearance(), provider="chatkit"),
-            Group("Placement", [
-                control("embed.mode", "Default embed mode"),
-                control("embed.position", "Launcher position"),
-                control("embed.offset_x", "Horizontal offset (px)"),
-                control("embed.offset_y", "Vertical offset (px)"),
-                control("embed.width", "Width (px)"),
-                control("embed.height", "Height (px)"),
-            ]),
-        ]),
-        Section("behaviour", "Behaviour", [
-            Group("Conversation", [
-                control("behaviour.greeting", "Greeting", kind="textarea"),
-                control("behaviour.starter_prompts", "Starter prompts", help="One per line, up to 6."),
-                control("behaviour.initial_messages", "Initial messages", help="One per line, up to 5."),
-                control("behaviour.placeholder", "Composer placeholder",
-                        help="Left at “Type your message…” it follows the locale."),
-                control("behaviour.disclaimer", "Disclaimer", kind="textarea"),
-                control("behaviour.locale", "Locale", placeholder="en or en-US",
-                        help=f"The widget's own texts: {', '.join(LOCALES)}; any other language uses English."),
-            ]),
-            Group("Widget texts", provider="n8n", note="Empty fields use the locale's text (shown greyed).",
-                  controls=[control(f"behaviour.strings.{key}", key.replace("_", " ").capitalize(),
-                                    placeholder=STRINGS["en"][key]) for key in STRING_KEYS
-                                    if key != "placeholder"]),  # "Composer placeholder" above sets that one
-            Group("Options", [
-                control("behaviour.file_uploads", "Allow file uploads"),
-                control("behaviour.history", "Show history"),
-                control("behaviour.load_previous_session", "Load previous session"),
-            ]),
-        ]),
-        Section("tools", "Tools", [
-            Group("Tools the assistant may use", note="One list for ChatKit and voice: the assistant runs these on "
-                  "the server with this widget's knowledge, products and leads.", controls=[
-                      control(f"tools.enabled.{name}", name.replace("_", " ").capitalize()) for name in TOOL_NAMES
-                  ] + [control("tools.booking_url", "Booking URL", placeholder="https://cal.example.com/…",
-                               help="Used by the meeting-link tool."),
-                       control("tools.trade_in_devices", "Trade-in devices", help="One per line: the trade-in "
-                               "form's device choices.")]),
-        ]),
-        Section("voice", "Voice", [
-            Group("Voice assistant", [
-                control("voice.enabled", "Enable voice", help="Adds a mic button to the widget."),
-                control("voice.model", "Model", help=f"Platform default: {settings.REALTIME_DEFAULT_MODEL}."),
-                control("voice.voice", "Voice"),
-                control("voice.speed", "Speaking speed"),
-                control("voice.transport", "Transport"),
-                control("voice.instructions", "Instructions"),
-                control("voice.business_facts", "Business facts",
-                        help="Hours, policies, prices the assistant may quote."),
-                control("voice.max_session_seconds", "Max call length (s)"),
-                control("voice.consent_required", "Ask for consent before a call"),
-                control("voice.consent_text", "Consent text", kind="textarea"),
-            ]),
-            Group("Turn detection", [
-                control("voice.turn_detection.type", "Type"),
-                control("voice.turn_detection.threshold", "Threshold (0–1)"),
-                control("voice.turn_detection.silence_duration_ms", "Silence (ms)"),
-                control("voice.turn_detection.prefix_padding_ms", "Prefix padding (ms)"),
-                control("voice.turn_detection.eagerness", "Eagerness",
-                        show_if="voice.turn_detection.type=semantic_vad"),
-                control("voice.noise_reduction", "Noise reduction"),
-            ]),
-        ]),
+        Section(
+            "connection",
+            "Connection",
+            [
+                Group(
+                    "n8n Chat Trigger",
+                    provider="n8n",
+                    controls=[
+                        control(
+                            "connection.n8n.webhook_url",
+                            "Webhook URL",
+                            placeholder="https://n8n.example.com/webhook/…/chat",
+                            help=(
+                                "The Chat Trigger's production URL. Visitors never see it: chat goes through our proxy."
+                            ),
+                        ),
+                        control(
+                            "connection.n8n.streaming", "Stream replies", help="Enable if the Chat Trigger streams."
+                        ),
+                        control(
+                            "connection.n8n.basic_auth",
+                            "Basic auth",
+                            help="The Chat Trigger asks for a username/password.",
+                        ),
+                    ],
+                ),
+                Group(
+                    "OpenAI ChatKit",
+                    provider="chatkit",
+                    controls=[
+                        control("connection.chatkit.mode", "Mode"),
+                        control(
+                            "connection.chatkit.workflow_id",
+                            "Workflow id",
+                            placeholder="wf_…",
+                            show_if="connection.chatkit.mode=hosted",
+                        ),
+                        control(
+                            "connection.chatkit.workflow_version",
+                            "Workflow version",
+                            placeholder="latest",
+                            show_if="connection.chatkit.mode=hosted",
+                        ),
+                        control(
+                            "connection.chatkit.model",
+                            "Model",
+                            show_if="connection.chatkit.mode=server",
+                            help=f"Platform default: {settings.CHATKIT_DEFAULT_MODEL}.",
+                        ),
+                        control(
+                            "connection.chatkit.instructions",
+                            "Instructions",
+                            show_if="connection.chatkit.mode=server",
+                            help="What the assistant is for and how it speaks. The enabled tools and the business "
+                            "facts (Tools, Voice) are added to it.",
+                        ),
+                    ],
+                ),
+            ],
+        ),
+        Section(
+            "appearance",
+            "Appearance",
+            [
+                Group("Chat window", _n8n_appearance(), provider="n8n"),
+                Group("ChatKit theme", _chatkit_appearance(), provider="chatkit"),
+                Group(
+                    "Placement",
+                    [
+                        control("embed.mode", "Default embed mode"),
+                        control("embed.position", "Launcher position"),
+                        control("embed.offset_x", "Horizontal offset (px)"),
+                        control("embed.offset_y", "Vertical offset (px)"),
+                        control("embed.width", "Width (px)"),
+                        control("embed.height", "Height (px)"),
+                    ],
+                ),
+            ],
+        ),
+        Section(
+            "behaviour",
+            "Behaviour",
+            [
+                Group(
+                    "Conversation",
+                    [
+                        control("behaviour.greeting", "Greeting", kind="textarea"),
+                        control("behaviour.starter_prompts", "Starter prompts", help="One per line, up to 6."),
+                        control("behaviour.initial_messages", "Initial messages", help="One per line, up to 5."),
+                        control(
+                            "behaviour.placeholder",
+                            "Composer placeholder",
+                            help="Left at “Type your message…” it follows the locale.",
+                        ),
+                        control("behaviour.disclaimer", "Disclaimer", kind="textarea"),
+                        control(
+                            "behaviour.locale",
+                            "Locale",
+                            placeholder="en or en-US",
+                            help=f"The widget's own texts: {', '.join(LOCALES)}; any other language uses English.",
+                        ),
+                    ],
+                ),
+                Group(
+                    "Widget texts",
+                    provider="n8n",
+                    note="Empty fields use the locale's text (shown greyed).",
+                    controls=[
+                        control(
+                            f"behaviour.strings.{key}",
+                            key.replace("_", " ").capitalize(),
+                            placeholder=STRINGS["en"][key],
+                        )
+                        for key in STRING_KEYS
+                        if key != "placeholder"
+                    ],
+                ),  # "Composer placeholder" above sets that one
+                Group(
+                    "Options",
+                    [
+                        control("behaviour.file_uploads", "Allow file uploads"),
+                        control("behaviour.history", "Show history"),
+                        control("behaviour.load_previous_session", "Load previous session"),
+                    ],
+                ),
+            ],
+        ),
+        Section(
+            "tools",
+            "Tools",
+            [
+                Group(
+                    "Tools the assistant may use",
+                    note="One list for ChatKit and voice: the assistant runs these on "
+                    "the server with this widget's knowledge, products and leads.",
+                    controls=[
+                        control(f"tools.enabled.{name}", name.replace("_", " ").capitalize()) for name in TOOL_NAMES
+                    ]
+                    + [
+                        control(
+                            "tools.booking_url",
+                            "Booking URL",
+                            placeholder="https://cal.example.com/…",
+                            help="Used by the meeting-link tool.",
+                        ),
+                        control(
+                            "tools.trade_in_devices",
+                            "Trade-in devices",
+                            help="One per line: the trade-in form's device choices.",
+                        ),
+                    ],
+                ),
+            ],
+        ),
+        Section(
+            "voice",
+            "Voice",
+            [
+                Group(
+                    "Voice assistant",
+                    [
+                        control("voice.enabled", "Enable voice", help="Adds a mic button to the widget."),
+                        control("voice.model", "Model", help=f"Platform default: {settings.REALTIME_DEFAULT_MODEL}."),
+                        control("voice.voice", "Voice"),
+                        control("voice.speed", "Speaking speed"),
+                        control("voice.transport", "Transport"),
+                        control("voice.instructions", "Instructions"),
+                        control(
+                            "voice.business_facts",
+                            "Business facts",
+                            help="Hours, policies, prices the assistant may quote.",
+                        ),
+                        control("voice.max_session_seconds", "Max call length (s)"),
+                        control("voice.consent_required", "Ask for consent before a call"),
+                        control("voice.consent_text", "Consent text", kind="textarea"),
+                    ],
+                ),
+                Group(
+                    "Turn detection",
+                    [
+                        control("voice.turn_detection.type", "Type"),
+                        control("voice.turn_detection.threshold", "Threshold (0–1)"),
+                        control("voice.turn_detection.silence_duration_ms", "Silence (ms)"),
+                        control("voice.turn_detection.prefix_padding_ms", "Prefix padding (ms)"),
+                        control(
+                            "voice.turn_detection.eagerness",
+                            "Eagerness",
+                            show_if="voice.turn_detection.type=semantic_vad",
+                        ),
+                        control("voice.noise_reduction", "Noise reduction"),
+                    ],
+                ),
+            ],
+        ),
     ]
 
 

@@ -55,9 +55,15 @@ def widget_list(request: HttpRequest, membership: Membership) -> HttpResponse:
     )
     licenses = list(license_list_for_user(user=request.user, agency=membership.agency))
     groups = [{"license": lic, "widgets": [w for w in widgets if w.license_id == lic.pk]} for lic in licenses]
-    return render_app(request, "app/widget_list.html", {
-        "groups": groups, "nav": "widgets", **role_flags(membership),
-    })
+    return render_app(
+        request,
+        "app/widget_list.html",
+        {
+            "groups": groups,
+            "nav": "widgets",
+            **role_flags(membership),
+        },
+    )
 
 
 @agency_required
@@ -76,7 +82,10 @@ def widget_new(request: HttpRequest, membership: Membership) -> HttpResponse:
         if not errors:
             try:
                 widget = services.widget_create(
-                    license=license, user=request.user, membership=membership, name=values["name"],
+                    license=license,
+                    user=request.user,
+                    membership=membership,
+                    name=values["name"],
                     config={"connection": {"provider": values["provider"]}},
                 )
             except ApiError as exc:
@@ -87,10 +96,19 @@ def widget_new(request: HttpRequest, membership: Membership) -> HttpResponse:
                 messages.success(request, f"Created “{widget.name}”.")
                 return redirect("app-widget", public_id=widget.public_id)
     status = 400 if errors else 200
-    return render_app(request, "app/widget_new.html", {
-        "licenses": licenses, "values": values, "errors": errors, "nav": "widgets",
-        "providers": WidgetType.choices, **role_flags(membership),
-    }, status=status)
+    return render_app(
+        request,
+        "app/widget_new.html",
+        {
+            "licenses": licenses,
+            "values": values,
+            "errors": errors,
+            "nav": "widgets",
+            "providers": WidgetType.choices,
+            **role_flags(membership),
+        },
+        status=status,
+    )
 
 
 @widget_view
@@ -129,17 +147,25 @@ def license_list(request: HttpRequest, membership: Membership) -> HttpResponse:
         usage = usage_for_month(license=lic)
         conversations = (usage.conversations + usage.chatkit_sessions) if usage else 0
         minutes = usage.voice_minutes if usage else 0
-        rows.append({
-            "license": lic,
-            "meters": [
-                _meter("Conversations this month", conversations, lic.monthly_conversations),
-                _meter("Voice minutes this month", minutes, lic.monthly_voice_minutes),
-                _meter("Widgets", lic.n_widgets, lic.max_widgets),
-            ],
-        })
-    return render_app(request, "app/license_list.html", {
-        "rows": rows, "nav": "licenses", "can_manage_domains": membership.can_publish,
-    })
+        rows.append(
+            {
+                "license": lic,
+                "meters": [
+                    _meter("Conversations this month", conversations, lic.monthly_conversations),
+                    _meter("Voice minutes this month", minutes, lic.monthly_voice_minutes),
+                    _meter("Widgets", lic.n_widgets, lic.max_widgets),
+                ],
+            }
+        )
+    return render_app(
+        request,
+        "app/license_list.html",
+        {
+            "rows": rows,
+            "nav": "licenses",
+            "can_manage_domains": membership.can_publish,
+        },
+    )
 
 
 def _matches(pattern: str) -> str:
@@ -180,18 +206,29 @@ def license_domains(request: HttpRequest, membership: Membership, key: str) -> H
                 if exc.status_code == 403:
                     return forbidden(request, exc)
                 # Positions count from the current list; the messages name the entry itself.
-                errors = [m for field_errors in exc.fields.values() for m in field_errors
-                          if not m.startswith("At most")] or [exc.message]
+                errors = [
+                    m for field_errors in exc.fields.values() for m in field_errors if not m.startswith("At most")
+                ] or [exc.message]
             else:
                 messages.success(request, done)
                 return redirect("app-license-domains", key=license.key)
     cap = license.max_allowed_domains
     domains = license.allowed_domains or []
-    return render_app(request, "app/license_domains.html", {
-        "license": license, "nav": "licenses", "can_manage": actor.can_publish, "errors": errors, "value": value,
-        "domains": [{"pattern": d, "matches": _matches(d)} for d in domains], "cap": cap,
-        "left": max(0, cap - len(domains)),
-    }, status=400 if errors else 200)
+    return render_app(
+        request,
+        "app/license_domains.html",
+        {
+            "license": license,
+            "nav": "licenses",
+            "can_manage": actor.can_publish,
+            "errors": errors,
+            "value": value,
+            "domains": [{"pattern": d, "matches": _matches(d)} for d in domains],
+            "cap": cap,
+            "left": max(0, cap - len(domains)),
+        },
+        status=400 if errors else 200,
+    )
 
 
 def _meter(label: str, used: float, limit: int) -> dict:
@@ -221,11 +258,20 @@ def member_list(request: HttpRequest, membership: Membership) -> HttpResponse:
             _invite(request, new, new_user)
             values = {"email": "", "role": Membership.Role.EDITOR}
     members = Membership.objects.filter(agency=agency).select_related("user").order_by("user__email", "user__username")
-    return render_app(request, "app/member_list.html", {
-        "members": members, "errors": errors, "values": values, "nav": "members",
-        "roles": Membership.Role.choices, "can_manage": membership.can_publish,
-        "is_owner": membership.role == Membership.Role.OWNER,
-    }, status=400 if errors else 200)
+    return render_app(
+        request,
+        "app/member_list.html",
+        {
+            "members": members,
+            "errors": errors,
+            "values": values,
+            "nav": "members",
+            "roles": Membership.Role.choices,
+            "can_manage": membership.can_publish,
+            "is_owner": membership.role == Membership.Role.OWNER,
+        },
+        status=400 if errors else 200,
+    )
 
 
 def _invite(request: HttpRequest, membership: Membership, new_user: bool) -> None:
@@ -233,18 +279,22 @@ def _invite(request: HttpRequest, membership: Membership, new_user: bool) -> Non
     inviter, it would let them take over the address's account (and every agency that later adds it)."""
     user = membership.user
     if new_user:
-        path = reverse("app-password-reset-confirm", kwargs={
-            "uidb64": urlsafe_base64_encode(force_bytes(user.pk)), "token": default_token_generator.make_token(user),
-        })
+        path = reverse(
+            "app-password-reset-confirm",
+            kwargs={
+                "uidb64": urlsafe_base64_encode(force_bytes(user.pk)),
+                "token": default_token_generator.make_token(user),
+            },
+        )
         link = request.build_absolute_uri(path)
-        body = (f"You have been invited to {membership.agency.name} on Switchboard.\n\n"
-                f"Set your password here: {link}\n")
+        body = f"You have been invited to {membership.agency.name} on Switchboard.\n\nSet your password here: {link}\n"
     else:
         home = request.build_absolute_uri("/app/")
         body = f"You now have access to {membership.agency.name} on Switchboard: {home}\n"
     send_mail(f"Invitation to {membership.agency.name}", body, None, [user.email], fail_silently=True)
-    messages.success(request, f"Invited {user.email} as {membership.get_role_display().lower()}; "
-                              "the invitation was emailed to them.")
+    messages.success(
+        request, f"Invited {user.email} as {membership.get_role_display().lower()}; the invitation was emailed to them."
+    )
 
 
 def _member(membership: Membership, pk: int) -> Membership:
@@ -257,9 +307,11 @@ def member_role(request: HttpRequest, membership: Membership, pk: int) -> HttpRe
     target = _member(membership, pk)
     return post_action(
         request,
-        lambda: license_services.member_set_role(actor=membership, membership=target,
-                                                 role=request.POST.get("role", "")),
-        success=lambda: f"{target.user.email or target.user.username} is now {target.role}.", to="app-members",
+        lambda: license_services.member_set_role(
+            actor=membership, membership=target, role=request.POST.get("role", "")
+        ),
+        success=lambda: f"{target.user.email or target.user.username} is now {target.role}.",
+        to="app-members",
     )
 
 
@@ -268,8 +320,10 @@ def member_role(request: HttpRequest, membership: Membership, pk: int) -> HttpRe
 def member_remove(request: HttpRequest, membership: Membership, pk: int) -> HttpResponse:
     target = _member(membership, pk)
     return post_action(
-        request, lambda: license_services.member_remove(actor=membership, membership=target),
-        success=f"Removed {target.user.email or target.user.username}.", to="app-members",
+        request,
+        lambda: license_services.member_remove(actor=membership, membership=target),
+        success=f"Removed {target.user.email or target.user.username}.",
+        to="app-members",
     )
 
 

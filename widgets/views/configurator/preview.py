@@ -58,19 +58,23 @@ def _chatkit_preview_url(widget: Widget) -> str:
 
 
 def _frame(request: HttpRequest, widget: Widget, chat_url: str, *, shared: bool = False) -> HttpResponse:
-    response = render(request, "app/preview_frame.html", {
-        "widget": widget,
-        "preview": {
-            "config": config_public(widget.config),
-            "chatUrl": chat_url,
-            "ready": _connection_ready(widget),
-            # The ChatKit preview page needs a signed-in member; share links show the theme only.
-            "chatkitUrl": "" if shared else _chatkit_preview_url(widget),
-            "shared": shared,
-            "widgetId": widget.public_id,
-            "licenseKey": widget.license.key,
+    response = render(
+        request,
+        "app/preview_frame.html",
+        {
+            "widget": widget,
+            "preview": {
+                "config": config_public(widget.config),
+                "chatUrl": chat_url,
+                "ready": _connection_ready(widget),
+                # The ChatKit preview page needs a signed-in member; share links show the theme only.
+                "chatkitUrl": "" if shared else _chatkit_preview_url(widget),
+                "shared": shared,
+                "widgetId": widget.public_id,
+                "licenseKey": widget.license.key,
+            },
         },
-    })
+    )
     # The frame renders tenant-authored text (greeting, replies) on our own origin: only our own
     # script files may run in it, never an inline script or event handler.
     response["Content-Security-Policy"] = "script-src 'self'; object-src 'none'; base-uri 'none'"
@@ -101,8 +105,7 @@ async def preview_chat(request: HttpRequest, widget: Widget, membership: Members
             return preview_chat_prepare(widget=widget, data=data, config=config, secrets=secrets)
 
         chat, target, streaming = await db_step(prepare)
-        return await chat_answer(request, widget=widget, target=target, chat=chat, streaming=streaming,
-                                 record=False)
+        return await chat_answer(request, widget=widget, target=target, chat=chat, streaming=streaming, record=False)
     except (ApiError, N8nError) as exc:
         return chat_error(exc)
 
@@ -124,8 +127,9 @@ def share_links(request: HttpRequest, widget: Widget, membership: Membership) ->
         except ValueError:
             days = 0
         try:
-            link = preview_links.preview_link_create(widget=widget, user=request.user, membership=membership,
-                                                     days=days, label=request.POST.get("label", ""))
+            link = preview_links.preview_link_create(
+                widget=widget, user=request.user, membership=membership, days=days, label=request.POST.get("label", "")
+            )
         except ApiError as exc:
             if exc.status_code == 403:
                 return forbidden(request, exc)
@@ -135,31 +139,51 @@ def share_links(request: HttpRequest, widget: Widget, membership: Membership) ->
             return redirect(reverse("app-widget-share", kwargs={"public_id": widget.public_id}) + f"#link-{link.pk}")
     now = timezone.now()
     links = [
-        {"link": link, "url": _share_url(request, link),
-         "state": "revoked" if link.revoked_at else "expired" if link.expires_at <= now else "active"}
+        {
+            "link": link,
+            "url": _share_url(request, link),
+            "state": "revoked" if link.revoked_at else "expired" if link.expires_at <= now else "active",
+        }
         for link in widget.preview_links.select_related("created_by")
     ]
-    return render_app(request, "app/share.html", {
-        "widget": widget, "tab": "share", "links": links, "errors": errors, "nav": "widgets",
-        **role_flags(membership),
-    }, status=400 if errors else 200)
+    return render_app(
+        request,
+        "app/share.html",
+        {
+            "widget": widget,
+            "tab": "share",
+            "links": links,
+            "errors": errors,
+            "nav": "widgets",
+            **role_flags(membership),
+        },
+        status=400 if errors else 200,
+    )
 
 
 @widget_view
 @require_POST
 def share_revoke(request: HttpRequest, widget: Widget, membership: Membership, pk: int) -> HttpResponse:
     link = get_object_or_404(widget.preview_links, pk=pk)
-    return post_action(request, lambda: preview_links.preview_link_revoke(link=link, membership=membership),
-                       success="Link revoked: it stops working at once.", to="app-widget-share",
-                       public_id=widget.public_id)
+    return post_action(
+        request,
+        lambda: preview_links.preview_link_revoke(link=link, membership=membership),
+        success="Link revoked: it stops working at once.",
+        to="app-widget-share",
+        public_id=widget.public_id,
+    )
 
 
 def _resolve(request: HttpRequest, token: str) -> tuple[Widget | None, HttpResponse | None]:
     lookup = preview_links.preview_link_resolve(token=token)
     if lookup.ok and lookup.link is not None:
         return lookup.link.widget, None
-    response = render(request, "app/share_unavailable.html", {"reason": lookup.reason}, status=410
-                      if lookup.reason in ("expired", "revoked") else 404)
+    response = render(
+        request,
+        "app/share_unavailable.html",
+        {"reason": lookup.reason},
+        status=410 if lookup.reason in ("expired", "revoked") else 404,
+    )
     return None, response
 
 
@@ -167,9 +191,14 @@ def share_page(request: HttpRequest, token: str) -> HttpResponse:
     widget, error = _resolve(request, token)
     if error is not None:
         return error
-    return render(request, "app/share_page.html", {
-        "widget": widget, "frame_url": reverse("app-share-frame", kwargs={"token": token}),
-    })
+    return render(
+        request,
+        "app/share_page.html",
+        {
+            "widget": widget,
+            "frame_url": reverse("app-share-frame", kwargs={"token": token}),
+        },
+    )
 
 
 @xframe_options_sameorigin
@@ -186,13 +215,22 @@ def _share_chat_prepare(request: HttpRequest, token: str, data: dict) -> tuple[W
         raise ApiError("preview_unavailable", "This preview link has expired or was revoked.", status_code=410)
     widget = lookup.link.widget
     # Signed-out callers: the same per-minute limit as the public chat, keyed by the link.
-    retry_after = chat_rate_check(license=widget.license, visitor_id=f"share:{lookup.link.token_id}",
-                                  session_id="", ip=request.META.get("REMOTE_ADDR", ""))
+    retry_after = chat_rate_check(
+        license=widget.license,
+        visitor_id=f"share:{lookup.link.token_id}",
+        session_id="",
+        ip=request.META.get("REMOTE_ADDR", ""),
+    )
     if retry_after:
-        raise ApiError("rate_limited", "Too many messages; wait a moment and try again.", status_code=429,
-                       fields={"retry_after": retry_after})
-    chat, target, streaming = preview_chat_prepare(widget=widget, data=data, config=widget.config,
-                                                   secrets=widget.secrets or {})
+        raise ApiError(
+            "rate_limited",
+            "Too many messages; wait a moment and try again.",
+            status_code=429,
+            fields={"retry_after": retry_after},
+        )
+    chat, target, streaming = preview_chat_prepare(
+        widget=widget, data=data, config=widget.config, secrets=widget.secrets or {}
+    )
     return widget, chat, target, streaming
 
 
@@ -204,7 +242,6 @@ async def share_chat(request: HttpRequest, token: str) -> HttpResponse:
     try:
         data = json_body(request)
         widget, chat, target, streaming = await db_step(_share_chat_prepare, request, token, data)
-        return await chat_answer(request, widget=widget, target=target, chat=chat, streaming=streaming,
-                                 record=False)
+        return await chat_answer(request, widget=widget, target=target, chat=chat, streaming=streaming, record=False)
     except (ApiError, N8nError) as exc:
         return chat_error(exc)
