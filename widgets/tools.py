@@ -1,11 +1,12 @@
 """Server-side tools shared by every agent channel (voice relay, WebRTC tool endpoint, ChatKit server).
 
 A tool has a name, a description, JSON-schema parameters, a line of guidance for the model's
-instructions, and a handler `(widget, conversation, args) -> ToolResult`. The handler only ever
+instructions, and a handler `(widget, conversation, args, config) -> ToolResult`, where `config` is the
+config the agent runs on (published, or the draft in the configurator preview). The handler only ever
 reads the widget's own rows (tenant isolation) and returns what the model should say (`speak`)
 plus an optional UI event (widgets/ui_events.py) the widget renders as in text chat.
 
-`tool_run` is the one entry point: it checks the tool is enabled in the published config,
+`tool_run` is the one entry point: it checks the tool is enabled in the config the agent runs on,
 validates the arguments and turns any bad input or failure into a polite spoken fallback.
 """
 
@@ -59,7 +60,7 @@ class Tool:
     description: str
     parameters: dict[str, Any]
     guidance: str
-    handler: Callable[[Widget, Conversation | None, dict[str, Any]], ToolResult]
+    handler: Callable[[Widget, Conversation | None, dict[str, Any], dict[str, Any]], ToolResult]
 
     def schema(self) -> dict[str, Any]:
         """The GA Realtime (and Responses) function tool shape."""
@@ -152,7 +153,9 @@ def _published_config(widget: Widget) -> dict[str, Any]:
     return version.config if version is not None else widget.config
 
 
-def _search_knowledge(widget: Widget, conversation: Conversation | None, args: dict[str, Any]) -> ToolResult:
+def _search_knowledge(
+    widget: Widget, conversation: Conversation | None, args: dict[str, Any], config: dict[str, Any]
+) -> ToolResult:
     entries = knowledge_search(widget=widget, query=args["query"])
     if not entries:
         return ToolResult(
@@ -162,7 +165,9 @@ def _search_knowledge(widget: Widget, conversation: Conversation | None, args: d
     return ToolResult(entries[0].answer[:600], data={"matches": matches})
 
 
-def _search_products(widget: Widget, conversation: Conversation | None, args: dict[str, Any]) -> ToolResult:
+def _search_products(
+    widget: Widget, conversation: Conversation | None, args: dict[str, Any], config: dict[str, Any]
+) -> ToolResult:
     max_price = None
     if args.get("max_price") is not None:
         try:
@@ -189,8 +194,10 @@ def _search_products(widget: Widget, conversation: Conversation | None, args: di
     )
 
 
-def _start_trade_in(widget: Widget, conversation: Conversation | None, args: dict[str, Any]) -> ToolResult:
-    devices = _published_config(widget).get("tools", {}).get("trade_in_devices", [])
+def _start_trade_in(
+    widget: Widget, conversation: Conversation | None, args: dict[str, Any], config: dict[str, Any]
+) -> ToolResult:
+    devices = config.get("tools", {}).get("trade_in_devices", [])
     device = (args.get("device") or "").strip()[:120]
     return ToolResult(
         "I've opened a short trade-in form on your screen. Fill it in and we'll send you a quote.",
@@ -198,8 +205,10 @@ def _start_trade_in(widget: Widget, conversation: Conversation | None, args: dic
     )
 
 
-def _get_demo_clip(widget: Widget, conversation: Conversation | None, args: dict[str, Any]) -> ToolResult:
-    clips = _published_config(widget).get("tools", {}).get("demo_clips", [])
+def _get_demo_clip(
+    widget: Widget, conversation: Conversation | None, args: dict[str, Any], config: dict[str, Any]
+) -> ToolResult:
+    clips = config.get("tools", {}).get("demo_clips", [])
     tokens = _tokens(args["topic"])
     scored = [(_score(tokens, [(c.get("topic", ""), 2), (c.get("title", ""), 1)]), c) for c in clips]
     best = max(scored, key=lambda x: x[0], default=(0, None))
@@ -215,8 +224,10 @@ def _get_demo_clip(widget: Widget, conversation: Conversation | None, args: dict
     )
 
 
-def _create_meeting_link(widget: Widget, conversation: Conversation | None, args: dict[str, Any]) -> ToolResult:
-    url = _published_config(widget).get("tools", {}).get("booking_url", "")
+def _create_meeting_link(
+    widget: Widget, conversation: Conversation | None, args: dict[str, Any], config: dict[str, Any]
+) -> ToolResult:
+    url = config.get("tools", {}).get("booking_url", "")
     if not url:
         return ToolResult("Booking isn't set up online yet, but I can take your details so the team can call you.")
     email = (args.get("email") or "").strip()
@@ -231,7 +242,9 @@ def _create_meeting_link(widget: Widget, conversation: Conversation | None, args
     )
 
 
-def _log_lead(widget: Widget, conversation: Conversation | None, args: dict[str, Any]) -> ToolResult:
+def _log_lead(
+    widget: Widget, conversation: Conversation | None, args: dict[str, Any], config: dict[str, Any]
+) -> ToolResult:
     from widgets.leads import lead_create
 
     name = args["name"].strip()[:200]
@@ -369,7 +382,7 @@ def tool_run(
     if not isinstance(args, dict) or next(_VALIDATORS[name].iter_errors(args), None) is not None:
         return ToolResult(FALLBACK, ok=False, data={"error": "invalid_arguments"})
     try:
-        return tool.handler(widget, conversation, args)
+        return tool.handler(widget, conversation, args, config)
     except ToolArgumentError:
         return ToolResult(FALLBACK, ok=False, data={"error": "invalid_arguments"})
     except Exception:

@@ -121,6 +121,30 @@ class TestOtherTools:
         }
         assert run(shop, "get_demo_clip", topic="weather").ui_event is None
 
+    def test_tools_read_the_config_the_agent_runs_on(self, shop):
+        """A preview runs on the unsaved draft: its devices, clips and booking link, not the published ones."""
+        draft = config_normalize(
+            {
+                "voice": {"enabled": True},
+                "tools": {
+                    "enabled": ALL_ON,
+                    "booking_url": "https://cal.example.com/draft",
+                    "trade_in_devices": ["Pixel 9"],
+                    "demo_clips": [{"topic": "battery", "title": "All day", "url": "https://v.example.com/bat"}],
+                },
+            }
+        )
+
+        def on_draft(tool, **args):
+            return tool_run(name=tool, widget=shop, conversation=None, arguments=json.dumps(args), config=draft)
+
+        assert on_draft("start_trade_in", device="Pixel 9").ui_event["devices"] == ["Pixel 9"]
+        assert on_draft("get_demo_clip", topic="battery life").ui_event["url"] == "https://v.example.com/bat"
+        assert on_draft("get_demo_clip", topic="the camera at night").ui_event is None
+        assert on_draft("create_meeting_link", name="Ann").ui_event["url"] == "https://cal.example.com/draft"
+        # The published config still answers everywhere else.
+        assert run(shop, "start_trade_in", device="x").ui_event["devices"] == ["iPhone 12"]
+
     def test_meeting_link_from_config(self, shop):
         result = run(shop, "create_meeting_link", name="Ann", email="ann@example.com")
         assert result.ui_event == {
