@@ -16,7 +16,11 @@ def test_member_lists_own_agency_licenses_with_usage(api, member, license_a, lic
 def test_member_reads_license_outsider_gets_404(api, member, outsider, license_a):
     assert api(member).get(f"/api/v1/licenses/{license_a.key}/").status_code == 200
     assert api(outsider).get(f"/api/v1/licenses/{license_a.key}/").status_code == 404
-    assert api(outsider).post(f"/api/v1/licenses/{license_a.key}/suspend/").status_code in (403, 404)
+    # Actions are staff-only: any non-staff caller gets the same 403 whether or not the key exists.
+    refused = api(outsider).post(f"/api/v1/licenses/{license_a.key}/suspend/")
+    unknown = api(outsider).post("/api/v1/licenses/lic_does_not_exist/suspend/")
+    assert (refused.status_code, unknown.status_code) == (403, 403)
+    assert refused.json() == unknown.json()
 
 
 def test_anonymous_is_401(api, license_a):

@@ -32,11 +32,12 @@ def call(client, method, path, origin=ORIGIN, body=None):
     return client.post(path, data=json.dumps(body or {}), content_type="application/json", **headers)
 
 
-def endpoints(key: str) -> list[tuple[str, str, dict | None]]:
+def endpoints(key: str) -> list[tuple[str, str, dict | None, int]]:
+    """Each public endpoint with a valid body and the status it answers an allowed origin."""
     return [
-        ("GET", f"/api/widget/{key}/config", None),
-        ("POST", f"/api/widget/{key}/chat", {"action": "sendMessage", "sessionId": "s-1", "chatInput": "Hello"}),
-        ("POST", f"/api/widget/{key}/leads", LEAD),
+        ("GET", f"/api/widget/{key}/config", None, 200),
+        ("POST", f"/api/widget/{key}/chat", {"action": "sendMessage", "sessionId": "s-1", "chatInput": "Hello"}, 200),
+        ("POST", f"/api/widget/{key}/leads", LEAD, 201),
     ]
 
 
@@ -76,10 +77,10 @@ ORIGIN_CASES = [
 
 @pytest.mark.parametrize("origin,allowed,reason", ORIGIN_CASES)
 def test_origin_matrix_of_every_public_endpoint(client, n8n_widget, fake_n8n, origin, allowed, reason):
-    for method, path, body in endpoints(n8n_widget.license.key):
+    for method, path, body, ok_status in endpoints(n8n_widget.license.key):
         response = call(client, method, path, origin=origin, body=body)
         if allowed:
-            assert response.status_code in (200, 201), (path, response.content)
+            assert response.status_code == ok_status, (path, response.content)
             assert response["Access-Control-Allow-Origin"] == origin
         else:
             assert response.status_code == 403, (path, origin)
@@ -97,7 +98,7 @@ def test_origin_matrix_of_every_public_endpoint(client, n8n_widget, fake_n8n, or
 
 @pytest.mark.parametrize("origin,allowed", [("https://a.example.org", True), ("https://evil.test", False)])
 def test_preflight_only_for_allowed_origins(client, n8n_widget, origin, allowed):
-    for method, path, _ in endpoints(n8n_widget.license.key):
+    for method, path, _, _ in endpoints(n8n_widget.license.key):
         response = call(client, "OPTIONS", path, origin=origin)
         assert response.status_code == 204
         assert ("Access-Control-Allow-Origin" in response) is allowed
@@ -107,12 +108,12 @@ def test_preflight_only_for_allowed_origins(client, n8n_widget, origin, allowed)
 
 
 def test_unknown_key_and_suspended_license_on_every_endpoint(client, n8n_widget):
-    for method, path, body in endpoints("lic_nope"):
+    for method, path, body, _ in endpoints("lic_nope"):
         response = call(client, method, path, body=body)
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "unknown_license"
     license_suspend(license=n8n_widget.license)
-    for method, path, body in endpoints(n8n_widget.license.key):
+    for method, path, body, _ in endpoints(n8n_widget.license.key):
         response = call(client, method, path, body=body)
         assert response.status_code == 403
         assert response.json()["error"]["code"] == "suspended"
@@ -131,7 +132,7 @@ def test_no_secret_in_any_public_response(client, n8n_widget, fake_n8n, owner, l
         client.get(f"/api/widget/{key}/config?widget={chatkit.public_id}", HTTP_ORIGIN=ORIGIN),
         client.get(f"/api/widget/{key}/config", HTTP_ORIGIN="https://evil.test"),
     ]
-    for method, path, body in endpoints(key):
+    for method, path, body, _ in endpoints(key):
         responses.append(call(client, method, path, body=body))
     responses.append(
         call(client, "POST", f"/api/widget/{key}/chat", body={"action": "loadPreviousSession", "sessionId": "s"})
