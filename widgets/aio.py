@@ -52,9 +52,19 @@ def _released(fn: Callable[..., T]) -> Callable[..., T]:
     return run
 
 
+def _pooled() -> bool:
+    return bool(connections["default"].settings_dict.get("OPTIONS", {}).get("pool"))
+
+
 async def db_step(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    """Run `fn(*args, **kwargs)` (sync ORM code) off the event loop; its connection is released after."""
-    return await sync_to_async(_released(fn))(*args, **kwargs)
+    """Run `fn(*args, **kwargs)` (sync ORM code) off the event loop; its connection is released after.
+
+    With psycopg's pool (production), steps of different requests run in parallel on the loop's
+    thread pool, each on a connection checked out for the step: a step is a few round trips, and
+    Django's one thread-sensitive thread would queue every request's round trips behind each other
+    (measured: the chat proxy's throughput ceiling, bench/chat_proxy.py). Without a pool a thread
+    would open a new connection per step, so those steps stay on Django's one thread."""
+    return await sync_to_async(_released(fn), thread_sensitive=not _pooled())(*args, **kwargs)
 
 
 class _UpstreamLoop:
