@@ -36,7 +36,7 @@ from widgets.config_schema import config_public
 from widgets.models import Widget, WidgetVersion
 
 BUNDLE_DIR = Path(settings.BASE_DIR) / "static" / "widget"
-BUNDLE_FILES = ("widget.js",)
+BUNDLE_FILES = ("widget.js", "voice.js")
 LOADER_CACHE_SECONDS = 3600
 CACHE_CONTROL = "public, max-age=60, stale-while-revalidate=300"
 ERROR_CACHE_CONTROL = "public, max-age=30"
@@ -57,6 +57,12 @@ def bundle_version() -> str:
 @lru_cache(maxsize=1)
 def bundle_path() -> str:
     return staticfiles_storage.url("widget/widget.js")
+
+
+@lru_cache(maxsize=1)
+def voice_path() -> str:
+    """voice.js under its hashed name too: the loader hands it to the bundle, which lazy-loads it."""
+    return staticfiles_storage.url("widget/voice.js")
 
 
 def chatkit_page_path(*, key: str) -> str:
@@ -138,7 +144,7 @@ if(!s){var a=document.getElementsByTagName("script");
 for(var i=a.length-1;i>=0;i--){if((a[i].src||"").indexOf(P.key+"/chat-widget.js")>0){s=a[i];break;}}}
 if(!s){console.error("Switchboard: cannot find the loader <script> tag.");return;}
 var d=s.dataset||{},b=new URL(s.src).origin,x=d.widget&&d.widget!==P.widget,
-o={base:b,key:P.key,widget:x?d.widget:P.widget,type:x?"":P.type,frame:P.frame,config:x?null:P.config,
+o={base:b,key:P.key,widget:x?d.widget:P.widget,type:x?"":P.type,frame:P.frame,voice:P.voice,config:x?null:P.config,
 mode:d.mode,target:d.target,position:d.position,script:s},w=window,
 q=w.SwitchboardQueue=w.SwitchboardQueue||[];q.push(o);
 if(!w.SwitchboardWidget&&!w.__sbLoading){w.__sbLoading=1;var e=document.createElement("script");
@@ -156,6 +162,7 @@ def loader_render(*, key: str, row: dict) -> str:
         "type": widget_type,
         "version": row["published_version__number"],
         "bundle": f"{bundle_path()}?v={bundle_version()}",
+        "voice": f"{voice_path()}?v={bundle_version()}",
         # The bundle adds `?widget=<the widget it mounts>`: a `data-widget` tag may pick another one.
         "frame": chatkit_page_path(key=key),
         "config": config_public(version.config),

@@ -774,12 +774,13 @@
     };
   };
   P.loadVoice = function () {
-    var base = this.base;
+    // The loader passes voice.js's hashed URL; a mount without the loader (the configurator preview) uses the plain one.
+    var src = this.base + (this.o.voice || "/static/widget/voice.js");
     if (W.SwitchboardVoice) return Promise.resolve(W.SwitchboardVoice);
     if (!W.__sbVoice) {
       W.__sbVoice = new Promise(function (ok, ko) {
         var s = D.createElement("script");
-        s.src = base + "/static/widget/voice.js"; s.async = true;
+        s.src = src; s.async = true;
         s.onload = function () { W.SwitchboardVoice ? ok(W.SwitchboardVoice) : ko(new Error("")); };
         s.onerror = function () { W.__sbVoice = null; ko(new Error("")); };
         (D.head || D.documentElement).appendChild(s);

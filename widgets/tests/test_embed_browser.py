@@ -338,7 +338,7 @@ def test_voice_contract_with_a_test_double(
     publish(shop_widget, owner, config={"voice": {"enabled": True}})
     page = browser_page(viewport={"width": 1280, "height": 860})
     page.route(
-        "**/static/widget/voice.js",
+        "**/static/widget/voice*.js*",
         lambda route: route.fulfill(status=200, content_type="application/javascript", body=VOICE_TEST_DOUBLE),
     )
     page.goto(host_page(shop_widget.license.key))
@@ -453,7 +453,7 @@ def test_voice_consent_is_asked_inline_once(browser_page, host_page, shop_widget
     )
     page = browser_page()
     page.route(
-        "**/static/widget/voice.js",
+        "**/static/widget/voice*.js*",
         lambda route: route.fulfill(status=200, content_type="application/javascript", body=VOICE_TEST_DOUBLE),
     )
     page.goto(host_page(shop_widget.license.key))

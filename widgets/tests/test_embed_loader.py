@@ -37,6 +37,7 @@ def test_loader_serves_published_n8n_widget(client, widget_a, license_a):
     assert data["widget"] == widget_a.public_id
     assert data["type"] == "n8n"
     assert data["bundle"].startswith("/static/widget/widget.js?v=")
+    assert data["voice"] == "/static/widget/voice.js?v=" + data["bundle"].split("?v=")[1]
     assert data["frame"] == f"/widget/chatkit/{license_a.key}"  # the bundle adds ?widget=<the one it mounts>
     assert data["config"]["appearance"]["title"] == "Chat with us"
     assert "connection" in data["config"] and "n8n" not in data["config"]["connection"]
@@ -203,3 +204,27 @@ def test_cached_loader_follows_a_staff_edit_in_the_admin_at_once(client, rf, sta
     license_a.status = "suspended"
     site._registry[type(license_a)].save_model(request, license_a, form=None, change=True)
     assert client.get(loader_url(license_a.key)).status_code == 403
+
+
+def test_bundle_and_voice_are_served_under_hashed_names_in_production(settings, tmp_path):
+    """With the production storage (collectstatic's manifest), both scripts get content-hashed names,
+    and the version stamp covers voice.js too, so a voice.js deploy changes every loader's ETag."""
+    from django.core.management import call_command
+
+    from widgets import loader
+
+    settings.STATIC_ROOT = tmp_path
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"},
+    }
+    call_command("collectstatic", "--noinput", verbosity=0)
+    loader.bundle_path.cache_clear()
+    loader.voice_path.cache_clear()
+    try:
+        assert re.fullmatch(r"/static/widget/widget\.[0-9a-f]{12}\.js", loader.bundle_path())
+        assert re.fullmatch(r"/static/widget/voice\.[0-9a-f]{12}\.js", loader.voice_path())
+        assert "voice.js" in loader.BUNDLE_FILES
+    finally:
+        loader.bundle_path.cache_clear()
+        loader.voice_path.cache_clear()
