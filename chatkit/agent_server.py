@@ -48,7 +48,7 @@ from chatkit.types import (
     WidgetItem,
 )
 from chatkit.widget_templates import TRADE_IN_CONDITIONS, TRADE_IN_SUBMIT, trade_in_thanks, widget_root
-from config.api import ApiError
+from licenses.api import ApiError
 from widgets.aio import db_step
 from widgets.leads import lead_clean, lead_create
 from widgets.models import Conversation, Message

@@ -2,7 +2,7 @@
 
 from rest_framework import serializers
 
-from config.api import JSONObjectField
+from licenses.api import JSONObjectField
 
 
 class PreviewOptionsRequestSerializer(serializers.Serializer):

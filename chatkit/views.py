@@ -57,7 +57,7 @@ from chatkit.services import (
 from chatkit.store import NotFoundError
 from chatkit.threads import RequestContext
 from chatkit.types import ChatKitReq, ThreadsCreateReq, is_streaming_req
-from config.api import ApiError, error_response, json_object
+from licenses.api import ApiError, error_response, json_object
 from licenses.models import License
 from licenses.selectors import REASON_MESSAGES, license_check, license_get_public, license_status_reason
 from widgets.aio import db_step

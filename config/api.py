@@ -1,54 +1,17 @@
-"""API error shape shared by every JSON endpoint: {"error": {"code", "message"}}, and the ONE JSON
-body parser every endpoint uses (plain Django views through `json_object`, DRF through `JSONParser`).
-
-The parser's rule, applied before any view sees the data:
-- a body over `settings.JSON_MAX_BODY_BYTES` → 413 `payload_too_large`;
-- a Content-Type other than JSON or text/plain (the widget may send text/plain to skip a CORS
-  preflight) → 415 `unsupported_media_type`;
-- not UTF-8, not JSON, nested deeper than `JSON_MAX_DEPTH`, NaN/Infinity, a number outside what a
-  64-bit column or a float holds → 400 `invalid_json`;
-- any text (keys included) holding a NUL character or a lone UTF-16 surrogate → 400 `invalid_text`
-  (PostgreSQL refuses NUL in text and JSONB; a lone surrogate cannot be encoded to send upstream).
-"""
+"""DRF glue for the API error shape and the one JSON body parser, both in `licenses/api.py` (the ground
+floor every app imports): the exception handler and the parser class that settings.REST_FRAMEWORK names."""
 
 from __future__ import annotations
 
-import json
-import math
-import re
 from typing import IO, Any
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
-from django.http import Http404, HttpRequest, JsonResponse
-from drf_spectacular.utils import extend_schema_field
-from rest_framework import exceptions, parsers, serializers, status
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from rest_framework import exceptions, parsers
 from rest_framework.response import Response
 
-
-class ApiError(exceptions.APIException):
-    """An error with a stable machine code, raised by services and views alike."""
-
-    status_code = status.HTTP_400_BAD_REQUEST
-
-    def __init__(self, code: str, message: str, *, status_code: int = 400, fields: dict | None = None):
-        super().__init__(detail=message, code=code)
-        self.code = code
-        self.message = message
-        self.status_code = status_code
-        self.fields = fields or {}
-
-
-def error_body(code: str, message: str, fields: dict | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if fields:
-        body["fields"] = fields
-    return {"error": body}
-
-
-def error_response(code: str, message: str, status_code: int, fields: dict | None = None) -> JsonResponse:
-    """For plain Django views (public endpoints) that do not go through DRF."""
-    return JsonResponse(error_body(code, message, fields), status=status_code)
+from licenses.api import ApiError, error_body, json_loads, too_large_error
 
 
 def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
@@ -108,131 +71,6 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     return response
 
 
-# --- the one JSON body parser ---------------------------------------------------------------------
-
-JSON_MAX_DEPTH = 32
-INT_MAX = 2**63 - 1
-JSON_CONTENT_TYPES = ("application/json", "text/plain")
-_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
-
-
-def _too_large(limit: int) -> ApiError:
-    return ApiError("payload_too_large", f"The request body is larger than {limit // 1024} KB.", status_code=413)
-
-
-def _invalid_json(message: str = "The request body is not valid JSON.") -> ApiError:
-    return ApiError("invalid_json", message)
-
-
-def _parse_constant(name: str) -> Any:
-    raise _invalid_json(f"{name} is not allowed in JSON.")
-
-
-def _parse_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise _invalid_json("A number in the request body is too large.")
-    return value
-
-
-def _parse_int(text: str) -> int:
-    if len(text) > 20:
-        raise _invalid_json("A number in the request body is too large.")
-    value = int(text)
-    if not -INT_MAX - 1 <= value <= INT_MAX:
-        raise _invalid_json("A number in the request body is too large.")
-    return value
-
-
-def text_problem(text: str) -> str | None:
-    """Why this text cannot be stored or sent on (NUL, lone surrogate), or None. For form fields too."""
-    match = _BAD_TEXT.search(text)
-    if match is None:
-        return None
-    return "a NUL character" if match.group() == "\x00" else "an unpaired surrogate (invalid Unicode)"
-
-
-def _check_text(text: str) -> None:
-    problem = text_problem(text)
-    if problem is not None:
-        raise ApiError("invalid_text", f"Text in the request body contains {problem}.")
-
-
-def json_check(value: Any) -> Any:
-    """Walk parsed JSON (iteratively: no recursion to exhaust): depth and text rules. Returns `value`."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, str):
-            _check_text(item)
-        elif isinstance(item, dict | list):
-            if depth > JSON_MAX_DEPTH:
-                raise _invalid_json(f"The request body is nested deeper than {JSON_MAX_DEPTH} levels.")
-            if isinstance(item, dict):
-                for key, child in item.items():
-                    _check_text(key)
-                    stack.append((child, depth + 1))
-            else:
-                stack.extend((child, depth + 1) for child in item)
-    return value
-
-
-def json_loads(raw: bytes | str) -> Any:
-    """Parse a request body under the rule above; raises ApiError (400)."""
-    if isinstance(raw, bytes):
-        try:
-            raw = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise _invalid_json("The request body is not UTF-8.")
-    try:
-        value = json.loads(raw, parse_constant=_parse_constant, parse_float=_parse_float, parse_int=_parse_int)
-    except RecursionError:
-        raise _invalid_json(f"The request body is nested deeper than {JSON_MAX_DEPTH} levels.")
-    except ValueError:  # JSONDecodeError, and int() past Python's digit limit
-        raise _invalid_json()
-    return json_check(value)
-
-
-def _content_type_ok(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return not media or media in JSON_CONTENT_TYPES or (media.startswith("application/") and media.endswith("+json"))
-
-
-def json_body_bytes(request: HttpRequest, *, max_bytes: int | None = None) -> bytes:
-    """The raw body of a JSON request, after the size and Content-Type rules (raises ApiError)."""
-    limit = max_bytes or settings.JSON_MAX_BODY_BYTES
-    try:
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = 0
-    if length > limit:
-        raise _too_large(limit)
-    if not _content_type_ok(request.META.get("CONTENT_TYPE", "")):
-        raise ApiError("unsupported_media_type", "Send the body as application/json.", status_code=415)
-    try:
-        body = request.body
-    except RequestDataTooBig:
-        raise _too_large(limit)
-    if len(body) > limit:
-        raise _too_large(limit)
-    return body
-
-
-def json_object(
-    request: HttpRequest, *, empty: dict[str, Any] | None = None, max_bytes: int | None = None
-) -> dict[str, Any]:
-    """The request's JSON object body for a plain Django view (raises ApiError 400/413/415).
-
-    `empty` is returned for an empty body when given (else an empty body is invalid)."""
-    body = json_body_bytes(request, max_bytes=max_bytes)
-    if not body.strip() and empty is not None:
-        return empty
-    data = json_loads(body)
-    if not isinstance(data, dict):
-        raise _invalid_json("The request body must be a JSON object.")
-    return data
-
-
 class JSONParser(parsers.BaseParser):
     """DRF's parser, replaced: the same rule as `json_object` (see the module docstring)."""
 
@@ -246,24 +84,8 @@ class JSONParser(parsers.BaseParser):
         except ValueError:
             length = 0
         if length > limit:
-            raise _too_large(limit)
+            raise too_large_error(limit)
         raw = stream.read(limit + 1) if stream is not None else b""
         if len(raw) > limit:
-            raise _too_large(limit)
+            raise too_large_error(limit)
         return json_loads(raw)
-
-
-@extend_schema_field({"type": "object", "additionalProperties": True})
-class JSONObjectField(serializers.JSONField):
-    """A JSON object (never null, a list or a scalar), documented as such in the OpenAPI schema."""
-
-    default_error_messages = {"not_object": "Must be an object."}
-
-    def to_internal_value(self, data: Any) -> Any:
-        value = super().to_internal_value(data)
-        if not isinstance(value, dict):
-            self.fail("not_object")
-        return value
-
-
-INT32_MAX = 2**31 - 1

@@ -23,7 +23,7 @@ from django.template.response import TemplateResponse
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 
-from config.api import error_response
+from licenses.api import error_response
 
 
 def cooloff_seconds() -> int:

@@ -13,7 +13,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.views.defaults import server_error as html_server_error
 
-from config.api import error_response
+from licenses.api import error_response
 
 RETRY_AFTER_SECONDS = 5
 

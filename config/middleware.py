@@ -25,8 +25,8 @@ from django.core.exceptions import BadRequest, PermissionDenied, RequestDataTooB
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.debug import SafeExceptionReporterFilter as DjangoFilter
 
-from config.api import error_body
 from config.errors import is_service_outage, service_unavailable
+from licenses.api import error_body
 
 logger = logging.getLogger("django.request")
 

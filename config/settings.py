@@ -140,12 +140,12 @@ else:
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
-    # One connection pool per process for the cache and everything else (config/redis.py).
+    # One connection pool per process for the cache and everything else (licenses/redis.py).
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-            "OPTIONS": {"pool_class": "config.redis.SharedConnectionPool"},
+            "OPTIONS": {"pool_class": "licenses.redis.SharedConnectionPool"},
         }
     }
     CELERY_BROKER_URL = REDIS_URL
@@ -158,7 +158,7 @@ else:
     CELERY_RESULT_BACKEND = "cache+memory://"
     CELERY_TASK_ALWAYS_EAGER = True
 
-# The shared Redis pool (config/redis.py): connections per process, seconds to wait for a free one,
+# The shared Redis pool (licenses/redis.py): connections per process, seconds to wait for a free one,
 # and the connect/read timeout (short: an outage must fail fast, not hold requests).
 REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 50, minimum=1)
 REDIS_POOL_TIMEOUT = env_float("REDIS_POOL_TIMEOUT", 2.0)
@@ -235,7 +235,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.api.exception_handler",
-    # One JSON parser for every endpoint (config/api.py): size, depth, NUL and surrogate rules.
+    # One JSON parser for every endpoint (rules in licenses/api.py): size, depth, NUL and surrogate rules.
     "DEFAULT_PARSER_CLASSES": ["config.api.JSONParser"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
@@ -334,7 +334,7 @@ CHATKIT_JS_URL = env_str("CHATKIT_JS_URL", "https://cdn.platform.openai.com/depl
 # Public domain key of OUR domain on OpenAI's ChatKit domain allowlist (server mode `api.domainKey`).
 CHATKIT_DOMAIN_KEY = env_str("CHATKIT_DOMAIN_KEY", "")
 
-# Request bodies: every JSON endpoint refuses a larger body with 413 (config/api.py); forms keep
+# Request bodies: every JSON endpoint refuses a larger body with 413 (licenses/api.py); forms keep
 # Django's own limit.
 JSON_MAX_BODY_BYTES = env_int("JSON_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
 # The technical 500 page and error e-mails hide tenant config and secrets (config/middleware.py).

@@ -10,8 +10,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 from simple_history.admin import SimpleHistoryAdmin
 
-from config.api import ApiError
 from licenses import services
+from licenses.api import ApiError
 from licenses.domains import DomainError, domain_matches, domain_normalize, domains_split
 from licenses.models import DEFAULT_LIMITS, Agency, License, LicenseUsage, Membership, month_start
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
-from config.api import INT32_MAX
+from licenses.api import INT32_MAX
 from licenses.models import Agency, License, Membership
 from licenses.selectors import license_quota_left, license_status_reason, usage_for_month
 

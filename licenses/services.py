@@ -14,7 +14,7 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
 
-from config.api import ApiError
+from licenses.api import ApiError
 from licenses.domains import DomainError, domain_normalize
 from licenses.models import (
     DEFAULT_LIMITS,

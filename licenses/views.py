@@ -12,8 +12,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import ApiError
 from licenses import services
+from licenses.api import ApiError
 from licenses.selectors import (
     license_get_for_user,
     license_list_for_user,
@@ -157,7 +157,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
         checks["database"] = f"error: {exc.__class__.__name__}"
     if settings.REDIS_URL:
         try:
-            from config.redis import redis_client
+            from licenses.redis import redis_client
 
             redis_client().ping()  # the shared pool: no new connection per probe
             checks["redis"] = "ok"

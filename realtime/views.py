@@ -22,7 +22,7 @@ from django.conf import settings
 from django.core import signing
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from config.api import ApiError, error_response, json_object
+from licenses.api import ApiError, error_response, json_object
 from licenses.models import License
 from licenses.selectors import license_get_public, membership_get
 from realtime import services as svc

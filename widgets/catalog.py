@@ -16,7 +16,7 @@ from django.core.validators import URLValidator
 from django.db import transaction
 from django.db.models import Max
 
-from config.api import ApiError, text_problem
+from licenses.api import ApiError, text_problem
 from licenses.models import Membership
 from widgets.models import KnowledgeEntry, Product, Widget
 

@@ -16,7 +16,7 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from config.api import ApiError, json_loads
+from licenses.api import ApiError, json_loads
 from licenses.models import License
 from licenses.selectors import license_quota_left
 from licenses.services import usage_increment

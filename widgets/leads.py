@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
 
-from config.api import ApiError
+from licenses.api import ApiError
 from widgets.models import Conversation, Lead, Widget
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from config.api import ApiError
+from licenses.api import ApiError
 from widgets.chat import ChatRequest, chat_request_from
 from widgets.models import Widget
 from widgets.n8n import N8nTarget, n8n_target

@@ -13,7 +13,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core import signing
 from django.utils import timezone
 
-from config.api import ApiError
+from licenses.api import ApiError
 from licenses.models import Membership
 from widgets.models import PreviewLink, Widget
 

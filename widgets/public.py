@@ -19,7 +19,7 @@ from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from config.api import error_response
+from licenses.api import error_response
 from licenses.domains import origin_allowed, origin_host_port
 from licenses.models import License
 from licenses.selectors import LicenseCheck, license_check, license_get_public

@@ -1,6 +1,6 @@
 """Fixed-window request counters for the public endpoints (chat, leads, share-preview chat).
 
-Counted in Redis (one INCR+EXPIRE round trip on the shared pool, config/redis.py) when REDIS_URL is
+Counted in Redis (one INCR+EXPIRE round trip on the shared pool, licenses/redis.py) when REDIS_URL is
 set, else in the Django cache (local memory in development). When Redis cannot be reached the
 limiter does not fail the request (issue 11.4): it falls back to counters in this process, with the
 same limit per window, so a visitor is still bounded (per process) during the outage; the outage is
@@ -17,7 +17,7 @@ import redis
 from django.conf import settings
 from django.core.cache import cache
 
-from config.redis import redis_client
+from licenses.redis import redis_client
 
 logger = logging.getLogger(__name__)
 

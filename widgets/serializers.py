@@ -3,7 +3,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from config.api import INT32_MAX, JSONObjectField
+from licenses.api import INT32_MAX, JSONObjectField
 from widgets.config_schema import CONFIG_SCHEMA
 from widgets.models import Widget, WidgetVersion
 from widgets.services import secrets_status

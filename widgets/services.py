@@ -9,7 +9,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Max
 
-from config.api import ApiError, text_problem
+from licenses.api import ApiError, text_problem
 from licenses.crypto import secret_hint
 from licenses.models import License, Membership
 from licenses.services import license_cache_bump

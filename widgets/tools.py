@@ -27,7 +27,7 @@ from django.core.validators import validate_email
 from django.db import connection
 from jsonschema import Draft202012Validator
 
-from config.api import ApiError, json_check, json_loads
+from licenses.api import ApiError, json_check, json_loads
 from widgets import ui_events
 from widgets.config_schema import config_upgrade
 from widgets.models import Conversation, KnowledgeEntry, Product, Widget

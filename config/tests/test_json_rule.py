@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from config.api import JSON_MAX_DEPTH, ApiError, json_loads
+from licenses.api import JSON_MAX_DEPTH, ApiError, json_loads
 from widgets.models import Widget
 
 pytestmark = pytest.mark.django_db

@@ -137,7 +137,7 @@ def test_plain_domains_one_per_line_are_normalised_like_the_api(client, staff, a
 
 
 def test_bad_domains_and_limits_get_the_api_errors_and_save_nothing(client, staff, agency_a):
-    from config.api import ApiError
+    from licenses.api import ApiError
     from licenses.services import domains_normalize
 
     with pytest.raises(ApiError) as api:

@@ -5,7 +5,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from config.api import ApiError
+from licenses.api import ApiError
 from licenses.models import License, LicenseUsage
 from licenses.selectors import license_get_public
 from licenses.services import (

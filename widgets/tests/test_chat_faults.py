@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.db import connection
 
-from config.redis import redis_reset
+from licenses.redis import redis_reset
 from widgets.models import Lead, Message
 from widgets.tests.conftest import ORIGIN
 from widgets.tests.prod_server import ProdServer, RedisServer, database_url, prod_env
@@ -34,7 +34,7 @@ def redis_limiter(settings, redis_server):
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": redis_server.url,
-            "OPTIONS": {"pool_class": "config.redis.SharedConnectionPool"},
+            "OPTIONS": {"pool_class": "licenses.redis.SharedConnectionPool"},
         }
     }
     limiter._down_until = 0.0

@@ -311,7 +311,7 @@ def test_nul_in_an_html_form_is_400(client, member, n8n_widget):
 
 
 def test_knowledge_service_names_the_field_with_a_nul(member, n8n_widget):
-    from config.api import ApiError
+    from licenses.api import ApiError
     from widgets.catalog import knowledge_create, product_save
 
     with pytest.raises(ApiError) as exc:

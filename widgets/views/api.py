@@ -9,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import ApiError
+from licenses.api import ApiError
 from licenses.models import License
 from licenses.tenancy import current_membership
 from widgets import services

@@ -10,7 +10,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_http_methods
 
-from config.api import ApiError, error_response, json_body_bytes, json_object
+from licenses.api import ApiError, error_response, json_body_bytes, json_object
 from licenses.models import License
 from widgets import loader
 from widgets.aio import db_step

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from config.api import ApiError
+from licenses.api import ApiError
 from licenses.models import License, Membership
 from licenses.services import license_domains_set
 from licenses.tests.factories import MembershipFactory, UserFactory

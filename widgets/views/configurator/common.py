@@ -13,7 +13,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 
-from config.api import ApiError, error_body, json_object
+from licenses.api import ApiError, error_body, json_object
 from licenses.models import Membership
 from licenses.selectors import membership_list_for_user
 from licenses.tenancy import current_membership
@@ -98,7 +98,7 @@ def api_error_json(exc: ApiError) -> JsonResponse:
 
 
 def json_body(request: HttpRequest) -> dict[str, Any]:
-    """The JSON object body (empty → {}), under the one parser's rules (config.api.json_object)."""
+    """The JSON object body (empty → {}), under the one parser's rules (licenses.api.json_object)."""
     return json_object(request, empty={})
 
 

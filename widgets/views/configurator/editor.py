@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_http_methods, require_POST
 
-from config.api import ApiError
+from licenses.api import ApiError
 from licenses.models import Membership
 from widgets import catalog, services, widget_strings
 from widgets.config_diff import config_diff

@@ -16,8 +16,8 @@ from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 from django.views.decorators.http import require_http_methods, require_POST
 
-from config.api import ApiError
 from licenses import services as license_services
+from licenses.api import ApiError
 from licenses.domains import domains_split
 from licenses.models import Membership, month_start
 from licenses.selectors import (

@@ -13,7 +13,7 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
-from config.api import ApiError, error_response
+from licenses.api import ApiError, error_response
 from licenses.models import Membership
 from widgets import preview_links
 from widgets.aio import db_step

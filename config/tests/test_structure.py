@@ -1,0 +1,56 @@
+"""The import graph points down (STYLE 13, issue 12.1): `config` is the top wiring, so no app module
+imports it. The error shape and the JSON body rule live on the ground floor (licenses/api.py)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+APPS = ("licenses", "widgets", "chatkit", "realtime")
+
+
+def _app_modules() -> list[Path]:
+    return [
+        path
+        for app in APPS
+        for path in sorted((ROOT / app).rglob("*.py"))
+        if "tests" not in path.relative_to(ROOT).parts  # tests may wire the whole stack (config.asgi)
+    ]
+
+
+def _imported_modules(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_the_walk_sees_the_apps():
+    modules = {path.relative_to(ROOT).as_posix() for path in _app_modules()}
+    assert {"licenses/api.py", "widgets/chat.py", "chatkit/views.py", "realtime/consumers.py"} <= modules
+
+
+def test_no_app_module_imports_config():
+    offenders = {
+        path.relative_to(ROOT).as_posix(): sorted(
+            name for name in _imported_modules(path) if name == "config" or name.startswith("config.")
+        )
+        for path in _app_modules()
+    }
+    assert {path: names for path, names in offenders.items() if names} == {}
+
+
+def test_licenses_imports_no_app_above_it():
+    above = ("widgets", "chatkit", "realtime")
+    offenders = {
+        path.relative_to(ROOT).as_posix(): sorted(
+            name for name in _imported_modules(path) if name.split(".")[0] in above
+        )
+        for path in _app_modules()
+        if path.relative_to(ROOT).parts[0] == "licenses"
+    }
+    assert {path: names for path, names in offenders.items() if names} == {}
