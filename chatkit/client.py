@@ -25,17 +25,16 @@ from agents.exceptions import AgentsException, MaxTurnsExceeded, ModelBehaviorEr
 from django.conf import settings
 from openai import AsyncOpenAI, DefaultAsyncHttpx2Client
 
+from licenses.api import ApiError
+
 logger = logging.getLogger(__name__)
 
 
-class ChatKitError(Exception):
+class ChatKitError(ApiError):
     """An upstream or configuration failure, already phrased for the browser."""
 
     def __init__(self, code: str, message: str, status_code: int):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status_code = status_code
+        super().__init__(code, message, status_code=status_code)
 
 
 ERRORS: dict[str, tuple[str, int]] = {

@@ -7,11 +7,14 @@ from typing import Any
 import httpx
 from django.conf import settings
 
+from licenses.api import ApiError
 
-class ClientSecretError(Exception):
-    def __init__(self, code: str, message: str, status: int = 502):
-        super().__init__(message)
-        self.code, self.message, self.status = code, message, status
+
+class ClientSecretError(ApiError):
+    """The ephemeral key could not be minted, phrased for the browser."""
+
+    def __init__(self, code: str, message: str, status_code: int = 502):
+        super().__init__(code, message, status_code=status_code)
 
 
 def client_secret_create(*, api_key: str, session: dict[str, Any], seconds: int = 60) -> dict[str, Any]:

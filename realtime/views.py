@@ -134,7 +134,7 @@ def client_secret(request: HttpRequest, license: License | None) -> HttpResponse
             seconds=CLIENT_SECRET_SECONDS,
         )
     except ClientSecretError as exc:
-        return error_response(exc.code, exc.message, exc.status)
+        return error_response(exc.code, exc.message, exc.status_code)
     conversation = svc.voice_conversation_start(
         widget=access.widget, visitor_id=str(body.get("visitor_id") or "")[:128]
     )

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 import httpx
 from django.conf import settings
 
+from licenses.api import ApiError
 from widgets.aio import upstream_run
 from widgets.ui_events import ui_events_clean
 
@@ -43,14 +44,11 @@ logger = logging.getLogger(__name__)
 MAX_REPLY_BYTES = 2_000_000
 
 
-class N8nError(Exception):
+class N8nError(ApiError):
     """A failed upstream call, already mapped to what the browser may learn."""
 
-    def __init__(self, code: str, message: str, status: int, *, upstream_status: int | None = None):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
+    def __init__(self, code: str, message: str, status_code: int, *, upstream_status: int | None = None):
+        super().__init__(code, message, status_code=status_code)
         # n8n's own HTTP status when it answered one (for the failure record, never for the visitor).
         self.upstream_status = upstream_status
 

@@ -28,7 +28,7 @@ from widgets.chat import (
 from widgets.config_schema import config_public
 from widgets.leads import lead_submit
 from widgets.models import Widget
-from widgets.n8n import N8nError, N8nTarget
+from widgets.n8n import N8nTarget
 from widgets.public import public_endpoint
 
 JS = "application/javascript; charset=utf-8"
@@ -118,10 +118,8 @@ async def chat_answer(
     return JsonResponse({"output": reply.text, "ui": reply.ui})
 
 
-def chat_error(exc: ApiError | N8nError) -> JsonResponse:
-    if isinstance(exc, ApiError):
-        return _api_error(exc)
-    return error_response(exc.code, exc.message, exc.status)
+def chat_error(exc: ApiError) -> JsonResponse:
+    return _api_error(exc)
 
 
 async def _chat(request: HttpRequest, license: License) -> HttpResponse:
@@ -144,7 +142,7 @@ async def chat(request: HttpRequest, license: License) -> HttpResponse:
     connection and no thread (DESIGN rule 7)."""
     try:
         return await _chat(request, license)
-    except (ApiError, N8nError) as exc:
+    except ApiError as exc:
         return chat_error(exc)
 
 

@@ -20,7 +20,7 @@ from widgets.aio import db_step
 from widgets.chat import ChatRequest, chat_rate_check
 from widgets.config_schema import config_public
 from widgets.models import Widget
-from widgets.n8n import N8nError, N8nTarget
+from widgets.n8n import N8nTarget
 from widgets.preview_chat import preview_chat_prepare
 from widgets.services import secrets_status
 from widgets.views.configurator.common import (
@@ -106,7 +106,7 @@ async def preview_chat(request: HttpRequest, widget: Widget, membership: Members
 
         chat, target, streaming = await db_step(prepare)
         return await chat_answer(request, widget=widget, target=target, chat=chat, streaming=streaming, record=False)
-    except (ApiError, N8nError) as exc:
+    except ApiError as exc:
         return chat_error(exc)
 
 
@@ -243,5 +243,5 @@ async def share_chat(request: HttpRequest, token: str) -> HttpResponse:
         data = json_body(request)
         widget, chat, target, streaming = await db_step(_share_chat_prepare, request, token, data)
         return await chat_answer(request, widget=widget, target=target, chat=chat, streaming=streaming, record=False)
-    except (ApiError, N8nError) as exc:
+    except ApiError as exc:
         return chat_error(exc)
