@@ -137,8 +137,7 @@ class PreviewOptionsView(APIView):
         try:
             config = config_normalize(data.validated_data["config"], base=saved)
         except ConfigError as exc:
-            fields = {f"config.{path}" if path != "config" else "config": msgs for path, msgs in exc.errors.items()}
-            raise ApiError("invalid_config", str(exc), fields=fields)
+            raise exc.api_error()
         body = {"options": chatkit_options(config), "autoColorScheme": chatkit_color_scheme_auto(config)}
         return Response(body, headers={"Cache-Control": "no-store"})
 

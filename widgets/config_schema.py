@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from jsonschema import Draft202012Validator
 
+from licenses.api import ApiError
 from widgets.widget_strings import STRING_KEYS, strings_resolve
 
 HEX = r"^#[0-9a-fA-F]{6}$"
@@ -283,6 +284,11 @@ class ConfigError(ValueError):
         self.errors = errors
         path, messages = next(iter(errors.items()))
         super().__init__(f"{path}: {messages[0]}")
+
+    def api_error(self, message: str | None = None) -> ApiError:
+        """The one mapping to the API: 400 `invalid_config`, fields keyed `config.<path>`."""
+        fields = {f"config.{path}" if path != "config" else "config": msgs for path, msgs in self.errors.items()}
+        return ApiError("invalid_config", message or str(self), fields=fields)
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

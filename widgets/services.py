@@ -20,11 +20,6 @@ from widgets.n8n import N8N_AUTH_BINDING, n8n_destination
 SECRET_NAMES = ("openai_api_key", "n8n_basic_auth_user", "n8n_basic_auth_password")
 
 
-def _invalid_config(exc: ConfigError) -> ApiError:
-    fields = {f"config.{path}" if path != "config" else "config": msgs for path, msgs in exc.errors.items()}
-    return ApiError("invalid_config", str(exc), fields=fields)
-
-
 def _require(membership: Membership | None, role: str, action: str) -> None:
     if membership is None or not membership.has_role(role):
         raise ApiError("permission_denied", f"Your role may not {action}.", status_code=403)
@@ -112,7 +107,7 @@ def widget_create(
     try:
         normalized = config_normalize(config)
     except ConfigError as exc:
-        raise _invalid_config(exc)
+        raise exc.api_error()
     clean_secrets = secrets_clean(current={}, changes=secrets, config=normalized)
     with transaction.atomic():
         # Lock the license row so two concurrent creates cannot both pass max_widgets.
@@ -166,7 +161,7 @@ def widget_update(
             try:
                 current.config = config_normalize(config, base=None if replace else current.config)
             except ConfigError as exc:
-                raise _invalid_config(exc)
+                raise exc.api_error()
             current.widget_type = config_widget_type(current.config)
             fields += ["config", "widget_type"]
         if secrets is not None or config is not None:
@@ -211,7 +206,7 @@ def widget_publish(
         try:
             snapshot = config_normalize(current.config)
         except ConfigError as exc:
-            raise _invalid_config(exc)
+            raise exc.api_error()
         version = _publish_snapshot(widget=current, user=user, config=snapshot, note=note)
         current.save(update_fields=["published_version", "updated_at"])
         license_cache_bump(key=current.license.key)
@@ -231,7 +226,7 @@ def widget_rollback(
         try:
             snapshot = config_normalize(old.config)
         except ConfigError as exc:
-            raise _invalid_config(exc)
+            raise exc.api_error()
         version = _publish_snapshot(widget=current, user=user, config=snapshot, note=f"Rollback to v{number}")
         current.config = snapshot
         current.widget_type = config_widget_type(snapshot)

@@ -79,11 +79,8 @@ def draft_connection(*, widget: Widget, body: dict[str, Any]) -> tuple[dict[str,
     try:
         config = config_normalize(body.get("config") or {}, base=widget.config)
     except ConfigError as exc:
-        fields = {f"config.{p}": m for p, m in exc.errors.items()}
         path, problems = next(iter(exc.errors.items()))
-        raise ApiError(
-            "invalid_config", f"{control_label(path)}: {problems[0][:1].lower()}{problems[0][1:]}", fields=fields
-        )
+        raise exc.api_error(f"{control_label(path)}: {problems[0][:1].lower()}{problems[0][1:]}")
     changes = body.get("secrets") if isinstance(body.get("secrets"), dict) else {}
     secrets = services.secrets_clean(current=widget.secrets or {}, changes=changes, config=config)
     return config, secrets
