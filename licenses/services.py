@@ -27,6 +27,7 @@ from licenses.models import (
     new_license_key,
 )
 from licenses.selectors import license_cache_key
+from licenses.tenancy import role_require
 
 CRM_SECRET = "crm_webhook_secret"
 # The exact URL the CRM signing secret was saved with; widgets.tasks.lead_deliver signs only for it.
@@ -250,8 +251,7 @@ def license_domains_set(*, actor: Membership | None, license: License, domains: 
     change at once (cache generation bumped)."""
     if actor is None or actor.agency_id != license.agency_id:
         raise ApiError("not_found", "License not found.", status_code=404)
-    if not actor.has_role(Membership.Role.ADMIN):
-        raise ApiError("permission_denied", "Only admins and owners change a license's domains.", status_code=403)
+    role_require(actor, Membership.Role.ADMIN, "change a license's domains")
     normalized = domains_normalize(domains=domains)
     with transaction.atomic():
         current = License.objects.select_for_update().get(pk=license.pk)
@@ -371,12 +371,13 @@ def secrets_reencrypt() -> int:
 # --- members (the agency UI's Members page) ------------------------------------------------------
 
 
-def _require_admin(actor: Membership | None, agency: Agency) -> None:
-    if actor is None or actor.agency_id != agency.pk or not actor.has_role(Membership.Role.ADMIN):
-        raise ApiError("permission_denied", "Only admins and owners manage members.", status_code=403)
+def _members_gate(actor: Membership | None, agency: Agency) -> None:
+    if actor is not None and actor.agency_id != agency.pk:
+        actor = None  # a membership of another agency holds no role here
+    role_require(actor, Membership.Role.ADMIN, "manage members")
 
 
-def _require_owner_for(actor: Membership, role: str, target: Membership | None = None) -> None:
+def _owner_role_check(actor: Membership, role: str, target: Membership | None = None) -> None:
     # Only an owner may create owners or change an owner's role.
     touches_owner = role == Membership.Role.OWNER or (target is not None and target.role == Membership.Role.OWNER)
     if touches_owner and actor.role != Membership.Role.OWNER:
@@ -389,7 +390,7 @@ def member_invite(*, actor: Membership | None, agency: Agency, email: str, role:
     from django.core.exceptions import ValidationError
     from django.core.validators import validate_email
 
-    _require_admin(actor, agency)
+    _members_gate(actor, agency)
     assert actor is not None
     email = (email or "").strip().lower()
     try:
@@ -398,7 +399,7 @@ def member_invite(*, actor: Membership | None, agency: Agency, email: str, role:
         raise ApiError("invalid", "Enter a valid email address.", fields={"email": ["Enter a valid email address."]})
     if role not in Membership.Role.values:
         raise ApiError("invalid", f"Unknown role {role!r}.", fields={"role": ["Choose a role."]})
-    _require_owner_for(actor, role)
+    _owner_role_check(actor, role)
     User = get_user_model()
     with transaction.atomic():
         user = User.objects.filter(email__iexact=email).order_by("id").first()
@@ -417,16 +418,16 @@ def member_invite(*, actor: Membership | None, agency: Agency, email: str, role:
 
 
 def member_set_role(*, actor: Membership | None, membership: Membership, role: str) -> Membership:
-    _require_admin(actor, membership.agency)
+    _members_gate(actor, membership.agency)
     assert actor is not None
     if role not in Membership.Role.values:
         raise ApiError("invalid", f"Unknown role {role!r}.", fields={"role": ["Choose a role."]})
-    _require_owner_for(actor, role, membership)
+    _owner_role_check(actor, role, membership)
     return membership_set(agency=membership.agency, user=membership.user, role=role)
 
 
 def member_remove(*, actor: Membership | None, membership: Membership) -> None:
-    _require_admin(actor, membership.agency)
+    _members_gate(actor, membership.agency)
     assert actor is not None
-    _require_owner_for(actor, membership.role, membership)
+    _owner_role_check(actor, membership.role, membership)
     membership_remove(membership=membership)

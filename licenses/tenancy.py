@@ -1,4 +1,4 @@
-"""The signed-in user's current agency, resolved once per request.
+"""The signed-in user's current agency, resolved once per request, and the one role gate.
 
 Not a middleware on purpose: DRF authenticates token users after Django's middleware has run,
 so views (Django and DRF alike) call `current_membership(request)`, which caches on the request.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from licenses.api import ApiError
 from licenses.models import Membership
 from licenses.selectors import membership_list_for_user
 
@@ -41,3 +42,10 @@ def current_agency_set(request: Any, membership: Membership) -> None:
     django_request = getattr(request, "_request", request)
     django_request.session[SESSION_KEY] = membership.agency_id
     setattr(django_request, _CACHE, membership)
+
+
+def role_require(membership: Membership | None, role: str, action: str) -> None:
+    """The one role gate of every write: 403 `permission_denied` unless `membership` holds `role` or a
+    higher one. Services call it; views call it too where they refuse before a service runs."""
+    if membership is None or not membership.has_role(role):
+        raise ApiError("permission_denied", f"Your role may not {action}.", status_code=403)

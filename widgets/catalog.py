@@ -18,6 +18,7 @@ from django.db.models import Max
 
 from licenses.api import ApiError, text_problem
 from licenses.models import Membership
+from licenses.tenancy import role_require
 from widgets.models import KnowledgeEntry, Product, Widget
 
 CSV_COLUMNS = ("sku", "title", "description", "price", "currency", "image_url", "url", "in_stock")
@@ -26,11 +27,6 @@ CSV_MAX_ROWS = 5000
 _TRUE = {"1", "true", "yes", "y", "in stock", "instock"}
 _FALSE = {"0", "false", "no", "n", "out of stock", "outofstock", ""}
 _url = URLValidator(schemes=["http", "https"])
-
-
-def _require_editor(membership: Membership | None) -> None:
-    if membership is None or not membership.can_edit:
-        raise ApiError("permission_denied", "Your role may not edit this widget's data.", status_code=403)
 
 
 def _text_errors(errors: dict[str, list[str]], **values: str) -> None:
@@ -64,7 +60,7 @@ def _knowledge_clean(question: str, answer: str, tags: str) -> dict[str, str]:
 def knowledge_create(
     *, widget: Widget, membership: Membership | None, question: str, answer: str, tags: str = ""
 ) -> KnowledgeEntry:
-    _require_editor(membership)
+    role_require(membership, Membership.Role.EDITOR, "edit this widget's data")
     data = _knowledge_clean(question, answer, tags)
     with transaction.atomic():
         position = (widget.knowledge.aggregate(p=Max("position"))["p"] or 0) + 1
@@ -74,7 +70,7 @@ def knowledge_create(
 def knowledge_update(
     *, entry: KnowledgeEntry, membership: Membership | None, question: str, answer: str, tags: str = ""
 ) -> KnowledgeEntry:
-    _require_editor(membership)
+    role_require(membership, Membership.Role.EDITOR, "edit this widget's data")
     for name, value in _knowledge_clean(question, answer, tags).items():
         setattr(entry, name, value)
     entry.save()
@@ -82,7 +78,7 @@ def knowledge_update(
 
 
 def knowledge_delete(*, entry: KnowledgeEntry, membership: Membership | None) -> None:
-    _require_editor(membership)
+    role_require(membership, Membership.Role.EDITOR, "edit this widget's data")
     entry.delete()
 
 
@@ -154,7 +150,7 @@ def product_save(
     *, widget: Widget, membership: Membership | None, data: dict[str, Any], product: Product | None = None
 ) -> Product:
     """Create (product=None) or update a product from form values."""
-    _require_editor(membership)
+    role_require(membership, Membership.Role.EDITOR, "edit this widget's data")
     clean, errors = product_clean(data)
     if not errors and _duplicate_sku(widget, clean["sku"], product.pk if product else None):
         errors["sku"] = [f"Another product already uses SKU {clean['sku']!r}."]
@@ -169,7 +165,7 @@ def product_save(
 
 
 def product_delete(*, product: Product, membership: Membership | None) -> None:
-    _require_editor(membership)
+    role_require(membership, Membership.Role.EDITOR, "edit this widget's data")
     product.delete()
 
 
@@ -187,7 +183,7 @@ class ImportReport:
 def products_import_csv(*, widget: Widget, membership: Membership | None, data: bytes) -> ImportReport:
     """Import products from CSV (columns CSV_COLUMNS). Good rows upsert by sku; bad rows are reported
     with their line number and reason and skipped."""
-    _require_editor(membership)
+    role_require(membership, Membership.Role.EDITOR, "edit this widget's data")
     if len(data) > CSV_MAX_BYTES:
         raise ApiError("invalid", "The file is larger than 2 MB; split it.", fields={"file": ["Too large."]})
     try:

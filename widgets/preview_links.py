@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from licenses.api import ApiError
 from licenses.models import Membership
+from licenses.tenancy import role_require
 from widgets.models import PreviewLink, Widget
 
 SALT = "switchboard.preview-link"
@@ -24,8 +25,7 @@ MAX_DAYS = 30
 def preview_link_create(
     *, widget: Widget, user: AbstractBaseUser | None, membership: Membership | None, days: int = 7, label: str = ""
 ) -> PreviewLink:
-    if membership is None or not membership.can_edit:
-        raise ApiError("permission_denied", "Your role may not share previews.", status_code=403)
+    role_require(membership, Membership.Role.EDITOR, "share previews")
     if not 1 <= days <= MAX_DAYS:
         raise ApiError("invalid", f"A link lasts 1 to {MAX_DAYS} days.", fields={"days": [f"1 to {MAX_DAYS}."]})
     return PreviewLink.objects.create(
@@ -37,8 +37,7 @@ def preview_link_create(
 
 
 def preview_link_revoke(*, link: PreviewLink, membership: Membership | None) -> PreviewLink:
-    if membership is None or not membership.can_edit:
-        raise ApiError("permission_denied", "Your role may not revoke previews.", status_code=403)
+    role_require(membership, Membership.Role.EDITOR, "revoke previews")
     if link.revoked_at is None:
         link.revoked_at = timezone.now()
         link.save(update_fields=["revoked_at"])

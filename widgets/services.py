@@ -13,16 +13,12 @@ from licenses.api import ApiError, text_problem
 from licenses.crypto import secret_hint
 from licenses.models import License, Membership
 from licenses.services import license_cache_bump
+from licenses.tenancy import role_require
 from widgets.config_schema import DEFAULT_CONFIG, ConfigError, config_normalize, config_widget_type
 from widgets.models import Widget, WidgetVersion
 from widgets.n8n import N8N_AUTH_BINDING, n8n_destination
 
 SECRET_NAMES = ("openai_api_key", "n8n_basic_auth_user", "n8n_basic_auth_password")
-
-
-def _require(membership: Membership | None, role: str, action: str) -> None:
-    if membership is None or not membership.has_role(role):
-        raise ApiError("permission_denied", f"Your role may not {action}.", status_code=403)
 
 
 N8N_AUTH = ("n8n_basic_auth_user", "n8n_basic_auth_password")
@@ -98,7 +94,7 @@ def widget_create(
     config: dict[str, Any] | None = None,
     secrets: dict[str, Any] | None = None,
 ) -> Widget:
-    _require(membership, Membership.Role.EDITOR, "create widgets")
+    role_require(membership, Membership.Role.EDITOR, "create widgets")
     if membership is not None and membership.agency_id != license.agency_id:
         raise ApiError("not_found", "License not found.", status_code=404)
     name = (name or "").strip()
@@ -141,7 +137,7 @@ def widget_update(
 
     `expected_revision` guards against silently overwriting someone else's newer draft.
     """
-    _require(membership, Membership.Role.EDITOR, "edit widgets")
+    role_require(membership, Membership.Role.EDITOR, "edit widgets")
     with transaction.atomic():
         current = Widget.objects.select_for_update().get(pk=widget.pk)
         if expected_revision is not None and expected_revision != current.revision:
@@ -195,7 +191,7 @@ def widget_publish(
     expected_revision: int | None = None,
 ) -> WidgetVersion:
     """Snapshot the draft into a new version; the embed serves it at once."""
-    _require(membership, Membership.Role.ADMIN, "publish widgets")
+    role_require(membership, Membership.Role.ADMIN, "publish widgets")
     with transaction.atomic():
         current = Widget.objects.select_for_update().get(pk=widget.pk)
         if expected_revision is not None and expected_revision != current.revision:
@@ -217,7 +213,7 @@ def widget_rollback(
     *, widget: Widget, user: AbstractBaseUser | None, membership: Membership | None, number: int
 ) -> WidgetVersion:
     """Publish an old snapshot again as a new version; the draft becomes that snapshot too."""
-    _require(membership, Membership.Role.ADMIN, "publish widgets")
+    role_require(membership, Membership.Role.ADMIN, "publish widgets")
     with transaction.atomic():
         current = Widget.objects.select_for_update().get(pk=widget.pk)
         old = current.versions.filter(number=number).first()
@@ -260,7 +256,7 @@ def widget_duplicate(*, widget: Widget, user: AbstractBaseUser | None, membershi
 
 
 def widget_delete(*, widget: Widget, membership: Membership | None) -> None:
-    _require(membership, Membership.Role.ADMIN, "delete widgets")
+    role_require(membership, Membership.Role.ADMIN, "delete widgets")
     key = widget.license.key
     widget.delete()
     license_cache_bump(key=key)
@@ -275,7 +271,7 @@ def widget_chatkit_migrate(
     default instructions are pre-filled from the widget's name and client so it answers at once (the
     agency refines them). Published too when the member may publish and the draft held nothing else
     unpublished; otherwise the draft waits for review. Returns (widget, published)."""
-    _require(membership, Membership.Role.EDITOR, "change widgets")
+    role_require(membership, Membership.Role.EDITOR, "change widgets")
     connection = widget.config.get("connection") or {}
     chatkit = connection.get("chatkit") or {}
     if connection.get("provider") != "chatkit" or chatkit.get("mode") != "hosted":

@@ -54,3 +54,13 @@ def test_licenses_imports_no_app_above_it():
         if path.relative_to(ROOT).parts[0] == "licenses"
     }
     assert {path: names for path, names in offenders.items() if names} == {}
+
+
+def test_one_role_gate():
+    """Every membership role check that refuses goes through licenses.tenancy.role_require (issue 12.2)."""
+    gates = {
+        path.relative_to(ROOT).as_posix()
+        for path in _app_modules()
+        if "Your role may not" in path.read_text() or "def _require" in path.read_text()
+    }
+    assert gates == {"licenses/tenancy.py"}

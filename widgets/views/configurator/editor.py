@@ -11,6 +11,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from licenses.api import ApiError
 from licenses.models import Membership
+from licenses.tenancy import role_require
 from widgets import catalog, services, widget_strings
 from widgets.config_diff import config_diff
 from widgets.connection_test import TEST_MESSAGE, connection_test
@@ -62,8 +63,7 @@ def configurator(request: HttpRequest, widget: Widget, membership: Membership) -
 def test_connection(request: HttpRequest, widget: Widget, membership: Membership) -> JsonResponse:
     """Test the connection with the form's current (unsaved) values; never echoes secrets."""
     try:
-        if not membership.can_edit:
-            raise ApiError("permission_denied", "Your role may not test connections.", status_code=403)
+        role_require(membership, Membership.Role.EDITOR, "test connections")
         body = json_body(request)
         config, secrets = draft_connection(widget=widget, body=body)
         message = body.get("message") if isinstance(body.get("message"), str) else ""
@@ -270,8 +270,7 @@ def products_import(request: HttpRequest, widget: Widget, membership: Membership
     upload = request.FILES.get("file")
     try:
         if upload is None:
-            if not membership.can_edit:
-                raise ApiError("permission_denied", "Your role may not edit this widget's data.", status_code=403)
+            role_require(membership, Membership.Role.EDITOR, "edit this widget's data")
             raise ApiError("invalid", "Choose a CSV file.", fields={"file": ["Choose a CSV file."]})
         report = catalog.products_import_csv(
             widget=widget, membership=membership, data=upload.read(catalog.CSV_MAX_BYTES + 1)

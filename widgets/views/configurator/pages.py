@@ -27,7 +27,7 @@ from licenses.selectors import (
     membership_list_for_user,
     usage_for_month,
 )
-from licenses.tenancy import current_agency_set
+from licenses.tenancy import current_agency_set, role_require
 from widgets import services
 from widgets.models import Widget, WidgetType
 from widgets.selectors import widget_list_for_user
@@ -135,8 +135,10 @@ def widget_delete(request: HttpRequest, widget: Widget, membership: Membership) 
             return forbidden(request, exc)
         messages.success(request, f"Deleted “{widget.name}”.")
         return redirect("app-home")
-    if not membership.can_publish:
-        return forbidden(request, ApiError("permission_denied", "Your role may not delete widgets.", status_code=403))
+    try:
+        role_require(membership, Membership.Role.ADMIN, "delete widgets")
+    except ApiError as exc:
+        return forbidden(request, exc)
     return render_app(request, "app/widget_delete.html", {"widget": widget, "nav": "widgets"})
 
 
