@@ -32,6 +32,7 @@ from licenses.selectors import REASON_MESSAGES, usage_for_month
 from licenses.services import usage_increment
 from widgets.models import Conversation, Message, Widget
 from widgets.ratelimit import rate_hit
+from widgets.selectors import openai_api_key
 
 PAGE_TOKEN_SALT = "switchboard.chatkit.page"
 VISITOR_SALT = "switchboard.chatkit.visitor"
@@ -93,11 +94,6 @@ def chatkit_mode(config: dict[str, Any]) -> str:
     return config["connection"]["chatkit"]["mode"]
 
 
-def chatkit_api_key(widget: Widget) -> str:
-    """The tenant's key (encrypted widget secret), else the platform key. Server-side only."""
-    return (widget.secrets or {}).get("openai_api_key") or settings.OPENAI_API_KEY or ""
-
-
 def chatkit_setup_problem(*, widget: Widget, config: dict[str, Any]) -> str:
     """Why this ChatKit widget cannot answer ("" when it can)."""
     if chatkit_mode(config) == "hosted":
@@ -105,7 +101,7 @@ def chatkit_setup_problem(*, widget: Widget, config: dict[str, Any]) -> str:
             f"This chat ran on an OpenAI Agent Builder workflow, which OpenAI shut down on "
             f"{AGENT_BUILDER_SHUTDOWN}. The site owner needs to switch it to the Switchboard ChatKit server."
         )
-    if not chatkit_api_key(widget):
+    if not openai_api_key(secrets=widget.secrets):
         return "This chat is not connected yet: its ChatKit connection needs an OpenAI API key."
     return ""
 

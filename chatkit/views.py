@@ -38,7 +38,6 @@ from chatkit.selectors import chatkit_widget_draft, chatkit_widget_published
 from chatkit.serializers import PreviewOptionsRequestSerializer, PreviewOptionsSerializer
 from chatkit.server import StreamingResult
 from chatkit.services import (
-    chatkit_api_key,
     chatkit_color_scheme_auto,
     chatkit_mode,
     chatkit_model,
@@ -64,7 +63,7 @@ from widgets.aio import db_step
 from widgets.config_schema import ConfigError, config_normalize
 from widgets.models import Widget
 from widgets.public import public_endpoint, request_origin
-from widgets.selectors import widget_get_for_user
+from widgets.selectors import openai_api_key, widget_get_for_user
 
 
 def _error(exc: ChatKitError) -> JsonResponse:
@@ -329,7 +328,7 @@ def _context(
 ) -> RequestContext:
     if chatkit_mode(config) == "hosted":
         raise chatkit_error("hosted_retired")
-    api_key = chatkit_api_key(widget)
+    api_key = openai_api_key(secrets=widget.secrets)
     if not api_key:
         raise chatkit_error("not_configured")
     return RequestContext(

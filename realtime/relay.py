@@ -36,8 +36,9 @@ from realtime.protocol import (
     b64_decoded_len,
     browser_event_filter,
 )
-from realtime.upstream import UpstreamError, upstream_api_key, upstream_connect
+from realtime.upstream import UpstreamError, upstream_connect
 from widgets.models import Widget
+from widgets.selectors import openai_api_key
 from widgets.tools import tool_run
 
 logger = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ class RelaySession:
         ACTIVE_SESSIONS.add(self)
         try:
             self.upstream = await upstream_connect(
-                model=self.model, api_key=upstream_api_key(widget_secrets=self.widget.secrets)
+                model=self.model, api_key=openai_api_key(secrets=self.widget.secrets)
             )
             await self.upstream.send(json.dumps({"type": "session.update", "session": self.session}))
             try:

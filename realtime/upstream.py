@@ -31,10 +31,6 @@ class UpstreamError(Exception):
         self.retryable = retryable
 
 
-def upstream_api_key(*, widget_secrets: dict | None) -> str:
-    return (widget_secrets or {}).get("openai_api_key") or settings.OPENAI_API_KEY or ""
-
-
 def upstream_url(*, model: str) -> str:
     base = settings.OPENAI_REALTIME_URL
     return f"{base}{'&' if '?' in base else '?'}{urlencode({'model': model})}"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.conf import settings
 from django.core import signing
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
@@ -30,6 +29,7 @@ from realtime.client import ClientSecretError, client_secret_create
 from realtime.session_config import session_config
 from widgets.models import Conversation
 from widgets.public import check_error, public_check, public_endpoint
+from widgets.selectors import openai_api_key
 from widgets.tools import TOOLS, tool_run
 
 logger = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def client_secret(request: HttpRequest, license: License | None) -> HttpResponse
     session = session_config(config=access.config, widget=access.widget)
     try:
         secret = client_secret_create(
-            api_key=(access.widget.secrets or {}).get("openai_api_key") or settings.OPENAI_API_KEY,
+            api_key=openai_api_key(secrets=access.widget.secrets),
             session=session,
             seconds=CLIENT_SECRET_SECONDS,
         )

@@ -34,6 +34,7 @@ from widgets.n8n import (
     n8n_target_allowed,
     reply_parse,
 )
+from widgets.selectors import openai_api_key
 
 TEST_SESSION = "switchboard-connection-test"
 TEST_MESSAGE = "Hello! This is a connection test from Switchboard."
@@ -311,7 +312,7 @@ def connection_test(*, config: dict[str, Any], secrets: dict[str, str], message:
             "Hosted workflows stopped working when OpenAI shut Agent Builder down on "
             "2026-11-30. Choose “ChatKit server” (or use “Migrate to server mode”), then test again.",
         )
-    key = secrets.get("openai_api_key") or settings.OPENAI_API_KEY
+    key = openai_api_key(secrets=secrets)
     if not key:
         return _fail("not_configured", "Add an OpenAI API key first.")
     headers = {"Authorization": f"Bearer {key}"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 from django.http import Http404
@@ -52,3 +53,9 @@ def widget_get_published(*, license: License, public_id: str | None = None) -> W
     if public_id:
         qs = qs.filter(public_id=public_id)
     return qs.order_by("created_at", "id").first()
+
+
+def openai_api_key(*, secrets: dict | None) -> str:
+    """The key every OpenAI call of a widget uses: the tenant's own (an encrypted widget secret), else the
+    platform key (`OPENAI_API_KEY`), else "". Server-side only: never in a response."""
+    return (secrets or {}).get("openai_api_key") or settings.OPENAI_API_KEY or ""

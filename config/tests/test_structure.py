@@ -64,3 +64,11 @@ def test_one_role_gate():
         if "Your role may not" in path.read_text() or "def _require" in path.read_text()
     }
     assert gates == {"licenses/tenancy.py"}
+
+
+def test_one_rule_for_the_openai_key():
+    """ "The tenant's key, else the platform key" lives in widgets.selectors.openai_api_key only (issue 12.2)."""
+    readers = {
+        path.relative_to(ROOT).as_posix() for path in _app_modules() if "settings.OPENAI_API_KEY" in path.read_text()
+    }
+    assert readers == {"widgets/selectors.py"}

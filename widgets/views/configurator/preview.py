@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -22,7 +21,7 @@ from widgets.config_schema import config_public
 from widgets.models import Widget
 from widgets.n8n import N8nTarget
 from widgets.preview_chat import preview_chat_prepare
-from widgets.services import secrets_status
+from widgets.selectors import openai_api_key
 from widgets.views.configurator.common import (
     draft_connection,
     forbidden,
@@ -36,17 +35,12 @@ from widgets.views.embed import chat_answer, chat_error
 
 
 def _connection_ready(widget: Widget) -> dict[str, bool]:
-    status = secrets_status(widget=widget)
     chatkit = widget.config["connection"]["chatkit"]
     return {
         "n8n": bool(widget.config["connection"]["n8n"]["webhook_url"]),
-        "chatkit": bool(status["openai_api_key"]["set"] or _platform_key())
+        "chatkit": bool(openai_api_key(secrets=widget.secrets))
         and (chatkit["mode"] == "server" or bool(chatkit["workflow_id"])),
     }
-
-
-def _platform_key() -> bool:
-    return bool(settings.OPENAI_API_KEY)
 
 
 def _chatkit_preview_url(widget: Widget) -> str:
