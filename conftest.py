@@ -20,12 +20,15 @@ def _isolated_cache_and_eager_celery(settings):
     from django.core.cache import cache
 
     from config.celery import app
+    from widgets.chat import chat_cache
 
     cache.clear()
+    chat_cache.clear()  # the public chat's per-process caches
     app.conf.task_always_eager = True
     app.conf.task_eager_propagates = True
     yield
     cache.clear()
+    chat_cache.clear()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F
@@ -18,12 +19,12 @@ from django.utils import timezone
 
 from licenses.api import ApiError, json_loads
 from licenses.models import License
-from licenses.selectors import license_quota_left
+from licenses.selectors import license_cache_generation, license_cache_key, license_check, license_quota_left
 from licenses.services import usage_increment
 from widgets.aio import db_step, upstream_await, upstream_submit
 from widgets.models import Channel, Conversation, Message, Widget
 from widgets.n8n import N8nError, N8nReply, N8nStream, N8nTarget, n8n_history_async, n8n_send_async, n8n_target
-from widgets.ratelimit import rate_hit
+from widgets.ratelimit import rate_hit, rate_hit_peek
 from widgets.selectors import widget_get_published
 
 logger = logging.getLogger(__name__)
@@ -136,19 +137,39 @@ def chat_turn_record(
     reply_text: str,
     ui: list[dict[str, Any]] | None = None,
     latency_ms: int | None = None,
-) -> Conversation:
-    """One user message and one assistant message; a new session opens a conversation and counts it."""
+    conversation_id: int | None = None,
+) -> int:
+    """One user message and one assistant message; a new session opens a conversation and counts it.
+    Returns the conversation's id.
+
+    A continuing session (`conversation_id` known) is ONE multi-row INSERT, atomic on its own: both
+    messages or neither. If that conversation is gone meanwhile (deleted by retention), the turn
+    opens the session's conversation again as a first message would."""
+
+    def messages(conversation_id: int) -> list[Message]:
+        return [
+            Message(conversation_id=conversation_id, role=Message.Role.USER, text=user_text),
+            Message(
+                conversation_id=conversation_id,
+                role=Message.Role.ASSISTANT,
+                text=reply_text,
+                payload={"ui": ui} if ui else {},
+                latency_ms=latency_ms,
+            ),
+        ]
+
+    if conversation_id is not None:
+        try:
+            with transaction.atomic():  # one INSERT (a savepoint inside a caller's transaction)
+                Message.objects.bulk_create(messages(conversation_id))
+            return conversation_id
+        except IntegrityError:
+            chat_cache.forget_conversation(widget.pk, session_id)
     with transaction.atomic():
         conversation = chat_conversation_open(widget=widget, session_id=session_id, visitor_id=visitor_id)
-        Message.objects.create(conversation=conversation, role=Message.Role.USER, text=user_text)
-        Message.objects.create(
-            conversation=conversation,
-            role=Message.Role.ASSISTANT,
-            text=reply_text,
-            payload={"ui": ui} if ui else {},
-            latency_ms=latency_ms,
-        )
-    return conversation
+        Message.objects.bulk_create(messages(conversation.pk))
+    chat_cache.remember_conversation(widget.pk, session_id, conversation.pk)
+    return conversation.pk
 
 
 def chat_failure_record(
@@ -211,9 +232,79 @@ def rate_limit_or_429(*, license: License, visitor_id: str, session_id: str, ip:
         )
 
 
-def chat_prepare(*, license: License, chat: ChatRequest, ip: str) -> tuple[Widget, N8nTarget]:
-    """Every rule before n8n is called: widget, type, webhook, rate limit, quota. Raises ApiError."""
-    widget = published_widget_or_404(license=license, public_id=chat.widget_id)
+class _Resolved:
+    """What one license key serves, as read from the database under one cache generation."""
+
+    __slots__ = ("license", "token", "widgets")
+
+    def __init__(self, license: License, token: object) -> None:
+        self.license = license
+        self.token = token
+        self.widgets: dict[str, tuple[Widget, N8nTarget]] = {}
+
+
+class _ChatCache:
+    """Per-process caches of the public chat's hot path (issue 11 bench: ~20 ms CPU per turn was
+    mostly the license, widget and conversation queries and their pool checkouts).
+
+    - `resolved`: license key -> the license and its published widgets + n8n targets, valid only
+      while the license's cache generation (licenses.selectors.license_cache_generation, bumped by
+      every publish, suspend, revoke, domain or key change) still has the value read with it. The
+      generation is read in the rate limiter's own Redis round trip on every request, so a change
+      made in any process takes effect on the next request everywhere; without a readable generation
+      (Redis away) nothing is served from here.
+    - `conversations`: (widget, session) -> the conversation's id once it exists, so a continuing
+      session needs no lookup (the quota only gates a new conversation). A deleted conversation is
+      found out by the insert (see `chat_turn_record`)."""
+
+    MAX = 50_000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.resolved: dict[str, _Resolved] = {}
+        self.conversations: dict[tuple[int, str], int] = {}
+
+    def license(self, key: str) -> License | None:
+        entry = self.resolved.get(key)
+        return entry.license if entry is not None else None
+
+    def remember_conversation(self, widget_id: int, session_id: str, conversation_id: int) -> None:
+        with self._lock:
+            if len(self.conversations) >= self.MAX:
+                self.conversations.clear()
+            self.conversations[(widget_id, session_id)] = conversation_id
+
+    def forget_conversation(self, widget_id: int, session_id: str) -> None:
+        with self._lock:
+            self.conversations.pop((widget_id, session_id), None)
+
+    def put(self, key: str, entry: _Resolved) -> None:
+        with self._lock:
+            if len(self.resolved) >= self.MAX:
+                self.resolved.clear()
+            self.resolved[key] = entry
+
+    def drop(self, key: str) -> None:
+        with self._lock:
+            self.resolved.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.resolved.clear()
+            self.conversations.clear()
+
+
+chat_cache = _ChatCache()
+
+
+def chat_license_cached(key: str) -> License | None:
+    """The license a chat request names, from this process's cache (no database), or None. Not yet
+    proven current: `chat_prepare` checks the generation before anything is served."""
+    return chat_cache.license(key)
+
+
+def _widget_resolve(*, license: License, public_id: str) -> tuple[Widget, N8nTarget]:
+    widget = published_widget_or_404(license=license, public_id=public_id)
     widget.license = license  # the async caller must not trigger a lazy load
     version = widget.published_version
     if version.widget_type != "n8n":
@@ -221,10 +312,83 @@ def chat_prepare(*, license: License, chat: ChatRequest, ip: str) -> tuple[Widge
     target = n8n_target(config=version.config, secrets=widget.secrets)
     if target is None:
         raise ApiError("not_configured", "This widget's chat is not connected yet.", status_code=503)
-    rate_limit_or_429(license=license, visitor_id=chat.visitor_id, session_id=chat.session_id, ip=ip)
-    if chat.action == "sendMessage":
-        chat_quota_check(widget=widget, session_id=chat.session_id)
     return widget, target
+
+
+def _license_fresh(*, key: str, origin: str | None) -> License:
+    """Read the license again (its cached copy is out of date) and check it with the Origin, as the
+    public guard does. Raises ApiError with the check's reason when it may no longer serve."""
+    license = License.objects.select_related("agency").filter(key=key).first()
+    check = license_check(license=license, origin=origin)
+    if not check.ok:
+        raise ApiError(check.reason, check.message, status_code=check.http_status)
+    assert license is not None
+    return license
+
+
+def _generation_ensure(key: str) -> None:
+    """Give the license a cache generation when it has none yet (the next request can then cache);
+    nothing when the cache cannot be reached (rate limits degrade, the chat goes on uncached)."""
+    try:
+        license_cache_generation(key=key)
+    except (redis.RedisError, OSError) as exc:
+        logger.info("license cache generation unreadable (%s): chat served uncached", exc.__class__.__name__)
+
+
+@dataclass(frozen=True)
+class ChatPrepared:
+    license: License
+    widget: Widget
+    target: N8nTarget
+    conversation_id: int | None  # the session's conversation, when it already exists
+
+
+def chat_prepare(*, license: License, chat: ChatRequest, ip: str, origin: str | None = None) -> ChatPrepared:
+    """Every rule before n8n is called: widget, type, webhook, rate limit, quota. Raises ApiError.
+
+    One Redis round trip counts the request and reads the license's cache generation; when it still
+    matches this process's cache, the license and widget come from the cache and a continuing session
+    needs no database read at all."""
+    key = license.key
+    who = hashlib.sha256(f"{chat.visitor_id or chat.session_id}|{ip}".encode()).hexdigest()[:24]
+    count, retry_after, token = rate_hit_peek(f"chat:{license.pk}:{who}", peek=license_cache_key(key))
+    entry = chat_cache.resolved.get(key)
+    if entry is None or token is None or entry.token != token:
+        # Out of date (or never cached): the guard's license is the cached copy when it came from the
+        # entry, so read it and check it again; one the guard read from the database is current.
+        chat_cache.drop(key)
+        if entry is not None and entry.license is license:
+            license = _license_fresh(key=key, origin=origin)
+        entry = _Resolved(license, token)
+        if token is not None:
+            chat_cache.put(key, entry)
+        else:
+            _generation_ensure(key)
+    license = entry.license
+    resolved = entry.widgets.get(chat.widget_id)
+    if resolved is None:
+        resolved = _widget_resolve(license=license, public_id=chat.widget_id)
+        entry.widgets[chat.widget_id] = resolved
+    widget, target = resolved
+    if count > settings.WIDGET_CHAT_RATE_PER_MINUTE:
+        raise ApiError(
+            "rate_limited",
+            "Too many messages; wait a moment and try again.",
+            status_code=429,
+            fields={"retry_after": retry_after},
+        )
+    conversation_id = None
+    if chat.action == "sendMessage":
+        conversation_id = chat_cache.conversations.get((widget.pk, chat.session_id))
+        if conversation_id is None:
+            conversation = chat_conversation_find(widget=widget, session_id=chat.session_id)
+            if conversation is None:
+                if license_quota_left(license=license, kind="conversations") <= 0:
+                    raise ApiError("quota_exceeded", "This license has used its monthly allowance.", status_code=429)
+            else:
+                conversation_id = conversation.pk
+                chat_cache.remember_conversation(widget.pk, chat.session_id, conversation_id)
+    return ChatPrepared(license, widget, target, conversation_id)
 
 
 def chat_is_streaming(*, widget: Widget) -> bool:
@@ -307,7 +471,14 @@ async def chat_history(*, target: N8nTarget, chat: ChatRequest) -> list[dict[str
     return await upstream_await(n8n_history_async(target=target, session_id=chat.session_id, metadata=chat.metadata))
 
 
-async def chat_reply(*, widget: Widget, target: N8nTarget, chat: ChatRequest, record: bool = True) -> N8nReply:
+async def chat_reply(
+    *,
+    widget: Widget,
+    target: N8nTarget,
+    chat: ChatRequest,
+    record: bool = True,
+    conversation_id: int | None = None,
+) -> N8nReply:
     """One non-streaming turn: ask n8n (holding no DB connection), then record it in a short DB step.
     A failed call is recorded as a failed user turn, then raised (the visitor gets 502/504).
     `record=False` (the configurator's preview) writes nothing."""
@@ -329,7 +500,12 @@ async def chat_reply(*, widget: Widget, target: N8nTarget, chat: ChatRequest, re
         slot.release()
     if record:
         await db_step(
-            chat_turn_record, **_turn(widget, chat), reply_text=reply.text, ui=reply.ui, latency_ms=_ms_since(started)
+            chat_turn_record,
+            **_turn(widget, chat),
+            reply_text=reply.text,
+            ui=reply.ui,
+            latency_ms=_ms_since(started),
+            conversation_id=conversation_id,
         )
     return reply
 
@@ -367,8 +543,10 @@ class _Relay:
         slot: UpstreamSlot,
         started: float,
         record: bool = True,
+        conversation_id: int | None = None,
     ):
         self._record = record
+        self._conversation_id = conversation_id
         self._stream = stream
         self._batches = stream.batches()
         self._widget = widget
@@ -399,7 +577,12 @@ class _Relay:
             pass
         elif final["type"] == "end":
             if not _stored(
-                chat_turn_record, **turn, reply_text=self._stream.text, ui=self._stream.ui, latency_ms=latency_ms
+                chat_turn_record,
+                **turn,
+                reply_text=self._stream.text,
+                ui=self._stream.ui,
+                latency_ms=latency_ms,
+                conversation_id=self._conversation_id,
             ):
                 final = {
                     "type": "error",
@@ -454,7 +637,13 @@ class AsyncRelay(_Relay):
 
 
 async def chat_stream(
-    *, widget: Widget, target: N8nTarget, chat: ChatRequest, asgi: bool, record: bool = True
+    *,
+    widget: Widget,
+    target: N8nTarget,
+    chat: ChatRequest,
+    asgi: bool,
+    record: bool = True,
+    conversation_id: int | None = None,
 ) -> _Relay:
     """Open the upstream stream now (errors raise N8nError before any byte is sent), then relay it."""
     slot = chat_upstream_slot(license=widget.license)
@@ -473,4 +662,12 @@ async def chat_stream(
         slot.release()
         raise
     relay = AsyncRelay if asgi else SyncRelay
-    return relay(stream=stream, widget=widget, chat=chat, slot=slot, started=started, record=record)
+    return relay(
+        stream=stream,
+        widget=widget,
+        chat=chat,
+        slot=slot,
+        started=started,
+        record=record,
+        conversation_id=conversation_id,
+    )

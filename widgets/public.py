@@ -68,6 +68,7 @@ def public_endpoint(
     quota: str | None = None,
     key_from: str = "license_key",
     preflight_any_origin: bool = False,
+    license_cached: Callable[[str], License | None] | None = None,
 ) -> Callable:
     """Decorate `view(request, license, **kwargs)`.
 
@@ -76,14 +77,20 @@ def public_endpoint(
     `public_check` (or its own check), and sets `request.public_license` to the license it found so
     its answer carries CORS for that license's origins. A preflight of such an endpoint uses
     `?license=` when present; `preflight_any_origin` answers it for any well-formed Origin instead
-    (for a key that only the body names: the request itself then decides)."""
+    (for a key that only the body names: the request itself then decides).
+
+    `license_cached(key)` (async views only) may return the license from a per-process cache: the
+    guard then runs without a database step. The view must then prove the copy current before it
+    serves anything (the public chat does, in `widgets.chat.chat_prepare`)."""
     allowed = ", ".join((*methods, "OPTIONS"))
 
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
-        def guard(request: HttpRequest, kwargs: dict[str, Any]) -> tuple[License | None, HttpResponse | None]:
+        def guard(
+            request: HttpRequest, kwargs: dict[str, Any], cached: License | None = None
+        ) -> tuple[License | None, HttpResponse | None]:
             """Everything before the view (one short DB step): the license, preflight, method, check."""
             key = kwargs.pop(key_from, "") if key_from else request.GET.get("license", "")
-            license = license_get_public(key=key) if key else None
+            license = cached or (license_get_public(key=key) if key else None)
             if request.method == "OPTIONS":
                 response = HttpResponse(status=204)
                 if preflight_any_origin:
@@ -109,7 +116,13 @@ def public_endpoint(
             @csrf_exempt
             @wraps(view)
             async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-                license, early = await db_step(guard, request, kwargs)
+                cached = None
+                if license_cached is not None and key_from and quota is None and request.method in methods:
+                    cached = license_cached(kwargs.get(key_from, ""))
+                if cached is not None:
+                    license, early = guard(request, kwargs, cached)  # no database work on this path
+                else:
+                    license, early = await db_step(guard, request, kwargs)
                 if early is not None:
                     return early
                 return finish(request, license, await view(request, license, *args, **kwargs))

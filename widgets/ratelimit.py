@@ -50,12 +50,14 @@ class _Limiter:
         self._down_until = 0.0
         self._lock = threading.Lock()
 
-    def _redis_hit(self, key: str, ttl: int) -> int:
+    def _redis_hit(self, key: str, ttl: int, peek: str | None = None) -> tuple[int, object]:
         pipe = redis_client().pipeline(transaction=False)
         pipe.incr(key)
         pipe.expire(key, ttl, nx=True)
-        count, _ = pipe.execute()
-        return int(count)
+        if peek is not None:
+            pipe.get(cache.make_and_validate_key(peek))  # the raw (pickled) value of the cache's key
+        count, _, *peeked = pipe.execute()
+        return int(count), (peeked[0] if peeked else None)
 
     def _cache_hit(self, key: str, ttl: int) -> int:
         cache.add(key, 0, timeout=ttl)
@@ -66,11 +68,16 @@ class _Limiter:
             return 1
 
     def hit(self, key: str, ttl: int) -> int:
+        return self.hit_peek(key, ttl)[0]
+
+    def hit_peek(self, key: str, ttl: int, peek: str | None = None) -> tuple[int, object]:
+        """Count one hit, and read the cache key `peek` in the same round trip: (count, its value as
+        stored — raw bytes in Redis; None when absent or when Redis is unreachable)."""
         if not settings.REDIS_URL:
-            return self._cache_hit(key, ttl)
+            return self._cache_hit(key, ttl), (cache.get(peek) if peek is not None else None)
         if time.monotonic() >= self._down_until:
             try:
-                count = self._redis_hit(key, ttl)
+                count, peeked = self._redis_hit(key, ttl, peek)
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 with self._lock:
                     if time.monotonic() >= self._down_until:
@@ -86,8 +93,8 @@ class _Limiter:
                         if self._down_until:
                             logger.warning("Redis reachable again: rate limits are shared across processes")
                             self._down_until = 0.0
-                return count
-        return self.local.hit(key, ttl)
+                return count, peeked
+        return self.local.hit(key, ttl), None
 
     @property
     def degraded(self) -> bool:
@@ -103,3 +110,12 @@ def rate_hit(key: str, *, window: int = 60) -> tuple[int, int]:
     slot = int(now // window)
     count = limiter.hit(f"sb:rate:{key}:{slot}", ttl=window * 2)
     return count, max(1, int(window - (now % window)))
+
+
+def rate_hit_peek(key: str, *, peek: str, window: int = 60) -> tuple[int, int, object]:
+    """`rate_hit` that also reads the cache key `peek` in the same Redis round trip (the public chat
+    checks its license's cache generation this way): (count, seconds left, the value or None)."""
+    now = time.time()
+    slot = int(now // window)
+    count, peeked = limiter.hit_peek(f"sb:rate:{key}:{slot}", ttl=window * 2, peek=peek)
+    return count, max(1, int(window - (now % window))), peeked

@@ -165,6 +165,8 @@ def widget_update(
             fields.append("secrets")
         current.revision += 1
         current.save(update_fields=fields)
+        if "secrets" in fields:  # live (not versioned): the public chat's cached target uses them
+            license_cache_bump(key=current.license.key)
     return current
 
 

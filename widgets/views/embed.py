@@ -18,6 +18,7 @@ from widgets.chat import (
     ChatRequest,
     chat_history,
     chat_is_streaming,
+    chat_license_cached,
     chat_prepare,
     chat_reply,
     chat_request_parse,
@@ -29,7 +30,7 @@ from widgets.config_schema import config_public
 from widgets.leads import lead_submit
 from widgets.models import Widget
 from widgets.n8n import N8nTarget
-from widgets.public import public_endpoint
+from widgets.public import public_endpoint, request_origin
 
 JS = "application/javascript; charset=utf-8"
 
@@ -100,7 +101,14 @@ def _client_ip(request: HttpRequest) -> str:
 
 
 async def chat_answer(
-    request: HttpRequest, *, widget: Widget, target: N8nTarget, chat: ChatRequest, streaming: bool, record: bool = True
+    request: HttpRequest,
+    *,
+    widget: Widget,
+    target: N8nTarget,
+    chat: ChatRequest,
+    streaming: bool,
+    record: bool = True,
+    conversation_id: int | None = None,
 ) -> HttpResponse:
     """The answer to one chat request, public or preview: history, a JSON reply, or the NDJSON stream.
     Raises ApiError / N8nError (see `chat_error`)."""
@@ -108,13 +116,18 @@ async def chat_answer(
         return JsonResponse({"sessionId": chat.session_id, "messages": await chat_history(target=target, chat=chat)})
     if streaming:
         body = await chat_stream(
-            widget=widget, target=target, chat=chat, asgi=isinstance(request, ASGIRequest), record=record
+            widget=widget,
+            target=target,
+            chat=chat,
+            asgi=isinstance(request, ASGIRequest),
+            record=record,
+            conversation_id=conversation_id,
         )
         response = StreamingHttpResponse(body, content_type="application/x-ndjson")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
         return response
-    reply = await chat_reply(widget=widget, target=target, chat=chat, record=record)
+    reply = await chat_reply(widget=widget, target=target, chat=chat, record=record, conversation_id=conversation_id)
     return JsonResponse({"output": reply.text, "ui": reply.ui})
 
 
@@ -128,13 +141,20 @@ async def _chat(request: HttpRequest, license: License) -> HttpResponse:
         widget_param=request.GET.get("widget", ""),
         visitor_header=request.headers.get("X-Switchboard-Visitor", ""),
     )
-    widget, target = await db_step(chat_prepare, license=license, chat=chat, ip=_client_ip(request))
+    prepared = await db_step(
+        chat_prepare, license=license, chat=chat, ip=_client_ip(request), origin=request_origin(request)
+    )
     return await chat_answer(
-        request, widget=widget, target=target, chat=chat, streaming=chat_is_streaming(widget=widget)
+        request,
+        widget=prepared.widget,
+        target=prepared.target,
+        chat=chat,
+        streaming=chat_is_streaming(widget=prepared.widget),
+        conversation_id=prepared.conversation_id,
     )
 
 
-@public_endpoint(methods=("POST",))
+@public_endpoint(methods=("POST",), license_cached=chat_license_cached)
 async def chat(request: HttpRequest, license: License) -> HttpResponse:
     """POST /api/widget/<key>/chat — the n8n Chat Trigger proxy (see widgets/n8n.py for the protocol).
 
