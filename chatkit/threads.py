@@ -12,7 +12,7 @@ the thread through `_thread(thread_id, ctx)` (widget + owner + preview flag) and
   monthly count was already taken by the endpoint before streaming (`chatkit_thread_reserve`).
 - Attachments are off in server mode (no attachment store): their methods find nothing.
 
-The ORM runs in short `widgets.aio.db_step`s (thread-sensitive, like Django's async ORM) that hand the
+The ORM runs in short `widgets.aio.db_step`s (on the process's DB step threads) that hand the
 connection back, so a visitor waiting on OpenAI holds no database connection.
 """
 

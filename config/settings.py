@@ -344,6 +344,10 @@ DEFAULT_EXCEPTION_REPORTER_FILTER = "config.middleware.SafeExceptionReporterFilt
 WIDGET_CHAT_RATE_PER_MINUTE = env_int("WIDGET_CHAT_RATE_PER_MINUTE", 20, minimum=1)
 N8N_CONNECT_TIMEOUT = env_float("N8N_CONNECT_TIMEOUT", 5.0)
 N8N_TOTAL_TIMEOUT = env_float("N8N_TOTAL_TIMEOUT", 60.0)
+# Threads per process for short DB steps with psycopg's pool (widgets/aio.py db_step); keep it at
+# most DB_POOL_MAX_SIZE so a step never waits for a pooled connection.
+DB_STEP_THREADS = env_int("DB_STEP_THREADS", 12, minimum=1)
+
 # The one pooled n8n client per process (widgets/n8n.py): connections in flight and kept alive.
 N8N_MAX_CONNECTIONS = env_int("N8N_MAX_CONNECTIONS", 1000, minimum=1)
 N8N_MAX_KEEPALIVE = env_int("N8N_MAX_KEEPALIVE", 200, minimum=0)

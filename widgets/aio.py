@@ -2,9 +2,10 @@
 
 Two rules (DESIGN rule 7: no request holds a scarce resource across an upstream wait):
 
-- `db_step(fn, ...)` runs a short piece of ORM code in a thread (`sync_to_async`, thread-sensitive
-  like Django's async ORM) and hands the thread's database connection back before returning, so a
-  request that then waits 60 s on n8n holds no pooled connection (and no thread) meanwhile.
+- `db_step(fn, ...)` runs a short piece of ORM code in a thread (the process's `DB_STEP_THREADS`
+  threads with psycopg's pool; else Django's thread-sensitive one, as in tests) and hands the thread's database
+  connection back before returning, so a request that then waits 60 s on n8n holds no pooled
+  connection (and no thread) meanwhile.
 - Every upstream HTTP call runs on ONE event loop per process (`upstream_loop()`), which owns the one
   pooled `httpx.AsyncClient` (widgets/n8n.py). Async callers await it (`upstream_await`), sync
   callers block on it (`upstream_run`). The request's own loop (Uvicorn's, Daphne's, or the
@@ -19,10 +20,11 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Coroutine
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import connections
 
 logger = logging.getLogger(__name__)
@@ -56,15 +58,39 @@ def _pooled() -> bool:
     return bool(connections["default"].settings_dict.get("OPTIONS", {}).get("pool"))
 
 
+class _StepThreads:
+    """The process's threads for DB steps (`DB_STEP_THREADS`, recreated after fork): a fixed set,
+    instead of the loop's small default executor or Django's thread-sensitive executor, which
+    starts (and joins) a new thread for every request under ASGI (~1 ms CPU per request)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pid = 0
+
+    def get(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None or self._pid != os.getpid():
+                self._pool = ThreadPoolExecutor(max_workers=settings.DB_STEP_THREADS, thread_name_prefix="db-step")
+                self._pid = os.getpid()
+            return self._pool
+
+
+_step_threads = _StepThreads()
+
+
 async def db_step(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """Run `fn(*args, **kwargs)` (sync ORM code) off the event loop; its connection is released after.
 
-    With psycopg's pool (production), steps of different requests run in parallel on the loop's
-    thread pool, each on a connection checked out for the step: a step is a few round trips, and
+    With psycopg's pool (production), steps of different requests run in parallel on the process's
+    step threads, each on a connection checked out for the step: a step is a few round trips, and
     Django's one thread-sensitive thread would queue every request's round trips behind each other
     (measured: the chat proxy's throughput ceiling, bench/chat_proxy.py). Without a pool a thread
-    would open a new connection per step, so those steps stay on Django's one thread."""
-    return await sync_to_async(_released(fn), thread_sensitive=not _pooled())(*args, **kwargs)
+    would open a new connection per step, so those steps stay on Django's one thread (and tests see
+    their own transaction)."""
+    if not _pooled():
+        return await sync_to_async(_released(fn))(*args, **kwargs)
+    return await sync_to_async(_released(fn), thread_sensitive=False, executor=_step_threads.get())(*args, **kwargs)
 
 
 class _UpstreamLoop:
