@@ -14,7 +14,6 @@ Never echoes secrets; from an upstream error it quotes at most n8n's own short `
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from widgets.n8n import (
     n8n_target,
     n8n_target_allowed,
     reply_parse,
+    upstream_json,
 )
 from widgets.selectors import openai_api_key
 
@@ -79,7 +79,7 @@ def _quote(text: str, limit: int = 300) -> str:
 def _n8n_says(body: bytes) -> str:
     """n8n's own short error message (`{"message": "..."}`), to quote; never the whole body."""
     try:
-        data = json.loads(body)
+        data = upstream_json(body)
     except ValueError:
         return ""
     message = data.get("message") if isinstance(data, dict) else None
@@ -111,7 +111,7 @@ def _stream_lines(body: bytes) -> list[dict[str, Any]] | None:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = upstream_json(line)
         except ValueError:
             return None
         if not isinstance(obj, dict) or obj.get("type") not in ("begin", "item", "end", "error"):
@@ -188,7 +188,7 @@ def _classify(response: httpx.Response, body: bytes, *, config: dict[str, Any], 
         )
         return _answered(text, [], ms)
     try:
-        data = json.loads(body)
+        data = upstream_json(body)
     except ValueError:
         text = body.decode("utf-8", errors="replace").strip()
         if text and "json" not in ctype:

@@ -53,6 +53,16 @@ class N8nError(ApiError):
         self.upstream_status = upstream_status
 
 
+def upstream_json(raw: bytes | str) -> Any:
+    """Parse what n8n sent. Anything that is not JSON raises ValueError, JSON nested past the parser's
+    recursion limit included (json.loads raises RecursionError there), so a broken or hostile webhook
+    is an upstream error, never a 500. The one parse of n8n bodies: the proxy and Test connection."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def _timeout_error() -> N8nError:
     return N8nError("upstream_timeout", "The assistant took too long to answer. Please try again.", 504)
 
@@ -215,7 +225,7 @@ async def _post_json(target: N8nTarget, payload: dict[str, Any]) -> Any:
     except httpx.HTTPError as exc:
         raise _upstream_error(type(exc).__name__)
     try:
-        return json.loads(body)
+        return upstream_json(body)
     except ValueError:
         # n8n's "Respond to Webhook" node may answer plain text; treat it as the output.
         text = body.decode("utf-8", errors="replace").strip()
@@ -347,7 +357,7 @@ class N8nStream:
 
     def _line_event(self, line: str) -> dict[str, Any] | None:
         try:
-            obj = json.loads(line)
+            obj = upstream_json(line)
         except ValueError:
             return None
         if not isinstance(obj, dict):

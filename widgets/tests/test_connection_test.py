@@ -119,6 +119,7 @@ def test_unknown_webhook(tester, fake_n8n):
         ({"json": {"message": "Workflow was started"}}, "answers before the workflow runs"),
         ({"json": {"id": 42, "status": "done"}}, "does not look like an n8n Chat Trigger"),
         ({"raw": "", "content_type": "application/json"}, "empty or not readable"),
+        ({"raw": "[" * 100_000 + "]" * 100_000, "content_type": "application/json"}, "empty or not readable"),
     ],
 )
 def test_not_an_n8n_chat_trigger(tester, fake_n8n, reply, says):

@@ -233,6 +233,8 @@ def test_upstream_timeout_is_504_without_the_url(client, n8n_widget, fake_n8n, s
         {"json": {"error": "bad"}, "status": 500},
         {"json": {"message": "Workflow not found"}, "status": 404},
         {"raw": "{not json", "content_type": "application/json"},
+        # JSON nested past the parser's recursion limit (a hostile or broken webhook): 502, never a 500.
+        {"raw": "[" * 100_000 + "]" * 100_000, "content_type": "application/json"},
         {"json": {"nothing": "here"}},
     ],
 )
