@@ -367,7 +367,7 @@ class RelaySession:
                     continue
                 try:
                     event = json.loads(raw)
-                except ValueError:
+                except (ValueError, RecursionError):  # not JSON, or nested past the parser's stack
                     continue
                 if isinstance(event, dict):
                     fatal = await self.handle_upstream(event)

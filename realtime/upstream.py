@@ -40,7 +40,7 @@ def _status_error(exc: InvalidStatus) -> UpstreamError:
     status = exc.response.status_code
     body = (exc.response.body or b"")[:2000].decode("utf-8", "replace")
     code = ""
-    with contextlib.suppress(ValueError, AttributeError):
+    with contextlib.suppress(ValueError, RecursionError, AttributeError):
         code = (json.loads(body).get("error") or {}).get("code") or ""
     if status in (401, 403):
         return UpstreamError("upstream_auth_failed", f"HTTP {status}")
