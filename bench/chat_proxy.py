@@ -380,6 +380,7 @@ def main() -> None:
     if args.fake_n8n:
         run_fake(args.fake_n8n, args.delay_ms / 1000, args.slow_seconds)
         return
+    load_at_start = os.getloadavg()
     if not args.database_url.startswith("postgres"):
         sys.exit("--database-url postgres://... is required (the production setup runs on PostgreSQL)")
 
@@ -447,7 +448,11 @@ def main() -> None:
     hidden = ("database_url", "redis_url", "fake_n8n", "profile")
     results["params"] = {k: v for k, v in vars(args).items() if k not in hidden}
     results["at"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    results["loadavg_at_start"] = load_at_start
     results["loadavg_at_end"] = os.getloadavg()
+    results["command"] = "python bench/chat_proxy.py --database-url postgres://... --redis-url redis://... " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in results["params"].items()
+    )
     (ROOT / "bench" / "results-chat-proxy.json").write_text(json.dumps(results, indent=2) + "\n")
     print("written bench/results-chat-proxy.json")
 
