@@ -26,7 +26,7 @@ from django.db.models import F
 from django.utils.crypto import salted_hmac
 
 from chatkit.client import ChatKitError
-from licenses.domains import origin_normalize
+from licenses.domains import same_origin
 from licenses.models import License
 from licenses.selectors import REASON_MESSAGES, usage_for_month
 from licenses.services import usage_increment
@@ -110,19 +110,6 @@ def chatkit_model(config: dict[str, Any]) -> str:
     return config["connection"]["chatkit"].get("model") or settings.CHATKIT_DEFAULT_MODEL
 
 
-def frame_ancestors(patterns: list[str]) -> str:
-    """CSP `frame-ancestors` sources for a license's allowed-domain patterns (see licenses.domains):
-    a pattern without a port allows any port, like the Origin check does."""
-    sources: list[str] = []
-    for pattern in patterns or []:
-        host, _, port = pattern.partition(":")
-        if not host or any(c in host for c in " ;,'\""):
-            continue
-        for scheme in ("https", "http"):
-            sources.append(f"{scheme}://{host}:{port or '*'}")
-    return " ".join(sources) or "'none'"
-
-
 # --- the visitor ---------------------------------------------------------------------------
 
 
@@ -177,11 +164,6 @@ def page_token_read(token: str) -> PageToken | None:
         return PageToken(license_key=str(data["l"]), widget_id=str(data["w"]), origin=str(data["o"]))
     except (signing.BadSignature, KeyError, TypeError):
         return None
-
-
-def same_origin(a: str | None, b: str | None) -> bool:
-    normalized = origin_normalize(a)
-    return normalized is not None and normalized == origin_normalize(b)
 
 
 @dataclass(frozen=True)

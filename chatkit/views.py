@@ -46,9 +46,7 @@ from chatkit.services import (
     chatkit_setup_problem,
     chatkit_thread_reserve,
     chatkit_user_id,
-    frame_ancestors,
     page_token_issue,
-    same_origin,
     session_caller_resolve,
     visitor_token_issue,
     visitor_token_read,
@@ -57,6 +55,7 @@ from chatkit.store import NotFoundError
 from chatkit.threads import RequestContext
 from chatkit.types import ChatKitReq, ThreadsCreateReq, is_streaming_req
 from licenses.api import ApiError, error_response, json_object
+from licenses.domains import frame_ancestors, same_origin
 from licenses.models import License
 from licenses.selectors import REASON_MESSAGES, license_check, license_get_public, license_status_reason
 from widgets.aio import db_step

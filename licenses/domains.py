@@ -84,3 +84,22 @@ def origin_allowed(patterns: list[str], origin: str | None) -> bool:
         return False
     host, port = parsed
     return any(domain_matches(p, host, port) for p in patterns or [])
+
+
+def same_origin(a: str | None, b: str | None) -> bool:
+    """Two URLs (or Origin headers) with the same scheme, host and port."""
+    normalized = origin_normalize(a)
+    return normalized is not None and normalized == origin_normalize(b)
+
+
+def frame_ancestors(patterns: list[str]) -> str:
+    """CSP `frame-ancestors` sources for a license's allowed-domain patterns (see licenses.domains):
+    a pattern without a port allows any port, like the Origin check does."""
+    sources: list[str] = []
+    for pattern in patterns or []:
+        host, _, port = pattern.partition(":")
+        if not host or any(c in host for c in " ;,'\""):
+            continue
+        for scheme in ("https", "http"):
+            sources.append(f"{scheme}://{host}:{port or '*'}")
+    return " ".join(sources) or "'none'"

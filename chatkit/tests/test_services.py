@@ -9,9 +9,8 @@ from chatkit.services import (
     chatkit_color_scheme_auto,
     chatkit_options,
     chatkit_user_id,
-    frame_ancestors,
-    same_origin,
 )
+from licenses.domains import frame_ancestors, same_origin
 from widgets.config_schema import config_normalize
 
 
