@@ -72,3 +72,13 @@ def test_one_rule_for_the_openai_key():
         path.relative_to(ROOT).as_posix() for path in _app_modules() if "settings.OPENAI_API_KEY" in path.read_text()
     }
     assert readers == {"widgets/selectors.py"}
+
+
+def test_one_json_body_parser():
+    """Request bodies are parsed by licenses.api only (size, depth, NUL and surrogate rules; issue 12.2)."""
+    parsers = {
+        path.relative_to(ROOT).as_posix()
+        for path in _app_modules()
+        if "json.loads(request" in path.read_text() or "json.load(request" in path.read_text()
+    }
+    assert parsers == set()

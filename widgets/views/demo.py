@@ -12,6 +12,7 @@ from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from licenses.api import ApiError, json_loads
 from widgets.demo_n8n import DemoReply, demo_chunks, demo_history, demo_remember, demo_reply
 from widgets.models import Widget
 
@@ -46,8 +47,8 @@ async def demo_chat(request: HttpRequest, public_id: str) -> HttpResponse:
     if widget is None:
         return JsonResponse({"code": 404, "message": "The requested webhook is not registered."}, status=404)
     try:
-        body = json.loads(request.body or b"{}")
-    except ValueError:
+        body = json_loads(request.body or b"{}")  # the one JSON body rule, as on every endpoint
+    except ApiError:
         body = None
     if not isinstance(body, dict) or not isinstance(body.get("sessionId"), str) or not body["sessionId"]:
         return JsonResponse({"message": "Expected {action, sessionId, chatInput}."}, status=400)
