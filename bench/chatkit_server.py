@@ -21,10 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
+import signal
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,12 +35,6 @@ sys.path.insert(0, str(ROOT))
 
 EMBEDDING_ORIGIN = "http://localhost:3000"
 TENANT_KEY = "sk-bench-tenant-key"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def seed(conversations: int) -> tuple[str, str, list[str]]:
@@ -120,6 +113,36 @@ def summary(results: list[tuple[float, float, list[float]]]) -> dict[str, list[f
     return {"first_byte": [r[0] for r in results], "first_token": [r[1] for r in results], "per_event": per_event}
 
 
+def cpu_ms(pid: int) -> float:
+    """CPU time (user + system) the process has used so far, in ms."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def start_floor(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """bench/chatkit_floor.py under Uvicorn with the production server's settings."""
+    from widgets.tests.prod_server import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "bench.chatkit_floor:app", "--host", "127.0.0.1", "--port", str(port)]
+        + ["--no-access-log", "--log-level", "warning"],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit("the floor server did not come up")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--conversations", type=int, default=100, help="conversations per path and concurrency")
@@ -127,54 +150,51 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=20, help="text deltas per answer")
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between the fake's deltas")
     parser.add_argument("--upstream-delay", type=float, default=0.0, help="seconds before the fake answers")
-    parser.add_argument("--database-url", default="", help="an EMPTY scratch database instead of temporary SQLite")
+    parser.add_argument("--database-url", required=True, help="postgres://... an EMPTY scratch database")
+    parser.add_argument("--redis-url", required=True, help="redis://... a scratch Redis database")
     parser.add_argument("--json", default="", help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy our server during its concurrent run into /tmp/chatkit-server-profile.txt (needs py-spy)",
+    )
     args = parser.parse_args()
+    if not args.database_url.startswith("postgres"):
+        sys.exit("--database-url postgres://... is required (the production setup runs on PostgreSQL)")
+    load_at_start = os.getloadavg()
 
     from chatkit.tests.fake_openai import FakeOpenAI
+    from widgets.tests.prod_server import ProdServer, prod_env
 
     fake = FakeOpenAI(delay=args.upstream_delay).start()
     fake.reply = " ".join(f"word{i}" for i in range(args.chunks * 2))
     fake.chunks, fake.chunk_delay = args.chunks, args.chunk_delay
-    tmp = tempfile.mkdtemp(prefix="sb-bench-chatkit-server-")
-    env = {
-        **os.environ,
-        "DEBUG": "1",
-        "DATABASE_URL": args.database_url or f"sqlite:///{tmp}/bench.sqlite3?timeout=20&transaction_mode=IMMEDIATE",
-        "OPENAI_BASE_URL": fake.base_url,
-        "OPENAI_API_KEY": "",
-        "LOG_LEVEL": "WARNING",
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "CHATKIT_VISITOR_RATE_PER_MINUTE": "100000",
-        "CHATKIT_LICENSE_RATE_PER_MINUTE": "100000",
-        "CHATKIT_READ_RATE_PER_MINUTE": "100000",
-    }
-    env.pop("REDIS_URL", None)
-    env.setdefault("DB_CONN_MAX_AGE", "0")
+    env = prod_env(
+        database_url=args.database_url,
+        redis_url=args.redis_url,
+        secret_key="bench-" + "s" * 40,
+        encryption_keys=["ZmDfcTF7_60GrrY167zsiPd67pEvs0aGOv2oasOM1Pg="],
+        OPENAI_BASE_URL=fake.base_url,
+        OPENAI_API_KEY="",
+        DJANGO_SETTINGS_MODULE="config.settings",
+        CHATKIT_VISITOR_RATE_PER_MINUTE="100000",
+        CHATKIT_LICENSE_RATE_PER_MINUTE="100000",
+        CHATKIT_READ_RATE_PER_MINUTE="100000",
+        FLOOR_API_KEY=TENANT_KEY,
+    )
     os.environ.update(env)
     license_key, page_token, visitors = seed(args.conversations)
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
+    from django.conf import settings
+
+    env["FLOOR_MODEL"] = settings.CHATKIT_DEFAULT_MODEL
+    server = ProdServer(env=env, log_path="/tmp/bench-chatkit-server.log").start()
+    floor, floor_url = start_floor(env)
+    base = server.url
     visitor_iter = iter(visitors)
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise SystemExit("Daphne did not come up")
 
-        def ours(client: httpx.Client, i: int):
-            body = {
+        def request_body(i: int) -> dict:
+            return {
                 "type": "threads.create",
                 "params": {
                     "input": {
@@ -184,6 +204,8 @@ def main() -> None:
                     }
                 },
             }
+
+        def ours(client: httpx.Client, i: int):
             headers = {
                 "Origin": base,
                 "X-Switchboard-Page-Token": page_token,
@@ -193,8 +215,17 @@ def main() -> None:
                 client,
                 "POST",
                 f"{base}/api/chatkit/{license_key}/",
-                json=body,
+                json=request_body(i),
                 headers=headers,
+                delta_marker=b'"assistant_message.content_part.text_delta"',
+            )
+
+        def sdk_floor(client: httpx.Client, i: int):
+            return stream(
+                client,
+                "POST",
+                f"{floor_url}/",
+                json=request_body(i),
                 delta_marker=b'"assistant_message.content_part.text_delta"',
             )
 
@@ -212,54 +243,99 @@ def main() -> None:
                 delta_marker=b"event: response.output_text.delta",
             )
 
-        run(ours, 10, 1)
-        run(direct, 10, 1)
-        database = args.database_url.split(":")[0] if args.database_url else "SQLite"
-        print(
-            f"ChatKit server vs fake Responses API: {args.conversations} conversations per row, Daphne on {base}, "
-            f"{database}, DEBUG=1, {args.chunks} deltas/answer, chunk delay {args.chunk_delay * 1000:.0f} ms, "
-            f"upstream delay {args.upstream_delay * 1000:.0f} ms, python {sys.version.split()[0]}, "
-            f"{os.cpu_count()} CPUs"
+        paths = (
+            ("POST /api/chatkit/<key>/", ours, server.process.pid),
+            ("SDK floor (no Django)", sdk_floor, floor.pid),
+            ("fake /v1/responses direct", direct, None),
         )
-        print(f"{'':36}{'first byte p50/p99':>20}{'first token p50/p99':>22}{'per event p50 ms':>18}")
+        for _, send, _ in paths:  # warm up every path
+            run(send, 10, 1)
+        print(
+            f"ChatKit server vs the SDK floor vs the fake Responses API: {args.conversations} conversations per "
+            f"row, Uvicorn (1 process, DEBUG=0), PostgreSQL + Redis, {args.chunks} deltas/answer, chunk delay "
+            f"{args.chunk_delay * 1000:.0f} ms, upstream delay {args.upstream_delay * 1000:.0f} ms, "
+            f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {load_at_start[0]:.1f}"
+        )
+        print(
+            f"{'':40}{'first byte p50/p99':>20}{'first token p50/p99':>22}{'per event p50 ms':>18}"
+            f"{'server CPU ms/conv':>20}"
+        )
         figures: dict[str, dict] = {}
         for label, concurrency in (("1 at a time", 1), (f"{args.concurrency} concurrent", args.concurrency)):
             rows = {}
-            for name, send in (("POST /api/chatkit/<key>/", ours), ("fake /v1/responses direct", direct)):
+            for name, send, pid in paths:
+                spy = None
+                if args.profile and concurrency > 1 and pid == server.process.pid:
+                    spy = subprocess.Popen(
+                        [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--format", "raw"]
+                        + ["--output", "/tmp/chatkit-server-profile.txt", "--rate", "200", "--gil", "--nonblocking"],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                before = cpu_ms(pid) if pid else 0.0
                 rows[name] = summary(run(send, args.conversations, concurrency))
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(30)
+                rows[name]["cpu_ms_per_conversation"] = (cpu_ms(pid) - before) / args.conversations if pid else 0.0
                 s = rows[name]
                 print(
-                    f"  {label:<14}{name:<22}"
+                    f"  {label:<14}{name:<26}"
                     f"{percentile(s['first_byte'], 50):9.2f}/{percentile(s['first_byte'], 99):<9.2f}"
                     f"{percentile(s['first_token'], 50):11.2f}/{percentile(s['first_token'], 99):<9.2f}"
                     f"{percentile(s['per_event'], 50):14.3f}"
+                    f"{s['cpu_ms_per_conversation']:18.1f}"
                 )
-            a, b = rows["POST /api/chatkit/<key>/"], rows["fake /v1/responses direct"]
-            added = percentile(a["first_token"], 50) - percentile(b["first_token"], 50)
-            added99 = percentile(a["first_token"], 99) - percentile(b["first_token"], 99)
-            per_event = percentile(a["per_event"], 50) - percentile(b["per_event"], 50)
-            ratio = percentile(a["first_token"], 50) / max(percentile(b["first_token"], 50), 1e-9)
-            print(
-                f"  {label:<14}{'added by our server':<22}{'':20}{added:11.2f}/{added99:<9.2f}{per_event:14.3f}"
-                f"   ratio {ratio:.1f}x"
-            )
-            figures[label] = {
-                "ours": {k: [percentile(v, 50), percentile(v, 99)] for k, v in a.items()},
-                "direct": {k: [percentile(v, 50), percentile(v, 99)] for k, v in b.items()},
-                "added_first_token_ms": [added, added99],
-                "added_per_event_ms": per_event,
-                "ratio_first_token_p50": ratio,
+            a, f, b = (rows[name] for name, _, _ in paths)
+            figure = {
+                "ours": {k: [percentile(v, 50), percentile(v, 99)] for k, v in a.items() if isinstance(v, list)},
+                "floor": {k: [percentile(v, 50), percentile(v, 99)] for k, v in f.items() if isinstance(v, list)},
+                "direct": {k: [percentile(v, 50), percentile(v, 99)] for k, v in b.items() if isinstance(v, list)},
+                "cpu_ms_per_conversation": {
+                    "ours": a["cpu_ms_per_conversation"],
+                    "floor": f["cpu_ms_per_conversation"],
+                },
             }
-        goal = figures[f"{args.concurrency} concurrent"]["added_first_token_ms"][0]
+            for against, other in (("direct", b), ("floor", f)):
+                added = percentile(a["first_token"], 50) - percentile(other["first_token"], 50)
+                added99 = percentile(a["first_token"], 99) - percentile(other["first_token"], 99)
+                per_event = percentile(a["per_event"], 50) - percentile(other["per_event"], 50)
+                ratio = percentile(a["first_token"], 50) / max(percentile(other["first_token"], 50), 1e-9)
+                print(
+                    f"  {label:<14}{'added vs ' + against:<26}{'':20}{added:11.2f}/{added99:<9.2f}{per_event:14.3f}"
+                    f"   ratio {ratio:.1f}x"
+                )
+                figure[f"added_vs_{against}"] = {
+                    "first_token_ms": [added, added99],
+                    "per_event_ms": per_event,
+                    "ratio_first_token_p50": ratio,
+                }
+            floor_added = percentile(f["first_token"], 50) - percentile(b["first_token"], 50)
+            print(f"  {label:<14}{'SDK floor vs direct':<26}{'':20}{floor_added:11.2f}")
+            figures[label] = figure
+        goal = figures[f"{args.concurrency} concurrent"]["added_vs_direct"]["first_token_ms"][0]
         print(
             f"goal: <= 15 ms added to the first token p50 at {args.concurrency} concurrent: "
             f"{'MET' if goal <= 15 else 'NOT MET'} ({goal:.1f} ms)"
         )
         if args.json:
-            Path(args.json).write_text(json.dumps({"args": vars(args), "figures": figures}, indent=2))
+            Path(args.json).write_text(
+                json.dumps(
+                    {
+                        "args": {k: v for k, v in vars(args).items() if k not in ("database_url", "redis_url")},
+                        "at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                        "loadavg_at_start": load_at_start,
+                        "loadavg_at_end": os.getloadavg(),
+                        "figures": figures,
+                    },
+                    indent=2,
+                )
+                + "\n"
+            )
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        server.stop()
+        os.killpg(floor.pid, signal.SIGTERM)
+        floor.wait(timeout=10)
         fake.stop()
 
 
