@@ -133,6 +133,61 @@ def run_fake(port: int, delay: float, slow: float) -> None:
     )
 
 
+# --- the floor: a bare Python proxy hop (no Django, no checks, no database), its own process -------
+
+
+def floor_app(fake_url: str):
+    """Forwards POST <path> to the fake and relays the answer as it comes (plain or streamed), with the
+    pooled httpx clients sharded as widgets/n8n.py does (one client with 200 calls in flight spends
+    ~15 ms of CPU per call in httpcore's pool): the least a Python proxy in front of n8n costs."""
+    import itertools
+
+    import httpx
+
+    state: dict = {}
+    turn = itertools.count()
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if "clients" not in state:
+            limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+            state["clients"] = [httpx.AsyncClient(timeout=120, limits=limits) for _ in range(16)]
+        client = state["clients"][next(turn) % 16]
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        request = client.build_request(
+            scope["method"], fake_url + scope["path"], content=body, headers={"content-type": "application/json"}
+        )
+        upstream = await client.send(request, stream=True)
+        try:
+            headers = [(b"content-type", upstream.headers.get("content-type", "application/json").encode())]
+            await send({"type": "http.response.start", "status": upstream.status_code, "headers": headers})
+            async for chunk in upstream.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            await upstream.aclose()
+
+    return app
+
+
+def run_floor(port: int, fake_url: str) -> None:
+    import uvicorn
+
+    uvicorn.run(floor_app(fake_url), host="127.0.0.1", port=port, log_level="warning", access_log=False, backlog=4096)
+
+
 # --- load -----------------------------------------------------------------------------------------
 
 
@@ -213,7 +268,9 @@ async def visitor_load(
     }
 
 
-async def main_async(args, fake_url: str, server_url: str, keys: list[dict], pgid: int) -> dict:
+async def main_async(
+    args, fake_url: str, server_url: str, keys: list[dict], pgid: int, floor_url: str, floor_pgid: int
+) -> dict:
     import httpx
 
     limits = httpx.Limits(max_connections=args.slow + 50, max_keepalive_connections=args.slow + 50)
@@ -228,6 +285,7 @@ async def main_async(args, fake_url: str, server_url: str, keys: list[dict], pgi
             streaming = mode == "stream"
             proxy_urls = [f"{server_url}/api/widget/{k['key']}/chat?widget={k[mode]}" for k in normal]
             direct_urls = [f"{fake_url}/webhook/{mode}"]
+            floor_urls = [f"{floor_url}/webhook/{mode}"]
             # Warm-up: connections, pools, caches on both paths.
             await visitor_load(
                 visitors,
@@ -247,6 +305,15 @@ async def main_async(args, fake_url: str, server_url: str, keys: list[dict], pgi
                 streaming=streaming,
                 headers={},
             )
+            await visitor_load(
+                visitors,
+                urls=floor_urls,
+                visitors=args.visitors,
+                messages=1,
+                tag=f"warmf-{mode}",
+                streaming=streaming,
+                headers={},
+            )
             spy = None
             if args.profile and mode == "plain":
                 spy = subprocess.Popen(
@@ -260,7 +327,8 @@ async def main_async(args, fake_url: str, server_url: str, keys: list[dict], pgi
                         "--output",
                         "/tmp/chat-proxy-profile.txt",
                         "--rate",
-                        "50",
+                        "200",
+                        "--gil",
                         "--nonblocking",
                     ],
                     stdout=subprocess.DEVNULL,
@@ -288,10 +356,22 @@ async def main_async(args, fake_url: str, server_url: str, keys: list[dict], pgi
             if spy is not None:
                 spy.send_signal(2)
                 spy.wait(30)
+            floor = await visitor_load(
+                visitors,
+                urls=floor_urls,
+                visitors=args.visitors,
+                messages=args.messages,
+                tag=f"f-{mode}-{time.time_ns()}",
+                streaming=streaming,
+                headers={},
+                pgid=floor_pgid,
+            )
             results[mode] = {
                 "direct": direct,
                 "proxy": proxy,
+                "floor": floor,
                 "ratio": round(proxy["throughput"] / direct["throughput"], 3),
+                "floor_ratio": round(floor["throughput"] / direct["throughput"], 3),
                 "added_p50_ms": round(proxy["p50_ms"] - direct["p50_ms"], 1),
                 "added_p99_ms": round(proxy["p99_ms"] - direct["p99_ms"], 1),
             }
@@ -300,6 +380,12 @@ async def main_async(args, fake_url: str, server_url: str, keys: list[dict], pgi
                 f"proxy {proxy['throughput']} turns/s p50 {proxy['p50_ms']} p99 {proxy['p99_ms']} errors "
                 f"{proxy['errors']} server CPU {proxy['server_cpu_ms_per_turn']} ms/turn | "
                 f"ratio {results[mode]['ratio']} added p99 {results[mode]['added_p99_ms']} ms",
+                flush=True,
+            )
+            print(
+                f"{'':>6}  bare Python proxy floor {floor['throughput']} turns/s p50 {floor['p50_ms']} p99 "
+                f"{floor['p99_ms']} errors {floor['errors']} server CPU {floor['server_cpu_ms_per_turn']} ms/turn | "
+                f"floor ratio {results[mode]['floor_ratio']}",
                 flush=True,
             )
 
@@ -376,9 +462,13 @@ def main() -> None:
         help="py-spy the server (1 worker) during the plain run into /tmp/chat-proxy-profile.txt (needs py-spy)",
     )
     parser.add_argument("--fake-n8n", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--floor-proxy", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.fake_n8n:
         run_fake(args.fake_n8n, args.delay_ms / 1000, args.slow_seconds)
+        return
+    if args.floor_proxy:
+        run_floor(int(args.floor_proxy[0]), args.floor_proxy[1])
         return
     load_at_start = os.getloadavg()
     if not args.database_url.startswith("postgres"):
@@ -403,6 +493,11 @@ def main() -> None:
         ],
         cwd=ROOT,
     )
+    floor_port = free_port()
+    floor = subprocess.Popen(
+        [sys.executable, __file__, "--floor-proxy", str(floor_port), fake_url], cwd=ROOT, start_new_session=True
+    )
+    floor_url = f"http://127.0.0.1:{floor_port}"
     server = None
     try:
         secret, keys_env = "bench-" + "s" * 40, "ZmDfcTF7_60GrrY167zsiPd67pEvs0aGOv2oasOM1Pg="
@@ -439,13 +534,23 @@ def main() -> None:
             f"{args.workers} uvicorn worker(s), DEBUG=0, PostgreSQL + Redis",
             flush=True,
         )
-        results = asyncio.run(main_async(args, fake_url, server.url, keys, server.process.pid))
+        while True:
+            try:
+                httpx.get(f"{floor_url}/stats", timeout=1)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline + 20:
+                    raise
+                time.sleep(0.1)
+        results = asyncio.run(main_async(args, fake_url, server.url, keys, server.process.pid, floor_url, floor.pid))
     finally:
         if server is not None:
             server.stop()
+        floor.kill()
+        floor.wait(10)
         fake.kill()  # it may still hold the slow chats
         fake.wait(10)
-    hidden = ("database_url", "redis_url", "fake_n8n", "profile")
+    hidden = ("database_url", "redis_url", "fake_n8n", "floor_proxy", "profile")
     results["params"] = {k: v for k, v in vars(args).items() if k not in hidden}
     results["at"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     results["loadavg_at_start"] = load_at_start

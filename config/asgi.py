@@ -6,10 +6,15 @@ per-license origin check happens in each consumer's connect(), before accept().
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)
+
+from config.middleware import ASGIHandler  # noqa: E402
+
+# Django's handler with its own middlewares' hooks inline instead of in a thread (config/middleware.py).
+django_asgi_app = ASGIHandler()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -20,9 +20,15 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings
+from django.contrib.auth import middleware as auth_middleware
+from django.contrib.messages import middleware as messages_middleware
+from django.contrib.sessions import middleware as sessions_middleware
 from django.core.exceptions import BadRequest, PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.core.handlers import asgi
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.middleware import clickjacking, common, csrf, security
 from django.views.debug import SafeExceptionReporterFilter as DjangoFilter
 
 from config.errors import is_service_outage, service_unavailable
@@ -134,3 +140,107 @@ class SafeExceptionReporterFilter(DjangoFilter):
     def get_traceback_frame_variables(self, request: HttpRequest, tb_frame: Any) -> list[tuple[str, Any]]:
         variables = super().get_traceback_frame_variables(request, tb_frame)
         return [(name, self.cleanse_setting(name, value)) for name, value in variables]
+
+
+# --- Django's own middleware without a thread hop per hook under ASGI --------------------------------
+# `MiddlewareMixin.__acall__` runs every `process_request`/`process_response` in a thread
+# (`sync_to_async(thread_sensitive=True)`): seven of Django's middlewares made ~13 thread hops per
+# request, and the first one starts the request's own thread (issue 11 bench: a sixth of the chat
+# path's CPU). These hooks do no I/O (the session and user are lazy; CSRF reads a cookie; security
+# and frame options only set headers), so under ASGI they run inline. The hooks that can do I/O —
+# saving a modified session, storing flash messages — still go to the thread when they would.
+#
+# Settings keep Django's own dotted paths (so Django's deploy checks, which look for those exact
+# paths, still run); `ASGIHandler` (config/asgi.py) swaps in these subclasses when it builds its async
+# middleware chain. Under WSGI (the test client) nothing changes.
+
+
+class InlineHooksMixin:
+    """For a `MiddlewareMixin` whose hooks never touch the database or the network."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        super().__init__(get_response)
+        view_hook = getattr(self, "process_view", None)
+        if self.async_mode and view_hook is not None and not iscoroutinefunction(view_hook):
+
+            async def process_view(request: HttpRequest, callback: Any, args: Any, kwargs: Any) -> Any:
+                return view_hook(request, callback, args, kwargs)
+
+            self.process_view = process_view
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        response = self.process_request(request) if hasattr(self, "process_request") else None
+        response = response or await self.get_response(request)
+        if hasattr(self, "process_response"):
+            response = await self._respond(request, response)
+        return response
+
+    async def _respond(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        return self.process_response(request, response)
+
+
+class InlineSessionMiddleware(InlineHooksMixin, sessions_middleware.SessionMiddleware):
+    """Inline unless the session must be saved (a database write): then in the request's thread."""
+
+    async def _respond(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        session = getattr(request, "session", None)
+        if session is not None and (session.modified or settings.SESSION_SAVE_EVERY_REQUEST):
+            return await sync_to_async(self.process_response, thread_sensitive=True)(request, response)
+        return self.process_response(request, response)
+
+
+class InlineSecurityMiddleware(InlineHooksMixin, security.SecurityMiddleware):
+    pass
+
+
+class InlineCommonMiddleware(InlineHooksMixin, common.CommonMiddleware):
+    pass
+
+
+class InlineCsrfViewMiddleware(InlineHooksMixin, csrf.CsrfViewMiddleware):
+    pass
+
+
+class InlineAuthenticationMiddleware(InlineHooksMixin, auth_middleware.AuthenticationMiddleware):
+    pass
+
+
+class InlineMessageMiddleware(InlineHooksMixin, messages_middleware.MessageMiddleware):
+    """Inline unless messages were added or read: storing them may load the session (a database read)."""
+
+    async def _respond(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        storage = getattr(request, "_messages", None)
+        if storage is not None and (storage.used or storage.added_new):
+            return await sync_to_async(self.process_response, thread_sensitive=True)(request, response)
+        return self.process_response(request, response)
+
+
+class InlineXFrameOptionsMiddleware(InlineHooksMixin, clickjacking.XFrameOptionsMiddleware):
+    pass
+
+
+# Django's dotted path → the class the ASGI handler uses instead.
+INLINE_MIDDLEWARE: dict[str, type] = {
+    "django.middleware.security.SecurityMiddleware": InlineSecurityMiddleware,
+    "django.contrib.sessions.middleware.SessionMiddleware": InlineSessionMiddleware,
+    "django.middleware.common.CommonMiddleware": InlineCommonMiddleware,
+    "django.middleware.csrf.CsrfViewMiddleware": InlineCsrfViewMiddleware,
+    "django.contrib.auth.middleware.AuthenticationMiddleware": InlineAuthenticationMiddleware,
+    "django.contrib.messages.middleware.MessageMiddleware": InlineMessageMiddleware,
+    "django.middleware.clickjacking.XFrameOptionsMiddleware": InlineXFrameOptionsMiddleware,
+}
+
+
+class ASGIHandler(asgi.ASGIHandler):
+    """Django's ASGI handler with `INLINE_MIDDLEWARE` in its middleware chain."""
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        configured = settings.MIDDLEWARE
+        settings.MIDDLEWARE = [
+            f"{__name__}.{INLINE_MIDDLEWARE[path].__name__}" if is_async and path in INLINE_MIDDLEWARE else path
+            for path in configured
+        ]
+        try:
+            super().load_middleware(is_async=is_async)
+        finally:
+            settings.MIDDLEWARE = configured
