@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -29,6 +30,7 @@ from django.core.exceptions import BadRequest, PermissionDenied, RequestDataTooB
 from django.core.handlers import asgi
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.middleware import clickjacking, common, csrf, security
+from django.utils.module_loading import import_string
 from django.views.debug import SafeExceptionReporterFilter as DjangoFilter
 
 from config.errors import is_service_outage, service_unavailable
@@ -205,8 +207,17 @@ class InlineAuthenticationMiddleware(InlineHooksMixin, auth_middleware.Authentic
     pass
 
 
+@functools.cache
+def _message_storage(path: str) -> type:
+    return import_string(path)
+
+
 class InlineMessageMiddleware(InlineHooksMixin, messages_middleware.MessageMiddleware):
-    """Inline unless messages were added or read: storing them may load the session (a database read)."""
+    """Inline unless messages were added or read: storing them may load the session (a database read).
+    The storage class is imported once, not on every request as Django's `default_storage` does."""
+
+    def process_request(self, request: HttpRequest) -> None:
+        request._messages = _message_storage(settings.MESSAGE_STORAGE)(request)
 
     async def _respond(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         storage = getattr(request, "_messages", None)
