@@ -2,12 +2,14 @@
 
 Beat runs exactly one instance (`make prod` starts it): every REAPER_INTERVAL_SECONDS it ends voice
 calls whose worker died (realtime.tasks.voice_calls_reap) and re-enqueues leads a dead worker or a
-broker outage left behind (widgets.tasks.leads_reap).
+broker outage left behind (widgets.tasks.leads_reap); every night at RETENTION_HOUR (UTC) it applies each
+agency's retention window (widgets.tasks.retention_apply).
 """
 
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -27,3 +29,8 @@ def reapers_schedule(sender: Celery, **kwargs) -> None:
         every, sender.signature("realtime.tasks.voice_calls_reap", options=options), name="voice-calls-reap"
     )
     sender.add_periodic_task(every, sender.signature("widgets.tasks.leads_reap", options=options), name="leads-reap")
+    sender.add_periodic_task(
+        crontab(hour=settings.RETENTION_HOUR, minute=15),
+        sender.signature("widgets.tasks.retention_apply", options={"expires": 6 * 3600}),
+        name="retention-apply",
+    )

@@ -176,6 +176,11 @@ CELERY_TIMEZONE = "UTC"
 # A broker outage is waited out, at start-up too, never a reason for the worker to exit.
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# Retention (widgets/privacy.py): the hour (UTC) Celery beat applies each agency's retention window.
+RETENTION_HOUR = env_int("RETENTION_HOUR", 3, minimum=0)
+if RETENTION_HOUR > 23:
+    raise ImproperlyConfigured("RETENTION_HOUR must be an hour of the day, 0 to 23.")
+
 # Reapers, run by Celery beat (config/celery.py): how often, and when a call or a lead counts as abandoned.
 REAPER_INTERVAL_SECONDS = env_int("REAPER_INTERVAL_SECONDS", 30, minimum=1)
 REALTIME_STALE_SECONDS = env_int("REALTIME_STALE_SECONDS", 60, minimum=20)

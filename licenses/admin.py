@@ -13,7 +13,7 @@ from simple_history.admin import SimpleHistoryAdmin
 from licenses import services
 from licenses.api import ApiError
 from licenses.domains import DomainError, domain_matches, domain_normalize, domains_split
-from licenses.models import DEFAULT_LIMITS, Agency, License, LicenseUsage, Membership, month_start
+from licenses.models import DEFAULT_LIMITS, Agency, AuditEvent, License, LicenseUsage, Membership, month_start
 
 
 class MembershipInline(admin.TabularInline):
@@ -53,8 +53,9 @@ class AgencyAdmin(admin.ModelAdmin):
         "crm_webhook_secret",
         "crm_webhook_secret_clear",
         "crm_webhook_secret_status",
+        "retention_days",
     ]
-    readonly_fields = ["crm_webhook_secret_status"]
+    readonly_fields = ["crm_webhook_secret_status", "retention_days"]  # agencies set it on /app/privacy/ (audited)
     inlines = [MembershipInline]
 
     @admin.display(description="Signing secret")
@@ -325,3 +326,22 @@ class MembershipAdmin(admin.ModelAdmin):
     list_filter = ["role", "agency"]
     search_fields = ["user__username", "user__email", "agency__name"]
     autocomplete_fields = ["user", "agency"]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """The agencies' audit log (retention, visitor exports and erasures): read-only, even for staff."""
+
+    list_display = ["created_at", "agency", "action", "actor", "target"]
+    list_filter = ["action"]
+    search_fields = ["agency__name", "target"]
+    list_select_related = ["agency", "actor"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -34,10 +34,18 @@ def default_limits() -> dict[str, int]:
 
 
 class Agency(models.Model):
+    RETENTION_CHOICES = [(30, "30 days"), (90, "90 days"), (365, "365 days")]
+
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=80, unique=True)
     crm_webhook_url = models.URLField(blank=True, help_text="Leads are POSTed here, signed with HMAC-SHA256.")
     secrets = EncryptedJSONField(help_text="Encrypted: crm_webhook_secret.")
+    retention_days = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        choices=RETENTION_CHOICES,
+        help_text="Conversations, messages and leads older than this are deleted nightly; empty keeps them.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -164,3 +172,30 @@ class LicenseUsage(models.Model):
 
 def month_start(day: date) -> date:
     return day.replace(day=1)
+
+
+class AuditEvent(models.Model):
+    """Who did what to an agency's data that cannot be undone or leaves the system: retention runs,
+    visitor exports and erasures, retention changes. Written by the service that acts, never edited."""
+
+    class Action(models.TextChoices):
+        RETENTION_SET = "retention.set", "Retention changed"
+        RETENTION_APPLIED = "retention.applied", "Retention applied"
+        VISITOR_EXPORTED = "visitor.exported", "Visitor data exported"
+        VISITOR_ERASED = "visitor.erased", "Visitor data erased"
+
+    agency = models.ForeignKey(Agency, on_delete=models.CASCADE, related_name="audit_events")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    action = models.CharField(max_length=32, choices=Action.choices)
+    target = models.CharField(max_length=200, blank=True, help_text="e.g. the visitor id or email searched for.")
+    details = models.JSONField(default=dict, blank=True, help_text="Counts and settings; never message text.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["agency", "-created_at"], name="audit_agency_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} ({self.agency})"

@@ -20,6 +20,7 @@ from licenses.models import (
     DEFAULT_LIMITS,
     OPTIONAL_LIMITS,
     Agency,
+    AuditEvent,
     License,
     LicenseUsage,
     Membership,
@@ -431,3 +432,44 @@ def member_remove(*, actor: Membership | None, membership: Membership) -> None:
     assert actor is not None
     _owner_role_check(actor, membership.role, membership)
     membership_remove(membership=membership)
+
+
+# --- retention and the audit log (issue 13.6) -----------------------------------------------------
+
+
+def audit_record(
+    *, agency: Agency, actor: Any, action: str, target: str = "", details: dict[str, Any] | None = None
+) -> AuditEvent:
+    """One line of the agency's audit log. `actor` is the user (None for a scheduled task)."""
+    return AuditEvent.objects.create(
+        agency=agency, actor=actor, action=action, target=target[:200], details=details or {}
+    )
+
+
+def agency_retention_set(*, actor: Membership | None, agency: Agency, days: int | None) -> Agency:
+    """Set how long the agency keeps conversations, messages and leads (None keeps them). Admins and
+    owners only; audited with the old and new value."""
+    if actor is not None and actor.agency_id != agency.pk:
+        actor = None  # a membership of another agency holds no role here
+    role_require(actor, Membership.Role.ADMIN, "change how long conversations are kept")
+    allowed = {value for value, _ in Agency.RETENTION_CHOICES}
+    if days is not None and days not in allowed:
+        raise ApiError(
+            "invalid",
+            "Choose 30, 90 or 365 days, or keep everything.",
+            fields={"retention_days": ["Choose 30, 90 or 365 days, or keep everything."]},
+        )
+    with transaction.atomic():
+        locked = Agency.objects.select_for_update().get(pk=agency.pk)
+        old = locked.retention_days
+        if old != days:
+            locked.retention_days = days
+            locked.save(update_fields=["retention_days"])
+            audit_record(
+                agency=locked,
+                actor=actor.user,
+                action=AuditEvent.Action.RETENTION_SET,
+                details={"old_days": old, "new_days": days},
+            )
+    agency.retention_days = days
+    return agency

@@ -23,6 +23,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from licenses.services import CRM_SECRET, CRM_SECRET_BINDING
+from widgets import privacy
 from widgets.models import Lead
 
 logger = logging.getLogger(__name__)
@@ -195,3 +196,9 @@ def leads_reap() -> dict[str, int]:
     if returned or stuck:
         logger.warning("lead reaper: %s lead(s) back from sending, %s re-enqueued", returned, len(stuck))
     return {"returned": returned, "enqueued": len(stuck)}
+
+
+@shared_task(ignore_result=True)
+def retention_apply() -> dict[str, dict[str, int]]:
+    """Beat task (config/celery.py, nightly): each agency's retention window (widgets/privacy.py)."""
+    return privacy.retention_apply()

@@ -3,6 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, reverse_lazy
 
+from widgets.views import privacy
 from widgets.views.configurator import editor, pages, preview
 
 W = "widgets/<str:public_id>/"
@@ -36,6 +37,8 @@ urlpatterns = [
     path("members/", pages.member_list, name="app-members"),
     path("members/<int:pk>/role/", pages.member_role, name="app-member-role"),
     path("members/<int:pk>/remove/", pages.member_remove, name="app-member-remove"),
+    path("privacy/", privacy.privacy_page, name="app-privacy"),
+    path("privacy/visitor/", privacy.privacy_visitor, name="app-privacy-visitor"),
     path("widgets/new/", pages.widget_new, name="app-widget-new"),
     path(W + "duplicate/", pages.widget_duplicate, name="app-widget-duplicate"),
     path(W + "delete/", pages.widget_delete, name="app-widget-delete"),
