@@ -23,6 +23,7 @@ from django.conf import settings
 from django.core import signing
 from django.db import transaction
 from django.db.models import F
+from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from chatkit.client import ChatKitError
@@ -255,7 +256,8 @@ def chatkit_turn_record(
 def chatkit_conversation_fail(*, conversation_id: int, code: str) -> None:
     """Mark the conversation failed (the agency sees why); the next good turn clears it."""
     Conversation.objects.filter(pk=conversation_id).exclude(end_reason="deleted_by_visitor").update(
-        end_reason=f"failed:{code}"[:64]
+        end_reason=f"failed:{code}"[:64],
+        failed_at=timezone.now(),  # failed_at: bot health (widgets/health.py)
     )
 
 

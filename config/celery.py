@@ -2,7 +2,8 @@
 
 Beat runs exactly one instance (`make prod` starts it): every REAPER_INTERVAL_SECONDS it ends voice
 calls whose worker died (realtime.tasks.voice_calls_reap) and re-enqueues leads a dead worker or a
-broker outage left behind (widgets.tasks.leads_reap); every night at RETENTION_HOUR (UTC) it applies each
+broker outage left behind (widgets.tasks.leads_reap); every HEALTH_CHECK_SECONDS it opens and closes
+bot-down incidents (widgets.tasks.health_check); every night at RETENTION_HOUR (UTC) it applies each
 agency's retention window (widgets.tasks.retention_apply).
 """
 
@@ -29,6 +30,11 @@ def reapers_schedule(sender: Celery, **kwargs) -> None:
         every, sender.signature("realtime.tasks.voice_calls_reap", options=options), name="voice-calls-reap"
     )
     sender.add_periodic_task(every, sender.signature("widgets.tasks.leads_reap", options=options), name="leads-reap")
+    sender.add_periodic_task(
+        settings.HEALTH_CHECK_SECONDS,
+        sender.signature("widgets.tasks.health_check", options={"expires": settings.HEALTH_CHECK_SECONDS}),
+        name="health-check",
+    )
     sender.add_periodic_task(
         crontab(hour=settings.RETENTION_HOUR, minute=15),
         sender.signature("widgets.tasks.retention_apply", options={"expires": 6 * 3600}),

@@ -176,6 +176,14 @@ CELERY_TIMEZONE = "UTC"
 # A broker outage is waited out, at start-up too, never a reason for the worker to exit.
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# Bot health (widgets/health.py): how often beat scans, the window it looks at, and when a widget is down
+# (a failure rate over at least N visitor turns, or the last K turns all failed).
+HEALTH_CHECK_SECONDS = env_int("HEALTH_CHECK_SECONDS", 60, minimum=10)
+HEALTH_WINDOW_MINUTES = env_int("HEALTH_WINDOW_MINUTES", 15, minimum=1)
+HEALTH_MIN_ATTEMPTS = env_int("HEALTH_MIN_ATTEMPTS", 5, minimum=1)
+HEALTH_FAILURE_RATE = env_int("HEALTH_FAILURE_RATE_PERCENT", 50, minimum=1) / 100
+HEALTH_CONSECUTIVE_FAILURES = env_int("HEALTH_CONSECUTIVE_FAILURES", 3, minimum=1)
+
 # Retention (widgets/privacy.py): the hour (UTC) Celery beat applies each agency's retention window.
 RETENTION_HOUR = env_int("RETENTION_HOUR", 3, minimum=0)
 if RETENTION_HOUR > 23:

@@ -39,7 +39,10 @@ class Agency(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=80, unique=True)
     crm_webhook_url = models.URLField(blank=True, help_text="Leads are POSTed here, signed with HMAC-SHA256.")
-    secrets = EncryptedJSONField(help_text="Encrypted: crm_webhook_secret.")
+    alert_webhook_url = models.URLField(
+        blank=True, help_text="Bot-down and recovered alerts are POSTed here, signed with HMAC-SHA256."
+    )
+    secrets = EncryptedJSONField(help_text="Encrypted: crm_webhook_secret, alert_webhook_secret.")
     retention_days = models.PositiveSmallIntegerField(
         null=True,
         blank=True,

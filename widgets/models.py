@@ -106,6 +106,9 @@ class Conversation(models.Model):
     heartbeat_at = models.DateTimeField(
         null=True, blank=True, help_text="Relayed voice calls: the live call's last checkpoint (reaper input)."
     )
+    failed_at = models.DateTimeField(
+        null=True, blank=True, help_text="ChatKit: when a turn last failed upstream (bot health, widgets/health.py)."
+    )
 
     class Meta:
         ordering = ["-started_at"]
@@ -159,7 +162,11 @@ class Message(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
-        indexes = [models.Index(fields=["conversation"], condition=~Q(failure_kind=""), name="message_failed")]
+        indexes = [
+            models.Index(fields=["conversation"], condition=~Q(failure_kind=""), name="message_failed"),
+            # The bot-health scan (widgets/health.py): the last minutes' visitor turns.
+            models.Index(fields=["created_at"], condition=Q(role="user"), name="message_user_recent"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.role}: {self.text[:40]}"
@@ -261,3 +268,31 @@ class PreviewLink(models.Model):
 
     def __str__(self) -> str:
         return f"preview {self.token_id} of {self.widget_id}"
+
+
+class Incident(models.Model):
+    """A widget's bot is down (widgets/health.py): opened when its failure rate over the health window
+    passes the threshold or its upstream stops answering, closed when a turn succeeds again with the rate
+    back under it. The agency is notified once when it opens and once when it recovers."""
+
+    widget = models.ForeignKey(Widget, on_delete=models.CASCADE, related_name="incidents")
+    opened_at = models.DateTimeField()
+    closed_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="Visitor turns in the window when it opened.")
+    failures = models.PositiveIntegerField(default=0, help_text="Of which failed.")
+    failure_kind = models.CharField(max_length=64, blank=True, help_text="The latest failure's kind.")
+    notified_at = models.DateTimeField(null=True, blank=True)
+    recovered_notified_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-opened_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["widget"], condition=Q(closed_at__isnull=True), name="incident_one_open")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.widget} down since {self.opened_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failures / self.attempts if self.attempts else 0.0

@@ -18,13 +18,16 @@ import httpx
 from celery import shared_task
 from django.conf import settings
 from django.core.cache import cache
+from django.core.mail import send_mail
 from django.db import InterfaceError, OperationalError, connection
 from django.db.models import F, Q
 from django.utils import timezone
 
+from licenses.models import Membership
 from licenses.services import CRM_SECRET, CRM_SECRET_BINDING
-from widgets import privacy
-from widgets.models import Lead
+from widgets import health, privacy
+from widgets.models import Incident, Lead
+from widgets.n8n import n8n_target_allowed
 
 logger = logging.getLogger(__name__)
 
@@ -202,3 +205,102 @@ def leads_reap() -> dict[str, int]:
 def retention_apply() -> dict[str, dict[str, int]]:
     """Beat task (config/celery.py, nightly): each agency's retention window (widgets/privacy.py)."""
     return privacy.retention_apply()
+
+
+# --- bot health (widgets/health.py) ---------------------------------------------------------------
+
+
+@shared_task(ignore_result=True)
+def health_check() -> dict[str, int]:
+    """Beat task (config/celery.py, every HEALTH_CHECK_SECONDS): open and close bot-down incidents."""
+    return health.health_scan()
+
+
+def incident_payload(incident: Incident, event: str) -> dict:
+    widget = incident.widget
+    return {
+        "event": f"widget.{event}",
+        "incident": incident.pk,
+        "widget": {"id": widget.public_id, "name": widget.name},
+        "client": widget.license.client_name,
+        "opened_at": incident.opened_at.isoformat(),
+        "closed_at": incident.closed_at.isoformat() if incident.closed_at else None,
+        "attempts": incident.attempts,
+        "failures": incident.failures,
+        "failure_kind": incident.failure_kind,
+    }
+
+
+@shared_task(ignore_result=True, autoretry_for=(OperationalError, InterfaceError), retry_backoff=1, max_retries=5)
+def incident_notify(incident_id: int, event: str) -> str:
+    """Tell the agency once per incident and event ("down", "recovered"): an email to its admins and
+    owners now, the signed webhook through `incident_webhook` (with its own retries)."""
+    field = "notified_at" if event == "down" else "recovered_notified_at"
+    claimed = Incident.objects.filter(pk=incident_id, **{f"{field}__isnull": True}).update(**{field: timezone.now()})
+    if not claimed:
+        return "already"
+    incident = Incident.objects.select_related("widget__license__agency").get(pk=incident_id)
+    widget, agency = incident.widget, incident.widget.license.agency
+    recipients = list(
+        Membership.objects.filter(agency=agency, role__in=[Membership.Role.OWNER, Membership.Role.ADMIN])
+        .exclude(user__email="")
+        .values_list("user__email", flat=True)
+    )
+    if event == "down":
+        subject = f"Bot down: {widget.name} ({widget.license.client_name})"
+        body = (
+            f"{widget.name} for {widget.license.client_name} stopped answering visitors at "
+            f"{incident.opened_at:%Y-%m-%d %H:%M} UTC: {incident.failures} of {incident.attempts} recent messages "
+            f"got no answer ({incident.failure_kind or 'upstream error'}).\n\n"
+            "Check the widget's connection (Connection > Test connection) in Switchboard. You will get one more "
+            "message when it answers again."
+        )
+    else:
+        subject = f"Recovered: {widget.name} ({widget.license.client_name})"
+        body = (
+            f"{widget.name} for {widget.license.client_name} answers visitors again "
+            f"(down from {incident.opened_at:%Y-%m-%d %H:%M} to {incident.closed_at:%H:%M} UTC)."
+        )
+    if recipients:
+        send_mail(subject, body, None, recipients, fail_silently=True)
+    if agency.alert_webhook_url:
+        incident_webhook.delay(incident_id, event)
+    return "sent"
+
+
+@shared_task(bind=True, ignore_result=True, max_retries=LEAD_MAX_RETRIES)
+def incident_webhook(self, incident_id: int, event: str) -> str:
+    """POST the alert to the agency's alert webhook, signed like leads (X-Switchboard-Signature over the
+    body with the alert secret), `Idempotency-Key: incident-<id>-<event>`; transient failures retry."""
+    incident = Incident.objects.select_related("widget__license__agency").filter(pk=incident_id).first()
+    if incident is None:
+        return "gone"
+    agency = incident.widget.license.agency
+    url = agency.alert_webhook_url
+    if not url:
+        return "skipped"
+    if not n8n_target_allowed(url):  # checked again at send time: DNS may have changed since it was saved
+        logger.warning("alert webhook of agency %s refused: it resolves to a non-public address", agency.pk)
+        return "refused"
+    sent_at = int(time.time())
+    body = json.dumps(incident_payload(incident, event), separators=(",", ":"), sort_keys=True).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "Switchboard-Webhooks/1",
+        TIMESTAMP_HEADER: str(sent_at),
+        IDEMPOTENCY_HEADER: f"incident-{incident_id}-{event}",
+    }
+    secret = health.alert_secret(agency)
+    if secret:
+        headers[SIGNATURE_HEADER] = lead_signature(secret=secret, body=body)
+    try:
+        _post(url, body, headers)
+    except TransientDeliveryError as exc:
+        if self.request.retries >= LEAD_MAX_RETRIES:
+            logger.warning("alert webhook for incident %s failed for good: %s", incident_id, exc)
+            return "failed"
+        raise self.retry(exc=exc, countdown=retry_countdown(self.request.retries + 1))
+    except Exception as exc:
+        logger.warning("alert webhook for incident %s refused: %s", incident_id, exc)
+        return "failed"
+    return "delivered"

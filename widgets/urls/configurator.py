@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, reverse_lazy
 
-from widgets.views import privacy
+from widgets.views import alerts, privacy
 from widgets.views.configurator import editor, pages, preview
 
 W = "widgets/<str:public_id>/"
@@ -37,6 +37,7 @@ urlpatterns = [
     path("members/", pages.member_list, name="app-members"),
     path("members/<int:pk>/role/", pages.member_role, name="app-member-role"),
     path("members/<int:pk>/remove/", pages.member_remove, name="app-member-remove"),
+    path("alerts/", alerts.alerts_page, name="app-alerts"),
     path("privacy/", privacy.privacy_page, name="app-privacy"),
     path("privacy/visitor/", privacy.privacy_visitor, name="app-privacy-visitor"),
     path("widgets/new/", pages.widget_new, name="app-widget-new"),

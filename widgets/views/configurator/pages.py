@@ -29,6 +29,7 @@ from licenses.selectors import (
 )
 from licenses.tenancy import current_agency_set, role_require
 from widgets import services
+from widgets.health import open_incidents_by_widget
 from widgets.models import Widget, WidgetType
 from widgets.selectors import widget_list_for_user
 from widgets.views.configurator.common import (
@@ -53,6 +54,10 @@ def widget_list(request: HttpRequest, membership: Membership) -> HttpResponse:
             "conversations", filter=Q(conversations__started_at__gte=since, conversations__is_preview=False)
         )
     )
+    widgets = list(widgets)
+    incidents = open_incidents_by_widget(widget_ids=[w.pk for w in widgets])  # the red "Bot down" badge
+    for widget in widgets:
+        widget.incident = incidents.get(widget.pk)
     licenses = list(license_list_for_user(user=request.user, agency=membership.agency))
     groups = [{"license": lic, "widgets": [w for w in widgets if w.license_id == lic.pk]} for lic in licenses]
     return render_app(
