@@ -105,7 +105,7 @@ def chat_quota_check(*, widget: Widget, session_id: str) -> None:
         raise ApiError("quota_exceeded", "This license has used its monthly allowance.", status_code=429)
 
 
-def chat_conversation_open(*, widget: Widget, session_id: str, visitor_id: str) -> Conversation:
+def chat_conversation_open(*, widget: Widget, session_id: str, visitor_id: str, page_url: str = "") -> Conversation:
     """The session's conversation, opened (and counted in the monthly usage) by the first message.
 
     Race-safe: concurrent first messages of one session all try the insert; the unique constraint
@@ -117,7 +117,7 @@ def chat_conversation_open(*, widget: Widget, session_id: str, visitor_id: str) 
     try:
         with transaction.atomic():
             conversation = Conversation.objects.create(
-                widget=widget, channel=Channel.CHAT, session_id=session_id, visitor_id=visitor_id
+                widget=widget, channel=Channel.CHAT, session_id=session_id, visitor_id=visitor_id, page_url=page_url
             )
             usage_increment(license=widget.license_id, conversations=1)
             return conversation
@@ -138,6 +138,7 @@ def chat_turn_record(
     ui: list[dict[str, Any]] | None = None,
     latency_ms: int | None = None,
     conversation_id: int | None = None,
+    page_url: str = "",
 ) -> int:
     """One user message and one assistant message; a new session opens a conversation and counts it.
     Returns the conversation's id.
@@ -166,7 +167,9 @@ def chat_turn_record(
         except IntegrityError:
             chat_cache.forget_conversation(widget.pk, session_id)
     with transaction.atomic():
-        conversation = chat_conversation_open(widget=widget, session_id=session_id, visitor_id=visitor_id)
+        conversation = chat_conversation_open(
+            widget=widget, session_id=session_id, visitor_id=visitor_id, page_url=page_url
+        )
         Message.objects.bulk_create(messages(conversation.pk))
     chat_cache.remember_conversation(widget.pk, session_id, conversation.pk)
     return conversation.pk
@@ -180,12 +183,15 @@ def chat_failure_record(
     user_text: str,
     error: N8nError,
     latency_ms: int,
+    page_url: str = "",
 ) -> Conversation:
     """A visitor's message that got no answer (n8n timed out, failed, or is not allowed): the user turn
     with the failure (kind, n8n's status, latency) on its conversation, and the widget's failure count
     (issue 10.5), so the agency can see that their client's bot is down."""
     with transaction.atomic():
-        conversation = chat_conversation_open(widget=widget, session_id=session_id, visitor_id=visitor_id)
+        conversation = chat_conversation_open(
+            widget=widget, session_id=session_id, visitor_id=visitor_id, page_url=page_url
+        )
         Message.objects.create(
             conversation=conversation,
             role=Message.Role.USER,
@@ -516,7 +522,16 @@ def _turn(widget: Widget, chat: ChatRequest) -> dict[str, Any]:
         "session_id": chat.session_id,
         "visitor_id": chat.visitor_id,
         "user_text": chat.chat_input,
+        "page_url": visitor_page_url(chat.metadata),
     }
+
+
+def visitor_page_url(metadata: dict[str, Any]) -> str:
+    """The visitor's page (the widget sends `metadata.page`), kept for the inbox: an http(s) URL or ""."""
+    page = metadata.get("page")
+    if isinstance(page, str) and page.startswith(("https://", "http://")) and len(page) <= 500:
+        return page
+    return ""
 
 
 def _line(event: dict[str, Any]) -> bytes:

@@ -14,6 +14,8 @@ from django.core.validators import validate_email
 from django.db import transaction
 
 from licenses.api import ApiError
+from licenses.models import Membership
+from licenses.tenancy import role_require
 from widgets.models import Conversation, Lead, Widget
 
 logger = logging.getLogger(__name__)
@@ -123,3 +125,23 @@ def lead_submit(*, widget: Widget, data: dict[str, Any]) -> Lead:
     if session_id:
         conversation = widget.conversations.filter(session_id=session_id[:200]).order_by("id").first()
     return lead_create(widget=widget, conversation=conversation, **clean)
+
+
+def lead_retry(*, actor: Membership | None, lead: Lead) -> Lead:
+    """The leads page's **Retry delivery** (editors and up): a failed or skipped lead goes back to
+    `pending` with a fresh set of attempts and is enqueued once the transaction commits. A delivered lead
+    is never sent again, and one being sent is left to its worker (409 both)."""
+    if actor is not None and actor.agency_id != lead.widget.license.agency_id:
+        actor = None  # a membership of another agency holds no role here
+    role_require(actor, Membership.Role.EDITOR, "retry a lead's delivery")
+    with transaction.atomic():
+        retried = Lead.objects.filter(
+            pk=lead.pk, delivery_status__in=[Lead.Delivery.FAILED, Lead.Delivery.SKIPPED, Lead.Delivery.PENDING]
+        ).update(delivery_status=Lead.Delivery.PENDING, delivery_attempts=0, claimed_at=None, last_error="")
+        if not retried:
+            status = Lead.objects.filter(pk=lead.pk).values_list("delivery_status", flat=True).first()
+            words = "was already delivered" if status == Lead.Delivery.DELIVERED else "is being sent right now"
+            raise ApiError("conflict", f"This lead {words}.", status_code=409)
+        transaction.on_commit(lambda: lead_enqueue(lead_id=lead.pk))
+    lead.refresh_from_db()
+    return lead

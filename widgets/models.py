@@ -109,11 +109,17 @@ class Conversation(models.Model):
     failed_at = models.DateTimeField(
         null=True, blank=True, help_text="ChatKit: when a turn last failed upstream (bot health, widgets/health.py)."
     )
+    page_url = models.CharField(
+        max_length=500, blank=True, help_text="The page the visitor was on when the conversation started (chat)."
+    )
 
     class Meta:
         ordering = ["-started_at"]
         indexes = [
             models.Index(fields=["widget", "channel", "session_id"]),
+            # The inbox (widgets/inbox.py): newest first, per widget or across the agency's widgets.
+            models.Index(fields=["widget", "-started_at", "-id"], name="conversation_widget_recent"),
+            models.Index(fields=["-started_at", "-id"], name="conversation_recent"),
             # The voice reaper's scan: open calls only.
             models.Index(
                 fields=["heartbeat_at"], condition=Q(ended_at__isnull=True), name="conversation_open_heartbeat"

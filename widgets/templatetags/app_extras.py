@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from urllib.parse import urlencode
 
 from django import template
 from django.utils import timezone
@@ -19,3 +20,9 @@ def ago(value: datetime | None) -> str:
     if (timezone.now() - value).total_seconds() < 60:
         return "just now"
     return timesince(value, depth=1) + " ago"
+
+
+@register.filter
+def urlencode_dict(values: dict[str, str]) -> str:
+    """A dict of GET parameters as a query string (the inbox's filters in links and exports)."""
+    return urlencode(values)

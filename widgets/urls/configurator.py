@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, reverse_lazy
 
-from widgets.views import alerts, privacy
+from widgets.views import alerts, inbox, privacy
 from widgets.views.configurator import editor, pages, preview
 
 W = "widgets/<str:public_id>/"
@@ -37,6 +37,12 @@ urlpatterns = [
     path("members/", pages.member_list, name="app-members"),
     path("members/<int:pk>/role/", pages.member_role, name="app-member-role"),
     path("members/<int:pk>/remove/", pages.member_remove, name="app-member-remove"),
+    path("conversations/", inbox.conversation_list, name="app-conversations"),
+    path("conversations/export.csv", inbox.conversation_csv, name="app-conversations-csv"),
+    path("conversations/<int:pk>/", inbox.conversation_detail, name="app-conversation"),
+    path("leads/", inbox.lead_list, name="app-leads"),
+    path("leads/export.csv", inbox.lead_csv, name="app-leads-csv"),
+    path("leads/<int:pk>/retry/", inbox.lead_retry_view, name="app-lead-retry"),
     path("alerts/", alerts.alerts_page, name="app-alerts"),
     path("privacy/", privacy.privacy_page, name="app-privacy"),
     path("privacy/visitor/", privacy.privacy_visitor, name="app-privacy-visitor"),
