@@ -3,7 +3,8 @@
 Beat runs exactly one instance (`make prod` starts it): every REAPER_INTERVAL_SECONDS it ends voice
 calls whose worker died (realtime.tasks.voice_calls_reap) and re-enqueues leads a dead worker or a
 broker outage left behind (widgets.tasks.leads_reap); every HEALTH_CHECK_SECONDS it opens and closes
-bot-down incidents (widgets.tasks.health_check); every night at RETENTION_HOUR (UTC) it applies each
+bot-down incidents (widgets.tasks.health_check); every ANALYTICS_ROLLUP_SECONDS it rolls up today's and
+yesterday's analytics (widgets.tasks.analytics_rollup); every night at RETENTION_HOUR (UTC) it applies each
 agency's retention window (widgets.tasks.retention_apply).
 """
 
@@ -34,6 +35,11 @@ def reapers_schedule(sender: Celery, **kwargs) -> None:
         settings.HEALTH_CHECK_SECONDS,
         sender.signature("widgets.tasks.health_check", options={"expires": settings.HEALTH_CHECK_SECONDS}),
         name="health-check",
+    )
+    sender.add_periodic_task(
+        settings.ANALYTICS_ROLLUP_SECONDS,
+        sender.signature("widgets.tasks.analytics_rollup", options={"expires": settings.ANALYTICS_ROLLUP_SECONDS}),
+        name="analytics-rollup",
     )
     sender.add_periodic_task(
         crontab(hour=settings.RETENTION_HOUR, minute=15),

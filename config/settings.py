@@ -184,6 +184,9 @@ HEALTH_MIN_ATTEMPTS = env_int("HEALTH_MIN_ATTEMPTS", 5, minimum=1)
 HEALTH_FAILURE_RATE = env_int("HEALTH_FAILURE_RATE_PERCENT", 50, minimum=1) / 100
 HEALTH_CONSECUTIVE_FAILURES = env_int("HEALTH_CONSECUTIVE_FAILURES", 3, minimum=1)
 
+# Analytics (widgets/analytics.py): how often beat rolls up today's and yesterday's daily stats.
+ANALYTICS_ROLLUP_SECONDS = env_int("ANALYTICS_ROLLUP_SECONDS", 900, minimum=60)
+
 # Retention (widgets/privacy.py): the hour (UTC) Celery beat applies each agency's retention window.
 RETENTION_HOUR = env_int("RETENTION_HOUR", 3, minimum=0)
 if RETENTION_HOUR > 23:

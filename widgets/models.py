@@ -302,3 +302,42 @@ class Incident(models.Model):
     @property
     def failure_rate(self) -> float:
         return self.failures / self.attempts if self.attempts else 0.0
+
+
+class DailyStat(models.Model):
+    """One day of one widget on one channel (widgets/analytics.py rolls it up): what the analytics page
+    and the rebilling CSV read instead of scanning messages on every view."""
+
+    day = models.DateField()
+    widget = models.ForeignKey(Widget, on_delete=models.CASCADE, related_name="daily_stats")
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    conversations = models.PositiveIntegerField(default=0)
+    turns = models.PositiveIntegerField(default=0, help_text="Visitor turns.")
+    failed_turns = models.PositiveIntegerField(default=0)
+    voice_seconds = models.FloatField(default=0)
+    tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    leads = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["day", "widget", "channel"], name="dailystat_unique")]
+        indexes = [models.Index(fields=["widget", "day"], name="dailystat_widget_day")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.widget_id} {self.channel}"
+
+
+class DailyQuestion(models.Model):
+    """How many conversations of a widget started that day with this (normalised) first question."""
+
+    day = models.DateField()
+    widget = models.ForeignKey(Widget, on_delete=models.CASCADE, related_name="daily_questions")
+    question = models.CharField(max_length=200)
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["day", "widget", "question"], name="dailyquestion_unique")]
+        indexes = [models.Index(fields=["widget", "day"], name="dailyquestion_widget_day")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.question[:40]}"

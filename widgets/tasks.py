@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from licenses.models import Membership
 from licenses.services import CRM_SECRET, CRM_SECRET_BINDING
-from widgets import health, privacy
+from widgets import analytics, health, privacy
 from widgets.models import Incident, Lead
 from widgets.n8n import n8n_target_allowed
 
@@ -304,3 +304,9 @@ def incident_webhook(self, incident_id: int, event: str) -> str:
         logger.warning("alert webhook for incident %s refused: %s", incident_id, exc)
         return "failed"
     return "delivered"
+
+
+@shared_task(ignore_result=True)
+def analytics_rollup() -> dict[str, int]:
+    """Beat task (config/celery.py, every ANALYTICS_ROLLUP_SECONDS): today's and yesterday's rollup."""
+    return analytics.rollup_recent()

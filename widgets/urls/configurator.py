@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, reverse_lazy
 
-from widgets.views import alerts, inbox, privacy
+from widgets.views import alerts, analytics, inbox, privacy
 from widgets.views.configurator import editor, pages, preview
 
 W = "widgets/<str:public_id>/"
@@ -43,6 +43,8 @@ urlpatterns = [
     path("leads/", inbox.lead_list, name="app-leads"),
     path("leads/export.csv", inbox.lead_csv, name="app-leads-csv"),
     path("leads/<int:pk>/retry/", inbox.lead_retry_view, name="app-lead-retry"),
+    path("analytics/", analytics.analytics_page, name="app-analytics"),
+    path("analytics/usage.csv", analytics.analytics_csv, name="app-analytics-csv"),
     path("alerts/", alerts.alerts_page, name="app-alerts"),
     path("privacy/", privacy.privacy_page, name="app-privacy"),
     path("privacy/visitor/", privacy.privacy_visitor, name="app-privacy-visitor"),

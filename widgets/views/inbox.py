@@ -82,7 +82,7 @@ class _Echo:
         return value
 
 
-def _csv_response(rows: Iterator[list], name: str) -> StreamingHttpResponse:
+def csv_response(rows: Iterator[list], name: str) -> StreamingHttpResponse:
     writer = csv.writer(_Echo())
     stamp = timezone.now().strftime("%Y%m%d-%H%M")
     response = StreamingHttpResponse(
@@ -124,7 +124,7 @@ def conversation_csv(request: HttpRequest, membership: Membership) -> HttpRespon
                 c.end_reason,
             ]
 
-    return _csv_response(rows(), "conversations")
+    return csv_response(rows(), "conversations")
 
 
 @agency_required
@@ -180,7 +180,7 @@ def lead_csv(request: HttpRequest, membership: Membership) -> HttpResponse:
                 lead.last_error,
             ]
 
-    return _csv_response(rows(), "leads")
+    return csv_response(rows(), "leads")
 
 
 @agency_required
