@@ -2,11 +2,11 @@
 
 from rest_framework import serializers
 
-from licenses.api import JSONObjectField
+from licenses.api import JSONObjectField, StrictCharField
 
 
 class PreviewOptionsRequestSerializer(serializers.Serializer):
-    widget = serializers.CharField(max_length=40, help_text="The widget's public id.")
+    widget = StrictCharField(max_length=40, help_text="The widget's public id.")
     config = JSONObjectField(
         required=False,
         default=dict,

@@ -190,4 +190,16 @@ class JSONObjectField(serializers.JSONField):
         return value
 
 
+class StrictCharField(serializers.CharField):
+    """A string and only a string: DRF's CharField turns 42, 4.2e16 or true into text, which the schema
+    (`type: string`) says is invalid (the API fuzzer's negative cases caught it)."""
+
+    default_error_messages = {"not_string": "Must be a string."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("not_string")
+        return super().to_internal_value(data)
+
+
 INT32_MAX = 2**31 - 1

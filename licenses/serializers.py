@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
-from licenses.api import INT32_MAX
+from licenses.api import INT32_MAX, StrictCharField
 from licenses.models import Agency, License, Membership
 from licenses.selectors import license_quota_left, license_status_reason, usage_for_month
 
@@ -68,10 +68,10 @@ class LicenseSerializer(serializers.ModelSerializer):
 
 class LicenseWriteSerializer(serializers.Serializer):
     agency = serializers.SlugRelatedField(slug_field="slug", queryset=Agency.objects.all(), required=False)
-    client_name = serializers.CharField(max_length=200, required=False)
-    allowed_domains = serializers.ListField(child=serializers.CharField(max_length=300), required=False)
+    client_name = StrictCharField(max_length=200, required=False)
+    allowed_domains = serializers.ListField(child=StrictCharField(max_length=300), required=False)
     limits = serializers.DictField(child=serializers.IntegerField(min_value=0, max_value=INT32_MAX), required=False)
     starts_at = serializers.DateTimeField(required=False, allow_null=True)
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
     grace_days = serializers.IntegerField(min_value=0, max_value=365, required=False)
-    notes = serializers.CharField(required=False, allow_blank=True)
+    notes = StrictCharField(required=False, allow_blank=True)

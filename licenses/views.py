@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import connection
 from django.http import Http404, HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
@@ -13,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from licenses import services
-from licenses.api import ApiError
+from licenses.api import INT32_MAX, ApiError
 from licenses.selectors import (
     license_get_for_user,
     license_list_for_user,
@@ -43,8 +45,32 @@ class MeView(APIView):
         )
 
 
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "minLength": 1, "maxLength": 80},
+            {"type": "integer", "minimum": 1, "maximum": INT32_MAX},
+        ]
+    }
+)
+class SlugOrIdField(serializers.Field):
+    """An agency's slug (text) or id (a whole number), exactly as the schema states both."""
+
+    default_error_messages = {"invalid": "Give the agency's slug (text) or id (a whole number)."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if isinstance(data, bool) or not isinstance(data, str | int):
+            self.fail("invalid")
+        if isinstance(data, int) and not 1 <= data <= INT32_MAX or isinstance(data, str) and not 1 <= len(data) <= 80:
+            self.fail("invalid")
+        return str(data)
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
 class SwitchAgencySerializer(serializers.Serializer):
-    agency = serializers.CharField(help_text="Agency slug or id.")
+    agency = SlugOrIdField(help_text="Agency slug or id.")
 
 
 class SwitchAgencyView(APIView):

@@ -146,7 +146,15 @@ class Report:
     by_client: list[dict[str, Any]]
 
 
-def report(*, agency: Agency, days: int, license: License | None = None, today: date | None = None) -> Report:
+def report(
+    *,
+    agency: Agency,
+    days: int,
+    license: License | None = None,
+    today: date | None = None,
+    licenses: list[License] | None = None,
+) -> Report:
+    """`licenses`: the agency's licenses when the caller has them already (saves a query)."""
     today = today or timezone.now().date()
     first = today - timedelta(days=days - 1)
     scope = Q(widget__license__agency=agency, day__gte=first, day__lte=today)
@@ -215,16 +223,24 @@ def report(*, agency: Agency, days: int, license: License | None = None, today: 
         )
         .order_by("widget__license__client_name")
     )
-    return Report(list(by_day.values()), totals, questions, license_usage(agency=agency, license=license), by_client)
+    usage = license_usage(agency=agency, license=license, licenses=licenses)
+    return Report(list(by_day.values()), totals, questions, usage, by_client)
 
 
-def license_usage(*, agency: Agency, license: License | None = None) -> list[dict[str, Any]]:
+def license_usage(
+    *, agency: Agency, license: License | None = None, licenses: list[License] | None = None
+) -> list[dict[str, Any]]:
     """This month's usage of each license against its caps (the page's "usage against caps")."""
     month = month_start(timezone.now().date())
-    licenses = License.objects.filter(agency=agency) if license is None else License.objects.filter(pk=license.pk)
-    usage = {u.license_id: u for u in LicenseUsage.objects.filter(license__in=licenses, month=month)}
+    if license is not None:
+        chosen = [license]
+    elif licenses is not None:
+        chosen = sorted((lic for lic in licenses if lic.agency_id == agency.pk), key=lambda lic: lic.client_name)
+    else:
+        chosen = list(License.objects.filter(agency=agency).order_by("client_name"))
+    usage = {u.license_id: u for u in LicenseUsage.objects.filter(license__in=[lic.pk for lic in chosen], month=month)}
     out = []
-    for lic in licenses.order_by("client_name"):
+    for lic in chosen:
         u = usage.get(lic.pk)
         used = {"conversations": u.conversations if u else 0, "voice_minutes": u.voice_minutes if u else 0.0}
         caps = {"conversations": lic.monthly_conversations, "voice_minutes": lic.monthly_voice_minutes}

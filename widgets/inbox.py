@@ -126,7 +126,7 @@ def conversations(*, agency: Agency, filters: Filters) -> QuerySet[Conversation]
     if filters.channel:
         qs = qs.filter(channel=filters.channel)
     if filters.status:
-        qs = qs.filter(status=filters.status)
+        qs = qs.filter(_status_q(filters.status))
     if filters.since:
         qs = qs.filter(started_at__gte=_day_start(filters.since))
     if filters.until:
@@ -136,16 +136,35 @@ def conversations(*, agency: Agency, filters: Filters) -> QuerySet[Conversation]
     return qs
 
 
-def _matching_conversations(q: str) -> QuerySet[Message]:
+def _status_q(status: str) -> Q:
+    """The status rule as a WHERE clause the planner can drive from indexes: failed conversations come
+    from the small partial index of failed turns (`message_failed`) and `end_reason`, instead of
+    evaluating the status of every row newest-first until a page is full."""
+    failed_turns = Message.objects.exclude(failure_kind="").order_by().values("conversation_id")
+    failed = Q(end_reason__startswith="failed") | Q(end_reason__in=FAILED_REASONS) | Q(pk__in=failed_turns)
+    answered = Exists(Message.objects.filter(conversation=OuterRef("pk"), role=Message.Role.ASSISTANT))
+    if status == "failed":
+        return failed
+    return ~failed & (answered if status == "ok" else ~answered)
+
+
+SEARCH_IDS_MAX = 5000
+
+
+def _matching_conversations(q: str) -> Any:
+    """Conversations with a message matching `q`: a list of ids when the term is selective (found from
+    the GIN index first, then the page is read by id), else a subquery the planner joins while it walks
+    the newest conversations (a common word matches within the first few hundred)."""
     if connection.vendor == "postgresql":
         from django.contrib.postgres.search import SearchQuery, SearchVector
 
-        return (
-            Message.objects.annotate(fts=SearchVector("text", config="simple"))
-            .filter(fts=SearchQuery(q, config="simple", search_type="websearch"))
-            .order_by()
-            .values("conversation_id")
+        matches = Message.objects.annotate(fts=SearchVector("text", config="simple")).filter(
+            fts=SearchQuery(q, config="simple", search_type="websearch")
         )
+        ids = list(matches.order_by().values_list("conversation_id", flat=True)[:SEARCH_IDS_MAX])
+        if len(ids) < SEARCH_IDS_MAX:
+            return set(ids)
+        return matches.order_by().values("conversation_id")
     matches = Message.objects.all()
     for word in q.split()[:10]:  # every word, like the websearch query's default AND
         matches = matches.filter(text__icontains=word)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from licenses.api import INT32_MAX, JSONObjectField
+from licenses.api import INT32_MAX, JSONObjectField, StrictCharField
 from widgets.config_schema import CONFIG_SCHEMA
 from widgets.models import Widget, WidgetVersion
 from widgets.services import secrets_status
@@ -60,14 +60,14 @@ class WidgetSerializer(serializers.ModelSerializer):
 
 
 class WidgetCreateSerializer(serializers.Serializer):
-    license = serializers.CharField(max_length=64, help_text="The license key the widget belongs to.")
-    name = serializers.CharField(max_length=200)
+    license = StrictCharField(max_length=64, help_text="The license key the widget belongs to.")
+    name = StrictCharField(max_length=200)
     config = WidgetConfigField(required=False, help_text="Partial config; defaults fill the rest.")
     secrets = JSONObjectField(required=False, help_text="Write-only provider credentials.")
 
 
 class WidgetUpdateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=200, required=False)
+    name = StrictCharField(max_length=200, required=False)
     config = WidgetConfigField(required=False, help_text="Merged into the draft on PATCH, replaces on PUT.")
     secrets = JSONObjectField(required=False, help_text='Write-only: a string sets, "" clears.')
     revision = serializers.IntegerField(
@@ -76,7 +76,7 @@ class WidgetUpdateSerializer(serializers.Serializer):
 
 
 class PublishSerializer(serializers.Serializer):
-    note = serializers.CharField(max_length=300, required=False, allow_blank=True)
+    note = StrictCharField(max_length=300, required=False, allow_blank=True)
     revision = serializers.IntegerField(required=False, min_value=0, max_value=INT32_MAX)
 
 

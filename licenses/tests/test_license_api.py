@@ -61,3 +61,21 @@ def test_staff_actions(api, staff, license_a):
 def test_errors_have_the_standard_shape(api, owner):
     body = api(owner).get("/api/v1/licenses/lic_missing/").json()
     assert body == {"error": {"code": "not_found", "message": "Not found."}}
+
+
+def test_text_fields_refuse_numbers_and_booleans(api, staff, member, license_a, agency_a):
+    """DRF's CharField turns 42 into "42"; the schema says string, so the API answers 400 (the fuzzer's
+    negative cases found it)."""
+    url = f"/api/v1/licenses/{license_a.key}/"
+    for body in ({"client_name": 4.004695704406059e16}, {"client_name": True}, {"notes": 7}, {"allowed_domains": [1]}):
+        response = api(staff).patch(url, body, format="json")
+        assert response.status_code == 400, body
+        assert response.json()["error"]["code"] == "invalid"
+    license_a.refresh_from_db()
+    assert license_a.client_name == "Client A"
+    # Switching agency takes the slug or the numeric id, as the schema now says; nothing else.
+    switch = "/api/v1/me/agency/"
+    assert api(member).post(switch, {"agency": agency_a.pk}, format="json").status_code == 200
+    assert api(member).post(switch, {"agency": agency_a.slug}, format="json").status_code == 200
+    for bad in (True, 1.5, [agency_a.pk], ""):
+        assert api(member).post(switch, {"agency": bad}, format="json").status_code == 400, bad

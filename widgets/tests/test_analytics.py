@@ -136,7 +136,7 @@ def test_page_queries_do_not_grow_with_the_data(client, widget_a, viewer):
         with CaptureQueriesContext(connection) as queries:
             assert client.get(url, {"days": 30}).status_code == 200
         counts.append(len(queries))
-    assert counts[0] == counts[1] and counts[1] <= 12
+    assert counts[0] == counts[1] and counts[1] <= 10
 
 
 def test_rebilling_csv(client, day_data, viewer, license_a, widget_a):

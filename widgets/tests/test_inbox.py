@@ -332,3 +332,9 @@ def test_leads_csv(client, leads, viewer):
     assert [int(r["id"]) for r in rows] == [leads["hostile"].pk, leads["delivered"].pk, leads["failed"].pk]
     assert rows[0]["name"] == "'=cmd|' /C calc'!A0"
     assert rows[2]["delivery_status"] == "failed" and rows[2]["last_error"] == "HTTP 503"
+
+
+def test_search_of_a_common_word_takes_the_join_path(client, data, viewer, monkeypatch):
+    monkeypatch.setattr(inbox, "SEARCH_IDS_MAX", 1)  # any term now counts as common
+    client.force_login(viewer)
+    assert listed(client.get(reverse("app-conversations"), {"q": "phones 500"})) == [data["ok"].pk]

@@ -38,7 +38,7 @@ def _params(request: HttpRequest, membership: Membership) -> tuple[int, object, 
 def analytics_page(request: HttpRequest, membership: Membership) -> HttpResponse:
     analytics.rollup_today_for(membership.agency)
     days, license, clients, query = _params(request, membership)
-    report = analytics.report(agency=membership.agency, days=days, license=license)
+    report = analytics.report(agency=membership.agency, days=days, license=license, licenses=clients)
     labels = dict(Channel.choices)
     stacks = {labels[c]: analytics.CHANNEL_COLORS[c] for c in Channel.values}
     charts = {
