@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from licenses.views import healthz
+from widgets.views.staff import staff_analytics
 
 api_v1 = [
     path("", include("licenses.urls")),
@@ -10,6 +11,7 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    path("admin/analytics/", staff_analytics, name="admin-analytics"),  # before the admin's catch-all
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

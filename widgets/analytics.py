@@ -134,6 +134,12 @@ def rollup_today_for(agency: Agency) -> None:
         rollup_day(timezone.now().date(), widget_ids=widget_ids)
 
 
+def rollup_today_for_all() -> None:
+    """The staff page's on-demand refresh of today, at most once a minute."""
+    if cache.add("sb:analytics:today:all", 1, TODAY_FRESH_SECONDS):
+        rollup_day(timezone.now().date())
+
+
 # --- what the page shows ---------------------------------------------------------------------------
 
 
@@ -345,3 +351,54 @@ def daily_by_client(*, agency: Agency, days: int, license: License | None = None
         )
         .order_by("day", "widget__license__client_name")
     )
+
+
+# --- the staff view: every agency (issue 13.7) -------------------------------------------------------
+
+NEAR_CAP_PERCENT = 80
+EXPIRY_WARNING_DAYS = 14
+
+
+def staff_report(*, days: int, now: datetime | None = None) -> dict[str, Any]:
+    """Across all agencies: the rollup per agency for the period, and the licenses that need a look —
+    at NEAR_CAP_PERCENT of a monthly cap or more, or expiring (or in grace) within EXPIRY_WARNING_DAYS."""
+    now = now or timezone.now()
+    today = now.date()
+    agencies = list(
+        DailyStat.objects.filter(day__gte=today - timedelta(days=days - 1), day__lte=today)
+        .values("widget__license__agency__name", "widget__license__agency__slug")
+        .annotate(
+            conversations=Sum("conversations"),
+            turns=Sum("turns"),
+            failed_turns=Sum("failed_turns"),
+            voice_seconds=Sum("voice_seconds"),
+            tokens=Sum("tokens"),
+            cost_usd=Sum("cost_usd"),
+            leads=Sum("leads"),
+        )
+        .order_by("-conversations", "widget__license__agency__name")
+    )
+    for a in agencies:
+        a["voice_minutes"] = (a["voice_seconds"] or 0) / 60
+        a["failure_rate"] = a["failed_turns"] / a["turns"] if a["turns"] else 0.0
+    totals = {k: sum(a[k] or 0 for a in agencies) for k in ("conversations", "voice_minutes", "cost_usd", "leads")}
+    month = month_start(today)
+    usage = {u.license_id: u for u in LicenseUsage.objects.filter(month=month)}
+    soon = now + timedelta(days=EXPIRY_WARNING_DAYS)
+    flagged = []
+    for lic in License.objects.select_related("agency").filter(status=License.Status.ACTIVE).order_by("agency__name"):
+        u = usage.get(lic.pk)
+        reasons = []
+        for name, used, cap in (
+            ("conversations", u.conversations if u else 0, lic.monthly_conversations),
+            ("voice minutes", u.voice_minutes if u else 0.0, lic.monthly_voice_minutes),
+        ):
+            if cap and used * 100 >= cap * NEAR_CAP_PERCENT:
+                reasons.append(f"{name} {used:g} of {cap} ({round(100 * used / cap)}%)")
+        if lic.expires_at and lic.expires_at <= soon:
+            when = "expired" if lic.expires_at <= now else "expires"
+            grace = f" (+{lic.grace_days} days grace)" if lic.grace_days else ""
+            reasons.append(f"{when} {lic.expires_at:%Y-%m-%d}{grace}")
+        if reasons:
+            flagged.append({"license": lic, "reasons": reasons})
+    return {"agencies": agencies, "totals": totals, "flagged": flagged, "days": days}

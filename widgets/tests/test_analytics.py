@@ -164,3 +164,30 @@ def test_question_normalize():
     assert analytics.question_normalize("  Do you ship   to CANADA?!  ") == "do you ship to canada"
     assert analytics.question_normalize("¿Tienen envío?") == "tienen envío"
     assert len(analytics.question_normalize("x" * 500)) == 200
+
+
+def test_staff_view_across_agencies_flags_licenses_near_caps_or_expiry(
+    client, day_data, staff, owner, license_a, license_b, settings
+):
+    from licenses.models import LicenseUsage, month_start
+
+    analytics.rollup_day(DAY)
+    LicenseUsage.objects.create(license=license_a, month=month_start(TODAY), conversations=850)  # cap 1000: 85%
+    license_b.expires_at = timezone.now() + timedelta(days=3)
+    license_b.save()
+    url = reverse("admin-analytics")
+    assert client.get(url).status_code == 302  # the admin login
+    client.force_login(owner)  # an agency owner is not platform staff
+    assert client.get(url).status_code == 302
+    client.force_login(staff)
+    response = client.get(url, {"days": 7})
+    assert response.status_code == 200
+    report = response.context["report"]
+    assert {a["widget__license__agency__slug"]: a["conversations"] for a in report["agencies"]} == {
+        "agency-a": 3,
+        "agency-b": 1,
+    }
+    flagged = {f["license"].key: f["reasons"] for f in report["flagged"]}
+    assert flagged[license_a.key] == ["conversations 850 of 1000 (85%)"]
+    assert flagged[license_b.key][0].startswith("expires ")
+    assert "85%" in response.content.decode()
