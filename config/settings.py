@@ -187,6 +187,11 @@ HEALTH_CONSECUTIVE_FAILURES = env_int("HEALTH_CONSECUTIVE_FAILURES", 3, minimum=
 # Analytics (widgets/analytics.py): how often beat rolls up today's and yesterday's daily stats.
 ANALYTICS_ROLLUP_SECONDS = env_int("ANALYTICS_ROLLUP_SECONDS", 900, minimum=60)
 
+# Installation health (licenses/installs.py): how often each web process writes its counts of origins
+# (0: never on its own; tests flush explicitly), and how many distinct origins a license keeps.
+INSTALL_FLUSH_SECONDS = env_int("INSTALL_FLUSH_SECONDS", 0 if TESTING else 30, minimum=0)
+INSTALL_MAX_ORIGINS = env_int("INSTALL_MAX_ORIGINS", 200, minimum=1)
+
 # Retention (widgets/privacy.py): the hour (UTC) Celery beat applies each agency's retention window.
 RETENTION_HOUR = env_int("RETENTION_HOUR", 3, minimum=0)
 if RETENTION_HOUR > 23:

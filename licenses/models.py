@@ -202,3 +202,24 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_action_display()} ({self.agency})"
+
+
+class InstallOrigin(models.Model):
+    """Where a license's widgets were actually used (issue 13.5): one row per (license, origin, outcome),
+    outcome `ok` or the refusal reason (`domain_not_allowed`, `origin_missing`, `suspended`, ...).
+    Counted in each web process's memory and flushed here every INSTALL_FLUSH_SECONDS
+    (licenses/installs.py): no database write on the loader's or the API's hot path."""
+
+    license = models.ForeignKey(License, on_delete=models.CASCADE, related_name="install_origins")
+    origin = models.CharField(max_length=200, help_text="scheme://host[:port], (none) or (other)")
+    outcome = models.CharField(max_length=32)
+    count = models.PositiveBigIntegerField(default=0)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["license", "origin", "outcome"], name="install_origin_unique")]
+        indexes = [models.Index(fields=["license", "-last_seen"], name="install_origin_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.origin} {self.outcome} ×{self.count}"

@@ -14,7 +14,8 @@ from django.http import Http404
 from django.utils import timezone
 
 from licenses.domains import origin_allowed, origin_host_port
-from licenses.models import Agency, License, LicenseUsage, Membership, month_start
+from licenses.installs import install_seen
+from licenses.models import Agency, InstallOrigin, License, LicenseUsage, Membership, month_start
 
 REASON_MESSAGES = {
     "ok": "The license may serve.",
@@ -120,7 +121,17 @@ def license_check(
     quota: str | None = None,
     now: datetime | None = None,
 ) -> LicenseCheck:
-    """May this license serve now, for this Origin (and with quota left)? Fails closed."""
+    """May this license serve now, for this Origin (and with quota left)? Fails closed. Every outcome of
+    a known license is counted for its installation health (licenses/installs.py, memory only)."""
+    check = _license_check(license=license, origin=origin, quota=quota, now=now)
+    if license is not None:
+        install_seen(license_id=license.pk, origin=origin, outcome=check.reason)
+    return check
+
+
+def _license_check(
+    *, license: License | None, origin: str | None, quota: str | None, now: datetime | None
+) -> LicenseCheck:
     reason = license_status_reason(license=license, now=now)
     if reason != "ok":
         return LicenseCheck(reason, license)
@@ -132,6 +143,11 @@ def license_check(
     if quota and license_quota_left(license=license, kind=quota, now=now) <= 0:
         return LicenseCheck("quota_exceeded", license)
     return LicenseCheck("ok", license)
+
+
+def install_origins(*, license: License, limit: int = 50) -> list[InstallOrigin]:
+    """Where the license was used, most recent first (the domains page's Installations card)."""
+    return list(InstallOrigin.objects.filter(license=license).order_by("-last_seen", "origin")[:limit])
 
 
 def usage_for_month(*, license: License, now: datetime | None = None) -> LicenseUsage | None:

@@ -77,6 +77,7 @@ class LoaderResult:
     status: int
     body: str
     etag: str = ""
+    reason: str = "loader"  # installation health (licenses/installs.py): a served loader, or the refusal
 
 
 def _error_js(reason: str, message: str) -> str:
@@ -86,7 +87,9 @@ def _error_js(reason: str, message: str) -> str:
 
 
 def loader_error(reason: str, status: int, message: str | None = None) -> LoaderResult:
-    return LoaderResult(status=status, body=_error_js(reason, message or REASON_MESSAGES.get(reason, reason)))
+    return LoaderResult(
+        status=status, body=_error_js(reason, message or REASON_MESSAGES.get(reason, reason)), reason=reason
+    )
 
 
 @lru_cache(maxsize=2)

@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.views.decorators.http import require_http_methods
 
 from licenses.api import ApiError, error_response, json_body_bytes, json_object
+from licenses.installs import install_seen
 from licenses.models import License
 from widgets import loader
 from widgets.aio import db_step
@@ -50,6 +51,11 @@ def chat_widget_js(request: HttpRequest, license_key: str) -> HttpResponse:
     """GET /api/widget/<key>/chat-widget.js[?widget=<public_id>] — the one script tag customers paste."""
     widget_id = request.GET.get("widget", "")[:40]
     result = loader.loader_get(key=license_key, widget_id=widget_id)
+    if result.reason != "unknown_license":
+        # A script tag sends no Origin; the Referer (origin-only under the default referrer policy) names the
+        # page. Counted in memory only (licenses/installs.py): the loader stays free of database writes.
+        page = request.headers.get("Origin") or request.headers.get("Referer")
+        install_seen(license_key=license_key, origin=page, outcome=result.reason)
     if result.status == 200 and _etag_matches(request, result.etag):
         response = HttpResponse(status=304)
     else:

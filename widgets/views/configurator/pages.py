@@ -21,6 +21,7 @@ from licenses.api import ApiError
 from licenses.domains import domains_split
 from licenses.models import Membership, month_start
 from licenses.selectors import (
+    install_origins,
     license_get_for_user,
     license_list_for_user,
     membership_get,
@@ -233,6 +234,7 @@ def license_domains(request: HttpRequest, membership: Membership, key: str) -> H
             "domains": [{"pattern": d, "matches": _matches(d)} for d in domains],
             "cap": cap,
             "left": max(0, cap - len(domains)),
+            "installs": install_origins(license=license),
         },
         status=400 if errors else 200,
     )
