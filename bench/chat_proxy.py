@@ -33,6 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.asgi_plain import body_read, lifespan  # noqa: E402
+
 LICENSES = 4
 ORIGIN = "https://bench.example.com"
 
@@ -73,19 +75,8 @@ def fake_app(delay: float, slow: float):
 
     async def app(scope, receive, send):
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+            return await lifespan(receive, send)
+        await body_read(receive)  # the fake ignores what it is sent
         path = scope["path"]
         if scope["method"] == "GET":  # /stats
             data = json.dumps(received).encode()
@@ -149,23 +140,12 @@ def floor_app(fake_url: str):
 
     async def app(scope, receive, send):
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            return await lifespan(receive, send)
         if "clients" not in state:
             limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
             state["clients"] = [httpx.AsyncClient(timeout=120, limits=limits) for _ in range(16)]
         client = state["clients"][next(turn) % 16]
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await body_read(receive)
         request = client.build_request(
             scope["method"], fake_url + scope["path"], content=body, headers={"content-type": "application/json"}
         )

@@ -27,6 +27,8 @@ from chatkit.types import Page, ThreadMetadata
 from openai import AsyncOpenAI, DefaultAsyncHttpx2Client
 from openai.types.shared import Reasoning
 
+from bench.asgi_plain import body_read, lifespan
+
 set_tracing_disabled(True)
 INSTRUCTIONS = "Be brief.\n\n" + "Answer from the business's facts; never make up prices or stock. " * 12
 
@@ -126,23 +128,12 @@ SERVER = FloorServer(MemoryStore())
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        return await lifespan(receive, send)
     if scope["path"] == "/healthz":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
         return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await body_read(receive)
     result = await SERVER.process(body, {})
     if isinstance(result, StreamingResult):
         headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-store")]

@@ -140,6 +140,14 @@ def rollup_today_for_all() -> None:
         rollup_day(timezone.now().date())
 
 
+STAT_FIELDS = ("conversations", "turns", "failed_turns", "voice_seconds", "tokens", "cost_usd", "leads")
+
+
+def _sums() -> dict[str, Sum]:
+    """The rollup's figures summed over whatever the query groups by (days, channels, clients, agencies)."""
+    return {name: Sum(name) for name in STAT_FIELDS}
+
+
 # --- what the page shows ---------------------------------------------------------------------------
 
 
@@ -166,19 +174,7 @@ def report(
     scope = Q(widget__license__agency=agency, day__gte=first, day__lte=today)
     if license is not None:
         scope &= Q(widget__license=license)
-    rows = (
-        DailyStat.objects.filter(scope)
-        .values("day", "channel")
-        .annotate(
-            conversations=Sum("conversations"),
-            turns=Sum("turns"),
-            failed_turns=Sum("failed_turns"),
-            voice_seconds=Sum("voice_seconds"),
-            tokens=Sum("tokens"),
-            cost_usd=Sum("cost_usd"),
-            leads=Sum("leads"),
-        )
-    )
+    rows = DailyStat.objects.filter(scope).values("day", "channel").annotate(**_sums())
     empty = {
         "conversations": 0,
         "turns": 0,
@@ -220,13 +216,7 @@ def report(
     by_client = list(
         DailyStat.objects.filter(scope)
         .values("widget__license__key", "widget__license__client_name")
-        .annotate(
-            conversations=Sum("conversations"),
-            voice_seconds=Sum("voice_seconds"),
-            tokens=Sum("tokens"),
-            cost_usd=Sum("cost_usd"),
-            leads=Sum("leads"),
-        )
+        .annotate(**_sums())
         .order_by("widget__license__client_name")
     )
     usage = license_usage(agency=agency, license=license, licenses=licenses)
@@ -340,15 +330,7 @@ def daily_by_client(*, agency: Agency, days: int, license: License | None = None
     return list(
         DailyStat.objects.filter(scope)
         .values("day", "widget__license__key", "widget__license__client_name")
-        .annotate(
-            conversations=Sum("conversations"),
-            turns=Sum("turns"),
-            failed_turns=Sum("failed_turns"),
-            voice_seconds=Sum("voice_seconds"),
-            tokens=Sum("tokens"),
-            cost_usd=Sum("cost_usd"),
-            leads=Sum("leads"),
-        )
+        .annotate(**_sums())
         .order_by("day", "widget__license__client_name")
     )
 
@@ -367,15 +349,7 @@ def staff_report(*, days: int, now: datetime | None = None) -> dict[str, Any]:
     agencies = list(
         DailyStat.objects.filter(day__gte=today - timedelta(days=days - 1), day__lte=today)
         .values("widget__license__agency__name", "widget__license__agency__slug")
-        .annotate(
-            conversations=Sum("conversations"),
-            turns=Sum("turns"),
-            failed_turns=Sum("failed_turns"),
-            voice_seconds=Sum("voice_seconds"),
-            tokens=Sum("tokens"),
-            cost_usd=Sum("cost_usd"),
-            leads=Sum("leads"),
-        )
+        .annotate(**_sums())
         .order_by("-conversations", "widget__license__agency__name")
     )
     for a in agencies:
