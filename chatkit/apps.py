@@ -14,3 +14,9 @@ class ChatkitConfig(AppConfig):
         from agents import set_tracing_disabled
 
         set_tracing_disabled(True)
+
+        # The configurator's "Test connection" of a ChatKit widget (widgets never import chatkit).
+        from chatkit.connection_test import chatkit_connection_test
+        from widgets.connection_test import connection_test_register
+
+        connection_test_register("chatkit", chatkit_connection_test)

@@ -9,6 +9,8 @@ parses the reply), waits as long as a visitor would (N8N_TOTAL_TIMEOUT), then na
 timeout, server error, bad credentials, unknown webhook, not a Chat Trigger, streaming mismatch.
 
 Never echoes secrets; from an upstream error it quotes at most n8n's own short `message`.
+
+ChatKit widgets are tested by chatkit/connection_test.py (registered in `PROVIDER_TESTS` by the chatkit app).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,13 +37,11 @@ from widgets.n8n import (
     reply_parse,
     upstream_json,
 )
-from widgets.selectors import openai_api_key
 
 TEST_SESSION = "switchboard-connection-test"
 TEST_MESSAGE = "Hello! This is a connection test from Switchboard."
 TEST_METADATA = {"source": "switchboard-connection-test", "test": True}
 MAX_TEST_MESSAGE = 500
-TIMEOUT = httpx.Timeout(10.0, connect=5.0)  # OpenAI checks (n8n waits as long as a visitor would)
 SLOW_SECONDS = 15
 
 
@@ -63,7 +64,7 @@ class ConnectionResult:
         return out
 
 
-def _fail(code: str, message: str, latency_ms: int | None = None) -> ConnectionResult:
+def connection_fail(code: str, message: str, latency_ms: int | None = None) -> ConnectionResult:
     return ConnectionResult(False, code, message, latency_ms=latency_ms)
 
 
@@ -125,7 +126,7 @@ def _classify(response: httpx.Response, body: bytes, *, config: dict[str, Any], 
     n8n = config["connection"]["n8n"]
     ctype = response.headers.get("content-type", "").lower()
     if 300 <= status < 400:
-        return _fail(
+        return connection_fail(
             "redirect",
             f"The webhook address redirects elsewhere ({status}); visitors' messages would "
             "not arrive. Use the final address of the Chat Trigger.",
@@ -133,36 +134,36 @@ def _classify(response: httpx.Response, body: bytes, *, config: dict[str, Any], 
         )
     if status in (401, 403):
         if not n8n.get("basic_auth"):
-            return _fail(
+            return connection_fail(
                 "unauthorised",
                 f"The Chat Trigger asks for a username and password ({status}). Turn on "
                 "basic auth and enter the credentials set on the trigger.",
                 ms,
             )
-        return _fail(
+        return connection_fail(
             "unauthorised",
             f"The Chat Trigger refused the username and password ({status}). Check "
             "the credentials on the trigger and here.",
             ms,
         )
     if status == 404:
-        return _fail(
+        return connection_fail(
             "not_found",
             "n8n does not know this webhook (404). Check the URL, and that the workflow is "
             "active: the test URL only answers while the n8n editor is listening." + _n8n_says(body),
             ms,
         )
     if status >= 500:
-        return _fail(
+        return connection_fail(
             "upstream_error",
             f"The workflow failed with a server error ({status}), so visitors would get "
             "an error instead of an answer." + _n8n_says(body),
             ms,
         )
     if status >= 400:
-        return _fail("upstream_error", f"n8n refused the message ({status})." + _n8n_says(body), ms)
+        return connection_fail("upstream_error", f"n8n refused the message ({status})." + _n8n_says(body), ms)
     if "text/html" in ctype:
-        return _fail(
+        return connection_fail(
             "not_chat_trigger",
             "The address answered with a web page, not a chat reply: it is not an "
             "n8n Chat Trigger. Copy the chat URL from the Chat Trigger node.",
@@ -171,14 +172,14 @@ def _classify(response: httpx.Response, body: bytes, *, config: dict[str, Any], 
     events = _stream_lines(body)
     if events is not None:
         if not n8n.get("streaming"):
-            return _fail(
+            return connection_fail(
                 "streaming_mismatch",
                 "The workflow streams its answer, but stream replies is off here, "
                 "so visitors would get an error. Turn on stream replies.",
                 ms,
             )
         if any(e.get("type") == "error" for e in events):
-            return _fail(
+            return connection_fail(
                 "upstream_error",
                 "The workflow started answering, then failed: visitors would see the answer cut off with an error.",
                 ms,
@@ -193,7 +194,7 @@ def _classify(response: httpx.Response, body: bytes, *, config: dict[str, Any], 
         text = body.decode("utf-8", errors="replace").strip()
         if text and "json" not in ctype:
             return _answered(text, [], ms)  # the proxy takes a plain-text reply as the answer
-        return _fail(
+        return connection_fail(
             "not_chat_trigger",
             "The reply is empty or not readable, so visitors would get an error. Is this the Chat Trigger's URL?",
             ms,
@@ -201,14 +202,14 @@ def _classify(response: httpx.Response, body: bytes, *, config: dict[str, Any], 
     try:
         reply = reply_parse(data)
     except N8nError:
-        return _fail(
+        return connection_fail(
             "not_chat_trigger",
             "The workflow answered, but without any text for the visitor: this does "
             "not look like an n8n Chat Trigger. Make the last node return an output field.",
             ms,
         )
     if reply.text.strip() == "Workflow was started" and not reply.ui:
-        return _fail(
+        return connection_fail(
             "not_chat_trigger",
             "This is an n8n webhook that answers before the workflow runs "
             "(“Workflow was started”), not a Chat Trigger. Use a Chat Trigger node.",
@@ -219,7 +220,7 @@ def _classify(response: httpx.Response, body: bytes, *, config: dict[str, Any], 
 
 def _answered(text: str, ui: list[dict[str, Any]], ms: int) -> ConnectionResult:
     if not text.strip() and not ui:
-        return _fail("not_chat_trigger", "The workflow answered with nothing to show the visitor.", ms)
+        return connection_fail("not_chat_trigger", "The workflow answered with nothing to show the visitor.", ms)
     extras = ""
     cards = sum(len(e.get("products", [])) for e in ui if e.get("type") == "ui.product_cards")
     if cards:
@@ -235,15 +236,15 @@ def _answered(text: str, ui: list[dict[str, Any]], ms: int) -> ConnectionResult:
 def n8n_connection_test(*, config: dict[str, Any], secrets: dict[str, str], message: str = "") -> ConnectionResult:
     target = n8n_target(config=config, secrets=secrets)
     if target is None:
-        return _fail("not_configured", "Enter the n8n webhook URL first.")
+        return connection_fail("not_configured", "Enter the n8n webhook URL first.")
     if config["connection"]["n8n"].get("basic_auth") and target.auth is None:
-        return _fail(
+        return connection_fail(
             "not_configured",
             "Basic auth is on: enter the username and password (again, if you changed "
             "the webhook's address: they only go to the address they were saved with).",
         )
     if not n8n_target_allowed(target.url):
-        return _fail(
+        return connection_fail(
             "not_allowed",
             "The webhook address points to a private or internal network, which "
             "Switchboard does not call. Use the n8n instance's public address.",
@@ -260,62 +261,42 @@ def n8n_connection_test(*, config: dict[str, Any], secrets: dict[str, str], mess
     try:
         response, body = upstream_run(_post(target.url, payload, target.auth))
     except httpx.ConnectTimeout:
-        return _fail(
+        return connection_fail(
             "unreachable",
             f"Could not connect to {host} within {settings.N8N_CONNECT_TIMEOUT:g} "
             "seconds. Check the address and that n8n is running.",
         )
     except (httpx.TimeoutException, TimeoutError):
-        return _fail(
+        return connection_fail(
             "timeout",
             f"The workflow did not answer within {limit:g} seconds, so visitors would see "
             "a timeout message instead of an answer.",
         )
     except httpx.ConnectError:
-        return _fail("unreachable", f"Could not connect to {host}. Check the address and that n8n is running.")
+        return connection_fail(
+            "unreachable", f"Could not connect to {host}. Check the address and that n8n is running."
+        )
     except httpx.HTTPError:
-        return _fail("unreachable", f"The connection to {host} broke off before an answer arrived.")
+        return connection_fail("unreachable", f"The connection to {host} broke off before an answer arrived.")
     ms = int((time.monotonic() - started) * 1000)
     return _classify(response, body, config=config, ms=ms)
 
 
-def _openai_status(status: int, what: str) -> ConnectionResult:
-    if 200 <= status < 300:
-        return ConnectionResult(True, "ok", f"Connected: {what} accepts the key.")
-    if status in (401, 403):
-        return _fail("unauthorised", f"{what} refused the API key ({status}). Check the key.")
-    if status == 404:
-        return _fail("not_found", f"{what} does not know that id or model (404). Check it.")
-    return _fail("upstream_error", f"{what} answered with an error ({status}).")
+# The provider's test: n8n here; chatkit registers its own (chatkit/connection_test.py, from its AppConfig),
+# so the configurator reaches every provider's test without widgets importing a channel.
+PROVIDER_TESTS: dict[str, Callable[..., ConnectionResult]] = {}
 
 
-def _openai(method: str, url: str, what: str, **kwargs: Any) -> ConnectionResult:
-    try:
-        response = httpx.request(method, url, timeout=TIMEOUT, follow_redirects=False, **kwargs)
-    except httpx.TimeoutException:
-        return _fail("timeout", f"{what} did not answer within 10 seconds.")
-    except httpx.HTTPError:
-        return _fail("unreachable", f"Could not reach {what}.")
-    return _openai_status(response.status_code, what)
+def connection_test_register(provider: str, test: Callable[..., ConnectionResult]) -> None:
+    PROVIDER_TESTS[provider] = test
 
 
 def connection_test(*, config: dict[str, Any], secrets: dict[str, str], message: str = "") -> ConnectionResult:
     """`config` is a normalized draft config; `secrets` the widget's decrypted secrets."""
-    connection = config["connection"]
-    if connection["provider"] == "n8n":
+    provider = config["connection"]["provider"]
+    if provider == "n8n":
         return n8n_connection_test(config=config, secrets=secrets, message=message)
-    chatkit = connection["chatkit"]
-    if chatkit["mode"] == "hosted":
-        # Agent Builder is gone: calling it would only produce a misleading upstream error.
-        return _fail(
-            "hosted_retired",
-            "Hosted workflows stopped working when OpenAI shut Agent Builder down on "
-            "2026-11-30. Choose “ChatKit server” (or use “Migrate to server mode”), then test again.",
-        )
-    key = openai_api_key(secrets=secrets)
-    if not key:
-        return _fail("not_configured", "Add an OpenAI API key first.")
-    headers = {"Authorization": f"Bearer {key}"}
-    base = settings.OPENAI_BASE_URL
-    model = chatkit.get("model") or settings.CHATKIT_DEFAULT_MODEL
-    return _openai("GET", f"{base}/models/{model}", f"OpenAI (model {model})", headers=headers)
+    test = PROVIDER_TESTS.get(provider)
+    if test is None:
+        return connection_fail("not_configured", "This kind of widget has no connection test.")
+    return test(config=config, secrets=secrets, message=message)

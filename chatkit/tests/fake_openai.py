@@ -137,6 +137,19 @@ class FakeOpenAI:
             def log_message(self, *args: Any) -> None:
                 pass
 
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                """`GET /v1/models/<id>` (the configurator's connection test), with the same modes."""
+                fake.requests.append(Recorded("GET", self.path, {k.lower(): v for k, v in self.headers.items()}, None))
+                if fake.mode == "slow" or fake.delay:
+                    time.sleep(fake.delay or 2.0)
+                if not self.path.startswith("/v1/models/"):
+                    return self._send(404, {"error": {"message": "Unknown path", "type": "invalid_request_error"}})
+                status = {"401": 401, "404": 404, "429": 429, "500": 500}.get(fake.mode, 200)
+                if status != 200:
+                    return self._send(status, ERROR_BODIES_RESPONSES[status])
+                model = self.path.removeprefix("/v1/models/")
+                self._send(200, {"id": model, "object": "model", "created": 1764547200, "owned_by": "openai"})
+
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""

@@ -82,3 +82,17 @@ def test_one_json_body_parser():
         if "json.loads(request" in path.read_text() or "json.load(request" in path.read_text()
     }
     assert parsers == set()
+
+
+def test_widgets_never_call_openai_themselves():
+    """OpenAI is called by the channels that use it (chatkit, realtime); the configurator's ChatKit
+    connection test lives in chatkit/ and is registered with widgets.connection_test (issue 12.3)."""
+    callers = {
+        path.relative_to(ROOT).as_posix()
+        for path in _app_modules()
+        if path.relative_to(ROOT).parts[0] == "widgets"
+        and (
+            {"openai", "httpx2"} & {m.split(".")[0] for m in _imported_modules(path)} or "/models/" in path.read_text()
+        )
+    }
+    assert callers == set()
