@@ -215,3 +215,13 @@ def api():
         return client
 
     return make
+
+
+@pytest.fixture
+def frozen_minute(monkeypatch):
+    """A fixed clock for the rate limiter's per-minute windows (widgets/ratelimit.py): a test that counts
+    requests up to a limit must not straddle a minute boundary, which a slow machine makes likely."""
+    import time
+
+    now = (time.time() // 60) * 60 + 20
+    monkeypatch.setattr("widgets.ratelimit.time.time", lambda: now)

@@ -52,21 +52,24 @@ def _tokens(usage: Any) -> int:
     return sum(v for k in ("input_tokens", "output_tokens") if isinstance(v := usage.get(k), int))
 
 
+STAT_FIELDS = ("conversations", "turns", "failed_turns", "voice_seconds", "tokens", "cost_usd", "leads")
+
+
+def _sums() -> dict[str, Sum]:
+    """The rollup's figures summed over whatever the query groups by (days, channels, clients, agencies)."""
+    return {name: Sum(name) for name in STAT_FIELDS}
+
+
+def _zero() -> dict[str, Any]:
+    """The rollup's figures (STAT_FIELDS), all nought."""
+    return {name: Decimal(0) if name == "cost_usd" else 0.0 if name == "voice_seconds" else 0 for name in STAT_FIELDS}
+
+
 def rollup_day(day: date, *, widget_ids: list[int] | None = None) -> int:
     """Recompute `day` (for `widget_ids`, or every widget). Returns the DailyStat rows written."""
     start, end = _bounds(day)
     scope = Q() if widget_ids is None else Q(widget_id__in=widget_ids)
-    stats: dict[tuple[int, str], dict[str, Any]] = defaultdict(
-        lambda: {
-            "conversations": 0,
-            "turns": 0,
-            "failed_turns": 0,
-            "voice_seconds": 0.0,
-            "tokens": 0,
-            "cost_usd": Decimal(0),
-            "leads": 0,
-        }
-    )
+    stats: dict[tuple[int, str], dict[str, Any]] = defaultdict(_zero)
     first_question = (
         Message.objects.filter(conversation=OuterRef("pk"), role=Message.Role.USER)
         .order_by("created_at", "pk")
@@ -140,14 +143,6 @@ def rollup_today_for_all() -> None:
         rollup_day(timezone.now().date())
 
 
-STAT_FIELDS = ("conversations", "turns", "failed_turns", "voice_seconds", "tokens", "cost_usd", "leads")
-
-
-def _sums() -> dict[str, Sum]:
-    """The rollup's figures summed over whatever the query groups by (days, channels, clients, agencies)."""
-    return {name: Sum(name) for name in STAT_FIELDS}
-
-
 # --- what the page shows ---------------------------------------------------------------------------
 
 
@@ -175,15 +170,7 @@ def report(
     if license is not None:
         scope &= Q(widget__license=license)
     rows = DailyStat.objects.filter(scope).values("day", "channel").annotate(**_sums())
-    empty = {
-        "conversations": 0,
-        "turns": 0,
-        "failed_turns": 0,
-        "voice_seconds": 0.0,
-        "tokens": 0,
-        "cost_usd": Decimal(0),
-        "leads": 0,
-    }
+    empty = _zero()
     by_day: dict[date, dict[str, Any]] = {
         first + timedelta(days=i): {
             "day": first + timedelta(days=i),

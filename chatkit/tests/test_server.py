@@ -380,15 +380,6 @@ def test_inactive_license_is_refused(fake_openai, visitor, chatkit_widget, statu
 # --- limits: per visitor, per license, the monthly cap --------------------------------------------
 
 
-@pytest.fixture
-def frozen_minute(monkeypatch):
-    """A fixed clock for the per-minute windows: a test must not straddle a minute boundary."""
-    import time
-
-    now = (time.time() // 60) * 60 + 20
-    monkeypatch.setattr("widgets.ratelimit.time.time", lambda: now)
-
-
 def test_visitor_rate_limit_is_429_with_retry_after(fake_openai, visitor, settings, frozen_minute):
     settings.CHATKIT_VISITOR_RATE_PER_MINUTE = 2
     visitor.send("one")

@@ -55,7 +55,7 @@ def send(client, widget, session="sess-1", visitor="v-1", text="Hi"):
 
 
 @pytest.mark.django_db
-def test_chat_rate_limit_is_shared_in_redis(client, n8n_widget, fake_n8n, redis_limiter, settings):
+def test_chat_rate_limit_is_shared_in_redis(client, n8n_widget, fake_n8n, redis_limiter, settings, frozen_minute):
     import redis
 
     settings.WIDGET_CHAT_RATE_PER_MINUTE = 2
@@ -66,7 +66,7 @@ def test_chat_rate_limit_is_shared_in_redis(client, n8n_widget, fake_n8n, redis_
 
 @pytest.mark.django_db
 def test_redis_down_chat_still_answers_within_a_per_process_limit(
-    client, n8n_widget, fake_n8n, redis_limiter, settings, caplog
+    client, n8n_widget, fake_n8n, redis_limiter, settings, caplog, frozen_minute
 ):
     settings.WIDGET_CHAT_RATE_PER_MINUTE = 3
     redis_limiter.stop()
@@ -82,7 +82,7 @@ def test_redis_down_chat_still_answers_within_a_per_process_limit(
 
 
 @pytest.mark.django_db
-def test_redis_back_rate_limits_are_shared_again(client, n8n_widget, fake_n8n, redis_limiter, settings):
+def test_redis_back_rate_limits_are_shared_again(client, n8n_widget, fake_n8n, redis_limiter, settings, frozen_minute):
     from widgets.ratelimit import limiter
 
     redis_limiter.stop()

@@ -291,7 +291,7 @@ def test_invalid_bodies_are_400_and_write_nothing(client, n8n_widget, fake_n8n, 
     assert Conversation.objects.count() == 0
 
 
-def test_rate_limit_per_visitor(client, n8n_widget, fake_n8n, settings):
+def test_rate_limit_per_visitor(client, n8n_widget, fake_n8n, settings, frozen_minute):
     settings.WIDGET_CHAT_RATE_PER_MINUTE = 3
     for _ in range(3):
         assert send(client, n8n_widget, HTTP_X_SWITCHBOARD_VISITOR="v-rate").status_code == 200

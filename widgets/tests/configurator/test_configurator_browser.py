@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from django.urls import reverse
 from django.utils import timezone
+from playwright.sync_api import expect
 
 from licenses.tests.factories import UserFactory
 from widgets.models import PreviewLink, Widget
@@ -212,12 +213,12 @@ def test_invalid_value_shows_next_to_field_and_stale_draft_conflict(signed_in, l
     open_editor(page, live_server, widget_a)
     page.get_by_role("tab", name="Voice").click()
     page.get_by_label("Silence (ms)").fill("99999")
-    assert (
+    # The field validates as you type (debounced): wait for the message, never read it at once.
+    expect(page.locator("[data-error-for='voice.turn_detection.silence_duration_ms']")).to_contain_text(
         "between 100 and 5000"
-        in page.locator("[data-error-for='voice.turn_detection.silence_duration_ms']").inner_text()
     )
     page.get_by_role("button", name="Save draft").click()
-    assert page.locator("#save-state").inner_text() == "Fix the highlighted fields"
+    expect(page.locator("#save-state")).to_have_text("Fix the highlighted fields")
     page.get_by_label("Silence (ms)").fill("700")
     # Someone else saves meanwhile: our save must not overwrite it.
     widget_update(widget=widget_a, membership=owner.memberships.get(), config={"behaviour": {"greeting": "Theirs"}})
