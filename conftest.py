@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 from rest_framework.test import APIClient
@@ -225,3 +229,63 @@ def frozen_minute(monkeypatch):
 
     now = (time.time() // 60) * 60 + 20
     monkeypatch.setattr("widgets.ratelimit.time.time", lambda: now)
+
+
+# --- the fake-HTTP recorder --------------------------------------------------------------------
+# One recorder for every outside HTTP service a test stands in for (OpenAI REST, CRM and alert
+# webhooks). Tests take the `fake_http` fixture; the servers it starts stop at teardown.
+
+
+class FakeHTTP:
+    """A tiny threaded HTTP server recording requests; `responses` is a list of (status, json) served in order
+    (the last one repeats). Used as the fake OpenAI REST API and as a fake CRM webhook."""
+
+    def __init__(self, responses: list[tuple[int, Any]] | None = None) -> None:
+        self.responses = responses or [(200, {})]
+        self.requests: list[dict[str, Any]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server API
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                fake.requests.append(
+                    {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
+                )
+                status, payload = fake.responses[min(len(fake.requests) - 1, len(fake.responses) - 1)]
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_http():
+    """`fake_http(responses)` starts a FakeHTTP on 127.0.0.1; every one started is stopped after the test."""
+    started: list[FakeHTTP] = []
+
+    def start(responses: list[tuple[int, Any]] | None = None) -> FakeHTTP:
+        fake = FakeHTTP(responses)
+        started.append(fake)
+        return fake
+
+    yield start
+    for fake in started:
+        fake.stop()

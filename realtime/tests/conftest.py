@@ -112,14 +112,11 @@ async def wait_for(predicate, timeout: float = 3.0) -> None:
 
 
 @pytest.fixture
-def fake_openai_http(settings):
-    from realtime.tests.fakes import FakeHTTP
-
-    fake = FakeHTTP([(200, {"value": "ek_test_123", "expires_at": 1893456000, "session": {"id": "sess_x"}})])
+def fake_openai_http(settings, fake_http):
+    fake = fake_http([(200, {"value": "ek_test_123", "expires_at": 1893456000, "session": {"id": "sess_x"}})])
     settings.OPENAI_BASE_URL = fake.url + "/v1"
     settings.OPENAI_API_KEY = "sk-platform-test"
-    yield fake
-    fake.stop()
+    return fake
 
 
 @pytest.fixture(autouse=True)

@@ -96,15 +96,14 @@ def test_redis_back_rate_limits_are_shared_again(client, n8n_widget, fake_n8n, r
 
 @pytest.mark.django_db(transaction=True)
 def test_a_lead_posted_while_the_broker_is_down_is_stored_and_delivered_when_it_is_back(
-    client, n8n_widget, redis_limiter, settings, agency_a
+    client, n8n_widget, redis_limiter, settings, agency_a, fake_http
 ):
     """The form post answers 201 (not an HTML 500), the lead waits `pending` in PostgreSQL, and the
     beat task delivers it once the broker is back."""
     from config.celery import app
-    from realtime.tests.fakes import FakeHTTP
     from widgets.tasks import leads_reap
 
-    crm = FakeHTTP([(200, {"ok": True})])
+    crm = fake_http([(200, {"ok": True})])
     agency_a.crm_webhook_url = crm.url + "/hooks/leads"
     agency_a.secrets = {"crm_webhook_secret": "whsec-test"}
     agency_a.save()

@@ -15,7 +15,6 @@ from django.urls import reverse
 from django.utils import timezone
 
 from licenses.api import ApiError
-from realtime.tests.fakes import FakeHTTP
 from widgets import health
 from widgets.models import Channel, Conversation, Incident, Message
 
@@ -150,43 +149,37 @@ def test_still_down_while_failures_dominate_the_window(widget_a, scan):
     assert scan(now + timedelta(seconds=10))["closed"] == 0
 
 
-def test_the_webhook_gets_signed_alerts(widget_a, agency_a, owner, scan):
-    hook = FakeHTTP([(200, {"ok": True})] * 2)
-    try:
-        health.agency_alert_webhook_set(
-            actor=owner.memberships.get(), agency=agency_a, url=hook.url + "/alerts", secret="whsec-alerts"
-        )
-        now = timezone.now()
-        turns(widget_a, "xxxxx", at=now)
-        scan(now)
-        turns(widget_a, "o", at=now + timedelta(minutes=20))
-        scan(now + timedelta(minutes=20, seconds=1))
-        assert len(hook.requests) == 2
-        incident = Incident.objects.get()
-        for request, event in zip(hook.requests, ("down", "recovered"), strict=True):
-            expected = "sha256=" + hmac.new(b"whsec-alerts", request["body"], hashlib.sha256).hexdigest()
-            assert request["headers"]["x-switchboard-signature"] == expected
-            assert request["headers"]["idempotency-key"] == f"incident-{incident.pk}-{event}"
-            body = json.loads(request["body"])
-            assert body["event"] == f"widget.{event}"
-            assert body["widget"] == {"id": widget_a.public_id, "name": widget_a.name}
-            assert (body["attempts"], body["failures"]) == (5, 5)
-    finally:
-        hook.stop()
+def test_the_webhook_gets_signed_alerts(widget_a, agency_a, owner, scan, fake_http):
+    hook = fake_http([(200, {"ok": True})] * 2)
+    health.agency_alert_webhook_set(
+        actor=owner.memberships.get(), agency=agency_a, url=hook.url + "/alerts", secret="whsec-alerts"
+    )
+    now = timezone.now()
+    turns(widget_a, "xxxxx", at=now)
+    scan(now)
+    turns(widget_a, "o", at=now + timedelta(minutes=20))
+    scan(now + timedelta(minutes=20, seconds=1))
+    assert len(hook.requests) == 2
+    incident = Incident.objects.get()
+    for request, event in zip(hook.requests, ("down", "recovered"), strict=True):
+        expected = "sha256=" + hmac.new(b"whsec-alerts", request["body"], hashlib.sha256).hexdigest()
+        assert request["headers"]["x-switchboard-signature"] == expected
+        assert request["headers"]["idempotency-key"] == f"incident-{incident.pk}-{event}"
+        body = json.loads(request["body"])
+        assert body["event"] == f"widget.{event}"
+        assert body["widget"] == {"id": widget_a.public_id, "name": widget_a.name}
+        assert (body["attempts"], body["failures"]) == (5, 5)
 
 
-def test_a_transient_webhook_failure_is_retried(widget_a, agency_a, owner, scan):
-    hook = FakeHTTP([(503, {}), (200, {"ok": True})])
-    try:
-        health.agency_alert_webhook_set(actor=owner.memberships.get(), agency=agency_a, url=hook.url + "/a")
-        now = timezone.now()
-        turns(widget_a, "xxxxx", at=now)
-        scan(now)
-        assert len(hook.requests) == 2  # retried (eager: inline), same idempotency key
-        assert len({r["headers"]["idempotency-key"] for r in hook.requests}) == 1
-        assert len(mail.outbox) == 1  # the email is not sent again by the webhook's retry
-    finally:
-        hook.stop()
+def test_a_transient_webhook_failure_is_retried(widget_a, agency_a, owner, scan, fake_http):
+    hook = fake_http([(503, {}), (200, {"ok": True})])
+    health.agency_alert_webhook_set(actor=owner.memberships.get(), agency=agency_a, url=hook.url + "/a")
+    now = timezone.now()
+    turns(widget_a, "xxxxx", at=now)
+    scan(now)
+    assert len(hook.requests) == 2  # retried (eager: inline), same idempotency key
+    assert len({r["headers"]["idempotency-key"] for r in hook.requests}) == 1
+    assert len(mail.outbox) == 1  # the email is not sent again by the webhook's retry
 
 
 def test_alert_webhook_settings(agency_a, owner, member, outsider, settings):

@@ -9,7 +9,6 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from realtime.tests.fakes import FakeHTTP
 from widgets.models import Lead
 from widgets.tasks import LEAD_MAX_RETRIES, lead_deliver, leads_reap
 from widgets.tests.factories import WidgetFactory
@@ -27,12 +26,11 @@ def _retries_run_inline():
 
 
 @pytest.fixture
-def crm(agency_a):
-    fake = FakeHTTP([(200, {"ok": True})])
+def crm(agency_a, fake_http):
+    fake = fake_http([(200, {"ok": True})])
     agency_a.crm_webhook_url = fake.url + "/hooks/leads"
     agency_a.save()
-    yield fake
-    fake.stop()
+    return fake
 
 
 def lead_in(widget, *, status: str, age: float, claimed: float | None = None, attempts: int = 0) -> Lead:

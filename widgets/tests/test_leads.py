@@ -9,7 +9,6 @@ import json
 import pytest
 
 from licenses.services import agency_crm_webhook_set
-from realtime.tests.fakes import FakeHTTP
 from widgets.leads import lead_create
 from widgets.models import Lead
 from widgets.tasks import lead_deliver
@@ -27,11 +26,10 @@ def _retries_run_inline():
 
 
 @pytest.fixture
-def crm(agency_a):
-    fake = FakeHTTP([(200, {"ok": True})])
+def crm(agency_a, fake_http):
+    fake = fake_http([(200, {"ok": True})])
     agency_crm_webhook_set(agency=agency_a, url=fake.url + "/hooks/leads", secret="whsec-test")
-    yield fake
-    fake.stop()
+    return fake
 
 
 def make_lead(widget, capture):
@@ -117,29 +115,25 @@ def test_deleted_lead_is_a_quiet_no_op(widget_a, crm):
 
 
 @pytest.mark.django_db
-def test_a_new_crm_url_without_the_secret_clears_it(widget_a, agency_a, crm, django_capture_on_commit_callbacks):
-    other = FakeHTTP([(200, {"ok": True})])
-    try:
-        agency_crm_webhook_set(agency=agency_a, url=other.url + "/attacker", secret=None)
-        agency_a.refresh_from_db()
-        assert "crm_webhook_secret" not in agency_a.secrets
-        make_lead(widget_a, django_capture_on_commit_callbacks)
-        assert len(other.requests) == 1 and "x-switchboard-signature" not in other.requests[0]["headers"]
-    finally:
-        other.stop()
+def test_a_new_crm_url_without_the_secret_clears_it(
+    widget_a, agency_a, crm, fake_http, django_capture_on_commit_callbacks
+):
+    other = fake_http([(200, {"ok": True})])
+    agency_crm_webhook_set(agency=agency_a, url=other.url + "/attacker", secret=None)
+    agency_a.refresh_from_db()
+    assert "crm_webhook_secret" not in agency_a.secrets
+    make_lead(widget_a, django_capture_on_commit_callbacks)
+    assert len(other.requests) == 1 and "x-switchboard-signature" not in other.requests[0]["headers"]
 
 
 @pytest.mark.django_db
 def test_a_url_changed_behind_the_service_is_never_signed_for(
-    widget_a, agency_a, crm, django_capture_on_commit_callbacks
+    widget_a, agency_a, crm, fake_http, django_capture_on_commit_callbacks
 ):
-    other = FakeHTTP([(200, {"ok": True})])
-    try:
-        type(agency_a).objects.filter(pk=agency_a.pk).update(crm_webhook_url=other.url + "/elsewhere")
-        make_lead(widget_a, django_capture_on_commit_callbacks)
-        assert "x-switchboard-signature" not in other.requests[0]["headers"]
-    finally:
-        other.stop()
+    other = fake_http([(200, {"ok": True})])
+    type(agency_a).objects.filter(pk=agency_a.pk).update(crm_webhook_url=other.url + "/elsewhere")
+    make_lead(widget_a, django_capture_on_commit_callbacks)
+    assert "x-switchboard-signature" not in other.requests[0]["headers"]
 
 
 @pytest.mark.django_db
