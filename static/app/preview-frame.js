@@ -78,7 +78,7 @@ function mountBundle(bundle, el, config, options) {
   const remount = mountCount++ > 0;
   let frames = 0;
   (function whenReady() {
-    if (!widget.pn) {
+    if (!widget.panel) {
       if (frames++ < 120) requestAnimationFrame(whenReady);
       return;
     }
@@ -89,12 +89,12 @@ function mountBundle(bundle, el, config, options) {
       widget.root.appendChild(calm);
     }
     // Popup: keep the window open across re-mounts, without moving focus out of the configurator.
-    if (mode !== "popup" || !state.open || !widget.lau) return;
-    const ta = widget.ta;
+    if (mode !== "popup" || !state.open || !widget.launcher) return;
+    const ta = widget.input;
     if (ta) ta.focus = () => {};
     widget.toggle(true);
     if (ta) delete ta.focus;
-    widget.lau.addEventListener("click", () => { state.open = !widget.pn.hidden; });
+    widget.launcher.addEventListener("click", () => { state.open = !widget.panel.hidden; });
   })();
   root.dataset.renderer = "bundle";
   return {

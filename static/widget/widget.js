@@ -6,10 +6,9 @@
  * Voice: lazy-loads /static/widget/voice.js and calls SwitchboardVoice.create(api) (see BRIEF contract). */
 (function () {
   "use strict";
-  var W = window, D = document;
-  if (W.SwitchboardWidget) return;
+  if (window.SwitchboardWidget) return;
 
-  var CSS = [
+  const CSS = [
     ":host{all:initial!important;display:block!important;position:static!important}",
     ":host([data-mode=inline]){width:100%!important;height:100%!important}",
     ".r{all:initial;display:block;box-sizing:border-box;font-family:var(--f);font-size:var(--fs);line-height:1.45;",
@@ -111,7 +110,7 @@
     "scroll-behavior:auto!important}}"
   ].join("");
 
-  var ICONS = {
+  const ICONS = {
     chat: '<path d="M21 12a8 8 0 0 1-11.6 7.1L4 20l1-4.4A8 8 0 1 1 21 12z"/>',
     message: '<path d="M4 5h16v11H8l-4 4z"/>',
     sparkle: '<path d="M12 3l2 6 6 2-6 2-2 6-2-6-6-2 6-2z"/>',
@@ -130,74 +129,84 @@
     return '<svg viewBox="0 0 24 24" aria-hidden="true" focusable="false">' + ICONS[name] + "</svg>";
   }
 
-  function esc(s) {
-    return String(s == null ? "" : s).replace(/[&<>"']/g, function (c) {
-      return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c];
-    });
+  const HTML_ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+  function escapeHtml(value) {
+    return String(value ?? "").replace(/[&<>"']/g, (char) => HTML_ESCAPES[char]);
   }
-  function safeUrl(u, mail) {
-    u = String(u || "").trim();
-    return (mail ? /^(https?:\/\/|mailto:)/i : /^https?:\/\//i).test(u) ? u : "";
+  function safeUrl(url, allowMailto) {
+    const text = String(url ?? "").trim();
+    return (allowMailto ? /^(https?:\/\/|mailto:)/i : /^https?:\/\//i).test(text) ? text : "";
   }
-  function el(tag, cls, html) {
-    var e = D.createElement(tag);
-    if (cls) e.className = cls;
-    if (html != null) e.innerHTML = html;
-    return e;
+  function element(tag, className, html) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (html != null) node.innerHTML = html;
+    return node;
   }
-  function link(href, text, cls) {
-    var a = el("a", cls || "");
-    a.href = href; a.target = "_blank"; a.rel = "noopener noreferrer"; a.textContent = text;
-    return a;
+  function externalLink(href, text, className) {
+    const anchor = element("a", className);
+    anchor.href = href;
+    anchor.target = "_blank";
+    anchor.rel = "noopener noreferrer";
+    anchor.textContent = text;
+    return anchor;
+  }
+  function button(className, html, label) {
+    const node = element("button", className, html);
+    node.type = "button";
+    if (label) node.setAttribute("aria-label", label);
+    return node;
   }
 
   /* Markdown subset on escaped text: **bold**, *italic* or _italic_, `code`, ``` blocks, [t](url), lists, links.
      Every piece of HTML it makes (code, links) is set aside behind a placeholder at once, so no later rule
      (autolinks, emphasis) ever runs over generated markup or inside an attribute. */
-  function emph(t) {
-    return t.replace(/\*\*([^*\n]+)\*\*/g, "<strong>$1</strong>")
+  function emphasis(text) {
+    return text.replace(/\*\*([^*\n]+)\*\*/g, "<strong>$1</strong>")
       .replace(/(^|[^*\w])\*([^*\n]+)\*(?!\w)/g, "$1<em>$2</em>")
       .replace(/(^|[^_\w])_([^_\n]+)_(?!\w)/g, "$1<em>$2</em>");
   }
-  function inline(t) {
-    var kept = [];
-    function keep(html) { kept.push(html); return "\u0000" + (kept.length - 1) + "\u0000"; }
-    t = esc(String(t == null ? "" : t).replace(/\u0000/g, ""));
-    t = t.replace(/`([^`\n]+)`/g, function (_, c) { return keep("<code>" + c + "</code>"); });
-    t = t.replace(/\[([^\]\n]+)\]\(([^)\s]+)\)/g, function (m, label, url) {
-      var u = safeUrl(url.replace(/&amp;/g, "&").replace(/\u0000\d+\u0000/g, ""), true);
-      return u ? keep('<a href="' + esc(u) + '" target="_blank" rel="noopener noreferrer">' + emph(label) + "</a>") : label;
+  function inlineMarkdown(source) {
+    const kept = [];
+    const keep = (html) => { kept.push(html); return "\u0000" + (kept.length - 1) + "\u0000"; };
+    let text = escapeHtml(String(source ?? "").replace(/\u0000/g, ""));
+    text = text.replace(/`([^`\n]+)`/g, (_, code) => keep("<code>" + code + "</code>"));
+    text = text.replace(/\[([^\]\n]+)\]\(([^)\s]+)\)/g, (match, label, url) => {
+      const href = safeUrl(url.replace(/&amp;/g, "&").replace(/\u0000\d+\u0000/g, ""), true);
+      return href
+        ? keep('<a href="' + escapeHtml(href) + '" target="_blank" rel="noopener noreferrer">' + emphasis(label) + "</a>")
+        : label;
     });
-    t = t.replace(/(^|[\s(])(https?:\/\/[^\s<)"\u0000]+[^\s<)".,;:!?'\u0000])/g, function (m, pre, url) {
-      return pre + keep('<a href="' + url + '" target="_blank" rel="noopener noreferrer">' + url + "</a>");
-    });
-    t = emph(t);
-    for (var i = 0; i < 3 && t.indexOf("\u0000") >= 0; i++) {
-      t = t.replace(/\u0000(\d+)\u0000/g, function (_, n) { return kept[+n]; });
+    text = text.replace(/(^|[\s(])(https?:\/\/[^\s<)"\u0000]+[^\s<)".,;:!?'\u0000])/g, (match, before, url) =>
+      before + keep('<a href="' + url + '" target="_blank" rel="noopener noreferrer">' + url + "</a>"));
+    text = emphasis(text);
+    for (let pass = 0; pass < 3 && text.indexOf("\u0000") >= 0; pass++) {
+      text = text.replace(/\u0000(\d+)\u0000/g, (_, index) => kept[+index]);
     }
-    return t;
+    return text;
   }
-  function md(text) {
-    var out = [], parts = String(text || "").split(/```[^\n]*\n?/);
-    parts.forEach(function (part, i) {
-      if (i % 2) { out.push("<pre><code>" + esc(part.replace(/\n$/, "")) + "</code></pre>"); return; }
-      var list = null, para = [];
-      function flush() {
-        if (para.length) out.push("<p>" + para.map(inline).join("<br>") + "</p>");
-        para = [];
-        if (list) { out.push("<" + list.t + ">" + list.items.join("") + "</" + list.t + ">"); list = null; }
-      }
-      part.split("\n").forEach(function (line) {
-        var m = line.match(/^\s*([-*\u2022]|\d+[.)])\s+(.*)$/);
-        if (m) {
-          var t = /\d/.test(m[1]) ? "ol" : "ul";
-          if (para.length || (list && list.t !== t)) flush();
-          list = list || { t: t, items: [] };
-          list.items.push("<li>" + inline(m[2]) + "</li>");
+  function markdown(source) {
+    const out = [];
+    String(source ?? "").split(/```[^\n]*\n?/).forEach((part, index) => {
+      if (index % 2) { out.push("<pre><code>" + escapeHtml(part.replace(/\n$/, "")) + "</code></pre>"); return; }
+      let list = null;
+      let paragraph = [];
+      const flush = () => {
+        if (paragraph.length) out.push("<p>" + paragraph.map(inlineMarkdown).join("<br>") + "</p>");
+        paragraph = [];
+        if (list) { out.push("<" + list.tag + ">" + list.items.join("") + "</" + list.tag + ">"); list = null; }
+      };
+      part.split("\n").forEach((line) => {
+        const item = line.match(/^\s*([-*\u2022]|\d+[.)])\s+(.*)$/);
+        if (item) {
+          const tag = /\d/.test(item[1]) ? "ol" : "ul";
+          if (paragraph.length || (list && list.tag !== tag)) flush();
+          list = list ?? { tag, items: [] };
+          list.items.push("<li>" + inlineMarkdown(item[2]) + "</li>");
         } else if (!line.trim()) flush();
         else {
           if (list) flush();
-          para.push(line.replace(/^#{1,6}\s+(.*)$/, "**$1**"));
+          paragraph.push(line.replace(/^#{1,6}\s+(.*)$/, "**$1**"));
         }
       });
       flush();
@@ -205,655 +214,876 @@
     return out.join("");
   }
 
-  function lum(hex) {
-    var n = parseInt(String(hex || "#000000").slice(1), 16), c = [(n >> 16) & 255, (n >> 8) & 255, n & 255].map(function (v) {
-      v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+  function luminance(hex) {
+    const value = parseInt(hex.slice(1), 16);
+    const [red, green, blue] = [(value >> 16) & 255, (value >> 8) & 255, value & 255].map((channel) => {
+      const c = channel / 255;
+      return c <= 0.03928 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4);
     });
-    return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2];
+    return 0.2126 * red + 0.7152 * green + 0.0722 * blue;
   }
-  function onColor(hex) { return lum(hex) > 0.45 ? "#111827" : "#ffffff"; }
+  function textColorOn(hex) { return luminance(hex) > 0.45 ? "#111827" : "#ffffff"; }
 
-  function store(k, v) {
-    try {
-      if (v === undefined) return JSON.parse(localStorage.getItem(k) || "null");
-      if (v === null) localStorage.removeItem(k); else localStorage.setItem(k, JSON.stringify(v));
-    } catch (e) { return null; }
-  }
-  function uid(p) {
-    var r = W.crypto && crypto.randomUUID ? crypto.randomUUID() : Math.random().toString(36).slice(2) + Date.now().toString(36);
-    return p + r.replace(/-/g, "");
+  /* localStorage as JSON; a blocked storage (private mode, sandbox) reads as empty. */
+  const storage = {
+    get(key) {
+      try { return JSON.parse(localStorage.getItem(key) ?? "null"); } catch (e) { return null; }
+    },
+    set(key, value) {
+      try { localStorage.setItem(key, JSON.stringify(value)); } catch (e) { /* not stored */ }
+    },
+    remove(key) {
+      try { localStorage.removeItem(key); } catch (e) { /* not stored */ }
+    }
+  };
+  function randomId(prefix) {
+    const random = window.crypto && crypto.randomUUID
+      ? crypto.randomUUID() : Math.random().toString(36).slice(2) + Date.now().toString(36);
+    return prefix + random.replace(/-/g, "");
   }
   /* Times and prices in the widget's locale (behaviour.locale), else the visitor's browser's. */
-  function clock(ts, loc) {
-    try { return new Date(ts).toLocaleTimeString(loc || [], { hour: "2-digit", minute: "2-digit" }); } catch (e) { return ""; }
-  }
-  function money(price, cur, loc) {
-    if (price == null || price === "") return "";
-    try { return new Intl.NumberFormat(loc || undefined, { style: "currency", currency: cur || "USD" }).format(+price); }
-    catch (e) { return price + " " + (cur || ""); }
-  }
-
-  function Widget(o) {
-    this.o = o;
-    this.base = o.base;
-    this.api = o.base + "/api/widget/" + encodeURIComponent(o.key);
-    this.q = o.widget ? "?widget=" + encodeURIComponent(o.widget) : "";
-    this.busy = false;
-    this.queue = [];
-    this.voice = null;
-  }
-  var P = Widget.prototype;
-
-  /* UI texts come with the public config (widgets/widget_strings.py: behaviour.locale + overrides). */
-  P.t = function (key) { var s = this.cfg && this.cfg.strings; return (s && s[key]) || key; };
-
-  P.fail = function (msg) {
-    if (this.failed) return;
-    this.failed = true;
-    console.error("Switchboard: " + msg);
-  };
-
-  P.boot = function () {
-    var self = this;
-    return fetch(this.api + "/config" + this.q, { credentials: "omit" }).then(function (res) {
-      return res.json().catch(function () { return {}; }).then(function (body) {
-        if (!res.ok) {
-          var e = (body && body.error) || {}, refused = /^(domain_not_allowed|origin_missing)$/.test(e.code || "");
-          // Name the host that was refused: that is what the site owner has to add to the license.
-          self.fail((refused ? "this page's host \"" + location.host + "\" was refused: " : "") +
-            (e.message || "the widget is not available here") + " (" + (e.code || res.status) + ")");
-          return;
-        }
-        self.cfg = body.config || self.o.config;
-        self.type = body.type || self.o.type;
-        self.o.widget = body.widget || self.o.widget;
-        self.q = "?widget=" + encodeURIComponent(self.o.widget);
-        self.render();
-      });
-    }, function () {
-      // A refused origin gets no CORS headers, so the browser hides the 403 body from us.
-      self.fail("this page's host \"" + location.host + "\" is not on the license's allowed domains, " +
-        "or the server is unreachable.");
-    });
-  };
-
-  P.render = function () {
-    var self = this, c = this.cfg, ap = c.appearance || {}, em = c.embed || {}, bh = c.behaviour || {};
-    var mode = this.o.mode || em.mode || "popup";
-    if (["popup", "inline", "fullpage"].indexOf(mode) < 0) mode = "popup";
-    var pos = this.o.position || em.position || "bottom-right";
-    var target = null;
-    if (mode === "inline") {
-      target = this.o.target ? D.querySelector(this.o.target) : null;
-      if (!target) { this.fail("inline mode needs data-target pointing at an element on the page."); return; }
-    }
-    this.mode = mode; this.pos = pos; this.loc = bh.locale || "";
-    // Several popups in one corner (one per widget) stack their launchers instead of hiding each other.
-    var oy = em.offset_y == null ? 20 : em.offset_y;
-    (W.SwitchboardWidgets || []).forEach(function (w) { if (w !== self && w.r && w.mode === "popup" && w.pos === pos) oy += 72; });
-    this.vid = store("sb:visitor") || uid("v_");
-    store("sb:visitor", this.vid);
-    this.skey = "sb:" + this.o.widget + ":";
-    this.sid = store(this.skey + "session");
-    this.resumed = !!this.sid;  // only a returning visitor has history worth asking n8n for
-    this.sid = this.sid || uid("s_");
-    store(this.skey + "session", this.sid);
-
-    var host = this.host = D.createElement("switchboard-widget");
-    host.setAttribute("data-widget", this.o.widget);
-    host.setAttribute("data-mode", mode);
-    var root = this.root = host.attachShadow({ mode: "open" });
-    var dark = ap.color_scheme === "dark" || (ap.color_scheme === "auto" && W.matchMedia &&
-      matchMedia("(prefers-color-scheme: dark)").matches);
-    var pc = ap.primary_color || "#4f46e5", ub = ap.bubble_user_color || pc;
-    var vars = {
-      "--p": pc, "--pt": onColor(pc), "--pc": dark && lum(pc) < 0.2 ? "#a5b4fc" : pc,
-      "--bg": dark ? "#0f172a" : ap.background_color || "#fff", "--tx": dark ? "#e5e7eb" : ap.text_color || "#111827",
-      "--ub": ub, "--ut": onColor(ub), "--bb": dark ? "#1e293b" : ap.bubble_bot_color || "#f3f4f6",
-      "--bt": dark ? "#e5e7eb" : onColor(ap.bubble_bot_color || "#f3f4f6"),
-      "--ln": dark ? "#334155" : "#e5e7eb", "--rd": (ap.radius == null ? 16 : ap.radius) + "px",
-      "--f": ap.font_family || "system-ui,-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif",
-      "--fs": (ap.font_size || 15) + "px", "--w": (em.width || 380) + "px", "--h": (em.height || 600) + "px",
-      "--ox": (em.offset_x == null ? 20 : em.offset_x) + "px", "--oy": oy + "px"
-    };
-    var r = this.r = el("div", "r " + mode + " " + (pos === "bottom-left" ? "left" : "right") + (dark ? " dark" : ""));
-    if (this.loc) r.lang = this.loc;  // screen readers pronounce the texts in their language
-    Object.keys(vars).forEach(function (k) { r.style.setProperty(k, vars[k]); });
-    // Inline fills its target; a target with no height of its own (an empty <div>) gets the config's height.
-    if (target && !target.clientHeight) r.style.height = "var(--h)";
-    // A constructed stylesheet is not an inline <style>, so a strict style-src CSP on the page allows it.
+  function formatClock(timestamp, locale) {
     try {
-      var sheet = new CSSStyleSheet(); sheet.replaceSync(CSS); root.adoptedStyleSheets = [sheet];
-    } catch (e) { root.appendChild(el("style")).textContent = CSS; }
-    root.appendChild(r);
+      return new Date(timestamp).toLocaleTimeString(locale || [], { hour: "2-digit", minute: "2-digit" });
+    } catch (e) { return ""; }
+  }
+  function formatMoney(price, currency, locale) {
+    if (price == null || price === "") return "";
+    try {
+      return new Intl.NumberFormat(locale || undefined, { style: "currency", currency: currency || "USD" }).format(+price);
+    } catch (e) { return price + " " + (currency ?? ""); }
+  }
 
-    var title = ap.title || "Chat";
-    if (mode === "popup") {
-      this.icon = ap.launcher_icon in ICONS ? ap.launcher_icon : "chat";
-      var lau = this.lau = el("button", "lau", svg(this.icon));
-      lau.type = "button";
-      lau.setAttribute("aria-label", this.t("open_chat") + ": " + title);
-      lau.setAttribute("aria-expanded", "false");
-      lau.onclick = function () { self.toggle(); };
-      r.appendChild(lau);
+  const SYSTEM_FONT = "system-ui,-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif";
+  const MODES = ["popup", "inline", "fullpage"];
+  const LAUNCHER_STACK_STEP = 72;
+  /* A ChatKit widget's public appearance styles ChatKit itself (inside the iframe); the frame around it
+     (launcher, header) has no settings of its own and uses these. */
+  const CHATKIT_FRAME_LOOK = {
+    primary_color: "#4f46e5", background_color: "#ffffff", text_color: "#111827",
+    bubble_user_color: "#4f46e5", bubble_bot_color: "#f3f4f6", title: "Chat", subtitle: "",
+    launcher_icon: "chat", radius: 16, font_family: "", font_size: 15, avatar_url: ""
+  };
+  const VOICE_STATE_LABELS = { error: "voice_unavailable" };
+
+  class Widget {
+    constructor(options) {
+      this.options = options;
+      this.base = options.base;
+      this.apiBase = options.base + "/api/widget/" + encodeURIComponent(options.key);
+      this.query = options.widget ? "?widget=" + encodeURIComponent(options.widget) : "";
+      this.busy = false;
+      this.queue = [];
+      this.voice = null;
     }
-    var pn = this.pn = el("section", "pn");
-    pn.setAttribute("role", mode === "popup" ? "dialog" : "region");
-    pn.setAttribute("aria-label", title);
-    pn.id = "sb-panel";
-    if (mode === "popup") { pn.hidden = true; this.lau.setAttribute("aria-controls", "sb-panel"); }
-    var hd = el("header", "hd");
-    var av = el("div", "av", svg(ap.launcher_icon in ICONS ? ap.launcher_icon : "chat"));
-    var avatar = safeUrl(ap.avatar_url);
-    if (avatar) { av.innerHTML = ""; var im = el("img"); im.src = avatar; im.alt = ""; av.appendChild(im); }
-    var ti = el("div", "ti");
-    ti.appendChild(el("b")).textContent = title;
-    if (ap.subtitle) ti.appendChild(el("span")).textContent = ap.subtitle;
-    hd.appendChild(av); hd.appendChild(ti);
-    pn.appendChild(hd);
-    (mode === "inline" ? target : D.body).appendChild(host);
 
-    if (this.type === "chatkit") {
-      if (mode === "popup") this.headerClose(hd);
-      var fr = el("iframe", "fr");
-      fr.title = title;
-      fr.setAttribute("allow", "microphone; clipboard-write");
-      // The ChatKit page only serves the site that frames it, proven by the Referer's origin.
-      fr.referrerPolicy = "origin";
-      // The ChatKit page's signed visitor, kept here (first-party storage) for the next visit.
-      var vtKey = "sb:ck:" + this.o.key + ":vt", vt = store(vtKey);
-      fr.dataset.src = this.base + (this.o.frame || "/widget/chatkit/" + encodeURIComponent(this.o.key)) +
-        "?widget=" + encodeURIComponent(this.o.widget) + (vt ? "&vt=" + encodeURIComponent(vt) : "");
-      W.addEventListener("message", function (e) {
-        var d = e.data;
-        if (e.source === fr.contentWindow && d && d.type === "switchboard:chatkit-visitor" &&
-            typeof d.token === "string" && d.token.length < 300) store(vtKey, d.token);
+    /* UI texts come with the public config (widgets/widget_strings.py: behaviour.locale + overrides). */
+    t(key) { return this.config.strings[key] ?? key; }
+
+    fail(message) {
+      if (this.failed) return;
+      this.failed = true;
+      console.error("Switchboard: " + message);
+    }
+
+    boot() {
+      return fetch(this.apiBase + "/config" + this.query, { credentials: "omit" }).then((response) =>
+        response.json().catch(() => ({})).then((body) => {
+          if (!response.ok) {
+            const error = body?.error ?? {};
+            const refused = /^(domain_not_allowed|origin_missing)$/.test(error.code ?? "");
+            // Name the host that was refused: that is what the site owner has to add to the license.
+            this.fail((refused ? "this page's host \"" + location.host + "\" was refused: " : "") +
+              (error.message ?? "the widget is not available here") + " (" + (error.code ?? response.status) + ")");
+            return;
+          }
+          this.config = body.config;
+          this.type = body.type;
+          this.options.widget = body.widget;
+          this.query = "?widget=" + encodeURIComponent(this.options.widget);
+          this.render();
+        }), () => {
+        // A refused origin gets no CORS headers, so the browser hides the 403 body from us.
+        this.fail("this page's host \"" + location.host + "\" is not on the license's allowed domains, " +
+          "or the server is unreachable.");
       });
-      if (mode !== "popup") fr.src = fr.dataset.src;
-      this.frame = fr;
-      pn.appendChild(fr);
-      r.appendChild(pn);
-      this.keys();
-      return;
     }
-    if (this.o.widget) {
-      var rs = el("button", "ib", svg("reset"));
-      rs.type = "button"; rs.setAttribute("aria-label", this.t("new_conversation")); rs.title = this.t("new_conversation");
-      rs.onclick = function () { self.reset(); };
-      hd.appendChild(rs);
+
+    /* The page's data-mode / data-position override the config's embed settings. */
+    render() {
+      const embed = this.config.embed;
+      // data-mode is optional page input: empty means the config's mode; an unknown one means popup.
+      const requested = this.options.mode || embed.mode;
+      const mode = MODES.includes(requested) ? requested : "popup";
+      let target = null;
+      if (mode === "inline") {
+        target = this.options.target ? document.querySelector(this.options.target) : null;
+        if (!target) { this.fail("inline mode needs data-target pointing at an element on the page."); return; }
+      }
+      this.mode = mode;
+      this.position = this.options.position || embed.position;
+      this.locale = this.config.behaviour.locale;
+      this.look = this.type === "chatkit"
+        ? { ...CHATKIT_FRAME_LOOK, color_scheme: this.config.appearance.color_scheme }
+        : this.config.appearance;
+      this.startSession();
+      this.renderRoot(target);
+      this.renderLauncher();
+      this.renderPanel();
+      (mode === "inline" ? target : document.body).appendChild(this.host);
+      if (this.type === "chatkit") {
+        this.renderChatKitFrame();
+      } else {
+        this.renderConversation();
+      }
+      this.rootBox.appendChild(this.panel);
+      this.listenForEscape();
+      if (this.type !== "chatkit" && mode !== "popup") this.load();
     }
-    if (mode === "popup") this.headerClose(hd);
 
-    var lg = this.lg = el("div", "lg");
-    lg.setAttribute("role", "log"); lg.setAttribute("aria-live", "polite"); lg.setAttribute("aria-relevant", "additions");
-    lg.setAttribute("aria-label", this.t("conversation"));
-    pn.appendChild(lg);
-    this.st = el("div", "st");
-    pn.appendChild(this.st);
-    var vb = this.vb = el("div", "vb");
-    vb.hidden = true; vb.setAttribute("role", "status");
-    vb.innerHTML = '<span class="dt"></span><span class="vl"></span>';
-    var mute = this.mute = el("button", "", svg("micoff") + "<span></span>");
-    mute.lastChild.textContent = this.t("mute");
-    mute.type = "button"; mute.setAttribute("aria-pressed", "false");
-    mute.onclick = function () { self.setMuted(mute.getAttribute("aria-pressed") !== "true"); };
-    var hang = el("button", "hu", svg("hang") + "<span></span>");
-    hang.lastChild.textContent = this.t("end_call");
-    hang.type = "button"; hang.onclick = function () { self.hangUp(); };
-    vb.appendChild(mute); vb.appendChild(hang);
-    pn.appendChild(vb);
-
-    var cp = el("form", "cp");
-    var ta = this.ta = el("textarea");
-    ta.rows = 1; ta.maxLength = 4000;
-    ta.placeholder = this.t("placeholder");
-    ta.setAttribute("aria-label", this.t("message"));
-    var sd = this.sd = el("button", "sd", svg("send"));
-    sd.type = "submit"; sd.disabled = true; sd.setAttribute("aria-label", this.t("send"));
-    ta.oninput = function () {
-      sd.disabled = !ta.value.trim();
-      ta.style.height = "auto"; ta.style.height = Math.min(ta.scrollHeight, 120) + "px";
-    };
-    ta.onkeydown = function (e) {
-      if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); self.submit(); }
-    };
-    cp.onsubmit = function (e) { e.preventDefault(); self.submit(); };
-    cp.appendChild(ta);
-    if (c.voice && c.voice.enabled) {
-      var mc = this.mc = el("button", "mc", svg("mic"));
-      mc.type = "button"; mc.setAttribute("aria-label", this.t("voice_start")); mc.setAttribute("aria-pressed", "false");
-      mc.onclick = function () { self.voice || self.vstate === "connecting" ? self.hangUp() : self.startVoice(); };
-      cp.appendChild(mc);
+    startSession() {
+      this.visitorId = storage.get("sb:visitor") ?? randomId("v_");
+      storage.set("sb:visitor", this.visitorId);
+      this.storageKey = "sb:" + this.options.widget + ":";
+      const saved = storage.get(this.storageKey + "session");
+      this.resumed = !!saved;  // only a returning visitor has history worth asking n8n for
+      this.sessionId = saved ?? randomId("s_");
+      storage.set(this.storageKey + "session", this.sessionId);
     }
-    cp.appendChild(sd);
-    pn.appendChild(cp);
-    if (bh.disclaimer) pn.appendChild(el("div", "dc")).textContent = bh.disclaimer;
-    r.appendChild(pn);
-    this.keys();
-    if (mode !== "popup") this.load();
-  };
 
-  P.headerClose = function (hd) {
-    var self = this, x = el("button", "ib", svg(this.mode === "popup" ? "down" : "close"));
-    x.type = "button"; x.setAttribute("aria-label", this.t("close_chat"));
-    x.onclick = function () { self.toggle(false); };
-    hd.appendChild(x);
-  };
+    themeVariables(dark) {
+      const look = this.look;
+      const embed = this.config.embed;
+      const primary = look.primary_color;
+      // Several popups in one corner (one per widget) stack their launchers instead of hiding each other.
+      let offsetY = embed.offset_y;
+      (window.SwitchboardWidgets ?? []).forEach((other) => {
+        if (other !== this && other.rootBox && other.mode === "popup" && other.position === this.position) {
+          offsetY += LAUNCHER_STACK_STEP;
+        }
+      });
+      return {
+        "--p": primary, "--pt": textColorOn(primary), "--pc": dark && luminance(primary) < 0.2 ? "#a5b4fc" : primary,
+        "--bg": dark ? "#0f172a" : look.background_color, "--tx": dark ? "#e5e7eb" : look.text_color,
+        "--ub": look.bubble_user_color, "--ut": textColorOn(look.bubble_user_color),
+        "--bb": dark ? "#1e293b" : look.bubble_bot_color, "--bt": dark ? "#e5e7eb" : textColorOn(look.bubble_bot_color),
+        "--ln": dark ? "#334155" : "#e5e7eb", "--rd": look.radius + "px",
+        // An empty font_family means the visitor's system font.
+        "--f": look.font_family || SYSTEM_FONT,
+        "--fs": look.font_size + "px", "--w": embed.width + "px", "--h": embed.height + "px",
+        "--ox": embed.offset_x + "px", "--oy": offsetY + "px"
+      };
+    }
 
-  P.keys = function () {
-    var self = this;
-    this.pn.addEventListener("keydown", function (e) {
-      if (e.key === "Escape" && self.mode === "popup") { e.stopPropagation(); self.toggle(false); }
-    });
-  };
+    /* The host element, its shadow root, the themed box everything sits in. */
+    renderRoot(target) {
+      const host = this.host = document.createElement("switchboard-widget");
+      host.setAttribute("data-widget", this.options.widget);
+      host.setAttribute("data-mode", this.mode);
+      const shadow = this.root = host.attachShadow({ mode: "open" });
+      const scheme = this.look.color_scheme;
+      const dark = scheme === "dark" || (scheme === "auto" && window.matchMedia &&
+        matchMedia("(prefers-color-scheme: dark)").matches);
+      const side = this.position === "bottom-left" ? "left" : "right";
+      const box = this.rootBox = element("div", "r " + this.mode + " " + side + (dark ? " dark" : ""));
+      if (this.locale) box.lang = this.locale;  // screen readers pronounce the texts in their language
+      const variables = this.themeVariables(dark);
+      Object.keys(variables).forEach((name) => box.style.setProperty(name, variables[name]));
+      // Inline fills its target; a target with no height of its own (an empty <div>) gets the config's height.
+      if (target && !target.clientHeight) box.style.height = "var(--h)";
+      // A constructed stylesheet is not an inline <style>, so a strict style-src CSP on the page allows it.
+      try {
+        const sheet = new CSSStyleSheet();
+        sheet.replaceSync(CSS);
+        shadow.adoptedStyleSheets = [sheet];
+      } catch (e) { shadow.appendChild(element("style")).textContent = CSS; }
+      shadow.appendChild(box);
+    }
 
-  P.toggle = function (open) {
-    if (this.mode !== "popup") return;
-    open = open == null ? this.pn.hidden : open;
-    this.pn.hidden = !open;
-    this.r.classList.toggle("open", open);
-    this.lau.setAttribute("aria-expanded", String(open));
-    this.lau.setAttribute("aria-label", this.t(open ? "close_chat" : "open_chat") + ": " + (this.cfg.appearance.title || "Chat"));
-    this.lau.innerHTML = svg(open ? "down" : this.icon);
-    if (open) {
-      if (this.frame && !this.frame.src) this.frame.src = this.frame.dataset.src;
+    renderLauncher() {
+      if (this.mode !== "popup") return;
+      this.icon = this.look.launcher_icon;
+      const launcher = this.launcher = button("lau", svg(this.icon), this.t("open_chat") + ": " + this.look.title);
+      launcher.setAttribute("aria-expanded", "false");
+      launcher.setAttribute("aria-controls", "sb-panel");
+      launcher.onclick = () => this.toggle();
+      this.rootBox.appendChild(launcher);
+    }
+
+    renderPanel() {
+      const panel = this.panel = element("section", "pn");
+      panel.setAttribute("role", this.mode === "popup" ? "dialog" : "region");
+      panel.setAttribute("aria-label", this.look.title);
+      panel.id = "sb-panel";
+      if (this.mode === "popup") panel.hidden = true;
+      panel.appendChild(this.renderHeader());
+    }
+
+    renderHeader() {
+      const look = this.look;
+      const header = this.header = element("header", "hd");
+      const avatar = element("div", "av", svg(look.launcher_icon));
+      const avatarUrl = safeUrl(look.avatar_url);
+      if (avatarUrl) {
+        avatar.innerHTML = "";
+        const image = element("img");
+        image.src = avatarUrl;
+        image.alt = "";
+        avatar.appendChild(image);
+      }
+      const titles = element("div", "ti");
+      titles.appendChild(element("b")).textContent = look.title;
+      if (look.subtitle) titles.appendChild(element("span")).textContent = look.subtitle;
+      header.appendChild(avatar);
+      header.appendChild(titles);
+      return header;
+    }
+
+    addHeaderClose() {
+      const close = button("ib", svg(this.mode === "popup" ? "down" : "close"), this.t("close_chat"));
+      close.onclick = () => this.toggle(false);
+      this.header.appendChild(close);
+    }
+
+    addHeaderReset() {
+      const reset = button("ib", svg("reset"), this.t("new_conversation"));
+      reset.title = this.t("new_conversation");
+      reset.onclick = () => this.reset();
+      this.header.appendChild(reset);
+    }
+
+    /* ChatKit: the panel holds the ChatKit page in an iframe (loaded when a popup first opens). */
+    renderChatKitFrame() {
+      if (this.mode === "popup") this.addHeaderClose();
+      const frame = element("iframe", "fr");
+      frame.title = this.look.title;
+      frame.setAttribute("allow", "microphone; clipboard-write");
+      // The ChatKit page only serves the site that frames it, proven by the Referer's origin.
+      frame.referrerPolicy = "origin";
+      // The ChatKit page's signed visitor, kept here (first-party storage) for the next visit.
+      const tokenKey = "sb:ck:" + this.options.key + ":vt";
+      const token = storage.get(tokenKey);
+      const page = this.options.frame ?? "/widget/chatkit/" + encodeURIComponent(this.options.key);
+      frame.dataset.src = this.base + page + "?widget=" + encodeURIComponent(this.options.widget) +
+        (token ? "&vt=" + encodeURIComponent(token) : "");
+      window.addEventListener("message", (event) => {
+        const data = event.data;
+        if (event.source === frame.contentWindow && data && data.type === "switchboard:chatkit-visitor" &&
+            typeof data.token === "string" && data.token.length < 300) storage.set(tokenKey, data.token);
+      });
+      if (this.mode !== "popup") frame.src = frame.dataset.src;
+      this.frame = frame;
+      this.panel.appendChild(frame);
+    }
+
+    /* n8n: message log, starter prompts, voice bar, composer, disclaimer. */
+    renderConversation() {
+      if (this.options.widget) this.addHeaderReset();
+      if (this.mode === "popup") this.addHeaderClose();
+      this.panel.appendChild(this.renderMessages());
+      this.starterBox = this.panel.appendChild(element("div", "st"));
+      this.panel.appendChild(this.renderVoiceBar());
+      this.panel.appendChild(this.renderComposer());
+      const disclaimer = this.config.behaviour.disclaimer;
+      if (disclaimer) this.panel.appendChild(element("div", "dc")).textContent = disclaimer;
+    }
+
+    renderMessages() {
+      const log = this.messageLog = element("div", "lg");
+      log.setAttribute("role", "log");
+      log.setAttribute("aria-live", "polite");
+      log.setAttribute("aria-relevant", "additions");
+      log.setAttribute("aria-label", this.t("conversation"));
+      return log;
+    }
+
+    renderVoiceBar() {
+      const bar = this.voiceBar = element("div", "vb");
+      bar.hidden = true;
+      bar.setAttribute("role", "status");
+      bar.innerHTML = '<span class="dt"></span><span class="vl"></span>';
+      const mute = this.muteButton = button("", svg("micoff") + "<span></span>");
+      mute.lastChild.textContent = this.t("mute");
+      mute.setAttribute("aria-pressed", "false");
+      mute.onclick = () => this.setMuted(mute.getAttribute("aria-pressed") !== "true");
+      const hangUp = button("hu", svg("hang") + "<span></span>");
+      hangUp.lastChild.textContent = this.t("end_call");
+      hangUp.onclick = () => this.hangUp();
+      bar.appendChild(mute);
+      bar.appendChild(hangUp);
+      return bar;
+    }
+
+    renderComposer() {
+      const composer = element("form", "cp");
+      const input = this.input = element("textarea");
+      input.rows = 1;
+      input.maxLength = 4000;
+      input.placeholder = this.t("placeholder");
+      input.setAttribute("aria-label", this.t("message"));
+      const send = this.sendButton = element("button", "sd", svg("send"));
+      send.type = "submit";
+      send.disabled = true;
+      send.setAttribute("aria-label", this.t("send"));
+      input.oninput = () => {
+        send.disabled = !input.value.trim();
+        input.style.height = "auto";
+        input.style.height = Math.min(input.scrollHeight, 120) + "px";
+      };
+      input.onkeydown = (event) => {
+        if (event.key === "Enter" && !event.shiftKey && !event.isComposing) { event.preventDefault(); this.submit(); }
+      };
+      composer.onsubmit = (event) => { event.preventDefault(); this.submit(); };
+      composer.appendChild(input);
+      if (this.config.voice.enabled) {
+        const mic = this.micButton = button("mc", svg("mic"), this.t("voice_start"));
+        mic.setAttribute("aria-pressed", "false");
+        mic.onclick = () => (this.voice || this.voiceState === "connecting" ? this.hangUp() : this.startVoice());
+        composer.appendChild(mic);
+      }
+      composer.appendChild(send);
+      return composer;
+    }
+
+    listenForEscape() {
+      this.panel.addEventListener("keydown", (event) => {
+        if (event.key === "Escape" && this.mode === "popup") { event.stopPropagation(); this.toggle(false); }
+      });
+    }
+
+    toggle(open) {
+      if (this.mode !== "popup") return;
+      const opening = open == null ? this.panel.hidden : open;
+      this.panel.hidden = !opening;
+      this.rootBox.classList.toggle("open", opening);
+      this.launcher.setAttribute("aria-expanded", String(opening));
+      this.launcher.setAttribute("aria-label", this.t(opening ? "close_chat" : "open_chat") + ": " + this.look.title);
+      this.launcher.innerHTML = svg(opening ? "down" : this.icon);
+      if (opening) {
+        if (this.frame && !this.frame.src) this.frame.src = this.frame.dataset.src;
+        this.load();
+        if (this.input) this.input.focus();
+      } else this.launcher.focus();
+    }
+
+    /* Conversation history: n8n's loadPreviousSession when configured, else this browser's copy. */
+    load() {
+      if (this.loaded || !this.messageLog) return;
+      this.loaded = true;
+      const behaviour = this.config.behaviour;
+      const saved = storage.get(this.storageKey + "log") ?? [];
+      const replayAll = () => saved.forEach((entry) => this.replay(entry));
+      this.showIntro(saved);
+      if (behaviour.load_previous_session && this.resumed) {
+        this.post({ action: "loadPreviousSession", sessionId: this.sessionId })
+          .then((response) => (response.ok ? response.json() : null))
+          .then((data) => {
+            const messages = data?.messages ?? [];
+            if (messages.length) messages.forEach((message) => this.bubble(message.role, message.text, -1, true));
+            else replayAll();
+            this.showStarters();
+          }, () => { replayAll(); this.showStarters(); });
+      } else {
+        if (behaviour.history) replayAll();
+        this.showStarters();
+      }
+    }
+
+    replay(entry) {
+      if (entry.text) this.bubble(entry.role, entry.text, entry.ts, true);
+      (entry.ui ?? []).forEach((event) => this.renderEvent(event, true));
+    }
+
+    /* The greeting is as old as the conversation: the time it was first shown, kept with the session,
+       never later than the first message under it. */
+    showIntro(saved) {
+      const behaviour = this.config.behaviour;
+      const first = saved[0] && saved[0].ts;
+      let startedAt = storage.get(this.storageKey + "started");
+      if (!startedAt || (first && first < startedAt)) {
+        startedAt = first || Date.now();
+        storage.set(this.storageKey + "started", startedAt);
+      }
+      if (behaviour.greeting) this.bubble("assistant", behaviour.greeting, startedAt, true);
+      behaviour.initial_messages.forEach((text) => this.bubble("assistant", text, startedAt, true));
+    }
+
+    showStarters() {
+      this.starterBox.innerHTML = "";
+      if (this.messageLog.querySelector(".m.u")) return;
+      this.config.behaviour.starter_prompts.forEach((prompt) => {
+        const starter = button("", null);
+        starter.textContent = prompt;
+        starter.onclick = () => this.send(prompt);
+        this.starterBox.appendChild(starter);
+      });
+    }
+
+    persist(role, text, ui, timestamp) {
+      const saved = storage.get(this.storageKey + "log") ?? [];
+      saved.push({ role, text, ui: ui ?? [], ts: timestamp || Date.now() });
+      storage.set(this.storageKey + "log", saved.slice(-60));
+    }
+
+    reset() {
+      if (this.voice) this.hangUp();
+      storage.remove(this.storageKey + "log");
+      storage.remove(this.storageKey + "started");
+      this.queue = [];
+      this.sessionId = randomId("s_");
+      this.resumed = false;
+      storage.set(this.storageKey + "session", this.sessionId);
+      this.messageLog.innerHTML = "";
+      this.loaded = false;
       this.load();
-      if (this.ta) this.ta.focus();
-    } else this.lau.focus();
-  };
-
-  /* Conversation history: n8n's loadPreviousSession when configured, else this browser's copy. */
-  P.load = function () {
-    if (this.loaded || !this.lg) return;
-    this.loaded = true;
-    var self = this, bh = this.cfg.behaviour || {}, log = store(this.skey + "log") || [];
-    this.intro(log);
-    if (bh.load_previous_session && this.resumed) {
-      this.post({ action: "loadPreviousSession", sessionId: this.sid }).then(function (res) {
-        return res.ok ? res.json() : null;
-      }).then(function (data) {
-        var msgs = (data && data.messages) || [];
-        if (msgs.length) msgs.forEach(function (m) { self.bubble(m.role, m.text, -1, true); });
-        else log.forEach(function (m) { self.replay(m); });
-        self.starters();
-      }, function () { log.forEach(function (m) { self.replay(m); }); self.starters(); });
-    } else {
-      if (bh.history !== false) log.forEach(function (m) { self.replay(m); });
-      this.starters();
+      this.input.focus();
     }
-  };
-  P.replay = function (m) {
-    var self = this;
-    if (m.text) this.bubble(m.role, m.text, m.ts, true);
-    (m.ui || []).forEach(function (ev) { self.renderEvent(ev, true); });
-  };
-  /* The greeting is as old as the conversation: the time it was first shown, kept with the session,
-     never later than the first message under it. */
-  P.intro = function (log) {
-    var self = this, bh = this.cfg.behaviour || {}, first = log[0] && log[0].ts, at = store(this.skey + "started");
-    if (!at || (first && first < at)) { at = first || Date.now(); store(this.skey + "started", at); }
-    if (bh.greeting) this.bubble("assistant", bh.greeting, at, true);
-    (bh.initial_messages || []).forEach(function (t) { self.bubble("assistant", t, at, true); });
-  };
-  P.starters = function () {
-    var self = this, st = this.st, prompts = (this.cfg.behaviour || {}).starter_prompts || [];
-    st.innerHTML = "";
-    if (this.lg.querySelector(".m.u")) return;
-    prompts.forEach(function (p) {
-      var b = el("button"); b.type = "button"; b.textContent = p;
-      b.onclick = function () { self.send(p); };
-      st.appendChild(b);
-    });
-  };
-  P.persist = function (role, text, ui, ts) {
-    var log = store(this.skey + "log") || [];
-    log.push({ role: role, text: text, ui: ui || [], ts: ts || Date.now() });
-    store(this.skey + "log", log.slice(-60));
-  };
-  P.reset = function () {
-    if (this.voice) this.hangUp();
-    store(this.skey + "log", null); store(this.skey + "started", null);
-    this.queue = [];
-    this.sid = uid("s_"); this.resumed = false; store(this.skey + "session", this.sid);
-    this.lg.innerHTML = ""; this.loaded = false; this.load();
-    this.ta.focus();
-  };
 
-  P.bubble = function (role, text, ts, quiet) {
-    var m = el("div", "m " + (role === "user" ? "u" : "a"));
-    var b = el("div", "b", role === "user" ? esc(text).replace(/\n/g, "<br>") : md(text));
-    m.appendChild(b);
-    var when = m.ts = ts || Date.now();
-    if (when > 0) {  // -1: a message from n8n's memory, whose time we do not know
-      var tm = m.appendChild(el("time", "tm"));
-      tm.dateTime = new Date(when).toISOString(); tm.textContent = clock(when, this.loc);
-    }
-    this.partial(null);
-    this.lg.appendChild(m);
-    if (!quiet) this.scroll();
-    else this.lg.scrollTop = this.lg.scrollHeight;
-    return m;
-  };
-  P.scroll = function () { var lg = this.lg; setTimeout(function () { lg.scrollTop = lg.scrollHeight; }, 0); };
-  P.typing = function (on) {
-    if (this.ty) { this.ty.remove(); this.ty = null; }
-    if (!on) return;
-    var t = this.ty = el("div", "m a", '<div class="b ty"><i></i><i></i><i></i></div>');
-    t.firstChild.setAttribute("aria-label", this.t("typing"));
-    this.lg.appendChild(t); this.scroll();
-  };
-  P.partial = function (role, text) {
-    if (this.pt) { this.pt.remove(); this.pt = null; }
-    if (!text) return;
-    var m = this.pt = el("div", "m pt " + (role === "user" ? "u" : "a"));
-    m.setAttribute("aria-hidden", "true");
-    m.appendChild(el("div", "b")).textContent = text;
-    this.lg.appendChild(m); this.scroll();
-  };
-
-  P.post = function (body, path) {
-    body.metadata = body.metadata || { visitorId: this.vid, page: location.href.slice(0, 500) };
-    body.widget = this.o.widget;
-    return fetch(this.api + (path || "/chat") + this.q, {
-      method: "POST", credentials: "omit",
-      headers: { "Content-Type": "application/json", "X-Switchboard-Visitor": this.vid },
-      body: JSON.stringify(body)
-    });
-  };
-
-  P.submit = function () {
-    var text = this.ta.value.trim();
-    if (!text) return;
-    this.ta.value = ""; this.ta.oninput();
-    if (this.voice && this.voice.sendText) {
-      this.st.innerHTML = "";
-      try { this.voice.sendText(text); } catch (e) { this.setVoiceState("error", this.t("not_delivered")); }
-      return;
-    }
-    this.send(text);
-  };
-
-  /* One message at a time goes to the assistant (n8n keeps one memory per session). A message typed
-     while it answers is never dropped: it shows at once, marked queued, and is sent right after the
-     current reply, then moved below that reply so the log reads in the order the assistant saw it. */
-  P.send = function (text, um) {
-    var self = this, old = um && um.querySelector(".er");
-    if (old) old.remove();
-    this.st.innerHTML = "";
-    if (this.busy) {
-      um = um || this.bubble("user", text);
-      um.classList.add("q");
-      if (!um.querySelector(".qn")) um.appendChild(el("div", "tm qn")).textContent = this.t("queued");
-      this.queue.push({ text: text, um: um });
-      return;
-    }
-    this.busy = true;
-    if (um) {
-      um.classList.remove("q");
-      if (um.querySelector(".qn")) { um.querySelector(".qn").remove(); this.lg.appendChild(um); }
-    } else um = this.bubble("user", text);
-    this.typing(true);
-    var finished = false, done = function () {
-      if (finished) return;
-      finished = true; self.busy = false; self.typing(false);
-      setTimeout(function () { var n = self.queue.shift(); if (n) self.send(n.text, n.um); }, 0);
-    };
-    this.post({ action: "sendMessage", sessionId: this.sid, chatInput: text }).then(function (res) {
-      var ctype = res.headers.get("content-type") || "";
-      if (!res.ok) {
-        return res.json().catch(function () { return {}; }).then(function (b) {
-          var e = (b && b.error) || {};
-          if (res.status === 403 || res.status === 404) self.fail((e.message || "chat refused") + " (" + (e.code || res.status) + ")");
-          throw new Error(e.message || self.t("error"));
-        });
+    bubble(role, text, timestamp, quiet) {
+      const message = element("div", "m " + (role === "user" ? "u" : "a"));
+      const html = role === "user" ? escapeHtml(text).replace(/\n/g, "<br>") : markdown(text);
+      message.appendChild(element("div", "b", html));
+      const when = message.ts = timestamp || Date.now();
+      if (when > 0) {  // -1: a message from n8n's memory, whose time we do not know
+        const time = message.appendChild(element("time", "tm"));
+        time.dateTime = new Date(when).toISOString();
+        time.textContent = formatClock(when, this.locale);
       }
-      self.persist("user", text, null, um.ts);
-      if (ctype.indexOf("ndjson") >= 0 && res.body && res.body.getReader) return self.stream(res, done);
-      return res.json().then(function (b) { done(); self.reply(b.output || "", b.ui || []); });
-    }).catch(function (err) {
-      done();
-      var er = el("div", "er");
-      er.setAttribute("role", "alert");
-      er.appendChild(el("span")).textContent = (err && err.message && !/fetch/i.test(err.message)) ? err.message : self.t("not_delivered");
-      var rb = el("button"); rb.type = "button"; rb.textContent = self.t("retry");
-      rb.onclick = function () { self.send(text, um); };
-      er.appendChild(rb); um.appendChild(er); self.scroll();
-    });
-  };
-
-  P.reply = function (text, ui) {
-    var self = this;
-    var m = text && this.bubble("assistant", text);
-    (ui || []).forEach(function (ev) { self.renderEvent(ev); });
-    this.persist("assistant", text, ui, m && m.ts);
-  };
-
-  /* NDJSON relay: {"type":"item","content"} … {"type":"end","output","ui"} | {"type":"error","code","message"}. */
-  P.stream = function (res, done) {
-    var self = this, reader = res.body.getReader(), dec = new TextDecoder(), buf = "", text = "", m = null, b = null;
-    function handle(line) {
-      if (!line.trim()) return;
-      var ev; try { ev = JSON.parse(line); } catch (e) { return; }
-      if (ev.type === "item" && ev.content) {
-        if (!m) { self.typing(false); m = self.bubble("assistant", ""); b = m.querySelector(".b"); }
-        text += ev.content; b.innerHTML = md(text); self.lg.scrollTop = self.lg.scrollHeight;
-      } else if (ev.type === "end") {
-        (ev.ui || []).forEach(function (u) { self.renderEvent(u); });
-        self.persist("assistant", ev.output || text, ev.ui || [], m && m.ts);
-      } else if (ev.type === "error") {
-        throw new Error(ev.message || self.t("interrupted"));
-      }
+      this.showPartial(null);
+      this.messageLog.appendChild(message);
+      if (!quiet) this.scroll();
+      else this.messageLog.scrollTop = this.messageLog.scrollHeight;
+      return message;
     }
-    function pump() {
-      return reader.read().then(function (r) {
-        if (r.done) { handle(buf); done(); return; }
-        buf += dec.decode(r.value, { stream: true });
-        var lines = buf.split("\n"); buf = lines.pop();
+
+    scroll() {
+      const log = this.messageLog;
+      setTimeout(() => { log.scrollTop = log.scrollHeight; }, 0);
+    }
+
+    showTyping(on) {
+      if (this.typingBubble) { this.typingBubble.remove(); this.typingBubble = null; }
+      if (!on) return;
+      const typing = this.typingBubble = element("div", "m a", '<div class="b ty"><i></i><i></i><i></i></div>');
+      typing.firstChild.setAttribute("aria-label", this.t("typing"));
+      this.messageLog.appendChild(typing);
+      this.scroll();
+    }
+
+    showPartial(role, text) {
+      if (this.partialBubble) { this.partialBubble.remove(); this.partialBubble = null; }
+      if (!text) return;
+      const partial = this.partialBubble = element("div", "m pt " + (role === "user" ? "u" : "a"));
+      partial.setAttribute("aria-hidden", "true");
+      partial.appendChild(element("div", "b")).textContent = text;
+      this.messageLog.appendChild(partial);
+      this.scroll();
+    }
+
+    post(body, path) {
+      body.metadata = body.metadata ?? { visitorId: this.visitorId, page: location.href.slice(0, 500) };
+      body.widget = this.options.widget;
+      return fetch(this.apiBase + (path ?? "/chat") + this.query, {
+        method: "POST",
+        credentials: "omit",
+        headers: { "Content-Type": "application/json", "X-Switchboard-Visitor": this.visitorId },
+        body: JSON.stringify(body)
+      });
+    }
+
+    submit() {
+      const text = this.input.value.trim();
+      if (!text) return;
+      this.input.value = "";
+      this.input.oninput();
+      if (this.voice && this.voice.sendText) {
+        this.starterBox.innerHTML = "";
+        try { this.voice.sendText(text); } catch (e) { this.setVoiceState("error", this.t("not_delivered")); }
+        return;
+      }
+      this.send(text);
+    }
+
+    /* One message at a time goes to the assistant (n8n keeps one memory per session). A message typed
+       while it answers is never dropped: it shows at once, marked queued, and is sent right after the
+       current reply, then moved below that reply so the log reads in the order the assistant saw it. */
+    send(text, userMessage) {
+      const oldError = userMessage && userMessage.querySelector(".er");
+      if (oldError) oldError.remove();
+      this.starterBox.innerHTML = "";
+      if (this.busy) {
+        const queued = userMessage ?? this.bubble("user", text);
+        queued.classList.add("q");
+        if (!queued.querySelector(".qn")) queued.appendChild(element("div", "tm qn")).textContent = this.t("queued");
+        this.queue.push({ text, message: queued });
+        return;
+      }
+      this.busy = true;
+      let message = userMessage;
+      if (message) {
+        message.classList.remove("q");
+        const note = message.querySelector(".qn");
+        if (note) { note.remove(); this.messageLog.appendChild(message); }
+      } else message = this.bubble("user", text);
+      this.showTyping(true);
+      let finished = false;
+      const done = () => {
+        if (finished) return;
+        finished = true;
+        this.busy = false;
+        this.showTyping(false);
+        setTimeout(() => { const next = this.queue.shift(); if (next) this.send(next.text, next.message); }, 0);
+      };
+      this.post({ action: "sendMessage", sessionId: this.sessionId, chatInput: text }).then((response) => {
+        const contentType = response.headers.get("content-type") ?? "";
+        if (!response.ok) {
+          return response.json().catch(() => ({})).then((body) => {
+            const error = body?.error ?? {};
+            if (response.status === 403 || response.status === 404) {
+              this.fail((error.message ?? "chat refused") + " (" + (error.code ?? response.status) + ")");
+            }
+            throw new Error(error.message ?? this.t("error"));
+          });
+        }
+        this.persist("user", text, null, message.ts);
+        if (contentType.indexOf("ndjson") >= 0 && response.body && response.body.getReader) {
+          return this.stream(response, done);
+        }
+        return response.json().then((body) => { done(); this.reply(body.output ?? "", body.ui ?? []); });
+      }).catch((err) => {
+        done();
+        this.showSendError(message, err, () => this.send(text, message));
+      });
+    }
+
+    showSendError(message, err, retry) {
+      const error = element("div", "er");
+      error.setAttribute("role", "alert");
+      error.appendChild(element("span")).textContent =
+        err && err.message && !/fetch/i.test(err.message) ? err.message : this.t("not_delivered");
+      const retryButton = button("", null);
+      retryButton.textContent = this.t("retry");
+      retryButton.onclick = retry;
+      error.appendChild(retryButton);
+      message.appendChild(error);
+      this.scroll();
+    }
+
+    reply(text, ui) {
+      const message = text && this.bubble("assistant", text);
+      ui.forEach((event) => this.renderEvent(event));
+      this.persist("assistant", text, ui, message && message.ts);
+    }
+
+    /* NDJSON relay: {"type":"item","content"} … {"type":"end","output","ui"} | {"type":"error","code","message"}. */
+    stream(response, done) {
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      let text = "";
+      let message = null;
+      let bubbleBody = null;
+      const handle = (line) => {
+        if (!line.trim()) return;
+        let event;
+        try { event = JSON.parse(line); } catch (e) { return; }
+        if (event.type === "item" && event.content) {
+          if (!message) {
+            this.showTyping(false);
+            message = this.bubble("assistant", "");
+            bubbleBody = message.querySelector(".b");
+          }
+          text += event.content;
+          bubbleBody.innerHTML = markdown(text);
+          this.messageLog.scrollTop = this.messageLog.scrollHeight;
+        } else if (event.type === "end") {
+          const ui = event.ui ?? [];
+          ui.forEach((item) => this.renderEvent(item));
+          this.persist("assistant", event.output || text, ui, message && message.ts);
+        } else if (event.type === "error") {
+          throw new Error(event.message ?? this.t("interrupted"));
+        }
+      };
+      const pump = () => reader.read().then((chunk) => {
+        if (chunk.done) { handle(buffer); done(); return; }
+        buffer += decoder.decode(chunk.value, { stream: true });
+        const lines = buffer.split("\n");
+        buffer = lines.pop();
         lines.forEach(handle);
         return pump();
       });
+      return pump();
     }
-    return pump();
-  };
 
-  /* UI events: the same renderer for text chat and voice. */
-  P.renderEvent = function (ev, quiet) {
-    if (!ev || !ev.type) return;
-    var self = this, box = el("div", "ui");
-    if (ev.type === "ui.product_cards") {
-      var row = el("div", "cs");
-      row.setAttribute("role", "list"); row.setAttribute("aria-label", this.t("products"));
-      (ev.products || []).slice(0, 10).forEach(function (p) {
-        var cd = el("div", "cd"); cd.setAttribute("role", "listitem");
-        var img = safeUrl(p.image_url), ph = el("div", "ph");
-        ph.textContent = (p.title || "?").charAt(0).toUpperCase();
-        if (img) {
-          var im = el("img"); im.src = img; im.alt = p.title || ""; im.loading = "lazy";
-          im.onerror = function () { if (im.parentNode) im.parentNode.replaceChild(ph, im); };  // no broken image
-          cd.appendChild(im);
-        } else cd.appendChild(ph);
-        var ci = el("div", "ci");
-        ci.appendChild(el("b")).textContent = p.title || "";
-        if (p.description) ci.appendChild(el("span", "ds")).textContent = p.description;
-        var price = money(p.price, p.currency, self.loc);
-        if (price) ci.appendChild(el("span", "pr")).textContent = price;
-        if (p.in_stock === false) ci.appendChild(el("span", "os")).textContent = self.t("out_of_stock");
-        var u = safeUrl(p.url);
-        if (u) ci.appendChild(link(u, self.t("view_product"), "bt"));
-        cd.appendChild(ci); row.appendChild(cd);
-      });
-      box.appendChild(row);
-    } else if (ev.type === "ui.trade_in_form") {
-      box.appendChild(this.form(ev));
-    } else if (ev.type === "ui.demo_clip" || ev.type === "ui.meeting_link") {
-      var u2 = safeUrl(ev.url);
-      if (!u2) return;
-      var w = el("div", "cdw");
-      w.appendChild(el("h4")).textContent = ev.title || (ev.type === "ui.demo_clip" ? ev.topic : this.t("book_meeting"));
-      if (ev.type === "ui.demo_clip" && /\.(mp4|webm|ogg)(\?|$)/i.test(u2)) {
-        var v = el("video"); v.src = u2; v.controls = true; v.preload = "metadata"; w.appendChild(v);
+    /* UI events: the same renderer for text chat and voice. */
+    renderEvent(event, quiet) {
+      if (!event || !event.type) return;
+      const box = element("div", "ui");
+      if (event.type === "ui.product_cards") {
+        box.appendChild(this.renderProductCards(event));
+      } else if (event.type === "ui.trade_in_form") {
+        box.appendChild(this.renderTradeInForm(event));
+      } else if (event.type === "ui.demo_clip" || event.type === "ui.meeting_link") {
+        const card = this.renderLinkCard(event);
+        if (!card) return;
+        box.appendChild(card);
+      } else return;
+      this.messageLog.appendChild(box);
+      if (!quiet) this.scroll();
+    }
+
+    renderProductCards(event) {
+      const row = element("div", "cs");
+      row.setAttribute("role", "list");
+      row.setAttribute("aria-label", this.t("products"));
+      (event.products ?? []).slice(0, 10).forEach((product) => row.appendChild(this.renderProductCard(product)));
+      return row;
+    }
+
+    renderProductCard(product) {
+      const card = element("div", "cd");
+      card.setAttribute("role", "listitem");
+      const imageUrl = safeUrl(product.image_url);
+      const placeholder = element("div", "ph");
+      placeholder.textContent = (product.title || "?").charAt(0).toUpperCase();
+      if (imageUrl) {
+        const image = element("img");
+        image.src = imageUrl;
+        image.alt = product.title ?? "";
+        image.loading = "lazy";
+        // No broken image: the placeholder takes its place.
+        image.onerror = () => { if (image.parentNode) image.parentNode.replaceChild(placeholder, image); };
+        card.appendChild(image);
+      } else card.appendChild(placeholder);
+      const info = element("div", "ci");
+      info.appendChild(element("b")).textContent = product.title ?? "";
+      if (product.description) info.appendChild(element("span", "ds")).textContent = product.description;
+      const price = formatMoney(product.price, product.currency, this.locale);
+      if (price) info.appendChild(element("span", "pr")).textContent = price;
+      if (product.in_stock === false) info.appendChild(element("span", "os")).textContent = this.t("out_of_stock");
+      const url = safeUrl(product.url);
+      if (url) info.appendChild(externalLink(url, this.t("view_product"), "bt"));
+      card.appendChild(info);
+      return card;
+    }
+
+    renderLinkCard(event) {
+      const url = safeUrl(event.url);
+      if (!url) return null;
+      const isClip = event.type === "ui.demo_clip";
+      const card = element("div", "cdw");
+      card.appendChild(element("h4")).textContent = event.title || (isClip ? event.topic : this.t("book_meeting"));
+      if (isClip && /\.(mp4|webm|ogg)(\?|$)/i.test(url)) {
+        const video = element("video");
+        video.src = url;
+        video.controls = true;
+        video.preload = "metadata";
+        card.appendChild(video);
       }
-      w.appendChild(link(u2, this.t(ev.type === "ui.demo_clip" ? "watch_demo" : "pick_time"), "bt"));
-      box.appendChild(w);
-    } else return;
-    this.lg.appendChild(box);
-    if (!quiet) this.scroll();
-  };
+      card.appendChild(externalLink(url, this.t(isClip ? "watch_demo" : "pick_time"), "bt"));
+      return card;
+    }
 
-  P.form = function (ev) {
-    var self = this, f = el("form", "cdw fm");
-    f.noValidate = true;
-    f.appendChild(el("h4")).textContent = this.t("trade_in_title");
-    (ev.fields || []).forEach(function (fd) {
-      var lb = el("label"), inp;
-      lb.appendChild(el("span")).textContent = fd.label + (fd.required ? " *" : "");
-      if (fd.type === "select") {
-        inp = el("select");
-        [""].concat(fd.options || []).forEach(function (o) {
-          var op = el("option"); op.value = o; op.textContent = o || self.t("choose"); inp.appendChild(op);
+    renderTradeInForm(event) {
+      const form = element("form", "cdw fm");
+      form.noValidate = true;
+      form.appendChild(element("h4")).textContent = this.t("trade_in_title");
+      (event.fields ?? []).forEach((field) => form.appendChild(this.renderFormField(field, event)));
+      const fieldError = element("div", "fe");
+      fieldError.setAttribute("role", "alert");
+      form.appendChild(fieldError);
+      const submit = element("button", "bt");
+      submit.textContent = this.t("get_quote");
+      submit.type = "submit";
+      form.appendChild(submit);
+      form.onsubmit = (submitEvent) => {
+        submitEvent.preventDefault();
+        const values = {};
+        let missing = null;
+        Array.prototype.forEach.call(form.elements, (input) => {
+          if (!input.name) return;
+          values[input.name] = input.value.trim();
+          if (input.required && !values[input.name] && !missing) missing = input;
+        });
+        if (missing) {
+          const label = missing.parentNode.firstChild.textContent.replace(" *", "");
+          fieldError.textContent = this.t("fill_in").replace("{field}", label);
+          missing.focus();
+          return;
+        }
+        submit.disabled = true;
+        fieldError.textContent = "";
+        const lead = {
+          source: "trade_in_form", name: values.name, email: values.email, phone: values.phone, interest: values.device,
+          data: { device: values.device, condition: values.condition }, sessionId: this.sessionId
+        };
+        this.post(lead, "/leads").then((response) => response.json().then((body) => {
+          if (!response.ok) throw new Error(body.error?.message ?? this.t("form_error"));
+          form.innerHTML = "";
+          form.appendChild(element("h4")).textContent = this.t("form_thanks");
+        })).catch((err) => { submit.disabled = false; fieldError.textContent = err.message; });
+      };
+      return form;
+    }
+
+    renderFormField(field, event) {
+      const label = element("label");
+      let input;
+      label.appendChild(element("span")).textContent = field.label + (field.required ? " *" : "");
+      if (field.type === "select") {
+        input = element("select");
+        [""].concat(field.options ?? []).forEach((choice) => {
+          const option = element("option");
+          option.value = choice;
+          option.textContent = choice || this.t("choose");
+          input.appendChild(option);
         });
       } else {
-        inp = el("input");
-        inp.type = { email: "email", tel: "tel" }[fd.type] || "text";
-        if (fd.name === "device") {
-          inp.value = ev.device || "";
-          if ((ev.devices || []).length) {
-            var dl = el("datalist"); dl.id = "sb-dev-" + Date.now(); inp.setAttribute("list", dl.id);
-            ev.devices.forEach(function (d) { var op = el("option"); op.value = d; dl.appendChild(op); });
-            lb.appendChild(dl);
+        input = element("input");
+        input.type = { email: "email", tel: "tel" }[field.type] ?? "text";
+        if (field.name === "device") {
+          input.value = event.device ?? "";
+          if ((event.devices ?? []).length) {
+            const suggestions = element("datalist");
+            suggestions.id = "sb-dev-" + Date.now();
+            input.setAttribute("list", suggestions.id);
+            event.devices.forEach((device) => {
+              const option = element("option");
+              option.value = device;
+              suggestions.appendChild(option);
+            });
+            label.appendChild(suggestions);
           }
         }
-        if (fd.type === "email") inp.autocomplete = "email";
-        if (fd.name === "name") inp.autocomplete = "name";
+        if (field.type === "email") input.autocomplete = "email";
+        if (field.name === "name") input.autocomplete = "name";
       }
-      inp.name = fd.name; inp.required = !!fd.required;
-      lb.appendChild(inp); f.appendChild(lb);
-    });
-    var fe = el("div", "fe"); fe.setAttribute("role", "alert"); f.appendChild(fe);
-    var sb = el("button", "bt"); sb.textContent = this.t("get_quote"); sb.type = "submit"; f.appendChild(sb);
-    f.onsubmit = function (e) {
-      e.preventDefault();
-      var v = {}, miss = null;
-      Array.prototype.forEach.call(f.elements, function (x) {
-        if (!x.name) return;
-        v[x.name] = x.value.trim();
-        if (x.required && !v[x.name] && !miss) miss = x;
-      });
-      if (miss) { fe.textContent = self.t("fill_in").replace("{field}", miss.parentNode.firstChild.textContent.replace(" *", "")); miss.focus(); return; }
-      sb.disabled = true; fe.textContent = "";
-      var body = {
-        source: "trade_in_form", name: v.name, email: v.email, phone: v.phone, interest: v.device,
-        data: { device: v.device, condition: v.condition }, sessionId: self.sid
+      input.name = field.name;
+      input.required = !!field.required;
+      label.appendChild(input);
+      return label;
+    }
+
+    /* Voice: the widget side of the contract with static/widget/voice.js. */
+    voiceApi() {
+      return {
+        baseUrl: this.base, licenseKey: this.options.key, widgetId: this.options.widget, visitorId: this.visitorId,
+        config: this.config,
+        root: this.root,
+        // voice.js asks before a call when voice.consent_required: the same inline consent, remembered once.
+        confirm: (text) => (storage.get(this.storageKey + "consent")
+          ? Promise.resolve(true) : new Promise((done) => this.askConsent(text, done))),
+        addMessage: (message) => {
+          this.bubble(message.role, message.text);
+          this.persist(message.role, message.text);
+          this.starterBox.innerHTML = "";
+        },
+        setPartial: (role, text) => this.showPartial(role, text),
+        renderEvent: (event) => { this.renderEvent(event); this.persist("assistant", "", [event]); },
+        setVoiceState: (state, detail) => this.setVoiceState(state, detail)
       };
-      self.post(body, "/leads").then(function (res) {
-        return res.json().then(function (b) {
-          if (!res.ok) throw new Error((b.error && b.error.message) || self.t("form_error"));
-          f.innerHTML = "";
-          f.appendChild(el("h4")).textContent = self.t("form_thanks");
-        });
-      }).catch(function (err) { sb.disabled = false; fe.textContent = err.message; });
-    };
-    return f;
-  };
+    }
 
-  /* Voice: the widget side of the contract with static/widget/voice.js. */
-  P.voiceApi = function () {
-    var self = this;
-    return {
-      baseUrl: this.base, licenseKey: this.o.key, widgetId: this.o.widget, visitorId: this.vid, config: this.cfg,
-      root: this.root,
-      // voice.js asks before a call when voice.consent_required: the same inline consent, remembered once.
-      confirm: function (text) {
-        return store(self.skey + "consent") ? Promise.resolve(true)
-          : new Promise(function (done) { self.consent(text, done); });
-      },
-      addMessage: function (m) { self.bubble(m.role, m.text); self.persist(m.role, m.text); self.st.innerHTML = ""; },
-      setPartial: function (role, text) { self.partial(role, text); },
-      renderEvent: function (ev) { self.renderEvent(ev); self.persist("assistant", "", [ev]); },
-      setVoiceState: function (s, d) { self.setVoiceState(s, d); }
-    };
-  };
-  P.loadVoice = function () {
-    // The loader passes voice.js's hashed URL; a mount without the loader (the configurator preview) uses the plain one.
-    var src = this.base + (this.o.voice || "/static/widget/voice.js");
-    if (W.SwitchboardVoice) return Promise.resolve(W.SwitchboardVoice);
-    if (!W.__sbVoice) {
-      W.__sbVoice = new Promise(function (ok, ko) {
-        var s = D.createElement("script");
-        s.src = src; s.async = true;
-        s.onload = function () { W.SwitchboardVoice ? ok(W.SwitchboardVoice) : ko(new Error("")); };
-        s.onerror = function () { W.__sbVoice = null; ko(new Error("")); };
-        (D.head || D.documentElement).appendChild(s);
+    loadVoice() {
+      // The loader passes voice.js's hashed URL; a mount without the loader (the configurator preview) uses the plain one.
+      const src = this.base + (this.options.voice ?? "/static/widget/voice.js");
+      if (window.SwitchboardVoice) return Promise.resolve(window.SwitchboardVoice);
+      if (!window.__sbVoice) {
+        window.__sbVoice = new Promise((resolve, reject) => {
+          const script = document.createElement("script");
+          script.src = src;
+          script.async = true;
+          script.onload = () => (window.SwitchboardVoice ? resolve(window.SwitchboardVoice) : reject(new Error("")));
+          script.onerror = () => { window.__sbVoice = null; reject(new Error("")); };
+          (document.head || document.documentElement).appendChild(script);
+        });
+      }
+      return window.__sbVoice;
+    }
+
+    startVoice() {
+      const voice = this.config.voice;
+      if (voice.consent_required && !storage.get(this.storageKey + "consent")) {
+        this.askConsent(voice.consent_text, (ok) => { if (ok) this.startVoice(); });
+        return;
+      }
+      this.setVoiceState("connecting");
+      this.loadVoice().then((SwitchboardVoice) => {
+        if (this.voiceState !== "connecting" || this.voice) return;  // hung up while voice.js was loading
+        const session = this.voice = SwitchboardVoice.create(this.voiceApi());
+        return session.start();
+      }).catch((err) => {
+        this.voice = null;
+        this.setVoiceState("error", err?.message || this.t("voice_unavailable"));
       });
     }
-    return W.__sbVoice;
-  };
-  P.startVoice = function () {
-    var self = this, v = this.cfg.voice || {};
-    if (v.consent_required && !store(this.skey + "consent")) {
-      return this.consent(v.consent_text, function (ok) { if (ok) self.startVoice(); });
-    }
-    this.setVoiceState("connecting");
-    this.loadVoice().then(function (SV) {
-      if (self.vstate !== "connecting" || self.voice) return;  // hung up while voice.js was loading
-      var s = self.voice = SV.create(self.voiceApi());
-      return s.start();
-    }).catch(function (e) {
-      self.voice = null;
-      self.setVoiceState("error", (e && e.message) || self.t("voice_unavailable"));
-    });
-  };
-  /* Voice consent, inline in the conversation (asked once per browser). */
-  P.consent = function (text, done) {
-    var self = this, box = el("div", "ui cdw");
-    if (this.cbox) this.cbox.remove();
-    this.cbox = box;
-    box.setAttribute("role", "group"); box.setAttribute("aria-label", this.t("consent"));
-    box.appendChild(el("p")).textContent = text || this.t("consent_text");
-    var ok = el("button", "bt"), no = el("button", "");
-    ok.textContent = this.t("start_call"); no.textContent = this.t("not_now");
-    ok.type = no.type = "button";
-    ok.onclick = function () { store(self.skey + "consent", 1); box.remove(); self.cbox = null; done(true); };
-    no.onclick = function () { box.remove(); self.cbox = null; self.mc.focus(); done(false); };
-    box.appendChild(ok); box.appendChild(no);
-    this.lg.appendChild(box); this.scroll(); ok.focus();
-  };
-  P.setMuted = function (on) {
-    this.mute.setAttribute("aria-pressed", String(on));
-    this.mute.lastChild.textContent = this.t(on ? "unmute" : "mute");
-    if (this.voice) this.voice.setMuted(on);
-  };
-  P.hangUp = function () {
-    var s = this.voice; this.voice = null;
-    if (s) { try { s.stop("user"); } catch (e) { /* already closed */ } }
-    this.setVoiceState("idle");
-  };
-  var LABELS = { error: "voice_unavailable" };
-  P.setVoiceState = function (s, detail) {
-    if (!this.vb) return;
-    this.vstate = s;
-    var active = s !== "idle";
-    this.vb.hidden = !active;
-    this.vb.setAttribute("data-s", s);
-    this.vb.querySelector(".vl").textContent = detail || this.t(LABELS[s] || s);
-    this.mute.hidden = s === "error";
-    if (this.mc) {
-      this.mc.setAttribute("aria-pressed", String(active && s !== "error"));
-      this.mc.setAttribute("aria-label", this.t(active ? "voice_end" : "voice_start"));
-      this.mc.innerHTML = svg(active && s !== "error" ? "hang" : "mic");
-    }
-    if (!active || s === "error") this.voice = null;  // the call is over: the composer goes back to chat
-    if (!active) this.setMuted(false);
-  };
 
-  function mount(o) {
-    var w = new Widget(o);
-    (W.SwitchboardWidgets = W.SwitchboardWidgets || []).push(w);
-    w.boot();
-    return w;
+    /* Voice consent, inline in the conversation (asked once per browser). */
+    askConsent(text, done) {
+      const box = element("div", "ui cdw");
+      if (this.consentBox) this.consentBox.remove();
+      this.consentBox = box;
+      box.setAttribute("role", "group");
+      box.setAttribute("aria-label", this.t("consent"));
+      box.appendChild(element("p")).textContent = text || this.t("consent_text");
+      const accept = button("bt", null);
+      const decline = button("", null);
+      accept.textContent = this.t("start_call");
+      decline.textContent = this.t("not_now");
+      accept.onclick = () => {
+        storage.set(this.storageKey + "consent", 1);
+        box.remove();
+        this.consentBox = null;
+        done(true);
+      };
+      decline.onclick = () => { box.remove(); this.consentBox = null; this.micButton.focus(); done(false); };
+      box.appendChild(accept);
+      box.appendChild(decline);
+      this.messageLog.appendChild(box);
+      this.scroll();
+      accept.focus();
+    }
+
+    setMuted(on) {
+      this.muteButton.setAttribute("aria-pressed", String(on));
+      this.muteButton.lastChild.textContent = this.t(on ? "unmute" : "mute");
+      if (this.voice) this.voice.setMuted(on);
+    }
+
+    hangUp() {
+      const session = this.voice;
+      this.voice = null;
+      if (session) { try { session.stop("user"); } catch (e) { /* already closed */ } }
+      this.setVoiceState("idle");
+    }
+
+    setVoiceState(state, detail) {
+      if (!this.voiceBar) return;
+      this.voiceState = state;
+      const active = state !== "idle";
+      const inCall = active && state !== "error";
+      this.voiceBar.hidden = !active;
+      this.voiceBar.setAttribute("data-s", state);
+      this.voiceBar.querySelector(".vl").textContent = detail || this.t(VOICE_STATE_LABELS[state] ?? state);
+      this.muteButton.hidden = state === "error";
+      if (this.micButton) {
+        this.micButton.setAttribute("aria-pressed", String(inCall));
+        this.micButton.setAttribute("aria-label", this.t(active ? "voice_end" : "voice_start"));
+        this.micButton.innerHTML = svg(inCall ? "hang" : "mic");
+      }
+      if (!inCall) this.voice = null;  // the call is over: the composer goes back to chat
+      if (!active) this.setMuted(false);
+    }
   }
-  W.SwitchboardWidget = { mount: mount, markdown: md, version: 1 };
-  var q = W.SwitchboardQueue || [];
-  W.SwitchboardQueue = { push: mount };
-  for (var i = 0; i < q.length; i++) mount(q[i]);
+
+  function mount(options) {
+    const widget = new Widget(options);
+    (window.SwitchboardWidgets = window.SwitchboardWidgets ?? []).push(widget);
+    widget.boot();
+    return widget;
+  }
+  window.SwitchboardWidget = { mount, markdown, version: 1 };
+  const queued = window.SwitchboardQueue ?? [];
+  window.SwitchboardQueue = { push: mount };
+  queued.forEach(mount);
 })();
