@@ -284,6 +284,8 @@ OPENAI_REALTIME_URL = env_str("OPENAI_REALTIME_URL", "wss://api.openai.com/v1/re
 LIVEKIT_URL = env_str("LIVEKIT_URL")
 LIVEKIT_API_KEY = env_str("LIVEKIT_API_KEY")
 LIVEKIT_API_SECRET = env_str("LIVEKIT_API_SECRET")
+# The name `python manage.py voice_agent` registers under; participant tokens dispatch it by this name.
+LIVEKIT_AGENT_NAME = env_str("LIVEKIT_AGENT_NAME", "switchboard-voice")
 
 # Realtime models and prices (USD per 1M tokens) are settings, not code. The keys of REALTIME_PRICES
 # are the ONE list of voice models the configurator offers and the config accepts. gpt-realtime and

@@ -103,11 +103,14 @@ def _slot_key(license_id: int, index: int) -> str:
     return f"switchboard:voice-slot:{license_id}:{index}"
 
 
-def voice_slot_acquire(*, license: License, token: str) -> str | None:
-    """Take one of the license's `max_concurrent_voice_sessions` slots, or None if all are taken."""
+def voice_slot_acquire(*, license: License, token: str, ttl: int = SLOT_TTL_SECONDS) -> str | None:
+    """Take one of the license's `max_concurrent_voice_sessions` slots, or None if all are taken.
+
+    `ttl`: how long the slot is held before its call must refresh it (longer for a LiveKit token, which
+    the agent takes over only once the visitor joins)."""
     for index in range(license.max_concurrent_voice_sessions):
         key = _slot_key(license.pk, index)
-        if cache.add(key, token, SLOT_TTL_SECONDS):
+        if cache.add(key, token, ttl):
             return key
     return None
 

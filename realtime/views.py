@@ -11,19 +11,25 @@
   `POST {OPENAI_BASE_URL}/realtime/client_secrets` with the same session.
 - `POST /api/widget/<key>/tools/<name>` {token, arguments} → {output, ui_event}: runs a server
   tool for a WebRTC call; `token` is a short-lived signature bound to (license, widget, conversation).
+- `POST /api/livekit/token[?license=<key>]` {license, widget?, visitor_id?} → {server_url,
+  participant_token}: the same checks as the relay (a concurrency slot is taken and held for the agent),
+  then a LiveKit participant token for a room of the call's own (realtime/livekit.py).
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
+from django.conf import settings
 from django.core import signing
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from licenses.api import ApiError, error_response, json_object
 from licenses.models import License
 from licenses.selectors import license_get_public, membership_get
+from realtime import livekit as lk
 from realtime import services as svc
 from realtime.client import ClientSecretError, client_secret_create
 from realtime.session_config import session_config
@@ -178,3 +184,61 @@ def tool_call(request: HttpRequest, license: License, name: str) -> HttpResponse
         config=conversation.widget.published_version.config,
     )
     return JsonResponse({"output": result.output(), "say": result.speak, "ui_event": result.ui_event})
+
+
+@public_endpoint(methods=("POST",), key_from="")
+def livekit_token(request: HttpRequest, license: License | None) -> HttpResponse:
+    """LiveKit's token-endpoint convention: `{server_url, participant_token}`. Refusals answer as the
+    client-secret endpoint does; a site whose license check fails learns nothing of LiveKit."""
+    try:
+        body = json_object(request, empty={})
+    except ApiError as exc:
+        return _api_error(exc)
+    key = str(body.get("license") or request.GET.get("license") or "")
+    request.public_license = license_get_public(key=key)
+    check = public_check(request, key=key, quota="voice_minutes")
+    if not check.ok:
+        return check_error(check)
+    access = svc.voice_access_widget(license=check.license, widget_public_id=str(body.get("widget") or ""))
+    if not access.ok:
+        return error_response(access.code, access.message, access.http_status)
+    if access.config["voice"].get("transport") != "livekit":
+        return error_response("wrong_transport", "This widget's voice does not use LiveKit.", 409)
+    if not lk.livekit_configured():
+        return error_response("livekit_not_configured", "LiveKit is not configured on this server.", 503)
+    license = check.license
+    slot_token = uuid.uuid4().hex
+    try:
+        slot = svc.voice_slot_acquire(license=license, token=slot_token, ttl=lk.SLOT_HOLD_SECONDS)
+    except Exception:  # Redis unreachable: a clean "try again", as the relay answers
+        logger.warning("livekit: slot acquire failed", exc_info=True)
+        refusal = svc.voice_refusal("server_busy")
+        return error_response(refusal.code, refusal.message, 503)
+    if slot is None:
+        refusal = svc.voice_refusal("too_many_sessions")
+        return error_response(refusal.code, refusal.message, 429)
+    try:
+        # relayed=True: the call gets a heartbeat, so a token never used is reaped as `worker_lost`.
+        conversation = svc.voice_conversation_start(
+            widget=access.widget, visitor_id=str(body.get("visitor_id") or "")[:128], relayed=True
+        )
+        session_id = "livekit-" + conversation.session_id[:40]
+        Conversation.objects.filter(pk=conversation.pk).update(session_id=session_id)
+    except Exception:
+        svc.voice_slot_release(key=slot, token=slot_token)
+        raise
+    metadata = lk.DispatchMetadata(
+        license=license.pk,
+        widget=access.widget.pk,
+        version=access.widget.published_version_id,
+        conversation=conversation.pk,
+        room=lk.room_name(session_id=conversation.session_id),
+        visitor=lk.visitor_identity(visitor_id=conversation.visitor_id, session_id=conversation.session_id),
+        slot=slot,
+        slot_token=slot_token,
+    )
+    response = JsonResponse(
+        {"server_url": settings.LIVEKIT_URL, "participant_token": lk.participant_token_create(metadata=metadata)}
+    )
+    response["Cache-Control"] = "no-store"
+    return response

@@ -147,7 +147,7 @@ CONFIG_SCHEMA: dict[str, Any] = _obj(
         "voice": _obj(
             {
                 "enabled": _BOOL,
-                "transport": _enum("relay", "webrtc"),
+                "transport": _enum("relay", "webrtc", "livekit"),
                 "model": _enum("", *settings.REALTIME_PRICES),
                 "voice": _enum(*VOICES),
                 "speed": _num(0.25, 1.5),

@@ -45,6 +45,9 @@ LABELS = {
     "near_field": "Near field (headset, phone)",
     "far_field": "Far field (laptop, room)",
     "off": "Off",
+    "relay": "Relay (through this server)",
+    "webrtc": "WebRTC (browser to OpenAI)",
+    "livekit": "LiveKit",
 }
 
 
@@ -318,7 +321,7 @@ def sections() -> list[Section]:
                         control("voice.model", "Model", help=f"Platform default: {settings.REALTIME_DEFAULT_MODEL}."),
                         control("voice.voice", "Voice"),
                         control("voice.speed", "Speaking speed"),
-                        control("voice.transport", "Transport"),
+                        _transport_control(),
                         control("voice.instructions", "Instructions"),
                         control(
                             "voice.business_facts",
@@ -350,6 +353,19 @@ def sections() -> list[Section]:
     ]
 
 
+def _transport_control() -> Control:
+    """LiveKit is offered only when this server has LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET."""
+    c = control(
+        "voice.transport",
+        "Transport",
+        help="Relay: through this server. WebRTC: the browser talks to OpenAI directly. "
+        "LiveKit: a LiveKit room with our voice agent (offered when this server has LiveKit settings).",
+    )
+    if not (settings.LIVEKIT_URL and settings.LIVEKIT_API_KEY and settings.LIVEKIT_API_SECRET):
+        c.options = [(v, label) for v, label in c.options if v != "livekit"]
+    return c
+
+
 def sections_with_values(config: dict[str, Any]) -> list[Section]:
     out = sections()
     for section in out:
@@ -359,6 +375,9 @@ def sections_with_values(config: dict[str, Any]) -> list[Section]:
                 c.value = "\n".join(value) if c.kind == "lines" and isinstance(value, list) else value
                 if c.value is None:
                     c.value = ""
+                if c.kind == "select" and c.value not in [v for v, _ in c.options]:
+                    # A value no longer offered (LiveKit settings removed) stays visible, marked.
+                    c.options.append((c.value, f"{LABELS.get(c.value, c.value)} (not available on this server)"))
     return out
 
 
