@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 
 from licenses.models import Membership
 from licenses.tests.factories import AgencyFactory, LicenseFactory, MembershipFactory, UserFactory
-from widgets.services import widget_publish
+from widgets.services.widgets import widget_publish
 from widgets.tests.factories import WidgetFactory
 
 

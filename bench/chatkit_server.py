@@ -48,7 +48,7 @@ def seed(conversations: int) -> tuple[str, str, list[str]]:
     from licenses.models import Agency, Membership
     from licenses.services import license_create
     from licenses.tests.factories import UserFactory
-    from widgets.services import widget_create, widget_publish
+    from widgets.services.widgets import widget_create, widget_publish
 
     call_command("migrate", verbosity=0, interactive=False)
     user = UserFactory(username="bench-owner")

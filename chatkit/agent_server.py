@@ -8,7 +8,7 @@ completes lands in the transcript as `widgets.Message` rows; an upstream failure
 model, 429, timeout) removes what the turn streamed, marks the conversation failed and shows the
 visitor a ChatKit error in plain words.
 
-`action` handles the trade-in form's submit: validated, stored through `widgets.leads.lead_create`
+`action` handles the trade-in form's submit: validated, stored through `widgets.services.leads.lead_create`
 (the lead service voice uses), the form replaced by a thanks card and the model told in a hidden
 context item. A second submit of the same form does nothing.
 """
@@ -50,8 +50,8 @@ from chatkit.types import (
 from chatkit.widget_templates import TRADE_IN_CONDITIONS, TRADE_IN_SUBMIT, trade_in_thanks, widget_root
 from licenses.api import ApiError
 from widgets.aio import db_step
-from widgets.leads import lead_clean, lead_create
 from widgets.models import Conversation, Message
+from widgets.services.leads import lead_clean, lead_create
 
 logger = logging.getLogger(__name__)
 CONVERTER = HistoryConverter()

@@ -31,9 +31,10 @@ from licenses.domains import same_origin
 from licenses.models import License
 from licenses.selectors import REASON_MESSAGES, usage_for_month
 from licenses.services import usage_increment
-from widgets.models import Conversation, Message, Widget
+from widgets.models import Conversation, Widget
 from widgets.ratelimit import rate_hit
 from widgets.selectors import openai_api_key
+from widgets.services.turns import chatkit_turn_record
 
 PAGE_TOKEN_SALT = "switchboard.chatkit.page"
 VISITOR_SALT = "switchboard.chatkit.visitor"
@@ -229,28 +230,6 @@ def chatkit_thread_reserve(*, license: License) -> None:
         assert usage is not None
         if usage.conversations + usage.chatkit_sessions > license.monthly_conversations:
             raise ChatKitError("quota_exceeded", REASON_MESSAGES["quota_exceeded"], 429)
-
-
-def chatkit_turn_record(
-    *,
-    conversation_id: int,
-    user_text: str,
-    assistant_text: str,
-    ui: list[dict[str, Any]] | None = None,
-    role: str = Message.Role.USER,
-) -> None:
-    """One completed turn as transcript rows (the shape chat and voice use); a failed turn writes none."""
-    with transaction.atomic():
-        if user_text:
-            Message.objects.create(conversation_id=conversation_id, role=role, text=user_text[:20000])
-        if assistant_text or ui:
-            Message.objects.create(
-                conversation_id=conversation_id,
-                role=Message.Role.ASSISTANT,
-                text=assistant_text[:20000],
-                payload={"ui": ui} if ui else {},
-            )
-        Conversation.objects.filter(pk=conversation_id, end_reason__startswith="failed:").update(end_reason="")
 
 
 def chatkit_conversation_fail(*, conversation_id: int, code: str) -> None:

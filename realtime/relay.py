@@ -39,6 +39,7 @@ from realtime.protocol import (
 from realtime.upstream import UpstreamError, upstream_connect
 from widgets.models import Widget
 from widgets.selectors import openai_api_key
+from widgets.services.turns import tool_turn_save, turn_save
 from widgets.tools import tool_run
 
 logger = logging.getLogger(__name__)
@@ -468,7 +469,7 @@ class RelaySession:
         await self._maybe_continue()
 
     def _tool_sync(self, name: str, arguments: Any) -> Any:
-        from widgets.models import Conversation, Message
+        from widgets.models import Conversation
 
         conversation = Conversation.objects.filter(pk=self.conversation_id).first()
         result = tool_run(
@@ -479,12 +480,7 @@ class RelaySession:
             config=self.config,
         )
         if conversation is not None:
-            Message.objects.create(
-                conversation=conversation,
-                role=Message.Role.TOOL,
-                text=result.speak,
-                payload={"tool": name, "ok": result.ok, "ui_events": [result.ui_event] if result.ui_event else []},
-            )
+            tool_turn_save(conversation_id=conversation.pk, name=name, result=result)
         return result
 
     async def _maybe_continue(self) -> None:
@@ -497,7 +493,7 @@ class RelaySession:
     async def _save_turn(self, role: str, text: str, item_id: str) -> None:
         if self.conversation_id is None:
             return
-        await database_sync_to_async(svc.voice_turn_save)(
+        await database_sync_to_async(turn_save)(
             conversation_id=self.conversation_id, role=role, text=text, item_id=item_id
         )
 

@@ -24,7 +24,7 @@ from django.utils import timezone
 from licenses.models import License
 from licenses.selectors import license_check, license_get_public, license_quota_left
 from licenses.services import usage_increment
-from widgets.models import Channel, Conversation, Message, Widget
+from widgets.models import Channel, Conversation, Widget
 from widgets.selectors import widget_get_published
 
 # A live call refreshes its slot every SLOT_REFRESH_SECONDS (realtime/relay.py); a crashed worker's slots
@@ -149,14 +149,6 @@ def voice_conversation_start(
         )
         usage_increment(license=widget.license_id, voice_sessions=1)
     return conversation
-
-
-def voice_turn_save(
-    *, conversation_id: int, role: str, text: str, item_id: str = "", payload: dict[str, Any] | None = None
-) -> Message:
-    return Message.objects.create(
-        conversation_id=conversation_id, role=role, text=text, item_id=item_id[:100], payload=payload or {}
-    )
 
 
 def voice_quota_left_seconds(*, license_id: int) -> float:

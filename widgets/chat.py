@@ -13,19 +13,17 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import F
-from django.utils import timezone
+from django.db import DatabaseError
 
 from licenses.api import ApiError, json_loads
 from licenses.models import License
 from licenses.selectors import license_cache_generation, license_cache_key, license_check, license_quota_left
-from licenses.services import usage_increment
 from widgets.aio import db_step, upstream_await, upstream_submit
-from widgets.models import Channel, Conversation, Message, Widget
+from widgets.models import Widget
 from widgets.n8n import N8nError, N8nReply, N8nStream, N8nTarget, n8n_history_async, n8n_send_async, n8n_target
 from widgets.ratelimit import rate_hit, rate_hit_peek
-from widgets.selectors import widget_get_published
+from widgets.selectors import chat_conversation_find, widget_get_published
+from widgets.services.turns import chat_failure_record, chat_turn_record
 
 logger = logging.getLogger(__name__)
 
@@ -89,121 +87,12 @@ def chat_rate_check(*, license: License, visitor_id: str, session_id: str, ip: s
     return None
 
 
-def chat_conversation_find(*, widget: Widget, session_id: str) -> Conversation | None:
-    return (
-        Conversation.objects.filter(widget=widget, channel=Channel.CHAT, session_id=session_id, is_preview=False)
-        .order_by("started_at", "id")
-        .first()
-    )
-
-
 def chat_quota_check(*, widget: Widget, session_id: str) -> None:
     """A new conversation needs monthly quota; existing ones may continue. Raises ApiError 429."""
     if chat_conversation_find(widget=widget, session_id=session_id) is not None:
         return
     if license_quota_left(license=widget.license, kind="conversations") <= 0:
         raise ApiError("quota_exceeded", "This license has used its monthly allowance.", status_code=429)
-
-
-def chat_conversation_open(*, widget: Widget, session_id: str, visitor_id: str, page_url: str = "") -> Conversation:
-    """The session's conversation, opened (and counted in the monthly usage) by the first message.
-
-    Race-safe: concurrent first messages of one session all try the insert; the unique constraint
-    `conversation_unique_chat_session` lets one win (it alone counts usage), the others wait for it
-    and join its conversation (issue 11.8). Call inside a transaction."""
-    conversation = chat_conversation_find(widget=widget, session_id=session_id)
-    if conversation is not None:
-        return conversation
-    try:
-        with transaction.atomic():
-            conversation = Conversation.objects.create(
-                widget=widget, channel=Channel.CHAT, session_id=session_id, visitor_id=visitor_id, page_url=page_url
-            )
-            usage_increment(license=widget.license_id, conversations=1)
-            return conversation
-    except IntegrityError:
-        conversation = chat_conversation_find(widget=widget, session_id=session_id)
-        if conversation is None:
-            raise
-        return conversation
-
-
-def chat_turn_record(
-    *,
-    widget: Widget,
-    session_id: str,
-    visitor_id: str,
-    user_text: str,
-    reply_text: str,
-    ui: list[dict[str, Any]] | None = None,
-    latency_ms: int | None = None,
-    conversation_id: int | None = None,
-    page_url: str = "",
-) -> int:
-    """One user message and one assistant message; a new session opens a conversation and counts it.
-    Returns the conversation's id.
-
-    A continuing session (`conversation_id` known) is ONE multi-row INSERT, atomic on its own: both
-    messages or neither. If that conversation is gone meanwhile (deleted by retention), the turn
-    opens the session's conversation again as a first message would."""
-
-    def messages(conversation_id: int) -> list[Message]:
-        return [
-            Message(conversation_id=conversation_id, role=Message.Role.USER, text=user_text),
-            Message(
-                conversation_id=conversation_id,
-                role=Message.Role.ASSISTANT,
-                text=reply_text,
-                payload={"ui": ui} if ui else {},
-                latency_ms=latency_ms,
-            ),
-        ]
-
-    if conversation_id is not None:
-        try:
-            with transaction.atomic():  # one INSERT (a savepoint inside a caller's transaction)
-                Message.objects.bulk_create(messages(conversation_id))
-            return conversation_id
-        except IntegrityError:
-            chat_cache.forget_conversation(widget.pk, session_id)
-    with transaction.atomic():
-        conversation = chat_conversation_open(
-            widget=widget, session_id=session_id, visitor_id=visitor_id, page_url=page_url
-        )
-        Message.objects.bulk_create(messages(conversation.pk))
-    chat_cache.remember_conversation(widget.pk, session_id, conversation.pk)
-    return conversation.pk
-
-
-def chat_failure_record(
-    *,
-    widget: Widget,
-    session_id: str,
-    visitor_id: str,
-    user_text: str,
-    error: N8nError,
-    latency_ms: int,
-    page_url: str = "",
-) -> Conversation:
-    """A visitor's message that got no answer (n8n timed out, failed, or is not allowed): the user turn
-    with the failure (kind, n8n's status, latency) on its conversation, and the widget's failure count
-    (issue 10.5), so the agency can see that their client's bot is down."""
-    with transaction.atomic():
-        conversation = chat_conversation_open(
-            widget=widget, session_id=session_id, visitor_id=visitor_id, page_url=page_url
-        )
-        Message.objects.create(
-            conversation=conversation,
-            role=Message.Role.USER,
-            text=user_text,
-            failure_kind=error.code[:32],
-            upstream_status=error.upstream_status,
-            latency_ms=latency_ms,
-        )
-        Widget.objects.filter(pk=widget.pk).update(
-            chat_failures=F("chat_failures") + 1, last_chat_failure_at=timezone.now()
-        )
-    return conversation
 
 
 def _stored(record: Any, **kwargs: Any) -> bool:
@@ -506,7 +395,7 @@ async def chat_reply(
         slot.release()
     if record:
         await db_step(
-            chat_turn_record,
+            _turn_record,
             **_turn(widget, chat),
             reply_text=reply.text,
             ui=reply.ui,
@@ -514,6 +403,14 @@ async def chat_reply(
             conversation_id=conversation_id,
         )
     return reply
+
+
+def _turn_record(**turn: Any) -> int:
+    """Store a turn (`widgets.services.turns.chat_turn_record`) and remember the session's conversation."""
+    conversation_id = chat_turn_record(**turn)
+    if conversation_id != turn.get("conversation_id"):
+        chat_cache.remember_conversation(turn["widget"].pk, turn["session_id"], conversation_id)
+    return conversation_id
 
 
 def _turn(widget: Widget, chat: ChatRequest) -> dict[str, Any]:
@@ -592,7 +489,7 @@ class _Relay:
             pass
         elif final["type"] == "end":
             if not _stored(
-                chat_turn_record,
+                _turn_record,
                 **turn,
                 reply_text=self._stream.text,
                 ui=self._stream.ui,

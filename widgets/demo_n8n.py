@@ -26,7 +26,7 @@ from django.core.cache import cache
 
 from widgets import ui_events
 from widgets.models import Widget
-from widgets.tools import knowledge_search, product_search
+from widgets.selectors import knowledge_search, product_search
 
 MEMORY_SECONDS = 86400
 MAX_MEMORY = 40

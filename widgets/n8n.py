@@ -99,7 +99,7 @@ def n8n_target(*, config: dict[str, Any], secrets: dict[str, Any] | None) -> N8n
     """Where the config sends chat, with basic auth when enabled; None when not configured.
 
     The stored credentials are bound to the exact webhook URL they were saved with
-    (`n8n_basic_auth_url`, set by widgets.services.secrets_clean): a config that points the
+    (`n8n_basic_auth_url`, set by widgets.services.widgets.secrets_clean): a config that points the
     webhook anywhere else never carries them there, so nobody can read them back through a URL of
     their own."""
     n8n = config.get("connection", {}).get("n8n", {})

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import reduce
+from operator import or_
+from typing import Any
+
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core import signing
+from django.db import connection
 from django.db.models import QuerySet
 from django.http import Http404
+from django.utils import timezone
 
+from licenses.crypto import secret_hint
 from licenses.models import Agency, License, Membership
-from widgets.models import Widget, WidgetVersion
+from widgets.models import Channel, Conversation, KnowledgeEntry, PreviewLink, Product, Widget, WidgetVersion
+from widgets.services.preview_links import SALT
+from widgets.services.widgets import SECRET_NAMES
 
 
 def widget_list_for_user(
@@ -59,3 +72,121 @@ def openai_api_key(*, secrets: dict | None) -> str:
     """The key every OpenAI call of a widget uses: the tenant's own (an encrypted widget secret), else the
     platform key (`OPENAI_API_KEY`), else "". Server-side only: never in a response."""
     return (secrets or {}).get("openai_api_key") or settings.OPENAI_API_KEY or ""
+
+
+def chat_conversation_find(*, widget: Widget, session_id: str) -> Conversation | None:
+    return (
+        Conversation.objects.filter(widget=widget, channel=Channel.CHAT, session_id=session_id, is_preview=False)
+        .order_by("started_at", "id")
+        .first()
+    )
+
+
+def secrets_status(*, widget: Widget) -> dict[str, dict[str, Any]]:
+    """Whether each secret is set and its last 4 characters; never the value."""
+    stored = widget.secrets or {}
+    return {name: secret_hint(stored.get(name)) for name in SECRET_NAMES}
+
+
+@dataclass(frozen=True)
+class PreviewLinkLookup:
+    link: PreviewLink | None
+    reason: str  # ok | invalid | expired | revoked
+
+    @property
+    def ok(self) -> bool:
+        return self.reason == "ok"
+
+
+def preview_link_resolve(*, token: str) -> PreviewLinkLookup:
+    try:
+        token_id = signing.loads(token, salt=SALT)
+    except signing.BadSignature:
+        return PreviewLinkLookup(None, "invalid")
+    link = PreviewLink.objects.select_related("widget", "widget__license").filter(token_id=token_id).first()
+    if link is None:
+        return PreviewLinkLookup(None, "invalid")
+    if link.revoked_at is not None:
+        return PreviewLinkLookup(link, "revoked")
+    if link.expires_at <= timezone.now():
+        return PreviewLinkLookup(link, "expired")
+    return PreviewLinkLookup(link, "ok")
+
+
+SEARCH_MAX_SCAN = 2000  # rows scored in Python on SQLite; Postgres ranks in the database
+
+
+SEARCH_STOPWORDS = frozenset(
+    re.findall(
+        r"\w+",
+        """
+a an and are as at be by can could do does for from have how
+i in is it me my of on or our please show tell that the there
+this to under up us we what when where which who why will with you your
+about any anything dollars dollar price cost
+""",
+    )
+)
+
+
+def search_tokens(text: str) -> list[str]:
+    words = re.findall(r"[a-z0-9]+", (text or "").lower())
+    out: list[str] = []
+    for word in words:
+        if word in SEARCH_STOPWORDS or len(word) < 2:
+            continue
+        stem = (
+            word[:-2]
+            if word.endswith("es") and len(word) > 4
+            else word[:-1]
+            if word.endswith("s") and len(word) > 3
+            else word
+        )
+        if stem not in out:
+            out.append(stem)
+    return out[:12]
+
+
+def search_score(tokens: list[str], weighted: list[tuple[str, int]]) -> int:
+    score = 0
+    for text, weight in weighted:
+        hay = set(search_tokens(text))
+        score += weight * sum(1 for t in tokens if t in hay or any(h.startswith(t) for h in hay))
+    return score
+
+
+def knowledge_search(*, widget: Widget, query: str, limit: int = 3) -> list[KnowledgeEntry]:
+    """The widget's best knowledge entries for `query` (never another widget's)."""
+    tokens = search_tokens(query)
+    if not tokens:
+        return []
+    qs = KnowledgeEntry.objects.filter(widget=widget)
+    if connection.vendor == "postgresql":
+        from django.contrib.postgres.search import SearchQuery, SearchRank, SearchVector
+
+        vector = (
+            SearchVector("question", weight="A", config="english")
+            + SearchVector("tags", weight="A", config="english")
+            + SearchVector("answer", weight="B", config="english")
+        )
+        search = reduce(or_, [SearchQuery(t, config="english") for t in tokens])
+        return list(
+            qs.annotate(rank=SearchRank(vector, search)).filter(rank__gt=0).order_by("-rank", "position", "id")[:limit]
+        )
+    scored = [
+        (search_score(tokens, [(e.question, 3), (e.tags, 2), (e.answer, 1)]), e)
+        for e in qs.order_by("position", "id")[:SEARCH_MAX_SCAN]
+    ]
+    return [e for s, e in sorted(scored, key=lambda x: (-x[0], x[1].position, x[1].pk)) if s > 0][:limit]
+
+
+def product_search(*, widget: Widget, query: str, max_price: Decimal | None = None, limit: int = 4) -> list[Product]:
+    qs = Product.objects.filter(widget=widget)
+    if max_price is not None:
+        qs = qs.filter(price__lte=max_price)
+    tokens = search_tokens(query)
+    rows = list(qs.order_by("-in_stock", "price", "id")[:SEARCH_MAX_SCAN])
+    if not tokens:
+        return rows[:limit]
+    scored = [(search_score(tokens, [(p.title, 3), (p.sku, 3), (p.description, 1)]), p) for p in rows]
+    return [p for s, p in sorted(scored, key=lambda x: (-x[0], not x[1].in_stock)) if s > 0][:limit]

@@ -6,7 +6,7 @@ from rest_framework import serializers
 from licenses.api import INT32_MAX, JSONObjectField, StrictCharField
 from widgets.config_schema import CONFIG_SCHEMA
 from widgets.models import Widget, WidgetVersion
-from widgets.services import secrets_status
+from widgets.selectors import secrets_status
 
 
 @extend_schema_field(CONFIG_SCHEMA)

@@ -14,28 +14,24 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from functools import reduce
-from operator import or_
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import connection
 from jsonschema import Draft202012Validator
 
 from licenses.api import ApiError, json_check, json_loads
 from widgets import ui_events
 from widgets.config_schema import config_upgrade
-from widgets.models import Conversation, KnowledgeEntry, Product, Widget
+from widgets.models import Conversation, Widget
+from widgets.selectors import knowledge_search, product_search, search_score, search_tokens
 
 logger = logging.getLogger(__name__)
 
 FALLBACK = "Sorry, I couldn't do that just now. Could you say it another way?"
-MAX_SCAN = 2000  # rows scored in Python on SQLite; Postgres ranks in the database
 
 
 @dataclass(frozen=True)
@@ -68,81 +64,6 @@ class Tool:
 
 
 # --- text matching ----------------------------------------------------------------------------
-
-_STOP = frozenset(
-    re.findall(
-        r"\w+",
-        """
-a an and are as at be by can could do does for from have how
-i in is it me my of on or our please show tell that the there
-this to under up us we what when where which who why will with you your
-about any anything dollars dollar price cost
-""",
-    )
-)
-
-
-def _tokens(text: str) -> list[str]:
-    words = re.findall(r"[a-z0-9]+", (text or "").lower())
-    out: list[str] = []
-    for word in words:
-        if word in _STOP or len(word) < 2:
-            continue
-        stem = (
-            word[:-2]
-            if word.endswith("es") and len(word) > 4
-            else word[:-1]
-            if word.endswith("s") and len(word) > 3
-            else word
-        )
-        if stem not in out:
-            out.append(stem)
-    return out[:12]
-
-
-def _score(tokens: list[str], weighted: list[tuple[str, int]]) -> int:
-    score = 0
-    for text, weight in weighted:
-        hay = set(_tokens(text))
-        score += weight * sum(1 for t in tokens if t in hay or any(h.startswith(t) for h in hay))
-    return score
-
-
-def knowledge_search(*, widget: Widget, query: str, limit: int = 3) -> list[KnowledgeEntry]:
-    """The widget's best knowledge entries for `query` (never another widget's)."""
-    tokens = _tokens(query)
-    if not tokens:
-        return []
-    qs = KnowledgeEntry.objects.filter(widget=widget)
-    if connection.vendor == "postgresql":
-        from django.contrib.postgres.search import SearchQuery, SearchRank, SearchVector
-
-        vector = (
-            SearchVector("question", weight="A", config="english")
-            + SearchVector("tags", weight="A", config="english")
-            + SearchVector("answer", weight="B", config="english")
-        )
-        search = reduce(or_, [SearchQuery(t, config="english") for t in tokens])
-        return list(
-            qs.annotate(rank=SearchRank(vector, search)).filter(rank__gt=0).order_by("-rank", "position", "id")[:limit]
-        )
-    scored = [
-        (_score(tokens, [(e.question, 3), (e.tags, 2), (e.answer, 1)]), e)
-        for e in qs.order_by("position", "id")[:MAX_SCAN]
-    ]
-    return [e for s, e in sorted(scored, key=lambda x: (-x[0], x[1].position, x[1].pk)) if s > 0][:limit]
-
-
-def product_search(*, widget: Widget, query: str, max_price: Decimal | None = None, limit: int = 4) -> list[Product]:
-    qs = Product.objects.filter(widget=widget)
-    if max_price is not None:
-        qs = qs.filter(price__lte=max_price)
-    tokens = _tokens(query)
-    rows = list(qs.order_by("-in_stock", "price", "id")[:MAX_SCAN])
-    if not tokens:
-        return rows[:limit]
-    scored = [(_score(tokens, [(p.title, 3), (p.sku, 3), (p.description, 1)]), p) for p in rows]
-    return [p for s, p in sorted(scored, key=lambda x: (-x[0], not x[1].in_stock)) if s > 0][:limit]
 
 
 # --- handlers ---------------------------------------------------------------------------------
@@ -209,8 +130,8 @@ def _get_demo_clip(
     widget: Widget, conversation: Conversation | None, args: dict[str, Any], config: dict[str, Any]
 ) -> ToolResult:
     clips = config.get("tools", {}).get("demo_clips", [])
-    tokens = _tokens(args["topic"])
-    scored = [(_score(tokens, [(c.get("topic", ""), 2), (c.get("title", ""), 1)]), c) for c in clips]
+    tokens = search_tokens(args["topic"])
+    scored = [(search_score(tokens, [(c.get("topic", ""), 2), (c.get("title", ""), 1)]), c) for c in clips]
     best = max(scored, key=lambda x: x[0], default=(0, None))
     if best[1] is None or best[0] == 0:
         topics = ", ".join(c["topic"] for c in clips[:5])
@@ -245,7 +166,7 @@ def _create_meeting_link(
 def _log_lead(
     widget: Widget, conversation: Conversation | None, args: dict[str, Any], config: dict[str, Any]
 ) -> ToolResult:
-    from widgets.leads import lead_create
+    from widgets.services.leads import lead_create
 
     name = args["name"].strip()[:200]
     email = args["email"].strip()

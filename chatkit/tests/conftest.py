@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 
 from chatkit.tests.fake_openai import FakeOpenAI
-from widgets.services import widget_publish, widget_update
+from widgets.services.widgets import widget_publish, widget_update
 from widgets.tests.factories import WidgetFactory
 
 TENANT_KEY = "sk-tenant-test-key-1234"

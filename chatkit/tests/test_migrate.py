@@ -52,7 +52,7 @@ def test_owner_migrates_keeps_theme_and_start_screen_prefills_instructions_and_p
 
 
 def test_existing_instructions_are_kept(hosted_widget, owner):
-    from widgets.services import widget_update
+    from widgets.services.widgets import widget_update
 
     widget_update(
         widget=hosted_widget,

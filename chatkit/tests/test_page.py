@@ -68,7 +68,7 @@ def test_page_embeds_options_from_the_one_mapping_function(fake_openai, chatkit_
 
 
 def test_page_serves_the_published_config_not_the_draft(fake_openai, chatkit_widget, owner):
-    from widgets.services import widget_update
+    from widgets.services.widgets import widget_update
 
     widget_update(
         widget=chatkit_widget, membership=owner.memberships.get(), config={"behaviour": {"greeting": "DRAFT GREETING"}}

@@ -11,7 +11,7 @@ from django.test import Client
 from chatkit.tests.conftest import OWN_ORIGIN, TENANT_KEY, WORKFLOW_ID, make_chatkit_widget
 from licenses.models import License, LicenseUsage
 from widgets.models import Conversation
-from widgets.services import widget_update
+from widgets.services.widgets import widget_update
 
 pytestmark = pytest.mark.django_db
 

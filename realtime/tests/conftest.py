@@ -12,7 +12,7 @@ from channels.testing import WebsocketCommunicator
 from realtime.tests.fakes import FakeRealtime
 from widgets.config_schema import config_normalize
 from widgets.models import Widget
-from widgets.services import widget_publish
+from widgets.services.widgets import widget_publish
 from widgets.tests.factories import KnowledgeEntryFactory, ProductFactory, WidgetFactory
 
 ORIGIN = "https://shop.example.com"

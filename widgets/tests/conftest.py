@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from widgets.services import widget_publish, widget_update
+from widgets.services.widgets import widget_publish, widget_update
 
 ORIGIN = "https://shop.example.com"
 N8N_PASSWORD = "n8n-pass-SECRET-4242"

@@ -13,8 +13,8 @@ from django.db import OperationalError, connection, connections
 from django.test import Client
 
 from licenses.models import LicenseUsage
-from widgets.chat import chat_turn_record
 from widgets.models import Conversation, Message
+from widgets.services.turns import chat_turn_record
 from widgets.tests.conftest import ORIGIN, publish
 from widgets.tests.prod_server import ProdServer, database_url, prod_env
 

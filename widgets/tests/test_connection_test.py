@@ -8,7 +8,7 @@ from licenses.models import LicenseUsage, Membership
 from licenses.tests.factories import MembershipFactory, UserFactory
 from widgets.connection_test import TEST_MESSAGE
 from widgets.models import Conversation, Message
-from widgets.services import widget_update
+from widgets.services.widgets import widget_update
 
 pytestmark = pytest.mark.django_db
 

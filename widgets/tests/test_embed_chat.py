@@ -264,7 +264,7 @@ def test_webhook_not_configured_is_503(client, widget_a, fake_n8n):
 
 
 def test_webhook_in_the_draft_only_is_not_used(client, widget_a, owner, fake_n8n):
-    from widgets.services import widget_update
+    from widgets.services.widgets import widget_update
 
     widget_update(widget=widget_a, membership=owner.memberships.get(), config=n8n_config(fake_n8n.webhook))
     assert send(client, widget_a).status_code == 503

@@ -52,7 +52,7 @@ def test_loader_is_the_same_for_every_origin(client, widget_a, license_a):
 
 
 def test_loader_serves_the_published_version_not_the_draft(client, widget_a, license_a, owner):
-    from widgets.services import widget_update
+    from widgets.services.widgets import widget_update
 
     widget_update(
         widget=widget_a, membership=owner.memberships.get(), config={"appearance": {"n8n": {"title": "Draft title"}}}
@@ -159,7 +159,7 @@ def test_chatkit_widget_gets_the_iframe_branch(client, license_a, owner):
 
 
 def test_type_follows_the_published_version_not_the_draft(client, widget_a, license_a, owner):
-    from widgets.services import widget_update
+    from widgets.services.widgets import widget_update
 
     widget_update(widget=widget_a, membership=owner.memberships.get(), config={"connection": {"provider": "chatkit"}})
     assert payload(client.get(loader_url(license_a.key)).content)["type"] == "n8n"

@@ -16,7 +16,7 @@ import pytest
 from django.apps import apps
 from django.test import Client
 
-from widgets import preview_links
+from widgets.services import preview_links
 from widgets.tests.conftest import ORIGIN, n8n_config, publish
 
 pytestmark = pytest.mark.django_db
@@ -312,7 +312,7 @@ def test_nul_in_an_html_form_is_400(client, member, n8n_widget):
 
 def test_knowledge_service_names_the_field_with_a_nul(member, n8n_widget):
     from licenses.api import ApiError
-    from widgets.catalog import knowledge_create, product_save
+    from widgets.services.catalog import knowledge_create, product_save
 
     with pytest.raises(ApiError) as exc:
         knowledge_create(widget=n8n_widget, membership=member.memberships.get(), question="Q", answer="A\x00")

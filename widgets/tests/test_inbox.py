@@ -15,8 +15,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from widgets import inbox
-from widgets.chat import chat_turn_record, visitor_page_url
+from widgets.chat import visitor_page_url
 from widgets.models import Channel, Conversation, Lead, Message
+from widgets.services.turns import chat_turn_record
 
 pytestmark = pytest.mark.django_db
 

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from licenses.services import agency_crm_webhook_set
-from widgets.leads import lead_create
 from widgets.models import Lead
+from widgets.services.leads import lead_create
 from widgets.tasks import lead_deliver
 
 

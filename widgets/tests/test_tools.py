@@ -9,7 +9,7 @@ import pytest
 
 from widgets.config_schema import config_normalize
 from widgets.models import Lead
-from widgets.services import widget_publish
+from widgets.services.widgets import widget_publish
 from widgets.tests.factories import KnowledgeEntryFactory, ProductFactory, WidgetFactory
 from widgets.tools import TOOLS, tool_run, tools_enabled
 

@@ -12,7 +12,6 @@ from rest_framework.views import APIView
 from licenses.api import ApiError
 from licenses.models import License
 from licenses.tenancy import current_membership
-from widgets import services
 from widgets.config_schema import CONFIG_SCHEMA, DEFAULT_CONFIG
 from widgets.selectors import widget_get_for_user, widget_list_for_user, widget_versions
 from widgets.serializers import (
@@ -23,6 +22,7 @@ from widgets.serializers import (
     WidgetUpdateSerializer,
     WidgetVersionSerializer,
 )
+from widgets.services import widgets as services
 
 
 def _valid(serializer_class, request: Request):

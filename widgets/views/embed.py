@@ -28,10 +28,10 @@ from widgets.chat import (
     rate_limit_or_429,
 )
 from widgets.config_schema import config_public
-from widgets.leads import lead_submit
 from widgets.models import Widget
 from widgets.n8n import N8nTarget
 from widgets.public import public_endpoint, request_origin
+from widgets.services.leads import lead_submit
 
 JS = "application/javascript; charset=utf-8"
 

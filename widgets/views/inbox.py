@@ -20,9 +20,9 @@ from licenses.api import ApiError
 from licenses.models import Membership
 from licenses.selectors import license_list_for_user
 from widgets import inbox
-from widgets.leads import lead_retry
 from widgets.models import Channel, Lead
 from widgets.selectors import widget_list_for_user
+from widgets.services.leads import lead_retry
 from widgets.views.configurator.common import agency_required, forbidden, render_app
 
 CSV_MAX_ROWS = 200_000

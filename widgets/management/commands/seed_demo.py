@@ -15,7 +15,7 @@ from licenses.services import license_create
 from widgets.demo_n8n import PATH as DEMO_N8N_PATH
 from widgets.demo_n8n import demo_url
 from widgets.models import KnowledgeEntry, Product, Widget
-from widgets.services import widget_chatkit_migrate, widget_create, widget_publish, widget_update
+from widgets.services.widgets import widget_chatkit_migrate, widget_create, widget_publish, widget_update
 
 OWNER = ("owner", "owner@demo.test", "demo-owner-pass")
 STAFF = ("staff", "staff@demo.test", "demo-staff-pass")

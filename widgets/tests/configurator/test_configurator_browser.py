@@ -13,8 +13,8 @@ from playwright.sync_api import expect
 
 from licenses.tests.factories import UserFactory
 from widgets.models import PreviewLink, Widget
-from widgets.preview_links import preview_link_token
-from widgets.services import widget_publish, widget_update
+from widgets.services.preview_links import preview_link_token
+from widgets.services.widgets import widget_publish, widget_update
 from widgets.tests.factories import KnowledgeEntryFactory, ProductFactory, WidgetFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from widgets.config_diff import config_diff
 from widgets.models import KnowledgeEntry, PreviewLink, Product, Widget
-from widgets.preview_links import preview_link_token
-from widgets.services import widget_publish, widget_update
+from widgets.services.preview_links import preview_link_token
+from widgets.services.widgets import widget_publish, widget_update
 from widgets.tests.factories import KnowledgeEntryFactory, ProductFactory, WidgetFactory
 
 pytestmark = pytest.mark.django_db

@@ -41,7 +41,7 @@ def test_publish_asks_for_confirmation_naming_the_live_sites(signed_in, live_ser
 def test_inline_preview_shows_the_composer_without_scrolling(
     signed_in, live_server, owner, widget_a, height, artifacts_dir
 ):
-    from widgets.services import widget_update
+    from widgets.services.widgets import widget_update
 
     widget_update(widget=widget_a, membership=owner.memberships.get(), config={"embed": {"height": height}})
     page = signed_in(owner, width=1280, height=800)

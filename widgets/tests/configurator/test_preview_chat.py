@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from licenses.models import LicenseUsage
 from widgets.models import Conversation, Message, PreviewLink
-from widgets.preview_links import preview_link_token
+from widgets.services.preview_links import preview_link_token
 
 pytestmark = pytest.mark.django_db
 

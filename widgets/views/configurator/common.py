@@ -17,11 +17,11 @@ from licenses.api import ApiError, error_body, json_object
 from licenses.models import Membership
 from licenses.selectors import membership_list_for_user
 from licenses.tenancy import current_membership
-from widgets import services
 from widgets.aio import db_step
 from widgets.config_schema import ConfigError, config_normalize
 from widgets.models import Widget
 from widgets.selectors import widget_get_for_user
+from widgets.services import widgets as services
 
 
 def render_app(

@@ -12,11 +12,13 @@ from django.views.decorators.http import require_http_methods, require_POST
 from licenses.api import ApiError
 from licenses.models import Membership
 from licenses.tenancy import role_require
-from widgets import catalog, services, widget_strings
+from widgets import widget_strings
 from widgets.config_diff import config_diff
 from widgets.connection_test import TEST_MESSAGE, connection_test
 from widgets.models import Widget
-from widgets.selectors import widget_versions
+from widgets.selectors import secrets_status, widget_versions
+from widgets.services import catalog
+from widgets.services import widgets as services
 from widgets.views.configurator.common import (
     api_error_json,
     draft_connection,
@@ -39,7 +41,7 @@ def configurator(request: HttpRequest, widget: Widget, membership: Membership) -
             "widget": widget,
             "tab": "configure",
             "sections": sections_with_values(widget.config),
-            "secrets": services.secrets_status(widget=widget),
+            "secrets": secrets_status(widget=widget),
             "provider": widget.widget_type,
             "knowledge_count": widget.knowledge.count(),
             "product_count": widget.products.count(),

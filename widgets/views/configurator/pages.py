@@ -29,10 +29,10 @@ from licenses.selectors import (
     usage_for_month,
 )
 from licenses.tenancy import current_agency_set, role_require
-from widgets import services
 from widgets.health import open_incidents_by_widget
 from widgets.models import Widget, WidgetType
 from widgets.selectors import widget_list_for_user
+from widgets.services import widgets as services
 from widgets.views.configurator.common import (
     agency_required,
     forbidden,

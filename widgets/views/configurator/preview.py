@@ -14,14 +14,14 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from licenses.api import ApiError, error_response
 from licenses.models import Membership
-from widgets import preview_links
 from widgets.aio import db_step
 from widgets.chat import ChatRequest, chat_rate_check
 from widgets.config_schema import config_public
 from widgets.models import Widget
 from widgets.n8n import N8nTarget
 from widgets.preview_chat import preview_chat_prepare
-from widgets.selectors import openai_api_key
+from widgets.selectors import openai_api_key, preview_link_resolve
+from widgets.services import preview_links
 from widgets.views.configurator.common import (
     draft_connection,
     forbidden,
@@ -169,7 +169,7 @@ def share_revoke(request: HttpRequest, widget: Widget, membership: Membership, p
 
 
 def _resolve(request: HttpRequest, token: str) -> tuple[Widget | None, HttpResponse | None]:
-    lookup = preview_links.preview_link_resolve(token=token)
+    lookup = preview_link_resolve(token=token)
     if lookup.ok and lookup.link is not None:
         return lookup.link.widget, None
     response = render(
@@ -204,7 +204,7 @@ def share_frame(request: HttpRequest, token: str) -> HttpResponse:
 
 
 def _share_chat_prepare(request: HttpRequest, token: str, data: dict) -> tuple[Widget, ChatRequest, N8nTarget, bool]:
-    lookup = preview_links.preview_link_resolve(token=token)
+    lookup = preview_link_resolve(token=token)
     if not lookup.ok or lookup.link is None:
         raise ApiError("preview_unavailable", "This preview link has expired or was revoked.", status_code=410)
     widget = lookup.link.widget

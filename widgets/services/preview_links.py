@@ -6,7 +6,6 @@ revoked at once and a forged or edited token never resolves.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -46,28 +45,3 @@ def preview_link_revoke(*, link: PreviewLink, membership: Membership | None) -> 
 
 def preview_link_token(link: PreviewLink) -> str:
     return signing.dumps(link.token_id, salt=SALT)
-
-
-@dataclass(frozen=True)
-class PreviewLinkLookup:
-    link: PreviewLink | None
-    reason: str  # ok | invalid | expired | revoked
-
-    @property
-    def ok(self) -> bool:
-        return self.reason == "ok"
-
-
-def preview_link_resolve(*, token: str) -> PreviewLinkLookup:
-    try:
-        token_id = signing.loads(token, salt=SALT)
-    except signing.BadSignature:
-        return PreviewLinkLookup(None, "invalid")
-    link = PreviewLink.objects.select_related("widget", "widget__license").filter(token_id=token_id).first()
-    if link is None:
-        return PreviewLinkLookup(None, "invalid")
-    if link.revoked_at is not None:
-        return PreviewLinkLookup(link, "revoked")
-    if link.expires_at <= timezone.now():
-        return PreviewLinkLookup(link, "expired")
-    return PreviewLinkLookup(link, "ok")

@@ -10,7 +10,6 @@ from django.db import transaction
 from django.db.models import Max
 
 from licenses.api import ApiError, text_problem
-from licenses.crypto import secret_hint
 from licenses.models import License, Membership
 from licenses.services import license_cache_bump
 from licenses.tenancy import role_require
@@ -77,12 +76,6 @@ def secrets_clean(
         else:
             out.pop(binding, None)
     return out
-
-
-def secrets_status(*, widget: Widget) -> dict[str, dict[str, Any]]:
-    """Whether each secret is set and its last 4 characters; never the value."""
-    stored = widget.secrets or {}
-    return {name: secret_hint(stored.get(name)) for name in SECRET_NAMES}
 
 
 def widget_create(

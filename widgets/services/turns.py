@@ -1,0 +1,159 @@
+"""Transcript writes every channel shares: chat turns and failures, voice and tool turns, ChatKit turns.
+
+One home for the rows the inbox, analytics and bot health read (`Message` on a `Conversation`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from licenses.services import usage_increment
+from widgets.models import Channel, Conversation, Message, Widget
+from widgets.selectors import chat_conversation_find
+
+if TYPE_CHECKING:
+    from widgets.n8n import N8nError
+    from widgets.tools import ToolResult
+
+
+def chat_conversation_open(*, widget: Widget, session_id: str, visitor_id: str, page_url: str = "") -> Conversation:
+    """The session's conversation, opened (and counted in the monthly usage) by the first message.
+
+    Race-safe: concurrent first messages of one session all try the insert; the unique constraint
+    `conversation_unique_chat_session` lets one win (it alone counts usage), the others wait for it
+    and join its conversation (issue 11.8). Call inside a transaction."""
+    conversation = chat_conversation_find(widget=widget, session_id=session_id)
+    if conversation is not None:
+        return conversation
+    try:
+        with transaction.atomic():
+            conversation = Conversation.objects.create(
+                widget=widget, channel=Channel.CHAT, session_id=session_id, visitor_id=visitor_id, page_url=page_url
+            )
+            usage_increment(license=widget.license_id, conversations=1)
+            return conversation
+    except IntegrityError:
+        conversation = chat_conversation_find(widget=widget, session_id=session_id)
+        if conversation is None:
+            raise
+        return conversation
+
+
+def chat_turn_record(
+    *,
+    widget: Widget,
+    session_id: str,
+    visitor_id: str,
+    user_text: str,
+    reply_text: str,
+    ui: list[dict[str, Any]] | None = None,
+    latency_ms: int | None = None,
+    conversation_id: int | None = None,
+    page_url: str = "",
+) -> int:
+    """One user message and one assistant message; a new session opens a conversation and counts it.
+    Returns the conversation's id.
+
+    A continuing session (`conversation_id` known) is ONE multi-row INSERT, atomic on its own: both
+    messages or neither. If that conversation is gone meanwhile (deleted by retention), the turn
+    opens the session's conversation again as a first message would."""
+
+    def messages(conversation_id: int) -> list[Message]:
+        return [
+            Message(conversation_id=conversation_id, role=Message.Role.USER, text=user_text),
+            Message(
+                conversation_id=conversation_id,
+                role=Message.Role.ASSISTANT,
+                text=reply_text,
+                payload={"ui": ui} if ui else {},
+                latency_ms=latency_ms,
+            ),
+        ]
+
+    if conversation_id is not None:
+        try:
+            with transaction.atomic():  # one INSERT (a savepoint inside a caller's transaction)
+                Message.objects.bulk_create(messages(conversation_id))
+            return conversation_id
+        except IntegrityError:  # the conversation is gone (retention): open the session's again below
+            pass
+    with transaction.atomic():
+        conversation = chat_conversation_open(
+            widget=widget, session_id=session_id, visitor_id=visitor_id, page_url=page_url
+        )
+        Message.objects.bulk_create(messages(conversation.pk))
+    return conversation.pk
+
+
+def chat_failure_record(
+    *,
+    widget: Widget,
+    session_id: str,
+    visitor_id: str,
+    user_text: str,
+    error: N8nError,
+    latency_ms: int,
+    page_url: str = "",
+) -> Conversation:
+    """A visitor's message that got no answer (n8n timed out, failed, or is not allowed): the user turn
+    with the failure (kind, n8n's status, latency) on its conversation, and the widget's failure count
+    (issue 10.5), so the agency can see that their client's bot is down."""
+    with transaction.atomic():
+        conversation = chat_conversation_open(
+            widget=widget, session_id=session_id, visitor_id=visitor_id, page_url=page_url
+        )
+        Message.objects.create(
+            conversation=conversation,
+            role=Message.Role.USER,
+            text=user_text,
+            failure_kind=error.code[:32],
+            upstream_status=error.upstream_status,
+            latency_ms=latency_ms,
+        )
+        Widget.objects.filter(pk=widget.pk).update(
+            chat_failures=F("chat_failures") + 1, last_chat_failure_at=timezone.now()
+        )
+    return conversation
+
+
+def turn_save(
+    *, conversation_id: int, role: str, text: str, item_id: str = "", payload: dict[str, Any] | None = None
+) -> Message:
+    return Message.objects.create(
+        conversation_id=conversation_id, role=role, text=text, item_id=item_id[:100], payload=payload or {}
+    )
+
+
+def chatkit_turn_record(
+    *,
+    conversation_id: int,
+    user_text: str,
+    assistant_text: str,
+    ui: list[dict[str, Any]] | None = None,
+    role: str = Message.Role.USER,
+) -> None:
+    """One completed turn as transcript rows (the shape chat and voice use); a failed turn writes none."""
+    with transaction.atomic():
+        if user_text:
+            Message.objects.create(conversation_id=conversation_id, role=role, text=user_text[:20000])
+        if assistant_text or ui:
+            Message.objects.create(
+                conversation_id=conversation_id,
+                role=Message.Role.ASSISTANT,
+                text=assistant_text[:20000],
+                payload={"ui": ui} if ui else {},
+            )
+        Conversation.objects.filter(pk=conversation_id, end_reason__startswith="failed:").update(end_reason="")
+
+
+def tool_turn_save(*, conversation_id: int, name: str, result: ToolResult) -> Message:
+    """A tool the model ran during a call: what it said and the UI it showed (a card, a form)."""
+    return turn_save(
+        conversation_id=conversation_id,
+        role=Message.Role.TOOL,
+        text=result.speak,
+        payload={"tool": name, "ok": result.ok, "ui_events": [result.ui_event] if result.ui_event else []},
+    )
