@@ -81,7 +81,7 @@ def communicator(widget, *, origin: str | None = ORIGIN, key: str | None = None)
     return WebsocketCommunicator(application, ws_path(widget, key=key), headers=headers)
 
 
-async def receive_until(comm: WebsocketCommunicator, kind: str, *, timeout: float = 3.0) -> list[dict[str, Any]]:
+async def receive_until(comm: WebsocketCommunicator, kind: str, *, timeout: float = 10.0) -> list[dict[str, Any]]:
     """Collect browser events up to and including the first of `kind`."""
     seen: list[dict[str, Any]] = []
     loop = asyncio.get_running_loop()
@@ -102,7 +102,8 @@ async def receive_until(comm: WebsocketCommunicator, kind: str, *, timeout: floa
             return seen
 
 
-async def wait_for(predicate, timeout: float = 3.0) -> None:
+async def wait_for(predicate, timeout: float = 10.0) -> None:
+    """Wait for a condition; the timeout is a bound for a loaded CI machine, not an expected time."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not predicate():
