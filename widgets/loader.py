@@ -141,7 +141,21 @@ def loader_resolve(*, key: str, widget_id: str = "") -> LoaderResult | tuple[dic
     return row, etag
 
 
-LOADER_TEMPLATE = """/* Switchboard loader */
+# The page API's stub (static/widget/widget.js replaces it and replays its queue): printed in the Embed
+# tab before the loader tag, and run by the loader too, so calls made before the bundle runs are kept.
+# Keep the method list in step with API_METHODS in widget.js.
+API_STUB = (
+    'window.Switchboard||(function(w){var q=[],M="open close toggle send reset setLocale setContext on off"'
+    '.split(" ");function h(id){var f=function(){q.push([id,[].slice.call(arguments)])};'
+    "M.forEach(function(m){f[m]=function(){f.apply(null,[m].concat([].slice.call(arguments)))}});return f}"
+    'var s=w.Switchboard=h("");s.widget=h;s.q=q})(window);'
+)
+
+LOADER_TEMPLATE = (
+    """/* Switchboard loader */
+"""
+    + API_STUB.replace("%", "%%")
+    + """
 (function(){var P=%(payload)s,s=document.currentScript;
 if(!s){var a=document.getElementsByTagName("script");
 for(var i=a.length-1;i>=0;i--){if((a[i].src||"").indexOf(P.key+"/chat-widget.js")>0){s=a[i];break;}}}
@@ -154,6 +168,7 @@ if(!w.SwitchboardWidget&&!w.__sbLoading){w.__sbLoading=1;var e=document.createEl
 e.src=b+P.bundle;e.async=true;e.onerror=function(){console.error("Switchboard: the widget script failed to load.");};
 (document.head||document.documentElement).appendChild(e);}})();
 """
+)
 
 
 def loader_render(*, key: str, row: dict) -> str:

@@ -275,15 +275,55 @@
       this.busy = false;
       this.queue = [];
       this.voice = null;
+      this.commands = [];  // API calls made before the widget rendered (run by ready())
     }
 
     /* UI texts come with the public config (widgets/widget_strings.py: behaviour.locale + overrides). */
     t(key) { return this.config.strings[key] ?? key; }
 
-    fail(message) {
+    fail(message, code) {
       if (this.failed) return;
       this.failed = true;
+      this.commands = [];
       console.error("Switchboard: " + message);
+      this.emit("error", { code: code || "unavailable", message });
+    }
+
+    /* The page's JavaScript API (window.Switchboard): events out, commands in. */
+    emit(type, detail) { api.emit(this, type, detail); }
+
+    command(method, args) {
+      if (this.failed) { this.emit("error", { code: "unavailable", message: "This widget did not load." }); return; }
+      if (!this.ready) { this.commands.push([method, args]); return; }
+      const chatOnly = /^(send|reset|setLocale)$/.test(method);
+      if (chatOnly && this.type === "chatkit") {
+        this.emit("error", { code: "unsupported", message: method + "() is not available on a ChatKit widget." });
+        return;
+      }
+      if (method === "open" || method === "close" || method === "toggle") {
+        this.toggle(method === "toggle" ? null : method === "open", true);
+      } else if (method === "send") {
+        const text = typeof args[0] === "string" ? args[0].trim() : "";
+        if (!text || text.length > 4000) {
+          this.emit("error", { code: "invalid_argument", message: "send(text) needs 1 to 4000 characters of text." });
+          return;
+        }
+        this.load();
+        if (this.voice && this.voice.sendText) this.voice.sendText(text);
+        else this.send(text);
+      } else if (method === "reset") {
+        this.reset(true);
+      } else if (method === "setLocale") {
+        this.setLocale(args[0]);
+      }
+    }
+
+    markReady() {
+      this.ready = true;
+      this.emit("ready", {});
+      const commands = this.commands;
+      this.commands = [];
+      commands.forEach(([method, args]) => this.command(method, args));
     }
 
     boot() {
@@ -294,7 +334,8 @@
             const refused = /^(domain_not_allowed|origin_missing)$/.test(error.code ?? "");
             // Name the host that was refused: that is what the site owner has to add to the license.
             this.fail((refused ? "this page's host \"" + location.host + "\" was refused: " : "") +
-              (error.message ?? "the widget is not available here") + " (" + (error.code ?? response.status) + ")");
+              (error.message ?? "the widget is not available here") + " (" + (error.code ?? response.status) + ")",
+            error.code);
             return;
           }
           this.config = body.config;
@@ -305,7 +346,7 @@
         }), () => {
         // A refused origin gets no CORS headers, so the browser hides the 403 body from us.
         this.fail("this page's host \"" + location.host + "\" is not on the license's allowed domains, " +
-          "or the server is unreachable.");
+          "or the server is unreachable.", "unreachable");
       });
     }
 
@@ -318,7 +359,10 @@
       let target = null;
       if (mode === "inline") {
         target = this.options.target ? document.querySelector(this.options.target) : null;
-        if (!target) { this.fail("inline mode needs data-target pointing at an element on the page."); return; }
+        if (!target) {
+          this.fail("inline mode needs data-target pointing at an element on the page.", "no_target");
+          return;
+        }
       }
       this.mode = mode;
       this.position = this.options.position || embed.position;
@@ -339,6 +383,7 @@
       this.rootBox.appendChild(this.panel);
       this.listenForEscape();
       if (this.type !== "chatkit" && mode !== "popup") this.load();
+      if (!this.ready) this.markReady();
     }
 
     startSession() {
@@ -551,9 +596,12 @@
       });
     }
 
-    toggle(open) {
+    /* Popups only (inline and full page are always open). `fromApi`: a call of the page's script, which
+       moves focus into an opened chat but never out to the launcher; proactive opens pass "quiet". */
+    toggle(open, fromApi) {
       if (this.mode !== "popup") return;
       const opening = open == null ? this.panel.hidden : open;
+      if (opening === !this.panel.hidden) return;
       this.panel.hidden = !opening;
       this.rootBox.classList.toggle("open", opening);
       this.launcher.setAttribute("aria-expanded", String(opening));
@@ -562,8 +610,9 @@
       if (opening) {
         if (this.frame && !this.frame.src) this.frame.src = this.frame.dataset.src;
         this.load();
-        if (this.input) this.input.focus();
-      } else this.launcher.focus();
+        if (this.input && fromApi !== "quiet") this.input.focus();
+      } else if (!fromApi) this.launcher.focus();
+      this.emit(opening ? "open" : "close", {});
     }
 
     /* Conversation history: n8n's loadPreviousSession when configured, else this browser's copy. */
@@ -625,7 +674,7 @@
       storage.set(this.storageKey + "log", saved.slice(-60));
     }
 
-    reset() {
+    reset(fromApi) {
       if (this.voice) this.hangUp();
       storage.remove(this.storageKey + "log");
       storage.remove(this.storageKey + "started");
@@ -636,7 +685,40 @@
       this.messageLog.innerHTML = "";
       this.loaded = false;
       this.load();
-      this.input.focus();
+      if (!fromApi) this.input.focus();
+    }
+
+    /* The texts of another locale (GET /config?locale=), then the widget drawn again around the same
+       conversation log; while a reply is on its way the switch waits for it. */
+    setLocale(code) {
+      if (typeof code !== "string" || !/^[a-z]{2}(-[A-Z]{2})?$/.test(code)) {
+        this.emit("error", { code: "invalid_argument", message: "setLocale(code) needs a code such as \"de\" or \"fr-CA\"." });
+        return;
+      }
+      fetch(this.apiBase + "/config" + this.query + "&locale=" + code, { credentials: "omit" })
+        .then((response) => (response.ok ? response.json() : Promise.reject(new Error("HTTP " + response.status))))
+        .then((body) => {
+          this.config.strings = body.config.strings;
+          this.config.behaviour.locale = body.config.behaviour.locale;
+          this.redraw();
+        })
+        .catch((err) => this.emit("error", { code: "locale_unavailable", message: err.message }));
+    }
+
+    redraw() {
+      if (this.busy) { this.redrawWhenIdle = true; return; }
+      const wasOpen = this.mode === "popup" && !this.panel.hidden;
+      const log = this.messageLog;
+      const voiceState = this.voiceState;
+      this.host.remove();
+      this.render();
+      if (log) {
+        this.messageLog.replaceWith(log);
+        this.messageLog = log;
+        if (this.loaded) this.showStarters();
+      }
+      if (voiceState && voiceState !== "idle") this.setVoiceState(voiceState);
+      if (wasOpen) this.toggle(true, "quiet");
     }
 
     bubble(role, text, timestamp, quiet) {
@@ -711,6 +793,7 @@
       const oldError = userMessage && userMessage.querySelector(".er");
       if (oldError) oldError.remove();
       this.starterBox.innerHTML = "";
+      if (!userMessage) this.emit("message", { role: "visitor", text });
       if (this.busy) {
         const queued = userMessage ?? this.bubble("user", text);
         queued.classList.add("q");
@@ -732,6 +815,7 @@
         finished = true;
         this.busy = false;
         this.showTyping(false);
+        if (this.redrawWhenIdle) { this.redrawWhenIdle = false; this.redraw(); }
         setTimeout(() => { const next = this.queue.shift(); if (next) this.send(next.text, next.message); }, 0);
       };
       this.post({ action: "sendMessage", sessionId: this.sessionId, chatInput: text }).then((response) => {
@@ -740,9 +824,9 @@
           return response.json().catch(() => ({})).then((body) => {
             const error = body?.error ?? {};
             if (response.status === 403 || response.status === 404) {
-              this.fail((error.message ?? "chat refused") + " (" + (error.code ?? response.status) + ")");
+              this.fail((error.message ?? "chat refused") + " (" + (error.code ?? response.status) + ")", error.code);
             }
-            throw new Error(error.message ?? this.t("error"));
+            throw Object.assign(new Error(error.message ?? this.t("error")), { code: error.code ?? "http_" + response.status });
           });
         }
         this.persist("user", text, null, message.ts);
@@ -753,6 +837,7 @@
       }).catch((err) => {
         done();
         this.showSendError(message, err, () => this.send(text, message));
+        if (!this.failed) this.emit("error", { code: err.code ?? "network_error", message: err.message ?? "" });
       });
     }
 
@@ -771,6 +856,7 @@
 
     reply(text, ui) {
       const message = text && this.bubble("assistant", text);
+      if (text) this.emit("message", { role: "assistant", text });
       ui.forEach((event) => this.renderEvent(event));
       this.persist("assistant", text, ui, message && message.ts);
     }
@@ -800,8 +886,9 @@
           const ui = event.ui ?? [];
           ui.forEach((item) => this.renderEvent(item));
           this.persist("assistant", event.output || text, ui, message && message.ts);
+          if (event.output || text) this.emit("message", { role: "assistant", text: event.output || text });
         } else if (event.type === "error") {
-          throw new Error(event.message ?? this.t("interrupted"));
+          throw Object.assign(new Error(event.message ?? this.t("interrupted")), { code: event.code ?? "interrupted" });
         }
       };
       const pump = () => reader.read().then((chunk) => {
@@ -921,6 +1008,7 @@
           if (!response.ok) throw new Error(body.error?.message ?? this.t("form_error"));
           form.innerHTML = "";
           form.appendChild(element("h4")).textContent = this.t("form_thanks");
+          this.emit("lead", { source: lead.source });
         })).catch((err) => { submit.disabled = false; fieldError.textContent = err.message; });
       };
       return form;
@@ -975,6 +1063,7 @@
           ? Promise.resolve(true) : new Promise((done) => this.askConsent(text, done))),
         addMessage: (message) => {
           this.bubble(message.role, message.text);
+          this.emit("message", { role: message.role === "user" ? "visitor" : "assistant", text: message.text });
           this.persist(message.role, message.text);
           this.starterBox.innerHTML = "";
         },
@@ -1071,14 +1160,122 @@
         this.micButton.setAttribute("aria-label", this.t(active ? "voice_end" : "voice_start"));
         this.micButton.innerHTML = svg(inCall ? "hang" : "mic");
       }
+      const connected = inCall && state !== "connecting";
+      if (connected && !this.inCall) this.emit("voice:start", {});
+      if (!inCall && this.inCall) this.emit("voice:end", { reason: state === "error" ? "error" : "ended" });
+      if (state === "error") this.emit("error", { code: "voice_unavailable", message: detail || "" });
+      this.inCall = connected || (this.inCall && inCall);
       if (!inCall) this.voice = null;  // the call is over: the composer goes back to chat
       if (!active) this.setMuted(false);
     }
   }
 
+  /* window.Switchboard: the page's API. `Switchboard(method, ...args)` or `Switchboard.method(...)` act on
+     every widget of the page, `Switchboard.widget(id)` on one. The snippet's stub (widgets/loader.py
+     API_STUB) queues calls made before this script ran; they are replayed here, in order. Events carry the
+     widget's id and what this visitor saw on this page (message text, no UI payloads, ids or keys). */
+  const API_METHODS = ["open", "close", "toggle", "send", "reset", "setLocale", "setContext", "on", "off"];
+  const API_EVENTS = ["ready", "open", "close", "message", "lead", "voice:start", "voice:end", "error"];
+  const CONTEXT_MAX_BYTES = 2048;
+  const api = {
+    handlers: [],   // {scope: "" | widget id, type, fn}
+    waiting: [],    // [scope, method, args] for a widget id not on the page yet
+    early: [],      // page-wide calls queued before this script ran: also for widgets mounted later
+    contexts: {},   // setContext: "" (every widget) or a widget id -> the object
+
+    widgets(scope) {
+      return (window.SwitchboardWidgets ?? []).filter((w) => !scope || w.options.widget === scope);
+    },
+
+    emit(widget, type, detail) {
+      const event = Object.freeze({ ...detail, type, widget: widget.options.widget });
+      this.handlers.slice().forEach((handler) => {
+        if (handler.type !== type || (handler.scope && handler.scope !== event.widget)) return;
+        try { handler.fn(event); } catch (err) { console.error("Switchboard: an on(\"" + type + "\") handler threw", err); }
+      });
+    },
+
+    pageError(code, message) {
+      console.error("Switchboard: " + message + " (" + code + ")");
+      const event = Object.freeze({ type: "error", widget: null, code, message });
+      this.handlers.forEach((handler) => {
+        if (handler.type === "error" && !handler.scope) { try { handler.fn(event); } catch (e) { /* the page's own */ } }
+      });
+    },
+
+    call(scope, args, early) {
+      const method = args[0];
+      const rest = Array.prototype.slice.call(args, 1);
+      if (!API_METHODS.includes(method)) {
+        this.pageError("unknown_method", "Switchboard(\"" + String(method) + "\") is not a method; use one of " +
+          API_METHODS.join(", ") + ".");
+        return;
+      }
+      if (method === "on" || method === "off") { this.listen(scope, method, rest[0], rest[1]); return; }
+      if (method === "setContext") { this.setContext(scope, rest[0]); return; }
+      const targets = this.widgets(scope);
+      // Page-wide calls made before any widget was on the page reach every widget mounted later too.
+      if (!scope && (early || !targets.length)) this.early.push([method, rest]);
+      else if (!targets.length) this.waiting.push([scope, method, rest]);
+      targets.forEach((widget) => widget.command(method, rest));
+    },
+
+    listen(scope, method, type, fn) {
+      if (!API_EVENTS.includes(type) || typeof fn !== "function") {
+        this.pageError("invalid_argument", method + "(event, fn) takes one of " + API_EVENTS.join(", ") + " and a function.");
+        return;
+      }
+      if (method === "off") {
+        this.handlers = this.handlers.filter((h) => !(h.scope === scope && h.type === type && h.fn === fn));
+        return;
+      }
+      this.handlers.push({ scope, type, fn });
+      // A late on("ready") still hears about the widgets that are already up.
+      if (type === "ready") {
+        this.widgets(scope).filter((w) => w.ready).forEach((w) => {
+          const event = Object.freeze({ type, widget: w.options.widget });
+          Promise.resolve().then(() => { try { fn(event); } catch (err) { console.error(err); } });
+        });
+      }
+    },
+
+    setContext(scope, value) {
+      let size = Infinity;
+      try { size = new TextEncoder().encode(JSON.stringify(value)).length; } catch (e) { /* not JSON */ }
+      if (value !== null && (typeof value !== "object" || Array.isArray(value) || size === Infinity)) {
+        this.pageError("invalid_context", "setContext(object) takes a plain JSON object (or null to clear it).");
+      } else if (size > CONTEXT_MAX_BYTES) {
+        this.pageError("context_too_large", "setContext: the context is " + size + " bytes as JSON; at most " +
+          CONTEXT_MAX_BYTES + " are sent.");
+      } else if (value === null) delete this.contexts[scope];
+      else this.contexts[scope] = JSON.parse(JSON.stringify(value));
+    },
+
+    context(widget) { return this.contexts[widget.options.widget] ?? this.contexts[""] ?? null; },
+
+    attach(widget) {
+      const id = widget.options.widget;
+      this.early.forEach(([method, args]) => widget.command(method, args));
+      this.waiting = this.waiting.filter(([scope, method, args]) => {
+        if (scope !== id) return true;
+        widget.command(method, args);
+        return false;
+      });
+    },
+
+    handle(scope) {
+      const handle = function () { api.call(scope, arguments); };
+      API_METHODS.forEach((method) => {
+        handle[method] = function () { api.call(scope, [method].concat(Array.prototype.slice.call(arguments))); };
+      });
+      return handle;
+    }
+  };
+
   function mount(options) {
     const widget = new Widget(options);
     (window.SwitchboardWidgets = window.SwitchboardWidgets ?? []).push(widget);
+    api.attach(widget);
     widget.boot();
     return widget;
   }
@@ -1086,4 +1283,13 @@
   const queued = window.SwitchboardQueue ?? [];
   window.SwitchboardQueue = { push: mount };
   queued.forEach(mount);
+
+  const stub = window.Switchboard;
+  const Switchboard = window.Switchboard = api.handle("");
+  Switchboard.widget = (id) => api.handle(String(id ?? ""));
+  Switchboard.version = 1;
+  const early = stub && Array.isArray(stub.q) ? stub.q : [];
+  // Handles the page took from the stub (Switchboard.widget(id) before load) keep working.
+  if (stub && Array.isArray(stub.q)) stub.q.push = (entry) => { api.call(entry[0], entry[1]); return 0; };
+  early.splice(0).forEach((entry) => api.call(entry[0], entry[1], true));
 })();

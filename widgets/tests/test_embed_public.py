@@ -190,3 +190,27 @@ def test_lead_bad_json_is_400(client, n8n_widget):
     )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_json"
+
+
+def test_config_in_another_locale_for_set_locale(client, n8n_widget, owner):
+    publish(n8n_widget, owner, config={"behaviour": {"strings": {"send": "Go"}}})
+    path = f"/api/widget/{n8n_widget.license.key}/config?widget={n8n_widget.public_id}"
+    english = client.get(path, HTTP_ORIGIN=ORIGIN).json()["config"]
+    german = client.get(path + "&locale=de-AT", HTTP_ORIGIN=ORIGIN).json()["config"]
+    assert english["strings"]["placeholder"] == "Type your message…"
+    assert german["strings"]["placeholder"] == "Nachricht eingeben…"
+    assert german["behaviour"]["locale"] == "de-AT"
+    assert german["strings"]["send"] == english["strings"]["send"] == "Go"  # the agency's override stays
+    assert {k: v for k, v in german.items() if k not in ("strings", "behaviour")} == {
+        k: v for k, v in english.items() if k not in ("strings", "behaviour")
+    }
+    for bad in ("german", "DE", "de_AT", "x" * 20):
+        response = client.get(path + f"&locale={bad}", HTTP_ORIGIN=ORIGIN)
+        assert response.status_code == 400
+        assert response.json() == {
+            "error": {"code": "invalid_locale", "message": 'locale must look like "de" or "fr-CA".'}
+        }
+        assert response["Access-Control-Allow-Origin"] == ORIGIN
+    # A refused origin learns nothing, whatever the locale.
+    response = client.get(path + "&locale=de", HTTP_ORIGIN="https://evil.example.net")
+    assert response.status_code == 403 and "strings" not in response.content.decode()

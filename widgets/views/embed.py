@@ -6,6 +6,8 @@ The loader is the same for every origin (cacheable); every JSON endpoint goes th
 
 from __future__ import annotations
 
+import re
+
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_http_methods
@@ -34,6 +36,7 @@ from widgets.public import public_endpoint, request_origin
 from widgets.services.leads import lead_submit
 
 JS = "application/javascript; charset=utf-8"
+LOCALE_RE = re.compile(r"[a-z]{2}(-[A-Z]{2})?")
 
 
 def _etag_matches(request: HttpRequest, etag: str) -> bool:
@@ -90,12 +93,19 @@ def widget_config(request: HttpRequest, license: License) -> HttpResponse:
     except ApiError as exc:
         return _api_error(exc)
     version = widget.published_version
+    public = config_public(version.config)
+    # Switchboard.setLocale(code): the same config with another locale's texts (the overrides stay).
+    locale = request.GET.get("locale", "")
+    if locale:
+        if not LOCALE_RE.fullmatch(locale):
+            return _api_error(ApiError("invalid_locale", 'locale must look like "de" or "fr-CA".'))
+        public = config_public({**version.config, "behaviour": {**version.config["behaviour"], "locale": locale}})
     response = JsonResponse(
         {
             "widget": widget.public_id,
             "type": version.widget_type,
             "version": version.number,
-            "config": config_public(version.config),
+            "config": public,
         }
     )
     response["Cache-Control"] = "no-cache"

@@ -12,6 +12,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from licenses.tests.factories import UserFactory
+from widgets.loader import API_STUB
 from widgets.models import PreviewLink, Widget
 from widgets.services.preview_links import preview_link_token
 from widgets.services.widgets import widget_publish, widget_update
@@ -256,7 +257,9 @@ def test_copy_embed_code(signed_in, live_server, owner, widget_a):
     page.locator("[data-copy='#snippet-script']").click()
     page.get_by_text("Copied to the clipboard").wait_for()
     copied = page.evaluate("navigator.clipboard.readText()")
-    assert copied.startswith(
+    stub, tag = copied.split("\n")
+    assert stub == f"<script>{API_STUB}</script>"  # the page API's queue, before the loader
+    assert tag.startswith(
         f'<script src="{live_server.url}/api/widget/{widget_a.license.key}/chat-widget.js'
         f'?widget={widget_a.public_id}" data-widget="{widget_a.public_id}"'
     )

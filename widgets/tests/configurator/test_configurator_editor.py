@@ -3,6 +3,8 @@ share links, preview frame/chat, test connection, and the API the editor saves t
 
 from __future__ import annotations
 
+import html
+import re
 from datetime import timedelta
 
 import pytest
@@ -11,6 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from widgets.config_diff import config_diff
+from widgets.loader import API_STUB
 from widgets.models import KnowledgeEntry, PreviewLink, Product, Widget
 from widgets.services.preview_links import preview_link_token
 from widgets.services.widgets import widget_publish, widget_update
@@ -183,6 +186,16 @@ def test_embed_code_snippet(client, viewer, widget_a):
     for platform in ("WordPress", "Shopify", "Webflow", "Plain HTML"):
         assert platform in body
     assert "no allowed domains" not in body
+
+
+def test_embed_code_prints_the_api_stub_and_documents_the_api(client, viewer, widget_a):
+    body = html.unescape(login(client, viewer).get(url("app-widget-embed", widget_a)).content.decode())
+    snippet = re.search(r'<pre id="snippet-script">(.*?)</pre>', body, re.S).group(1)
+    assert snippet.startswith(f"<script>{API_STUB}</script>\n<script src=")
+    examples = re.search(r'<pre id="snippet-api">(.*?)</pre>', body, re.S).group(1)
+    assert f'Switchboard.widget("{widget_a.public_id}")' in examples
+    for name in ("open()", "send(text)", "reset()", "setLocale(code)", "on(event, fn)", "voice:start", "lead"):
+        assert name in body
 
 
 def test_embed_code_warns_without_domains_and_has_iframe_for_chatkit(client, owner, license_a):

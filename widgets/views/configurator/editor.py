@@ -15,6 +15,7 @@ from licenses.tenancy import role_require
 from widgets import widget_strings
 from widgets.config_diff import config_diff
 from widgets.connection_test import TEST_MESSAGE, connection_test
+from widgets.loader import API_STUB
 from widgets.models import Widget
 from widgets.selectors import secrets_status, widget_versions
 from widgets.services import catalog
@@ -128,7 +129,9 @@ def embed_code(request: HttpRequest, widget: Widget, membership: Membership) -> 
     embed = widget.config["embed"]
     # Both selectors name this widget: `?widget=` makes the loader resolve it server-side (its own
     # ETag and inline config), `data-widget` keeps a tag right if someone trims the query string.
+    # The API stub first: calls to window.Switchboard made before the loader finishes are kept.
     script = (
+        f"<script>{API_STUB}</script>\n"
         f'<script src="{origin}/api/widget/{key}/chat-widget.js?widget={widget.public_id}" '
         f'data-widget="{widget.public_id}" data-mode="{embed["mode"]}" data-position="{embed["position"]}"'
         + (' data-target="#chat"' if embed["mode"] == "inline" else "")
