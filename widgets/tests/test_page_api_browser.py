@@ -228,10 +228,12 @@ Switchboard.widget("{support.public_id}").send("queued before load");
     ]
 
 
-def test_a_refused_page_hears_an_error_event_with_the_reason(browser_contexts, host_site, live_server, owner, agency_a):
-    from licenses.tests.factories import LicenseFactory
-
-    license = LicenseFactory(agency=agency_a, allowed_domains=["shop.example.com"])
+def test_a_refused_page_hears_an_error_event_with_the_reason(
+    browser_contexts, host_site, live_server, owner, license_a
+):
+    license = license_a
+    license.allowed_domains = ["shop.example.com"]  # not this page's localhost
+    license.save()
     widget = publish(WidgetFactory(license=license), owner, config=n8n_config("https://n8n.example.com/webhook/x"))
     url = host_site.page(
         "refused.html",
