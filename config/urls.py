@@ -17,6 +17,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("healthz", healthz, name="healthz"),
+    path("app/", include("licenses.urls_app")),
     path("app/", include("widgets.urls.configurator")),
     path("", include("widgets.urls.embed")),
     path("", include("widgets.urls.demo")),

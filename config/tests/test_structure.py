@@ -84,6 +84,26 @@ def test_one_json_body_parser():
     assert parsers == set()
 
 
+def test_turn_writes_have_one_home():
+    """Every transcript row (chat turn, failure, voice turn, relay tool, ChatKit turn) is written by
+    widgets.services.turns (issue 12.2/12.3)."""
+    writers = {
+        path.relative_to(ROOT).as_posix()
+        for path in _app_modules()
+        if any(w in path.read_text() for w in ("Message.objects.create", "Message.objects.bulk_create"))
+    }
+    assert writers == {"widgets/services/turns.py"}
+
+
+def test_the_agency_shell_lives_in_licenses():
+    """Licenses, members, invitations and the agency switch are licenses pages; widgets/views has widget pages."""
+    shell = ("def license_list", "def license_domains", "def member_list", "def agency_switch", "def render_app")
+    homes = {
+        path.relative_to(ROOT).as_posix() for path in _app_modules() for name in shell if name + "(" in path.read_text()
+    }
+    assert homes == {"licenses/pages.py", "licenses/app_shell.py"}
+
+
 def test_widgets_never_call_openai_themselves():
     """OpenAI is called by the channels that use it (chatkit, realtime); the configurator's ChatKit
     connection test lives in chatkit/ and is registered with widgets.connection_test (issue 12.3)."""

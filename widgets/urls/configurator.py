@@ -31,12 +31,6 @@ urlpatterns = [
     path("reset/done/", auth_views.PasswordResetCompleteView.as_view(), name="app-password-reset-complete"),
     # Shell.
     path("", pages.widget_list, name="app-home"),
-    path("agency/", pages.agency_switch, name="app-agency-switch"),
-    path("licenses/", pages.license_list, name="app-licenses"),
-    path("licenses/<str:key>/domains/", pages.license_domains, name="app-license-domains"),
-    path("members/", pages.member_list, name="app-members"),
-    path("members/<int:pk>/role/", pages.member_role, name="app-member-role"),
-    path("members/<int:pk>/remove/", pages.member_remove, name="app-member-remove"),
     path("conversations/", inbox.conversation_list, name="app-conversations"),
     path("conversations/export.csv", inbox.conversation_csv, name="app-conversations-csv"),
     path("conversations/<int:pk>/", inbox.conversation_detail, name="app-conversation"),

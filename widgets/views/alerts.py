@@ -13,9 +13,9 @@ from django.shortcuts import redirect
 from django.views.decorators.http import require_http_methods
 
 from licenses.api import ApiError
+from licenses.app_shell import agency_required, forbidden, render_app
 from licenses.models import Membership
 from widgets import health
-from widgets.views.configurator.common import agency_required, forbidden, render_app
 
 
 @agency_required

@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 
+from licenses.app_shell import agency_required, render_app
 from licenses.models import Membership
 from licenses.selectors import license_list_for_user
 from widgets import analytics
 from widgets.inbox import csv_cell
 from widgets.models import Channel
-from widgets.views.configurator.common import agency_required, render_app
 from widgets.views.inbox import csv_response
 
 PERIODS = (7, 30, 90)

@@ -17,13 +17,13 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from licenses.api import ApiError
+from licenses.app_shell import agency_required, forbidden, render_app
 from licenses.models import Membership
 from licenses.selectors import license_list_for_user
 from widgets import inbox
 from widgets.models import Channel, Lead
 from widgets.selectors import widget_list_for_user
 from widgets.services.leads import lead_retry
-from widgets.views.configurator.common import agency_required, forbidden, render_app
 
 CSV_MAX_ROWS = 200_000
 

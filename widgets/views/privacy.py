@@ -16,9 +16,9 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from licenses import services as license_services
 from licenses.api import ApiError
+from licenses.app_shell import agency_required, forbidden, render_app
 from licenses.models import Agency, AuditEvent, Membership
 from widgets import privacy
-from widgets.views.configurator.common import agency_required, forbidden, render_app
 
 AUDIT_SHOWN = 50
 

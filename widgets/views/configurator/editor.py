@@ -10,6 +10,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_http_methods, require_POST
 
 from licenses.api import ApiError
+from licenses.app_shell import api_error_json, forbidden, json_body, post_action, render_app, role_flags
 from licenses.models import Membership
 from licenses.tenancy import role_require
 from widgets import widget_strings
@@ -20,16 +21,7 @@ from widgets.models import Widget
 from widgets.selectors import secrets_status, widget_versions
 from widgets.services import catalog
 from widgets.services import widgets as services
-from widgets.views.configurator.common import (
-    api_error_json,
-    draft_connection,
-    forbidden,
-    json_body,
-    post_action,
-    render_app,
-    role_flags,
-    widget_view,
-)
+from widgets.views.configurator.common import draft_connection, widget_view
 from widgets.views.configurator.fields import sections_with_values
 
 

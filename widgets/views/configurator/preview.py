@@ -13,6 +13,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
 from licenses.api import ApiError, error_response
+from licenses.app_shell import forbidden, json_body, post_action, render_app, role_flags
 from licenses.models import Membership
 from widgets.aio import db_step
 from widgets.chat import ChatRequest, chat_rate_check
@@ -22,15 +23,7 @@ from widgets.n8n import N8nTarget
 from widgets.preview_chat import preview_chat_prepare
 from widgets.selectors import openai_api_key, preview_link_resolve
 from widgets.services import preview_links
-from widgets.views.configurator.common import (
-    draft_connection,
-    forbidden,
-    json_body,
-    post_action,
-    render_app,
-    role_flags,
-    widget_view,
-)
+from widgets.views.configurator.common import draft_connection, widget_view
 from widgets.views.embed import chat_answer, chat_error
 
 
