@@ -44,7 +44,7 @@ def seed(conversations: int) -> tuple[str, str, list[str]]:
     django.setup()
     from django.core.management import call_command
 
-    from chatkit.services import page_token_issue, visitor_token_issue
+    from chatkit.tokens import page_token_issue, visitor_token_issue
     from licenses.models import Agency, Membership
     from licenses.services import license_create
     from licenses.tests.factories import UserFactory

@@ -52,6 +52,7 @@ from licenses.api import ApiError
 from widgets.aio import db_step
 from widgets.models import Conversation, Message
 from widgets.services.leads import lead_clean, lead_create
+from widgets.services.turns import chatkit_turn_record
 
 logger = logging.getLogger(__name__)
 CONVERTER = HistoryConverter()
@@ -219,7 +220,7 @@ class SwitchboardChatKitServer(ChatKitServer[RequestContext]):
         yield ThreadItemDoneEvent(item=self._say(thread, context, reply))
         if context.conversation_id is not None:
             await db_step(
-                services.chatkit_turn_record,
+                chatkit_turn_record,
                 conversation_id=context.conversation_id,
                 role=Message.Role.TOOL,
                 user_text=f"Trade-in form sent: {device} ({condition})",

@@ -1,6 +1,6 @@
 """ChatKit server mode storage: a thread per visitor conversation and its items (openai-chatkit's Store).
 
-A thread belongs to one widget and one visitor owner (`chatkit.services.chatkit_user_id`), and to
+A thread belongs to one widget and one visitor owner (`chatkit.tokens.chatkit_user_id`), and to
 the `widgets.Conversation` (channel chatkit) where the agency reads the transcript as turns. Items
 are the SDK's pydantic objects as JSON, unique per (thread, item_id) because assistant messages
 reuse the Responses API message id; pages are keyset on (created_at, seq).

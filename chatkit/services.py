@@ -1,201 +1,27 @@
-"""ChatKit: the options a page mounts, the visitor, the page token, and the writes of server mode.
-
-`chatkit_options(config)` is the ONE mapping from a widget config to ChatKit's JS options
-(DESIGN rule 1): the iframe page and the configurator preview embed its JSON; nothing of the
-config is copied into JavaScript.
-
-Server mode (our ChatKit server, `POST /api/chatkit/<key>/`): the visitor is a server-signed random
-id issued with the page (`visitor_token_*`), new threads are counted against the monthly cap before
-streaming (`chatkit_thread_reserve`), each completed turn lands as `widgets.Message` rows
-(`chatkit_turn_record`) and each run's tokens and estimated cost are added to the conversation
-and the license's month (`chatkit_usage_record`).
+"""ChatKit server mode's writes: per-owner rate limits, the monthly cap a new thread reserves, a failed
+conversation, and each run's tokens and estimated cost on the conversation and the license's month
+(`chatkit_usage_record`). Turns land as `widgets.Message` rows through widgets.services.turns. The page's
+options live in chatkit.options, the visitor and page tokens in chatkit.tokens.
 """
 
 from __future__ import annotations
 
 import hashlib
-import secrets
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.core import signing
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
-from django.utils.crypto import salted_hmac
 
 from chatkit.client import ChatKitError
-from licenses.domains import same_origin
 from licenses.models import License
 from licenses.selectors import REASON_MESSAGES, usage_for_month
 from licenses.services import usage_increment
-from widgets.models import Conversation, Widget
+from widgets.models import Conversation
 from widgets.ratelimit import rate_hit
-from widgets.selectors import openai_api_key
 from widgets.services.turns import chatkit_turn_record
-
-PAGE_TOKEN_SALT = "switchboard.chatkit.page"
-VISITOR_SALT = "switchboard.chatkit.visitor"
-USER_SALT = "switchboard.chatkit.user"
-AGENT_BUILDER_SHUTDOWN = "2026-11-30"
-
-
-# --- what the page mounts -------------------------------------------------------------------
-
-
-def chatkit_options(config: dict[str, Any]) -> dict[str, Any]:
-    """ChatKit `setOptions` values (everything but `api`) from a normalised widget config.
-
-    Names follow openai/chatkit-js `ChatKitOptions` / `ThemeOption` / `StartScreenOption` /
-    `ComposerOption` / `HistoryOption`. ChatKit knows only light and dark: "auto" is sent as light
-    and `chatkit_color_scheme_auto(config)` tells the page to follow prefers-color-scheme.
-    """
-    look = config["appearance"]["chatkit"]
-    behaviour = config["behaviour"]
-    options: dict[str, Any] = {
-        "theme": {
-            "colorScheme": "dark" if look["color_scheme"] == "dark" else "light",
-            "color": {
-                "grayscale": {
-                    "hue": look["grayscale_hue"],
-                    "tint": look["grayscale_tint"],
-                    "shade": look["grayscale_shade"],
-                },
-                "accent": {"primary": look["accent_color"], "level": look["accent_level"]},
-            },
-            "radius": look["radius"],
-            "density": look["density"],
-            "typography": {"baseSize": look["base_font_size"]},
-        },
-        "header": {"enabled": True},
-        "history": {"enabled": bool(behaviour["history"])},
-        "startScreen": {
-            "greeting": behaviour["greeting"],
-            "prompts": [{"label": prompt, "prompt": prompt} for prompt in behaviour["starter_prompts"]],
-        },
-        "composer": {
-            "placeholder": behaviour["placeholder"],
-            # Off until an attachment store exists: our ChatKit server refuses attachments.
-            "attachments": {"enabled": False},
-        },
-    }
-    if behaviour["locale"]:
-        options["locale"] = behaviour["locale"]
-    if behaviour["disclaimer"]:
-        options["disclaimer"] = {"text": behaviour["disclaimer"]}
-    return options
-
-
-def chatkit_color_scheme_auto(config: dict[str, Any]) -> bool:
-    return config["appearance"]["chatkit"]["color_scheme"] == "auto"
-
-
-def chatkit_mode(config: dict[str, Any]) -> str:
-    return config["connection"]["chatkit"]["mode"]
-
-
-def chatkit_setup_problem(*, widget: Widget, config: dict[str, Any]) -> str:
-    """Why this ChatKit widget cannot answer ("" when it can)."""
-    if chatkit_mode(config) == "hosted":
-        return (
-            f"This chat ran on an OpenAI Agent Builder workflow, which OpenAI shut down on "
-            f"{AGENT_BUILDER_SHUTDOWN}. The site owner needs to switch it to the Switchboard ChatKit server."
-        )
-    if not openai_api_key(secrets=widget.secrets):
-        return "This chat is not connected yet: its ChatKit connection needs an OpenAI API key."
-    return ""
-
-
-def chatkit_model(config: dict[str, Any]) -> str:
-    return config["connection"]["chatkit"].get("model") or settings.CHATKIT_DEFAULT_MODEL
-
-
-# --- the visitor ---------------------------------------------------------------------------
-
-
-def chatkit_user_id(*, license: License, visitor_id: str) -> str:
-    """The ChatKit `user`: a string stable per (license, visitor), never the raw id, never random.
-
-    HMAC-SHA256 under a key derived from SECRET_KEY. The license's id (not its key) goes in, so
-    rotating a leaked license key does not cut visitors off from their ChatKit history.
-    """
-    digest = salted_hmac(USER_SALT, f"{license.pk}\x00{visitor_id}", algorithm="sha256").hexdigest()
-    return f"sb_{digest}"
-
-
-def visitor_token_issue(*, license: License) -> str:
-    """A new visitor: a random id signed by us and bound to the license. The page hands it out; the
-    browser keeps it and sends it back (X-Switchboard-Visitor), but can never name another visitor."""
-    return signing.dumps({"l": license.pk, "v": secrets.token_urlsafe(18)}, salt=VISITOR_SALT, compress=False)
-
-
-def visitor_token_read(*, license: License, token: Any) -> str | None:
-    """The visitor's random id, or None for a missing, forged or other-license token."""
-    if not isinstance(token, str) or not token or len(token) > 300:
-        return None
-    try:
-        data = signing.loads(token, salt=VISITOR_SALT)
-    except signing.BadSignature:
-        return None
-    if not isinstance(data, dict) or data.get("l") != license.pk or not isinstance(data.get("v"), str):
-        return None
-    return data["v"]
-
-
-# --- the page token: how a session call from OUR origin proves which customer page it serves ----
-
-
-@dataclass(frozen=True)
-class PageToken:
-    license_key: str
-    widget_id: str
-    origin: str
-
-
-def page_token_issue(*, license: License, widget: Widget, origin: str) -> str:
-    """Signed, short-lived proof that /widget/chatkit/<key> was served for `origin` (already checked
-    against the license's allowed domains)."""
-    return signing.dumps({"l": license.key, "w": widget.public_id, "o": origin}, salt=PAGE_TOKEN_SALT)
-
-
-def page_token_read(token: str) -> PageToken | None:
-    try:
-        data = signing.loads(token, salt=PAGE_TOKEN_SALT, max_age=settings.CHATKIT_PAGE_TOKEN_SECONDS)
-        return PageToken(license_key=str(data["l"]), widget_id=str(data["w"]), origin=str(data["o"]))
-    except (signing.BadSignature, KeyError, TypeError):
-        return None
-
-
-@dataclass(frozen=True)
-class SessionCaller:
-    """Whom a public session request speaks for: the customer origin to check, and the widget the
-    page token pins (if any)."""
-
-    origin: str | None
-    widget_id: str = ""
-
-
-def session_caller_resolve(
-    *, origin: str | None, own_origin: str, token: Any, license_key: str, widget_id: str
-) -> SessionCaller:
-    """Fail closed on Origin. A customer origin speaks for itself (the license check decides).
-    Our own origin (the ChatKit iframe page) must present the page token, bound to this license and
-    widget; its embedding origin is then checked. A missing or `null` Origin stays refused."""
-    if not same_origin(origin, own_origin):
-        return SessionCaller(origin=origin)
-    if not isinstance(token, str) or not token:
-        raise ChatKitError(
-            "page_token_missing", "Session requests from the ChatKit page must carry its page_token.", 403
-        )
-    data = page_token_read(token)
-    if data is None:
-        raise ChatKitError("page_token_invalid", "The page token is invalid or expired; reload the page.", 403)
-    if data.license_key != license_key or (widget_id and widget_id != data.widget_id):
-        raise ChatKitError("page_token_invalid", "The page token was issued for another license or widget.", 403)
-    return SessionCaller(origin=data.origin, widget_id=data.widget_id)
-
 
 # --- server mode: limits, the monthly cap, turns and usage -----------------------------------
 

@@ -1,7 +1,7 @@
 """ChatKit views: the iframe page, session minting (public and preview) and the reserved server URL.
 
 Thin: access through selectors (`license_get_public`, `widget_get_for_user`, `chatkit_widget_*`),
-rules in chatkit/services.py, the upstream call in chatkit/client.py.
+rules in chatkit/options.py, chatkit/tokens.py and chatkit/services.py, the upstream call in chatkit/client.py.
 
 How the public session endpoint authorises the ChatKit iframe (DESIGN: public calls fail closed):
 the iframe page lives on OUR origin, so its session calls carry our own Origin. The page is only
@@ -34,25 +34,26 @@ from rest_framework.views import APIView
 
 from chatkit.agent_server import SwitchboardChatKitServer
 from chatkit.client import ChatKitError, chatkit_error
-from chatkit.selectors import chatkit_widget_draft, chatkit_widget_published
-from chatkit.serializers import PreviewOptionsRequestSerializer, PreviewOptionsSerializer
-from chatkit.server import StreamingResult
-from chatkit.services import (
+from chatkit.options import (
     chatkit_color_scheme_auto,
     chatkit_mode,
     chatkit_model,
     chatkit_options,
-    chatkit_rate_check,
     chatkit_setup_problem,
-    chatkit_thread_reserve,
+)
+from chatkit.selectors import chatkit_widget_draft, chatkit_widget_published
+from chatkit.serializers import PreviewOptionsRequestSerializer, PreviewOptionsSerializer
+from chatkit.server import StreamingResult
+from chatkit.services import chatkit_rate_check, chatkit_thread_reserve
+from chatkit.store import NotFoundError
+from chatkit.threads import RequestContext
+from chatkit.tokens import (
     chatkit_user_id,
     page_token_issue,
     session_caller_resolve,
     visitor_token_issue,
     visitor_token_read,
 )
-from chatkit.store import NotFoundError
-from chatkit.threads import RequestContext
 from chatkit.types import ChatKitReq, ThreadsCreateReq, is_streaming_req
 from licenses.api import ApiError, error_response, json_object
 from licenses.domains import frame_ancestors, same_origin

@@ -145,7 +145,7 @@ class ChatKitVisitor:
     sent to POST /api/chatkit/<key>/ from our own origin, as templates/chatkit/page.html does."""
 
     def __init__(self, widget, *, origin: str = ALLOWED, visitor_token: str | None = None):
-        from chatkit.services import page_token_issue, visitor_token_issue
+        from chatkit.tokens import page_token_issue, visitor_token_issue
 
         self.widget = widget
         self.url = f"/api/chatkit/{widget.license.key}/"

@@ -14,9 +14,9 @@ from asgiref.sync import async_to_sync
 
 from chatkit.agent import chatkit_instructions
 from chatkit.agent_server import SwitchboardChatKitServer
-from chatkit.services import chatkit_user_id
 from chatkit.tests.conftest import SERVER_CONFIG
 from chatkit.threads import DjangoStore, RequestContext, new_id
+from chatkit.tokens import chatkit_user_id
 from chatkit.widget_templates import demo_clip, https_url, meeting_link, product_cards, trade_in_form, widget_for_event
 from widgets.config_schema import config_normalize
 from widgets.models import Lead, Message

@@ -8,8 +8,9 @@ import re
 import pytest
 from django.test import Client
 
-from chatkit.services import chatkit_options, page_token_read
+from chatkit.options import chatkit_options
 from chatkit.tests.conftest import ALLOWED, PLATFORM_KEY, TENANT_KEY, WORKFLOW_ID, make_chatkit_widget
+from chatkit.tokens import page_token_read
 from licenses.models import License
 
 pytestmark = pytest.mark.django_db
@@ -181,7 +182,7 @@ def test_missing_key_shows_a_clear_message(fake_openai, license_a, owner, settin
 
 
 def test_page_hands_out_a_signed_visitor_not_the_loaders_visitor_param(fake_openai, chatkit_widget):
-    from chatkit.services import visitor_token_read
+    from chatkit.tokens import visitor_token_read
 
     page = embedded(get_page(chatkit_widget, visitor="user-42"), "sb-chatkit-page")
     assert visitor_token_read(license=chatkit_widget.license, token=page["visitorToken"])

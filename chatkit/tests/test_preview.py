@@ -180,7 +180,7 @@ def test_any_member_gets_the_mapped_options_of_an_unsaved_draft(fake_openai, cha
 
 
 def test_preview_options_equal_the_page_mapping_for_the_saved_draft(chatkit_widget, owner, api):
-    from chatkit.services import chatkit_options
+    from chatkit.options import chatkit_options
 
     response = api(owner).post(OPTIONS_URL, {"widget": chatkit_widget.public_id}, format="json")
 

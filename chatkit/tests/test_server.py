@@ -361,7 +361,7 @@ def test_visitor_must_be_a_token_we_signed(fake_openai, visitor, token):
 
 
 def test_visitor_token_of_another_license_is_refused(fake_openai, visitor, license_b):
-    from chatkit.services import visitor_token_issue
+    from chatkit.tokens import visitor_token_issue
 
     token = visitor_token_issue(license=license_b)
     response, (error,) = visitor.call({"type": "threads.list", "params": {}}, **{"X-Switchboard-Visitor": token})

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from chatkit.services import (
-    chatkit_color_scheme_auto,
-    chatkit_options,
-    chatkit_user_id,
-)
+from chatkit.options import chatkit_color_scheme_auto, chatkit_options
+from chatkit.tokens import chatkit_user_id
 from licenses.domains import frame_ancestors, same_origin
 from widgets.config_schema import config_normalize
 
@@ -84,7 +81,7 @@ def test_attachments_are_off_whatever_the_config_says():
 
 
 def test_visitor_token_round_trip_and_binding(db):
-    from chatkit.services import visitor_token_issue, visitor_token_read
+    from chatkit.tokens import visitor_token_issue, visitor_token_read
     from licenses.tests.factories import LicenseFactory
 
     a, b = LicenseFactory(), LicenseFactory()

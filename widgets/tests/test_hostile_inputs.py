@@ -122,7 +122,7 @@ ENDPOINTS = [
 
 def _chatkit_headers(widget) -> dict[str, str]:
     """As templates/chatkit/page.html sends them: our own Origin, the page token and the visitor token."""
-    from chatkit.services import page_token_issue, visitor_token_issue
+    from chatkit.tokens import page_token_issue, visitor_token_issue
 
     return {
         "Origin": "http://testserver",
