@@ -25,7 +25,10 @@ conversation.item.create (a user input_text message) and response.create without
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+import orjson
 
 END_MESSAGES = {
     "hangup": "The call ended.",
@@ -42,6 +45,16 @@ END_MESSAGES = {
     "server_restart": "The voice service is restarting. Reconnecting…",  # the widget reconnects at once
     "worker_lost": "The call was cut off on our side.",  # recorded by the reaper; no browser hears it
 }
+
+
+def encode(event: dict[str, Any]) -> str:
+    """One event as compact JSON text, for the browser or upstream (orjson: several times faster than
+    json.dumps, and every answer streams transcript deltas). Text orjson refuses (a lone surrogate a
+    browser typed) is escaped by the standard library instead, as before."""
+    try:
+        return orjson.dumps(event).decode()
+    except TypeError:
+        return json.dumps(event, separators=(",", ":"))
 
 
 def session_ready(*, max_session_seconds: int) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from channels.db import database_sync_to_async
 from django.conf import settings
 from websockets.exceptions import ConnectionClosed
@@ -315,7 +316,7 @@ class RelaySession:
             return
         try:
             upstream = result.upstream
-            self.to_upstream.put_nowait(upstream if isinstance(upstream, str) else json.dumps(upstream))
+            self.to_upstream.put_nowait(upstream if isinstance(upstream, str) else events.encode(upstream))
         except asyncio.QueueFull:
             await self._emit(events.error(code="overloaded", message="The call is lagging; audio was dropped."))
             return
@@ -354,7 +355,7 @@ class RelaySession:
 
     async def _emit(self, event: dict[str, Any]) -> None:
         if not self.ended:
-            await self.to_browser.put(json.dumps(event, separators=(",", ":")))
+            await self.to_browser.put(events.encode(event))
 
     # --- upstream -> browser -----------------------------------------------------------------
 
@@ -367,8 +368,8 @@ class RelaySession:
                     await self._emit_raw('{"type":"audio.delta","delta":"' + delta + '"}')
                     continue
                 try:
-                    event = json.loads(raw)
-                except (ValueError, RecursionError):  # not JSON, or nested past the parser's stack
+                    event = orjson.loads(raw)
+                except ValueError:  # not JSON (orjson.JSONDecodeError), or nested past orjson's 1024 levels
                     continue
                 if isinstance(event, dict):
                     fatal = await self.handle_upstream(event)
