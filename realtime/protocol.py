@@ -45,6 +45,17 @@ UPSTREAM_ERROR_WORDS = {
 }
 
 
+_B64_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+
+
+def b64_alphabet_only(data: str) -> bool:
+    """True if every character is in the base64 alphabet (so the string needs no JSON escaping).
+
+    The same test as `set(alphabet).issuperset(data)`, in C: ~2 µs for a 20 ms frame instead of ~25 µs, and the
+    relay runs it on every frame in both directions (py-spy, bench/README-relay.md)."""
+    return data.isascii() and not data.encode("ascii").translate(None, _B64_BYTES)
+
+
 def b64_decoded_len(data: str) -> int:
     """Bytes in a base64 string, without decoding it."""
     n = len(data)
@@ -65,7 +76,7 @@ def audio_delta_fast_path(raw: str) -> str | None:
     start += len(_DELTA_KEY)
     end = raw.find('"', start)
     delta = raw[start:end] if end > 0 else ""
-    return delta if delta and _B64.issuperset(delta) else None
+    return delta if delta and b64_alphabet_only(delta) else None
 
 
 @dataclass(frozen=True)
@@ -81,7 +92,6 @@ def _refuse(code: str, message: str) -> Filtered:
 
 
 _APPEND_HEAD = '{"type":"input_audio_buffer.append","audio":"'
-_B64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
 
 
 def append_fast_path(raw: str) -> int:
@@ -91,7 +101,7 @@ def append_fast_path(raw: str) -> int:
     if not raw.startswith(_APPEND_HEAD) or not raw.endswith('"}') or len(raw) > MAX_FRAME_BYTES:
         return -1
     audio = raw[len(_APPEND_HEAD) : -2]
-    if not audio or len(audio) % 4 or not _B64.issuperset(audio):
+    if not audio or len(audio) % 4 or not b64_alphabet_only(audio):
         return -1
     return b64_decoded_len(audio)
 
@@ -113,7 +123,7 @@ def browser_event_filter(raw: str | bytes | None) -> Filtered:
     kind = event["type"]
     if kind == "input_audio_buffer.append":
         audio = event.get("audio")
-        if not isinstance(audio, str) or not audio or len(audio) % 4 or not _B64.issuperset(audio):
+        if not isinstance(audio, str) or not audio or len(audio) % 4 or not b64_alphabet_only(audio):
             return _refuse("invalid_audio", "audio must be base64 PCM16 (24 kHz mono).")
         return Filtered({"type": kind, "audio": audio}, audio_bytes=b64_decoded_len(audio))
     if kind in ("input_audio_buffer.commit", "input_audio_buffer.clear", "response.cancel"):

@@ -4,12 +4,19 @@ slow path must hold on the fast one."""
 
 from __future__ import annotations
 
+import base64
 import json
+from types import SimpleNamespace
+from unittest.mock import patch
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from realtime import events
-from realtime.tests.conftest import communicator, receive_until
+from realtime.protocol import Filtered, b64_alphabet_only, browser_event_filter
+from realtime.tests.conftest import FRAME, communicator, receive_until, wait_for
+from widgets.models import Conversation
 
 relay_db = pytest.mark.django_db(transaction=True)
 
@@ -55,3 +62,132 @@ async def test_upstream_frames_that_are_not_json_objects_are_skipped(voice_widge
     seen = await receive_until(comm, "transcript.partial")
     assert seen == [{"type": "transcript.partial", "role": "assistant", "text": "Hi", "item_id": "a1"}]
     await comm.disconnect()
+
+
+# --- the bounded prefix check for audio appends --------------------------------------------------------
+
+B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+HEAD = '{"type":"input_audio_buffer.append","audio":"'
+
+
+def slow_path(raw):
+    """What the filter decides with the full JSON parse only (no fast path)."""
+    with patch("realtime.protocol.append_fast_path", return_value=-1):
+        return browser_event_filter(raw)
+
+
+def same_decision(fast, slow) -> bool:
+    as_dict = json.loads(fast.upstream) if isinstance(fast.upstream, str) else fast.upstream
+    return (as_dict, fast.error, fast.audio_bytes, fast.user_text) == (
+        slow.upstream,
+        slow.error,
+        slow.audio_bytes,
+        slow.user_text,
+    )
+
+
+@given(st.text())
+def test_the_alphabet_check_is_the_set_test(text):
+    assert b64_alphabet_only(text) == frozenset(B64).issuperset(text)
+
+
+@settings(max_examples=400)
+@given(st.text(alphabet=B64 + '"\\}{,: é\x00\n', max_size=24), st.sampled_from(['"}', "", '"', '"} ', '"}}']))
+def test_an_append_with_the_right_prefix_is_decided_as_the_full_parse_decides(audio, end):
+    raw = HEAD + audio + end
+    fast = browser_event_filter(raw)
+    assert same_decision(fast, slow_path(raw)), raw
+    if fast.error is None:
+        assert json.loads(raw)["type"] == "input_audio_buffer.append"
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (HEAD + "AAAA", "invalid_event"),  # cut off
+        (HEAD + 'AAAA"}}', "invalid_event"),  # trailing garbage
+        (HEAD + 'AAA"}', "invalid_audio"),  # not a whole number of base64 quads
+        (HEAD + '"}', "invalid_audio"),  # empty
+        (HEAD + 'AA\\"A"}', "invalid_audio"),  # an escaped quote inside the audio
+        (HEAD + 'AAAA","type":"session.update"}', "event_not_allowed"),  # a second "type" wins in JSON
+        (HEAD + "A" * (256 * 1024) + '"}', "frame_too_large"),  # the right shape, over the cap
+    ],
+)
+def test_malformed_or_oversized_appends_with_the_right_prefix_are_refused(raw, code):
+    assert browser_event_filter(raw).error["code"] == code
+    assert slow_path(raw).error["code"] == code
+
+
+def test_an_append_at_the_cap_is_forwarded_as_it_came():
+    audio = "A" * ((256 * 1024 - len(HEAD) - 2) // 4 * 4)  # the largest whole base64 that fits
+    raw = HEAD + audio + '"}'
+    assert len(raw) <= 256 * 1024 < len(raw) + 4
+    assert browser_event_filter(raw) == Filtered(raw, audio_bytes=len(audio) * 3 // 4)
+
+
+def test_an_escaped_but_valid_append_takes_the_slow_path_and_is_rebuilt():
+    result = browser_event_filter(HEAD + '\\u0041AAA"}')
+    assert result.upstream == {"type": "input_audio_buffer.append", "audio": "AAAA"} and result.audio_bytes == 3
+
+
+@relay_db
+async def test_malformed_appends_are_refused_and_never_forwarded(voice_widget, fake_realtime):
+    fake_realtime.scenario = "idle"
+    comm = await start(voice_widget)
+    for raw, code in [
+        (HEAD + "AAAA", "invalid_event"),
+        (HEAD + 'AAA"}', "invalid_audio"),
+        (HEAD + 'AA\\"A"}', "invalid_audio"),
+        (HEAD + 'AAAA","type":"session.update","session":{"instructions":"x"}}', "event_not_allowed"),
+        (HEAD + "A" * (300 * 1024) + '"}', "frame_too_large"),
+    ]:
+        await comm.send_to(text_data=raw)
+        assert (await receive_until(comm, "error"))[-1]["code"] == code
+    await comm.send_to(text_data=HEAD + FRAME + '"}')
+    await wait_for(lambda: fake_realtime.of_type("input_audio_buffer.append"))
+    assert [e["type"] for e in fake_realtime.received] == ["session.update", "input_audio_buffer.append"]
+    assert fake_realtime.received[1] == {"type": "input_audio_buffer.append", "audio": FRAME}
+    await comm.disconnect()
+
+
+@pytest.fixture
+def frozen_buckets(monkeypatch):
+    """The rate caps' token buckets see a clock that does not move, so what they let through is exact."""
+    monkeypatch.setattr("realtime.protocol.time", SimpleNamespace(monotonic=lambda: 1000.0))
+
+
+@relay_db
+async def test_the_frame_rate_cap_holds_for_canonical_appends(voice_widget, fake_realtime, frozen_buckets):
+    fake_realtime.scenario = "idle"
+    comm = await start(voice_widget)
+    for _ in range(210):  # the bucket holds 200 frames
+        await comm.send_to(text_data=HEAD + FRAME + '"}')
+    refused = []
+    while len(refused) < 10:
+        refused.append((await receive_until(comm, "error"))[-1])
+    assert (
+        refused
+        == [{"type": "error", "code": "rate_limited", "message": "Too many messages; slow down.", "fatal": False}] * 10
+    )
+    await wait_for(lambda: len(fake_realtime.of_type("input_audio_buffer.append")) >= 200)
+    assert len(fake_realtime.of_type("input_audio_buffer.append")) == 200
+    await comm.disconnect()
+    conversation = await Conversation.objects.aget()
+    assert conversation.audio_in_seconds == pytest.approx(200 * 0.02)
+
+
+@relay_db
+async def test_the_audio_rate_cap_holds_for_canonical_appends(voice_widget, fake_realtime, frozen_buckets):
+    fake_realtime.scenario = "idle"
+    comm = await start(voice_widget)
+    one_second = base64.b64encode(b"\x00\x00" * 24000).decode()
+    for _ in range(12):  # the budget holds 10 s of audio
+        await comm.send_to(text_data=HEAD + one_second + '"}')
+    refused = [(await receive_until(comm, "error"))[-1] for _ in range(2)]
+    assert [e["message"] for e in refused] == ["Audio is arriving faster than real time."] * 2
+    assert {e["code"] for e in refused} == {"rate_limited"}
+    await wait_for(lambda: len(fake_realtime.of_type("input_audio_buffer.append")) >= 10)
+    assert len(fake_realtime.of_type("input_audio_buffer.append")) == 10
+    await comm.disconnect()
+    conversation = await Conversation.objects.aget()
+    assert conversation.audio_in_seconds == pytest.approx(10.0)
