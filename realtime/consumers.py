@@ -20,7 +20,10 @@ the one for an id that does not exist. Nothing is opened before the refusal: no 
 no concurrency slot, no conversation, no relay task (realtime/tests/test_refusals.py proves it).
 
 The relay uses no channel layer: it talks to no other process, and a Redis channel layer would
-tie every live call to Redis' availability (issue 11, finding 3). Whatever way the consumer
+tie every live call to Redis' availability (issue 11, finding 3). Nor does it use Channels' receive
+loop: `await_many_dispatch` makes a task and an `asyncio.wait` per message and `dispatch` a handler
+lookup and a database clean-up hop; at 50 audio frames a second per call that was pure overhead, so
+frames go straight from `receive()` to the relay (issue 14.4). Whatever way the consumer
 exits — disconnect, an exception, cancellation by the server — the `finally` in `__call__` ends
 the relay: upstream socket closed, slot released, conversation finalised with its usage.
 Then the RelaySession (realtime/relay.py) opens the upstream and pumps both ways.
@@ -36,7 +39,9 @@ import secrets
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.sessions import InstanceSessionWrapper
 
 from realtime import events
 from realtime import services as svc
@@ -54,15 +59,12 @@ def scope_header(scope: dict, name: bytes) -> str | None:
 
 
 class RealtimeRelayConsumer(AsyncWebsocketConsumer):
-    # No configured layer has this alias, so Channels gives the consumer none (no Redis channel,
-    # no receive loop on Redis): a Redis outage cannot drop a live call.
-    channel_layer_alias = "realtime-relay-uses-no-channel-layer"
     relay: RelaySession | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         exit_reason = "server_error"
         try:
-            await super().__call__(scope, receive, send)
+            await self._serve(scope, receive, send)
             exit_reason = "browser_gone"
         except asyncio.CancelledError:
             exit_reason = "server_restart"  # the server tore the connection down (shutdown, timeout)
@@ -72,6 +74,31 @@ class RealtimeRelayConsumer(AsyncWebsocketConsumer):
             if self.relay is not None and not self.relay.ended:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self.relay.end(exit_reason, notify=False))
+
+    async def _serve(self, scope, receive, send) -> None:
+        """`AsyncConsumer.__call__` for a consumer with no channel layer (a Redis outage cannot drop a live
+        call), reading the socket itself: audio frames go from `receive()` to the relay with no task, no
+        handler lookup and no thread hop per frame (frames touch no database; every ORM call of the relay goes
+        through database_sync_to_async, which cleans up itself). Connect and disconnect still go through
+        `dispatch`."""
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        # Channels' session middleware wraps `send` only to save a changed session with an HTTP response; the
+        # relay's frames go to the server's own send (a wrapper call and two lazy-object lookups less a frame).
+        wrapper = getattr(send, "__self__", None)
+        self.frame_send = wrapper.real_send if isinstance(wrapper, InstanceSessionWrapper) else send
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.receive":
+                    if self.relay is not None:
+                        text = message.get("text")
+                        await self.relay.from_browser(text if text is not None else message.get("bytes"))
+                else:
+                    await self.dispatch(message)
+        except StopConsumer:
+            pass
 
     async def connect(self) -> None:
         key = self.scope["url_route"]["kwargs"]["license_key"]
@@ -129,23 +156,10 @@ class RealtimeRelayConsumer(AsyncWebsocketConsumer):
         await self.close(code=access.close_code, reason=access.code)
 
     async def _send_text(self, text: str) -> None:
-        await self.send(text_data=text)
+        await self.frame_send({"type": "websocket.send", "text": text})
 
     async def _close(self, code: int, reason: str = "") -> None:
         await self.close(code=code, reason=reason or None)
-
-    async def dispatch(self, message: dict) -> None:
-        # Channels runs close_old_connections() in a worker thread before EVERY message; for audio frames
-        # (50/s per call) that thread hop dominated the relay's CPU (py-spy, bench/README-relay.md). Frames
-        # touch no database here; every ORM call goes through database_sync_to_async, which cleans up itself.
-        if message["type"] == "websocket.receive":
-            await self.websocket_receive(message)
-            return
-        await super().dispatch(message)
-
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if self.relay is not None:
-            await self.relay.from_browser(text_data if text_data is not None else bytes_data)
 
     async def disconnect(self, code: int) -> None:
         if self.relay is not None:

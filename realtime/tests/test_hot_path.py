@@ -191,3 +191,39 @@ async def test_the_audio_rate_cap_holds_for_canonical_appends(voice_widget, fake
     await comm.disconnect()
     conversation = await Conversation.objects.aget()
     assert conversation.audio_in_seconds == pytest.approx(10.0)
+
+
+# --- frames straight from the socket to the relay -------------------------------------------------------
+
+
+@relay_db
+async def test_frames_skip_channels_dispatch(voice_widget, fake_realtime, monkeypatch):
+    """No task, no handler lookup, no database clean-up per frame: Channels' receive loop is not used, and
+    only the connect (and the disconnect) go through dispatch."""
+    from channels.consumer import AsyncConsumer
+
+    from realtime.consumers import RealtimeRelayConsumer
+
+    def no_loop(*args):
+        raise AssertionError("Channels' await_many_dispatch used")
+
+    dispatched = []
+    original = AsyncConsumer.dispatch
+
+    async def dispatch(self, message):
+        dispatched.append(message["type"])
+        await original(self, message)
+
+    monkeypatch.setattr("channels.consumer.await_many_dispatch", no_loop)
+    monkeypatch.setattr(RealtimeRelayConsumer, "dispatch", dispatch)
+    fake_realtime.scenario = "echo"
+    comm = await start(voice_widget)
+    for _ in range(20):
+        await comm.send_to(text_data=HEAD + FRAME + '"}')
+    for _ in range(20):
+        assert (await receive_until(comm, "audio.delta"))[-1] == {"type": "audio.delta", "delta": FRAME}
+    assert dispatched == ["websocket.connect"]
+    await comm.disconnect()
+    conversation = await Conversation.objects.aget()
+    assert (conversation.end_reason, conversation.audio_in_seconds) == ("hangup", pytest.approx(0.4))
+    assert dispatched == ["websocket.connect", "websocket.disconnect"]
