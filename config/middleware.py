@@ -29,10 +29,11 @@ from django.contrib.sessions import middleware as sessions_middleware
 from django.core.exceptions import BadRequest, PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.core.handlers import asgi
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.middleware import clickjacking, common, csrf, security
+from django.middleware import clickjacking, common, security
 from django.utils.module_loading import import_string
 from django.views.debug import SafeExceptionReporterFilter as DjangoFilter
 
+from config import hosts
 from config.errors import is_service_outage, service_unavailable
 from licenses.api import error_body
 
@@ -199,7 +200,7 @@ class InlineCommonMiddleware(InlineHooksMixin, common.CommonMiddleware):
     pass
 
 
-class InlineCsrfViewMiddleware(InlineHooksMixin, csrf.CsrfViewMiddleware):
+class InlineCsrfViewMiddleware(InlineHooksMixin, hosts.CsrfViewMiddleware):
     pass
 
 
@@ -235,7 +236,7 @@ INLINE_MIDDLEWARE: dict[str, type] = {
     "django.middleware.security.SecurityMiddleware": InlineSecurityMiddleware,
     "django.contrib.sessions.middleware.SessionMiddleware": InlineSessionMiddleware,
     "django.middleware.common.CommonMiddleware": InlineCommonMiddleware,
-    "django.middleware.csrf.CsrfViewMiddleware": InlineCsrfViewMiddleware,
+    "config.hosts.CsrfViewMiddleware": InlineCsrfViewMiddleware,
     "django.contrib.auth.middleware.AuthenticationMiddleware": InlineAuthenticationMiddleware,
     "django.contrib.messages.middleware.MessageMiddleware": InlineMessageMiddleware,
     "django.middleware.clickjacking.XFrameOptionsMiddleware": InlineXFrameOptionsMiddleware,

@@ -48,6 +48,10 @@ if not FIELD_ENCRYPTION_KEYS:
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"] if DEBUG or TESTING else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+# Agencies' own domains (licenses.CustomDomain, config/hosts.py): the host they CNAME to, checked in DNS
+# by the admin's "Check DNS" action, and how often each process reloads the verified hosts.
+CUSTOM_DOMAIN_TARGET = env_str("CUSTOM_DOMAIN_TARGET", "")
+CUSTOM_DOMAIN_REFRESH_SECONDS = env_int("CUSTOM_DOMAIN_REFRESH_SECONDS", 30, minimum=1)
 
 INSTALLED_APPS = [
     "daphne",
@@ -72,13 +76,16 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: agencies' verified custom domains pass the host check (config/hosts.py).
+    "config.hosts.CustomHostMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "config.static_files.WhiteNoiseMiddleware",  # WhiteNoise, async-capable (see the module)
     "config.middleware.HostileInputMiddleware",
     "widgets.middleware.LoaderMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
+    # Django's, with trusted origins that follow the verified custom domains (config/hosts.py).
+    "config.hosts.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -398,7 +405,9 @@ if not DEBUG:
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "strict-origin-when-cross-origin"
 X_FRAME_OPTIONS = "DENY"
-SILENCED_SYSTEM_CHECKS = ["security.W021"]  # HSTS preload is an operator's choice.
+# HSTS preload is an operator's choice. W003 looks for Django's CSRF middleware by its dotted path;
+# config.hosts.CsrfViewMiddleware is that class with dynamic trusted origins.
+SILENCED_SYSTEM_CHECKS = ["security.W021", "security.W003"]
 
 LOGGING = {
     "version": 1,

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from licenses.brand_pages import brand_logo
 from licenses.views import healthz
 from widgets.views.staff import staff_analytics
 
@@ -17,6 +18,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("healthz", healthz, name="healthz"),
+    # An agency's uploaded logo (issue 15.5): public, because share pages and e-mails show it signed out.
+    path("brand/<int:agency_id>/logo-<str:digest>", brand_logo, name="brand-logo"),
     path("app/", include("licenses.urls_app")),
     path("app/", include("widgets.urls.configurator")),
     path("", include("widgets.urls.embed")),

@@ -13,7 +13,23 @@ from simple_history.admin import SimpleHistoryAdmin
 from licenses import services
 from licenses.api import ApiError
 from licenses.domains import DomainError, domain_matches, domain_normalize, domains_split
-from licenses.models import DEFAULT_LIMITS, Agency, AuditEvent, License, LicenseUsage, Membership, month_start
+from licenses.hosts import (
+    CustomDomainError,
+    custom_domain_check,
+    custom_domain_delete,
+    custom_domain_normalize,
+    custom_domain_set_status,
+)
+from licenses.models import (
+    DEFAULT_LIMITS,
+    Agency,
+    AuditEvent,
+    CustomDomain,
+    License,
+    LicenseUsage,
+    Membership,
+    month_start,
+)
 
 
 class MembershipInline(admin.TabularInline):
@@ -149,7 +165,7 @@ class _LicenseAdminForm(forms.ModelForm):
 
     class Meta:
         model = License
-        fields = ["agency", "client_name", "status", "starts_at", "expires_at", "grace_days", "notes"]
+        fields = ["agency", "client_name", "status", "starts_at", "expires_at", "grace_days", "white_label", "notes"]
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -223,6 +239,7 @@ class LicenseAdmin(SimpleHistoryAdmin):
     fieldsets = [
         (None, {"fields": ["key", "agency", "client_name", "status", "starts_at", "expires_at", "grace_days"]}),
         ("Where the widgets may load", {"fields": ["domains"]}),
+        ("White-label", {"fields": ["white_label"]}),
         ("Limits", {"fields": [f"limit_{name}" for name in LIMIT_FIELDS]}),
         (None, {"fields": ["notes", "created_at", "updated_at"]}),
     ]
@@ -345,3 +362,67 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class CustomDomainForm(forms.ModelForm):
+    class Meta:
+        model = CustomDomain
+        fields = ["agency", "host"]
+
+    def clean_host(self) -> str:
+        try:
+            return custom_domain_normalize(self.cleaned_data.get("host", ""))
+        except CustomDomainError as exc:
+            raise forms.ValidationError(str(exc))
+
+
+@admin.register(CustomDomain)
+class CustomDomainAdmin(admin.ModelAdmin):
+    """Agencies' own domains (issue 15.5): added pending, served once verified (DNS check or by hand)."""
+
+    form = CustomDomainForm
+    list_display = ["host", "agency", "status", "checked_at", "check_message"]
+    list_filter = ["status"]
+    search_fields = ["host", "agency__name", "agency__slug"]
+    autocomplete_fields = ["agency"]
+    readonly_fields = ["status", "checked_at", "check_message", "verified_at", "created_at"]
+    actions = ["check_dns", "mark_verified", "mark_pending"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: CustomDomain | None = None) -> list[str]:
+        # The host is the identity of the mapping: change it by adding a new one.
+        return [*self.readonly_fields, "host", "agency"] if obj else self.readonly_fields
+
+    def save_model(self, request: HttpRequest, obj: CustomDomain, form: forms.ModelForm, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if not change:
+            messages.info(request, f"{obj.host} is pending: run “Check DNS” once its CNAME is in place.")
+
+    def delete_model(self, request: HttpRequest, obj: CustomDomain) -> None:
+        custom_domain_delete(domain=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[CustomDomain]) -> None:
+        for domain in queryset:
+            custom_domain_delete(domain=domain)
+
+    @admin.action(description="Check DNS (verified when the host resolves to CUSTOM_DOMAIN_TARGET)")
+    def check_dns(self, request: HttpRequest, queryset: QuerySet[CustomDomain]) -> None:
+        for domain in queryset:
+            custom_domain_check(domain=domain)
+            level = messages.SUCCESS if domain.status == CustomDomain.Status.VERIFIED else messages.WARNING
+            self.message_user(request, f"{domain.host}: {domain.check_message}", level)
+
+    @admin.action(description="Mark verified by hand (the proxy in front resolves it)")
+    def mark_verified(self, request: HttpRequest, queryset: QuerySet[CustomDomain]) -> None:
+        for domain in queryset:
+            custom_domain_set_status(
+                domain=domain, status=CustomDomain.Status.VERIFIED, message=f"Marked verified by {request.user}."
+            )
+        self.message_user(request, f"Marked {queryset.count()} domain(s) verified: served at once.")
+
+    @admin.action(description="Stop serving (back to pending)")
+    def mark_pending(self, request: HttpRequest, queryset: QuerySet[CustomDomain]) -> None:
+        for domain in queryset:
+            custom_domain_set_status(
+                domain=domain, status=CustomDomain.Status.PENDING, message=f"Set pending by {request.user}."
+            )
+        self.message_user(request, f"{queryset.count()} domain(s) no longer served.")

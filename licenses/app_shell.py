@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 
 from licenses.api import ApiError, error_body, json_object
+from licenses.branding import brand_for_membership
 from licenses.models import Membership
 from licenses.selectors import membership_list_for_user
 from licenses.tenancy import current_membership
@@ -24,6 +25,8 @@ def render_app(
     membership = current_membership(request)
     base = {
         "membership": membership,
+        # The current agency's own brand (issue 15.5), from the row the membership query joined.
+        "brand": brand_for_membership(membership),
         "memberships": list(membership_list_for_user(user=request.user)),
     }
     return render(request, template, {**base, **(context or {})}, status=status)

@@ -111,6 +111,10 @@ class License(models.Model):
         help_text="Hosts allowed to embed: exact host (optionally with :port) or *.example.com.",
     )
     limits = models.JSONField(default=default_limits, blank=True)
+    white_label = models.BooleanField(
+        default=False,
+        help_text="Staff only: hides “Powered by Switchboard” in this license's widgets and share pages.",
+    )
     notes = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -223,3 +227,49 @@ class InstallOrigin(models.Model):
 
     def __str__(self) -> str:
         return f"{self.origin} {self.outcome} ×{self.count}"
+
+
+class AgencyBrand(models.Model):
+    """An agency's own brand (issue 15.5): shown on /app/, on its share pages and in its e-mails instead
+    of Switchboard's. Written only by licenses.branding.brand_update (admins and owners)."""
+
+    agency = models.OneToOneField(Agency, on_delete=models.CASCADE, related_name="brand")
+    name = models.CharField(max_length=80, blank=True, help_text="Shown instead of “Switchboard”.")
+    support_email = models.EmailField(blank=True)
+    primary_color = models.CharField(max_length=7, blank=True, help_text="#RRGGBB")
+    accent_color = models.CharField(max_length=7, blank=True, help_text="#RRGGBB")
+    # An uploaded raster logo (PNG, JPEG, GIF or WebP; the bytes are sniffed, SVG is refused), or an
+    # https URL of one. Never both: setting one clears the other.
+    logo = models.BinaryField(blank=True, default=b"", editable=False)
+    logo_type = models.CharField(max_length=32, blank=True)
+    logo_digest = models.CharField(max_length=16, blank=True, help_text="Cache-busting part of the logo URL.")
+    logo_url = models.URLField(blank=True, max_length=500)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"Brand of {self.agency}"
+
+
+class CustomDomain(models.Model):
+    """A host the agency CNAMEs to the platform (issue 15.5), e.g. chat.agency.example: once verified,
+    the loader, the public API and share pages answer on it, and the Embed tab prints it. Hosts are
+    accepted by config.hosts (ALLOWED_HOSTS and CSRF trusted origins follow this table)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending verification"
+        VERIFIED = "verified", "Verified"
+        FAILED = "failed", "Verification failed"
+
+    agency = models.ForeignKey(Agency, on_delete=models.CASCADE, related_name="custom_domains")
+    host = models.CharField(max_length=253, unique=True, help_text="Lower-case host name, no port or scheme.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    checked_at = models.DateTimeField(null=True, blank=True)
+    check_message = models.CharField(max_length=300, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["host"]
+
+    def __str__(self) -> str:
+        return self.host

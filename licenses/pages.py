@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.tokens import default_token_generator
-from django.core.mail import send_mail
+from django.core.mail import EmailMessage
 from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
@@ -17,6 +17,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from licenses import services as license_services
 from licenses.api import ApiError
 from licenses.app_shell import agency_required, forbidden, post_action, render_app
+from licenses.branding import brand_for_agency, brand_mail_headers
 from licenses.domains import domains_split
 from licenses.models import Membership
 from licenses.selectors import (
@@ -169,6 +170,7 @@ def _invite(request: HttpRequest, membership: Membership, new_user: bool) -> Non
     """Email the invitation. The password-set link goes to the invitee's mailbox only: shown to the
     inviter, it would let them take over the address's account (and every agency that later adds it)."""
     user = membership.user
+    brand = brand_for_agency(agency=membership.agency_id)  # the inviting agency's own brand (issue 15.5)
     if new_user:
         path = reverse(
             "app-password-reset-confirm",
@@ -178,11 +180,14 @@ def _invite(request: HttpRequest, membership: Membership, new_user: bool) -> Non
             },
         )
         link = request.build_absolute_uri(path)
-        body = f"You have been invited to {membership.agency.name} on Switchboard.\n\nSet your password here: {link}\n"
+        body = f"You have been invited to {membership.agency.name} on {brand.name}.\n\nSet your password here: {link}\n"
     else:
         home = request.build_absolute_uri("/app/")
-        body = f"You now have access to {membership.agency.name} on Switchboard: {home}\n"
-    send_mail(f"Invitation to {membership.agency.name}", body, None, [user.email], fail_silently=True)
+        body = f"You now have access to {membership.agency.name} on {brand.name}: {home}\n"
+    if brand.support_email:
+        body += f"\nQuestions? Write to {brand.support_email}.\n"
+    mail = EmailMessage(f"Invitation to {membership.agency.name}", body, to=[user.email], **brand_mail_headers(brand))
+    mail.send(fail_silently=True)
     messages.success(
         request, f"Invited {user.email} as {membership.get_role_display().lower()}; the invitation was emailed to them."
     )

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from licenses import pages
+from licenses import brand_pages, pages
 
 urlpatterns = [
     path("agency/", pages.agency_switch, name="app-agency-switch"),
@@ -11,4 +11,5 @@ urlpatterns = [
     path("members/", pages.member_list, name="app-members"),
     path("members/<int:pk>/role/", pages.member_role, name="app-member-role"),
     path("members/<int:pk>/remove/", pages.member_remove, name="app-member-remove"),
+    path("brand/", brand_pages.brand_page, name="app-brand"),
 ]

@@ -3,6 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, reverse_lazy
 
+from licenses.brand_pages import BrandedPasswordResetForm
 from widgets.views import alerts, analytics, inbox, privacy
 from widgets.views.configurator import editor, pages, preview
 
@@ -17,6 +18,7 @@ urlpatterns = [
         auth_views.PasswordResetView.as_view(
             success_url=reverse_lazy("app-password-reset-done"),
             email_template_name="registration/password_reset_email.txt",
+            form_class=BrandedPasswordResetForm,
         ),
         name="app-password-reset",
     ),

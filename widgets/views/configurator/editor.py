@@ -6,11 +6,13 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.request import split_domain_port
 from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_http_methods, require_POST
 
 from licenses.api import ApiError
 from licenses.app_shell import api_error_json, forbidden, json_body, post_action, render_app, role_flags
+from licenses.hosts import custom_domain_primary
 from licenses.models import Membership
 from licenses.tenancy import role_require
 from widgets import widget_strings
@@ -114,9 +116,20 @@ def rollback(request: HttpRequest, widget: Widget, membership: Membership) -> Ht
     return redirect("app-widget-versions", public_id=widget.public_id)
 
 
+def embed_origin(request: HttpRequest, *, agency_id: int) -> str:
+    """Where snippets point: the agency's verified custom domain (issue 15.5) with this request's scheme
+    and port (the proxy serves both on the same ones), else this very host."""
+    host = custom_domain_primary(agency_id=agency_id)
+    if host is None:
+        return request.build_absolute_uri("/").rstrip("/")
+    _domain, port = split_domain_port(request.get_host())  # the port the browser used for /app/
+    default = "443" if request.is_secure() else "80"
+    return f"{request.scheme}://{host}" + (f":{port}" if port and port != default else "")
+
+
 @widget_view
 def embed_code(request: HttpRequest, widget: Widget, membership: Membership) -> HttpResponse:
-    origin = request.build_absolute_uri("/").rstrip("/")
+    origin = embed_origin(request, agency_id=widget.license.agency_id)
     key = widget.license.key
     embed = widget.config["embed"]
     # Both selectors name this widget: `?widget=` makes the loader resolve it server-side (its own

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from licenses.api import ApiError, error_response
 from licenses.app_shell import forbidden, json_body, post_action, render_app, role_flags
+from licenses.branding import brand_for_agency
 from licenses.models import Membership
 from widgets.aio import db_step
 from widgets.chat import ChatRequest, chat_rate_check
@@ -165,10 +166,12 @@ def _resolve(request: HttpRequest, token: str) -> tuple[Widget | None, HttpRespo
     lookup = preview_link_resolve(token=token)
     if lookup.ok and lookup.link is not None:
         return lookup.link.widget, None
+    # An expired or revoked link still belongs to an agency: its page keeps that agency's brand.
+    agency_id = lookup.link.widget.license.agency_id if lookup.link is not None else None
     response = render(
         request,
         "app/share_unavailable.html",
-        {"reason": lookup.reason},
+        {"reason": lookup.reason, "brand": brand_for_agency(agency=agency_id)},
         status=410 if lookup.reason in ("expired", "revoked") else 404,
     )
     return None, response
@@ -183,6 +186,8 @@ def share_page(request: HttpRequest, token: str) -> HttpResponse:
         "app/share_page.html",
         {
             "widget": widget,
+            "brand": brand_for_agency(agency=widget.license.agency_id),
+            "powered_by": not widget.license.white_label,
             "frame_url": reverse("app-share-frame", kwargs={"token": token}),
         },
     )

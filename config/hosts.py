@@ -1,0 +1,113 @@
+"""Agencies' own domains (issue 15.5): the allowed-hosts check and CSRF trusted origins follow the
+verified custom domains (licenses.CustomDomain), with no restart.
+
+- `CustomHostMiddleware`, first in settings.MIDDLEWARE, gives each request a `get_host()` that accepts
+  a verified mapped host and otherwise defers to Django's own (settings.ALLOWED_HOSTS): an unmapped
+  host is refused exactly as before (DisallowedHost → 400). On a mapped host only the public surface
+  answers (loader, public API, ChatKit page, voice, share pages, logos, static files); everything
+  else (/app/, /admin/, the REST API) is 404 there, so an agency's domain never shows the staff or
+  agency sign-in.
+- `CsrfViewMiddleware` is Django's with the trusted origins computed per request: settings'
+  CSRF_TRUSTED_ORIGINS plus `https://<host>` of every verified mapped host (TLS ends at the proxy).
+
+The verified hosts live in memory per process (licenses.hosts.host_map); this middleware reloads them
+from the database when they are older than CUSTOM_DOMAIN_REFRESH_SECONDS, in a thread under ASGI.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, HttpResponseNotFound
+from django.http.request import split_domain_port, validate_host
+from django.middleware import csrf
+
+from licenses.hosts import host_map, host_map_refresh, host_map_stale
+
+# What a customer's page (or a share link's reader) reaches; the rest stays on the platform's hosts.
+PUBLIC_PATH = re.compile(r"^/(api/widget/|api/chatkit/|api/realtime/|api/livekit/|widget/|static/|app/p/|brand/)")
+
+
+def mapped_agency_id(request: HttpRequest) -> int | None:
+    """The agency whose verified custom domain this request came in on, or None."""
+    try:
+        domain, _port = split_domain_port(request._get_raw_host())
+    except KeyError:
+        return None
+    return host_map().get(domain) if domain else None
+
+
+def _get_host(request: HttpRequest) -> str:
+    if mapped_agency_id(request) is not None:
+        return request._get_raw_host()
+    return HttpRequest.get_host(request)
+
+
+def _needs_refresh(request: HttpRequest) -> bool:
+    """Only a host the settings do not allow can be a custom domain: requests to the platform's own
+    hosts never wait for (or depend on) the database here."""
+    try:
+        domain, _port = split_domain_port(request._get_raw_host())
+    except KeyError:
+        return False
+    return bool(domain) and not validate_host(domain, settings.ALLOWED_HOSTS) and host_map_stale()
+
+
+class CustomHostMiddleware:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self._async = iscoroutinefunction(get_response)
+        if self._async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self._async:
+            return self._acall(request)
+        if _needs_refresh(request):
+            host_map_refresh()
+        return self._refusal(request) or self.get_response(request)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        if _needs_refresh(request):
+            await sync_to_async(host_map_refresh, thread_sensitive=False)()
+        return self._refusal(request) or await self.get_response(request)
+
+    def _refusal(self, request: HttpRequest) -> HttpResponse | None:
+        request.get_host = types.MethodType(_get_host, request)  # type: ignore[method-assign]
+        agency_id = mapped_agency_id(request)
+        request.custom_domain_agency_id = agency_id  # type: ignore[attr-defined]
+        if agency_id is not None and not PUBLIC_PATH.match(request.path_info):
+            return HttpResponseNotFound("Not found.", content_type="text/plain; charset=utf-8")
+        return None
+
+
+class CsrfViewMiddleware(csrf.CsrfViewMiddleware):
+    """Django's, with trusted origins that follow the verified custom domains (not cached per process)."""
+
+    def _trusted(self) -> list[str]:
+        return [*settings.CSRF_TRUSTED_ORIGINS, *(f"https://{host}" for host in host_map())]
+
+    @property
+    def csrf_trusted_origins_hosts(self) -> list[str]:  # type: ignore[override]
+        return [urlsplit(origin).netloc.lstrip("*") for origin in self._trusted()]
+
+    @property
+    def allowed_origins_exact(self) -> set[str]:  # type: ignore[override]
+        return {origin for origin in self._trusted() if "*" not in origin}
+
+    @property
+    def allowed_origin_subdomains(self) -> dict[str, list[str]]:  # type: ignore[override]
+        allowed: dict[str, list[str]] = defaultdict(list)
+        for parsed in (urlsplit(origin) for origin in self._trusted() if "*" in origin):
+            allowed[parsed.scheme].append(parsed.netloc.lstrip("*"))
+        return allowed

@@ -1,0 +1,126 @@
+"""Agencies' own domains (config/hosts.py): a verified mapped host passes the host check and is a CSRF
+trusted origin at once; an unmapped or pending host is refused exactly as before; on a mapped host only
+the public surface answers; the Embed tab prints the agency's domain."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import pytest
+from django.http import HttpResponse
+from django.test import RequestFactory
+from django.urls import reverse
+from widgets.preview_links import preview_link_create, preview_link_token
+
+from config.hosts import CsrfViewMiddleware
+from licenses import hosts
+from licenses.models import CustomDomain
+
+pytestmark = pytest.mark.django_db
+
+MAPPED = "chat.agency-a.example"
+ORIGIN = "https://shop.example.com"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_host_map():
+    hosts.host_map_invalidate()
+    yield
+    hosts.host_map_invalidate()
+
+
+def map_host(agency, host=MAPPED, status=CustomDomain.Status.VERIFIED):
+    domain = CustomDomain.objects.create(agency=agency, host=host)
+    return hosts.custom_domain_set_status(domain=domain, status=status)
+
+
+def test_an_unmapped_host_is_refused_as_before(client, widget_a):
+    for path in ("/app/login/", f"/api/widget/{widget_a.license.key}/config", "/healthz"):
+        response = client.get(path, HTTP_HOST="evil.example", HTTP_ORIGIN=ORIGIN)
+        assert response.status_code == 400, path
+
+
+def test_a_pending_or_failed_host_is_refused(client, agency_a, widget_a):
+    map_host(agency_a, status=CustomDomain.Status.PENDING)
+    map_host(agency_a, host="failed.agency-a.example", status=CustomDomain.Status.FAILED)
+    for host in (MAPPED, "failed.agency-a.example"):
+        response = client.get(f"/api/widget/{widget_a.license.key}/config", HTTP_HOST=host, HTTP_ORIGIN=ORIGIN)
+        assert response.status_code == 400
+
+
+def test_a_verified_host_serves_the_loader_and_public_api(client, agency_a, widget_a):
+    map_host(agency_a)
+    key = widget_a.license.key
+    config = client.get(f"/api/widget/{key}/config", HTTP_HOST=MAPPED, HTTP_ORIGIN=ORIGIN)
+    assert config.status_code == 200 and config.json()["widget"] == widget_a.public_id
+    loader = client.get(f"/api/widget/{key}/chat-widget.js", HTTP_HOST=f"{MAPPED}:443")
+    assert loader.status_code == 200 and loader["Content-Type"].startswith("application/javascript")
+    assert f'"key":"{key}"' in loader.content.decode()
+
+
+def test_a_verified_host_serves_share_pages(client, owner, agency_a, widget_a):
+    map_host(agency_a)
+    link = preview_link_create(widget=widget_a, user=owner, membership=owner.memberships.get())
+    response = client.get(reverse("app-share", kwargs={"token": preview_link_token(link)}), HTTP_HOST=MAPPED)
+    assert response.status_code == 200 and b"Draft preview of" in response.content
+
+
+@pytest.mark.parametrize("path", ["/app/", "/app/login/", "/admin/login/", "/api/v1/me/", "/api/docs/", "/healthz"])
+def test_a_mapped_host_serves_nothing_but_the_public_surface(client, owner, agency_a, path):
+    map_host(agency_a)
+    client.force_login(owner)
+    response = client.get(path, HTTP_HOST=MAPPED)
+    assert response.status_code == 404 and response.content == b"Not found."
+    assert client.get(path).status_code in {200, 302}  # the platform's own host is unchanged
+
+
+def test_removing_a_mapping_refuses_the_host_at_once(client, agency_a, widget_a):
+    domain = map_host(agency_a)
+    url = f"/api/widget/{widget_a.license.key}/config"
+    assert client.get(url, HTTP_HOST=MAPPED, HTTP_ORIGIN=ORIGIN).status_code == 200
+    hosts.custom_domain_delete(domain=domain)
+    assert client.get(url, HTTP_HOST=MAPPED, HTTP_ORIGIN=ORIGIN).status_code == 400
+
+
+def _origin_verified(origin: str, host: str) -> bool:
+    request = RequestFactory().post("/api/widget/x/chat", HTTP_HOST=host, HTTP_ORIGIN=origin)
+    request.get_host = lambda: host
+    return CsrfViewMiddleware(lambda r: HttpResponse())._origin_verified(request)
+
+
+def test_csrf_trusted_origins_follow_the_mapping(agency_a, settings):
+    settings.CSRF_TRUSTED_ORIGINS = ["https://ops.platform.example"]
+    middleware = CsrfViewMiddleware(lambda r: HttpResponse())
+    assert middleware.allowed_origins_exact == {"https://ops.platform.example"}
+    # TLS ends at the proxy: the request arrives as http, its Origin is https://<mapped host>.
+    assert not _origin_verified(f"https://{MAPPED}", MAPPED)
+    domain = map_host(agency_a)
+    hosts.host_map_refresh()
+    assert middleware.allowed_origins_exact == {"https://ops.platform.example", f"https://{MAPPED}"}
+    assert _origin_verified(f"https://{MAPPED}", MAPPED)
+    assert not _origin_verified("https://evil.example", MAPPED)
+    hosts.custom_domain_delete(domain=domain)
+    hosts.host_map_refresh()
+    assert not _origin_verified(f"https://{MAPPED}", MAPPED)
+
+
+def _snippet(client, widget) -> str:
+    content = client.get(f"/app/widgets/{widget.public_id}/embed/").content.decode()
+    return html.unescape(re.search(r'<pre id="snippet-script">(.*?)</pre>', content, re.S).group(1))
+
+
+def test_the_embed_tab_prints_the_agencys_verified_domain(client, owner, outsider, agency_a, widget_a, widget_b):
+    client.force_login(owner)
+    key = widget_a.license.key
+    assert _snippet(client, widget_a).startswith(f'<script src="http://testserver/api/widget/{key}/chat-widget.js')
+    map_host(agency_a, host="pending.agency-a.example", status=CustomDomain.Status.PENDING)
+    assert _snippet(client, widget_a).startswith('<script src="http://testserver/')
+    map_host(agency_a)
+    assert _snippet(client, widget_a).startswith(f'<script src="http://{MAPPED}/api/widget/{key}/chat-widget.js')
+    secure = client.get(f"/app/widgets/{widget_a.public_id}/embed/", secure=True).content.decode()
+    assert f"https://{MAPPED}/api/widget/{key}/chat-widget.js" in html.unescape(secure)
+    # Agency B's snippet stays on the platform's host.
+    client.force_login(outsider)
+    assert _snippet(client, widget_b).startswith('<script src="http://testserver/')
+    assert MAPPED not in client.get(f"/app/widgets/{widget_b.public_id}/embed/").content.decode()

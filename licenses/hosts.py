@@ -1,0 +1,154 @@
+"""Custom domains (issue 15.5): hosts an agency CNAMEs to the platform, e.g. chat.agency.example.
+
+Staff add a domain in the admin (pending), then check it: it is verified when the host resolves to
+the same addresses as settings.CUSTOM_DOMAIN_TARGET (the host agencies are told to CNAME to), or
+when staff mark it verified by hand (a proxy in front that resolves differently). Only verified
+hosts are served; TLS for them is the proxy's job.
+
+Every web process keeps the verified hosts in memory (`host_map`), refreshed from the database at
+most every CUSTOM_DOMAIN_REFRESH_SECONDS by config.hosts.CustomHostMiddleware (outside the event loop)
+and at once in the process that made a change: the host check on every request reads memory only.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from django.conf import settings
+from django.db import transaction
+from django.http.request import split_domain_port, validate_host
+from django.utils import timezone
+
+from licenses.domains import _HOST_RE, _IPV4_RE
+from licenses.models import Agency, CustomDomain
+
+
+class CustomDomainError(ValueError):
+    pass
+
+
+def custom_domain_normalize(raw: str) -> str:
+    """A bare host name (`chat.agency.example`): no scheme, port, path, wildcard or IP address, and not
+    one of the platform's own hosts."""
+    host = (raw or "").strip().lower().rstrip(".")
+    if "://" in host or "/" in host or ":" in host:
+        raise CustomDomainError("Enter the host name alone, such as chat.agency.example (no https://, port or path).")
+    if not host or host.startswith("*.") or _IPV4_RE.match(host) or not _HOST_RE.match(host) or "." not in host:
+        raise CustomDomainError(f"{raw!r} is not a host name such as chat.agency.example.")
+    if validate_host(host, list(settings.ALLOWED_HOSTS)):
+        raise CustomDomainError(f"{host} is one of the platform's own hosts.")
+    return host
+
+
+def custom_domain_list(*, agency: Agency) -> list[CustomDomain]:
+    return list(CustomDomain.objects.filter(agency=agency).order_by("host"))
+
+
+def custom_domain_primary(*, agency_id: int) -> str | None:
+    """The host the Embed tab prints for this agency: its first verified domain, or None."""
+    return (
+        CustomDomain.objects.filter(agency_id=agency_id, status=CustomDomain.Status.VERIFIED)
+        .order_by("verified_at", "host")
+        .values_list("host", flat=True)
+        .first()
+    )
+
+
+def _changed() -> None:
+    # Now (this process's next request) and again once committed (a reload in between saw the old rows).
+    host_map_invalidate()
+    transaction.on_commit(host_map_invalidate)
+
+
+@transaction.atomic
+def custom_domain_add(*, agency: Agency, host: str) -> CustomDomain:
+    host = custom_domain_normalize(host)
+    if CustomDomain.objects.filter(host=host).exists():
+        raise CustomDomainError(f"{host} is already mapped.")
+    return CustomDomain.objects.create(agency=agency, host=host)
+
+
+def _addresses(host: str, resolve: Callable[..., list]) -> set[str]:
+    try:
+        return {info[4][0] for info in resolve(host, None, proto=socket.IPPROTO_TCP)}
+    except (OSError, UnicodeError):
+        return set()
+
+
+@transaction.atomic
+def custom_domain_check(*, domain: CustomDomain, resolve: Callable[..., list] = socket.getaddrinfo) -> CustomDomain:
+    """Look the host up in DNS: verified when it resolves to an address of CUSTOM_DOMAIN_TARGET."""
+    target = settings.CUSTOM_DOMAIN_TARGET
+    now = timezone.now()
+    if not target:
+        status, message = CustomDomain.Status.FAILED, "CUSTOM_DOMAIN_TARGET is not set: mark it verified by hand."
+    else:
+        mine, theirs = _addresses(target, resolve), _addresses(domain.host, resolve)
+        if not theirs:
+            status, message = CustomDomain.Status.FAILED, f"{domain.host} does not resolve (yet)."
+        elif mine & theirs:
+            status, message = CustomDomain.Status.VERIFIED, f"{domain.host} points to {target}."
+        else:
+            status = CustomDomain.Status.FAILED
+            message = (
+                f"{domain.host} resolves to {', '.join(sorted(theirs))}, not to {target}: add a CNAME to {target}."
+            )
+    return custom_domain_set_status(domain=domain, status=status, message=message[:300], now=now)
+
+
+@transaction.atomic
+def custom_domain_set_status(*, domain: CustomDomain, status: str, message: str = "", now=None) -> CustomDomain:
+    now = now or timezone.now()
+    domain.status, domain.checked_at, domain.check_message = status, now, message
+    if status == CustomDomain.Status.VERIFIED and domain.verified_at is None:
+        domain.verified_at = now
+    if status != CustomDomain.Status.VERIFIED:
+        domain.verified_at = None
+    domain.save(update_fields=["status", "checked_at", "check_message", "verified_at"])
+    _changed()
+    return domain
+
+
+@transaction.atomic
+def custom_domain_delete(*, domain: CustomDomain) -> None:
+    domain.delete()
+    _changed()
+
+
+# --- the per-process map of verified hosts ----------------------------------------------------------
+
+_lock = threading.Lock()
+_state: dict[str, object] = {"hosts": {}, "loaded": float("-inf")}
+
+
+def host_map() -> dict[str, int]:
+    """Verified host → agency id, as last loaded (memory only: safe inside the event loop)."""
+    return _state["hosts"]  # type: ignore[return-value]
+
+
+def host_map_stale() -> bool:
+    return time.monotonic() - _state["loaded"] >= settings.CUSTOM_DOMAIN_REFRESH_SECONDS  # type: ignore[operator]
+
+
+def host_map_refresh() -> dict[str, int]:
+    """Reload the verified hosts from the database (sync: call it outside the event loop)."""
+    rows = CustomDomain.objects.filter(status=CustomDomain.Status.VERIFIED).values_list("host", "agency_id")
+    hosts = dict(rows)
+    with _lock:
+        _state["hosts"], _state["loaded"] = hosts, time.monotonic()
+    return hosts
+
+
+def host_map_invalidate() -> None:
+    """This process reloads on its next request; others within CUSTOM_DOMAIN_REFRESH_SECONDS."""
+    with _lock:
+        _state["loaded"] = float("-inf")
+
+
+def host_agency_id(host: str) -> int | None:
+    """The agency a request's Host header (`host[:port]`) is mapped to, or None."""
+    domain, _port = split_domain_port(host)
+    return host_map().get(domain) if domain else None

@@ -1,0 +1,112 @@
+"""Custom domains (licenses/hosts.py): host rules, the DNS check, and the per-process map of verified hosts."""
+
+from __future__ import annotations
+
+import pytest
+
+from licenses import hosts
+from licenses.models import CustomDomain
+
+
+@pytest.fixture(autouse=True)
+def _fresh_host_map():
+    hosts.host_map_invalidate()
+    yield
+    hosts.host_map_invalidate()
+
+
+@pytest.mark.parametrize("raw", ["chat.agency.example", "Chat.Agency.Example.", "  chat.agency.example "])
+def test_a_host_name_is_normalised(raw):
+    assert hosts.custom_domain_normalize(raw) == "chat.agency.example"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "https://chat.agency.example",
+        "chat.agency.example:8443",
+        "chat.agency.example/path",
+        "*.agency.example",
+        "10.0.0.1",
+        "agency",
+        "",
+        "bad_host.example",
+        "testserver",
+        "localhost",
+    ],
+)
+def test_anything_but_a_bare_foreign_host_is_refused(raw):
+    with pytest.raises(hosts.CustomDomainError):
+        hosts.custom_domain_normalize(raw)
+
+
+@pytest.mark.django_db
+def test_a_host_maps_to_one_agency_only(agency_a, agency_b):
+    hosts.custom_domain_add(agency=agency_a, host="chat.agency.example")
+    with pytest.raises(hosts.CustomDomainError, match="already mapped"):
+        hosts.custom_domain_add(agency=agency_b, host="CHAT.agency.example")
+    assert list(CustomDomain.objects.values_list("host", "agency_id", "status")) == [
+        ("chat.agency.example", agency_a.pk, "pending")
+    ]
+
+
+@pytest.mark.django_db
+def test_dns_check_verifies_a_host_that_resolves_to_the_target(settings, agency_a):
+    settings.CUSTOM_DOMAIN_TARGET = "127.0.0.1"
+    domain = CustomDomain.objects.create(agency=agency_a, host="localhost")  # resolves to 127.0.0.1 here
+    hosts.custom_domain_check(domain=domain)
+    domain.refresh_from_db()
+    assert domain.status == CustomDomain.Status.VERIFIED
+    assert domain.verified_at is not None and domain.check_message == "localhost points to 127.0.0.1."
+    assert hosts.host_map_refresh() == {"localhost": agency_a.pk}
+
+
+@pytest.mark.django_db
+def test_dns_check_fails_a_host_pointing_elsewhere_and_stops_serving_it(settings, agency_a):
+    settings.CUSTOM_DOMAIN_TARGET = "127.0.0.2"
+    domain = CustomDomain.objects.create(
+        agency=agency_a, host="localhost", status=CustomDomain.Status.VERIFIED, verified_at="2026-01-01T00:00Z"
+    )
+    assert hosts.host_map_refresh() == {"localhost": agency_a.pk}
+    hosts.custom_domain_check(domain=domain)
+    domain.refresh_from_db()
+    assert domain.status == CustomDomain.Status.FAILED and domain.verified_at is None
+    assert (
+        domain.check_message.startswith("localhost resolves to ") and "add a CNAME to 127.0.0.2" in domain.check_message
+    )
+    assert hosts.host_map_stale()  # the change reloads this process's map on its next request
+    assert hosts.host_map_refresh() == {}
+
+
+@pytest.mark.django_db
+def test_dns_check_of_a_name_that_does_not_resolve(settings, agency_a):
+    settings.CUSTOM_DOMAIN_TARGET = "127.0.0.1"
+    domain = CustomDomain.objects.create(agency=agency_a, host="nowhere.agency.example")
+
+    def resolve(host, *args, **kwargs):
+        if host == "127.0.0.1":
+            return [(2, 1, 6, "", ("127.0.0.1", 0))]
+        raise OSError("Name or service not known")
+
+    hosts.custom_domain_check(domain=domain, resolve=resolve)
+    assert (domain.status, domain.check_message) == ("failed", "nowhere.agency.example does not resolve (yet).")
+
+
+@pytest.mark.django_db
+def test_dns_check_without_a_target_says_so(settings, agency_a):
+    settings.CUSTOM_DOMAIN_TARGET = ""
+    domain = CustomDomain.objects.create(agency=agency_a, host="chat.agency.example")
+    hosts.custom_domain_check(domain=domain)
+    assert domain.status == "failed" and "CUSTOM_DOMAIN_TARGET is not set" in domain.check_message
+
+
+@pytest.mark.django_db
+def test_only_verified_hosts_are_in_the_map(agency_a, agency_b):
+    CustomDomain.objects.create(agency=agency_a, host="pending.agency.example")
+    verified = CustomDomain.objects.create(agency=agency_b, host="chat.other.example")
+    hosts.custom_domain_set_status(domain=verified, status=CustomDomain.Status.VERIFIED)
+    assert hosts.host_map_refresh() == {"chat.other.example": agency_b.pk}
+    assert hosts.host_agency_id("chat.other.example:8443") == agency_b.pk
+    assert hosts.host_agency_id("pending.agency.example") is None
+    hosts.custom_domain_delete(domain=verified)
+    assert hosts.host_map_refresh() == {}
