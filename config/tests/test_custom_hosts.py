@@ -11,11 +11,11 @@ import pytest
 from django.http import HttpResponse
 from django.test import RequestFactory
 from django.urls import reverse
-from widgets.preview_links import preview_link_create, preview_link_token
 
 from config.hosts import CsrfViewMiddleware
 from licenses import hosts
 from licenses.models import CustomDomain
+from widgets.services.preview_links import preview_link_create, preview_link_token
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,7 @@ from django.urls import reverse
 from licenses import branding
 from licenses.models import AgencyBrand, Membership
 from licenses.tests.factories import MembershipFactory
-from widgets.preview_links import preview_link_create, preview_link_token
+from widgets.services.preview_links import preview_link_create, preview_link_token
 
 pytestmark = pytest.mark.django_db
 
