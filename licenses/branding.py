@@ -94,6 +94,16 @@ def brand_for_agency(*, agency: Agency | int | None) -> Brand:
     return brand_from_row(row)
 
 
+def brand_for_membership(membership: Membership | None) -> Brand:
+    """The brand of the membership's agency, from the row its selector already joined (no query)."""
+    if membership is None:
+        return PLATFORM_BRAND
+    try:
+        return brand_from_row(membership.agency.brand)
+    except AgencyBrand.DoesNotExist:
+        return PLATFORM_BRAND
+
+
 def brand_row_get(*, agency: Agency) -> AgencyBrand:
     """The agency's brand row for its edit form (unsaved and empty when it has none)."""
     return AgencyBrand.objects.defer("logo").filter(agency=agency).first() or AgencyBrand(agency=agency)

@@ -161,7 +161,13 @@ def usage_for_month(*, license: License, now: datetime | None = None) -> License
 def membership_list_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Membership]:
     if not user.is_authenticated:
         return Membership.objects.none()
-    return Membership.objects.select_related("agency").filter(user=user).order_by("agency__name")
+    # The agency's brand rides along (every /app/ page shows it), without the logo's bytes.
+    return (
+        Membership.objects.select_related("agency", "agency__brand")
+        .defer("agency__brand__logo")
+        .filter(user=user)
+        .order_by("agency__name")
+    )
 
 
 def membership_get(*, user: AbstractBaseUser | AnonymousUser, agency: Agency | int) -> Membership | None:

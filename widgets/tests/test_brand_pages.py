@@ -6,13 +6,13 @@ from __future__ import annotations
 import re
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core import mail
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from licenses import branding
 from licenses.models import AgencyBrand, Membership
-from licenses.tests.factories import MembershipFactory
 from widgets.services.preview_links import preview_link_create, preview_link_token
 
 pytestmark = pytest.mark.django_db
@@ -64,7 +64,8 @@ def test_owner_saves_the_brand_with_an_uploaded_logo(client, owner, agency_a):
 
 
 def test_an_admin_saves_the_brand(client, agency_a):
-    admin = MembershipFactory(agency=agency_a, role=Membership.Role.ADMIN).user
+    admin = get_user_model().objects.create_user("admin-a", "admin-a@example.test")
+    Membership.objects.create(user=admin, agency=agency_a, role=Membership.Role.ADMIN)
     client.force_login(admin)
     assert client.post(BRAND_URL, form(name="By admin")).status_code == 302
     assert AgencyBrand.objects.get(agency=agency_a).name == "By admin"
