@@ -113,14 +113,14 @@ def _snippet(client, widget) -> str:
 def test_the_embed_tab_prints_the_agencys_verified_domain(client, owner, outsider, agency_a, widget_a, widget_b):
     client.force_login(owner)
     key = widget_a.license.key
-    assert _snippet(client, widget_a).startswith(f'<script src="http://testserver/api/widget/{key}/chat-widget.js')
+    assert f'<script src="http://testserver/api/widget/{key}/chat-widget.js' in _snippet(client, widget_a)
     map_host(agency_a, host="pending.agency-a.example", status=CustomDomain.Status.PENDING)
-    assert _snippet(client, widget_a).startswith('<script src="http://testserver/')
+    assert '<script src="http://testserver/' in _snippet(client, widget_a)
     map_host(agency_a)
-    assert _snippet(client, widget_a).startswith(f'<script src="http://{MAPPED}/api/widget/{key}/chat-widget.js')
+    assert f'<script src="http://{MAPPED}/api/widget/{key}/chat-widget.js' in _snippet(client, widget_a)
     secure = client.get(f"/app/widgets/{widget_a.public_id}/embed/", secure=True).content.decode()
     assert f"https://{MAPPED}/api/widget/{key}/chat-widget.js" in html.unescape(secure)
     # Agency B's snippet stays on the platform's host.
     client.force_login(outsider)
-    assert _snippet(client, widget_b).startswith('<script src="http://testserver/')
+    assert '<script src="http://testserver/' in _snippet(client, widget_b)
     assert MAPPED not in client.get(f"/app/widgets/{widget_b.public_id}/embed/").content.decode()
