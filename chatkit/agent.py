@@ -27,6 +27,7 @@ from chatkit.types import Attachment, UserMessageTagContent, WidgetItem
 from chatkit.widget_templates import widget_for_event
 from widgets.aio import db_step
 from widgets.models import Conversation
+from widgets.page_context import page_context_text
 from widgets.tools import Tool, tool_run, tools_enabled, tools_guidance
 
 MEDIUM = (
@@ -35,13 +36,14 @@ MEDIUM = (
 )
 
 
-def chatkit_instructions(config: dict[str, Any]) -> str:
+def chatkit_instructions(config: dict[str, Any], *, page_context: dict[str, Any] | None = None) -> str:
     parts = [(config["connection"]["chatkit"].get("instructions") or "").strip()]
     facts = ((config.get("voice") or {}).get("business_facts") or "").strip()
     if facts:
         parts.append("Business facts (authoritative; prefer them over anything else):\n" + facts)
     parts.append(tools_guidance(tools_enabled(config)))
     parts.append(MEDIUM)
+    parts.append(page_context_text(page_context))
     return "\n\n".join(p for p in parts if p)
 
 
@@ -73,7 +75,7 @@ def function_tool(tool: Tool) -> FunctionTool:
 def chatkit_agent(ctx: RequestContext) -> Agent[AgentContext[RequestContext]]:
     return Agent(
         name=(ctx.widget.name or "Assistant")[:60],
-        instructions=chatkit_instructions(ctx.config),
+        instructions=chatkit_instructions(ctx.config, page_context=ctx.page_context),
         tools=[function_tool(t) for t in tools_enabled(ctx.config)],
     )
 

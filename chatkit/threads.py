@@ -66,6 +66,8 @@ class RequestContext:
     model: str
     preview: bool = False
     reserved_thread: bool = False  # the endpoint already counted the thread this request creates
+    # The embedding page's context (widgets.page_context), when the widget sends it; None otherwise.
+    page_context: dict[str, Any] | None = None
     # Filled during a turn (server.respond / tools): what the transcript records.
     ui_events: list[dict[str, Any]] = field(default_factory=list)
     conversation_id: int | None = None

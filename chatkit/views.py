@@ -62,6 +62,7 @@ from licenses.selectors import REASON_MESSAGES, license_check, license_get_publi
 from widgets.aio import db_step
 from widgets.config_schema import ConfigError, config_normalize
 from widgets.models import Widget
+from widgets.page_context import page_context_enabled, page_context_header
 from widgets.public import public_endpoint, request_origin
 from widgets.selectors import openai_api_key, widget_get_for_user
 
@@ -342,6 +343,19 @@ def _context(
     )
 
 
+def _page_context(request: HttpRequest, config: dict[str, Any]) -> dict[str, Any] | None:
+    """`X-Switchboard-Context` (the embedding page's context, relayed by our ChatKit page): checked
+    always, kept only when the widget sends page context (behaviour.page_context). Raises ChatKitError."""
+    raw = request.headers.get("X-Switchboard-Context")
+    if not raw:
+        return None
+    try:
+        context = page_context_header(raw)
+    except ApiError as exc:
+        raise ChatKitError(exc.code, exc.message, exc.status_code)
+    return context if page_context_enabled(config) else None
+
+
 def _params_ids(req: Any) -> tuple[str, str]:
     """The (thread id, item id) a request names, if any: checked before anything streams."""
     params = getattr(req, "params", None)
@@ -362,6 +376,7 @@ def _prepare(request: HttpRequest, license_key: str) -> _Prepared:
     limits, the thread's owner, the monthly count for a new thread. A refusal is a JSON error."""
     try:
         context = _server_context(request, license_key)
+        context.page_context = _page_context(request, context.config)
         try:
             # The shared body rule (size, Content-Type, UTF-8, no NUL or lone surrogates, depth), then
             # the ChatKit request shape.

@@ -21,6 +21,7 @@ from licenses.selectors import license_cache_generation, license_cache_key, lice
 from widgets.aio import db_step, upstream_await, upstream_submit
 from widgets.models import Widget
 from widgets.n8n import N8nError, N8nReply, N8nStream, N8nTarget, n8n_history_async, n8n_send_async, n8n_target
+from widgets.page_context import chat_metadata_clean
 from widgets.ratelimit import rate_hit, rate_hit_peek
 from widgets.selectors import chat_conversation_find, widget_get_published
 from widgets.services.turns import chat_failure_record, chat_turn_record
@@ -29,7 +30,6 @@ logger = logging.getLogger(__name__)
 
 MAX_CHAT_INPUT = 4000
 MAX_SESSION_ID = 200
-MAX_METADATA_BYTES = 4000
 ACTIONS = ("sendMessage", "loadPreviousSession")
 BUSY_RETRY_AFTER = 5
 
@@ -42,6 +42,7 @@ class ChatRequest:
     metadata: dict[str, Any]
     visitor_id: str
     widget_id: str
+    page_url: str = ""  # the inbox's record of the visitor's page (whatever the page-context setting)
 
 
 def _str(value: Any) -> str:
@@ -70,12 +71,11 @@ def chat_request_from(*, data: dict[str, Any], widget_param: str = "", visitor_h
             raise ApiError("empty_message", "chatInput must not be empty.")
         if len(chat_input) > MAX_CHAT_INPUT:
             raise ApiError("message_too_long", f"chatInput is limited to {MAX_CHAT_INPUT} characters.")
-    metadata = data.get("metadata") or {}
-    if not isinstance(metadata, dict) or len(json.dumps(metadata)) > MAX_METADATA_BYTES:
-        raise ApiError("invalid_metadata", f"metadata must be an object under {MAX_METADATA_BYTES} bytes.")
-    visitor_id = (visitor_header or _str(metadata.get("visitorId")))[:128]
+    # Validated whatever the widget's page-context setting; what goes to n8n is page_context_upstream's.
+    metadata = chat_metadata_clean(data.get("metadata"))
+    visitor_id = (visitor_header or metadata.get("visitorId", ""))[:128]
     widget_id = (widget_param or _str(data.get("widget")))[:40]
-    return ChatRequest(action, session_id, chat_input, metadata, visitor_id, widget_id)
+    return ChatRequest(action, session_id, chat_input, metadata, visitor_id, widget_id, visitor_page_url(metadata))
 
 
 def chat_rate_check(*, license: License, visitor_id: str, session_id: str, ip: str) -> int | None:
@@ -419,7 +419,7 @@ def _turn(widget: Widget, chat: ChatRequest) -> dict[str, Any]:
         "session_id": chat.session_id,
         "visitor_id": chat.visitor_id,
         "user_text": chat.chat_input,
-        "page_url": visitor_page_url(chat.metadata),
+        "page_url": chat.page_url,
     }
 
 

@@ -128,6 +128,8 @@ CONFIG_SCHEMA: dict[str, Any] = _obj(
                 "file_uploads": _BOOL,
                 "history": _BOOL,
                 "load_previous_session": _BOOL,
+                # Page URL, title, referrer and Switchboard.setContext() go to n8n / the agents (issue 15.3).
+                "page_context": _BOOL,
                 "disclaimer": _str(500),
                 "locale": _str(10, pattern=r"^([a-z]{2}(-[A-Z]{2})?)?$"),
                 # Overrides of the widget's UI texts (widgets/widget_strings.py); empty = the locale's.
@@ -239,6 +241,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "file_uploads": False,
         "history": True,
         "load_previous_session": True,
+        "page_context": False,
         "disclaimer": "",
         "locale": "",
         "strings": {},

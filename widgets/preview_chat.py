@@ -17,6 +17,7 @@ from licenses.api import ApiError
 from widgets.chat import ChatRequest, chat_request_from
 from widgets.models import Widget
 from widgets.n8n import N8nTarget, n8n_target
+from widgets.page_context import page_context_upstream
 
 PREVIEW_METADATA = {"preview": True}
 
@@ -31,6 +32,6 @@ def preview_chat_prepare(
     target = n8n_target(config=config, secrets=secrets)
     if target is None:
         raise ApiError("not_configured", "Enter the n8n webhook URL under Connection to chat here.", status_code=503)
-    chat = replace(chat, metadata={**chat.metadata, **PREVIEW_METADATA})
+    chat = replace(chat, metadata={**page_context_upstream(chat.metadata, config=config), **PREVIEW_METADATA})
     widget.license  # noqa: B018 - loaded here (sync), used by the async caller for the license's permit
     return chat, target, bool(config["connection"]["n8n"].get("streaming"))

@@ -517,6 +517,7 @@
             typeof data.token === "string" && data.token.length < 300) storage.set(tokenKey, data.token);
       });
       if (this.mode !== "popup") frame.src = frame.dataset.src;
+      frame.addEventListener("load", () => this.sendFrameContext());
       this.frame = frame;
       this.panel.appendChild(frame);
     }
@@ -762,8 +763,25 @@
       this.scroll();
     }
 
+    /* What this page tells the assistant (behaviour.page_context; the server checks it again). */
+    pageContext() {
+      const context = { page: location.href.slice(0, 2000) };
+      if (!this.config.behaviour.page_context) return context;
+      context.title = document.title.slice(0, 300);
+      context.referrer = /^https?:/.test(document.referrer) ? document.referrer.slice(0, 2000) : "";
+      const custom = api.context(this);
+      if (custom) context.context = custom;
+      return context;
+    }
+
+    /* ChatKit: the frame (our page) sends the context with each request to our ChatKit server. */
+    sendFrameContext() {
+      if (!this.frame || !this.frame.contentWindow || !this.config.behaviour.page_context) return;
+      this.frame.contentWindow.postMessage({ type: "switchboard:page-context", context: this.pageContext() }, this.base);
+    }
+
     post(body, path) {
-      body.metadata = body.metadata ?? { visitorId: this.visitorId, page: location.href.slice(0, 500) };
+      body.metadata = body.metadata ?? { visitorId: this.visitorId, ...this.pageContext() };
       body.widget = this.options.widget;
       return fetch(this.apiBase + (path ?? "/chat") + this.query, {
         method: "POST",
@@ -1247,8 +1265,11 @@
       } else if (size > CONTEXT_MAX_BYTES) {
         this.pageError("context_too_large", "setContext: the context is " + size + " bytes as JSON; at most " +
           CONTEXT_MAX_BYTES + " are sent.");
-      } else if (value === null) delete this.contexts[scope];
-      else this.contexts[scope] = JSON.parse(JSON.stringify(value));
+      } else {
+        if (value === null) delete this.contexts[scope];
+        else this.contexts[scope] = JSON.parse(JSON.stringify(value));
+        this.widgets(scope).forEach((widget) => widget.sendFrameContext());
+      }
     },
 
     context(widget) { return this.contexts[widget.options.widget] ?? this.contexts[""] ?? null; },

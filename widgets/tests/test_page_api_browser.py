@@ -250,3 +250,51 @@ Switchboard("open");
     assert (event["widget"], event["code"]) == (widget.public_id, "domain_not_allowed")
     assert event["message"].startswith(f'this page\'s host "localhost:{host_site.port}" was refused')
     assert page.locator("switchboard-widget").count() == 0
+
+
+def test_page_context_reaches_the_fake_n8n_only_from_the_widget_that_sends_it(
+    client, browser_contexts, host_site, live_server, two_widgets, owner, fake_n8n
+):
+    sales, support = two_widgets
+    sales = publish(sales, owner, config={"behaviour": {"page_context": True}})  # support keeps it off
+    tags = printed_snippet(client, sales, live_server.url) + printed_snippet(client, support, live_server.url)
+    landing = host_site.page(
+        "landing.html", '<!doctype html><html><body><a id="go" href="/phones.html?ref=ad">Phones</a></body></html>'
+    )
+    host_site.page(
+        "phones.html",
+        f"""<!doctype html><html><head><meta charset="utf-8"><title>Phones · Acme</title></head><body>
+<script>
+window.errors = [];
+window.Switchboard||(function(w){{var q=[];var s=w.Switchboard=function(){{q.push(["",[].slice.call(arguments)])}};s.q=q}})(window);
+Switchboard("on", "error", function (e) {{ errors.push(e); }});
+Switchboard("setContext", {{plan: "pro", cart: {{items: 2, total: 899.5}}}});
+</script>{tags}</body></html>""",
+    )
+    page = browser_contexts().new_page()
+    page.goto(landing)
+    page.locator("#go").click()
+    page.locator(shadow_of(sales.public_id, ".lau")).wait_for()
+    page.locator(shadow_of(support.public_id, ".lau")).wait_for()
+    # Oversize and non-object contexts are refused in the page with a reason code (and kept out).
+    page.evaluate("() => Switchboard.setContext({notes: 'x'.repeat(3000)})")
+    page.evaluate("() => Switchboard.setContext([1, 2])")
+    assert [e["code"] for e in page.evaluate("() => errors")] == ["context_too_large", "invalid_context"]
+
+    for widget in (sales, support):  # one after the other: SQLite takes one writer at a time
+        page.evaluate(f"() => Switchboard.widget('{widget.public_id}').send('Which phone?')")
+        page.locator(shadow_of(widget.public_id, ".m.a >> text=Hello from n8n")).wait_for(state="attached")
+    by_widget = {body["sessionId"]: body["metadata"] for body in fake_n8n.sent}
+    sessions = page.evaluate(
+        "(ids) => ids.map(id => JSON.parse(localStorage.getItem('sb:' + id + ':session')))",
+        [sales.public_id, support.public_id],
+    )
+    visitor = page.evaluate("() => JSON.parse(localStorage.getItem('sb:visitor'))")
+    assert by_widget[sessions[0]] == {
+        "visitorId": visitor,
+        "page": f"{host_site.origin}/phones.html?ref=ad",
+        "title": "Phones · Acme",
+        "referrer": landing,
+        "context": {"plan": "pro", "cart": {"items": 2, "total": 899.5}},
+    }
+    assert by_widget[sessions[1]] == {"visitorId": visitor}  # page context off: nothing else is sent

@@ -7,6 +7,7 @@ The loader is the same for every origin (cacheable); every JSON endpoint goes th
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -32,6 +33,7 @@ from widgets.chat import (
 from widgets.config_schema import config_public
 from widgets.models import Widget
 from widgets.n8n import N8nTarget
+from widgets.page_context import page_context_upstream
 from widgets.public import public_endpoint, request_origin
 from widgets.services.leads import lead_submit
 
@@ -160,6 +162,9 @@ async def _chat(request: HttpRequest, license: License) -> HttpResponse:
     prepared = await db_step(
         chat_prepare, license=license, chat=chat, ip=_client_ip(request), origin=request_origin(request)
     )
+    # Page context goes on only when the widget sends it (behaviour.page_context, off by default).
+    metadata = page_context_upstream(chat.metadata, config=prepared.widget.published_version.config)
+    chat = replace(chat, metadata=metadata)
     return await chat_answer(
         request,
         widget=prepared.widget,

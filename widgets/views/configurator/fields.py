@@ -279,6 +279,13 @@ def sections() -> list[Section]:
                         control("behaviour.file_uploads", "Allow file uploads"),
                         control("behaviour.history", "Show history"),
                         control("behaviour.load_previous_session", "Load previous session"),
+                        control(
+                            "behaviour.page_context",
+                            "Send page context",
+                            help="Each message carries the page's URL, title and referrer and the site's "
+                            "Switchboard.setContext({...}) object: n8n gets them in metadata, ChatKit and voice "
+                            "agents as context. Off: only the visitor id is sent.",
+                        ),
                     ],
                 ),
             ],
