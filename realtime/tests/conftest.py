@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 from channels.testing import WebsocketCommunicator
+from django.core.cache import cache
+from django.test import Client
 
 from realtime.tests.fakes import FakeRealtime
 from widgets.config_schema import config_normalize
@@ -280,3 +282,34 @@ def own_redis(settings):
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     server.stop()
+
+
+# --- LiveKit ----------------------------------------------------------------------------------
+
+KEY, SECRET = "APIlivekittest", "livekit-test-secret-0123456789abcdef"
+SERVER_URL = "wss://livekit.example.test"
+
+
+@pytest.fixture
+def livekit_settings(settings):
+    settings.LIVEKIT_URL = SERVER_URL
+    settings.LIVEKIT_API_KEY = KEY
+    settings.LIVEKIT_API_SECRET = SECRET
+    settings.LIVEKIT_AGENT_NAME = "switchboard-voice"
+    cache.clear()
+    yield settings
+    cache.clear()
+
+
+@pytest.fixture
+def livekit_widget(voice_widget, owner, livekit_settings):
+    voice_widget.config = config_normalize({"voice": {"transport": "livekit"}}, base=voice_widget.config)
+    voice_widget.save()
+    publish(voice_widget, owner)
+    return Widget.objects.select_related("license", "published_version").get(pk=voice_widget.pk)
+
+
+def post_token(widget, *, origin=ORIGIN, key=None, **extra):
+    body = {"license": key or widget.license.key, "widget": widget.public_id, "visitor_id": "visitor-1", **extra}
+    headers = {"HTTP_ORIGIN": origin} if origin else {}
+    return Client().post("/api/livekit/token", json.dumps(body), content_type="application/json", **headers)

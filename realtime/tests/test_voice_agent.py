@@ -1,0 +1,125 @@
+"""The voice agent's wiring under livekit-agents' own test helpers (AgentSession.run + RunResult.expect),
+with a scripted model in place of OpenAI: the raw function tools built from the one session run our
+tools, the browser gets the relay's events, and the turns land in the database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from livekit import api
+from livekit.agents import AgentSession, llm
+from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
+
+from realtime.livekit_call import LiveKitCall
+from realtime.tests.conftest import KEY, SECRET, post_token
+from realtime.voice_agent import build_agent, wire_session
+from widgets import ui_events
+from widgets.models import Conversation, Message, Product
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+class ScriptedLLM(llm.LLM):
+    """A model that calls `search_products` for the first user turn, then answers from the tool output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[dict[str, Any]] = []
+
+    @property
+    def model(self) -> str:
+        return "scripted"
+
+    def chat(self, *, chat_ctx: llm.ChatContext, tools: list | None = None, **kwargs: Any) -> llm.LLMStream:
+        self.requests.append({"tools": sorted(t.info.name for t in tools or []), "items": list(chat_ctx.items)})
+        return ScriptedStream(self, chat_ctx=chat_ctx, tools=tools or [], conn_options=DEFAULT_API_CONNECT_OPTIONS)
+
+
+class ScriptedStream(llm.LLMStream):
+    async def _run(self) -> None:
+        outputs = [i for i in self._chat_ctx.items if i.type == "function_call_output"]
+        if not outputs:
+            delta = llm.ChoiceDelta(
+                role="assistant",
+                tool_calls=[
+                    llm.FunctionToolCall(
+                        name="search_products", arguments='{"query": "phone", "max_price": 500}', call_id="call_1"
+                    )
+                ],
+            )
+        else:
+            said = json.loads(outputs[-1].output)["say"]
+            delta = llm.ChoiceDelta(role="assistant", content=said)
+        self._event_ch.send_nowait(llm.ChatChunk(id="chunk", delta=delta))
+        usage = llm.CompletionUsage(prompt_tokens=100, completion_tokens=20, total_tokens=120)
+        self._event_ch.send_nowait(llm.ChatChunk(id="chunk", usage=usage))
+
+
+class Recorder:
+    """Stands in for the text-stream sender: what the visitor's browser would receive."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def send(self, evts: list[dict[str, Any]]) -> None:
+        self.events.extend(evts)
+
+
+def open_call(widget) -> LiveKitCall:
+    claims = api.TokenVerifier(KEY, SECRET).verify(post_token(widget).json()["participant_token"])
+    return LiveKitCall.open(metadata_text=claims.room_config.agents[0].metadata, room=claims.room_config.name)
+
+
+async def test_tool_call_turns_and_events_under_the_sdk(livekit_widget):
+    call = await sync_to_async(open_call)(livekit_widget)
+    browser = Recorder()
+    model = ScriptedLLM()
+    ended: list[str] = []
+    async with AgentSession(llm=model) as session:
+        tasks = wire_session(session, call, browser, ended.append)
+        await session.start(build_agent(call, browser))
+        result = await session.run(user_input="Do you have phones under 500 dollars?")
+        await result
+        result.expect.next_event().is_function_call(
+            name="search_products", arguments={"query": "phone", "max_price": 500}
+        )
+        output = result.expect.next_event().is_function_call_output().event().item
+        assert json.loads(output.output)["products"] == [{"title": "Phone X", "price": "449.00", "in_stock": True}]
+        result.expect.next_event().is_message(role="assistant")
+        result.expect.no_more_events()
+        if tasks:
+            await asyncio.wait(set(tasks), timeout=5)
+
+    # The model saw exactly the session's tools (from the one session-config function).
+    assert model.requests[0]["tools"] == sorted(t["name"] for t in call.session["tools"])
+    phone_x = await Product.objects.aget(widget=livekit_widget, title="Phone X")
+    said = "I found 1 option: Phone X (USD 449.00). They're on your screen now."
+    sent = [e for e in browser.events if e["type"] in ("tool.started", "ui.event", "transcript.final")]
+    assert [e for e in sent if e["type"] != "transcript.final"] == [
+        {"type": "tool.started", "name": "search_products"},
+        {"type": "ui.event", "event": ui_events.product_cards([phone_x])},
+    ]
+    finals = [(e["role"], e["text"]) for e in sent if e["type"] == "transcript.final"]
+    assert finals == [("user", "Do you have phones under 500 dollars?"), ("assistant", said)]
+    rows = [(m.role, m.text) async for m in Message.objects.filter(conversation_id=call.conversation_id).order_by("id")]
+    assert sorted(rows) == sorted(
+        [("user", "Do you have phones under 500 dollars?"), ("tool", said), ("assistant", said)]
+    )
+    # Usage: the SDK's running totals (two requests) checkpointed on the conversation, as the relay does.
+    conversation = await Conversation.objects.aget(pk=call.conversation_id)
+    assert conversation.usage["input_tokens"] == 200 and conversation.usage["output_tokens"] == 40
+    assert conversation.heartbeat_at is not None and conversation.ended_at is None
+    assert ended == ["hangup"]  # the session closed: the call ends as a hang-up
+
+
+def test_command_needs_the_livekit_settings(settings):
+    from django.core.management import CommandError, call_command
+
+    settings.LIVEKIT_URL = ""
+    with pytest.raises(CommandError) as refused:
+        call_command("voice_agent")
+    assert str(refused.value) == "Set LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET to run the voice agent."
