@@ -29,7 +29,8 @@ from realtime import events
 from realtime import services as svc
 from realtime.livekit import DispatchMetadata, dispatch_metadata_read, room_name
 from realtime.session_config import session_config
-from widgets.models import Channel, Conversation, Message, Widget, WidgetVersion
+from widgets.models import Channel, Conversation, Widget, WidgetVersion
+from widgets.services.turns import tool_turn_save, turn_save
 from widgets.tools import tool_run
 
 HEARTBEAT_SECONDS = 15.0  # checkpoint + heartbeat the reaper watches, as the relay
@@ -131,12 +132,7 @@ class LiveKitCall:
             config=self.config,
         )
         if conversation is not None:
-            Message.objects.create(
-                conversation=conversation,
-                role=Message.Role.TOOL,
-                text=result.speak,
-                payload={"tool": name, "ok": result.ok, "ui_events": [result.ui_event] if result.ui_event else []},
-            )
+            tool_turn_save(conversation_id=conversation.pk, name=name, result=result)
         return result.output(), [events.ui_event(result.ui_event)] if result.ui_event else []
 
     # --- states and transcripts -----------------------------------------------------------------
@@ -174,7 +170,7 @@ class LiveKitCall:
         text = text.strip()
         if role not in ("user", "assistant") or not text:
             return []
-        svc.voice_turn_save(conversation_id=self.conversation_id, role=role, text=text, item_id=item_id)
+        turn_save(conversation_id=self.conversation_id, role=role, text=text, item_id=item_id)
         return [events.transcript_final(role=role, text=text, item_id=item_id)]
 
     # --- usage, limits and the end --------------------------------------------------------------

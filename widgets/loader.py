@@ -36,7 +36,7 @@ from widgets.config_schema import config_public
 from widgets.models import Widget, WidgetVersion
 
 BUNDLE_DIR = Path(settings.BASE_DIR) / "static" / "widget"
-BUNDLE_FILES = ("widget.js", "voice.js")
+BUNDLE_FILES = ("widget.js", "voice.js", "voice-livekit.js")
 LOADER_CACHE_SECONDS = 3600
 CACHE_CONTROL = "public, max-age=60, stale-while-revalidate=300"
 ERROR_CACHE_CONTROL = "public, max-age=30"

@@ -3,6 +3,7 @@
  * Mic: getUserMedia -> AudioWorklet (inlined, Blob URL) that downmixes, resamples to 24 kHz PCM16 and
  * hands over 40 ms chunks -> base64 input_audio_buffer.append. Playback: a gapless queue of 24 kHz
  * buffers scheduled back to back, cleared on speech.started (barge-in). Server events: realtime/events.py.
+ * transport "livekit": createLiveKit() hands the call to static/widget/voice-livekit.js (loaded on demand).
  * Server restart (session.ended reason "server_restart", or close 1012): the mic stays open and the socket
  * reconnects with back-off ("Reconnecting…"), to another server process or the restarted one.
  */
@@ -66,7 +67,38 @@
       encodeURIComponent(api.widgetId || "") + "&visitor=" + encodeURIComponent(api.visitorId || "");
   }
 
+  // transport: livekit lives in voice-livekit.js, loaded (with LiveKit's SDK) only for a LiveKit call.
+  var QUERY = ((document.currentScript && document.currentScript.src) || "").split("?")[1] || "";
+  function createLiveKit(api) {
+    var inner = null, stopped = false, muted = false;
+    function load() {
+      if (window.SwitchboardVoiceLiveKit) return Promise.resolve(window.SwitchboardVoiceLiveKit);
+      return new Promise(function (resolve, reject) {
+        var script = document.createElement("script");
+        script.src = String(api.baseUrl || "").replace(/\/$/, "") + "/static/widget/voice-livekit.js" + (QUERY ? "?" + QUERY : "");
+        script.onload = function () { window.SwitchboardVoiceLiveKit ? resolve(window.SwitchboardVoiceLiveKit) : reject(new Error("")); };
+        script.onerror = function () { reject(new Error("Voice isn't available on this site right now.")); };
+        (document.head || document.documentElement).appendChild(script);
+      });
+    }
+    return {
+      start: function () {
+        stopped = false;
+        return load().then(function (LiveKitVoice) {
+          if (stopped) return;
+          inner = inner || LiveKitVoice.create(api);
+          inner.setMuted(muted);
+          return inner.start();
+        });
+      },
+      stop: function (reason) { stopped = true; if (inner) inner.stop(reason); },
+      setMuted: function (value) { muted = !!value; if (inner) inner.setMuted(muted); },
+      sendText: function (text) { if (inner) inner.sendText(text); },
+    };
+  }
+
   function create(api) {
+    if (api.config && api.config.voice && api.config.voice.transport === "livekit") return createLiveKit(api);
     var ws = null, ctx = null, stream = null, node = null, source = null;
     var muted = false, ended = true, ready = false, state = "idle";
     var playing = [], playHead = 0, responding = false;
