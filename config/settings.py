@@ -293,6 +293,9 @@ LIVEKIT_API_KEY = env_str("LIVEKIT_API_KEY")
 LIVEKIT_API_SECRET = env_str("LIVEKIT_API_SECRET")
 # The name `python manage.py voice_agent` registers under; participant tokens dispatch it by this name.
 LIVEKIT_AGENT_NAME = env_str("LIVEKIT_AGENT_NAME", "switchboard-voice")
+# The voice agent worker's health-check HTTP port (0: any free port) and its warm job processes.
+LIVEKIT_AGENT_PORT = env_int("LIVEKIT_AGENT_PORT", 8081, minimum=0)
+LIVEKIT_AGENT_IDLE_PROCESSES = env_int("LIVEKIT_AGENT_IDLE_PROCESSES", 2, minimum=0)
 
 # Realtime models and prices (USD per 1M tokens) are settings, not code. The keys of REALTIME_PRICES
 # are the ONE list of voice models the configurator offers and the config accepts. gpt-realtime and

@@ -237,5 +237,7 @@ def server() -> AgentServer:
             ws_url=settings.LIVEKIT_URL,
             api_key=settings.LIVEKIT_API_KEY,
             api_secret=settings.LIVEKIT_API_SECRET,
+            port=settings.LIVEKIT_AGENT_PORT,
+            num_idle_processes=settings.LIVEKIT_AGENT_IDLE_PROCESSES,
         )
     )

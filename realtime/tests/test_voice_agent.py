@@ -123,3 +123,84 @@ def test_command_needs_the_livekit_settings(settings):
     with pytest.raises(CommandError) as refused:
         call_command("voice_agent")
     assert str(refused.value) == "Set LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET to run the voice agent."
+
+
+class FakeLiveKitAgentEndpoint:
+    """LiveKit's worker endpoint (`/agent`, protobuf over WebSocket) on 127.0.0.1: it checks the worker's
+    token, answers its registration as a LiveKit server does and records what the worker said."""
+
+    def __init__(self) -> None:
+        self.auth: list[str] = []
+        self.messages: list[Any] = []
+        self.registered = asyncio.Event()
+
+    async def handler(self, connection: Any) -> None:
+        from livekit.protocol import agent
+
+        self.auth.append(connection.request.path + " " + connection.request.headers.get("Authorization", ""))
+        async for raw in connection:
+            message = agent.WorkerMessage()
+            message.ParseFromString(raw)
+            self.messages.append(message)
+            if message.HasField("register"):
+                reply = agent.ServerMessage()
+                reply.register.worker_id = "AW_fake"
+                reply.register.server_info.version = "fake"
+                await connection.send(reply.SerializeToString())
+                self.registered.set()
+
+
+async def test_worker_registers_with_livekit_under_our_agent_name(tmp_path):
+    """`python manage.py voice_agent start` against a fake LiveKit: the worker authenticates with an agent
+    token signed by our key and registers for explicit dispatch as LIVEKIT_AGENT_NAME."""
+    import os
+    import signal
+    import sys
+
+    import websockets
+    from django.conf import settings
+
+    fake = FakeLiveKitAgentEndpoint()
+    server = await websockets.serve(fake.handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    env = {
+        **os.environ,
+        "DEBUG": "1",
+        "LIVEKIT_URL": f"ws://127.0.0.1:{port}",
+        "LIVEKIT_API_KEY": KEY,
+        "LIVEKIT_API_SECRET": SECRET,
+        "LIVEKIT_AGENT_NAME": "switchboard-voice-test",
+        "LIVEKIT_AGENT_PORT": "0",
+        "LIVEKIT_AGENT_IDLE_PROCESSES": "0",
+    }
+    log = (tmp_path / "agent.log").open("wb")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "manage.py",
+        "voice_agent",
+        "start",
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    try:
+        await asyncio.wait_for(fake.registered.wait(), timeout=60)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), timeout=30)
+        except TimeoutError:
+            os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+        server.close()
+        log.close()
+    path, _, bearer = fake.auth[0].partition(" Bearer ")
+    assert path == "/agent"
+    claims = api.TokenVerifier(KEY, SECRET).verify(bearer)
+    assert claims.video.agent is True and claims.video.room_join is None
+    register = fake.messages[0].register
+    assert register.agent_name == "switchboard-voice-test"
+    assert register.type == 0  # JT_ROOM: one job per room
+    assert register.allowed_permissions.agent is True
