@@ -92,15 +92,30 @@ class LiveKitCall:
         if version is None:
             raise CallRefused("unknown_call")
         license = conversation.widget.license
-        if license_status_reason(license=license) != "ok":
-            raise CallRefused("license_inactive")
         config = version.config
-        voice = config.get("voice") or {}
-        if not voice.get("enabled"):
-            raise CallRefused("voice_disabled")
         quota_left = svc.voice_quota_left_seconds(license_id=license.pk)
-        if quota_left <= 0:
-            raise CallRefused("quota_exceeded")
+        refusal = (
+            "license_inactive"
+            if license_status_reason(license=license) != "ok"
+            else "voice_disabled"
+            if not (config.get("voice") or {}).get("enabled")
+            else "quota_exceeded"
+            if quota_left <= 0
+            else ""
+        )
+        if refusal:  # a real call that may not go on: closed now, its slot freed (not left to the reaper)
+            svc.voice_usage_checkpoint(
+                conversation_id=conversation.pk,
+                license_id=license.pk,
+                usage={},
+                audio_in_seconds=0.0,
+                audio_out_seconds=0.0,
+                cost_usd=Decimal(0),
+                end_reason=refusal,
+            )
+            svc.voice_slot_release(key=metadata.slot, token=metadata.slot_token)
+            raise CallRefused(refusal)
+        voice = config["voice"]
         call = cls(
             metadata=metadata,
             widget=conversation.widget,

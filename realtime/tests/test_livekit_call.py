@@ -19,7 +19,7 @@ from realtime.livekit_call import CallRefused, LiveKitCall, realtime_model_optio
 from realtime.session_config import session_config
 from realtime.tests.conftest import KEY, SECRET, post_token
 from widgets import ui_events
-from widgets.models import Conversation, Message, Product
+from widgets.models import Conversation, Message, Product, WidgetVersion
 
 pytestmark = pytest.mark.django_db
 
@@ -121,20 +121,27 @@ class TestOpen:
                 LiveKitCall.open(metadata_text=json.dumps({**json.loads(metadata), **change}), room=room)
             assert refused.value.code == "unknown_call"
 
-    def test_ended_call_suspended_license_and_no_minutes_are_refused(self, livekit_widget):
+    @pytest.mark.parametrize("refusal", ["quota_exceeded", "license_inactive", "voice_disabled"])
+    def test_a_call_that_may_not_go_on_is_closed_and_its_slot_freed(self, livekit_widget, owner, refusal):
         metadata, room = dispatch(livekit_widget)
-        LicenseUsage.objects.filter(license_id=livekit_widget.license_id).update(voice_seconds=300 * 60)
+        assert svc.voice_slots_in_use(license=livekit_widget.license) == 1
+        if refusal == "quota_exceeded":
+            LicenseUsage.objects.filter(license_id=livekit_widget.license_id).update(voice_seconds=300 * 60)
+        elif refusal == "license_inactive":
+            License.objects.filter(pk=livekit_widget.license_id).update(status="suspended")
+        else:  # the version the token named has voice off (a hand-made dispatch; ours never names one)
+            WidgetVersion.objects.filter(pk=livekit_widget.published_version_id).update(
+                config={**livekit_widget.published_version.config, "voice": {"enabled": False}}
+            )
         with pytest.raises(CallRefused) as refused:
             LiveKitCall.open(metadata_text=metadata, room=room)
-        assert refused.value.code == "quota_exceeded"
-        License.objects.filter(pk=livekit_widget.license_id).update(status="suspended")
-        with pytest.raises(CallRefused) as refused:
+        assert refused.value.code == refusal
+        conversation = Conversation.objects.get()
+        assert conversation.ended_at is not None and conversation.end_reason == refusal
+        assert svc.voice_slots_in_use(license=livekit_widget.license) == 0
+        with pytest.raises(CallRefused) as again:  # an ended call is never served
             LiveKitCall.open(metadata_text=metadata, room=room)
-        assert refused.value.code == "license_inactive"
-        Conversation.objects.update(end_reason="worker_lost", ended_at="2026-01-01T00:00:00Z")
-        with pytest.raises(CallRefused) as refused:
-            LiveKitCall.open(metadata_text=metadata, room=room)
-        assert refused.value.code == "unknown_call"
+        assert again.value.code == "unknown_call"
 
 
 class TestToolsAndTurns:
