@@ -7,6 +7,7 @@ import os
 import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -132,6 +133,22 @@ def browser_contexts(chromium, artifacts_dir, request):
             for page in context.pages:
                 page.screenshot(path=os.path.join(artifacts_dir, f"FAILED-{request.node.name}-{index}.png"))
         context.close()
+
+
+@pytest.fixture
+def chatkit_stand_in(settings):
+    """chatkit_stand_in(context): ChatKit's CDN script, in that browser context, is the stand-in element
+    (chatkit/tests/chatkit_stand_in.js): it records setOptions in window.__chatkit and talks to our ChatKit
+    server through options.api like the real one (the CDN is not reachable in tests)."""
+    body = (Path(__file__).parent / "chatkit" / "tests" / "chatkit_stand_in.js").read_text()
+
+    def install(context) -> None:
+        context.route(
+            settings.CHATKIT_JS_URL,
+            lambda route: route.fulfill(status=200, content_type="application/javascript", body=body),
+        )
+
+    return install
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -64,7 +64,7 @@ from widgets.config_schema import ConfigError, config_normalize
 from widgets.models import Widget
 from widgets.page_context import page_context_enabled, page_context_header
 from widgets.public import public_endpoint, request_origin
-from widgets.selectors import openai_api_key, widget_get_for_user
+from widgets.selectors import openai_api_key, preview_link_resolve, widget_get_for_user
 
 
 def _error(exc: ChatKitError) -> JsonResponse:
@@ -161,6 +161,7 @@ def _page(
     config: dict[str, Any],
     origin: str | None,
     preview: bool,
+    share: str = "",
 ) -> HttpResponse:
     page: dict[str, Any] = {
         "preview": preview,
@@ -173,7 +174,14 @@ def _page(
         "scriptUrl": settings.CHATKIT_JS_URL,
     }
     api_url = reverse("chatkit:server", kwargs={"license_key": license.key})
-    if preview:
+    if share:
+        # A share link: signed out, the link's draft, never counted; each browser its own visitor.
+        page["apiUrl"] = f"{api_url}?{urlencode({'share': share})}"
+        kept = request.GET.get("vt", "")
+        page["visitorToken"] = (
+            kept if visitor_token_read(license=license, token=kept) else visitor_token_issue(license=license)
+        )
+    elif preview:
         page["apiUrl"] = f"{api_url}?preview={widget.public_id}"
         page["optionsUrl"] = reverse("chatkit:preview-options")
         page["csrfToken"] = get_token(request)
@@ -258,6 +266,28 @@ def preview_page(request: HttpRequest, public_id: str) -> HttpResponse:
     return _page(request, license=widget.license, widget=widget, config=config, origin=None, preview=True)
 
 
+@xframe_options_exempt
+@require_GET
+def share_page(request: HttpRequest, token: str) -> HttpResponse:
+    """A share link's ChatKit page: the link's saved draft for whoever holds an unexpired, unrevoked link
+    (framed by the share page on our own origin). Chats run as previews: rate limited, never counted."""
+    lookup = preview_link_resolve(token=token)
+    if not lookup.ok or lookup.link is None:
+        gone = lookup.reason in ("expired", "revoked")
+        return _problem(
+            request,
+            status=410 if gone else 404,
+            title="Preview unavailable",
+            message="This preview link has expired or was revoked." if gone else "No such preview link.",
+        )
+    widget = lookup.link.widget
+    try:
+        config = chatkit_widget_draft(widget=widget)
+    except ChatKitError as exc:
+        return _problem(request, status=exc.status_code, title="No preview", message=exc.message)
+    return _page(request, license=widget.license, widget=widget, config=config, origin=None, preview=True, share=token)
+
+
 # --- POST /api/chatkit/<license_key>/: our own ChatKit server (ChatKit's `api.url`) -----------------
 
 SERVER = SwitchboardChatKitServer()
@@ -281,6 +311,9 @@ def _server_context(request: HttpRequest, license_key: str) -> RequestContext:
             check.message if not check.ok else "Call this endpoint from the ChatKit page.",
             403,
         )
+    share = request.GET.get("share", "")
+    if share:
+        return _share_context(request, license_key=license_key, token=share)
     preview_id = request.GET.get("preview", "")
     if preview_id:
         return _preview_context(request, license_key=license_key, public_id=preview_id)
@@ -321,6 +354,26 @@ def _preview_context(request: HttpRequest, *, license_key: str, public_id: str) 
         raise ChatKitError(reason, REASON_MESSAGES[reason], 403)
     config = chatkit_widget_draft(widget=widget)
     owner = chatkit_user_id(license=widget.license, visitor_id=f"preview:{request.user.pk}")
+    return _context(license=widget.license, widget=widget, config=config, owner=owner, preview=True)
+
+
+def _share_context(request: HttpRequest, *, license_key: str, token: str) -> RequestContext:
+    """A share link's chat: the link must be live and name this license's widget; the caller is the
+    signed visitor its page issued (so two holders of one link never see each other's threads)."""
+    lookup = preview_link_resolve(token=token[:300])
+    if not lookup.ok or lookup.link is None:
+        raise ChatKitError("preview_unavailable", "This preview link has expired or was revoked.", 410)
+    widget = lookup.link.widget
+    if widget.license.key != license_key:
+        raise ChatKitError("widget_not_found", "No such widget.", 404)
+    reason = license_status_reason(license=widget.license)
+    if reason != "ok":
+        raise ChatKitError(reason, REASON_MESSAGES[reason], 403)
+    visitor = visitor_token_read(license=widget.license, token=request.headers.get("X-Switchboard-Visitor"))
+    if visitor is None:
+        raise ChatKitError("visitor_invalid", "The visitor id is missing or invalid; reload the page.", 403)
+    config = chatkit_widget_draft(widget=widget)
+    owner = chatkit_user_id(license=widget.license, visitor_id=f"share:{lookup.link.token_id}:{visitor}")
     return _context(license=widget.license, widget=widget, config=config, owner=owner, preview=True)
 
 

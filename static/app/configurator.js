@@ -2,7 +2,6 @@
 // Schema, feed the preview frame the DRAFT (unsaved) config, save/publish through /api/v1/.
 import { csrfToken, toast } from "./app.js";
 import { schemaAt, validateValue } from "./validate.js";
-import { publicConfig } from "./public-config.js";
 
 const editor = document.getElementById("editor");
 const form = document.getElementById("config-form");
@@ -130,13 +129,27 @@ function refreshVisibility() {
 
 // --- preview --------------------------------------------------------------------------------------
 
+// The frame gets what a visitor's browser would get of the draft: the server's public projection
+// (config_public), asked for after each edit settles. Replies to older edits are dropped.
+let previewSeq = 0;
+let previewTimer = null;
+
 function sendPreview() {
   if (errors.size) return; // keep showing the last valid config while a field is invalid
+  clearTimeout(previewTimer);
+  previewTimer = setTimeout(projectPreview, 120);
+}
+
+async function projectPreview() {
+  const seq = ++previewSeq;
+  const config = formConfig();
+  const result = await api(editor.dataset.previewConfigUrl, "POST", { config }).catch(() => null);
+  if (seq !== previewSeq || !result?.ok) return; // a newer edit is on its way, or this one is invalid
   frame.contentWindow?.postMessage(
-    { type: "switchboard:preview", config: publicConfig(fullConfig()),
+    { type: "switchboard:preview", config: result.data.config,
       options: { mode: preview.mode, host: preview.host, dirty },
       // The preview chat uses the unsaved connection exactly as Test connection does.
-      draft: { config: formConfig(), secrets: secretChanges() } },
+      draft: { config, secrets: secretChanges() } },
     location.origin,
   );
 }

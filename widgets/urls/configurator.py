@@ -62,6 +62,7 @@ urlpatterns = [
     # Preview and share links.
     path(W + "preview-frame/", preview.preview_frame, name="app-widget-preview-frame"),
     path(W + "preview-chat/", preview.preview_chat, name="app-widget-preview-chat"),
+    path(W + "preview-config/", preview.preview_config, name="app-widget-preview-config"),
     path(W + "share/", preview.share_links, name="app-widget-share"),
     path(W + "share/<int:pk>/revoke/", preview.share_revoke, name="app-widget-share-revoke"),
     path("p/<str:token>/", preview.share_page, name="app-share"),

@@ -47,42 +47,66 @@ def test_create_chatkit_widget_through_the_form(signed_in, live_server, owner, l
     assert page.locator("#type-badge").inner_text() == "OpenAI ChatKit"
 
 
-def test_accent_colour_updates_preview_without_saving(signed_in, live_server, owner, license_a):
+def chatkit_page(page):
+    """The ChatKit page the bundle frames inside the preview frame, once it has mounted ChatKit."""
+    for _ in range(200):
+        for frame in page.frames:
+            if "/widget/chatkit/" in frame.url:
+                return frame
+        page.wait_for_timeout(50)
+    raise AssertionError(f"no ChatKit frame in {[f.url for f in page.frames]}")
+
+
+def test_accent_colour_updates_preview_without_saving(signed_in, live_server, owner, license_a, chatkit_stand_in):
+    """The preview is the real bundle framing the real ChatKit page; a theme edit reaches ChatKit's
+    options (mapped by the server) without saving and without reloading the page."""
     widget = WidgetFactory(license=license_a, provider="chatkit", name="Kit")
+    widget_update(widget=widget, membership=owner.memberships.get(), secrets={"openai_api_key": "sk-test-abcd1234"})
     page = signed_in(owner)
+    chatkit_stand_in(page.context)
     errors = open_editor(page, live_server, widget)
     page.get_by_role("tab", name="Appearance").click()
-    frame = frame_of(page)
-    panel = frame.locator("[data-sb-provider=chatkit]")
-    assert panel.get_attribute("data-sb-accent") == "#4f46e5"
+    kit = chatkit_page(page)
+    kit.wait_for_function("window.__chatkit && window.__chatkit.options.theme.color.accent.primary === '#4f46e5'")
+    kit.evaluate("window.__marker = 'same page'")
     field = page.get_by_label("Accent colour", exact=True)
     field.fill("#0f766e")
-    page.wait_for_function(
-        "document.getElementById('preview-frame').contentDocument"
-        ".querySelector('[data-sb-provider=chatkit]').dataset.sbAccent === '#0f766e'"
-    )
-    # Inside the frame the colour is really applied.
-    colour = frame.locator(".ck-send").evaluate("el => getComputedStyle(el).backgroundColor")
-    assert colour == "rgb(15, 118, 110)"
+    kit.wait_for_function("window.__chatkit.options.theme.color.accent.primary === '#0f766e'")
+    assert kit.evaluate("window.__marker") == "same page"  # updated in place, not reloaded
     widget.refresh_from_db()
     assert widget.config["appearance"]["chatkit"]["accent_color"] == "#4f46e5"  # not saved
     assert page.locator("#save-state").inner_text() == "Unsaved changes"
     # An invalid value shows the schema's message next to the field and does not reach the preview.
+    calls = kit.evaluate("window.__chatkitCalls")
     field.fill("teal")
     assert "hex colour" in page.locator("[data-error-for='appearance.chatkit.accent_color']").inner_text()
-    assert panel.get_attribute("data-sb-accent") == "#0f766e"
+    field.fill("#0f766f")
+    kit.wait_for_function("window.__chatkit.options.theme.color.accent.primary === '#0f766f'")
+    assert kit.evaluate("window.__chatkitCalls") == calls + 1  # "teal" never reached it
     assert not errors
 
 
-def test_chatkit_preview_uses_the_chatkit_page_once_connected(signed_in, live_server, owner, license_a):
+def test_chatkit_preview_is_the_bundle_framing_the_preview_page(signed_in, live_server, owner, license_a):
     widget = WidgetFactory(license=license_a, provider="chatkit", name="Kit")
     widget_update(widget=widget, membership=owner.memberships.get(), secrets={"openai_api_key": "sk-test-abcd1234"})
     page = signed_in(owner)
     open_editor(page, live_server, widget)
-    inner = frame_of(page).locator("iframe.ck-frame")
+    root = frame_of(page).locator("#sb-preview-root[data-renderer=bundle][data-provider=chatkit]")
+    root.wait_for(state="attached")
+    inner = frame_of(page).locator("iframe")
     inner.wait_for(state="attached")
-    assert inner.get_attribute("src") == f"/widget/chatkit/preview/{widget.public_id}"
+    assert inner.get_attribute("src") == f"{live_server.url}/widget/chatkit/preview/{widget.public_id}?widget={widget.public_id}"
     assert "sk-test" not in page.content()
+
+
+def test_chatkit_preview_without_a_key_says_what_is_missing(signed_in, live_server, owner, license_a, settings):
+    settings.OPENAI_API_KEY = ""
+    widget = WidgetFactory(license=license_a, provider="chatkit", name="Kit")
+    page = signed_in(owner)
+    open_editor(page, live_server, widget)
+    problem = chatkit_page(page).locator("[data-testid=problem]")
+    problem.wait_for()
+    assert "API key" in problem.inner_text()
 
 
 def test_switching_provider_keeps_settings_and_changes_type_on_save(signed_in, live_server, owner, widget_a):
@@ -95,7 +119,7 @@ def test_switching_provider_keeps_settings_and_changes_type_on_save(signed_in, l
     page.get_by_text("OpenAI ChatKit", exact=True).click()
     page.get_by_label("Mode", exact=True).wait_for()
     assert not page.get_by_label("Webhook URL").is_visible()
-    frame_of(page).locator("[data-sb-provider=chatkit]").wait_for()
+    frame_of(page).locator("#sb-preview-root[data-provider=chatkit]").wait_for(state="attached")
     widget_a.refresh_from_db()
     assert widget_a.widget_type == "n8n"  # nothing saved yet
     page.get_by_role("button", name="Save draft").click()

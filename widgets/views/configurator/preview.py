@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
@@ -13,39 +13,34 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
 from licenses.api import ApiError, error_response
-from licenses.app_shell import forbidden, json_body, post_action, render_app, role_flags
+from licenses.app_shell import api_error_json, forbidden, json_body, post_action, render_app, role_flags
 from licenses.branding import brand_for_agency
 from licenses.models import Membership
 from widgets.aio import db_step
 from widgets.chat import ChatRequest, chat_rate_check
-from widgets.config_schema import config_public
+from widgets.config_schema import ConfigError, config_normalize, config_public
 from widgets.models import Widget
 from widgets.n8n import N8nTarget
 from widgets.preview_chat import preview_chat_prepare
-from widgets.selectors import openai_api_key, preview_link_resolve
+from widgets.selectors import preview_link_resolve
 from widgets.services import preview_links
 from widgets.views.configurator.common import draft_connection, widget_view
 from widgets.views.embed import chat_answer, chat_error
 
 
-def _connection_ready(widget: Widget) -> dict[str, bool]:
-    chatkit = widget.config["connection"]["chatkit"]
-    return {
-        "n8n": bool(widget.config["connection"]["n8n"]["webhook_url"]),
-        "chatkit": bool(openai_api_key(secrets=widget.secrets))
-        and (chatkit["mode"] == "server" or bool(chatkit["workflow_id"])),
-    }
-
-
-def _chatkit_preview_url(widget: Widget) -> str:
-    """The ChatKit page in preview mode (chatkit app), linked by URL name only (imports point down)."""
+def _chatkit_url(name: str, **kwargs: str) -> str:
+    """A ChatKit page (chatkit app), linked by URL name only (imports point down)."""
     try:
-        return reverse("chatkit:preview", kwargs={"public_id": widget.public_id})
+        return reverse(name, kwargs=kwargs)
     except NoReverseMatch:
         return ""
 
 
-def _frame(request: HttpRequest, widget: Widget, chat_url: str, *, shared: bool = False) -> HttpResponse:
+def _chatkit_preview_url(widget: Widget) -> str:
+    return _chatkit_url("chatkit:preview", public_id=widget.public_id)
+
+
+def _frame(request: HttpRequest, widget: Widget, *, chat_url: str, chatkit_url: str) -> HttpResponse:
     response = render(
         request,
         "app/preview_frame.html",
@@ -54,10 +49,9 @@ def _frame(request: HttpRequest, widget: Widget, chat_url: str, *, shared: bool 
             "preview": {
                 "config": config_public(widget.config),
                 "chatUrl": chat_url,
-                "ready": _connection_ready(widget),
-                # The ChatKit preview page needs a signed-in member; share links show the theme only.
-                "chatkitUrl": "" if shared else _chatkit_preview_url(widget),
-                "shared": shared,
+                # The page a ChatKit widget's bundle frames here: the member's preview page, or the
+                # share link's page (the saved draft, a visitor of the link's own).
+                "chatkitUrl": chatkit_url,
                 "widgetId": widget.public_id,
                 "licenseKey": widget.license.key,
             },
@@ -72,7 +66,34 @@ def _frame(request: HttpRequest, widget: Widget, chat_url: str, *, shared: bool 
 @xframe_options_sameorigin
 @widget_view
 def preview_frame(request: HttpRequest, widget: Widget, membership: Membership) -> HttpResponse:
-    return _frame(request, widget, reverse("app-widget-preview-chat", kwargs={"public_id": widget.public_id}))
+    return _frame(
+        request,
+        widget,
+        chat_url=reverse("app-widget-preview-chat", kwargs={"public_id": widget.public_id}),
+        chatkit_url=_chatkit_preview_url(widget),
+    )
+
+
+@widget_view
+@require_POST
+def preview_config(request: HttpRequest, widget: Widget, membership: Membership) -> HttpResponse:
+    """POST {config} — what a visitor's browser would get of this UNSAVED draft: the form's config merged
+    over the saved draft, validated like a save, projected by `config_public` (the one projection; the
+    configurator copies none of it into JavaScript). Nothing is saved; any member may preview."""
+    try:
+        body = json_body(request)
+        draft = body.get("config")
+        if not isinstance(draft, dict):
+            raise ApiError("invalid_config", 'Send the draft as {"config": {...}}.')
+        try:
+            config = config_normalize(draft, base=widget.config)
+        except ConfigError as exc:
+            raise exc.api_error()
+    except ApiError as exc:
+        return api_error_json(exc)
+    response = JsonResponse({"config": config_public(config)})
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @widget_view
@@ -198,7 +219,12 @@ def share_frame(request: HttpRequest, token: str) -> HttpResponse:
     widget, error = _resolve(request, token)
     if error is not None:
         return error
-    return _frame(request, widget, reverse("app-share-chat", kwargs={"token": token}), shared=True)
+    return _frame(
+        request,
+        widget,
+        chat_url=reverse("app-share-chat", kwargs={"token": token}),
+        chatkit_url=_chatkit_url("chatkit:share", token=token),
+    )
 
 
 def _share_chat_prepare(request: HttpRequest, token: str, data: dict) -> tuple[Widget, ChatRequest, N8nTarget, bool]:
