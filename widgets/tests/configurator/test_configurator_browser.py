@@ -95,7 +95,10 @@ def test_chatkit_preview_is_the_bundle_framing_the_preview_page(signed_in, live_
     root.wait_for(state="attached")
     inner = frame_of(page).locator("iframe")
     inner.wait_for(state="attached")
-    assert inner.get_attribute("src") == f"{live_server.url}/widget/chatkit/preview/{widget.public_id}?widget={widget.public_id}"
+    assert (
+        inner.get_attribute("src")
+        == f"{live_server.url}/widget/chatkit/preview/{widget.public_id}?widget={widget.public_id}"
+    )
     assert "sk-test" not in page.content()
 
 
