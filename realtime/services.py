@@ -26,6 +26,7 @@ from licenses.selectors import license_check, license_get_public, license_quota_
 from licenses.services import usage_increment
 from widgets.models import Channel, Conversation, Widget
 from widgets.selectors import widget_get_published
+from widgets.services.turns import turns_save_new
 
 # A live call refreshes its slot every SLOT_REFRESH_SECONDS (realtime/relay.py); a crashed worker's slots
 # free themselves after SLOT_TTL_SECONDS (issue 11, finding 5).
@@ -267,3 +268,81 @@ def usage_cost(*, model: str, usage: dict[str, int]) -> Decimal:
         + prices.get("audio_out", 0) * usage.get("output_audio_tokens", 0)
     )
     return (Decimal(str(micro)) / Decimal(1_000_000)).quantize(Decimal("0.000001"))
+
+
+# --- WebRTC calls: what the browser reports (realtime/views.py `call_record`) ------------------
+
+# Why a browser may say its WebRTC call ended (anything else is refused as bad shape).
+WEBRTC_END_REASONS = ("hangup", "browser_gone", "max_duration", "voice_minutes_exhausted", "upstream_closed")
+WEBRTC_TURN_GRACE_SECONDS = 60.0  # turns still accepted this long after the server ended the call
+WARN_MINUTES_SECONDS = 60.0
+WARN_TIME_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    saved: int  # turns newly stored
+    end: str = ""  # the call must end now, for this reason ("" = go on)
+    warning: str = ""  # a warning code for the visitor ("" = none)
+
+
+def webrtc_call_live(conversation: Conversation) -> bool:
+    """Open, or closed by the reaper while its browser was in fact alive (a checkpoint takes it back)."""
+    return conversation.ended_at is None or conversation.end_reason == WORKER_LOST
+
+
+def webrtc_call_record(
+    *,
+    conversation: Conversation,
+    model: str,
+    max_seconds: int,
+    turns: list[dict[str, str]],
+    usage: dict[str, Any] | None,
+    end: str = "",
+    now: datetime | None = None,
+) -> CallRecord:
+    """Store what a browser reports of its WebRTC call: turns (one Message each, deduplicated by item id,
+    so a retried post stores nothing twice) and its cumulative token counts (GA `usage` shape, summed by
+    the browser over its `response.done` events).
+
+    Nothing the browser says is billed as is: the counts only ever grow (per-key maximum with what the row
+    holds, so a replayed or reordered post changes nothing), the cost is computed here from them with
+    REALTIME_PRICES, and the call's billed seconds are OUR clock's time since the call started (capped at
+    its maximum length). The license is billed the difference through `voice_usage_checkpoint`, as a relayed
+    call. Returns whether the call must end (`max_duration`, `voice_minutes_exhausted`; the conversation is
+    then ended here) and a warning when minutes or time run low.
+
+    A call the server already ended still stores turns for `WEBRTC_TURN_GRACE_SECONDS` (the browser's last
+    post after it hung up on our word) but bills nothing more."""
+    now = now or timezone.now()
+    saved = turns_save_new(conversation_id=conversation.pk, turns=turns)
+    if not webrtc_call_live(conversation):
+        return CallRecord(saved=saved, end=conversation.end_reason or "hangup")
+    elapsed = max((now - conversation.started_at).total_seconds(), 0.0)
+    seconds = min(elapsed, float(max_seconds))
+    reported = usage_add({}, usage)
+    stored = conversation.usage or {}
+    merged = {key: max(int(stored.get(key, 0) or 0), reported[key]) for key in USAGE_KEYS}
+    license_id = conversation.widget.license_id
+    left = voice_quota_left_seconds(license_id=license_id) - max(seconds - conversation.audio_in_seconds, 0.0)
+    if not end and elapsed >= max_seconds:
+        end = "max_duration"
+    elif not end and left <= 0:
+        end = "voice_minutes_exhausted"
+    voice_usage_checkpoint(
+        conversation_id=conversation.pk,
+        license_id=license_id,
+        usage=merged,
+        audio_in_seconds=seconds,
+        audio_out_seconds=conversation.audio_out_seconds,
+        cost_usd=usage_cost(model=model, usage=merged),
+        end_reason=end,
+    )
+    if end:
+        return CallRecord(saved=saved, end=end)
+    warning = ""
+    if left <= WARN_MINUTES_SECONDS:
+        warning = "voice_minutes_low"
+    elif max_seconds - elapsed <= min(WARN_TIME_SECONDS, max_seconds / 2):
+        warning = "session_time_low"
+    return CallRecord(saved=saved, warning=warning)

@@ -8,4 +8,5 @@ urlpatterns = [
     path("api/realtime/client-secret", views.client_secret, name="client-secret"),
     path("api/widget/<str:license_key>/tools/<str:name>", views.tool_call, name="tool-call"),
     path("api/livekit/token", views.livekit_token, name="livekit-token"),
+    path("api/widget/<str:license_key>/voice/record", views.call_record, name="call-record"),
 ]

@@ -9,8 +9,12 @@
   text/plain to skip the CORS preflight, or name the license in the query so the preflight can answer)
   → {value, expires_at, tools_token, tools_url, model}: the same checks as the relay, then
   `POST {OPENAI_BASE_URL}/realtime/client_secrets` with the same session.
-- `POST /api/widget/<key>/tools/<name>` {token, arguments} → {output, ui_event}: runs a server
-  tool for a WebRTC call; `token` is a short-lived signature bound to (license, widget, conversation).
+  The answer also names `calls_url` ({OPENAI_BASE_URL}/realtime/calls: where the browser posts its SDP offer)
+  and `record_url`.
+- `POST /api/widget/<key>/tools/<name>` {token, arguments} → {output, say, ui_event}: runs a server
+  tool for a WebRTC call; `token` is a signature bound to (license, widget, conversation, model, max length).
+- `POST /api/widget/<key>/voice/record` {token, turns?, usage?, end?} → {saved, end, warning}: the
+  browser's transcript turns and token counts of its WebRTC call (realtime.services.webrtc_call_record).
 - `POST /api/livekit/token[?license=<key>]` {license, widget?, visitor_id?} → {server_url,
   participant_token}: the same checks as the relay (a concurrency slot is taken and held for the agent),
   then a LiveKit participant token for a room of the call's own (realtime/livekit.py).
@@ -25,10 +29,14 @@ from typing import Any
 from django.conf import settings
 from django.core import signing
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
 
 from licenses.api import ApiError, error_response, json_object
 from licenses.models import License
 from licenses.selectors import license_get_public, membership_get
+from realtime import events
 from realtime import livekit as lk
 from realtime import services as svc
 from realtime.client import ClientSecretError, client_secret_create
@@ -36,12 +44,13 @@ from realtime.session_config import session_config
 from widgets.models import Conversation
 from widgets.public import check_error, public_check, public_endpoint
 from widgets.selectors import openai_api_key
+from widgets.services.turns import tool_turn_save
 from widgets.tools import TOOLS, tool_run
 
 logger = logging.getLogger(__name__)
 
 TOOLS_TOKEN_SALT = "switchboard.realtime.tools"
-TOOLS_TOKEN_MAX_AGE = 15 * 60
+CALL_TOKEN_GRACE_SECONDS = 120  # a call's token outlives its maximum length by this much (the last post)
 CLIENT_SECRET_SECONDS = 60
 
 
@@ -96,16 +105,52 @@ def session_config_public(session: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def tools_token_make(*, license: License, widget_id: int, conversation_id: int) -> str:
-    return signing.dumps({"l": license.pk, "w": widget_id, "c": conversation_id}, salt=TOOLS_TOKEN_SALT, compress=True)
+def tools_token_make(
+    *, license: License, widget_id: int, conversation_id: int, model: str = "", max_seconds: int = 0
+) -> str:
+    """The WebRTC call's token: tools and the record endpoint accept it for this call only, until the call's
+    maximum length (plus a grace) has passed. Model and length are signed in, so the browser cannot pick
+    the prices its usage is billed at."""
+    claims = {"l": license.pk, "w": widget_id, "c": conversation_id, "m": model, "s": max_seconds}
+    return signing.dumps(claims, salt=TOOLS_TOKEN_SALT, compress=True)
 
 
-def tools_token_read(token: str) -> dict[str, int] | None:
+def tools_token_read(token: str) -> dict[str, Any] | None:
+    max_age = settings.REALTIME_MAX_SESSION_SECONDS + CALL_TOKEN_GRACE_SECONDS
     try:
-        data = signing.loads(token, salt=TOOLS_TOKEN_SALT, max_age=TOOLS_TOKEN_MAX_AGE)
-    except signing.BadSignature:
+        data = signing.loads(token, salt=TOOLS_TOKEN_SALT, max_age=max_age)
+    except signing.BadSignature:  # SignatureExpired included
         return None
     return data if isinstance(data, dict) else None
+
+
+def call_max_seconds(claims: dict[str, Any]) -> int:
+    signed = claims.get("s")
+    ceiling = settings.REALTIME_MAX_SESSION_SECONDS
+    return min(signed, ceiling) if isinstance(signed, int) and signed > 0 else ceiling
+
+
+def call_conversation(*, token: str, license: License) -> tuple[Conversation | None, dict[str, Any]]:
+    """The conversation a call token is for, if it belongs to this license and its time has not run out
+    (its started_at + its maximum length + grace, on our clock). Another license's token, another widget's
+    conversation, a forged or expired token: None."""
+    claims = tools_token_read(token) or {}
+    if not claims or claims.get("l") != license.pk:
+        return None, {}
+    conversation = (
+        Conversation.objects.select_related("widget", "widget__published_version")
+        .filter(pk=claims.get("c"), widget_id=claims.get("w"), widget__license=license, channel="voice")
+        .first()
+    )
+    if conversation is None or conversation.widget.published_version is None:
+        return None, {}
+    age = (timezone.now() - conversation.started_at).total_seconds()
+    if age > call_max_seconds(claims) + CALL_TOKEN_GRACE_SECONDS:
+        return None, {}
+    return conversation, claims
+
+
+INVALID_TOKEN = ("invalid_token", "The call token is missing, expired or not for this call.")
 
 
 @public_endpoint(methods=("POST",), key_from="")
@@ -141,21 +186,35 @@ def client_secret(request: HttpRequest, license: License | None) -> HttpResponse
         )
     except ClientSecretError as exc:
         return error_response(exc.code, exc.message, exc.status_code)
+    # relayed=True: a heartbeat from the start, so a call whose browser never reports is reaped
+    # (`worker_lost`); its first report takes it back (realtime.services.voice_usage_checkpoint).
     conversation = svc.voice_conversation_start(
-        widget=access.widget, visitor_id=str(body.get("visitor_id") or "")[:128]
+        widget=access.widget, visitor_id=str(body.get("visitor_id") or "")[:128], relayed=True
     )
     Conversation.objects.filter(pk=conversation.pk).update(session_id="webrtc-" + conversation.session_id[:40])
-    return JsonResponse(
+    max_seconds = min(
+        int(access.config["voice"].get("max_session_seconds", 900)), settings.REALTIME_MAX_SESSION_SECONDS
+    )
+    response = JsonResponse(
         {
             "value": secret["value"],
             "expires_at": secret["expires_at"],
             "model": session["model"],
+            "calls_url": f"{settings.OPENAI_BASE_URL}/realtime/calls",
             "tools_token": tools_token_make(
-                license=license, widget_id=access.widget.pk, conversation_id=conversation.pk
+                license=license,
+                widget_id=access.widget.pk,
+                conversation_id=conversation.pk,
+                model=session["model"],
+                max_seconds=max_seconds,
             ),
             "tools_url": f"/api/widget/{license.key}/tools/",
+            "record_url": f"/api/widget/{license.key}/voice/record",
+            "max_session_seconds": max_seconds,
         }
     )
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @public_endpoint(methods=("POST",))
@@ -164,16 +223,9 @@ def tool_call(request: HttpRequest, license: License, name: str) -> HttpResponse
         body = json_object(request, empty={})
     except ApiError as exc:
         return _api_error(exc)
-    claims = tools_token_read(str(body.get("token") or ""))
-    if claims is None or claims.get("l") != license.pk:
-        return error_response("invalid_token", "The tool token is missing, expired or not for this call.", 403)
-    conversation = (
-        Conversation.objects.select_related("widget", "widget__published_version")
-        .filter(pk=claims.get("c"), widget_id=claims.get("w"), widget__license=license, ended_at__isnull=True)
-        .first()
-    )
-    if conversation is None or conversation.widget.published_version is None:
-        return error_response("invalid_token", "The tool token is missing, expired or not for this call.", 403)
+    conversation, _claims = call_conversation(token=str(body.get("token") or ""), license=license)
+    if conversation is None or not svc.webrtc_call_live(conversation):
+        return error_response(*INVALID_TOKEN, 403)
     if name not in TOOLS:
         return error_response("unknown_tool", "No such tool.", 404)
     result = tool_run(
@@ -183,6 +235,7 @@ def tool_call(request: HttpRequest, license: License, name: str) -> HttpResponse
         arguments=body.get("arguments"),
         config=conversation.widget.published_version.config,
     )
+    tool_turn_save(conversation_id=conversation.pk, name=name, result=result)
     return JsonResponse({"output": result.output(), "say": result.speak, "ui_event": result.ui_event})
 
 
@@ -242,3 +295,119 @@ def livekit_token(request: HttpRequest, license: License | None) -> HttpResponse
     )
     response["Cache-Control"] = "no-store"
     return response
+
+
+RECORD_MAX_BYTES = 64 * 1024
+RECORD_MAX_TURNS = 16
+_COUNT = {"type": "integer", "minimum": 0, "maximum": 100_000_000}
+_DETAILS = {
+    "type": "object",
+    "properties": {"text_tokens": _COUNT, "audio_tokens": _COUNT, "image_tokens": _COUNT},
+    "additionalProperties": False,
+}
+RECORD_SCHEMA = {
+    "type": "object",
+    "required": ["token"],
+    "additionalProperties": False,
+    "properties": {
+        "token": {"type": "string", "minLength": 1, "maxLength": 1000},
+        "turns": {
+            "type": "array",
+            "maxItems": RECORD_MAX_TURNS,
+            "items": {
+                "type": "object",
+                "required": ["role", "text", "item_id"],
+                "additionalProperties": False,
+                "properties": {
+                    "role": {"enum": ["user", "assistant"]},
+                    "text": {"type": "string", "minLength": 1, "maxLength": 4000},
+                    "item_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                },
+            },
+        },
+        # The GA `response.done` usage shape, summed over the call's responses so far (cumulative).
+        "usage": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "total_tokens": _COUNT,
+                "input_tokens": _COUNT,
+                "output_tokens": _COUNT,
+                "input_token_details": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        **_DETAILS["properties"],
+                        "cached_tokens": _COUNT,
+                        "cached_tokens_details": _DETAILS,
+                    },
+                },
+                "output_token_details": _DETAILS,
+            },
+        },
+        "end": {"enum": list(svc.WEBRTC_END_REASONS)},
+    },
+}
+_RECORD_VALIDATOR = Draft202012Validator(RECORD_SCHEMA)
+
+
+def _shape_error(body: dict[str, Any]) -> JsonResponse | None:
+    """400 `invalid` naming the first field that breaks RECORD_SCHEMA, or None."""
+    error = best_match(_RECORD_VALIDATOR.iter_errors(body))
+    if error is None:
+        return None
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".") or "body"
+    limits = {
+        "maxLength": "is too long (at most {} characters)",
+        "maxItems": "has too many items (at most {})",
+        "maximum": "is too large (at most {})",
+    }
+    if error.validator in limits:
+        message = f"{field} {limits[error.validator].format(error.validator_value)}."
+    else:
+        message = f"{field}: {error.message[:200]}"
+    return error_response("invalid", message, 400, fields={field: [message]})
+
+
+@public_endpoint(methods=("POST",))
+def call_record(request: HttpRequest, license: License) -> HttpResponse:
+    """A WebRTC call's transcript turns and token counts, posted by the browser with its call token."""
+    try:
+        body = json_object(request, max_bytes=RECORD_MAX_BYTES)
+    except ApiError as exc:
+        return _api_error(exc)
+    problem = _shape_error(body)
+    if problem is not None:
+        return problem
+    conversation, claims = call_conversation(token=body["token"], license=license)
+    if conversation is None:
+        return error_response(*INVALID_TOKEN, 403)
+    now = timezone.now()
+    if not svc.webrtc_call_live(conversation) and (
+        (now - conversation.ended_at).total_seconds() > svc.WEBRTC_TURN_GRACE_SECONDS
+    ):
+        return error_response("call_ended", "This call has ended.", 409)
+    record = svc.webrtc_call_record(
+        conversation=conversation,
+        model=str(claims.get("m") or settings.REALTIME_DEFAULT_MODEL),
+        max_seconds=call_max_seconds(claims),
+        turns=body.get("turns") or [],
+        usage=body.get("usage"),
+        end=body.get("end") or "",
+        now=now,
+    )
+    return JsonResponse(
+        {
+            "saved": record.saved,
+            "end": {"reason": record.end, "message": events.END_MESSAGES.get(record.end, "The call ended.")}
+            if record.end
+            else None,
+            "warning": {"code": record.warning, "message": WARNINGS[record.warning]} if record.warning else None,
+        }
+    )
+
+
+WARNINGS = {
+    "voice_minutes_low": "This site's voice minutes are almost used up.",
+    "session_time_low": "This call will end in less than 30 seconds.",
+}

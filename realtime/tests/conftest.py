@@ -62,6 +62,17 @@ def voice_widget(license_a, owner):
 
 
 @pytest.fixture
+def make_voice_widget():
+    """make_voice_widget(license=, user=, name=): another published voice widget (VOICE_CONFIG) by `user`."""
+
+    def make(*, license, user, name: str) -> Widget:
+        widget = WidgetFactory(license=license, name=name, created_by=user, config=config_normalize(VOICE_CONFIG))
+        return publish(widget, user)
+
+    return make
+
+
+@pytest.fixture
 async def fake_realtime(settings):
     fake = await FakeRealtime().start()
     settings.OPENAI_REALTIME_URL = fake.url

@@ -98,7 +98,17 @@ class TestClientSecret:
         assert response.status_code == 200, response.content
         body = response.json()
         assert body["value"] == "ek_test_123" and body["expires_at"] == 1893456000
-        assert set(body) == {"value", "expires_at", "model", "tools_token", "tools_url"}
+        assert set(body) == {
+            "value",
+            "expires_at",
+            "model",
+            "calls_url",
+            "tools_token",
+            "tools_url",
+            "record_url",
+            "max_session_seconds",
+        }
+        assert body["calls_url"] == fake_openai_http.url + "/v1/realtime/calls"
         assert "sk-" not in response.content.decode()
         request = fake_openai_http.requests[0]
         assert request["path"] == "/v1/realtime/client_secrets"

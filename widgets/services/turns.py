@@ -157,3 +157,25 @@ def tool_turn_save(*, conversation_id: int, name: str, result: ToolResult) -> Me
         text=result.speak,
         payload={"tool": name, "ok": result.ok, "ui_events": [result.ui_event] if result.ui_event else []},
     )
+
+
+def turns_save_new(*, conversation_id: int, turns: list[dict[str, str]]) -> int:
+    """Turns reported by a browser (a WebRTC voice call): one Message per `{role, text, item_id}` not
+    stored yet for this conversation, so a retried report stores nothing twice. Returns how many."""
+    if not turns:
+        return 0
+    with transaction.atomic():
+        seen = set(
+            Message.objects.filter(
+                conversation_id=conversation_id, item_id__in=[t["item_id"] for t in turns]
+            ).values_list("role", "item_id")
+        )
+        saved = 0
+        for turn in turns:
+            key = (turn["role"], turn["item_id"])
+            if key in seen:
+                continue
+            seen.add(key)
+            turn_save(conversation_id=conversation_id, role=turn["role"], text=turn["text"], item_id=turn["item_id"])
+            saved += 1
+    return saved
