@@ -306,3 +306,114 @@ def fake_http():
     yield start
     for fake in started:
         fake.stop()
+
+
+# --- the live app and a customer's site (one of each for every browser test) -------------------------
+
+
+class LiveServer(str):
+    """The running ASGI app's base URL, `http://localhost:<port>` (a str; also `.url` and `.port`)."""
+
+    port: int
+
+    @property
+    def url(self) -> str:
+        return str(self)
+
+
+@pytest.fixture
+def asgi_live_server(transactional_db):
+    """The real ASGI app (config.asgi: HTTP + WebSockets, as production serves it) under Uvicorn in a
+    thread, at http://localhost:<port> — another site than `customer_site`'s 127.0.0.1, so a frame of
+    ours on a customer page is cross-site as in production. Streams answer as they are produced (the
+    WSGI live_server would buffer them)."""
+    import socket
+    import time
+
+    import uvicorn
+    from django.db import connections
+
+    from config.asgi import application
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # The server's threads must not keep database connections open past the test (PostgreSQL would
+    # refuse to drop the test database): close them at the end of every request.
+    db_settings = connections.settings["default"]
+    max_age = db_settings.get("CONN_MAX_AGE", 0)
+    db_settings["CONN_MAX_AGE"] = 0
+    server = uvicorn.Server(
+        uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning", lifespan="off", ws="auto")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    live = LiveServer(f"http://localhost:{port}")
+    live.port = port
+    yield live
+    server.should_exit = True
+    thread.join(timeout=5)
+    db_settings["CONN_MAX_AGE"] = max_age
+
+
+class CustomerSite:
+    """A customer's web site on http://127.0.0.1:<port>: `page(name, html)` writes a file into `dir` and
+    returns its URL; `add(path, html)` serves HTML at any path. Any other file written into `dir` is
+    served as it is (static files by extension)."""
+
+    def __init__(self, directory: Path, port: int) -> None:
+        self.dir = directory
+        self.root = str(directory)
+        self.port = port
+        self.host = f"127.0.0.1:{port}"
+        self.origin = f"http://{self.host}"
+        self.pages: dict[str, bytes] = {}
+
+    def page(self, name: str, html: str) -> str:
+        (self.dir / name).write_text(html)
+        return f"{self.origin}/{name}"
+
+    def add(self, path: str, html: str) -> str:
+        self.pages[path] = html.encode()
+        return self.origin + path
+
+    def url(self, path: str) -> str:
+        return self.origin + path
+
+
+@pytest.fixture
+def customer_site(tmp_path):
+    import functools
+    from http.server import SimpleHTTPRequestHandler
+
+    directory = tmp_path / "customer-site"
+    directory.mkdir()
+    pages: dict[str, bytes] = {}
+
+    class Handler(SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            body = pages.get(self.path.split("?")[0])
+            if body is None:
+                return super().do_GET()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(directory)))
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    site = CustomerSite(directory, server.server_address[1])
+    site.pages = pages
+    yield site
+    server.shutdown()
+    server.server_close()

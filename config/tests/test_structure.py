@@ -170,3 +170,21 @@ def test_the_cross_app_walk_sees_an_import(tmp_path):
 
 def test_no_test_module_imports_another_apps_tests():
     assert _cross_app_test_imports() == CROSS_APP_TEST_IMPORTS_LEFT
+
+
+def test_one_live_app_server_and_one_customer_site_for_tests():
+    """Browser tests share the root conftest's `asgi_live_server` and `customer_site` (issue 12.5): no app's
+    tests start their own Uvicorn for the app or their own customer site."""
+    homes = {
+        path.relative_to(ROOT).as_posix()
+        for app in APPS
+        for path in sorted((ROOT / app).rglob("*.py"))
+        if "tests" in path.relative_to(ROOT).parts
+        and any(
+            marker in path.read_text()
+            for marker in ("uvicorn.Server(", "SimpleHTTPRequestHandler", "def asgi_live_server", "def customer_site")
+        )
+    }
+    assert homes == set()
+    root = (ROOT / "conftest.py").read_text()
+    assert "def asgi_live_server(" in root and "def customer_site(" in root

@@ -185,53 +185,6 @@ def fake_realtime_thread(settings):
     runner.stop()
 
 
-@pytest.fixture
-def asgi_live_server(transactional_db):
-    """The real ASGI app (HTTP + WebSockets) served by Uvicorn in a thread on a free port."""
-    import threading
-    import time
-
-    import uvicorn
-
-    from config.asgi import application
-
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(application, host="127.0.0.1", port=port, lifespan="off", log_level="warning", ws="auto")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 15
-    while not server.started:
-        if time.time() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-
-
-@pytest.fixture
-def static_site(tmp_path):
-    """A 'customer site' on http://localhost:<port> serving files written into tmp_path/site."""
-    import functools
-    import threading
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-
-    root = tmp_path / "site"
-    root.mkdir()
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield root, f"http://localhost:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
 # --- a Redis server of the test's own (fault tests stop and restart it; never the shared one) ----
 
 

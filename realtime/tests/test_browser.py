@@ -99,13 +99,13 @@ def speech_wav(tmp_path) -> str:
 
 
 def test_visitor_talks_through_the_relay(
-    playwright_driver, voice_widget, fake_realtime_thread, asgi_live_server, static_site, tmp_path, artifacts_dir
+    playwright_driver, voice_widget, fake_realtime_thread, asgi_live_server, customer_site, tmp_path, artifacts_dir
 ):
     chromium = chromium_path()
     wav = speech_wav(tmp_path)
     from playwright.sync_api import expect
 
-    root, site = static_site
+    root, site = customer_site.dir, customer_site.origin
     (root / "index.html").write_text(host_page(asgi_live_server, voice_widget))
     with nullcontext(playwright_driver) as p:  # the session's one Playwright driver (root conftest)
         browser = p.chromium.launch(
@@ -157,12 +157,12 @@ def test_visitor_talks_through_the_relay(
 
 
 def test_denied_microphone_says_so(
-    playwright_driver, voice_widget, fake_realtime_thread, asgi_live_server, static_site, artifacts_dir
+    playwright_driver, voice_widget, fake_realtime_thread, asgi_live_server, customer_site, artifacts_dir
 ):
     chromium = chromium_path()
     from playwright.sync_api import expect
 
-    root, site = static_site
+    root, site = customer_site.dir, customer_site.origin
     (root / "index.html").write_text(host_page(asgi_live_server, voice_widget))
     with nullcontext(playwright_driver) as p:  # the session's one Playwright driver (root conftest)
         # No --use-fake-ui-for-media-stream and no permission granted: getUserMedia is refused.
@@ -183,12 +183,12 @@ def test_denied_microphone_says_so(
 
 
 def test_consent_is_asked_before_the_first_call(
-    playwright_driver, voice_widget, fake_realtime_thread, asgi_live_server, static_site
+    playwright_driver, voice_widget, fake_realtime_thread, asgi_live_server, customer_site
 ):
     chromium = chromium_path()
     from playwright.sync_api import expect
 
-    root, site = static_site
+    root, site = customer_site.dir, customer_site.origin
     (root / "index.html").write_text(host_page(asgi_live_server, voice_widget, consent_required=True, consent=False))
     with nullcontext(playwright_driver) as p:  # the session's one Playwright driver (root conftest)
         browser = p.chromium.launch(
@@ -229,7 +229,14 @@ WATCH_VOICE_BAR = """() => {
 
 
 def test_visitor_talks_to_the_real_widget_through_the_relay(
-    playwright_driver, voice_widget, owner, fake_realtime_thread, asgi_live_server, static_site, tmp_path, artifacts_dir
+    playwright_driver,
+    voice_widget,
+    owner,
+    fake_realtime_thread,
+    asgi_live_server,
+    customer_site,
+    tmp_path,
+    artifacts_dir,
 ):
     """The customer page holds only the one-line loader; the visitor opens the popup, consents, and talks."""
     from playwright.sync_api import expect
@@ -241,7 +248,7 @@ def test_visitor_talks_to_the_real_widget_through_the_relay(
     voice_widget.config["voice"].update(consent_required=True, consent_text="Calls are answered by an AI.")
     voice_widget.save()
     voice_widget = publish(voice_widget, owner)
-    root, site = static_site
+    root, site = customer_site.dir, customer_site.origin
     (root / "index.html").write_text(
         WIDGET_PAGE.replace("__BASE__", asgi_live_server).replace("__KEY__", voice_widget.license.key)
     )

@@ -111,11 +111,11 @@ def deliver(page, evts: list[dict]) -> None:
 
 
 def test_widget_renders_the_agents_turns_cards_and_forms(
-    playwright_driver, livekit_widget, asgi_live_server, static_site, artifacts_dir
+    playwright_driver, livekit_widget, asgi_live_server, customer_site, artifacts_dir
 ):
     from playwright.sync_api import expect
 
-    root, site = static_site
+    root, site = customer_site.dir, customer_site.origin
     page_html = (
         WIDGET_PAGE.replace("__BASE__", asgi_live_server)
         .replace("__KEY__", livekit_widget.license.key)
@@ -201,7 +201,7 @@ def test_widget_renders_the_agents_turns_cards_and_forms(
     assert rows[0][1] == "Do you have phones under 500 dollars?"
 
 
-def test_refusal_reaches_the_voice_bar(playwright_driver, livekit_widget, asgi_live_server, static_site):
+def test_refusal_reaches_the_voice_bar(playwright_driver, livekit_widget, asgi_live_server, customer_site):
     """The token endpoint's refusal (all the license's call slots taken) is what the visitor reads."""
     from playwright.sync_api import expect
 
@@ -211,7 +211,7 @@ def test_refusal_reaches_the_voice_bar(playwright_driver, livekit_widget, asgi_l
     license.limits = {**license.limits, "max_concurrent_voice_sessions": 1}
     license.save()
     assert svc.voice_slot_acquire(license=license, token="another-call") is not None
-    root, site = static_site
+    root, site = customer_site.dir, customer_site.origin
     (root / "index.html").write_text(
         WIDGET_PAGE.replace("__BASE__", asgi_live_server)
         .replace("__KEY__", license.key)
@@ -234,8 +234,8 @@ def test_refusal_reaches_the_voice_bar(playwright_driver, livekit_widget, asgi_l
             browser.close()
 
 
-def test_vendored_sdk_loads_without_touching_the_pages_own(playwright_driver, asgi_live_server, static_site):
-    root, site = static_site
+def test_vendored_sdk_loads_without_touching_the_pages_own(playwright_driver, asgi_live_server, customer_site):
+    root, site = customer_site.dir, customer_site.origin
     (root / "sdk.html").write_text(
         f"""<!doctype html><html><body><script>window.LivekitClient = {{mine: true}};</script>
 <script src="{asgi_live_server}/static/widget/voice-livekit.js"></script></body></html>"""

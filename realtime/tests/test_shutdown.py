@@ -92,7 +92,7 @@ def test_sigterm_ends_voice_calls_with_server_restart(voice_widget, fake_realtim
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_the_widget_reconnects_after_a_server_restart(
-    playwright_driver, voice_widget, fake_realtime_thread, static_site, tmp_path, artifacts_dir, not_draining
+    playwright_driver, voice_widget, fake_realtime_thread, customer_site, tmp_path, artifacts_dir, not_draining
 ):
     from playwright.sync_api import expect
 
@@ -103,7 +103,7 @@ def test_the_widget_reconnects_after_a_server_restart(
     fake_realtime_thread.scenario = "idle"
     port = free_port()
     web = WebProcess(port)
-    root, site = static_site
+    root, site = customer_site.dir, customer_site.origin
     (root / "index.html").write_text(host_page(f"http://127.0.0.1:{port}", voice_widget))
     with nullcontext(playwright_driver) as p:
         browser = p.chromium.launch(
@@ -170,7 +170,7 @@ def test_web_processes_on_one_port_share_new_connections(not_draining):
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_the_real_widget_shows_reconnecting_and_carries_on(
-    playwright_driver, voice_widget, fake_realtime_thread, static_site, tmp_path, artifacts_dir, not_draining
+    playwright_driver, voice_widget, fake_realtime_thread, customer_site, tmp_path, artifacts_dir, not_draining
 ):
     """The embedded widget (one-line loader) through a restart of the process holding its call."""
     from playwright.sync_api import expect
@@ -182,7 +182,7 @@ def test_the_real_widget_shows_reconnecting_and_carries_on(
     fake_realtime_thread.scenario = "idle"
     port = free_port()
     web = WebProcess(port)
-    root, site = static_site
+    root, site = customer_site.dir, customer_site.origin
     (root / "index.html").write_text(
         WIDGET_PAGE.replace("__BASE__", f"http://127.0.0.1:{port}").replace("__KEY__", voice_widget.license.key)
     )

@@ -4,11 +4,10 @@ wired to it, and the browser helpers (Playwright + Debian Chromium, a host page 
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -159,73 +158,3 @@ def n8n_widget(widget_a, owner, fake_n8n):
 
 
 # --- browser -------------------------------------------------------------------------------
-
-
-@dataclass
-class HostSite:
-    """A customer's site: static files served from `localhost:<port>` (another origin than the app)."""
-
-    root: str
-    port: int
-
-    @property
-    def origin(self) -> str:
-        return f"http://localhost:{self.port}"
-
-    def page(self, name: str, html: str) -> str:
-        with open(os.path.join(self.root, name), "w") as fh:
-            fh.write(html)
-        return f"{self.origin}/{name}"
-
-
-@pytest.fixture
-def host_site(tmp_path):
-    root = str(tmp_path)
-
-    class Handler(SimpleHTTPRequestHandler):
-        def __init__(self, *args: Any, **kwargs: Any):
-            super().__init__(*args, directory=root, **kwargs)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("localhost", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield HostSite(root=root, port=server.server_address[1])
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture
-def asgi_server(transactional_db):
-    """The ASGI app (config.asgi, as Daphne serves it in production) under uvicorn in a thread."""
-    import socket
-
-    import uvicorn
-
-    from config.asgi import application
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    from django.db import connections
-
-    # The server's worker threads must not keep database connections open past the test (PostgreSQL
-    # would refuse to drop the test database): close them at the end of every request.
-    db_settings = connections.settings["default"]
-    max_age = db_settings.get("CONN_MAX_AGE", 0)
-    db_settings["CONN_MAX_AGE"] = 0
-    server = uvicorn.Server(
-        uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=5)
-    db_settings["CONN_MAX_AGE"] = max_age

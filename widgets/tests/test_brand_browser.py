@@ -98,14 +98,14 @@ def test_a_white_labelled_share_page_on_the_agencys_domain(mapped_browser, live_
 
 
 def test_the_loader_and_chat_run_from_the_agencys_domain_and_an_unmapped_host_is_refused(
-    mapped_browser, live_server, client, owner, branded, host_site, fake_n8n
+    mapped_browser, live_server, client, owner, branded, customer_site, fake_n8n
 ):
     port = urlsplit(live_server.url).port
     client.force_login(owner)
     embed = client.get(f"/app/widgets/{branded.public_id}/embed/", HTTP_HOST=urlsplit(live_server.url).netloc)
     tag = html.unescape(re.search(r'<pre id="snippet-script">(.*?)</pre>', embed.content.decode(), re.S).group(1))
     assert f'<script src="http://{MAPPED}:{port}/api/widget/{branded.license.key}/chat-widget.js' in tag
-    url = host_site.page("shop.html", f"<!doctype html><html><body><h1>Shop</h1>{tag}</body></html>")
+    url = customer_site.page("shop.html", f"<!doctype html><html><body><h1>Shop</h1>{tag}</body></html>")
 
     page = mapped_browser.new_page()
     requested: list[str] = []

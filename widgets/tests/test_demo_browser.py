@@ -19,16 +19,16 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def test_seeded_demo_widget_streams_cards_and_a_lead_form(
-    asgi_server, settings, browser_contexts, host_site, artifacts_dir
+    asgi_live_server, settings, browser_contexts, customer_site, artifacts_dir
 ):
     settings.DEBUG = True
-    call_command("seed_demo", port=urlsplit(asgi_server).port)
+    call_command("seed_demo", port=urlsplit(asgi_live_server).port)
     license = License.objects.get(client_name="Demo Store")
     widget = license.widgets.get(name="Demo n8n chat")
-    url = host_site.page(
+    url = customer_site.page(
         "demo.html",
         f"""<!doctype html><html><head><meta charset="utf-8"><title>Demo</title>
-</head><body><h1>Demo Store</h1><script src="{asgi_server}/api/widget/{license.key}/chat-widget.js"
+</head><body><h1>Demo Store</h1><script src="{asgi_live_server}/api/widget/{license.key}/chat-widget.js"
 data-widget="{widget.public_id}" async></script></body></html>""",
     )
     page = browser_contexts(viewport={"width": 1280, "height": 900}).new_page()

@@ -63,10 +63,10 @@ def page_html(script_src: str, attrs: str = "", body: str = "") -> str:
 
 
 @pytest.fixture
-def host_page(host_site, live_server):
+def host_page(customer_site, live_server):
     def make(key: str, attrs: str = "", body: str = "", name: str = "index.html", query: str = "") -> str:
         src = f"{live_server.url}/api/widget/{key}/chat-widget.js{query}"
-        return host_site.page(name, page_html(src, attrs, body))
+        return customer_site.page(name, page_html(src, attrs, body))
 
     return make
 
@@ -496,14 +496,14 @@ def test_returning_visitor_gets_history_from_n8n(browser_page, host_page, shop_w
     assert "chatInput" not in history[0]
 
 
-def test_fullpage_mode_and_a_strict_csp_page(browser_page, host_site, live_server, shop_widget, fake_n8n):
+def test_fullpage_mode_and_a_strict_csp_page(browser_page, customer_site, live_server, shop_widget, fake_n8n):
     """data-mode=fullpage covers the viewport; the widget works under a page CSP without 'unsafe-inline'."""
     csp = (
         f"default-src 'self'; script-src {live_server.url}; connect-src {live_server.url}; "
         f"style-src 'self'; img-src * data:"
     )
     src = f"{live_server.url}/api/widget/{shop_widget.license.key}/chat-widget.js"
-    url = host_site.page(
+    url = customer_site.page(
         "csp.html",
         f"""<!doctype html><html><head>
 <meta http-equiv="Content-Security-Policy" content="{csp}"></head><body><h1>Strict shop</h1>

@@ -407,7 +407,7 @@ def test_stream_is_relayed_as_it_arrives_over_a_real_server(live_server, n8n_wid
     assert arrivals[0][0] < arrivals[-1][0] - 0.8  # the first item did not wait for the end
 
 
-def test_stream_is_relayed_as_it_arrives_under_asgi(asgi_server, n8n_widget, owner, fake_n8n):
+def test_stream_is_relayed_as_it_arrives_under_asgi(asgi_live_server, n8n_widget, owner, fake_n8n):
     """The production path (ASGI): the relay is an async iterator and the first item does not wait."""
     import time
 
@@ -427,7 +427,7 @@ def test_stream_is_relayed_as_it_arrives_under_asgi(asgi_server, n8n_widget, own
     arrivals = []
     with httpx.stream(
         "POST",
-        f"{asgi_server}/api/widget/{n8n_widget.license.key}/chat",
+        f"{asgi_live_server}/api/widget/{n8n_widget.license.key}/chat",
         json={"action": "sendMessage", "sessionId": "asgi-1", "chatInput": "hi"},
         headers={"Origin": ORIGIN},
         timeout=10,

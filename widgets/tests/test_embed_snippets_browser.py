@@ -32,7 +32,7 @@ def shadow_of(widget_id: str, selector: str) -> str:
 
 
 def test_two_widgets_of_one_license_on_one_page_each_the_right_one(
-    client, browser_contexts, host_site, live_server, license_a, owner, fake_n8n
+    client, browser_contexts, customer_site, live_server, license_a, owner, fake_n8n
 ):
     client.force_login(owner)
     sales = publish(
@@ -61,7 +61,7 @@ def test_two_widgets_of_one_license_on_one_page_each_the_right_one(
         f'<script src="{live_server.url}/api/widget/{license_a.key}/chat-widget.js" '
         f'data-widget="{support.public_id}" data-mode="inline" data-target="#support" async></script>'
     )
-    url = host_site.page(
+    url = customer_site.page(
         "two.html",
         f"""<!doctype html><html><head><meta charset="utf-8"><title>Shop</title></head>
 <body><h1>Shop</h1><div id="chat" style="width:420px"></div><div id="support" style="width:420px"></div>

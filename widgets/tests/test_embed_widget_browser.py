@@ -25,7 +25,7 @@ def shop(widget_a, owner, fake_n8n):
 
 
 @pytest.fixture
-def open_page(browser_contexts, host_site, live_server):
+def open_page(browser_contexts, customer_site, live_server):
     """open_page(key, attrs="", body="", **context) -> a page on the customer's site with the loader tag."""
 
     def make(key: str, attrs: str = "", body: str = "", **context):
@@ -34,7 +34,7 @@ def open_page(browser_contexts, host_site, live_server):
         page.on("console", lambda m: page.console.append((m.type, m.text)))
         src = f"{live_server.url}/api/widget/{key}/chat-widget.js"
         page.goto(
-            host_site.page(
+            customer_site.page(
                 "p.html",
                 f"""<!doctype html><html><head><meta charset="utf-8"></head>
 <body style="margin:0">{body}<script src="{src}" {attrs}></script></body></html>""",
@@ -178,11 +178,11 @@ def test_texts_follow_the_locale_and_each_can_be_overridden(open_page, shop, own
     assert form.locator(".fe").inner_text() == "Bitte füllen Sie Gerät aus."
 
 
-def test_refused_origin_names_the_refused_host(open_page, agency_a, owner, fake_n8n, host_site):
+def test_refused_origin_names_the_refused_host(open_page, agency_a, owner, fake_n8n, customer_site):
     license = LicenseFactory(agency=agency_a, allowed_domains=["shop.example.com"])
     publish(WidgetFactory(license=license), owner, config=n8n_config(fake_n8n.webhook))
     page = open_page(license.key)
     page.wait_for_function("() => window.SwitchboardWidgets && window.SwitchboardWidgets[0].failed")
     errors = [text for kind, text in page.console if kind == "error" and text.startswith("Switchboard:")]
     assert len(errors) == 1
-    assert f'"localhost:{host_site.port}"' in errors[0] and "domain_not_allowed" in errors[0]
+    assert f'"{customer_site.host}"' in errors[0] and "domain_not_allowed" in errors[0]

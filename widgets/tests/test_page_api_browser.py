@@ -86,7 +86,7 @@ def two_widgets(client, owner, license_a, fake_n8n):
 
 
 def test_calls_before_load_are_kept_and_every_method_and_event_works_per_widget(
-    client, browser_contexts, host_site, live_server, two_widgets, fake_n8n
+    client, browser_contexts, customer_site, live_server, two_widgets, fake_n8n
 ):
     sales, support = two_widgets
     sales_tag = printed_snippet(client, sales, live_server.url)
@@ -99,7 +99,7 @@ window.loadedBeforeCalls = !!window.SwitchboardWidget;
 Switchboard.widget("{sales.public_id}").open();
 Switchboard.widget("{support.public_id}").send("queued before load");
 </script>"""
-    url = host_site.page(
+    url = customer_site.page(
         "api.html",
         f"""<!doctype html><html><head><meta charset="utf-8"><title>Shop</title></head>
 <body><h1>Shop</h1>{sales_tag}{calls}{support_tag}</body></html>""",
@@ -229,13 +229,13 @@ Switchboard.widget("{support.public_id}").send("queued before load");
 
 
 def test_a_refused_page_hears_an_error_event_with_the_reason(
-    browser_contexts, host_site, live_server, owner, license_a
+    browser_contexts, customer_site, live_server, owner, license_a
 ):
     license = license_a
     license.allowed_domains = ["shop.example.com"]  # not this page's localhost
     license.save()
     widget = publish(WidgetFactory(license=license), owner, config=n8n_config("https://n8n.example.com/webhook/x"))
-    url = host_site.page(
+    url = customer_site.page(
         "refused.html",
         f"""<!doctype html><html><body><script>window.events = [];
 window.Switchboard||(function(w){{var q=[];var s=w.Switchboard=function(){{q.push(["",[].slice.call(arguments)])}};s.q=q}})(window);
@@ -248,20 +248,20 @@ Switchboard("open");
     wait_for(page, "() => events.length === 1")
     [event] = page.evaluate("() => events")
     assert (event["widget"], event["code"]) == (widget.public_id, "domain_not_allowed")
-    assert event["message"].startswith(f'this page\'s host "localhost:{host_site.port}" was refused')
+    assert event["message"].startswith(f'this page\'s host "{customer_site.host}" was refused')
     assert page.locator("switchboard-widget").count() == 0
 
 
 def test_page_context_reaches_the_fake_n8n_only_from_the_widget_that_sends_it(
-    client, browser_contexts, host_site, live_server, two_widgets, owner, fake_n8n
+    client, browser_contexts, customer_site, live_server, two_widgets, owner, fake_n8n
 ):
     sales, support = two_widgets
     sales = publish(sales, owner, config={"behaviour": {"page_context": True}})  # support keeps it off
     tags = printed_snippet(client, sales, live_server.url) + printed_snippet(client, support, live_server.url)
-    landing = host_site.page(
+    landing = customer_site.page(
         "landing.html", '<!doctype html><html><body><a id="go" href="/phones.html?ref=ad">Phones</a></body></html>'
     )
-    host_site.page(
+    customer_site.page(
         "phones.html",
         f"""<!doctype html><html><head><meta charset="utf-8"><title>Phones · Acme</title></head><body>
 <script>
@@ -292,7 +292,7 @@ Switchboard("setContext", {{plan: "pro", cart: {{items: 2, total: 899.5}}}});
     visitor = page.evaluate("() => JSON.parse(localStorage.getItem('sb:visitor'))")
     assert by_widget[sessions[0]] == {
         "visitorId": visitor,
-        "page": f"{host_site.origin}/phones.html?ref=ad",
+        "page": f"{customer_site.origin}/phones.html?ref=ad",
         "title": "Phones · Acme",
         "referrer": landing,
         "context": {"plan": "pro", "cart": {"items": 2, "total": 899.5}},

@@ -69,7 +69,7 @@ def snippet(page, live_server, widget: Widget) -> str:
 
 
 def test_staff_license_to_agency_widgets_to_customer_chat(
-    signed_in, live_server, staff, owner, agency_a, fake_n8n, host_site, browser_contexts, artifacts_dir
+    signed_in, live_server, staff, owner, agency_a, fake_n8n, customer_site, browser_contexts, artifacts_dir
 ):
     # 1. Staff creates the license in the admin, with plain domains.
     admin = signed_in(staff)
@@ -93,11 +93,11 @@ def test_staff_license_to_agency_widgets_to_customer_chat(
     page = signed_in(owner)
     page.goto(f"{live_server.url}/app/licenses/")
     page.get_by_role("link", name="Manage domains").click()
-    page.get_by_label("Domains, one per line").fill("localhost")
+    page.get_by_label("Domains, one per line").fill("127.0.0.1")
     page.get_by_role("button", name="Add", exact=True).click()
-    page.get_by_text("Added localhost: widgets load there now.").wait_for()
+    page.get_by_text("Added 127.0.0.1: widgets load there now.").wait_for()
     page.screenshot(path=os.path.join(artifacts_dir, "walkthrough-agency-domains.png"), full_page=True)
-    assert License.objects.get(pk=license.pk).allowed_domains[-1] == "localhost"
+    assert License.objects.get(pk=license.pk).allowed_domains[-1] == "127.0.0.1"
 
     # 3. Two widgets, each tested against its webhook and published.
     sales = build_widget(
@@ -129,7 +129,7 @@ def test_staff_license_to_agency_widgets_to_customer_chat(
     assert 'data-mode="inline"' in support_tag and 'data-target="#chat"' in support_tag
 
     # 4. The customer's page embeds both snippets and chats with each.
-    url = host_site.page(
+    url = customer_site.page(
         "acme.html",
         f"""<!doctype html><html><head><meta charset="utf-8"><title>Acme</title></head>
 <body style="margin:0;font-family:sans-serif"><h1 style="margin:20px">Acme Phones</h1>
@@ -161,4 +161,4 @@ def test_staff_license_to_agency_widgets_to_customer_chat(
     }
     assert texts == {"Support": ["My screen is broken"], "Sales": ["Which phone should I buy?"]}
     assert [e for e in errors if "Switchboard" in e] == []
-    assert urlsplit(url).hostname == "localhost"
+    assert urlsplit(url).hostname == "127.0.0.1"
