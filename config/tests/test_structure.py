@@ -174,7 +174,7 @@ def test_no_test_module_imports_another_apps_tests():
 
 def test_one_live_app_server_and_one_customer_site_for_tests():
     """Browser tests share the root conftest's `asgi_live_server` and `customer_site` (issue 12.5): no app's
-    tests start their own Uvicorn for the app or their own customer site."""
+    tests define their own live app server or customer site (fake upstreams are theirs to keep)."""
     homes = {
         path.relative_to(ROOT).as_posix()
         for app in APPS
@@ -182,7 +182,15 @@ def test_one_live_app_server_and_one_customer_site_for_tests():
         if "tests" in path.relative_to(ROOT).parts
         and any(
             marker in path.read_text()
-            for marker in ("uvicorn.Server(", "SimpleHTTPRequestHandler", "def asgi_live_server", "def customer_site")
+            for marker in (
+                "SimpleHTTPRequestHandler",
+                "def asgi_live_server",
+                "def asgi_server",
+                "def customer_site",
+                "def host_pages",
+                "def host_site",
+                "def static_site",
+            )
         )
     }
     assert homes == set()

@@ -60,7 +60,7 @@ def fake_webrtc(settings):
 
 
 def test_visitor_talks_to_the_real_widget_over_webrtc(
-    playwright_driver, voice_widget, owner, fake_webrtc, asgi_live_server, static_site, tmp_path, artifacts_dir
+    playwright_driver, voice_widget, owner, fake_webrtc, asgi_live_server, customer_site, tmp_path, artifacts_dir
 ):
     from playwright.sync_api import expect
 
@@ -69,7 +69,7 @@ def test_visitor_talks_to_the_real_widget_over_webrtc(
     voice_widget.config["voice"]["transport"] = "webrtc"
     voice_widget.save()
     voice_widget = publish(voice_widget, owner)
-    root, site = static_site
+    root, site = customer_site.dir, customer_site.origin
     (root / "index.html").write_text(
         WIDGET_PAGE.replace("__BASE__", asgi_live_server).replace("__KEY__", voice_widget.license.key)
     )
