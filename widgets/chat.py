@@ -1,13 +1,12 @@
-"""Rules of the public n8n chat: request validation, rate limit, quota, and the record of each turn."""
+"""Rules of the public n8n chat: request validation, rate limit, quota, the per-process caches, the upstream
+slots, a plain reply and the record of each turn. Streaming answers: widgets.chat_stream."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +17,9 @@ from django.db import DatabaseError
 from licenses.api import ApiError, json_loads
 from licenses.models import License
 from licenses.selectors import license_cache_generation, license_cache_key, license_check, license_quota_left
-from widgets.aio import db_step, upstream_await, upstream_submit
+from widgets.aio import db_step, upstream_await
 from widgets.models import Widget
-from widgets.n8n import N8nError, N8nReply, N8nStream, N8nTarget, n8n_history_async, n8n_send_async, n8n_target
+from widgets.n8n import N8nError, N8nReply, N8nTarget, n8n_history_async, n8n_send_async, n8n_target
 from widgets.page_context import chat_metadata_clean
 from widgets.ratelimit import rate_hit, rate_hit_peek
 from widgets.selectors import chat_conversation_find, widget_get_published
@@ -95,7 +94,7 @@ def chat_quota_check(*, widget: Widget, session_id: str) -> None:
         raise ApiError("quota_exceeded", "This license has used its monthly allowance.", status_code=429)
 
 
-def _stored(record: Any, **kwargs: Any) -> bool:
+def stored(record: Any, **kwargs: Any) -> bool:
     """Run a record function; False (logged) when the database cannot take it right now."""
     try:
         record(**kwargs)
@@ -105,7 +104,7 @@ def _stored(record: Any, **kwargs: Any) -> bool:
     return True
 
 
-def _ms_since(started: float) -> int:
+def ms_since(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
 
 
@@ -388,24 +387,24 @@ async def chat_reply(
     except N8nError as error:
         if record:
             await db_step(
-                _stored, chat_failure_record, **_turn(widget, chat), error=error, latency_ms=_ms_since(started)
+                stored, chat_failure_record, **turn_fields(widget, chat), error=error, latency_ms=ms_since(started)
             )
         raise
     finally:
         slot.release()
     if record:
         await db_step(
-            _turn_record,
-            **_turn(widget, chat),
+            turn_record,
+            **turn_fields(widget, chat),
             reply_text=reply.text,
             ui=reply.ui,
-            latency_ms=_ms_since(started),
+            latency_ms=ms_since(started),
             conversation_id=conversation_id,
         )
     return reply
 
 
-def _turn_record(**turn: Any) -> int:
+def turn_record(**turn: Any) -> int:
     """Store a turn (`widgets.services.turns.chat_turn_record`) and remember the session's conversation."""
     conversation_id = chat_turn_record(**turn)
     if conversation_id != turn.get("conversation_id"):
@@ -413,7 +412,7 @@ def _turn_record(**turn: Any) -> int:
     return conversation_id
 
 
-def _turn(widget: Widget, chat: ChatRequest) -> dict[str, Any]:
+def turn_fields(widget: Widget, chat: ChatRequest) -> dict[str, Any]:
     return {
         "widget": widget,
         "session_id": chat.session_id,
@@ -429,157 +428,3 @@ def visitor_page_url(metadata: dict[str, Any]) -> str:
     if isinstance(page, str) and page.startswith(("https://", "http://")) and len(page) <= 500:
         return page
     return ""
-
-
-def _line(event: dict[str, Any]) -> bytes:
-    return (json.dumps(event, separators=(",", ":")) + "\n").encode()
-
-
-async def _next_batch(batches: AsyncIterator[list[dict[str, Any]]]) -> list[dict[str, Any]] | None:
-    return await anext(batches, None)
-
-
-class _Relay:
-    """The NDJSON body of a streamed turn: batches of events from the upstream loop, relayed as lines.
-    The turn is recorded once, before the final line: the aggregated reply before `end`, or the failed
-    user turn before `error`; an `end` that cannot be stored becomes an `error` line (issue 11.9).
-    `close()` (called by Django when the response ends, or the visitor leaves) frees the license's
-    permit and the upstream."""
-
-    def __init__(
-        self,
-        *,
-        stream: N8nStream,
-        widget: Widget,
-        chat: ChatRequest,
-        slot: UpstreamSlot,
-        started: float,
-        record: bool = True,
-        conversation_id: int | None = None,
-    ):
-        self._record = record
-        self._conversation_id = conversation_id
-        self._stream = stream
-        self._batches = stream.batches()
-        self._widget = widget
-        self._chat = chat
-        self._slot = slot
-        self._started = started
-        self._lines: list[bytes] = []
-        self._finished = False
-
-    def _take(self, batch: list[dict[str, Any]] | None) -> dict[str, Any] | None:
-        """Queue the batch's lines; returns the final event (end or error) for `_settle`."""
-        if batch is None:
-            self._finished = True
-            return None
-        for event in batch:
-            if event["type"] in ("end", "error"):
-                self._finished = True
-                self._slot.release()
-                return event
-            self._lines.append(_line(event))
-        return None
-
-    def _settle(self, final: dict[str, Any]) -> None:
-        """Record the turn (sync ORM: called directly, or in a DB step) and queue the last line."""
-        turn = _turn(self._widget, self._chat)
-        latency_ms = _ms_since(self._started)
-        if not self._record:
-            pass
-        elif final["type"] == "end":
-            if not _stored(
-                _turn_record,
-                **turn,
-                reply_text=self._stream.text,
-                ui=self._stream.ui,
-                latency_ms=latency_ms,
-                conversation_id=self._conversation_id,
-            ):
-                final = {
-                    "type": "error",
-                    "code": "not_stored",
-                    "message": "The answer could not be saved. Please send your message again.",
-                }
-        else:
-            error = self._stream.error or N8nError(final["code"], final["message"], 502)
-            _stored(chat_failure_record, **turn, error=error, latency_ms=latency_ms)
-        self._lines.append(_line(final))
-
-    def close(self) -> None:
-        self._slot.release()
-        if not self._finished:
-            self._finished = True
-            upstream_submit(self._batches.aclose())
-
-
-class SyncRelay(_Relay):
-    """For WSGI (and Django's sync test client): pulls each batch from the upstream loop."""
-
-    def __iter__(self) -> SyncRelay:
-        return self
-
-    def __next__(self) -> bytes:
-        while not self._lines:
-            if self._finished:
-                raise StopIteration
-            final = self._take(upstream_submit(_next_batch(self._batches)).result())
-            if final is not None:
-                self._settle(final)
-        return self._lines.pop(0)
-
-
-class AsyncRelay(_Relay):
-    """For ASGI (Uvicorn, Daphne): awaits each batch; the record is a short DB step."""
-
-    def __aiter__(self) -> AsyncRelay:
-        return self
-
-    async def __anext__(self) -> bytes:
-        while not self._lines:
-            if self._finished:
-                raise StopAsyncIteration
-            final = self._take(await upstream_await(_next_batch(self._batches)))
-            if final is not None:
-                if self._record:
-                    await db_step(self._settle, final)
-                else:
-                    self._settle(final)
-        return self._lines.pop(0)
-
-
-async def chat_stream(
-    *,
-    widget: Widget,
-    target: N8nTarget,
-    chat: ChatRequest,
-    asgi: bool,
-    record: bool = True,
-    conversation_id: int | None = None,
-) -> _Relay:
-    """Open the upstream stream now (errors raise N8nError before any byte is sent), then relay it."""
-    slot = chat_upstream_slot(license=widget.license)
-    stream = N8nStream(target=target, session_id=chat.session_id, chat_input=chat.chat_input, metadata=chat.metadata)
-    started = time.monotonic()
-    try:
-        await upstream_await(stream.open())
-    except N8nError as error:
-        slot.release()
-        if record:
-            await db_step(
-                _stored, chat_failure_record, **_turn(widget, chat), error=error, latency_ms=_ms_since(started)
-            )
-        raise
-    except BaseException:
-        slot.release()
-        raise
-    relay = AsyncRelay if asgi else SyncRelay
-    return relay(
-        stream=stream,
-        widget=widget,
-        chat=chat,
-        slot=slot,
-        started=started,
-        record=record,
-        conversation_id=conversation_id,
-    )

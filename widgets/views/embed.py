@@ -26,10 +26,10 @@ from widgets.chat import (
     chat_prepare,
     chat_reply,
     chat_request_parse,
-    chat_stream,
     published_widget_or_404,
     rate_limit_or_429,
 )
+from widgets.chat_stream import chat_stream
 from widgets.config_schema import config_public
 from widgets.models import Widget
 from widgets.n8n import N8nTarget
