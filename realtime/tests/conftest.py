@@ -14,8 +14,7 @@ from django.test import Client
 from realtime.tests.fakes import FakeRealtime
 from widgets.config_schema import config_normalize
 from widgets.models import Widget
-from widgets.services.widgets import widget_publish
-from widgets.tests.factories import KnowledgeEntryFactory, ProductFactory, WidgetFactory
+from widgets.tests.factories import KnowledgeEntryFactory, ProductFactory, WidgetFactory, publish
 
 ORIGIN = "https://shop.example.com"
 FRAME = base64.b64encode(b"\x00\x00" * 480).decode()  # 20 ms of PCM16 24 kHz silence (960 bytes)
@@ -41,12 +40,6 @@ VOICE_CONFIG = {
         "demo_clips": [{"topic": "camera", "title": "Night camera", "url": "https://video.example.com/cam"}],
     },
 }
-
-
-def publish(widget, owner) -> Any:
-    widget_publish(widget=widget, user=owner, membership=owner.memberships.get())
-    widget.refresh_from_db()
-    return widget
 
 
 @pytest.fixture

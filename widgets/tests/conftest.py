@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from widgets.services.widgets import widget_publish, widget_update
+from widgets.tests.factories import publish  # noqa: F401 (the one publish helper, for this package's tests)
 
 ORIGIN = "https://shop.example.com"
 N8N_PASSWORD = "n8n-pass-SECRET-4242"
@@ -122,16 +122,6 @@ def fake_n8n():
     yield fake
     server.shutdown()
     server.server_close()
-
-
-def publish(widget, owner, *, config: dict | None = None, secrets: dict | None = None):
-    """Save `config` into the draft (merge) and publish it as the owner; returns the refreshed widget."""
-    membership = owner.memberships.get()
-    if config is not None or secrets is not None:
-        widget = widget_update(widget=widget, membership=membership, config=config, secrets=secrets)
-    widget_publish(widget=widget, user=owner, membership=membership)
-    widget.refresh_from_db()
-    return widget
 
 
 def n8n_config(webhook: str, **n8n: Any) -> dict[str, Any]:

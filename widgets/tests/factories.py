@@ -5,6 +5,7 @@ import factory
 from licenses.tests.factories import LicenseFactory
 from widgets.config_schema import config_normalize
 from widgets.models import KnowledgeEntry, Product, Widget
+from widgets.services.widgets import widget_publish, widget_update
 
 
 class WidgetFactory(factory.django.DjangoModelFactory):
@@ -40,3 +41,13 @@ class ProductFactory(factory.django.DjangoModelFactory):
     price = Decimal("399.00")
     url = "https://shop.example.com/p"
     image_url = "https://shop.example.com/p.png"
+
+
+def publish(widget, owner, *, config: dict | None = None, secrets: dict | None = None):
+    """Save `config` into the draft (merge) and publish it as the owner; returns the refreshed widget."""
+    membership = owner.memberships.get()
+    if config is not None or secrets is not None:
+        widget = widget_update(widget=widget, membership=membership, config=config, secrets=secrets)
+    widget_publish(widget=widget, user=owner, membership=membership)
+    widget.refresh_from_db()
+    return widget
