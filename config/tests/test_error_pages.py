@@ -9,7 +9,9 @@ import pytest
 from django.test import Client, RequestFactory
 from django.views.debug import ExceptionReporter
 
-from widgets.tests.conftest import ORIGIN, n8n_config, publish
+from widgets.tests.factories import n8n_config, publish
+
+ORIGIN = "https://shop.example.com"
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from widgets.tests.factories import publish  # noqa: F401 (the one publish helper, for this package's tests)
+from widgets.tests.factories import n8n_config, publish  # noqa: F401 (this package's tests import them from here)
 
 ORIGIN = "https://shop.example.com"
 N8N_PASSWORD = "n8n-pass-SECRET-4242"
@@ -122,14 +122,6 @@ def fake_n8n():
     yield fake
     server.shutdown()
     server.server_close()
-
-
-def n8n_config(webhook: str, **n8n: Any) -> dict[str, Any]:
-    return {
-        "connection": {"provider": "n8n", "n8n": {"webhook_url": webhook, **n8n}},
-        "appearance": {"n8n": {"title": "Acme Phones", "subtitle": "Ask us anything"}},
-        "behaviour": {"starter_prompts": ["Phones under $500?"], "greeting": "Hi! How can I help?"},
-    }
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
 from decimal import Decimal
+from typing import Any
 
 import factory
 
@@ -51,3 +52,11 @@ def publish(widget, owner, *, config: dict | None = None, secrets: dict | None =
     widget_publish(widget=widget, user=owner, membership=membership)
     widget.refresh_from_db()
     return widget
+
+
+def n8n_config(webhook: str, **n8n: Any) -> dict[str, Any]:
+    return {
+        "connection": {"provider": "n8n", "n8n": {"webhook_url": webhook, **n8n}},
+        "appearance": {"n8n": {"title": "Acme Phones", "subtitle": "Ask us anything"}},
+        "behaviour": {"starter_prompts": ["Phones under $500?"], "greeting": "Hi! How can I help?"},
+    }

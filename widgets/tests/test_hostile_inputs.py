@@ -211,7 +211,7 @@ def n8n_widget(widget_a, owner):
 
 @pytest.fixture
 def target(n8n_widget, owner, member, license_a):
-    from chatkit.tests.conftest import SERVER_CONFIG, make_chatkit_widget
+    from chatkit.tests.factories import SERVER_CONFIG, make_chatkit_widget
 
     # A published server-mode ChatKit widget on the same license, for the ChatKit server endpoint.
     n8n_widget.chatkit = make_chatkit_widget(license=license_a, user=owner, config=SERVER_CONFIG)
