@@ -114,7 +114,9 @@ def test_page_token_is_bound_to_license_widget_and_origin(fake_openai, chatkit_w
 
 
 def test_page_never_contains_keys_or_workflow_id(fake_openai, chatkit_widget):
-    content = get_page(chatkit_widget).content.decode()
+    response = get_page(chatkit_widget)
+    content = response.content.decode()
+    assert response.status_code == 200 and 'id="sb-chatkit-options"' in content  # the real page, with its options
     assert TENANT_KEY not in content
     assert PLATFORM_KEY not in content
     assert WORKFLOW_ID not in content

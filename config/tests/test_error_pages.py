@@ -90,4 +90,5 @@ def test_settings_urls_are_hidden_on_the_technical_page(settings):
         raise RuntimeError("boom")
     except RuntimeError:
         html = ExceptionReporter(request, *sys.exc_info()).get_traceback_html()
+    assert "RuntimeError" in html and "boom" in html and "DATABASE_URL" in html  # the page and the setting's row
     assert DB_MARK not in html

@@ -173,3 +173,5 @@ def test_production_keeps_refusing_private_webhooks(settings):
 
     settings.N8N_ALLOW_PRIVATE_NETWORKS = False
     assert not n8n_target_allowed("http://127.0.0.1:8000/demo/n8n/wgt_x/chat")
+    settings.N8N_ALLOW_PRIVATE_NETWORKS = True
+    assert n8n_target_allowed("http://127.0.0.1:8000/demo/n8n/wgt_x/chat")  # the switch is what refuses it

@@ -137,6 +137,8 @@ def test_no_secret_in_any_public_response(client, n8n_widget, fake_n8n, owner, l
     responses.append(
         call(client, "POST", f"/api/widget/{key}/chat", body={"action": "loadPreviousSession", "sessionId": "s"})
     )
+    assert [r.status_code for r in responses[:5]] == [200, 200, 200, 200, 403]
+    assert n8n_widget.public_id in responses[2].content.decode()  # real answers, not empty ones
     for response in responses:
         content = response.content.decode()
         for secret in (N8N_PASSWORD, N8N_USER, OPENAI_KEY, fake_n8n.webhook, fake_n8n.url, "secret-hook"):

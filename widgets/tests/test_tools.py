@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from widgets.config_schema import config_normalize
-from widgets.models import Lead
+from widgets.models import Lead, Product
 from widgets.services.widgets import widget_publish
 from widgets.tests.factories import KnowledgeEntryFactory, ProductFactory, WidgetFactory
 from widgets.tools import TOOLS, tool_run, tools_enabled
@@ -87,7 +87,8 @@ class TestSearchProducts:
     def test_outsider_products_are_never_found(self, shop, rival):
         result = run(shop, "search_products", query="rival phone cheap")
         titles = [p["title"] for p in (result.ui_event or {}).get("products", [])]
-        assert "Rival Phone Cheap" not in titles
+        assert result.ok and "Rival Phone Cheap" not in titles
+        assert "Rival Phone Cheap" in [p.title for p in Product.objects.filter(widget=rival)]  # it exists, elsewhere
 
     def test_bad_arguments_get_a_spoken_fallback(self, shop):
         for arguments in (
@@ -176,4 +177,5 @@ class TestOtherTools:
         assert not result.ok and not Lead.objects.exists()
 
     def test_unknown_tool(self, shop):
-        assert not run(shop, "rm_rf").ok
+        result = run(shop, "rm_rf")
+        assert not result.ok and result.ui_event is None and result.data == {"error": "unknown_tool"}

@@ -60,6 +60,7 @@ def test_unknown_text_keys_are_refused_with_their_path():
 def test_the_bundle_ships_no_ui_texts():
     """Texts travel in the public config: a locale or wording fix needs no bundle release."""
     source = (Path(settings.BASE_DIR) / "static" / "widget" / "widget.js").read_text()
+    assert "strings" in source and len(source) > 10_000  # the bundle reads its texts from the config
     for key in ("placeholder", "queued", "form_thanks", "get_quote", "out_of_stock", "start_call", "retry"):
         assert STRINGS["en"][key] not in source, key
 
