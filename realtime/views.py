@@ -153,8 +153,10 @@ def call_conversation(*, token: str, license: License) -> tuple[Conversation | N
 INVALID_TOKEN = ("invalid_token", "The call token is missing, expired or not for this call.")
 
 
-@public_endpoint(methods=("POST",), key_from="")
-def client_secret(request: HttpRequest, license: License | None) -> HttpResponse:
+def _voice_call_open(request: HttpRequest) -> tuple[dict[str, Any], Any, Any] | HttpResponse:
+    """What every browser-side call transport (WebRTC, LiveKit) checks first, as the relay does: the JSON
+    body, the license + Origin + voice minutes (fail closed), a published widget with voice on. Returns
+    (body, license check, voice access), or the refusal to send."""
     try:
         body = json_object(request, empty={})
     except ApiError as exc:
@@ -167,6 +169,15 @@ def client_secret(request: HttpRequest, license: License | None) -> HttpResponse
     access = svc.voice_access_widget(license=check.license, widget_public_id=str(body.get("widget") or ""))
     if not access.ok:
         return error_response(access.code, access.message, access.http_status)
+    return body, check, access
+
+
+@public_endpoint(methods=("POST",), key_from="")
+def client_secret(request: HttpRequest, license: License | None) -> HttpResponse:
+    opened = _voice_call_open(request)
+    if isinstance(opened, HttpResponse):
+        return opened
+    body, check, access = opened
     license = check.license
     try:
         in_use = svc.voice_slots_in_use(license=license)
@@ -243,18 +254,10 @@ def tool_call(request: HttpRequest, license: License, name: str) -> HttpResponse
 def livekit_token(request: HttpRequest, license: License | None) -> HttpResponse:
     """LiveKit's token-endpoint convention: `{server_url, participant_token}`. Refusals answer as the
     client-secret endpoint does; a site whose license check fails learns nothing of LiveKit."""
-    try:
-        body = json_object(request, empty={})
-    except ApiError as exc:
-        return _api_error(exc)
-    key = str(body.get("license") or request.GET.get("license") or "")
-    request.public_license = license_get_public(key=key)
-    check = public_check(request, key=key, quota="voice_minutes")
-    if not check.ok:
-        return check_error(check)
-    access = svc.voice_access_widget(license=check.license, widget_public_id=str(body.get("widget") or ""))
-    if not access.ok:
-        return error_response(access.code, access.message, access.http_status)
+    opened = _voice_call_open(request)
+    if isinstance(opened, HttpResponse):
+        return opened
+    body, check, access = opened
     if access.config["voice"].get("transport") != "livekit":
         return error_response("wrong_transport", "This widget's voice does not use LiveKit.", 409)
     if not lk.livekit_configured():
