@@ -115,11 +115,17 @@ class License(models.Model):
         default=False,
         help_text="Staff only: hides “Powered by Switchboard” in this license's widgets and share pages.",
     )
+    # Verified visitor identity (issue 15.2, licenses/identity.py): the HMAC secret the agency's server
+    # signs user ids with (encrypted; shown once in /app/), and whether unverified identities are refused.
+    secrets = EncryptedJSONField(help_text="Encrypted: identity_secret.")
+    identity_required = models.BooleanField(
+        default=False, help_text="Refuse a visitor identity unless its user_hash is valid."
+    )
     notes = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    history = HistoricalRecords()
+    history = HistoricalRecords(excluded_fields=["secrets"])
 
     class Meta:
         ordering = ["client_name"]

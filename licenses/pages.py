@@ -14,6 +14,7 @@ from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 from django.views.decorators.http import require_http_methods, require_POST
 
+from licenses import identity
 from licenses import services as license_services
 from licenses.api import ApiError
 from licenses.app_shell import agency_required, forbidden, post_action, render_app
@@ -234,3 +235,49 @@ def agency_switch(request: HttpRequest, membership: Membership) -> HttpResponse:
         current_agency_set(request, chosen)
         messages.success(request, f"Switched to {chosen.agency.name}.")
     return redirect("app-home")
+
+
+@agency_required
+@require_http_methods(["GET", "POST"])
+def license_identity(request: HttpRequest, membership: Membership, key: str) -> HttpResponse:
+    """Verified identity (issue 15.2): everyone in the agency sees whether a secret is set and whether
+    verification is required; admins and owners rotate the secret (shown once, on this response only)
+    and require verification."""
+    license = license_get_for_user(user=request.user, key=key)
+    actor = membership_get(user=request.user, agency=license.agency_id)
+    if actor is None:  # staff without a membership: the admin is their place
+        raise Http404("License not found.")
+    new_secret = ""
+    if request.method == "POST":
+        action = request.POST.get("action", "")
+        try:
+            if action == "rotate":
+                new_secret = identity.identity_secret_rotate(actor=actor, license=license)
+                license.refresh_from_db()
+            elif action in ("require", "allow-unverified"):
+                identity.identity_required_set(actor=actor, license=license, required=action == "require")
+                messages.success(
+                    request,
+                    "Only verified identities are accepted now."
+                    if action == "require"
+                    else "Unverified identities are accepted again (marked unverified).",
+                )
+                return redirect("app-license-identity", key=license.key)
+        except ApiError as exc:
+            if exc.status_code == 403:
+                return forbidden(request, exc)
+            messages.error(request, exc.message)
+            return redirect("app-license-identity", key=license.key)
+    response = render_app(
+        request,
+        "app/license_identity.html",
+        {
+            "license": license,
+            "nav": "licenses",
+            "can_manage": actor.can_publish,
+            "secret_set": identity.identity_secret_is_set(license=license),
+            "new_secret": new_secret,
+        },
+    )
+    response["Cache-Control"] = "no-store"  # the secret is on this page once
+    return response

@@ -7,7 +7,7 @@ import hashlib
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis
@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from licenses.api import ApiError, json_loads
+from licenses.identity import Identity, identity_session_id
 from licenses.models import License
 from licenses.selectors import license_cache_generation, license_cache_key, license_check, license_quota_left
 from widgets.aio import db_step, upstream_await
@@ -42,6 +43,7 @@ class ChatRequest:
     visitor_id: str
     widget_id: str
     page_url: str = ""  # the inbox's record of the visitor's page (whatever the page-context setting)
+    identity: dict[str, Any] = field(default_factory=dict)  # Switchboard('identify'), issue 15.2
 
 
 def _str(value: Any) -> str:
@@ -75,6 +77,19 @@ def chat_request_from(*, data: dict[str, Any], widget_param: str = "", visitor_h
     visitor_id = (visitor_header or metadata.get("visitorId", ""))[:128]
     widget_id = (widget_param or _str(data.get("widget")))[:40]
     return ChatRequest(action, session_id, chat_input, metadata, visitor_id, widget_id, visitor_page_url(metadata))
+
+
+def chat_with_identity(chat: ChatRequest, identity: Identity | None) -> ChatRequest:
+    """The turn as n8n and the inbox see it: the identity (`chat.identity`, added to n8n's metadata by the
+    view) is ours alone — a page cannot claim one in its metadata — and the session is scoped to it, so two
+    users never share a history."""
+    metadata = {key: value for key, value in chat.metadata.items() if key != "identity"}
+    return replace(
+        chat,
+        session_id=identity_session_id(session_id=chat.session_id, identity=identity),
+        metadata=metadata,
+        identity=identity.as_dict() if identity is not None else {},
+    )
 
 
 def chat_rate_check(*, license: License, visitor_id: str, session_id: str, ip: str) -> int | None:
@@ -419,6 +434,7 @@ def turn_fields(widget: Widget, chat: ChatRequest) -> dict[str, Any]:
         "visitor_id": chat.visitor_id,
         "user_text": chat.chat_input,
         "page_url": chat.page_url,
+        "identity": chat.identity,
     }
 
 

@@ -145,7 +145,7 @@ def loader_resolve(*, key: str, widget_id: str = "") -> LoaderResult | tuple[dic
 # tab before the loader tag, and run by the loader too, so calls made before the bundle runs are kept.
 # Keep the method list in step with API_METHODS in widget.js.
 API_STUB = (
-    'window.Switchboard||(function(w){var q=[],M="open close toggle send reset setLocale setContext on off"'
+    'window.Switchboard||(function(w){var q=[],M="open close toggle send reset setLocale setContext identify on off"'
     '.split(" ");function h(id){var f=function(){q.push([id,[].slice.call(arguments)])};'
     "M.forEach(function(m){f[m]=function(){f.apply(null,[m].concat([].slice.call(arguments)))}});return f}"
     'var s=w.Switchboard=h("");s.widget=h;s.q=q})(window);'

@@ -112,6 +112,11 @@ class Conversation(models.Model):
     page_url = models.CharField(
         max_length=500, blank=True, help_text="The page the visitor was on when the conversation started (chat)."
     )
+    identity = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Switchboard('identify') (issue 15.2): user_id, email, name, attributes and whether it was verified.",
+    )
 
     class Meta:
         ordering = ["-started_at"]

@@ -25,7 +25,7 @@ from licenses.models import License
 from licenses.selectors import LicenseCheck, license_check, license_get_public
 from widgets.aio import db_step
 
-ALLOW_HEADERS = "Content-Type, X-Switchboard-Visitor"
+ALLOW_HEADERS = "Content-Type, X-Switchboard-Visitor, X-Switchboard-Identity"
 
 
 def request_origin(request: HttpRequest) -> str | None:

@@ -295,7 +295,7 @@
     command(method, args) {
       if (this.failed) { this.emit("error", { code: "unavailable", message: "This widget did not load." }); return; }
       if (!this.ready) { this.commands.push([method, args]); return; }
-      const chatOnly = /^(send|reset|setLocale)$/.test(method);
+      const chatOnly = /^(send|reset|setLocale|identify)$/.test(method);
       if (chatOnly && this.type === "chatkit") {
         this.emit("error", { code: "unsupported", message: method + "() is not available on a ChatKit widget." });
         return;
@@ -315,7 +315,53 @@
         this.reset(true);
       } else if (method === "setLocale") {
         this.setLocale(args[0]);
+      } else if (method === "identify") {
+        this.identify(args[0], args[1]);
       }
+    }
+
+    /* Switchboard('identify', {user_id, email, name, attributes}, {user_hash}): the server checks the hash
+       (licenses/identity.py) and answers a signed token that goes with every chat turn. Turns wait for the
+       answer. Another user than the one this browser last chatted as gets a new conversation: one user's
+       history is never shown to, or continued by, another. */
+    identify(data, options) {
+      if (!data || typeof data !== "object" || Array.isArray(data)) {
+        this.emit("error", { code: "invalid_argument", message: "identify({user_id, ...}, {user_hash}) takes an object." });
+        return;
+      }
+      const body = {
+        user_id: data.user_id, email: data.email, name: data.name, attributes: data.attributes,
+        user_hash: options && typeof options === "object" ? options.user_hash : undefined
+      };
+      const done = this.identifying = fetch(this.apiBase + "/identify" + this.query, {
+        method: "POST",
+        credentials: "omit",
+        headers: { "Content-Type": "application/json", "X-Switchboard-Visitor": this.visitorId },
+        body: JSON.stringify(body)
+      }).then((response) => response.json().catch(() => ({})).then((answer) => {
+        if (!response.ok || typeof answer.token !== "string") {
+          const error = answer.error ?? {};
+          this.identityToken = null;
+          // Refused, but the page says the visitor is not the user this browser chatted as: that
+          // user's conversation is not shown to (or continued by) this visitor.
+          const previous = storage.get(this.storageKey + "identity");
+          if (previous != null && previous !== String(data.user_id)) {
+            storage.remove(this.storageKey + "identity");
+            this.reset(true);
+          }
+          console.error("Switchboard: identify was refused: " + (error.message ?? "HTTP " + response.status) +
+            " (" + (error.code ?? "identity_invalid") + ")");
+          this.emit("error", { code: error.code ?? "identity_invalid", message: error.message ?? "" });
+          return;
+        }
+        const previous = storage.get(this.storageKey + "identity");
+        this.identityToken = answer.token;
+        storage.set(this.storageKey + "identity", answer.user_id);
+        if (previous != null && previous !== answer.user_id) this.reset(true);
+      }), () => {
+        this.identityToken = null;
+        this.emit("error", { code: "network_error", message: "identify could not reach the server." });
+      }).finally(() => { if (this.identifying === done) this.identifying = null; });
     }
 
     markReady() {
@@ -783,11 +829,13 @@
     post(body, path) {
       body.metadata = body.metadata ?? { visitorId: this.visitorId, ...this.pageContext() };
       body.widget = this.options.widget;
-      return fetch(this.apiBase + (path ?? "/chat") + this.query, {
-        method: "POST",
-        credentials: "omit",
-        headers: { "Content-Type": "application/json", "X-Switchboard-Visitor": this.visitorId },
-        body: JSON.stringify(body)
+      // A turn made while identify() is on its way waits for it, then carries the identity token.
+      return Promise.resolve(this.identifying).then(() => {
+        const headers = { "Content-Type": "application/json", "X-Switchboard-Visitor": this.visitorId };
+        if (this.identityToken) headers["X-Switchboard-Identity"] = this.identityToken;
+        return fetch(this.apiBase + (path ?? "/chat") + this.query, {
+          method: "POST", credentials: "omit", headers, body: JSON.stringify(body)
+        });
       });
     }
 
@@ -1192,7 +1240,7 @@
      every widget of the page, `Switchboard.widget(id)` on one. The snippet's stub (widgets/loader.py
      API_STUB) queues calls made before this script ran; they are replayed here, in order. Events carry the
      widget's id and what this visitor saw on this page (message text, no UI payloads, ids or keys). */
-  const API_METHODS = ["open", "close", "toggle", "send", "reset", "setLocale", "setContext", "on", "off"];
+  const API_METHODS = ["open", "close", "toggle", "send", "reset", "setLocale", "setContext", "identify", "on", "off"];
   const API_EVENTS = ["ready", "open", "close", "message", "lead", "voice:start", "voice:end", "error"];
   const CONTEXT_MAX_BYTES = 2048;
   const api = {

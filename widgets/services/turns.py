@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from widgets.tools import ToolResult
 
 
-def chat_conversation_open(*, widget: Widget, session_id: str, visitor_id: str, page_url: str = "") -> Conversation:
+def chat_conversation_open(
+    *, widget: Widget, session_id: str, visitor_id: str, page_url: str = "", identity: dict[str, Any] | None = None
+) -> Conversation:
     """The session's conversation, opened (and counted in the monthly usage) by the first message.
 
     Race-safe: concurrent first messages of one session all try the insert; the unique constraint
@@ -31,7 +33,12 @@ def chat_conversation_open(*, widget: Widget, session_id: str, visitor_id: str, 
     try:
         with transaction.atomic():
             conversation = Conversation.objects.create(
-                widget=widget, channel=Channel.CHAT, session_id=session_id, visitor_id=visitor_id, page_url=page_url
+                widget=widget,
+                channel=Channel.CHAT,
+                session_id=session_id,
+                visitor_id=visitor_id,
+                page_url=page_url,
+                identity=identity or {},
             )
             usage_increment(license=widget.license_id, conversations=1)
             return conversation
@@ -53,6 +60,7 @@ def chat_turn_record(
     latency_ms: int | None = None,
     conversation_id: int | None = None,
     page_url: str = "",
+    identity: dict[str, Any] | None = None,
 ) -> int:
     """One user message and one assistant message; a new session opens a conversation and counts it.
     Returns the conversation's id.
@@ -82,7 +90,7 @@ def chat_turn_record(
             pass
     with transaction.atomic():
         conversation = chat_conversation_open(
-            widget=widget, session_id=session_id, visitor_id=visitor_id, page_url=page_url
+            widget=widget, session_id=session_id, visitor_id=visitor_id, page_url=page_url, identity=identity
         )
         Message.objects.bulk_create(messages(conversation.pk))
     return conversation.pk
@@ -97,13 +105,14 @@ def chat_failure_record(
     error: N8nError,
     latency_ms: int,
     page_url: str = "",
+    identity: dict[str, Any] | None = None,
 ) -> Conversation:
     """A visitor's message that got no answer (n8n timed out, failed, or is not allowed): the user turn
     with the failure (kind, n8n's status, latency) on its conversation, and the widget's failure count
     (issue 10.5), so the agency can see that their client's bot is down."""
     with transaction.atomic():
         conversation = chat_conversation_open(
-            widget=widget, session_id=session_id, visitor_id=visitor_id, page_url=page_url
+            widget=widget, session_id=session_id, visitor_id=visitor_id, page_url=page_url, identity=identity
         )
         Message.objects.create(
             conversation=conversation,

@@ -224,7 +224,7 @@ Switchboard.widget("{support.public_id}").send("queued before load");
         assert secret not in dump
     assert console == [
         'Switchboard: Switchboard("fly") is not a method; use one of open, close, toggle, send, '
-        "reset, setLocale, setContext, on, off. (unknown_method)"
+        "reset, setLocale, setContext, identify, on, off. (unknown_method)"
     ]
 
 

@@ -9,4 +9,5 @@ urlpatterns = [
     path("api/widget/<str:license_key>/config", embed.widget_config, name="embed-config"),
     path("api/widget/<str:license_key>/chat", embed.chat, name="embed-chat"),
     path("api/widget/<str:license_key>/leads", embed.leads, name="embed-leads"),
+    path("api/widget/<str:license_key>/identify", embed.identify, name="embed-identify"),
 ]

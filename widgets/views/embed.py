@@ -14,6 +14,12 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.views.decorators.http import require_http_methods
 
 from licenses.api import ApiError, error_response, json_body_bytes, json_object
+from licenses.identity import (
+    identity_require_check,
+    identity_token_issue,
+    identity_token_read,
+    identity_verify,
+)
 from licenses.installs import install_seen
 from licenses.models import License
 from widgets import loader
@@ -26,6 +32,7 @@ from widgets.chat import (
     chat_prepare,
     chat_reply,
     chat_request_parse,
+    chat_with_identity,
     published_widget_or_404,
     rate_limit_or_429,
 )
@@ -159,11 +166,17 @@ async def _chat(request: HttpRequest, license: License) -> HttpResponse:
         widget_param=request.GET.get("widget", ""),
         visitor_header=request.headers.get("X-Switchboard-Visitor", ""),
     )
+    # Switchboard('identify') (issue 15.2): the signed identity token, checked without a database read.
+    identity = identity_token_read(license=license, token=request.headers.get("X-Switchboard-Identity", ""))
+    chat = chat_with_identity(chat, identity)
     prepared = await db_step(
         chat_prepare, license=license, chat=chat, ip=_client_ip(request), origin=request_origin(request)
     )
+    identity_require_check(license=prepared.license, identity=identity)  # the license as chat_prepare proved it
     # Page context goes on only when the widget sends it (behaviour.page_context, off by default).
     metadata = page_context_upstream(chat.metadata, config=prepared.widget.published_version.config)
+    if chat.identity:  # ours (licenses/identity.py), whatever the page-context setting
+        metadata["identity"] = chat.identity
     chat = replace(chat, metadata=metadata)
     return await chat_answer(
         request,
@@ -185,6 +198,34 @@ async def chat(request: HttpRequest, license: License) -> HttpResponse:
         return await _chat(request, license)
     except ApiError as exc:
         return chat_error(exc)
+
+
+@public_endpoint(methods=("POST",))
+def identify(request: HttpRequest, license: License) -> HttpResponse:
+    """POST /api/widget/<key>/identify — {user_id, email?, name?, attributes?, user_hash?} → {token, verified}.
+
+    The hash is checked against the license's identity secret (licenses/identity.py); a wrong one is
+    refused (403 identity_invalid) and logged. The token goes with each chat turn (X-Switchboard-Identity)."""
+    try:
+        data = json_object(request)
+        rate_limit_or_429(
+            license=license,
+            visitor_id=request.headers.get("X-Switchboard-Visitor", "")[:128],
+            session_id="identify",
+            ip=_client_ip(request),
+        )
+        identity = identity_verify(
+            license=license,
+            data={k: data.get(k) for k in ("user_id", "email", "name", "attributes")},
+            user_hash_value=data.get("user_hash"),
+            origin=request_origin(request) or "",
+        )
+    except ApiError as exc:
+        return _api_error(exc)
+    token = identity_token_issue(license=license, identity=identity)
+    response = JsonResponse({"token": token, "verified": identity.verified, "user_id": identity.user_id})
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @public_endpoint(methods=("POST",))
