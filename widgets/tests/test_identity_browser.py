@@ -27,7 +27,7 @@ def sign(secret: str, user_id: str) -> str:
 
 
 @pytest.fixture
-def setup(client, owner, widget_a, fake_n8n, live_server, host_site):
+def setup(client, owner, widget_a, fake_n8n, live_server, customer_site):
     widget = publish(widget_a, owner, config=n8n_config(fake_n8n.webhook))
     secret = identity.identity_secret_rotate(actor=owner.memberships.get(), license=widget.license)
     client.force_login(owner)
@@ -38,7 +38,7 @@ def setup(client, owner, widget_a, fake_n8n, live_server, host_site):
         # The page identifies right after the snippet, before the loader has run (the stub queues it).
         call = f"Switchboard('identify', {json.dumps(user)}, {json.dumps({'user_hash': user_hash})});"
         script = "window.sbErrors = []; Switchboard.on('error', function (e) { window.sbErrors.push(e.code); });" + call
-        return host_site.page(
+        return customer_site.page(
             name, f"<!doctype html><html><body><h1>Shop</h1>{tag}<script>{script}</script></body></html>"
         )
 
