@@ -16,7 +16,7 @@ from conftest import CHROMIUM_ARGS, chromium_path
 from licenses import branding, hosts
 from licenses.models import CustomDomain
 from widgets.services.preview_links import preview_link_create, preview_link_token
-from widgets.tests.conftest import n8n_config, publish
+from widgets.tests.factories import n8n_config, publish
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

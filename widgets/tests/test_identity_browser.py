@@ -17,7 +17,7 @@ import pytest
 
 from licenses import identity
 from widgets.models import Conversation
-from widgets.tests.conftest import n8n_config, publish
+from widgets.tests.factories import n8n_config, publish
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
