@@ -30,8 +30,7 @@ from realtime import services as svc
 from realtime.livekit import DispatchMetadata, dispatch_metadata_read, room_name
 from realtime.session_config import session_config
 from widgets.models import Channel, Conversation, Widget, WidgetVersion
-from widgets.services.turns import tool_turn_save, turn_save
-from widgets.tools import tool_run
+from widgets.services.turns import turn_save
 
 HEARTBEAT_SECONDS = 15.0  # checkpoint + heartbeat the reaper watches, as the relay
 SLOT_REFRESH_SECONDS = 5.0
@@ -138,16 +137,9 @@ class LiveKitCall:
 
     def tool(self, name: str, arguments: Any) -> tuple[str, list[dict[str, Any]]]:
         """Run a tool as the relay does; returns the output for the model and the events for the browser."""
-        conversation = Conversation.objects.filter(pk=self.conversation_id).first()
-        result = tool_run(
-            name=name,
-            widget=self.widget,
-            conversation=conversation,
-            arguments=arguments if isinstance(arguments, str | dict) else None,
-            config=self.config,
+        result = svc.voice_tool_run(
+            widget=self.widget, config=self.config, conversation_id=self.conversation_id, name=name, arguments=arguments
         )
-        if conversation is not None:
-            tool_turn_save(conversation_id=conversation.pk, name=name, result=result)
         return result.output(), [events.ui_event(result.ui_event)] if result.ui_event else []
 
     # --- states and transcripts -----------------------------------------------------------------

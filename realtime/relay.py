@@ -40,8 +40,7 @@ from realtime.protocol import (
 from realtime.upstream import UpstreamError, upstream_connect
 from widgets.models import Widget
 from widgets.selectors import openai_api_key
-from widgets.services.turns import tool_turn_save, turn_save
-from widgets.tools import tool_run
+from widgets.services.turns import turn_save
 
 logger = logging.getLogger(__name__)
 
@@ -470,19 +469,9 @@ class RelaySession:
         await self._maybe_continue()
 
     def _tool_sync(self, name: str, arguments: Any) -> Any:
-        from widgets.models import Conversation
-
-        conversation = Conversation.objects.filter(pk=self.conversation_id).first()
-        result = tool_run(
-            name=name,
-            widget=self.widget,
-            conversation=conversation,
-            arguments=arguments if isinstance(arguments, str | dict) else None,
-            config=self.config,
+        return svc.voice_tool_run(
+            widget=self.widget, config=self.config, conversation_id=self.conversation_id, name=name, arguments=arguments
         )
-        if conversation is not None:
-            tool_turn_save(conversation_id=conversation.pk, name=name, result=result)
-        return result
 
     async def _maybe_continue(self) -> None:
         """After tool outputs: one response.create, once the calling response is done."""

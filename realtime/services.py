@@ -26,7 +26,8 @@ from licenses.selectors import license_check, license_get_public, license_quota_
 from licenses.services import usage_increment
 from widgets.models import Channel, Conversation, Widget
 from widgets.selectors import widget_get_published
-from widgets.services.turns import turns_save_new
+from widgets.services.turns import tool_turn_save, turns_save_new
+from widgets.tools import ToolResult, tool_run
 
 # A live call refreshes its slot every SLOT_REFRESH_SECONDS (realtime/relay.py); a crashed worker's slots
 # free themselves after SLOT_TTL_SECONDS (issue 11, finding 5).
@@ -346,3 +347,21 @@ def webrtc_call_record(
     elif max_seconds - elapsed <= min(WARN_TIME_SECONDS, max_seconds / 2):
         warning = "session_time_low"
     return CallRecord(saved=saved, warning=warning)
+
+
+def voice_tool_run(
+    *, widget: Widget, config: dict[str, Any], conversation_id: int | None, name: str, arguments: Any
+) -> ToolResult:
+    """A tool the model called during a call, on any transport (relay, WebRTC, LiveKit): run on the widget's
+    own data (widgets.tools) and recorded as a tool turn on the call's conversation."""
+    conversation = Conversation.objects.filter(pk=conversation_id).first() if conversation_id else None
+    result = tool_run(
+        name=name,
+        widget=widget,
+        conversation=conversation,
+        arguments=arguments if isinstance(arguments, str | dict) else None,
+        config=config,
+    )
+    if conversation is not None:
+        tool_turn_save(conversation_id=conversation.pk, name=name, result=result)
+    return result
