@@ -25,6 +25,7 @@ from chatkit.client import model_provider
 from chatkit.threads import RequestContext
 from chatkit.types import Attachment, UserMessageTagContent, WidgetItem
 from chatkit.widget_templates import widget_for_event
+from licenses.identity import identity_text
 from widgets.aio import db_step
 from widgets.models import Conversation
 from widgets.page_context import page_context_text
@@ -36,7 +37,9 @@ MEDIUM = (
 )
 
 
-def chatkit_instructions(config: dict[str, Any], *, page_context: dict[str, Any] | None = None) -> str:
+def chatkit_instructions(
+    config: dict[str, Any], *, page_context: dict[str, Any] | None = None, identity: dict[str, Any] | None = None
+) -> str:
     parts = [(config["connection"]["chatkit"].get("instructions") or "").strip()]
     facts = ((config.get("voice") or {}).get("business_facts") or "").strip()
     if facts:
@@ -44,6 +47,7 @@ def chatkit_instructions(config: dict[str, Any], *, page_context: dict[str, Any]
     parts.append(tools_guidance(tools_enabled(config)))
     parts.append(MEDIUM)
     parts.append(page_context_text(page_context))
+    parts.append(identity_text(identity))
     return "\n\n".join(p for p in parts if p)
 
 
@@ -75,7 +79,7 @@ def function_tool(tool: Tool) -> FunctionTool:
 def chatkit_agent(ctx: RequestContext) -> Agent[AgentContext[RequestContext]]:
     return Agent(
         name=(ctx.widget.name or "Assistant")[:60],
-        instructions=chatkit_instructions(ctx.config, page_context=ctx.page_context),
+        instructions=chatkit_instructions(ctx.config, page_context=ctx.page_context, identity=ctx.identity),
         tools=[function_tool(t) for t in tools_enabled(ctx.config)],
     )
 

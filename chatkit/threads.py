@@ -68,6 +68,8 @@ class RequestContext:
     reserved_thread: bool = False  # the endpoint already counted the thread this request creates
     # The embedding page's context (widgets.page_context), when the widget sends it; None otherwise.
     page_context: dict[str, Any] | None = None
+    # Switchboard('identify') (licenses/identity.py): the visitor's identity, {} when none.
+    identity: dict[str, Any] = field(default_factory=dict)
     # Filled during a turn (server.respond / tools): what the transcript records.
     ui_events: list[dict[str, Any]] = field(default_factory=list)
     conversation_id: int | None = None
@@ -140,6 +142,7 @@ class DjangoStore(Store[RequestContext]):
                 session_id=thread.id,
                 is_preview=ctx.preview,
                 usage={"model": ctx.model},
+                identity=ctx.identity,
             )
             ctx.threads[thread.id] = ChatKitThread.objects.create(
                 thread_id=thread.id,

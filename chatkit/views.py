@@ -57,6 +57,7 @@ from chatkit.tokens import (
 from chatkit.types import ChatKitReq, ThreadsCreateReq, is_streaming_req
 from licenses.api import ApiError, error_response, json_object
 from licenses.domains import frame_ancestors, same_origin
+from licenses.identity import identity_owner_key, identity_require_check, identity_token_read
 from licenses.models import License
 from licenses.selectors import REASON_MESSAGES, license_check, license_get_public, license_status_reason
 from widgets.aio import db_step
@@ -331,10 +332,20 @@ def _server_context(request: HttpRequest, license_key: str) -> RequestContext:
     visitor = visitor_token_read(license=license, token=request.headers.get("X-Switchboard-Visitor"))
     if visitor is None:
         raise ChatKitError("visitor_invalid", "The visitor id is missing or invalid; reload the page.", 403)
+    # Switchboard('identify') (issue 15.2): relayed by our ChatKit page from the widget around it. The
+    # thread owner follows the identity, so two users never see each other's threads.
+    try:
+        identity = identity_token_read(license=license, token=request.headers.get("X-Switchboard-Identity", ""))
+        identity_require_check(license=license, identity=identity)
+    except ApiError as exc:
+        raise ChatKitError(exc.code, exc.message, exc.status_code)
     widget, config = chatkit_widget_published(license=license, public_id=caller.widget_id)
-    return _context(
-        license=license, widget=widget, config=config, owner=chatkit_user_id(license=license, visitor_id=visitor)
+    who = identity_owner_key(identity) if identity is not None else visitor
+    context = _context(
+        license=license, widget=widget, config=config, owner=chatkit_user_id(license=license, visitor_id=who)
     )
+    context.identity = identity.as_dict() if identity is not None else {}
+    return context
 
 
 def _preview_context(request: HttpRequest, *, license_key: str, public_id: str) -> RequestContext:

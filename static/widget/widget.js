@@ -295,7 +295,7 @@
     command(method, args) {
       if (this.failed) { this.emit("error", { code: "unavailable", message: "This widget did not load." }); return; }
       if (!this.ready) { this.commands.push([method, args]); return; }
-      const chatOnly = /^(send|reset|setLocale|identify)$/.test(method);
+      const chatOnly = /^(send|reset|setLocale)$/.test(method);
       if (chatOnly && this.type === "chatkit") {
         this.emit("error", { code: "unsupported", message: method + "() is not available on a ChatKit widget." });
         return;
@@ -333,10 +333,11 @@
         user_id: data.user_id, email: data.email, name: data.name, attributes: data.attributes,
         user_hash: options && typeof options === "object" ? options.user_hash : undefined
       };
+      const identityKey = "sb:" + this.options.widget + ":identity";
       const done = this.identifying = fetch(this.apiBase + "/identify" + this.query, {
         method: "POST",
         credentials: "omit",
-        headers: { "Content-Type": "application/json", "X-Switchboard-Visitor": this.visitorId },
+        headers: { "Content-Type": "application/json", "X-Switchboard-Visitor": this.visitorId ?? "" },
         body: JSON.stringify(body)
       }).then((response) => response.json().catch(() => ({})).then((answer) => {
         if (!response.ok || typeof answer.token !== "string") {
@@ -344,20 +345,21 @@
           this.identityToken = null;
           // Refused, but the page says the visitor is not the user this browser chatted as: that
           // user's conversation is not shown to (or continued by) this visitor.
-          const previous = storage.get(this.storageKey + "identity");
+          const previous = storage.get(identityKey);
           if (previous != null && previous !== String(data.user_id)) {
-            storage.remove(this.storageKey + "identity");
-            this.reset(true);
+            storage.remove(identityKey);
+            this.restartForIdentity();
           }
           console.error("Switchboard: identify was refused: " + (error.message ?? "HTTP " + response.status) +
             " (" + (error.code ?? "identity_invalid") + ")");
           this.emit("error", { code: error.code ?? "identity_invalid", message: error.message ?? "" });
           return;
         }
-        const previous = storage.get(this.storageKey + "identity");
+        const previous = storage.get(identityKey);
         this.identityToken = answer.token;
-        storage.set(this.storageKey + "identity", answer.user_id);
-        if (previous != null && previous !== answer.user_id) this.reset(true);
+        storage.set(identityKey, answer.user_id);
+        if (previous != null && previous !== answer.user_id) this.restartForIdentity();
+        else this.sendFrameIdentity();
       }), () => {
         this.identityToken = null;
         this.emit("error", { code: "network_error", message: "identify could not reach the server." });
@@ -563,7 +565,7 @@
             typeof data.token === "string" && data.token.length < 300) storage.set(tokenKey, data.token);
       });
       if (this.mode !== "popup") frame.src = frame.dataset.src;
-      frame.addEventListener("load", () => this.sendFrameContext());
+      frame.addEventListener("load", () => { this.sendFrameContext(); this.sendFrameIdentity(); });
       this.frame = frame;
       this.panel.appendChild(frame);
     }
@@ -818,6 +820,22 @@
       const custom = api.context(this);
       if (custom) context.context = custom;
       return context;
+    }
+
+    /* ChatKit: the frame (our page) sends the identity token with each request to our ChatKit server. */
+    sendFrameIdentity() {
+      if (!this.frame || !this.frame.contentWindow || !this.identityToken) return;
+      this.frame.contentWindow.postMessage({ type: "switchboard:identity", token: this.identityToken }, this.base);
+    }
+
+    /* A new user: a new conversation (n8n: a new session and an empty log; ChatKit: the frame reloads,
+       and the server keys threads by the identity). */
+    restartForIdentity() {
+      if (this.type === "chatkit") {
+        if (this.frame && this.frame.src) this.frame.src = this.frame.dataset.src;
+      } else {
+        this.reset(true);
+      }
     }
 
     /* ChatKit: the frame (our page) sends the context with each request to our ChatKit server. */
