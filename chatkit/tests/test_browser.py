@@ -388,7 +388,7 @@ Switchboard("setContext", {{plan: "pro", cart_total: 899.5}});</script>
 
 
 def test_identify_on_a_chatkit_widget_reaches_the_agent_and_owns_the_thread(
-    fake_openai, asgi_live_server, host_pages, browser_page, license_a, owner
+    fake_openai, asgi_live_server, customer_site, browser_page, license_a, owner
 ):
     """Issue 15.2: Switchboard('identify') with a valid hash on a ChatKit widget: the frame sends the token,
     the agent's instructions carry the verified identity and the thread belongs to that user; a forged hash
@@ -419,7 +419,7 @@ Switchboard("identify", {{user_id: "{user_id}", name: "Ana"}}, {{user_hash: "{us
         chat_frame(browser_page).wait_for_function(f"() => window.__turns === {turns}", timeout=15000)
 
     valid = hmac.new(secret.encode(), b"42", hashlib.sha256).hexdigest()
-    browser_page.goto(host_pages.add("/account.html", page_html("42", valid)))
+    browser_page.goto(customer_site.add("/account.html", page_html("42", valid)))
     browser_page.wait_for_function("() => window.SwitchboardWidgets && window.SwitchboardWidgets[0].identityToken")
     ask("Who am I?", 1)
     (upstream,) = fake_openai.responses()
@@ -431,7 +431,7 @@ Switchboard("identify", {{user_id: "{user_id}", name: "Ana"}}, {{user_hash: "{us
     assert list(ChatKitThread.objects.values_list("owner", flat=True)) == [ana]
 
     forged = hmac.new(b"guessed", b"1", hashlib.sha256).hexdigest()
-    browser_page.goto(host_pages.add("/forged.html", page_html("1", forged)))
+    browser_page.goto(customer_site.add("/forged.html", page_html("1", forged)))
     browser_page.wait_for_function("() => window.sbErrors.includes('identity_invalid')")
     ask("And now?", 1)
     second = fake_openai.responses()[-1]
