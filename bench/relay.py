@@ -3,10 +3,13 @@
 N concurrent sessions each send a 20 ms PCM16 frame (960 bytes, base64) every 20 ms through the relay
 to a local fake upstream that echoes every append back as one audio delta; the same load is then sent
 straight to the fake upstream. Per frame: round-trip latency; added = relay - direct (p50/p99). CPU per
-session = server process CPU seconds (from /proc) / wall seconds / N. Loopback only, bounded run time.
+session = server process CPU seconds (from /proc) / wall seconds / N (connects included); CPU per frame in
+the window = server CPU over the measured window / frames relayed in it (the steady per-frame cost, which a
+busy machine distorts least). Loopback only, bounded run time.
 
     python bench/relay.py                                  # daphne+uvicorn, 50/100/150/200, 10 s each
     python bench/relay.py --servers uvicorn --levels 50,100 --seconds 5
+    python bench/relay.py --servers uvicorn --levels 100 --profile   # + where the server's CPU goes (py-spy)
 
 Prints a table and writes bench/results-relay.json.
 """
@@ -23,6 +26,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -122,6 +126,7 @@ async def one_session(
     latencies: list[float],
     errors: list[str],
     relay: bool,
+    echoed: list[int],
 ) -> None:
     from websockets.asyncio.client import connect
 
@@ -141,6 +146,9 @@ async def one_session(
                 async for raw in ws:
                     now = loop.time()
                     if any(marker in raw for marker in AUDIO_DELTA):
+                        echoed[0] += 1
+                        if measure_from <= now < stop_at:
+                            echoed[1] += 1
                         i = raw.index('"', raw.index('"delta":') + 8) + 1
                         t0 = sent.pop(seq_of(raw[i : i + 8]), None)
                         if t0 is not None and t0 >= measure_from:
@@ -163,7 +171,16 @@ async def one_session(
 WARMUP = [1.0]
 
 
-async def run_level(url: str, headers: dict, n: int, seconds: float, relay: bool) -> dict:
+async def window_cpu(pid: int, measure_from: float, stop_at: float) -> float:
+    """The server's CPU seconds over the measured window only (no connects, no warm-up)."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(max(0.0, measure_from - loop.time()))
+    start = cpu_seconds(pid)
+    await asyncio.sleep(max(0.0, stop_at - loop.time()))
+    return cpu_seconds(pid) - start
+
+
+async def run_level(url: str, headers: dict, n: int, seconds: float, relay: bool, pid: int | None = None) -> dict:
     loop = asyncio.get_running_loop()
     ramp = max(1.0, n / 50)  # stagger connects
     t0 = loop.time()
@@ -171,9 +188,11 @@ async def run_level(url: str, headers: dict, n: int, seconds: float, relay: bool
     stop_at = measure_from + seconds
     latencies: list[float] = []
     errors: list[str] = []
+    echoed = [0, 0]  # frames that came back: in all, and within the measured window
+    window = asyncio.ensure_future(window_cpu(pid, measure_from, stop_at)) if pid else None
     await asyncio.gather(
         *[
-            one_session(url, headers, t0 + ramp * i / n, measure_from, stop_at, latencies, errors, relay)
+            one_session(url, headers, t0 + ramp * i / n, measure_from, stop_at, latencies, errors, relay, echoed)
             for i in range(n)
         ]
     )
@@ -182,6 +201,11 @@ async def run_level(url: str, headers: dict, n: int, seconds: float, relay: bool
         "n": n,
         "late_sessions": late,
         "frames": len(latencies),
+        "echoed": echoed[0],
+        "window_echoed": echoed[1],
+        # Server CPU per relayed frame (one append in, one audio delta out) in the steady state: robust to a busy
+        # machine, where a starved server relays fewer frames per second and its ms/s per call looks smaller.
+        "window_cpu_us_per_frame": 1e6 * (await window) / max(1, echoed[1]) if window else None,
         "p50": pct(latencies, 0.50),
         "p99": pct(latencies, 0.99),
         "errors": len(errors),
@@ -189,8 +213,8 @@ async def run_level(url: str, headers: dict, n: int, seconds: float, relay: bool
     }
 
 
-def load(url: str, headers: dict, n: int, seconds: float, relay: bool) -> dict:
-    return asyncio.run(run_level(url, headers, n, seconds, relay))
+def load(url: str, headers: dict, n: int, seconds: float, relay: bool, pid: int | None = None) -> dict:
+    return asyncio.run(run_level(url, headers, n, seconds, relay, pid))
 
 
 # --- servers -------------------------------------------------------------------------------------
@@ -247,6 +271,42 @@ def start_server(kind: str, port: int, env: dict) -> subprocess.Popen:
     return proc
 
 
+def profile_start(pid: int, seconds: float, out: str, spies: list[subprocess.Popen]) -> None:
+    """py-spy (requirements-dev.txt) on the server for the measured window, raw stacks to `out`."""
+    py_spy = str(Path(sys.executable).parent / "py-spy")
+    spies.append(
+        subprocess.Popen(
+            [
+                py_spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(int(seconds)),
+                "--format",
+                "raw",
+                "-o",
+                out,
+                "--nonblocking",
+            ]
+        )
+    )
+
+
+def profile_summary(path: str, top: int = 15) -> None:
+    """The functions the py-spy samples were in (self time), most first."""
+    counts: dict[str, int] = {}
+    total = 0
+    for line in Path(path).read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if stack:
+            frame = stack.rsplit(";", 1)[-1]
+            counts[frame] = counts.get(frame, 0) + int(n)
+            total += int(n)
+    for frame, n in sorted(counts.items(), key=lambda item: -item[1])[:top]:
+        print(f"  {100 * n / max(1, total):5.1f}%  {frame}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--servers", default="daphne,uvicorn")
@@ -260,7 +320,11 @@ def main() -> None:
         help="server DB per kind, e.g. postgres://postgres@127.0.0.1:5432/voicebench_{kind} "
         "(an empty database; default: a temp SQLite file)",
     )
-    parser.add_argument("--profile", action="store_true", help="py-spy each server during its runs (needs py-spy)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy each server over the measured window (py-spy is in requirements-dev.txt)",
+    )
     args = parser.parse_args()
     if args.fake_upstream:
         asyncio.run(fake_upstream(args.fake_upstream))
@@ -280,6 +344,7 @@ def main() -> None:
     }
     tmp = tempfile.mkdtemp(prefix="sb-bench-")
     procs: dict[str, subprocess.Popen] = {}
+    spies: list[subprocess.Popen] = []
     urls: dict[str, str] = {}
     try:
         wait_port(up_port)
@@ -319,23 +384,16 @@ def main() -> None:
                 proc = procs[kind]
                 spy = None
                 if args.profile:
-                    spy = subprocess.Popen(
-                        [
-                            str(Path(sys.executable).parent / "py-spy"),
-                            "record",
-                            "--pid",
-                            str(proc.pid),
-                            "--duration",
-                            str(int(args.seconds + 2)),
-                            "--format",
-                            "raw",
-                            "-o",
-                            f"/tmp/relay-profile-{kind}-{n}.txt",
-                            "--nonblocking",
-                        ]
+                    # Sampled over the measured window only (after the connect ramp and the warm-up), so the
+                    # profile shows the steady per-frame work, not the call set-up.
+                    spy = threading.Timer(
+                        max(1.0, n / 50) + args.warmup,
+                        profile_start,
+                        args=(proc.pid, args.seconds, f"/tmp/relay-profile-{kind}-{n}.txt", spies),
                     )
+                    spy.start()
                 cpu0, up0, me0, t0 = cpu_seconds(proc.pid), cpu_seconds(upstream.pid), own_cpu(), time.monotonic()
-                row = load(urls[kind], {"Origin": "http://127.0.0.1"}, n, args.seconds, relay=True)
+                row = load(urls[kind], {"Origin": "http://127.0.0.1"}, n, args.seconds, relay=True, pid=proc.pid)
                 wall = time.monotonic() - t0
                 cpu = cpu_seconds(proc.pid) - cpu0
                 row.update(
@@ -343,19 +401,27 @@ def main() -> None:
                     client_cpu_percent=100 * (own_cpu() - me0) / wall,
                 )
                 row.update(
+                    loadavg_1min=os.getloadavg()[0],
                     added_p50=row["p50"] - direct["p50"],
                     added_p99=row["p99"] - direct["p99"],
                     cpu_percent=100 * cpu / wall,
                     cpu_ms_per_session_second=1000 * cpu / wall / n,
+                    cpu_us_per_frame=1e6 * cpu / max(1, row["echoed"]),  # connects included
                 )
                 results["servers"][kind]["rows"].append(row)
                 if spy is not None:
-                    spy.wait(30)
+                    spy.join()
+                    for running in spies:
+                        running.wait(30)
+                    spies.clear()
+                    profile_summary(f"/tmp/relay-profile-{kind}-{n}.txt")
                 print(
                     f"{kind:8s} n={n:4d} p50={row['p50']:.2f} ms p99={row['p99']:.2f} ms "
                     f"added p50={row['added_p50']:.2f} p99={row['added_p99']:.2f} ms "
-                    f"cpu={row['cpu_percent']:.0f}% ({row['cpu_ms_per_session_second']:.2f} ms/s per session) "
+                    f"cpu={row['cpu_percent']:.0f}% ({row['cpu_ms_per_session_second']:.2f} ms/s per session, "
+                    f"{row['cpu_us_per_frame']:.0f} µs per frame, {row['window_cpu_us_per_frame']:.0f} in the window) "
                     f"frames={row['frames']} late={row['late_sessions']} errors={row['errors']} "
+                    f"load={row['loadavg_1min']:.1f} "
                     f"(load generator {row['client_cpu_percent']:.0f}% fake upstream {row['fake_cpu_percent']:.0f}%)",
                     flush=True,
                 )
