@@ -66,6 +66,12 @@ function postChatKitDraft(frame, config) {
   frame?.contentWindow?.postMessage({ type: "switchboard:chatkit-draft", config: draft }, location.origin);
 }
 
+// JSON with object keys sorted, so two equal configs give the same string whatever their key order.
+function canonical(value) {
+  return JSON.stringify(value, (key, v) => (v && typeof v === "object" && !Array.isArray(v)
+    ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, v[k]])) : v));
+}
+
 function mountBundle(bundle, el, config, options) {
   installFetchShim().config = config;
   const mode = options.mode;
@@ -111,7 +117,8 @@ function mountBundle(bundle, el, config, options) {
   root.dataset.provider = config.provider;
   // A ChatKit page keeps its conversation while you edit its theme: only what the bundle itself draws
   // (placement, size, colour scheme of the frame) re-mounts it.
-  const frameKey = (c) => JSON.stringify([c.provider, c.embed, c.appearance.color_scheme]);
+  // Compared by value: the saved config comes back from PostgreSQL's jsonb with its keys reordered.
+  const frameKey = (c) => canonical([c.provider, c.embed, c.appearance.color_scheme]);
   const mountedKey = frameKey(config);
   return {
     widget,
@@ -147,7 +154,10 @@ window.addEventListener("message", (event) => {
   if (options.host) state.host = options.host;
   if (options.dirty !== undefined) state.dirty = options.dirty;
   clearTimeout(render._t);
-  render._t = setTimeout(render, 120);
+  render._t = setTimeout(() => {
+    render();
+    root.dataset.synced = String(Number(root.dataset.synced || 0) + 1); // the configurator's draft is shown
+  }, 120);
 });
 
 window.switchboardPreview = { state, render };

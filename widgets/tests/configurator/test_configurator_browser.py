@@ -48,8 +48,9 @@ def test_create_chatkit_widget_through_the_form(signed_in, live_server, owner, l
 
 
 def chatkit_page(page):
-    """The ChatKit page the bundle frames inside the preview frame, once it has mounted ChatKit."""
-    for _ in range(200):
+    """The ChatKit page the bundle frames inside the preview frame, once the configurator's draft is shown."""
+    frame_of(page).locator("#sb-preview-root[data-synced]").wait_for(state="attached", timeout=30_000)
+    for _ in range(600):  # up to 30 s on a loaded machine
         for frame in page.frames:
             if "/widget/chatkit/" in frame.url:
                 return frame
@@ -67,22 +68,29 @@ def test_accent_colour_updates_preview_without_saving(signed_in, live_server, ow
     errors = open_editor(page, live_server, widget)
     page.get_by_role("tab", name="Appearance").click()
     kit = chatkit_page(page)
-    kit.wait_for_function("window.__chatkit && window.__chatkit.options.theme.color.accent.primary === '#4f46e5'")
-    kit.evaluate("window.__marker = 'same page'")
+    kit.wait_for_function(
+        "window.__chatkit && window.__chatkit.options.theme.color.accent.primary === '#4f46e5'", timeout=30_000
+    )
+    # Every accent ChatKit is given from now on, in order (a spy on the mounted element).
+    kit.evaluate(
+        """() => { const el = document.querySelector("openai-chatkit"); const set = el.setOptions.bind(el);
+        window.__accents = []; el.setOptions = (o) => { window.__accents.push(o.theme.color.accent.primary);
+        return set(o); }; window.__marker = "same page"; }"""
+    )
     field = page.get_by_label("Accent colour", exact=True)
     field.fill("#0f766e")
-    kit.wait_for_function("window.__chatkit.options.theme.color.accent.primary === '#0f766e'")
+    kit.wait_for_function("window.__chatkit.options.theme.color.accent.primary === '#0f766e'", timeout=30_000)
     assert kit.evaluate("window.__marker") == "same page"  # updated in place, not reloaded
     widget.refresh_from_db()
     assert widget.config["appearance"]["chatkit"]["accent_color"] == "#4f46e5"  # not saved
     assert page.locator("#save-state").inner_text() == "Unsaved changes"
-    # An invalid value shows the schema's message next to the field and does not reach the preview.
-    calls = kit.evaluate("window.__chatkitCalls")
+    # An invalid value shows the schema's message next to the field and never reaches the preview.
     field.fill("teal")
     assert "hex colour" in page.locator("[data-error-for='appearance.chatkit.accent_color']").inner_text()
     field.fill("#0f766f")
-    kit.wait_for_function("window.__chatkit.options.theme.color.accent.primary === '#0f766f'")
-    assert kit.evaluate("window.__chatkitCalls") == calls + 1  # "teal" never reached it
+    kit.wait_for_function("window.__chatkit.options.theme.color.accent.primary === '#0f766f'", timeout=30_000)
+    accents = kit.evaluate("window.__accents")
+    assert "teal" not in accents and accents[-1] == "#0f766f"
     assert not errors
 
 
