@@ -9,6 +9,7 @@ themselves; with REDIS_URL the count is correct across processes.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,6 +29,8 @@ from widgets.models import Channel, Conversation, Widget
 from widgets.selectors import widget_get_published
 from widgets.services.turns import tool_turn_save, turns_save_new
 from widgets.tools import ToolResult, tool_run
+
+logger = logging.getLogger(__name__)
 
 # A live call refreshes its slot every SLOT_REFRESH_SECONDS (realtime/relay.py); a crashed worker's slots
 # free themselves after SLOT_TTL_SECONDS (issue 11, finding 5).
@@ -117,10 +120,10 @@ def voice_slot_acquire(*, license: License, token: str, ttl: int = SLOT_TTL_SECO
     return None
 
 
-def voice_slot_refresh(*, key: str, token: str) -> None:
+def voice_slot_refresh(*, key: str, token: str, ttl: int = SLOT_TTL_SECONDS) -> None:
     """Keep a live call's slot. If it expired meanwhile (e.g. Redis was restarted), take it back when free."""
-    if not cache.touch(key, SLOT_TTL_SECONDS):
-        cache.add(key, token, SLOT_TTL_SECONDS)
+    if not cache.touch(key, ttl):
+        cache.add(key, token, ttl)
 
 
 def voice_slot_release(*, key: str, token: str) -> None:
@@ -276,6 +279,9 @@ def usage_cost(*, model: str, usage: dict[str, int]) -> Decimal:
 # Why a browser may say its WebRTC call ended (anything else is refused as bad shape).
 WEBRTC_END_REASONS = ("hangup", "browser_gone", "max_duration", "voice_minutes_exhausted", "upstream_closed")
 WEBRTC_TURN_GRACE_SECONDS = 60.0  # turns still accepted this long after the server ended the call
+# A WebRTC call's concurrency slot: taken with the key, kept by every report (every 15 s), freed by the call's
+# end; a browser that vanished frees it after this long.
+WEBRTC_SLOT_SECONDS = 60
 WARN_MINUTES_SECONDS = 60.0
 WARN_TIME_SECONDS = 30.0
 
@@ -300,6 +306,7 @@ def webrtc_call_record(
     turns: list[dict[str, str]],
     usage: dict[str, Any] | None,
     end: str = "",
+    slot: tuple[str, str] | None = None,
     now: datetime | None = None,
 ) -> CallRecord:
     """Store what a browser reports of its WebRTC call: turns (one Message each, deduplicated by item id,
@@ -314,10 +321,12 @@ def webrtc_call_record(
     then ended here) and a warning when minutes or time run low.
 
     A call the server already ended still stores turns for `WEBRTC_TURN_GRACE_SECONDS` (the browser's last
-    post after it hung up on our word) but bills nothing more."""
+    post after it hung up on our word) but bills nothing more. `slot` (key, token): the call's concurrency
+    slot, kept while it goes on and freed when it ends."""
     now = now or timezone.now()
     saved = turns_save_new(conversation_id=conversation.pk, turns=turns)
     if not webrtc_call_live(conversation):
+        _webrtc_slot(slot, keep=False)
         return CallRecord(saved=saved, end=conversation.end_reason or "hangup")
     elapsed = max((now - conversation.started_at).total_seconds(), 0.0)
     seconds = min(elapsed, float(max_seconds))
@@ -339,6 +348,7 @@ def webrtc_call_record(
         cost_usd=usage_cost(model=model, usage=merged),
         end_reason=end,
     )
+    _webrtc_slot(slot, keep=not end)
     if end:
         return CallRecord(saved=saved, end=end)
     warning = ""
@@ -365,3 +375,17 @@ def voice_tool_run(
     if conversation is not None:
         tool_turn_save(conversation_id=conversation.pk, name=name, result=result)
     return result
+
+
+def _webrtc_slot(slot: tuple[str, str] | None, *, keep: bool) -> None:
+    """Refresh (or free) a WebRTC call's slot; a cache blip costs the report nothing (the slot's TTL ends it)."""
+    if not slot:
+        return
+    key, token = slot
+    try:
+        if keep:
+            voice_slot_refresh(key=key, token=token, ttl=WEBRTC_SLOT_SECONDS)
+        else:
+            voice_slot_release(key=key, token=token)
+    except Exception:
+        logger.warning("realtime: WebRTC slot %s failed", "refresh" if keep else "release", exc_info=True)

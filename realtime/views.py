@@ -44,8 +44,7 @@ from realtime.session_config import session_config
 from widgets.models import Conversation
 from widgets.public import check_error, public_check, public_endpoint
 from widgets.selectors import openai_api_key
-from widgets.services.turns import tool_turn_save
-from widgets.tools import TOOLS, tool_run
+from widgets.tools import TOOLS
 
 logger = logging.getLogger(__name__)
 
@@ -106,12 +105,18 @@ def session_config_public(session: dict[str, Any]) -> dict[str, Any]:
 
 
 def tools_token_make(
-    *, license: License, widget_id: int, conversation_id: int, model: str = "", max_seconds: int = 0
+    *,
+    license: License,
+    widget_id: int,
+    conversation_id: int,
+    model: str = "",
+    max_seconds: int = 0,
+    slot: tuple[str, str] = ("", ""),
 ) -> str:
     """The WebRTC call's token: tools and the record endpoint accept it for this call only, until the call's
     maximum length (plus a grace) has passed. Model and length are signed in, so the browser cannot pick
     the prices its usage is billed at."""
-    claims = {"l": license.pk, "w": widget_id, "c": conversation_id, "m": model, "s": max_seconds}
+    claims = {"l": license.pk, "w": widget_id, "c": conversation_id, "m": model, "s": max_seconds, "k": list(slot)}
     return signing.dumps(claims, salt=TOOLS_TOKEN_SALT, compress=True)
 
 
@@ -150,6 +155,13 @@ def call_conversation(*, token: str, license: License) -> tuple[Conversation | N
     return conversation, claims
 
 
+def call_slot(claims: dict[str, Any]) -> tuple[str, str] | None:
+    slot = claims.get("k")
+    if isinstance(slot, list) and len(slot) == 2 and all(isinstance(part, str) and part for part in slot):
+        return slot[0], slot[1]
+    return None
+
+
 INVALID_TOKEN = ("invalid_token", "The call token is missing, expired or not for this call.")
 
 
@@ -179,13 +191,16 @@ def client_secret(request: HttpRequest, license: License | None) -> HttpResponse
         return opened
     body, check, access = opened
     license = check.license
+    # The call holds one of the license's concurrency slots, as a relayed call does: kept by its reports,
+    # freed by its end (realtime.services.webrtc_call_record), or by the TTL when its browser vanishes.
+    slot_token = uuid.uuid4().hex
     try:
-        in_use = svc.voice_slots_in_use(license=license)
+        slot = svc.voice_slot_acquire(license=license, token=slot_token, ttl=svc.WEBRTC_SLOT_SECONDS)
     except Exception:  # Redis unreachable: a clean "try again", as the relay answers (issue 11, finding 3)
-        logger.warning("realtime: slot count failed", exc_info=True)
+        logger.warning("realtime: slot acquire failed", exc_info=True)
         refusal = svc.voice_refusal("server_busy")
         return error_response(refusal.code, refusal.message, 503)
-    if in_use >= license.max_concurrent_voice_sessions:
+    if slot is None:
         refusal = svc.voice_refusal("too_many_sessions")
         return error_response(refusal.code, refusal.message, 429)
     session = session_config(config=access.config, widget=access.widget)
@@ -196,6 +211,7 @@ def client_secret(request: HttpRequest, license: License | None) -> HttpResponse
             seconds=CLIENT_SECRET_SECONDS,
         )
     except ClientSecretError as exc:
+        svc.voice_slot_release(key=slot, token=slot_token)
         return error_response(exc.code, exc.message, exc.status_code)
     # relayed=True: a heartbeat from the start, so a call whose browser never reports is reaped
     # (`worker_lost`); its first report takes it back (realtime.services.voice_usage_checkpoint).
@@ -218,6 +234,7 @@ def client_secret(request: HttpRequest, license: License | None) -> HttpResponse
                 conversation_id=conversation.pk,
                 model=session["model"],
                 max_seconds=max_seconds,
+                slot=(slot, slot_token),
             ),
             "tools_url": f"/api/widget/{license.key}/tools/",
             "record_url": f"/api/widget/{license.key}/voice/record",
@@ -239,14 +256,13 @@ def tool_call(request: HttpRequest, license: License, name: str) -> HttpResponse
         return error_response(*INVALID_TOKEN, 403)
     if name not in TOOLS:
         return error_response("unknown_tool", "No such tool.", 404)
-    result = tool_run(
-        name=name,
+    result = svc.voice_tool_run(
         widget=conversation.widget,
-        conversation=conversation,
-        arguments=body.get("arguments"),
         config=conversation.widget.published_version.config,
+        conversation_id=conversation.pk,
+        name=name,
+        arguments=body.get("arguments"),
     )
-    tool_turn_save(conversation_id=conversation.pk, name=name, result=result)
     return JsonResponse({"output": result.output(), "say": result.speak, "ui_event": result.ui_event})
 
 
@@ -397,6 +413,7 @@ def call_record(request: HttpRequest, license: License) -> HttpResponse:
         turns=body.get("turns") or [],
         usage=body.get("usage"),
         end=body.get("end") or "",
+        slot=call_slot(claims),
         now=now,
     )
     return JsonResponse(

@@ -344,3 +344,64 @@ def test_a_webrtc_tool_call_is_recorded_as_a_tool_turn(voice_widget, fake_openai
     tool = call_of(call).messages.get()
     assert tool.role == "tool" and tool.payload["tool"] == "search_products" and tool.payload["ok"] is True
     assert tool.payload["ui_events"] == [response.json()["ui_event"]]
+
+
+class TestConcurrency:
+    """A WebRTC call counts against the license's concurrent calls as a relayed one does."""
+
+    def secret(self, widget):
+        body = {"license": widget.license.key, "widget": widget.public_id}
+        return Client().post(
+            "/api/realtime/client-secret", json.dumps(body), content_type="application/json", HTTP_ORIGIN=ORIGIN
+        )
+
+    def test_a_call_holds_a_slot_until_it_ends(self, voice_widget, fake_openai_http):
+        license = voice_widget.license
+        license.limits = {**license.limits, "max_concurrent_voice_sessions": 1}
+        license.save()
+        call = start_call(voice_widget)
+        assert svc.voice_slots_in_use(license=license) == 1
+        response = self.secret(voice_widget)
+        assert response.status_code == 429
+        assert response.json() == {
+            "error": {
+                "code": "too_many_sessions",
+                "message": "Too many voice calls are running on this site right now. Please try again shortly.",
+            }
+        }
+        assert len(fake_openai_http.requests) == 1 and Conversation.objects.count() == 1
+        assert record(voice_widget, {"token": call["tools_token"], "end": "hangup"}).status_code == 200
+        assert svc.voice_slots_in_use(license=license) == 0
+        assert self.secret(voice_widget).status_code == 200
+
+    def test_reports_keep_the_slot(self, voice_widget, fake_openai_http):
+        from django.core.cache import cache
+
+        call = start_call(voice_widget)
+        key = signing.loads(call["tools_token"], salt="switchboard.realtime.tools")["k"][0]
+        cache.delete(key)  # as if its TTL ran out during a cache restart
+        assert svc.voice_slots_in_use(license=voice_widget.license) == 0
+        assert record(voice_widget, {"token": call["tools_token"], "turns": TURNS}).status_code == 200
+        assert svc.voice_slots_in_use(license=voice_widget.license) == 1
+
+    def test_a_refused_key_frees_the_slot(self, voice_widget, fake_openai_http):
+        fake_openai_http.responses = [(401, {"error": {"message": "Incorrect API key provided"}})]
+        response = self.secret(voice_widget)
+        assert response.status_code == 502 and response.json()["error"]["code"] == "upstream_auth_failed"
+        assert svc.voice_slots_in_use(license=voice_widget.license) == 0 and not Conversation.objects.exists()
+
+
+def test_a_reaped_call_is_taken_back_by_its_next_report(voice_widget, fake_openai_http, prices):
+    """A browser that stopped reporting for REALTIME_STALE_SECONDS is reaped (`worker_lost`); if it was alive
+    after all (a long network outage), its next report takes the call back and bills it."""
+    call = start_call(voice_widget)
+    conversation = call_of(call)
+    reaped = svc.voice_conversations_reap(stale_seconds=60, now=timezone.now() + timedelta(seconds=61))
+    assert reaped == 1
+    conversation.refresh_from_db()
+    assert conversation.end_reason == "worker_lost"
+    response = record(voice_widget, {"token": call["tools_token"], "turns": TURNS, "usage": USAGE})
+    assert response.status_code == 200 and response.json()["end"] is None
+    conversation.refresh_from_db()
+    assert conversation.ended_at is None and conversation.end_reason == "" and conversation.cost_usd == COST
+    assert conversation.messages.count() == 2

@@ -365,7 +365,8 @@ def _transport_control() -> Control:
     c = control(
         "voice.transport",
         "Transport",
-        help="Relay: through this server. WebRTC: the browser talks to OpenAI directly. "
+        help="Relay: through this server. WebRTC: the browser talks to OpenAI directly "
+        "(OpenAI shows the visitor's browser the session, instructions included). "
         "LiveKit: a LiveKit room with our voice agent (offered when this server has LiveKit settings).",
     )
     if not (settings.LIVEKIT_URL and settings.LIVEKIT_API_KEY and settings.LIVEKIT_API_SECRET):
