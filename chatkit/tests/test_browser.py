@@ -299,11 +299,7 @@ def _wait_frame(page, part):
 
 
 def _preview_chatkit_frame(page):
-    # Once the configurator's draft is shown in the preview (no re-mount can follow for the same draft).
-    page.frame_locator("#preview-frame").locator("#sb-preview-root[data-synced]").wait_for(
-        state="attached", timeout=30_000
-    )
-    for _ in range(50):
+    for _ in range(300):
         for frame in page.frames:
             if "/widget/chatkit/preview/" in frame.url:
                 return frame
