@@ -154,10 +154,7 @@ window.addEventListener("message", (event) => {
   if (options.host) state.host = options.host;
   if (options.dirty !== undefined) state.dirty = options.dirty;
   clearTimeout(render._t);
-  render._t = setTimeout(() => {
-    render();
-    root.dataset.synced = String(Number(root.dataset.synced || 0) + 1); // the configurator's draft is shown
-  }, 120);
+  render._t = setTimeout(render, 120);
 });
 
 window.switchboardPreview = { state, render };
