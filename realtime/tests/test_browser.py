@@ -12,112 +12,27 @@ import base64
 import json
 import os
 import re
-import shutil
 import struct
-import subprocess
 from contextlib import nullcontext
 
 import pytest
 
-from conftest import CHROMIUM_ARGS as BASE_ARGS
-from conftest import chromium_path
+from realtime.tests.voice_browser import WATCH_VOICE_BAR, host_page, launch_with_mic, speech_wav, widget_page
 from widgets.models import Conversation, Message
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-HOST_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>Customer shop</title>
-<style>body{font:15px system-ui;margin:24px;max-width:520px} .msg{padding:8px 12px;border-radius:12px;margin:6px 0}
-.user{background:#4f46e5;color:#fff;margin-left:80px}.assistant{background:#f3f4f6;margin-right:80px}
-.card{border:1px solid #ddd;border-radius:10px;padding:10px;margin:6px 0}#state{font-weight:600}
-#partial{color:#6b7280;font-style:italic;min-height:1.2em}</style></head>
-<body><h1>Phone Shop</h1>
-<p>Voice: <span id="state">idle</span> <span id="detail"></span></p>
-<button id="talk">Talk</button> <button id="mute">Mute</button> <button id="hangup">Hang up</button>
-<div id="log"></div><div id="partial"></div><div id="cards"></div>
-<script>
-window.states = [];
-var api = {
-  baseUrl: "__BASE__", licenseKey: "__KEY__", widgetId: "__WIDGET__", visitorId: "visitor-browser",
-  config: {voice: __VOICE__},
-  confirm: function (text) { window.confirmText = text; return Promise.resolve(__CONSENT__); },
-  addMessage: function (m) {
-    var d = document.createElement("div"); d.className = "msg " + m.role; d.textContent = m.text;
-    document.getElementById("log").appendChild(d);
-  },
-  setPartial: function (role, text) { document.getElementById("partial").textContent = text ? role + ": " + text : ""; },
-  renderEvent: function (e) {
-    if (e.type !== "ui.product_cards") return;
-    e.products.forEach(function (p) {
-      var c = document.createElement("div"); c.className = "card";
-      c.textContent = p.title + " — " + p.currency + " " + p.price;
-      document.getElementById("cards").appendChild(c);
-    });
-  },
-  setVoiceState: function (s, detail) {
-    window.states.push(s);
-    document.getElementById("state").textContent = s;
-    document.getElementById("detail").textContent = detail || "";
-  },
-  root: document,
-};
-var script = document.createElement("script");
-script.src = api.baseUrl + "/static/widget/voice.js";
-script.onload = function () { window.voice = window.SwitchboardVoice.create(api); };
-document.head.appendChild(script);
-document.getElementById("talk").onclick = function () { window.voice.start().catch(function () {}); };
-document.getElementById("hangup").onclick = function () { window.voice.stop(); };
-</script></body></html>
-"""
-
-
-def host_page(base: str, widget, *, consent_required: bool = False, consent: bool = True) -> str:
-    voice = {
-        "enabled": True,
-        "transport": "relay",
-        "consent_required": consent_required,
-        "consent_text": "This call is processed by an AI assistant.",
-    }
-    return (
-        HOST_PAGE.replace("__BASE__", base)
-        .replace("__KEY__", widget.license.key)
-        .replace("__WIDGET__", widget.public_id)
-        .replace("__VOICE__", json.dumps(voice))
-        .replace("__CONSENT__", "true" if consent else "false")
-    )
-
-
-def speech_wav(tmp_path) -> str:
-    if not (shutil.which("espeak-ng") and shutil.which("sox")):
-        if os.environ.get("SWITCHBOARD_REQUIRE_BROWSER") == "1":
-            pytest.fail("espeak-ng and sox are required for the voice browser test.")
-        pytest.skip("espeak-ng/sox not installed")
-    raw, wav = tmp_path / "q.wav", tmp_path / "q48.wav"
-    subprocess.run(["espeak-ng", "-w", str(raw), "Do you have phones under five hundred dollars?"], check=True)
-    subprocess.run(["sox", str(raw), "-r", "48000", "-c", "1", str(wav)], check=True)
-    return str(wav)
 
 
 def test_visitor_talks_through_the_relay(
     playwright_driver, voice_widget, fake_realtime_thread, asgi_live_server, customer_site, tmp_path, artifacts_dir
 ):
-    chromium = chromium_path()
     wav = speech_wav(tmp_path)
     from playwright.sync_api import expect
 
     root, site = customer_site.dir, customer_site.origin
     (root / "index.html").write_text(host_page(asgi_live_server, voice_widget))
     with nullcontext(playwright_driver) as p:  # the session's one Playwright driver (root conftest)
-        browser = p.chromium.launch(
-            executable_path=chromium,
-            headless=True,
-            args=[
-                *BASE_ARGS,
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={wav}",
-            ],
-        )
+        browser = launch_with_mic(p, wav)
         page = browser.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -159,16 +74,13 @@ def test_visitor_talks_through_the_relay(
 def test_denied_microphone_says_so(
     playwright_driver, voice_widget, fake_realtime_thread, asgi_live_server, customer_site, artifacts_dir
 ):
-    chromium = chromium_path()
     from playwright.sync_api import expect
 
     root, site = customer_site.dir, customer_site.origin
     (root / "index.html").write_text(host_page(asgi_live_server, voice_widget))
     with nullcontext(playwright_driver) as p:  # the session's one Playwright driver (root conftest)
         # No --use-fake-ui-for-media-stream and no permission granted: getUserMedia is refused.
-        browser = p.chromium.launch(
-            executable_path=chromium, headless=True, args=[*BASE_ARGS, "--use-fake-device-for-media-stream"]
-        )
+        browser = launch_with_mic(p, grant=False)
         page = browser.new_context(permissions=[]).new_page()
         try:
             page.goto(site + "/index.html")
@@ -185,17 +97,12 @@ def test_denied_microphone_says_so(
 def test_consent_is_asked_before_the_first_call(
     playwright_driver, voice_widget, fake_realtime_thread, asgi_live_server, customer_site
 ):
-    chromium = chromium_path()
     from playwright.sync_api import expect
 
     root, site = customer_site.dir, customer_site.origin
     (root / "index.html").write_text(host_page(asgi_live_server, voice_widget, consent_required=True, consent=False))
     with nullcontext(playwright_driver) as p:  # the session's one Playwright driver (root conftest)
-        browser = p.chromium.launch(
-            executable_path=chromium,
-            headless=True,
-            args=[*BASE_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"],
-        )
+        browser = launch_with_mic(p)
         page = browser.new_page()
         try:
             page.goto(site + "/index.html")
@@ -208,24 +115,6 @@ def test_consent_is_asked_before_the_first_call(
         finally:
             browser.close()
     assert not fake_realtime_thread.paths  # declined: no call
-
-
-WIDGET_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>Phone Shop</title>
-<link rel="icon" href="data:,"><style>body{font:16px system-ui;margin:40px;color:#1f2937}</style></head>
-<body><h1>Phone Shop</h1><p>Great phones, fair prices.</p>
-<script src="__BASE__/api/widget/__KEY__/chat-widget.js" async></script>
-</body></html>
-"""
-
-# Records every visible state of the widget's voice bar (data-s on .vb inside its Shadow DOM), in order.
-WATCH_VOICE_BAR = """() => {
-  const vb = document.querySelector('switchboard-widget').shadowRoot.querySelector('.vb');
-  window.voiceBar = [];
-  new MutationObserver((records) => records.forEach((r, i) => window.voiceBar.push(
-    i + 1 < records.length ? records[i + 1].oldValue : vb.getAttribute('data-s')))
-  ).observe(vb, {attributes: true, attributeFilter: ['data-s'], attributeOldValue: true});
-}"""
 
 
 def test_visitor_talks_to_the_real_widget_through_the_relay(
@@ -243,27 +132,14 @@ def test_visitor_talks_to_the_real_widget_through_the_relay(
 
     from realtime.tests.conftest import publish
 
-    chromium = chromium_path()
     wav = speech_wav(tmp_path)
     voice_widget.config["voice"].update(consent_required=True, consent_text="Calls are answered by an AI.")
     voice_widget.save()
     voice_widget = publish(voice_widget, owner)
     root, site = customer_site.dir, customer_site.origin
-    (root / "index.html").write_text(
-        WIDGET_PAGE.replace("__BASE__", asgi_live_server).replace("__KEY__", voice_widget.license.key)
-    )
+    (root / "index.html").write_text(widget_page(asgi_live_server, voice_widget.license.key))
     with nullcontext(playwright_driver) as p:  # the session's one Playwright driver (root conftest)
-        browser = p.chromium.launch(
-            executable_path=chromium,
-            headless=True,
-            args=[
-                *BASE_ARGS,
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={wav}",
-                "--autoplay-policy=no-user-gesture-required",
-            ],
-        )
+        browser = launch_with_mic(p, wav, "--autoplay-policy=no-user-gesture-required")
         page = browser.new_page(viewport={"width": 1100, "height": 820})
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))

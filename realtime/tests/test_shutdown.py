@@ -14,9 +14,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
-from conftest import CHROMIUM_ARGS as BASE_ARGS
-from conftest import chromium_path
 from realtime.tests.conftest import FRAME, ORIGIN, free_port
+from realtime.tests.voice_browser import host_page, launch_with_mic, speech_wav, widget_page
 from widgets.models import Conversation
 
 
@@ -96,9 +95,6 @@ def test_the_widget_reconnects_after_a_server_restart(
 ):
     from playwright.sync_api import expect
 
-    from realtime.tests.test_browser import host_page, speech_wav
-
-    chromium = chromium_path()
     wav = speech_wav(tmp_path)
     fake_realtime_thread.scenario = "idle"
     port = free_port()
@@ -106,16 +102,7 @@ def test_the_widget_reconnects_after_a_server_restart(
     root, site = customer_site.dir, customer_site.origin
     (root / "index.html").write_text(host_page(f"http://127.0.0.1:{port}", voice_widget))
     with nullcontext(playwright_driver) as p:
-        browser = p.chromium.launch(
-            executable_path=chromium,
-            headless=True,
-            args=[
-                *BASE_ARGS,
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={wav}",
-            ],
-        )
+        browser = launch_with_mic(p, wav)
         page = browser.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -175,29 +162,14 @@ def test_the_real_widget_shows_reconnecting_and_carries_on(
     """The embedded widget (one-line loader) through a restart of the process holding its call."""
     from playwright.sync_api import expect
 
-    from realtime.tests.test_browser import WIDGET_PAGE, speech_wav
-
-    chromium = chromium_path()
     wav = speech_wav(tmp_path)
     fake_realtime_thread.scenario = "idle"
     port = free_port()
     web = WebProcess(port)
     root, site = customer_site.dir, customer_site.origin
-    (root / "index.html").write_text(
-        WIDGET_PAGE.replace("__BASE__", f"http://127.0.0.1:{port}").replace("__KEY__", voice_widget.license.key)
-    )
+    (root / "index.html").write_text(widget_page(f"http://127.0.0.1:{port}", voice_widget.license.key))
     with nullcontext(playwright_driver) as p:
-        browser = p.chromium.launch(
-            executable_path=chromium,
-            headless=True,
-            args=[
-                *BASE_ARGS,
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={wav}",
-                "--autoplay-policy=no-user-gesture-required",
-            ],
-        )
+        browser = launch_with_mic(p, wav, "--autoplay-policy=no-user-gesture-required")
         page = browser.new_page(viewport={"width": 1100, "height": 820})
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))

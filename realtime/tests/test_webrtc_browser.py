@@ -18,14 +18,12 @@ from contextlib import nullcontext
 import pytest
 from django.conf import settings
 
-from conftest import CHROMIUM_ARGS as BASE_ARGS
-from conftest import chromium_path
 from licenses.models import LicenseUsage
 from realtime import services as svc
 from realtime.session_config import session_config
 from realtime.tests.conftest import LoopThread, publish
 from realtime.tests.fake_webrtc import USAGE
-from realtime.tests.test_browser import WATCH_VOICE_BAR, WIDGET_PAGE, speech_wav
+from realtime.tests.voice_browser import WATCH_VOICE_BAR, launch_with_mic, speech_wav, widget_page
 from widgets.models import Conversation
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -64,27 +62,18 @@ def test_visitor_talks_to_the_real_widget_over_webrtc(
 ):
     from playwright.sync_api import expect
 
-    chromium = chromium_path()
     wav = speech_wav(tmp_path)
     voice_widget.config["voice"]["transport"] = "webrtc"
     voice_widget.save()
     voice_widget = publish(voice_widget, owner)
     root, site = customer_site.dir, customer_site.origin
-    (root / "index.html").write_text(
-        WIDGET_PAGE.replace("__BASE__", asgi_live_server).replace("__KEY__", voice_widget.license.key)
-    )
+    (root / "index.html").write_text(widget_page(asgi_live_server, voice_widget.license.key))
     with nullcontext(playwright_driver) as p:  # the session's one Playwright driver (root conftest)
-        browser = p.chromium.launch(
-            executable_path=chromium,
-            headless=True,
-            args=[
-                *BASE_ARGS,
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={wav}",
-                "--autoplay-policy=no-user-gesture-required",
-                "--allow-loopback-in-peer-connection",  # the fake peer's ICE candidates are 127.0.0.1
-            ],
+        browser = launch_with_mic(
+            p,
+            wav,
+            "--autoplay-policy=no-user-gesture-required",
+            "--allow-loopback-in-peer-connection",  # the fake peer's ICE candidates are 127.0.0.1
         )
         page = browser.new_page(viewport={"width": 1100, "height": 820})
         page.add_init_script(RECORD_PEERS)
