@@ -11,6 +11,7 @@ from channels.testing import WebsocketCommunicator
 from django.core.cache import cache
 from django.test import Client
 
+from conftest import RedisServer
 from realtime.tests.fakes import FakeRealtime
 from widgets.config_schema import config_normalize
 from widgets.models import Widget
@@ -140,14 +141,6 @@ def _close_async_db_connections():
 # --- live servers for the browser test ---------------------------------------------------------
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class LoopThread:
     """An asyncio loop in a background thread, for servers a sync (Playwright) test needs."""
 
@@ -181,49 +174,10 @@ def fake_realtime_thread(settings):
 # --- a Redis server of the test's own (fault tests stop and restart it; never the shared one) ----
 
 
-class OwnRedis:
-    """redis-server on a free loopback port, in its own process: `stop()` is an outage, `start()` the return."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.process = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> OwnRedis:
-        import subprocess
-        import time
-
-        import redis
-
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.time() + 10
-        while True:
-            try:
-                redis.Redis(port=self.port, socket_connect_timeout=0.5).ping()
-                return self
-            except redis.ConnectionError:
-                if time.time() > deadline or self.process.poll() is not None:
-                    raise RuntimeError("own redis-server did not start")
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        self.process = None
-
-
 @pytest.fixture
 def own_redis(settings):
     """Cache (voice slots) and channel layer on a redis-server of this test's own."""
-    server = OwnRedis().start()
+    server = RedisServer().start()
     settings.CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",

@@ -281,7 +281,7 @@ async def test_upstream_errors_in_plain_words(voice_widget, fake_realtime):
 
 
 async def test_unreachable_upstream_ends_cleanly(voice_widget, settings):
-    from realtime.tests.conftest import free_port
+    from conftest import free_port
 
     settings.OPENAI_REALTIME_URL = f"ws://127.0.0.1:{free_port()}/v1/realtime"  # nothing listens there
     settings.OPENAI_API_KEY = "sk-platform-test"

@@ -14,7 +14,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
-from realtime.tests.conftest import FRAME, ORIGIN, free_port
+from conftest import free_port
+from realtime.tests.conftest import FRAME, ORIGIN
 from realtime.tests.voice_browser import host_page, launch_with_mic, speech_wav, widget_page
 from widgets.models import Conversation
 

@@ -10,10 +10,11 @@ import pytest
 from django.conf import settings as django_settings
 from django.db import connection
 
+from conftest import RedisServer
 from licenses.redis import redis_reset
 from widgets.models import Lead, Message
 from widgets.tests.conftest import ORIGIN
-from widgets.tests.prod_server import ProdServer, RedisServer, database_url, prod_env
+from widgets.tests.prod_server import ProdServer, database_url, prod_env
 
 
 @pytest.fixture
