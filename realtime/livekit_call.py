@@ -172,6 +172,13 @@ class LiveKitCall:
             return []
         return [events.transcript_partial(role="user", text=text, item_id=item_id)]
 
+    def assistant_transcript(self, said: str) -> list[dict[str, Any]]:
+        """The assistant's words so far while it answers (the relay's live line, from the model's transcript
+        deltas); the finished turn arrives as a conversation item."""
+        if not said.strip():
+            return []
+        return [events.transcript_partial(role="assistant", text=said)]
+
     def turn(self, role: str, text: str, *, item_id: str = "", interrupted: bool = False) -> list[dict[str, Any]]:
         """A finished user or assistant turn: one message row, one bubble."""
         text = text.strip()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncGenerator, AsyncIterable
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -27,11 +28,13 @@ from livekit.agents import (
     AgentSession,
     JobContext,
     JobProcess,
+    ModelSettings,
     RunContext,
     WorkerOptions,
     function_tool,
     room_io,
 )
+from livekit.agents.types import TimedString
 from livekit.plugins.openai.realtime import RealtimeModel
 
 from realtime import events
@@ -83,6 +86,25 @@ class Sender:
         await asyncio.wait_for(self.task, timeout=5)
 
 
+class VoiceAgent(Agent):
+    """The session's Agent; its spoken words are shown to the visitor live, as the relay shows them."""
+
+    def __init__(self, *, call: LiveKitCall, sender: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._call, self._sender = call, sender
+
+    async def transcription_node(
+        self, text: AsyncIterable[str | TimedString], model_settings: ModelSettings
+    ) -> AsyncGenerator[str | TimedString, None]:
+        """The model's transcript deltas pass through unchanged (LiveKit's own text output is off); the
+        words so far go to the browser as `transcript.partial` lines."""
+        said = ""
+        async for delta in text:
+            said += str(delta)
+            self._sender.send(self._call.assistant_transcript(said))
+            yield delta
+
+
 def build_agent(call: LiveKitCall, sender: Sender) -> Agent:
     """The Agent with the session's instructions and one raw function tool per enabled tool."""
 
@@ -97,7 +119,12 @@ def build_agent(call: LiveKitCall, sender: Sender) -> Agent:
 
         return function_tool(run, raw_schema=schema)
 
-    return Agent(instructions=call.session["instructions"], tools=[make_tool(s) for s in call.tool_schemas()])
+    return VoiceAgent(
+        call=call,
+        sender=sender,
+        instructions=call.session["instructions"],
+        tools=[make_tool(s) for s in call.tool_schemas()],
+    )
 
 
 def wire_session(session: AgentSession, call: LiveKitCall, sender: Any, finish: Any) -> set[asyncio.Task]:

@@ -51,10 +51,13 @@ class ScriptedStream(llm.LLMStream):
                     )
                 ],
             )
-        else:
+            self._event_ch.send_nowait(llm.ChatChunk(id="chunk", delta=delta))
+        else:  # the answer streams in three pieces, as a model's transcript deltas do
             said = json.loads(outputs[-1].output)["say"]
-            delta = llm.ChoiceDelta(role="assistant", content=said)
-        self._event_ch.send_nowait(llm.ChatChunk(id="chunk", delta=delta))
+            for piece in (said[:10], said[10:30], said[30:]):
+                self._event_ch.send_nowait(
+                    llm.ChatChunk(id="chunk", delta=llm.ChoiceDelta(role="assistant", content=piece))
+                )
         usage = llm.CompletionUsage(prompt_tokens=100, completion_tokens=20, total_tokens=120)
         self._event_ch.send_nowait(llm.ChatChunk(id="chunk", usage=usage))
 
@@ -105,6 +108,11 @@ async def test_tool_call_turns_and_events_under_the_sdk(livekit_widget):
     ]
     finals = [(e["role"], e["text"]) for e in sent if e["type"] == "transcript.final"]
     assert finals == [("user", "Do you have phones under 500 dollars?"), ("assistant", said)]
+    # The answer was shown live while it was generated (the relay's live line), then as the one final bubble.
+    lines = [e["text"] for e in browser.events if e["type"] == "transcript.partial" and e["role"] == "assistant"]
+    assert lines == [said[:10], said[:30], said]
+    order = [e["type"] for e in browser.events if e.get("role") == "assistant"]
+    assert order == ["transcript.partial"] * 3 + ["transcript.final"]
     rows = [(m.role, m.text) async for m in Message.objects.filter(conversation_id=call.conversation_id).order_by("id")]
     assert sorted(rows) == sorted(
         [("user", "Do you have phones under 500 dollars?"), ("tool", said), ("assistant", said)]
