@@ -19,25 +19,13 @@ from django.utils import timezone
 
 from licenses.models import LicenseUsage
 from realtime import services as svc
+from realtime.tests.fakes import USAGE  # one response.done usage block (GA shape), as the browser sums them
 from realtime.views import CALL_TOKEN_GRACE_SECONDS, tools_token_make
 from widgets.models import Conversation, Message
 
 pytestmark = pytest.mark.django_db
 
 ORIGIN = "https://shop.example.com"
-# One response.done usage block (GA shape), as the browser sums them.
-USAGE = {
-    "total_tokens": 330,
-    "input_tokens": 200,
-    "output_tokens": 130,
-    "input_token_details": {
-        "text_tokens": 100,
-        "audio_tokens": 100,
-        "cached_tokens": 50,
-        "cached_tokens_details": {"text_tokens": 50, "audio_tokens": 0},
-    },
-    "output_token_details": {"text_tokens": 30, "audio_tokens": 100},
-}
 # USD per 1M tokens: easy sums. text in 100-50 cached, audio in 100, text out 30, audio out 100.
 PRICES = {
     "text_in": 4.0,
