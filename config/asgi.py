@@ -11,10 +11,13 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django.setup(set_prefix=False)
 
+from config.chat_route import ChatRoute  # noqa: E402
 from config.middleware import ASGIHandler  # noqa: E402
 
-# Django's handler with its own middlewares' hooks inline instead of in a thread (config/middleware.py).
+# Django's handler with its own middlewares' hooks inline instead of in a thread (config/middleware.py),
+# behind the public chat's short route (config/chat_route.py).
 django_asgi_app = ASGIHandler()
+http_app = ChatRoute(django_asgi_app)
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
@@ -26,7 +29,7 @@ from config.routing import websocket_urlpatterns  # noqa: E402
 # decide; every consumer checks the Origin against its license before accept().
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": http_app,
         "websocket": OriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)), ["*"]),
     }
 )

@@ -1,0 +1,177 @@
+"""The public chat's short route through Django (issue 11 bench): `POST /api/widget/<key>/chat` under ASGI.
+
+Every chat turn of every visitor comes here, and Django's full handler spent more CPU on it than the
+chat itself (bench/chat_proxy.py, py-spy): two signals sent through a thread each, the URL resolver,
+fourteen middlewares (sessions, auth, messages, CSRF, history, axes… none of which this csrf-exempt,
+cookie-less JSON endpoint uses), and `response.close()` in a thread. This route runs the same view
+(`widgets.views.embed.chat`, with its `public_endpoint` guard: license, Origin, CORS, fail closed)
+with only the middleware hooks that can change its answer, taken from the same classes the settings
+list, so the answer is the same as through the full stack (`config/tests/test_chat_route.py` compares
+them header by header):
+
+- the host check of `CustomHostMiddleware` (settings' ALLOWED_HOSTS or a verified custom domain),
+- `HostileInputMiddleware`: NUL refusals, and the JSON error shape for any exception the view raises,
+- `SecurityMiddleware` (HTTPS redirect, nosniff, referrer policy, HSTS, COOP), `CommonMiddleware`
+  (Content-Length) and `XFrameOptionsMiddleware`.
+
+Anything unusual goes the full way instead, untouched (the body read here is replayed to it): another
+method (OPTIONS preflight, GET), no or a too large Content-Length, a host Django would refuse or that
+needs the custom-domain map reloaded, a script prefix, DISALLOWED_USER_AGENTS or PREPEND_WWW. A visitor
+who leaves cancels the view, as Django's handler does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.exceptions import DisallowedHost
+from django.core.handlers.asgi import ASGIHandler, ASGIRequest
+from django.http import HttpRequest, HttpResponse
+from django.middleware.clickjacking import XFrameOptionsMiddleware
+from django.middleware.common import CommonMiddleware
+from django.middleware.security import SecurityMiddleware
+from django.utils.log import log_response
+
+from config.hosts import CustomHostMiddleware, _needs_refresh
+from config.middleware import HostileInputMiddleware
+
+CHAT_PATH = re.compile(r"/api/widget/([^/]{1,64})/chat")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def _unused(request: HttpRequest) -> HttpResponse:  # the middlewares' get_response: never called here
+    raise AssertionError("the chat route calls middleware hooks only")
+
+
+class ChatRoute:
+    """ASGI app: the chat's short route, everything else (and anything unusual) to `django`."""
+
+    def __init__(self, django: ASGIHandler) -> None:
+        self.django = django
+        self._hooks: tuple[Any, ...] | None = None
+
+    def hooks(self) -> tuple[Any, ...]:
+        if self._hooks is None:
+            from widgets.views.embed import chat  # the URLconf's view (apps are loaded by now)
+
+            self._hooks = (
+                CustomHostMiddleware(_unused),
+                HostileInputMiddleware(_unused),
+                SecurityMiddleware(_unused),
+                CommonMiddleware(_unused),
+                XFrameOptionsMiddleware(_unused),
+                chat,
+            )
+        return self._hooks
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        key = _route(scope) if scope["type"] == "http" else None
+        if key is None:
+            return await self.django(scope, receive, send)
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        request, _ = self.django.create_request(scope, io.BytesIO(body))
+        if request is None or not self._short(request):
+            return await self.django(scope, _replay(bytes(body), receive), send)
+        await self._serve(request, key, receive, send)
+
+    def _short(self, request: ASGIRequest) -> bool:
+        """The host is one Django accepts without a database read (else the full stack decides)."""
+        if _needs_refresh(request) or self.hooks()[0]._refusal(request) is not None:
+            return False
+        try:
+            request.get_host()
+        except DisallowedHost:
+            return False
+        return True
+
+    async def _serve(self, request: ASGIRequest, key: str, receive: Receive, send: Send) -> None:
+        serving = asyncio.ensure_future(self._answer(request, key, send))
+        leaving = asyncio.ensure_future(receive())  # resolves when the visitor leaves (http.disconnect)
+        try:
+            await asyncio.wait((serving, leaving), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            leaving.cancel()
+            if not serving.done():  # the visitor left (or the server stops): stop the view, as Django does
+                serving.cancel()
+        try:
+            response = await serving
+        except asyncio.CancelledError:
+            return
+        response.close()  # a streamed relay's closer frees its permit and upstream; request_finished
+
+    async def _answer(self, request: ASGIRequest, key: str, send: Send) -> HttpResponse:
+        _host, hostile, security, common, xframe, view = self.hooks()
+        # The settings' order: Security, then HostileInput, …, Common, …, X-Frame-Options, the view.
+        response = security.process_request(request) or hostile._refusal(request)
+        if response is not None:
+            outer: tuple[Any, ...] = (security,)  # refused before the inner middlewares
+        else:
+            outer = (xframe, common, security)
+            try:
+                response = await view(request, license_key=key)
+            except Exception as exc:  # noqa: BLE001 - the JSON error shape, as HostileInputMiddleware gives
+                # In a thread, as Django does: it logs the exception (handlers may do I/O).
+                response = await sync_to_async(hostile.process_exception, thread_sensitive=False)(request, exc)
+                if response is None:
+                    raise
+        for hook in outer:  # the innermost middleware first
+            response = hook.process_response(request, response)
+        response._resource_closers.append(request.close)
+        response._handler_class = type(self.django)
+        if response.status_code >= 400:  # Django's "Forbidden: /api/…" lines (4xx inline: a console write)
+            log = (request.path, response, request)
+            if response.status_code >= 500:
+                await sync_to_async(_log, thread_sensitive=False)(*log)
+            else:
+                _log(*log)
+        with contextlib.suppress(asyncio.CancelledError):  # the visitor left while the answer was sent
+            await self.django.send_response(response, send)
+        return response
+
+
+def _log(path: str, response: HttpResponse, request: HttpRequest) -> None:
+    log_response("%s: %s", response.reason_phrase, path, response=response, request=request)
+
+
+def _route(scope: Scope) -> str | None:
+    """The license key when this request may take the short route, else None."""
+    if scope["method"] != "POST" or scope.get("root_path") or settings.FORCE_SCRIPT_NAME:
+        return None
+    match = CHAT_PATH.fullmatch(scope["path"])
+    if match is None or settings.DISALLOWED_USER_AGENTS or settings.PREPEND_WWW:
+        return None
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return match[1] if value.isdigit() and int(value) <= settings.JSON_MAX_BODY_BYTES else None
+    return None  # chunked: the full stack
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """`receive` for the full stack after the body was read here: the body once, then the visitor's."""
+    sent = False
+
+    async def again() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return again

@@ -1,0 +1,205 @@
+"""The public chat's short route under ASGI (config/chat_route.py) answers exactly what Django's full
+stack answers — status, every header, body — for answers, refusals and errors, and hands anything
+unusual to the full stack untouched. A visitor who leaves cancels the turn as Django's handler does."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from asgiref.sync import async_to_sync
+from asgiref.testing import ApplicationCommunicator
+
+from config.chat_route import ChatRoute
+from config.middleware import ASGIHandler
+from widgets import chat as chat_module
+from widgets.models import Message
+from widgets.tests.conftest import ORIGIN, n8n_config, publish
+from widgets.views import embed
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class Counting(ASGIHandler):
+    """The full stack, counting the requests that reached its middleware chain."""
+
+    full = 0
+
+    async def get_response_async(self, request):
+        type(self).full += 1
+        return await super().get_response_async(request)
+
+
+def exchange(app, *, path, body=b"", method="POST", headers=None, host=b"testserver"):
+    async def run():
+        raw = [(b"host", host)] if host else []
+        raw += [(k.lower().encode(), v.encode("latin1")) for k, v in (headers or {}).items()]
+        if method == "POST" and "content-length" not in {k.lower() for k in (headers or {})}:
+            raw.append((b"content-length", str(len(body)).encode()))
+        path_only, _, query = path.partition("?")
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path_only,
+            "raw_path": path_only.encode(),
+            "query_string": query.encode(),
+            "headers": raw,
+            "client": ("127.0.0.1", 50000),
+            "server": ("testserver", 80),
+        }
+        communicator = ApplicationCommunicator(app, scope)
+        await communicator.send_input({"type": "http.request", "body": body, "more_body": False})
+        start = await communicator.receive_output(10)
+        content = b""
+        while True:
+            message = await communicator.receive_output(10)
+            content += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        await communicator.wait(10)
+        return start["status"], sorted((k.decode().lower(), v.decode()) for k, v in start["headers"]), content
+
+    return async_to_sync(run)()
+
+
+def both(**request):
+    """The same request through the full stack and through the short route (which must not use it)."""
+    full = exchange(Counting(), **request)
+    Counting.full = 0
+    short = exchange(ChatRoute(Counting()), **request)
+    return full, short, Counting.full
+
+
+def chat_body(session: str, text: str = "Hi") -> bytes:
+    return json.dumps({"action": "sendMessage", "sessionId": session, "chatInput": text}).encode()
+
+
+def url(widget) -> str:
+    return f"/api/widget/{widget.license.key}/chat?widget={widget.public_id}"
+
+
+JSON = {"Content-Type": "application/json", "Origin": ORIGIN, "X-Switchboard-Visitor": "v-1"}
+
+
+def test_answer_is_the_full_stacks_header_by_header(n8n_widget, fake_n8n):
+    full, short, through_full = both(path=url(n8n_widget), body=chat_body("s-1"), headers=JSON)
+    assert full[0] == 200 and json.loads(full[2])["output"] == "Hello from n8n"
+    assert short == full
+    assert through_full == 0  # the short route served it
+    assert ("access-control-allow-origin", ORIGIN) in short[1] and ("x-frame-options", "DENY") in short[1]
+    assert Message.objects.filter(conversation__session_id="s-1").count() == 4  # both turns stored
+
+
+def test_streamed_answer_is_the_full_stacks(owner, widget_a, fake_n8n):
+    widget = publish(widget_a, owner, config=n8n_config(fake_n8n.webhook, streaming=True))
+    fake_n8n.default = {"stream": [{"type": "begin"}, {"type": "item", "content": "Hel"}, {"type": "end"}]}
+    full, short, through_full = both(path=url(widget), body=chat_body("s-2"), headers=JSON)
+    assert full[0] == 200 and full[2].splitlines()[-1] == b'{"type":"end","output":"Hel","ui":[]}'
+    assert (short, through_full) == (full, 0)
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "code"),
+    [
+        ("foreign_origin", 403, "domain_not_allowed"),
+        ("no_origin", 403, "origin_missing"),
+        ("unknown_license", 404, "unknown_license"),
+        ("invalid_json", 400, "invalid_json"),
+        ("wrong_type", 415, "unsupported_media_type"),
+        ("nul_header", 400, "invalid_text"),
+        ("unknown_widget", 404, "widget_not_found"),
+    ],
+)
+def test_refusals_are_the_full_stacks(n8n_widget, fake_n8n, caplog, case, status, code):
+    headers, body, path = dict(JSON), chat_body("s-3"), url(n8n_widget)
+    if case == "foreign_origin":
+        headers["Origin"] = "https://evil.example.net"
+    elif case == "no_origin":
+        del headers["Origin"]
+    elif case == "unknown_license":
+        path = "/api/widget/no-such-key/chat"
+    elif case == "invalid_json":
+        body = b"{nope"
+    elif case == "wrong_type":
+        headers["Content-Type"] = "text/html"
+    elif case == "nul_header":
+        headers["X-Switchboard-Visitor"] = "v\x00"
+    elif case == "unknown_widget":
+        path = f"/api/widget/{n8n_widget.license.key}/chat?widget=nope"
+    full, short, through_full = both(path=path, body=body, headers=headers)
+    assert (full[0], json.loads(full[2])["error"]["code"]) == (status, code)
+    assert (short, through_full) == (full, 0)
+    assert not fake_n8n.sent
+    logged = [r.getMessage() for r in caplog.records if r.name == "django.request"]
+    assert len(logged) == 2 and logged[0] == logged[1]  # Django's "Forbidden: /api/…" line, both ways
+
+
+def test_an_exception_in_the_view_is_the_json_500(n8n_widget, fake_n8n, monkeypatch):
+    def broken(**kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(embed, "chat_prepare", broken)
+    full, short, through_full = both(path=url(n8n_widget), body=chat_body("s-4"), headers=JSON)
+    assert (full[0], json.loads(full[2])["error"]["code"]) == (500, "server_error")
+    assert (short, through_full) == (full, 0)
+
+
+@pytest.mark.parametrize("case", ["preflight", "get", "disallowed_host", "too_large", "no_length"])
+def test_anything_unusual_goes_through_the_full_stack(n8n_widget, fake_n8n, settings, case):
+    request = {"path": url(n8n_widget), "body": chat_body("s-5"), "headers": dict(JSON)}
+    if case == "preflight":
+        request["method"] = "OPTIONS"
+        request["body"] = b""
+        request["headers"]["Access-Control-Request-Method"] = "POST"
+    elif case == "get":
+        request["method"] = "GET"
+        request["body"] = b""
+    elif case == "disallowed_host":
+        request["host"] = b"evil.example.net"
+    elif case == "too_large":
+        settings.JSON_MAX_BODY_BYTES = 1024
+        request["body"] = chat_body("s-5", "x" * 3000)
+    elif case == "no_length":
+        request["headers"]["Content-Length"] = "chunked"
+    full, short, through_full = both(**request)
+    assert short == full
+    assert through_full == 1
+    if case == "too_large":
+        assert full[0] == 413
+
+
+def test_visitor_who_leaves_cancels_the_turn(n8n_widget, fake_n8n):
+    """Django's handler cancels the view when the visitor disconnects; so does the short route: the
+    license's permit is free at once and nothing is half-written."""
+    fake_n8n.reply(sleep=3)
+    license_id, path = n8n_widget.license_id, url(n8n_widget).split("?")[0]
+
+    async def run():
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": b"",
+            "query_string": f"widget={n8n_widget.public_id}".encode(),
+            "headers": [(b"host", b"testserver"), (b"content-length", str(len(chat_body("s-6"))).encode())]
+            + [(k.lower().encode(), v.encode()) for k, v in JSON.items()],
+            "client": ("127.0.0.1", 50000),
+            "server": ("testserver", 80),
+        }
+        communicator = ApplicationCommunicator(ChatRoute(Counting()), scope)
+        await communicator.send_input({"type": "http.request", "body": chat_body("s-6"), "more_body": False})
+        while not fake_n8n.sent:  # the turn is waiting on n8n
+            await communicator.receive_nothing(0.05)
+        assert chat_module.upstream_slots.in_use(license_id) == 1
+        await communicator.send_input({"type": "http.disconnect"})
+        await communicator.wait(2)  # well before n8n's 3 s answer
+        assert chat_module.upstream_slots.in_use(license_id) == 0
+
+    async_to_sync(run)()
+    assert not Message.objects.filter(conversation__session_id="s-6").exists()
