@@ -284,6 +284,14 @@ WEBRTC_TURN_GRACE_SECONDS = 60.0  # turns still accepted this long after the ser
 WEBRTC_SLOT_SECONDS = 60
 WARN_MINUTES_SECONDS = 60.0
 WARN_TIME_SECONDS = 30.0
+# The most tokens a WebRTC call can have used per second of its time on our clock (each count is capped at
+# rate x (seconds + slack)): a response re-reads at most the whole context (32k tokens) and nobody talks to
+# the model more than once a second; output is bounded by speech (~20 audio tokens a second) far below
+# 1,000. Far above any real call, so honest counts pass as reported, while a browser can no longer claim
+# millions of tokens (thousands of dollars, past the usage columns' numeric(12,6)) for a short call.
+WEBRTC_MAX_INPUT_TOKENS_PER_SECOND = 32_000
+WEBRTC_MAX_OUTPUT_TOKENS_PER_SECOND = 1_000
+WEBRTC_USAGE_SLACK_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -314,7 +322,8 @@ def webrtc_call_record(
     the browser over its `response.done` events).
 
     Nothing the browser says is billed as is: the counts only ever grow (per-key maximum with what the row
-    holds, so a replayed or reordered post changes nothing), the cost is computed here from them with
+    holds, so a replayed or reordered post changes nothing; each capped by `webrtc_usage_cap` at what the
+    call's time allows), the cost is computed here from them with
     REALTIME_PRICES, and the call's billed seconds are OUR clock's time since the call started (capped at
     its maximum length). The license is billed the difference through `voice_usage_checkpoint`, as a relayed
     call. Returns whether the call must end (`max_duration`, `voice_minutes_exhausted`; the conversation is
@@ -330,7 +339,7 @@ def webrtc_call_record(
         return CallRecord(saved=saved, end=conversation.end_reason or "hangup")
     elapsed = max((now - conversation.started_at).total_seconds(), 0.0)
     seconds = min(elapsed, float(max_seconds))
-    reported = usage_add({}, usage)
+    reported = webrtc_usage_cap(usage_add({}, usage), seconds=seconds)
     stored = conversation.usage or {}
     merged = {key: max(int(stored.get(key, 0) or 0), reported[key]) for key in USAGE_KEYS}
     license_id = conversation.widget.license_id
@@ -357,6 +366,16 @@ def webrtc_call_record(
     elif max_seconds - elapsed <= min(WARN_TIME_SECONDS, max_seconds / 2):
         warning = "session_time_low"
     return CallRecord(saved=saved, warning=warning)
+
+
+def webrtc_usage_cap(usage: dict[str, int], *, seconds: float) -> dict[str, int]:
+    """A browser's cumulative token counts, each capped at what `seconds` of call time allows."""
+    span = max(seconds, 0.0) + WEBRTC_USAGE_SLACK_SECONDS
+    caps = {
+        "input": int(span * WEBRTC_MAX_INPUT_TOKENS_PER_SECOND),
+        "output": int(span * WEBRTC_MAX_OUTPUT_TOKENS_PER_SECOND),
+    }
+    return {key: min(value, caps[key.split("_", 1)[0]]) for key, value in usage.items()}
 
 
 def voice_tool_run(

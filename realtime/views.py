@@ -43,6 +43,7 @@ from realtime.client import ClientSecretError, client_secret_create
 from realtime.session_config import session_config
 from widgets.models import Conversation
 from widgets.public import check_error, public_check, public_endpoint
+from widgets.ratelimit import rate_hit
 from widgets.selectors import openai_api_key
 from widgets.tools import TOOLS
 
@@ -165,6 +166,18 @@ def call_slot(claims: dict[str, Any]) -> tuple[str, str] | None:
 INVALID_TOKEN = ("invalid_token", "The call token is missing, expired or not for this call.")
 
 
+def call_rate_limited(*, conversation: Conversation, what: str) -> JsonResponse | None:
+    """429 once a WebRTC call's token was used more than WIDGET_CHAT_RATE_PER_MINUTE times this minute for
+    `what` (tools, record), else None. Counted per call whatever the IP, so a replayed token is bounded
+    (a real call reports every 15 s and runs a few tools a minute)."""
+    count, retry_after = rate_hit(f"webrtc:{what}:{conversation.pk}")
+    if count <= settings.WIDGET_CHAT_RATE_PER_MINUTE:
+        return None
+    response = error_response("rate_limited", "Too many requests for this call; wait a moment.", 429)
+    response["Retry-After"] = str(retry_after)
+    return response
+
+
 def _voice_call_open(request: HttpRequest) -> tuple[dict[str, Any], Any, Any] | HttpResponse:
     """What every browser-side call transport (WebRTC, LiveKit) checks first, as the relay does: the JSON
     body, the license + Origin + voice minutes (fail closed), a published widget with voice on. Returns
@@ -256,6 +269,9 @@ def tool_call(request: HttpRequest, license: License, name: str) -> HttpResponse
         return error_response(*INVALID_TOKEN, 403)
     if name not in TOOLS:
         return error_response("unknown_tool", "No such tool.", 404)
+    limited = call_rate_limited(conversation=conversation, what="tools")
+    if limited is not None:
+        return limited
     result = svc.voice_tool_run(
         widget=conversation.widget,
         config=conversation.widget.published_version.config,
@@ -401,6 +417,9 @@ def call_record(request: HttpRequest, license: License) -> HttpResponse:
     conversation, claims = call_conversation(token=body["token"], license=license)
     if conversation is None:
         return error_response(*INVALID_TOKEN, 403)
+    limited = call_rate_limited(conversation=conversation, what="record")
+    if limited is not None:
+        return limited
     now = timezone.now()
     if not svc.webrtc_call_live(conversation) and (
         (now - conversation.ended_at).total_seconds() > svc.WEBRTC_TURN_GRACE_SECONDS

@@ -129,6 +129,46 @@ class TestRecord:
             assert "Additional properties are not allowed" in error["message"]
         assert call_of(call).cost_usd == 0
 
+    def test_token_counts_past_what_the_call_time_allows_are_capped(self, voice_widget, fake_openai_http, prices):
+        """A browser claiming 100M tokens of each kind one second into its call (a $11,600 bill at these
+        prices, and past PostgreSQL's numeric(12,6) once summed over a few dozen calls) is billed at most
+        what the call's time on our clock allows."""
+        call = start_call(voice_widget)
+        conversation = call_of(call)
+        age(conversation, 10)
+        big = 100_000_000
+        usage = {
+            "input_tokens": big,
+            "output_tokens": big,
+            "input_token_details": {"text_tokens": big, "audio_tokens": big},
+            "output_token_details": {"text_tokens": big, "audio_tokens": big},
+        }
+        assert record(voice_widget, {"token": call["tools_token"], "usage": usage}).status_code == 200
+        conversation.refresh_from_db()
+        seconds = 10 + svc.WEBRTC_USAGE_SLACK_SECONDS + 5  # the test's own run time included
+        assert conversation.usage["input_audio_tokens"] <= seconds * svc.WEBRTC_MAX_INPUT_TOKENS_PER_SECOND
+        assert conversation.usage["output_audio_tokens"] <= seconds * svc.WEBRTC_MAX_OUTPUT_TOKENS_PER_SECOND
+        assert conversation.usage["input_audio_tokens"] >= 10 * svc.WEBRTC_MAX_INPUT_TOKENS_PER_SECOND
+        assert conversation.cost_usd < Decimal("100")
+        assert LicenseUsage.objects.get(license=voice_widget.license).cost_usd == conversation.cost_usd
+        # An honest call's counts stay as reported (the cap is far above any real call's rate).
+        honest = start_call(voice_widget)
+        assert record(voice_widget, {"token": honest["tools_token"], "usage": USAGE}).status_code == 200
+        assert call_of(honest).usage == svc.usage_add({}, USAGE)
+
+    def test_reports_are_rate_limited_per_call(self, voice_widget, fake_openai_http, settings, frozen_minute):
+        settings.WIDGET_CHAT_RATE_PER_MINUTE = 3
+        call = start_call(voice_widget)
+        statuses = [
+            record(voice_widget, {"token": call["tools_token"], "turns": [{**TURNS[0], "item_id": f"item_{i}"}]})
+            for i in range(5)
+        ]
+        assert [r.status_code for r in statuses] == [200, 200, 200, 429, 429]
+        assert statuses[-1].json()["error"]["code"] == "rate_limited" and statuses[-1]["Retry-After"]
+        assert call_of(call).messages.count() == 3
+        other = start_call(voice_widget)  # another call of the same license has its own allowance
+        assert record(voice_widget, {"token": other["tools_token"]}).status_code == 200
+
     def test_hangup_ends_the_call(self, voice_widget, fake_openai_http, prices):
         call = start_call(voice_widget)
         response = record(voice_widget, {"token": call["tools_token"], "usage": USAGE, "end": "hangup"})
@@ -332,6 +372,25 @@ def test_a_webrtc_tool_call_is_recorded_as_a_tool_turn(voice_widget, fake_openai
     tool = call_of(call).messages.get()
     assert tool.role == "tool" and tool.payload["tool"] == "search_products" and tool.payload["ok"] is True
     assert tool.payload["ui_events"] == [response.json()["ui_event"]]
+
+
+def test_webrtc_tool_calls_are_rate_limited_per_call(voice_widget, fake_openai_http, settings, frozen_minute):
+    """A browser replaying its call token cannot run tools (leads, searches) without bound."""
+    settings.WIDGET_CHAT_RATE_PER_MINUTE = 3
+    call = start_call(voice_widget)
+
+    def tool():
+        return Client().post(
+            f"/api/widget/{voice_widget.license.key}/tools/search_products",
+            json.dumps({"token": call["tools_token"], "arguments": {"query": "phone"}}),
+            content_type="application/json",
+            HTTP_ORIGIN=ORIGIN,
+        )
+
+    statuses = [tool() for _ in range(5)]
+    assert [r.status_code for r in statuses] == [200, 200, 200, 429, 429]
+    assert statuses[-1].json()["error"]["code"] == "rate_limited" and statuses[-1]["Retry-After"]
+    assert call_of(call).messages.count() == 3
 
 
 class TestConcurrency:
