@@ -169,6 +169,7 @@ async def one_session(
 
 
 WARMUP = [1.0]
+NATIVE = os.environ.get("BENCH_PROFILE_NATIVE") == "1"  # py-spy --native: C frames too (uvloop, syscalls)
 
 
 async def window_cpu(pid: int, measure_from: float, stop_at: float) -> float:
@@ -287,7 +288,7 @@ def profile_start(pid: int, seconds: float, out: str, spies: list[subprocess.Pop
                 "raw",
                 "-o",
                 out,
-                "--nonblocking",
+                *(["--native"] if NATIVE else ["--nonblocking"]),  # native stacks need the process paused
             ]
         )
     )

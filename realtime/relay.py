@@ -1,8 +1,15 @@
 """The relay between one browser and one OpenAI Realtime session, independent of Channels.
 
 `realtime.protocol` decides what a browser may send upstream; `RelaySession` owns the upstream
-socket, two bounded queues and their pump tasks, tool calls, transcripts-as-turns, usage and
-limits. The consumer (realtime/consumers.py) only checks access, accepts and hands frames over.
+socket, tool calls, transcripts-as-turns, usage and limits. The consumer (realtime/consumers.py) only
+checks access, accepts and hands frames over.
+
+The hot path has no queue hop and no extra task per frame (issue 14.4): a browser frame is written to the
+upstream socket by the task that received it, and an upstream event is sent to the browser by the task that
+read it. Each direction keeps a bounded backlog for when the other side cannot take a message at once: the
+upstream socket paused by flow control (`to_upstream`, 256 messages, then frames are dropped with an
+`overloaded` error — as before), or a server whose `send` suspends (`outbox`, 256 messages, then the
+upstream reader waits — Uvicorn's and Daphne's `send` never suspend). Order is kept in both directions.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
@@ -37,7 +45,7 @@ from realtime.protocol import (
     b64_decoded_len,
     browser_event_filter,
 )
-from realtime.upstream import UpstreamError, upstream_connect
+from realtime.upstream import UpstreamError, upstream_connect, upstream_send_now
 from widgets.models import Widget
 from widgets.selectors import openai_api_key
 from widgets.services.turns import turn_save
@@ -105,8 +113,12 @@ class RelaySession:
         self.max_seconds = min(int(voice.get("max_session_seconds", 900)), ceiling)
         self.conversation_id: int | None = None
         self.upstream: Any = None
-        self.to_upstream: asyncio.Queue[str] = asyncio.Queue(QUEUE_SIZE)
-        self.to_browser: asyncio.Queue[str | None] = asyncio.Queue(QUEUE_SIZE)
+        self.to_upstream: asyncio.Queue[str] = asyncio.Queue(QUEUE_SIZE)  # only while upstream cannot take one
+        self.upstream_busy = False  # the pump holds a message it is sending (order: nothing may overtake it)
+        self.outbox: deque[str] = deque()  # only while a send to the browser is suspended
+        self.browser_sending = False
+        self.browser_failed = False
+        self._outbox_room = asyncio.Event()
         self.tasks: set[asyncio.Task] = set()
         self.frames = TokenBucket(rate=100, capacity=200)
         self.audio_budget = TokenBucket(rate=2 * BYTES_PER_SECOND, capacity=10 * BYTES_PER_SECOND)
@@ -161,7 +173,7 @@ class RelaySession:
             logger.exception("realtime start failed")
             await self.end("server_error", close_code=4500)
             return False
-        for coro in (self._pump_to_browser(), self._pump_to_upstream(), self._read_upstream(), self._tick()):
+        for coro in (self._pump_to_upstream(), self._read_upstream(), self._tick()):
             self._spawn(coro)
         await self._emit(events.session_ready(max_session_seconds=self.max_seconds))
         return True
@@ -206,15 +218,14 @@ class RelaySession:
             await self._finalise(reason)
         except Exception:
             logger.exception("realtime: finalising conversation %s failed", self.conversation_id)
-        queued = []
-        while not self.to_browser.empty():  # also unblocks anyone waiting to put
-            queued.append(self.to_browser.get_nowait())
-        if not notify or reason == "browser_gone":
+        queued = list(self.outbox)
+        self.outbox.clear()
+        self._outbox_room.set()  # unblocks anyone waiting for room
+        if not notify or reason == "browser_gone" or self.browser_failed:
             return
         with contextlib.suppress(Exception):
             for message in queued:  # what was already queued (e.g. a final transcript) goes first
-                if message is not None:
-                    await self._send_browser(message)
+                await self._send_browser(message)
             if reason.startswith("upstream_") or reason == "server_error":
                 await self._send_browser(
                     json.dumps(
@@ -313,48 +324,71 @@ class RelaySession:
         if result.audio_bytes and not self.audio_budget.take(result.audio_bytes):
             await self._emit(events.error(code="rate_limited", message="Audio is arriving faster than real time."))
             return
-        try:
-            upstream = result.upstream
-            self.to_upstream.put_nowait(upstream if isinstance(upstream, str) else events.encode(upstream))
-        except asyncio.QueueFull:
-            await self._emit(events.error(code="overloaded", message="The call is lagging; audio was dropped."))
-            return
+        upstream = result.upstream
+        text = upstream if isinstance(upstream, str) else events.encode(upstream)
+        # Straight to the socket unless a backlog is waiting (it goes first) or upstream cannot take it now.
+        if self.upstream_busy or not self.to_upstream.empty() or not upstream_send_now(self.upstream, text):
+            try:
+                self.to_upstream.put_nowait(text)
+            except asyncio.QueueFull:
+                await self._emit(events.error(code="overloaded", message="The call is lagging; audio was dropped."))
+                return
         self.audio_in_bytes += result.audio_bytes
         if result.user_text and self.conversation_id is not None:
             await self._save_turn("user", result.user_text, "")
             await self._emit(events.transcript_final(role="user", text=result.user_text))
 
     async def _pump_to_upstream(self) -> None:
+        """Sends the backlog `from_browser` could not write at once (flow control), in order; idle otherwise."""
         try:
             while True:
-                await self.upstream.send(await self.to_upstream.get())
+                message = await self.to_upstream.get()
+                self.upstream_busy = True
+                await self.upstream.send(message)
+                self.upstream_busy = False
         except ConnectionClosed:
             self._spawn(self.end("upstream_closed", close_code=4502))
 
-    async def _pump_to_browser(self) -> None:
-        while True:
-            message = await self.to_browser.get()
-            if message is None:
+    async def _to_browser(self, text: str) -> None:
+        """Send one message to the browser, in order, from the calling task (no queue hop, no pump task).
+
+        Should a send suspend, later messages wait in `outbox` and the send in flight delivers them in order;
+        past QUEUE_SIZE waiting, callers wait for room (backpressure on the upstream reader, as the bounded
+        queue gave before)."""
+        if self.ended or self.browser_failed:
+            return
+        while self.browser_sending:
+            if len(self.outbox) < QUEUE_SIZE:
+                self.outbox.append(text)
                 return
-            try:
+            self._outbox_room.clear()
+            await self._outbox_room.wait()
+            if self.ended or self.browser_failed:
+                return
+        self.browser_sending = True
+        try:
+            await self._send_browser(text)
+            while self.outbox and not self.ended:
+                message = self.outbox.popleft()
+                self._outbox_room.set()
                 await self._send_browser(message)
-            except Exception:  # the browser went away under us (servers raise different errors)
-                # Its close code (a hang-up or not) arrives with the disconnect the consumer receives, which
-                # ends the call with the right reason; only if none comes is it `browser_gone`.
-                self._spawn(self._end_later("browser_gone", after=BROWSER_GONE_GRACE_SECONDS))
-                return
+        except Exception:  # the browser went away under us (servers raise different errors)
+            # Its close code (a hang-up or not) arrives with the disconnect the consumer receives, which
+            # ends the call with the right reason; only if none comes is it `browser_gone`.
+            self.browser_failed = True
+            self.outbox.clear()
+            self._spawn(self._end_later("browser_gone", after=BROWSER_GONE_GRACE_SECONDS))
+        finally:
+            self.browser_sending = False
+            self._outbox_room.set()
 
     async def _end_later(self, reason: str, *, after: float) -> None:
         await asyncio.sleep(after)
         await self.end(reason, notify=False)
 
-    async def _emit_raw(self, text: str) -> None:
-        if not self.ended:
-            await self.to_browser.put(text)
-
     async def _emit(self, event: dict[str, Any]) -> None:
         if not self.ended:
-            await self.to_browser.put(events.encode(event))
+            await self._to_browser(events.encode(event))
 
     # --- upstream -> browser -----------------------------------------------------------------
 
@@ -364,7 +398,7 @@ class RelaySession:
             async for raw in self.upstream:
                 if isinstance(raw, str) and (delta := audio_delta_fast_path(raw)) is not None:
                     self.audio_out_bytes += b64_decoded_len(delta)
-                    await self._emit_raw('{"type":"audio.delta","delta":"' + delta + '"}')
+                    await self._to_browser('{"type":"audio.delta","delta":"' + delta + '"}')
                     continue
                 try:
                     event = orjson.loads(raw)

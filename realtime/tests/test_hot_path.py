@@ -4,6 +4,7 @@ slow path must hold on the fast one."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from types import SimpleNamespace
@@ -227,3 +228,99 @@ async def test_frames_skip_channels_dispatch(voice_widget, fake_realtime, monkey
     conversation = await Conversation.objects.aget()
     assert (conversation.end_reason, conversation.audio_in_seconds) == ("hangup", pytest.approx(0.4))
     assert dispatched == ["websocket.connect", "websocket.disconnect"]
+
+
+# --- no queue hop per frame; the backlogs keep order and their bounds ------------------------------------
+
+
+def numbered(i: int) -> str:
+    return base64.b64encode(i.to_bytes(2, "big") + b"\x00" * 958).decode()
+
+
+@relay_db
+async def test_frames_go_straight_to_the_upstream_socket(voice_widget, fake_realtime):
+    """An open, unpaused upstream is written by the task that received the frame: the pump never sends."""
+    from realtime.relay import ACTIVE_SESSIONS
+
+    fake_realtime.scenario = "echo"
+    comm = await start(voice_widget)
+    relay = next(iter(ACTIVE_SESSIONS))
+    pumped = []
+    original_send = relay.upstream.send
+
+    async def send(message, *args, **kwargs):
+        pumped.append(message)
+        await original_send(message, *args, **kwargs)
+
+    relay.upstream.send = send
+    for i in range(20):
+        await comm.send_to(text_data=HEAD + numbered(i) + '"}')
+    for i in range(20):
+        assert (await receive_until(comm, "audio.delta"))[-1]["delta"] == numbered(i)
+    assert pumped == []
+    await comm.disconnect()
+
+
+@relay_db
+async def test_a_paused_upstream_queues_frames_in_order_then_drops_with_overloaded(
+    voice_widget, fake_realtime, monkeypatch
+):
+    """Flow control paused the upstream socket: frames wait in the bounded backlog (then `overloaded`), nothing
+    overtakes them once it resumes, and the direct path comes back."""
+    from realtime.relay import ACTIVE_SESSIONS
+
+    monkeypatch.setattr("realtime.relay.QUEUE_SIZE", 8)
+    fake_realtime.scenario = "idle"
+    comm = await start(voice_widget)
+    relay = next(iter(ACTIVE_SESSIONS))
+    relay.upstream.pause_writing()  # what the transport does when the kernel's send buffer is full
+    for i in range(20):
+        await comm.send_to(text_data=HEAD + numbered(i) + '"}')
+    await wait_for(lambda: relay.upstream_busy)  # the pump holds the first frame, waiting for the socket
+    accepted = relay.to_upstream.qsize() + 1  # 8 queued, or 7 when the pump took one after the queue filled
+    assert accepted in (8, 9)
+    overloaded = [(await receive_until(comm, "error"))[-1] for _ in range(20 - accepted)]
+    assert {e["code"] for e in overloaded} == {"overloaded"}
+    relay.upstream.resume_writing()
+    for i in range(20, 25):
+        await comm.send_to(text_data=HEAD + numbered(i) + '"}')
+
+    def appends():
+        return [e["audio"] for e in fake_realtime.of_type("input_audio_buffer.append")]
+
+    await wait_for(lambda: len(appends()) == accepted + 5)
+    assert appends() == [numbered(i) for i in [*range(accepted), *range(20, 25)]]
+    assert relay.to_upstream.empty() and not relay.upstream_busy
+    await comm.disconnect()
+
+
+@relay_db
+async def test_a_browser_send_that_suspends_keeps_order_and_bounds_the_outbox(voice_widget, fake_realtime, monkeypatch):
+    """Uvicorn's and Daphne's `send` never suspend; if a server's does, messages other tasks emit meanwhile wait
+    in order in the outbox (bounded: past it, the emitting task waits) and every one is delivered."""
+    from realtime.relay import ACTIVE_SESSIONS
+
+    monkeypatch.setattr("realtime.relay.QUEUE_SIZE", 3)
+    fake_realtime.scenario = "echo"
+    comm = await start(voice_widget)
+    relay = next(iter(ACTIVE_SESSIONS))
+    original = relay._send_browser
+    waiting = []
+
+    async def slow(text):
+        await asyncio.sleep(0.005)
+        waiting.append(len(relay.outbox))
+        await original(text)
+
+    relay._send_browser = slow
+    for i in range(30):  # the consumer's task emits the refusals while the upstream reader sends the echoes
+        await comm.send_to(text_data=HEAD + numbered(i) + '"}')
+        await comm.send_to(text_data="not json")
+    seen = []
+    while len(seen) < 60:
+        output = await comm.receive_output(timeout=10)
+        seen.append(json.loads(output["text"]))
+    assert [e["delta"] for e in seen if e["type"] == "audio.delta"] == [numbered(i) for i in range(30)]
+    assert [e["code"] for e in seen if e["type"] == "error"] == ["invalid_event"] * 30
+    assert 0 < max(waiting) <= 3 and not relay.outbox
+    await comm.disconnect()
