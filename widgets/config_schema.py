@@ -50,6 +50,27 @@ def _enum(*values: str) -> dict[str, Any]:
 
 _BOOL = {"type": "boolean"}
 _COLOR = {"type": "string", "pattern": HEX, "description": "A hex colour such as #4f46e5."}
+# Proactive rules' page patterns (`behaviour.proactive.show_on` / `hide_on`): a page path such as /pricing or
+# /blog/*, where `*` matches any characters (slashes too). Matched by the widget (static/widget/widget.js,
+# pathMatches) against the page's path, whole, case-insensitively, a trailing slash ignored; no host, query or
+# fragment. A glob matched in linear time, never a regular expression: a pattern cannot slow the page down.
+PATH_PATTERN = r"^/[^\s?#\x00-\x1f\x7f]*$"
+PATH_PATTERN_HELP = (
+    "A page path such as /pricing or /blog/*: it starts with /, * matches anything; no host, ?, # or spaces."
+)
+PATH_PATTERNS_MAX = 20
+PATH_PATTERN_MAX_LENGTH = 200
+_PATH_PATTERNS = {
+    "type": "array",
+    "maxItems": PATH_PATTERNS_MAX,
+    "items": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": PATH_PATTERN_MAX_LENGTH,
+        "pattern": PATH_PATTERN,
+        "description": PATH_PATTERN_HELP,
+    },
+}
 _URL_OR_EMPTY = {
     "type": "string",
     "maxLength": 2000,
@@ -132,6 +153,21 @@ CONFIG_SCHEMA: dict[str, Any] = _obj(
                 "page_context": _BOOL,
                 "disclaimer": _str(500),
                 "locale": _str(10, pattern=r"^([a-z]{2}(-[A-Z]{2})?)?$"),
+                # Proactive rules (issue 15.4), popups only: which pages show the launcher, a greeting bubble
+                # with an unread badge, auto-open after N seconds or on exit intent, at most once per period.
+                "proactive": _obj(
+                    {
+                        "enabled": _BOOL,
+                        "show_on": _PATH_PATTERNS,
+                        "hide_on": _PATH_PATTERNS,
+                        "message": _str(300),
+                        "message_delay_seconds": _int(0, 600),
+                        "open_after_seconds": _int(0, 3600),
+                        "open_on_exit_intent": _BOOL,
+                        "frequency": _enum("page_view", "session", "days"),
+                        "frequency_days": _int(1, 365),
+                    }
+                ),
                 # Overrides of the widget's UI texts (widgets/widget_strings.py); empty = the locale's.
                 "strings": _obj(dict.fromkeys(STRING_KEYS, _str(200))),
             }
@@ -242,6 +278,17 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "history": True,
         "load_previous_session": True,
         "page_context": False,
+        "proactive": {
+            "enabled": False,
+            "show_on": [],
+            "hide_on": [],
+            "message": "",
+            "message_delay_seconds": 3,
+            "open_after_seconds": 0,
+            "open_on_exit_intent": False,
+            "frequency": "session",
+            "frequency_days": 7,
+        },
         "disclaimer": "",
         "locale": "",
         "strings": {},
@@ -397,6 +444,13 @@ def config_widget_type(config: dict[str, Any]) -> str:
     return config["connection"]["provider"]
 
 
+def _public_behaviour(behaviour: dict[str, Any]) -> dict[str, Any]:
+    """The behaviour block; a version published before proactive rules existed gets them off (the default)."""
+    out = copy.deepcopy(behaviour)
+    out["proactive"] = deep_merge(DEFAULT_CONFIG["behaviour"]["proactive"], behaviour.get("proactive") or {})
+    return out
+
+
 def config_public(config: dict[str, Any]) -> dict[str, Any]:
     """What a visitor's browser may see: no webhook URL, workflow id, instructions or facts."""
     connection = config["connection"]
@@ -409,7 +463,7 @@ def config_public(config: dict[str, Any]) -> dict[str, Any]:
             "chatkit_mode": connection["chatkit"]["mode"],
         },
         "appearance": copy.deepcopy(config["appearance"][connection["provider"]]),
-        "behaviour": copy.deepcopy(config["behaviour"]),
+        "behaviour": _public_behaviour(config["behaviour"]),
         "strings": strings_resolve(config["behaviour"]),
         "embed": copy.deepcopy(config["embed"]),
         "voice": {

@@ -53,6 +53,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "consent_text": "This call is processed by an AI assistant.",
         "start_call": "Start the call",
         "not_now": "Not now",
+        "dismiss_message": "Dismiss message",
+        "unread_message": "1 unread message",
     },
     "de": {
         "open_chat": "Chat öffnen",
@@ -94,6 +96,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "consent_text": "Dieser Anruf wird von einem KI-Assistenten verarbeitet.",
         "start_call": "Anruf starten",
         "not_now": "Nicht jetzt",
+        "dismiss_message": "Nachricht schließen",
+        "unread_message": "1 ungelesene Nachricht",
     },
     "fr": {
         "open_chat": "Ouvrir le chat",
@@ -135,6 +139,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "consent_text": "Cet appel est traité par un assistant IA.",
         "start_call": "Démarrer l'appel",
         "not_now": "Pas maintenant",
+        "dismiss_message": "Fermer le message",
+        "unread_message": "1 message non lu",
     },
     "es": {
         "open_chat": "Abrir el chat",
@@ -176,6 +182,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "consent_text": "Esta llamada la procesa un asistente de IA.",
         "start_call": "Iniciar la llamada",
         "not_now": "Ahora no",
+        "dismiss_message": "Cerrar el mensaje",
+        "unread_message": "1 mensaje sin leer",
     },
     "nl": {
         "open_chat": "Chat openen",
@@ -217,6 +225,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "consent_text": "Dit gesprek wordt verwerkt door een AI-assistent.",
         "start_call": "Gesprek starten",
         "not_now": "Nu niet",
+        "dismiss_message": "Bericht sluiten",
+        "unread_message": "1 ongelezen bericht",
     },
 }
 STRING_KEYS = tuple(STRINGS["en"])

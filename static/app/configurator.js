@@ -1,7 +1,7 @@
 // The configurator: read the form into a config, validate as you type against the server's JSON
 // Schema, feed the preview frame the DRAFT (unsaved) config, save/publish through /api/v1/.
 import { csrfToken, toast } from "./app.js";
-import { schemaAt, validateValue } from "./validate.js";
+import { itemMessage, schemaAt, validateValue } from "./validate.js";
 
 const editor = document.getElementById("editor");
 const form = document.getElementById("config-form");
@@ -103,8 +103,17 @@ function validateControl(el) {
 function showServerErrors(fields) {
   let first = null;
   for (const [key, messages] of Object.entries(fields || {})) {
-    const path = key.startsWith("config.") ? key.slice(7) : key;
-    if (showError(path, messages[0]) && !first) first = path;
+    let path = key.startsWith("config.") ? key.slice(7) : key;
+    let message = messages[0];
+    // One line of a one-per-line field (behaviour.proactive.show_on[1]): the field, naming that line.
+    const item = path.match(/^(.*)\[(\d+)\]$/);
+    if (item) {
+      path = item[1];
+      const el = form.querySelector(`[data-path="${CSS.escape(path)}"]`);
+      const value = el ? controlValue(el)[Number(item[2])] : undefined;
+      message = value === undefined ? message : itemMessage(value, message);
+    }
+    if (showError(path, message) && !first) first = path;
   }
   if (first) {
     const slot = errorSlot(first);
@@ -133,6 +142,8 @@ function refreshVisibility() {
 // (config_public), asked for after each edit settles. Replies to older edits are dropped.
 let previewSeq = 0;
 let previewTimer = null;
+let projected = null; // the public config last posted into the frame
+let replays = 0; // "Replay in the preview" presses (the frame replays on each new count)
 
 function sendPreview() {
   if (errors.size) return; // keep showing the last valid config while a field is invalid
@@ -145,9 +156,11 @@ async function projectPreview() {
   const config = formConfig();
   const result = await api(editor.dataset.previewConfigUrl, "POST", { config }).catch(() => null);
   if (seq !== previewSeq || !result?.ok) return; // a newer edit is on its way, or this one is invalid
+  projected = result.data.config;
+  showRuleVerdict();
   frame.contentWindow?.postMessage(
     { type: "switchboard:preview", config: result.data.config,
-      options: { mode: preview.mode, host: preview.host, dirty },
+      options: { mode: preview.mode, host: preview.host, dirty, pageUrl: testPageUrl(), replay: replays },
       // The preview chat uses the unsaved connection exactly as Test connection does.
       draft: { config, secrets: secretChanges() } },
     location.origin,
@@ -158,6 +171,49 @@ window.addEventListener("message", (event) => {
   if (event.origin === location.origin && event.data?.type === "switchboard:preview-ready") sendPreview();
 });
 frame.addEventListener("load", sendPreview);
+
+// --- proactive rules: a test URL and a replay, decided by the bundle in the frame ---------------------
+
+const ruleUrl = document.getElementById("proactive-test-url");
+const ruleVerdict = document.getElementById("proactive-verdict");
+
+/** The tested page as the bundle takes it: a full URL, or a path ("pricing" means "/pricing"); "" for none. */
+function testPageUrl() {
+  const value = ruleUrl?.value.trim() || "";
+  return !value || /^[a-z][a-z0-9+.-]*:\/\//i.test(value) || value.startsWith("/") ? value : `/${value}`;
+}
+
+// The frame's bundle (static/widget/widget.js) answers, with the same function a customer's page runs.
+function showRuleVerdict() {
+  if (!ruleVerdict) return;
+  const rules = projected?.behaviour?.proactive;
+  const pageRule = frame.contentWindow?.SwitchboardWidget?.pageRule;
+  const url = testPageUrl();
+  let text = "";
+  let verdict = "";
+  if (rules && !rules.enabled) text = "Proactive rules are off: the launcher shows on every page.";
+  else if (rules && !url) text = "Type a page URL or path to see whether the launcher shows there.";
+  else if (rules && pageRule) {
+    const rule = pageRule(rules, url);
+    verdict = rule.shown ? "shown" : "hidden";
+    if (rule.list === "hide_on") text = `Hidden on ${rule.path}: it matches “${rule.pattern}” (Never show on pages).`;
+    else if (rule.list === "show_on" && rule.shown) text = `Shown on ${rule.path}: it matches “${rule.pattern}” (Show only on pages).`;
+    else if (rule.list === "show_on") text = `Hidden on ${rule.path}: it matches none of the “Show only on pages” patterns.`;
+    else text = `Shown on ${rule.path}: no rule hides it.`;
+  }
+  ruleVerdict.textContent = text;
+  ruleVerdict.dataset.verdict = verdict;
+}
+
+ruleUrl?.addEventListener("input", (event) => {
+  event.stopPropagation(); // a test, not an edit of the draft
+  showRuleVerdict();
+  sendPreview();
+});
+document.getElementById("proactive-replay")?.addEventListener("click", () => {
+  replays += 1;
+  sendPreview();
+});
 
 const DEVICES = { desktop: null, tablet: [768, 1024], mobile: [390, 780] };
 
@@ -428,6 +484,8 @@ document.getElementById("session-btn")?.addEventListener("click", async () => {
 // --- boot --------------------------------------------------------------------------------------------
 
 refreshVisibility();
+// The frame may have loaded (and said it is ready) before this module ran: project the draft once anyway.
+sendPreview();
 fetch(editor.dataset.schemaUrl, { credentials: "same-origin" })
   .then((r) => r.json())
   .then((data) => { schema = data.schema; });

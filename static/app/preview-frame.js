@@ -7,10 +7,19 @@
 //
 // A ChatKit widget's bundle frames the ChatKit page; here that is the preview page (the draft, a
 // preview session, never counted), and theme edits are posted into it without reloading it.
+//
+// Proactive rules (behaviour.proactive): the bundle decides them here as on a customer's page, with two
+// differences it is told about (`preview` mount option): the page rules test `pageUrl` (the configurator's
+// test URL; none: every rule is skipped) and nothing is remembered, so the greeting bubble shows at once;
+// `replay` (the configurator's "Replay" button) mounts the popup closed and runs the rules' timeline
+// (bubble delay, auto-open timer, exit intent) as a first visit would.
 
 const boot = JSON.parse(document.getElementById("preview-boot").textContent);
 const root = document.getElementById("sb-preview-root");
-const state = { config: boot.config, mode: boot.config.embed.mode, host: "light", open: true, dirty: false };
+const state = {
+  config: boot.config, mode: boot.config.embed.mode, host: "light", open: true, dirty: false,
+  pageUrl: "", replay: 0, replayPending: false,
+};
 let mounted = null;
 
 export function mountPreview(el, config, options) {
@@ -85,10 +94,13 @@ function mountBundle(bundle, el, config, options) {
     target.style.maxWidth = `min(${config.embed.width}px, calc(100% - 56px))`;
     el.append(target);
   }
+  const replay = options.replay > 0 && state.replayPending;
+  state.replayPending = false;
   const widget = bundle.mount({
     base: location.origin, key: boot.licenseKey, widget: boot.widgetId, type: config.provider, config, mode,
     position: config.embed.position, target: target ? "#sb-inline-target" : undefined,
     frame: chatkit ? boot.chatkitUrl : undefined,
+    preview: { pageUrl: options.pageUrl || "", replay },
   });
   let current = config;
   if (chatkit && widget.frame) widget.frame.addEventListener("load", () => postChatKitDraft(widget.frame, current));
@@ -99,6 +111,7 @@ function mountBundle(bundle, el, config, options) {
       if (frames++ < 120) requestAnimationFrame(whenReady);
       return;
     }
+    showRuleNote(mode === "popup" ? widget.rule : null);
     // Re-mounts happen as you type: skip the widget's entrance animations so the preview stays calm.
     if (remount && widget.root) {
       const calm = document.createElement("style");
@@ -106,7 +119,7 @@ function mountBundle(bundle, el, config, options) {
       widget.root.appendChild(calm);
     }
     // Popup: keep the window open across re-mounts, without moving focus out of the configurator.
-    if (mode !== "popup" || !state.open || !widget.launcher) return;
+    if (mode !== "popup" || !state.open || !widget.launcher || !widget.rule.shown) return;
     const input = widget.input;
     if (input) input.focus = () => {};
     widget.toggle(true);
@@ -118,12 +131,14 @@ function mountBundle(bundle, el, config, options) {
   // A ChatKit page keeps its conversation while you edit its theme: only what the bundle itself draws
   // (placement, size, colour scheme of the frame) re-mounts it.
   // Compared by value: the saved config comes back from PostgreSQL's jsonb with its keys reordered.
-  const frameKey = (c) => canonical([c.provider, c.embed, c.appearance.color_scheme]);
-  const mountedKey = frameKey(config);
+  // The proactive rules are drawn by the bundle too (bubble, badge, hidden launcher): a change re-mounts.
+  const frameKey = (c, o) => canonical([c.provider, c.embed, c.appearance.color_scheme, c.behaviour.proactive,
+    o.pageUrl || "", o.replay || 0]);
+  const mountedKey = frameKey(config, options);
   return {
     widget,
     update(next, nextOptions) {
-      if (!chatkit || nextOptions.mode !== mode || frameKey(next) !== mountedKey) return false;
+      if (!chatkit || nextOptions.mode !== mode || frameKey(next, nextOptions) !== mountedKey) return false;
       current = next;
       installFetchShim().config = next;
       postChatKitDraft(widget.frame, next);
@@ -131,10 +146,25 @@ function mountBundle(bundle, el, config, options) {
     },
     destroy() {
       if (widget.voice) widget.hangUp();
+      widget.stopProactive?.();
       widget.host?.remove();
       window.SwitchboardWidgets = (window.SwitchboardWidgets || []).filter((w) => w !== widget);
     },
   };
+}
+
+// A popup the page rules hide has no launcher at all: say so, or the preview just looks empty.
+function showRuleNote(rule) {
+  let note = document.getElementById("sb-preview-note");
+  root.dataset.proactive = rule && !rule.shown ? "hidden" : "shown";
+  if (!rule || rule.shown) { note?.remove(); return; }
+  if (!note) {
+    note = document.createElement("p");
+    note.id = "sb-preview-note";
+    note.setAttribute("role", "status");
+    document.body.append(note);
+  }
+  note.textContent = `Not shown on ${rule.path}: the page rules hide the widget there.`;
 }
 
 // --- wiring ------------------------------------------------------------------------------------------
@@ -142,7 +172,8 @@ function mountBundle(bundle, el, config, options) {
 function render() {
   document.body.dataset.host = state.host;
   document.body.dataset.mode = state.mode;
-  mountPreview(root, state.config, { mode: state.mode, chatUrl: boot.chatUrl });
+  mountPreview(root, state.config,
+    { mode: state.mode, chatUrl: boot.chatUrl, pageUrl: state.pageUrl, replay: state.replay });
 }
 
 window.addEventListener("message", (event) => {
@@ -153,6 +184,13 @@ window.addEventListener("message", (event) => {
   if (options.mode && options.mode !== state.mode) { state.mode = options.mode; state.open = true; }
   if (options.host) state.host = options.host;
   if (options.dirty !== undefined) state.dirty = options.dirty;
+  if (typeof options.pageUrl === "string") state.pageUrl = options.pageUrl;
+  // "Replay": the popup starts closed and the rules' timeline runs once, in the next mount.
+  if (options.replay > state.replay) {
+    state.replay = options.replay;
+    state.replayPending = true;
+    state.open = false;
+  }
   clearTimeout(render._t);
   render._t = setTimeout(render, 120);
 });

@@ -2,6 +2,12 @@
 // maxLength/minLength, maxItems. Messages match widgets/config_schema.py's, so what the browser
 // says while you type is what the server would say on save.
 
+/** A message about one item of a list field (one per line), naming it: `"/shop?x": A page path such as …`. */
+export function itemMessage(item, message) {
+  const text = String(item);
+  return `“${text.length > 40 ? `${text.slice(0, 39)}…` : text}”: ${message}`;
+}
+
 export function schemaAt(schema, path) {
   let node = schema;
   for (const part of path.split(".")) {
@@ -44,7 +50,7 @@ export function validateValue(node, value) {
     if (node.maxItems !== undefined && value.length > node.maxItems) return `At most ${node.maxItems} items.`;
     for (const item of value) {
       const msg = validateValue(node.items, item);
-      if (msg) return msg;
+      if (msg) return itemMessage(item, msg);
     }
   }
   if (node.type === "object" && node.properties && value && typeof value === "object") {

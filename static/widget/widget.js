@@ -104,6 +104,14 @@
     ".dc{font-size:.72em;opacity:.6;text-align:center;padding:0 14px 10px}",
     ".sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}",
     ".fr{flex:1;border:0;width:100%;display:block;background:var(--bg)}",
+    ".pb{position:fixed;z-index:2147483000;bottom:calc(var(--oy) + 6px);display:flex;align-items:flex-start;gap:2px;",
+    "max-width:min(280px,calc(100vw - var(--ox) - 92px));padding:10px 6px 10px 14px;background:var(--bg);",
+    "color:var(--tx);border-radius:14px;box-shadow:0 8px 28px rgba(15,23,42,.22);animation:fi .2s ease-out}",
+    ".right .pb{right:calc(var(--ox) + 72px)}.left .pb{left:calc(var(--ox) + 72px)}",
+    ".pb .pbt{flex:1;display:block;text-align:left;overflow-wrap:anywhere}",
+    ".pb .pbx{width:26px;height:26px;border-radius:8px;opacity:.65}.pb .pbx svg{width:14px;height:14px}",
+    ".bd{position:absolute;top:-3px;right:-3px;min-width:20px;height:20px;padding:0 5px;border-radius:10px;",
+    "background:#dc2626;color:#fff;font:700 12px/16px system-ui,sans-serif;text-align:center;border:2px solid #fff}",
     "@media (max-width:480px){.popup .pn{inset:0;width:100%;height:100%;border-radius:0;bottom:0}",
     ".popup.open .lau{display:none}}",
     "@media (prefers-reduced-motion:reduce){.r *{animation:none!important;transition:none!important;",
@@ -236,6 +244,65 @@
       try { localStorage.removeItem(key); } catch (e) { /* not stored */ }
     }
   };
+  /* Proactive rules (behaviour.proactive, widgets/config_schema.py). A page pattern is a glob over the page's
+     path: `*` matches any characters (slashes too), the rest literally; the whole path, case-insensitively, a
+     trailing slash making no difference. Matched without RegExp in at most len(pattern) x len(path) steps, so
+     no pattern can hang a page. */
+  function globMatches(pattern, text) {
+    let p = 0, t = 0, star = -1, mark = 0;
+    while (t < text.length) {
+      if (pattern[p] === "*") { star = p++; mark = t; }
+      else if (p < pattern.length && pattern[p] === text[t]) { p++; t++; }
+      else if (star < 0) return false;
+      else { p = star + 1; t = ++mark; }
+    }
+    while (pattern[p] === "*") p++;
+    return p === pattern.length;
+  }
+  /* {shown, list: "hide_on"|"show_on"|"", pattern: the one that decided (or null), path}: hide_on wins; a
+     non-empty show_on shows the widget only on the paths it matches. */
+  function pageRule(proactive, url) {
+    let path = "/";
+    try { path = new URL(url, "https://site.invalid/").pathname; } catch (e) { /* not a URL: the root */ }
+    const result = { shown: true, list: "", pattern: null, path };
+    if (!proactive || !proactive.enabled) return result;
+    const paths = [path];
+    try { paths.push(decodeURI(path)); } catch (e) { /* a malformed escape: the raw path only */ }
+    const variants = paths.flatMap((raw) => {
+      const bare = raw.toLowerCase().replace(/\/+$/, "");
+      return [bare || "/", bare + "/"];
+    });
+    const find = (list) => (list ?? []).find((pattern) =>
+      variants.some((candidate) => globMatches(String(pattern).toLowerCase(), candidate)));
+    const hidden = find(proactive.hide_on);
+    if (hidden != null) return { ...result, shown: false, list: "hide_on", pattern: hidden };
+    if (!(proactive.show_on ?? []).length) return result;
+    const shown = find(proactive.show_on);
+    return { ...result, shown: shown != null, list: "show_on", pattern: shown ?? null };
+  }
+  /* Where a widget remembers it greeted this visitor: localStorage ("days") or sessionStorage ("session": the
+     tab's session) under sb:<widget id>:proactive; "page_view" remembers nothing. null: storage is blocked. */
+  const FORGETFUL = { read: () => null, write() {} };
+  function proactiveMemory(widgetId, proactive) {
+    if (proactive.frequency === "page_view") return FORGETFUL;
+    const key = "sb:" + widgetId + ":proactive";
+    let area;
+    try {
+      area = proactive.frequency === "days" ? localStorage : sessionStorage;
+      area.setItem(key + "~", "1");
+      area.removeItem(key + "~");
+    } catch (e) { return null; }
+    return {
+      read() {
+        let state = null;
+        try { state = JSON.parse(area.getItem(key) ?? "null"); } catch (e) { return null; }
+        if (!state || typeof state.at !== "number") return null;
+        const days = proactive.frequency === "days" ? proactive.frequency_days : 0;
+        return days && Date.now() - state.at >= days * 86400000 ? null : state;
+      },
+      write(state) { try { area.setItem(key, JSON.stringify(state)); } catch (e) { /* full: not kept */ } }
+    };
+  }
   function randomId(prefix) {
     const random = window.crypto && crypto.randomUUID
       ? crypto.randomUUID() : Math.random().toString(36).slice(2) + Date.now().toString(36);
@@ -413,6 +480,9 @@
         }
       }
       this.mode = mode;
+      // Proactive page rules decide whether a popup's launcher is on this page at all (the preview tests a URL).
+      const page = this.options.preview ? this.options.preview.pageUrl : location.href;
+      this.rule = mode === "popup" && page ? pageRule(this.config.behaviour.proactive, page) : { shown: true };
       this.position = this.options.position || embed.position;
       this.locale = this.config.behaviour.locale;
       this.look = this.type === "chatkit"
@@ -431,6 +501,8 @@
       this.rootBox.appendChild(this.panel);
       this.listenForEscape();
       if (this.type !== "chatkit" && mode !== "popup") this.load();
+      this.startProactive();
+      this.drawProactive();
       if (!this.ready) this.markReady();
     }
 
@@ -451,7 +523,8 @@
       // Several popups in one corner (one per widget) stack their launchers instead of hiding each other.
       let offsetY = embed.offset_y;
       (window.SwitchboardWidgets ?? []).forEach((other) => {
-        if (other !== this && other.rootBox && other.mode === "popup" && other.position === this.position) {
+        if (other !== this && other.rootBox && other.mode === "popup" && other.position === this.position &&
+            other.rule.shown) {
           offsetY += LAUNCHER_STACK_STEP;
         }
       });
@@ -496,11 +569,111 @@
     renderLauncher() {
       if (this.mode !== "popup") return;
       this.icon = this.look.launcher_icon;
-      const launcher = this.launcher = button("lau", svg(this.icon), this.t("open_chat") + ": " + this.look.title);
+      const launcher = this.launcher = button("lau", svg(this.icon));
+      this.labelLauncher(false);
       launcher.setAttribute("aria-expanded", "false");
       launcher.setAttribute("aria-controls", "sb-panel");
       launcher.onclick = () => this.toggle();
+      // Hidden by the page rules: no launcher at all; the page's Switchboard.open() still opens the chat.
+      launcher.hidden = !this.rule.shown;
       this.rootBox.appendChild(launcher);
+      // The greeting bubble goes into a polite live region that is already there, so it is announced.
+      this.greetingBox = this.rootBox.appendChild(element("div", "pl"));
+      this.greetingBox.setAttribute("aria-live", "polite");
+    }
+
+    labelLauncher(open) {
+      const greeted = this.proactive && this.proactive.greeted;
+      this.launcher.setAttribute("aria-label", this.t(open ? "close_chat" : "open_chat") + ": " + this.look.title +
+        (greeted && greeted.unread && !open ? " (" + this.t("unread_message") + ")" : ""));
+    }
+
+    /* Proactive rules (popups whose page rules show them), started once per page view whatever redraws
+       (setLocale) follow: the greeting bubble after its delay, auto-open after N seconds or on exit intent
+       (a desktop mouse leaving through the top; never on touch screens), each at most once per period. */
+    startProactive() {
+      const proactive = this.config.behaviour.proactive;
+      if (this.proactive || !proactive || !proactive.enabled || this.mode !== "popup" || !this.rule.shown) return;
+      const preview = this.options.preview;
+      // Storage blocked: the widget could not remember it greeted, so it stays quiet rather than nag on every page.
+      const memory = preview ? FORGETFUL : proactiveMemory(this.options.widget, proactive);
+      const state = this.proactive = { memory: memory ?? FORGETFUL, timers: [], greeted: null, bubble: false };
+      const earlier = memory && memory.read();
+      if (!memory || earlier) {
+        if (earlier && earlier.unread && proactive.message) state.greeted = earlier;  // the badge stays until read
+        return;
+      }
+      // The preview shows the bubble at once; its "Replay" runs the timeline as a first visit would.
+      if (preview && !preview.replay) { if (proactive.message) this.proactiveFire("greeting"); return; }
+      const later = (seconds, action) => state.timers.push(setTimeout(() => this.proactiveFire(action), seconds * 1000));
+      if (proactive.message) later(proactive.message_delay_seconds, "greeting");
+      if (proactive.open_after_seconds > 0) later(proactive.open_after_seconds, "open");
+      if (proactive.open_on_exit_intent && window.matchMedia && matchMedia("(hover: hover) and (pointer: fine)").matches) {
+        state.exit = (event) => { if (!event.relatedTarget && event.clientY <= 0) this.proactiveFire("open"); };
+        document.addEventListener("mouseout", state.exit);
+      }
+    }
+
+    proactiveFire(action) {
+      const state = this.proactive;
+      if (!this.panel.hidden) return;
+      state.greeted = state.greeted ?? { at: Date.now(), unread: false };
+      if (action === "greeting") {
+        state.greeted.unread = state.bubble = true;
+        state.memory.write(state.greeted);
+        this.drawProactive();
+        return;
+      }
+      state.memory.write(state.greeted);
+      this.toggle(true, "quiet", { proactive: true });  // focus stays where the visitor is
+    }
+
+    stopProactive() {
+      const state = this.proactive;
+      if (!state) return;
+      state.timers.forEach(clearTimeout);
+      state.timers = [];
+      if (state.exit) document.removeEventListener("mouseout", state.exit);
+      state.exit = null;
+    }
+
+    /* The chat opened, however: the greeting is read and nothing proactive happens any more on this page. */
+    proactiveRead() {
+      const state = this.proactive;
+      if (!state) return;
+      this.stopProactive();
+      state.bubble = false;
+      state.greeted = { at: state.greeted ? state.greeted.at : Date.now(), unread: false };
+      state.memory.write(state.greeted);
+      this.drawProactive();
+    }
+
+    /* The bubble and the launcher's unread badge, drawn from the proactive state (again after a redraw). */
+    drawProactive() {
+      const state = this.proactive;
+      if (!state || !this.launcher) return;
+      const open = !this.panel.hidden;
+      const unread = !!(state.greeted && state.greeted.unread) && !open;
+      const badge = this.launcher.querySelector(".bd");
+      if (badge && !unread) badge.remove();
+      if (unread && !badge) this.launcher.appendChild(element("span", "bd", "1")).setAttribute("aria-hidden", "true");
+      this.labelLauncher(open);
+      const box = this.greetingBox;
+      if (!state.bubble || open) { box.innerHTML = ""; return; }
+      if (box.firstChild) return;
+      const bubble = box.appendChild(element("div", "pb"));
+      const text = bubble.appendChild(button("pbt", null));
+      text.textContent = this.config.behaviour.proactive.message;
+      text.onclick = () => this.toggle(true);
+      const dismiss = bubble.appendChild(button("pbx", svg("close"), this.t("dismiss_message")));
+      // Dismissed, the bubble goes; the badge stays until the chat is opened.
+      dismiss.onclick = () => {
+        const focused = bubble.contains(this.root.activeElement);
+        state.bubble = false;
+        this.drawProactive();
+        if (focused) this.launcher.focus();
+      };
+      bubble.onkeydown = (event) => { if (event.key === "Escape") dismiss.onclick(); };
     }
 
     renderPanel() {
@@ -647,21 +820,22 @@
 
     /* Popups only (inline and full page are always open). `fromApi`: a call of the page's script, which
        moves focus into an opened chat but never out to the launcher; proactive opens pass "quiet". */
-    toggle(open, fromApi) {
+    toggle(open, fromApi, detail) {
       if (this.mode !== "popup") return;
       const opening = open == null ? this.panel.hidden : open;
       if (opening === !this.panel.hidden) return;
       this.panel.hidden = !opening;
       this.rootBox.classList.toggle("open", opening);
       this.launcher.setAttribute("aria-expanded", String(opening));
-      this.launcher.setAttribute("aria-label", this.t(opening ? "close_chat" : "open_chat") + ": " + this.look.title);
       this.launcher.innerHTML = svg(opening ? "down" : this.icon);
+      this.labelLauncher(opening);
       if (opening) {
+        this.proactiveRead();
         if (this.frame && !this.frame.src) this.frame.src = this.frame.dataset.src;
         this.load();
         if (this.input && fromApi !== "quiet") this.input.focus();
       } else if (!fromApi) this.launcher.focus();
-      this.emit(opening ? "open" : "close", {});
+      this.emit(opening ? "open" : "close", detail ?? {});
     }
 
     /* Conversation history: n8n's loadPreviousSession when configured, else this browser's copy. */
@@ -1366,7 +1540,7 @@
     widget.boot();
     return widget;
   }
-  window.SwitchboardWidget = { mount, markdown, version: 1 };
+  window.SwitchboardWidget = { mount, markdown, pageRule, version: 1 };
   const queued = window.SwitchboardQueue ?? [];
   window.SwitchboardQueue = { push: mount };
   queued.forEach(mount);

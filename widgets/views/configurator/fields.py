@@ -48,6 +48,9 @@ LABELS = {
     "relay": "Relay (through this server)",
     "webrtc": "WebRTC (browser to OpenAI)",
     "livekit": "LiveKit",
+    "page_view": "On every page view",
+    "session": "Once per browser session",
+    "days": "Once every N days",
 }
 
 
@@ -290,6 +293,7 @@ def sections() -> list[Section]:
                 ),
             ],
         ),
+        Section("proactive", "Proactive", [_proactive_group()]),
         Section(
             "tools",
             "Tools",
@@ -358,6 +362,61 @@ def sections() -> list[Section]:
             ],
         ),
     ]
+
+
+def _proactive_group() -> Group:
+    p = "behaviour.proactive."
+    on = "behaviour.proactive.enabled=true"
+    return Group(
+        "Proactive rules",
+        note="For the popup launcher (inline and full-page widgets are always shown). Several widgets on one "
+        "page each follow their own rules.",
+        controls=[
+            control(
+                p + "enabled",
+                "Use proactive rules",
+                help="Off: the launcher shows on every page of the allowed sites and never opens by itself.",
+            ),
+            control(
+                p + "show_on",
+                "Show only on pages",
+                show_if=on,
+                help="One path pattern per line, such as /pricing or /blog/*: * matches anything, the whole path "
+                "must match, upper/lower case and a trailing slash make no difference. Empty: every page.",
+            ),
+            control(
+                p + "hide_on",
+                "Never show on pages",
+                show_if=on,
+                help="Wins over the list above. There the launcher is not shown at all (the site's own "
+                "Switchboard.open() still opens the chat).",
+            ),
+            control(
+                p + "message",
+                "Greeting bubble",
+                show_if=on,
+                placeholder="Questions about our plans? Ask me!",
+                help="Shown beside the launcher, with an unread badge until the visitor opens the chat. "
+                "Empty: no bubble.",
+            ),
+            control(p + "message_delay_seconds", "Show the bubble after (seconds)", show_if=on),
+            control(p + "open_after_seconds", "Open the chat after (seconds)", show_if=on, help="0: never."),
+            control(
+                p + "open_on_exit_intent",
+                "Open the chat on exit intent",
+                show_if=on,
+                help="When a desktop visitor's mouse leaves the page through the top (never on touch screens).",
+            ),
+            control(
+                p + "frequency",
+                "How often",
+                show_if=on,
+                help="Bubble and auto-open, per visitor: remembered in the visitor's browser (a browser that "
+                "blocks storage is never greeted).",
+            ),
+            control(p + "frequency_days", "Days", show_if="behaviour.proactive.frequency=days"),
+        ],
+    )
 
 
 def _transport_control() -> Control:
