@@ -96,6 +96,13 @@ def text_problem(text: str) -> str | None:
     return "a NUL character" if match.group() == "\x00" else "an unpaired surrogate (invalid Unicode)"
 
 
+def one_line(value: Any) -> str:
+    """`value` as text on one line (every run of whitespace, line breaks included, becomes one space): what
+    a visitor's page claims goes into the agents' instructions as `- Label: value` lines, and a line break
+    in it must not start a line of its own (a forged "verified" block, an unmarked attribute)."""
+    return " ".join(str(value).split())
+
+
 def _check_text(text: str) -> None:
     problem = text_problem(text)
     if problem is not None:

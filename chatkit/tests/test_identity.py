@@ -8,7 +8,16 @@ import pytest
 
 from chatkit.models import ChatKitThread
 from chatkit.tokens import chatkit_user_id
-from licenses.identity import Identity, identity_owner_key, identity_required_set, identity_token_issue
+from licenses.identity import (
+    SECRET,
+    Identity,
+    identity_owner_key,
+    identity_required_set,
+    identity_token_issue,
+    identity_verify,
+    user_hash,
+)
+from licenses.models import License
 from widgets.models import Conversation
 
 pytestmark = pytest.mark.django_db
@@ -23,7 +32,19 @@ ANA = Identity(user_id="42", verified=True, email="ana@client.example", name="An
 
 
 def token(widget, identity: Identity) -> dict[str, str]:
-    return {"X-Switchboard-Identity": identity_token_issue(license=widget.license, identity=identity)}
+    """The header the identify endpoint's token gives: a verified identity is verified with the license's
+    identity secret (set here when the license has none yet), as identify does."""
+    license = License.objects.get(pk=widget.license_id)
+    if identity.verified:
+        secret = (license.secrets or {}).get(SECRET)
+        if not secret:
+            secret = "ids_chatkit-test-secret"
+            license.secrets = {**(license.secrets or {}), SECRET: secret}
+            license.save(update_fields=["secrets"])
+        claimed = {k: v for k, v in identity.as_dict().items() if k != "verified"}
+        hashed = user_hash(secret=secret, user_id=identity.user_id)
+        identity = identity_verify(license=license, data=claimed, user_hash_value=hashed)
+    return {"X-Switchboard-Identity": identity_token_issue(license=license, identity=identity)}
 
 
 def test_a_verified_identity_owns_the_thread_and_reaches_the_agent(fake_openai, visitor, chatkit_widget):
@@ -80,4 +101,15 @@ def test_a_license_requiring_verification_refuses_an_unverified_token(fake_opena
     identity_required_set(actor=membership, license=chatkit_widget.license, required=True)
     response, (error,) = visitor.call(NEW_THREAD, **token(chatkit_widget, Identity(user_id="1", verified=False)))
     assert response.status_code == 403 and error["error"]["code"] == "identity_required"
+    assert visitor.call(NEW_THREAD, **token(chatkit_widget, ANA))[0].status_code == 200
+
+
+def test_a_verified_token_is_refused_once_the_secret_is_rotated(fake_openai, visitor, chatkit_widget, owner):
+    from licenses.identity import identity_secret_rotate
+
+    before = token(chatkit_widget, ANA)
+    assert visitor.call(NEW_THREAD, **before)[0].status_code == 200
+    identity_secret_rotate(actor=owner.memberships.get(), license=chatkit_widget.license)
+    response, (error,) = visitor.call(NEW_THREAD, **before)
+    assert response.status_code == 403 and error["error"]["code"] == "identity_invalid"
     assert visitor.call(NEW_THREAD, **token(chatkit_widget, ANA))[0].status_code == 200
