@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,8 +31,9 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from httpload import PYTHON, ROOT, cpu_seconds, free_port, timed_batch  # noqa: E402
+
 ORIGIN = "http://localhost:8000"
 
 SETUP = """
@@ -51,12 +51,6 @@ license.limits = {**license.limits, "max_concurrent_voice_sessions": %d, "monthl
 license.save()
 print("WIDGET", widget.public_id, license.key)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def prepare(env: dict[str, str], slots: int) -> tuple[str, str]:
@@ -96,34 +90,6 @@ def start_server(env: dict[str, str], port: int) -> subprocess.Popen:
     raise SystemExit("uvicorn did not start within 30 s")
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def batch(client: httpx.AsyncClient, body: str, total: int, concurrency: int) -> tuple[list[float], float, int]:
-    latencies: list[float] = []
-    errors = 0
-    queue = iter(range(total))
-
-    async def worker() -> None:
-        nonlocal errors
-        for _ in queue:
-            t0 = time.perf_counter()
-            response = await client.post(
-                "/api/livekit/token", content=body, headers={"Origin": ORIGIN, "Content-Type": "text/plain"}
-            )
-            latencies.append(time.perf_counter() - t0)
-            if response.status_code != 200 or "participant_token" not in response.text:
-                errors += 1
-                if errors == 1:
-                    print(f"first failure: {response.status_code} {response.text[:300]}")
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies, time.perf_counter() - started, errors
-
-
 async def run(base: str, key: str, widget: str, total: int, concurrency: int, pid: int) -> dict[str, float]:
     body = json.dumps({"license": key, "widget": widget, "visitor_id": "bench"})
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -131,9 +97,18 @@ async def run(base: str, key: str, widget: str, total: int, concurrency: int, pi
         first = await client.post("/api/livekit/token", content=body, headers={"Origin": ORIGIN})
         if first.status_code != 200:
             raise SystemExit(f"token endpoint answered {first.status_code}: {first.text[:300]}")
-        await batch(client, body, concurrency, concurrency)  # warm-up
+
+        def request(client: httpx.AsyncClient, _i: int):
+            return client.post(
+                "/api/livekit/token", content=body, headers={"Origin": ORIGIN, "Content-Type": "text/plain"}
+            )
+
+        def ok(response: httpx.Response) -> bool:
+            return response.status_code == 200 and "participant_token" in response.text
+
+        await timed_batch(client, request, concurrency, concurrency, ok)  # warm-up
         cpu0 = cpu_seconds(pid)
-        lat, elapsed, errors = await batch(client, body, total, concurrency)
+        lat, elapsed, errors = await timed_batch(client, request, total, concurrency, ok)
         cpu = cpu_seconds(pid) - cpu0
     lat.sort()
     return {

@@ -16,24 +16,16 @@ import argparse
 import asyncio
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from httpload import PYTHON, ROOT, free_port, start_server, stop_server, timed_batch  # noqa: E402
 
 
 def prepare(env: dict[str, str]) -> str:
@@ -48,46 +40,10 @@ def prepare(env: dict[str, str]) -> str:
     return match.group(1)
 
 
-def start_server(env: dict[str, str], port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+def start_daphne(env: dict[str, str], port: int):
+    return start_server(
+        [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"], env, port, "daphne"
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"daphne exited: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code < 500:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("daphne did not start within 30 s")
-
-
-async def timed_batch(
-    client: httpx.AsyncClient, path: str, total: int, concurrency: int, headers: dict[str, str], expect: int
-) -> tuple[list[float], float, int]:
-    latencies: list[float] = []
-    errors = 0
-    queue = iter(range(total))
-
-    async def worker() -> None:
-        nonlocal errors
-        for _ in queue:
-            t0 = time.perf_counter()
-            response = await client.get(path, headers=headers)
-            latencies.append(time.perf_counter() - t0)
-            if response.status_code != expect:
-                errors += 1
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies, time.perf_counter() - started, errors
 
 
 async def run(base: str, key: str, total: int, concurrency: int, rounds: int) -> dict[str, dict[str, float]]:
@@ -116,7 +72,13 @@ async def run(base: str, key: str, total: int, concurrency: int, rounds: int) ->
             order = names[index % len(names) :] + names[: index % len(names)]
             for name in order:
                 path, headers, expect = scenarios[name]
-                lat, elapsed, errors = await timed_batch(client, path, per_round, concurrency, headers, expect)
+                lat, elapsed, errors = await timed_batch(
+                    client,
+                    lambda c, _i, path=path, headers=headers: c.get(path, headers=headers),
+                    per_round,
+                    concurrency,
+                    lambda r, expect=expect: r.status_code == expect,
+                )
                 acc[name]["lat"] += lat
                 acc[name]["time"] += elapsed
                 acc[name]["errors"] += errors
@@ -167,15 +129,11 @@ def main() -> None:
     db_label = env["DATABASE_URL"].split("://", 1)[0]
     key = prepare(env)
     port = free_port()
-    proc = start_server(env, port)
+    proc = start_daphne(env, port)
     try:
         results = asyncio.run(run(f"http://127.0.0.1:{port}", key, args.requests, args.concurrency, args.rounds))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
         tmp.cleanup()
 
     print(

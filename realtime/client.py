@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import httpx
@@ -17,12 +18,28 @@ class ClientSecretError(ApiError):
         super().__init__(code, message, status_code=status_code)
 
 
+_client: httpx.Client | None = None
+_client_lock = threading.Lock()
+
+
+def _http() -> httpx.Client:
+    """This process's one client for OpenAI's REST side: connections kept alive, and one TLS context —
+    building an httpx.Client costs ~15–25 ms of CPU (its SSL context), more than the rest of a client-secret
+    request (bench/voice_endpoints.py)."""
+    global _client
+    if _client is None:
+        with _client_lock:
+            if _client is None:
+                _client = httpx.Client(limits=httpx.Limits(max_connections=20, max_keepalive_connections=10))
+    return _client
+
+
 def client_secret_create(*, api_key: str, session: dict[str, Any], seconds: int = 60) -> dict[str, Any]:
     """POST {OPENAI_BASE_URL}/realtime/client_secrets → {"value", "expires_at"} only (never the key)."""
     if not api_key:
         raise ClientSecretError("upstream_not_configured", "Voice isn't set up for this site yet.", 503)
     try:
-        response = httpx.post(
+        response = _http().post(
             f"{settings.OPENAI_BASE_URL}/realtime/client_secrets",
             json={"expires_after": {"anchor": "created_at", "seconds": seconds}, "session": session},
             headers={"Authorization": f"Bearer {api_key}"},

@@ -133,6 +133,25 @@ class TestClientSecret:
         assert response.status_code == 502 and response.json()["error"]["code"] == "upstream_auth_failed"
         assert "sk-" not in response.content.decode()
 
+    def test_one_http_client_serves_every_client_secret(self, voice_widget, fake_openai_http, monkeypatch):
+        """Building an httpx.Client (its TLS context) cost more CPU than the rest of the request."""
+        import httpx
+
+        from realtime import client
+
+        built = []
+        real = httpx.Client
+
+        def counting(*args, **kwargs):
+            built.append(1)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(client, "_client", None)
+        monkeypatch.setattr(client.httpx, "Client", counting)
+        fake_openai_http.responses = [(200, {"value": f"ek_{i}", "expires_at": 1893456000}) for i in range(3)]
+        assert [post_secret(Client(), voice_widget).json()["value"] for _ in range(3)] == ["ek_0", "ek_1", "ek_2"]
+        assert len(built) == 1 and len(fake_openai_http.requests) == 3
+
 
 @pytest.mark.django_db
 class TestToolEndpoint:
