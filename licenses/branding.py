@@ -29,13 +29,15 @@ from django.core.validators import EmailValidator
 from django.db import transaction
 from django.urls import reverse
 
-from licenses.api import ApiError
+from licenses.api import ApiError, one_line
 from licenses.models import Agency, AgencyBrand, Membership
 from licenses.tenancy import role_require
 
 PLATFORM_NAME = "Switchboard"
 LOGO_MAX_BYTES = 256 * 1024
 COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
+# Control characters and line breaks: the name is a display name in e-mail headers (From), one line.
+CONTROL_RE = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
 NAME_MAX = 80
 URL_MAX = 500
 
@@ -168,6 +170,8 @@ def brand_update(
     name = (name or "").strip()
     if len(name) > NAME_MAX:
         errors["name"] = [f"At most {NAME_MAX} characters."]
+    elif CONTROL_RE.search(name):
+        errors["name"] = ["Use one line of text (no line breaks or control characters)."]
     support_email = (support_email or "").strip()
     if support_email:
         try:
@@ -207,7 +211,9 @@ def brand_for_user(*, user: Any) -> Brand:
 def brand_mail_headers(brand: Brand) -> dict[str, Any]:
     """From (the brand's name on the platform's address) and Reply-To (its support address)."""
     address = parseaddr(settings.DEFAULT_FROM_EMAIL)[1]
-    headers: dict[str, Any] = {"from_email": formataddr((brand.name, address)) if brand.custom else None}
+    # One line whatever the row holds (one saved before names were checked): a header cannot break.
+    name = one_line(CONTROL_RE.sub(" ", brand.name))
+    headers: dict[str, Any] = {"from_email": formataddr((name, address)) if brand.custom else None}
     if brand.support_email:
         headers["reply_to"] = [brand.support_email]
     return headers

@@ -84,6 +84,8 @@ def test_outsider_cannot_set_another_agencys_brand(outsider, agency_a):
         ({"accent_color": "#fff;}body{x"}, "accent_color"),
         ({"support_email": "not-an-address"}, "support_email"),
         ({"name": "x" * 81}, "name"),
+        ({"name": "Acme\r\nBcc: victim@example.com"}, "name"),  # the name is an e-mail header's display name
+        ({"name": "Acme\u2028Chat"}, "name"),
         ({"logo_url": "http://cdn.example/logo.png"}, "logo_url"),
         ({"logo_url": "javascript:alert(1)"}, "logo_url"),
         ({"logo_url": 'https://cdn.example/a".png'}, "logo_url"),

@@ -161,6 +161,19 @@ def test_invitation_mail_carries_the_inviting_agencys_brand(client, owner):
     assert "Questions? Write to help@acme.example." in sent.body and "Switchboard" not in sent.body
 
 
+def test_a_brand_name_with_a_line_break_never_breaks_the_invitation_mail(client, owner):
+    """A row saved before names were checked (or by hand): the From header gets the name on one line instead
+    of the invitation failing with a 500 (Django refuses line breaks in headers)."""
+    set_brand(owner, name="Acme Chat")
+    AgencyBrand.objects.filter(agency=owner.memberships.get().agency).update(name="Acme\r\nBcc: victim@example.com")
+    client.force_login(owner)
+    response = client.post("/app/members/", {"email": "new@client.example", "role": "editor"})
+    assert response.status_code == 200
+    (sent,) = mail.outbox
+    assert sent.from_email == '"Acme Bcc: victim@example.com" <no-reply@switchboard.local>'
+    assert sent.message()["Bcc"] is None and sent.recipients() == ["new@client.example"]
+
+
 def test_invitation_mail_of_an_unbranded_agency_is_the_platforms(client, outsider):
     client.force_login(outsider)
     client.post("/app/members/", {"email": "new@client.example", "role": "editor"})
