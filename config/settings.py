@@ -330,6 +330,11 @@ REALTIME_PRICES = {
 REALTIME_MAX_SESSIONS_PER_PROCESS = env_int("REALTIME_MAX_SESSIONS_PER_PROCESS", 100, minimum=1)
 # Platform ceiling over a widget's voice.max_session_seconds.
 REALTIME_MAX_SESSION_SECONDS = env_int("REALTIME_MAX_SESSION_SECONDS", 3600, minimum=30)
+# Test calls in the configurator preview (realtime/preview.py): never billed, so capped instead.
+REALTIME_PREVIEW_MAX_SECONDS = env_int("REALTIME_PREVIEW_MAX_SECONDS", 300, minimum=30)
+REALTIME_PREVIEW_MAX_PER_MEMBER = env_int("REALTIME_PREVIEW_MAX_PER_MEMBER", 2, minimum=1)
+REALTIME_PREVIEW_MAX_PER_AGENCY = env_int("REALTIME_PREVIEW_MAX_PER_AGENCY", 5, minimum=1)
+REALTIME_PREVIEW_TICKETS_PER_MINUTE = env_int("REALTIME_PREVIEW_TICKETS_PER_MINUTE", 10, minimum=1)
 # ChatKit server mode (Agents SDK over the Responses API). The keys of CHATKIT_MODELS are the ONE list
 # of ChatKit models the configurator offers and the config accepts; values are list prices in USD
 # per 1M tokens (input, cached input, output) for the estimated cost of each conversation.

@@ -42,11 +42,15 @@ from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.sessions import InstanceSessionWrapper
+from django.http import Http404
 
-from realtime import events
+from licenses.selectors import license_status_reason
+from realtime import events, preview
 from realtime import services as svc
 from realtime.relay import RelaySession, relay_draining
 from realtime.session_config import session_config
+from widgets.models import Widget
+from widgets.selectors import widget_get_for_user
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +149,7 @@ class RealtimeRelayConsumer(AsyncWebsocketConsumer):
             relay.unreserve()
             await self._refuse(svc.voice_refusal("too_many_sessions"))
             return
-        relay.slot_key, relay.slot_token = slot, token
+        relay.slot_keys, relay.slot_token = [slot], token
         self.relay = relay
         await self.accept()
         await relay.start()
@@ -167,3 +171,82 @@ class RealtimeRelayConsumer(AsyncWebsocketConsumer):
             # cannot send it); config.serve ends calls with session.ended before it gets that far.
             reason = "hangup" if code in (1000, 1001) else "server_restart" if code == 1012 else "browser_gone"
             await self.relay.end(reason, notify=False)
+
+
+class RealtimePreviewConsumer(RealtimeRelayConsumer):
+    """WS /ws/realtime/preview/<ticket>/ — the configurator's test call on the UNSAVED draft
+    (realtime/preview.py). Checked before accept, failing closed: the Origin is our own host (the socket
+    carries the member's session cookie), the session's user is signed in — else the handshake is refused
+    (4403) and nothing more is said. Then the ticket: taken once, this user's, for a widget they are still a
+    member of (else 4404 `invalid_ticket`, accepted only to say why), the license may serve, a preview slot
+    of the member's and of the agency's. The relay runs on the ticket's draft, never billed."""
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        origin, host = scope_header(self.scope, b"origin"), scope_header(self.scope, b"host")
+        if user is None or not user.is_authenticated or not preview.same_origin(origin=origin, host=host):
+            await self.close(code=4403)
+            return
+        ticket = self.scope["url_route"]["kwargs"]["ticket"]
+        try:
+            opened = await database_sync_to_async(_preview_open)(ticket=ticket, user=user)
+        except Exception:
+            logger.warning("realtime: preview access check failed", exc_info=True)
+            await self._refuse(svc.voice_refusal("server_busy"))
+            return
+        if isinstance(opened, svc.VoiceAccess):
+            await self._refuse(opened)
+            return
+        widget, config = opened
+        if relay_draining():
+            await self._refuse(svc.voice_refusal("server_restart"))
+            return
+        relay = RelaySession(
+            widget=widget,
+            config=config,
+            session=session_config(config=config, widget=widget),
+            visitor_id=f"preview:{user.pk}",
+            send_browser=self._send_text,
+            close_browser=self._close,
+            preview=True,
+        )
+        if not relay.reserve():
+            await self._refuse(svc.voice_refusal("server_busy"))
+            return
+        token = secrets.token_hex(8)
+        try:
+            keys, refusal = await database_sync_to_async(preview.voice_preview_slots_acquire)(
+                user_id=user.pk, agency_id=widget.license.agency_id, token=token, ttl=svc.SLOT_TTL_SECONDS
+            )
+        except Exception:  # Redis is unreachable: the caps cannot be enforced, so refuse cleanly
+            logger.warning("realtime: preview slot acquire failed", exc_info=True)
+            relay.unreserve()
+            await self._refuse(svc.voice_refusal("server_busy"))
+            return
+        if refusal:
+            relay.unreserve()
+            await self._refuse(_preview_refusal(refusal))
+            return
+        relay.slot_keys, relay.slot_token = keys, token
+        self.relay = relay
+        await self.accept()
+        await relay.start()
+
+
+def _preview_refusal(code: str) -> svc.VoiceAccess:
+    return svc.VoiceAccess(code, preview.PREVIEW_MESSAGES[code], 404 if code == "invalid_ticket" else 429)
+
+
+def _preview_open(*, ticket: str, user) -> tuple[Widget, dict] | svc.VoiceAccess:
+    """The ticket's widget and draft for this user, or the refusal (sync: one trip to the database thread)."""
+    taken = preview.voice_preview_ticket_take(ticket=ticket, user_id=user.pk)
+    if taken is None:
+        return _preview_refusal("invalid_ticket")
+    try:
+        widget, _membership = widget_get_for_user(user=user, public_id=taken.public_id)
+    except Http404:  # no longer a member (removed since the ticket was minted)
+        return _preview_refusal("invalid_ticket")
+    reason = license_status_reason(license=widget.license)
+    if reason != "ok":
+        return svc.VoiceAccess("license_not_serving", preview.license_not_serving_message(reason), 409)
+    return widget, taken.config

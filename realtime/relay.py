@@ -96,8 +96,7 @@ class RelaySession:
         visitor_id: str,
         send_browser: Callable[[str], Awaitable[None]],
         close_browser: Callable[[int, str], Awaitable[None]],
-        slot_key: str | None = None,
-        slot_token: str = "",
+        preview: bool = False,
     ):
         self.widget = widget
         self.license_id = widget.license_id
@@ -107,9 +106,17 @@ class RelaySession:
         self.visitor_id = visitor_id
         self._send_browser = send_browser
         self._close_browser = close_browser
-        self.slot_key, self.slot_token = slot_key, slot_token
+        # The cache slots this call holds (one of the license's; a preview call: the member's and the agency's
+        # preview slots), refreshed while it lives and freed at its end.
+        self.slot_keys: list[str] = []
+        self.slot_token = ""
+        # A configurator test call (realtime/preview.py): a preview conversation, never billed, and the
+        # license's minutes neither end nor warn it; its own length cap instead.
+        self.preview = preview
         voice = config.get("voice") or {}
         ceiling = settings.REALTIME_MAX_SESSION_SECONDS
+        if preview:
+            ceiling = min(ceiling, settings.REALTIME_PREVIEW_MAX_SECONDS)
         self.max_seconds = min(int(voice.get("max_session_seconds", 900)), ceiling)
         self.conversation_id: int | None = None
         self.upstream: Any = None
@@ -138,6 +145,10 @@ class RelaySession:
         self.ended = False
         self.end_reason = ""
         self._ended_event = asyncio.Event()
+
+    @property
+    def slot_key(self) -> str | None:
+        return self.slot_keys[0] if self.slot_keys else None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -180,7 +191,11 @@ class RelaySession:
 
     def _open_conversation(self) -> tuple[int, float]:
         """One trip to the database thread at call start (connect storms queue on that one thread)."""
-        conversation = svc.voice_conversation_start(widget=self.widget, visitor_id=self.visitor_id, relayed=True)
+        conversation = svc.voice_conversation_start(
+            widget=self.widget, visitor_id=self.visitor_id, relayed=True, is_preview=self.preview
+        )
+        if self.preview:
+            return conversation.pk, float("inf")
         return conversation.pk, svc.voice_quota_left_seconds(license_id=self.license_id)
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task:
@@ -243,8 +258,8 @@ class RelaySession:
                 await asyncio.wait_for(self.upstream.close(), timeout=3)
 
     async def _release_slot(self) -> None:
-        if self.slot_key:
-            key, self.slot_key = self.slot_key, None
+        keys, self.slot_keys = self.slot_keys, []
+        for key in keys:
             with contextlib.suppress(Exception):
                 await database_sync_to_async(svc.voice_slot_release)(key=key, token=self.slot_token)
 
@@ -547,14 +562,15 @@ class RelaySession:
                 )
             if time.monotonic() - last_checkpoint >= HEARTBEAT_SECONDS:
                 last_checkpoint = time.monotonic()
-                if await self._try_checkpoint():
+                if await self._try_checkpoint() and not self.preview:
                     with contextlib.suppress(Exception):
                         self.quota_left_seconds = await database_sync_to_async(svc.voice_quota_left_seconds)(
                             license_id=self.license_id
                         )
-            if self.slot_key and time.monotonic() - last_refresh >= SLOT_REFRESH_SECONDS:
+            if self.slot_keys and time.monotonic() - last_refresh >= SLOT_REFRESH_SECONDS:
                 last_refresh = time.monotonic()
                 try:
-                    await database_sync_to_async(svc.voice_slot_refresh)(key=self.slot_key, token=self.slot_token)
+                    for key in list(self.slot_keys):
+                        await database_sync_to_async(svc.voice_slot_refresh)(key=key, token=self.slot_token)
                 except Exception:  # a Redis blip costs no call; the slot is taken back when Redis returns
                     logger.warning("realtime: slot refresh failed; the call goes on", exc_info=True)

@@ -47,6 +47,10 @@ CLOSE_CODES = {
     "server_restart": 1012,
     "voice_disabled": 4403,
     "bad_request": 4400,
+    # the configurator's test call (realtime/preview.py)
+    "invalid_ticket": 4404,
+    "preview_busy": 4429,
+    "agency_preview_busy": 4429,
 }
 VOICE_MESSAGES = {
     "widget_not_found": "This license has no published widget with that id.",
@@ -142,7 +146,8 @@ def voice_slots_in_use(*, license: License) -> int:
 def voice_conversation_start(
     *, widget: Widget, visitor_id: str, is_preview: bool = False, relayed: bool = False
 ) -> Conversation:
-    """A relayed call (`relayed=True`) carries a heartbeat the reaper watches; a WebRTC call has none."""
+    """A relayed call (`relayed=True`) carries a heartbeat the reaper watches; a WebRTC call has none. A
+    preview call (`is_preview`, the configurator's test call) counts no voice session against the license."""
     with transaction.atomic():
         conversation = Conversation.objects.create(
             widget=widget,
@@ -152,7 +157,8 @@ def voice_conversation_start(
             is_preview=is_preview,
             heartbeat_at=timezone.now() if relayed else None,
         )
-        usage_increment(license=widget.license_id, voice_sessions=1)
+        if not is_preview:
+            usage_increment(license=widget.license_id, voice_sessions=1)
     return conversation
 
 
@@ -180,14 +186,15 @@ def voice_usage_checkpoint(
     at most what followed the last checkpoint. The bill is the difference against what the row already
     holds (row locked), so a checkpoint retried after a lost commit acknowledgement never bills twice, and
     the license's voice seconds always equal the sum of its conversations'. A conversation the reaper
-    closed as `worker_lost` while its call was in fact alive (a long database outage) is taken back."""
+    closed as `worker_lost` while its call was in fact alive (a long database outage) is taken back.
+    A preview conversation (the configurator's test call) keeps its totals but bills nothing: 0.0."""
     now = timezone.now()
     seconds, out_seconds = round(audio_in_seconds, 3), round(audio_out_seconds, 3)
     with transaction.atomic():
         row = (
             Conversation.objects.select_for_update()
             .filter(Q(ended_at__isnull=True) | Q(end_reason=WORKER_LOST), pk=conversation_id)
-            .values("audio_in_seconds", "cost_usd")
+            .values("audio_in_seconds", "cost_usd", "is_preview")
             .first()
         )
         if row is None:  # already ended for good
@@ -203,6 +210,8 @@ def voice_usage_checkpoint(
             "end_reason": end_reason[:64],
         }
         Conversation.objects.filter(pk=conversation_id).update(**fields)
+        if row["is_preview"]:
+            return 0.0
         delta_seconds = max(seconds - billed_seconds, 0.0)
         delta_cost = max(cost_usd - billed_cost, Decimal(0))
         if delta_seconds or delta_cost:

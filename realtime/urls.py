@@ -9,4 +9,6 @@ urlpatterns = [
     path("api/widget/<str:license_key>/tools/<str:name>", views.tool_call, name="tool-call"),
     path("api/livekit/token", views.livekit_token, name="livekit-token"),
     path("api/widget/<str:license_key>/voice/record", views.call_record, name="call-record"),
+    # The configurator preview's test call (a member's page under /app/; the socket is realtime's).
+    path("app/widgets/<str:public_id>/voice-preview/", views.voice_preview_ticket, name="voice-preview"),
 ]

@@ -18,6 +18,9 @@
 - `POST /api/livekit/token[?license=<key>]` {license, widget?, visitor_id?} → {server_url,
   participant_token}: the same checks as the relay (a concurrency slot is taken and held for the agent),
   then a LiveKit participant token for a room of the call's own (realtime/livekit.py).
+- `POST /app/widgets/<public_id>/voice-preview/` {config} → {ws_path, expires_in, transport,
+  draft_transport, max_session_seconds}: the configurator's test call on the unsaved draft (signed-in member, CSRF), a
+  one-use ticket for `WS /ws/realtime/preview/<ticket>/` (realtime/preview.py).
 """
 
 from __future__ import annotations
@@ -28,15 +31,16 @@ from typing import Any
 
 from django.conf import settings
 from django.core import signing
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
+from django.views.decorators.http import require_POST
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
 from licenses.api import ApiError, error_response, json_object
 from licenses.models import License
 from licenses.selectors import license_get_public, membership_get
-from realtime import events
+from realtime import events, preview
 from realtime import livekit as lk
 from realtime import services as svc
 from realtime.client import ClientSecretError, client_secret_create
@@ -44,7 +48,7 @@ from realtime.session_config import session_config
 from widgets.models import Conversation
 from widgets.public import check_error, public_check, public_endpoint
 from widgets.ratelimit import rate_hit
-from widgets.selectors import openai_api_key
+from widgets.selectors import openai_api_key, widget_get_for_user
 from widgets.tools import TOOLS
 
 logger = logging.getLogger(__name__)
@@ -450,3 +454,39 @@ WARNINGS = {
     "voice_minutes_low": "This site's voice minutes are almost used up.",
     "session_time_low": "This call will end in less than 30 seconds.",
 }
+
+
+@require_POST
+def voice_preview_ticket(request: HttpRequest, public_id: str) -> HttpResponse:
+    """The configurator preview's test call: the member's unsaved draft `{config}` (merged over the saved
+    draft and validated like `preview-config`) stored under a one-use ticket (realtime/preview.py). CSRF
+    applies (session auth); anonymous 403, another agency's widget 404, a bad draft 400 naming the field."""
+    user = request.user
+    if not user.is_authenticated:
+        return error_response("not_authenticated", "Sign in to try voice on a draft.", 403)
+    try:
+        widget, _membership = widget_get_for_user(user=user, public_id=public_id)
+    except Http404:
+        return error_response("widget_not_found", "Widget not found.", 404)
+    try:
+        body = json_object(request, empty={})
+        ticket, config = preview.voice_preview_ticket_create(
+            widget=widget, user_id=user.pk, draft=body.get("config", {})
+        )
+    except ApiError as exc:
+        response = error_response(exc.code, exc.message, exc.status_code, fields=exc.fields or None)
+        if exc.code == "rate_limited":
+            response["Retry-After"] = str(exc.fields["retry_after"])
+        return response
+    response = JsonResponse(
+        {
+            "ws_path": f"/ws/realtime/preview/{ticket}/",
+            "expires_in": preview.TICKET_SECONDS,
+            "transport": "relay",  # every draft is tried over the relay (realtime/preview.py)
+            "draft_transport": config["voice"]["transport"],
+            "max_session_seconds": preview.voice_preview_max_seconds(config),
+        },
+        status=201,
+    )
+    response["Cache-Control"] = "no-store"
+    return response

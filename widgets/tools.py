@@ -176,6 +176,12 @@ def _log_lead(
         validate_email(email)
     except ValidationError:
         return ToolResult("That email address doesn't look right. Could you spell it for me?", ok=False)
+    if conversation is not None and conversation.is_preview:
+        # A configurator test call: nothing reaches the Leads page or the agency's CRM.
+        return ToolResult(
+            f"Thanks {name.split()[0]}, I've passed your details to the team. They'll be in touch.",
+            data={"lead_id": None, "preview": True},
+        )
     lead = lead_create(
         widget=widget,
         conversation=conversation,

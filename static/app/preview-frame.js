@@ -67,6 +67,31 @@ function installFetchShim() {
 }
 
 
+// Voice in the preview: a test call on the UNSAVED draft (realtime/preview.py). The mic button asks our
+// server for a one-use ticket with the editor's current draft (validated there like preview-config; the
+// license, key and limits are the server's), and voice.js opens WS /ws/realtime/preview/<ticket>/ with it.
+// Never counted against the client's minutes; the widget marks the call "Test call". WebRTC and LiveKit
+// drafts are tried over the relay (they need real credentials in the browser), and the mark says so.
+const RELAYED = { webrtc: "WebRTC", livekit: "LiveKit" };
+function voicePreview(config) {
+  if (!boot.voicePreviewUrl) return undefined;  // a share link's frame makes no test calls
+  const transport = RELAYED[config.voice?.transport];
+  return {
+    label: transport ? "Test call · relay" : "Test call",
+    note: (transport ? `The preview tries ${transport} drafts over the relay, with the same session and tools. ` : "")
+      + "A test call on this draft: not counted against the client's minutes.",
+    ticket: async () => {
+      const headers = { "Content-Type": "application/json",
+        "X-CSRFToken": (document.cookie.match(/csrftoken=([^;]+)/) || [])[1] || "" };
+      const body = JSON.stringify({ config: installFetchShim().draft?.config ?? {} });
+      const response = await fetch(boot.voicePreviewUrl, { method: "POST", headers, body, credentials: "same-origin" });
+      const data = await response.json().catch(() => ({}));
+      if (!response.ok) throw new Error(data.error?.message || "The test call could not start.");
+      return data;
+    },
+  };
+}
+
 // What the ChatKit page maps into ChatKit's options: the public config back in the schema's shape, only
 // the parts ChatKit's options come from. The server merges it over the saved draft, validates and maps
 // it (chatkit_options; no mapping in JS).
@@ -101,6 +126,7 @@ function mountBundle(bundle, el, config, options) {
     position: config.embed.position, target: target ? "#sb-inline-target" : undefined,
     frame: chatkit ? boot.chatkitUrl : undefined,
     preview: { pageUrl: options.pageUrl || "", replay },
+    voicePreview: chatkit ? undefined : voicePreview(config),
   });
   let current = config;
   if (chatkit && widget.frame) widget.frame.addEventListener("load", () => postChatKitDraft(widget.frame, current));

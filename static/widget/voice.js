@@ -20,6 +20,9 @@
  *   /api/widget/<key>/voice/record at every response.done, every 15 s and at the end (the server bills them;
  *   its answer may end the call: minutes used up, maximum length).
  * - livekit: createLiveKit() hands the call to static/widget/voice-livekit.js (loaded on demand).
+ * The configurator preview passes api.preview = {ticket(): Promise<{ws_path}>}: a test call on the unsaved
+ * draft always goes over the relay (WebRTC and LiveKit need real credentials in the browser), on
+ * WS /ws/realtime/preview/<ticket>/ with a fresh one-use ticket for each socket (realtime/preview.py).
  * Other transports may register with SwitchboardVoice.register(name, factory): factory(call) returns
  * {open(): Promise, close(), playing(): bool, clearPlayback(), setMuted(bool), sendText(text)}.
  */
@@ -145,8 +148,8 @@
 
   function create(api) {
     var voiceCfg = (api.config && api.config.voice) || {};
-    if (voiceCfg.transport === "livekit") return createLiveKit(api);
-    var factory = TRANSPORTS[voiceCfg.transport || "relay"];
+    if (voiceCfg.transport === "livekit" && !api.preview) return createLiveKit(api);
+    var factory = TRANSPORTS[api.preview ? "relay" : voiceCfg.transport || "relay"];
     var transport = null;
     var call = {
       api: api,
@@ -331,9 +334,22 @@
       });
     }
 
+    // The visitor's socket, or the preview's: a new one-use ticket for every (re)connect.
+    function socketUrl() {
+      if (!api.preview) return Promise.resolve(wsUrl(api));
+      return api.preview.ticket().then(function (answer) {
+        return baseUrl(api).replace(/^http/, "ws") + answer.ws_path;
+      });
+    }
+
     function openSocket() {
+      return socketUrl().then(function (url) { return connectSocket(url); });
+    }
+
+    function connectSocket(url) {
       return new Promise(function (resolve, reject) {
-        ws = new WebSocket(wsUrl(api));
+        if (call.ended) { reject(new Error("")); return; } // hung up while the ticket was on its way
+        ws = new WebSocket(url);
         var opened = false;
         ws.onopen = function () { opened = true; resolve(); };
         ws.onmessage = function (m) {

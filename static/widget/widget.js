@@ -92,12 +92,13 @@
     ".sd,.mc{width:42px;height:42px;border-radius:50%;flex:none}",
     ".sd{background:var(--p);color:var(--pt)}.sd:disabled{opacity:.4;cursor:default}",
     ".mc{color:var(--pc);background:var(--bb)}.mc[aria-pressed=true]{background:#dc2626;color:#fff}",
-    ".vb{display:flex;align-items:center;gap:10px;padding:10px 14px;border-top:1px solid var(--ln);",
+    ".vb{display:flex;flex-wrap:wrap;align-items:center;gap:10px;padding:10px 14px;border-top:1px solid var(--ln);",
     "font-size:.88em;font-weight:550}.vb .dt{width:10px;height:10px;border-radius:50%;background:#9ca3af}",
     ".vb[data-s=listening] .dt{background:#16a34a;animation:pu 1.4s infinite}",
     ".vb[data-s=speaking] .dt{background:var(--p);animation:pu 1s infinite}",
     ".vb[data-s=thinking] .dt,.vb[data-s=connecting] .dt{background:#f59e0b;animation:pu 1.4s infinite}",
     ".vb[data-s=error] .dt{background:#dc2626}.vb .vl{flex:1}",
+    ".vb .tw{flex:0 0 100%}.vb .tc{padding:2px 8px;border-radius:999px;background:#fef3c7;color:#92400e;font-size:.9em}",
     ".vb button{padding:7px 12px;border-radius:999px;border:1px solid var(--ln);gap:6px;font-size:.9em}",
     ".vb .hu{background:#dc2626;color:#fff;border-color:#dc2626}.vb svg{width:16px;height:16px}",
     "@keyframes pu{0%,100%{opacity:1}50%{opacity:.35}}",
@@ -769,6 +770,15 @@
       bar.hidden = true;
       bar.setAttribute("role", "status");
       bar.innerHTML = '<span class="dt"></span><span class="vl"></span>';
+      // The configurator preview's calls are test calls on the draft (never counted): marked as such.
+      const test = this.options.voicePreview;
+      if (test) {
+        const row = element("div", "tw");
+        const tag = row.appendChild(element("span", "tc"));
+        tag.textContent = test.label;
+        if (test.note) tag.title = test.note;
+        bar.insertBefore(row, bar.firstChild);
+      }
       const mute = this.muteButton = button("", svg("micoff") + "<span></span>");
       mute.lastChild.textContent = this.t("mute");
       mute.setAttribute("aria-pressed", "false");
@@ -1316,6 +1326,7 @@
         baseUrl: this.base, licenseKey: this.options.key, widgetId: this.options.widget, visitorId: this.visitorId,
         config: this.config,
         root: this.root,
+        preview: this.options.voicePreview,  // the configurator's test call (voice.js: relay, one-use tickets)
         // voice.js asks before a call when voice.consent_required: the same inline consent, remembered once.
         confirm: (text) => (storage.get(this.storageKey + "consent")
           ? Promise.resolve(true) : new Promise((done) => this.askConsent(text, done))),

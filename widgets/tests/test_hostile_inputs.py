@@ -111,6 +111,13 @@ ENDPOINTS = [
         auth="member",
     ),
     Endpoint(
+        "voice-preview",
+        lambda w, o: f"/app/widgets/{w.public_id}/voice-preview/",
+        {"config": {"voice": {"enabled": True, "instructions": "Hi"}}},
+        "config",
+        auth="member",
+    ),
+    Endpoint(
         "test-connection",
         lambda w, o: f"/app/widgets/{w.public_id}/test-connection/",
         {"config": {"connection": {"n8n": {"webhook_url": "https://n8n.example.com/webhook/x"}}}},

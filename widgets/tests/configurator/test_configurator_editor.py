@@ -393,7 +393,8 @@ def test_preview_frame_is_framable_same_origin_only_and_public_config(client, ow
     assert response["X-Frame-Options"] == "SAMEORIGIN"
     assert b"secret-hook" not in response.content
     # Tenant-authored text renders here on our origin: no inline script or handler may ever run.
-    assert response["Content-Security-Policy"] == "script-src 'self'; object-src 'none'; base-uri 'none'"
+    # (blob: only for voice.js's AudioWorklet, which only a script of ours can create.)
+    assert response["Content-Security-Policy"] == "script-src 'self' blob:; object-src 'none'; base-uri 'none'"
 
 
 def _set_webhook(widget, owner, webhook, **n8n):

@@ -426,7 +426,8 @@ def _transport_control() -> Control:
         "Transport",
         help="Relay: through this server. WebRTC: the browser talks to OpenAI directly "
         "(OpenAI shows the visitor's browser the session, instructions included). "
-        "LiveKit: a LiveKit room with our voice agent (offered when this server has LiveKit settings).",
+        "LiveKit: a LiveKit room with our voice agent (offered when this server has LiveKit settings). "
+        "The preview's test calls always go over the relay, with the same session and tools.",
     )
     if not (settings.LIVEKIT_URL and settings.LIVEKIT_API_KEY and settings.LIVEKIT_API_SECRET):
         c.options = [(v, label) for v, label in c.options if v != "livekit"]

@@ -28,8 +28,9 @@ from widgets.views.configurator.common import draft_connection, widget_view
 from widgets.views.embed import chat_answer, chat_error
 
 
-def _chatkit_url(name: str, **kwargs: str) -> str:
-    """A ChatKit page (chatkit app), linked by URL name only (imports point down)."""
+def _channel_url(name: str, **kwargs: str) -> str:
+    """A page of the channels built on widgets (chatkit, realtime), linked by URL name only (imports point
+    down)."""
     try:
         return reverse(name, kwargs=kwargs)
     except NoReverseMatch:
@@ -37,10 +38,12 @@ def _chatkit_url(name: str, **kwargs: str) -> str:
 
 
 def _chatkit_preview_url(widget: Widget) -> str:
-    return _chatkit_url("chatkit:preview", public_id=widget.public_id)
+    return _channel_url("chatkit:preview", public_id=widget.public_id)
 
 
-def _frame(request: HttpRequest, widget: Widget, *, chat_url: str, chatkit_url: str) -> HttpResponse:
+def _frame(
+    request: HttpRequest, widget: Widget, *, chat_url: str, chatkit_url: str, voice_url: str = ""
+) -> HttpResponse:
     response = render(
         request,
         "app/preview_frame.html",
@@ -52,14 +55,18 @@ def _frame(request: HttpRequest, widget: Widget, *, chat_url: str, chatkit_url: 
                 # The page a ChatKit widget's bundle frames here: the member's preview page, or the
                 # share link's page (the saved draft, a visitor of the link's own).
                 "chatkitUrl": chatkit_url,
+                # Where the member's test call on the draft gets its one-use ticket (realtime's view; a
+                # share link has none: its frame makes no calls).
+                "voicePreviewUrl": voice_url,
                 "widgetId": widget.public_id,
                 "licenseKey": widget.license.key,
             },
         },
     )
     # The frame renders tenant-authored text (greeting, replies) on our own origin: only our own
-    # script files may run in it, never an inline script or event handler.
-    response["Content-Security-Policy"] = "script-src 'self'; object-src 'none'; base-uri 'none'"
+    # script files may run in it, never an inline script or event handler. `blob:` is for voice.js's
+    # microphone AudioWorklet (test calls); only a script already running here can mint a blob: URL.
+    response["Content-Security-Policy"] = "script-src 'self' blob:; object-src 'none'; base-uri 'none'"
     return response
 
 
@@ -71,6 +78,7 @@ def preview_frame(request: HttpRequest, widget: Widget, membership: Membership) 
         widget,
         chat_url=reverse("app-widget-preview-chat", kwargs={"public_id": widget.public_id}),
         chatkit_url=_chatkit_preview_url(widget),
+        voice_url=_channel_url("realtime:voice-preview", public_id=widget.public_id),
     )
 
 
@@ -223,7 +231,7 @@ def share_frame(request: HttpRequest, token: str) -> HttpResponse:
         request,
         widget,
         chat_url=reverse("app-share-chat", kwargs={"token": token}),
-        chatkit_url=_chatkit_url("chatkit:share", token=token),
+        chatkit_url=_channel_url("chatkit:share", token=token),
     )
 
 
