@@ -274,13 +274,10 @@ def share_page(request: HttpRequest, token: str) -> HttpResponse:
     (framed by the share page on our own origin). Chats run as previews: rate limited, never counted."""
     lookup = preview_link_resolve(token=token)
     if not lookup.ok or lookup.link is None:
-        gone = lookup.reason in ("expired", "revoked")
-        return _problem(
-            request,
-            status=410 if gone else 404,
-            title="Preview unavailable",
-            message="This preview link has expired or was revoked." if gone else "No such preview link.",
-        )
+        _code, message, status = lookup.refusal()
+        if lookup.reason == "invalid":
+            status, message = 404, "No such preview link."
+        return _problem(request, status=status, title="Preview unavailable", message=message)
     widget = lookup.link.widget
     try:
         config = chatkit_widget_draft(widget=widget)
@@ -372,14 +369,11 @@ def _share_context(request: HttpRequest, *, license_key: str, token: str) -> Req
     """A share link's chat: the link must be live and name this license's widget; the caller is the
     signed visitor its page issued (so two holders of one link never see each other's threads)."""
     lookup = preview_link_resolve(token=token[:300])
-    if not lookup.ok or lookup.link is None:
-        raise ChatKitError("preview_unavailable", "This preview link has expired or was revoked.", 410)
-    widget = lookup.link.widget
-    if widget.license.key != license_key:
+    if lookup.link is not None and lookup.link.widget.license.key != license_key:
         raise ChatKitError("widget_not_found", "No such widget.", 404)
-    reason = license_status_reason(license=widget.license)
-    if reason != "ok":
-        raise ChatKitError(reason, REASON_MESSAGES[reason], 403)
+    if not lookup.ok or lookup.link is None:
+        raise ChatKitError(*lookup.refusal())
+    widget = lookup.link.widget
     visitor = visitor_token_read(license=widget.license, token=request.headers.get("X-Switchboard-Visitor"))
     if visitor is None:
         raise ChatKitError("visitor_invalid", "The visitor id is missing or invalid; reload the page.", 403)

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from licenses.crypto import secret_hint
 from licenses.models import Agency, License, Membership
+from licenses.selectors import REASON_MESSAGES, license_status_reason
 from widgets.models import Channel, Conversation, KnowledgeEntry, PreviewLink, Product, Widget, WidgetVersion
 from widgets.services.preview_links import SALT
 from widgets.services.widgets import SECRET_NAMES
@@ -91,11 +92,26 @@ def secrets_status(*, widget: Widget) -> dict[str, dict[str, Any]]:
 @dataclass(frozen=True)
 class PreviewLinkLookup:
     link: PreviewLink | None
-    reason: str  # ok | invalid | expired | revoked
+    # ok | invalid | expired | revoked (the link) | license_<reason> (its license may not serve, e.g.
+    # license_suspended: share links stop with the widgets)
+    reason: str
 
     @property
     def ok(self) -> bool:
         return self.reason == "ok"
+
+    @property
+    def gone(self) -> bool:
+        """Expired or revoked: 410, the link will not work again."""
+        return self.reason in ("expired", "revoked")
+
+    def refusal(self) -> tuple[str, str, int]:
+        """(code, message, status) of a refused share-link call: the license's own reason (403) when it may not
+        serve, else `preview_unavailable` (410) for a dead or forged link."""
+        if self.reason.startswith("license_"):
+            code = self.reason.removeprefix("license_")
+            return code, REASON_MESSAGES[code], 403
+        return "preview_unavailable", "This preview link has expired or was revoked.", 410
 
 
 def preview_link_resolve(*, token: str) -> PreviewLinkLookup:
@@ -110,6 +126,9 @@ def preview_link_resolve(*, token: str) -> PreviewLinkLookup:
         return PreviewLinkLookup(link, "revoked")
     if link.expires_at <= timezone.now():
         return PreviewLinkLookup(link, "expired")
+    serving = license_status_reason(license=link.widget.license)
+    if serving != "ok":
+        return PreviewLinkLookup(link, f"license_{serving}")
     return PreviewLinkLookup(link, "ok")
 
 

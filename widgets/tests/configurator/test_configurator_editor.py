@@ -12,6 +12,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from django.utils import timezone
 
+from licenses.models import License
 from widgets.config_diff import config_diff
 from widgets.loader import API_STUB
 from widgets.models import KnowledgeEntry, PreviewLink, Product, Widget
@@ -359,6 +360,27 @@ def test_revoked_and_expired_links_show_friendly_page(client, owner, widget_a):
     assert response.status_code == 410 and b"expired" in response.content
     response = client.get(reverse("app-share-frame", kwargs={"token": preview_link_token(expired)}))
     assert response.status_code == 410
+
+
+def test_a_share_link_of_a_license_that_may_not_serve_shows_nothing_and_cannot_chat(
+    client, owner, widget_a, fake_upstream
+):
+    """A suspended (or revoked, expired) license stops its share links as it stops its widgets: the page,
+    its frame and its chat answer 403 with the license's reason; reactivated, the link works again."""
+    _set_webhook(widget_a, owner, fake_upstream.url + "/webhook/draft")
+    link = PreviewLink.objects.create(widget=widget_a, expires_at=timezone.now() + timedelta(days=1))
+    token = preview_link_token(link)
+    chat_url = reverse("app-share-chat", kwargs={"token": token})
+    body = {"action": "sendMessage", "sessionId": "s", "chatInput": "hi"}
+    License.objects.filter(pk=widget_a.license_id).update(status=License.Status.SUSPENDED)
+    page = client.get(reverse("app-share", kwargs={"token": token}))
+    assert page.status_code == 403 and b"not available" in page.content and b"Widget A" not in page.content
+    assert client.get(reverse("app-share-frame", kwargs={"token": token})).status_code == 403
+    response = client.post(chat_url, body, content_type="application/json")
+    assert response.status_code == 403 and response.json()["error"]["code"] == "suspended"
+    assert fake_upstream.requests == []
+    License.objects.filter(pk=widget_a.license_id).update(status=License.Status.ACTIVE)
+    assert client.post(chat_url, body, content_type="application/json").json()["output"] == "pong"
 
 
 def test_forged_share_token_is_404(client, db):

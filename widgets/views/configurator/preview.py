@@ -197,11 +197,15 @@ def _resolve(request: HttpRequest, token: str) -> tuple[Widget | None, HttpRespo
         return lookup.link.widget, None
     # An expired or revoked link still belongs to an agency: its page keeps that agency's brand.
     agency_id = lookup.link.widget.license.agency_id if lookup.link is not None else None
+    if lookup.reason.startswith("license_"):
+        reason, status = "unavailable", 403
+    else:
+        reason, status = lookup.reason, 410 if lookup.gone else 404
     response = render(
         request,
         "app/share_unavailable.html",
-        {"reason": lookup.reason, "brand": brand_for_agency(agency=agency_id)},
-        status=410 if lookup.reason in ("expired", "revoked") else 404,
+        {"reason": reason, "brand": brand_for_agency(agency=agency_id)},
+        status=status,
     )
     return None, response
 
@@ -238,7 +242,8 @@ def share_frame(request: HttpRequest, token: str) -> HttpResponse:
 def _share_chat_prepare(request: HttpRequest, token: str, data: dict) -> tuple[Widget, ChatRequest, N8nTarget, bool]:
     lookup = preview_link_resolve(token=token)
     if not lookup.ok or lookup.link is None:
-        raise ApiError("preview_unavailable", "This preview link has expired or was revoked.", status_code=410)
+        code, message, status = lookup.refusal()
+        raise ApiError(code, message, status_code=status)
     widget = lookup.link.widget
     # Signed-out callers: the same per-minute limit as the public chat, keyed by the link.
     retry_after = chat_rate_check(
