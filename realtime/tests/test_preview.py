@@ -184,10 +184,32 @@ def test_tickets_per_member_are_rate_limited(voice_widget, member, owner, settin
     assert mint(signed_in(owner), voice_widget).status_code == 201  # per member
 
 
-def test_webrtc_and_livekit_drafts_are_tried_over_the_relay(voice_widget, member):
-    response = mint(signed_in(member), voice_widget, {"voice": {"transport": "webrtc"}})
+@pytest.mark.parametrize("transport", ["webrtc", "livekit"])
+def test_webrtc_and_livekit_drafts_are_tried_over_the_relay(voice_widget, member, transport):
+    response = mint(signed_in(member), voice_widget, {"voice": {"transport": transport}})
     assert response.status_code == 201
-    assert response.json()["transport"] == "relay" and response.json()["draft_transport"] == "webrtc"
+    assert response.json()["transport"] == "relay" and response.json()["draft_transport"] == transport
+
+
+def _boot(response) -> dict:
+    html = response.content.decode()
+    start = html.index('id="preview-boot"')
+    return json.loads(html[html.index(">", start) + 1 : html.index("</script>", start)])
+
+
+def test_the_members_preview_frame_names_the_ticket_url_and_a_share_link_none(voice_widget, owner):
+    from widgets.services import preview_links
+
+    client = signed_in(owner)
+    frame = client.get(f"/app/widgets/{voice_widget.public_id}/preview-frame/")
+    assert _boot(frame)["voicePreviewUrl"] == url(voice_widget)
+    # The frame's CSP lets voice.js's microphone worklet (a blob: URL) run, and still no inline script.
+    assert frame["Content-Security-Policy"].startswith("script-src 'self' blob:;")
+    link = preview_links.preview_link_create(
+        widget=voice_widget, user=owner, membership=owner.memberships.get(), days=1, label="review"
+    )
+    shared = Client().get(f"/app/p/{preview_links.preview_link_token(link)}/frame/")
+    assert shared.status_code == 200 and _boot(shared)["voicePreviewUrl"] == ""
 
 
 # --- the call: WS /ws/realtime/preview/<ticket>/ ----------------------------------------------------------
@@ -286,7 +308,9 @@ async def test_anonymous_socket_is_rejected(voice_widget, member, fake_realtime)
     await comm.disconnect()
 
 
-@pytest.mark.parametrize("origin", [None, "https://shop.example.com", "http://testserver.evil.com", "null"])
+@pytest.mark.parametrize(
+    "origin", [None, "https://shop.example.com", "http://testserver.evil.com", "http://testserver:8080", "null"]
+)
 async def test_a_socket_from_another_origin_is_rejected(voice_widget, member, fake_realtime, origin):
     client = await sync_to_async(signed_in)(member)
     ticket = ticket_of(await sync_to_async(mint)(client, voice_widget))
