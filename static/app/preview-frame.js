@@ -144,13 +144,19 @@ function mountBundle(bundle, el, config, options) {
       calm.textContent = ".r *, .r { animation: none !important; transition: none !important; }";
       widget.root.appendChild(calm);
     }
-    // Popup: keep the window open across re-mounts, without moving focus out of the configurator.
-    if (mode !== "popup" || !state.open || !widget.launcher || !widget.rule.shown) return;
+    if (mode !== "popup") return;
+    // The popup stays as you left it across re-mounts, however it opened or closed (launcher, greeting
+    // bubble, proactive timer), without moving focus out of the configurator.
+    const toggle = widget.toggle;
+    widget.toggle = function (...args) {
+      toggle.apply(widget, args);
+      state.open = !widget.panel.hidden;
+    };
+    if (!state.open || !widget.launcher || !widget.rule.shown) return;
     const input = widget.input;
     if (input) input.focus = () => {};
     widget.toggle(true);
     if (input) delete input.focus;
-    widget.launcher.addEventListener("click", () => { state.open = !widget.panel.hidden; });
   })();
   root.dataset.renderer = "bundle";
   root.dataset.provider = config.provider;

@@ -71,6 +71,12 @@ def test_rules_are_validated_tested_on_a_url_and_replayed_in_the_preview(signed_
     # Focus stays in the configurator while the preview's chat opens itself.
     assert page.evaluate("() => document.activeElement.id") == "proactive-replay"
 
+    # The preview keeps the popup as the rules left it (open) when the next edit re-mounts the widget.
+    page.get_by_label("Greeting bubble").fill("Questions about plans? Ask us!")
+    page.wait_for_function("""() => (document.getElementById('preview-frame').contentWindow.SwitchboardWidgets || [])
+        .some(w => w.config && w.config.behaviour.proactive.message.endsWith('us!') && w.ready && !w.panel.hidden)""")
+    frame.get_by_role("dialog").wait_for(state="visible")
+
     # None of it was saved, and the test URL is not part of the draft; saving keeps the rules.
     widget_a.refresh_from_db()
     assert widget_a.config["behaviour"]["proactive"]["enabled"] is False
