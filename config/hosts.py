@@ -8,7 +8,8 @@ verified custom domains (licenses.CustomDomain), with no restart.
   else (/app/, /admin/, the REST API) is 404 there, so an agency's domain never shows the staff or
   agency sign-in.
 - `CsrfViewMiddleware` is Django's with the trusted origins computed per request: settings'
-  CSRF_TRUSTED_ORIGINS plus `https://<host>` of every verified mapped host (TLS ends at the proxy).
+  CSRF_TRUSTED_ORIGINS, plus `https://<host>` for a request that came in on that verified mapped host
+  (TLS ends at the proxy), never for requests to another host.
 
 The verified hosts live in memory per process (licenses.hosts.host_map); this middleware reloads them
 from the database when they are older than CUSTOM_DOMAIN_REFRESH_SECONDS, in a thread under ASGI.
@@ -92,10 +93,21 @@ class CustomHostMiddleware:
 
 
 class CsrfViewMiddleware(csrf.CsrfViewMiddleware):
-    """Django's, with trusted origins that follow the verified custom domains (not cached per process)."""
+    """Django's, where a request that came in on a verified custom domain trusts `https://<that host>` as
+    its Origin (TLS ends at the proxy, so the request may arrive as http). A mapped host vouches for
+    requests to itself only: its agency controls its DNS, so its origin never passes a POST to the
+    platform's own host or to another agency's domain. Settings' CSRF_TRUSTED_ORIGINS are read per
+    request (not cached per process), as before."""
+
+    def _origin_verified(self, request: HttpRequest) -> bool:
+        if super()._origin_verified(request):
+            return True
+        if mapped_agency_id(request) is None:
+            return False
+        return request.META["HTTP_ORIGIN"] == f"https://{request.get_host()}"
 
     def _trusted(self) -> list[str]:
-        return [*settings.CSRF_TRUSTED_ORIGINS, *(f"https://{host}" for host in host_map())]
+        return list(settings.CSRF_TRUSTED_ORIGINS)
 
     @property
     def csrf_trusted_origins_hosts(self) -> list[str]:  # type: ignore[override]

@@ -1,5 +1,5 @@
 """Agencies' own domains (config/hosts.py): a verified mapped host passes the host check and is a CSRF
-trusted origin at once; an unmapped or pending host is refused exactly as before; on a mapped host only
+trusted origin for requests to itself at once; an unmapped or pending host is refused exactly as before; on a mapped host only
 the public surface answers; the Embed tab prints the agency's domain."""
 
 from __future__ import annotations
@@ -97,12 +97,28 @@ def test_csrf_trusted_origins_follow_the_mapping(agency_a, settings):
     assert not _origin_verified(f"https://{MAPPED}", MAPPED)
     domain = map_host(agency_a)
     hosts.host_map_refresh()
-    assert middleware.allowed_origins_exact == {"https://ops.platform.example", f"https://{MAPPED}"}
     assert _origin_verified(f"https://{MAPPED}", MAPPED)
     assert not _origin_verified("https://evil.example", MAPPED)
+    assert _origin_verified("https://ops.platform.example", MAPPED)
     hosts.custom_domain_delete(domain=domain)
     hosts.host_map_refresh()
     assert not _origin_verified(f"https://{MAPPED}", MAPPED)
+
+
+def test_a_mapped_host_is_trusted_only_on_requests_to_itself(agency_a, agency_b, settings):
+    """An agency controls its domain's DNS (it may point it elsewhere once verified, or share a parent domain
+    with the platform): its origin vouches for requests to that host only, never for a POST to the
+    platform's own host or to another agency's domain."""
+    settings.CSRF_TRUSTED_ORIGINS = []
+    map_host(agency_a)
+    map_host(agency_b, host="chat.agency-b.example")
+    hosts.host_map_refresh()
+    middleware = CsrfViewMiddleware(lambda r: HttpResponse())
+    assert middleware.allowed_origins_exact == set() and middleware.csrf_trusted_origins_hosts == []
+    assert _origin_verified(f"https://{MAPPED}", MAPPED)
+    assert not _origin_verified(f"https://{MAPPED}", "testserver")
+    assert not _origin_verified(f"https://{MAPPED}", "chat.agency-b.example")
+    assert _origin_verified("https://chat.agency-b.example", "chat.agency-b.example")
 
 
 def _snippet(client, widget) -> str:
