@@ -454,8 +454,15 @@ def main() -> None:
     if not args.database_url.startswith("postgres"):
         sys.exit("--database-url postgres://... is required (the production setup runs on PostgreSQL)")
 
+    import django
     import httpx
 
+    # The production-server kit imports the root conftest (free_port), which needs Django set up; this
+    # process only starts the servers (each gets its own production env) and never touches a database.
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("DEBUG", "1")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")  # not a line per request of the load generator
+    django.setup()
     from widgets.tests.prod_server import ProdServer, free_port, prod_env
 
     fake_port = free_port()

@@ -41,6 +41,7 @@ from django.utils.log import log_response
 
 from config.hosts import CustomHostMiddleware, _needs_refresh
 from config.middleware import HostileInputMiddleware
+from widgets.aio import upstream_home
 
 CHAT_PATH = re.compile(r"/api/widget/([^/]{1,64})/chat")
 
@@ -78,6 +79,7 @@ class ChatRoute:
         key = _route(scope) if scope["type"] == "http" else None
         if key is None:
             return await self.django(scope, receive, send)
+        upstream_home()  # this server's loop runs the n8n calls itself (widgets/aio.py)
         body = bytearray()
         while True:
             message = await receive()

@@ -6,21 +6,24 @@ Two rules (DESIGN rule 7: no request holds a scarce resource across an upstream 
   threads with psycopg's pool; else Django's thread-sensitive one, as in tests) and hands the thread's database
   connection back before returning, so a request that then waits 60 s on n8n holds no pooled
   connection (and no thread) meanwhile.
-- Every upstream HTTP call runs on ONE event loop per process (`upstream_loop()`), which owns the one
-  pooled `httpx.AsyncClient` (widgets/n8n.py). Async callers await it (`upstream_await`), sync
-  callers block on it (`upstream_run`). The request's own loop (Uvicorn's, Daphne's, or the
-  throwaway loop Django makes for an async view under WSGI) only waits for the result, so the client
-  and its connections never depend on which server, or which loop, runs the request.
+- Every upstream HTTP call runs on a long-lived event loop with the process's pooled clients
+  (widgets/n8n.py): the ASGI server's own loop once the chat route made it a home (`upstream_home`,
+  config/chat_route.py), else ONE upstream loop per process (`upstream_loop()`) in its own thread.
+  Async callers await it (`upstream_await`), sync callers block on the upstream loop (`upstream_run`).
+  A throwaway loop (Django's for an async view under WSGI) only waits for the result, so the client
+  and its connections never depend on a loop that dies with the request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Coroutine
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
@@ -120,22 +123,46 @@ class _UpstreamLoop:
 
 _upstream = _UpstreamLoop()
 
+# Long-lived server loops that run their own upstream calls (`upstream_home`): an ASGI server's loop
+# lives as long as the process, so its pooled clients (widgets/n8n.py keeps them per loop) stay warm,
+# and a call awaited there crosses no thread (issue 11 bench: the hop to the upstream loop and back,
+# and the GIL traded between the two loops' threads, were a sixth of the chat's CPU per turn).
+_homes: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+def upstream_home() -> None:
+    """Let the running loop (an ASGI server's: config/chat_route.py) run the upstream calls awaited on
+    it. Never for a throwaway loop (Django's for an async view under WSGI): those use the upstream loop."""
+    loop = asyncio.get_running_loop()
+    if loop not in _homes:
+        _homes.add(loop)
+
 
 def upstream_loop() -> asyncio.AbstractEventLoop:
     return _upstream.get()
 
 
-def upstream_submit(coro: Coroutine[Any, Any, T]) -> Future[T]:
-    return asyncio.run_coroutine_threadsafe(coro, upstream_loop())
+def upstream_loop_here() -> asyncio.AbstractEventLoop:
+    """The loop that runs upstream calls made from the running loop: itself when it is a home, else the
+    process's upstream loop."""
+    running = asyncio.get_running_loop()
+    return running if running in _homes else upstream_loop()
+
+
+def upstream_submit(
+    coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop | None = None
+) -> concurrent.futures.Future[T]:
+    """Schedule `coro` on `loop` (default: the upstream loop) from any thread."""
+    return asyncio.run_coroutine_threadsafe(coro, loop or upstream_loop())
 
 
 async def upstream_await(coro: Coroutine[Any, Any, T]) -> T:
-    """Await `coro` run on the upstream loop; cancelling the caller cancels it there too."""
+    """Await `coro` on the loop for upstream calls (`upstream_loop_here`); cancelling the caller cancels it
+    there too."""
+    running = asyncio.get_running_loop()
+    if running in _homes:
+        return await coro
     loop = upstream_loop()
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
     if running is loop:
         return await coro
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))

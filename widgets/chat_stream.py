@@ -3,19 +3,38 @@ recorded once at the end (sync ORM in a DB step), under the license's upstream s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from widgets.aio import db_step, upstream_await, upstream_submit
-from widgets.chat import ChatRequest, UpstreamSlot, chat_upstream_slot, ms_since, stored, turn_fields, turn_record
+from django.db import DatabaseError
+
+from widgets.aio import db_step, upstream_await, upstream_loop, upstream_loop_here, upstream_submit
+from widgets.chat import (
+    ChatRequest,
+    UpstreamSlot,
+    chat_upstream_slot,
+    ms_since,
+    stored,
+    turn_commit,
+    turn_fields,
+    turn_record,
+)
 from widgets.models import Widget
 from widgets.n8n import N8nError, N8nStream, N8nTarget
 from widgets.services.turns import chat_failure_record
 
 logger = logging.getLogger(__name__)
+
+
+NOT_STORED = {
+    "type": "error",
+    "code": "not_stored",
+    "message": "The answer could not be saved. Please send your message again.",
+}
 
 
 def _line(event: dict[str, Any]) -> bytes:
@@ -43,6 +62,7 @@ class _Relay:
         started: float,
         record: bool = True,
         conversation_id: int | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ):
         self._record = record
         self._conversation_id = conversation_id
@@ -54,6 +74,7 @@ class _Relay:
         self._started = started
         self._lines: list[bytes] = []
         self._finished = False
+        self._loop = loop or upstream_loop()  # where the stream was opened (its generator lives there)
 
     def _take(self, batch: list[dict[str, Any]] | None) -> dict[str, Any] | None:
         """Queue the batch's lines; returns the final event (end or error) for `_settle`."""
@@ -68,36 +89,37 @@ class _Relay:
             self._lines.append(_line(event))
         return None
 
-    def _settle(self, final: dict[str, Any]) -> None:
-        """Record the turn (sync ORM: called directly, or in a DB step) and queue the last line."""
-        turn = turn_fields(self._widget, self._chat)
-        latency_ms = ms_since(self._started)
-        if not self._record:
-            pass
-        elif final["type"] == "end":
-            if not stored(
-                turn_record,
-                **turn,
-                reply_text=self._stream.text,
-                ui=self._stream.ui,
-                latency_ms=latency_ms,
-                conversation_id=self._conversation_id,
-            ):
-                final = {
-                    "type": "error",
-                    "code": "not_stored",
-                    "message": "The answer could not be saved. Please send your message again.",
-                }
-        else:
-            error = self._stream.error or N8nError(final["code"], final["message"], 502)
-            stored(chat_failure_record, **turn, error=error, latency_ms=latency_ms)
+    def _answered(self) -> dict[str, Any]:
+        """`turn_record`'s arguments for the answered turn."""
+        return {
+            **turn_fields(self._widget, self._chat),
+            "reply_text": self._stream.text,
+            "ui": self._stream.ui,
+            "latency_ms": ms_since(self._started),
+            "conversation_id": self._conversation_id,
+        }
+
+    def _failed(self, final: dict[str, Any]) -> None:
+        """Record the failed user turn (sync ORM)."""
+        error = self._stream.error or N8nError(final["code"], final["message"], 502)
+        stored(
+            chat_failure_record,
+            **turn_fields(self._widget, self._chat),
+            error=error,
+            latency_ms=ms_since(self._started),
+        )
+
+    def _settle(self, final: dict[str, Any], *, kept: bool = True) -> None:
+        """Queue the last line: `end` only when the answered turn was stored (`kept`), else `error`."""
+        if final["type"] == "end" and not kept:
+            final = NOT_STORED
         self._lines.append(_line(final))
 
     def close(self) -> None:
         self._slot.release()
         if not self._finished:
             self._finished = True
-            upstream_submit(self._batches.aclose())
+            upstream_submit(self._batches.aclose(), self._loop)
 
 
 class SyncRelay(_Relay):
@@ -111,13 +133,29 @@ class SyncRelay(_Relay):
             if self._finished:
                 raise StopIteration
             final = self._take(upstream_submit(_next_batch(self._batches)).result())
-            if final is not None:
+            if final is None:
+                continue
+            if not self._record:
+                self._settle(final)
+            elif final["type"] == "end":
+                self._settle(final, kept=stored(turn_record, **self._answered()))
+            else:
+                self._failed(final)
                 self._settle(final)
         return self._lines.pop(0)
 
 
 class AsyncRelay(_Relay):
-    """For ASGI (Uvicorn, Daphne): awaits each batch; the record is a short DB step."""
+    """For ASGI (Uvicorn, Daphne): awaits each batch; the answered turn goes in the loop's group commit
+    (`widgets.chat.turn_commit`), a failed one in a short DB step."""
+
+    async def _commit(self) -> bool:
+        try:
+            await turn_commit(**self._answered())
+        except DatabaseError:
+            logger.exception("chat turn could not be stored (widget %s)", self._widget.pk)
+            return False
+        return True
 
     def __aiter__(self) -> AsyncRelay:
         return self
@@ -127,11 +165,15 @@ class AsyncRelay(_Relay):
             if self._finished:
                 raise StopAsyncIteration
             final = self._take(await upstream_await(_next_batch(self._batches)))
-            if final is not None:
-                if self._record:
-                    await db_step(self._settle, final)
-                else:
-                    self._settle(final)
+            if final is None:
+                continue
+            if not self._record:
+                self._settle(final)
+            elif final["type"] == "end":
+                self._settle(final, kept=await self._commit())
+            else:
+                await db_step(self._failed, final)
+                self._settle(final)
         return self._lines.pop(0)
 
 
@@ -169,4 +211,5 @@ async def chat_stream(
         started=started,
         record=record,
         conversation_id=conversation_id,
+        loop=upstream_loop_here(),
     )

@@ -152,12 +152,13 @@ def _timeout() -> httpx.Timeout:
     return httpx.Timeout(settings.N8N_TOTAL_TIMEOUT, connect=settings.N8N_CONNECT_TIMEOUT)
 
 
-# The pooled n8n client of the process (issue 11.2). Upstream calls run on the process's upstream
-# loop (widgets/aio.py), so this is one pool per process: ONE SSL context (the CA bundle loaded once;
-# a client per message cost ~46 ms of CPU for it), kept-alive connections, bounded by
-# N8N_MAX_CONNECTIONS. The pool is split into N8N_CLIENT_SHARDS httpx clients taken in turn, all on
-# that one SSL context: httpcore's pool does O(requests x connections) work on every request, so one
-# client with 200 calls in flight spends ~15 ms of CPU per call, 16 shards ~1 ms (bench/chat_proxy.py).
+# The pooled n8n clients of the process (issue 11.2), one set per long-lived loop (the ASGI server's,
+# or the upstream loop: widgets/aio.py): ONE SSL context (the CA bundle loaded once; a client per
+# message cost ~46 ms of CPU for it), kept-alive connections, bounded by N8N_MAX_CONNECTIONS. The pool is
+# split into N8N_CLIENT_SHARDS httpx clients taken in turn, all on that one SSL context: httpcore's pool
+# does O(requests x connections^2) work (it checks every connection's expiry and idleness on each
+# request), so one client with 200 calls in flight spends ~15 ms of CPU per call; 64 shards keep a few
+# connections each (bench/chat_proxy.py).
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[httpx.AsyncClient]] = weakref.WeakKeyDictionary()
 _next_shard = itertools.count()
 

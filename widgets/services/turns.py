@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -70,16 +70,9 @@ def chat_turn_record(
     opens the session's conversation again as a first message would."""
 
     def messages(conversation_id: int) -> list[Message]:
-        return [
-            Message(conversation_id=conversation_id, role=Message.Role.USER, text=user_text),
-            Message(
-                conversation_id=conversation_id,
-                role=Message.Role.ASSISTANT,
-                text=reply_text,
-                payload={"ui": ui} if ui else {},
-                latency_ms=latency_ms,
-            ),
-        ]
+        return _turn_messages(
+            conversation_id, {"user_text": user_text, "reply_text": reply_text, "ui": ui, "latency_ms": latency_ms}
+        )
 
     if conversation_id is not None:
         try:
@@ -94,6 +87,48 @@ def chat_turn_record(
         )
         Message.objects.bulk_create(messages(conversation.pk))
     return conversation.pk
+
+
+def chat_turns_record(turns: list[dict[str, Any]]) -> list[int | Exception]:
+    """Several visitors' turns (`chat_turn_record`'s arguments each) in as few statements as possible: the
+    continuing sessions' messages in ONE multi-row INSERT (atomic: all of them or none), new sessions each
+    through `chat_turn_record` (race-safe open). Every turn stays whole: when the shared INSERT fails (a
+    conversation deleted meanwhile, a bad row), each of its turns is stored on its own, so one turn's
+    trouble is never another's. Returns, per turn and in order, its conversation id or the exception
+    that refused it."""
+    results: list[int | Exception | None] = [None] * len(turns)
+    continuing = [i for i, turn in enumerate(turns) if turn.get("conversation_id") is not None]
+    if len(continuing) > 1:
+        rows = [row for i in continuing for row in _turn_messages(turns[i]["conversation_id"], turns[i])]
+        try:
+            with transaction.atomic():
+                Message.objects.bulk_create(rows)
+        except DatabaseError:
+            pass  # one by one below
+        else:
+            for i in continuing:
+                results[i] = turns[i]["conversation_id"]
+    for i, turn in enumerate(turns):
+        if results[i] is None:
+            try:
+                results[i] = chat_turn_record(**turn)
+            except DatabaseError as exc:
+                results[i] = exc
+    return results  # type: ignore[return-value]
+
+
+def _turn_messages(conversation_id: int, turn: dict[str, Any]) -> list[Message]:
+    ui = turn.get("ui")
+    return [
+        Message(conversation_id=conversation_id, role=Message.Role.USER, text=turn["user_text"]),
+        Message(
+            conversation_id=conversation_id,
+            role=Message.Role.ASSISTANT,
+            text=turn["reply_text"],
+            payload={"ui": ui} if ui else {},
+            latency_ms=turn.get("latency_ms"),
+        ),
+    ]
 
 
 def chat_failure_record(

@@ -4,6 +4,7 @@ unusual to the full stack untouched. A visitor who leaves cancels the turn as Dj
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -12,6 +13,7 @@ from asgiref.testing import ApplicationCommunicator
 
 from config.chat_route import ChatRoute
 from config.middleware import ASGIHandler
+from widgets import aio
 from widgets import chat as chat_module
 from widgets.models import Message
 from widgets.tests.conftest import ORIGIN, n8n_config, publish
@@ -203,3 +205,19 @@ def test_visitor_who_leaves_cancels_the_turn(n8n_widget, fake_n8n):
 
     async_to_sync(run)()
     assert not Message.objects.filter(conversation__session_id="s-6").exists()
+
+
+def test_the_server_loop_runs_its_own_n8n_calls(n8n_widget, fake_n8n, monkeypatch):
+    """Under the short route the n8n call runs on the server's own (long-lived) loop with its pooled
+    clients: no hop to the process's upstream-loop thread and back (widgets/aio.py)."""
+    loops = []
+    real = chat_module.n8n_send_async
+
+    async def spy(**kwargs):
+        loops.append(asyncio.get_running_loop())
+        return await real(**kwargs)
+
+    monkeypatch.setattr(chat_module, "n8n_send_async", spy)
+    status, _, body = exchange(ChatRoute(Counting()), path=url(n8n_widget), body=chat_body("s-7"), headers=JSON)
+    assert status == 200 and json.loads(body)["output"] == "Hello from n8n"
+    assert len(loops) == 1 and loops[0] is not aio.upstream_loop()

@@ -1,0 +1,115 @@
+"""Group commit of answered chat turns (issue 11 bench): the turns that finish while one batch is being
+written go together in the next — one DB step, one multi-row INSERT — and every turn stays whole and
+gets its own result; a visitor is answered only once their turn is committed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from widgets import chat as chat_module
+from widgets.models import Channel, Conversation, Message
+from widgets.services.turns import chat_turns_record
+
+
+def turn(widget, session: str, conversation_id: int | None, text: str) -> dict:
+    return {
+        "widget": widget,
+        "session_id": session,
+        "visitor_id": "v-1",
+        "user_text": text,
+        "reply_text": f"re: {text}",
+        "ui": [],
+        "latency_ms": 12,
+        "conversation_id": conversation_id,
+        "page_url": "",
+        "identity": {},
+    }
+
+
+def conversation(widget, session: str) -> Conversation:
+    return Conversation.objects.create(widget=widget, channel=Channel.CHAT, session_id=session)
+
+
+def texts(conv: Conversation) -> list[tuple[str, str]]:
+    return list(conv.messages.order_by("id").values_list("role", "text"))
+
+
+@pytest.mark.django_db
+def test_continuing_turns_are_one_insert_and_new_sessions_open_their_conversation(n8n_widget):
+    a, b = conversation(n8n_widget, "a"), conversation(n8n_widget, "b")
+    batch = [turn(n8n_widget, "a", a.pk, "one"), turn(n8n_widget, "new", None, "two"), turn(n8n_widget, "b", b.pk, "3")]
+    with CaptureQueriesContext(connection) as ctx:
+        results = chat_turns_record(batch)
+    opened = Conversation.objects.get(widget=n8n_widget, session_id="new")
+    assert results == [a.pk, opened.pk, b.pk]
+    inserts = [q["sql"] for q in ctx.captured_queries if q["sql"].startswith('INSERT INTO "widgets_message"')]
+    assert len(inserts) == 2  # the two continuing turns (4 rows) in one, the new session's turn in one
+    assert texts(a) == [("user", "one"), ("assistant", "re: one")]
+    assert texts(b) == [("user", "3"), ("assistant", "re: 3")]
+    assert texts(opened) == [("user", "two"), ("assistant", "re: two")]
+
+
+@pytest.mark.django_db(transaction=True)  # the foreign key is checked at COMMIT
+def test_a_deleted_conversation_in_a_batch_costs_no_other_turn(n8n_widget):
+    a, b = conversation(n8n_widget, "a"), conversation(n8n_widget, "b")
+    a_id = a.pk
+    a.delete()  # retention removed it after the turn started
+    results = chat_turns_record([turn(n8n_widget, "a", a_id, "one"), turn(n8n_widget, "b", b.pk, "two")])
+    reopened = Conversation.objects.get(widget=n8n_widget, session_id="a")
+    assert results == [reopened.pk, b.pk] and reopened.pk != a_id
+    assert texts(reopened) == [("user", "one"), ("assistant", "re: one")]
+    assert texts(b) == [("user", "two"), ("assistant", "re: two")]
+    assert Message.objects.count() == 4  # every turn whole, none twice
+
+
+@pytest.mark.django_db
+def test_turns_finishing_together_share_a_step_and_each_waits_for_its_commit(n8n_widget, monkeypatch):
+    convs = [conversation(n8n_widget, f"s{i}") for i in range(6)]
+    steps: list[int] = []
+    real = chat_module.chat_turns_record
+
+    def counted(turns):
+        steps.append(len(turns))
+        return real(turns)
+
+    monkeypatch.setattr(chat_module, "chat_turns_record", counted)
+
+    async def six_visitors():
+        async def one(i: int) -> tuple[int, int]:
+            conversation_id = await chat_module.turn_commit(**turn(n8n_widget, f"s{i}", convs[i].pk, f"t{i}"))
+            count = Message.objects.filter(conversation_id=conversation_id).count
+            return conversation_id, await sync_to_async(count)()  # answered only once committed
+
+        return await asyncio.gather(*(one(i) for i in range(6)))
+
+    results = async_to_sync(six_visitors)()
+    assert results == [(c.pk, 2) for c in convs]
+    assert steps == [1, 5]  # the first turn found no batch under way; the others went in the next one
+    for i, conv in enumerate(convs):
+        assert texts(conv) == [("user", f"t{i}"), ("assistant", f"re: t{i}")]
+
+
+@pytest.mark.django_db
+def test_a_refused_batch_refuses_each_of_its_turns(n8n_widget, monkeypatch):
+    from django.db import OperationalError
+
+    def down(turns):
+        raise OperationalError("the database went away")
+
+    monkeypatch.setattr(chat_module, "chat_turns_record", down)
+
+    async def two():
+        return await asyncio.gather(
+            chat_module.turn_commit(**turn(n8n_widget, "x", None, "one")),
+            chat_module.turn_commit(**turn(n8n_widget, "y", None, "two")),
+            return_exceptions=True,
+        )
+
+    results = async_to_sync(two)()
+    assert all(isinstance(result, OperationalError) for result in results)
+    assert not Message.objects.exists()
