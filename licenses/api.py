@@ -96,6 +96,23 @@ def text_problem(text: str) -> str | None:
     return "a NUL character" if match.group() == "\x00" else "an unpaired surrogate (invalid Unicode)"
 
 
+EMAIL_MAX = 254  # an EmailField's column: Django's validator alone lets 320 characters through
+
+
+def email_valid(value: str) -> bool:
+    """An e-mail address that fits the columns that store one (PostgreSQL refuses a longer one: a 500)."""
+    from django.core.exceptions import ValidationError
+    from django.core.validators import validate_email
+
+    if len(value) > EMAIL_MAX:
+        return False
+    try:
+        validate_email(value)
+    except ValidationError:
+        return False
+    return True
+
+
 def one_line(value: Any) -> str:
     """`value` as text on one line (every run of whitespace, line breaks included, becomes one space): what
     a visitor's page claims goes into the agents' instructions as `- Label: value` lines, and a line break

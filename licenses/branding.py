@@ -24,12 +24,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
-from django.core.validators import EmailValidator
 from django.db import transaction
 from django.urls import reverse
 
-from licenses.api import ApiError, one_line
+from licenses.api import ApiError, email_valid, one_line
 from licenses.models import Agency, AgencyBrand, Membership
 from licenses.tenancy import role_require
 
@@ -173,11 +171,8 @@ def brand_update(
     elif CONTROL_RE.search(name):
         errors["name"] = ["Use one line of text (no line breaks or control characters)."]
     support_email = (support_email or "").strip()
-    if support_email:
-        try:
-            EmailValidator()(support_email)
-        except ValidationError:
-            errors["support_email"] = ["Enter an e-mail address such as help@agency.example."]
+    if support_email and not email_valid(support_email):
+        errors["support_email"] = ["Enter an e-mail address such as help@agency.example."]
     colors = {
         "primary_color": _clean_color(primary_color, "primary_color", errors),
         "accent_color": _clean_color(accent_color, "accent_color", errors),

@@ -14,7 +14,7 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
 
-from licenses.api import ApiError
+from licenses.api import ApiError, email_valid
 from licenses.domains import DomainError, domain_normalize
 from licenses.models import (
     DEFAULT_LIMITS,
@@ -388,15 +388,11 @@ def _owner_role_check(actor: Membership, role: str, target: Membership | None = 
 def member_invite(*, actor: Membership | None, agency: Agency, email: str, role: str) -> tuple[Membership, bool]:
     """Add a person by email; creates the user (unusable password) if needed. Returns (membership, new_user)."""
     from django.contrib.auth import get_user_model
-    from django.core.exceptions import ValidationError
-    from django.core.validators import validate_email
 
     _members_gate(actor, agency)
     assert actor is not None
     email = (email or "").strip().lower()
-    try:
-        validate_email(email)
-    except ValidationError:
+    if not email_valid(email):
         raise ApiError("invalid", "Enter a valid email address.", fields={"email": ["Enter a valid email address."]})
     if role not in Membership.Role.values:
         raise ApiError("invalid", f"Unknown role {role!r}.", fields={"role": ["Choose a role."]})

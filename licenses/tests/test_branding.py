@@ -83,6 +83,7 @@ def test_outsider_cannot_set_another_agencys_brand(outsider, agency_a):
         ({"primary_color": "#12g456"}, "primary_color"),
         ({"accent_color": "#fff;}body{x"}, "accent_color"),
         ({"support_email": "not-an-address"}, "support_email"),
+        ({"support_email": "a" * 60 + "@" + ".".join(["b" * 60] * 4) + ".com"}, "support_email"),  # > 254
         ({"name": "x" * 81}, "name"),
         ({"name": "Acme\r\nBcc: victim@example.com"}, "name"),  # the name is an e-mail header's display name
         ({"name": "Acme\u2028Chat"}, "name"),

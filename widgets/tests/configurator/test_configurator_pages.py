@@ -243,8 +243,17 @@ def test_invite_existing_user_adds_membership(client, owner, outsider, agency_a)
     assert Membership.objects.filter(agency=agency_a, user=outsider, role="viewer").exists()
 
 
-def test_invite_invalid_email(client, owner, agency_a):
-    response = login(client, owner).post(reverse("app-members"), {"email": "not-an-email", "role": "editor"})
+@pytest.mark.parametrize(
+    "email",
+    [
+        "not-an-email",
+        # Valid to Django's validator (up to 320 characters), longer than the e-mail column (254): a 500 on
+        # PostgreSQL before.
+        "a" * 60 + "@" + ".".join(["b" * 60] * 4) + ".com",
+    ],
+)
+def test_invite_invalid_email(client, owner, agency_a, email):
+    response = login(client, owner).post(reverse("app-members"), {"email": email, "role": "editor"})
     assert response.status_code == 400 and response.context["errors"]["email"]
     assert Membership.objects.filter(agency=agency_a).count() == 1
 
