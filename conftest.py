@@ -26,16 +26,19 @@ def _isolated_cache_and_eager_celery(settings):
     """Each test starts with an empty cache; Celery runs tasks in-process (no worker in tests)."""
     from django.core.cache import cache
 
+    from chatkit.selectors import chatkit_server_cache
     from config.celery import app
     from widgets.chat import chat_cache
 
     cache.clear()
     chat_cache.clear()  # the public chat's per-process caches
+    chatkit_server_cache.clear()  # the ChatKit server's
     app.conf.task_always_eager = True
     app.conf.task_eager_propagates = True
     yield
     cache.clear()
     chat_cache.clear()
+    chatkit_server_cache.clear()
 
 
 @pytest.fixture

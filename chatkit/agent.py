@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from agents import Agent, FunctionTool, ModelSettings, RunConfig
@@ -29,7 +30,7 @@ from licenses.identity import identity_text
 from widgets.aio import db_step
 from widgets.models import Conversation
 from widgets.page_context import page_context_text
-from widgets.tools import Tool, tool_run, tools_enabled, tools_guidance
+from widgets.tools import TOOLS, Tool, tool_run, tools_enabled, tools_guidance
 
 MEDIUM = (
     "You are chatting with a visitor in a chat window on the business's website: answer in short paragraphs, "
@@ -77,11 +78,20 @@ def function_tool(tool: Tool) -> FunctionTool:
 
 
 def chatkit_agent(ctx: RequestContext) -> Agent[AgentContext[RequestContext]]:
-    return Agent(
-        name=(ctx.widget.name or "Assistant")[:60],
-        instructions=chatkit_instructions(ctx.config, page_context=ctx.page_context, identity=ctx.identity),
-        tools=[function_tool(t) for t in tools_enabled(ctx.config)],
+    tools = tools_enabled(ctx.config)
+    return _agent(
+        (ctx.widget.name or "Assistant")[:60],
+        chatkit_instructions(ctx.config, page_context=ctx.page_context, identity=ctx.identity),
+        tuple(t.name for t in tools),
     )
+
+
+@lru_cache(maxsize=256)
+def _agent(name: str, instructions: str, tool_names: tuple[str, ...]) -> Agent[AgentContext[RequestContext]]:
+    """One Agent per (name, instructions, tools): a run never changes its Agent, and building one costs ~1 ms
+    of CPU (its model settings are coerced through `typing.get_type_hints`). Everything per request (key,
+    widget, visitor) reaches the tools through the run's context, never through the Agent."""
+    return Agent(name=name, instructions=instructions, tools=[function_tool(TOOLS[n]) for n in tool_names])
 
 
 def chatkit_run_config(ctx: RequestContext, *, model: Model | None = None) -> RunConfig:
@@ -94,13 +104,13 @@ def chatkit_run_config(ctx: RequestContext, *, model: Model | None = None) -> Ru
         response_include=["reasoning.encrypted_content"] if effort else None,
     )
     if model is not None:
-        return RunConfig(model=model, tracing_disabled=True, model_settings=model_settings)
-    return RunConfig(
-        model=ctx.model,
-        model_provider=model_provider(api_key=ctx.api_key),
-        tracing_disabled=True,
-        model_settings=model_settings,
-    )
+        config = RunConfig(model=model, tracing_disabled=True)
+    else:
+        config = RunConfig(model=ctx.model, model_provider=model_provider(api_key=ctx.api_key), tracing_disabled=True)
+    # Set after construction: RunConfig's __post_init__ would coerce it through `typing.get_type_hints` of the
+    # whole class on every request (~2 ms CPU, bench/chatkit_server.py), for a value that is already a ModelSettings.
+    config.model_settings = model_settings
+    return config
 
 
 class HistoryConverter(ThreadItemConverter):

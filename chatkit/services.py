@@ -11,24 +11,31 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F
+from django.db import IntegrityError, transaction
+from django.db.models import F, IntegerField, OuterRef, Subquery, Value
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Coalesce
+from django.db.models.lookups import GreaterThan
 from django.utils import timezone
 
 from chatkit.client import ChatKitError
-from licenses.models import License
-from licenses.selectors import REASON_MESSAGES, usage_for_month
+from licenses.models import DEFAULT_LIMITS, License, LicenseUsage, month_start
+from licenses.selectors import REASON_MESSAGES
 from licenses.services import usage_increment
 from widgets.models import Conversation
-from widgets.ratelimit import rate_hit
+from widgets.ratelimit import rate_hits_peek
 from widgets.services.turns import chatkit_turn_record
 
 # --- server mode: limits, the monthly cap, turns and usage -----------------------------------
 
 
-def chatkit_rate_check(*, license: License, owner: str, generates: bool) -> int | None:
+def chatkit_rate_check(
+    *, license: License, owner: str, generates: bool, peek: str | None = None
+) -> tuple[int | None, object]:
     """Per visitor and per license: model calls (`generates`) per minute, and every request per visitor
-    (the shared limiter, widgets/ratelimit.py). Seconds to wait when over a limit, else None."""
+    (the shared limiter, widgets/ratelimit.py), in ONE Redis round trip that also reads the cache key
+    `peek` (the license's cache generation); a visitor over its own limit uses none of its license's.
+    (Seconds to wait when over a limit else None, the peeked value.)"""
     visitor = hashlib.sha256(owner.encode()).hexdigest()[:24]
     checks = (
         (
@@ -38,24 +45,48 @@ def chatkit_rate_check(*, license: License, owner: str, generates: bool) -> int 
         if generates
         else ((f"chatkit:reads:{license.pk}:{visitor}", settings.CHATKIT_READ_RATE_PER_MINUTE),)
     )
-    for key, limit in checks:
-        count, left = rate_hit(key)
-        if count > limit:
-            return left
-    return None
+    return rate_hits_peek(checks, peek=peek)
 
 
 def chatkit_thread_reserve(*, license: License) -> None:
     """Count a new public ChatKit thread against the monthly cap, before anything streams. Raises 429.
 
-    Exact under concurrency: the atomic increment locks the month's row until commit, so concurrent
-    threads serialise and each sees its own total; one over the cap rolls its increment back."""
-    with transaction.atomic():
-        usage_increment(license=license, chatkit_sessions=1)
-        usage = usage_for_month(license=license)
-        assert usage is not None
-        if usage.conversations + usage.chatkit_sessions > license.monthly_conversations:
-            raise ChatKitError("quota_exceeded", REASON_MESSAGES["quota_exceeded"], 429)
+    One conditional UPDATE (`... WHERE conversations + chatkit_sessions < cap`, the cap read from the
+    license's row in the same statement): exact under concurrency (PostgreSQL re-checks the condition on
+    the newest row after waiting for a concurrent increment), and the month's row is locked only while
+    the statement runs, so concurrent new threads of one license never queue behind a transaction that
+    waits for its thread (bench/chatkit_server.py). The month's row is created on first use."""
+    now = timezone.now()
+    month = month_start(now.date())
+    cap = Subquery(
+        License.objects.filter(pk=OuterRef("license_id")).values(
+            cap=Coalesce(
+                Cast(KT("limits__monthly_conversations"), IntegerField()),
+                Value(DEFAULT_LIMITS["monthly_conversations"]),
+            )
+        )[:1]
+    )
+    for _ in range(2):
+        counted = (
+            LicenseUsage.objects.filter(license_id=license.pk, month=month)
+            .filter(GreaterThan(cap, F("conversations") + F("chatkit_sessions")))
+            .update(chatkit_sessions=F("chatkit_sessions") + 1, updated_at=now)
+        )
+        if counted:
+            return
+        if LicenseUsage.objects.filter(license_id=license.pk, month=month).exists():
+            break
+        try:
+            with transaction.atomic():
+                LicenseUsage.objects.create(license_id=license.pk, month=month)
+        except IntegrityError:
+            pass  # another request created the row first
+    raise ChatKitError("quota_exceeded", REASON_MESSAGES["quota_exceeded"], 429)
+
+
+def chatkit_thread_unreserve(*, license: License) -> None:
+    """Give back a count taken by `chatkit_thread_reserve` for a thread that could not be opened."""
+    usage_increment(license=license, chatkit_sessions=-1)
 
 
 def chatkit_conversation_fail(*, conversation_id: int, code: str) -> None:
@@ -100,8 +131,14 @@ def chatkit_usage_record(
             chatkit_turn_record(conversation_id=conversation_id, **turn)
         if not any(usage.values()):
             return cost
+        # Locks the conversation only (`of`): a lock on the widget row too would hold up every new thread's
+        # commit (its foreign keys are checked then) while this waits on the month's row the new thread's
+        # transaction holds: a deadlock (found by bench/chatkit_server.py on PostgreSQL).
         conversation = (
-            Conversation.objects.select_for_update().select_related("widget").filter(pk=conversation_id).first()
+            Conversation.objects.select_for_update(of=("self",))
+            .select_related("widget")
+            .filter(pk=conversation_id)
+            .first()
         )
         if conversation is None:
             return cost

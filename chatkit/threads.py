@@ -8,8 +8,11 @@ the thread through `_thread(thread_id, ctx)` (widget + owner + preview flag) and
 - `save_thread`, `add_thread_item` and `save_item` are upserts (the SDK saves an open workflow
   twice, and a retried turn may re-save an item).
 - Pages are keyset on (created_at, seq): `after` names the last item of the previous page.
-- A new thread opens its `widgets.Conversation` (channel chatkit) in the same transaction; the
-  monthly count was already taken by the endpoint before streaming (`chatkit_thread_reserve`).
+- A new thread opens its `widgets.Conversation` (channel chatkit) in the same transaction. The endpoint
+  opens a `threads.create` request's thread before streaming (`thread_open`, in the transaction that
+  takes the monthly count), so the SDK's first save of it only updates the row in memory; that change
+  is written with the thread's next write (its first item), and until then the thread's items are
+  the ones this request added (no read).
 - Attachments are off in server mode (no attachment store): their methods find nothing.
 
 The ORM runs in short `widgets.aio.db_step`s (on the process's DB step threads) that hand the
@@ -74,6 +77,13 @@ class RequestContext:
     ui_events: list[dict[str, Any]] = field(default_factory=list)
     conversation_id: int | None = None
     threads: dict[str, ChatKitThread] = field(default_factory=dict)  # rows already checked in this request
+    # `thread_open`: the thread this request opened before streaming, whether the SDK saved it yet, whether
+    # that save still has to be written, and the items added to it in this request (its only items).
+    opened: str = ""
+    opened_given: bool = False
+    opened_saved: bool = False
+    opened_dirty: bool = False
+    opened_items: dict[str, tuple[datetime, ThreadItem]] = field(default_factory=dict)
 
 
 def _aware(value: datetime) -> datetime:
@@ -83,6 +93,9 @@ def _aware(value: datetime) -> datetime:
 
 class DjangoStore(Store[RequestContext]):
     def generate_thread_id(self, context: RequestContext) -> str:
+        if context.opened and not context.opened_given:
+            context.opened_given = True
+            return context.opened  # the thread the endpoint opened for this request
         return new_id("thread")
 
     def generate_item_id(self, item_type: StoreItemType, thread: ThreadMetadata, context: RequestContext) -> str:
@@ -123,9 +136,48 @@ class DjangoStore(Store[RequestContext]):
     def _metadata(row: ChatKitThread) -> ThreadMetadata:
         return ThreadMetadata.model_validate(row.data)
 
+    def _create_thread(self, thread: ThreadMetadata, data: dict[str, Any], ctx: RequestContext) -> ChatKitThread:
+        conversation = Conversation.objects.create(
+            widget=ctx.widget,
+            channel=Channel.CHATKIT,
+            visitor_id=ctx.owner[:128],
+            session_id=thread.id,
+            is_preview=ctx.preview,
+            usage={"model": ctx.model},
+            identity=ctx.identity,
+        )
+        row = ChatKitThread.objects.create(
+            thread_id=thread.id,
+            widget=ctx.widget,
+            owner=ctx.owner,
+            conversation=conversation,
+            is_preview=ctx.preview,
+            created_at=_aware(thread.created_at),
+            data=data,
+        )
+        ctx.threads[thread.id] = row
+        ctx.conversation_id = conversation.pk
+        return row
+
+    def thread_open(self, ctx: RequestContext) -> str:
+        """Sync, before streaming (the endpoint's step, inside its transaction): the rows of the thread a
+        `threads.create` request makes, under a new id that `generate_thread_id` then hands the SDK."""
+        thread = ThreadMetadata(id=new_id("thread"), created_at=datetime.now())
+        self._create_thread(thread, _thread_data(thread), ctx)
+        ctx.opened = thread.id
+        return thread.id
+
+    def _flush_opened(self, ctx: RequestContext) -> None:
+        """Write the SDK's first save of the opened thread (kept in memory until the thread's next write)."""
+        if ctx.opened_dirty:
+            row = ctx.threads[ctx.opened]
+            ChatKitThread.objects.filter(pk=row.pk).update(data=row.data, created_at=row.created_at)
+            ctx.opened_dirty = False
+
     def _save_thread(self, thread: ThreadMetadata, ctx: RequestContext) -> None:
-        data = thread.model_dump(mode="json", exclude={"items"} if hasattr(thread, "items") else None)
-        data.pop("items", None)
+        data = _thread_data(thread)
+        if thread.id == ctx.opened:
+            ctx.opened_dirty = False  # written now, with whatever the SDK changed since
         with transaction.atomic():
             row = ChatKitThread.objects.select_for_update().filter(thread_id=thread.id).first()
             if row is not None:
@@ -135,25 +187,7 @@ class DjangoStore(Store[RequestContext]):
                 row.save(update_fields=["data", "updated_at"])
                 ctx.threads[thread.id] = row
                 return
-            conversation = Conversation.objects.create(
-                widget=ctx.widget,
-                channel=Channel.CHATKIT,
-                visitor_id=ctx.owner[:128],
-                session_id=thread.id,
-                is_preview=ctx.preview,
-                usage={"model": ctx.model},
-                identity=ctx.identity,
-            )
-            ctx.threads[thread.id] = ChatKitThread.objects.create(
-                thread_id=thread.id,
-                widget=ctx.widget,
-                owner=ctx.owner,
-                conversation=conversation,
-                is_preview=ctx.preview,
-                created_at=_aware(thread.created_at),
-                data=data,
-            )
-            ctx.conversation_id = conversation.pk
+            self._create_thread(thread, data, ctx)
 
     def _load_threads(self, limit: int, after: str | None, order: str, ctx: RequestContext) -> Page[ThreadMetadata]:
         qs = ChatKitThread.objects.filter(widget_id=ctx.widget.pk, owner=ctx.owner, is_preview=ctx.preview)
@@ -180,6 +214,8 @@ class DjangoStore(Store[RequestContext]):
 
     def _upsert_item(self, thread_id: str, item: ThreadItem, ctx: RequestContext) -> None:
         thread = self._thread(thread_id, ctx)
+        if thread_id == ctx.opened:
+            self._flush_opened(ctx)
         row = ChatKitItem(
             thread=thread,
             item_id=item.id[:100],
@@ -209,6 +245,8 @@ class DjangoStore(Store[RequestContext]):
     def _delete_item(self, thread_id: str, item_id: str, ctx: RequestContext) -> None:
         thread = self._thread(thread_id, ctx)
         ChatKitItem.objects.filter(thread=thread, item_id=item_id).delete()
+        if thread_id == ctx.opened:
+            ctx.opened_items.pop(item_id, None)
 
     # --- the SDK's async interface -----------------------------------------------------------
 
@@ -217,11 +255,26 @@ class DjangoStore(Store[RequestContext]):
         return self._metadata(row)
 
     async def save_thread(self, thread: ThreadMetadata, context: RequestContext) -> None:
+        if thread.id == context.opened and not context.opened_saved:
+            # The SDK's first save of the thread the endpoint opened: its row exists (ours, checked);
+            # the new metadata goes with the thread's next write.
+            context.opened_saved = True
+            row = context.threads[thread.id]
+            row.data, row.created_at = _thread_data(thread), _aware(thread.created_at)
+            context.opened_dirty = True
+            return
         await db_step(self._save_thread, thread, context)
 
     async def load_thread_items(
         self, thread_id: str, after: str | None, limit: int, order: str, context: RequestContext
     ) -> Page[ThreadItem]:
+        if thread_id == context.opened and after is None:
+            # Opened by this request: its items are the ones this request added (the history `respond` reads).
+            # Ordered as the table is: by the first created_at, then by when it was added.
+            items = [item for _, item in sorted(context.opened_items.values(), key=lambda kept: kept[0])]
+            if order == "desc":
+                items.reverse()
+            return _page([item.model_copy(deep=True) for item in items], _limit(limit))
         return await db_step(self._load_items, thread_id, after, limit, order, context)
 
     async def load_threads(
@@ -230,10 +283,15 @@ class DjangoStore(Store[RequestContext]):
         return await db_step(self._load_threads, limit, after, order, context)
 
     async def add_thread_item(self, thread_id: str, item: ThreadItem, context: RequestContext) -> None:
-        await db_step(self._upsert_item, thread_id, item, context)
+        await self.save_item(thread_id, item, context)
 
     async def save_item(self, thread_id: str, item: ThreadItem, context: RequestContext) -> None:
         await db_step(self._upsert_item, thread_id, item, context)
+        if thread_id == context.opened:
+            kept = context.opened_items.get(item.id)
+            # An upsert keeps the first created_at (the item's place in the thread).
+            first = kept[0] if kept is not None else _aware(item.created_at)
+            context.opened_items[item.id] = (first, item.model_copy(deep=True))
 
     async def load_item(self, thread_id: str, item_id: str, context: RequestContext) -> ThreadItem:
         return await db_step(self._load_item, thread_id, item_id, context)
@@ -252,6 +310,12 @@ class DjangoStore(Store[RequestContext]):
 
     async def delete_attachment(self, attachment_id: str, context: RequestContext) -> None:
         raise NotFoundError("attachments are not available in server mode")
+
+
+def _thread_data(thread: ThreadMetadata) -> dict[str, Any]:
+    data = thread.model_dump(mode="json", exclude={"items"} if hasattr(thread, "items") else None)
+    data.pop("items", None)
+    return data
 
 
 def _limit(limit: int | None) -> int:

@@ -14,11 +14,14 @@ checked directly against the allowed domains. A missing or `null` Origin is alwa
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import redis
 from django.conf import settings
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.middleware.csrf import CsrfViewMiddleware, get_token
 from django.shortcuts import render
@@ -27,12 +30,12 @@ from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import extend_schema
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chatkit.agent_server import SwitchboardChatKitServer
+from chatkit.agent_server import REQUEST, SwitchboardChatKitServer
 from chatkit.client import ChatKitError, chatkit_error
 from chatkit.options import (
     chatkit_color_scheme_auto,
@@ -41,10 +44,10 @@ from chatkit.options import (
     chatkit_options,
     chatkit_setup_problem,
 )
-from chatkit.selectors import chatkit_widget_draft, chatkit_widget_published
+from chatkit.selectors import ServerEntry, chatkit_server_cache, chatkit_widget_draft, chatkit_widget_published
 from chatkit.serializers import PreviewOptionsRequestSerializer, PreviewOptionsSerializer
 from chatkit.server import StreamingResult
-from chatkit.services import chatkit_rate_check, chatkit_thread_reserve
+from chatkit.services import chatkit_rate_check, chatkit_thread_reserve, chatkit_thread_unreserve
 from chatkit.store import NotFoundError
 from chatkit.threads import RequestContext
 from chatkit.tokens import (
@@ -54,18 +57,27 @@ from chatkit.tokens import (
     visitor_token_issue,
     visitor_token_read,
 )
-from chatkit.types import ChatKitReq, ThreadsCreateReq, is_streaming_req
+from chatkit.types import ThreadsCreateReq, is_streaming_req
 from licenses.api import ApiError, error_response, json_object
 from licenses.domains import frame_ancestors, same_origin
 from licenses.identity import identity_owner_key, identity_require_check, identity_token_read
 from licenses.models import License
-from licenses.selectors import REASON_MESSAGES, license_check, license_get_public, license_status_reason
+from licenses.selectors import (
+    REASON_MESSAGES,
+    license_cache_generation,
+    license_cache_key,
+    license_check,
+    license_get_public,
+    license_status_reason,
+)
 from widgets.aio import db_step
 from widgets.config_schema import ConfigError, config_normalize
 from widgets.models import Widget
 from widgets.page_context import page_context_enabled, page_context_header
 from widgets.public import public_endpoint, request_origin
 from widgets.selectors import openai_api_key, preview_link_resolve, widget_get_for_user
+
+logger = logging.getLogger(__name__)
 
 
 def _error(exc: ChatKitError) -> JsonResponse:
@@ -289,18 +301,23 @@ def share_page(request: HttpRequest, token: str) -> HttpResponse:
 # --- POST /api/chatkit/<license_key>/: our own ChatKit server (ChatKit's `api.url`) -----------------
 
 SERVER = SwitchboardChatKitServer()
-_REQUEST = TypeAdapter(ChatKitReq)
 
 
-def _server_context(request: HttpRequest, license_key: str) -> RequestContext:
+def _public_call(request: HttpRequest) -> bool:
+    """A call of the embedded page (not the configurator's preview nor a share link's chat)."""
+    return not request.GET.get("share", "") and not request.GET.get("preview", "")
+
+
+def _server_context(request: HttpRequest, license_key: str, entry: ServerEntry | None = None) -> RequestContext:
     """Every check before a byte is read as ChatKit input: license + page token + Origin (fail closed),
     the signed visitor, the widget (published, ChatKit, server mode, a key). Raises ChatKitError.
+    `entry`: the license and widgets from this process's cache, not yet proven current (`_prepare` does).
 
     The ChatKit element runs in OUR iframe page, so calls come from our own origin with the page's
     token, which names the embedding site (checked against the license again, so removing a domain
     takes effect at once). The configurator preview (`?preview=<public_id>`) is a signed-in member
     of the widget's agency with CSRF, against the draft config, never counted."""
-    license = license_get_public(key=license_key)
+    license = entry.license if entry is not None else license_get_public(key=license_key)
     own = _own_origin(request)
     if not same_origin(request_origin(request), own):
         check = license_check(license=license, origin=request_origin(request))
@@ -336,7 +353,9 @@ def _server_context(request: HttpRequest, license_key: str) -> RequestContext:
         identity_require_check(license=license, identity=identity)
     except ApiError as exc:
         raise ChatKitError(exc.code, exc.message, exc.status_code)
-    widget, config = chatkit_widget_published(license=license, public_id=caller.widget_id)
+    cached = entry.widgets.get(caller.widget_id) if entry is not None and caller.widget_id else None
+    widget, config = cached or chatkit_widget_published(license=license, public_id=caller.widget_id)
+    widget.license = license  # read by the store and the tools: never a lazy query
     who = identity_owner_key(identity) if identity is not None else visitor
     context = _context(
         license=license, widget=widget, config=config, owner=chatkit_user_id(license=license, visitor_id=who)
@@ -425,15 +444,30 @@ def _params_ids(req: Any) -> tuple[str, str]:
 @dataclass
 class _Prepared:
     context: RequestContext | None = None
-    body: bytes = b""
+    req: Any = None
     refusal: HttpResponse | None = None
 
 
 def _prepare(request: HttpRequest, license_key: str) -> _Prepared:
     """Everything before streaming, in ONE trip to the ORM thread: who is calling, the body, the rate
-    limits, the thread's owner, the monthly count for a new thread. A refusal is a JSON error."""
+    limits, the thread's owner; for a new thread its rows and the monthly count, in one transaction.
+    A refusal is a JSON error.
+
+    The embedded page's calls resolve the license and widget from this process's cache
+    (`chatkit_server_cache`) and prove it current with the license's cache generation, read in the rate
+    limiter's Redis round trip: when it changed (or the entry is new) everything is resolved again from
+    the database before anything is served. A refusal is never decided on cached rows."""
+    public = _public_call(request)
+    entry = chatkit_server_cache.get(license_key) if public else None
     try:
-        context = _server_context(request, license_key)
+        try:
+            context = _server_context(request, license_key, entry)
+        except ChatKitError:
+            if entry is None:
+                raise
+            chatkit_server_cache.drop(license_key)
+            entry = None
+            context = _server_context(request, license_key)
         context.page_context = _page_context(request, context.config)
         try:
             # The shared body rule (size, Content-Type, UTF-8, no NUL or lone surrogates, depth), then
@@ -442,10 +476,28 @@ def _prepare(request: HttpRequest, license_key: str) -> _Prepared:
         except ApiError as exc:
             raise ChatKitError(exc.code, exc.message, exc.status_code)
         try:
-            req = _REQUEST.validate_python(data)
+            req = REQUEST.validate_python(data)
         except ValidationError:
             raise ChatKitError("invalid_request", "Send one ChatKit request as JSON.", 400)
-        wait = chatkit_rate_check(license=context.license, owner=context.owner, generates=is_streaming_req(req))
+        wait, generation = chatkit_rate_check(
+            license=context.license,
+            owner=context.owner,
+            generates=is_streaming_req(req),
+            peek=license_cache_key(license_key) if public else None,
+        )
+        if public:
+            if entry is None or generation is None or generation != entry.token:
+                # New or out of date: everything again from the database, read after the generation.
+                chatkit_server_cache.drop(license_key)
+                context = _server_context(request, license_key)
+                context.page_context = _page_context(request, context.config)
+                if generation is not None:
+                    entry = ServerEntry(context.license, generation)
+                    chatkit_server_cache.put(license_key, entry)
+                else:
+                    _generation_ensure(license_key)
+            if entry is not None:
+                entry.widgets.setdefault(context.widget.public_id, (context.widget, context.config))
         if wait:
             response = error_response("rate_limited", "Too many messages; wait a moment and try again.", 429)
             response["Retry-After"] = str(wait)
@@ -462,12 +514,31 @@ def _prepare(request: HttpRequest, license_key: str) -> _Prepared:
                     SERVER.store.item_row(thread, item_id)
         except NotFoundError:
             raise ChatKitError("not_found", "No such conversation.", 404)
-        if isinstance(req, ThreadsCreateReq) and not context.preview:
-            chatkit_thread_reserve(license=context.license)
-            context.reserved_thread = True
-        return _Prepared(context=context, body=request.body)
+        if isinstance(req, ThreadsCreateReq):
+            # The monthly count (unless a preview; one statement), then the new thread's rows in one
+            # transaction, before streaming; a count whose thread could not be written is given back.
+            if not context.preview:
+                chatkit_thread_reserve(license=context.license)
+                context.reserved_thread = True
+            try:
+                with transaction.atomic():
+                    SERVER.store.thread_open(context)
+            except Exception:
+                if context.reserved_thread:
+                    chatkit_thread_unreserve(license=context.license)
+                raise
+        return _Prepared(context=context, req=req)
     except ChatKitError as exc:
         return _Prepared(refusal=_error(exc))
+
+
+def _generation_ensure(key: str) -> None:
+    """Give the license a cache generation when it has none yet (the next request can then cache);
+    nothing when the cache cannot be reached (rate limits degrade, the server goes on uncached)."""
+    try:
+        license_cache_generation(key=key)
+    except (redis.RedisError, OSError) as exc:
+        logger.info("license cache generation unreadable (%s): ChatKit served uncached", exc.__class__.__name__)
 
 
 @csrf_exempt
@@ -487,7 +558,7 @@ async def server(request: HttpRequest, license_key: str) -> HttpResponse:
         prepared.refusal["Cache-Control"] = "no-store"
         return prepared.refusal
     try:
-        result = await SERVER.process(prepared.body, prepared.context)
+        result = await SERVER.process_parsed(prepared.req, prepared.context)
     except NotFoundError:
         response = error_response("not_found", "No such conversation.", 404)
         response["Cache-Control"] = "no-store"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import redis
 from django.conf import settings
@@ -21,6 +22,19 @@ from licenses.redis import redis_client
 
 logger = logging.getLogger(__name__)
 
+# Several counters in one round trip, in order, stopping at the first one over its limit (so a visitor
+# over its own limit does not use up its license's), and the value of one more key. KEYS: the peeked key,
+# then the counters; ARGV: the TTL, then each counter's limit. Returns {peeked or nil, count, count...}.
+HITS_SCRIPT = """
+local out = {redis.call('GET', KEYS[1])}
+for i = 2, #KEYS do
+  local count = redis.call('INCR', KEYS[i])
+  redis.call('EXPIRE', KEYS[i], ARGV[1], 'NX')
+  out[i] = count
+  if count > tonumber(ARGV[i]) then break end
+end
+return out
+"""
 RETRY_REDIS_AFTER = 5.0  # seconds without trying Redis after a failure
 LOCAL_MAX_KEYS = 100_000  # the per-process fallback never grows past this
 
@@ -49,6 +63,7 @@ class _Limiter:
         self.local = _LocalCounters()
         self._down_until = 0.0
         self._lock = threading.Lock()
+        self._script: redis.commands.core.Script | None = None
 
     def _redis_hit(self, key: str, ttl: int, peek: str | None = None) -> tuple[int, object]:
         pipe = redis_client().pipeline(transaction=False)
@@ -58,6 +73,16 @@ class _Limiter:
             pipe.get(cache.make_and_validate_key(peek))  # the raw (pickled) value of the cache's key
         count, _, *peeked = pipe.execute()
         return int(count), (peeked[0] if peeked else None)
+
+    def _redis_hits(
+        self, keys: tuple[str, ...], limits: tuple[int, ...], ttl: int, peek: str | None
+    ) -> tuple[list[int], object]:
+        if self._script is None:
+            self._script = redis_client().register_script(HITS_SCRIPT)
+        # No peek: a key nobody writes (GET of a missing key is nil).
+        peek_key = cache.make_and_validate_key(peek) if peek is not None else "sb:rate:nopeek"
+        reply = self._script(keys=[peek_key, *keys], args=[ttl, *limits], client=redis_client())
+        return [int(count) for count in reply[1:]], reply[0]
 
     def _cache_hit(self, key: str, ttl: int) -> int:
         cache.add(key, 0, timeout=ttl)
@@ -79,22 +104,56 @@ class _Limiter:
             try:
                 count, peeked = self._redis_hit(key, ttl, peek)
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                with self._lock:
-                    if time.monotonic() >= self._down_until:
-                        logger.warning(
-                            "Redis unreachable (%s): rate limits fall back to per-process counters for %ss",
-                            exc.__class__.__name__,
-                            RETRY_REDIS_AFTER,
-                        )
-                    self._down_until = time.monotonic() + RETRY_REDIS_AFTER
+                self._went_down(exc)
             else:
-                if self._down_until:
-                    with self._lock:
-                        if self._down_until:
-                            logger.warning("Redis reachable again: rate limits are shared across processes")
-                            self._down_until = 0.0
+                self._came_back()
                 return count, peeked
         return self.local.hit(key, ttl), None
+
+    def hits_peek(
+        self, keys: tuple[str, ...], limits: tuple[int, ...], ttl: int, peek: str | None = None
+    ) -> tuple[list[int], object]:
+        """Count a hit on each key in order until one is over its limit (the later ones are not counted),
+        and read the cache key `peek`, in ONE Redis round trip: (the counts taken, the peeked value)."""
+        if not settings.REDIS_URL:
+            return self._counted(lambda key: self._cache_hit(key, ttl), keys, limits), (
+                cache.get(peek) if peek is not None else None
+            )
+        if time.monotonic() >= self._down_until:
+            try:
+                counts, peeked = self._redis_hits(keys, limits, ttl, peek)
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                self._went_down(exc)
+            else:
+                self._came_back()
+                return counts, peeked
+        return self._counted(lambda key: self.local.hit(key, ttl), keys, limits), None
+
+    @staticmethod
+    def _counted(hit: Callable[[str], int], keys: tuple[str, ...], limits: tuple[int, ...]) -> list[int]:
+        counts = []
+        for key, limit in zip(keys, limits, strict=True):
+            counts.append(hit(key))
+            if counts[-1] > limit:
+                break
+        return counts
+
+    def _went_down(self, exc: Exception) -> None:
+        with self._lock:
+            if time.monotonic() >= self._down_until:
+                logger.warning(
+                    "Redis unreachable (%s): rate limits fall back to per-process counters for %ss",
+                    exc.__class__.__name__,
+                    RETRY_REDIS_AFTER,
+                )
+            self._down_until = time.monotonic() + RETRY_REDIS_AFTER
+
+    def _came_back(self) -> None:
+        if self._down_until:
+            with self._lock:
+                if self._down_until:
+                    logger.warning("Redis reachable again: rate limits are shared across processes")
+                    self._down_until = 0.0
 
     @property
     def degraded(self) -> bool:
@@ -119,3 +178,19 @@ def rate_hit_peek(key: str, *, peek: str, window: int = 60) -> tuple[int, int, o
     slot = int(now // window)
     count, peeked = limiter.hit_peek(f"sb:rate:{key}:{slot}", ttl=window * 2, peek=peek)
     return count, max(1, int(window - (now % window))), peeked
+
+
+def rate_hits_peek(
+    checks: tuple[tuple[str, int], ...], *, peek: str | None = None, window: int = 60
+) -> tuple[int | None, object]:
+    """`rate_hit` for several (key, limit) checks in ONE Redis round trip, in order, stopping at the first
+    one over its limit (a visitor over its own limit does not use up its license's), reading the cache key
+    `peek` in it too (the ChatKit server reads its license's cache generation this way):
+    (seconds to wait when a check is over its limit else None, the peeked value or None)."""
+    now = time.time()
+    slot = int(now // window)
+    keys = tuple(f"sb:rate:{key}:{slot}" for key, _ in checks)
+    limits = tuple(limit for _, limit in checks)
+    counts, peeked = limiter.hits_peek(keys, limits, ttl=window * 2, peek=peek)
+    over = any(count > limit for count, limit in zip(counts, limits, strict=False))
+    return (max(1, int(window - (now % window))) if over else None), peeked
