@@ -6,6 +6,8 @@
   voice) as `FunctionTool`s. Non-strict schemas: strict mode would force every optional argument.
   Each call runs `tool_run` (tenant-scoped, never raises) in Django's ORM thread; a UI event becomes
   a ChatKit widget streamed into the thread, and the model gets the same JSON result voice gets.
+  A stored lead (log_lead) also streams ChatKit's client effect `switchboard.lead` {source}: the
+  element's `chatkit.effect` event, which our ChatKit page turns into the page's `lead` event.
 - Run config: the model by name, a per-request provider (`chatkit.client.model_provider`), tracing
   off, `store=False` (OpenAI keeps no copy; reasoning is carried encrypted between tool rounds).
 """
@@ -24,13 +26,21 @@ from openai.types.shared import Reasoning
 from chatkit.agents import AgentContext, ThreadItemConverter
 from chatkit.client import model_provider
 from chatkit.threads import RequestContext
-from chatkit.types import Attachment, UserMessageTagContent, WidgetItem
+from chatkit.types import Attachment, ClientEffectEvent, UserMessageTagContent, WidgetItem
 from chatkit.widget_templates import widget_for_event
 from licenses.identity import identity_text
 from widgets.aio import db_step
 from widgets.models import Conversation
 from widgets.page_context import page_context_text
 from widgets.tools import TOOLS, Tool, tool_run, tools_enabled, tools_guidance
+
+LEAD_EFFECT = "switchboard.lead"  # templates/chatkit/page.html listens for it
+
+
+def lead_effect(source: str) -> ClientEffectEvent:
+    """ChatKit's client effect for a stored lead: its source only (no contact details reach the page)."""
+    return ClientEffectEvent(name=LEAD_EFFECT, data={"source": source})
+
 
 MEDIUM = (
     "You are chatting with a visitor in a chat window on the business's website: answer in short paragraphs, "
@@ -66,6 +76,8 @@ def function_tool(tool: Tool) -> FunctionTool:
         if widget is not None:
             ctx.ui_events.append(result.ui_event)
             await agent_ctx.stream_widget(widget, copy_text=result.speak)
+        if result.lead_source:
+            await agent_ctx.stream(lead_effect(result.lead_source))
         return result.output()
 
     return FunctionTool(

@@ -28,7 +28,7 @@ from django.core.cache import cache
 from pydantic import TypeAdapter
 
 from chatkit import services
-from chatkit.agent import HistoryConverter, chatkit_agent, chatkit_run_config
+from chatkit.agent import HistoryConverter, chatkit_agent, chatkit_run_config, lead_effect
 from chatkit.agents import AgentContext, stream_agent_response
 from chatkit.client import RETRYABLE, ChatKitError, upstream_error
 from chatkit.errors import CustomStreamError
@@ -222,6 +222,7 @@ class SwitchboardChatKitServer(ChatKitServer[RequestContext]):
             update={"widget": widget_root(trade_in_thanks(name=clean["name"], device=device, condition=condition))}
         )
         yield ThreadItemReplacedEvent(item=thanks)
+        yield lead_effect(clean["source"])
         note = (
             f"The visitor submitted the trade-in form: {device}, condition {condition}, name {clean['name']}, "
             f"email {clean['email']}. It is saved for the team (lead {lead_id}); do not ask for it again."

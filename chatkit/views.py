@@ -73,7 +73,7 @@ from licenses.selectors import (
 from widgets.aio import db_step
 from widgets.config_schema import ConfigError, config_normalize
 from widgets.models import Widget
-from widgets.page_context import page_context_enabled, page_context_header
+from widgets.page_context import page_context_for_agents, page_context_header
 from widgets.public import public_endpoint, request_origin
 from widgets.selectors import openai_api_key, preview_link_resolve, widget_get_for_user
 
@@ -430,7 +430,7 @@ def _page_context(request: HttpRequest, config: dict[str, Any]) -> dict[str, Any
         context = page_context_header(raw)
     except ApiError as exc:
         raise ChatKitError(exc.code, exc.message, exc.status_code)
-    return context if page_context_enabled(config) else None
+    return page_context_for_agents(context, config=config)
 
 
 def _params_ids(req: Any) -> tuple[str, str]:

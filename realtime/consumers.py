@@ -27,6 +27,12 @@ frames go straight from `receive()` to the relay (issue 14.4). Whatever way the 
 exits — disconnect, an exception, cancellation by the server — the `finally` in `__call__` ends
 the relay: upstream socket closed, slot released, conversation finalised with its usage.
 Then the RelaySession (realtime/relay.py) opens the upstream and pumps both ways.
+
+Who calls from which page (issue 15): with `&context=1` the socket's first frame is
+`{"type": "session.context", "identity": "<identify's token>", "page_context": {page, title, referrer,
+context}}`; the upstream opens only once the server has read it (realtime.services.voice_context_read: the
+chat path's rules, a forged token refused) and the ONE session.update carries it. No such frame within
+CONTEXT_WAIT_SECONDS, or a refused one: a fatal `error` and the socket closes (nothing opened upstream).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.sessions import InstanceSessionWrapper
 from django.http import Http404
 
+from licenses.api import ApiError
 from licenses.selectors import license_status_reason
 from realtime import events, preview
 from realtime import services as svc
@@ -53,6 +60,9 @@ from widgets.models import Widget
 from widgets.selectors import widget_get_for_user
 
 logger = logging.getLogger(__name__)
+
+CONTEXT_WAIT_SECONDS = 10.0
+CONTEXT_MAX_BYTES = 32 * 1024
 
 
 def scope_header(scope: dict, name: bytes) -> str | None:
@@ -64,6 +74,8 @@ def scope_header(scope: dict, name: bytes) -> str | None:
 
 class RealtimeRelayConsumer(AsyncWebsocketConsumer):
     relay: RelaySession | None = None
+    awaiting_context: svc.VoiceAccess | None = None  # accepted; starts on the browser's session.context
+    context_timer: asyncio.Task | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         exit_reason = "server_error"
@@ -98,7 +110,10 @@ class RealtimeRelayConsumer(AsyncWebsocketConsumer):
                 if message["type"] == "websocket.receive":
                     if self.relay is not None:
                         text = message.get("text")
-                        await self.relay.from_browser(text if text is not None else message.get("bytes"))
+                        if self.awaiting_context is not None:
+                            await self._start_with_context(text)
+                        else:
+                            await self.relay.from_browser(text if text is not None else message.get("bytes"))
                 else:
                     await self.dispatch(message)
         except StopConsumer:
@@ -109,6 +124,7 @@ class RealtimeRelayConsumer(AsyncWebsocketConsumer):
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         widget_id = (query.get("widget") or [""])[0][:40]
         visitor = (query.get("visitor") or [""])[0][:128]
+        wants_context = (query.get("context") or [""])[0] == "1"
         try:
             access = await database_sync_to_async(svc.voice_access)(
                 key=key, widget_public_id=widget_id, origin=scope_header(self.scope, b"origin")
@@ -152,7 +168,51 @@ class RealtimeRelayConsumer(AsyncWebsocketConsumer):
         relay.slot_keys, relay.slot_token = [slot], token
         self.relay = relay
         await self.accept()
+        if wants_context:
+            self.awaiting_context = access
+            self.context_timer = asyncio.ensure_future(self._context_deadline())
+            return
         await relay.start()
+
+    async def _start_with_context(self, raw: str | None) -> None:
+        """The call's first frame, `session.context`: read by the chat path's rules, then the relay starts
+        with the session built from it (realtime.session_config, the ONE builder)."""
+        access, self.awaiting_context = self.awaiting_context, None
+        if self.context_timer is not None:
+            self.context_timer.cancel()
+        try:
+            event = json.loads(raw) if isinstance(raw, str) and len(raw) <= CONTEXT_MAX_BYTES else None
+        except ValueError:
+            event = None
+        if not isinstance(event, dict) or event.get("type") != "session.context":
+            await self._refuse_context("bad_request", "A call with context=1 starts with a session.context event.")
+            return
+        try:
+            context = svc.voice_context_read(
+                license=access.license,
+                config=access.config,
+                identity_token=event.get("identity"),
+                page_context=event.get("page_context"),
+            )
+        except ApiError as exc:
+            await self._refuse_context(exc.code, exc.message, 4403 if exc.status_code == 403 else 4400)
+            return
+        self.relay.context = context
+        self.relay.session = session_config(config=access.config, widget=access.widget, **context.session_kwargs())
+        await self.relay.start()
+
+    async def _context_deadline(self) -> None:
+        await asyncio.sleep(CONTEXT_WAIT_SECONDS)
+        if self.awaiting_context is not None:
+            self.awaiting_context = None
+            await self._refuse_context("bad_request", "The call did not send its session.context in time.")
+
+    async def _refuse_context(self, code: str, message: str, close_code: int = 4400) -> None:
+        """Nothing was opened upstream; the slot goes back and the browser hears why."""
+        await self.relay.end(code, notify=False)
+        with contextlib.suppress(Exception):
+            await self.send(text_data=json.dumps(events.error(code=code, message=message, fatal=True)))
+            await self.close(code=close_code, reason=code)
 
     async def _refuse(self, access: svc.VoiceAccess) -> None:
         await self.accept()
@@ -166,6 +226,9 @@ class RealtimeRelayConsumer(AsyncWebsocketConsumer):
         await self.close(code=code, reason=reason or None)
 
     async def disconnect(self, code: int) -> None:
+        self.awaiting_context = None
+        if self.context_timer is not None:
+            self.context_timer.cancel()
         if self.relay is not None:
             # 1012 is the server's own "service restart" close (a plain `uvicorn` shutting down; browsers
             # cannot send it); config.serve ends calls with session.ended before it gets that far.

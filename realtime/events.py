@@ -14,13 +14,16 @@ Browser protocol (server -> browser), see also static/widget/voice.js:
 | transcript.final   | role, text, item_id                     | the finished turn: one bubble                   |
 | tool.started       | name                                    | a server tool runs (thinking)                   |
 | ui.event           | event (widgets/ui_events.py shape)      | product cards, trade-in form, demo, meeting     |
+| lead.captured      | source                                  | a tool stored the visitor's details (the page's |
+|                    |                                         | `lead` event; the Lead's source, nothing else)  |
 | warning            | code, message                           | e.g. minutes or session time running out        |
 | error              | code, message, fatal                    | refused input or a failure, in plain words      |
 | session.ended      | reason, message                         | the call is over (the socket closes next);      |
 |                    |                                         | reason server_restart (close 1012): reconnect   |
 
 Browser -> server: only input_audio_buffer.append|commit|clear, response.cancel,
-conversation.item.create (a user input_text message) and response.create without overrides.
+conversation.item.create (a user input_text message) and response.create without overrides; with
+`&context=1`, first of all one session.context {identity, page_context} (realtime/consumers.py).
 """
 
 from __future__ import annotations
@@ -55,6 +58,18 @@ def encode(event: dict[str, Any]) -> str:
         return orjson.dumps(event).decode()
     except TypeError:
         return json.dumps(event, separators=(",", ":"))
+
+
+def tool_events(result: Any) -> list[dict[str, Any]]:
+    """What the browser hears of a tool's result (widgets.tools.ToolResult), on every transport."""
+    out = [ui_event(result.ui_event)] if result.ui_event else []
+    if result.lead_source:
+        out.append(lead_captured(source=result.lead_source))
+    return out
+
+
+def lead_captured(*, source: str) -> dict[str, Any]:
+    return {"type": "lead.captured", "source": source}
 
 
 def session_ready(*, max_session_seconds: int) -> dict[str, Any]:

@@ -5,8 +5,10 @@
 to joining that room, publishing the microphone, subscribing and sending data, and a room
 configuration that dispatches our agent (`python manage.py voice_agent`, agent name
 `LIVEKIT_AGENT_NAME`) with metadata the server writes: license, widget, published version,
-conversation and the concurrency slot the call holds. Nothing in a request reaches the metadata; the
-token is signed with `LIVEKIT_API_SECRET`, so the browser cannot change it either.
+conversation and the concurrency slot the call holds, and who calls from which page as the server read
+it (the verified-or-not identity and the page context, realtime.services.voice_context_read). Nothing in a
+request reaches the metadata unchecked; the token is signed with `LIVEKIT_API_SECRET`, so the browser cannot
+change it either.
 
 The agent reads the metadata back with `dispatch_metadata_read` and trusts nothing else in the room.
 UI events, transcripts and state reach the browser on the text-stream topic `EVENTS_TOPIC`, one JSON
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -35,7 +37,7 @@ ROOM_DEPARTURE_TIMEOUT_SECONDS = 5
 EVENTS_TOPIC = "switchboard.voice"
 # The one track source a visitor may publish.
 VISITOR_SOURCES = ["microphone"]
-METADATA_VERSION = 1
+METADATA_VERSION = 2  # 2: identity and page_context
 
 
 def livekit_configured() -> bool:
@@ -65,6 +67,8 @@ class DispatchMetadata:
     visitor: str
     slot: str
     slot_token: str
+    identity: dict[str, Any] = field(default_factory=dict)  # licenses.identity.Identity.as_dict(), or {}
+    page_context: dict[str, Any] = field(default_factory=dict)  # only when the widget sends page context
     v: int = METADATA_VERSION
 
     def dumps(self) -> str:
@@ -80,6 +84,8 @@ _METADATA_TYPES = {
     "visitor": str,
     "slot": str,
     "slot_token": str,
+    "identity": dict,
+    "page_context": dict,
     "v": int,
 }
 

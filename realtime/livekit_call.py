@@ -123,7 +123,12 @@ class LiveKitCall:
             max_seconds=min(int(voice.get("max_session_seconds", 900)), settings.REALTIME_MAX_SESSION_SECONDS),
             quota_left_seconds=quota_left,
         )
-        call.session = session_config(config=config, widget=conversation.widget)
+        call.session = session_config(
+            config=config,
+            widget=conversation.widget,
+            identity=metadata.identity or None,
+            page_context=metadata.page_context or None,
+        )
         return call
 
     def ready_events(self) -> list[dict[str, Any]]:
@@ -140,7 +145,7 @@ class LiveKitCall:
         result = svc.voice_tool_run(
             widget=self.widget, config=self.config, conversation_id=self.conversation_id, name=name, arguments=arguments
         )
-        return result.output(), [events.ui_event(result.ui_event)] if result.ui_event else []
+        return result.output(), events.tool_events(result)
 
     # --- states and transcripts -----------------------------------------------------------------
 

@@ -113,6 +113,7 @@ class RelaySession:
         # A configurator test call (realtime/preview.py): a preview conversation, never billed, and the
         # license's minutes neither end nor warn it; its own length cap instead.
         self.preview = preview
+        self.context: svc.VoiceContext | None = None  # who calls from which page (the consumer reads it)
         voice = config.get("voice") or {}
         ceiling = settings.REALTIME_MAX_SESSION_SECONDS
         if preview:
@@ -192,7 +193,11 @@ class RelaySession:
     def _open_conversation(self) -> tuple[int, float]:
         """One trip to the database thread at call start (connect storms queue on that one thread)."""
         conversation = svc.voice_conversation_start(
-            widget=self.widget, visitor_id=self.visitor_id, relayed=True, is_preview=self.preview
+            widget=self.widget,
+            visitor_id=self.visitor_id,
+            relayed=True,
+            is_preview=self.preview,
+            context=self.context,
         )
         if self.preview:
             return conversation.pk, float("inf")
@@ -508,8 +513,8 @@ class RelaySession:
                     }
                 )
             )
-            if result.ui_event:
-                await self._emit(events.ui_event(result.ui_event))
+            for event in events.tool_events(result):
+                await self._emit(event)
             self.need_response = True
         except ConnectionClosed:
             return

@@ -22,10 +22,14 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from licenses.api import ApiError
+from licenses.identity import identity_require_check, identity_token_read
 from licenses.models import License
 from licenses.selectors import license_check, license_get_public, license_quota_left
 from licenses.services import usage_increment
+from widgets.chat import visitor_page_url
 from widgets.models import Channel, Conversation, Widget
+from widgets.page_context import page_context_clean, page_context_for_agents
 from widgets.selectors import widget_get_published
 from widgets.services.turns import tool_turn_save, turns_save_new
 from widgets.tools import ToolResult, tool_run
@@ -143,11 +147,51 @@ def voice_slots_in_use(*, license: License) -> int:
 # --- conversations, turns, usage ----------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class VoiceContext:
+    """Who calls from which page, as the server read it: `identity` from the signed token of
+    Switchboard('identify') (`verified` is ours), `page_context` only when the widget sends page context,
+    `page_url` for the inbox (our own record, as a chat keeps it)."""
+
+    identity: dict[str, Any] = field(default_factory=dict)
+    page_context: dict[str, Any] | None = None
+    page_url: str = ""
+
+    def session_kwargs(self) -> dict[str, Any]:
+        """What realtime.session_config.session_config takes of it."""
+        return {"identity": self.identity or None, "page_context": self.page_context}
+
+
+def voice_context_read(
+    *, license: License, config: dict[str, Any], identity_token: Any, page_context: Any
+) -> VoiceContext:
+    """The identity token and page context a call starts with (relay's `session.context`, the WebRTC and
+    LiveKit endpoints' body), checked by the chat path's rules: a forged, expired or other license's token,
+    or an unverified identity where the license requires verification, is refused (ApiError 403); a bad
+    page context is refused (ApiError 400)."""
+    if identity_token is not None and not isinstance(identity_token, str):
+        raise ApiError("identity_invalid", "identity must be the token identify answered.", status_code=403)
+    identity = identity_token_read(license=license, token=identity_token or "")
+    identity_require_check(license=license, identity=identity)
+    context = page_context_clean(page_context) if page_context not in (None, {}) else {}
+    return VoiceContext(
+        identity=identity.as_dict() if identity is not None else {},
+        page_context=page_context_for_agents(context, config=config),
+        page_url=visitor_page_url(context),
+    )
+
+
 def voice_conversation_start(
-    *, widget: Widget, visitor_id: str, is_preview: bool = False, relayed: bool = False
+    *,
+    widget: Widget,
+    visitor_id: str,
+    is_preview: bool = False,
+    relayed: bool = False,
+    context: VoiceContext | None = None,
 ) -> Conversation:
     """A relayed call (`relayed=True`) carries a heartbeat the reaper watches; a WebRTC call has none. A
     preview call (`is_preview`, the configurator's test call) counts no voice session against the license."""
+    context = context or VoiceContext()
     with transaction.atomic():
         conversation = Conversation.objects.create(
             widget=widget,
@@ -156,6 +200,8 @@ def voice_conversation_start(
             session_id=uuid.uuid4().hex,
             is_preview=is_preview,
             heartbeat_at=timezone.now() if relayed else None,
+            identity=context.identity,
+            page_url=context.page_url,
         )
         if not is_preview:
             usage_increment(license=widget.license_id, voice_sessions=1)

@@ -5,22 +5,26 @@
   realtime.session_config.session_config; no key in it), so the configurator can show it; for a page
   on the license's allowed origins (CORS + fail-closed Origin check), only the model and audio
   formats (`session_config_public`): instructions, business facts and tools stay server-side.
-- `POST /api/realtime/client-secret[?license=<key>]` {license, widget?, visitor_id?} (JSON; send it as
-  text/plain to skip the CORS preflight, or name the license in the query so the preflight can answer)
+- `POST /api/realtime/client-secret[?license=<key>]` {license, widget?, visitor_id?, identity?, page_context?}
+  (JSON; send it as text/plain to skip the CORS preflight, or name the license in the query so the
+  preflight can answer)
   → {value, expires_at, tools_token, tools_url, model}: the same checks as the relay, then
   `POST {OPENAI_BASE_URL}/realtime/client_secrets` with the same session.
   The answer also names `calls_url` ({OPENAI_BASE_URL}/realtime/calls: where the browser posts its SDP offer)
   and `record_url`.
-- `POST /api/widget/<key>/tools/<name>` {token, arguments} → {output, say, ui_event}: runs a server
+- `POST /api/widget/<key>/tools/<name>` {token, arguments} → {output, say, ui_event, lead}: runs a server
   tool for a WebRTC call; `token` is a signature bound to (license, widget, conversation, model, max length).
 - `POST /api/widget/<key>/voice/record` {token, turns?, usage?, end?} → {saved, end, warning}: the
   browser's transcript turns and token counts of its WebRTC call (realtime.services.webrtc_call_record).
-- `POST /api/livekit/token[?license=<key>]` {license, widget?, visitor_id?} → {server_url,
+- `POST /api/livekit/token[?license=<key>]` {license, widget?, visitor_id?, identity?, page_context?} → {server_url,
   participant_token}: the same checks as the relay (a concurrency slot is taken and held for the agent),
   then a LiveKit participant token for a room of the call's own (realtime/livekit.py).
 - `POST /app/widgets/<public_id>/voice-preview/` {config} → {ws_path, expires_in, transport,
   draft_transport, max_session_seconds}: the configurator's test call on the unsaved draft (signed-in member, CSRF), a
   one-use ticket for `WS /ws/realtime/preview/<ticket>/` (realtime/preview.py).
+`identity` (the token identify answered) and `page_context` ({page, title, referrer, context}) are read by
+realtime.services.voice_context_read, as the relay reads its `session.context`: the session's instructions
+carry them (WebRTC: in the client-secret request; LiveKit: in the dispatch metadata the server writes).
 """
 
 from __future__ import annotations
@@ -201,6 +205,19 @@ def _voice_call_open(request: HttpRequest) -> tuple[dict[str, Any], Any, Any] | 
     return body, check, access
 
 
+def _voice_context(body: dict[str, Any], access: svc.VoiceAccess) -> svc.VoiceContext | HttpResponse:
+    """The body's `identity` (identify's token) and `page_context`, read by the chat path's rules."""
+    try:
+        return svc.voice_context_read(
+            license=access.license,
+            config=access.config,
+            identity_token=body.get("identity"),
+            page_context=body.get("page_context"),
+        )
+    except ApiError as exc:
+        return _api_error(exc)
+
+
 @public_endpoint(methods=("POST",), key_from="")
 def client_secret(request: HttpRequest, license: License | None) -> HttpResponse:
     opened = _voice_call_open(request)
@@ -208,6 +225,9 @@ def client_secret(request: HttpRequest, license: License | None) -> HttpResponse
         return opened
     body, check, access = opened
     license = check.license
+    context = _voice_context(body, access)
+    if isinstance(context, HttpResponse):
+        return context
     # The call holds one of the license's concurrency slots, as a relayed call does: kept by its reports,
     # freed by its end (realtime.services.webrtc_call_record), or by the TTL when its browser vanishes.
     slot_token = uuid.uuid4().hex
@@ -220,7 +240,7 @@ def client_secret(request: HttpRequest, license: License | None) -> HttpResponse
     if slot is None:
         refusal = svc.voice_refusal("too_many_sessions")
         return error_response(refusal.code, refusal.message, 429)
-    session = session_config(config=access.config, widget=access.widget)
+    session = session_config(config=access.config, widget=access.widget, **context.session_kwargs())
     try:
         secret = client_secret_create(
             api_key=openai_api_key(secrets=access.widget.secrets),
@@ -233,7 +253,7 @@ def client_secret(request: HttpRequest, license: License | None) -> HttpResponse
     # relayed=True: a heartbeat from the start, so a call whose browser never reports is reaped
     # (`worker_lost`); its first report takes it back (realtime.services.voice_usage_checkpoint).
     conversation = svc.voice_conversation_start(
-        widget=access.widget, visitor_id=str(body.get("visitor_id") or "")[:128], relayed=True
+        widget=access.widget, visitor_id=str(body.get("visitor_id") or "")[:128], relayed=True, context=context
     )
     Conversation.objects.filter(pk=conversation.pk).update(session_id="webrtc-" + conversation.session_id[:40])
     max_seconds = min(
@@ -283,7 +303,8 @@ def tool_call(request: HttpRequest, license: License, name: str) -> HttpResponse
         name=name,
         arguments=body.get("arguments"),
     )
-    return JsonResponse({"output": result.output(), "say": result.speak, "ui_event": result.ui_event})
+    lead = {"source": result.lead_source} if result.lead_source else None
+    return JsonResponse({"output": result.output(), "say": result.speak, "ui_event": result.ui_event, "lead": lead})
 
 
 @public_endpoint(methods=("POST",), key_from="")
@@ -298,6 +319,9 @@ def livekit_token(request: HttpRequest, license: License | None) -> HttpResponse
         return error_response("wrong_transport", "This widget's voice does not use LiveKit.", 409)
     if not lk.livekit_configured():
         return error_response("livekit_not_configured", "LiveKit is not configured on this server.", 503)
+    context = _voice_context(body, access)
+    if isinstance(context, HttpResponse):
+        return context
     license = check.license
     slot_token = uuid.uuid4().hex
     try:
@@ -312,7 +336,7 @@ def livekit_token(request: HttpRequest, license: License | None) -> HttpResponse
     try:
         # relayed=True: the call gets a heartbeat, so a token never used is reaped as `worker_lost`.
         conversation = svc.voice_conversation_start(
-            widget=access.widget, visitor_id=str(body.get("visitor_id") or "")[:128], relayed=True
+            widget=access.widget, visitor_id=str(body.get("visitor_id") or "")[:128], relayed=True, context=context
         )
         session_id = "livekit-" + conversation.session_id[:40]
         Conversation.objects.filter(pk=conversation.pk).update(session_id=session_id)
@@ -328,6 +352,8 @@ def livekit_token(request: HttpRequest, license: License | None) -> HttpResponse
         visitor=lk.visitor_identity(visitor_id=conversation.visitor_id, session_id=conversation.session_id),
         slot=slot,
         slot_token=slot_token,
+        identity=context.identity,
+        page_context=context.page_context or {},
     )
     response = JsonResponse(
         {"server_url": settings.LIVEKIT_URL, "participant_token": lk.participant_token_create(metadata=metadata)}

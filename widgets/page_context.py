@@ -1,6 +1,7 @@
 """Page context (issue 15.3): the visitor's page and the agency's own `context` object, with each turn.
 
-The widget sends, in the chat body's `metadata` (and the ChatKit page in `X-Switchboard-Context`):
+The widget sends, in the chat body's `metadata` (the ChatKit page in `X-Switchboard-Context`, a voice
+call in its start: realtime.services.voice_context_read):
     {"visitorId": "v_…", "page": "<url>", "title": "…", "referrer": "<url>", "context": {…}}
 `context` is what the site's script set with `Switchboard.setContext({...})`. Everything is validated
 here, whatever the widget's setting, so a bad body gets the same exact error either way; what then goes
@@ -108,18 +109,31 @@ def page_context_upstream(metadata: dict[str, Any], *, config: dict[str, Any]) -
     return {key: metadata[key] for key in keep if key in metadata}
 
 
+def page_context_clean(data: Any, *, where: str = "page_context") -> dict[str, Any]:
+    """A page context object `{page, title, referrer, context}` (the ChatKit page's header, a voice call's
+    start) checked by the rules above and reduced to those keys. Raises ApiError 400."""
+    if not isinstance(data, dict):
+        raise ApiError("invalid_page_context", f"{where} must be a JSON object.")
+    if _json_size(data) > METADATA_MAX_BYTES:
+        raise ApiError("invalid_page_context", f"{where} must be under {METADATA_MAX_BYTES} bytes as JSON.")
+    out = page_fields_clean(data, prefix="")
+    if data.get("context") is not None:
+        out["context"] = context_clean(data["context"], where="context")
+    return out
+
+
 def page_context_header(raw: str) -> dict[str, Any]:
     """`X-Switchboard-Context` (the ChatKit page's copy of what the embedding page sent it):
     URI-encoded JSON `{page, title, referrer, context}`. Raises ApiError 400."""
     if len(raw) > METADATA_MAX_BYTES * 3:
         raise ApiError("invalid_page_context", "X-Switchboard-Context is too large.")
-    data = json_loads(unquote(raw).encode())
-    if not isinstance(data, dict):
-        raise ApiError("invalid_page_context", "X-Switchboard-Context must be a JSON object.")
-    out = page_fields_clean(data, prefix="")
-    if data.get("context") is not None:
-        out["context"] = context_clean(data["context"], where="context")
-    return out
+    return page_context_clean(json_loads(unquote(raw).encode()), where="X-Switchboard-Context")
+
+
+def page_context_for_agents(context: dict[str, Any] | None, *, config: dict[str, Any]) -> dict[str, Any] | None:
+    """What the agents (ChatKit, voice) get of a checked page context: all of it when the widget sends
+    page context (behaviour.page_context), nothing otherwise."""
+    return context if context and page_context_enabled(config) else None
 
 
 def page_context_text(context: dict[str, Any] | None) -> str:

@@ -40,6 +40,8 @@ class ToolResult:
     ui_event: dict[str, Any] | None = None
     ok: bool = True
     data: dict[str, Any] = field(default_factory=dict)
+    # A lead was stored: its source. Every channel tells the page (its `lead` event, the source only).
+    lead_source: str = ""
 
     def output(self) -> str:
         """The `function_call_output.output` string the model receives."""
@@ -194,6 +196,7 @@ def _log_lead(
     return ToolResult(
         f"Thanks {name.split()[0]}, I've passed your details to the team. They'll be in touch.",
         data={"lead_id": lead.pk},
+        lead_source=lead.source,
     )
 
 

@@ -1,7 +1,10 @@
 // A stand-in for OpenAI's <openai-chatkit> (its CDN is not reachable in tests). It does what the real
 // element does with a custom api: POSTs ChatKit requests through options.api.fetch to options.api.url
 // (our endpoint) and reads the SSE stream; it draws text deltas, widgets (product cards, the trade-in
-// form) and errors, and records every event in window.__events.
+// form) and errors, and records every event in window.__events. Like the real element (openai/chatkit-js
+// OpenAIChatKit) it has sendUserMessage({text}) and setThreadId(threadId | null), honours the `locale`
+// option (data-locale, window.__locales), and dispatches chatkit.response.start / .end,
+// chatkit.thread.change {threadId} and chatkit.effect {name, data} (a server `client_effect`).
 function el(tag, attrs, text) {
   const node = document.createElement(tag);
   Object.entries(attrs || {}).forEach(([k, v]) => node.setAttribute(k, v));
@@ -16,6 +19,8 @@ class StandInChatKit extends HTMLElement {
     window.__chatkitCalls = (window.__chatkitCalls || 0) + 1;
     window.__events = window.__events || [];
     this.options = options;
+    window.__locales = (window.__locales || []).concat([options.locale || ""]);
+    this.setAttribute("data-locale", options.locale || "");
     const t = options.theme, dark = t.colorScheme === "dark";
     this.style.cssText = `display:flex;flex-direction:column;height:100%;font:${t.typography.baseSize}px system-ui;` +
       `background:${dark ? "#111827" : "#fff"};color:${dark ? "#f9fafb" : "#111827"}`;
@@ -42,7 +47,18 @@ class StandInChatKit extends HTMLElement {
     return this.options.api.fetch(this.options.api.url, {method: "POST", headers: {"Content-Type": "application/json"},
                                                          body: JSON.stringify(body)});
   }
+  emitEvent(type, detail) { this.dispatchEvent(new CustomEvent(type, {detail})); }
+  sendUserMessage({text}) { return this.sendText(text); }
+  async setThreadId(threadId) {
+    this.threadId = threadId;
+    if (threadId === null) this.log.innerHTML = "";
+    this.emitEvent("chatkit.thread.change", {threadId});
+  }
   async stream(body) {
+    this.emitEvent("chatkit.response.start");
+    try { await this.read(body); } finally { this.emitEvent("chatkit.response.end"); }
+  }
+  async read(body) {
     const res = await this.request(body);
     if (!res.ok) { window.__chatkitHttpError = res.status; return; }
     const reader = res.body.getReader(), decoder = new TextDecoder();
@@ -67,7 +83,11 @@ class StandInChatKit extends HTMLElement {
   }
   handle(event) {
     window.__events.push(event);
-    if (event.type === "thread.created") this.threadId = event.thread.id;
+    if (event.type === "thread.created") {
+      this.threadId = event.thread.id;
+      this.emitEvent("chatkit.thread.change", {threadId: this.threadId});
+    }
+    if (event.type === "client_effect") this.emitEvent("chatkit.effect", {name: event.name, data: event.data});
     if (event.type === "thread.item.added" && event.item.type === "assistant_message") {
       this.bubble = this.log.appendChild(el("p", {class: "assistant", "data-item": event.item.id}, ""));
     }

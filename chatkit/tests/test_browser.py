@@ -438,3 +438,59 @@ Switchboard("identify", {{user_id: "{user_id}", name: "Ana"}}, {{user_hash: "{us
     assert "signed in on the website" not in second.body["instructions"]
     owners = list(ChatKitThread.objects.order_by("created_at").values_list("owner", flat=True))
     assert len(owners) == 2 and owners[0] == ana and owners[1] != ana
+
+
+def test_the_page_api_drives_a_chatkit_widget_and_hears_its_messages_and_leads(
+    fake_openai, asgi_live_server, customer_site, browser_page, license_a, owner
+):
+    """Issue 15.1 on ChatKit: send / reset / setLocale from window.Switchboard run in our ChatKit page with
+    ChatKit's API (sendUserMessage, setThreadId(null), the locale option) — queued before the loader, on a
+    closed popup whose frame loads for them; `message` events carry this visitor's texts only, `lead` the
+    lead's source only (ChatKit's chatkit.effect from our server's client effect)."""
+    from chatkit.models import ChatKitThread
+
+    widget = make_chatkit_widget(license=license_a, user=owner, config=SERVER_CONFIG)
+    fake_openai.triggers["call me"] = ("log_lead", {"name": "Ada Lovelace", "email": "ada@example.com"})
+    loader = f"{asgi_live_server.url}/api/widget/{license_a.key}/chat-widget.js?widget={widget.public_id}"
+    url = customer_site.add(
+        "/api.html",
+        f"""<!doctype html><html><head><meta charset="utf-8"><title>Shop</title></head><body>
+<script>window.Switchboard||(function(w){{var q=[];var s=w.Switchboard=function(){{q.push(["",[].slice.call(arguments)])}};s.q=q}})(window);
+window.sbEvents = [];
+["message", "lead", "error"].forEach(function (type) {{
+  Switchboard("on", type, function (e) {{ window.sbEvents.push(Object.assign({{keys: Object.keys(e).sort()}}, e)); }});
+}});
+Switchboard("setLocale", "de");
+Switchboard("send", "When do you open?");</script>
+<script src="{loader}" data-widget="{widget.public_id}" async></script></body></html>""",
+    )
+    browser_page.goto(url)
+
+    def events(kind):
+        return [e for e in browser_page.evaluate("window.sbEvents") if e["type"] == kind]
+
+    browser_page.wait_for_function("() => window.sbEvents.filter(e => e.type === 'message').length === 2")
+    assert [(e["role"], e["text"]) for e in events("message")] == [
+        ("visitor", "When do you open?"),
+        ("assistant", "Hello! How can I help you today?"),
+    ]
+    assert all(e["keys"] == ["role", "text", "type", "widget"] for e in events("message"))
+    assert browser_page.locator("switchboard-widget >> .pn").is_hidden()  # the popup stayed closed
+    chat = chat_frame(browser_page)
+    assert chat.evaluate("window.__locales").count("de") >= 1
+    assert chat.locator("openai-chatkit").get_attribute("data-locale") == "de"
+    (first_thread,) = ChatKitThread.objects.values_list("thread_id", flat=True)
+
+    browser_page.evaluate("Switchboard('reset'); Switchboard('send', 'Please call me back')")
+    browser_page.wait_for_function("() => window.sbEvents.filter(e => e.type === 'lead').length === 1")
+    assert [(e["source"], e["keys"]) for e in events("lead")] == [("chatkit", ["source", "type", "widget"])]
+    assert "ada@example.com" not in str(browser_page.evaluate("window.sbEvents"))
+    threads = list(ChatKitThread.objects.order_by("created_at").values_list("thread_id", flat=True))
+    assert len(threads) == 2 and threads[0] == first_thread  # reset: a new thread for the next message
+    browser_page.wait_for_function("() => window.sbEvents.filter(e => e.type === 'message').length === 4")
+    assert [e["text"] for e in events("message")][2] == "Please call me back"
+
+    browser_page.evaluate("Switchboard('setLocale', 'fr-CA'); Switchboard('setLocale', 'not a locale')")
+    chat.wait_for_function("() => document.querySelector('openai-chatkit').dataset.locale === 'fr-CA'")
+    assert [e["code"] for e in events("error")] == ["invalid_argument"]  # and never `unsupported`
+    assert browser_page.console_errors == []

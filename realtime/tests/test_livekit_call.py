@@ -101,7 +101,7 @@ class TestOpen:
 
     def test_extra_key_or_wrong_type_is_refused(self, livekit_widget):
         metadata, room = dispatch(livekit_widget)
-        for change in ({"extra": 1}, {"conversation": "1"}, {"v": 2}):
+        for change in ({"extra": 1}, {"conversation": "1"}, {"v": 1}, {"identity": "42"}, {"page_context": []}):
             with pytest.raises(CallRefused) as refused:
                 LiveKitCall.open(metadata_text=json.dumps({**json.loads(metadata), **change}), room=room)
             assert refused.value.code == "bad_metadata"

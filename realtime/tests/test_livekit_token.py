@@ -77,7 +77,9 @@ class TestToken:
             "visitor": "visitor-visitor-1",
             "slot": slot_key,
             "slot_token": metadata["slot_token"],
-            "v": 1,
+            "identity": {},
+            "page_context": {},
+            "v": 2,
         }
         assert cache.get(slot_key) == metadata["slot_token"] and len(metadata["slot_token"]) == 32
         assert lk.dispatch_metadata_read(config.agents[0].metadata) == lk.DispatchMetadata(**metadata)
@@ -108,7 +110,7 @@ class TestToken:
             metadata={"license": widget_b.license_id, "conversation": 1},
             room="switchboard-other",
             conversation=999,
-            identity="agent",
+            participant_identity="agent",
             agent_name="someone-else",
             version=1,
         )

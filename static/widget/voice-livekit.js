@@ -50,12 +50,18 @@
 
   function fetchToken(api) {
     var base = String(api.baseUrl || location.origin).replace(/\/$/, "");
-    // text/plain: a simple request, no CORS preflight; the server reads it as JSON.
-    return fetch(base + "/api/livekit/token?license=" + encodeURIComponent(api.licenseKey), {
-      method: "POST",
-      credentials: "omit",
-      headers: { "Content-Type": "text/plain" },
-      body: JSON.stringify({ license: api.licenseKey, widget: api.widgetId || "", visitor_id: api.visitorId || "" }),
+    // Who calls from which page (voice.js callContext): the server checks it and writes it into the agent's
+    // dispatch metadata. text/plain: a simple request, no CORS preflight; the server reads it as JSON.
+    var context = window.SwitchboardVoice && window.SwitchboardVoice.callContext
+      ? window.SwitchboardVoice.callContext(api) : Promise.resolve({ identity: "", page_context: {} });
+    return context.then(function (ctx) {
+      return fetch(base + "/api/livekit/token?license=" + encodeURIComponent(api.licenseKey), {
+        method: "POST",
+        credentials: "omit",
+        headers: { "Content-Type": "text/plain" },
+        body: JSON.stringify({ license: api.licenseKey, widget: api.widgetId || "", visitor_id: api.visitorId || "",
+          identity: ctx.identity, page_context: ctx.page_context }),
+      });
     }).catch(function () {
       throw new Error("Voice isn't available on this site right now.");
     }).then(function (res) {
@@ -102,6 +108,7 @@
           api.addMessage({ role: evt.role, text: evt.text });
           break;
         case "ui.event": api.renderEvent(evt.event); break;
+        case "lead.captured": if (typeof api.lead === "function") api.lead(String(evt.source || "")); break;
         case "warning": setState(state, evt.message); break;
         case "error":
           if (evt.fatal) setState("error", evt.message); else console.warn("[switchboard voice]", evt.message);

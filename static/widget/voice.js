@@ -23,6 +23,11 @@
  * The configurator preview passes api.preview = {ticket(): Promise<{ws_path}>}: a test call on the unsaved
  * draft always goes over the relay (WebRTC and LiveKit need real credentials in the browser), on
  * WS /ws/realtime/preview/<ticket>/ with a fresh one-use ticket for each socket (realtime/preview.py).
+ * A visitor's call starts with who calls from which page, api.callContext() -> {identity, page_context}
+ * (identify's signed token; the page context the widget sends): the relay as the socket's first frame
+ * (session.context, with &context=1), WebRTC and LiveKit in their endpoint's body. The server checks both and
+ * builds the session's instructions from them (realtime/session_config.py).
+ * Lead events: `lead.captured` {source} (a tool stored the visitor's details) -> api.lead(source).
  * Other transports may register with SwitchboardVoice.register(name, factory): factory(call) returns
  * {open(): Promise, close(), playing(): bool, clearPlayback(), setMuted(bool), sendText(text)}.
  */
@@ -88,7 +93,17 @@
 
   function wsUrl(api) {
     return baseUrl(api).replace(/^http/, "ws") + "/ws/realtime/" + encodeURIComponent(api.licenseKey) + "/?widget=" +
-      encodeURIComponent(api.widgetId || "") + "&visitor=" + encodeURIComponent(api.visitorId || "");
+      encodeURIComponent(api.widgetId || "") + "&visitor=" + encodeURIComponent(api.visitorId || "") + "&context=1";
+  }
+
+  /* Who calls from which page: {identity: identify's token or "", page_context: {...}} (widget.js). */
+  function callContext(api) {
+    var asked = typeof api.callContext === "function" ? api.callContext() : null;
+    return Promise.resolve(asked).then(function (context) {
+      context = context || {};
+      return { identity: typeof context.identity === "string" ? context.identity : "",
+        page_context: context.page_context && typeof context.page_context === "object" ? context.page_context : {} };
+    }, function () { return { identity: "", page_context: {} }; });
   }
 
   function getMic(needs) {
@@ -181,6 +196,7 @@
             api.addMessage({ role: evt.role, text: evt.text });
             break;
           case "ui.event": api.renderEvent(evt.event); break;
+          case "lead.captured": if (typeof api.lead === "function") api.lead(String(evt.source || "")); break;
           case "warning": call.setState(call.state, evt.message); break;
           case "error":
             if (evt.fatal) call.setState("error", evt.message); else console.warn("[switchboard voice]", evt.message);
@@ -343,15 +359,23 @@
     }
 
     function openSocket() {
-      return socketUrl().then(function (url) { return connectSocket(url); });
+      // A visitor's call says who calls from which page (the socket's first frame, context=1); a configurator
+      // preview call has neither (its ticket names the draft).
+      var context = api.preview ? Promise.resolve(null) : callContext(api);
+      return Promise.all([socketUrl(), context]).then(function (both) { return connectSocket(both[0], both[1]); });
     }
 
-    function connectSocket(url) {
+    function connectSocket(url, context) {
       return new Promise(function (resolve, reject) {
         if (call.ended) { reject(new Error("")); return; } // hung up while the ticket was on its way
         ws = new WebSocket(url);
         var opened = false;
-        ws.onopen = function () { opened = true; resolve(); };
+        ws.onopen = function () {
+          opened = true;
+          // The first frame (context=1): the server opens the call once it has read it.
+          if (context) ws.send(JSON.stringify({ type: "session.context", identity: context.identity, page_context: context.page_context }));
+          resolve();
+        };
         ws.onmessage = function (m) {
           var evt;
           try { evt = JSON.parse(m.data); } catch (e) { return; }
@@ -502,6 +526,7 @@
         if (call.ended) return;
         send({ type: "conversation.item.create", item: { type: "function_call_output", call_id: callId, output: result.output } });
         if (result.ui_event) call.handle({ type: "ui.event", event: result.ui_event });
+        if (result.lead) call.handle({ type: "lead.captured", source: result.lead.source });
         needResponse = true;
         maybeContinue();
       });
@@ -619,8 +644,11 @@
         return getMic(window.RTCPeerConnection).then(function (s) {
           stream = s;
           if (call.muted) stream.getAudioTracks().forEach(function (t) { t.enabled = false; });
+          return callContext(api);
+        }).then(function (context) {
           var url = base + "/api/realtime/client-secret?license=" + encodeURIComponent(api.licenseKey);
-          return postJson(url, { license: api.licenseKey, widget: api.widgetId || "", visitor_id: api.visitorId || "" });
+          return postJson(url, { license: api.licenseKey, widget: api.widgetId || "", visitor_id: api.visitorId || "",
+            identity: context.identity, page_context: context.page_context });
         }).then(function (answer) {
           secret = answer;
           if (call.ended) { record(true); secret = null; return; } // hung up while the key was on its way
@@ -669,6 +697,7 @@
 
   window.SwitchboardVoice = {
     create: create,
+    callContext: callContext,
     register: function (name, factory) { TRANSPORTS[name] = factory; },
   };
 })();

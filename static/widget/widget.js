@@ -304,6 +304,10 @@
       write(state) { try { area.setItem(key, JSON.stringify(state)); } catch (e) { /* full: not kept */ } }
     };
   }
+  function validLocale(code) { return typeof code === "string" && /^[a-z]{2}(-[A-Z]{2})?$/.test(code); }
+  function originOf(url) {
+    try { return new URL(url, location.href).origin; } catch (e) { return ""; }
+  }
   function randomId(prefix) {
     const random = window.crypto && crypto.randomUUID
       ? crypto.randomUUID() : Math.random().toString(36).slice(2) + Date.now().toString(36);
@@ -363,9 +367,8 @@
     command(method, args) {
       if (this.failed) { this.emit("error", { code: "unavailable", message: "This widget did not load." }); return; }
       if (!this.ready) { this.commands.push([method, args]); return; }
-      const chatOnly = /^(send|reset|setLocale)$/.test(method);
-      if (chatOnly && this.type === "chatkit") {
-        this.emit("error", { code: "unsupported", message: method + "() is not available on a ChatKit widget." });
+      if (this.type === "chatkit" && /^(send|reset|setLocale)$/.test(method)) {
+        this.chatkitCommand(method, args[0]);
         return;
       }
       if (method === "open" || method === "close" || method === "toggle") {
@@ -385,6 +388,56 @@
         this.setLocale(args[0]);
       } else if (method === "identify") {
         this.identify(args[0], args[1]);
+      }
+    }
+
+    /* ChatKit widgets: send, reset and setLocale run inside our ChatKit page (templates/chatkit/page.html)
+       with ChatKit's own API (sendUserMessage, setThreadId(null), the `locale` option). The frame loads if
+       it has not yet (a closed popup); commands wait until it says it is ready, and a reloaded frame (a new
+       identity) gets the locale again. Its `message` and `lead` events come back from the frame. */
+    chatkitCommand(method, value) {
+      let command;
+      if (method === "send") {
+        const text = typeof value === "string" ? value.trim() : "";
+        if (!text || text.length > 4000) {
+          this.emit("error", { code: "invalid_argument", message: "send(text) needs 1 to 4000 characters of text." });
+          return;
+        }
+        command = { method, text };
+      } else if (method === "setLocale") {
+        if (!validLocale(value)) {
+          this.emit("error", { code: "invalid_argument", message: "setLocale(code) needs a code such as \"de\" or \"fr-CA\"." });
+          return;
+        }
+        this.chatkitLocale = this.locale = value;
+        command = { method, locale: value };
+      } else command = { method };
+      if (!this.frame.src) this.frame.src = this.frame.dataset.src;
+      this.frameCommands.push({ type: "switchboard:command", ...command });
+      this.flushFrameCommands();
+    }
+
+    flushFrameCommands() {
+      if (!this.frameReady || !this.frame || !this.frame.contentWindow) return;
+      this.frameCommands.splice(0).forEach((command) => this.frame.contentWindow.postMessage(command, this.base));
+    }
+
+    /* What our ChatKit page tells the page's API: this visitor's messages (text only), a stored lead (its
+       source), and that it is ready for commands. Only from our frame, at our origin. */
+    onFrameMessage(event, tokenKey) {
+      const data = event.data;
+      if (!this.frame || event.source !== this.frame.contentWindow || !data || event.origin !== originOf(this.base)) return;
+      if (data.type === "switchboard:chatkit-visitor" && typeof data.token === "string" && data.token.length < 300) {
+        storage.set(tokenKey, data.token);
+      } else if (data.type === "switchboard:chatkit-ready") {
+        this.frameReady = true;
+        if (this.chatkitLocale) this.frameCommands.unshift({ type: "switchboard:command", method: "setLocale", locale: this.chatkitLocale });
+        this.flushFrameCommands();
+      } else if (data.type === "switchboard:message" && (data.role === "visitor" || data.role === "assistant") &&
+                 typeof data.text === "string" && data.text && data.text.length <= 20000) {
+        this.emit("message", { role: data.role, text: data.text });
+      } else if (data.type === "switchboard:lead" && typeof data.source === "string") {
+        this.emit("lead", { source: data.source.slice(0, 32) });
       }
     }
 
@@ -733,11 +786,9 @@
       const page = this.options.frame ?? "/widget/chatkit/" + encodeURIComponent(this.options.key);
       frame.dataset.src = this.base + page + "?widget=" + encodeURIComponent(this.options.widget) +
         (token ? "&vt=" + encodeURIComponent(token) : "");
-      window.addEventListener("message", (event) => {
-        const data = event.data;
-        if (event.source === frame.contentWindow && data && data.type === "switchboard:chatkit-visitor" &&
-            typeof data.token === "string" && data.token.length < 300) storage.set(tokenKey, data.token);
-      });
+      this.frameReady = false;
+      this.frameCommands = [];
+      window.addEventListener("message", (event) => this.onFrameMessage(event, tokenKey));
       if (this.mode !== "popup") frame.src = frame.dataset.src;
       frame.addEventListener("load", () => { this.sendFrameContext(); this.sendFrameIdentity(); });
       this.frame = frame;
@@ -924,7 +975,7 @@
     /* The texts of another locale (GET /config?locale=), then the widget drawn again around the same
        conversation log; while a reply is on its way the switch waits for it. */
     setLocale(code) {
-      if (typeof code !== "string" || !/^[a-z]{2}(-[A-Z]{2})?$/.test(code)) {
+      if (!validLocale(code)) {
         this.emit("error", { code: "invalid_argument", message: "setLocale(code) needs a code such as \"de\" or \"fr-CA\"." });
         return;
       }
@@ -1016,7 +1067,7 @@
        and the server keys threads by the identity). */
     restartForIdentity() {
       if (this.type === "chatkit") {
-        if (this.frame && this.frame.src) this.frame.src = this.frame.dataset.src;
+        if (this.frame && this.frame.src) { this.frameReady = false; this.frame.src = this.frame.dataset.src; }
       } else {
         this.reset(true);
       }
@@ -1338,6 +1389,13 @@
         },
         setPartial: (role, text) => this.showPartial(role, text),
         renderEvent: (event) => { this.renderEvent(event); this.persist("assistant", "", [event]); },
+        // Who calls from which page, as for a chat turn: identify's token (once an identify on its way has
+        // answered) and the page context (the server uses it only when the widget sends page context).
+        callContext: () => Promise.resolve(this.identifying).then(() => ({
+          identity: this.identityToken ?? "", page_context: this.pageContext()
+        })),
+        // A voice tool stored the visitor's details (log_lead): the page's lead event, its source only.
+        lead: (source) => this.emit("lead", { source }),
         setVoiceState: (state, detail) => this.setVoiceState(state, detail)
       };
     }
