@@ -356,7 +356,7 @@ def _server_context(request: HttpRequest, license_key: str, entry: ServerEntry |
     cached = entry.widgets.get(caller.widget_id) if entry is not None and caller.widget_id else None
     widget, config = cached or chatkit_widget_published(license=license, public_id=caller.widget_id)
     widget.license = license  # read by the store and the tools: never a lazy query
-    who = identity_owner_key(identity) if identity is not None else visitor
+    who = identity_owner_key(identity, visitor=visitor) if identity is not None else visitor
     context = _context(
         license=license, widget=widget, config=config, owner=chatkit_user_id(license=license, visitor_id=who)
     )

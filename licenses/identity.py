@@ -227,12 +227,13 @@ def identity_secret_is_set(*, license: License) -> bool:
     return bool((license.secrets or {}).get(SECRET))
 
 
-def identity_owner_key(identity: Identity) -> str:
-    """What a channel keys a visitor's threads by once identified (the ChatKit thread owner's input):
-    the user and whether verified, never the page's random visitor id, so one user finds their threads
-    on any browser and another user on this browser never does."""
+def identity_owner_key(identity: Identity, *, visitor: str) -> str:
+    """What a channel keys a visitor's threads by once identified (the ChatKit thread owner's input).
+    Verified: the user alone, so one user finds their threads on any browser and another user on this
+    browser never does. Unverified: the claimed user AND this browser's signed visitor id, because anyone
+    can claim a user id: a claim never opens the threads that user (or another claimant) left elsewhere."""
     digest = hashlib.sha256(f"{identity.user_id}\x00{int(identity.verified)}".encode()).hexdigest()[:32]
-    return f"identity:{digest}"
+    return f"identity:{digest}" if identity.verified else f"identity:{digest}:{visitor}"
 
 
 def identity_text(identity: dict[str, Any] | None) -> str:

@@ -57,7 +57,9 @@ def test_a_verified_identity_owns_the_thread_and_reaches_the_agent(fake_openai, 
         "- User id: 42\n- Name: Ana\n- E-mail: ana@client.example\n- plan: pro"
     )
     thread = ChatKitThread.objects.get()
-    assert thread.owner == chatkit_user_id(license=chatkit_widget.license, visitor_id=identity_owner_key(ANA))
+    assert thread.owner == chatkit_user_id(
+        license=chatkit_widget.license, visitor_id=identity_owner_key(ANA, visitor="")
+    )
     assert Conversation.objects.get().identity == ANA.as_dict()
 
 
@@ -113,3 +115,23 @@ def test_a_verified_token_is_refused_once_the_secret_is_rotated(fake_openai, vis
     response, (error,) = visitor.call(NEW_THREAD, **before)
     assert response.status_code == 403 and error["error"]["code"] == "identity_invalid"
     assert visitor.call(NEW_THREAD, **token(chatkit_widget, ANA))[0].status_code == 200
+
+
+def test_an_unverified_claim_of_a_user_id_never_reaches_another_browsers_threads(fake_openai, chatkit_widget):
+    """Unverified is a claim anyone can make: claiming user 42 on another browser must not list or open the
+    threads user 42 (unverified) left on theirs. Only a verified identity follows the user across browsers."""
+    from chatkit.tests.conftest import ChatKitVisitor
+
+    claim = Identity(user_id="42", verified=False)
+    first, second = ChatKitVisitor(chatkit_widget), ChatKitVisitor(chatkit_widget)
+    assert first.call(NEW_THREAD, **token(chatkit_widget, claim))[0].status_code == 200
+    thread_id = ChatKitThread.objects.get().thread_id
+    response, (listed,) = second.call({"type": "threads.list", "params": {}}, **token(chatkit_widget, claim))
+    assert response.status_code == 200 and listed["data"] == []
+    response, (error,) = second.call(
+        {"type": "threads.get_by_id", "params": {"thread_id": thread_id}}, **token(chatkit_widget, claim)
+    )
+    assert response.status_code == 404 and error["error"]["code"] == "not_found"
+    # The claimant's own browser keeps its thread.
+    response, (listed,) = first.call({"type": "threads.list", "params": {}}, **token(chatkit_widget, claim))
+    assert [t["id"] for t in listed["data"]] == [thread_id]
