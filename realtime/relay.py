@@ -41,6 +41,7 @@ from realtime.protocol import (
     USER_DELTA,
     USER_DONE,
     TokenBucket,
+    append_fast_path,
     audio_delta_fast_path,
     b64_decoded_len,
     browser_event_filter,
@@ -337,15 +338,19 @@ class RelaySession:
         if not self.frames.take():
             await self._emit(events.error(code="rate_limited", message="Too many messages; slow down."))
             return
-        result = browser_event_filter(raw)
-        if result.error is not None:
-            await self._emit(result.error)
-            return
-        if result.audio_bytes and not self.audio_budget.take(result.audio_bytes):
+        if isinstance(raw, str) and (audio_bytes := append_fast_path(raw)) >= 0:
+            text, user_text = raw, ""  # the canonical append, forwarded as it came (realtime.protocol)
+        else:
+            result = browser_event_filter(raw)
+            if result.error is not None:
+                await self._emit(result.error)
+                return
+            upstream = result.upstream
+            text = upstream if isinstance(upstream, str) else events.encode(upstream)
+            audio_bytes, user_text = result.audio_bytes, result.user_text
+        if audio_bytes and not self.audio_budget.take(audio_bytes):
             await self._emit(events.error(code="rate_limited", message="Audio is arriving faster than real time."))
             return
-        upstream = result.upstream
-        text = upstream if isinstance(upstream, str) else events.encode(upstream)
         # Straight to the socket unless a backlog is waiting (it goes first) or upstream cannot take it now.
         if self.upstream_busy or not self.to_upstream.empty() or not upstream_send_now(self.upstream, text):
             try:
@@ -353,10 +358,10 @@ class RelaySession:
             except asyncio.QueueFull:
                 await self._emit(events.error(code="overloaded", message="The call is lagging; audio was dropped."))
                 return
-        self.audio_in_bytes += result.audio_bytes
-        if result.user_text and self.conversation_id is not None:
-            await self._save_turn("user", result.user_text, "")
-            await self._emit(events.transcript_final(role="user", text=result.user_text))
+        self.audio_in_bytes += audio_bytes
+        if user_text and self.conversation_id is not None:
+            await self._save_turn("user", user_text, "")
+            await self._emit(events.transcript_final(role="user", text=user_text))
 
     async def _pump_to_upstream(self) -> None:
         """Sends the backlog `from_browser` could not write at once (flow control), in order; idle otherwise."""
@@ -414,8 +419,10 @@ class RelaySession:
 
     async def _read_upstream(self) -> None:
         reason, code = "upstream_closed", 4502
+        recv = self.upstream.recv
         try:
-            async for raw in self.upstream:
+            while True:  # recv() itself, not `async for` (one async generator step less per event)
+                raw = await recv()
                 if isinstance(raw, str) and (delta := audio_delta_fast_path(raw)) is not None:
                     self.audio_out_bytes += b64_decoded_len(delta)
                     await self._to_browser('{"type":"audio.delta","delta":"' + delta + '"}')
