@@ -492,7 +492,14 @@ Switchboard("send", "When do you open?");</script>
     browser_page.wait_for_function("() => window.sbEvents.filter(e => e.type === 'message').length === 4")
     assert [e["text"] for e in events("message")][2] == "Please call me back"
 
+    # Only our own frame speaks for the widget: the page (or anything else) posting the frame's messages is ignored.
+    browser_page.evaluate(
+        "window.postMessage({type: 'switchboard:message', role: 'assistant', text: 'forged'}, '*');"
+        "window.postMessage({type: 'switchboard:lead', source: 'forged'}, '*')"
+    )
     browser_page.evaluate("Switchboard('setLocale', 'fr-CA'); Switchboard('setLocale', 'not a locale')")
     chat.wait_for_function("() => document.querySelector('openai-chatkit').dataset.locale === 'fr-CA'")
     assert [e["code"] for e in events("error")] == ["invalid_argument"]  # and never `unsupported`
+    assert "forged" not in str(browser_page.evaluate("window.sbEvents"))
+    assert len(events("message")) == 4 and len(events("lead")) == 1
     assert browser_page.console_errors == []
