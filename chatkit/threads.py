@@ -69,6 +69,9 @@ class RequestContext:
     model: str
     preview: bool = False
     reserved_thread: bool = False  # the endpoint already counted the thread this request creates
+    # Whom the per-visitor rate limits count ("" = the owner): a share link's chats count per link, since
+    # anyone holding it can open its page again for a new signed visitor.
+    rate_key: str = ""
     # The embedding page's context (widgets.page_context), when the widget sends it; None otherwise.
     page_context: dict[str, Any] | None = None
     # Switchboard('identify') (licenses/identity.py): the visitor's identity, {} when none.

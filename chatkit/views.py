@@ -398,7 +398,9 @@ def _share_context(request: HttpRequest, *, license_key: str, token: str) -> Req
         raise ChatKitError("visitor_invalid", "The visitor id is missing or invalid; reload the page.", 403)
     config = chatkit_widget_draft(widget=widget)
     owner = chatkit_user_id(license=widget.license, visitor_id=f"share:{lookup.link.token_id}:{visitor}")
-    return _context(license=widget.license, widget=widget, config=config, owner=owner, preview=True)
+    context = _context(license=widget.license, widget=widget, config=config, owner=owner, preview=True)
+    context.rate_key = f"share:{lookup.link.token_id}"
+    return context
 
 
 def _context(
@@ -481,7 +483,7 @@ def _prepare(request: HttpRequest, license_key: str) -> _Prepared:
             raise ChatKitError("invalid_request", "Send one ChatKit request as JSON.", 400)
         wait, generation = chatkit_rate_check(
             license=context.license,
-            owner=context.owner,
+            owner=context.rate_key or context.owner,
             generates=is_streaming_req(req),
             peek=license_cache_key(license_key) if public else None,
         )

@@ -117,6 +117,21 @@ def test_two_holders_of_one_link_never_see_each_others_threads(fake_openai, chat
     assert listed(visitor_token_issue(license=chatkit_widget.license)) == []
 
 
+def test_a_share_links_model_calls_are_limited_per_link_not_per_fresh_visitor(
+    fake_openai, chatkit_widget, link, settings, frozen_minute
+):
+    """Anyone holding a share link can open its page again for a new signed visitor: the link's model calls
+    (on the agency's key, never counted against the month) are limited per link, as its n8n chat is."""
+    settings.CHATKIT_VISITOR_RATE_PER_MINUTE = 2
+    token = preview_link_token(link)
+    statuses = [share_send(chatkit_widget, token, f"hi {i}")[0].status_code for i in range(3)]  # 3 visitors
+    assert statuses == [200, 200, 429]
+    other = preview_link_create(
+        widget=chatkit_widget, user=None, membership=link.widget.license.agency.memberships.get(), days=1
+    )
+    assert share_send(chatkit_widget, preview_link_token(other), "hi")[0].status_code == 200  # its own allowance
+
+
 @pytest.mark.parametrize(
     ("state", "status", "code"),
     [
