@@ -10,11 +10,14 @@ instead of opening the 1001st). Short socket timeouts make an outage fail fast.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
+import weakref
 from typing import Any
 
 import redis
+import redis.asyncio
 from django.conf import settings
 
 _lock = threading.Lock()
@@ -64,6 +67,23 @@ def redis_client(url: str | None = None) -> redis.Redis:
     return client
 
 
+# Event-loop clients (redis.asyncio) for the public chat's rate limiter on the ASGI server's loop: one small
+# pool per loop (a pipeline holds a connection for one round trip, so a few serve hundreds of requests).
+ASYNC_MAX_CONNECTIONS = 4
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = weakref.WeakKeyDictionary()
+
+
+def redis_async_client() -> redis.asyncio.Redis:
+    """The running loop's client for REDIS_URL (created on first use)."""
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None:
+        options = {**_options(), "max_connections": min(ASYNC_MAX_CONNECTIONS, settings.REDIS_MAX_CONNECTIONS)}
+        pool = redis.asyncio.BlockingConnectionPool.from_url(settings.REDIS_URL, **options)
+        client = _async_clients[loop] = redis.asyncio.Redis(connection_pool=pool)
+    return client
+
+
 def redis_reset() -> None:
     """Drop every pool (tests that point REDIS_URL elsewhere)."""
     with _lock:
@@ -71,6 +91,7 @@ def redis_reset() -> None:
             pool.disconnect()
         _pools.clear()
         _clients.clear()
+        _async_clients.clear()
 
 
 class SharedConnectionPool(redis.BlockingConnectionPool):

@@ -138,6 +138,12 @@ def upstream_home() -> None:
         _homes.add(loop)
 
 
+def upstream_is_home() -> bool:
+    """Whether the running loop is a server loop (`upstream_home`): long-lived, so per-loop clients
+    (n8n, the rate limiter's Redis) stay warm on it."""
+    return asyncio.get_running_loop() in _homes
+
+
 def upstream_loop() -> asyncio.AbstractEventLoop:
     return _upstream.get()
 

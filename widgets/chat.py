@@ -20,11 +20,11 @@ from licenses.api import ApiError, json_loads
 from licenses.identity import Identity, identity_session_id
 from licenses.models import License
 from licenses.selectors import license_cache_generation, license_cache_key, license_check, license_quota_left
-from widgets.aio import db_step, upstream_await
+from widgets.aio import db_step, upstream_await, upstream_is_home
 from widgets.models import Widget
 from widgets.n8n import N8nError, N8nReply, N8nTarget, n8n_history_async, n8n_send_async, n8n_target
 from widgets.page_context import chat_metadata_clean
-from widgets.ratelimit import rate_hit, rate_hit_peek
+from widgets.ratelimit import rate_hit, rate_hit_peek, rate_hit_peek_async
 from widgets.selectors import chat_conversation_find, widget_get_published
 from widgets.services.turns import chat_failure_record, chat_turn_record, chat_turns_record
 
@@ -254,15 +254,66 @@ class ChatPrepared:
     conversation_id: int | None  # the session's conversation, when it already exists
 
 
-def chat_prepare(*, license: License, chat: ChatRequest, ip: str, origin: str | None = None) -> ChatPrepared:
+def _rate_key(*, license: License, chat: ChatRequest, ip: str) -> str:
+    who = hashlib.sha256(f"{chat.visitor_id or chat.session_id}|{ip}".encode()).hexdigest()[:24]
+    return f"chat:{license.pk}:{who}"
+
+
+def _rate_limited(retry_after: int) -> ApiError:
+    return ApiError(
+        "rate_limited",
+        "Too many messages; wait a moment and try again.",
+        status_code=429,
+        fields={"retry_after": retry_after},
+    )
+
+
+async def chat_prepare_async(
+    *, license: License, chat: ChatRequest, ip: str, origin: str | None = None
+) -> ChatPrepared:
+    """`chat_prepare` for an async view. On a server loop (widgets.aio.upstream_home) with Redis, the
+    rate limiter's round trip is awaited on the loop, and a turn whose license generation still matches
+    the cache, whose widget is resolved and whose session's conversation is known is prepared right here,
+    with no thread and no database (the same rules, in the same order, as `chat_prepare`'s cached path).
+    Anything else is `chat_prepare` in a DB step, given the count already taken."""
+    if not settings.REDIS_URL or not upstream_is_home():
+        return await db_step(chat_prepare, license=license, chat=chat, ip=ip, origin=origin)
+    peeked = await rate_hit_peek_async(
+        _rate_key(license=license, chat=chat, ip=ip), peek=license_cache_key(license.key)
+    )
+    count, retry_after, token = peeked
+    entry = chat_cache.resolved.get(license.key)
+    if entry is not None and token is not None and entry.token == token:
+        resolved = entry.widgets.get(chat.widget_id)
+        if resolved is not None:
+            widget, target = resolved
+            if count > settings.WIDGET_CHAT_RATE_PER_MINUTE:
+                raise _rate_limited(retry_after)
+            if chat.action != "sendMessage":
+                return ChatPrepared(entry.license, widget, target, None)
+            conversation_id = chat_cache.conversations.get((widget.pk, chat.session_id))
+            if conversation_id is not None:
+                return ChatPrepared(entry.license, widget, target, conversation_id)
+    return await db_step(chat_prepare, license=license, chat=chat, ip=ip, origin=origin, peeked=peeked)
+
+
+def chat_prepare(
+    *,
+    license: License,
+    chat: ChatRequest,
+    ip: str,
+    origin: str | None = None,
+    peeked: tuple[int, int, object] | None = None,
+) -> ChatPrepared:
     """Every rule before n8n is called: widget, type, webhook, rate limit, quota. Raises ApiError.
 
-    One Redis round trip counts the request and reads the license's cache generation; when it still
-    matches this process's cache, the license and widget come from the cache and a continuing session
-    needs no database read at all."""
+    One Redis round trip counts the request and reads the license's cache generation (`peeked`: the
+    caller made it already); when it still matches this process's cache, the license and widget come
+    from the cache and a continuing session needs no database read at all."""
     key = license.key
-    who = hashlib.sha256(f"{chat.visitor_id or chat.session_id}|{ip}".encode()).hexdigest()[:24]
-    count, retry_after, token = rate_hit_peek(f"chat:{license.pk}:{who}", peek=license_cache_key(key))
+    if peeked is None:
+        peeked = rate_hit_peek(_rate_key(license=license, chat=chat, ip=ip), peek=license_cache_key(key))
+    count, retry_after, token = peeked
     entry = chat_cache.resolved.get(key)
     if entry is None or token is None or entry.token != token:
         # Out of date (or never cached): the guard's license is the cached copy when it came from the
@@ -282,12 +333,7 @@ def chat_prepare(*, license: License, chat: ChatRequest, ip: str, origin: str | 
         entry.widgets[chat.widget_id] = resolved
     widget, target = resolved
     if count > settings.WIDGET_CHAT_RATE_PER_MINUTE:
-        raise ApiError(
-            "rate_limited",
-            "Too many messages; wait a moment and try again.",
-            status_code=429,
-            fields={"retry_after": retry_after},
-        )
+        raise _rate_limited(retry_after)
     conversation_id = None
     if chat.action == "sendMessage":
         conversation_id = chat_cache.conversations.get((widget.pk, chat.session_id))

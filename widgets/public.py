@@ -29,7 +29,7 @@ ALLOW_HEADERS = "Content-Type, X-Switchboard-Visitor, X-Switchboard-Identity"
 
 
 def request_origin(request: HttpRequest) -> str | None:
-    return request.headers.get("Origin")
+    return request.META.get("HTTP_ORIGIN")  # request.headers would build a dict of every header per request
 
 
 def cors_headers(

@@ -18,7 +18,7 @@ import redis
 from django.conf import settings
 from django.core.cache import cache
 
-from licenses.redis import redis_client
+from licenses.redis import redis_async_client, redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +92,29 @@ class _Limiter:
             cache.set(key, 1, timeout=ttl)
             return 1
 
+    async def _redis_hit_async(self, key: str, ttl: int, peek: str) -> tuple[int, object]:
+        pipe = redis_async_client().pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, ttl, nx=True)
+        pipe.get(cache.make_and_validate_key(peek))
+        count, _, peeked = await pipe.execute()
+        return int(count), peeked
+
     def hit(self, key: str, ttl: int) -> int:
         return self.hit_peek(key, ttl)[0]
+
+    async def hit_peek_async(self, key: str, ttl: int, peek: str) -> tuple[int, object]:
+        """`hit_peek` on the running event loop (redis.asyncio), for a server loop: same counts, same
+        fallback when Redis is unreachable. Needs REDIS_URL."""
+        if time.monotonic() >= self._down_until:
+            try:
+                count, peeked = await self._redis_hit_async(key, ttl, peek)
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                self._went_down(exc)
+            else:
+                self._came_back()
+                return count, peeked
+        return self.local.hit(key, ttl), None
 
     def hit_peek(self, key: str, ttl: int, peek: str | None = None) -> tuple[int, object]:
         """Count one hit, and read the cache key `peek` in the same round trip: (count, its value as
@@ -194,3 +215,11 @@ def rate_hits_peek(
     counts, peeked = limiter.hits_peek(keys, limits, ttl=window * 2, peek=peek)
     over = any(count > limit for count, limit in zip(counts, limits, strict=False))
     return (max(1, int(window - (now % window))) if over else None), peeked
+
+
+async def rate_hit_peek_async(key: str, *, peek: str, window: int = 60) -> tuple[int, int, object]:
+    """`rate_hit_peek` awaited on the running loop (redis.asyncio; REDIS_URL must be set)."""
+    now = time.time()
+    slot = int(now // window)
+    count, peeked = await limiter.hit_peek_async(f"sb:rate:{key}:{slot}", ttl=window * 2, peek=peek)
+    return count, max(1, int(window - (now % window))), peeked

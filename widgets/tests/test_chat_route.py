@@ -10,9 +10,12 @@ import json
 import pytest
 from asgiref.sync import async_to_sync
 from asgiref.testing import ApplicationCommunicator
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from config.chat_route import ChatRoute
 from config.middleware import ASGIHandler
+from conftest import RedisServer
 from widgets import aio
 from widgets import chat as chat_module
 from widgets.models import Message
@@ -140,10 +143,10 @@ def test_refusals_are_the_full_stacks(n8n_widget, fake_n8n, caplog, case, status
 
 
 def test_an_exception_in_the_view_is_the_json_500(n8n_widget, fake_n8n, monkeypatch):
-    def broken(**kwargs):
+    async def broken(**kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(embed, "chat_prepare", broken)
+    monkeypatch.setattr(embed, "chat_prepare_async", broken)
     full, short, through_full = both(path=url(n8n_widget), body=chat_body("s-4"), headers=JSON)
     assert (full[0], json.loads(full[2])["error"]["code"]) == (500, "server_error")
     assert (short, through_full) == (full, 0)
@@ -221,3 +224,67 @@ def test_the_server_loop_runs_its_own_n8n_calls(n8n_widget, fake_n8n, monkeypatc
     status, _, body = exchange(ChatRoute(Counting()), path=url(n8n_widget), body=chat_body("s-7"), headers=JSON)
     assert status == 200 and json.loads(body)["output"] == "Hello from n8n"
     assert len(loops) == 1 and loops[0] is not aio.upstream_loop()
+
+
+@pytest.fixture
+def redis_limiter(settings):
+    """REDIS_URL and the cache on a redis-server of this test's own, as settings.py sets them up."""
+    from licenses.redis import redis_reset
+    from widgets.ratelimit import limiter
+
+    server = RedisServer().start()
+    settings.REDIS_URL = server.url
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": server.url,
+            "OPTIONS": {"pool_class": "licenses.redis.SharedConnectionPool"},
+        }
+    }
+    limiter._down_until = 0.0
+    yield server
+    server.stop()
+    redis_reset()
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    limiter._down_until = 0.0
+
+
+def test_a_warm_turn_on_the_server_loop_needs_no_thread_and_no_query(
+    n8n_widget, fake_n8n, redis_limiter, monkeypatch, frozen_minute
+):
+    """With Redis, the rate limiter's round trip is awaited on the server's loop, and a turn whose
+    license, widget and conversation are cached is prepared there: no DB step, no query before n8n."""
+    import redis
+
+    steps: list[str] = []
+    real_step = chat_module.db_step
+
+    async def counting(fn, /, *args, **kwargs):
+        steps.append(fn.__name__)
+        return await real_step(fn, *args, **kwargs)
+
+    monkeypatch.setattr(chat_module, "db_step", counting)
+    for text in ("one", "two"):  # the first gives the license a generation, the second caches under it
+        assert (
+            exchange(ChatRoute(Counting()), path=url(n8n_widget), body=chat_body("s-8", text), headers=JSON)[0] == 200
+        )
+    steps.clear()
+    with CaptureQueriesContext(connection) as ctx:
+        status, _, body = exchange(
+            ChatRoute(Counting()), path=url(n8n_widget), body=chat_body("s-8", "3"), headers=JSON
+        )
+    assert status == 200 and json.loads(body)["output"] == "Hello from n8n"
+    assert steps == ["_turns_record"]  # only the record: chat_prepare ran on the loop
+    assert [q["sql"].split()[0] for q in ctx.captured_queries] == ["BEGIN", "INSERT", "COMMIT"]  # the turn
+    keys = redis.Redis(port=redis_limiter.port).keys("sb:rate:chat:*")
+    assert len(keys) == 1 and int(redis.Redis(port=redis_limiter.port).get(keys[0])) == 3  # counted in Redis
+
+
+def test_redis_away_the_server_loop_chat_still_answers(n8n_widget, fake_n8n, redis_limiter):
+    from widgets.ratelimit import limiter
+
+    redis_limiter.stop()
+    status, _, body = exchange(ChatRoute(Counting()), path=url(n8n_widget), body=chat_body("s-9"), headers=JSON)
+    assert status == 200 and json.loads(body)["output"] == "Hello from n8n"
+    assert limiter.degraded  # per-process counters meanwhile (widgets/ratelimit.py)
+    assert Message.objects.filter(conversation__session_id="s-9").count() == 2

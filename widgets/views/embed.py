@@ -23,13 +23,12 @@ from licenses.identity import (
 from licenses.installs import install_seen
 from licenses.models import License
 from widgets import loader
-from widgets.aio import db_step
 from widgets.chat import (
     ChatRequest,
     chat_history,
     chat_is_streaming,
     chat_license_cached,
-    chat_prepare,
+    chat_prepare_async,
     chat_reply,
     chat_request_parse,
     chat_with_identity,
@@ -164,13 +163,13 @@ async def _chat(request: HttpRequest, license: License) -> HttpResponse:
     chat = chat_request_parse(
         body=json_body_bytes(request),
         widget_param=request.GET.get("widget", ""),
-        visitor_header=request.headers.get("X-Switchboard-Visitor", ""),
+        visitor_header=request.META.get("HTTP_X_SWITCHBOARD_VISITOR", ""),
     )
     # Switchboard('identify') (issue 15.2): the signed identity token, checked without a database read.
-    identity = identity_token_read(license=license, token=request.headers.get("X-Switchboard-Identity", ""))
+    identity = identity_token_read(license=license, token=request.META.get("HTTP_X_SWITCHBOARD_IDENTITY", ""))
     chat = chat_with_identity(chat, identity)
-    prepared = await db_step(
-        chat_prepare, license=license, chat=chat, ip=_client_ip(request), origin=request_origin(request)
+    prepared = await chat_prepare_async(
+        license=license, chat=chat, ip=_client_ip(request), origin=request_origin(request)
     )
     identity_require_check(license=prepared.license, identity=identity)  # the license as chat_prepare proved it
     # Page context goes on only when the widget sends it (behaviour.page_context, off by default).
