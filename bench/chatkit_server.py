@@ -177,6 +177,32 @@ def main() -> None:
     load_at_start = os.getloadavg()
     uptime_at_start = _uptime()
 
+    secret_key, encryption_keys = "bench-" + "s" * 40, ["ZmDfcTF7_60GrrY167zsiPd67pEvs0aGOv2oasOM1Pg="]
+    limits = {
+        "CHATKIT_VISITOR_RATE_PER_MINUTE": "100000",
+        "CHATKIT_LICENSE_RATE_PER_MINUTE": "100000",
+        "CHATKIT_READ_RATE_PER_MINUTE": "100000",
+    }
+    # This process's own settings (importing the test kit loads them): the bench's database, as the server's.
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "DEBUG": "0",
+            "DATABASE_URL": args.database_url,
+            "REDIS_URL": args.redis_url,
+            "SECRET_KEY": secret_key,
+            "FIELD_ENCRYPTION_KEYS": ",".join(encryption_keys),
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "SECURE_SSL_REDIRECT": "0",
+            "LOG_LEVEL": "WARNING",
+            **limits,
+        }
+    )
+
+    import django
+
+    django.setup()  # the test kit (widgets.tests.prod_server) imports the root conftest, which needs the apps
+
     from chatkit.tests.fake_openai import FakeOpenAI
     from widgets.tests.prod_server import ProdServer, prod_env
 
@@ -186,18 +212,16 @@ def main() -> None:
     env = prod_env(
         database_url=args.database_url,
         redis_url=args.redis_url,
-        secret_key="bench-" + "s" * 40,
-        encryption_keys=["ZmDfcTF7_60GrrY167zsiPd67pEvs0aGOv2oasOM1Pg="],
+        secret_key=secret_key,
+        encryption_keys=encryption_keys,
         OPENAI_BASE_URL=fake.base_url,
         OPENAI_API_KEY="",
         DJANGO_SETTINGS_MODULE="config.settings",
-        CHATKIT_VISITOR_RATE_PER_MINUTE="100000",
-        CHATKIT_LICENSE_RATE_PER_MINUTE="100000",
-        CHATKIT_READ_RATE_PER_MINUTE="100000",
         FLOOR_API_KEY=TENANT_KEY,
+        **limits,
     )
     os.environ.update(env)
-    license_key, page_token, visitors = seed(args.conversations)
+    license_key, page_token, visitors = seed(args.conversations * (1 + args.rounds))
     from django.conf import settings
 
     env["FLOOR_MODEL"] = settings.CHATKIT_DEFAULT_MODEL

@@ -131,24 +131,24 @@ def chatkit_usage_record(
             chatkit_turn_record(conversation_id=conversation_id, **turn)
         if not any(usage.values()):
             return cost
-        # Locks the conversation only (`of`): a lock on the widget row too would hold up every new thread's
-        # commit (its foreign keys are checked then) while this waits on the month's row the new thread's
-        # transaction holds: a deadlock (found by bench/chatkit_server.py on PostgreSQL).
-        conversation = (
+        # Locks the conversation row only (`of`): locking its widget's row too would hold up the commit of
+        # every new thread of the widget (its foreign keys are checked at commit) for this whole transaction;
+        # with the monthly count in the same transaction as the thread rows that was a deadlock (found by
+        # bench/chatkit_server.py on PostgreSQL).
+        row = (
             Conversation.objects.select_for_update(of=("self",))
-            .select_related("widget")
             .filter(pk=conversation_id)
+            .values_list("usage", "widget__license_id")
             .first()
         )
-        if conversation is None:
+        if row is None:
             return cost
-        totals = dict(conversation.usage or {})
+        stored, license_id = row
+        totals = dict(stored or {})
         for key, value in usage.items():
             totals[key] = int(totals.get(key, 0)) + value
         totals["model"] = model
-        conversation.usage = totals
-        conversation.save(update_fields=["usage"])
-        Conversation.objects.filter(pk=conversation_id).update(cost_usd=F("cost_usd") + cost)
+        Conversation.objects.filter(pk=conversation_id).update(usage=totals, cost_usd=F("cost_usd") + cost)
         if counted:
-            usage_increment(license=conversation.widget.license_id, cost_usd=cost)
+            usage_increment(license=license_id, cost_usd=cost)
     return cost

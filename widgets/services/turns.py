@@ -179,17 +179,22 @@ def chatkit_turn_record(
     ui: list[dict[str, Any]] | None = None,
     role: str = Message.Role.USER,
 ) -> None:
-    """One completed turn as transcript rows (the shape chat and voice use); a failed turn writes none."""
-    with transaction.atomic():
-        if user_text:
-            Message.objects.create(conversation_id=conversation_id, role=role, text=user_text[:20000])
-        if assistant_text or ui:
-            Message.objects.create(
+    """One completed turn as transcript rows (the shape chat and voice use); a failed turn writes none.
+    Both rows in one INSERT; inside the caller's transaction (the ChatKit usage record) without a savepoint."""
+    rows = []
+    if user_text:
+        rows.append(Message(conversation_id=conversation_id, role=role, text=user_text[:20000]))
+    if assistant_text or ui:
+        rows.append(
+            Message(
                 conversation_id=conversation_id,
                 role=Message.Role.ASSISTANT,
                 text=assistant_text[:20000],
                 payload={"ui": ui} if ui else {},
             )
+        )
+    with transaction.atomic(savepoint=False):
+        Message.objects.bulk_create(rows)
         Conversation.objects.filter(pk=conversation_id, end_reason__startswith="failed:").update(end_reason="")
 
 
