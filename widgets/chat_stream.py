@@ -174,7 +174,8 @@ class AsyncRelay(_Relay):
             else:
                 await db_step(self._failed, final)
                 self._settle(final)
-        return self._lines.pop(0)
+        lines, self._lines = self._lines, []
+        return b"".join(lines)  # what one upstream read produced, in one send to the visitor
 
 
 async def chat_stream(
