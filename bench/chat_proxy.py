@@ -256,7 +256,10 @@ async def main_async(
     limits = httpx.Limits(max_connections=args.slow + 50, max_keepalive_connections=args.slow + 50)
     results: dict = {}
     visitors = [
-        httpx.AsyncClient(timeout=args.slow_seconds + 60, limits=httpx.Limits(max_connections=2))
+        # A visitor's idle connection is dropped before Uvicorn's 5 s keep-alive closes it: between the
+        # phases every visitor is idle for seconds, and reusing a connection the server is closing made
+        # the next phase count ReadErrors that were the bench's own.
+        httpx.AsyncClient(timeout=args.slow_seconds + 60, limits=httpx.Limits(max_connections=2, keepalive_expiry=4))
         for _ in range(args.visitors)
     ]
     async with httpx.AsyncClient(timeout=args.slow_seconds + 60, limits=limits) as client:

@@ -58,7 +58,9 @@ def _released(fn: Callable[..., T]) -> Callable[..., T]:
 
 
 def _pooled() -> bool:
-    return bool(connections["default"].settings_dict.get("OPTIONS", {}).get("pool"))
+    # From the settings, not `connections["default"]`: that is an asgiref Local lookup on every call,
+    # which py-spy found among the chat's hottest lines on the event loop (issue 11 bench).
+    return bool(settings.DATABASES["default"].get("OPTIONS", {}).get("pool"))
 
 
 class _StepThreads:

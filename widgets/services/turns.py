@@ -20,16 +20,25 @@ if TYPE_CHECKING:
 
 
 def chat_conversation_open(
-    *, widget: Widget, session_id: str, visitor_id: str, page_url: str = "", identity: dict[str, Any] | None = None
+    *,
+    widget: Widget,
+    session_id: str,
+    visitor_id: str,
+    page_url: str = "",
+    identity: dict[str, Any] | None = None,
+    looked: bool = False,
 ) -> Conversation:
     """The session's conversation, opened (and counted in the monthly usage) by the first message.
 
     Race-safe: concurrent first messages of one session all try the insert; the unique constraint
     `conversation_unique_chat_session` lets one win (it alone counts usage), the others wait for it
-    and join its conversation (issue 11.8). Call inside a transaction."""
-    conversation = chat_conversation_find(widget=widget, session_id=session_id)
-    if conversation is not None:
-        return conversation
+    and join its conversation (issue 11.8). `looked`: the caller found none a moment ago, so the insert
+    is tried first (a conversation opened meanwhile is found by the constraint, as in a race). Call
+    inside a transaction."""
+    if not looked:
+        conversation = chat_conversation_find(widget=widget, session_id=session_id)
+        if conversation is not None:
+            return conversation
     try:
         with transaction.atomic():
             conversation = Conversation.objects.create(
@@ -83,7 +92,12 @@ def chat_turn_record(
             pass
     with transaction.atomic():
         conversation = chat_conversation_open(
-            widget=widget, session_id=session_id, visitor_id=visitor_id, page_url=page_url, identity=identity
+            widget=widget,
+            session_id=session_id,
+            visitor_id=visitor_id,
+            page_url=page_url,
+            identity=identity,
+            looked=conversation_id is None,  # the chat's checks looked for it just before the upstream call
         )
         Message.objects.bulk_create(messages(conversation.pk))
     return conversation.pk
