@@ -243,8 +243,56 @@ INLINE_MIDDLEWARE: dict[str, type] = {
 }
 
 
+class BodyTooLarge(Exception):
+    """The request body passed REQUEST_MAX_BODY_BYTES while it was read."""
+
+
+def _declared_length(scope: dict[str, Any]) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
 class ASGIHandler(asgi.ASGIHandler):
-    """Django's ASGI handler with `INLINE_MIDDLEWARE` in its middleware chain."""
+    """Django's ASGI handler with `INLINE_MIDDLEWARE` in its middleware chain, and a cap on the request
+    body: Django reads the whole body (to a temporary file) before any middleware or view can refuse it,
+    so an anonymous multi-gigabyte POST would fill the disk. Over `REQUEST_MAX_BODY_BYTES` — declared in
+    Content-Length, or counted while a chunked body arrives — the answer is 413 at once (the JSON error
+    shape under /api/, plain text elsewhere) and nothing more is read."""
+
+    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        declared = _declared_length(scope)
+        if declared is not None and declared > settings.REQUEST_MAX_BODY_BYTES:
+            return await self._too_large(scope, send)
+        try:
+            return await super().handle(scope, receive, send)
+        except BodyTooLarge:
+            return await self._too_large(scope, send)
+
+    async def read_body(self, receive: Any) -> Any:
+        limit, seen = settings.REQUEST_MAX_BODY_BYTES, 0
+
+        async def counted() -> dict[str, Any]:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise BodyTooLarge
+            return message
+
+        return await super().read_body(counted)
+
+    async def _too_large(self, scope: dict[str, Any], send: Any) -> None:
+        message = "The request body is too large."
+        if scope.get("path", "").startswith("/api/"):
+            body = json.dumps(error_body("payload_too_large", message)).encode()
+            content_type = b"application/json"
+        else:
+            body, content_type = message.encode(), b"text/plain; charset=utf-8"
+        headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": [*headers, (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
 
     def load_middleware(self, is_async: bool = False) -> None:
         configured = settings.MIDDLEWARE

@@ -375,6 +375,9 @@ CHATKIT_DOMAIN_KEY = env_str("CHATKIT_DOMAIN_KEY", "")
 # Request bodies: every JSON endpoint refuses a larger body with 413 (licenses/api.py); forms keep
 # Django's own limit.
 JSON_MAX_BODY_BYTES = env_int("JSON_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
+# Any request body, read before a middleware or view runs (the largest upload is a 2 MB product CSV):
+# over it the ASGI handler answers 413 without spooling the rest to disk (config/middleware.py).
+REQUEST_MAX_BODY_BYTES = env_int("REQUEST_MAX_BODY_BYTES", 5 * 1024 * 1024, minimum=64 * 1024)
 # The technical 500 page and error e-mails hide tenant config and secrets (config/middleware.py).
 DEFAULT_EXCEPTION_REPORTER_FILTER = "config.middleware.SafeExceptionReporterFilter"
 

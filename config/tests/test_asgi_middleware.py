@@ -6,6 +6,8 @@ serves, so a hook that touched the database on the event loop would fail here wi
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 from http.cookies import SimpleCookie
 from urllib.parse import urlencode
@@ -146,3 +148,82 @@ def test_login_saves_the_session_and_a_flash_message_survives_the_redirect(brows
     assert "Created “Via ASGI”." in page
     status, _, page = browser.request("GET", headers["location"][0])
     assert "Created “Via ASGI”." not in page  # a flash message shows once
+
+
+# --- the request body cap (REQUEST_MAX_BODY_BYTES) ---------------------------------------------------
+
+
+def _send_body(path: str, chunks: list[bytes], *, declared: int | None) -> tuple[int, dict, bytes, int]:
+    """POST `chunks` (more_body between them) through the app Uvicorn serves; returns the status, headers,
+    body and how many chunks the app asked for before it answered."""
+    from config.asgi import application
+
+    async def run():
+        headers = [(b"host", b"testserver"), (b"content-type", b"application/json")]
+        if declared is not None:
+            headers.append((b"content-length", str(declared).encode()))
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "headers": headers,
+            "client": ("127.0.0.1", 50000),
+            "server": ("testserver", 80),
+        }
+        pending = list(chunks)
+        asked = 0
+
+        async def receive():
+            nonlocal asked
+            asked += 1
+            if not pending:
+                await asyncio.Event().wait()  # the client sends nothing more (would be a disconnect later)
+            body = pending.pop(0)
+            return {"type": "http.request", "body": body, "more_body": bool(pending)}
+
+        sent: list[dict] = []
+
+        async def send(message):
+            sent.append(message)
+
+        await asyncio.wait_for(application(scope, receive, send), timeout=10)
+        start = next(m for m in sent if m["type"] == "http.response.start")
+        body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+        return start["status"], dict(start["headers"]), body, asked
+
+    return async_to_sync(run)()
+
+
+def test_a_declared_body_over_the_cap_is_refused_before_any_byte_is_read(settings):
+    settings.REQUEST_MAX_BODY_BYTES = 64 * 1024
+    status, headers, body, asked = _send_body("/api/widget/any/identify", [b"x" * 10], declared=10**10)
+    assert status == 413 and asked == 0
+    assert json.loads(body) == {"error": {"code": "payload_too_large", "message": "The request body is too large."}}
+    assert headers[b"content-type"] == b"application/json"
+    status, headers, body, asked = _send_body("/app/login/", [b"x"], declared=64 * 1024 + 1)
+    assert (status, body, asked) == (413, b"The request body is too large.", 0)
+
+
+def test_a_chunked_body_is_counted_and_cut_off_at_the_cap(settings):
+    """No Content-Length (chunked): the handler stops reading at the first chunk past the cap; the rest of
+    a multi-gigabyte upload is never asked for, let alone written to a temporary file."""
+    settings.REQUEST_MAX_BODY_BYTES = 64 * 1024
+    chunk = b"x" * 16 * 1024
+    status, _headers, body, asked = _send_body("/app/brand/", [chunk] * 1000, declared=None)
+    assert status == 413 and asked == 5  # 4 chunks = 64 KB are allowed; the fifth passes the cap
+    status, _headers, body, asked = _send_body("/api/widget/any/chat", [chunk] * 1000, declared=None)
+    assert status == 413 and json.loads(body)["error"]["code"] == "payload_too_large" and asked == 5
+
+
+def test_a_body_under_the_cap_reaches_the_view(settings, widget_a):
+    settings.REQUEST_MAX_BODY_BYTES = 64 * 1024
+    body = b'{"user_id": "' + b"x" * 30000 + b'"}'
+    status, _headers, answer, _asked = _send_body(
+        f"/api/widget/{widget_a.license.key}/identify", [body[:20000], body[20000:]], declared=None
+    )
+    assert status != 413 and json.loads(answer)["error"]["code"] != "payload_too_large"
