@@ -298,7 +298,7 @@ async def main_async(
                 headers={},
             )
             spy = None
-            if args.profile and mode == "plain":
+            if args.profile and mode == args.profile_phase:
                 spy = subprocess.Popen(
                     [
                         str(Path(sys.executable).parent / "py-spy"),
@@ -442,7 +442,10 @@ def main() -> None:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="py-spy the server (1 worker) during the plain run into /tmp/chat-proxy-profile.txt (needs py-spy)",
+        help="py-spy the server (1 worker) during one proxy run into /tmp/chat-proxy-profile.txt (needs py-spy)",
+    )
+    parser.add_argument(
+        "--profile-phase", choices=("plain", "stream"), default="plain", help="the run --profile samples"
     )
     parser.add_argument("--fake-n8n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--floor-proxy", nargs=2, help=argparse.SUPPRESS)
@@ -540,7 +543,7 @@ def main() -> None:
         floor.wait(10)
         fake.kill()  # it may still hold the slow chats
         fake.wait(10)
-    hidden = ("database_url", "redis_url", "fake_n8n", "floor_proxy", "profile")
+    hidden = ("database_url", "redis_url", "fake_n8n", "floor_proxy", "profile", "profile_phase")
     results["params"] = {k: v for k, v in vars(args).items() if k not in hidden}
     results["at"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     results["loadavg_at_start"] = load_at_start
