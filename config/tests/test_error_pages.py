@@ -35,6 +35,10 @@ def _boom(*args, **kwargs):
     raise RuntimeError("upstream exploded")
 
 
+async def _aboom(*args, **kwargs):
+    raise RuntimeError("upstream exploded")
+
+
 @pytest.mark.parametrize(
     "method,path,body",
     [
@@ -47,7 +51,7 @@ def test_public_endpoint_answers_json_500_in_debug(debug_widget, monkeypatch, me
     import realtime.views
     import widgets.views.embed
 
-    monkeypatch.setattr(widgets.views.embed, "chat_prepare", _boom)
+    monkeypatch.setattr(widgets.views.embed, "chat_prepare_async", _aboom)
     monkeypatch.setattr(widgets.views.embed, "config_public", _boom)
     monkeypatch.setattr(realtime.views.svc, "voice_access_widget", _boom)
     client = Client(raise_request_exception=False)
