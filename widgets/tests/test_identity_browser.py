@@ -100,10 +100,8 @@ def test_identify_valid_forged_and_changed_user(browser_contexts, setup, fake_n8
     page = context.new_page()
     bob = {"user_id": "77", "name": "Bob"}
     page.goto(page_with("bob.html", bob, sign(secret, "77")))
-    page.wait_for_function(
-        "() => localStorage.getItem('sb:' + document.querySelector('switchboard-widget').dataset.widget"
-        " + ':identity') === '\"77\"'"
-    )
+    # The widget's element may not exist yet (the loader is async): wait on the stored identity alone.
+    page.wait_for_function(f"() => localStorage.getItem('sb:{widget.public_id}:identity') === '\"77\"'")
     assert page.locator("switchboard-widget >> text=Hello as Ana").count() == 0
     sent = chat(page, "Hello as Bob", fake_n8n, 3)
     assert sent["metadata"]["identity"] == {
