@@ -55,7 +55,14 @@ async def timed_batch(
         nonlocal errors
         for i in queue:
             t0 = time.perf_counter()
-            response = await request(client, i)
+            try:
+                response = await request(client, i)
+            except httpx.TransportError as exc:  # counted and reported, as a failed answer is
+                latencies.append(time.perf_counter() - t0)
+                errors += 1
+                if errors == 1:
+                    print(f"first failure: {type(exc).__name__} {exc}")
+                continue
             latencies.append(time.perf_counter() - t0)
             if not ok(response):
                 errors += 1

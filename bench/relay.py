@@ -297,6 +297,7 @@ def server_env(db: str, upstream_port: int) -> dict:
 
 def start_server(kind: str, port: int, env: dict) -> subprocess.Popen:
     bin_dir = Path(sys.executable).parent
+    kind, _, tree = kind.partition("@")
     if kind == "daphne":
         cmd = [str(bin_dir / "daphne"), "-b", "127.0.0.1", "-p", str(port), "-v", "0", "config.asgi:application"]
     else:
@@ -313,7 +314,7 @@ def start_server(kind: str, port: int, env: dict) -> subprocess.Popen:
             "--log-level",
             "warning",
         ]
-    proc = subprocess.Popen([*PIN, *cmd], cwd=ROOT, env=env)
+    proc = subprocess.Popen([*PIN, *cmd], cwd=tree or ROOT, env=env)
     wait_port(port)
     return proc
 
@@ -358,6 +359,12 @@ GOAL_ADDED_P99_MS = 5.0  # issue 14: added p99 <= 5 ms ...
 GOAL_CPU_MS_PER_CALL_S = 5.0  # ... and CPU <= 5 ms/s per call, at 200 calls per Uvicorn worker
 
 
+def label(kind: str) -> str:
+    """`uvicorn`, or `uvicorn-<directory>` for `uvicorn@/path/to/<directory>`."""
+    kind, _, tree = kind.partition("@")
+    return f"{kind}-{Path(tree).name}" if tree else kind
+
+
 def verdict(row: dict) -> str:
     """Whether a level keeps up and meets the goal: every frame back within the window, none failed."""
     if row["errors"] or row["delivered"] < 0.99:
@@ -368,7 +375,11 @@ def verdict(row: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--servers", default="daphne,uvicorn")
+    parser.add_argument(
+        "--servers",
+        default="daphne,uvicorn",
+        help="daphne, uvicorn, or KIND@/path/to/another/checkout (e.g. the code before a change) for an A/B run",
+    )
     parser.add_argument("--levels", default="50,100,150,200")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--fake-upstream", type=int, help=argparse.SUPPRESS)
@@ -432,15 +443,16 @@ def main() -> None:
         direct_url = f"ws://127.0.0.1:{up_port}/v1/realtime?model=gpt-realtime"
         for kind in kinds:
             db = (
-                args.database_url.replace("{kind}", kind)
+                args.database_url.replace("{kind}", label(kind))
                 if args.database_url
-                else "sqlite:///" + os.path.join(tmp, f"{kind}.sqlite3")
+                else "sqlite:///" + os.path.join(tmp, f"{label(kind)}.sqlite3")
             )
             env = server_env(db, up_port)
             py = sys.executable
-            subprocess.run([py, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
+            tree = kind.partition("@")[2] or ROOT  # `uvicorn@/path/to/other/checkout`: that code, for an A/B run
+            subprocess.run([py, "manage.py", "migrate", "-v", "0"], cwd=tree, env=env, check=True)
             out = subprocess.run(
-                [py, "manage.py", "shell", "-c", SETUP], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+                [py, "manage.py", "shell", "-c", SETUP], cwd=tree, env=env, check=True, capture_output=True, text=True
             ).stdout.split()
             port = free_port()
             procs[kind] = start_server(kind, port, env)
@@ -466,7 +478,7 @@ def main() -> None:
                     profiling = threading.Timer(
                         max(1.0, n / args.ramp) + args.warmup + 1.0,
                         profile_start,
-                        args=(proc.pid, args.seconds, f"/tmp/relay-profile-{kind}-{n}.txt", spies),
+                        args=(proc.pid, args.seconds, f"/tmp/relay-profile-{label(kind)}-{n}.txt", spies),
                     )
                     profiling.start()
                 row = load(urls[kind], {"Origin": "http://127.0.0.1"}, n, args.seconds, True, [proc.pid, upstream.pid])
@@ -486,9 +498,9 @@ def main() -> None:
                     for running in spies:
                         running.wait(60)
                     spies.clear()
-                    profile_summary(f"/tmp/relay-profile-{kind}-{n}.txt")
+                    profile_summary(f"/tmp/relay-profile-{label(kind)}-{n}.txt")
                 print(
-                    f"{kind:8s} n={n:4d} p50={row['p50']:.2f} ms p99={row['p99']:.2f} ms "
+                    f"{label(kind):8s} n={n:4d} p50={row['p50']:.2f} ms p99={row['p99']:.2f} ms "
                     f"added p50={row['added_p50']:.2f} p99={row['added_p99']:.2f} ms (p99 {row['p99_ratio']:.2f}x "
                     f"direct) cpu={row['server_cpu_ms_per_call_s']:.2f} ms/s per call "
                     f"({row['cpu_ratio']:.2f}x the fake upstream's direct, {row['server_cpu_us_per_frame']:.0f} µs "

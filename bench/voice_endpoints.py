@@ -189,6 +189,7 @@ def main() -> None:
         env["DATABASE_URL"] = f"sqlite:///{tmp.name}/bench.sqlite3"
     widget, key = prepare(env, 2 * (args.requests + args.concurrency) + 10)
     uvicorn = [PYTHON, "-m", "uvicorn", "--host", "127.0.0.1", "--log-level", "warning", "--lifespan", "off"]
+    uvicorn += ["--timeout-keep-alive", "120"]  # the client's idle connections between rounds stay open
     fake = subprocess.Popen(
         [*uvicorn, "--port", str(fake_port), "--app-dir", str(ROOT / "bench"), "voice_endpoints:fake_openai"],
         cwd=ROOT,
