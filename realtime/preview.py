@@ -35,7 +35,7 @@ from django.core.cache import cache
 
 from licenses.api import ApiError
 from licenses.selectors import license_status_reason
-from widgets.config_schema import ConfigError, config_normalize
+from widgets.config_schema import config_draft
 from widgets.models import Widget
 from widgets.ratelimit import rate_hit
 
@@ -67,12 +67,7 @@ def license_not_serving_message(reason: str) -> str:
 def voice_preview_draft(*, widget: Widget, draft: Any) -> dict[str, Any]:
     """The draft as the preview frame sends it, merged over the saved draft and validated like a save
     (the `preview-config` rule). Raises ApiError 400 (invalid) or 409 (voice off in the draft)."""
-    if not isinstance(draft, dict):
-        raise ApiError("invalid_config", 'Send the draft as {"config": {...}}.')
-    try:
-        config = config_normalize(draft, base=widget.config)
-    except ConfigError as exc:
-        raise exc.api_error()
+    config = config_draft(draft, base=widget.config)
     if not config["voice"]["enabled"]:
         raise ApiError("voice_disabled", "Voice is off in this draft: switch it on in the Voice tab.", status_code=409)
     return config

@@ -439,6 +439,17 @@ def config_normalize(config: dict[str, Any] | None, *, base: dict[str, Any] | No
     return merged
 
 
+def config_draft(draft: Any, *, base: dict[str, Any]) -> dict[str, Any]:
+    """An editor's UNSAVED draft as the previews send it (`{"config": draft}`), merged over the saved
+    draft `base` and validated like a save; nothing is saved. Raises ApiError 400 `invalid_config`."""
+    if not isinstance(draft, dict):
+        raise ApiError("invalid_config", 'Send the draft as {"config": {...}}.')
+    try:
+        return config_normalize(draft, base=base)
+    except ConfigError as exc:
+        raise exc.api_error()
+
+
 def config_widget_type(config: dict[str, Any]) -> str:
     """`widget_type` follows `connection.provider`, always (seed 002, bug 1)."""
     return config["connection"]["provider"]

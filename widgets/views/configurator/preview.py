@@ -18,7 +18,7 @@ from licenses.branding import brand_for_agency
 from licenses.models import Membership
 from widgets.aio import db_step
 from widgets.chat import ChatRequest, chat_rate_check
-from widgets.config_schema import ConfigError, config_normalize, config_public
+from widgets.config_schema import config_draft, config_public
 from widgets.models import Widget
 from widgets.n8n import N8nTarget
 from widgets.preview_chat import preview_chat_prepare
@@ -90,13 +90,7 @@ def preview_config(request: HttpRequest, widget: Widget, membership: Membership)
     configurator copies none of it into JavaScript). Nothing is saved; any member may preview."""
     try:
         body = json_body(request)
-        draft = body.get("config")
-        if not isinstance(draft, dict):
-            raise ApiError("invalid_config", 'Send the draft as {"config": {...}}.')
-        try:
-            config = config_normalize(draft, base=widget.config)
-        except ConfigError as exc:
-            raise exc.api_error()
+        config = config_draft(body.get("config"), base=widget.config)
     except ApiError as exc:
         return api_error_json(exc)
     response = JsonResponse({"config": config_public(config)})
