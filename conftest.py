@@ -424,6 +424,27 @@ def customer_site(tmp_path):
     server.server_close()
 
 
+# --- ASGI requests without a server ---------------------------------------------------------------
+
+
+def http_scope(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """An ASGI HTTP scope for `path` (its query string split off), as Uvicorn would pass it."""
+    path, _, query = path.partition("?")
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+
+
 # --- local servers tests start of their own --------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.core.handlers import asgi
 
 from config.middleware import INLINE_MIDDLEWARE, ASGIHandler
+from conftest import http_scope
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -41,20 +42,7 @@ class Browser:
         if self.cookies:
             raw.append((b"cookie", "; ".join(f"{k}={v}" for k, v in self.cookies.items()).encode()))
         raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-        path, _, query = path.partition("?")
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": method,
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": query.encode(),
-            "headers": raw,
-            "client": ("127.0.0.1", 50000),
-            "server": ("testserver", 80),
-        }
+        scope = http_scope(method, path, raw)
         communicator = ApplicationCommunicator(self.app, scope)
         await communicator.send_input({"type": "http.request", "body": body, "more_body": False})
         start = await communicator.receive_output(10)
@@ -162,19 +150,7 @@ def _send_body(path: str, chunks: list[bytes], *, declared: int | None) -> tuple
         headers = [(b"host", b"testserver"), (b"content-type", b"application/json")]
         if declared is not None:
             headers.append((b"content-length", str(declared).encode()))
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "headers": headers,
-            "client": ("127.0.0.1", 50000),
-            "server": ("testserver", 80),
-        }
+        scope = http_scope("POST", path, headers)
         pending = list(chunks)
         asked = 0
 

@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 
 from config.chat_route import ChatRoute
 from config.middleware import ASGIHandler
-from conftest import RedisServer
+from conftest import RedisServer, http_scope
 from widgets import aio
 from widgets import chat as chat_module
 from widgets.models import Message
@@ -41,20 +41,7 @@ def exchange(app, *, path, body=b"", method="POST", headers=None, host=b"testser
         raw += [(k.lower().encode(), v.encode("latin1")) for k, v in (headers or {}).items()]
         if method == "POST" and "content-length" not in {k.lower() for k in (headers or {})}:
             raw.append((b"content-length", str(len(body)).encode()))
-        path_only, _, query = path.partition("?")
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": method,
-            "scheme": "http",
-            "path": path_only,
-            "raw_path": path_only.encode(),
-            "query_string": query.encode(),
-            "headers": raw,
-            "client": ("127.0.0.1", 50000),
-            "server": ("testserver", 80),
-        }
+        scope = http_scope(method, path, raw)
         communicator = ApplicationCommunicator(app, scope)
         await communicator.send_input({"type": "http.request", "body": body, "more_body": False})
         start = await communicator.receive_output(10)
@@ -183,20 +170,9 @@ def test_visitor_who_leaves_cancels_the_turn(n8n_widget, fake_n8n):
     license_id, path = n8n_widget.license_id, url(n8n_widget).split("?")[0]
 
     async def run():
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": path,
-            "raw_path": b"",
-            "query_string": f"widget={n8n_widget.public_id}".encode(),
-            "headers": [(b"host", b"testserver"), (b"content-length", str(len(chat_body("s-6"))).encode())]
-            + [(k.lower().encode(), v.encode()) for k, v in JSON.items()],
-            "client": ("127.0.0.1", 50000),
-            "server": ("testserver", 80),
-        }
+        headers = [(b"host", b"testserver"), (b"content-length", str(len(chat_body("s-6"))).encode())]
+        headers += [(k.lower().encode(), v.encode()) for k, v in JSON.items()]
+        scope = http_scope("POST", f"{path}?widget={n8n_widget.public_id}", headers)
         communicator = ApplicationCommunicator(ChatRoute(Counting()), scope)
         await communicator.send_input({"type": "http.request", "body": chat_body("s-6"), "more_body": False})
         while not fake_n8n.sent:  # the turn is waiting on n8n
