@@ -6,7 +6,9 @@ verified custom domains (licenses.CustomDomain), with no restart.
   host is refused exactly as before (DisallowedHost → 400). On a mapped host only the public surface
   answers (loader, public API, ChatKit page, voice, share pages, logos, static files); everything
   else (/app/, /admin/, the REST API) is 404 there, so an agency's domain never shows the staff or
-  agency sign-in.
+  agency sign-in. There, another agency's license key or share link is unknown (404): the middleware
+  names the host's agency for the request (licenses.hosts.request_host_agency) and the one license
+  status rule (licenses.selectors.license_status_reason) refuses any other agency's license.
 - `CsrfViewMiddleware` is Django's with the trusted origins computed per request: settings'
   CSRF_TRUSTED_ORIGINS, plus `https://<host>` for a request that came in on that verified mapped host
   (TLS ends at the proxy), never for requests to another host.
@@ -30,7 +32,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotFound
 from django.http.request import split_domain_port, validate_host
 from django.middleware import csrf
 
-from licenses.hosts import host_map, host_map_refresh, host_map_stale
+from licenses.hosts import host_map, host_map_refresh, host_map_stale, request_host_agency
 
 # What a customer's page (or a share link's reader) reaches; the rest stays on the platform's hosts.
 PUBLIC_PATH = re.compile(r"^/(api/widget/|api/chatkit/|api/realtime/|api/livekit/|widget/|static/|app/p/|brand/)")
@@ -76,12 +78,20 @@ class CustomHostMiddleware:
             return self._acall(request)
         if _needs_refresh(request):
             host_map_refresh()
-        return self._refusal(request) or self.get_response(request)
+        token = request_host_agency.set(mapped_agency_id(request))
+        try:
+            return self._refusal(request) or self.get_response(request)
+        finally:
+            request_host_agency.reset(token)
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
         if _needs_refresh(request):
             await sync_to_async(host_map_refresh, thread_sensitive=False)()
-        return self._refusal(request) or await self.get_response(request)
+        token = request_host_agency.set(mapped_agency_id(request))
+        try:
+            return self._refusal(request) or await self.get_response(request)
+        finally:
+            request_host_agency.reset(token)
 
     def _refusal(self, request: HttpRequest) -> HttpResponse | None:
         request.get_host = types.MethodType(_get_host, request)  # type: ignore[method-assign]

@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 
 from django.conf import settings
 from django.db import transaction
@@ -122,6 +123,30 @@ def custom_domain_delete(*, domain: CustomDomain) -> None:
 
 _lock = threading.Lock()
 _state: dict[str, object] = {"hosts": {}, "loaded": float("-inf")}
+
+
+# The agency whose verified domain the current request came in on (None: a platform host). Set by
+# config.hosts.CustomHostMiddleware for the length of one request; read by the one rule below.
+request_host_agency: ContextVar[int | None] = ContextVar("request_host_agency", default=None)
+
+
+def host_serves_agency(agency_id: int | None) -> bool:
+    """May the current request's host serve this agency's public surface? A platform host serves every
+    agency; an agency's own domain serves that agency only (another agency's key or link is unknown there)."""
+    mapped = request_host_agency.get()
+    return mapped is None or mapped == agency_id
+
+
+def host_agency_id_loaded(raw_host: str | None) -> int | None:
+    """The agency whose verified domain `raw_host` (a Host header, maybe with a port) is, or None, for
+    callers outside the HTTP middleware (the voice WebSocket). Sync: reloads a stale map from the
+    database; a host the settings allow is never looked up."""
+    domain, _port = split_domain_port(raw_host or "")
+    if not domain:
+        return None
+    if host_map_stale() and not validate_host(domain, list(settings.ALLOWED_HOSTS)):
+        host_map_refresh()
+    return host_map().get(domain)
 
 
 def host_map() -> dict[str, int]:

@@ -14,6 +14,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from licenses.domains import origin_allowed, origin_host_port
+from licenses.hosts import host_serves_agency
 from licenses.installs import install_seen
 from licenses.models import Agency, InstallOrigin, License, LicenseUsage, Membership, month_start
 
@@ -87,9 +88,11 @@ def license_serving_until(license: License) -> datetime | None:
         return datetime.max.replace(tzinfo=UTC)
 
 
-def license_status_reason(*, license: License | None, now: datetime | None = None) -> str:
-    """Whether the license may serve at all, ignoring the Origin: a reason code."""
-    if license is None:
+def license_status_reason(*, license: License | None, now: datetime | None = None, any_host: bool = False) -> str:
+    """Whether the license may serve at all, ignoring the Origin: a reason code. On an agency's own
+    domain another agency's license is unknown (licenses.hosts.host_serves_agency), unless `any_host`
+    (the loader's cached resolution, shared by every host: its view applies the host rule itself)."""
+    if license is None or not (any_host or host_serves_agency(license.agency_id)):
         return "unknown_license"
     now = now or timezone.now()
     if license.status == License.Status.REVOKED:

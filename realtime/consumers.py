@@ -51,6 +51,7 @@ from channels.sessions import InstanceSessionWrapper
 from django.http import Http404
 
 from licenses.api import ApiError
+from licenses.hosts import host_agency_id_loaded, request_host_agency
 from licenses.selectors import license_status_reason
 from realtime import events, preview
 from realtime import services as svc
@@ -70,6 +71,16 @@ def scope_header(scope: dict, name: bytes) -> str | None:
         if key.lower() == name:
             return value.decode("latin-1")
     return None
+
+
+def _voice_access_on_host(*, host: str | None, **kwargs) -> svc.VoiceAccess:
+    """svc.voice_access for a socket that came in on `host`: on an agency's own domain only that agency's
+    licenses serve, as on the HTTP surface (config.hosts.CustomHostMiddleware)."""
+    token = request_host_agency.set(host_agency_id_loaded(host))
+    try:
+        return svc.voice_access(**kwargs)
+    finally:
+        request_host_agency.reset(token)
 
 
 class RealtimeRelayConsumer(AsyncWebsocketConsumer):
@@ -126,8 +137,11 @@ class RealtimeRelayConsumer(AsyncWebsocketConsumer):
         visitor = (query.get("visitor") or [""])[0][:128]
         wants_context = (query.get("context") or [""])[0] == "1"
         try:
-            access = await database_sync_to_async(svc.voice_access)(
-                key=key, widget_public_id=widget_id, origin=scope_header(self.scope, b"origin")
+            access = await database_sync_to_async(_voice_access_on_host)(
+                host=scope_header(self.scope, b"host"),
+                key=key,
+                widget_public_id=widget_id,
+                origin=scope_header(self.scope, b"origin"),
             )
         except Exception:  # the database is unreachable: a clean "try again", not a 500 handshake
             logger.warning("realtime: access check failed", exc_info=True)

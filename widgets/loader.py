@@ -124,7 +124,7 @@ def loader_resolve(*, key: str, widget_id: str = "") -> LoaderResult | tuple[dic
         found = cursor.fetchone()
     if found is None:
         license = license_get_public(key=key)
-        reason = license_status_reason(license=license)
+        reason = license_status_reason(license=license, any_host=True)
         if reason != "ok":
             return loader_error(reason, 404 if reason == "unknown_license" else 403)
         if widget_id:
@@ -132,7 +132,7 @@ def loader_resolve(*, key: str, widget_id: str = "") -> LoaderResult | tuple[dic
         return loader_error("no_published_widget", 404, "This license has no published widget yet.")
     public_id, version_id, number, status, starts_at, expires_at, grace_days = found
     license = License(status=status, starts_at=_aware(starts_at), expires_at=_aware(expires_at), grace_days=grace_days)
-    reason = license_status_reason(license=license)
+    reason = license_status_reason(license=license, any_host=True)
     if reason != "ok":
         return loader_error(reason, 403)
     row = {"public_id": public_id, "published_version_id": version_id, "published_version__number": number}

@@ -18,6 +18,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from licenses.crypto import secret_hint
+from licenses.hosts import host_serves_agency
 from licenses.models import Agency, License, Membership
 from licenses.selectors import REASON_MESSAGES, license_status_reason
 from widgets.models import Channel, Conversation, KnowledgeEntry, PreviewLink, Product, Widget, WidgetVersion
@@ -120,8 +121,8 @@ def preview_link_resolve(*, token: str) -> PreviewLinkLookup:
     except signing.BadSignature:
         return PreviewLinkLookup(None, "invalid")
     link = PreviewLink.objects.select_related("widget", "widget__license").filter(token_id=token_id).first()
-    if link is None:
-        return PreviewLinkLookup(None, "invalid")
+    if link is None or not host_serves_agency(link.widget.license.agency_id):
+        return PreviewLinkLookup(None, "invalid")  # another agency's link is unknown on an agency's own domain
     if link.revoked_at is not None:
         return PreviewLinkLookup(link, "revoked")
     if link.expires_at <= timezone.now():

@@ -140,3 +140,52 @@ def test_the_embed_tab_prints_the_agencys_verified_domain(client, owner, outside
     client.force_login(outsider)
     assert '<script src="http://testserver/' in _snippet(client, widget_b)
     assert MAPPED not in client.get(f"/app/widgets/{widget_b.public_id}/embed/").content.decode()
+
+
+# --- A mapped host serves its own agency only (security review, 4 Dec) ---------------------------
+
+
+def _public_calls(key: str) -> list[tuple[str, str, dict]]:
+    """(method, path, extra) for every public surface a license key reaches."""
+    json_post = {"content_type": "application/json", "data": "{}"}
+    return [
+        ("get", f"/api/widget/{key}/chat-widget.js", {}),
+        ("get", f"/api/widget/{key}/config", {}),
+        ("post", f"/api/widget/{key}/chat", json_post),
+        ("post", f"/api/widget/{key}/identify", json_post),
+        ("post", f"/api/widget/{key}/tools/lookup", json_post),
+        ("post", f"/api/widget/{key}/voice/record", json_post),
+        ("get", f"/api/realtime/config?license={key}", {}),
+        ("post", "/api/realtime/client-secret", {"content_type": "application/json", "data": f'{{"license":"{key}"}}'}),
+        ("post", "/api/livekit/token", {"content_type": "application/json", "data": f'{{"license":"{key}"}}'}),
+        ("get", f"/widget/chatkit/{key}", {"HTTP_REFERER": ORIGIN + "/"}),
+    ]
+
+
+def _call(client, method, path, extra, host):
+    return getattr(client, method)(path, HTTP_HOST=host, HTTP_ORIGIN=ORIGIN, **extra)
+
+
+def test_a_mapped_host_refuses_another_agencys_license_on_every_public_surface(client, agency_a, widget_a, widget_b):
+    map_host(agency_a)
+    for method, path, extra in _public_calls(widget_b.license.key):
+        refused = _call(client, method, path, extra, MAPPED)
+        assert refused.status_code == 404, (path, refused.status_code, refused.content[:200])
+        assert b"unknown_license" in refused.content or b"does not exist" in refused.content, path
+        on_platform = _call(client, method, path, extra, "testserver")
+        assert on_platform.status_code != 404 or b"unknown_license" not in on_platform.content, path
+    for method, path, extra in _public_calls(widget_a.license.key):
+        own = _call(client, method, path, extra, MAPPED)
+        assert b"unknown_license" not in own.content and b"does not exist" not in own.content, path
+
+
+def test_a_mapped_host_refuses_another_agencys_share_links(client, owner, outsider, agency_a, widget_a, widget_b):
+    map_host(agency_a)
+    own = preview_link_token(preview_link_create(widget=widget_a, user=owner, membership=owner.memberships.get()))
+    other = preview_link_token(
+        preview_link_create(widget=widget_b, user=outsider, membership=outsider.memberships.get())
+    )
+    for name in ("app-share", "chatkit:share"):
+        assert client.get(reverse(name, kwargs={"token": other}), HTTP_HOST=MAPPED).status_code == 404, name
+        assert client.get(reverse(name, kwargs={"token": other})).status_code != 404, name
+    assert client.get(reverse("app-share", kwargs={"token": own}), HTTP_HOST=MAPPED).status_code == 200

@@ -43,6 +43,27 @@ async def test_unknown_license_rejects_the_handshake(voice_widget, fake_realtime
     assert not connected and code == 4404
 
 
+async def test_an_agencys_own_domain_rejects_another_agencys_license(voice_widget, agency_b, fake_realtime):
+    """The relay on a verified custom domain of agency B refuses agency A's key like an unknown one."""
+    from channels.testing import WebsocketCommunicator
+
+    from config.asgi import application
+    from licenses import hosts
+    from licenses.models import CustomDomain
+    from realtime.tests.conftest import ORIGIN, ws_path
+
+    domain = await CustomDomain.objects.acreate(agency=agency_b, host="chat.agency-b.example")
+    await sync_to_async(hosts.custom_domain_set_status)(domain=domain, status=CustomDomain.Status.VERIFIED)
+    try:
+        headers = [(b"host", b"chat.agency-b.example"), (b"origin", ORIGIN.encode())]
+        comm = WebsocketCommunicator(application, ws_path(voice_widget), headers=headers)
+        connected, code = await comm.connect()
+        assert not connected and code == 4404
+        assert not fake_realtime.paths
+    finally:
+        await sync_to_async(hosts.host_map_invalidate)()
+
+
 async def test_suspended_license_rejects_the_handshake(voice_widget, fake_realtime):
     await License.objects.filter(pk=voice_widget.license_id).aupdate(status=License.Status.SUSPENDED)
     connected, code = await communicator(voice_widget).connect()

@@ -14,6 +14,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.views.decorators.http import require_http_methods
 
 from licenses.api import ApiError, error_response, json_body_bytes, json_object
+from licenses.hosts import request_host_agency
 from licenses.identity import (
     identity_require_check,
     identity_token_issue,
@@ -22,6 +23,7 @@ from licenses.identity import (
 )
 from licenses.installs import install_seen
 from licenses.models import License
+from licenses.selectors import license_get_public, license_status_reason
 from widgets import loader
 from widgets.chat import (
     ChatRequest,
@@ -62,6 +64,11 @@ def chat_widget_js(request: HttpRequest, license_key: str) -> HttpResponse:
     """GET /api/widget/<key>/chat-widget.js[?widget=<public_id>] — the one script tag customers paste."""
     widget_id = request.GET.get("widget", "")[:40]
     result = loader.loader_get(key=license_key, widget_id=widget_id)
+    if result.status == 200 and request_host_agency.get() is not None:
+        # On an agency's own domain the cached resolution is re-checked against that agency (one query).
+        license = license_get_public(key=license_key)
+        if license is None or license_status_reason(license=license) == "unknown_license":
+            result = loader.loader_error("unknown_license", 404)
     if result.reason != "unknown_license":
         # A script tag sends no Origin; the Referer (origin-only under the default referrer policy) names the
         # page. Counted in memory only (licenses/installs.py): the loader stays free of database writes.
