@@ -190,10 +190,7 @@ def _page(
     if share:
         # A share link: signed out, the link's draft, never counted; each browser its own visitor.
         page["apiUrl"] = f"{api_url}?{urlencode({'share': share})}"
-        kept = request.GET.get("vt", "")
-        page["visitorToken"] = (
-            kept if visitor_token_read(license=license, token=kept) else visitor_token_issue(license=license)
-        )
+        page["visitorToken"] = _visitor_token(request, license=license)
     elif preview:
         page["apiUrl"] = f"{api_url}?preview={widget.public_id}"
         page["optionsUrl"] = reverse("chatkit:preview-options")
@@ -202,12 +199,7 @@ def _page(
         assert origin is not None
         page["apiUrl"] = api_url
         page["token"] = page_token_issue(license=license, widget=widget, origin=origin)
-        # The visitor: the signed id the embedding site's loader kept from an earlier visit (`?vt=`,
-        # first-party storage: this cross-site frame usually has none), else a new one.
-        kept = request.GET.get("vt", "")
-        page["visitorToken"] = (
-            kept if visitor_token_read(license=license, token=kept) else visitor_token_issue(license=license)
-        )
+        page["visitorToken"] = _visitor_token(request, license=license)
         page["embedOrigin"] = origin
     context = {
         "options": chatkit_options(config),
@@ -222,6 +214,18 @@ def _page(
     response["Cache-Control"] = "no-store"
     response["Referrer-Policy"] = "no-referrer"
     return response
+
+
+def _visitor_token(request: HttpRequest, *, license: License) -> str:
+    """The page's visitor: the signed id the embedding site's loader kept from an earlier visit (`?vt=`,
+    first-party storage: this cross-site frame usually has none), else a new one. `vt` counts only when
+    the browser loads the page as a frame (`Sec-Fetch-Dest: iframe`, as the widget bundle does): opened
+    top-level, a link carrying someone else's token would otherwise make the reader chat as that
+    visitor, whose holder could then read the chat (visitor fixation)."""
+    kept = request.GET.get("vt", "")
+    if kept and request.META.get("HTTP_SEC_FETCH_DEST") == "iframe" and visitor_token_read(license=license, token=kept):
+        return kept
+    return visitor_token_issue(license=license)
 
 
 @xframe_options_exempt

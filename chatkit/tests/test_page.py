@@ -16,10 +16,12 @@ from licenses.models import License
 pytestmark = pytest.mark.django_db
 
 
-def get_page(widget, origin=ALLOWED, visitor=None, **headers):
+def get_page(widget, origin=ALLOWED, visitor=None, vt=None, **headers):
     params = {"widget": widget.public_id}
     if visitor:
         params["visitor"] = visitor
+    if vt:
+        params["vt"] = vt
     if origin is not None:
         params["origin"] = origin
         # What a browser sends for the loader's iframe (referrerpolicy="origin").
@@ -189,6 +191,21 @@ def test_page_hands_out_a_signed_visitor_not_the_loaders_visitor_param(fake_open
     page = embedded(get_page(chatkit_widget, visitor="user-42"), "sb-chatkit-page")
     assert visitor_token_read(license=chatkit_widget.license, token=page["visitorToken"])
     assert "user-42" not in str(page)
+
+
+def test_a_kept_visitor_token_counts_only_when_the_page_is_framed(fake_openai, chatkit_widget):
+    """`?vt=` is honoured for the widget's iframe only: a page opened top-level with someone else's visitor
+    token (visitor fixation) gets a fresh visitor, so the token's holder cannot read the chat."""
+    from chatkit.tokens import visitor_token_issue
+
+    kept = visitor_token_issue(license=chatkit_widget.license)
+
+    def visitor(**headers):
+        return embedded(get_page(chatkit_widget, vt=kept, **headers), "sb-chatkit-page")["visitorToken"]
+
+    assert visitor(HTTP_SEC_FETCH_DEST="iframe") == kept
+    for headers in ({"HTTP_SEC_FETCH_DEST": "document"}, {}):
+        assert visitor(**headers) != kept, headers
 
 
 def test_domain_key_and_load_timeout_come_from_settings(fake_openai, chatkit_widget, settings):

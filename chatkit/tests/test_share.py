@@ -76,6 +76,16 @@ def test_share_page_carries_the_draft_a_visitor_and_the_share_api(fake_openai, c
     assert TENANT_KEY not in content
 
 
+def test_a_share_pages_kept_visitor_counts_only_when_framed(fake_openai, chatkit_widget, link):
+    from chatkit.tokens import visitor_token_issue
+
+    kept = visitor_token_issue(license=chatkit_widget.license)
+    url = f"/widget/chatkit/share/{preview_link_token(link)}?vt={kept}"
+    framed = page_data(Client().get(url, HTTP_SEC_FETCH_DEST="iframe"))
+    top_level = page_data(Client().get(url, HTTP_SEC_FETCH_DEST="document"))
+    assert framed["visitorToken"] == kept and top_level["visitorToken"] != kept
+
+
 def test_a_share_link_holds_a_real_conversation_on_the_draft_not_counted(fake_openai, chatkit_widget, owner, link):
     widget_update(
         widget=chatkit_widget,
