@@ -88,6 +88,20 @@ def _parse_int(text: str) -> int:
     return value
 
 
+# What a one-line display name an agency sets (a brand name, a widget's title) may not hold: control
+# characters and line breaks, bidi controls (U+202A–202E, U+2066–2069, LRM/RLM/ALM: they reorder what
+# follows, so a name can spoof the text after it), and invisible zero-width characters (ZWSP, word joiner,
+# BOM). ZWJ/ZWNJ (U+200D/U+200C) stay allowed: emoji sequences and several scripts need them.
+DISPLAY_FORBIDDEN = "\x00-\x1f\x7f\x85\u2028\u2029\u061c\u200b\u200e\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff"
+DISPLAY_FORBIDDEN_RE = re.compile(f"[{DISPLAY_FORBIDDEN}]")
+DISPLAY_TEXT_MESSAGE = "Use one line of plain text (no line breaks, control or bidirectional-override characters)."
+
+
+def display_text_problem(text: str) -> str | None:
+    """The field error for a one-line display name holding a forbidden character, or None."""
+    return DISPLAY_TEXT_MESSAGE if DISPLAY_FORBIDDEN_RE.search(text) else None
+
+
 def text_problem(text: str) -> str | None:
     """Why this text cannot be stored or sent on (NUL, lone surrogate), or None. For form fields too."""
     match = _BAD_TEXT.search(text)

@@ -27,15 +27,22 @@ from django.conf import settings
 from django.db import transaction
 from django.urls import reverse
 
-from licenses.api import ApiError, email_valid, one_line
+from licenses.api import (
+    DISPLAY_FORBIDDEN_RE,
+    DISPLAY_TEXT_MESSAGE,
+    ApiError,
+    display_text_problem,
+    email_valid,
+    one_line,
+)
 from licenses.models import Agency, AgencyBrand, Membership
 from licenses.tenancy import role_require
 
 PLATFORM_NAME = "Switchboard"
 LOGO_MAX_BYTES = 256 * 1024
 COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
-# Control characters and line breaks: the name is a display name in e-mail headers (From), one line.
-CONTROL_RE = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+# The shared display-name rule (licenses.api): the name is also a display name in e-mail headers (From).
+CONTROL_RE = DISPLAY_FORBIDDEN_RE
 NAME_MAX = 80
 URL_MAX = 500
 
@@ -168,8 +175,8 @@ def brand_update(
     name = (name or "").strip()
     if len(name) > NAME_MAX:
         errors["name"] = [f"At most {NAME_MAX} characters."]
-    elif CONTROL_RE.search(name):
-        errors["name"] = ["Use one line of text (no line breaks or control characters)."]
+    elif display_text_problem(name):
+        errors["name"] = [DISPLAY_TEXT_MESSAGE]
     support_email = (support_email or "").strip()
     if support_email and not email_valid(support_email):
         errors["support_email"] = ["Enter an e-mail address such as help@agency.example."]

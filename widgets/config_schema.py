@@ -13,7 +13,7 @@ from typing import Any
 from django.conf import settings
 from jsonschema import Draft202012Validator
 
-from licenses.api import ApiError
+from licenses.api import DISPLAY_FORBIDDEN, DISPLAY_TEXT_MESSAGE, ApiError
 from widgets.widget_strings import STRING_KEYS, strings_resolve
 
 HEX = r"^#[0-9a-fA-F]{6}$"
@@ -34,6 +34,11 @@ def _obj(properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 def _str(max_length: int = 500, **extra: Any) -> dict[str, Any]:
     return {"type": "string", "maxLength": max_length, **extra}
+
+
+def _display(max_length: int) -> dict[str, Any]:
+    """One line of display text an agency sets (title, UI strings): the shared rule of licenses.api."""
+    return _str(max_length, pattern=f"^[^{DISPLAY_FORBIDDEN}]*$", description=DISPLAY_TEXT_MESSAGE)
 
 
 def _int(minimum: int, maximum: int) -> dict[str, Any]:
@@ -115,8 +120,8 @@ CONFIG_SCHEMA: dict[str, Any] = _obj(
                         "text_color": _COLOR,
                         "bubble_user_color": _COLOR,
                         "bubble_bot_color": _COLOR,
-                        "title": _str(80),
-                        "subtitle": _str(160),
+                        "title": _display(80),
+                        "subtitle": _display(160),
                         "launcher_icon": _enum("chat", "message", "sparkle", "headset"),
                         "radius": _int(0, 32),
                         "font_family": _str(200, pattern=r"^[A-Za-z0-9 ,'\"_-]*$"),
@@ -169,7 +174,7 @@ CONFIG_SCHEMA: dict[str, Any] = _obj(
                     }
                 ),
                 # Overrides of the widget's UI texts (widgets/widget_strings.py); empty = the locale's.
-                "strings": _obj(dict.fromkeys(STRING_KEYS, _str(200))),
+                "strings": _obj(dict.fromkeys(STRING_KEYS, _display(200))),
             }
         ),
         "embed": _obj(

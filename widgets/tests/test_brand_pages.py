@@ -113,6 +113,24 @@ def test_invalid_fields_are_named_and_nothing_is_saved(client, owner, agency_a):
     assert b'aria-invalid="true"' in response.content and not AgencyBrand.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["Acme\u202eevil", "Acme\u2066Chat\u2069", "Acme\u200fChat", "Ac\u200bme", "\ufeffAcme", "Acme\r\nChat"],
+)
+def test_a_brand_name_with_bidi_zero_width_or_control_characters_is_refused(client, owner, agency_a, name):
+    client.force_login(owner)
+    response = client.post(BRAND_URL, form(name=name))
+    assert response.status_code == 400
+    assert list(response.context["errors"]) == ["name"] and not AgencyBrand.objects.exists()
+
+
+def test_a_brand_name_may_hold_joiners_that_scripts_and_emoji_need(client, owner, agency_a):
+    client.force_login(owner)
+    name = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0645 \U0001f468\u200d\U0001f4bb"  # Persian ZWNJ, emoji ZWJ
+    assert client.post(BRAND_URL, form(name=name)).status_code == 302
+    assert AgencyBrand.objects.get(agency=agency_a).name == name
+
+
 def test_the_logo_is_served_with_its_sniffed_type_and_nothing_in_it_can_run(client, owner, agency_a, agency_b):
     row = set_brand(owner, logo_file=PNG)
     url = reverse("brand-logo", kwargs={"agency_id": agency_a.pk, "digest": row.logo_digest})

@@ -77,3 +77,18 @@ def test_database_refuses_widget_type_that_contradicts_the_provider():
     assert widget.widget_type == "chatkit"
     with pytest.raises(IntegrityError), transaction.atomic():
         Widget.objects.filter(pk=widget.pk).update(widget_type="n8n")
+
+
+@pytest.mark.parametrize("bad", ["Chat\u202eevil", "Help\u2066desk\u2069", "Ch\u200bat", "Two\nlines"])
+def test_display_texts_refuse_bidi_zero_width_and_control_characters(bad):
+    """The shared display-name rule of licenses.api (as for brand names) on the widget's own titles."""
+    for config, path in (
+        ({"appearance": {"n8n": {"title": bad}}}, "appearance.n8n.title"),
+        ({"appearance": {"n8n": {"subtitle": bad}}}, "appearance.n8n.subtitle"),
+        ({"behaviour": {"strings": {"open_chat": bad}}}, "behaviour.strings.open_chat"),
+    ):
+        with pytest.raises(ConfigError) as exc:
+            config_normalize(config)
+        assert "bidirectional" in exc.value.errors[path][0], path
+    emoji = "Team \U0001f468\u200d\U0001f4bb"
+    assert config_normalize({"appearance": {"n8n": {"title": emoji}}})["appearance"]["n8n"]["title"] == emoji
