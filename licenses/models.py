@@ -113,7 +113,7 @@ class License(models.Model):
     limits = models.JSONField(default=default_limits, blank=True)
     white_label = models.BooleanField(
         default=False,
-        help_text="Staff only: hides “Powered by Switchboard” in this license's widgets and share pages.",
+        help_text="Staff only: hides “Powered by Switchboard” on this license's share pages (widgets show none).",
     )
     # Verified visitor identity (issue 15.2, licenses/identity.py): the HMAC secret the agency's server
     # signs user ids with (encrypted; shown once in /app/), and whether unverified identities are refused.
