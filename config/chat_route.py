@@ -9,7 +9,8 @@ with only the middleware hooks that can change its answer, taken from the same c
 list, so the answer is the same as through the full stack (`config/tests/test_chat_route.py` compares
 them header by header):
 
-- the host check of `CustomHostMiddleware` (settings' ALLOWED_HOSTS or a verified custom domain),
+- the host check of `CustomHostMiddleware` (settings' ALLOWED_HOSTS or a verified custom domain) and the
+  host's agency it names (on an agency's own domain no other agency's license is served),
 - `HostileInputMiddleware`: NUL refusals, and the JSON error shape for any exception the view raises,
 - `SecurityMiddleware` (HTTPS redirect, nosniff, referrer policy, HSTS, COOP), `CommonMiddleware`
   (Content-Length) and `XFrameOptionsMiddleware`.
@@ -39,8 +40,9 @@ from django.middleware.common import CommonMiddleware
 from django.middleware.security import SecurityMiddleware
 from django.utils.log import log_response
 
-from config.hosts import CustomHostMiddleware, _needs_refresh
+from config.hosts import CustomHostMiddleware, _needs_refresh, mapped_agency_id
 from config.middleware import HostileInputMiddleware
+from licenses.hosts import request_host_agency
 from widgets.aio import upstream_home
 
 CHAT_PATH = re.compile(r"/api/widget/([^/]{1,64})/chat")
@@ -91,7 +93,13 @@ class ChatRoute:
         request, _ = self.django.create_request(scope, io.BytesIO(body))
         if request is None or not self._short(request):
             return await self.django(scope, _replay(bytes(body), receive), send)
-        await self._serve(request, key, receive, send)
+        # The host's agency for this request, as CustomHostMiddleware names it on the full stack: on an
+        # agency's own domain another agency's license is unknown (licenses.hosts.host_serves_agency).
+        token = request_host_agency.set(mapped_agency_id(request))
+        try:
+            await self._serve(request, key, receive, send)
+        finally:
+            request_host_agency.reset(token)
 
     def _short(self, request: ASGIRequest) -> bool:
         """The host is one Django accepts without a database read (else the full stack decides)."""

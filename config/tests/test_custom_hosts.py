@@ -189,3 +189,50 @@ def test_a_mapped_host_refuses_another_agencys_share_links(client, owner, outsid
         assert client.get(reverse(name, kwargs={"token": other}), HTTP_HOST=MAPPED).status_code == 404, name
         assert client.get(reverse(name, kwargs={"token": other})).status_code != 404, name
     assert client.get(reverse("app-share", kwargs={"token": own}), HTTP_HOST=MAPPED).status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_chats_short_route_on_a_mapped_host_refuses_another_agencys_license(agency_a, widget_a, widget_b, outsider):
+    """The public chat's short route under ASGI (config/chat_route.py) skips the middleware chain: the host's
+    agency must hold there too, warm caches included (a first request on the platform host warms them)."""
+    import json
+
+    from asgiref.sync import async_to_sync
+    from asgiref.testing import ApplicationCommunicator
+
+    from config.asgi import http_app
+    from conftest import http_scope
+    from widgets.tests.factories import n8n_config, publish
+
+    publish(widget_b, outsider, config=n8n_config("https://n8n.example/webhook/x/chat"))
+    map_host(agency_a)
+    hosts.host_map_refresh()
+    body = b'{"action": "loadPreviousSession", "sessionId": "s-1"}'
+    path = f"/api/widget/{widget_b.license.key}/chat?widget={widget_b.public_id}"
+
+    def post(host: str) -> tuple[int, bytes]:
+        async def run():
+            headers = [
+                (b"host", host.encode()),
+                (b"origin", ORIGIN.encode()),
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ]
+            communicator = ApplicationCommunicator(http_app, http_scope("POST", path, headers))
+            await communicator.send_input({"type": "http.request", "body": body, "more_body": False})
+            start = await communicator.receive_output(10)
+            content = b""
+            while True:
+                message = await communicator.receive_output(10)
+                content += message.get("body", b"")
+                if not message.get("more_body"):
+                    return start["status"], content
+
+        return async_to_sync(run)()
+
+    for host in ("testserver", MAPPED, "testserver", MAPPED):  # warm, then mapped; again with warm caches
+        status, content = post(host)
+        if host == MAPPED:
+            assert status == 404 and json.loads(content)["error"]["code"] == "unknown_license", content
+        else:
+            assert status != 404, content
