@@ -445,6 +445,25 @@ def http_scope(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> di
     }
 
 
+async def asgi_request(
+    app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes = b""
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """One HTTP request to an ASGI app without a server: its status, raw headers and whole body."""
+    from asgiref.testing import ApplicationCommunicator
+
+    communicator = ApplicationCommunicator(app, http_scope(method, path, headers))
+    await communicator.send_input({"type": "http.request", "body": body, "more_body": False})
+    start = await communicator.receive_output(10)
+    content = b""
+    while True:
+        message = await communicator.receive_output(10)
+        content += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    await communicator.wait(10)
+    return start["status"], start["headers"], content
+
+
 # --- local servers tests start of their own --------------------------------------------------------
 
 

@@ -14,12 +14,11 @@ from urllib.parse import urlencode
 
 import pytest
 from asgiref.sync import SyncToAsync, async_to_sync
-from asgiref.testing import ApplicationCommunicator
 from django.conf import settings
 from django.core.handlers import asgi
 
 from config.middleware import INLINE_MIDDLEWARE, ASGIHandler
-from conftest import http_scope
+from conftest import asgi_request, http_scope
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,19 +41,9 @@ class Browser:
         if self.cookies:
             raw.append((b"cookie", "; ".join(f"{k}={v}" for k, v in self.cookies.items()).encode()))
         raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-        scope = http_scope(method, path, raw)
-        communicator = ApplicationCommunicator(self.app, scope)
-        await communicator.send_input({"type": "http.request", "body": body, "more_body": False})
-        start = await communicator.receive_output(10)
-        content = b""
-        while True:
-            message = await communicator.receive_output(10)
-            content += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        await communicator.wait(10)
+        status, raw_headers, content = await asgi_request(self.app, method, path, raw, body)
         response_headers: dict[str, list[str]] = {}
-        for key, value in start["headers"]:
+        for key, value in raw_headers:
             response_headers.setdefault(key.decode().lower(), []).append(value.decode())
         for cookie in response_headers.get("set-cookie", []):
             parsed = SimpleCookie(cookie)
@@ -63,7 +52,7 @@ class Browser:
                     self.cookies[name] = morsel.value
                 else:
                     self.cookies.pop(name, None)
-        return start["status"], response_headers, content.decode()
+        return status, response_headers, content.decode()
 
 
 @pytest.fixture

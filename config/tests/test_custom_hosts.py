@@ -198,10 +198,9 @@ def test_the_chats_short_route_on_a_mapped_host_refuses_another_agencys_license(
     import json
 
     from asgiref.sync import async_to_sync
-    from asgiref.testing import ApplicationCommunicator
 
     from config.asgi import http_app
-    from conftest import http_scope
+    from conftest import asgi_request
     from widgets.tests.factories import n8n_config, publish
 
     publish(widget_b, outsider, config=n8n_config("https://n8n.example/webhook/x/chat"))
@@ -211,24 +210,14 @@ def test_the_chats_short_route_on_a_mapped_host_refuses_another_agencys_license(
     path = f"/api/widget/{widget_b.license.key}/chat?widget={widget_b.public_id}"
 
     def post(host: str) -> tuple[int, bytes]:
-        async def run():
-            headers = [
-                (b"host", host.encode()),
-                (b"origin", ORIGIN.encode()),
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ]
-            communicator = ApplicationCommunicator(http_app, http_scope("POST", path, headers))
-            await communicator.send_input({"type": "http.request", "body": body, "more_body": False})
-            start = await communicator.receive_output(10)
-            content = b""
-            while True:
-                message = await communicator.receive_output(10)
-                content += message.get("body", b"")
-                if not message.get("more_body"):
-                    return start["status"], content
-
-        return async_to_sync(run)()
+        headers = [
+            (b"host", host.encode()),
+            (b"origin", ORIGIN.encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        status, _headers, content = async_to_sync(asgi_request)(http_app, "POST", path, headers, body)
+        return status, content
 
     for host in ("testserver", MAPPED, "testserver", MAPPED):  # warm, then mapped; again with warm caches
         status, content = post(host)

@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 
 from config.chat_route import ChatRoute
 from config.middleware import ASGIHandler
-from conftest import RedisServer, http_scope
+from conftest import RedisServer, asgi_request, http_scope
 from widgets import aio
 from widgets import chat as chat_module
 from widgets.models import Message
@@ -41,18 +41,8 @@ def exchange(app, *, path, body=b"", method="POST", headers=None, host=b"testser
         raw += [(k.lower().encode(), v.encode("latin1")) for k, v in (headers or {}).items()]
         if method == "POST" and "content-length" not in {k.lower() for k in (headers or {})}:
             raw.append((b"content-length", str(len(body)).encode()))
-        scope = http_scope(method, path, raw)
-        communicator = ApplicationCommunicator(app, scope)
-        await communicator.send_input({"type": "http.request", "body": body, "more_body": False})
-        start = await communicator.receive_output(10)
-        content = b""
-        while True:
-            message = await communicator.receive_output(10)
-            content += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        await communicator.wait(10)
-        return start["status"], sorted((k.decode().lower(), v.decode()) for k, v in start["headers"]), content
+        status, answered, content = await asgi_request(app, method, path, raw, body)
+        return status, sorted((k.decode().lower(), v.decode()) for k, v in answered), content
 
     return async_to_sync(run)()
 
