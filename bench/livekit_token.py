@@ -26,13 +26,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from httpload import PYTHON, ROOT, cpu_seconds, free_port, timed_batch  # noqa: E402
+from httpload import PYTHON, ROOT, cpu_seconds, free_port, start_server, stop_server, timed_batch  # noqa: E402
 
 ORIGIN = "http://localhost:8000"
 
@@ -66,28 +65,6 @@ def prepare(env: dict[str, str], slots: int) -> tuple[str, str]:
     if not match:
         raise SystemExit(f"setup printed no widget:\n{out}")
     return match.group(1), match.group(2)
-
-
-def start_server(env: dict[str, str], port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [PYTHON, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port)]
-        + ["--log-level", "warning", "--lifespan", "off"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"uvicorn exited: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code < 500:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("uvicorn did not start within 30 s")
 
 
 async def run(base: str, key: str, widget: str, total: int, concurrency: int, pid: int) -> dict[str, float]:
@@ -141,15 +118,12 @@ def main() -> None:
         env["DATABASE_URL"] = f"sqlite:///{tmp.name}/bench.sqlite3"
     widget, key = prepare(env, args.requests + 2 * args.concurrency + 10)
     port = free_port()
-    proc = start_server(env, port)
+    uvicorn = [PYTHON, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port)]
+    proc = start_server([*uvicorn, "--log-level", "warning", "--lifespan", "off"], env, port, "uvicorn")
     try:
         r = asyncio.run(run(f"http://127.0.0.1:{port}", key, widget, args.requests, args.concurrency, proc.pid))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
         tmp.cleanup()
     print(
         f"\nPOST /api/livekit/token — Uvicorn, 1 process, DEBUG=1, db={env['DATABASE_URL'].split('://')[0]}, "
