@@ -18,7 +18,10 @@ from conftest import CHROMIUM_ARGS, chromium_path
 from realtime import events
 from realtime.livekit_call import LiveKitCall
 from realtime.tests.conftest import KEY, SECRET, SERVER_URL
-from widgets.models import Message
+from realtime.tests.voice_browser import IDENTIFIED, identify_head
+from widgets.config_schema import config_normalize
+from widgets.models import Conversation, Message
+from widgets.tests.factories import publish
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -73,7 +76,7 @@ WIDGET_PAGE = """<!doctype html>
 <script src="__BASE__/static/widget/voice-livekit.js"></script>
 <script>__STAND_IN__
 SwitchboardVoiceLiveKit.sdk = FakeLiveKit;</script>
-<script src="__BASE__/api/widget/__KEY__/chat-widget.js" async></script>
+__HEAD__<script src="__BASE__/api/widget/__KEY__/chat-widget.js" async></script>
 </body></html>
 """
 
@@ -111,13 +114,18 @@ def deliver(page, evts: list[dict]) -> None:
 
 
 def test_widget_renders_the_agents_turns_cards_and_forms(
-    playwright_driver, livekit_widget, asgi_live_server, customer_site, artifacts_dir
+    playwright_driver, livekit_widget, owner, asgi_live_server, customer_site, artifacts_dir
 ):
     from playwright.sync_api import expect
 
     root, site = customer_site.dir, customer_site.origin
+    # The customer's page identifies its signed-in user and sets a context: both reach the agent's dispatch.
+    livekit_widget.config = config_normalize({"behaviour": {"page_context": True}}, base=livekit_widget.config)
+    livekit_widget.save()
+    publish(livekit_widget, owner)
     page_html = (
-        WIDGET_PAGE.replace("__BASE__", asgi_live_server)
+        WIDGET_PAGE.replace("__HEAD__", identify_head(livekit_widget, owner))
+        .replace("__BASE__", asgi_live_server)
         .replace("__KEY__", livekit_widget.license.key)
         .replace("__STAND_IN__", STAND_IN)
     )
@@ -128,6 +136,7 @@ def test_widget_renders_the_agents_turns_cards_and_forms(
         errors = watch_errors(page)
         try:
             page.goto(site + "/index.html")
+            page.wait_for_function("() => window.SwitchboardWidgets && window.SwitchboardWidgets[0].identityToken")
             page.locator(W + ".lau").click()
             page.locator(W + ".vb").wait_for(state="attached")
             page.evaluate(WATCH_VOICE_BAR)
@@ -143,7 +152,12 @@ def test_widget_renders_the_agents_turns_cards_and_forms(
             # The agent joins the call the widget's token names and speaks through its own logic.
             claims = api.TokenVerifier(KEY, SECRET).verify(room["token"])
             assert claims.identity.startswith("visitor-") and claims.video.can_publish_sources == ["microphone"]
+            metadata = json.loads(claims.room_config.agents[0].metadata)
+            assert metadata["identity"]["verified"] is True and metadata["identity"]["user_id"] == "42"
+            assert metadata["page_context"]["page"] == site + "/index.html"
             call = LiveKitCall.open(metadata_text=claims.room_config.agents[0].metadata, room=claims.room_config.name)
+            instructions = call.session["instructions"]
+            assert IDENTIFIED in instructions and f"- URL: {site}/index.html" in instructions
             deliver(page, call.ready_events())
             expect(bar).to_have_attribute("data-s", "listening")
             page.evaluate("FakeLiveKit.rooms[0].agentTrack()")
@@ -198,6 +212,8 @@ def test_widget_renders_the_agents_turns_cards_and_forms(
             browser.close()
     rows = list(Message.objects.filter(conversation_id=call.conversation_id).order_by("id").values_list("role", "text"))
     assert [r for r, _ in rows] == ["user", "tool", "assistant", "tool"]
+    conversation = Conversation.objects.get(pk=call.conversation_id)
+    assert conversation.identity["verified"] is True and conversation.page_url == site + "/index.html"
     assert rows[0][1] == "Do you have phones under 500 dollars?"
 
 
@@ -213,7 +229,8 @@ def test_refusal_reaches_the_voice_bar(playwright_driver, livekit_widget, asgi_l
     assert svc.voice_slot_acquire(license=license, token="another-call") is not None
     root, site = customer_site.dir, customer_site.origin
     (root / "index.html").write_text(
-        WIDGET_PAGE.replace("__BASE__", asgi_live_server)
+        WIDGET_PAGE.replace("__HEAD__", "")
+        .replace("__BASE__", asgi_live_server)
         .replace("__KEY__", license.key)
         .replace("__STAND_IN__", STAND_IN)
     )

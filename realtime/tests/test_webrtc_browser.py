@@ -23,7 +23,15 @@ from realtime import services as svc
 from realtime.session_config import session_config
 from realtime.tests.conftest import LoopThread, publish
 from realtime.tests.fake_webrtc import USAGE
-from realtime.tests.voice_browser import WATCH_VOICE_BAR, launch_with_mic, speech_wav, widget_page
+from realtime.tests.voice_browser import (
+    IDENTIFIED,
+    WATCH_VOICE_BAR,
+    identify_head,
+    launch_with_mic,
+    speech_wav,
+    widget_page,
+)
+from widgets.config_schema import config_normalize
 from widgets.models import Conversation
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -63,11 +71,15 @@ def test_visitor_talks_to_the_real_widget_over_webrtc(
     from playwright.sync_api import expect
 
     wav = speech_wav(tmp_path)
-    voice_widget.config["voice"]["transport"] = "webrtc"
+    voice_widget.config = config_normalize(
+        {"voice": {"transport": "webrtc"}, "behaviour": {"page_context": True}}, base=voice_widget.config
+    )
     voice_widget.save()
     voice_widget = publish(voice_widget, owner)
     root, site = customer_site.dir, customer_site.origin
-    (root / "index.html").write_text(widget_page(asgi_live_server, voice_widget.license.key))
+    # The customer's page identifies its signed-in user and sets a context: both reach the session over WebRTC.
+    head = identify_head(voice_widget, owner)
+    (root / "index.html").write_text(widget_page(asgi_live_server, voice_widget.license.key, head=head))
     with nullcontext(playwright_driver) as p:  # the session's one Playwright driver (root conftest)
         browser = launch_with_mic(
             p,
@@ -95,6 +107,7 @@ def test_visitor_talks_to_the_real_widget_over_webrtc(
         w = "switchboard-widget >> "  # Playwright CSS pierces the widget's open shadow root
         try:
             page.goto(site + "/index.html")
+            page.wait_for_function("() => window.SwitchboardWidgets && window.SwitchboardWidgets[0].identityToken")
             page.locator(w + ".lau").click()
             page.locator(w + ".vb").wait_for(state="attached")
             page.evaluate(WATCH_VOICE_BAR)
@@ -140,11 +153,17 @@ def test_visitor_talks_to_the_real_widget_over_webrtc(
     assert offer["headers"]["content-type"] == "application/sdp"
     assert offer["body"].startswith("v=0") and "m=audio" in offer["body"] and "webrtc-datachannel" in offer["body"]
     assert "sk-" not in json.dumps(offer)
-    # The key was minted by our server with the platform key and the ONE session config.
+    # The key was minted by our server with the platform key and the ONE session config, whose instructions
+    # carry the verified identity and the page the browser sent with the client-secret request.
     (secret,) = fake_webrtc.secret_requests
     assert secret["headers"]["authorization"] == "Bearer sk-platform-test"
     published = voice_widget.published_version.config
-    assert secret["body"]["session"] == session_config(config=published, widget=voice_widget)
+    session = dict(secret["body"]["session"])
+    instructions = session.pop("instructions")
+    assert IDENTIFIED in instructions and f"- URL: {site}/index.html" in instructions
+    assert '- Site context (JSON): {"cart_total": 899.5}' in instructions
+    expected = session_config(config=published, widget=voice_widget)
+    assert instructions.startswith(expected.pop("instructions")) and session == expected
     # The fake microphone's speech reached the peer on the mic track: loud, not silence.
     assert fake_webrtc.mic_loud_seconds >= 0.8 and fake_webrtc.mic_peak > 1000
     # The tool ran on our server and its output went back on `oai-events`, then one response.create.
@@ -156,6 +175,8 @@ def test_visitor_talks_to_the_real_widget_over_webrtc(
 
     conversation = Conversation.objects.get(widget=voice_widget, channel="voice")
     assert conversation.session_id.startswith("webrtc-") and conversation.ended_at is not None
+    assert conversation.identity["verified"] is True and conversation.identity["user_id"] == "42"
+    assert conversation.page_url == f"{site}/index.html"
     turns = list(conversation.messages.order_by("created_at", "id").values_list("role", "text", "item_id"))
     assert turns == [  # one Message per turn, in the order they happened
         ("user", "Do you have phones under 500 dollars?", "item_u1"),
