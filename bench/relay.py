@@ -1,7 +1,8 @@
 """Relay benchmark: added latency and CPU of the voice relay, under Daphne and Uvicorn, against direct.
 
-N concurrent calls each send a 20 ms PCM16 frame (960 bytes, base64) every 20 ms through the relay to a local
-fake upstream that echoes every append back as one audio delta; the same load is sent straight to the fake
+N concurrent calls each send one PCM16 frame (base64) every `--frame-ms` through the relay to a local fake
+upstream that echoes every append back as one audio delta; the frame defaults to what the widget sends (FRAME_MS in
+static/widget/voice.js, read from there, so the two cannot drift); the same load is sent straight to the fake
 upstream first, in the same run, at the same level. The measured window opens `--warmup` seconds after the
 last call is up (no call is connecting in it) and lasts `--seconds`. Per level: round-trip p50/p99 of the
 frames sent in the window; added = relay - direct, and relay p99 / direct p99; the server's CPU per
@@ -13,6 +14,7 @@ per call (issue 14). Loopback only, bounded run time.
     python bench/relay.py                                          # daphne+uvicorn, 50/100/150/200, 10 s each
     python bench/relay.py --servers uvicorn --levels 100,150,200 --pin   # the server alone on CPU 0
     python bench/relay.py --servers uvicorn --levels 100 --profile   # + where the server's CPU goes (py-spy)
+    python bench/relay.py --servers uvicorn --levels 100,150,200 --pin --frame-ms 20   # the old 20 ms load
 
 Prints a row per level and the cliff, and writes bench/results-relay.json.
 """
@@ -25,6 +27,7 @@ import base64
 import json
 import math
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -37,8 +40,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-FRAME_SECONDS = 0.020
-TAIL = base64.b64encode(b"\x00" * 954).decode()  # frame = 6 header bytes (seq, 0) + 954 zero bytes
+VOICE_JS = ROOT / "static" / "widget" / "voice.js"
+PCM_BYTES_PER_MS = 48  # 24 kHz PCM16 mono (realtime.session_config.SAMPLE_RATE)
+
+
+def widget_frame_ms() -> int:
+    """The microphone frame the widget sends, one input_audio_buffer.append each (`var FRAME_MS = …;` in voice.js)."""
+    found = re.search(r"^\s*var FRAME_MS = (\d+);", VOICE_JS.read_text(), re.MULTILINE)
+    if found is None:
+        raise RuntimeError(f"no `var FRAME_MS = <ms>;` in {VOICE_JS}")
+    return int(found.group(1))
+
+
+FRAME_SECONDS = [0.0]  # frame_setup(--frame-ms)
+TAIL = [""]  # a frame = 6 header bytes (seq, 0) + zero bytes (a multiple of 3: the two base64 parts concatenate)
+
+
+def frame_setup(frame_ms: int) -> None:
+    """The load's frame: `frame_ms` of 24 kHz PCM16 per append, one every `frame_ms`."""
+    FRAME_SECONDS[0] = frame_ms / 1000
+    TAIL[0] = base64.b64encode(b"\x00" * (PCM_BYTES_PER_MS * frame_ms - 6)).decode()
+
+
 AUDIO_DELTA = ('"type":"audio.delta"', '"type":"response.output_audio.delta"')
 SETUP = """
 from widgets.config_schema import config_normalize
@@ -65,7 +88,7 @@ def free_port() -> int:
 
 
 def frame(seq: int) -> str:
-    return base64.b64encode(struct.pack("<IH", seq, 0)).decode() + TAIL
+    return base64.b64encode(struct.pack("<IH", seq, 0)).decode() + TAIL[0]
 
 
 def seq_of(delta: str) -> int:
@@ -186,7 +209,7 @@ async def one_session(
                 seq += 1
                 sent[seq] = loop.time()
                 await ws.send('{"type":"input_audio_buffer.append","audio":"' + frame(seq) + '"}')
-                next_at += FRAME_SECONDS
+                next_at += FRAME_SECONDS[0]
                 await asyncio.sleep(max(0.0, next_at - loop.time()))
             await asyncio.sleep(0.5)  # let the last echoes arrive
             task.cancel()
@@ -237,9 +260,10 @@ async def run_level(url: str, headers: dict, n: int, seconds: float, relay: bool
         *[one_session(url, headers, t0 + ramp * i / n, window, latencies, errors, relay, echoed) for i in range(n)]
     )
     *cpus, others = await cpu
-    expected = n * seconds / FRAME_SECONDS
+    expected = n * seconds / FRAME_SECONDS[0]
     row = {
         "n": n,
+        "frame_ms": round(FRAME_SECONDS[0] * 1000),
         "all_up_after_s": window.all_up_after,
         "frames": len(latencies),
         "echoed": echoed[0],
@@ -388,6 +412,13 @@ def main() -> None:
     )
     parser.add_argument("--ramp", type=float, default=50.0, help="call connects per second (default 50)")
     parser.add_argument(
+        "--frame-ms",
+        type=int,
+        default=None,
+        help="audio per append (default: the widget's, FRAME_MS in static/widget/voice.js); 20 = the load measured "
+        "before 2026-12-04 12:00",
+    )
+    parser.add_argument(
         "--pin",
         action="store_true",
         help="the server on CPU 0, the fake upstream and the load generator on the others (taskset): one core "
@@ -409,6 +440,10 @@ def main() -> None:
         asyncio.run(fake_upstream(args.fake_upstream))
         return
     levels = [int(x) for x in args.levels.split(",")]
+    frame_ms = args.frame_ms or widget_frame_ms()
+    if not 10 <= frame_ms <= 1000:
+        parser.error("--frame-ms must be 10..1000")
+    frame_setup(frame_ms)
     WARMUP[0] = args.warmup
     RAMP_PER_SECOND[0] = args.ramp
     others = ",".join(str(cpu) for cpu in range(1, os.cpu_count() or 1)) or "0"
@@ -426,6 +461,8 @@ def main() -> None:
         "seconds": args.seconds,
         "warmup": args.warmup,
         "ramp_per_second": args.ramp,
+        "frame_ms": frame_ms,
+        "widget_frame_ms": widget_frame_ms(),
         "pinned": args.pin,
         "cpus": os.cpu_count(),
         "loadavg_before": os.getloadavg(),
@@ -463,7 +500,7 @@ def main() -> None:
             direct["loadavg_1min"] = os.getloadavg()[0]
             results["direct"].append(direct)
             print(
-                f"direct   n={n:4d} p50={direct['p50']:.2f} ms p99={direct['p99']:.2f} ms "
+                f"direct   n={n:4d} frame={frame_ms} ms p50={direct['p50']:.2f} ms p99={direct['p99']:.2f} ms "
                 f"delivered={100 * direct['delivered']:.1f}% errors={direct['errors']} "
                 f"fake upstream {direct['fake_upstream_cpu_ms_per_call_s']:.2f} ms/s per call "
                 f"load={direct['loadavg_1min']:.1f} others={direct['others_cpu_percent']:.0f}%",
@@ -500,7 +537,7 @@ def main() -> None:
                     spies.clear()
                     profile_summary(f"/tmp/relay-profile-{label(kind)}-{n}.txt")
                 print(
-                    f"{label(kind):8s} n={n:4d} p50={row['p50']:.2f} ms p99={row['p99']:.2f} ms "
+                    f"{label(kind):8s} n={n:4d} frame={frame_ms} ms p50={row['p50']:.2f} ms p99={row['p99']:.2f} ms "
                     f"added p50={row['added_p50']:.2f} p99={row['added_p99']:.2f} ms (p99 {row['p99_ratio']:.2f}x "
                     f"direct) cpu={row['server_cpu_ms_per_call_s']:.2f} ms/s per call "
                     f"({row['cpu_ratio']:.2f}x the fake upstream's direct, {row['server_cpu_us_per_frame']:.0f} µs "

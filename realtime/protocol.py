@@ -13,6 +13,10 @@ from realtime.session_config import SAMPLE_RATE
 
 BYTES_PER_SECOND = SAMPLE_RATE * 2  # PCM16 mono
 MAX_FRAME_BYTES = 256 * 1024
+# A call's rate caps (realtime.relay): messages from the browser, and audio against real time. The widget sends one
+# append per FRAME_MS of audio (static/widget/voice.js), far inside both (realtime/tests/test_hot_path.py).
+FRAMES_PER_SECOND, FRAMES_BURST = 100, 200
+AUDIO_BYTES_PER_SECOND, AUDIO_BURST_BYTES = 2 * BYTES_PER_SECOND, 10 * BYTES_PER_SECOND
 MAX_TEXT_CHARS = 4000
 
 AUDIO_DELTA = frozenset({"response.output_audio.delta", "response.audio.delta"})

@@ -34,9 +34,13 @@ from realtime import services as svc
 from realtime.protocol import (
     ASSISTANT_DELTA,
     ASSISTANT_DONE,
+    AUDIO_BURST_BYTES,
+    AUDIO_BYTES_PER_SECOND,
     AUDIO_DELTA,
     BYTES_PER_SECOND,
     FATAL_UPSTREAM_CODES,
+    FRAMES_BURST,
+    FRAMES_PER_SECOND,
     UPSTREAM_ERROR_WORDS,
     USER_DELTA,
     USER_DONE,
@@ -129,8 +133,8 @@ class RelaySession:
         self.browser_failed = False
         self._outbox_room = asyncio.Event()
         self.tasks: set[asyncio.Task] = set()
-        self.frames = TokenBucket(rate=100, capacity=200)
-        self.audio_budget = TokenBucket(rate=2 * BYTES_PER_SECOND, capacity=10 * BYTES_PER_SECOND)
+        self.frames = TokenBucket(rate=FRAMES_PER_SECOND, capacity=FRAMES_BURST)
+        self.audio_budget = TokenBucket(rate=AUDIO_BYTES_PER_SECOND, capacity=AUDIO_BURST_BYTES)
         self.audio_in_bytes = 0
         self.audio_out_bytes = 0
         self.usage: dict[str, int] = svc.usage_add({}, None)

@@ -8,16 +8,22 @@ embedded on another origin by the one-line loader.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
-import struct
 from contextlib import nullcontext
 
 import pytest
 
-from realtime.tests.voice_browser import WATCH_VOICE_BAR, host_page, launch_with_mic, speech_wav, widget_page
+from realtime.tests.voice_browser import (
+    WATCH_VOICE_BAR,
+    host_page,
+    launch_with_mic,
+    mic_samples,
+    speech_wav,
+    wait_for_mic_audio,
+    widget_page,
+)
 from widgets.models import Conversation, Message
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -46,10 +52,7 @@ def test_visitor_talks_through_the_relay(
             states = page.evaluate("window.states")
             assert states[:2] == ["connecting", "listening"] and "speaking" in states
             page.screenshot(path=os.path.join(artifacts_dir, "voice-relay-browser.png"), full_page=True)
-            for _ in range(100):  # let ~2 s of the spoken question stream up (40 ms chunks)
-                if len(fake_realtime_thread.of_type("input_audio_buffer.append")) >= 50:
-                    break
-                page.wait_for_timeout(100)
+            wait_for_mic_audio(page, fake_realtime_thread)  # ~2 s of the spoken question
             page.click("#hangup")
             expect(page.locator("#state")).to_have_text("idle")
         except Exception:
@@ -59,8 +62,7 @@ def test_visitor_talks_through_the_relay(
             browser.close()
     assert not errors
     # The fake microphone's speech reached the upstream as PCM16: not silence.
-    pcm = b"".join(base64.b64decode(e["audio"]) for e in fake_realtime_thread.of_type("input_audio_buffer.append"))
-    samples = struct.unpack(f"<{len(pcm) // 2}h", pcm[: len(pcm) // 2 * 2])
+    samples = mic_samples(fake_realtime_thread)  # every append one widget frame
     assert len(samples) >= 24000 * 1.9 and max(abs(s) for s in samples) > 1000
     session = fake_realtime_thread.of_type("session.update")[0]["session"]
     assert "sk-" not in json.dumps(session)
@@ -185,10 +187,7 @@ def test_visitor_talks_to_the_real_widget_through_the_relay(
             expect(page.locator(w + ".hu")).to_have_text("End call")
             expect(page.locator(w + ".mc")).to_have_attribute("aria-label", "End voice call")
             assert page.locator(w + ".pt").count() == 0  # the live partial line is gone once the turn is final
-            for _ in range(100):  # let ~2 s of the spoken question stream up (40 ms chunks)
-                if len(fake_realtime_thread.of_type("input_audio_buffer.append")) >= 50:
-                    break
-                page.wait_for_timeout(100)
+            wait_for_mic_audio(page, fake_realtime_thread)  # ~2 s of the spoken question
             page.wait_for_timeout(300)  # animations settle
             page.screenshot(path=os.path.join(artifacts_dir, "voice-widget-call.png"))
             page.locator(w + ".hu").click()
@@ -205,8 +204,7 @@ def test_visitor_talks_to_the_real_widget_through_the_relay(
     assert seen[:2] == ["connecting", "listening"] and "speaking" in seen and seen[-1] == "idle", seen
     assert "error" not in seen
     # The fake microphone's speech reached the upstream as PCM16: not silence.
-    pcm = b"".join(base64.b64decode(e["audio"]) for e in fake_realtime_thread.of_type("input_audio_buffer.append"))
-    samples = struct.unpack(f"<{len(pcm) // 2}h", pcm[: len(pcm) // 2 * 2])
+    samples = mic_samples(fake_realtime_thread)  # every append one widget frame
     assert len(samples) >= 24000 * 1.9 and max(abs(s) for s in samples) > 1000
     conversation = Conversation.objects.get(widget=voice_widget, channel="voice")
     assert conversation.ended_at is not None and conversation.end_reason == "hangup"

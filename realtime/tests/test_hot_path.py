@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from types import SimpleNamespace
 from unittest.mock import patch
 
@@ -15,7 +16,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from realtime import events
-from realtime.protocol import Filtered, b64_alphabet_only, browser_event_filter
+from realtime.protocol import (
+    AUDIO_BURST_BYTES,
+    AUDIO_BYTES_PER_SECOND,
+    BYTES_PER_SECOND,
+    FRAMES_BURST,
+    FRAMES_PER_SECOND,
+    Filtered,
+    append_fast_path,
+    b64_alphabet_only,
+    browser_event_filter,
+)
+from realtime.session_config import SAMPLE_RATE
 from realtime.tests.conftest import FRAME, communicator, receive_until, wait_for
 from widgets.models import Conversation
 
@@ -192,6 +204,22 @@ async def test_the_audio_rate_cap_holds_for_canonical_appends(voice_widget, fake
     await comm.disconnect()
     conversation = await Conversation.objects.aget()
     assert conversation.audio_in_seconds == pytest.approx(10.0)
+
+
+def test_the_widgets_frame_is_what_the_bench_sends_and_fits_the_caps():
+    """FRAME_MS in voice.js is the one place the microphone frame is set: bench/relay.py reads it there (its load is
+    the widget's), and the relay's caps leave it room: a frame takes the fast path whole, the widget's appends use at
+    most half the message rate cap (the rest is for control events), and real time is half the audio cap."""
+    from bench.relay import PCM_BYTES_PER_MS, VOICE_JS, frame, frame_setup, widget_frame_ms
+
+    ms = widget_frame_ms()
+    assert re.search(r"var RATE = (\d+);", VOICE_JS.read_text()).group(1) == str(SAMPLE_RATE)
+    assert PCM_BYTES_PER_MS * 1000 == BYTES_PER_SECOND
+    frame_setup(ms)
+    raw = HEAD + frame(7) + '"}'
+    assert append_fast_path(raw) == BYTES_PER_SECOND * ms // 1000
+    assert 1000 / ms <= FRAMES_PER_SECOND / 2 and 2 * 1000 / ms <= FRAMES_BURST
+    assert AUDIO_BYTES_PER_SECOND >= 2 * BYTES_PER_SECOND and AUDIO_BURST_BYTES >= 2 * BYTES_PER_SECOND
 
 
 # --- frames straight from the socket to the relay -------------------------------------------------------

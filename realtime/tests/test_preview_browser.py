@@ -5,10 +5,8 @@ for a WebRTC draft) and nothing is counted against the client's license."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import struct
 from contextlib import nullcontext
 
 import pytest
@@ -17,7 +15,7 @@ from django.test import Client
 from conftest import CHROMIUM_ARGS as BASE_ARGS
 from conftest import chromium_path
 from licenses.models import LicenseUsage
-from realtime.tests.test_browser import speech_wav
+from realtime.tests.voice_browser import mic_samples, speech_wav, wait_for_mic_audio
 from widgets.models import Conversation, Lead
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -87,10 +85,7 @@ def test_member_talks_to_the_unsaved_draft_in_the_preview(
             expect(frame.locator(w + ".cd b")).to_have_text(["Phone X"])
             expect(frame.locator(w + ".m.a:not(.pt) .b").last).to_have_text("We have two phones.")
             expect(frame.locator(w + ".vb")).to_have_attribute("data-s", "listening")
-            for _ in range(100):  # let ~2 s of the spoken question stream up (40 ms chunks)
-                if len(fake_realtime_thread.of_type("input_audio_buffer.append")) >= 50:
-                    break
-                page.wait_for_timeout(100)
+            wait_for_mic_audio(page, fake_realtime_thread)  # ~2 s of the spoken question
             page.screenshot(path=os.path.join(artifacts_dir, "voice-preview-test-call.png"))
             frame.locator(w + ".hu").click()
             expect(frame.locator(w + ".vb")).to_be_hidden()
@@ -106,8 +101,7 @@ def test_member_talks_to_the_unsaved_draft_in_the_preview(
     session = fake_realtime_thread.of_type("session.update")[0]["session"]
     assert session["instructions"].startswith(DRAFT_TEXT)
     assert published not in session["instructions"] and "sk-" not in json.dumps(session)
-    pcm = b"".join(base64.b64decode(e["audio"]) for e in fake_realtime_thread.of_type("input_audio_buffer.append"))
-    samples = struct.unpack(f"<{len(pcm) // 2}h", pcm[: len(pcm) // 2 * 2])
+    samples = mic_samples(fake_realtime_thread)  # every append one widget frame
     assert len(samples) >= 24000 * 1.9 and max(abs(s) for s in samples) > 1000  # the fake mic's speech
     # A test call: recorded as a preview, billed to nobody, and the draft still unsaved.
     conversation = Conversation.objects.get(widget=voice_widget)

@@ -3,9 +3,11 @@ question Chromium's fake microphone plays, and a Chromium launched with that mic
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
+import struct
 import subprocess
 
 import pytest
@@ -142,3 +144,25 @@ def launch_with_mic(playwright, wav: str | None = None, *extra_args: str, grant:
     if wav:
         args.append(f"--use-file-for-fake-audio-capture={wav}")
     return playwright.chromium.launch(executable_path=chromium_path(), headless=True, args=[*args, *extra_args])
+
+
+def wait_for_mic_audio(page, fake, seconds: float = 2.0) -> None:
+    """Polls (up to 10 s) until `seconds` of the fake microphone's audio reached the fake upstream."""
+    for _ in range(100):
+        appends = fake.of_type("input_audio_buffer.append")
+        if sum(len(e["audio"]) * 3 // 4 for e in appends) >= seconds * 48000:
+            return
+        page.wait_for_timeout(100)
+
+
+def mic_samples(fake) -> tuple[int, ...]:
+    """The PCM16 samples the widget appended upstream, after checking that every append is exactly one widget frame
+    (FRAME_MS in voice.js: the frame bench/relay.py sends, so the benchmark's load is the widget's)."""
+    from bench.relay import PCM_BYTES_PER_MS, widget_frame_ms
+
+    chunks = [base64.b64decode(e["audio"]) for e in fake.of_type("input_audio_buffer.append")]
+    assert chunks and {len(c) for c in chunks} == {PCM_BYTES_PER_MS * widget_frame_ms()}, sorted(
+        {len(c) for c in chunks}
+    )
+    pcm = b"".join(chunks)
+    return struct.unpack(f"<{len(pcm) // 2}h", pcm)

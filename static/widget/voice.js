@@ -6,7 +6,7 @@
  * (product cards, forms). A transport feeds the core the relay's event vocabulary (realtime/events.py)
  * through call.handle(evt); the widget's voice.transport picks one:
  * - relay: WS /ws/realtime/<key>/. Mic: getUserMedia -> AudioWorklet (inlined, Blob URL) that downmixes,
- *   resamples to 24 kHz PCM16 and hands over 40 ms chunks -> base64 input_audio_buffer.append. Playback: a
+ *   resamples to 24 kHz PCM16 and hands over FRAME_MS chunks -> base64 input_audio_buffer.append. Playback: a
  *   gapless queue of 24 kHz buffers scheduled back to back, cleared on speech.started (barge-in). Server
  *   restart (session.ended reason "server_restart", or close 1012): the mic stays open and the socket
  *   reconnects with back-off ("Reconnecting…"), to another server process or the restarted one.
@@ -36,7 +36,11 @@
   if (window.SwitchboardVoice) return;
 
   var RATE = 24000;
-  var CHUNK = 960; // 40 ms at 24 kHz
+  // Audio per input_audio_buffer.append: 100 ms, as LiveKit Agents feeds OpenAI Realtime (our livekit transport too).
+  // The relay's CPU is per message, not per byte; a frame adds <= FRAME_MS (mean FRAME_MS / 2) before server VAD
+  // hears the end of a turn or a barge-in (bench/README-relay.md, 2026-12-04). bench/relay.py reads this line.
+  var FRAME_MS = 100;
+  var CHUNK = RATE * FRAME_MS / 1000; // samples per frame
   // ms between reconnect attempts (~40 s in all: a whole machine's processes may be restarting at once)
   var RETRY_DELAYS = [300, 700, 1500, 3000, 5000, 8000, 10000, 10000];
   var RETRYABLE = { server_restart: 1, server_busy: 1 }; // refusals worth another attempt while reconnecting
