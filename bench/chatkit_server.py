@@ -1,12 +1,15 @@
 """Benchmark: what our ChatKit server adds to a streamed answer, against the SDK floor and the fake Responses API.
 
     .venv/bin/python bench/chatkit_server.py --database-url postgres://.../<empty scratch db> \
-        --redis-url redis://.../<scratch db> [--conversations 100] [--concurrency 50] [--rounds 3] [--profile]
+        --redis-url redis://.../<scratch db> [--conversations 100] [--concurrency 50] [--rounds 3] [--workers 1] \
+        [--profile]
 
-One run, set up as production runs: starts the fake OpenAI server (chatkit/tests/fake_openai.py) on 127.0.0.1,
-migrates and seeds the EMPTY PostgreSQL database given, serves the project with Uvicorn (one process, DEBUG=0,
-psycopg's pool, Redis for the cache and the rate limits; widgets/tests/prod_server.py) and the SDK floor
-(bench/chatkit_floor.py) under the same Uvicorn, then streams the same answers
+One run, set up as production runs: starts the fake OpenAI server (chatkit/tests/fake_openai.py) in a process of
+its own (bench/fake_openai_process.py) on 127.0.0.1, migrates and seeds the EMPTY PostgreSQL database given,
+serves the project as `make prod` does (`--workers` web processes, default 1, each Uvicorn on its own
+SO_REUSEPORT socket of one port: bench/serve.py, config/serve.py's settings; DEBUG=0, psycopg's pool, Redis
+for the cache and the rate limits) and the SDK floor (bench/chatkit_floor.py) the same way, then streams the
+same answers
   A) through POST /api/chatkit/<key>/ `threads.create` (page token + visitor + license checks, rate limits,
      monthly count, thread + items + transcript rows, the Agents SDK run against the fake, SSE out),
   F) through the SDK floor (the two SDKs alone: no Django, no database, no checks), and
@@ -15,10 +18,14 @@ first one conversation at a time, then --concurrency at once. For each it measur
   - first byte: until the first body byte (ours: `thread.created`, sent before OpenAI is called),
   - first token: until the first text delta (ours: ChatKit's text_delta event; direct: output_text.delta),
   - per event: (last delta - first delta) / (deltas - 1), the cost of relaying one streamed event,
-and prints p50/p99 of every path, the milliseconds ours adds and the ratio. The goal (issue 8): at most
-15 ms added to the first byte p50 at 50 concurrent conversations (the first token is reported too).
+and prints p50/p99 of every path, the milliseconds ours adds and the ratio, and the CPU time per conversation
+of the processes that serve each path (the fake's for the direct one). The goal (issue 8): at most 15 ms added
+to the first byte p50 at 50 concurrent conversations (the first token is reported too).
 `--rounds N` repeats the concurrent row N times, the paths taking turns, and pools the percentiles: on a
 machine other work also uses, one round of each path can land in a burst of someone else's load.
+The fake runs in its own process so that the direct path is not slowed by the bench's client threads (inside
+the bench process its first byte at 50 concurrent ranged 118-367 ms) and its streaming to the servers does not
+compete with the clients for one GIL.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -129,28 +137,61 @@ def cpu_ms(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
-def start_floor(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    """bench/chatkit_floor.py under Uvicorn with the production server's settings."""
-    from widgets.tests.prod_server import free_port
+class Processes:
+    """`workers` web processes serving one ASGI app on one port, each on its own SO_REUSEPORT socket as in
+    production (`make prod`: config/serve.py; here bench/serve.py, which serves any app the same way)."""
 
-    port = free_port()
+    def __init__(self, app: str, workers: int, env: dict[str, str], log_path: str) -> None:
+        from widgets.tests.prod_server import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.processes: list[subprocess.Popen] = []
+        log = open(log_path, "ab")  # noqa: SIM115 - kept open by the processes
+        for _ in range(workers):
+            process = subprocess.Popen(
+                [sys.executable, str(ROOT / "bench" / "serve.py"), "--app", app, "--port", str(self.port)],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                start_new_session=True,
+            )
+            self.processes.append(process)
+            if process.stdout.readline().strip() != b"ready":
+                self.stop()
+                raise SystemExit(f"{app} did not come up (log: {log_path})")
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes]
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=5)
+
+
+def start_fake(args: argparse.Namespace, record: Path) -> tuple[subprocess.Popen, str]:
+    """The fake Responses API in a process of its own (bench/fake_openai_process.py): its base URL."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "bench.chatkit_floor:app", "--host", "127.0.0.1", "--port", str(port)]
-        + ["--no-access-log", "--log-level", "warning"],
+        [sys.executable, str(ROOT / "bench" / "fake_openai_process.py"), "--record", str(record)]
+        + ["--chunks", str(args.chunks), "--chunk-delay", str(args.chunk_delay), "--delay", str(args.upstream_delay)],
         cwd=ROOT,
-        env=env,
+        stdout=subprocess.PIPE,
         start_new_session=True,
     )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit("the floor server did not come up")
+    base_url = process.stdout.readline().decode().strip()
+    if not base_url.startswith("http://"):
+        process.kill()
+        raise SystemExit("the fake Responses API did not come up")
+    return process, base_url
 
 
 def main() -> None:
@@ -164,6 +205,9 @@ def main() -> None:
     parser.add_argument("--redis-url", required=True, help="redis://... a scratch Redis database")
     parser.add_argument(
         "--rounds", type=int, default=1, help="concurrent rows: rounds per path, taking turns (pooled percentiles)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="web processes for ours and for the floor (production: WEB_CONCURRENCY)"
     )
     parser.add_argument("--json", default="", help="also write the figures to this JSON file")
     parser.add_argument(
@@ -203,18 +247,16 @@ def main() -> None:
 
     django.setup()  # the test kit (widgets.tests.prod_server) imports the root conftest, which needs the apps
 
-    from chatkit.tests.fake_openai import FakeOpenAI
-    from widgets.tests.prod_server import ProdServer, prod_env
+    from widgets.tests.prod_server import prod_env
 
-    fake = FakeOpenAI(delay=args.upstream_delay).start()
-    fake.reply = " ".join(f"word{i}" for i in range(args.chunks * 2))
-    fake.chunks, fake.chunk_delay = args.chunks, args.chunk_delay
+    record = Path(tempfile.mkdtemp(prefix="bench-chatkit-")) / "responses-body.json"
+    fake, fake_url = start_fake(args, record)
     env = prod_env(
         database_url=args.database_url,
         redis_url=args.redis_url,
         secret_key=secret_key,
         encryption_keys=encryption_keys,
-        OPENAI_BASE_URL=fake.base_url,
+        OPENAI_BASE_URL=fake_url,
         OPENAI_API_KEY="",
         DJANGO_SETTINGS_MODULE="config.settings",
         FLOOR_API_KEY=TENANT_KEY,
@@ -225,9 +267,18 @@ def main() -> None:
     from django.conf import settings
 
     env["FLOOR_MODEL"] = settings.CHATKIT_DEFAULT_MODEL
-    server = ProdServer(env=env, log_path="/tmp/bench-chatkit-server.log").start()
-    floor, floor_url = start_floor(env)
-    base = server.url
+    log = "/tmp/bench-chatkit-server.log"
+    server = floor = None
+    try:
+        server = Processes("config.asgi:application", args.workers, env, log)
+        floor = Processes("bench.chatkit_floor:app", args.workers, env, log)
+    except BaseException:
+        for started in (server, floor):
+            if started is not None:
+                started.stop()
+        os.killpg(fake.pid, signal.SIGTERM)
+        raise
+    base, floor_url = server.url, floor.url
     visitor_iter = iter(visitors)
     try:
 
@@ -269,28 +320,29 @@ def main() -> None:
 
         # The body the Agents SDK sent for our first conversation: the direct path replays it.
         ours(httpx.Client(timeout=60), -1)
-        sdk_body = next(r.body for r in fake.requests if r.path == "/v1/responses")
+        sdk_body = json.loads(record.read_text())
 
         def direct(client: httpx.Client, i: int):
             return stream(
                 client,
                 "POST",
-                f"{fake.base_url}/responses",
+                f"{fake_url}/responses",
                 json=sdk_body,
                 headers={"Authorization": f"Bearer {TENANT_KEY}"},
                 delta_marker=b"event: response.output_text.delta",
             )
 
         paths = (
-            ("POST /api/chatkit/<key>/", ours, server.process.pid),
-            ("SDK floor (no Django)", sdk_floor, floor.pid),
-            ("fake /v1/responses direct", direct, None),
+            ("POST /api/chatkit/<key>/", ours, server.pids),
+            ("SDK floor (no Django)", sdk_floor, floor.pids),
+            ("fake /v1/responses direct", direct, [fake.pid]),
         )
-        for _, send, _ in paths:  # warm up every path
-            run(send, 10, 1)
+        for _, send, _ in paths:  # warm up every path and process
+            run(send, 20, 10)  # several connections: with --workers, each process gets some
         print(
             f"ChatKit server vs the SDK floor vs the fake Responses API: {args.conversations} conversations per "
-            f"row, Uvicorn (1 process, DEBUG=0), PostgreSQL + Redis, {args.chunks} deltas/answer, chunk delay "
+            f"row, Uvicorn ({args.workers} process(es) per server, SO_REUSEPORT, DEBUG=0), the fake in its own "
+            f"process, PostgreSQL + Redis, {args.chunks} deltas/answer, chunk delay "
             f"{args.chunk_delay * 1000:.0f} ms, upstream delay {args.upstream_delay * 1000:.0f} ms, "
             f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {load_at_start[0]:.1f}"
         )
@@ -305,23 +357,23 @@ def main() -> None:
             cpu = dict.fromkeys(rows, 0.0)
             for round_ in range(rounds):
                 # Paths take turns round by round, so a burst of load elsewhere on the machine hits all of them.
-                for name, send, pid in paths if round_ % 2 == 0 else paths[::-1]:
+                for name, send, pids in paths if round_ % 2 == 0 else paths[::-1]:
                     spy = None
-                    if args.profile and concurrency > 1 and round_ == 0 and pid == server.process.pid:
+                    if args.profile and concurrency > 1 and round_ == 0 and pids == server.pids:
                         spy = subprocess.Popen(
-                            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid)]
+                            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pids[0])]
                             + ["--format", "raw", "--output", "/tmp/chatkit-server-profile.txt", "--rate", "200"]
                             + ["--gil", "--nonblocking"],
                             stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL,
                         )
-                    before = cpu_ms(pid) if pid else 0.0
+                    before = sum(cpu_ms(pid) for pid in pids)
                     for key, values in summary(run(send, args.conversations, concurrency)).items():
                         rows[name][key] += values
                     if spy is not None:
                         spy.send_signal(signal.SIGINT)
                         spy.wait(30)
-                    cpu[name] += cpu_ms(pid) - before if pid else 0.0
+                    cpu[name] += sum(cpu_ms(pid) for pid in pids) - before
             for name, _, _ in paths:
                 s = rows[name]
                 s["cpu_ms_per_conversation"] = cpu[name] / (args.conversations * rounds)
@@ -340,6 +392,7 @@ def main() -> None:
                 "cpu_ms_per_conversation": {
                     "ours": a["cpu_ms_per_conversation"],
                     "floor": f["cpu_ms_per_conversation"],
+                    "fake_direct": b["cpu_ms_per_conversation"],
                 },
             }
             for against, other in (("direct", b), ("floor", f)):
@@ -388,9 +441,9 @@ def main() -> None:
             )
     finally:
         server.stop()
-        os.killpg(floor.pid, signal.SIGTERM)
-        floor.wait(timeout=10)
-        fake.stop()
+        floor.stop()
+        os.killpg(fake.pid, signal.SIGTERM)
+        fake.wait(timeout=10)
 
 
 if __name__ == "__main__":

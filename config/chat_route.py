@@ -1,13 +1,18 @@
-"""The public chat's short route through Django (issue 11 bench): `POST /api/widget/<key>/chat` under ASGI.
+"""The public chat's short route through Django (issue 11 bench): `POST /api/widget/<key>/chat` under ASGI, and
+the embedded ChatKit page's `POST /api/chatkit/<key>/` (issue 8 bench; not its configurator preview or share
+links, which need the session and CSRF or go the full way).
 
 Every chat turn of every visitor comes here, and Django's full handler spent more CPU on it than the
 chat itself (bench/chat_proxy.py, py-spy): two signals sent through a thread each, the URL resolver,
 fourteen middlewares (sessions, auth, messages, CSRF, history, axes… none of which this csrf-exempt,
 cookie-less JSON endpoint uses), and `response.close()` in a thread. This route runs the same view
-(`widgets.views.embed.chat`, with its `public_endpoint` guard: license, Origin, CORS, fail closed)
-with only the middleware hooks that can change its answer, taken from the same classes the settings
-list, so the answer is the same as through the full stack (`config/tests/test_chat_route.py` compares
-them header by header):
+(`widgets.views.embed.chat`, with its `public_endpoint` guard: license, Origin, CORS, fail closed; or
+`chatkit.views.server`, with its page token, visitor and license checks) with only the middleware hooks that
+can change its answer, taken from the same classes the settings list, so the answer is the same as through the
+full stack (`widgets/tests/test_chat_route.py` and `chatkit/tests/test_short_route.py` compare them header by
+header). For ChatKit it also takes the two thread hops (request_started, request_finished through Django's
+one thread-sensitive thread) out of the path to `thread.created`: at 50 conversations at once every request
+queued for that one thread (bench/README-chatkit.md):
 
 - the host check of `CustomHostMiddleware` (settings' ALLOWED_HOSTS or a verified custom domain) and the
   host's agency it names (on an agency's own domain no other agency's license is served),
@@ -29,6 +34,7 @@ import io
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -46,6 +52,7 @@ from licenses.hosts import request_host_agency
 from widgets.aio import upstream_home
 
 CHAT_PATH = re.compile(r"/api/widget/([^/]{1,64})/chat")
+CHATKIT_PATH = re.compile(r"/api/chatkit/([^/]{1,64})/")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -65,7 +72,8 @@ class ChatRoute:
 
     def hooks(self) -> tuple[Any, ...]:
         if self._hooks is None:
-            from widgets.views.embed import chat  # the URLconf's view (apps are loaded by now)
+            from chatkit.views import server as chatkit_server  # the URLconf's views (apps are loaded by now)
+            from widgets.views.embed import chat
 
             self._hooks = (
                 CustomHostMiddleware(_unused),
@@ -73,14 +81,15 @@ class ChatRoute:
                 SecurityMiddleware(_unused),
                 CommonMiddleware(_unused),
                 XFrameOptionsMiddleware(_unused),
-                chat,
+                {"chat": chat, "chatkit": chatkit_server},
             )
         return self._hooks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        key = _route(scope) if scope["type"] == "http" else None
-        if key is None:
+        route = _route(scope) if scope["type"] == "http" else None
+        if route is None:
             return await self.django(scope, receive, send)
+        name, key = route
         upstream_home()  # this server's loop runs the n8n calls itself (widgets/aio.py)
         body = bytearray()
         while True:
@@ -97,7 +106,7 @@ class ChatRoute:
         # agency's own domain another agency's license is unknown (licenses.hosts.host_serves_agency).
         token = request_host_agency.set(mapped_agency_id(request))
         try:
-            await self._serve(request, key, receive, send)
+            await self._serve(request, name, key, receive, send)
         finally:
             request_host_agency.reset(token)
 
@@ -111,8 +120,8 @@ class ChatRoute:
             return False
         return True
 
-    async def _serve(self, request: ASGIRequest, key: str, receive: Receive, send: Send) -> None:
-        serving = asyncio.ensure_future(self._answer(request, key, send))
+    async def _serve(self, request: ASGIRequest, name: str, key: str, receive: Receive, send: Send) -> None:
+        serving = asyncio.ensure_future(self._answer(request, name, key, send))
         leaving = asyncio.ensure_future(receive())  # resolves when the visitor leaves (http.disconnect)
         try:
             await asyncio.wait((serving, leaving), return_when=asyncio.FIRST_COMPLETED)
@@ -126,8 +135,9 @@ class ChatRoute:
             return
         response.close()  # a streamed relay's closer frees its permit and upstream; request_finished
 
-    async def _answer(self, request: ASGIRequest, key: str, send: Send) -> HttpResponse:
-        _host, hostile, security, common, xframe, view = self.hooks()
+    async def _answer(self, request: ASGIRequest, name: str, key: str, send: Send) -> HttpResponse:
+        _host, hostile, security, common, xframe, views = self.hooks()
+        view = views[name]
         # The settings' order: Security, then HostileInput, …, Common, …, X-Frame-Options, the view.
         response = security.process_request(request) or hostile._refusal(request)
         if response is not None:
@@ -160,17 +170,30 @@ def _log(path: str, response: HttpResponse, request: HttpRequest) -> None:
     log_response("%s: %s", response.reason_phrase, path, response=response, request=request)
 
 
-def _route(scope: Scope) -> str | None:
-    """The license key when this request may take the short route, else None."""
+def _route(scope: Scope) -> tuple[str, str] | None:
+    """(which view, the license key) when this request may take the short route, else None."""
     if scope["method"] != "POST" or scope.get("root_path") or settings.FORCE_SCRIPT_NAME:
         return None
-    match = CHAT_PATH.fullmatch(scope["path"])
-    if match is None or settings.DISALLOWED_USER_AGENTS or settings.PREPEND_WWW:
+    if settings.DISALLOWED_USER_AGENTS or settings.PREPEND_WWW:
         return None
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            return match[1] if value.isdigit() and int(value) <= settings.JSON_MAX_BODY_BYTES else None
+    match = CHAT_PATH.fullmatch(scope["path"])
+    name, limit = "chat", settings.JSON_MAX_BODY_BYTES
+    if match is None:
+        match = CHATKIT_PATH.fullmatch(scope["path"])
+        # The embedded page's calls only: the configurator's preview (session, CSRF) and share links go the
+        # full way.
+        if match is None or _query_names(scope) & {"preview", "share"}:
+            return None
+        name, limit = "chatkit", settings.CHATKIT_MAX_BODY_BYTES
+    for header, value in scope["headers"]:
+        if header == b"content-length":
+            return (name, match[1]) if value.isdigit() and int(value) <= limit else None
     return None  # chunked: the full stack
+
+
+def _query_names(scope: Scope) -> set[str]:
+    query = scope.get("query_string", b"").decode("latin-1")
+    return {name for name, _ in parse_qsl(query, keep_blank_values=True)}
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
