@@ -130,3 +130,84 @@ def test_history_of_a_thread_opened_in_the_request_is_what_it_holds(fake_openai,
     assert texts[0] == ["first question"]
     if turns == 2:
         assert texts[1][0] == "first question" and texts[1][-1] == "second question"
+
+
+def _store_context(widget, **extra):
+    from chatkit.threads import RequestContext
+
+    return RequestContext(
+        license=widget.license,
+        widget=widget,
+        config={},
+        owner="sb_owner",
+        api_key="sk-x",
+        model="gpt-x",
+        identity={"id": "user-7"},
+        **extra,
+    )
+
+
+def _columns(obj, *skip: str) -> dict:
+    obj.refresh_from_db()
+    return {f.attname: getattr(obj, f.attname) for f in obj._meta.concrete_fields if f.attname not in skip}
+
+
+def test_a_new_threads_rows_are_one_statement_with_the_rows_the_orm_writes(chatkit_widget):
+    """PostgreSQL: `thread_open` writes the conversation and the thread in ONE statement (one round trip before
+    the first byte instead of BEGIN, two INSERTs, COMMIT), and the rows are the ones the ORM path writes."""
+    from datetime import datetime
+
+    from chatkit.models import ChatKitThread
+    from chatkit.threads import DjangoStore, _thread_data, new_id
+    from chatkit.types import ThreadMetadata
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the one-statement path is PostgreSQL's (SQLite writes the rows in a transaction)")
+    store, ctx = DjangoStore(), _store_context(chatkit_widget)
+    with CaptureQueriesContext(connection) as queries:
+        thread_id = store.thread_open(ctx)
+    assert len(queries.captured_queries) == 1
+    assert queries.captured_queries[0]["sql"].startswith("WITH opened AS (INSERT INTO")
+    row = ChatKitThread.objects.get(thread_id=thread_id)
+    assert ctx.threads[thread_id].pk == row.pk and ctx.conversation_id == row.conversation_id
+
+    other = _store_context(chatkit_widget)
+    metadata = ThreadMetadata(id=new_id("thread"), created_at=datetime.now())
+    orm_row = store._create_thread(metadata, _thread_data(metadata), other)
+    varying = ("seq", "id", "thread_id", "session_id", "conversation_id", "created_at", "updated_at", "started_at")
+    assert _columns(row, *varying, "data") == _columns(orm_row, *varying, "data")
+    assert {k: v for k, v in row.data.items() if k not in ("id", "created_at")} == {
+        k: v for k, v in orm_row.data.items() if k not in ("id", "created_at")
+    }
+    assert _columns(row.conversation, *varying) == _columns(orm_row.conversation, *varying)
+    assert row.conversation.session_id == thread_id and row.conversation.channel == "chatkit"
+    assert row.conversation.started_at is not None and row.updated_at is not None
+
+
+def test_a_new_thread_is_all_or_nothing(chatkit_widget, monkeypatch):
+    """A thread row that cannot be written (here: a thread id already taken) leaves no conversation behind."""
+    from django.db import IntegrityError, transaction
+
+    from chatkit import threads
+    from chatkit.threads import DjangoStore
+    from widgets.models import Conversation
+
+    store = DjangoStore()
+    taken = store.thread_open(_store_context(chatkit_widget))
+    monkeypatch.setattr(threads, "new_id", lambda kind: taken)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        store.thread_open(_store_context(chatkit_widget))
+    assert Conversation.objects.count() == 1
+
+
+def test_no_model_signal_is_connected_to_a_threads_rows():
+    """`thread_open` writes the rows in one SQL statement (PostgreSQL), which sends no pre_save/post_save:
+    a receiver connected to these models would be skipped there, so it must not exist without a change there."""
+    from django.db.models.signals import post_save, pre_save
+
+    from chatkit.models import ChatKitThread
+    from widgets.models import Conversation
+
+    assert not any(
+        signal.has_listeners(model) for signal in (pre_save, post_save) for model in (Conversation, ChatKitThread)
+    )
