@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -141,7 +142,7 @@ class Processes:
     """`workers` web processes serving one ASGI app on one port, each on its own SO_REUSEPORT socket as in
     production (`make prod`: config/serve.py; here bench/serve.py, which serves any app the same way)."""
 
-    def __init__(self, app: str, workers: int, env: dict[str, str], log_path: str) -> None:
+    def __init__(self, app: str, workers: int, env: dict[str, str], log_path: str, root: Path = ROOT) -> None:
         from widgets.tests.prod_server import free_port
 
         self.port = free_port()
@@ -151,7 +152,7 @@ class Processes:
         for _ in range(workers):
             process = subprocess.Popen(
                 [sys.executable, str(ROOT / "bench" / "serve.py"), "--app", app, "--port", str(self.port)],
-                cwd=ROOT,
+                cwd=root,  # bench/serve.py serves the project in its working directory
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=log,
@@ -209,6 +210,12 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="web processes for ours and for the floor (production: WEB_CONCURRENCY)"
     )
+    parser.add_argument(
+        "--baseline-tree",
+        default="",
+        help="a copy of the project at another commit (`git archive <commit> | tar -x -C DIR`): served the same way "
+        "as a fourth path, taking turns with the others, for a before/after in one run",
+    )
     parser.add_argument("--json", default="", help="also write the figures to this JSON file")
     parser.add_argument(
         "--profile",
@@ -263,17 +270,20 @@ def main() -> None:
         **limits,
     )
     os.environ.update(env)
-    license_key, page_token, visitors = seed(args.conversations * (1 + args.rounds))
+    license_key, page_token, visitors = seed((2 if args.baseline_tree else 1) * args.conversations * (1 + args.rounds))
     from django.conf import settings
 
     env["FLOOR_MODEL"] = settings.CHATKIT_DEFAULT_MODEL
     log = "/tmp/bench-chatkit-server.log"
-    server = floor = None
+    server = floor = baseline = None
     try:
         server = Processes("config.asgi:application", args.workers, env, log)
         floor = Processes("bench.chatkit_floor:app", args.workers, env, log)
+        if args.baseline_tree:
+            root = Path(args.baseline_tree).resolve()
+            baseline = Processes("config.asgi:application", args.workers, env, log, root=root)
     except BaseException:
-        for started in (server, floor):
+        for started in (server, floor, baseline):
             if started is not None:
                 started.stop()
         os.killpg(fake.pid, signal.SIGTERM)
@@ -294,7 +304,7 @@ def main() -> None:
                 },
             }
 
-        def ours(client: httpx.Client, i: int):
+        def ours(client: httpx.Client, i: int, base: str = base):
             headers = {
                 "Origin": base,
                 "X-Switchboard-Page-Token": page_token,
@@ -337,6 +347,10 @@ def main() -> None:
             ("SDK floor (no Django)", sdk_floor, floor.pids),
             ("fake /v1/responses direct", direct, [fake.pid]),
         )
+        if baseline is not None:
+            paths += (
+                (f"ours @ {Path(args.baseline_tree).name}"[:26], partial(ours, base=baseline.url), baseline.pids),
+            )
         for _, send, _ in paths:  # warm up every path and process
             run(send, 20, 10)  # several connections: with --workers, each process gets some
         print(
@@ -384,7 +398,7 @@ def main() -> None:
                     f"{percentile(s['per_event'], 50):14.3f}"
                     f"{s['cpu_ms_per_conversation']:18.1f}"
                 )
-            a, f, b = (rows[name] for name, _, _ in paths)
+            a, f, b = (rows[name] for name, _, _ in paths[:3])
             figure = {
                 "ours": {k: [percentile(v, 50), percentile(v, 99)] for k, v in a.items() if isinstance(v, list)},
                 "floor": {k: [percentile(v, 50), percentile(v, 99)] for k, v in f.items() if isinstance(v, list)},
@@ -395,6 +409,12 @@ def main() -> None:
                     "fake_direct": b["cpu_ms_per_conversation"],
                 },
             }
+            if baseline is not None:
+                old = rows[paths[3][0]]
+                figure["baseline"] = {
+                    k: [percentile(v, 50), percentile(v, 99)] for k, v in old.items() if isinstance(v, list)
+                }
+                figure["cpu_ms_per_conversation"]["baseline"] = old["cpu_ms_per_conversation"]
             for against, other in (("direct", b), ("floor", f)):
                 byte = percentile(a["first_byte"], 50) - percentile(other["first_byte"], 50)
                 byte99 = percentile(a["first_byte"], 99) - percentile(other["first_byte"], 99)
@@ -440,8 +460,9 @@ def main() -> None:
                 + "\n"
             )
     finally:
-        server.stop()
-        floor.stop()
+        for started in (server, floor, baseline):
+            if started is not None:
+                started.stop()
         os.killpg(fake.pid, signal.SIGTERM)
         fake.wait(timeout=10)
 

@@ -2,7 +2,10 @@
 ASGI app, so a bench can start `--workers N` of them on one port like `make prod` does (and the SDK floor the same
 way as our project).
 
-    python bench/serve.py --app config.asgi:application --port P
+    cd <project> && python <this file> --app config.asgi:application --port P
+
+The app is imported from the working directory's project (bench/chatkit_server.py --baseline-tree serves a copy
+of another commit with this same file).
 
 Prints `ready` on stdout once it accepts connections (with N processes on one port, a health check could be
 answered by an earlier one).
@@ -11,12 +14,12 @@ answered by an earlier one).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from pathlib import Path
 
 import uvicorn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, os.getcwd())
 
 from config.serve import reuseport_socket, server_config  # noqa: E402
 
