@@ -389,11 +389,10 @@ N8N_TOTAL_TIMEOUT = env_float("N8N_TOTAL_TIMEOUT", 60.0)
 # most DB_POOL_MAX_SIZE so a step never waits for a pooled connection.
 DB_STEP_THREADS = env_int("DB_STEP_THREADS", 12, minimum=1)
 
-# The one pooled n8n client per process (widgets/n8n.py): connections in flight and kept alive.
+# The one pooled n8n session per server loop (widgets/n8n.py): connections open at once (in flight or
+# idle), and how long an idle one is kept.
 N8N_MAX_CONNECTIONS = env_int("N8N_MAX_CONNECTIONS", 1000, minimum=1)
-N8N_MAX_KEEPALIVE = env_int("N8N_MAX_KEEPALIVE", 200, minimum=0)
 N8N_KEEPALIVE_EXPIRY = env_float("N8N_KEEPALIVE_EXPIRY", 4.0)
-N8N_CLIENT_SHARDS = env_int("N8N_CLIENT_SHARDS", 64, minimum=1)
 # Upstream chat calls one license may have in flight per process (a license's limits may override it
 # with "max_concurrent_chats"); past it the chat answers 429 license_busy with Retry-After.
 WIDGET_CHAT_MAX_CONCURRENT_PER_LICENSE = env_int("WIDGET_CHAT_MAX_CONCURRENT_PER_LICENSE", 100, minimum=1)

@@ -15,7 +15,6 @@ ChatKit widgets are tested by chatkit/connection_test.py (registered in `PROVIDE
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Callable
@@ -23,15 +22,17 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 from django.conf import settings
 
 from widgets.aio import upstream_run
 from widgets.n8n import (
+    CALL_ERRORS,
     MAX_REPLY_BYTES,
     N8nError,
-    n8n_client,
+    n8n_error,
     n8n_payload,
+    n8n_request,
     n8n_target,
     n8n_target_allowed,
     reply_parse,
@@ -43,6 +44,10 @@ TEST_MESSAGE = "Hello! This is a connection test from Switchboard."
 TEST_METADATA = {"source": "switchboard-connection-test", "test": True}
 MAX_TEST_MESSAGE = 500
 SLOW_SECONDS = 15
+NOT_ALLOWED = (
+    "The webhook address points to a private or internal network, which "
+    "Switchboard does not call. Use the n8n instance's public address."
+)
 
 
 @dataclass(frozen=True)
@@ -89,19 +94,23 @@ def _n8n_says(body: bytes) -> str:
     return ""
 
 
-async def _post(url: str, payload: dict[str, Any], auth: tuple[str, str] | None) -> tuple[httpx.Response, bytes]:
-    """The test's one request, on the pooled n8n client and the upstream loop the chat proxy uses,
-    within the total time a visitor waits."""
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    content_type: str
+    body: bytes
+
+
+async def _post(url: str, payload: dict[str, Any], auth: tuple[str, str] | None) -> _Answer:
+    """The test's one request, on the pooled n8n session and the upstream loop the chat proxy uses,
+    within the total time a visitor waits (the session's N8N_TOTAL_TIMEOUT)."""
     body = bytearray()
-    async with (
-        asyncio.timeout(settings.N8N_TOTAL_TIMEOUT),
-        n8n_client().stream("POST", url, json=payload, auth=auth) as response,
-    ):
-        async for chunk in response.aiter_bytes():
+    async with n8n_request(url, payload, auth) as response:
+        async for chunk in response.content.iter_any():
             body += chunk
             if len(body) > MAX_REPLY_BYTES:
                 break
-    return response, bytes(body)
+        return _Answer(response.status, response.headers.get("content-type", "").lower(), bytes(body))
 
 
 def _stream_lines(body: bytes) -> list[dict[str, Any]] | None:
@@ -121,10 +130,9 @@ def _stream_lines(body: bytes) -> list[dict[str, Any]] | None:
     return events or None
 
 
-def _classify(response: httpx.Response, body: bytes, *, config: dict[str, Any], ms: int) -> ConnectionResult:
-    status = response.status_code
+def _classify(answer: _Answer, *, config: dict[str, Any], ms: int) -> ConnectionResult:
+    status, ctype, body = answer.status, answer.content_type, answer.body
     n8n = config["connection"]["n8n"]
-    ctype = response.headers.get("content-type", "").lower()
     if 300 <= status < 400:
         return connection_fail(
             "redirect",
@@ -244,11 +252,7 @@ def n8n_connection_test(*, config: dict[str, Any], secrets: dict[str, str], mess
             "the webhook's address: they only go to the address they were saved with).",
         )
     if not n8n_target_allowed(target.url):
-        return connection_fail(
-            "not_allowed",
-            "The webhook address points to a private or internal network, which "
-            "Switchboard does not call. Use the n8n instance's public address.",
-        )
+        return connection_fail("not_allowed", NOT_ALLOWED)
     host = urlsplit(target.url).hostname or "the webhook"
     payload = n8n_payload(
         action="sendMessage",
@@ -259,27 +263,34 @@ def n8n_connection_test(*, config: dict[str, Any], secrets: dict[str, str], mess
     limit = settings.N8N_TOTAL_TIMEOUT
     started = time.monotonic()
     try:
-        response, body = upstream_run(_post(target.url, payload, target.auth))
-    except httpx.ConnectTimeout:
+        answer = upstream_run(_post(target.url, payload, target.auth))
+    except aiohttp.ConnectionTimeoutError:
         return connection_fail(
             "unreachable",
             f"Could not connect to {host} within {settings.N8N_CONNECT_TIMEOUT:g} "
             "seconds. Check the address and that n8n is running.",
         )
-    except (httpx.TimeoutException, TimeoutError):
+    except CALL_ERRORS as exc:
+        return _call_failed(exc, host=host, limit=limit)
+    ms = int((time.monotonic() - started) * 1000)
+    return _classify(answer, config=config, ms=ms)
+
+
+def _call_failed(exc: BaseException, *, host: str, limit: float) -> ConnectionResult:
+    code = n8n_error(exc).code
+    if code == "upstream_timeout":
         return connection_fail(
             "timeout",
             f"The workflow did not answer within {limit:g} seconds, so visitors would see "
             "a timeout message instead of an answer.",
         )
-    except httpx.ConnectError:
+    if code == "target_not_allowed":
+        return connection_fail("not_allowed", NOT_ALLOWED)
+    if isinstance(exc, aiohttp.ClientConnectorError):
         return connection_fail(
             "unreachable", f"Could not connect to {host}. Check the address and that n8n is running."
         )
-    except httpx.HTTPError:
-        return connection_fail("unreachable", f"The connection to {host} broke off before an answer arrived.")
-    ms = int((time.monotonic() - started) * 1000)
-    return _classify(response, body, config=config, ms=ms)
+    return connection_fail("unreachable", f"The connection to {host} broke off before an answer arrived.")
 
 
 # The provider's test: n8n here; chatkit registers its own (chatkit/connection_test.py, from its AppConfig),

@@ -1,4 +1,4 @@
-"""The one client for n8n Chat Trigger webhooks (httpx), and the mapping of its replies.
+"""The one client for n8n Chat Trigger webhooks (aiohttp), and the mapping of its replies.
 
 The request is exactly what n8n's own chat widget sends:
     POST <webhook_url>  {"action": "sendMessage", "sessionId": ..., "chatInput": ..., "metadata": {...}}
@@ -18,21 +18,25 @@ secret: whoever knows it can call the workflow directly).
 from __future__ import annotations
 
 import asyncio
+import atexit
+import base64
+import codecs
+import contextlib
 import functools
 import ipaddress
-import itertools
 import json
 import logging
 import socket
 import ssl
-import time
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import httpx
+from aiohttp.abc import AbstractResolver, ResolveResult
 from django.conf import settings
 
 from licenses.api import ApiError
@@ -116,7 +120,9 @@ def n8n_target(*, config: dict[str, Any], secrets: dict[str, Any] | None) -> N8n
 
 def n8n_target_allowed(url: str) -> bool:
     """Whether the server may call this webhook: never a loopback, private, link-local or reserved
-    address unless N8N_ALLOW_PRIVATE_NETWORKS (on for development and tests, off in production)."""
+    address unless N8N_ALLOW_PRIVATE_NETWORKS (on for development and tests, off in production).
+    For the checks outside a call (Test connection, health, lead delivery); a call itself is checked
+    where it connects (`_PublicResolver`)."""
     if settings.N8N_ALLOW_PRIVATE_NETWORKS:
         return True
     host = urlsplit(url).hostname or ""
@@ -124,12 +130,12 @@ def n8n_target_allowed(url: str) -> bool:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError):
         return True  # unresolvable: the request itself fails as unreachable
-    return _all_public(infos)
+    return _all_public(info[4][0] for info in infos)
 
 
-def _all_public(infos: list[tuple[Any, ...]]) -> bool:
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+def _all_public(addresses: Any) -> bool:
+    for text in addresses:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
         if not address.is_global or address.is_multicast:
             return False
     return True
@@ -148,83 +154,158 @@ def n8n_payload(*, action: str, session_id: str, chat_input: str | None, metadat
     return payload
 
 
-def _timeout() -> httpx.Timeout:
-    return httpx.Timeout(settings.N8N_TOTAL_TIMEOUT, connect=settings.N8N_CONNECT_TIMEOUT)
+# --- the process's pooled client -----------------------------------------------------------------
+#
+# One aiohttp session per long-lived loop (the ASGI server's, or the upstream loop: widgets/aio.py), issue
+# 11.2: ONE SSL context (the CA bundle loaded once; a client per message cost ~46 ms of CPU for it) and
+# kept-alive connections, at most N8N_MAX_CONNECTIONS. aiohttp rather than httpx (issue 11 bench,
+# bench/chat_proxy.py): httpx + httpcore spent ~0.55 ms of CPU per call with 200 calls in flight (its pool
+# re-checks every connection on each request; one client cost ~15 ms per call until it was split into 64),
+# aiohttp ~0.1 ms (C HTTP parser, a per-host deque of idle connections).
+
+DNS_CACHE_SECONDS = 10  # how long a webhook host's checked addresses are reused (aiohttp's DNS cache)
+JSON_HEADERS = {"Accept": "application/json", "Content-Type": "application/json"}
 
 
-# The pooled n8n clients of the process (issue 11.2), one set per long-lived loop (the ASGI server's,
-# or the upstream loop: widgets/aio.py): ONE SSL context (the CA bundle loaded once; a client per
-# message cost ~46 ms of CPU for it), kept-alive connections, bounded by N8N_MAX_CONNECTIONS. The pool is
-# split into N8N_CLIENT_SHARDS httpx clients taken in turn, all on that one SSL context: httpcore's pool
-# does O(requests x connections^2) work (it checks every connection's expiry and idleness on each
-# request), so one client with 200 calls in flight spends ~15 ms of CPU per call; 64 shards keep a few
-# connections each (bench/chat_proxy.py).
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[httpx.AsyncClient]] = weakref.WeakKeyDictionary()
-_next_shard = itertools.count()
+class _TargetNotPublic(OSError):
+    """A webhook host with a non-public address (N8N_ALLOW_PRIVATE_NETWORKS off)."""
+
+
+class _PublicResolver(AbstractResolver):
+    """aiohttp's resolver that refuses a host when any of its addresses is not public, at the moment the
+    pool connects: the addresses checked are exactly the ones connected to (no second lookup that a
+    rebinding DNS server could answer differently), and aiohttp's DNS cache keeps only accepted answers,
+    for DNS_CACHE_SECONDS, so a turn costs no lookup of its own. IP literals never reach a resolver:
+    `_literal_refused` checks those before each call."""
+
+    def __init__(self) -> None:
+        self._resolver = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        hosts = await self._resolver.resolve(host, port, family)
+        if not _all_public(entry["host"] for entry in hosts):
+            raise _TargetNotPublic(f"{host} has a non-public address")
+        return hosts
+
+    async def close(self) -> None:
+        await self._resolver.close()
+
+
+def _literal_refused(url: str) -> bool:
+    """An IP-literal webhook host that is not public (when private networks are refused)."""
+    if settings.N8N_ALLOW_PRIVATE_NETWORKS:
+        return False
+    host = urlsplit(url).hostname or ""
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False  # a name: `_PublicResolver` checks it where it connects
+    return not _all_public([host])
+
+
+_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[bool, aiohttp.ClientSession]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 @functools.cache
 def _ssl_context() -> ssl.SSLContext:
-    return httpx.create_ssl_context()
+    return httpx.create_ssl_context()  # certifi's CA bundle, as every other outgoing call of ours
 
 
-def n8n_client() -> httpx.AsyncClient:
-    """One of the running loop's pooled clients (created on first use, then reused)."""
+def n8n_session() -> aiohttp.ClientSession:
+    """The running loop's pooled session (created on first use, then reused; again when
+    N8N_ALLOW_PRIVATE_NETWORKS changed, as in tests, so no address accepted under the other rule is reused)."""
     loop = asyncio.get_running_loop()
-    shards = _clients.get(loop)
-    if shards is None or any(client.is_closed for client in shards):
-        count = max(1, settings.N8N_CLIENT_SHARDS)
-        limits = httpx.Limits(
-            max_connections=max(1, settings.N8N_MAX_CONNECTIONS // count),
-            max_keepalive_connections=max(1, settings.N8N_MAX_KEEPALIVE // count),
+    private = settings.N8N_ALLOW_PRIVATE_NETWORKS
+    entry = _sessions.get(loop)
+    if entry is None or entry[0] != private or entry[1].closed:
+        if entry is not None and not entry[1].closed:
+            loop.create_task(entry[1].close())
+        connector = aiohttp.TCPConnector(
+            limit=settings.N8N_MAX_CONNECTIONS,
+            limit_per_host=0,
             # Below the 5 s keep-alive of Node (n8n) and most servers: never reuse a connection the
             # other side is closing, which would fail the visitor's message.
-            keepalive_expiry=settings.N8N_KEEPALIVE_EXPIRY,
+            keepalive_timeout=settings.N8N_KEEPALIVE_EXPIRY,
+            ssl=_ssl_context(),
+            ttl_dns_cache=DNS_CACHE_SECONDS,
+            resolver=None if private else _PublicResolver(),
         )
-        shards = [
-            httpx.AsyncClient(
-                timeout=_timeout(),
-                follow_redirects=False,
-                headers={"Accept": "application/json"},
-                limits=limits,
-                verify=_ssl_context(),
-            )
-            for _ in range(count)
-        ]
-        _clients[loop] = shards
-    return shards[next(_next_shard) % len(shards)]
+        entry = _sessions[loop] = (private, aiohttp.ClientSession(connector=connector))
+    return entry[1]
 
 
-async def n8n_target_allowed_async(url: str) -> bool:
-    """`n8n_target_allowed` without blocking the event loop on DNS."""
-    if settings.N8N_ALLOW_PRIVATE_NETWORKS:
-        return True
-    host = urlsplit(url).hostname or ""
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError):
-        return True  # unresolvable: the request itself fails as unreachable
-    return _all_public(infos)
+@atexit.register
+def _sessions_close() -> None:
+    """Close the pooled sessions when the process exits, so aiohttp does not log each one as unclosed: on
+    their loop when it still runs (the upstream loop's thread) or can run once more (stopped); when the loop
+    is closed (a Uvicorn worker's, after its server stopped) nothing can be awaited, so the connections are
+    dropped without I/O (`_close`: aiohttp 3.14's synchronous half of `close()`, pinned)."""
+    for loop, (_, session) in list(_sessions.items()):
+        if session.closed:
+            continue
+        with contextlib.suppress(Exception):
+            if loop.is_running():
+                asyncio.run_coroutine_threadsafe(session.close(), loop).result(timeout=2)
+            elif not loop.is_closed():
+                loop.run_until_complete(session.close())
+            else:
+                connector = session.connector
+                session.detach()
+                connector._close()
+
+
+def _timeout() -> aiohttp.ClientTimeout:
+    """The whole call (connecting, waiting for a pooled connection, reading the last byte) within
+    N8N_TOTAL_TIMEOUT; the TCP/TLS connect within N8N_CONNECT_TIMEOUT."""
+    return aiohttp.ClientTimeout(total=settings.N8N_TOTAL_TIMEOUT, sock_connect=settings.N8N_CONNECT_TIMEOUT)
+
+
+def _headers(auth: tuple[str, str] | None) -> dict[str, str]:
+    if auth is None:
+        return JSON_HEADERS
+    token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()  # RFC 7617 with UTF-8
+    return {**JSON_HEADERS, "Authorization": f"Basic {token}"}
+
+
+def n8n_request(url: str, payload: dict[str, Any], auth: tuple[str, str] | None) -> Any:
+    """POST `payload` to the webhook on the pooled session: `async with n8n_request(...) as response`, or
+    `await` it (then `release()` the response). No redirects followed. Raises aiohttp errors and
+    TimeoutError (see `n8n_error`)."""
+    if _literal_refused(url):
+        raise _TargetNotPublic("a non-public address")
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    return n8n_session().post(url, data=body, headers=_headers(auth), allow_redirects=False, timeout=_timeout())
+
+
+def n8n_error(exc: BaseException) -> N8nError:
+    """The N8nError for what a call raised (timeouts before connection errors: aiohttp's are both)."""
+    if isinstance(exc, TimeoutError):
+        return _timeout_error()
+    if isinstance(exc, _TargetNotPublic) or isinstance(getattr(exc, "os_error", None), _TargetNotPublic):
+        return _forbidden_target()
+    return _upstream_error(type(exc).__name__)
+
+
+CALL_ERRORS = (aiohttp.ClientError, TimeoutError, _TargetNotPublic)
 
 
 async def _post_json(target: N8nTarget, payload: dict[str, Any]) -> Any:
-    if not await n8n_target_allowed_async(target.url):
-        raise _forbidden_target()
     try:
-        async with asyncio.timeout(settings.N8N_TOTAL_TIMEOUT):
-            async with n8n_client().stream("POST", target.url, json=payload, auth=target.auth) as response:
-                if response.status_code >= 400:
-                    raise _upstream_error(f"status {response.status_code}", status=response.status_code)
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_REPLY_BYTES:
-                        raise _upstream_error("reply too large")
-                content_type = response.headers.get("content-type", "")
-    except (httpx.TimeoutException, TimeoutError):
-        raise _timeout_error()
-    except httpx.HTTPError as exc:
-        raise _upstream_error(type(exc).__name__)
+        async with n8n_request(target.url, payload, target.auth) as response:
+            if response.status >= 400:
+                raise _upstream_error(f"status {response.status}", status=response.status)
+            body = bytearray()
+            async for chunk in response.content.iter_any():
+                body += chunk
+                if len(body) > MAX_REPLY_BYTES:
+                    raise _upstream_error("reply too large")
+            content_type = response.headers.get("content-type", "")
+    except CALL_ERRORS as exc:
+        raise n8n_error(exc) from None
     try:
         return upstream_json(body)
     except ValueError:
@@ -320,41 +401,33 @@ class N8nStream:
         self.payload = n8n_payload(
             action="sendMessage", session_id=session_id, chat_input=chat_input, metadata=metadata
         )
-        self.deadline = time.monotonic() + settings.N8N_TOTAL_TIMEOUT
         self.text_parts: list[str] = []
         self.ui: list[dict[str, Any]] = []
         self.ok = False
         self.error: N8nError | None = None
-        self._response: httpx.Response | None = None
+        self._response: aiohttp.ClientResponse | None = None
 
     @property
     def text(self) -> str:
         return "".join(self.text_parts)
 
-    def _left(self) -> float:
-        return max(0.0, self.deadline - time.monotonic())
-
     async def open(self) -> None:
-        if not await n8n_target_allowed_async(self.target.url):
-            raise _forbidden_target()
-        client = n8n_client()
-        request = client.build_request("POST", self.target.url, json=self.payload)
+        """Send the request and read the status. The call's N8N_TOTAL_TIMEOUT runs from here to the last
+        byte read in `batches()` (aiohttp's timer, whichever task reads)."""
         try:
-            async with asyncio.timeout(self._left()):
-                self._response = await client.send(request, stream=True, auth=self.target.auth)
-        except (httpx.TimeoutException, TimeoutError):
-            raise _timeout_error()
-        except httpx.HTTPError as exc:
-            raise _upstream_error(type(exc).__name__)
-        if self._response.status_code >= 400:
-            status = self._response.status_code
+            self._response = await n8n_request(self.target.url, self.payload, self.target.auth)
+        except CALL_ERRORS as exc:
+            raise n8n_error(exc) from None
+        if self._response.status >= 400:
+            status = self._response.status
             await self.aclose()
             raise _upstream_error(f"status {status}", status=status)
 
     async def aclose(self) -> None:
+        """Give the connection back (or close it when the reply was not read to its end)."""
         if self._response is not None:
             response, self._response = self._response, None
-            await response.aclose()
+            response.release()
 
     def _line_event(self, line: str) -> dict[str, Any] | None:
         try:
@@ -388,17 +461,13 @@ class N8nStream:
 
     async def batches(self) -> AsyncIterator[list[dict[str, Any]]]:
         assert self._response is not None, "open() first"
-        chunks = self._response.aiter_text()
+        chunks = self._response.content
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         buffer = ""
         batch: list[dict[str, Any]] = []
         try:
-            while True:
-                try:
-                    async with asyncio.timeout(self._left()):
-                        chunk = await anext(chunks)
-                except StopAsyncIteration:
-                    break
-                buffer += chunk
+            while chunk := await chunks.readany():
+                buffer += decoder.decode(chunk)
                 # n8n separates objects by newlines; some versions concatenate `}{` without one.
                 buffer = buffer.replace("}{", "}\n{")
                 *lines, buffer = buffer.split("\n")
@@ -408,14 +477,13 @@ class N8nStream:
                 if batch:
                     yield batch
                     batch = []
+            buffer += decoder.decode(b"", final=True)
             if buffer.strip() and (event := self._line_event(buffer.strip())):
                 batch.append(event)
             self.ok = True
             batch.append({"type": "end", "output": self.text, "ui": self.ui[:10]})
-        except (httpx.TimeoutException, TimeoutError):
-            batch.extend(self._fail(_timeout_error()))
-        except httpx.HTTPError as exc:
-            batch.extend(self._fail(_upstream_error(type(exc).__name__)))
+        except CALL_ERRORS as exc:
+            batch.extend(self._fail(n8n_error(exc)))
         except N8nError as error:
             batch.extend(self._fail(error))
         finally:

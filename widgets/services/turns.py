@@ -105,11 +105,11 @@ def chat_turn_record(
 
 def chat_turns_record(turns: list[dict[str, Any]]) -> list[int | Exception]:
     """Several visitors' turns (`chat_turn_record`'s arguments each) in as few statements as possible: the
-    continuing sessions' messages in ONE multi-row INSERT (atomic: all of them or none), new sessions each
-    through `chat_turn_record` (race-safe open). Every turn stays whole: when the shared INSERT fails (a
-    conversation deleted meanwhile, a bad row), each of its turns is stored on its own, so one turn's
-    trouble is never another's. Returns, per turn and in order, its conversation id or the exception
-    that refused it."""
+    continuing sessions' messages in ONE multi-row INSERT (atomic: all of them or none), the new sessions'
+    first turns in one transaction of a few statements (`_sessions_open`). Every turn stays whole: when a
+    shared write fails (a conversation deleted or opened elsewhere meanwhile, a bad row), each of its turns
+    is stored on its own through `chat_turn_record` (race-safe open), so one turn's trouble is never
+    another's. Returns, per turn and in order, its conversation id or the exception that refused it."""
     results: list[int | Exception | None] = [None] * len(turns)
     continuing = [i for i, turn in enumerate(turns) if turn.get("conversation_id") is not None]
     if len(continuing) > 1:
@@ -122,6 +122,15 @@ def chat_turns_record(turns: list[dict[str, Any]]) -> list[int | Exception]:
         else:
             for i in continuing:
                 results[i] = turns[i]["conversation_id"]
+    opening = [i for i, turn in enumerate(turns) if turn.get("conversation_id") is None]
+    if len(opening) > 1:
+        try:
+            opened = _sessions_open([turns[i] for i in opening])
+        except DatabaseError:
+            pass  # one by one below
+        else:
+            for i, conversation_id in zip(opening, opened, strict=True):
+                results[i] = conversation_id
     for i, turn in enumerate(turns):
         if results[i] is None:
             try:
@@ -129,6 +138,50 @@ def chat_turns_record(turns: list[dict[str, Any]]) -> list[int | Exception]:
             except DatabaseError as exc:
                 results[i] = exc
     return results  # type: ignore[return-value]
+
+
+def _sessions_open(turns: list[dict[str, Any]]) -> list[int]:
+    """The first turns of new sessions (several turns of one session included), all in ONE transaction:
+    the conversations that exist by now are found in one query, the others inserted in one, the monthly
+    usage counted once per license for the conversations inserted here, and every turn's messages in one
+    INSERT. A session opened elsewhere meanwhile breaks the unique constraint and rolls the whole batch
+    back (the caller then stores each turn on its own, race-safe), so a conversation is counted only by the
+    insert that created it. Returns each turn's conversation id, in order."""
+
+    def key(turn: dict[str, Any]) -> tuple[int, str]:
+        return turn["widget"].pk, turn["session_id"]
+
+    keys = {key(turn) for turn in turns}
+    with transaction.atomic():
+        found: dict[tuple[int, str], int] = {}
+        existing = Conversation.objects.filter(
+            widget_id__in={widget for widget, _ in keys},
+            session_id__in={session for _, session in keys},
+            channel=Channel.CHAT,
+            is_preview=False,
+        ).order_by("-started_at", "-id")  # the oldest last, so it is the one kept (chat_conversation_find's)
+        for conversation_id, widget_id, session_id in existing.values_list("id", "widget_id", "session_id"):
+            found[(widget_id, session_id)] = conversation_id
+        opening: dict[tuple[int, str], Conversation] = {}
+        for turn in sorted(turns, key=key):  # one insert order for every process (no lock-order deadlock)
+            if key(turn) not in found and key(turn) not in opening:
+                opening[key(turn)] = Conversation(
+                    widget=turn["widget"],
+                    channel=Channel.CHAT,
+                    session_id=turn["session_id"],
+                    visitor_id=turn["visitor_id"],
+                    page_url=turn.get("page_url", ""),
+                    identity=turn.get("identity") or {},
+                )
+        Conversation.objects.bulk_create(opening.values())
+        counted: dict[int, int] = {}
+        for conversation in opening.values():
+            counted[conversation.widget.license_id] = counted.get(conversation.widget.license_id, 0) + 1
+            found[(conversation.widget_id, conversation.session_id)] = conversation.pk
+        for license_id in sorted(counted):
+            usage_increment(license=license_id, conversations=counted[license_id])
+        Message.objects.bulk_create([row for turn in turns for row in _turn_messages(found[key(turn)], turn)])
+    return [found[key(turn)] for turn in turns]
 
 
 def _turn_messages(conversation_id: int, turn: dict[str, Any]) -> list[Message]:

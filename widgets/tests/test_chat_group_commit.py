@@ -113,3 +113,69 @@ def test_a_refused_batch_refuses_each_of_its_turns(n8n_widget, monkeypatch):
     results = async_to_sync(two)()
     assert all(isinstance(result, OperationalError) for result in results)
     assert not Message.objects.exists()
+
+
+@pytest.mark.django_db
+def test_new_sessions_in_a_batch_open_together_and_count_once_each(n8n_widget):
+    from licenses.models import LicenseUsage
+
+    joined = conversation(n8n_widget, "opened-meanwhile")  # its first turn's checks found none
+    batch = [
+        turn(n8n_widget, "n1", None, "one"),
+        turn(n8n_widget, "n2", None, "two"),
+        turn(n8n_widget, "opened-meanwhile", None, "three"),
+        turn(n8n_widget, "n1", None, "four"),  # a second first message of n1 in the same batch
+    ]
+    with CaptureQueriesContext(connection) as ctx:
+        results = chat_turns_record(batch)
+    n1, n2 = (Conversation.objects.get(widget=n8n_widget, session_id=s) for s in ("n1", "n2"))
+    assert results == [n1.pk, n2.pk, joined.pk, n1.pk]
+    inserts = [q["sql"].split(" (")[0] for q in ctx.captured_queries if q["sql"].startswith('INSERT INTO "widgets_')]
+    assert inserts == ['INSERT INTO "widgets_conversation"', 'INSERT INTO "widgets_message"']  # one each
+    assert LicenseUsage.objects.get(license=n8n_widget.license).conversations == 2  # n1 and n2, once each
+    assert texts(n1) == [("user", "one"), ("assistant", "re: one"), ("user", "four"), ("assistant", "re: four")]
+    assert texts(n2) == [("user", "two"), ("assistant", "re: two")]
+    assert texts(joined) == [("user", "three"), ("assistant", "re: three")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_batches_opening_the_same_sessions_at_once_open_each_once(n8n_widget):
+    """Concurrent batches (as N web processes would write them) with the same new sessions: the batch that
+    loses a session's insert rolls back and stores its turns one by one, race-safe; nothing is lost,
+    nothing is stored twice, and each conversation is counted once."""
+    import random
+    import threading
+
+    from django.db import connections
+
+    from licenses.models import LicenseUsage
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite serialises writers with a file lock; this runs on PostgreSQL in CI")
+    sessions, writers = 10, 6
+    barrier = threading.Barrier(writers)
+    results: list[list] = []
+
+    def writer(n: int) -> None:
+        batch = [turn(n8n_widget, f"race-{s}", None, f"w{n}") for s in range(sessions)]
+        random.Random(n).shuffle(batch)
+        try:
+            barrier.wait()
+            results.append(chat_turns_record(batch))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == writers
+    assert not [r for batch in results for r in batch if isinstance(r, Exception)]
+    assert Conversation.objects.filter(widget=n8n_widget).count() == sessions
+    assert LicenseUsage.objects.get(license=n8n_widget.license).conversations == sessions
+    for conv in Conversation.objects.filter(widget=n8n_widget):
+        assert sorted(conv.messages.filter(role="user").values_list("text", flat=True)) == [
+            f"w{n}" for n in range(writers)
+        ]
+        assert conv.messages.count() == 2 * writers

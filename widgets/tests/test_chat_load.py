@@ -123,15 +123,17 @@ def test_every_middleware_runs_async_so_the_chat_view_holds_no_thread():
     assert sync_only == []
 
 
-def test_one_pooled_upstream_client_serves_every_message(client, n8n_widget, fake_n8n, owner, monkeypatch, settings):
-    """Issue 11.2: no client per message: the process's pool (its shards) is made once, on one SSL
+def test_one_pooled_upstream_client_serves_every_message(client, n8n_widget, fake_n8n, owner, monkeypatch):
+    """Issue 11.2: no client per message: the process's pooled session is made once, on one SSL
     context (the CA bundle loaded once), and every later message reuses it."""
     import json
+
+    import aiohttp
 
     from widgets import n8n
 
     created, contexts = [], []
-    for cls in (httpx.Client, httpx.AsyncClient):
+    for cls in (httpx.Client, httpx.AsyncClient, aiohttp.ClientSession):
         original = cls.__init__
 
         def counting(self, *args, _original=original, **kwargs):
@@ -146,9 +148,8 @@ def test_one_pooled_upstream_client_serves_every_message(client, n8n_widget, fak
         return real_context(*args, **kwargs)
 
     monkeypatch.setattr(httpx, "create_ssl_context", counting_context)
-    monkeypatch.setattr(n8n, "_clients", type(n8n._clients)())
+    monkeypatch.setattr(n8n, "_sessions", type(n8n._sessions)())
     n8n._ssl_context.cache_clear()
-    settings.N8N_CLIENT_SHARDS = 4
 
     def send(text):
         return client.post(
@@ -164,6 +165,6 @@ def test_one_pooled_upstream_client_serves_every_message(client, n8n_widget, fak
     for i in range(5):
         fake_n8n.reply(stream=[{"type": "item", "content": f"s{i}"}, {"type": "end"}])
         assert b"".join(send(f"stream {i}").streaming_content).endswith(b'"ui":[]}\n')
-    assert created == ["AsyncClient"] * 4  # the shards, once
+    assert created == ["ClientSession"]  # once
     assert len(contexts) == 1  # one SSL context for all of them
     n8n._ssl_context.cache_clear()

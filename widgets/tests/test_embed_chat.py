@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import pytest
 
@@ -225,6 +226,22 @@ def test_upstream_timeout_is_504_without_the_url(client, n8n_widget, fake_n8n, s
     message = failed_turn(n8n_widget)
     assert (message.failure_kind, message.upstream_status) == ("upstream_timeout", None)
     assert 250 <= message.latency_ms < 1000
+
+
+def test_a_stream_that_stalls_ends_with_a_timeout_line_within_the_total_time(
+    client, n8n_widget, fake_n8n, owner, settings
+):
+    """N8N_TOTAL_TIMEOUT runs from the request to the stream's last byte, whichever task reads it."""
+    publish(n8n_widget, owner, config={"connection": {"n8n": {"streaming": True}}})
+    settings.N8N_TOTAL_TIMEOUT = 0.5
+    fake_n8n.reply(stream=[{"type": "item", "content": "Hel"}, {"type": "item", "content": "lo"}], delay=2.0)
+    started = time.monotonic()
+    response = send(client, n8n_widget)
+    lines = [json.loads(line) for line in b"".join(response.streaming_content).splitlines()]
+    assert time.monotonic() - started < 1.5
+    assert lines[0] == {"type": "item", "content": "Hel"}
+    assert lines[-1]["type"] == "error" and lines[-1]["code"] == "upstream_timeout"
+    assert failed_turn(n8n_widget).failure_kind == "upstream_timeout"
 
 
 @pytest.mark.parametrize(

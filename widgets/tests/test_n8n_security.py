@@ -77,6 +77,23 @@ def test_private_webhook_addresses_are_refused_in_production(client, settings, n
     assert fake_n8n.requests == []
 
 
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_webhook_name_resolving_to_a_private_address_is_refused_where_it_connects(
+    client, settings, n8n_widget, owner, fake_n8n, second_n8n, streaming
+):
+    """A host name (here `localhost`) is checked on the addresses the pool connects to, not by a lookup of
+    its own before the call, so a DNS answer cannot change between the check and the connection."""
+    widget = publish(n8n_widget, owner, config=n8n_config(second_n8n, streaming=streaming))
+    assert chat(client, widget).status_code == 200  # allowed while private networks are
+    settings.N8N_ALLOW_PRIVATE_NETWORKS = False
+    calls = len(fake_n8n.requests)
+    response = chat(client, widget, "again")
+    assert response.status_code == 502 and response.json()["error"]["code"] == "target_not_allowed"
+    assert len(fake_n8n.requests) == calls  # not even a kept-alive connection of the allowed time is reused
+    settings.N8N_ALLOW_PRIVATE_NETWORKS = True
+    assert chat(client, widget, "back").status_code == 200
+
+
 # --- issue 9 finding 1: a stored secret is only ever sent to the destination it was saved with ----
 
 ATTACK_USER = {"n8n_basic_auth_user": "x"}
