@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import connection, models, transaction
+from django.db import transaction
 from django.db.models import Q
-from django.db.models.sql import InsertQuery
 from django.utils import timezone
 from pydantic import TypeAdapter
 
@@ -140,12 +139,8 @@ class DjangoStore(Store[RequestContext]):
     def _metadata(row: ChatKitThread) -> ThreadMetadata:
         return ThreadMetadata.model_validate(row.data)
 
-    @staticmethod
-    def _thread_rows(
-        thread: ThreadMetadata, data: dict[str, Any], ctx: RequestContext
-    ) -> tuple[Conversation, ChatKitThread]:
-        """A new thread's two rows, unsaved: its `widgets.Conversation` and its `ChatKitThread`."""
-        conversation = Conversation(
+    def _create_thread(self, thread: ThreadMetadata, data: dict[str, Any], ctx: RequestContext) -> ChatKitThread:
+        conversation = Conversation.objects.create(
             widget=ctx.widget,
             channel=Channel.CHATKIT,
             visitor_id=ctx.owner[:128],
@@ -154,7 +149,7 @@ class DjangoStore(Store[RequestContext]):
             usage={"model": ctx.model},
             identity=ctx.identity,
         )
-        row = ChatKitThread(
+        row = ChatKitThread.objects.create(
             thread_id=thread.id,
             widget=ctx.widget,
             owner=ctx.owner,
@@ -163,54 +158,15 @@ class DjangoStore(Store[RequestContext]):
             created_at=_aware(thread.created_at),
             data=data,
         )
-        return conversation, row
-
-    def _create_thread(self, thread: ThreadMetadata, data: dict[str, Any], ctx: RequestContext) -> ChatKitThread:
-        """Write a new thread's rows (in the caller's transaction)."""
-        conversation, row = self._thread_rows(thread, data, ctx)
-        conversation.save(force_insert=True)
-        row.conversation = conversation
-        row.save(force_insert=True)
-        return self._opened_row(row, ctx)
-
-    def _create_thread_at_once(self, thread: ThreadMetadata, ctx: RequestContext) -> ChatKitThread:
-        """PostgreSQL: a new thread's two rows in ONE statement (the conversation's INSERT in a CTE, the
-        thread's INSERT naming its id), atomic by itself: one round trip where a transaction takes four
-        (BEGIN, two INSERTs, COMMIT), each a GIL hand-back in a DB step thread that the loop's streams
-        compete for (bench/chatkit_server.py). The rows are the ones `_create_thread` writes (Django's insert
-        compiler prepares the values); no model signal is sent, and none is connected to these models
-        (chatkit/tests/test_fast_path.py checks that)."""
-        conversation, row = self._thread_rows(thread, _thread_data(thread), ctx)
-        conversation_sql, conversation_params = _insert_sql(conversation)
-        row_sql, row_params = _insert_sql(row, raw={"conversation_id": "(SELECT id FROM opened)"})
-        qn = connection.ops.quote_name
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"WITH opened AS ({conversation_sql} RETURNING {qn(Conversation._meta.pk.column)} AS id) "
-                f"{row_sql} RETURNING {qn(ChatKitThread._meta.pk.column)}, {qn('conversation_id')}",
-                [*conversation_params, *row_params],
-            )
-            row.pk, conversation.pk = cursor.fetchone()
-        for saved in (conversation, row):
-            saved._state.adding, saved._state.db = False, connection.alias
-        row.conversation = conversation
-        return self._opened_row(row, ctx)
-
-    @staticmethod
-    def _opened_row(row: ChatKitThread, ctx: RequestContext) -> ChatKitThread:
-        ctx.threads[row.thread_id] = row
-        ctx.conversation_id = row.conversation_id
+        ctx.threads[thread.id] = row
+        ctx.conversation_id = conversation.pk
         return row
 
     def thread_open(self, ctx: RequestContext) -> str:
-        """Sync, before streaming (the endpoint's step): the rows of the thread a `threads.create` request
-        makes, all or nothing, under a new id that `generate_thread_id` then hands the SDK."""
+        """Sync, before streaming (the endpoint's step, inside its transaction): the rows of the thread a
+        `threads.create` request makes, under a new id that `generate_thread_id` then hands the SDK."""
         thread = ThreadMetadata(id=new_id("thread"), created_at=datetime.now())
-        if connection.vendor == "postgresql":
-            self._create_thread_at_once(thread, ctx)
-        else:
-            with transaction.atomic():
-                self._create_thread(thread, _thread_data(thread), ctx)
+        self._create_thread(thread, _thread_data(thread), ctx)
         ctx.opened = thread.id
         return thread.id
 
@@ -363,31 +319,6 @@ def _thread_data(thread: ThreadMetadata) -> dict[str, Any]:
     data = thread.model_dump(mode="json", exclude={"items"} if hasattr(thread, "items") else None)
     data.pop("items", None)
     return data
-
-
-def _insert_sql(obj: models.Model, raw: dict[str, str] | None = None) -> tuple[str, list[Any]]:
-    """`INSERT INTO <table> (<columns>) VALUES (...)` of `obj`'s row as its save() writes it (Django's own insert
-    compiler: defaults, auto_now, each field's preparation), the columns named in `raw` given as SQL instead."""
-    raw = raw or {}
-    meta = obj._meta
-    fields = [f for f in meta.local_concrete_fields if not f.generated and f is not meta.auto_field]
-    query = InsertQuery(type(obj))
-    query.insert_values(fields, [obj])
-    compiler = query.get_compiler(connection=connection)
-    placeholders: list[str] = []
-    params: list[Any] = []
-    for column in fields:
-        if column.attname in raw:
-            placeholders.append(raw[column.attname])
-            continue
-        value = compiler.prepare_value(column, compiler.pre_save_val(column, obj))
-        sql, values = compiler.field_as_sql(column, getattr(column, "get_placeholder", None), value)
-        placeholders.append(sql)
-        params.extend(values)
-    qn = connection.ops.quote_name
-    columns = ", ".join(qn(f.column) for f in fields)
-    # Names quoted from the model's meta, every value a bound parameter.
-    return f"INSERT INTO {qn(meta.db_table)} ({columns}) VALUES ({', '.join(placeholders)})", params  # noqa: S608
 
 
 def _limit(limit: int | None) -> int:

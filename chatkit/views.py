@@ -21,6 +21,7 @@ from urllib.parse import urlencode, urlsplit
 
 import redis
 from django.conf import settings
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.middleware.csrf import CsrfViewMiddleware, get_token
 from django.shortcuts import render
@@ -455,7 +456,7 @@ class _Prepared:
 
 def _prepare(request: HttpRequest, license_key: str) -> _Prepared:
     """Everything before streaming, in ONE trip to the ORM thread: who is calling, the body, the rate
-    limits, the thread's owner; for a new thread the monthly count and its rows (one statement each on PostgreSQL).
+    limits, the thread's owner; for a new thread its rows and the monthly count, in one transaction.
     A refusal is a JSON error.
 
     The embedded page's calls resolve the license and widget from this process's cache
@@ -520,13 +521,14 @@ def _prepare(request: HttpRequest, license_key: str) -> _Prepared:
         except NotFoundError:
             raise ChatKitError("not_found", "No such conversation.", 404)
         if isinstance(req, ThreadsCreateReq):
-            # The monthly count (unless a preview; one statement), then the new thread's rows (all or nothing),
-            # before streaming; a count whose thread could not be written is given back.
+            # The monthly count (unless a preview; one statement), then the new thread's rows in one
+            # transaction, before streaming; a count whose thread could not be written is given back.
             if not context.preview:
                 chatkit_thread_reserve(license=context.license)
                 context.reserved_thread = True
             try:
-                SERVER.store.thread_open(context)
+                with transaction.atomic():
+                    SERVER.store.thread_open(context)
             except Exception:
                 if context.reserved_thread:
                     chatkit_thread_unreserve(license=context.license)
