@@ -186,7 +186,7 @@ class _PublicResolver(AbstractResolver):
     ) -> list[ResolveResult]:
         hosts = await self._resolver.resolve(host, port, family)
         if not _all_public(entry["host"] for entry in hosts):
-            raise _TargetNotPublic(f"{host} has a non-public address")
+            raise _TargetNotPublic("a non-public address")  # no host: the webhook's address is the tenant's
         return hosts
 
     async def close(self) -> None:
@@ -210,6 +210,9 @@ _sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[bool, aioh
 )
 
 
+_closing: set[asyncio.Task[None]] = set()
+
+
 @functools.cache
 def _ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()  # certifi's CA bundle, as every other outgoing call of ours
@@ -223,7 +226,9 @@ def n8n_session() -> aiohttp.ClientSession:
     entry = _sessions.get(loop)
     if entry is None or entry[0] != private or entry[1].closed:
         if entry is not None and not entry[1].closed:
-            loop.create_task(entry[1].close())
+            closing = loop.create_task(entry[1].close())
+            _closing.add(closing)  # held until done (the loop keeps only a weak reference to a task)
+            closing.add_done_callback(_closing.discard)
         connector = aiohttp.TCPConnector(
             limit=settings.N8N_MAX_CONNECTIONS,
             limit_per_host=0,
