@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/chatkit_server.py --database-url postgres://.../<empty scratch db> \
         --redis-url redis://.../<scratch db> [--conversations 100] [--concurrency 50] [--rounds 3] [--workers 1] \
-        [--profile]
+        [--baseline-tree DIR] [--json FILE] [--profile]
 
 One run, set up as production runs: starts the fake OpenAI server (chatkit/tests/fake_openai.py) in a process of
 its own (bench/fake_openai_process.py) on 127.0.0.1, migrates and seeds the EMPTY PostgreSQL database given,
