@@ -327,7 +327,7 @@ REALTIME_PRICES = {
         "audio_out": 20.0,
     },
 }
-# Below the relay's cliff with the widget's 100 ms frames: kept up at 150 calls, not at 200 (bench/README-relay.md).
+# ~25 % below where the relay fell behind with the widget's 100 ms frames (250 calls; bench/README-relay.md).
 REALTIME_MAX_SESSIONS_PER_PROCESS = env_int("REALTIME_MAX_SESSIONS_PER_PROCESS", 150, minimum=1)
 # Platform ceiling over a widget's voice.max_session_seconds.
 REALTIME_MAX_SESSION_SECONDS = env_int("REALTIME_MAX_SESSION_SECONDS", 3600, minimum=30)
