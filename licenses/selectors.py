@@ -111,10 +111,20 @@ def license_quota_left(*, license: License, kind: str, now: datetime | None = No
     """What is left this month of `conversations` (count) or `voice_minutes` (minutes)."""
     usage = usage_for_month(license=license, now=now)
     if kind == "conversations":
-        return license.monthly_conversations - (usage.conversations + usage.chatkit_sessions if usage else 0)
+        return license_conversations_left(
+            license=license,
+            conversations=usage.conversations if usage else 0,
+            chatkit_sessions=usage.chatkit_sessions if usage else 0,
+        )
     if kind == "voice_minutes":
         return license.monthly_voice_minutes - (usage.voice_seconds / 60.0 if usage else 0.0)
     raise ValueError(f"unknown quota kind {kind!r}")
+
+
+def license_conversations_left(*, license: License, conversations: int, chatkit_sessions: int) -> int:
+    """The monthly conversations quota left, given this month's usage counts (chat conversations and
+    ChatKit sessions share it)."""
+    return license.monthly_conversations - (conversations + chatkit_sessions)
 
 
 def license_check(

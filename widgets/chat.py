@@ -19,13 +19,13 @@ from django.db import DatabaseError
 from licenses.api import ApiError, json_loads
 from licenses.identity import Identity, identity_session_id
 from licenses.models import License
-from licenses.selectors import license_cache_generation, license_cache_key, license_check, license_quota_left
+from licenses.selectors import license_cache_generation, license_cache_key, license_check
 from widgets.aio import db_step, upstream_await, upstream_is_home
 from widgets.models import Widget
 from widgets.n8n import N8nError, N8nReply, N8nTarget, n8n_history_async, n8n_send_async, n8n_target
 from widgets.page_context import chat_metadata_clean
 from widgets.ratelimit import rate_hit, rate_hit_peek, rate_hit_peek_async
-from widgets.selectors import chat_conversation_find, widget_get_published
+from widgets.selectors import chat_session_lookup, widget_get_published
 from widgets.services.turns import chat_failure_record, chat_turn_record, chat_turns_record
 
 logger = logging.getLogger(__name__)
@@ -101,14 +101,6 @@ def chat_rate_check(*, license: License, visitor_id: str, session_id: str, ip: s
     if count > settings.WIDGET_CHAT_RATE_PER_MINUTE:
         return left
     return None
-
-
-def chat_quota_check(*, widget: Widget, session_id: str) -> None:
-    """A new conversation needs monthly quota; existing ones may continue. Raises ApiError 429."""
-    if chat_conversation_find(widget=widget, session_id=session_id) is not None:
-        return
-    if license_quota_left(license=widget.license, kind="conversations") <= 0:
-        raise ApiError("quota_exceeded", "This license has used its monthly allowance.", status_code=429)
 
 
 def stored(record: Any, **kwargs: Any) -> bool:
@@ -338,12 +330,13 @@ def chat_prepare(
     if chat.action == "sendMessage":
         conversation_id = chat_cache.conversations.get((widget.pk, chat.session_id))
         if conversation_id is None:
-            conversation = chat_conversation_find(widget=widget, session_id=chat.session_id)
-            if conversation is None:
-                if license_quota_left(license=license, kind="conversations") <= 0:
+            # A new session needs monthly quota; an existing one may continue (one statement for both).
+            found, quota_left = chat_session_lookup(widget=widget, license=license, session_id=chat.session_id)
+            if found is None:
+                if quota_left <= 0:
                     raise ApiError("quota_exceeded", "This license has used its monthly allowance.", status_code=429)
             else:
-                conversation_id = conversation.pk
+                conversation_id = found
                 chat_cache.remember_conversation(widget.pk, chat.session_id, conversation_id)
     return ChatPrepared(license, widget, target, conversation_id)
 
