@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -462,6 +463,50 @@ async def asgi_request(
             break
     await communicator.wait(10)
     return start["status"], start["headers"], content
+
+
+def asgi_exchange(app: Any, *, path: str, body: bytes = b"", method: str = "POST", headers=None, host=b"testserver"):
+    """`asgi_request` from sync test code: (status, sorted lower-case (name, value) headers, body); a POST
+    gets its content-length."""
+    from asgiref.sync import async_to_sync
+
+    async def run():
+        raw = [(b"host", host)] if host else []
+        raw += [(k.lower().encode(), v.encode("latin1")) for k, v in (headers or {}).items()]
+        if method == "POST" and "content-length" not in {k.lower() for k in (headers or {})}:
+            raw.append((b"content-length", str(len(body)).encode()))
+        status, answered, content = await asgi_request(app, method, path, raw, body)
+        return status, sorted((k.decode().lower(), v.decode()) for k, v in answered), content
+
+    return async_to_sync(run)()
+
+
+@functools.cache
+def counting_stack() -> type:
+    """Django's full ASGI stack (config.middleware.ASGIHandler) counting the requests that reached its
+    middleware chain in `.full`: what the short route (config/chat_route.py) handed over."""
+    from config.middleware import ASGIHandler
+
+    class Counting(ASGIHandler):
+        full = 0
+
+        async def get_response_async(self, request):
+            type(self).full += 1
+            return await super().get_response_async(request)
+
+    return Counting
+
+
+def full_and_short(**request: Any) -> tuple[Any, Any, int]:
+    """The same request (`asgi_exchange`'s arguments) through the full stack and through the short route:
+    (full, short, requests the short route handed to the full stack)."""
+    from config.chat_route import ChatRoute
+
+    counting = counting_stack()
+    full = asgi_exchange(counting(), **request)
+    counting.full = 0
+    short = asgi_exchange(ChatRoute(counting()), **request)
+    return full, short, counting.full
 
 
 # --- local servers tests start of their own --------------------------------------------------------

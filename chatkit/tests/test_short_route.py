@@ -11,8 +11,7 @@ import json
 import pytest
 
 from chatkit.tests.conftest import ChatKitVisitor
-from config.chat_route import ChatRoute
-from widgets.tests.test_chat_route import Counting, exchange
+from conftest import full_and_short
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,10 +33,7 @@ def both(visitor: ChatKitVisitor, body, *, path: str = "", **headers):
         "headers": {"Content-Type": "application/json", **visitor.headers, **headers},
     }
     request["headers"] = {k: v for k, v in request["headers"].items() if v is not None}
-    full = exchange(Counting(), **request)
-    Counting.full = 0
-    short = exchange(ChatRoute(Counting()), **request)
-    return full, short, Counting.full
+    return full_and_short(**request)
 
 
 def events(content: bytes) -> list[str]:
@@ -114,11 +110,9 @@ def test_previews_shares_and_anything_unusual_go_through_the_full_stack(fake_ope
         "method": method,
         "headers": {"Content-Type": "application/json", **visitor.headers},
     }
-    full = exchange(Counting(), **request)
-    Counting.full = 0
-    short = exchange(ChatRoute(Counting()), **request)
+    full, short, through_full = full_and_short(**request)
     assert short == full
-    assert Counting.full == 1
+    assert through_full == 1
     # preview: not signed in; share: no such link (410 like an expired one); too_large: 413; GET: 405
     expected = {"preview": 403, "share": 410, "too_large": 413, "get": 405}[case]
     assert full[0] == expected

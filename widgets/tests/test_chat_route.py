@@ -14,8 +14,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from config.chat_route import ChatRoute
-from config.middleware import ASGIHandler
-from conftest import RedisServer, asgi_request, http_scope
+from conftest import RedisServer, asgi_exchange, counting_stack, full_and_short, http_scope
 from widgets import aio
 from widgets import chat as chat_module
 from widgets.models import Message
@@ -25,34 +24,12 @@ from widgets.views import embed
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-class Counting(ASGIHandler):
-    """The full stack, counting the requests that reached its middleware chain."""
-
-    full = 0
-
-    async def get_response_async(self, request):
-        type(self).full += 1
-        return await super().get_response_async(request)
-
-
-def exchange(app, *, path, body=b"", method="POST", headers=None, host=b"testserver"):
-    async def run():
-        raw = [(b"host", host)] if host else []
-        raw += [(k.lower().encode(), v.encode("latin1")) for k, v in (headers or {}).items()]
-        if method == "POST" and "content-length" not in {k.lower() for k in (headers or {})}:
-            raw.append((b"content-length", str(len(body)).encode()))
-        status, answered, content = await asgi_request(app, method, path, raw, body)
-        return status, sorted((k.decode().lower(), v.decode()) for k, v in answered), content
-
-    return async_to_sync(run)()
+Counting = counting_stack()
 
 
 def both(**request):
     """The same request through the full stack and through the short route (which must not use it)."""
-    full = exchange(Counting(), **request)
-    Counting.full = 0
-    short = exchange(ChatRoute(Counting()), **request)
-    return full, short, Counting.full
+    return full_and_short(**request)
 
 
 def chat_body(session: str, text: str = "Hi") -> bytes:
@@ -187,7 +164,7 @@ def test_the_server_loop_runs_its_own_n8n_calls(n8n_widget, fake_n8n, monkeypatc
         return await real(**kwargs)
 
     monkeypatch.setattr(chat_module, "n8n_send_async", spy)
-    status, _, body = exchange(ChatRoute(Counting()), path=url(n8n_widget), body=chat_body("s-7"), headers=JSON)
+    status, _, body = asgi_exchange(ChatRoute(Counting()), path=url(n8n_widget), body=chat_body("s-7"), headers=JSON)
     assert status == 200 and json.loads(body)["output"] == "Hello from n8n"
     assert len(loops) == 1 and loops[0] is not aio.upstream_loop()
 
@@ -232,11 +209,12 @@ def test_a_warm_turn_on_the_server_loop_needs_no_thread_and_no_query(
     monkeypatch.setattr(chat_module, "db_step", counting)
     for text in ("one", "two"):  # the first gives the license a generation, the second caches under it
         assert (
-            exchange(ChatRoute(Counting()), path=url(n8n_widget), body=chat_body("s-8", text), headers=JSON)[0] == 200
+            asgi_exchange(ChatRoute(Counting()), path=url(n8n_widget), body=chat_body("s-8", text), headers=JSON)[0]
+            == 200
         )
     steps.clear()
     with CaptureQueriesContext(connection) as ctx:
-        status, _, body = exchange(
+        status, _, body = asgi_exchange(
             ChatRoute(Counting()), path=url(n8n_widget), body=chat_body("s-8", "3"), headers=JSON
         )
     assert status == 200 and json.loads(body)["output"] == "Hello from n8n"
@@ -250,7 +228,7 @@ def test_redis_away_the_server_loop_chat_still_answers(n8n_widget, fake_n8n, red
     from widgets.ratelimit import limiter
 
     redis_limiter.stop()
-    status, _, body = exchange(ChatRoute(Counting()), path=url(n8n_widget), body=chat_body("s-9"), headers=JSON)
+    status, _, body = asgi_exchange(ChatRoute(Counting()), path=url(n8n_widget), body=chat_body("s-9"), headers=JSON)
     assert status == 200 and json.loads(body)["output"] == "Hello from n8n"
     assert limiter.degraded  # per-process counters meanwhile (widgets/ratelimit.py)
     assert Message.objects.filter(conversation__session_id="s-9").count() == 2
