@@ -230,13 +230,17 @@ class JSONObjectField(serializers.JSONField):
 
 class StrictCharField(serializers.CharField):
     """A string and only a string: DRF's CharField turns 42, 4.2e16 or true into text, which the schema
-    (`type: string`) says is invalid (the API fuzzer's negative cases caught it)."""
+    (`type: string`) says is invalid (the API fuzzer's negative cases caught it). `max_length` holds for the
+    text as sent, as the schema's `maxLength` says: DRF checks it after trimming whitespace, so 201
+    characters with a space at either end were accepted as 200."""
 
     default_error_messages = {"not_string": "Must be a string."}
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
             self.fail("not_string")
+        if self.max_length is not None and len(data) > self.max_length:
+            self.fail("max_length", max_length=self.max_length)
         return super().to_internal_value(data)
 
 

@@ -54,6 +54,19 @@ def test_rest_api_valid_unicode_still_saves(api, member, widget_a):
     assert Widget.objects.get(pk=widget_a.pk).name == "Café 😀 支持"
 
 
+@pytest.mark.parametrize("name", [" " + "x" * 200, "x" * 200 + "\u2003", "\U0001f600" * 201])
+def test_max_length_holds_for_the_text_as_sent(api, member, widget_a, name):
+    """The schema's maxLength (200) counts the characters sent: DRF trimmed first, so 201 with a space at an
+    end passed as 200 (the API fuzzer's negative case). 200 characters still save, trimmed."""
+    before = _state(widget_a)
+    response = patch(api(member), widget_a, json.dumps({"name": name}).encode())
+    assert response.status_code == 400, response.content[:300]
+    assert "200" in json.dumps(response.json())
+    assert _state(widget_a) == before
+    response = patch(api(member), widget_a, json.dumps({"name": " " + "x" * 199}).encode())
+    assert response.status_code == 200 and Widget.objects.get(pk=widget_a.pk).name == "x" * 199
+
+
 @pytest.mark.parametrize(
     "raw",
     [
