@@ -93,3 +93,44 @@ def test_inbox_conversation_csv_and_analytics(signed_in, live_server, viewer, ag
     assert page.locator("#totals .stat-n").first.inner_text() == "2"
     page.screenshot(path=os.path.join(artifacts_dir, f"analytics-{width}.png"), full_page=True)
     assert errors == []
+
+
+LAYOUT_PROBE = """() => {
+  const nav = document.querySelector('nav.mainnav'), doc = document.documentElement;
+  const box = (el) => el && el.getBoundingClientRect();
+  return {
+    navHidden: nav.scrollWidth - nav.clientWidth,
+    pageOverflow: doc.scrollWidth - doc.clientWidth,
+    meters: [...document.querySelectorAll('.meter')].map((m) => ({
+      label: box(m.querySelector('.meter-head')).height,
+      labelBackground: getComputedStyle(m.querySelector('.meter-head span')).backgroundColor,
+      track: box(m.querySelector('.meter-track')).height,
+    })),
+    cards: [...document.querySelectorAll('.conv-grid > .card')].map((c) => box(c).top),
+  };
+}"""
+
+
+def test_app_pages_keep_every_link_label_and_id_on_screen_at_desktop_widths(signed_in, live_server, owner, widget_a):
+    """At 1024–1440 px every main link is visible (none clipped off the bar's end), the license usage meters
+    show their labels above the bars (an analytics rule once squashed them to 6 px), and a long visitor id
+    wraps inside the conversation's Details card beside the transcript instead of running off the page."""
+    conversation = Conversation.objects.create(
+        widget=widget_a, channel=Channel.CHAT, session_id="s-long", visitor_id="v_" + "d" * 64
+    )
+    Message.objects.create(conversation=conversation, role="user", text="Hello")
+    page = signed_in(owner)
+    for width in (1024, 1280, 1366, 1440):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.goto(f"{live_server.url}/app/licenses/")
+        probe = page.evaluate(LAYOUT_PROBE)
+        assert probe["navHidden"] <= 0 and probe["pageOverflow"] <= 0, (width, probe)
+        assert len(probe["meters"]) == 3, probe
+        for meter in probe["meters"]:
+            assert meter["label"] >= 14 and meter["track"] == 8, (width, meter)
+            assert meter["labelBackground"] == "rgba(0, 0, 0, 0)", (width, meter)
+        page.goto(f"{live_server.url}/app/conversations/{conversation.pk}/")
+        probe = page.evaluate(LAYOUT_PROBE)
+        assert probe["navHidden"] <= 0 and probe["pageOverflow"] <= 0, (width, probe)
+        if width > 1100:  # side by side above 1100 px, stacked below
+            assert len(set(probe["cards"])) == 1, (width, probe["cards"])
