@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core import mail
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -210,3 +211,15 @@ def test_password_reset_mail_carries_the_users_agency_brand(client, owner, outsi
     assert "your Acme Chat account (owner-a)" in branded.body and re.search(r"/app/reset/[^/]+/[^/]+/", branded.body)
     assert plain.subject == "Reset your Switchboard password" and "Acme Chat" not in plain.body
     assert plain.from_email == "Switchboard <no-reply@switchboard.local>"
+
+
+def test_the_brand_page_says_where_powered_by_shows_as_the_widget_and_share_pages_do(client, owner, widget_a):
+    """The Brand page's promise matches the product: the share page shows “Powered by” (until staff
+    white-label the license), the embedded widget's bundle and public config carry none."""
+    client.force_login(owner)
+    note = re.search(r'<span id="powered-by-note">(.*?)</span>', client.get(BRAND_URL).content.decode()).group(1)
+    assert "Share links say “Powered by Switchboard” unless" in note and "never shows it" in note
+    share = client.get(reverse("app-share", kwargs={"token": _share_token(owner, widget_a)})).content.decode()
+    assert 'id="powered-by"' in share
+    widget_js = (settings.BASE_DIR / "static" / "widget" / "widget.js").read_text()
+    assert "Powered by" not in widget_js and "powered" not in widget_js.lower()
