@@ -12,7 +12,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from django.utils import timezone
 
-from licenses.models import License
+from licenses.hosts import custom_domain_set_status
+from licenses.models import CustomDomain, License
 from widgets.config_diff import config_diff
 from widgets.loader import API_STUB
 from widgets.models import KnowledgeEntry, PreviewLink, Product, Widget
@@ -549,3 +550,23 @@ def test_share_chat_uses_draft_webhook_and_is_rate_limited(client, owner, widget
     link.revoked_at = timezone.now()
     link.save()
     assert client.post(chat_url, body, content_type="application/json").status_code == 410
+
+
+def test_share_links_are_printed_on_the_agencys_verified_domain_like_the_embed_code(client, owner, widget_a, widget_b):
+    """A white-labelled agency hands its client a link on its own domain, never on the platform's host;
+    a pending domain or another agency's domain changes nothing."""
+    agency = widget_a.license.agency
+    domain = CustomDomain.objects.create(agency=agency, host="chat.agency-a.example")
+    CustomDomain.objects.create(
+        agency=widget_b.license.agency, host="chat.agency-b.example", status=CustomDomain.Status.VERIFIED
+    )
+    login(client, owner).post(url("app-widget-share", widget_a), {"days": 7})
+    token = preview_link_token(PreviewLink.objects.get(widget=widget_a))
+    path = reverse("app-share", kwargs={"token": token})
+    page = client.get(url("app-widget-share", widget_a)).content.decode()
+    assert f"http://testserver{path}" in page and "agency-b" not in page  # pending: the platform host
+    custom_domain_set_status(domain=domain, status=CustomDomain.Status.VERIFIED)
+    page = client.get(url("app-widget-share", widget_a)).content.decode()
+    assert f"http://chat.agency-a.example{path}" in page and "testserver/app/p/" not in page
+    embed = client.get(url("app-widget-embed", widget_a)).content.decode()
+    assert "http://chat.agency-a.example/api/widget/" in embed  # the same origin as the snippets

@@ -25,6 +25,7 @@ from widgets.preview_chat import preview_chat_prepare
 from widgets.selectors import preview_link_resolve
 from widgets.services import preview_links
 from widgets.views.configurator.common import draft_connection, widget_view
+from widgets.views.configurator.editor import embed_origin
 from widgets.views.embed import chat_answer, chat_error
 
 
@@ -124,8 +125,8 @@ async def preview_chat(request: HttpRequest, widget: Widget, membership: Members
 # --- share links ------------------------------------------------------------------------------
 
 
-def _share_url(request: HttpRequest, link) -> str:
-    return request.build_absolute_uri(reverse("app-share", kwargs={"token": preview_links.preview_link_token(link)}))
+def _share_url(link, *, origin: str) -> str:
+    return origin + reverse("app-share", kwargs={"token": preview_links.preview_link_token(link)})
 
 
 @widget_view
@@ -149,10 +150,13 @@ def share_links(request: HttpRequest, widget: Widget, membership: Membership) ->
             messages.success(request, "Share link created. Copy it below.")
             return redirect(reverse("app-widget-share", kwargs={"public_id": widget.public_id}) + f"#link-{link.pk}")
     now = timezone.now()
+    # On the agency's verified domain, like the Embed tab's snippets: a white-labelled agency's client
+    # never gets a link on the platform's host (share pages answer on mapped hosts).
+    origin = embed_origin(request, agency_id=widget.license.agency_id)
     links = [
         {
             "link": link,
-            "url": _share_url(request, link),
+            "url": _share_url(link, origin=origin),
             "state": "revoked" if link.revoked_at else "expired" if link.expires_at <= now else "active",
         }
         for link in widget.preview_links.select_related("created_by")
