@@ -18,11 +18,12 @@ import httpx
 from celery import shared_task
 from django.conf import settings
 from django.core.cache import cache
-from django.core.mail import send_mail
+from django.core.mail import EmailMessage
 from django.db import InterfaceError, OperationalError, connection
 from django.db.models import F, Q
 from django.utils import timezone
 
+from licenses.branding import brand_for_agency, brand_mail_headers
 from licenses.models import Membership
 from licenses.services import CRM_SECRET, CRM_SECRET_BINDING
 from widgets import analytics, health, privacy
@@ -246,13 +247,14 @@ def incident_notify(incident_id: int, event: str) -> str:
         .exclude(user__email="")
         .values_list("user__email", flat=True)
     )
+    brand = brand_for_agency(agency=agency.pk)  # the agency's own name and sender, as its other mails (15.5)
     if event == "down":
         subject = f"Bot down: {widget.name} ({widget.license.client_name})"
         body = (
             f"{widget.name} for {widget.license.client_name} stopped answering visitors at "
             f"{incident.opened_at:%Y-%m-%d %H:%M} UTC: {incident.failures} of {incident.attempts} recent messages "
             f"got no answer ({incident.failure_kind or 'upstream error'}).\n\n"
-            "Check the widget's connection (Connection > Test connection) in Switchboard. You will get one more "
+            f"Check the widget's connection (Connection > Test connection) in {brand.name}. You will get one more "
             "message when it answers again."
         )
     else:
@@ -262,7 +264,7 @@ def incident_notify(incident_id: int, event: str) -> str:
             f"(down from {incident.opened_at:%Y-%m-%d %H:%M} to {incident.closed_at:%H:%M} UTC)."
         )
     if recipients:
-        send_mail(subject, body, None, recipients, fail_silently=True)
+        EmailMessage(subject, body, to=recipients, **brand_mail_headers(brand)).send(fail_silently=True)
     if agency.alert_webhook_url:
         incident_webhook.delay(incident_id, event)
     return "sent"

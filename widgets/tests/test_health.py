@@ -14,6 +14,7 @@ from django.core import mail
 from django.urls import reverse
 from django.utils import timezone
 
+from licenses import branding
 from licenses.api import ApiError
 from widgets import health
 from widgets.models import Channel, Conversation, Incident, Message
@@ -92,6 +93,22 @@ def test_a_failing_widget_opens_one_incident_and_the_agency_hears_once(widget_a,
     turns(widget_a, "xx", at=now + timedelta(seconds=30))
     assert scan(now + timedelta(minutes=1)) == {"opened": 0, "closed": 0, "open": 1}
     assert Incident.objects.count() == 1 and len(mail.outbox) == 1  # once per incident
+
+
+def test_the_alert_mail_wears_the_agencys_brand(widget_a, owner, scan, settings):
+    """A white-labelled agency's admins get the alert from their own brand (From name, Reply-To, the name in
+    the text), as its invitation and reset mails: the word “Switchboard” never reaches them."""
+    settings.DEFAULT_FROM_EMAIL = "Switchboard <alerts@platform.example>"
+    membership = owner.memberships.get()
+    branding.brand_update(
+        actor=membership, agency=membership.agency, name="Acme Chat", support_email="help@acme.example"
+    )
+    now = timezone.now()
+    turns(widget_a, "xxx", at=now)
+    assert scan(now)["opened"] == 1
+    email = mail.outbox[0]
+    assert email.from_email == "Acme Chat <alerts@platform.example>" and email.reply_to == ["help@acme.example"]
+    assert "Test connection) in Acme Chat." in email.body and "Switchboard" not in email.body + email.subject
 
 
 def test_few_failures_or_a_healthy_rate_open_nothing(widget_a, scan):
