@@ -4,8 +4,9 @@ Beat runs exactly one instance (`make prod` starts it): every REAPER_INTERVAL_SE
 calls whose worker died (realtime.tasks.voice_calls_reap) and re-enqueues leads a dead worker or a
 broker outage left behind (widgets.tasks.leads_reap); every HEALTH_CHECK_SECONDS it opens and closes
 bot-down incidents (widgets.tasks.health_check); every ANALYTICS_ROLLUP_SECONDS it rolls up today's and
-yesterday's analytics (widgets.tasks.analytics_rollup); every night at RETENTION_HOUR (UTC) it applies each
-agency's retention window (widgets.tasks.retention_apply).
+yesterday's analytics (widgets.tasks.analytics_rollup); every CUSTOM_DOMAIN_RECHECK_SECONDS it re-checks the
+DNS of verified custom domains (licenses.tasks.custom_domains_recheck); every night at RETENTION_HOUR (UTC) it
+applies each agency's retention window (widgets.tasks.retention_apply).
 """
 
 import os
@@ -40,6 +41,13 @@ def reapers_schedule(sender: Celery, **kwargs) -> None:
         settings.ANALYTICS_ROLLUP_SECONDS,
         sender.signature("widgets.tasks.analytics_rollup", options={"expires": settings.ANALYTICS_ROLLUP_SECONDS}),
         name="analytics-rollup",
+    )
+    sender.add_periodic_task(
+        settings.CUSTOM_DOMAIN_RECHECK_SECONDS,
+        sender.signature(
+            "licenses.tasks.custom_domains_recheck", options={"expires": settings.CUSTOM_DOMAIN_RECHECK_SECONDS}
+        ),
+        name="custom-domains-recheck",
     )
     sender.add_periodic_task(
         crontab(hour=settings.RETENTION_HOUR, minute=15),

@@ -52,6 +52,9 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 # by the admin's "Check DNS" action, and how often each process reloads the verified hosts.
 CUSTOM_DOMAIN_TARGET = env_str("CUSTOM_DOMAIN_TARGET", "")
 CUSTOM_DOMAIN_REFRESH_SECONDS = env_int("CUSTOM_DOMAIN_REFRESH_SECONDS", 30, minimum=1)
+# Beat re-checks DNS-verified domains this often; one failing every re-check for the grace period stops being served.
+CUSTOM_DOMAIN_RECHECK_SECONDS = env_int("CUSTOM_DOMAIN_RECHECK_SECONDS", 3600, minimum=60)
+CUSTOM_DOMAIN_RECHECK_GRACE_HOURS = env_int("CUSTOM_DOMAIN_RECHECK_GRACE_HOURS", 72, minimum=1)
 
 INSTALLED_APPS = [
     "daphne",

@@ -381,11 +381,19 @@ class CustomDomainAdmin(admin.ModelAdmin):
     """Agencies' own domains (issue 15.5): added pending, served once verified (DNS check or by hand)."""
 
     form = CustomDomainForm
-    list_display = ["host", "agency", "status", "checked_at", "check_message"]
+    list_display = ["host", "agency", "status", "failing_since", "checked_at", "check_message"]
     list_filter = ["status"]
     search_fields = ["host", "agency__name", "agency__slug"]
     autocomplete_fields = ["agency"]
-    readonly_fields = ["status", "checked_at", "check_message", "verified_at", "created_at"]
+    readonly_fields = [
+        "status",
+        "checked_at",
+        "check_message",
+        "verified_at",
+        "verified_by_dns",
+        "failing_since",
+        "created_at",
+    ]
     actions = ["check_dns", "mark_verified", "mark_pending"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: CustomDomain | None = None) -> list[str]:

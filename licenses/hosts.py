@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -79,25 +80,77 @@ def _addresses(host: str, resolve: Callable[..., list]) -> set[str]:
         return set()
 
 
+def _dns_verdict(host: str, resolve: Callable[..., list]) -> tuple[str | None, str]:
+    """(VERIFIED or FAILED, message), or (None, why) when the platform's own target does not resolve:
+    then nothing can be said about the agency's host."""
+    target = settings.CUSTOM_DOMAIN_TARGET
+    if not target:
+        return CustomDomain.Status.FAILED, "CUSTOM_DOMAIN_TARGET is not set: mark it verified by hand."
+    mine, theirs = _addresses(target, resolve), _addresses(host, resolve)
+    if not theirs:
+        return CustomDomain.Status.FAILED, f"{host} does not resolve (yet)."
+    if mine & theirs:
+        return CustomDomain.Status.VERIFIED, f"{host} points to {target}."
+    if not mine:
+        return None, f"{target} (CUSTOM_DOMAIN_TARGET) does not resolve here."
+    return (
+        CustomDomain.Status.FAILED,
+        f"{host} resolves to {', '.join(sorted(theirs))}, not to {target}: add a CNAME to {target}.",
+    )
+
+
 @transaction.atomic
 def custom_domain_check(*, domain: CustomDomain, resolve: Callable[..., list] = socket.getaddrinfo) -> CustomDomain:
     """Look the host up in DNS: verified when it resolves to an address of CUSTOM_DOMAIN_TARGET."""
-    target = settings.CUSTOM_DOMAIN_TARGET
-    now = timezone.now()
-    if not target:
-        status, message = CustomDomain.Status.FAILED, "CUSTOM_DOMAIN_TARGET is not set: mark it verified by hand."
-    else:
-        mine, theirs = _addresses(target, resolve), _addresses(domain.host, resolve)
-        if not theirs:
-            status, message = CustomDomain.Status.FAILED, f"{domain.host} does not resolve (yet)."
-        elif mine & theirs:
-            status, message = CustomDomain.Status.VERIFIED, f"{domain.host} points to {target}."
-        else:
-            status = CustomDomain.Status.FAILED
-            message = (
-                f"{domain.host} resolves to {', '.join(sorted(theirs))}, not to {target}: add a CNAME to {target}."
-            )
-    return custom_domain_set_status(domain=domain, status=status, message=message[:300], now=now)
+    status, message = _dns_verdict(domain.host, resolve)
+    domain = custom_domain_set_status(domain=domain, status=status or CustomDomain.Status.FAILED, message=message[:300])
+    if domain.status == CustomDomain.Status.VERIFIED and not domain.verified_by_dns:
+        domain.verified_by_dns = True
+        domain.save(update_fields=["verified_by_dns"])
+    return domain
+
+
+@transaction.atomic
+def custom_domain_recheck(
+    *, domain: CustomDomain, resolve: Callable[..., list] = socket.getaddrinfo, now=None
+) -> CustomDomain:
+    """Beat's re-check of a DNS-verified domain. A failure keeps it served and flagged (`failing_since`,
+    the message says until when); only a domain that failed every re-check for
+    CUSTOM_DOMAIN_RECHECK_GRACE_HOURS stops being served, so one DNS blip takes nothing down. One success
+    clears the flag; a blip of our own target's lookup counts for nothing."""
+    now = now or timezone.now()
+    domain = CustomDomain.objects.select_for_update().get(pk=domain.pk)
+    if domain.status != CustomDomain.Status.VERIFIED or not domain.verified_by_dns:
+        return domain
+    status, message = _dns_verdict(domain.host, resolve)
+    if status is None:
+        return domain
+    if status == CustomDomain.Status.VERIFIED:
+        domain.failing_since, domain.checked_at, domain.check_message = None, now, message[:300]
+        domain.save(update_fields=["failing_since", "checked_at", "check_message"])
+        return domain
+    domain.failing_since = domain.failing_since or now
+    until = domain.failing_since + timedelta(hours=settings.CUSTOM_DOMAIN_RECHECK_GRACE_HOURS)
+    if now >= until:
+        return custom_domain_set_status(
+            domain=domain, status=CustomDomain.Status.FAILED, message=f"Stopped serving: {message}"[:300], now=now
+        )
+    domain.checked_at = now
+    domain.check_message = f"Re-check failed (still served until {until:%Y-%m-%d %H:%M} UTC): {message}"[:300]
+    domain.save(update_fields=["failing_since", "checked_at", "check_message"])
+    return domain
+
+
+def custom_domains_recheck(*, resolve: Callable[..., list] = socket.getaddrinfo, now=None) -> dict[str, int]:
+    """Re-check every DNS-verified domain (licenses.tasks.custom_domains_recheck, on beat)."""
+    counts = {"ok": 0, "failing": 0, "stopped": 0}
+    for domain in CustomDomain.objects.filter(status=CustomDomain.Status.VERIFIED, verified_by_dns=True):
+        domain = custom_domain_recheck(domain=domain, resolve=resolve, now=now)
+        key = (
+            "stopped" if domain.status != CustomDomain.Status.VERIFIED else "failing" if domain.failing_since else "ok"
+        )
+        counts[key] += 1
+    return counts
 
 
 @transaction.atomic
@@ -108,7 +161,11 @@ def custom_domain_set_status(*, domain: CustomDomain, status: str, message: str 
         domain.verified_at = now
     if status != CustomDomain.Status.VERIFIED:
         domain.verified_at = None
-    domain.save(update_fields=["status", "checked_at", "check_message", "verified_at"])
+    # Any decision starts over: by hand it is not DNS's to re-check (custom_domain_check sets it back).
+    domain.verified_by_dns, domain.failing_since = False, None
+    domain.save(
+        update_fields=["status", "checked_at", "check_message", "verified_at", "verified_by_dns", "failing_since"]
+    )
     _changed()
     return domain
 

@@ -272,6 +272,11 @@ class CustomDomain(models.Model):
     checked_at = models.DateTimeField(null=True, blank=True)
     check_message = models.CharField(max_length=300, blank=True)
     verified_at = models.DateTimeField(null=True, blank=True)
+    # Verified by the DNS check (re-checked by beat) or by hand (a proxy in front resolves it: never re-checked).
+    verified_by_dns = models.BooleanField(default=False)
+    failing_since = models.DateTimeField(
+        null=True, blank=True, help_text="First failed DNS re-check of a verified domain in a row (still served)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from licenses import hosts
 from licenses.models import CustomDomain
@@ -110,3 +113,84 @@ def test_only_verified_hosts_are_in_the_map(agency_a, agency_b):
     assert hosts.host_agency_id("pending.agency.example") is None
     hosts.custom_domain_delete(domain=verified)
     assert hosts.host_map_refresh() == {}
+
+
+def _dns(**answers):
+    """A resolver: host -> address (None: does not resolve)."""
+
+    def resolve(host, *args, **kwargs):
+        if answers.get(host) is None:
+            raise OSError("Name or service not known")
+        return [(2, 1, 6, "", (answers[host], 0))]
+
+    return resolve
+
+
+@pytest.mark.django_db
+def test_a_dns_verified_domain_that_stops_resolving_stays_served_through_the_grace_then_stops(settings, agency_a):
+    settings.CUSTOM_DOMAIN_TARGET, settings.CUSTOM_DOMAIN_RECHECK_GRACE_HOURS = "edge.platform.example", 72
+    good = _dns(**{"edge.platform.example": "203.0.113.5", "chat.agency.example": "203.0.113.5"})
+    moved = _dns(**{"edge.platform.example": "203.0.113.5", "chat.agency.example": "198.51.100.9"})
+    domain = hosts.custom_domain_check(
+        domain=CustomDomain.objects.create(agency=agency_a, host="chat.agency.example"), resolve=good
+    )
+    assert domain.status == "verified" and domain.verified_by_dns
+    start = timezone.now()
+
+    assert hosts.custom_domains_recheck(resolve=moved, now=start) == {"ok": 0, "failing": 1, "stopped": 0}
+    domain.refresh_from_db()
+    assert domain.status == "verified" and domain.failing_since == start  # one blip takes nothing down
+    assert "still served until" in domain.check_message and "198.51.100.9" in domain.check_message
+    assert hosts.host_map_refresh() == {"chat.agency.example": agency_a.pk}
+
+    assert hosts.custom_domains_recheck(resolve=good, now=start + timedelta(hours=1))["ok"] == 1
+    domain.refresh_from_db()
+    assert (
+        domain.failing_since is None and domain.check_message == "chat.agency.example points to edge.platform.example."
+    )
+
+    hosts.custom_domains_recheck(resolve=moved, now=start + timedelta(hours=2))
+    hosts.custom_domains_recheck(resolve=moved, now=start + timedelta(hours=73))
+    assert hosts.custom_domains_recheck(resolve=moved, now=start + timedelta(hours=74)) == {
+        "ok": 0,
+        "failing": 0,
+        "stopped": 1,
+    }
+    domain.refresh_from_db()
+    assert (
+        domain.status == "failed" and domain.verified_at is None and domain.check_message.startswith("Stopped serving:")
+    )
+    assert hosts.host_map_refresh() == {}
+    assert hosts.custom_domains_recheck(resolve=moved, now=start + timedelta(hours=75)) == {
+        "ok": 0,
+        "failing": 0,
+        "stopped": 0,
+    }
+
+
+@pytest.mark.django_db
+def test_the_recheck_leaves_hand_verified_domains_alone_and_ignores_a_blip_of_our_own_target(settings, agency_a):
+    settings.CUSTOM_DOMAIN_TARGET = "edge.platform.example"
+    by_hand = hosts.custom_domain_set_status(
+        domain=CustomDomain.objects.create(agency=agency_a, host="proxied.agency.example"),
+        status=CustomDomain.Status.VERIFIED,
+        message="Marked verified by staff.",
+    )
+    good = _dns(**{"edge.platform.example": "203.0.113.5", "chat.agency.example": "203.0.113.5"})
+    by_dns = hosts.custom_domain_check(
+        domain=CustomDomain.objects.create(agency=agency_a, host="chat.agency.example"), resolve=good
+    )
+    ours_down = _dns(**{"chat.agency.example": "203.0.113.5", "proxied.agency.example": "192.0.2.1"})
+    assert hosts.custom_domains_recheck(resolve=ours_down) == {"ok": 1, "failing": 0, "stopped": 0}
+    by_hand.refresh_from_db()
+    by_dns.refresh_from_db()
+    assert by_hand.status == by_dns.status == "verified" and by_hand.failing_since is by_dns.failing_since is None
+    assert by_hand.check_message == "Marked verified by staff." and not by_hand.verified_by_dns
+
+
+def test_beat_schedules_the_custom_domain_recheck(settings):
+    from config.celery import app
+
+    entry = app.conf.beat_schedule["custom-domains-recheck"]
+    assert entry["task"] == "licenses.tasks.custom_domains_recheck"
+    assert entry["schedule"] == settings.CUSTOM_DOMAIN_RECHECK_SECONDS
