@@ -223,3 +223,21 @@ def test_the_brand_page_says_where_powered_by_shows_as_the_widget_and_share_page
     assert 'id="powered-by"' in share
     widget_js = (settings.BASE_DIR / "static" / "widget" / "widget.js").read_text()
     assert "Powered by" not in widget_js and "powered" not in widget_js.lower()
+
+
+def test_the_brand_page_flags_a_verified_domain_whose_dns_recheck_fails(client, owner, agency_a, settings):
+    from licenses import hosts
+    from licenses.models import CustomDomain
+
+    settings.CUSTOM_DOMAIN_TARGET = "edge.platform.example"
+    answers = {"edge.platform.example": "203.0.113.5", "chat.agency.example": "203.0.113.5"}
+    resolve = lambda host, *a, **k: [(2, 1, 6, "", (answers[host], 0))]  # noqa: E731
+    hosts.custom_domain_check(
+        domain=CustomDomain.objects.create(agency=agency_a, host="chat.agency.example"), resolve=resolve
+    )
+    client.force_login(owner)
+    assert b"data-domain-failing" not in client.get(BRAND_URL).content
+    answers["chat.agency.example"] = "198.51.100.9"
+    hosts.custom_domains_recheck(resolve=resolve)
+    page = client.get(BRAND_URL).content.decode()
+    assert "Verified · DNS failing" in page and "still served until" in page and "198.51.100.9" in page
