@@ -1,10 +1,18 @@
 from django.contrib import admin
+from django.http import HttpRequest, HttpResponsePermanentRedirect
+from django.templatetags.static import static
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from licenses.brand_pages import brand_logo
 from licenses.views import healthz
 from widgets.views.staff import staff_analytics
+
+
+def favicon(request: HttpRequest) -> HttpResponsePermanentRedirect:
+    """The product's icon (static/app/favicon.svg, its hashed name in production: resolved per request)."""
+    return HttpResponsePermanentRedirect(static("app/favicon.svg"))
+
 
 api_v1 = [
     path("", include("licenses.urls")),
@@ -18,6 +26,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("healthz", healthz, name="healthz"),
+    # Browsers ask every host for /favicon.ico (admin, error pages, share pages): one answer, not a 404.
+    path("favicon.ico", favicon, name="favicon"),
     # An agency's uploaded logo (issue 15.5): public, because share pages and e-mails show it signed out.
     path("brand/<int:agency_id>/logo-<str:digest>", brand_logo, name="brand-logo"),
     path("app/", include("licenses.urls_app")),

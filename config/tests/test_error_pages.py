@@ -4,6 +4,7 @@ technical 500 page), and the cleanser hides tenant config on the technical page 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 from django.test import Client, RequestFactory
@@ -96,3 +97,11 @@ def test_settings_urls_are_hidden_on_the_technical_page(settings):
         html = ExceptionReporter(request, *sys.exc_info()).get_traceback_html()
     assert "RuntimeError" in html and "boom" in html and "DATABASE_URL" in html  # the page and the setting's row
     assert DB_MARK not in html
+
+
+def test_favicon_is_the_products_icon_not_a_404(client):
+    """Browsers ask every host for /favicon.ico (the admin, error and share pages have no icon link)."""
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301 and response["Location"].endswith(".svg")
+    path = Path(__file__).resolve().parents[2] / "static" / "app" / "favicon.svg"
+    assert response["Location"].split("/")[-1].startswith("favicon") and path.read_text().startswith("<svg")

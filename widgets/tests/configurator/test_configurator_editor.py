@@ -4,8 +4,10 @@ share links, preview frame/chat, test connection, and the API the editor saves t
 from __future__ import annotations
 
 import html
+import json
 import re
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -198,6 +200,12 @@ def test_embed_code_prints_the_api_stub_and_documents_the_api(client, viewer, wi
     assert f'Switchboard.widget("{widget_a.public_id}")' in examples
     for name in ("open()", "send(text)", "reset()", "setLocale(code)", "on(event, fn)", "voice:start", "lead"):
         assert name in body
+    # Every method window.Switchboard takes (widget.js API_METHODS) has its row in the table.
+    source = (Path(__file__).resolve().parents[3] / "static" / "widget" / "widget.js").read_text()
+    methods = json.loads(re.search(r"const API_METHODS = (\[.*?\]);", source).group(1))
+    table = re.search(r"<tbody>(.*?)</tbody>", body[body.index('id="js-api"') :], re.S).group(1)
+    assert {m for m in methods if f"<code>{m}(" not in table} == set()
+    assert f"/app/licenses/{widget_a.license.key}/identity/" in table
 
 
 def test_embed_code_warns_without_domains_and_has_iframe_for_chatkit(client, owner, license_a):
