@@ -51,8 +51,13 @@ prod-status:
 	$(VENV)/bin/supervisorctl -c config/supervisord.conf status
 	$(PY) -m config.health --port $(PORT)
 
+# The whole suite (CI runs it) in JOBS pytest-xdist workers (default 2; JOBS=0 runs it in one process). Each
+# worker has its own test database (pytest-django: test_<name>_gw0, _gw1, ...) and, with REDIS_URL, its own
+# Redis database (gwN uses REDIS_URL's db + N: config/env.py). --dist load hands each test to whichever worker
+# is free, in collection order (browser tests last); not loadgroup/loadscope/loadfile, which run only one of the
+# tests that share a node id (the API fuzzer's, one per operation) and drop the rest without a word.
 test: install-dev
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(or $(JOBS),2) --dist load $(PYTEST_ARGS)
 
 # The edit loop: no browser tests, SQLite and in-memory layers (whatever DATABASE_URL/REDIS_URL say),
 # two processes. The PostgreSQL-only race tests skip here; `make test` (and CI) runs everything.

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -82,8 +83,42 @@ def chromium_path() -> str:
 
 def pytest_collection_modifyitems(config, items):
     """Browser tests run last: the session's Playwright driver keeps an event loop running in this
-    thread from its first use on, and asyncio tests (consumers, relay) cannot start theirs beside it."""
+    thread from its first use on, and asyncio tests (consumers, relay) cannot start theirs beside it.
+    (`make test`'s xdist workers get their tests in this order too: `--dist load` hands them out by index.)"""
     items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+    _refuse_dist_modes_that_drop_tests(config, items)
+
+
+_DROPPED_BY_DIST = pytest.StashKey[str]()
+
+
+def _refuse_dist_modes_that_drop_tests(config, items) -> None:
+    """xdist's loadscope/loadfile/loadgroup queue tests by node id, so of the tests that share one (the API
+    fuzzer's: one per operation, config/tests/test_api_fuzz.py) one runs and the rest vanish from the count
+    without a word. Under those modes the one that runs fails, saying so; `--dist load` (make test) queues
+    tests by index and runs them all."""
+    dist = getattr(config, "workerinput", {}).get("dist", "no")  # a worker's own option says "no"
+    if dist not in {"loadscope", "loadfile", "loadgroup"}:
+        return
+    counts = Counter(item.nodeid for item in items)
+    for item in items:
+        if counts[item.nodeid] > 1:
+            item.stash[_DROPPED_BY_DIST] = (
+                f"--dist {dist} runs one of the {counts[item.nodeid]} tests with this node id and drops the others "
+                "unreported; run the suite with --dist load (make test does)."
+            )
+
+
+def pytest_runtest_setup(item):
+    reason = item.stash.get(_DROPPED_BY_DIST, "")
+    if reason:
+        pytest.fail(reason, pytrace=False)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """xdist (controller side): tell each worker the --dist mode, for `_refuse_dist_modes_that_drop_tests`."""
+    node.workerinput["dist"] = node.config.option.dist
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_float, env_int, env_list, env_str
+from config.env import env_bool, env_float, env_int, env_list, env_str, redis_url_for_test_worker
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -148,6 +149,10 @@ else:
     }
 
 REDIS_URL = env_str("REDIS_URL")
+if TESTING and REDIS_URL and os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs pytest-xdist workers: each gets a Redis database of its own (gwN: REDIS_URL's db + N),
+    # exported so the processes a test starts with this environment (the voice agent) use the same one.
+    REDIS_URL = os.environ["REDIS_URL"] = redis_url_for_test_worker(REDIS_URL, os.environ["PYTEST_XDIST_WORKER"])
 if REDIS_URL:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
     # One connection pool per process for the cache and everything else (licenses/redis.py).

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_float, env_int, env_list, env_str
+from config.env import env_bool, env_float, env_int, env_list, env_str, redis_url_for_test_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,6 +50,33 @@ def test_env_float_list_and_str():
     assert env_list("L", environ={"L": "a, b,,c "}) == ["a", "b", "c"]
     assert env_list("L", ["d"], environ={}) == ["d"]
     assert env_str("S", "x", environ={"S": " y "}) == "y"
+
+
+def test_each_xdist_worker_gets_a_redis_database_of_its_own():
+    assert redis_url_for_test_worker("redis://127.0.0.1:6379/1", "") == "redis://127.0.0.1:6379/1"
+    assert redis_url_for_test_worker("redis://127.0.0.1:6379/1", "gw0") == "redis://127.0.0.1:6379/1"
+    assert redis_url_for_test_worker("redis://127.0.0.1:6379/1", "gw2") == "redis://127.0.0.1:6379/3"
+    assert redis_url_for_test_worker("redis://:pw@h:6379", "gw1") == "redis://:pw@h:6379/1"
+    assert redis_url_for_test_worker("rediss://h/?db=4&ssl_cert_reqs=none", "gw1") == "rediss://h/5?ssl_cert_reqs=none"
+    with pytest.raises(ImproperlyConfigured, match="past Redis's last database"):
+        redis_url_for_test_worker("redis://127.0.0.1:6379/15", "gw1")
+    with pytest.raises(ImproperlyConfigured, match="unix://"):
+        redis_url_for_test_worker("unix:///run/redis.sock", "gw1")
+
+
+def test_this_worker_uses_its_own_redis_database(settings):
+    """Under `make test` (xdist) the settings moved REDIS_URL, and the cache, channel layer and Celery with it."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not (settings.REDIS_URL and worker):
+        pytest.skip("runs under pytest-xdist with REDIS_URL (make test, CI)")
+    assert os.environ["REDIS_URL"] == settings.REDIS_URL  # the processes a test starts inherit it
+    assert settings.CACHES["default"]["LOCATION"] == settings.REDIS_URL
+    assert settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] == [settings.REDIS_URL]
+    assert settings.CELERY_BROKER_URL == settings.REDIS_URL
+    from django.core.cache import cache
+
+    db = cache._cache.get_client(write=True).connection_pool.connection_kwargs["db"]
+    assert settings.REDIS_URL.endswith(f"/{db}")
 
 
 def _start(env: dict[str, str]) -> subprocess.CompletedProcess:
