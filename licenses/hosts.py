@@ -20,12 +20,13 @@ from contextvars import ContextVar
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.mail import EmailMessage
 from django.db import transaction
 from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
 
 from licenses.domains import _HOST_RE, _IPV4_RE
-from licenses.models import Agency, CustomDomain
+from licenses.models import Agency, CustomDomain, Membership
 
 
 class CustomDomainError(ValueError):
@@ -126,19 +127,62 @@ def custom_domain_recheck(
     if status is None:
         return domain
     if status == CustomDomain.Status.VERIFIED:
+        if domain.failing_since is not None:
+            _notify_on_commit(domain, "recovered", message)
         domain.failing_since, domain.checked_at, domain.check_message = None, now, message[:300]
         domain.save(update_fields=["failing_since", "checked_at", "check_message"])
         return domain
+    first_failure = domain.failing_since is None
     domain.failing_since = domain.failing_since or now
     until = domain.failing_since + timedelta(hours=settings.CUSTOM_DOMAIN_RECHECK_GRACE_HOURS)
     if now >= until:
+        _notify_on_commit(domain, "stopped", message)
         return custom_domain_set_status(
             domain=domain, status=CustomDomain.Status.FAILED, message=f"Stopped serving: {message}"[:300], now=now
         )
+    if first_failure:
+        _notify_on_commit(domain, "failing", f"{message} It is still served until {until:%Y-%m-%d %H:%M} UTC.")
     domain.checked_at = now
     domain.check_message = f"Re-check failed (still served until {until:%Y-%m-%d %H:%M} UTC): {message}"[:300]
     domain.save(update_fields=["failing_since", "checked_at", "check_message"])
     return domain
+
+
+DOMAIN_MAIL_SUBJECTS = {
+    "failing": "Action needed: {host} no longer points to us",
+    "stopped": "{host} is no longer served",
+    "recovered": "{host} points to us again",
+}
+
+
+def _notify_on_commit(domain: CustomDomain, event: str, message: str) -> None:
+    """Tell the agency's owners and admins once per change of a re-checked domain (first failure, stopped,
+    recovered), after the re-check's transaction commits, from the agency's own sender (its other mails do)."""
+    host, agency_id = domain.host, domain.agency_id
+    transaction.on_commit(lambda: custom_domain_notify(host=host, agency_id=agency_id, event=event, message=message))
+
+
+def custom_domain_notify(*, host: str, agency_id: int, event: str, message: str) -> int:
+    """The e-mail of one re-check event to the agency's owners and admins; returns how many were sent."""
+    from licenses.branding import brand_for_agency, brand_mail_headers  # imports selectors, which import this
+
+    recipients = list(
+        Membership.objects.filter(agency_id=agency_id, role__in=[Membership.Role.OWNER, Membership.Role.ADMIN])
+        .exclude(user__email="")
+        .values_list("user__email", flat=True)
+    )
+    if not recipients:
+        return 0
+    brand = brand_for_agency(agency=agency_id)
+    action = {
+        "failing": f"Point it to {settings.CUSTOM_DOMAIN_TARGET} again (a CNAME) before then; nothing else is needed.",
+        "stopped": f"Embeds and links on {host} no longer work. Point it to {settings.CUSTOM_DOMAIN_TARGET} and run "
+        "“Check DNS” again on your Brand page.",
+        "recovered": "Nothing to do.",
+    }[event]
+    body = f"{message}\n\n{action}\n\n{brand.name}"
+    subject = DOMAIN_MAIL_SUBJECTS[event].format(host=host)
+    return EmailMessage(subject, body, to=recipients, **brand_mail_headers(brand)).send(fail_silently=True)
 
 
 def custom_domains_recheck(*, resolve: Callable[..., list] = socket.getaddrinfo, now=None) -> dict[str, int]:

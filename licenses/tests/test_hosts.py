@@ -169,6 +169,39 @@ def test_a_dns_verified_domain_that_stops_resolving_stays_served_through_the_gra
 
 
 @pytest.mark.django_db
+def test_the_agencys_admins_hear_of_a_failing_stopped_and_recovered_domain_once_each(
+    settings, agency_a, owner, member, outsider, mailoutbox, django_capture_on_commit_callbacks
+):
+    settings.CUSTOM_DOMAIN_TARGET, settings.CUSTOM_DOMAIN_RECHECK_GRACE_HOURS = "edge.platform.example", 72
+    good = _dns(**{"edge.platform.example": "203.0.113.5", "chat.agency.example": "203.0.113.5"})
+    moved = _dns(**{"edge.platform.example": "203.0.113.5", "chat.agency.example": "198.51.100.9"})
+    hosts.custom_domain_check(
+        domain=CustomDomain.objects.create(agency=agency_a, host="chat.agency.example"), resolve=good
+    )
+    start = timezone.now()
+
+    def recheck(resolve, hours):
+        with django_capture_on_commit_callbacks(execute=True):
+            hosts.custom_domains_recheck(resolve=resolve, now=start + timedelta(hours=hours))
+
+    recheck(moved, 0)
+    recheck(moved, 1)  # still failing: no second mail
+    recheck(good, 2)
+    recheck(moved, 3)
+    recheck(moved, 76)
+    recheck(moved, 77)  # stopped: no longer re-checked, no mail
+    assert [m.subject for m in mailoutbox] == [
+        "Action needed: chat.agency.example no longer points to us",
+        "chat.agency.example points to us again",
+        "Action needed: chat.agency.example no longer points to us",
+        "chat.agency.example is no longer served",
+    ]
+    assert all(m.to == [owner.email] for m in mailoutbox)  # owners and admins of this agency only
+    assert "198.51.100.9" in mailoutbox[0].body and "still served until" in mailoutbox[0].body
+    assert "edge.platform.example" in mailoutbox[0].body and mailoutbox[0].body.endswith("Switchboard")  # no brand
+
+
+@pytest.mark.django_db
 def test_the_recheck_leaves_hand_verified_domains_alone_and_ignores_a_blip_of_our_own_target(settings, agency_a):
     settings.CUSTOM_DOMAIN_TARGET = "edge.platform.example"
     by_hand = hosts.custom_domain_set_status(
