@@ -43,7 +43,7 @@ ERRORS: dict[str, tuple[str, int]] = {
         "needs to switch it to the Switchboard ChatKit server.",
         410,
     ),
-    "not_configured": ("This chat is not connected yet: it needs an OpenAI API key.", 503),
+    "not_configured": ("This chat isn't set up for this site yet: the site owner needs to connect it.", 503),
     "invalid_api_key": ("The chat's OpenAI API key was refused. The site owner needs to check it.", 502),
     "model_not_found": (
         "The chat's AI model is not available with its OpenAI key. The site owner needs to pick another model.",

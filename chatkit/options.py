@@ -65,14 +65,20 @@ def chatkit_mode(config: dict[str, Any]) -> str:
     return config["connection"]["chatkit"]["mode"]
 
 
-def chatkit_setup_problem(*, widget: Widget, config: dict[str, Any]) -> str:
-    """Why this ChatKit widget cannot answer ("" when it can)."""
+NOT_SET_UP = "This chat isn't set up for this site yet: the site owner needs to connect it."
+
+
+def chatkit_setup_problem(*, widget: Widget, config: dict[str, Any], member: bool = False) -> str:
+    """Why this ChatKit widget cannot answer ("" when it can): in the agency's own words for a member (the
+    configurator preview), without the setup's details for the site's visitors."""
     if chatkit_mode(config) == "hosted":
         return (
             f"This chat ran on an OpenAI Agent Builder workflow, which OpenAI shut down on "
             f"{AGENT_BUILDER_SHUTDOWN}. The site owner needs to switch it to the Switchboard ChatKit server."
         )
     if not openai_api_key(secrets=widget.secrets):
+        if not member:
+            return NOT_SET_UP
         return "This chat is not connected yet: its ChatKit connection needs an OpenAI API key."
     return ""
 

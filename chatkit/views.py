@@ -204,7 +204,7 @@ def _page(
     context = {
         "options": chatkit_options(config),
         "page": page,
-        "problem": chatkit_setup_problem(widget=widget, config=config),
+        "problem": chatkit_setup_problem(widget=widget, config=config, member=bool(preview)),
         "hosted": chatkit_mode(config) == "hosted",
         "lang": config["behaviour"]["locale"] or "en",
     }

@@ -132,6 +132,18 @@ def test_preview_page_uses_draft_and_self_framing(fake_openai, chatkit_widget, o
     assert TENANT_KEY not in content and WORKFLOW_ID not in content
 
 
+def test_preview_page_tells_the_member_what_is_missing(fake_openai, license_a, owner, settings):
+    """The agency sees why its chat cannot answer (the visitor's page only says it is not set up)."""
+    from chatkit.tests.conftest import SERVER_CONFIG, make_chatkit_widget
+
+    settings.OPENAI_API_KEY = ""
+    widget = make_chatkit_widget(license=license_a, user=owner, secrets={}, config=SERVER_CONFIG)
+    client = Client()
+    client.force_login(owner)
+    content = client.get(f"/widget/chatkit/preview/{widget.public_id}").content.decode()
+    assert "needs an OpenAI API key" in content and "chatkit.js" not in content
+
+
 def test_preview_page_outsider_404_anonymous_403(fake_openai, chatkit_widget, outsider):
     anonymous = Client().get(f"/widget/chatkit/preview/{chatkit_widget.public_id}")
     client = Client()
