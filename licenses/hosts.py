@@ -26,7 +26,7 @@ from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
 
 from licenses.domains import _HOST_RE, _IPV4_RE
-from licenses.models import Agency, CustomDomain, Membership
+from licenses.models import Agency, CustomDomain
 
 
 class CustomDomainError(ValueError):
@@ -164,13 +164,11 @@ def _notify_on_commit(domain: CustomDomain, event: str, message: str) -> None:
 
 def custom_domain_notify(*, host: str, agency_id: int, event: str, message: str) -> int:
     """The e-mail of one re-check event to the agency's owners and admins; returns how many were sent."""
-    from licenses.branding import brand_for_agency, brand_mail_headers  # imports selectors, which import this
+    # branding and selectors import this module
+    from licenses.branding import brand_for_agency, brand_mail_headers
+    from licenses.selectors import agency_alert_emails
 
-    recipients = list(
-        Membership.objects.filter(agency_id=agency_id, role__in=[Membership.Role.OWNER, Membership.Role.ADMIN])
-        .exclude(user__email="")
-        .values_list("user__email", flat=True)
-    )
+    recipients = agency_alert_emails(agency=agency_id)
     if not recipients:
         return 0
     brand = brand_for_agency(agency=agency_id)

@@ -171,6 +171,16 @@ def usage_for_month(*, license: License, now: datetime | None = None) -> License
 # --- tenancy -----------------------------------------------------------------------------
 
 
+def agency_alert_emails(*, agency: Agency | int) -> list[str]:
+    """Who hears of an agency's alerts (a bot down, a custom domain failing DNS): its owners' and admins' e-mails."""
+    agency_id = agency.pk if isinstance(agency, Agency) else agency
+    return list(
+        Membership.objects.filter(agency_id=agency_id, role__in=[Membership.Role.OWNER, Membership.Role.ADMIN])
+        .exclude(user__email="")
+        .values_list("user__email", flat=True)
+    )
+
+
 def membership_list_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Membership]:
     if not user.is_authenticated:
         return Membership.objects.none()

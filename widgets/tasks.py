@@ -24,7 +24,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from licenses.branding import brand_for_agency, brand_mail_headers
-from licenses.models import Membership
+from licenses.selectors import agency_alert_emails
 from licenses.services import CRM_SECRET, CRM_SECRET_BINDING
 from widgets import analytics, health, privacy
 from widgets.models import Incident, Lead
@@ -242,11 +242,7 @@ def incident_notify(incident_id: int, event: str) -> str:
         return "already"
     incident = Incident.objects.select_related("widget__license__agency").get(pk=incident_id)
     widget, agency = incident.widget, incident.widget.license.agency
-    recipients = list(
-        Membership.objects.filter(agency=agency, role__in=[Membership.Role.OWNER, Membership.Role.ADMIN])
-        .exclude(user__email="")
-        .values_list("user__email", flat=True)
-    )
+    recipients = agency_alert_emails(agency=agency)
     brand = brand_for_agency(agency=agency.pk)  # the agency's own name and sender, as its other mails (15.5)
     if event == "down":
         subject = f"Bot down: {widget.name} ({widget.license.client_name})"

@@ -27,11 +27,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 Counting = counting_stack()
 
 
-def both(**request):
-    """The same request through the full stack and through the short route (which must not use it)."""
-    return full_and_short(**request)
-
-
 def chat_body(session: str, text: str = "Hi") -> bytes:
     return json.dumps({"action": "sendMessage", "sessionId": session, "chatInput": text}).encode()
 
@@ -44,7 +39,7 @@ JSON = {"Content-Type": "application/json", "Origin": ORIGIN, "X-Switchboard-Vis
 
 
 def test_answer_is_the_full_stacks_header_by_header(n8n_widget, fake_n8n):
-    full, short, through_full = both(path=url(n8n_widget), body=chat_body("s-1"), headers=JSON)
+    full, short, through_full = full_and_short(path=url(n8n_widget), body=chat_body("s-1"), headers=JSON)
     assert full[0] == 200 and json.loads(full[2])["output"] == "Hello from n8n"
     assert short == full
     assert through_full == 0  # the short route served it
@@ -55,7 +50,7 @@ def test_answer_is_the_full_stacks_header_by_header(n8n_widget, fake_n8n):
 def test_streamed_answer_is_the_full_stacks(owner, widget_a, fake_n8n):
     widget = publish(widget_a, owner, config=n8n_config(fake_n8n.webhook, streaming=True))
     fake_n8n.default = {"stream": [{"type": "begin"}, {"type": "item", "content": "Hel"}, {"type": "end"}]}
-    full, short, through_full = both(path=url(widget), body=chat_body("s-2"), headers=JSON)
+    full, short, through_full = full_and_short(path=url(widget), body=chat_body("s-2"), headers=JSON)
     assert full[0] == 200 and full[2].splitlines()[-1] == b'{"type":"end","output":"Hel","ui":[]}'
     assert (short, through_full) == (full, 0)
 
@@ -88,7 +83,7 @@ def test_refusals_are_the_full_stacks(n8n_widget, fake_n8n, caplog, case, status
         headers["X-Switchboard-Visitor"] = "v\x00"
     elif case == "unknown_widget":
         path = f"/api/widget/{n8n_widget.license.key}/chat?widget=nope"
-    full, short, through_full = both(path=path, body=body, headers=headers)
+    full, short, through_full = full_and_short(path=path, body=body, headers=headers)
     assert (full[0], json.loads(full[2])["error"]["code"]) == (status, code)
     assert (short, through_full) == (full, 0)
     assert not fake_n8n.sent
@@ -101,7 +96,7 @@ def test_an_exception_in_the_view_is_the_json_500(n8n_widget, fake_n8n, monkeypa
         raise RuntimeError("boom")
 
     monkeypatch.setattr(embed, "chat_prepare_async", broken)
-    full, short, through_full = both(path=url(n8n_widget), body=chat_body("s-4"), headers=JSON)
+    full, short, through_full = full_and_short(path=url(n8n_widget), body=chat_body("s-4"), headers=JSON)
     assert (full[0], json.loads(full[2])["error"]["code"]) == (500, "server_error")
     assert (short, through_full) == (full, 0)
 
@@ -123,7 +118,7 @@ def test_anything_unusual_goes_through_the_full_stack(n8n_widget, fake_n8n, sett
         request["body"] = chat_body("s-5", "x" * 3000)
     elif case == "no_length":
         request["headers"]["Content-Length"] = "chunked"
-    full, short, through_full = both(**request)
+    full, short, through_full = full_and_short(**request)
     assert short == full
     assert through_full == 1
     if case == "too_large":

@@ -15,6 +15,7 @@ from django.views.decorators.http import require_http_methods
 from licenses.api import ApiError
 from licenses.app_shell import agency_required, forbidden, render_app
 from licenses.models import Membership
+from licenses.selectors import agency_alert_emails
 from widgets import health
 
 
@@ -39,11 +40,7 @@ def alerts_page(request: HttpRequest, membership: Membership) -> HttpResponse:
         else:
             messages.success(request, "Alert settings saved.")
             return redirect("app-alerts")
-    recipients = (
-        Membership.objects.filter(agency=agency, role__in=[Membership.Role.OWNER, Membership.Role.ADMIN])
-        .exclude(user__email="")
-        .values_list("user__email", flat=True)
-    )
+    recipients = agency_alert_emails(agency=agency)
     return render_app(
         request,
         "app/alerts.html",
