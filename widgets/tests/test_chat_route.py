@@ -214,7 +214,7 @@ def test_a_warm_turn_on_the_server_loop_needs_no_thread_and_no_query(
         )
     assert status == 200 and json.loads(body)["output"] == "Hello from n8n"
     assert steps == ["_turns_record"]  # only the record: chat_prepare ran on the loop
-    assert [q["sql"].split()[0] for q in ctx.captured_queries] == ["BEGIN", "INSERT", "COMMIT"]  # the turn
+    assert [q["sql"].split()[0] for q in ctx.captured_queries] == ["INSERT"]  # the turn: one statement, atomic alone
     keys = redis.Redis(port=redis_limiter.port).keys("sb:rate:chat:*")
     assert len(keys) == 1 and int(redis.Redis(port=redis_limiter.port).get(keys[0])) == 3  # counted in Redis
 
