@@ -28,6 +28,7 @@ from django.core.cache import cache
 from pydantic import TypeAdapter
 
 from chatkit import services
+from chatkit.admission import yield_to_admissions
 from chatkit.agent import HistoryConverter, chatkit_agent, chatkit_run_config, lead_effect
 from chatkit.agents import AgentContext, stream_agent_response
 from chatkit.client import RETRYABLE, ChatKitError, upstream_error
@@ -101,6 +102,7 @@ class SwitchboardChatKitServer(ChatKitServer[RequestContext]):
         except ChatKitError as exc:
             await self._fail(context, exc.code)
             raise CustomStreamError(exc.message, allow_retry=False)
+        await yield_to_admissions()
         result = Runner.run_streamed(
             chatkit_agent(context),
             items,
@@ -114,6 +116,7 @@ class SwitchboardChatKitServer(ChatKitServer[RequestContext]):
         finished = False
         try:
             async for event in stream_agent_response(agent_ctx, result):
+                await yield_to_admissions()
                 if isinstance(event, ThreadItemDoneEvent) and not isinstance(event.item, UserMessageItem):
                     produced.append(event.item.id)
                     if isinstance(event.item, AssistantMessageItem):
@@ -154,6 +157,7 @@ class SwitchboardChatKitServer(ChatKitServer[RequestContext]):
         cached = getattr(getattr(usage, "input_tokens_details", None), "cached_tokens", 0) or 0
         reasoning = getattr(getattr(usage, "output_tokens_details", None), "reasoning_tokens", 0) or 0
         try:
+            await yield_to_admissions()
             await db_step(
                 services.chatkit_usage_record,
                 conversation_id=context.conversation_id,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections.abc import AsyncIterator
 
 import httpx2
 import openai
@@ -25,6 +26,7 @@ from agents.exceptions import AgentsException, MaxTurnsExceeded, ModelBehaviorEr
 from django.conf import settings
 from openai import AsyncOpenAI, DefaultAsyncHttpx2Client
 
+from chatkit.admission import yield_to_admissions
 from licenses.api import ApiError
 
 logger = logging.getLogger(__name__)
@@ -62,6 +64,36 @@ def chatkit_error(code: str) -> ChatKitError:
     return ChatKitError(code, message, status)
 
 
+class _YieldingStream(httpx2.AsyncByteStream):
+    def __init__(self, stream: httpx2.AsyncByteStream) -> None:
+        self._stream = stream
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            await yield_to_admissions()
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+class _YieldingTransport(httpx2.AsyncBaseTransport):
+    """The pooled transport, whose calls and response chunks come after the requests of this loop still before
+    their first byte (chatkit.admission): a running answer's upstream reads and parsing wait for them."""
+
+    def __init__(self, transport: httpx2.AsyncBaseTransport) -> None:
+        self._transport = transport
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        await yield_to_admissions()
+        response = await self._transport.handle_async_request(request)
+        response.stream = _YieldingStream(response.stream)
+        return response
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncClient] = weakref.WeakKeyDictionary()
 
 
@@ -70,8 +102,9 @@ def _pool() -> httpx2.AsyncClient:
     loop = asyncio.get_running_loop()
     client = _pools.get(loop)
     if client is None:
+        limits = httpx2.Limits(max_connections=200, max_keepalive_connections=50)
         client = _pools[loop] = DefaultAsyncHttpx2Client(
-            limits=httpx2.Limits(max_connections=200, max_keepalive_connections=50)
+            transport=_YieldingTransport(httpx2.AsyncHTTPTransport(limits=limits))
         )
     return client
 

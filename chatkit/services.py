@@ -7,23 +7,23 @@ options live in chatkit.options, the visitor and page tokens in chatkit.tokens.
 from __future__ import annotations
 
 import hashlib
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import F, IntegerField, OuterRef, Subquery, Value
-from django.db.models.fields.json import KT
-from django.db.models.functions import Cast, Coalesce
-from django.db.models.lookups import GreaterThan
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Field, Model
 from django.utils import timezone
 
 from chatkit.client import ChatKitError
+from chatkit.models import ChatKitThread
 from licenses.models import DEFAULT_LIMITS, License, LicenseUsage, month_start
 from licenses.selectors import REASON_MESSAGES
 from licenses.services import usage_increment
+from widgets.aio import pg_async
 from widgets.models import Conversation
-from widgets.ratelimit import rate_hits_peek
+from widgets.ratelimit import rate_hits_peek, rate_hits_peek_async
 from widgets.services.turns import chatkit_turn_record
 
 # --- server mode: limits, the monthly cap, turns and usage -----------------------------------
@@ -36,44 +36,62 @@ def chatkit_rate_check(
     (the shared limiter, widgets/ratelimit.py), in ONE Redis round trip that also reads the cache key
     `peek` (the license's cache generation); a visitor over its own limit uses none of its license's.
     (Seconds to wait when over a limit else None, the peeked value.)"""
+    return rate_hits_peek(_rate_checks(license=license, owner=owner, generates=generates), peek=peek)
+
+
+async def chatkit_rate_check_async(
+    *, license: License, owner: str, generates: bool, peek: str | None = None
+) -> tuple[int | None, object]:
+    """`chatkit_rate_check` awaited on the running loop (REDIS_URL must be set)."""
+    return await rate_hits_peek_async(_rate_checks(license=license, owner=owner, generates=generates), peek=peek)
+
+
+def _rate_checks(*, license: License, owner: str, generates: bool) -> tuple[tuple[str, int], ...]:
     visitor = hashlib.sha256(owner.encode()).hexdigest()[:24]
-    checks = (
-        (
-            (f"chatkit:visitor:{license.pk}:{visitor}", settings.CHATKIT_VISITOR_RATE_PER_MINUTE),
-            (f"chatkit:license:{license.pk}", settings.CHATKIT_LICENSE_RATE_PER_MINUTE),
-        )
-        if generates
-        else ((f"chatkit:reads:{license.pk}:{visitor}", settings.CHATKIT_READ_RATE_PER_MINUTE),)
+    if not generates:
+        return ((f"chatkit:reads:{license.pk}:{visitor}", settings.CHATKIT_READ_RATE_PER_MINUTE),)
+    return (
+        (f"chatkit:visitor:{license.pk}:{visitor}", settings.CHATKIT_VISITOR_RATE_PER_MINUTE),
+        (f"chatkit:license:{license.pk}", settings.CHATKIT_LICENSE_RATE_PER_MINUTE),
     )
-    return rate_hits_peek(checks, peek=peek)
+
+
+# The monthly cap of a new public thread, in ONE statement (both backends): count it only while the month's
+# conversations + ChatKit threads are under the cap read from the license's row in the same statement. Exact
+# under concurrency (PostgreSQL re-checks the condition on the newest row after waiting for a concurrent
+# increment) and the month's row is locked only while the statement runs, so concurrent new threads of one
+# license never queue behind a transaction that waits for its thread (bench/chatkit_server.py). Used by
+# `chatkit_thread_reserve` and, inside one data-modifying statement with the thread's rows, by
+# `chatkit_thread_open_async`.
+RESERVE_SQL = f"""
+UPDATE {LicenseUsage._meta.db_table} SET chatkit_sessions = chatkit_sessions + 1, updated_at = %(now)s
+ WHERE license_id = %(license_id)s AND month = %(month)s
+   AND conversations + chatkit_sessions < (
+     SELECT COALESCE(CAST(limits ->> 'monthly_conversations' AS integer), %(default_cap)s)
+       FROM {License._meta.db_table} WHERE id = %(license_id)s)
+RETURNING id"""  # noqa: S608 - the models' table names; values are parameters
+
+
+def _reserve_params(license: License, *, now: datetime, month: date) -> dict[str, Any]:
+    return {
+        "now": connection.ops.adapt_datetimefield_value(now),
+        "license_id": license.pk,
+        "month": connection.ops.adapt_datefield_value(month),
+        "default_cap": DEFAULT_LIMITS["monthly_conversations"],
+    }
 
 
 def chatkit_thread_reserve(*, license: License) -> None:
-    """Count a new public ChatKit thread against the monthly cap, before anything streams. Raises 429.
-
-    One conditional UPDATE (`... WHERE conversations + chatkit_sessions < cap`, the cap read from the
-    license's row in the same statement): exact under concurrency (PostgreSQL re-checks the condition on
-    the newest row after waiting for a concurrent increment), and the month's row is locked only while
-    the statement runs, so concurrent new threads of one license never queue behind a transaction that
-    waits for its thread (bench/chatkit_server.py). The month's row is created on first use."""
+    """Count a new public ChatKit thread against the monthly cap (`RESERVE_SQL`), before anything streams.
+    Raises 429. The month's row is created on first use."""
     now = timezone.now()
     month = month_start(now.date())
-    cap = Subquery(
-        License.objects.filter(pk=OuterRef("license_id")).values(
-            cap=Coalesce(
-                Cast(KT("limits__monthly_conversations"), IntegerField()),
-                Value(DEFAULT_LIMITS["monthly_conversations"]),
-            )
-        )[:1]
-    )
+    params = _reserve_params(license, now=now, month=month)
     for _ in range(2):
-        counted = (
-            LicenseUsage.objects.filter(license_id=license.pk, month=month)
-            .filter(GreaterThan(cap, F("conversations") + F("chatkit_sessions")))
-            .update(chatkit_sessions=F("chatkit_sessions") + 1, updated_at=now)
-        )
-        if counted:
-            return
+        with connection.cursor() as cursor:
+            cursor.execute(RESERVE_SQL, params)
+            if cursor.fetchone() is not None:
+                return
         if LicenseUsage.objects.filter(license_id=license.pk, month=month).exists():
             break
         try:
@@ -82,6 +100,68 @@ def chatkit_thread_reserve(*, license: License) -> None:
         except IntegrityError:
             pass  # another request created the row first
     raise ChatKitError("quota_exceeded", REASON_MESSAGES["quota_exceeded"], 429)
+
+
+def _insert_sql(model: type[Model], name: str, source: str, fill: dict[str, str]) -> tuple[str, list[Field]]:
+    """`INSERT INTO <model> (...) SELECT ... FROM <source>`: every concrete column but the primary key, each
+    `%(<name>__<column>)s` unless `fill` gives it an expression over `source`."""
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(f.column for f in fields)
+    values = ", ".join(fill.get(f.column, f"%({name}__{f.column})s") for f in fields)
+    sql = f"INSERT INTO {model._meta.db_table} ({columns}) SELECT {values} FROM {source}"  # noqa: S608 - names only
+    return sql, [f for f in fields if f.column not in fill]
+
+
+def _row_params(name: str, obj: Model, fields: list[Field]) -> dict[str, Any]:
+    """The values the ORM would INSERT for `obj` (defaults, auto_now_add, JSON adaptation)."""
+    return {f"{name}__{f.column}": f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields}
+
+
+class _OpenStatement:
+    """`chatkit_thread_open_async`'s statement, built once from the models (so a new column is never missed)."""
+
+    def __init__(self) -> None:
+        self._built: tuple[str, list[Field], list[Field]] | None = None
+
+    def get(self) -> tuple[str, list[Field], list[Field]]:
+        if self._built is None:
+            conversation_sql, conversation_fields = _insert_sql(Conversation, "conversation", "counted", {})
+            thread_sql, thread_fields = _insert_sql(
+                ChatKitThread, "thread", "opened_conversation", {"conversation_id": "opened_conversation.id"}
+            )
+            sql = (
+                f"WITH counted AS ({RESERVE_SQL}), "
+                f"opened_conversation AS ({conversation_sql} RETURNING id) "
+                f"{thread_sql} RETURNING seq, conversation_id"
+            )
+            self._built = (sql, conversation_fields, thread_fields)
+        return self._built
+
+
+_open_statement = _OpenStatement()
+
+
+async def chatkit_thread_open_async(*, license: License, conversation: Conversation, thread: ChatKitThread) -> bool:
+    """A new public thread on the running loop (widgets.aio.pg_async): the monthly count (`RESERVE_SQL`) and
+    the thread's two rows (`conversation`, `thread`: unsaved) in ONE statement, so all or nothing is written.
+    True when written (the instances get their ids); False when nothing was counted (the month's row does not
+    exist yet, or the cap is reached): the caller then takes the endpoint's step (`chatkit_thread_reserve`),
+    which creates the row or refuses. Raises psycopg's errors (the caller falls back to the step too)."""
+    sql, conversation_fields, thread_fields = _open_statement.get()
+    now = timezone.now()
+    params = {
+        **_reserve_params(license, now=now, month=month_start(now.date())),
+        **_row_params("conversation", conversation, conversation_fields),
+        **_row_params("thread", thread, thread_fields),
+    }
+    rows = await pg_async(sql, params)
+    if not rows:
+        return False
+    thread.pk, conversation.pk = rows[0]
+    thread.conversation = conversation
+    for obj in (conversation, thread):
+        obj._state.adding, obj._state.db = False, "default"
+    return True
 
 
 def chatkit_thread_unreserve(*, license: License) -> None:

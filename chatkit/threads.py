@@ -31,7 +31,9 @@ from django.db.models import Q
 from django.utils import timezone
 from pydantic import TypeAdapter
 
+from chatkit.admission import yield_to_admissions
 from chatkit.models import ChatKitItem, ChatKitThread
+from chatkit.services import chatkit_thread_open_async
 from chatkit.store import NotFoundError, Store, StoreItemType
 from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
 from licenses.models import License
@@ -139,8 +141,10 @@ class DjangoStore(Store[RequestContext]):
     def _metadata(row: ChatKitThread) -> ThreadMetadata:
         return ThreadMetadata.model_validate(row.data)
 
-    def _create_thread(self, thread: ThreadMetadata, data: dict[str, Any], ctx: RequestContext) -> ChatKitThread:
-        conversation = Conversation.objects.create(
+    @staticmethod
+    def _thread_rows(thread: ThreadMetadata, data: dict[str, Any], ctx: RequestContext) -> ChatKitThread:
+        """A new thread's two rows, unsaved: its `ChatKitThread` and (as `.conversation`) its Conversation."""
+        conversation = Conversation(
             widget=ctx.widget,
             channel=Channel.CHATKIT,
             visitor_id=ctx.owner[:128],
@@ -149,7 +153,7 @@ class DjangoStore(Store[RequestContext]):
             usage={"model": ctx.model},
             identity=ctx.identity,
         )
-        row = ChatKitThread.objects.create(
+        return ChatKitThread(
             thread_id=thread.id,
             widget=ctx.widget,
             owner=ctx.owner,
@@ -158,9 +162,18 @@ class DjangoStore(Store[RequestContext]):
             created_at=_aware(thread.created_at),
             data=data,
         )
-        ctx.threads[thread.id] = row
-        ctx.conversation_id = conversation.pk
+
+    @staticmethod
+    def _remember(row: ChatKitThread, ctx: RequestContext) -> ChatKitThread:
+        ctx.threads[row.thread_id] = row
+        ctx.conversation_id = row.conversation_id
         return row
+
+    def _create_thread(self, thread: ThreadMetadata, data: dict[str, Any], ctx: RequestContext) -> ChatKitThread:
+        row = self._thread_rows(thread, data, ctx)
+        row.conversation.save(force_insert=True)
+        row.save(force_insert=True)
+        return self._remember(row, ctx)
 
     def thread_open(self, ctx: RequestContext) -> str:
         """Sync, before streaming (the endpoint's step, inside its transaction): the rows of the thread a
@@ -169,6 +182,19 @@ class DjangoStore(Store[RequestContext]):
         self._create_thread(thread, _thread_data(thread), ctx)
         ctx.opened = thread.id
         return thread.id
+
+    async def thread_open_counted(self, ctx: RequestContext) -> bool:
+        """`chatkit_thread_reserve` + `thread_open` for a public request on the running loop, in ONE statement
+        (`chatkit.services.chatkit_thread_open_async`). False when nothing was counted or written (no month row
+        yet, or the cap is reached): the endpoint then takes its step, which creates the row or refuses."""
+        thread = ThreadMetadata(id=new_id("thread"), created_at=datetime.now())
+        row = self._thread_rows(thread, _thread_data(thread), ctx)
+        if not await chatkit_thread_open_async(license=ctx.license, conversation=row.conversation, thread=row):
+            return False
+        self._remember(row, ctx)
+        ctx.opened = thread.id
+        ctx.reserved_thread = True
+        return True
 
     def _flush_opened(self, ctx: RequestContext) -> None:
         """Write the SDK's first save of the opened thread (kept in memory until the thread's next write)."""
@@ -254,7 +280,7 @@ class DjangoStore(Store[RequestContext]):
     # --- the SDK's async interface -----------------------------------------------------------
 
     async def load_thread(self, thread_id: str, context: RequestContext) -> ThreadMetadata:
-        row = await db_step(self._thread, thread_id, context)
+        row = await _step(self._thread, thread_id, context)
         return self._metadata(row)
 
     async def save_thread(self, thread: ThreadMetadata, context: RequestContext) -> None:
@@ -266,7 +292,7 @@ class DjangoStore(Store[RequestContext]):
             row.data, row.created_at = _thread_data(thread), _aware(thread.created_at)
             context.opened_dirty = True
             return
-        await db_step(self._save_thread, thread, context)
+        await _step(self._save_thread, thread, context)
 
     async def load_thread_items(
         self, thread_id: str, after: str | None, limit: int, order: str, context: RequestContext
@@ -278,18 +304,18 @@ class DjangoStore(Store[RequestContext]):
             if order == "desc":
                 items.reverse()
             return _page([item.model_copy(deep=True) for item in items], _limit(limit))
-        return await db_step(self._load_items, thread_id, after, limit, order, context)
+        return await _step(self._load_items, thread_id, after, limit, order, context)
 
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: RequestContext
     ) -> Page[ThreadMetadata]:
-        return await db_step(self._load_threads, limit, after, order, context)
+        return await _step(self._load_threads, limit, after, order, context)
 
     async def add_thread_item(self, thread_id: str, item: ThreadItem, context: RequestContext) -> None:
         await self.save_item(thread_id, item, context)
 
     async def save_item(self, thread_id: str, item: ThreadItem, context: RequestContext) -> None:
-        await db_step(self._upsert_item, thread_id, item, context)
+        await _step(self._upsert_item, thread_id, item, context)
         if thread_id == context.opened:
             kept = context.opened_items.get(item.id)
             # An upsert keeps the first created_at (the item's place in the thread).
@@ -297,13 +323,13 @@ class DjangoStore(Store[RequestContext]):
             context.opened_items[item.id] = (first, item.model_copy(deep=True))
 
     async def load_item(self, thread_id: str, item_id: str, context: RequestContext) -> ThreadItem:
-        return await db_step(self._load_item, thread_id, item_id, context)
+        return await _step(self._load_item, thread_id, item_id, context)
 
     async def delete_thread(self, thread_id: str, context: RequestContext) -> None:
-        await db_step(self._delete_thread, thread_id, context)
+        await _step(self._delete_thread, thread_id, context)
 
     async def delete_thread_item(self, thread_id: str, item_id: str, context: RequestContext) -> None:
-        await db_step(self._delete_item, thread_id, item_id, context)
+        await _step(self._delete_item, thread_id, item_id, context)
 
     async def save_attachment(self, attachment: Attachment, context: RequestContext) -> None:
         raise NotFoundError("attachments are not available in server mode")
@@ -313,6 +339,12 @@ class DjangoStore(Store[RequestContext]):
 
     async def delete_attachment(self, attachment_id: str, context: RequestContext) -> None:
         raise NotFoundError("attachments are not available in server mode")
+
+
+async def _step(fn: Any, /, *args: Any) -> Any:
+    """A store step of a running answer: after the requests still before their first byte (chatkit.admission)."""
+    await yield_to_admissions()
+    return await db_step(fn, *args)
 
 
 def _thread_data(thread: ThreadMetadata) -> dict[str, Any]:

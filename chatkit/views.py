@@ -47,7 +47,12 @@ from chatkit.options import (
 from chatkit.selectors import ServerEntry, chatkit_server_cache, chatkit_widget_draft, chatkit_widget_published
 from chatkit.serializers import PreviewOptionsRequestSerializer, PreviewOptionsSerializer
 from chatkit.server import StreamingResult
-from chatkit.services import chatkit_rate_check, chatkit_thread_reserve, chatkit_thread_unreserve
+from chatkit.services import (
+    chatkit_rate_check,
+    chatkit_rate_check_async,
+    chatkit_thread_reserve,
+    chatkit_thread_unreserve,
+)
 from chatkit.store import NotFoundError
 from chatkit.threads import RequestContext
 from chatkit.tokens import (
@@ -70,7 +75,7 @@ from licenses.selectors import (
     license_get_public,
     license_status_reason,
 )
-from widgets.aio import db_step
+from widgets.aio import db_step, pg_async_available
 from widgets.config_schema import ConfigError, config_normalize
 from widgets.models import Widget
 from widgets.page_context import page_context_for_agents, page_context_header
@@ -312,7 +317,13 @@ def _public_call(request: HttpRequest) -> bool:
     return not request.GET.get("share", "") and not request.GET.get("preview", "")
 
 
-def _server_context(request: HttpRequest, license_key: str, entry: ServerEntry | None = None) -> RequestContext:
+class _Uncached(Exception):
+    """The loop path (`_prepare_async`) would need the database: the step path serves the request instead."""
+
+
+def _server_context(
+    request: HttpRequest, license_key: str, entry: ServerEntry | None = None, *, cached_only: bool = False
+) -> RequestContext:
     """Every check before a byte is read as ChatKit input: license + page token + Origin (fail closed),
     the signed visitor, the widget (published, ChatKit, server mode, a key). Raises ChatKitError.
     `entry`: the license and widgets from this process's cache, not yet proven current (`_prepare` does).
@@ -358,6 +369,8 @@ def _server_context(request: HttpRequest, license_key: str, entry: ServerEntry |
     except ApiError as exc:
         raise ChatKitError(exc.code, exc.message, exc.status_code)
     cached = entry.widgets.get(caller.widget_id) if entry is not None and caller.widget_id else None
+    if cached is None and cached_only:
+        raise _Uncached
     widget, config = cached or chatkit_widget_published(license=license, public_id=caller.widget_id)
     widget.license = license  # read by the store and the tools: never a lazy query
     who = identity_owner_key(identity, visitor=visitor) if identity is not None else visitor
@@ -454,7 +467,21 @@ class _Prepared:
     refusal: HttpResponse | None = None
 
 
-def _prepare(request: HttpRequest, license_key: str) -> _Prepared:
+def _request_parse(request: HttpRequest) -> Any:
+    """The body as one ChatKit request. Raises ChatKitError."""
+    try:
+        # The shared body rule (size, Content-Type, UTF-8, no NUL or lone surrogates, depth), then
+        # the ChatKit request shape.
+        data = json_object(request, max_bytes=settings.CHATKIT_MAX_BODY_BYTES)
+    except ApiError as exc:
+        raise ChatKitError(exc.code, exc.message, exc.status_code)
+    try:
+        return REQUEST.validate_python(data)
+    except ValidationError:
+        raise ChatKitError("invalid_request", "Send one ChatKit request as JSON.", 400)
+
+
+def _prepare(request: HttpRequest, license_key: str, peeked: tuple[int | None, object] | None = None) -> _Prepared:
     """Everything before streaming, in ONE trip to the ORM thread: who is calling, the body, the rate
     limits, the thread's owner; for a new thread its rows and the monthly count, in one transaction.
     A refusal is a JSON error.
@@ -462,7 +489,8 @@ def _prepare(request: HttpRequest, license_key: str) -> _Prepared:
     The embedded page's calls resolve the license and widget from this process's cache
     (`chatkit_server_cache`) and prove it current with the license's cache generation, read in the rate
     limiter's Redis round trip: when it changed (or the entry is new) everything is resolved again from
-    the database before anything is served. A refusal is never decided on cached rows."""
+    the database before anything is served. A refusal is never decided on cached rows. `peeked`: the rate
+    limiter's answer when the caller (`_prepare_async`) already counted this request."""
     public = _public_call(request)
     entry = chatkit_server_cache.get(license_key) if public else None
     try:
@@ -475,17 +503,8 @@ def _prepare(request: HttpRequest, license_key: str) -> _Prepared:
             entry = None
             context = _server_context(request, license_key)
         context.page_context = _page_context(request, context.config)
-        try:
-            # The shared body rule (size, Content-Type, UTF-8, no NUL or lone surrogates, depth), then
-            # the ChatKit request shape.
-            data = json_object(request, max_bytes=settings.CHATKIT_MAX_BODY_BYTES)
-        except ApiError as exc:
-            raise ChatKitError(exc.code, exc.message, exc.status_code)
-        try:
-            req = REQUEST.validate_python(data)
-        except ValidationError:
-            raise ChatKitError("invalid_request", "Send one ChatKit request as JSON.", 400)
-        wait, generation = chatkit_rate_check(
+        req = _request_parse(request)
+        wait, generation = peeked or chatkit_rate_check(
             license=context.license,
             owner=context.rate_key or context.owner,
             generates=is_streaming_req(req),
@@ -505,9 +524,7 @@ def _prepare(request: HttpRequest, license_key: str) -> _Prepared:
             if entry is not None:
                 entry.widgets.setdefault(context.widget.public_id, (context.widget, context.config))
         if wait:
-            response = error_response("rate_limited", "Too many messages; wait a moment and try again.", 429)
-            response["Retry-After"] = str(wait)
-            return _Prepared(refusal=response)
+            return _Prepared(refusal=_rate_limited(wait))
         params = getattr(req, "params", None)
         if getattr(getattr(params, "input", None), "attachments", None):
             raise ChatKitError("attachments_disabled", "Attachments are not available in this chat.", 400)
@@ -538,6 +555,51 @@ def _prepare(request: HttpRequest, license_key: str) -> _Prepared:
         return _Prepared(refusal=_error(exc))
 
 
+def _rate_limited(wait: int) -> HttpResponse:
+    response = error_response("rate_limited", "Too many messages; wait a moment and try again.", 429)
+    response["Retry-After"] = str(wait)
+    return response
+
+
+async def _prepare_async(request: HttpRequest, license_key: str) -> _Prepared:
+    """`_prepare`, with its hot path on the running loop: an embedded page's new thread whose license and
+    widget are in this process's cache is checked (the same checks, in the same order), counted in the rate
+    limiter's round trip (redis.asyncio, which proves the cache current) and opened with its monthly count in
+    ONE statement (`DjangoStore.thread_open_counted`, widgets.aio.pg_async), with no DB-step thread (issue 8
+    bench: at 50 conversations at once, the pre-stream step spent most of its time waiting for its thread and
+    the GIL). Anything else — not cached, out of date, a refusal, a rate limit, another request type, no month
+    row yet or the cap reached — is `_prepare` in a DB step (given the count already taken), so every refusal
+    is still decided there on the database's current rows."""
+    entry = chatkit_server_cache.get(license_key) if _public_call(request) else None
+    if entry is None or not settings.REDIS_URL or not pg_async_available():
+        return await db_step(_prepare, request, license_key)
+    try:
+        context = _server_context(request, license_key, entry, cached_only=True)
+        context.page_context = _page_context(request, context.config)
+        req = _request_parse(request)
+    except (ChatKitError, _Uncached):
+        return await db_step(_prepare, request, license_key)
+    peeked = await chatkit_rate_check_async(
+        license=context.license,
+        owner=context.rate_key or context.owner,
+        generates=is_streaming_req(req),
+        peek=license_cache_key(license_key),
+    )
+    wait, generation = peeked
+    current = generation is not None and generation == entry.token
+    if wait and current:
+        return _Prepared(refusal=_rate_limited(wait))
+    if (
+        wait
+        or not current
+        or not isinstance(req, ThreadsCreateReq)
+        or req.params.input.attachments
+        or not await SERVER.store.thread_open_counted(context)
+    ):
+        return await db_step(_prepare, request, license_key, peeked)
+    return _Prepared(context=context, req=req)
+
+
 def _generation_ensure(key: str) -> None:
     """Give the license a cache generation when it has none yet (the next request can then cache);
     nothing when the cache cannot be reached (rate limits degrade, the server goes on uncached)."""
@@ -559,7 +621,7 @@ async def server(request: HttpRequest, license_key: str) -> HttpResponse:
         response = error_response("method_not_allowed", "Use POST.", 405)
         response["Allow"] = "POST"
         return response
-    prepared = await db_step(_prepare, request, license_key)
+    prepared = await _prepare_async(request, license_key)
     if prepared.refusal is not None:
         prepared.refusal["Cache-Control"] = "no-store"
         return prepared.refusal

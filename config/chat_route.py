@@ -46,6 +46,7 @@ from django.middleware.common import CommonMiddleware
 from django.middleware.security import SecurityMiddleware
 from django.utils.log import log_response
 
+from chatkit.admission import Admission, admitting
 from config.hosts import CustomHostMiddleware, _needs_refresh, mapped_agency_id
 from config.middleware import HostileInputMiddleware
 from licenses.hosts import request_host_agency
@@ -106,7 +107,11 @@ class ChatRoute:
         # agency's own domain another agency's license is unknown (licenses.hosts.host_serves_agency).
         token = request_host_agency.set(mapped_agency_id(request))
         try:
-            await self._serve(request, name, key, receive, send)
+            if name == "chatkit":
+                with admitting() as admission:  # the running answers yield until its first byte
+                    await self._serve(request, name, key, receive, _first_byte(send, admission))
+            else:
+                await self._serve(request, name, key, receive, send)
         finally:
             request_host_agency.reset(token)
 
@@ -164,6 +169,17 @@ class ChatRoute:
         with contextlib.suppress(asyncio.CancelledError):  # the visitor left while the answer was sent
             await self.django.send_response(response, send)
         return response
+
+
+def _first_byte(send: Send, admission: Admission) -> Send:
+    """`send` that ends the request's admission (chatkit.admission) with its first body message."""
+
+    async def sending(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            admission.done()
+        await send(message)
+
+    return sending
 
 
 def _log(path: str, response: HttpResponse, request: HttpRequest) -> None:

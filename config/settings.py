@@ -397,6 +397,9 @@ N8N_TOTAL_TIMEOUT = env_float("N8N_TOTAL_TIMEOUT", 60.0)
 # Threads per process for short DB steps with psycopg's pool (widgets/aio.py db_step); keep it at
 # most DB_POOL_MAX_SIZE so a step never waits for a pooled connection.
 DB_STEP_THREADS = env_int("DB_STEP_THREADS", 12, minimum=1)
+# Connections per server loop for the hot statements run on the loop itself (widgets/aio.py pg_async), beside
+# the pool above.
+DB_LOOP_POOL_SIZE = env_int("DB_LOOP_POOL_SIZE", 4, minimum=1)
 
 # The one pooled n8n session per server loop (widgets/n8n.py): connections open at once (in flight or
 # idle), and how long an idle one is kept.

@@ -187,3 +187,108 @@ def upstream_run(coro: Coroutine[Any, Any, T]) -> T:
         coro.close()
         raise RuntimeError("upstream_run() called from the upstream loop itself; await the coroutine instead")
     return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+
+# --- PostgreSQL on the event loop ------------------------------------------------------------------------
+
+
+class _LoopPools:
+    """One psycopg `AsyncConnectionPool` per server loop (connections belong to the loop that opened them), for
+    the few hot statements that run on the loop itself (`pg_async`): no DB-step thread, so no hand-off to a
+    thread and back and no GIL traded with the loop's own work (issue 8 bench: under 50 conversations at once a
+    ChatKit request's pre-stream step waited more for its thread and the GIL than it worked)."""
+
+    def __init__(self) -> None:
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+    async def get(self) -> Any:
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is None:
+            from psycopg_pool import AsyncConnectionPool
+
+            db = settings.DATABASES["default"]
+            options = {
+                k: v
+                for k, v in db.get("OPTIONS", {}).items()
+                if k not in ("pool", "server_side_binding", "isolation_level", "assume_role")
+            }
+            kwargs = {
+                "dbname": db["NAME"],
+                "user": db.get("USER") or None,
+                "password": db.get("PASSWORD") or None,
+                "host": db.get("HOST") or None,
+                "port": db.get("PORT") or None,
+                **options,
+                "autocommit": True,  # one statement, one implicit transaction
+            }
+            pool = AsyncConnectionPool(
+                kwargs={k: v for k, v in kwargs.items() if v is not None},
+                min_size=1,
+                max_size=settings.DB_LOOP_POOL_SIZE,
+                timeout=db.get("OPTIONS", {}).get("pool", {}).get("timeout", 10),
+                open=False,
+                name="loop",
+                # As Django's pool (settings: issue 11.9): a connection PostgreSQL dropped is found out at checkout.
+                check=AsyncConnectionPool.check_connection,
+            )
+            self._pools[loop] = pool
+            await pool.open(wait=False)
+        return pool
+
+
+    async def close(self) -> None:
+        pool = self._pools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            await pool.close()
+
+
+_loop_pools = _LoopPools()
+
+
+async def pg_async_close() -> None:
+    """Close the running loop's `pg_async` pool (tests; a server's loop keeps its pool for its life)."""
+    await _loop_pools.close()
+
+
+def pg_async_available() -> bool:
+    """Whether `pg_async` may run here: PostgreSQL with psycopg's pool (production; tests run in a transaction
+    that another connection could not see) on a server loop (`upstream_home`)."""
+    return (
+        _pooled() and settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and upstream_is_home()
+    )
+
+
+async def pg_async(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Run ONE statement (autocommit: atomic on its own) on the running loop's pool and return its rows.
+    Raises Django's database errors (as the ORM would) and psycopg_pool's PoolTimeout."""
+    import psycopg
+
+    pool = await _loop_pools.get()
+    try:
+        async with pool.connection() as conn:
+            cursor = await conn.execute(sql, params)
+            return await cursor.fetchall()
+    except psycopg.Error as exc:
+        raise _django_error(exc) from exc
+
+
+def _django_error(exc: Exception) -> Exception:
+    """psycopg's DB-API error as Django's class of the same name (what the ORM would raise), so the same
+    handlers answer it (config/errors.py: an outage is a JSON 503)."""
+    import psycopg
+    from django.db import utils
+
+    for name in (
+        "DataError",
+        "OperationalError",
+        "IntegrityError",
+        "InternalError",
+        "ProgrammingError",
+        "NotSupportedError",
+        "InterfaceError",
+        "DatabaseError",
+    ):
+        if isinstance(exc, getattr(psycopg, name)):
+            return getattr(utils, name)(*exc.args)
+    return utils.Error(*exc.args)

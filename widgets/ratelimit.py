@@ -152,6 +152,26 @@ class _Limiter:
                 return counts, peeked
         return self._counted(lambda key: self.local.hit(key, ttl), keys, limits), None
 
+    async def hits_peek_async(
+        self, keys: tuple[str, ...], limits: tuple[int, ...], ttl: int, peek: str | None = None
+    ) -> tuple[list[int], object]:
+        """`hits_peek` on the running event loop (redis.asyncio): the same script, counts and fallback when Redis
+        is unreachable. Needs REDIS_URL."""
+        if time.monotonic() >= self._down_until:
+            try:
+                client = redis_async_client()
+                script = _async_scripts.get(client)
+                if script is None:
+                    script = _async_scripts[client] = client.register_script(HITS_SCRIPT)
+                peek_key = cache.make_and_validate_key(peek) if peek is not None else "sb:rate:nopeek"
+                reply = await script(keys=[peek_key, *keys], args=[ttl, *limits])
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                self._went_down(exc)
+            else:
+                self._came_back()
+                return [int(count) for count in reply[1:]], reply[0]
+        return self._counted(lambda key: self.local.hit(key, ttl), keys, limits), None
+
     @staticmethod
     def _counted(hit: Callable[[str], int], keys: tuple[str, ...], limits: tuple[int, ...]) -> list[int]:
         counts = []
@@ -239,6 +259,7 @@ async def _pipeline(hits: list[tuple[str, int, str]]) -> list[tuple[int, object]
     return [(int(replies[3 * i]), replies[3 * i + 2]) for i in range(len(hits))]
 
 
+_async_scripts: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()  # HITS_SCRIPT per async client
 _peek_batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _PeekBatch] = weakref.WeakKeyDictionary()
 
 limiter = _Limiter()
@@ -269,12 +290,32 @@ def rate_hits_peek(
     `peek` in it too (the ChatKit server reads its license's cache generation this way):
     (seconds to wait when a check is over its limit else None, the peeked value or None)."""
     now = time.time()
-    slot = int(now // window)
-    keys = tuple(f"sb:rate:{key}:{slot}" for key, _ in checks)
-    limits = tuple(limit for _, limit in checks)
+    keys, limits = _window_keys(checks, now=now, window=window)
     counts, peeked = limiter.hits_peek(keys, limits, ttl=window * 2, peek=peek)
+    return _wait(counts, limits, now=now, window=window), peeked
+
+
+async def rate_hits_peek_async(
+    checks: tuple[tuple[str, int], ...], *, peek: str | None = None, window: int = 60
+) -> tuple[int | None, object]:
+    """`rate_hits_peek` awaited on the running loop (redis.asyncio; REDIS_URL must be set)."""
+    now = time.time()
+    keys, limits = _window_keys(checks, now=now, window=window)
+    counts, peeked = await limiter.hits_peek_async(keys, limits, ttl=window * 2, peek=peek)
+    return _wait(counts, limits, now=now, window=window), peeked
+
+
+def _window_keys(
+    checks: tuple[tuple[str, int], ...], *, now: float, window: int
+) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    slot = int(now // window)
+    return tuple(f"sb:rate:{key}:{slot}" for key, _ in checks), tuple(limit for _, limit in checks)
+
+
+def _wait(counts: list[int], limits: tuple[int, ...], *, now: float, window: int) -> int | None:
+    """Seconds to wait when a count is over its limit, else None."""
     over = any(count > limit for count, limit in zip(counts, limits, strict=False))
-    return (max(1, int(window - (now % window))) if over else None), peeked
+    return max(1, int(window - (now % window))) if over else None
 
 
 async def rate_hit_peek_async(key: str, *, peek: str, window: int = 60) -> tuple[int, int, object]:
