@@ -236,7 +236,6 @@ class _LoopPools:
             await pool.open(wait=False)
         return pool
 
-
     async def close(self) -> None:
         pool = self._pools.pop(asyncio.get_running_loop(), None)
         if pool is not None:
