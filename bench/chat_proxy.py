@@ -1,9 +1,12 @@
 """Chat proxy benchmark: N concurrent visitors through POST /api/widget/<key>/chat against a fake n8n
 Chat Trigger (plain and streaming), and the same load sent straight to the fake, in one run.
 
-Each visitor sends `--messages` turns one after the other (a new session per visitor); the fake answers
-after `--delay-ms` (a workflow's think time; streaming: 5 items spread over it). Per turn: latency to the
-last byte. Throughput = turns / wall seconds. ratio = proxy / direct throughput; added p99 = proxy p99 -
+Each visitor sends `--messages` turns one after the other (a new session per visitor) on its own kept-alive
+connection, as a browser does (aiohttp, the same client for the direct, floor and proxy runs; `--client httpx`
+is the former one, whose ~1-1.8 ms of CPU per turn in this one process was as much as the server's and
+competed with it for the 2 CPUs); the fake answers after `--delay-ms` (a workflow's think time; streaming: 5
+items spread over it). Per turn: latency to the last byte (also as p99 by the turn's index: the first opens
+the conversation). Throughput = turns / wall seconds. ratio = proxy / direct throughput; added p99 = proxy p99 -
 direct p99. Then the isolation check: `--slow` chats on one more license whose webhook takes
 `--slow-seconds` are held open while the plain load runs again on the other licenses; their p99 is
 compared with the plain run's.
@@ -167,6 +170,47 @@ def run_floor(port: int, fake_url: str) -> None:
 # --- load -----------------------------------------------------------------------------------------
 
 
+class AiohttpVisitor:
+    """One visitor's browser: ONE kept-alive connection (aiohttp, its C HTTP parser). The load generator is one
+    Python process that shares the machine's CPUs with the server: with httpx it spent ~1 ms of CPU per turn,
+    as much as the server under test, and slowed the proxy runs more than the direct ones (see the README)."""
+
+    def __init__(self, *, timeout: float) -> None:
+        import aiohttp
+
+        # A visitor's idle connection is dropped before Uvicorn's 5 s keep-alive closes it: between the
+        # phases every visitor is idle for seconds, and reusing a connection the server is closing made
+        # the next phase count errors that were the bench's own.
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1, keepalive_timeout=4, force_close=False),
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        )
+
+    async def __call__(self, url: str, body: dict, headers: dict[str, str]) -> tuple[int, bytes]:
+        async with self._session.post(url, json=body, headers=headers) as response:
+            return response.status, await response.read()  # the last byte
+
+    async def aclose(self) -> None:
+        await self._session.close()
+
+
+class HttpxVisitor:
+    """The former load generator (`--client httpx`): httpx.AsyncClient, one connection per visitor."""
+
+    def __init__(self, *, timeout: float) -> None:
+        import httpx
+
+        self._client = httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=2, keepalive_expiry=4))
+
+    async def __call__(self, url: str, body: dict, headers: dict[str, str]) -> tuple[int, bytes]:
+        async with self._client.stream("POST", url, json=body, headers=headers) as response:
+            data = b"".join([chunk async for chunk in response.aiter_bytes()])
+        return response.status_code, data
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] * 1000
@@ -200,6 +244,7 @@ async def visitor_load(
 ) -> dict:
     """Each visitor has its own connection (a browser's), like real visitors."""
     latencies: list[float] = []
+    by_turn: list[list[float]] = [[] for _ in range(messages)]  # the same latencies, by the turn's index
     errors: dict[str, int] = {}
 
     async def one(v: int) -> None:
@@ -214,33 +259,37 @@ async def visitor_load(
             }
             started = time.perf_counter()
             try:
-                async with client.stream(
-                    "POST", url, json=body, headers={**headers, "X-Switchboard-Visitor": f"{tag}-v{v}"}
-                ) as response:
-                    data = b"".join([chunk async for chunk in response.aiter_bytes()])
-                ok = response.status_code == 200 and (not streaming or b'"end"' in data.splitlines()[-1])
+                status, data = await client(url, body, {**headers, "X-Switchboard-Visitor": f"{tag}-v{v}"})
+                ok = status == 200 and (not streaming or b'"end"' in data.splitlines()[-1])
                 if not ok:
-                    key = f"{response.status_code}"
+                    key = f"{status}"
                     errors[key] = errors.get(key, 0) + 1
                     continue
             except Exception as exc:  # noqa: BLE001 - counted and reported
                 errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                 continue
             latencies.append(time.perf_counter() - started)
+            by_turn[m].append(latencies[-1])
 
     cpu = group_cpu_seconds(pgid)
+    own_cpu = time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(one(v) for v in range(visitors)))
     wall = time.perf_counter() - started
     cpu = group_cpu_seconds(pgid) - cpu
+    own_cpu = time.process_time() - own_cpu
     return {
         "turns": len(latencies),
         "errors": errors,
         "wall_s": round(wall, 3),
         "server_cpu_ms_per_turn": round(cpu * 1000 / max(1, len(latencies)), 2) if pgid else None,
+        "load_generator_cpu_ms_per_turn": round(own_cpu * 1000 / max(1, len(latencies)), 2),
         "throughput": round(len(latencies) / wall, 1),
         "p50_ms": round(percentile(latencies, 0.5), 1) if latencies else None,
         "p99_ms": round(percentile(latencies, 0.99), 1) if latencies else None,
+        # Where the tail comes from: a session's first turn opens its conversation, and every visitor's
+        # first turn arrives at once.
+        "p99_ms_by_turn": [round(percentile(values, 0.99), 1) if values else None for values in by_turn],
     }
 
 
@@ -251,13 +300,8 @@ async def main_async(
 
     limits = httpx.Limits(max_connections=args.slow + 50, max_keepalive_connections=args.slow + 50)
     results: dict = {}
-    visitors = [
-        # A visitor's idle connection is dropped before Uvicorn's 5 s keep-alive closes it: between the
-        # phases every visitor is idle for seconds, and reusing a connection the server is closing made
-        # the next phase count ReadErrors that were the bench's own.
-        httpx.AsyncClient(timeout=args.slow_seconds + 60, limits=httpx.Limits(max_connections=2, keepalive_expiry=4))
-        for _ in range(args.visitors)
-    ]
+    visitor_class = AiohttpVisitor if args.client == "aiohttp" else HttpxVisitor
+    visitors = [visitor_class(timeout=args.slow_seconds + 60) for _ in range(args.visitors)]
     async with httpx.AsyncClient(timeout=args.slow_seconds + 60, limits=limits) as client:
         normal = keys[:LICENSES]
         for mode in ("plain", "stream"):
@@ -362,6 +406,12 @@ async def main_async(
                 flush=True,
             )
             print(
+                f"{'':>6}  p99 by turn: direct {direct['p99_ms_by_turn']} proxy {proxy['p99_ms_by_turn']}; load "
+                f"generator CPU direct {direct['load_generator_cpu_ms_per_turn']} proxy "
+                f"{proxy['load_generator_cpu_ms_per_turn']} ms/turn",
+                flush=True,
+            )
+            print(
                 f"{'':>6}  bare Python proxy floor {floor['throughput']} turns/s p50 {floor['p50_ms']} p99 "
                 f"{floor['p99_ms']} errors {floor['errors']} server CPU {floor['server_cpu_ms_per_turn']} ms/turn | "
                 f"floor ratio {results[mode]['floor_ratio']}",
@@ -442,6 +492,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--profile-phase", choices=("plain", "stream"), default="plain", help="the run --profile samples"
+    )
+    parser.add_argument(
+        "--client",
+        choices=("aiohttp", "httpx"),
+        default="aiohttp",
+        help="the visitors' HTTP client (the same for direct, floor and proxy runs; one connection per visitor)",
     )
     parser.add_argument("--fake-n8n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--floor-proxy", nargs=2, help=argparse.SUPPRESS)
