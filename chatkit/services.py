@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import F, Field, Model
 from django.utils import timezone
 
@@ -73,10 +73,11 @@ RETURNING id"""  # noqa: S608 - the models' table names; values are parameters
 
 
 def _reserve_params(license: License, *, now: datetime, month: date) -> dict[str, Any]:
+    ops = connections["default"].ops
     return {
-        "now": connection.ops.adapt_datetimefield_value(now),
+        "now": ops.adapt_datetimefield_value(now),
         "license_id": license.pk,
-        "month": connection.ops.adapt_datefield_value(month),
+        "month": ops.adapt_datefield_value(month),
         "default_cap": DEFAULT_LIMITS["monthly_conversations"],
     }
 
@@ -114,7 +115,8 @@ def _insert_sql(model: type[Model], name: str, source: str, fill: dict[str, str]
 
 def _row_params(name: str, obj: Model, fields: list[Field]) -> dict[str, Any]:
     """The values the ORM would INSERT for `obj` (defaults, auto_now_add, JSON adaptation)."""
-    return {f"{name}__{f.column}": f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields}
+    db = connections["default"]  # once: `connection` is a proxy with a context-local lookup per attribute
+    return {f"{name}__{f.column}": f.get_db_prep_save(f.pre_save(obj, True), db) for f in fields}
 
 
 class _OpenStatement:
