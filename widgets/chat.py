@@ -14,11 +14,13 @@ from typing import Any
 
 import redis
 from django.conf import settings
+from django.core.cache import cache
 from django.db import DatabaseError
 
 from licenses.api import ApiError, json_loads
 from licenses.identity import Identity, identity_session_id
 from licenses.models import License
+from licenses.redis import redis_client
 from licenses.selectors import license_cache_generation, license_cache_key, license_check
 from widgets.aio import db_step, upstream_await, upstream_is_home
 from widgets.models import Widget
@@ -229,13 +231,20 @@ def _license_fresh(*, key: str, origin: str | None) -> License:
     return license
 
 
-def _generation_ensure(key: str) -> None:
-    """Give the license a cache generation when it has none yet (the next request can then cache);
-    nothing when the cache cannot be reached (rate limits degrade, the chat goes on uncached)."""
+def _generation_token(key: str) -> object:
+    """The license's cache generation as the rate limiter's peek reads it (raw, as stored), given one first
+    when it has none yet (a new license, or its generation expired): the request that finds none caches
+    under the one it made, so the requests after it are warm, instead of every request of a burst that
+    peeked before it reading the license and widget again. None when the cache cannot be reached (rate
+    limits degrade, the chat goes on uncached)."""
     try:
         license_cache_generation(key=key)
+        if not settings.REDIS_URL:
+            return cache.get(license_cache_key(key))
+        return redis_client().get(cache.make_and_validate_key(license_cache_key(key)))
     except (redis.RedisError, OSError) as exc:
         logger.info("license cache generation unreadable (%s): chat served uncached", exc.__class__.__name__)
+        return None
 
 
 @dataclass(frozen=True)
@@ -306,6 +315,8 @@ def chat_prepare(
     if peeked is None:
         peeked = rate_hit_peek(_rate_key(license=license, chat=chat, ip=ip), peek=license_cache_key(key))
     count, retry_after, token = peeked
+    if token is None:  # no generation yet (or the cache is unreachable): read after making one
+        token = _generation_token(key)
     entry = chat_cache.resolved.get(key)
     if entry is None or token is None or entry.token != token:
         # Out of date (or never cached): the guard's license is the cached copy when it came from the
@@ -316,8 +327,6 @@ def chat_prepare(
         entry = _Resolved(license, token)
         if token is not None:
             chat_cache.put(key, entry)
-        else:
-            _generation_ensure(key)
     license = entry.license
     resolved = entry.widgets.get(chat.widget_id)
     if resolved is None:

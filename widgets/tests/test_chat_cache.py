@@ -96,10 +96,45 @@ def test_publish_of_a_new_webhook_is_used_at_once(client, n8n_widget, fake_n8n, 
 
 
 def test_without_a_readable_generation_nothing_is_served_from_the_cache(client, n8n_widget, fake_n8n, monkeypatch):
-    """Redis away (the limiter peeks None): every request reads and checks the license again."""
+    """Redis away (the limiter peeks None, the generation cannot be read): every request reads and checks
+    the license again."""
+    import redis
+
     warm(client, n8n_widget)
     monkeypatch.setattr("widgets.chat.rate_hit_peek", lambda key, peek, window=60: (1, 60, None))
+
+    def away(*, key):
+        raise redis.ConnectionError("away")
+
+    monkeypatch.setattr("widgets.chat.license_cache_generation", away)
     License.objects.filter(pk=n8n_widget.license.pk).update(status=License.Status.SUSPENDED)  # no bump
+    response = send(client, n8n_widget)
+    assert (response.status_code, response.json()["error"]["code"]) == (403, "suspended")
+
+
+def test_a_license_without_a_generation_is_cached_by_its_first_request(client, n8n_widget, fake_n8n):
+    """The first request of a license whose generation does not exist yet (new, or expired after a day)
+    makes one and caches under it: the next request reads no license or widget (a burst of first requests
+    used to read them all again, each peeking no generation)."""
+    cache.delete(license_cache_key(n8n_widget.license.key))
+    assert send(client, n8n_widget, text="one").status_code == 200
+    assert chat_cache.resolved[n8n_widget.license.key].token is not None
+    with CaptureQueriesContext(connection) as ctx:
+        assert send(client, n8n_widget, text="two").status_code == 200
+    sql = tables(ctx.captured_queries)
+    assert "licenses_license" not in sql and "widgets_widget" not in sql
+
+
+def test_a_request_that_peeked_no_generation_keeps_the_cache_current(client, n8n_widget, fake_n8n, monkeypatch):
+    """A request whose peek saw no generation (it raced the request that made it) reads the generation made
+    meanwhile: it neither drops the entry cached under it nor serves a license changed since (bumped)."""
+    warm(client, n8n_widget)
+    monkeypatch.setattr("widgets.chat.rate_hit_peek", lambda key, peek, window=60: (1, 60, None))
+    with CaptureQueriesContext(connection) as ctx:
+        assert send(client, n8n_widget, text="three").status_code == 200
+    assert "licenses_license" not in tables(ctx.captured_queries)
+    assert n8n_widget.license.key in chat_cache.resolved
+    license_suspend(license=n8n_widget.license)  # bumps the generation
     response = send(client, n8n_widget)
     assert (response.status_code, response.json()["error"]["code"]) == (403, "suspended")
 
