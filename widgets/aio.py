@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -258,7 +258,7 @@ def pg_async_available() -> bool:
     )
 
 
-async def pg_async(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+async def pg_async(sql: str, params: Mapping[str, Any] | Sequence[Any]) -> list[tuple[Any, ...]]:
     """Run ONE statement (autocommit: atomic on its own) on the running loop's pool and return its rows.
     Raises Django's database errors (as the ORM would) and psycopg_pool's PoolTimeout."""
     import psycopg
@@ -268,6 +268,19 @@ async def pg_async(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         async with pool.connection() as conn:
             cursor = await conn.execute(sql, params)
             return await cursor.fetchall()
+    except psycopg.Error as exc:
+        raise _django_error(exc) from exc
+
+
+async def pg_async_execute(sql: str, params: Mapping[str, Any] | Sequence[Any]) -> int:
+    """`pg_async` for a statement that returns no rows (an INSERT): how many rows it wrote."""
+    import psycopg
+
+    pool = await _loop_pools.get()
+    try:
+        async with pool.connection() as conn:
+            cursor = await conn.execute(sql, params)
+            return cursor.rowcount
     except psycopg.Error as exc:
         raise _django_error(exc) from exc
 

@@ -84,23 +84,39 @@ def chat_conversation_find(*, widget: Widget, session_id: str) -> Conversation |
     )
 
 
+def _session_lookup_params(*, widget: Widget, license: License, session_id: str, month: Any) -> list[Any]:
+    return [widget.pk, Channel.CHAT.value, session_id, False, *([license.pk, month] * 2)]
+
+
+async def chat_session_lookup_async(*, widget: Widget, license: License, session_id: str) -> tuple[int | None, int]:
+    """`chat_session_lookup` on the running server loop's own PostgreSQL connections (`widgets.aio.pg_async`,
+    callers check `pg_async_available`): the same statement, no DB-step thread."""
+    from widgets.aio import pg_async
+
+    month = month_start(timezone.now().date())  # psycopg adapts a date itself
+    params = _session_lookup_params(widget=widget, license=license, session_id=session_id, month=month)
+    ((conversation_id, conversations, chatkit_sessions),) = await pg_async(_session_lookup_sql("postgresql"), params)
+    left = license_conversations_left(
+        license=license, conversations=conversations or 0, chatkit_sessions=chatkit_sessions or 0
+    )
+    return conversation_id, left
+
+
 def chat_session_lookup(*, widget: Widget, license: License, session_id: str) -> tuple[int | None, int]:
     """A chat turn's database check in ONE statement: (the session's conversation as
     `chat_conversation_find` finds it — its id, or None —, the license's monthly conversations quota left).
 
     Issue 11 bench: the first turn of every session ran these as two ORM queries, ~1.1 ms of CPU together
     on the bench machine (most of it building the queries); this statement is a fixed text."""
-    now = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(
             _session_lookup_sql(connection.vendor),
-            [
-                widget.pk,
-                Channel.CHAT.value,
-                session_id,
-                False,
-                *([license.pk, connection.ops.adapt_datefield_value(month_start(now.date()))] * 2),
-            ],
+            _session_lookup_params(
+                widget=widget,
+                license=license,
+                session_id=session_id,
+                month=connection.ops.adapt_datefield_value(month_start(timezone.now().date())),
+            ),
         )
         conversation_id, conversations, chatkit_sessions = cursor.fetchone()
     left = license_conversations_left(

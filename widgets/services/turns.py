@@ -199,6 +199,17 @@ def _turn_rows(conversation_id: int, turn: dict[str, Any]) -> list[MessageRow]:
     ]
 
 
+def chat_turns_insert_statement(turns: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """The messages of continuing sessions' turns (`chat_turn_record`'s arguments, `conversation_id` set) as
+    `_messages_insert`'s PostgreSQL statement with named parameters, for a caller on the event loop
+    (`widgets.aio.pg_async_execute`, autocommit: atomic on its own, all of them or none). One text for any
+    number of rows, so the loop's connections prepare it once."""
+    rows = [row for turn in turns for row in _turn_rows(turn["conversation_id"], turn)]
+    names = ("conversation", "role", "text", "payload", "latency")
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    return _messages_insert_sql("named"), {"now": timezone.now(), **dict(zip(names, columns, strict=True))}
+
+
 def _messages_insert(rows: list[MessageRow]) -> None:
     """Insert chat messages (the rows `Message.objects.bulk_create` would write for them: no item id, no
     failure, created now) in ONE fixed-text statement, atomic on its own (a savepoint inside a caller's
@@ -229,13 +240,21 @@ def _messages_insert_sql(vendor: str) -> str:
     field = {f.name: f for f in meta.concrete_fields}
     names = ("conversation", "role", "text", "payload", "item_id", "failure_kind", "upstream_status", "latency_ms")
     head = f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(field[n].column) for n in (*names, 'created_at'))}) "
-    if vendor != "postgresql":
+    if vendor not in ("postgresql", "named"):
         return head + "VALUES "
+    # "named": PostgreSQL with named parameters (messages_insert_statement), else positional (Django's cursor).
+    names = {
+        "conversation": "conversation",
+        "role": "role",
+        "text": "text",
+        "payload": "payload",
+        "latency_ms": "latency",
+    }
+    mark = (lambda name: f"%({name})s") if vendor == "named" else (lambda name: "%s")
     arrays = ", ".join(
-        f"%s::{field[n].db_type(connection)}[]" if n != "payload" else "%s::text[]"
-        for n in ("conversation", "role", "text", "payload", "latency_ms")
+        f"{mark(names[n])}::{field[n].db_type(connection) if n != 'payload' else 'text'}[]" for n in names
     )
-    return head + f"SELECT c, r, t, p::jsonb, '', '', NULL, l, %s FROM UNNEST({arrays}) AS m (c, r, t, p, l)"  # noqa: S608
+    return head + f"SELECT c, r, t, p::jsonb, '', '', NULL, l, {mark('now')} FROM UNNEST({arrays}) AS m (c, r, t, p, l)"  # noqa: S608
 
 
 def chat_failure_record(

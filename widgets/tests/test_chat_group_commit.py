@@ -179,3 +179,56 @@ def test_batches_opening_the_same_sessions_at_once_open_each_once(n8n_widget):
             f"w{n}" for n in range(writers)
         ]
         assert conv.messages.count() == 2 * writers
+
+
+@pytest.mark.django_db(transaction=True)  # the loop's own connections see only what is committed
+def test_on_a_server_loop_continuing_turns_are_written_by_the_loop_and_a_deleted_one_by_the_step(
+    n8n_widget, monkeypatch
+):
+    """With PostgreSQL's pool on a server loop (`pg_async_available`), a batch's continuing turns are ONE
+    INSERT on the loop's own connections, no DB step; the rows are those the step writes. A batch whose
+    insert fails (a conversation deleted meanwhile) goes through the step, which stores each turn whole."""
+    from widgets.aio import pg_async_close
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the loop path runs on PostgreSQL (CI runs it)")
+    monkeypatch.setattr(chat_module, "pg_async_available", lambda: True)
+    steps: list[int] = []
+    real = chat_module.chat_turns_record
+
+    def counted(turns):
+        steps.append(len(turns))
+        return real(turns)
+
+    monkeypatch.setattr(chat_module, "chat_turns_record", counted)
+    convs = [conversation(n8n_widget, f"s{i}") for i in range(4)]
+    by_step = chat_turns_record([{**turn(n8n_widget, "s0", convs[0].pk, "step"), "ui": [{"type": "card"}]}])
+
+    async def commit(batch):
+        try:
+            return await asyncio.gather(*(chat_module.turn_commit(**t) for t in batch))
+        finally:
+            await pg_async_close()
+
+    batch = [turn(n8n_widget, f"s{i}", convs[i].pk, f"t{i}") for i in range(4)]
+    batch[0]["ui"] = [{"type": "card"}]
+    assert async_to_sync(commit)(batch) == [c.pk for c in convs]
+    assert steps == []  # no DB step: the loop wrote them
+    for i, conv in enumerate(convs):
+        assert texts(conv)[-2:] == [("user", f"t{i}"), ("assistant", f"re: t{i}")]
+    fields = ("role", "payload", "item_id", "failure_kind", "upstream_status", "latency_ms")
+    rows = list(Message.objects.filter(conversation=convs[0]).order_by("id").values_list(*fields))
+    assert rows[2:] == rows[:2]  # the loop's rows are the step's
+    assert by_step == [convs[0].pk]
+    assert all(m.created_at is not None for m in Message.objects.all())
+
+    gone = convs[1].pk
+    convs[1].delete()  # retention removed it after the turn started
+    again = [turn(n8n_widget, "s1", gone, "after"), turn(n8n_widget, "s2", convs[2].pk, "also")]
+    reopened_id, kept_id = async_to_sync(commit)(again)
+    reopened = Conversation.objects.get(widget=n8n_widget, session_id="s1")
+    assert (reopened_id, kept_id) == (reopened.pk, convs[2].pk) and reopened.pk != gone
+    assert steps == [1]  # the first turn (a batch alone) failed on the loop and went through the step; s2 did not
+    assert texts(reopened) == [("user", "after"), ("assistant", "re: after")]
+    assert texts(convs[2])[-2:] == [("user", "also"), ("assistant", "re: also")]
+    assert Message.objects.filter(conversation=convs[2]).count() == 4  # nothing twice

@@ -252,3 +252,61 @@ def test_rate_limit_round_trips_arriving_together_share_one_pipeline(redis_limit
     assert sizes == [1, 9]
     assert sorted(count for count, _, _ in results) == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]  # two visitors, five each
     assert all(peeked is None for _, _, peeked in results)
+
+
+def test_a_new_sessions_check_on_the_server_loop_needs_no_thread(
+    n8n_widget, fake_n8n, redis_limiter, monkeypatch, frozen_minute
+):
+    """On PostgreSQL with the loop's own connections (`pg_async_available`), a new session's check (its
+    conversation and the monthly quota, one statement) runs on the server's loop: the only DB step of its first
+    turn is the record that opens the conversation; the quota still refuses a new session."""
+    from licenses.models import License, LicenseUsage
+    from widgets.aio import pg_async_close
+    from widgets.models import Conversation
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the loop's connections are PostgreSQL's (CI runs it)")
+    monkeypatch.setattr(chat_module, "pg_async_available", lambda: True)
+    steps: list[str] = []
+    real_step = chat_module.db_step
+
+    async def counting(fn, /, *args, **kwargs):
+        steps.append(fn.__name__)
+        return await real_step(fn, *args, **kwargs)
+
+    monkeypatch.setattr(chat_module, "db_step", counting)
+    route = ChatRoute(Counting())
+
+    async def app(scope, receive, send):  # the loop's pool closes with each test loop
+        try:
+            await route(scope, receive, send)
+        finally:
+            await pg_async_close()
+
+    def send_turn(session: str, text: str):
+        return asgi_exchange(app, path=url(n8n_widget), body=chat_body(session, text), headers=JSON)
+
+    assert send_turn("s-1", "one")[0] == 200  # resolves and caches the license and widget
+    steps.clear()
+    status, _, body = send_turn("s-new", "hello")
+    assert status == 200 and json.loads(body)["output"] == "Hello from n8n"
+    assert steps == ["_turns_record"]  # the check ran on the loop; the step opened the conversation
+    opened = Conversation.objects.get(widget=n8n_widget, session_id="s-new")
+    assert list(opened.messages.values_list("role", flat=True)) == ["user", "assistant"]
+    assert LicenseUsage.objects.get(license=n8n_widget.license).conversations == 2
+
+    steps.clear()
+    assert send_turn("s-new", "again")[0] == 200  # its conversation is known now: no check at all
+    assert steps == []
+    License.objects.filter(pk=n8n_widget.license.pk).update(
+        limits={**n8n_widget.license.limits, "monthly_conversations": 2}
+    )
+    from licenses.services import license_cache_bump
+
+    license_cache_bump(key=n8n_widget.license.key)
+    assert send_turn("s-warm", "x")[0] == 429  # the bumped cache re-read the license in its step
+    steps.clear()
+    status, _, body = send_turn("s-over", "hello")
+    assert (status, json.loads(body)["error"]["code"]) == (429, "quota_exceeded")
+    assert steps == []  # refused by the loop's check
+    assert not Conversation.objects.filter(session_id="s-over").exists()
