@@ -37,7 +37,7 @@ from chatkit.services import chatkit_thread_open_async
 from chatkit.store import NotFoundError, Store, StoreItemType
 from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
 from licenses.models import License
-from widgets.aio import db_step
+from widgets.aio import db_step, pg_async
 from widgets.models import Channel, Conversation, Widget
 
 ID_PREFIXES: dict[str, str] = {
@@ -279,8 +279,31 @@ class DjangoStore(Store[RequestContext]):
 
     # --- the SDK's async interface -----------------------------------------------------------
 
+    async def thread_own_async(self, thread_id: str, ctx: RequestContext) -> bool:
+        """`_thread` for a public request on the running loop (widgets.aio.pg_async): whether `thread_id` is the
+        visitor's own thread of this widget; its row is then this request's (no step reads it again). False
+        also for anything unusual: the endpoint's step then decides (404)."""
+        if not isinstance(thread_id, str) or not thread_id or len(thread_id) > 64 or ctx.preview:
+            return False
+        fields = list(ChatKitThread._meta.concrete_fields)
+        rows = await pg_async(
+            f"SELECT {', '.join(f.column for f in fields)} FROM {ChatKitThread._meta.db_table} "  # noqa: S608
+            "WHERE thread_id = %(thread_id)s AND widget_id = %(widget_id)s AND owner = %(owner)s "
+            "AND is_preview = false",
+            {"thread_id": thread_id, "widget_id": ctx.widget.pk, "owner": ctx.owner},
+        )
+        if not rows:
+            return False
+        row = ChatKitThread.from_db("default", [f.attname for f in fields], rows[0])
+        if ctx.conversation_id is None:
+            ctx.conversation_id = row.conversation_id
+        ctx.threads[thread_id] = row
+        return True
+
     async def load_thread(self, thread_id: str, context: RequestContext) -> ThreadMetadata:
-        row = await _step(self._thread, thread_id, context)
+        row = context.threads.get(thread_id) if isinstance(thread_id, str) else None  # read in this request
+        if row is None:
+            row = await _step(self._thread, thread_id, context)
         return self._metadata(row)
 
     async def save_thread(self, thread: ThreadMetadata, context: RequestContext) -> None:

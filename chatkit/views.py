@@ -62,7 +62,7 @@ from chatkit.tokens import (
     visitor_token_issue,
     visitor_token_read,
 )
-from chatkit.types import ThreadsCreateReq, is_streaming_req
+from chatkit.types import ThreadsAddUserMessageReq, ThreadsCreateReq, is_streaming_req
 from licenses.api import ApiError, error_response, json_object
 from licenses.domains import frame_ancestors, same_origin
 from licenses.identity import identity_owner_key, identity_require_check, identity_token_read
@@ -562,14 +562,15 @@ def _rate_limited(wait: int) -> HttpResponse:
 
 
 async def _prepare_async(request: HttpRequest, license_key: str) -> _Prepared:
-    """`_prepare`, with its hot path on the running loop: an embedded page's new thread whose license and
-    widget are in this process's cache is checked (the same checks, in the same order), counted in the rate
-    limiter's round trip (redis.asyncio, which proves the cache current) and opened with its monthly count in
-    ONE statement (`DjangoStore.thread_open_counted`, widgets.aio.pg_async), with no DB-step thread (issue 8
-    bench: at 50 conversations at once, the pre-stream step spent most of its time waiting for its thread and
-    the GIL). Anything else — not cached, out of date, a refusal, a rate limit, another request type, no month
-    row yet or the cap reached — is `_prepare` in a DB step (given the count already taken), so every refusal
-    is still decided there on the database's current rows."""
+    """`_prepare`, with its hot path on the running loop: an embedded page's new thread or next message whose
+    license and widget are in this process's cache is checked (the same checks, in the same order), counted in
+    the rate limiter's round trip (redis.asyncio, which proves the cache current), then a new thread is opened
+    with its monthly count in ONE statement (`DjangoStore.thread_open_counted`) and a next message's thread is
+    read as the visitor's own (`DjangoStore.thread_own_async`), on widgets.aio.pg_async, with no DB-step thread
+    (issue 8 bench: at 50 conversations at once, the pre-stream step spent most of its time waiting for its
+    thread and the GIL). Anything else — not cached, out of date, a refusal, a rate limit, another request
+    type, no month row yet, the cap reached, a thread that is not found — is `_prepare` in a DB step (given the
+    count already taken), so every refusal is still decided there on the database's current rows."""
     entry = chatkit_server_cache.get(license_key) if _public_call(request) else None
     if entry is None or not settings.REDIS_URL or not pg_async_available():
         return await db_step(_prepare, request, license_key)
@@ -589,13 +590,15 @@ async def _prepare_async(request: HttpRequest, license_key: str) -> _Prepared:
     current = generation is not None and generation == entry.token
     if wait and current:
         return _Prepared(refusal=_rate_limited(wait))
-    if (
-        wait
-        or not current
-        or not isinstance(req, ThreadsCreateReq)
-        or req.params.input.attachments
-        or not await SERVER.store.thread_open_counted(context)
-    ):
+    if wait or not current:
+        return await db_step(_prepare, request, license_key, peeked)
+    if isinstance(req, ThreadsCreateReq):
+        ready = not req.params.input.attachments and await SERVER.store.thread_open_counted(context)
+    elif isinstance(req, ThreadsAddUserMessageReq):  # a visitor's next message: its thread must be its own
+        ready = not req.params.input.attachments and await SERVER.store.thread_own_async(req.params.thread_id, context)
+    else:
+        ready = False
+    if not ready:
         return await db_step(_prepare, request, license_key, peeked)
     return _Prepared(context=context, req=req)
 

@@ -119,6 +119,43 @@ def test_a_changed_license_goes_to_the_step_path_at_once(loop_path, visitor, cha
     assert loop_path["step"] == 2
 
 
+def test_a_next_message_is_checked_on_the_loop_and_answered_in_its_thread(loop_path, visitor, chatkit_widget):
+    from chatkit.models import ChatKitItem, ChatKitThread
+    from widgets.models import Message
+
+    visitor.send("first")  # the step path; caches
+    _, events = visitor.send("second")  # the loop path opens it
+    thread_id = thread_id_of(events)
+    steps = loop_path["step"]
+
+    response, events = visitor.send("third", thread_id=thread_id)
+    assert response.status_code == 200 and loop_path["step"] == steps  # checked on the loop
+    assert [e["item"]["type"] for e in events if e["type"] == "thread.item.done"][:2] == [
+        "user_message",
+        "assistant_message",
+    ]
+    thread = ChatKitThread.objects.get(thread_id=thread_id)
+    assert ChatKitItem.objects.filter(thread=thread, item_type="user_message").count() == 2
+    assert Message.objects.filter(conversation=thread.conversation, role="user").count() == 2
+
+
+def test_another_visitors_thread_is_refused_by_the_step_path(loop_path, visitor, chatkit_widget):
+    from chatkit.models import ChatKitItem
+
+    visitor.send("first")
+    _, events = visitor.send("mine")
+    thread_id = thread_id_of(events)
+    items = ChatKitItem.objects.count()
+    other = ChatKitVisitor(chatkit_widget)
+    other.send("warm")  # this visitor's own first call
+    steps = loop_path["step"]
+
+    response, (error,) = other.send("let me in", thread_id=thread_id)
+    assert response.status_code == 404 and error["error"]["code"] == "not_found"
+    assert loop_path["step"] == steps + 1  # not found on the loop: the step decided
+    assert ChatKitItem.objects.count() == items + 2  # only the warm-up's two items
+
+
 def _open_many(license, widget, n: int) -> list[bool]:
     from asgiref.sync import async_to_sync
 
