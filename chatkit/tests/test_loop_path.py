@@ -14,6 +14,10 @@ from django.conf import settings as django_settings
 from django.db import connection
 
 from chatkit.tests.conftest import ChatKitVisitor, thread_id_of
+from widgets.tests import test_chat_faults
+
+redis_server = test_chat_faults.redis_server  # a redis-server of the test's own, and the limiter on it
+redis_limiter = test_chat_faults.redis_limiter
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),  # the loop's own connections see only what is committed
@@ -154,6 +158,20 @@ def test_another_visitors_thread_is_refused_by_the_step_path(loop_path, visitor,
     assert response.status_code == 404 and error["error"]["code"] == "not_found"
     assert loop_path["step"] == steps + 1  # not found on the loop: the step decided
     assert ChatKitItem.objects.count() == items + 2  # only the warm-up's two items
+
+
+def test_when_redis_goes_away_new_threads_are_still_served(loop_path, visitor, redis_limiter):
+    """No readable cache generation: the loop cannot prove its cache current, so the step path serves (uncached,
+    rate limited per process)."""
+    visitor.send("first")  # gives the license a cache generation on this new Redis
+    visitor.send("second")  # caches under it
+    steps = loop_path["step"]
+    assert visitor.send("third")[0].status_code == 200 and loop_path["step"] == steps  # the loop path
+    redis_limiter.stop()
+
+    response, events = visitor.send("fourth")
+    assert response.status_code == 200 and events[0]["type"] == "thread.created"
+    assert loop_path["step"] == steps + 1
 
 
 def _open_many(license, widget, n: int) -> list[bool]:
