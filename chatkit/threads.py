@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 from pydantic import TypeAdapter
@@ -37,7 +37,7 @@ from chatkit.services import chatkit_thread_open_async
 from chatkit.store import NotFoundError, Store, StoreItemType
 from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
 from licenses.models import License
-from widgets.aio import db_step, pg_async
+from widgets.aio import db_step, pg_async, pg_async_available
 from widgets.models import Channel, Conversation, Widget
 
 ID_PREFIXES: dict[str, str] = {
@@ -258,6 +258,29 @@ class DjangoStore(Store[RequestContext]):
             [row], update_conflicts=True, unique_fields=["thread", "item_id"], update_fields=["item_type", "data"]
         )
 
+    @staticmethod
+    async def _upsert_item_async(thread: ChatKitThread, item: ThreadItem, ctx: RequestContext) -> None:
+        """`_upsert_item` on the running loop (widgets.aio.pg_async) for a thread this request already holds: ONE
+        statement, with the opened thread's pending first save (`_flush_opened`) when there is one."""
+        db = connections["default"]
+        item_data = ChatKitItem._meta.get_field("data")
+        params = {
+            "thread": thread.pk,
+            "item_id": item.id[:100],
+            "item_type": item.type[:32],
+            "created_at": _aware(item.created_at),
+            "data": item_data.get_db_prep_save(item.model_dump(mode="json"), db),
+        }
+        sql = ITEM_UPSERT_SQL
+        flush = thread.thread_id == ctx.opened and ctx.opened_dirty
+        if flush:
+            thread_data = ChatKitThread._meta.get_field("data")
+            params.update(opened_data=thread_data.get_db_prep_save(thread.data, db), opened_at=thread.created_at)
+            sql = f"WITH opened AS ({OPENED_FLUSH_SQL}) {sql}"
+        await pg_async(sql, params)
+        if flush:
+            ctx.opened_dirty = False
+
     def _load_item(self, thread_id: str, item_id: str, ctx: RequestContext) -> ThreadItem:
         return _ITEM.validate_python(self.item_row(self._thread(thread_id, ctx), item_id).data)
 
@@ -338,7 +361,11 @@ class DjangoStore(Store[RequestContext]):
         await self.save_item(thread_id, item, context)
 
     async def save_item(self, thread_id: str, item: ThreadItem, context: RequestContext) -> None:
-        await _step(self._upsert_item, thread_id, item, context)
+        if isinstance(thread_id, str) and thread_id in context.threads and pg_async_available():
+            await yield_to_admissions()
+            await self._upsert_item_async(context.threads[thread_id], item, context)
+        else:
+            await _step(self._upsert_item, thread_id, item, context)
         if thread_id == context.opened:
             kept = context.opened_items.get(item.id)
             # An upsert keeps the first created_at (the item's place in the thread).
@@ -368,6 +395,19 @@ async def _step(fn: Any, /, *args: Any) -> Any:
     """A store step of a running answer: after the requests still before their first byte (chatkit.admission)."""
     await yield_to_admissions()
     return await db_step(fn, *args)
+
+
+# `_upsert_item_async`'s statements (the ORM's upsert in `_upsert_item` and `_flush_opened`, as one statement).
+ITEM_UPSERT_SQL = (
+    f"INSERT INTO {ChatKitItem._meta.db_table} (thread_id, item_id, item_type, created_at, data) "  # noqa: S608
+    "VALUES (%(thread)s, %(item_id)s, %(item_type)s, %(created_at)s, %(data)s) "
+    "ON CONFLICT (thread_id, item_id) DO UPDATE SET item_type = EXCLUDED.item_type, data = EXCLUDED.data "
+    "RETURNING seq"
+)
+OPENED_FLUSH_SQL = (
+    f"UPDATE {ChatKitThread._meta.db_table} SET data = %(opened_data)s, created_at = %(opened_at)s "  # noqa: S608
+    "WHERE seq = %(thread)s"
+)
 
 
 def _thread_data(thread: ThreadMetadata) -> dict[str, Any]:

@@ -42,7 +42,10 @@ def loop_path(monkeypatch):
         served["step"] += 1
         return step(*args, **kwargs)
 
+    import chatkit.threads as threads
+
     monkeypatch.setattr(views, "pg_async_available", lambda: True)
+    monkeypatch.setattr(threads, "pg_async_available", lambda: True)  # the store's item writes too
     monkeypatch.setattr(views, "_prepare", counted_step)
     acall = ChatKitVisitor.acall
 
@@ -78,6 +81,11 @@ def test_a_new_thread_is_opened_on_the_loop_with_the_rows_the_step_writes(loop_p
     assert _row(by_loop, *varying, "data") == _row(by_step, *varying, "data")
     assert _row(by_loop.conversation, *varying) == _row(by_step.conversation, *varying)
     assert by_loop.data["id"] == by_loop.thread_id == by_loop.conversation.session_id
+    assert {k: v for k, v in by_loop.data.items() if k not in ("id", "created_at")} == {
+        k: v for k, v in by_step.data.items() if k not in ("id", "created_at")
+    }
+    items = {t: sorted(r.items.values_list("item_type", flat=True)) for t, r in (("step", by_step), ("loop", by_loop))}
+    assert items["loop"] == items["step"] and "assistant_message" in items["loop"]
     assert LicenseUsage.objects.get(license=chatkit_widget.license).chatkit_sessions == 2
     assert list(
         Message.objects.filter(conversation=by_loop.conversation).order_by("id").values_list("role", flat=True)
