@@ -130,8 +130,13 @@ def test_new_sessions_in_a_batch_open_together_and_count_once_each(n8n_widget):
         results = chat_turns_record(batch)
     n1, n2 = (Conversation.objects.get(widget=n8n_widget, session_id=s) for s in ("n1", "n2"))
     assert results == [n1.pk, n2.pk, joined.pk, n1.pk]
-    inserts = [q["sql"].split(" (")[0] for q in ctx.captured_queries if q["sql"].startswith('INSERT INTO "widgets_')]
-    assert inserts == ['INSERT INTO "widgets_conversation"', 'INSERT INTO "widgets_message"']  # one each
+    inserts = [
+        table
+        for q in ctx.captured_queries
+        for table in ("widgets_conversation", "widgets_message")
+        if f'INSERT INTO "{table}"' in q["sql"]
+    ]
+    assert inserts == ["widgets_conversation", "widgets_message"]  # one statement each
     assert LicenseUsage.objects.get(license=n8n_widget.license).conversations == 2  # n1 and n2, once each
     assert texts(n1) == [("user", "one"), ("assistant", "re: one"), ("user", "four"), ("assistant", "re: four")]
     assert texts(n2) == [("user", "two"), ("assistant", "re: two")]
@@ -232,3 +237,35 @@ def test_on_a_server_loop_continuing_turns_are_written_by_the_loop_and_a_deleted
     assert texts(reopened) == [("user", "after"), ("assistant", "re: after")]
     assert texts(convs[2])[-2:] == [("user", "also"), ("assistant", "re: also")]
     assert Message.objects.filter(conversation=convs[2]).count() == 4  # nothing twice
+
+
+@pytest.mark.django_db
+def test_conversations_opened_by_the_batch_statement_are_the_orms_rows(n8n_widget):
+    """PostgreSQL opens a batch's conversations with one fixed statement: every column is what the ORM writes
+    for the same conversation, and the ids come back in the turns' order."""
+    from widgets.services.turns import _conversations_insert
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the statement is PostgreSQL's (elsewhere the ORM opens them)")
+    identity = {"user_id": "u-1", "verified": True, "attributes": {"plan": "pro"}}
+    turns = [
+        {**turn(n8n_widget, f"raw-{i}", None, "x"), "visitor_id": f"v-{i}", "page_url": "https://a.example/p",
+         "identity": identity if i == 1 else {}}
+        for i in (3, 1, 2)
+    ]  # fmt: skip
+    ids = _conversations_insert(turns)
+    opened = [Conversation.objects.get(pk=pk) for pk in ids]
+    assert [c.session_id for c in opened] == ["raw-3", "raw-1", "raw-2"]  # in the turns' order
+    orm = Conversation.objects.create(
+        widget=n8n_widget,
+        channel=Channel.CHAT,
+        session_id="orm-1",
+        visitor_id="v-1",
+        page_url="https://a.example/p",
+        identity=identity,
+    )
+    skip = ("id", "session_id", "started_at")
+    as_row = lambda c: {f.attname: getattr(c, f.attname) for f in c._meta.concrete_fields if f.name not in skip}  # noqa: E731
+    orm.refresh_from_db()
+    assert as_row(opened[1]) == as_row(orm)
+    assert opened[1].started_at is not None and abs((opened[1].started_at - orm.started_at).total_seconds()) < 60
