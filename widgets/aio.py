@@ -297,6 +297,7 @@ async def pg_async_execute(sql: str, params: Mapping[str, Any] | Sequence[Any]) 
     try:
         async with pool.connection() as conn:
             cursor = await conn.execute(sql, params)
+            _answered[conn] = time.monotonic()
             return cursor.rowcount
     except psycopg.Error as exc:
         raise _django_error(exc) from exc
