@@ -301,7 +301,12 @@ async def chat_prepare_async(
             if conversation_id is not None:
                 return ChatPrepared(entry.license, widget, target, conversation_id)
             if pg_async_available():  # a new session (or one this process has not seen): one statement
-                return await _session_prepare_async(entry.license, widget, target, chat)
+                try:
+                    return await _session_prepare_async(entry.license, widget, target, chat)
+                except DatabaseError:
+                    # A loop connection PostgreSQL dropped within its alive-bypass window (widgets.aio): the
+                    # step's health-checked pool answers instead, with the count already taken.
+                    logger.info("chat session check on the loop failed; the DB step checks it", exc_info=True)
     return await db_step(chat_prepare, license=license, chat=chat, ip=ip, origin=origin, peeked=peeked)
 
 

@@ -310,3 +310,36 @@ def test_a_new_sessions_check_on_the_server_loop_needs_no_thread(
     assert (status, json.loads(body)["error"]["code"]) == (429, "quota_exceeded")
     assert steps == []  # refused by the loop's check
     assert not Conversation.objects.filter(session_id="s-over").exists()
+
+
+def test_a_new_sessions_check_the_loop_cannot_run_is_made_by_the_step(
+    n8n_widget, fake_n8n, redis_limiter, monkeypatch, frozen_minute
+):
+    """A loop connection PostgreSQL dropped (inside the alive-bypass window it is not checked) fails the loop's
+    session check: the DB step checks the session instead and the visitor is answered, counted once."""
+    from django.db import OperationalError
+
+    monkeypatch.setattr(chat_module, "pg_async_available", lambda: True)
+
+    async def dropped(**kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(chat_module, "chat_session_lookup_async", dropped)
+    steps: list[str] = []
+    real_step = chat_module.db_step
+
+    async def counting(fn, /, *args, **kwargs):
+        steps.append(fn.__name__)
+        return await real_step(fn, *args, **kwargs)
+
+    monkeypatch.setattr(chat_module, "db_step", counting)
+    route = ChatRoute(Counting())
+    assert asgi_exchange(route, path=url(n8n_widget), body=chat_body("s-1", "one"), headers=JSON)[0] == 200
+    steps.clear()
+    status, _, body = asgi_exchange(route, path=url(n8n_widget), body=chat_body("s-new", "hello"), headers=JSON)
+    assert status == 200 and json.loads(body)["output"] == "Hello from n8n"
+    assert steps[0] == "chat_prepare"  # the step checked the session the loop could not
+    import redis
+
+    keys = redis.Redis(port=redis_limiter.port).keys("sb:rate:chat:*")
+    assert sum(int(redis.Redis(port=redis_limiter.port).get(k)) for k in keys) == 2  # counted once per request
