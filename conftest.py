@@ -596,3 +596,35 @@ class RedisServer:
         import redis
 
         return int(redis.Redis(port=self.port).info("stats")["total_connections_received"])
+
+
+@pytest.fixture
+def redis_server() -> Any:
+    """A redis-server of the test's own (`RedisServer`), stopped at the end."""
+    from licenses.redis import redis_reset
+
+    server = RedisServer().start()
+    yield server
+    server.stop()
+    redis_reset()
+
+
+@pytest.fixture
+def redis_limiter(settings, redis_server) -> Any:
+    """REDIS_URL and the cache on `redis_server`, as settings.py sets them up (the server is yielded: `.stop()`
+    is an outage)."""
+    from widgets.ratelimit import limiter
+
+    settings.REDIS_URL = redis_server.url
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": redis_server.url,
+            "OPTIONS": {"pool_class": "licenses.redis.SharedConnectionPool"},
+        }
+    }
+    limiter._down_until = 0.0
+    yield redis_server
+    # Later teardowns (the root conftest clears the cache) must not reach the stopped server.
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    limiter._down_until = 0.0

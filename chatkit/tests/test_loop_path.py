@@ -14,10 +14,6 @@ from django.conf import settings as django_settings
 from django.db import connection
 
 from chatkit.tests.conftest import ChatKitVisitor, thread_id_of
-from widgets.tests import test_chat_faults
-
-redis_server = test_chat_faults.redis_server  # a redis-server of the test's own, and the limiter on it
-redis_limiter = test_chat_faults.redis_limiter
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),  # the loop's own connections see only what is committed

@@ -10,39 +10,9 @@ import pytest
 from django.conf import settings as django_settings
 from django.db import connection
 
-from conftest import RedisServer
-from licenses.redis import redis_reset
 from widgets.models import Lead, Message
 from widgets.tests.conftest import ORIGIN
 from widgets.tests.prod_server import ProdServer, database_url, prod_env
-
-
-@pytest.fixture
-def redis_server():
-    server = RedisServer().start()
-    yield server
-    server.stop()
-    redis_reset()
-
-
-@pytest.fixture
-def redis_limiter(settings, redis_server):
-    """REDIS_URL and the cache on a redis-server of this test's own, as settings.py sets them up."""
-    from widgets.ratelimit import limiter
-
-    settings.REDIS_URL = redis_server.url
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": redis_server.url,
-            "OPTIONS": {"pool_class": "licenses.redis.SharedConnectionPool"},
-        }
-    }
-    limiter._down_until = 0.0
-    yield redis_server
-    # Later teardowns (the root conftest clears the cache) must not reach the stopped server.
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-    limiter._down_until = 0.0
 
 
 def send(client, widget, session="sess-1", visitor="v-1", text="Hi"):

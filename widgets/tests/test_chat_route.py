@@ -14,7 +14,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from config.chat_route import ChatRoute
-from conftest import RedisServer, asgi_exchange, counting_stack, full_and_short, http_scope
+from conftest import asgi_exchange, counting_stack, full_and_short, http_scope
 from widgets import aio
 from widgets import chat as chat_module
 from widgets.models import Message
@@ -162,29 +162,6 @@ def test_the_server_loop_runs_its_own_n8n_calls(n8n_widget, fake_n8n, monkeypatc
     status, _, body = asgi_exchange(ChatRoute(Counting()), path=url(n8n_widget), body=chat_body("s-7"), headers=JSON)
     assert status == 200 and json.loads(body)["output"] == "Hello from n8n"
     assert len(loops) == 1 and loops[0] is not aio.upstream_loop()
-
-
-@pytest.fixture
-def redis_limiter(settings):
-    """REDIS_URL and the cache on a redis-server of this test's own, as settings.py sets them up."""
-    from licenses.redis import redis_reset
-    from widgets.ratelimit import limiter
-
-    server = RedisServer().start()
-    settings.REDIS_URL = server.url
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": server.url,
-            "OPTIONS": {"pool_class": "licenses.redis.SharedConnectionPool"},
-        }
-    }
-    limiter._down_until = 0.0
-    yield server
-    server.stop()
-    redis_reset()
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-    limiter._down_until = 0.0
 
 
 def test_a_warm_turn_on_the_server_loop_needs_no_thread_and_no_query(
