@@ -67,17 +67,23 @@ def test_a_deleted_conversation_in_a_batch_costs_no_other_turn(n8n_widget):
     assert Message.objects.count() == 4  # every turn whole, none twice
 
 
-@pytest.mark.django_db
-def test_turns_finishing_together_share_a_step_and_each_waits_for_its_commit(n8n_widget, monkeypatch):
-    convs = [conversation(n8n_widget, f"s{i}") for i in range(6)]
-    steps: list[int] = []
+@pytest.fixture
+def steps(monkeypatch) -> list[int]:
+    """The sizes of the batches the group commit hands to `chat_turns_record` (a DB step each), in order."""
+    sizes: list[int] = []
     real = chat_module.chat_turns_record
 
     def counted(turns):
-        steps.append(len(turns))
+        sizes.append(len(turns))
         return real(turns)
 
     monkeypatch.setattr(chat_module, "chat_turns_record", counted)
+    return sizes
+
+
+@pytest.mark.django_db
+def test_turns_finishing_together_share_a_step_and_each_waits_for_its_commit(steps, n8n_widget, monkeypatch):
+    convs = [conversation(n8n_widget, f"s{i}") for i in range(6)]
 
     async def six_visitors():
         async def one(i: int) -> tuple[int, int]:
@@ -188,7 +194,7 @@ def test_batches_opening_the_same_sessions_at_once_open_each_once(n8n_widget):
 
 @pytest.mark.django_db(transaction=True)  # the loop's own connections see only what is committed
 def test_on_a_server_loop_continuing_turns_are_written_by_the_loop_and_a_deleted_one_by_the_step(
-    n8n_widget, monkeypatch
+    steps, n8n_widget, monkeypatch
 ):
     """With PostgreSQL's pool on a server loop (`pg_async_available`), a batch's continuing turns are ONE
     INSERT on the loop's own connections, no DB step; the rows are those the step writes. A batch whose
@@ -198,14 +204,6 @@ def test_on_a_server_loop_continuing_turns_are_written_by_the_loop_and_a_deleted
     if connection.vendor != "postgresql":
         pytest.skip("the loop path runs on PostgreSQL (CI runs it)")
     monkeypatch.setattr(chat_module, "pg_async_available", lambda: True)
-    steps: list[int] = []
-    real = chat_module.chat_turns_record
-
-    def counted(turns):
-        steps.append(len(turns))
-        return real(turns)
-
-    monkeypatch.setattr(chat_module, "chat_turns_record", counted)
     convs = [conversation(n8n_widget, f"s{i}") for i in range(4)]
     by_step = chat_turns_record([{**turn(n8n_widget, "s0", convs[0].pk, "step"), "ui": [{"type": "card"}]}])
 

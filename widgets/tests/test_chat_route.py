@@ -164,21 +164,27 @@ def test_the_server_loop_runs_its_own_n8n_calls(n8n_widget, fake_n8n, monkeypatc
     assert len(loops) == 1 and loops[0] is not aio.upstream_loop()
 
 
+@pytest.fixture
+def steps(monkeypatch) -> list[str]:
+    """The names of the DB steps the chat path runs (widgets.chat.db_step), in order."""
+    names: list[str] = []
+    real_step = chat_module.db_step
+
+    async def counting(fn, /, *args, **kwargs):
+        names.append(fn.__name__)
+        return await real_step(fn, *args, **kwargs)
+
+    monkeypatch.setattr(chat_module, "db_step", counting)
+    return names
+
+
 def test_a_warm_turn_on_the_server_loop_needs_no_thread_and_no_query(
-    n8n_widget, fake_n8n, redis_limiter, monkeypatch, frozen_minute
+    steps, n8n_widget, fake_n8n, redis_limiter, monkeypatch, frozen_minute
 ):
     """With Redis, the rate limiter's round trip is awaited on the server's loop, and a turn whose
     license, widget and conversation are cached is prepared there: no DB step, no query before n8n."""
     import redis
 
-    steps: list[str] = []
-    real_step = chat_module.db_step
-
-    async def counting(fn, /, *args, **kwargs):
-        steps.append(fn.__name__)
-        return await real_step(fn, *args, **kwargs)
-
-    monkeypatch.setattr(chat_module, "db_step", counting)
     for text in ("one", "two"):  # the first gives the license a generation, the second caches under it
         assert (
             asgi_exchange(ChatRoute(Counting()), path=url(n8n_widget), body=chat_body("s-8", text), headers=JSON)[0]
@@ -232,7 +238,7 @@ def test_rate_limit_round_trips_arriving_together_share_one_pipeline(redis_limit
 
 
 def test_a_new_sessions_check_on_the_server_loop_needs_no_thread(
-    n8n_widget, fake_n8n, redis_limiter, monkeypatch, frozen_minute
+    steps, n8n_widget, fake_n8n, redis_limiter, monkeypatch, frozen_minute
 ):
     """On PostgreSQL with the loop's own connections (`pg_async_available`), a new session's check (its
     conversation and the monthly quota, one statement) runs on the server's loop: the only DB step of its first
@@ -244,14 +250,6 @@ def test_a_new_sessions_check_on_the_server_loop_needs_no_thread(
     if connection.vendor != "postgresql":
         pytest.skip("the loop's connections are PostgreSQL's (CI runs it)")
     monkeypatch.setattr(chat_module, "pg_async_available", lambda: True)
-    steps: list[str] = []
-    real_step = chat_module.db_step
-
-    async def counting(fn, /, *args, **kwargs):
-        steps.append(fn.__name__)
-        return await real_step(fn, *args, **kwargs)
-
-    monkeypatch.setattr(chat_module, "db_step", counting)
     route = ChatRoute(Counting())
 
     async def app(scope, receive, send):  # the loop's pool closes with each test loop
@@ -290,7 +288,7 @@ def test_a_new_sessions_check_on_the_server_loop_needs_no_thread(
 
 
 def test_a_new_sessions_check_the_loop_cannot_run_is_made_by_the_step(
-    n8n_widget, fake_n8n, redis_limiter, monkeypatch, frozen_minute
+    steps, n8n_widget, fake_n8n, redis_limiter, monkeypatch, frozen_minute
 ):
     """A loop connection PostgreSQL dropped (inside the alive-bypass window it is not checked) fails the loop's
     session check: the DB step checks the session instead and the visitor is answered, counted once."""
@@ -302,14 +300,6 @@ def test_a_new_sessions_check_the_loop_cannot_run_is_made_by_the_step(
         raise OperationalError("server closed the connection unexpectedly")
 
     monkeypatch.setattr(chat_module, "chat_session_lookup_async", dropped)
-    steps: list[str] = []
-    real_step = chat_module.db_step
-
-    async def counting(fn, /, *args, **kwargs):
-        steps.append(fn.__name__)
-        return await real_step(fn, *args, **kwargs)
-
-    monkeypatch.setattr(chat_module, "db_step", counting)
     route = ChatRoute(Counting())
     assert asgi_exchange(route, path=url(n8n_widget), body=chat_body("s-1", "one"), headers=JSON)[0] == 200
     steps.clear()
