@@ -276,49 +276,25 @@ def pg_async_available() -> bool:
 async def pg_async(sql: str, params: Mapping[str, Any] | Sequence[Any]) -> list[tuple[Any, ...]]:
     """Run ONE statement (autocommit: atomic on its own) on the running loop's pool and return its rows.
     Raises Django's database errors (as the ORM would) and psycopg_pool's PoolTimeout."""
-    import psycopg
-
-    pool = await _loop_pools.get()
-    try:
-        async with pool.connection() as conn:
-            cursor = await conn.execute(sql, params)
-            rows = await cursor.fetchall()
-            _answered[conn] = time.monotonic()
-            return rows
-    except psycopg.Error as exc:
-        raise _django_error(exc) from exc
+    return await _statement(sql, params, rows=True)
 
 
 async def pg_async_execute(sql: str, params: Mapping[str, Any] | Sequence[Any]) -> int:
     """`pg_async` for a statement that returns no rows (an INSERT): how many rows it wrote."""
-    import psycopg
+    return await _statement(sql, params, rows=False)
 
+
+async def _statement(sql: str, params: Mapping[str, Any] | Sequence[Any], *, rows: bool) -> Any:
     pool = await _loop_pools.get()
-    try:
+    with _django_errors():
         async with pool.connection() as conn:
             cursor = await conn.execute(sql, params)
+            result = await cursor.fetchall() if rows else cursor.rowcount
             _answered[conn] = time.monotonic()
-            return cursor.rowcount
-    except psycopg.Error as exc:
-        raise _django_error(exc) from exc
+            return result
 
 
-def _django_error(exc: Exception) -> Exception:
-    """psycopg's DB-API error as Django's class of the same name (what the ORM would raise), so the same
-    handlers answer it (config/errors.py: an outage is a JSON 503)."""
-    import psycopg
-    from django.db import utils
-
-    for name in (
-        "DataError",
-        "OperationalError",
-        "IntegrityError",
-        "InternalError",
-        "ProgrammingError",
-        "NotSupportedError",
-        "InterfaceError",
-        "DatabaseError",
-    ):
-        if isinstance(exc, getattr(psycopg, name)):
-            return getattr(utils, name)(*exc.args)
-    return utils.Error(*exc.args)
+def _django_errors() -> Any:
+    """psycopg's errors raised as Django's classes of the same name, by Django's own DatabaseErrorWrapper (what
+    the ORM raises), so the same handlers answer them (config/errors.py: an outage is a JSON 503)."""
+    return connections["default"].wrap_database_errors

@@ -229,7 +229,9 @@ def test_a_lost_database_is_the_error_the_orm_raises():
     import psycopg
     from django.db import OperationalError
 
-    from widgets.aio import _django_error
+    from widgets.aio import _django_errors
 
-    error = _django_error(psycopg.OperationalError("server closed the connection unexpectedly"))
+    with pytest.raises(OperationalError) as raised, _django_errors():
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+    error = raised.value
     assert isinstance(error, OperationalError) and "closed" in str(error)
