@@ -160,11 +160,18 @@ class AsyncRelay(_Relay):
     def __aiter__(self) -> AsyncRelay:
         return self
 
+    async def _next(self) -> list[dict[str, Any]] | None:
+        """The next batch: read right here when the stream lives on the running loop (a server loop, the
+        chat route's: no wrapper coroutines per read — issue 11 bench), else on the stream's loop."""
+        if self._loop is asyncio.get_running_loop():
+            return await anext(self._batches, None)
+        return await upstream_await(_next_batch(self._batches))
+
     async def __anext__(self) -> bytes:
         while not self._lines:
             if self._finished:
                 raise StopAsyncIteration
-            final = self._take(await upstream_await(_next_batch(self._batches)))
+            final = self._take(await self._next())
             if final is None:
                 continue
             if not self._record:

@@ -55,6 +55,27 @@ def test_streamed_answer_is_the_full_stacks(owner, widget_a, fake_n8n):
     assert (short, through_full) == (full, 0)
 
 
+def test_a_streamed_turn_on_the_server_loop_reads_its_stream_there(owner, widget_a, fake_n8n, monkeypatch):
+    """The relay reads the upstream stream right on the server loop it was opened on: only the opening goes
+    through `upstream_await`, not every read (issue 11 bench: two wrapper coroutines per read)."""
+    from widgets import chat_stream
+
+    widget = publish(widget_a, owner, config=n8n_config(fake_n8n.webhook, streaming=True))
+    items = [{"type": "item", "content": f"p{i} "} for i in range(4)]
+    fake_n8n.default = {"stream": [{"type": "begin"}, *items, {"type": "end"}]}
+    awaited = []
+    real = chat_stream.upstream_await
+
+    async def counted(coro):
+        awaited.append(coro.__qualname__)
+        return await real(coro)
+
+    monkeypatch.setattr(chat_stream, "upstream_await", counted)
+    status, _, body = asgi_exchange(ChatRoute(Counting()), path=url(widget), body=chat_body("s-r"), headers=JSON)
+    assert status == 200 and body.splitlines()[-1] == b'{"type":"end","output":"p0 p1 p2 p3 ","ui":[]}'
+    assert awaited == ["N8nStream.open"]
+
+
 @pytest.mark.parametrize(
     ("case", "status", "code"),
     [
@@ -235,6 +256,53 @@ def test_rate_limit_round_trips_arriving_together_share_one_pipeline(redis_limit
     assert sizes == [1, 9]
     assert sorted(count for count, _, _ in results) == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]  # two visitors, five each
     assert all(peeked is None for _, _, peeked in results)
+
+
+def test_a_rate_limit_hit_on_the_server_loop_is_one_script_call(redis_limiter, frozen_minute):
+    """Each hit of the batched pipeline is ONE command (EVALSHA of the limiter's script: GET, INCR, EXPIRE NX
+    run by Redis) instead of three for redis-py to pack and parse; the counts, the window's TTL and the peeked
+    value are what the three commands gave."""
+    import redis
+    from django.core.cache import cache
+
+    from widgets import ratelimit
+
+    direct = redis.Redis(port=redis_limiter.port)
+    direct.script_load(ratelimit.HITS_SCRIPT)  # as after the first hit (a NOSCRIPT is sent again: next test)
+
+    async def five():
+        direct.set(cache.make_and_validate_key("peeked"), b"\x80\x04K\x07.")  # a raw (pickled) cache value
+        direct.config_resetstat()
+        return await asyncio.gather(*(ratelimit.rate_hit_peek_async("chat:1:v", peek="peeked") for _ in range(5)))
+
+    results = async_to_sync(five)()
+    assert sorted(count for count, _, _ in results) == [1, 2, 3, 4, 5]
+    assert all(peeked == b"\x80\x04K\x07." for _, _, peeked in results)
+    stats = direct.info("commandstats")
+    assert stats["cmdstat_evalsha"]["calls"] == 5  # one call per hit
+    (key,) = direct.keys("sb:rate:chat:1:v:*")
+    assert 60 < direct.ttl(key) <= 120  # the window's TTL, set once (NX)
+
+
+def test_rate_limit_hits_after_redis_lost_its_scripts_are_counted_once(redis_limiter, frozen_minute):
+    """A Redis that forgot the script (restarted, SCRIPT FLUSH) refuses the hits with NOSCRIPT without counting
+    them: the script is loaded and they are sent again, each counted exactly once."""
+    import redis
+
+    from widgets import ratelimit
+
+    direct = redis.Redis(port=redis_limiter.port)
+
+    async def hits(n):
+        return await asyncio.gather(*(ratelimit.rate_hit_peek_async("chat:2:v", peek="sb:nothing") for _ in range(n)))
+
+    assert sorted(count for count, _, _ in async_to_sync(hits)(3)) == [1, 2, 3]
+    direct.script_flush()
+    assert direct.script_exists(ratelimit.HITS_SHA) == [False]
+    assert sorted(count for count, _, _ in async_to_sync(hits)(4)) == [4, 5, 6, 7]
+    assert not ratelimit.limiter.degraded  # answered by Redis, not by the per-process fallback
+    (key,) = direct.keys("sb:rate:chat:2:v:*")
+    assert int(direct.get(key)) == 7
 
 
 def test_a_new_sessions_check_on_the_server_loop_needs_no_thread(
