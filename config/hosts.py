@@ -20,7 +20,7 @@ from the database when they are older than CUSTOM_DOMAIN_REFRESH_SECONDS, in a t
 from __future__ import annotations
 
 import re
-import types
+import weakref
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -51,6 +51,25 @@ def _get_host(request: HttpRequest) -> str:
     if mapped_agency_id(request) is not None:
         return request._get_raw_host()
     return HttpRequest.get_host(request)
+
+
+class _RequestHost:
+    """A request's `get_host` under this middleware: `_get_host` of that request, held by a weak reference. A
+    bound method (`types.MethodType`) made a reference cycle — the request held its `get_host`, which held the
+    request — so every request, its META, query and body, outlived its end until the cyclic GC found it
+    (issue 11 bench: with 200 chats in flight, young-generation collections of ~10,000 objects took 8-19 ms of
+    the event loop each)."""
+
+    __slots__ = ("_request",)
+
+    def __init__(self, request: HttpRequest) -> None:
+        self._request = weakref.ref(request)
+
+    def __call__(self) -> str:
+        request = self._request()
+        if request is None:
+            raise RuntimeError("get_host() of a request that no longer exists")
+        return _get_host(request)
 
 
 def _needs_refresh(request: HttpRequest) -> bool:
@@ -94,7 +113,7 @@ class CustomHostMiddleware:
             request_host_agency.reset(token)
 
     def _refusal(self, request: HttpRequest) -> HttpResponse | None:
-        request.get_host = types.MethodType(_get_host, request)  # type: ignore[method-assign]
+        request.get_host = _RequestHost(request)  # type: ignore[method-assign]
         agency_id = mapped_agency_id(request)
         request.custom_domain_agency_id = agency_id  # type: ignore[attr-defined]
         if agency_id is not None and not PUBLIC_PATH.match(request.path_info):

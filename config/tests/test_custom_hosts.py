@@ -4,15 +4,17 @@ the public surface answers; the Embed tab prints the agency's domain."""
 
 from __future__ import annotations
 
+import gc
 import html
 import re
+import weakref
 
 import pytest
 from django.http import HttpResponse
 from django.test import RequestFactory
 from django.urls import reverse
 
-from config.hosts import CsrfViewMiddleware
+from config.hosts import CsrfViewMiddleware, CustomHostMiddleware
 from licenses import hosts
 from licenses.models import CustomDomain
 from widgets.services.preview_links import preview_link_create, preview_link_token
@@ -81,6 +83,22 @@ def test_removing_a_mapping_refuses_the_host_at_once(client, agency_a, widget_a)
     assert client.get(url, HTTP_HOST=MAPPED, HTTP_ORIGIN=ORIGIN).status_code == 200
     hosts.custom_domain_delete(domain=domain)
     assert client.get(url, HTTP_HOST=MAPPED, HTTP_ORIGIN=ORIGIN).status_code == 400
+
+
+def test_a_request_through_the_host_check_is_freed_when_it_ends():
+    """The request's `get_host` does not hold the request: no reference cycle keeps a finished request (its
+    META, query, body) alive until the cyclic GC runs; it still answers the request's host."""
+    seen = []
+    gc.disable()  # only reference counting may free it
+    try:
+        request = RequestFactory().get("/api/widget/x/config")
+        CustomHostMiddleware(lambda r: seen.append(r.get_host()) or HttpResponse())(request)
+        assert seen == ["testserver"] and request.get_host() == "testserver"
+        gone = weakref.ref(request)
+        del request
+        assert gone() is None
+    finally:
+        gc.enable()
 
 
 def _origin_verified(origin: str, host: str) -> bool:
