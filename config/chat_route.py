@@ -109,6 +109,7 @@ class ChatRoute:
         try:
             if name == "chatkit":
                 with admitting() as admission:  # the running answers yield until its first byte
+                    await admission.turn()  # a few new requests at a time (chatkit.admission)
                     await self._serve(request, name, key, receive, _first_byte(send, admission))
             else:
                 await self._serve(request, name, key, receive, send)

@@ -87,3 +87,66 @@ def test_nothing_waits_without_new_requests():
         await asyncio.wait_for(yield_to_admissions(), 5)
 
     async_to_sync(run)()
+
+
+def test_new_requests_take_turns_in_arrival_order(monkeypatch):
+    monkeypatch.setattr(mod, "TURNS", 2)
+    monkeypatch.setattr(mod, "MAX_WAIT", 600)  # the bound must not end a wait on a slow machine
+
+    async def run() -> None:
+        order: list[int] = []
+        finish = {i: asyncio.Event() for i in range(5)}
+
+        async def request(i: int) -> None:
+            with admitting() as admission:
+                await admission.turn()
+                order.append(i)
+                await finish[i].wait()  # its pre-stream part, until its first byte
+
+        tasks = []
+        for i in range(5):
+            tasks.append(asyncio.create_task(request(i)))
+            await _turns(3)  # they arrive in this order
+        await _turns()
+        assert order == [0, 1]  # two turns: the others wait
+        finish[1].set()
+        await _turns()
+        assert order == [0, 1, 2]  # the first to arrive goes next
+        finish[0].set()
+        await _turns()
+        assert order == [0, 1, 2, 3]
+        for event in finish.values():
+            event.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 5)
+        assert order == [0, 1, 2, 3, 4]
+
+    async_to_sync(run)()
+
+
+def test_a_turn_is_given_back_at_the_first_byte_and_waited_for_at_most_max_wait(monkeypatch):
+    monkeypatch.setattr(mod, "TURNS", 1)
+    monkeypatch.setattr(mod, "MAX_WAIT", 600)
+
+    async def run() -> None:
+        with admitting() as first:
+            await first.turn()
+            waiting = asyncio.create_task(_second())
+            await _turns()
+            assert not waiting.done()  # the only turn is taken
+            first.done()  # its first byte: the turn is given back
+            assert await asyncio.wait_for(waiting, 5) == "went on"
+
+    async def _second() -> str:
+        with admitting() as second:
+            await second.turn()
+            return "went on"
+
+    async_to_sync(run)()
+    monkeypatch.setattr(mod, "MAX_WAIT", 0.01)
+
+    async def stuck() -> None:  # a request stuck before its first byte (a slow database step) holds its turn
+        with admitting() as holder:
+            await holder.turn()
+            await asyncio.wait_for(_second(), 5)  # the next one goes on after MAX_WAIT, without a turn
+
+    async_to_sync(stuck)()
