@@ -139,8 +139,10 @@ def call_httpx(client: httpx.Client, call: Call) -> tuple[float, float, list[flo
 
 def run(
     make, n: int, concurrency: int, client: str, *, ramp: float = 0.0, burst: bool = False
-) -> tuple[list[tuple[float, float, list[float]]], int]:
-    """(the measured conversations' figures, how many conversations ran): `make(i)` -> the i-th Call.
+) -> tuple[list[tuple[float, float, list[float]]], int, float | None]:
+    """(the measured conversations' figures, how many conversations ran, over how many ms the first
+    `concurrency` conversations started — None for the closed loop, whose ramp spreads them by design):
+    `make(i)` -> the i-th Call.
 
     raw client (bench/sse_client.py): `burst` = `concurrency` conversations started at once, all measured;
     otherwise a closed loop of `concurrency` slots started over `ramp` s, measuring `n` conversations started
@@ -160,16 +162,21 @@ def run(
 
         results = run_closed_loop(raw, concurrency, measured=n, ramp=ramp, first_wave=burst)
         assert all(r.deltas for r in results), "no text delta arrived"
-        return [(r.first_byte, r.first_token, r.deltas) for r in results], made
+        span = (max(r.start for r in results) - min(r.start for r in results)) * 1000 if burst else None
+        return [(r.first_byte, r.first_token, r.deltas) for r in results], made, span
     calls = [counted(i) for i in range(n)]
 
+    firsts: list[float] = []  # when each thread's first conversation started
+
     def worker(indexes: range) -> list[tuple[float, float, list[float]]]:
-        with httpx.Client(timeout=60) as http:
+        with httpx.Client(timeout=60) as http:  # an SSL context each: ~10-20 ms of this process's CPU
+            firsts.append(time.perf_counter())
             return [call_httpx(http, calls[i]) for i in indexes]
 
     with ThreadPoolExecutor(concurrency) as pool:
         chunks = pool.map(worker, [range(k, n, concurrency) for k in range(concurrency)])
-    return [r for chunk in chunks for r in chunk], made
+    results = [r for chunk in chunks for r in chunk]
+    return results, made, (max(firsts) - min(firsts)) * 1000
 
 
 def summary(results: list[tuple[float, float, list[float]]]) -> dict[str, list[float]]:
@@ -419,6 +426,7 @@ def main() -> None:
             rows: dict[str, dict] = {n: {"first_byte": [], "first_token": [], "per_event": []} for n, _, _ in paths}
             cpu = dict.fromkeys(rows, 0.0)
             conversations = dict.fromkeys(rows, 0)
+            spans: dict[str, list[float]] = {name: [] for name in rows}
             for round_ in range(rounds):
                 # Paths take turns round by round, so a burst of load elsewhere on the machine hits all of them.
                 for name, make, pids in paths if round_ % 2 == 0 else paths[::-1]:
@@ -432,7 +440,7 @@ def main() -> None:
                             stderr=subprocess.DEVNULL,
                         )
                     before = sum(cpu_ms(pid) for pid in pids)
-                    results, ran = run(
+                    results, ran, span = run(
                         make,
                         args.conversations,
                         concurrency,
@@ -441,6 +449,8 @@ def main() -> None:
                         burst=burst,
                     )
                     conversations[name] += ran
+                    if span is not None:
+                        spans[name].append(span)
                     for key, values in summary(results).items():
                         rows[name][key] += values
                     if spy is not None:
@@ -456,6 +466,14 @@ def main() -> None:
                     f"{percentile(s['first_token'], 50):11.2f}/{percentile(s['first_token'], 99):<9.2f}"
                     f"{percentile(s['per_event'], 50):14.3f}"
                     f"{s['cpu_ms_per_conversation']:18.1f}"
+                )
+            if concurrency > 1 and any(spans.values()):
+                # "At once" is only what the client made of it: the httpx client's threads started their first
+                # conversations over hundreds of ms (each builds an httpx.Client first, under one GIL).
+                print(
+                    f"  {label:<14}{'slots started over':<26}"
+                    + ", ".join(f"{name.split()[0]} {max(v):.0f} ms" for name, v in spans.items() if v)
+                    + " (the slowest round)"
                 )
             a, f, b = (rows[name] for name, _, _ in paths[:3])
             figure = {
@@ -493,6 +511,7 @@ def main() -> None:
                 }
             floor_added = percentile(f["first_token"], 50) - percentile(b["first_token"], 50)
             print(f"  {label:<14}{'SDK floor vs direct':<26}{'':20}{floor_added:11.2f}")
+            figure["first_requests_started_over_ms"] = {name: max(v) for name, v in spans.items() if v}
             figures[label] = figure
         # The goal's row: with the raw client, the burst (every path gets the same 50 requests at the same
         # instant). In the closed loop each path's slots start their next conversation as soon as one ends, so the
