@@ -72,7 +72,7 @@ lint: install-dev
 
 bench: install-dev
 	$(PY) bench/loader.py
-	$(PY) bench/chatkit_server.py
+	$(PY) bench/chatkit_server.py --recreate-database --rounds 3
 	$(PY) bench/relay.py
 
 clean:

@@ -52,6 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -96,6 +97,18 @@ def seed(conversations: int) -> tuple[str, str, list[str]]:
     widget_publish(widget=widget, user=user, membership=membership)
     token = page_token_issue(license=license, widget=widget, origin=EMBEDDING_ORIGIN)
     return license.key, token, [visitor_token_issue(license=license) for _ in range(conversations * 2 + 100)]
+
+
+def recreate_database(url: str) -> None:
+    """Drop and create the database `url` names (through the server's `postgres` database)."""
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -259,8 +272,21 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=20, help="text deltas per answer")
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between the fake's deltas")
     parser.add_argument("--upstream-delay", type=float, default=0.0, help="seconds before the fake answers")
-    parser.add_argument("--database-url", required=True, help="postgres://... an EMPTY scratch database")
-    parser.add_argument("--redis-url", required=True, help="redis://... a scratch Redis database")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/switchboard_bench_chatkit"),
+        help="postgres://... an EMPTY scratch database (default: $BENCH_DATABASE_URL or switchboard_bench_chatkit)",
+    )
+    parser.add_argument(
+        "--recreate-database",
+        action="store_true",
+        help="drop and create --database-url's database first (`make bench` does)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"),
+        help="redis://... a scratch Redis database (default: $BENCH_REDIS_URL or db 13)",
+    )
     parser.add_argument(
         "--rounds", type=int, default=1, help="concurrent rows: rounds per path, taking turns (pooled percentiles)"
     )
@@ -295,6 +321,8 @@ def main() -> None:
     args = parser.parse_args()
     if not args.database_url.startswith("postgres"):
         sys.exit("--database-url postgres://... is required (the production setup runs on PostgreSQL)")
+    if args.recreate_database:
+        recreate_database(args.database_url)
     load_at_start = os.getloadavg()
     uptime_at_start = _uptime()
 
