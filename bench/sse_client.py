@@ -79,7 +79,6 @@ class _Conversation:
         self.left = 0  # chunked: bytes left in the current chunk
         self.body = b""  # the de-chunked body so far
         self.scanned = 0  # markers are searched from here
-        self.measured = False
 
     def write(self) -> bool:
         """True once the whole request is sent."""
@@ -159,11 +158,7 @@ def run_closed_loop(
     def start() -> None:
         nonlocal started, live
         conversation = _Conversation(make(started))
-        if first_wave:
-            conversation.measured = True
-        else:
-            conversation.measured = conversation.result.start >= ramp_end and slots == concurrency
-        if conversation.measured:
+        if first_wave or (conversation.result.start >= ramp_end and slots == concurrency):
             results.append(conversation.result)
         selector.register(conversation.sock, selectors.EVENT_WRITE, conversation)
         started += 1

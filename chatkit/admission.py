@@ -13,12 +13,11 @@ flood of new requests slows the running answers but never stops them.
 New requests also take turns among themselves: at most `TURNS` of a loop are in their pre-stream part at once,
 the others wait in arrival order (`Admission.turn`). Each request's pre-stream part is a few short CPU slices
 with a Redis and a PostgreSQL round trip between them; when all of a burst's requests ran together, the loop
-interleaved their slices, so every one of them finished near the end of the burst (bench/chatkit_server.py,
-50 new conversations at the same instant: the first `thread.created` after 34 ms, the p50 at 67 ms). With a
-few at a time the round trips still overlap the other requests' CPU, and the first requests are done before
-the last ones start (p50 38 ms with 4 turns; 1 turn leaves the CPU idle during the round trips: 66 ms). A turn
-is awaited for at most `MAX_WAIT`, so requests stuck in a slow database step delay the others by no more
-than that.
+interleaved their slices, so each finished only once all of them had got that far. With a few at a time the
+round trips still overlap the other requests' CPU, and the first requests are done before the last ones start
+(bench/chatkit_server.py, 50 new conversations at the same instant, the code before turns served in the same
+run with `--baseline-tree`: first byte p50 42-47 ms vs 60-72 ms before; bench/README-chatkit.md). A turn is
+awaited for at most `MAX_WAIT`, so requests stuck in a slow database step delay the others by no more than that.
 """
 
 from __future__ import annotations
