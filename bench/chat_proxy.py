@@ -29,6 +29,7 @@ import asyncio
 import gc
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -225,6 +226,22 @@ class HttpxVisitor:
         await self._client.aclose()
 
 
+ARRIVALS = {"burst": ("burst",), "spread": ("spread",), "both": ("burst", "spread")}
+
+
+def arrival_offsets(arrivals: str, *, visitors: int, spread: float) -> list[float] | None:
+    """When each visitor sends its first message (seconds from the start). "burst": all at the same instant —
+    and, as the fake answers every turn after exactly --delay-ms, every later turn in lockstep too: a flash
+    crowd of `visitors` requests at once, every 250 ms. "spread": the first messages at random instants over
+    one think time (seeded: the same instants for the direct, floor and proxy runs), so the turns arrive at the
+    steady rate the same visitors give (visitors / delay per second) — how 200 visitors chatting on a site
+    arrive."""
+    if arrivals == "burst":
+        return None
+    draw = random.Random(11)
+    return [draw.uniform(0, spread) for _ in range(visitors)]
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] * 1000
@@ -255,8 +272,10 @@ async def visitor_load(
     streaming: bool,
     headers: dict[str, str],
     pgid: int | None = None,
+    offsets: list[float] | None = None,
 ) -> dict:
-    """Each visitor has its own connection (a browser's), like real visitors."""
+    """Each visitor has its own connection (a browser's), like real visitors. `offsets`: when each visitor
+    sends its first message, in seconds from the start (None: all at once)."""
     latencies: list[float] = []
     by_turn: list[list[float]] = [[] for _ in range(messages)]  # the same latencies, by the turn's index
     errors: dict[str, int] = {}
@@ -264,6 +283,8 @@ async def visitor_load(
     async def one(v: int) -> None:
         url = urls[v % len(urls)]
         client = clients[v % len(clients)]
+        if offsets:
+            await asyncio.sleep(offsets[v])
         for m in range(messages):
             body = {
                 "action": "sendMessage",
@@ -318,8 +339,12 @@ async def main_async(
     visitors = [visitor_class(timeout=args.slow_seconds + 60) for _ in range(args.visitors)]
     async with httpx.AsyncClient(timeout=args.slow_seconds + 60, limits=limits) as client:
         normal = keys[:LICENSES]
-        for mode in ("plain", "stream"):
+        phases = [(arrivals, mode) for arrivals in ARRIVALS[args.arrivals] for mode in ("plain", "stream")]
+        for arrivals, mode in phases:
             streaming = mode == "stream"
+            offsets = arrival_offsets(arrivals, visitors=args.visitors, spread=args.delay_ms / 1000)
+            table = results if arrivals == "burst" else results.setdefault("spread", {})
+            label = mode if arrivals == "burst" else f"{mode}, spread"
             proxy_urls = [f"{server_url}/api/widget/{k['key']}/chat?widget={k[mode]}" for k in normal]
             direct_urls = [f"{fake_url}/webhook/{mode}"]
             floor_urls = [f"{floor_url}/webhook/{mode}"]
@@ -352,7 +377,7 @@ async def main_async(
                 headers={},
             )
             spy = None
-            if args.profile and mode == args.profile_phase:
+            if args.profile and mode == args.profile_phase and arrivals == phases[0][0]:
                 spy = subprocess.Popen(
                     [
                         str(Path(sys.executable).parent / "py-spy"),
@@ -377,6 +402,7 @@ async def main_async(
                 visitors=args.visitors,
                 messages=args.messages,
                 tag=f"d-{mode}-{time.time_ns()}",
+                offsets=offsets,
                 streaming=streaming,
                 headers={},
             )
@@ -386,6 +412,7 @@ async def main_async(
                 visitors=args.visitors,
                 messages=args.messages,
                 tag=f"p-{mode}-{time.time_ns()}",
+                offsets=offsets,
                 streaming=streaming,
                 headers={"Origin": ORIGIN},
                 pgid=pgid,
@@ -399,11 +426,12 @@ async def main_async(
                 visitors=args.visitors,
                 messages=args.messages,
                 tag=f"f-{mode}-{time.time_ns()}",
+                offsets=offsets,
                 streaming=streaming,
                 headers={},
                 pgid=floor_pgid,
             )
-            results[mode] = {
+            table[mode] = {
                 "direct": direct,
                 "proxy": proxy,
                 "floor": floor,
@@ -413,10 +441,10 @@ async def main_async(
                 "added_p99_ms": round(proxy["p99_ms"] - direct["p99_ms"], 1),
             }
             print(
-                f"{mode:>6}: direct {direct['throughput']} turns/s p50 {direct['p50_ms']} p99 {direct['p99_ms']} | "
+                f"{label}: direct {direct['throughput']} turns/s p50 {direct['p50_ms']} p99 {direct['p99_ms']} | "
                 f"proxy {proxy['throughput']} turns/s p50 {proxy['p50_ms']} p99 {proxy['p99_ms']} errors "
                 f"{proxy['errors']} server CPU {proxy['server_cpu_ms_per_turn']} ms/turn | "
-                f"ratio {results[mode]['ratio']} added p99 {results[mode]['added_p99_ms']} ms",
+                f"ratio {table[mode]['ratio']} added p99 {table[mode]['added_p99_ms']} ms",
                 flush=True,
             )
             print(
@@ -428,10 +456,11 @@ async def main_async(
             print(
                 f"{'':>6}  bare Python proxy floor {floor['throughput']} turns/s p50 {floor['p50_ms']} p99 "
                 f"{floor['p99_ms']} errors {floor['errors']} server CPU {floor['server_cpu_ms_per_turn']} ms/turn | "
-                f"floor ratio {results[mode]['floor_ratio']}",
+                f"floor ratio {table[mode]['floor_ratio']}",
                 flush=True,
             )
 
+        first = phases[0][0]  # the isolation run's arrivals, compared with that plain run
         # Isolation: one license's webhook hangs for --slow-seconds with --slow chats open meanwhile.
         slow_key = keys[LICENSES]
         slow_url = f"{server_url}/api/widget/{slow_key['key']}/chat?widget={slow_key['plain']}"
@@ -459,6 +488,7 @@ async def main_async(
             visitors=args.visitors,
             messages=args.messages,
             tag=f"iso-{time.time_ns()}",
+            offsets=arrival_offsets(first, visitors=args.visitors, spread=args.delay_ms / 1000),
             streaming=False,
             headers={"Origin": ORIGIN},
         )
@@ -471,7 +501,7 @@ async def main_async(
         await asyncio.gather(*slow_tasks, return_exceptions=True)
         for visitor in visitors:
             await visitor.aclose()
-        base = results["plain"]["proxy"]
+        base = (results if first == "burst" else results["spread"])["plain"]["proxy"]
         results["isolation"] = {
             "slow_chats_held": held,
             "slow_still_waiting_at_end": still_waiting,
@@ -512,6 +542,12 @@ def main() -> None:
         choices=("aiohttp", "httpx"),
         default="aiohttp",
         help="the visitors' HTTP client (the same for direct, floor and proxy runs; one connection per visitor)",
+    )
+    parser.add_argument(
+        "--arrivals",
+        choices=tuple(ARRIVALS),
+        default="both",
+        help="the visitors' first messages: all at once (burst), over one think time (spread), or both runs",
     )
     parser.add_argument("--fake-n8n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--floor-proxy", nargs=2, help=argparse.SUPPRESS)

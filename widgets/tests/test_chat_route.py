@@ -55,6 +55,34 @@ def test_streamed_answer_is_the_full_stacks(owner, widget_a, fake_n8n):
     assert (short, through_full) == (full, 0)
 
 
+def test_a_streamed_answer_ends_in_its_last_lines_write(owner, widget_a, fake_n8n):
+    """The short route sends a streamed reply straight from its relay: one body message per upstream read,
+    and the final lines (`end`) carry `more_body: False` — no extra empty message (one write less per turn)."""
+    widget = publish(widget_a, owner, config=n8n_config(fake_n8n.webhook, streaming=True))
+    fake_n8n.default = {"stream": [{"type": "begin"}, {"type": "item", "content": "Hel"}, {"type": "end"}]}
+    body, path = chat_body("s-msgs"), url(widget)
+    headers = [(b"host", b"testserver"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in JSON.items()]
+
+    async def run() -> list[dict]:
+        communicator = ApplicationCommunicator(ChatRoute(Counting()), http_scope("POST", path, headers))
+        await communicator.send_input({"type": "http.request", "body": body, "more_body": False})
+        messages = [await communicator.receive_output(10)]
+        while messages[-1]["type"] != "http.response.body" or messages[-1].get("more_body"):
+            messages.append(await communicator.receive_output(10))
+        await communicator.wait(5)
+        return messages
+
+    messages = async_to_sync(run)()
+    start, *bodies = messages
+    assert start["status"] == 200 and (b"Content-Type", b"application/x-ndjson") in start["headers"]
+    assert all(m["body"] for m in bodies)  # no empty closing message
+    assert bodies[-1]["more_body"] is False and bodies[-1]["body"].endswith(b'"ui":[]}\n')
+    lines = b"".join(m["body"] for m in bodies).splitlines()
+    assert [json.loads(line)["type"] for line in lines] == ["item", "end"]
+    assert Message.objects.filter(conversation__session_id="s-msgs").count() == 2
+
+
 def test_a_streamed_turn_on_the_server_loop_reads_its_stream_there(owner, widget_a, fake_n8n, monkeypatch):
     """The relay reads the upstream stream right on the server loop it was opened on: only the opening goes
     through `upstream_await`, not every read (issue 11 bench: two wrapper coroutines per read)."""
