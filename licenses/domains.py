@@ -6,6 +6,7 @@ only) or a wildcard (`*.example.com`: any subdomain, not the apex). Hosts compar
 
 from __future__ import annotations
 
+import functools
 import re
 from urllib.parse import urlsplit
 
@@ -45,8 +46,11 @@ def domains_split(text: str) -> list[str]:
     return [part for part in re.split(r"[\s,]+", text or "") if part]
 
 
+@functools.lru_cache(maxsize=4096)
 def origin_host_port(origin: str | None) -> tuple[str, str] | None:
-    """(host, port) of an Origin header, or None when it is missing, `null` or malformed."""
+    """(host, port) of an Origin header, or None when it is missing, `null` or malformed. Remembered (a
+    bounded LRU: the answer depends on the text alone): every public request parses its Origin two or three
+    times (license check, CORS), ~8 µs each with urlsplit (issue 11 bench)."""
     if not origin or origin.strip().lower() == "null":
         return None
     parts = urlsplit(origin.strip())
