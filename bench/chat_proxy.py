@@ -7,9 +7,13 @@ is the former one, whose ~1-1.8 ms of CPU per turn in this one process was as mu
 competed with it for the 2 CPUs); the fake answers after `--delay-ms` (a workflow's think time; streaming: 5
 items spread over it). Per turn: latency to the last byte (also as p99 by the turn's index: the first opens
 the conversation). Throughput = turns / wall seconds. ratio = proxy / direct throughput; added p99 = proxy p99 -
-direct p99. Then the isolation check: `--slow` chats on one more license whose webhook takes
-`--slow-seconds` are held open while the plain load runs again on the other licenses; their p99 is
-compared with the plain run's.
+direct p99. Each of plain and streaming is run twice (`--arrivals both`, the default): "burst", every
+visitor's first message at the same instant (and, as the fake answers every turn after exactly --delay-ms,
+every later turn in lockstep: 200 requests at once every 250 ms), and "spread", the first messages at seeded
+random instants over one think time, so turns arrive at the steady rate 200 visitors give (800/s) — see
+`arrival_offsets`. Then the isolation check (with the first arrival pattern run): `--slow` chats on one more
+license whose webhook takes `--slow-seconds` are held open while the plain load runs again on the other
+licenses; their p99 is compared with the plain run's.
 
 The server is the production setup: `uvicorn config.asgi:application --workers W`, DEBUG=0, PostgreSQL
 (with its psycopg pool) and Redis, on your own database and Redis db:
