@@ -52,12 +52,21 @@ def wants_json(request: HttpRequest) -> bool:
     return bool(JSON_PATH.match(path)) or request.content_type == "application/json"
 
 
+# The headers an ASGI request keeps out of META's HTTP_ names (Django's ASGIRequest), so not checked here.
+_NOT_HTTP_META = (b"content-type", b"content-length")
+
+
 def _has_nul(request: HttpRequest) -> bool:
-    if "\x00" in request.path_info or "%00" in request.META.get("QUERY_STRING", ""):
+    query = request.META.get("QUERY_STRING", "")
+    # A decoded query value holds a NUL only from "%00" or a NUL in the raw text (QueryDict decodes nothing
+    # else into one), so the raw query string answers for request.GET without parsing it.
+    if "\x00" in request.path_info or "%00" in query or "\x00" in query:
         return True
-    if any("\x00" in v for values in request.GET.lists() for v in values[1]):
-        return True
-    if any(isinstance(v, str) and "\x00" in v for k, v in request.META.items() if k.startswith("HTTP_")):
+    scope = getattr(request, "scope", None)
+    if scope is not None:  # under ASGI: the raw header values (META's HTTP_ values are their latin-1 text)
+        if any(b"\x00" in value for name, value in scope["headers"] if name.lower() not in _NOT_HTTP_META):
+            return True
+    elif any(isinstance(v, str) and "\x00" in v for k, v in request.META.items() if k.startswith("HTTP_")):
         return True
     # HTML forms (/app/, /admin/): JSON bodies have their own rule in config.api; DRF reads its own stream.
     if request.method == "POST" and request.content_type in FORM_TYPES and not wants_json(request):

@@ -113,6 +113,7 @@ def test_a_streamed_turn_on_the_server_loop_reads_its_stream_there(owner, widget
         ("invalid_json", 400, "invalid_json"),
         ("wrong_type", 415, "unsupported_media_type"),
         ("nul_header", 400, "invalid_text"),
+        ("nul_query", 400, "invalid_text"),
         ("unknown_widget", 404, "widget_not_found"),
     ],
 )
@@ -130,6 +131,8 @@ def test_refusals_are_the_full_stacks(n8n_widget, fake_n8n, caplog, case, status
         headers["Content-Type"] = "text/html"
     elif case == "nul_header":
         headers["X-Switchboard-Visitor"] = "v\x00"
+    elif case == "nul_query":
+        path = f"{path}&page=a%00b"
     elif case == "unknown_widget":
         path = f"/api/widget/{n8n_widget.license.key}/chat?widget=nope"
     full, short, through_full = full_and_short(path=path, body=body, headers=headers)
