@@ -45,3 +45,30 @@ document.querySelectorAll("[data-copy]").forEach((button) => {
     setTimeout(() => { button.textContent = "Copy"; }, 2000);
   });
 });
+
+// Below 1024 px (app.css) the top bar's nav, agency switcher and user menu fold behind the Menu button: a
+// disclosure (aria-expanded), closed by Escape (focus back on the button), a tap outside, or a wide screen.
+const menuToggle = document.getElementById("menu-toggle");
+const topbar = menuToggle && menuToggle.closest(".topbar");
+if (topbar) {
+  const setMenuOpen = (open) => {
+    menuToggle.setAttribute("aria-expanded", String(open));
+    topbar.classList.toggle("menu-open", open);
+  };
+  const menuOpen = () => menuToggle.getAttribute("aria-expanded") === "true";
+  menuToggle.hidden = false;
+  topbar.classList.add("has-menu-toggle");
+  menuToggle.addEventListener("click", () => setMenuOpen(!menuOpen()));
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && menuOpen()) {
+      setMenuOpen(false);
+      menuToggle.focus();
+    }
+  });
+  document.addEventListener("click", (event) => {
+    if (menuOpen() && !topbar.contains(event.target)) setMenuOpen(false);
+  });
+  window.matchMedia("(min-width: 1024px)").addEventListener("change", (event) => {
+    if (event.matches) setMenuOpen(false);
+  });
+}
