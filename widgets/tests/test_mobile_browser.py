@@ -15,6 +15,7 @@ from licenses.models import InstallOrigin, Membership
 from licenses.tests.factories import MembershipFactory
 from widgets.analytics import rollup_day
 from widgets.models import Channel, Conversation, Incident, Lead, Message
+from widgets.tests.factories import KnowledgeEntryFactory, ProductFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -87,6 +88,8 @@ def agency_data(owner, agency_b, license_a, widget_a):
         InstallOrigin.objects.create(
             license=license_a, origin=origin, outcome=outcome, count=42, first_seen=now, last_seen=now
         )
+    KnowledgeEntryFactory(widget=widget_a)
+    ProductFactory(widget=widget_a, sku="P-7", title="Pixel 7 Pro 256 GB")
     rollup_day(now.date())
     return {"voice": voice, "chat": chat}
 
@@ -105,6 +108,10 @@ def pages(data, widget) -> list[tuple[str, str, str]]:
         ("license-domains", f"/app/licenses/{key}/domains/", "#domain-table tr[data-domain] >> nth=0"),
         ("license-identity", f"/app/licenses/{key}/identity/", "#secret-state"),
         ("embed", f"/app/widgets/{widget.public_id}/embed/", "#snippet-script"),
+        ("versions", f"/app/widgets/{widget.public_id}/versions/", ".version-row"),
+        ("knowledge", f"/app/widgets/{widget.public_id}/knowledge/", "#main h2 >> nth=0"),
+        ("products", f"/app/widgets/{widget.public_id}/products/", "#main h2 >> nth=0"),
+        ("share", f"/app/widgets/{widget.public_id}/share/", "#main h2 >> nth=0"),
         ("configurator", f"/app/widgets/{widget.public_id}/", "#editor"),
         # The rest of the nav's places, so a link followed from the phone menu lands on a page that fits too.
         ("members", "/app/members/", "#main table"),
@@ -133,6 +140,7 @@ FIELDS = {
     "license-domains": "#id_domains",
     "members": "#id_email",
     "privacy": "#id_visitor_id",
+    "share": "#sh-label",
 }
 
 PAGE_PROBE = """() => {
@@ -153,12 +161,15 @@ PAGE_PROBE = """() => {
 }"""
 
 
-def sign_in(browser_contexts, live_server, user, width: int):
-    """A page at that viewport, signed in through the real login form."""
+def sign_in(browser_contexts, live_server, user, width: int, artifacts_dir: str | None = None):
+    """A page at that viewport, signed in through the real login form (screenshotted into artifacts_dir)."""
     context = browser_contexts(viewport={"width": width, "height": HEIGHTS[width]}, has_touch=width < 1024)
     page = context.new_page()
     page.set_default_timeout(10_000)
     page.goto(f"{live_server.url}/app/login/")
+    if artifacts_dir:
+        page.screenshot(path=os.path.join(artifacts_dir, f"mobile-login-{width}.png"))
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     page.get_by_label("Username").fill(user.username)
     page.get_by_label("Password").fill("pass-word-123")
     page.get_by_role("button", name="Sign in").click()
@@ -183,7 +194,7 @@ def small_targets(page, selectors: list[str]) -> list[tuple[str, float, float]]:
 def test_every_agency_page_fits_the_screen_without_sideways_scrolling(
     browser_contexts, live_server, owner, widget_a, agency_data, artifacts_dir, width
 ):
-    page = sign_in(browser_contexts, live_server, owner, width)
+    page = sign_in(browser_contexts, live_server, owner, width, artifacts_dir)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     problems = []
