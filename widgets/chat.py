@@ -22,7 +22,14 @@ from licenses.identity import Identity, identity_session_id
 from licenses.models import License
 from licenses.redis import redis_client
 from licenses.selectors import license_cache_generation, license_cache_key, license_check
-from widgets.aio import db_step, pg_async_available, pg_async_execute, upstream_await, upstream_is_home
+from widgets.aio import (
+    db_step,
+    pg_async,
+    pg_async_available,
+    pg_async_execute,
+    upstream_await,
+    upstream_is_home,
+)
 from widgets.models import Widget
 from widgets.n8n import N8nError, N8nReply, N8nTarget, n8n_history_async, n8n_send_async, n8n_target
 from widgets.page_context import chat_metadata_clean
@@ -30,6 +37,7 @@ from widgets.ratelimit import rate_hit, rate_hit_peek, rate_hit_peek_async
 from widgets.selectors import chat_session_lookup, chat_session_lookup_async, widget_get_published
 from widgets.services.turns import (
     chat_failure_record,
+    chat_sessions_open_statement,
     chat_turn_record,
     chat_turns_insert_statement,
     chat_turns_record,
@@ -513,26 +521,61 @@ def _turns_record(turns: list[dict[str, Any]]) -> list[int | Exception]:
 
 async def _batch_record(turns: list[dict[str, Any]]) -> list[int | Exception]:
     """`_turns_record` for a group commit. On a server loop with PostgreSQL's pool (`pg_async_available`) the
-    continuing sessions' messages are ONE INSERT on the loop's own connections (issue 11 bench: the DB step's
-    thread hop, pooled checkout and GIL hand-offs cost more than the statement); new sessions' first turns,
-    and every turn of a failed loop insert (a conversation deleted meanwhile), take the DB step as before."""
+    batch is written on the loop's own connections (issue 11 bench: the DB step's thread hop, pooled checkout
+    and GIL hand-offs cost more than the statements), both statements at once: the continuing sessions'
+    messages in ONE INSERT, the new sessions' first turns in ONE statement (`chat_sessions_open_statement`:
+    conversations, usage, messages). What they did not store takes the DB step as before, race-safe and whole:
+    a turn whose conversation the statement did not open (it exists: found, or opened elsewhere meanwhile),
+    and every turn of a statement that failed (a conversation deleted meanwhile, a bad row)."""
     results: list[int | Exception | None] = [None] * len(turns)
     if pg_async_available():
         continuing = [i for i, turn in enumerate(turns) if turn.get("conversation_id") is not None]
-        if continuing:
-            try:
-                await pg_async_execute(*chat_turns_insert_statement([turns[i] for i in continuing]))
-            except DatabaseError:
-                logger.info("chat turns: the loop's insert failed; the DB step stores each turn", exc_info=True)
+        opening = [i for i, turn in enumerate(turns) if turn.get("conversation_id") is None and turn["session_id"]]
+        written = await asyncio.gather(
+            _continuing_insert([turns[i] for i in continuing]),
+            _sessions_open_async([turns[i] for i in opening]),
+            return_exceptions=True,
+        )
+        for part, outcome in zip((continuing, opening), written, strict=True):
+            if isinstance(outcome, DatabaseError):
+                logger.info(
+                    "chat turns: a statement on the loop failed; the DB step stores its turns", exc_info=outcome
+                )
+            elif isinstance(outcome, BaseException):  # PoolTimeout, cancelled: its part wrote nothing
+                if not isinstance(outcome, Exception):
+                    raise outcome
+                for i in part:
+                    results[i] = outcome
             else:
-                for i in continuing:
-                    results[i] = turns[i]["conversation_id"]
+                for i, conversation_id in zip(part, outcome, strict=True):
+                    results[i] = conversation_id
     rest = [i for i, result in enumerate(results) if result is None]
     if rest:
         stepped = await db_step(_turns_record, [turns[i] for i in rest])
         for i, result in zip(rest, stepped, strict=True):
             results[i] = result
     return results  # type: ignore[return-value]
+
+
+async def _continuing_insert(turns: list[dict[str, Any]]) -> list[int | None]:
+    """The continuing turns' messages in one INSERT on the loop: each turn's conversation id."""
+    if turns:
+        await pg_async_execute(*chat_turns_insert_statement(turns))
+    return [turn["conversation_id"] for turn in turns]
+
+
+async def _sessions_open_async(turns: list[dict[str, Any]]) -> list[int | None]:
+    """New sessions' first turns in one statement on the loop: each turn's conversation id when the statement
+    opened its session (and stored the turn), else None (left to the DB step). Remembers what it opened."""
+    if not turns:
+        return []
+    opened = {
+        (widget_id, session_id): pk
+        for widget_id, session_id, pk in await pg_async(*chat_sessions_open_statement(turns))
+    }
+    for (widget_id, session_id), conversation_id in opened.items():
+        chat_cache.remember_conversation(widget_id, session_id, conversation_id)
+    return [opened.get((turn["widget"].pk, turn["session_id"])) for turn in turns]
 
 
 class _GroupCommit:

@@ -269,6 +269,132 @@ def chat_turns_insert_statement(turns: list[dict[str, Any]]) -> tuple[str, dict[
     return _messages_insert_sql("named"), {"now": timezone.now(), **dict(zip(names, columns, strict=True))}
 
 
+def chat_sessions_open_statement(turns: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """New sessions' first turns (`chat_turn_record`'s arguments, no `conversation_id`; several turns of one
+    session may come together) as ONE PostgreSQL statement with named parameters, for a caller on the event
+    loop (`widgets.aio.pg_async`, autocommit: atomic on its own). It does what `_sessions_open` does in its
+    transaction, for the sessions it opens:
+
+    - opens each session's conversation (the columns `_conversations_insert` writes; visitor, page and identity
+      of the session's first turn in the list) with ON CONFLICT DO NOTHING on `conversation_unique_chat_session`:
+      a session whose conversation exists (found, or opened by another request meanwhile) is not opened here;
+    - counts the conversations it inserted in their license's month (`usage_increment`'s row, upserted);
+    - inserts the two messages (`_turn_rows`) of every turn whose session it opened.
+
+    Rows are written in one order for every process (conversations by widget and session, usage by license), as
+    `_sessions_open`'s. Returns rows (widget id, session id, conversation id) of the conversations it opened;
+    the caller stores every other turn as today (`chat_turn_record`: race-safe, joins the conversation that
+    exists, counts nothing). One text for any number of rows, so the loop's connections prepare it once."""
+    from licenses.models import LicenseUsage, month_start
+
+    sql, conversation_fixed, usage_fixed = _sessions_open_sql()
+    now = timezone.now()
+    template = Conversation(channel=Channel.CHAT)  # the columns every row shares, as the ORM writes them
+    usage_template = LicenseUsage()
+    params: dict[str, Any] = {
+        f"c_{field.column}": field.get_db_prep_save(field.pre_save(template, True), connection)
+        for field in conversation_fixed
+    }
+    params.update(
+        {f"u_{field.column}": field.get_db_prep_save(getattr(usage_template, field.attname), connection)
+         for field in usage_fixed}
+    )  # fmt: skip
+    ui = [turn.get("ui") for turn in turns]
+    params.update(
+        {
+            "now": now,
+            "month": month_start(now.date()),
+            "widget": [turn["widget"].pk for turn in turns],
+            "license": [turn["widget"].license_id for turn in turns],
+            "session": [turn["session_id"] for turn in turns],
+            "visitor": [turn["visitor_id"] for turn in turns],
+            "page": [turn.get("page_url", "") for turn in turns],
+            "identity": [json.dumps(turn.get("identity") or {}) for turn in turns],
+            "user_text": [turn["user_text"] for turn in turns],
+            "reply_text": [turn["reply_text"] for turn in turns],
+            "payload": [json.dumps({"ui": value}) if value else "{}" for value in ui],
+            "latency": [turn.get("latency_ms") for turn in turns],
+        }
+    )
+    return sql, params
+
+
+@cache
+def _sessions_open_sql() -> tuple[str, list[Any], list[Any]]:
+    """`chat_sessions_open_statement`'s text, from the models' names; and the fields given as one parameter
+    each (conversation: every column but the per-row ones; usage: every counter but `conversations`)."""
+    from licenses.models import LicenseUsage
+
+    quote = connection.ops.quote_name
+    conv = Conversation._meta
+    cfield = {f.name: f for f in conv.concrete_fields}
+    c_cols = [f for f in conv.concrete_fields if not f.primary_key]
+    c_fixed = [f for f in c_cols if f.name not in PER_ROW]
+    per_row = {"widget": "f.w", "visitor_id": "f.v", "session_id": "f.s", "page_url": "f.p", "identity": "f.i::jsonb"}
+    # Every parameter cast to its column's type: the loop binds them server-side, where a string's type is unknown.
+    c_select = ", ".join(
+        per_row[f.name] if f.name in per_row else f"%(c_{f.column})s::{f.db_type(connection)}" for f in c_cols
+    )
+    usage = LicenseUsage._meta
+    ufield = {f.name: f for f in usage.concrete_fields}
+    u_cols = [f for f in usage.concrete_fields if not f.primary_key]
+    u_own = {
+        "license": "f.l",
+        "month": "%(month)s::date",
+        "conversations": "count(*)",
+        "updated_at": "%(now)s::timestamptz",
+    }
+    u_fixed = [f for f in u_cols if f.name not in u_own]
+    u_select = ", ".join(
+        u_own[f.name] if f.name in u_own else f"%(u_{f.column})s::{f.db_type(connection)}" for f in u_cols
+    )
+    m_meta = Message._meta
+    mfield = {f.name: f for f in m_meta.concrete_fields}
+    m_names = ("conversation", "role", "text", "payload", "item_id", "failure_kind", "upstream_status", "latency_ms")
+    m_cols = ", ".join(quote(mfield[n].column) for n in (*m_names, "created_at"))
+
+    def array(name: str, field: Any) -> str:
+        return f"%({name})s::{field.db_type(connection)}[]"
+
+    # The session's conditions of `conversation_unique_chat_session` (widgets.models): the arbiter index.
+    arbiter = (
+        f"({quote(cfield['widget'].column)}, {quote(cfield['session_id'].column)}) "
+        f"WHERE {quote(cfield['channel'].column)} = '{Channel.CHAT.value}' "
+        f"AND NOT {quote(cfield['is_preview'].column)} "
+        f"AND {quote(cfield['session_id'].column)} <> ''"
+    )
+    counter = quote(ufield["conversations"].column)
+    user, assistant = Message.Role.USER.value, Message.Role.ASSISTANT.value
+    sql = (  # names from the models; every value a parameter
+        "WITH t AS (SELECT * FROM UNNEST("  # noqa: S608
+        f"{array('widget', cfield['widget'])}, {array('license', ufield['license'])}, "
+        f"{array('session', cfield['session_id'])}, {array('visitor', cfield['visitor_id'])}, "
+        f"{array('page', cfield['page_url'])}, %(identity)s::text[], %(user_text)s::text[], "
+        f"%(reply_text)s::text[], %(payload)s::text[], {array('latency', mfield['latency_ms'])}"
+        ") WITH ORDINALITY AS t (w, l, s, v, p, i, ut, rt, pl, lat, n)), "
+        # One row per session: its first turn's visitor, page and identity. Sorted as Python sorts the keys
+        # (`_sessions_open`; code points: COLLATE "C"), so every process inserts in one order.
+        "f AS (SELECT DISTINCT ON (w, s) w, l, s, v, p, i FROM t ORDER BY w, s, n), "
+        f"opened AS (INSERT INTO {quote(conv.db_table)} ({', '.join(quote(f.column) for f in c_cols)}) "
+        f'SELECT {c_select} FROM f ORDER BY f.w, f.s COLLATE "C" '
+        f"ON CONFLICT {arbiter} DO NOTHING "
+        f"RETURNING {quote(conv.pk.column)} AS id, {quote(cfield['widget'].column)} AS w, "
+        f"{quote(cfield['session_id'].column)} AS s), "
+        f"counted AS (INSERT INTO {quote(usage.db_table)} ({', '.join(quote(f.column) for f in u_cols)}) "
+        f"SELECT {u_select} FROM opened o JOIN f ON f.w = o.w AND f.s = o.s GROUP BY f.l ORDER BY f.l "
+        f"ON CONFLICT ({quote(ufield['license'].column)}, {quote(ufield['month'].column)}) DO UPDATE SET "
+        f"{counter} = {quote(usage.db_table)}.{counter} + EXCLUDED.{counter}, "
+        f"{quote(ufield['updated_at'].column)} = EXCLUDED.{quote(ufield['updated_at'].column)}), "
+        f"messages AS (INSERT INTO {quote(m_meta.db_table)} ({m_cols}) "
+        "SELECT o.id, m.r, m.x, m.pl::jsonb, '', '', NULL, m.lat, %(now)s::timestamptz "
+        "FROM t JOIN opened o ON o.w = t.w AND o.s = t.s "
+        f"CROSS JOIN LATERAL (VALUES (0, '{user}', t.ut, '{{}}', NULL::integer), "
+        f"(1, '{assistant}', t.rt, t.pl, t.lat)) AS m (k, r, x, pl, lat) ORDER BY t.n, m.k) "
+        "SELECT o.w, o.s, o.id FROM opened o"
+    )
+    return sql, c_fixed, u_fixed
+
+
 def _messages_insert(rows: list[MessageRow]) -> None:
     """Insert chat messages (the rows `Message.objects.bulk_create` would write for them: no item id, no
     failure, created now) in ONE fixed-text statement, atomic on its own (a savepoint inside a caller's

@@ -340,8 +340,9 @@ def test_a_new_sessions_check_on_the_server_loop_needs_no_thread(
     steps, n8n_widget, fake_n8n, redis_limiter, monkeypatch, frozen_minute
 ):
     """On PostgreSQL with the loop's own connections (`pg_async_available`), a new session's check (its
-    conversation and the monthly quota, one statement) runs on the server's loop: the only DB step of its first
-    turn is the record that opens the conversation; the quota still refuses a new session."""
+    conversation and the monthly quota, one statement) runs on the server's loop, and so does the record that
+    opens the conversation (`chat_sessions_open_statement`): its first turn takes no DB step at all; the quota
+    still refuses a new session."""
     from licenses.models import License, LicenseUsage
     from widgets.aio import pg_async_close
     from widgets.models import Conversation
@@ -364,7 +365,7 @@ def test_a_new_sessions_check_on_the_server_loop_needs_no_thread(
     steps.clear()
     status, _, body = send_turn("s-new", "hello")
     assert status == 200 and json.loads(body)["output"] == "Hello from n8n"
-    assert steps == ["_turns_record"]  # the check ran on the loop; the step opened the conversation
+    assert steps == []  # the check and the record that opened the conversation ran on the loop
     opened = Conversation.objects.get(widget=n8n_widget, session_id="s-new")
     assert list(opened.messages.values_list("role", flat=True)) == ["user", "assistant"]
     assert LicenseUsage.objects.get(license=n8n_widget.license).conversations == 2
@@ -390,21 +391,26 @@ def test_a_new_sessions_check_the_loop_cannot_run_is_made_by_the_step(
     steps, n8n_widget, fake_n8n, redis_limiter, monkeypatch, frozen_minute
 ):
     """A loop connection PostgreSQL dropped (inside the alive-bypass window it is not checked) fails the loop's
-    session check: the DB step checks the session instead and the visitor is answered, counted once."""
+    session check: the DB step checks the session instead and the visitor is answered, counted once. The
+    record on the loop fails the same way and the DB step stores the turn."""
     from django.db import OperationalError
+
+    from widgets.models import Conversation
 
     monkeypatch.setattr(chat_module, "pg_async_available", lambda: True)
 
-    async def dropped(**kwargs):
+    async def dropped(*args, **kwargs):
         raise OperationalError("server closed the connection unexpectedly")
 
     monkeypatch.setattr(chat_module, "chat_session_lookup_async", dropped)
+    monkeypatch.setattr(chat_module, "pg_async", dropped)
     route = ChatRoute(Counting())
     assert asgi_exchange(route, path=url(n8n_widget), body=chat_body("s-1", "one"), headers=JSON)[0] == 200
     steps.clear()
     status, _, body = asgi_exchange(route, path=url(n8n_widget), body=chat_body("s-new", "hello"), headers=JSON)
     assert status == 200 and json.loads(body)["output"] == "Hello from n8n"
-    assert steps[0] == "chat_prepare"  # the step checked the session the loop could not
+    assert steps == ["chat_prepare", "_turns_record"]  # the steps checked and stored what the loop could not
+    assert Conversation.objects.get(widget=n8n_widget, session_id="s-new").messages.count() == 2
     import redis
 
     keys = redis.Redis(port=redis_limiter.port).keys("sb:rate:chat:*")
