@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, connections, transaction
-from django.db.models import F, Field, Model
+from django.db.models import BooleanField, CharField, DateField, DateTimeField, F, Field, Model
 from django.utils import timezone
 
 from chatkit.client import ChatKitError
@@ -22,7 +22,7 @@ from licenses.models import DEFAULT_LIMITS, License, LicenseUsage, month_start
 from licenses.selectors import REASON_MESSAGES
 from licenses.services import usage_increment
 from widgets.aio import pg_async
-from widgets.models import Conversation
+from widgets.models import Conversation, Widget
 from widgets.ratelimit import rate_hits_peek, rate_hits_peek_async
 from widgets.services.turns import chatkit_turn_record
 
@@ -113,57 +113,139 @@ def _insert_sql(model: type[Model], name: str, source: str, fill: dict[str, str]
     return sql, [f for f in fields if f.column not in fill]
 
 
-def _row_params(name: str, obj: Model, fields: list[Field]) -> dict[str, Any]:
-    """The values the ORM would INSERT for `obj` (defaults, auto_now_add, JSON adaptation)."""
-    db = connections["default"]  # once: `connection` is a proxy with a context-local lookup per attribute
-    return {f"{name}__{f.column}": f.get_db_prep_save(f.pre_save(obj, True), db) for f in fields}
+# pre_save methods that return the attribute as it is (a DateField's without auto_now/auto_now_add).
+_PLAIN_PRE_SAVE = (Field.pre_save, DateField.pre_save, DateTimeField.pre_save)
+_AS_IS: dict[type[Field], type] = {CharField: str, BooleanField: bool}
+_CONSTANT = (str, int, float, bool, Decimal, type(None))  # defaults whose database value can be computed once
+
+
+class _NewRow:
+    """What the ORM would INSERT for a new `model` row built as `model(**given)` — each field's given value, else
+    its default, auto_now/auto_now_add stamped, adapted by `get_db_prep_save` — without building the instance
+    first: `Model.__init__` with keyword arguments, then `pre_save` and `get_db_prep_save` on every field, was a
+    third of the CPU of `chatkit_thread_open_async` (bench/chatkit_server.py: a burst's first bytes leave one
+    request's pre-stream CPU apart). The instance is built afterwards positionally (`row`), as the ORM builds
+    rows it reads. Columns that `skip` names are not parameters (the statement fills them). A field whose class
+    changes its value in `pre_save` in another way is refused when the plan is built (a new column is then
+    noticed by the loop-path tests, never written wrong)."""
+
+    def __init__(self, model: type[Model], name: str, skip: tuple[str, ...] = ()) -> None:
+        self.model = model
+        self.fields = [f for f in model._meta.concrete_fields if not f.primary_key and f.column not in skip]
+        self.keys = {f.attname: f"{name}__{f.column}" for f in self.fields}
+        self.stamped: set[str] = set()
+        for f in self.fields:
+            if isinstance(f, DateTimeField) and (f.auto_now or f.auto_now_add):
+                self.stamped.add(f.attname)
+            elif (
+                type(f).pre_save not in _PLAIN_PRE_SAVE
+                or getattr(f, "auto_now", False)
+                or getattr(f, "auto_now_add", False)
+            ):
+                raise TypeError(f"{model.__name__}.{f.name}: its pre_save is not one this statement runs")
+        self._constants: dict[str, Any] | None = None  # the adapted constant defaults, on first use
+        # Fields whose database value is the value itself for these exact types (CharField.to_python of a str,
+        # BooleanField.to_python of a bool: no adaptation on any backend), so get_db_prep_save is skipped.
+        self.as_is = {f.attname: _AS_IS[type(f)] for f in self.fields if type(f) in _AS_IS}
+
+    def params(self, given: dict[str, Any], *, now: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(the statement's parameters, every field's value by attname) for a row with the `given` values."""
+        db = connections["default"]  # once: `connection` is a proxy with a context-local lookup per attribute
+        if self._constants is None:
+            self._constants = {
+                f.attname: f.get_db_prep_save(f.get_default(), db)
+                for f in self.fields
+                if f.attname not in self.stamped and not callable(f.default) and isinstance(f.get_default(), _CONSTANT)
+            }
+        params: dict[str, Any] = {}
+        values: dict[str, Any] = {}
+        for f in self.fields:
+            attname = f.attname
+            if attname in self.stamped:
+                value = now
+            elif attname in given:
+                value = given[attname]
+            elif attname in self._constants:
+                values[attname] = f.get_default()
+                params[self.keys[attname]] = self._constants[attname]
+                continue
+            else:
+                value = f.get_default()
+            values[attname] = value
+            if value is None or type(value) is self.as_is.get(attname):
+                params[self.keys[attname]] = value
+            else:
+                params[self.keys[attname]] = f.get_db_prep_save(value, db)
+        return params, values
+
+    def row(self, pk: Any, values: dict[str, Any]) -> Model:
+        """The saved instance: `values` by attname (and `pk`), as `Model.from_db` builds one."""
+        pk_attname = self.model._meta.pk.attname
+        obj = self.model(
+            *[pk if f.attname == pk_attname else values.get(f.attname) for f in self.model._meta.concrete_fields]
+        )
+        obj._state.adding, obj._state.db = False, "default"
+        return obj
 
 
 class _OpenStatement:
     """`chatkit_thread_open_async`'s statement, built once from the models (so a new column is never missed)."""
 
     def __init__(self) -> None:
-        self._built: tuple[str, list[Field], list[Field]] | None = None
+        self._built: tuple[str, _NewRow, _NewRow] | None = None
 
-    def get(self) -> tuple[str, list[Field], list[Field]]:
+    def get(self) -> tuple[str, _NewRow, _NewRow]:
         if self._built is None:
-            conversation_sql, conversation_fields = _insert_sql(Conversation, "conversation", "counted", {})
-            thread_sql, thread_fields = _insert_sql(
-                ChatKitThread, "thread", "opened_conversation", {"conversation_id": "opened_conversation.id"}
-            )
+            conversation_sql, _ = _insert_sql(Conversation, "conversation", "counted", {})
+            fill = {"conversation_id": "opened_conversation.id"}
+            thread_sql, _ = _insert_sql(ChatKitThread, "thread", "opened_conversation", fill)
             sql = (
                 f"WITH counted AS ({RESERVE_SQL}), "
                 f"opened_conversation AS ({conversation_sql} RETURNING id) "
                 f"{thread_sql} RETURNING seq, conversation_id"
             )
-            self._built = (sql, conversation_fields, thread_fields)
+            self._built = (
+                sql,
+                _NewRow(Conversation, "conversation"),
+                _NewRow(ChatKitThread, "thread", skip=tuple(fill)),
+            )
         return self._built
 
 
 _open_statement = _OpenStatement()
 
 
-async def chatkit_thread_open_async(*, license: License, conversation: Conversation, thread: ChatKitThread) -> bool:
-    """A new public thread on the running loop (widgets.aio.pg_async): the monthly count (`RESERVE_SQL`) and
-    the thread's two rows (`conversation`, `thread`: unsaved) in ONE statement, so all or nothing is written.
-    True when written (the instances get their ids); False when nothing was counted (the month's row does not
-    exist yet, or the cap is reached): the caller then takes the endpoint's step (`chatkit_thread_reserve`),
-    which creates the row or refuses. Raises psycopg's errors (the caller falls back to the step too)."""
-    sql, conversation_fields, thread_fields = _open_statement.get()
+async def chatkit_thread_open_async(
+    *, license: License, widget: Widget, conversation: dict[str, Any], thread: dict[str, Any]
+) -> ChatKitThread | None:
+    """A new public thread of `widget` on the running loop (widgets.aio.pg_async): the monthly count
+    (`RESERVE_SQL`) and the thread's two rows (`conversation`, `thread`: the values `Conversation(widget=widget,
+    **conversation)` and `ChatKitThread(widget=widget, conversation=..., **thread)` would save) in ONE statement, so
+    all or nothing is written. The saved `ChatKitThread` (its `.conversation` the saved Conversation) when
+    written; None when nothing was counted (the month's row does not exist yet, or the cap is reached): the
+    caller then takes the endpoint's step (`chatkit_thread_reserve`), which creates the row or refuses. Raises
+    psycopg's errors (the caller falls back to the step too)."""
+    sql, conversation_plan, thread_plan = _open_statement.get()
     now = timezone.now()
+    conversation_params, conversation_values = conversation_plan.params(
+        {**conversation, "widget_id": widget.pk}, now=now
+    )
+    thread_params, thread_values = thread_plan.params({**thread, "widget_id": widget.pk}, now=now)
     params = {
         **_reserve_params(license, now=now, month=month_start(now.date())),
-        **_row_params("conversation", conversation, conversation_fields),
-        **_row_params("thread", thread, thread_fields),
+        **conversation_params,
+        **thread_params,
     }
     rows = await pg_async(sql, params)
     if not rows:
-        return False
-    thread.pk, conversation.pk = rows[0]
-    thread.conversation = conversation
-    for obj in (conversation, thread):
-        obj._state.adding, obj._state.db = False, "default"
-    return True
+        return None
+    seq, conversation_id = rows[0]
+    saved_conversation = conversation_plan.row(conversation_id, conversation_values)
+    saved_conversation.widget = widget  # as `Conversation(widget=widget)` holds it: never a lazy query
+    saved = thread_plan.row(seq, thread_values)
+    saved.widget = widget
+    saved.conversation = saved_conversation
+    return saved
 
 
 def chatkit_thread_unreserve(*, license: License) -> None:

@@ -144,24 +144,8 @@ class DjangoStore(Store[RequestContext]):
     @staticmethod
     def _thread_rows(thread: ThreadMetadata, data: dict[str, Any], ctx: RequestContext) -> ChatKitThread:
         """A new thread's two rows, unsaved: its `ChatKitThread` and (as `.conversation`) its Conversation."""
-        conversation = Conversation(
-            widget=ctx.widget,
-            channel=Channel.CHATKIT,
-            visitor_id=ctx.owner[:128],
-            session_id=thread.id,
-            is_preview=ctx.preview,
-            usage={"model": ctx.model},
-            identity=ctx.identity,
-        )
-        return ChatKitThread(
-            thread_id=thread.id,
-            widget=ctx.widget,
-            owner=ctx.owner,
-            conversation=conversation,
-            is_preview=ctx.preview,
-            created_at=_aware(thread.created_at),
-            data=data,
-        )
+        conversation, row = _thread_values(thread, data, ctx)
+        return ChatKitThread(widget=ctx.widget, conversation=Conversation(widget=ctx.widget, **conversation), **row)
 
     @staticmethod
     def _remember(row: ChatKitThread, ctx: RequestContext) -> ChatKitThread:
@@ -188,8 +172,11 @@ class DjangoStore(Store[RequestContext]):
         (`chatkit.services.chatkit_thread_open_async`). False when nothing was counted or written (no month row
         yet, or the cap is reached): the endpoint then takes its step, which creates the row or refuses."""
         thread = ThreadMetadata(id=new_id("thread"), created_at=datetime.now())
-        row = self._thread_rows(thread, _thread_data(thread), ctx)
-        if not await chatkit_thread_open_async(license=ctx.license, conversation=row.conversation, thread=row):
+        conversation, values = _thread_values(thread, _thread_data(thread), ctx)
+        row = await chatkit_thread_open_async(
+            license=ctx.license, widget=ctx.widget, conversation=conversation, thread=values
+        )
+        if row is None:
             return False
         self._remember(row, ctx)
         ctx.opened = thread.id
@@ -408,6 +395,29 @@ OPENED_FLUSH_SQL = (
     f"UPDATE {ChatKitThread._meta.db_table} SET data = %(opened_data)s, created_at = %(opened_at)s "  # noqa: S608
     "WHERE seq = %(thread)s"
 )
+
+
+def _thread_values(
+    thread: ThreadMetadata, data: dict[str, Any], ctx: RequestContext
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A new thread's own values (beyond its widget): its Conversation's and its ChatKitThread's, by attname;
+    the step path (`DjangoStore._thread_rows`) and the loop path (`thread_open_counted`) save the same."""
+    conversation = {
+        "channel": Channel.CHATKIT,
+        "visitor_id": ctx.owner[:128],
+        "session_id": thread.id,
+        "is_preview": ctx.preview,
+        "usage": {"model": ctx.model},
+        "identity": ctx.identity,
+    }
+    row = {
+        "thread_id": thread.id,
+        "owner": ctx.owner,
+        "is_preview": ctx.preview,
+        "created_at": _aware(thread.created_at),
+        "data": data,
+    }
+    return conversation, row
 
 
 def _thread_data(thread: ThreadMetadata) -> dict[str, Any]:
