@@ -232,8 +232,7 @@ def main() -> None:
     import django
 
     django.setup()
-    import httpx
-
+    from bench.chat_proxy import fake_wait
     from widgets.tests.prod_server import free_port, prod_env
 
     fake_port = free_port()
@@ -247,15 +246,7 @@ def main() -> None:
         trees = {"baseline": args.baseline_tree.resolve(), **trees}
     figures: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{fake_url}/stats", timeout=1)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        fake_wait(fake_url)
         base = args.database_url
         setups = {}
         for i, (name, tree) in enumerate(trees.items()):

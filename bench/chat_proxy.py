@@ -128,6 +128,21 @@ def freeze_startup() -> None:
     gc.freeze()
 
 
+def fake_wait(fake_url: str, timeout: float = 20) -> float:
+    """Wait until the fake n8n answers (its process just started); returns the deadline it had."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            httpx.get(f"{fake_url}/stats", timeout=1)
+            return deadline
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def run_fake(port: int, delay: float, slow: float) -> None:
     import uvicorn
 
@@ -618,15 +633,7 @@ def main() -> None:
             text=True,
         ).stdout
         keys = json.loads(out.split("BENCH", 1)[1])
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{fake_url}/stats", timeout=1)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        deadline = fake_wait(fake_url)
         server = ProdServer(env=env, workers=args.workers, log_path="/tmp/bench-chat-proxy-server.log").start()
         print(
             f"visitors {args.visitors} x {args.messages} turns, fake delay {args.delay_ms:g} ms, "

@@ -140,3 +140,35 @@ def n8n_widget(widget_a, owner, fake_n8n):
 
 
 # --- browser -------------------------------------------------------------------------------
+
+
+def product_cards_payload(title: str = "Pixel 7") -> dict[str, Any]:
+    """A message payload holding one product card, as the tools store it (`ui.product_cards`)."""
+    product = {
+        "id": "1",
+        "title": title,
+        "description": "",
+        "price": "449.00",
+        "currency": "USD",
+        "image_url": "",
+        "url": "https://shop.example.com/p7",
+        "in_stock": True,
+    }
+    return {"ui": [{"type": "ui.product_cards", "products": [product]}]}
+
+
+def chat_turn(widget: Any, session: str, text: str, conversation_id: int | None = None, **extra: Any) -> dict[str, Any]:
+    """One answered chat turn as `widgets.services.turns.chat_turn_record` takes it (for the group-commit tests)."""
+    return {
+        "widget": widget,
+        "session_id": session,
+        "visitor_id": "v-1",
+        "user_text": text,
+        "reply_text": f"re: {text}",
+        "ui": [],
+        "latency_ms": 12,
+        "conversation_id": conversation_id,
+        "page_url": "",
+        "identity": {},
+        **extra,
+    }

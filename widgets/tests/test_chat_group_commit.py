@@ -14,21 +14,11 @@ from django.test.utils import CaptureQueriesContext
 from widgets import chat as chat_module
 from widgets.models import Channel, Conversation, Message
 from widgets.services.turns import chat_turns_record
+from widgets.tests.conftest import chat_turn
 
 
 def turn(widget, session: str, conversation_id: int | None, text: str) -> dict:
-    return {
-        "widget": widget,
-        "session_id": session,
-        "visitor_id": "v-1",
-        "user_text": text,
-        "reply_text": f"re: {text}",
-        "ui": [],
-        "latency_ms": 12,
-        "conversation_id": conversation_id,
-        "page_url": "",
-        "identity": {},
-    }
+    return chat_turn(widget, session, text, conversation_id)
 
 
 def conversation(widget, session: str) -> Conversation:

@@ -21,7 +21,7 @@ from widgets import chat as chat_module
 from widgets.aio import pg_async_close
 from widgets.models import Channel, Conversation, Message
 from widgets.services.turns import chat_turns_record
-from widgets.tests.conftest import ORIGIN
+from widgets.tests.conftest import ORIGIN, chat_turn
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),  # the loop's own connections see only what is committed
@@ -29,20 +29,7 @@ pytestmark = [
 ]
 
 
-def turn(widget, session: str, text: str, conversation_id: int | None = None, **extra) -> dict:
-    return {
-        "widget": widget,
-        "session_id": session,
-        "visitor_id": "v-1",
-        "user_text": text,
-        "reply_text": f"re: {text}",
-        "ui": [],
-        "latency_ms": 12,
-        "conversation_id": conversation_id,
-        "page_url": "",
-        "identity": {},
-        **extra,
-    }
+turn = chat_turn
 
 
 def texts(conv: Conversation) -> list[tuple[str, str]]:

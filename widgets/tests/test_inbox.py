@@ -18,6 +18,7 @@ from widgets import inbox
 from widgets.chat import visitor_page_url
 from widgets.models import Channel, Conversation, Lead, Message
 from widgets.services.turns import chat_turn_record
+from widgets.tests.conftest import product_cards_payload
 
 pytestmark = pytest.mark.django_db
 
@@ -47,28 +48,7 @@ def conv(widget, *, minutes_ago=0, channel=Channel.CHAT, turns=(("hi", "hello"),
     return c
 
 
-CARDS = {
-    "text": "Two phones fit.",
-    "payload": {
-        "ui": [
-            {
-                "type": "ui.product_cards",
-                "products": [
-                    {
-                        "id": "1",
-                        "title": "Pixel 7",
-                        "description": "",
-                        "price": "449.00",
-                        "currency": "USD",
-                        "image_url": "",
-                        "url": "https://shop.example.com/p7",
-                        "in_stock": True,
-                    },
-                ],
-            }
-        ]
-    },
-}
+CARDS = {"text": "Two phones fit.", "payload": product_cards_payload()}
 
 
 @pytest.fixture

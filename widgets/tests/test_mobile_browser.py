@@ -15,6 +15,7 @@ from licenses.models import InstallOrigin, Membership
 from licenses.tests.factories import MembershipFactory
 from widgets.analytics import rollup_day
 from widgets.models import Channel, Conversation, Incident, Lead, Message
+from widgets.tests.conftest import product_cards_payload
 from widgets.tests.factories import KnowledgeEntryFactory, ProductFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -22,25 +23,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 PHONE, TABLET, DESKTOP = 390, 768, 1280
 HEIGHTS = {PHONE: 844, TABLET: 1024, DESKTOP: 800}
 
-CARD = {
-    "ui": [
-        {
-            "type": "ui.product_cards",
-            "products": [
-                {
-                    "id": "1",
-                    "title": "Pixel 7 Pro 256 GB, unlocked, obsidian black",
-                    "description": "",
-                    "price": "449.00",
-                    "currency": "USD",
-                    "image_url": "",
-                    "url": "https://shop.example.com/p7",
-                    "in_stock": True,
-                }
-            ],
-        }
-    ]
-}
+CARD = product_cards_payload("Pixel 7 Pro 256 GB, unlocked, obsidian black")
 
 
 @pytest.fixture

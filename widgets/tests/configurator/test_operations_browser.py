@@ -11,28 +11,11 @@ import pytest
 
 from widgets.analytics import rollup_day
 from widgets.models import Channel, Conversation, Lead, Message
+from widgets.tests.conftest import product_cards_payload
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CARD = {
-    "ui": [
-        {
-            "type": "ui.product_cards",
-            "products": [
-                {
-                    "id": "1",
-                    "title": "Pixel 7",
-                    "description": "",
-                    "price": "449.00",
-                    "currency": "USD",
-                    "image_url": "",
-                    "url": "https://shop.example.com/p7",
-                    "in_stock": True,
-                }
-            ],
-        }
-    ]
-}
+CARD = product_cards_payload()
 
 
 @pytest.fixture
