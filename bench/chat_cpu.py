@@ -171,7 +171,7 @@ def database_for(base_url: str, name: str, recreate: bool) -> str:
 
     server, _, _ = base_url.rpartition("/")
     if recreate:
-        with psycopg.connect(base_url.rpartition("/")[0] + "/postgres", autocommit=True) as conn:
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{name}"')
     return f"{server}/{name}"

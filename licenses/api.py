@@ -19,6 +19,7 @@ import math
 import re
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
@@ -138,6 +139,16 @@ def _check_text(text: str) -> None:
     problem = text_problem(text)
     if problem is not None:
         raise ApiError("invalid_text", f"Text in the request body contains {problem}.")
+
+
+def json_compact(value: Any) -> bytes:
+    """`value` as compact JSON bytes: orjson (several times faster than json.dumps; every streamed chat line,
+    chat reply and voice event goes through here), or the standard library for text orjson refuses (a lone
+    surrogate a browser typed), escaped as before."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def json_check(value: Any) -> Any:

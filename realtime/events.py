@@ -28,10 +28,9 @@ conversation.item.create (a user input_text message) and response.create without
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import orjson
+from licenses.api import json_compact
 
 END_MESSAGES = {
     "hangup": "The call ended.",
@@ -51,13 +50,9 @@ END_MESSAGES = {
 
 
 def encode(event: dict[str, Any]) -> str:
-    """One event as compact JSON text, for the browser or upstream (orjson: several times faster than
-    json.dumps, and every answer streams transcript deltas). Text orjson refuses (a lone surrogate a
-    browser typed) is escaped by the standard library instead, as before."""
-    try:
-        return orjson.dumps(event).decode()
-    except TypeError:
-        return json.dumps(event, separators=(",", ":"))
+    """One event as compact JSON text, for the browser or upstream (`licenses.api.json_compact`: every answer
+    streams transcript deltas)."""
+    return json_compact(event).decode()
 
 
 def tool_events(result: Any) -> list[dict[str, Any]]:

@@ -4,15 +4,14 @@ recorded once at the end (sync ORM in a DB step), under the license's upstream s
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 from django.db import DatabaseError
 
+from licenses.api import json_compact
 from widgets.aio import db_step, upstream_await, upstream_loop, upstream_loop_here, upstream_submit
 from widgets.chat import (
     ChatRequest,
@@ -39,12 +38,8 @@ NOT_STORED = {
 
 
 def _line(event: dict[str, Any]) -> bytes:
-    """One NDJSON line (orjson, issue 11 bench: one per streamed item; text it refuses — a lone surrogate —
-    is escaped by the standard library instead)."""
-    try:
-        return orjson.dumps(event) + b"\n"
-    except TypeError:
-        return (json.dumps(event, separators=(",", ":")) + "\n").encode()
+    """One NDJSON line (issue 11 bench: one per streamed item)."""
+    return json_compact(event) + b"\n"
 
 
 async def _next_batch(batches: AsyncIterator[list[dict[str, Any]]]) -> list[dict[str, Any]] | None:

@@ -172,3 +172,19 @@ def chat_turn(widget: Any, session: str, text: str, conversation_id: int | None 
         "identity": {},
         **extra,
     }
+
+
+@pytest.fixture
+def db_steps(monkeypatch) -> list[int]:
+    """The sizes of the batches the chat's group commit hands to `chat_turns_record` (a DB step each), in order."""
+    from widgets import chat as chat_module
+
+    sizes: list[int] = []
+    real = chat_module.chat_turns_record
+
+    def counted(turns):
+        sizes.append(len(turns))
+        return real(turns)
+
+    monkeypatch.setattr(chat_module, "chat_turns_record", counted)
+    return sizes

@@ -57,22 +57,8 @@ def test_a_deleted_conversation_in_a_batch_costs_no_other_turn(n8n_widget):
     assert Message.objects.count() == 4  # every turn whole, none twice
 
 
-@pytest.fixture
-def steps(monkeypatch) -> list[int]:
-    """The sizes of the batches the group commit hands to `chat_turns_record` (a DB step each), in order."""
-    sizes: list[int] = []
-    real = chat_module.chat_turns_record
-
-    def counted(turns):
-        sizes.append(len(turns))
-        return real(turns)
-
-    monkeypatch.setattr(chat_module, "chat_turns_record", counted)
-    return sizes
-
-
 @pytest.mark.django_db
-def test_turns_finishing_together_share_a_step_and_each_waits_for_its_commit(steps, n8n_widget, monkeypatch):
+def test_turns_finishing_together_share_a_step_and_each_waits_for_its_commit(db_steps, n8n_widget, monkeypatch):
     convs = [conversation(n8n_widget, f"s{i}") for i in range(6)]
 
     async def six_visitors():
@@ -85,7 +71,7 @@ def test_turns_finishing_together_share_a_step_and_each_waits_for_its_commit(ste
 
     results = async_to_sync(six_visitors)()
     assert results == [(c.pk, 2) for c in convs]
-    assert steps == [1, 5]  # the first turn found no batch under way; the others went in the next one
+    assert db_steps == [1, 5]  # the first turn found no batch under way; the others went in the next one
     for i, conv in enumerate(convs):
         assert texts(conv) == [("user", f"t{i}"), ("assistant", f"re: t{i}")]
 
@@ -184,7 +170,7 @@ def test_batches_opening_the_same_sessions_at_once_open_each_once(n8n_widget):
 
 @pytest.mark.django_db(transaction=True)  # the loop's own connections see only what is committed
 def test_on_a_server_loop_continuing_turns_are_written_by_the_loop_and_a_deleted_one_by_the_step(
-    steps, n8n_widget, monkeypatch
+    db_steps, n8n_widget, monkeypatch
 ):
     """With PostgreSQL's pool on a server loop (`pg_async_available`), a batch's continuing turns are ONE
     INSERT on the loop's own connections, no DB step; the rows are those the step writes. A batch whose
@@ -206,7 +192,7 @@ def test_on_a_server_loop_continuing_turns_are_written_by_the_loop_and_a_deleted
     batch = [turn(n8n_widget, f"s{i}", convs[i].pk, f"t{i}") for i in range(4)]
     batch[0]["ui"] = [{"type": "card"}]
     assert async_to_sync(commit)(batch) == [c.pk for c in convs]
-    assert steps == []  # no DB step: the loop wrote them
+    assert db_steps == []  # no DB step: the loop wrote them
     for i, conv in enumerate(convs):
         assert texts(conv)[-2:] == [("user", f"t{i}"), ("assistant", f"re: t{i}")]
     fields = ("role", "payload", "item_id", "failure_kind", "upstream_status", "latency_ms")
@@ -221,7 +207,7 @@ def test_on_a_server_loop_continuing_turns_are_written_by_the_loop_and_a_deleted
     reopened_id, kept_id = async_to_sync(commit)(again)
     reopened = Conversation.objects.get(widget=n8n_widget, session_id="s1")
     assert (reopened_id, kept_id) == (reopened.pk, convs[2].pk) and reopened.pk != gone
-    assert steps == [1]  # the first turn (a batch alone) failed on the loop and went through the step; s2 did not
+    assert db_steps == [1]  # the first turn (a batch alone) failed on the loop and went through the step; s2 did not
     assert texts(reopened) == [("user", "after"), ("assistant", "re: after")]
     assert texts(convs[2])[-2:] == [("user", "also"), ("assistant", "re: also")]
     assert Message.objects.filter(conversation=convs[2]).count() == 4  # nothing twice

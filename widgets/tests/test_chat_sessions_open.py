@@ -42,20 +42,12 @@ def counted(widget) -> int:
 
 
 @pytest.fixture
-def loop_path(monkeypatch) -> list[int]:
+def loop_path(monkeypatch, db_steps) -> list[int]:
     """The loop path on (PostgreSQL's pool on a server loop), and the sizes of the batches that still took the
     DB step (`chat_turns_record`), in order."""
     monkeypatch.setattr(chat_module, "pg_async_available", lambda: True)
     monkeypatch.setattr(chat_module, "chat_cache", chat_module._ChatCache())
-    sizes: list[int] = []
-    real = chat_module.chat_turns_record
-
-    def stepped(turns):
-        sizes.append(len(turns))
-        return real(turns)
-
-    monkeypatch.setattr(chat_module, "chat_turns_record", stepped)
-    return sizes
+    return db_steps
 
 
 def commit_together(batch: list[dict]) -> list:

@@ -9,12 +9,11 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-import orjson
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_http_methods
 
-from licenses.api import ApiError, error_response, json_body_bytes, json_object
+from licenses.api import ApiError, error_response, json_body_bytes, json_compact, json_object
 from licenses.hosts import request_host_agency
 from licenses.identity import (
     identity_require_check,
@@ -160,17 +159,8 @@ async def chat_answer(
         response["X-Accel-Buffering"] = "no"
         return response
     reply = await chat_reply(widget=widget, target=target, chat=chat, record=record, conversation_id=conversation_id)
-    return _reply_response({"output": reply.text, "ui": reply.ui})
-
-
-def _reply_response(data: dict) -> HttpResponse:
-    """A chat reply as JSON: orjson (issue 11 bench: every plain turn's answer is encoded here), or the standard
-    library for text orjson refuses (a lone surrogate)."""
-    try:
-        body = orjson.dumps(data)
-    except TypeError:
-        return JsonResponse(data)
-    return HttpResponse(body, content_type="application/json")
+    # json_compact: every plain turn's answer is encoded here (issue 11 bench).
+    return HttpResponse(json_compact({"output": reply.text, "ui": reply.ui}), content_type="application/json")
 
 
 def chat_error(exc: ApiError) -> JsonResponse:
