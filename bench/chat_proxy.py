@@ -347,6 +347,43 @@ async def visitor_load(
     }
 
 
+async def measured(
+    clients,
+    urls: list[str],
+    tag: str,
+    headers: dict[str, str],
+    pgid: int | None = None,
+    *,
+    args,
+    mode: str,
+    streaming: bool,
+    offsets: list[float] | None,
+) -> dict:
+    """One path's run (direct, proxy or floor), right after its own warm-up (connections, pools, caches): the
+    upstream connections a proxy keeps alive (N8N_KEEPALIVE_EXPIRY, 4 s) expired during the other paths' runs
+    when every path was warmed first, and the proxy's first turns opened them again (its slowest turns)."""
+    await visitor_load(
+        clients,
+        urls=urls,
+        visitors=args.visitors,
+        messages=1,
+        tag=f"warm{tag}-{mode}",
+        streaming=streaming,
+        headers=headers,
+    )
+    return await visitor_load(
+        clients,
+        urls=urls,
+        visitors=args.visitors,
+        messages=args.messages,
+        tag=f"{tag}-{mode}-{time.time_ns()}",
+        offsets=offsets,
+        streaming=streaming,
+        headers=headers,
+        pgid=pgid,
+    )
+
+
 async def main_async(
     args, fake_url: str, server_url: str, keys: list[dict], pgid: int, floor_url: str, floor_pgid: int
 ) -> dict:
@@ -367,34 +404,9 @@ async def main_async(
             proxy_urls = [f"{server_url}/api/widget/{k['key']}/chat?widget={k[mode]}" for k in normal]
             direct_urls = [f"{fake_url}/webhook/{mode}"]
             floor_urls = [f"{floor_url}/webhook/{mode}"]
-            # Warm-up: connections, pools, caches on both paths.
-            await visitor_load(
-                visitors,
-                urls=proxy_urls,
-                visitors=args.visitors,
-                messages=1,
-                tag=f"warm-{mode}",
-                streaming=streaming,
-                headers={"Origin": ORIGIN},
-            )
-            await visitor_load(
-                visitors,
-                urls=direct_urls,
-                visitors=args.visitors,
-                messages=1,
-                tag=f"warmd-{mode}",
-                streaming=streaming,
-                headers={},
-            )
-            await visitor_load(
-                visitors,
-                urls=floor_urls,
-                visitors=args.visitors,
-                messages=1,
-                tag=f"warmf-{mode}",
-                streaming=streaming,
-                headers={},
-            )
+
+            run = {"args": args, "mode": mode, "streaming": streaming, "offsets": offsets}
+            direct = await measured(visitors, direct_urls, "d", {}, **run)
             spy = None
             if args.profile and mode == args.profile_phase and arrivals == phases[0][0]:
                 spy = subprocess.Popen(
@@ -415,41 +427,11 @@ async def main_async(
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
-            direct = await visitor_load(
-                visitors,
-                urls=direct_urls,
-                visitors=args.visitors,
-                messages=args.messages,
-                tag=f"d-{mode}-{time.time_ns()}",
-                offsets=offsets,
-                streaming=streaming,
-                headers={},
-            )
-            proxy = await visitor_load(
-                visitors,
-                urls=proxy_urls,
-                visitors=args.visitors,
-                messages=args.messages,
-                tag=f"p-{mode}-{time.time_ns()}",
-                offsets=offsets,
-                streaming=streaming,
-                headers={"Origin": ORIGIN},
-                pgid=pgid,
-            )
+            proxy = await measured(visitors, proxy_urls, "p", {"Origin": ORIGIN}, pgid, **run)
             if spy is not None:
                 spy.send_signal(2)
                 spy.wait(30)
-            floor = await visitor_load(
-                visitors,
-                urls=floor_urls,
-                visitors=args.visitors,
-                messages=args.messages,
-                tag=f"f-{mode}-{time.time_ns()}",
-                offsets=offsets,
-                streaming=streaming,
-                headers={},
-                pgid=floor_pgid,
-            )
+            floor = await measured(visitors, floor_urls, "f", {}, floor_pgid, **run)
             table[mode] = {
                 "direct": direct,
                 "proxy": proxy,
