@@ -136,9 +136,10 @@ async def _drive(app, keys: list[dict], args: argparse.Namespace) -> dict:
     for mode in ("plain", "stream"):
         await turns(mode, continuing(mode), args.concurrency * 4)
         await turns(mode, opening(mode, -1), args.concurrency * 4)
-    figures: dict[str, list[float]] = {phase: [] for phase in PHASES}
+    phases = args.phases.split(",")
+    figures: dict[str, list[float]] = {phase: [] for phase in phases}
     for phase_round in range(args.inner_rounds):
-        for phase in PHASES:
+        for phase in phases:
             mode = phase.split()[0]
             sessions = continuing(mode) if "continuing" in phase else opening(mode, phase_round)
             cpu = time.process_time()
@@ -199,6 +200,8 @@ def measure(tree: Path, env: dict[str, str], keys: list[dict], args: argparse.Na
         str(args.licenses),
         "--inner-rounds",
         str(args.inner_rounds),
+        "--phases",
+        args.phases,
     ]
     run = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True, timeout=600)
     if run.returncode != 0 or "RESULT" not in run.stdout:
@@ -214,12 +217,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="driver processes per tree (alternating)")
     parser.add_argument("--inner-rounds", type=int, default=3, help="rounds of the four phases per process")
     parser.add_argument("--turns", type=int, default=1000, help="turns per phase")
+    parser.add_argument("--phases", default=",".join(PHASES), help="comma-separated: which of the four to run")
     parser.add_argument("--concurrency", type=int, default=50, help="visitors in flight")
     parser.add_argument("--licenses", type=int, default=4)
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--drive", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--keys", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    phases = args.phases.split(",")
+    if not set(phases) <= set(PHASES):
+        parser.error(f"--phases: each of {', '.join(PHASES)}")
     if args.drive:
         drive(args)
         return
@@ -262,7 +269,7 @@ def main() -> None:
         for r in range(args.rounds):
             for name, (tree, env, keys) in setups.items():
                 figures[name].append(measure(tree, env, keys, args))
-                print(f"round {r + 1} {name}: " + ", ".join(f"{p} {figures[name][-1][p]:.0f} µs" for p in PHASES))
+                print(f"round {r + 1} {name}: " + ", ".join(f"{p} {figures[name][-1][p]:.0f} µs" for p in phases))
     finally:
         fake.kill()
         fake.wait(10)
@@ -272,7 +279,7 @@ def main() -> None:
         f"{args.concurrency} in flight):"
     )
     table = {}
-    for phase in PHASES:
+    for phase in phases:
         row = {name: statistics.median(f[phase] for f in rounds) for name, rounds in figures.items()}
         table[phase] = row
         line = f"  {phase:<18} this {row['this']:7.0f}"

@@ -407,6 +407,10 @@ N8N_MAX_CONNECTIONS = env_int("N8N_MAX_CONNECTIONS", 1000, minimum=1)
 N8N_KEEPALIVE_EXPIRY = env_float("N8N_KEEPALIVE_EXPIRY", 4.0)
 # Upstream chat calls one license may have in flight per process (a license's limits may override it
 # with "max_concurrent_chats"); past it the chat answers 429 license_busy with Retry-After.
+# A new chat session skips the monthly-allowance read while the last one (at most this old) left more than the
+# headroom (or a tenth of the allowance) unspent: widgets.chat._ChatCache.quota_ample.
+WIDGET_CHAT_QUOTA_READ_SECONDS = env_float("WIDGET_CHAT_QUOTA_READ_SECONDS", 1.0)
+WIDGET_CHAT_QUOTA_HEADROOM = env_int("WIDGET_CHAT_QUOTA_HEADROOM", 200, minimum=0)
 WIDGET_CHAT_MAX_CONCURRENT_PER_LICENSE = env_int("WIDGET_CHAT_MAX_CONCURRENT_PER_LICENSE", 100, minimum=1)
 # Webhooks on loopback/private/link-local addresses are refused (SSRF) unless this is on; it is on
 # for development and tests, where n8n runs on 127.0.0.1. Turn it on for a self-hosted n8n on a

@@ -10,16 +10,18 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field, replace
+from datetime import date
 from typing import Any
 
 import redis
 from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError
+from django.utils import timezone
 
 from licenses.api import ApiError, json_loads
 from licenses.identity import Identity, identity_session_id
-from licenses.models import License
+from licenses.models import License, month_start
 from licenses.redis import redis_client
 from licenses.selectors import license_cache_generation, license_cache_key, license_check
 from widgets.aio import (
@@ -161,6 +163,16 @@ class _Resolved:
         self.widgets: dict[str, tuple[Widget, N8nTarget]] = {}
 
 
+@dataclass
+class _QuotaRead:
+    """A license's monthly conversations as this process last read them (see `_ChatCache.quota_ample`)."""
+
+    month: date
+    used: int  # the month's chat conversations + ChatKit sessions, when read
+    at: float  # time.monotonic() of the read
+    opened: int = 0  # conversations this process opened since
+
+
 class _ChatCache:
     """Per-process caches of the public chat's hot path (issue 11 bench: ~20 ms CPU per turn was
     mostly the license, widget and conversation queries and their pool checkouts).
@@ -173,7 +185,9 @@ class _ChatCache:
       (Redis away) nothing is served from here.
     - `conversations`: (widget, session) -> the conversation's id once it exists, so a continuing
       session needs no lookup (the quota only gates a new conversation). A deleted conversation is
-      found out by the insert (see `chat_turn_record`)."""
+      found out by the insert (see `chat_turn_record`).
+    - `quota`: license id -> its month's usage as last read here (`quota_ample`), so a new session's first turn
+      needs no database read while the monthly allowance is far from spent."""
 
     MAX = 50_000
 
@@ -181,6 +195,37 @@ class _ChatCache:
         self._lock = threading.Lock()
         self.resolved: dict[str, _Resolved] = {}
         self.conversations: dict[tuple[int, str], int] = {}
+        self.quota: dict[int, _QuotaRead] = {}
+
+    def quota_read(self, license_id: int, used: int) -> None:
+        """Note the month's usage (conversations + ChatKit sessions) a session check just read."""
+        with self._lock:
+            if len(self.quota) >= self.MAX:
+                self.quota.clear()
+            self.quota[license_id] = _QuotaRead(month_start(timezone.now().date()), used, time.monotonic())
+
+    def quota_opened(self, license_id: int) -> None:
+        """Count a conversation this process opened on top of the last read."""
+        with self._lock:
+            read = self.quota.get(license_id)
+            if read is not None:
+                read.opened += 1
+
+    def quota_ample(self, license: License) -> bool:
+        """May a new session start without reading the month's usage? Only while the last read is recent
+        (WIDGET_CHAT_QUOTA_READ_SECONDS, this month) and, with what this process opened since, leaves more than
+        a headroom (WIDGET_CHAT_QUOTA_HEADROOM, or a tenth of the allowance when that is more). The headroom
+        covers what the read cannot see: the turns in flight (the session check never could: it reads
+        committed rows) and, within the read's age, other processes' new sessions and ChatKit threads. Near
+        the allowance every new session reads the database, so the 429 `quota_exceeded` comes where it did."""
+        read = self.quota.get(license.pk)
+        if read is None or time.monotonic() - read.at > settings.WIDGET_CHAT_QUOTA_READ_SECONDS:
+            return False
+        cap = license.monthly_conversations
+        left = cap - read.used - read.opened
+        return left > max(settings.WIDGET_CHAT_QUOTA_HEADROOM, cap // 10) and read.month == month_start(
+            timezone.now().date()
+        )
 
     def license(self, key: str) -> License | None:
         entry = self.resolved.get(key)
@@ -210,6 +255,7 @@ class _ChatCache:
         with self._lock:
             self.resolved.clear()
             self.conversations.clear()
+            self.quota.clear()
 
 
 chat_cache = _ChatCache()
@@ -308,6 +354,12 @@ async def chat_prepare_async(
             conversation_id = chat_cache.conversations.get((widget.pk, chat.session_id))
             if conversation_id is not None:
                 return ChatPrepared(entry.license, widget, target, conversation_id)
+            if chat_cache.quota_ample(entry.license):
+                # A session this process has not seen, with the allowance far from spent: no session check
+                # (issue 11 bench: a third of a first turn's CPU). Its turn's statement opens the conversation,
+                # or finds it open (another process's session, or one from before a restart) and the DB step
+                # adds the turn to it, as for two first turns of one session at once.
+                return ChatPrepared(entry.license, widget, target, None)
             if pg_async_available():  # a new session (or one this process has not seen): one statement
                 try:
                     return await _session_prepare_async(entry.license, widget, target, chat)
@@ -325,6 +377,7 @@ async def _session_prepare_async(
     (issue 11 bench: a session's first turn spent more in its DB step's thread hop and pooled checkout than in
     the statement): the same statement, the same quota rule."""
     found, quota_left = await chat_session_lookup_async(widget=widget, license=license, session_id=chat.session_id)
+    chat_cache.quota_read(license.pk, license.monthly_conversations - quota_left)
     if found is None:
         if quota_left <= 0:
             raise ApiError("quota_exceeded", "This license has used its monthly allowance.", status_code=429)
@@ -639,7 +692,10 @@ async def turn_commit(**turn: Any) -> int:
     group = _group_commits.get(loop)
     if group is None:
         group = _group_commits[loop] = _GroupCommit(loop)
-    return await asyncio.shield(group.add(turn))
+    conversation_id = await asyncio.shield(group.add(turn))
+    if turn.get("conversation_id") is None:  # a session's first turn here: opened (or, rarely, joined) one
+        chat_cache.quota_opened(turn["widget"].license_id)
+    return conversation_id
 
 
 def turn_fields(widget: Widget, chat: ChatRequest) -> dict[str, Any]:
