@@ -47,7 +47,7 @@ from django.middleware.security import SecurityMiddleware
 from django.utils.log import log_response
 
 from chatkit.admission import Admission, admitting
-from config.hosts import CustomHostMiddleware, _needs_refresh, mapped_agency_id
+from config.hosts import CustomHostMiddleware, _needs_refresh
 from config.middleware import HostileInputMiddleware
 from licenses.hosts import request_host_agency
 from widgets.aio import upstream_home
@@ -106,7 +106,7 @@ class ChatRoute:
             return await self.django(scope, _replay(bytes(body), receive), send)
         # The host's agency for this request, as CustomHostMiddleware names it on the full stack: on an
         # agency's own domain another agency's license is unknown (licenses.hosts.host_serves_agency).
-        token = request_host_agency.set(mapped_agency_id(request))
+        token = request_host_agency.set(request.custom_domain_agency_id)  # named by `_short`'s host check
         try:
             if name == "chatkit":
                 with admitting() as admission:  # the running answers yield until its first byte

@@ -58,18 +58,23 @@ class _RequestHost:
     bound method (`types.MethodType`) made a reference cycle — the request held its `get_host`, which held the
     request — so every request, its META, query and body, outlived its end until the cyclic GC found it
     (issue 11 bench: with 200 chats in flight, young-generation collections of ~10,000 objects took 8-19 ms of
-    the event loop each)."""
+    the event loop each). The host it accepted is kept for the request's later calls (the public chat asked ~5
+    times per turn: host checks, security and CORS hooks); a refusal (DisallowedHost) is raised again each time."""
 
-    __slots__ = ("_request",)
+    __slots__ = ("_request", "_host")
 
     def __init__(self, request: HttpRequest) -> None:
         self._request = weakref.ref(request)
+        self._host: str | None = None
 
     def __call__(self) -> str:
+        if self._host is not None:
+            return self._host
         request = self._request()
         if request is None:
             raise RuntimeError("get_host() of a request that no longer exists")
-        return _get_host(request)
+        self._host = _get_host(request)
+        return self._host
 
 
 def _needs_refresh(request: HttpRequest) -> bool:

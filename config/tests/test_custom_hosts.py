@@ -243,3 +243,31 @@ def test_the_chats_short_route_on_a_mapped_host_refuses_another_agencys_license(
             assert status == 404 and json.loads(content)["error"]["code"] == "unknown_license", content
         else:
             assert status != 404, content
+
+
+def test_a_requests_accepted_host_is_checked_once_and_a_refused_one_every_time(monkeypatch, agency_a):
+    from django.core.exceptions import DisallowedHost
+
+    from config import hosts as config_hosts
+
+    map_host(agency_a)
+    checks: list[str] = []
+    real = config_hosts._get_host
+
+    def counted(request):
+        checks.append(request.META["HTTP_HOST"])
+        return real(request)
+
+    monkeypatch.setattr(config_hosts, "_get_host", counted)
+    middleware = CustomHostMiddleware(lambda request: HttpResponse())
+    for host in (MAPPED, "testserver"):
+        request = RequestFactory().get("/api/widget/x/config", HTTP_HOST=host)
+        assert middleware._refusal(request) is None
+        assert [request.get_host() for _ in range(3)] == [host] * 3
+    assert checks == [MAPPED, "testserver"]  # once per request
+    request = RequestFactory().get("/api/widget/x/config", HTTP_HOST="evil.example.net")
+    middleware._refusal(request)
+    for _ in range(2):
+        with pytest.raises(DisallowedHost):
+            request.get_host()
+    assert checks[2:] == ["evil.example.net"] * 2
