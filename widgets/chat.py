@@ -16,7 +16,7 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.core.cache import cache
-from django.db import DatabaseError
+from django.db import DatabaseError, DataError, IntegrityError, NotSupportedError, ProgrammingError
 from django.utils import timezone
 
 from licenses.api import ApiError, json_loads
@@ -40,9 +40,12 @@ from widgets.selectors import chat_session_lookup, chat_session_lookup_async, wi
 from widgets.services.turns import (
     chat_failure_record,
     chat_sessions_open_statement,
+    chat_turn_fence,
+    chat_turn_key,
     chat_turn_record,
     chat_turns_insert_statement,
     chat_turns_record,
+    chat_turns_stored,
 )
 
 logger = logging.getLogger(__name__)
@@ -564,12 +567,29 @@ def turn_record(**turn: Any) -> int:
     return conversation_id
 
 
-def _turns_record(turns: list[dict[str, Any]]) -> list[int | Exception]:
-    results = chat_turns_record(turns)
+def _turns_record(
+    turns: list[dict[str, Any]], unsure: list[int] | None = None, fence: int | None = None
+) -> list[int | Exception]:
+    """The DB step of a group commit. `unsure`: the turns (positions) a statement on the loop may have stored
+    (its connection was lost: it may have committed first); those found stored (`chat_turns_stored`, after the
+    statements' `fence`) get their conversation, and only the others are stored."""
+    results: list[int | Exception | None] = [None] * len(turns)
+    if unsure:
+        for i, conversation_id in zip(unsure, chat_turns_stored([turns[i] for i in unsure], fence=fence), strict=True):
+            results[i] = conversation_id
+    rest = [i for i, result in enumerate(results) if result is None]
+    if rest:
+        for i, result in zip(rest, chat_turns_record([turns[i] for i in rest]), strict=True):
+            results[i] = result
     for turn, result in zip(turns, results, strict=True):
         if isinstance(result, int) and result != turn.get("conversation_id"):
             chat_cache.remember_conversation(turn["widget"].pk, turn["session_id"], result)
-    return results
+    return results  # type: ignore[return-value]
+
+
+# The errors of a statement PostgreSQL answered (rolled back: it stored nothing). Any other database error on the
+# loop (the connection lost or closed, the server shutting down) leaves the statement's outcome unknown.
+_STATEMENT_ERRORS = (IntegrityError, DataError, ProgrammingError, NotSupportedError)
 
 
 async def _batch_record(turns: list[dict[str, Any]]) -> list[int | Exception]:
@@ -579,18 +599,31 @@ async def _batch_record(turns: list[dict[str, Any]]) -> list[int | Exception]:
     messages in ONE INSERT, the new sessions' first turns in ONE statement (`chat_sessions_open_statement`:
     conversations, usage, messages). What they did not store takes the DB step as before, race-safe and whole:
     a turn whose conversation the statement did not open (it exists: found, or opened elsewhere meanwhile),
-    and every turn of a statement that failed (a conversation deleted meanwhile, a bad row)."""
+    and every turn of a statement that failed (a conversation deleted meanwhile, a bad row).
+
+    Each turn is stored once even when a statement's connection is lost after it committed: every turn gets a
+    random key before its first write (`chat_turn_key`, kept with its user message), and the turns of a
+    statement whose outcome is unknown are looked up by key in the DB step first (`chat_turns_stored`, after
+    the batch's `fence`); only those not found are stored there."""
+    for turn in turns:
+        if not turn.get("key"):
+            turn["key"] = chat_turn_key()
     results: list[int | Exception | None] = [None] * len(turns)
+    unsure: list[int] = []
+    fence = None
     if pg_async_available():
+        fence = chat_turn_fence()
         continuing = [i for i, turn in enumerate(turns) if turn.get("conversation_id") is not None]
         opening = [i for i, turn in enumerate(turns) if turn.get("conversation_id") is None and turn["session_id"]]
         written = await asyncio.gather(
-            _continuing_insert([turns[i] for i in continuing]),
-            _sessions_open_async([turns[i] for i in opening]),
+            _continuing_insert([turns[i] for i in continuing], fence),
+            _sessions_open_async([turns[i] for i in opening], fence),
             return_exceptions=True,
         )
         for part, outcome in zip((continuing, opening), written, strict=True):
             if isinstance(outcome, DatabaseError):
+                if not isinstance(outcome, _STATEMENT_ERRORS):
+                    unsure += part
                 logger.info(
                     "chat turns: a statement on the loop failed; the DB step stores its turns", exc_info=outcome
                 )
@@ -604,27 +637,28 @@ async def _batch_record(turns: list[dict[str, Any]]) -> list[int | Exception]:
                     results[i] = conversation_id
     rest = [i for i, result in enumerate(results) if result is None]
     if rest:
-        stepped = await db_step(_turns_record, [turns[i] for i in rest])
+        position = {i: n for n, i in enumerate(rest)}
+        stepped = await db_step(_turns_record, [turns[i] for i in rest], [position[i] for i in unsure], fence)
         for i, result in zip(rest, stepped, strict=True):
             results[i] = result
     return results  # type: ignore[return-value]
 
 
-async def _continuing_insert(turns: list[dict[str, Any]]) -> list[int | None]:
+async def _continuing_insert(turns: list[dict[str, Any]], fence: int) -> list[int | None]:
     """The continuing turns' messages in one INSERT on the loop: each turn's conversation id."""
     if turns:
-        await pg_async_execute(*chat_turns_insert_statement(turns))
+        await pg_async_execute(*chat_turns_insert_statement(turns, fence=fence))
     return [turn["conversation_id"] for turn in turns]
 
 
-async def _sessions_open_async(turns: list[dict[str, Any]]) -> list[int | None]:
+async def _sessions_open_async(turns: list[dict[str, Any]], fence: int) -> list[int | None]:
     """New sessions' first turns in one statement on the loop: each turn's conversation id when the statement
     opened its session (and stored the turn), else None (left to the DB step). Remembers what it opened."""
     if not turns:
         return []
     opened = {
         (widget_id, session_id): pk
-        for widget_id, session_id, pk in await pg_async(*chat_sessions_open_statement(turns))
+        for widget_id, session_id, pk in await pg_async(*chat_sessions_open_statement(turns, fence=fence))
     }
     for (widget_id, session_id), conversation_id in opened.items():
         chat_cache.remember_conversation(widget_id, session_id, conversation_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -73,15 +74,17 @@ def chat_turn_record(
     conversation_id: int | None = None,
     page_url: str = "",
     identity: dict[str, Any] | None = None,
+    key: str = "",
 ) -> int:
     """One user message and one assistant message; a new session opens a conversation and counts it.
-    Returns the conversation's id.
+    Returns the conversation's id. `key` (`chat_turn_key`, the group commit's turns) is stored with the user
+    message, so `chat_turns_stored` can tell whether the turn is stored already.
 
     A continuing session (`conversation_id` known) is ONE multi-row INSERT, atomic on its own: both
     messages or neither. If that conversation is gone meanwhile (deleted by retention), the turn
     opens the session's conversation again as a first message would."""
 
-    turn = {"user_text": user_text, "reply_text": reply_text, "ui": ui, "latency_ms": latency_ms}
+    turn = {"user_text": user_text, "reply_text": reply_text, "ui": ui, "latency_ms": latency_ms, "key": key}
     if conversation_id is not None:
         try:
             _messages_insert(_turn_rows(conversation_id, turn))  # one INSERT, atomic on its own
@@ -135,6 +138,56 @@ def chat_turns_record(turns: list[dict[str, Any]]) -> list[int | Exception]:
             except DatabaseError as exc:
                 results[i] = exc
     return results  # type: ignore[return-value]
+
+
+# A chat turn's key (`chat_turn_key`) is kept in its user message's `Message.item_id`, which chat turns had empty
+# (voice uses it for upstream item ids, and reads it only on voice conversations: `turns_save_new`); the prefix has
+# a ':' that no voice item id has (the browser's report allows [A-Za-z0-9_-]), and nothing shows the column.
+TURN_KEY_PREFIX = "chat:"
+
+
+def chat_turn_key() -> str:
+    """A new answered turn's unique key: 128 random bits (`chat_turns_stored`)."""
+    return TURN_KEY_PREFIX + secrets.token_urlsafe(16)
+
+
+def chat_turn_fence() -> int:
+    """A key for the advisory lock that fences one batch's statements on the loop (`chat_turns_stored`)."""
+    return secrets.randbits(63)
+
+
+def chat_turns_stored(turns: list[dict[str, Any]], *, fence: int | None = None) -> list[int | None]:
+    """For turns whose write's outcome is unknown (the loop's statement may have committed before its connection
+    was lost), each turn's conversation id if it is stored already (its `key` is on a user message), else None.
+
+    `fence`: the advisory lock the batch's statements held (shared) until they ended: taking it here waits for a
+    statement that is still running on the server (its client gone) to commit or roll back, so what is found is
+    final. The search goes through the conversations' indexes (the known conversation ids, the sessions'
+    `conversation_unique_chat_session`) and then the messages' conversation foreign key: no index on the key."""
+    keys = {turn["key"] for turn in turns if turn.get("key")}
+    if not keys:
+        return [None] * len(turns)
+    with transaction.atomic():
+        if fence is not None and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [fence])
+        conversation_ids = {turn["conversation_id"] for turn in turns if turn.get("conversation_id") is not None}
+        opening = [turn for turn in turns if turn.get("conversation_id") is None]
+        if opening:
+            conversation_ids.update(
+                Conversation.objects.filter(
+                    widget_id__in={turn["widget"].pk for turn in opening},
+                    session_id__in={turn["session_id"] for turn in opening},
+                    channel=Channel.CHAT,
+                    is_preview=False,
+                ).values_list("pk", flat=True)
+            )
+        found = dict(
+            Message.objects.filter(conversation_id__in=conversation_ids, role=Message.Role.USER, item_id__in=keys)
+            .order_by()
+            .values_list("item_id", "conversation_id")
+        )
+    return [found.get(turn.get("key") or "") for turn in turns]
 
 
 def _sessions_open(turns: list[dict[str, Any]]) -> list[int]:
@@ -240,36 +293,40 @@ def _conversations_insert_sql() -> tuple[str, list[Any]]:
     return sql, fixed
 
 
-# A chat turn's two messages as rows for `_messages_insert`: (conversation, role, text, payload JSON, latency).
-MessageRow = tuple[int, str, str, str, int | None]
+# A chat turn's two messages as rows for `_messages_insert`: (conversation, role, text, payload JSON, item id,
+# latency). The item id is the turn's key (`chat_turn_key`) on the user message, else empty.
+MessageRow = tuple[int, str, str, str, str, int | None]
 
 
 def _turn_rows(conversation_id: int, turn: dict[str, Any]) -> list[MessageRow]:
     ui = turn.get("ui")
     return [
-        (conversation_id, Message.Role.USER.value, turn["user_text"], "{}", None),
+        (conversation_id, Message.Role.USER.value, turn["user_text"], "{}", turn.get("key") or "", None),
         (
             conversation_id,
             Message.Role.ASSISTANT.value,
             turn["reply_text"],
             json.dumps({"ui": ui}) if ui else "{}",
+            "",
             turn.get("latency_ms"),
         ),
     ]
 
 
-def chat_turns_insert_statement(turns: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+def chat_turns_insert_statement(turns: list[dict[str, Any]], *, fence: int) -> tuple[str, dict[str, Any]]:
     """The messages of continuing sessions' turns (`chat_turn_record`'s arguments, `conversation_id` set) as
     `_messages_insert`'s PostgreSQL statement with named parameters, for a caller on the event loop
-    (`widgets.aio.pg_async_execute`, autocommit: atomic on its own, all of them or none). One text for any
-    number of rows, so the loop's connections prepare it once."""
+    (`widgets.aio.pg_async_execute`, autocommit: atomic on its own, all of them or none). It holds the
+    advisory lock `fence` (shared) from before its first row until it ends (`chat_turns_stored`). One text
+    for any number of rows, so the loop's connections prepare it once."""
     rows = [row for turn in turns for row in _turn_rows(turn["conversation_id"], turn)]
-    names = ("conversation", "role", "text", "payload", "latency")
+    names = ("conversation", "role", "text", "payload", "item", "latency")
     columns = [list(column) for column in zip(*rows, strict=True)]
-    return _messages_insert_sql("named"), {"now": timezone.now(), **dict(zip(names, columns, strict=True))}
+    params = {"now": timezone.now(), "fence": fence, **dict(zip(names, columns, strict=True))}
+    return _messages_insert_sql("named"), params
 
 
-def chat_sessions_open_statement(turns: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+def chat_sessions_open_statement(turns: list[dict[str, Any]], *, fence: int) -> tuple[str, dict[str, Any]]:
     """New sessions' first turns (`chat_turn_record`'s arguments, no `conversation_id`; several turns of one
     session may come together) as ONE PostgreSQL statement with named parameters, for a caller on the event
     loop (`widgets.aio.pg_async`, autocommit: atomic on its own). It does what `_sessions_open` does in its
@@ -279,7 +336,9 @@ def chat_sessions_open_statement(turns: list[dict[str, Any]]) -> tuple[str, dict
       of the session's first turn in the list) with ON CONFLICT DO NOTHING on `conversation_unique_chat_session`:
       a session whose conversation exists (found, or opened by another request meanwhile) is not opened here;
     - counts the conversations it inserted in their license's month (`usage_increment`'s row, upserted);
-    - inserts the two messages (`_turn_rows`) of every turn whose session it opened.
+    - inserts the two messages (`_turn_rows`, the turn's key on the user message) of every turn whose session it
+      opened;
+    - holds the advisory lock `fence` (shared) from before its first row until it ends (`chat_turns_stored`).
 
     Rows are written in one order for every process (conversations by widget and session, usage by license), as
     `_sessions_open`'s. Returns rows (widget id, session id, conversation id) of the conversations it opened;
@@ -314,6 +373,8 @@ def chat_sessions_open_statement(turns: list[dict[str, Any]]) -> tuple[str, dict
             "reply_text": [turn["reply_text"] for turn in turns],
             "payload": [json.dumps({"ui": value}) if value else "{}" for value in ui],
             "latency": [turn.get("latency_ms") for turn in turns],
+            "key": [turn.get("key") or "" for turn in turns],
+            "fence": fence,
         }
     )
     return sql, params
@@ -366,12 +427,14 @@ def _sessions_open_sql() -> tuple[str, list[Any], list[Any]]:
     counter = quote(ufield["conversations"].column)
     user, assistant = Message.Role.USER.value, Message.Role.ASSISTANT.value
     sql = (  # names from the models; every value a parameter
-        "WITH t AS (SELECT * FROM UNNEST("  # noqa: S608
+        "WITH t AS (SELECT t.* FROM UNNEST("  # noqa: S608
         f"{array('widget', cfield['widget'])}, {array('license', ufield['license'])}, "
         f"{array('session', cfield['session_id'])}, {array('visitor', cfield['visitor_id'])}, "
         f"{array('page', cfield['page_url'])}, %(identity)s::text[], %(user_text)s::text[], "
-        f"%(reply_text)s::text[], %(payload)s::text[], {array('latency', mfield['latency_ms'])}"
-        ") WITH ORDINALITY AS t (w, l, s, v, p, i, ut, rt, pl, lat, n)), "
+        f"%(reply_text)s::text[], %(payload)s::text[], {array('latency', mfield['latency_ms'])}, "
+        f"{array('key', mfield['item_id'])}) WITH ORDINALITY AS t (w, l, s, v, p, i, ut, rt, pl, lat, k, n) "
+        # Every row comes through the lock's one row: no row is written before the fence is held.
+        "CROSS JOIN (SELECT pg_advisory_xact_lock_shared(%(fence)s::bigint)) AS fence), "
         # One row per session: its first turn's visitor, page and identity. Sorted as Python sorts the keys
         # (`_sessions_open`; code points: COLLATE "C"), so every process inserts in one order.
         "f AS (SELECT DISTINCT ON (w, s) w, l, s, v, p, i FROM t ORDER BY w, s, n), "
@@ -386,18 +449,18 @@ def _sessions_open_sql() -> tuple[str, list[Any], list[Any]]:
         f"{counter} = {quote(usage.db_table)}.{counter} + EXCLUDED.{counter}, "
         f"{quote(ufield['updated_at'].column)} = EXCLUDED.{quote(ufield['updated_at'].column)}), "
         f"messages AS (INSERT INTO {quote(m_meta.db_table)} ({m_cols}) "
-        "SELECT o.id, m.r, m.x, m.pl::jsonb, '', '', NULL, m.lat, %(now)s::timestamptz "
+        "SELECT o.id, m.r, m.x, m.pl::jsonb, m.key, '', NULL, m.lat, %(now)s::timestamptz "
         "FROM t JOIN opened o ON o.w = t.w AND o.s = t.s "
-        f"CROSS JOIN LATERAL (VALUES (0, '{user}', t.ut, '{{}}', NULL::integer), "
-        f"(1, '{assistant}', t.rt, t.pl, t.lat)) AS m (k, r, x, pl, lat) ORDER BY t.n, m.k) "
+        f"CROSS JOIN LATERAL (VALUES (0, '{user}', t.ut, '{{}}', t.k, NULL::integer), "
+        f"(1, '{assistant}', t.rt, t.pl, '', t.lat)) AS m (k, r, x, pl, key, lat) ORDER BY t.n, m.k) "
         "SELECT o.w, o.s, o.id FROM opened o"
     )
     return sql, c_fixed, u_fixed
 
 
 def _messages_insert(rows: list[MessageRow]) -> None:
-    """Insert chat messages (the rows `Message.objects.bulk_create` would write for them: no item id, no
-    failure, created now) in ONE fixed-text statement, atomic on its own (a savepoint inside a caller's
+    """Insert chat messages (the rows `Message.objects.bulk_create` would write for them: no failure, created
+    now) in ONE fixed-text statement, atomic on its own (a savepoint inside a caller's
     transaction). Issue 11 bench: the ORM's bulk_create spent ~0.2 ms of CPU per turn compiling the INSERT
     and preparing every field of every row; so did its BEGIN/COMMIT around one statement."""
     if not rows:
@@ -408,7 +471,7 @@ def _messages_insert(rows: list[MessageRow]) -> None:
         sql, params = _messages_insert_sql("postgresql"), [now, *columns]
     else:  # one VALUES row per message (SQLite: tests and development)
         sql = _messages_insert_sql(connection.vendor) + ", ".join(
-            ["(%s, %s, %s, %s, '', '', NULL, %s, %s)"] * len(rows)
+            ["(%s, %s, %s, %s, %s, '', NULL, %s, %s)"] * len(rows)
         )
         params = [value for row in rows for value in (*row, now)]
     savepoint = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
@@ -419,7 +482,9 @@ def _messages_insert(rows: list[MessageRow]) -> None:
 @cache
 def _messages_insert_sql(vendor: str) -> str:
     """`_messages_insert`'s statement, from the model's names: on PostgreSQL one text for any number of rows
-    (one array per column, UNNEST, as Django's own bulk_create there), elsewhere the head of a VALUES list."""
+    (one array per column, UNNEST, as Django's own bulk_create there), elsewhere the head of a VALUES list.
+    "named" (`chat_turns_insert_statement`) joins the rows to the batch's advisory lock `fence`, taken (shared)
+    before the first row is written and held until the statement ends."""
     quote = connection.ops.quote_name
     meta = Message._meta
     field = {f.name: f for f in meta.concrete_fields}
@@ -433,13 +498,17 @@ def _messages_insert_sql(vendor: str) -> str:
         "role": "role",
         "text": "text",
         "payload": "payload",
+        "item_id": "item",
         "latency_ms": "latency",
     }
     mark = (lambda name: f"%({name})s") if vendor == "named" else (lambda name: "%s")
     arrays = ", ".join(
         f"{mark(names[n])}::{field[n].db_type(connection) if n != 'payload' else 'text'}[]" for n in names
     )
-    return head + f"SELECT c, r, t, p::jsonb, '', '', NULL, l, {mark('now')} FROM UNNEST({arrays}) AS m (c, r, t, p, l)"  # noqa: S608
+    rows = f"UNNEST({arrays}) AS m (c, r, t, p, i, l)"
+    if vendor == "named":  # every row comes through the lock's one row: no row is written before it is held
+        rows += " CROSS JOIN (SELECT pg_advisory_xact_lock_shared(%(fence)s::bigint)) AS fence"
+    return head + f"SELECT c, r, t, p::jsonb, i, '', NULL, l, {mark('now')} FROM {rows}"  # noqa: S608
 
 
 def chat_failure_record(

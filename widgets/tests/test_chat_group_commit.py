@@ -197,7 +197,9 @@ def test_on_a_server_loop_continuing_turns_are_written_by_the_loop_and_a_deleted
         assert texts(conv)[-2:] == [("user", f"t{i}"), ("assistant", f"re: t{i}")]
     fields = ("role", "payload", "item_id", "failure_kind", "upstream_status", "latency_ms")
     rows = list(Message.objects.filter(conversation=convs[0]).order_by("id").values_list(*fields))
-    assert rows[2:] == rows[:2]  # the loop's rows are the step's
+    keys = [row[2] for row in rows]
+    assert keys[0] == keys[1] == keys[3] == "" and keys[2].startswith("chat:")  # the turn's key, on its user message
+    assert [row[:2] + row[3:] for row in rows[2:]] == [row[:2] + row[3:] for row in rows[:2]]  # the step's rows
     assert by_step == [convs[0].pk]
     assert all(m.created_at is not None for m in Message.objects.all())
 

@@ -101,8 +101,10 @@ def test_a_new_sessions_first_turn_through_the_chat_endpoint_is_one_statement_on
     assert counted(n8n_widget) == 1
     assert chat_module.chat_cache.conversations[(n8n_widget.pk, "first")] == conv.pk
 
-    # The rows are those the DB step's path writes for the same turn.
-    by_step = chat_turns_record([turn(n8n_widget, "by-step", "hi", visitor_id=conv.visitor_id, page_url=page)])
+    # The rows are those the DB step's path writes for the same turn (its key on the user message).
+    key = conv.messages.get(role="user").item_id
+    assert key.startswith("chat:") and len(key) >= len("chat:") + 16
+    by_step = chat_turns_record([turn(n8n_widget, "by-step", "hi", visitor_id=conv.visitor_id, page_url=page, key=key)])
     orm = Conversation.objects.get(pk=by_step[0])
     skip = ("id", "session_id", "started_at")
     as_row = lambda c: {f.attname: getattr(c, f.attname) for f in c._meta.concrete_fields if f.name not in skip}  # noqa: E731
