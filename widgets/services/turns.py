@@ -180,7 +180,9 @@ def chat_turns_stored(turns: list[dict[str, Any]], *, fence: int | None = None) 
                     session_id__in={turn["session_id"] for turn in opening},
                     channel=Channel.CHAT,
                     is_preview=False,
-                ).values_list("pk", flat=True)
+                )
+                .order_by()
+                .values_list("pk", flat=True)
             )
         found = dict(
             Message.objects.filter(conversation_id__in=conversation_ids, role=Message.Role.USER, item_id__in=keys)
