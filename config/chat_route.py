@@ -10,7 +10,8 @@ cookie-less JSON endpoint uses), and `response.close()` in a thread. This route 
 `chatkit.views.server`, with its page token, visitor and license checks) with only the middleware hooks that
 can change its answer, taken from the same classes the settings list, so the answer is the same as through the
 full stack (`widgets/tests/test_chat_route.py` and `chatkit/tests/test_short_route.py` compare them header by
-header). For ChatKit it also takes the two thread hops (request_started, request_finished through Django's
+header). The n8n chat sends no `request_finished` while only Django's own receivers listen (`_close_chat`). For
+ChatKit it also takes the two thread hops (request_started, request_finished through Django's
 one thread-sensitive thread) out of the path to `thread.created`: at 50 conversations at once every request
 queued for that one thread (bench/README-chatkit.md):
 
@@ -38,9 +39,15 @@ from urllib.parse import parse_qsl
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.cache import close_caches
 from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
+from django.core.handlers.base import reset_urlconf
+from django.core.signals import request_finished
+from django.db import close_old_connections
+from django.dispatch.dispatcher import _make_id
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.common import CommonMiddleware
 from django.middleware.security import SecurityMiddleware
@@ -113,7 +120,7 @@ class ChatRoute:
                     await admission.turn()  # a few new requests at a time (chatkit.admission)
                     await self._serve(request, name, key, receive, _first_byte(send, admission))
             else:
-                await self._serve(request, name, key, receive, send)
+                await self._serve(request, name, key, receive, send, close=_close_chat)
         finally:
             request_host_agency.reset(token)
 
@@ -127,7 +134,15 @@ class ChatRoute:
             return False
         return True
 
-    async def _serve(self, request: ASGIRequest, name: str, key: str, receive: Receive, send: Send) -> None:
+    async def _serve(
+        self,
+        request: ASGIRequest,
+        name: str,
+        key: str,
+        receive: Receive,
+        send: Send,
+        close: Callable[[HttpResponseBase], None] = HttpResponseBase.close,
+    ) -> None:
         serving = asyncio.ensure_future(self._answer(request, name, key, send))
         leaving = asyncio.ensure_future(receive())  # resolves when the visitor leaves (http.disconnect)
         try:
@@ -140,7 +155,7 @@ class ChatRoute:
             response = await serving
         except asyncio.CancelledError:
             return
-        response.close()  # a streamed relay's closer frees its permit and upstream; request_finished
+        close(response)  # a streamed relay's closer frees its permit and upstream
 
     async def _answer(self, request: ASGIRequest, name: str, key: str, send: Send) -> HttpResponse:
         _host, hostile, security, common, xframe, views = self.hooks()
@@ -192,6 +207,28 @@ async def _relay_send(response: StreamingHttpResponse, send: Send) -> None:
         if last:
             return
     await send({"type": "http.response.body"})
+
+
+# Django's own receivers of request_finished (django.db, django.core.cache, django.core.handlers.base), by the key
+# `Signal.connect` files them under.
+_DJANGO_FINISHERS = frozenset(
+    (_make_id(receiver), _make_id(None)) for receiver in (close_old_connections, close_caches, reset_urlconf)
+)
+
+
+def _close_chat(response: HttpResponseBase) -> None:
+    """`response.close()` for the n8n chat, without `request_finished` (the route sends no `request_started`
+    either) while only Django's own receivers listen: every database use of the chat gives its connection back
+    at the end of its own step (`widgets.aio.db_step`, `pg_async`), the caches' close is a no-op (Redis, local
+    memory) and no urlconf was set, so they had nothing to do, and the signal was ~3% of a turn's CPU (issue 11
+    bench, py-spy). Any other receiver gets the signal as on the full stack."""
+    for closer in response._resource_closers:
+        with contextlib.suppress(Exception):  # as HttpResponseBase.close
+            closer()
+    response._resource_closers.clear()
+    response.closed = True
+    if any(lookup_key not in _DJANGO_FINISHERS for lookup_key, *_ in request_finished.receivers):
+        request_finished.send(sender=response._handler_class)
 
 
 def _first_byte(send: Send, admission: Admission) -> Send:

@@ -177,6 +177,49 @@ def test_anything_unusual_goes_through_the_full_stack(n8n_widget, fake_n8n, sett
         assert full[0] == 413
 
 
+@pytest.mark.parametrize("answer", ["plain", "streamed", "refused"])
+def test_the_chat_sends_request_finished_only_to_receivers_besides_djangos(
+    owner, widget_a, fake_n8n, monkeypatch, answer
+):
+    """Django's own receivers of request_finished have nothing to do after a chat turn (its steps gave their
+    connections back), so the short route does not send it; a receiver connected besides them still gets it,
+    after every kind of answer. The response's closers run either way (a streamed reply's frees the permit)."""
+    from django.core.signals import request_finished
+
+    widget = publish(widget_a, owner, config=n8n_config(fake_n8n.webhook, streaming=answer == "streamed"))
+    fake_n8n.default = {"stream": [{"type": "item", "content": "Hel"}, {"type": "end"}]}
+    if answer == "plain":
+        fake_n8n.default = {"json": {"output": "Hello from n8n"}}
+    headers = {**JSON, "Origin": "https://evil.example.net"} if answer == "refused" else JSON
+    status = 403 if answer == "refused" else 200
+    heard: list[object] = []
+    sent: list[object] = []
+    real_send = request_finished.send
+
+    def counting_send(sender, **kwargs):
+        sent.append(sender)
+        return real_send(sender, **kwargs)
+
+    monkeypatch.setattr(request_finished, "send", counting_send)
+
+    def receiver(sender, **kwargs):
+        heard.append(sender)
+
+    def turn(session: str) -> int:
+        return asgi_exchange(ChatRoute(Counting()), path=url(widget), body=chat_body(session), headers=headers)[0]
+
+    assert turn("s-f1") == status
+    assert sent == []  # only Django's receivers listen: not sent
+    assert chat_module.upstream_slots.in_use(widget.license_id) == 0
+    request_finished.connect(receiver)
+    try:
+        assert turn("s-f2") == status
+    finally:
+        request_finished.disconnect(receiver)
+    assert sent == heard == [Counting]
+    assert chat_module.upstream_slots.in_use(widget.license_id) == 0
+
+
 def test_visitor_who_leaves_cancels_the_turn(n8n_widget, fake_n8n):
     """Django's handler cancels the view when the visitor disconnects; so does the short route: the
     license's permit is free at once and nothing is half-written."""
