@@ -12,8 +12,8 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, connections, transaction
-from django.db.models import BooleanField, CharField, DateField, DateTimeField, F, Field, Model
+from django.db import IntegrityError, connection, transaction
+from django.db.models import BooleanField, CharField, DateField, DateTimeField, F, Field, JSONField, Model
 from django.utils import timezone
 
 from chatkit.client import ChatKitError
@@ -21,7 +21,7 @@ from chatkit.models import ChatKitThread
 from licenses.models import DEFAULT_LIMITS, License, LicenseUsage, month_start
 from licenses.selectors import REASON_MESSAGES
 from licenses.services import usage_increment
-from widgets.aio import pg_async
+from widgets.aio import loop_db, pg_async, pg_json_param
 from widgets.models import Conversation, Widget
 from widgets.ratelimit import rate_hits_peek, rate_hits_peek_async
 from widgets.services.turns import chatkit_turn_record
@@ -73,7 +73,7 @@ RETURNING id"""  # noqa: S608 - the models' table names; values are parameters
 
 
 def _reserve_params(license: License, *, now: datetime, month: date) -> dict[str, Any]:
-    ops = connections["default"].ops
+    ops = loop_db().ops
     return {
         "now": ops.adapt_datetimefield_value(now),
         "license_id": license.pk,
@@ -147,10 +147,11 @@ class _NewRow:
         # Fields whose database value is the value itself for these exact types (CharField.to_python of a str,
         # BooleanField.to_python of a bool: no adaptation on any backend), so get_db_prep_save is skipped.
         self.as_is = {f.attname: _AS_IS[type(f)] for f in self.fields if type(f) in _AS_IS}
+        self.json = {f.attname for f in self.fields if isinstance(f, JSONField)}  # pg_json_param's
 
     def params(self, given: dict[str, Any], *, now: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
         """(the statement's parameters, every field's value by attname) for a row with the `given` values."""
-        db = connections["default"]  # once: `connection` is a proxy with a context-local lookup per attribute
+        db = loop_db()  # not `connections["default"]`: a new DatabaseWrapper per request task on the loop
         if self._constants is None:
             self._constants = {
                 f.attname: f.get_db_prep_save(f.get_default(), db)
@@ -174,6 +175,8 @@ class _NewRow:
             values[attname] = value
             if value is None or type(value) is self.as_is.get(attname):
                 params[self.keys[attname]] = value
+            elif attname in self.json:
+                params[self.keys[attname]] = pg_json_param(f, value)
             else:
                 params[self.keys[attname]] = f.get_db_prep_save(value, db)
         return params, values

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 from pydantic import TypeAdapter
@@ -37,7 +37,7 @@ from chatkit.services import chatkit_thread_open_async
 from chatkit.store import NotFoundError, Store, StoreItemType
 from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
 from licenses.models import License
-from widgets.aio import db_step, pg_async, pg_async_available
+from widgets.aio import db_step, pg_async, pg_async_available, pg_json_param
 from widgets.models import Channel, Conversation, Widget
 
 ID_PREFIXES: dict[str, str] = {
@@ -249,20 +249,19 @@ class DjangoStore(Store[RequestContext]):
     async def _upsert_item_async(thread: ChatKitThread, item: ThreadItem, ctx: RequestContext) -> None:
         """`_upsert_item` on the running loop (widgets.aio.pg_async) for a thread this request already holds: ONE
         statement, with the opened thread's pending first save (`_flush_opened`) when there is one."""
-        db = connections["default"]
         item_data = ChatKitItem._meta.get_field("data")
         params = {
             "thread": thread.pk,
             "item_id": item.id[:100],
             "item_type": item.type[:32],
             "created_at": _aware(item.created_at),
-            "data": item_data.get_db_prep_save(item.model_dump(mode="json"), db),
+            "data": pg_json_param(item_data, item.model_dump(mode="json")),
         }
         sql = ITEM_UPSERT_SQL
         flush = thread.thread_id == ctx.opened and ctx.opened_dirty
         if flush:
             thread_data = ChatKitThread._meta.get_field("data")
-            params.update(opened_data=thread_data.get_db_prep_save(thread.data, db), opened_at=thread.created_at)
+            params.update(opened_data=pg_json_param(thread_data, thread.data), opened_at=thread.created_at)
             sql = f"WITH opened AS ({OPENED_FLUSH_SQL}) {sql}"
         await pg_async(sql, params)
         if flush:

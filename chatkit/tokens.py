@@ -3,7 +3,9 @@ derived from it, and the page token with which a session call from OUR origin pr
 
 from __future__ import annotations
 
+import functools
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,15 @@ PAGE_TOKEN_SALT = "switchboard.chatkit.page"
 
 
 VISITOR_SALT = "switchboard.chatkit.visitor"
+
+# Verified signatures kept per process, per kind (least recently used first out). A token's signature is checked
+# once (HMAC, base64 and JSON: ~0.1 ms of the event loop's CPU per token before a ChatKit request's first byte,
+# bench/chatkit_server.py); everything that can change is checked on every use: a page token's age, and whether
+# the payload names this license, widget and an origin the license allows now (the callers). Keyed by the token
+# and the signing keys: the same token under the same keys always verifies the same way. A forged or malformed
+# token raises, so it is never kept.
+VERIFIED_PAGE_TOKENS = 4096
+VERIFIED_VISITOR_TOKENS = 10_000
 
 
 USER_SALT = "switchboard.chatkit.user"
@@ -46,12 +57,25 @@ def visitor_token_read(*, license: License, token: Any) -> str | None:
     if not isinstance(token, str) or not token or len(token) > 300:
         return None
     try:
-        data = signing.loads(token, salt=VISITOR_SALT)
+        license_id, visitor = _visitor_token_verified(token, *_signing_keys())
     except signing.BadSignature:
         return None
-    if not isinstance(data, dict) or data.get("l") != license.pk or not isinstance(data.get("v"), str):
-        return None
-    return data["v"]
+    return visitor if license_id == license.pk else None
+
+
+@functools.lru_cache(maxsize=VERIFIED_VISITOR_TOKENS)
+def _visitor_token_verified(token: str, key: str, fallback_keys: tuple[str, ...]) -> tuple[Any, str]:
+    """(the license id, the visitor id) a visitor token names, its signature verified. Raises BadSignature."""
+    data = signing.loads(token, key=key, fallback_keys=list(fallback_keys), salt=VISITOR_SALT)
+    if not isinstance(data, dict) or not isinstance(data.get("v"), str):
+        raise signing.BadSignature("not a visitor token")
+    return data.get("l"), data["v"]
+
+
+def _signing_keys() -> tuple[str, tuple[str, ...]]:
+    """The keys `signing` verifies with (settings.SECRET_KEY and SECRET_KEY_FALLBACKS): part of the verified
+    tokens' cache key, so a key rotated in settings (tests) never finds a token verified under another."""
+    return settings.SECRET_KEY, tuple(settings.SECRET_KEY_FALLBACKS)
 
 
 @dataclass(frozen=True)
@@ -68,11 +92,27 @@ def page_token_issue(*, license: License, widget: Widget, origin: str) -> str:
 
 
 def page_token_read(token: str) -> PageToken | None:
-    try:
-        data = signing.loads(token, salt=PAGE_TOKEN_SALT, max_age=settings.CHATKIT_PAGE_TOKEN_SECONDS)
-        return PageToken(license_key=str(data["l"]), widget_id=str(data["w"]), origin=str(data["o"]))
-    except (signing.BadSignature, KeyError, TypeError):
+    """The page token's payload, or None for a forged, malformed or expired one (older than
+    CHATKIT_PAGE_TOKEN_SECONDS: checked on every read, also for a token whose signature was verified before)."""
+    if not isinstance(token, str):
         return None
+    try:
+        page, signed_at = _page_token_verified(token, *_signing_keys())
+    except (signing.BadSignature, KeyError, TypeError, ValueError):
+        return None
+    if time.time() - signed_at > settings.CHATKIT_PAGE_TOKEN_SECONDS:  # django.core.signing's own age rule
+        return None
+    return page
+
+
+@functools.lru_cache(maxsize=VERIFIED_PAGE_TOKENS)
+def _page_token_verified(token: str, key: str, fallback_keys: tuple[str, ...]) -> tuple[PageToken, int]:
+    """(the page token's payload, when it was signed) once its signature (which covers the time) is verified; its
+    age is the caller's. Raises BadSignature, KeyError or TypeError for anything but a page token."""
+    data = signing.loads(token, key=key, fallback_keys=list(fallback_keys), salt=PAGE_TOKEN_SALT)
+    page = PageToken(license_key=str(data["l"]), widget_id=str(data["w"]), origin=str(data["o"]))
+    # `dumps` signs "<payload>:<time>" (TimestampSigner), so a verified token's time is its second-last field.
+    return page, signing.b62_decode(token.rsplit(":", 2)[1])
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,9 @@ from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connections
+from django.core.signals import setting_changed
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.dispatch import receiver
 
 logger = logging.getLogger(__name__)
 
@@ -287,14 +289,58 @@ async def pg_async_execute(sql: str, params: Mapping[str, Any] | Sequence[Any]) 
 async def _statement(sql: str, params: Mapping[str, Any] | Sequence[Any], *, rows: bool) -> Any:
     pool = await _loop_pools.get()
     with _django_errors():
-        async with pool.connection() as conn:
+        # getconn/putconn rather than `pool.connection()`, whose `async with conn` commits or rolls back on the
+        # way out under the connection's lock: nothing to do in autocommit (a connection left in a transaction
+        # is rolled back by the pool's putconn all the same), and a fifth of the checkout's CPU.
+        conn = await pool.getconn()
+        try:
             cursor = await conn.execute(sql, params)
             result = await cursor.fetchall() if rows else cursor.rowcount
             _answered[conn] = time.monotonic()
             return result
+        finally:
+            await pool.putconn(conn)
 
 
 def _django_errors() -> Any:
     """psycopg's errors raised as Django's classes of the same name, by Django's own DatabaseErrorWrapper (what
     the ORM raises), so the same handlers answer them (config/errors.py: an outage is a JSON 503)."""
-    return connections["default"].wrap_database_errors
+    return loop_db().wrap_database_errors
+
+
+_loop_db: list[Any] = []  # [the DatabaseWrapper of `loop_db`] once built
+
+
+def loop_db() -> Any:
+    """A `DatabaseWrapper` of the "default" database for code on the event loop, built once per process and never
+    connected: its `ops` and the fields' `get_db_prep_save` adapt `pg_async`'s parameters with it, and it wraps
+    psycopg's errors as Django's. Not `connections["default"]`: that is an asgiref Local, and on a server loop every
+    request is a task with a context of its own, so each request built (and connected nothing with) a new
+    DatabaseWrapper there (py-spy, bench/chatkit_server.py: a tenth of a new ChatKit thread's CPU before its
+    first byte)."""
+    if not _loop_db:
+        _loop_db.append(connections.create_connection(DEFAULT_DB_ALIAS))
+    return _loop_db[0]
+
+
+def pg_json_param(field: Any, value: Any) -> Any:
+    """A JSONField's parameter for a `pg_async` statement: what `field.get_db_prep_save(value, loop_db())` gives on
+    PostgreSQL (a psycopg `Jsonb`), with its JSON written by orjson (`licenses.api.json_compact`, which hands what
+    orjson refuses to the standard library) instead of `json.dumps`: PostgreSQL parses jsonb, so the text's spacing
+    never reaches a row (py-spy, bench/chatkit_server.py: json.dumps was ~7% of a new ChatKit thread's CPU before
+    its first byte). Anything but a plain dict or list, a field with an encoder, or another database: the ORM's
+    own adaptation."""
+    db = loop_db()
+    if field.encoder is None and type(value) in (dict, list) and db.vendor == "postgresql":
+        from psycopg.types.json import Jsonb
+
+        from licenses.api import json_compact
+
+        return Jsonb(value, dumps=json_compact)
+    return field.get_db_prep_save(value, db)
+
+
+@receiver(setting_changed)
+def _loop_db_reset(*, setting: str, **kwargs: Any) -> None:
+    if setting == "DATABASES":
+        _loop_db.clear()

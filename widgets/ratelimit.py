@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
 
 from licenses.redis import redis_async_client, redis_client
 
@@ -97,12 +97,15 @@ class _Limiter:
             cache.set(key, 1, timeout=ttl)
             return 1
 
-    async def _redis_hit_async(self, key: str, ttl: int, peek: str) -> tuple[int, object]:
+    async def _redis_hits_async(
+        self, keys: tuple[str, ...], limits: tuple[int, ...], ttl: int, peek: str | None
+    ) -> tuple[list[int], object]:
+        """One hit through the running loop's `_PeekBatch` (the hits arriving together share a pipeline)."""
         loop = asyncio.get_running_loop()
         batch = _peek_batches.get(loop)
         if batch is None:
             batch = _peek_batches[loop] = _PeekBatch(loop)
-        return await asyncio.shield(batch.add(key, ttl, peek))
+        return await asyncio.shield(batch.add(keys, limits, ttl, peek))
 
     def hit(self, key: str, ttl: int) -> int:
         return self.hit_peek(key, ttl)[0]
@@ -112,7 +115,8 @@ class _Limiter:
         fallback when Redis is unreachable. Needs REDIS_URL."""
         if time.monotonic() >= self._down_until:
             try:
-                count, peeked = await self._redis_hit_async(key, ttl, peek)
+                # The limit only stops later counters of a multi-key hit; here there is one.
+                (count,), peeked = await self._redis_hits_async((key,), (0,), ttl, peek)
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 self._went_down(exc)
             else:
@@ -158,20 +162,16 @@ class _Limiter:
         self, keys: tuple[str, ...], limits: tuple[int, ...], ttl: int, peek: str | None = None
     ) -> tuple[list[int], object]:
         """`hits_peek` on the running event loop (redis.asyncio): the same script, counts and fallback when Redis
-        is unreachable. Needs REDIS_URL."""
+        is unreachable, in the loop's `_PeekBatch` (the hits arriving together share one pipeline). Needs
+        REDIS_URL."""
         if time.monotonic() >= self._down_until:
             try:
-                client = redis_async_client()
-                script = _async_scripts.get(client)
-                if script is None:
-                    script = _async_scripts[client] = client.register_script(HITS_SCRIPT)
-                peek_key = cache.make_and_validate_key(peek) if peek is not None else "sb:rate:nopeek"
-                reply = await script(keys=[peek_key, *keys], args=[ttl, *limits])
+                counts, peeked = await self._redis_hits_async(keys, limits, ttl, peek)
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 self._went_down(exc)
             else:
                 self._came_back()
-                return [int(count) for count in reply[1:]], reply[0]
+                return counts, peeked
         return self._counted(lambda key: self.local.hit(key, ttl), keys, limits), None
 
     @staticmethod
@@ -205,23 +205,32 @@ class _Limiter:
         return time.monotonic() < self._down_until
 
 
+# One hit of a `_PeekBatch`: (the counters' keys, their limits, the TTL, the cache key to peek or None).
+_Hit = tuple[tuple[str, ...], tuple[int, ...], int, str | None]
+
+
 class _PeekBatch:
     """The rate-limit round trips of one event loop, coalesced (issue 11 bench: a Redis round trip per chat
-    request was a sixth of its CPU, most of it the socket write): the requests that arrive while one
-    pipeline is in flight go together in the next one — one script call each (`_pipeline`), the same counts
-    as one pipeline per request. One pipeline at a time per loop, so under light load it is one request (no
-    added wait). A failed pipeline fails each of its requests, which then count per process as usual."""
+    request was a sixth of its CPU, most of it the socket write; issue 8 bench: the ChatKit server's two-counter
+    check was a fifth of a new thread's CPU before its first byte): the hits that arrive while one pipeline is
+    in flight go together in the next one — one script call each (`_pipeline`), the same counts as one round
+    trip per hit. A hit is the public chat's one counter or the ChatKit server's visitor and license counters
+    (`hits_peek`'s rule: in order, stopping at the first over its limit), each with the cache key it peeks.
+    One pipeline at a time per loop, so under light load it is one hit (no added wait). A failed pipeline fails
+    each of its hits, which then count per process as usual."""
 
     MAX_BATCH = 500
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._pending: list[tuple[str, int, str, asyncio.Future[tuple[int, object]]]] = []
+        self._pending: list[tuple[_Hit, asyncio.Future[tuple[list[int], object]]]] = []
         self._sending = False
 
-    def add(self, key: str, ttl: int, peek: str) -> asyncio.Future[tuple[int, object]]:
-        future: asyncio.Future[tuple[int, object]] = self._loop.create_future()
-        self._pending.append((key, ttl, peek, future))
+    def add(
+        self, keys: tuple[str, ...], limits: tuple[int, ...], ttl: int, peek: str | None
+    ) -> asyncio.Future[tuple[list[int], object]]:
+        future: asyncio.Future[tuple[list[int], object]] = self._loop.create_future()
+        self._pending.append(((keys, limits, ttl, peek), future))
         if not self._sending:
             self._send()
         return future
@@ -229,13 +238,13 @@ class _PeekBatch:
     def _send(self) -> None:
         batch, self._pending = self._pending[: self.MAX_BATCH], self._pending[self.MAX_BATCH :]
         self._sending = True
-        task = asyncio.ensure_future(_pipeline([(key, ttl, peek) for key, ttl, peek, _ in batch]))
+        task = asyncio.ensure_future(_pipeline([hit for hit, _ in batch]))
         task.add_done_callback(lambda done: self._sent(batch, done))
 
-    def _sent(self, batch: list[Any], task: asyncio.Future[list[tuple[int, object]]]) -> None:
+    def _sent(self, batch: list[Any], task: asyncio.Future[list[tuple[list[int], object]]]) -> None:
         self._sending = False
         error = asyncio.CancelledError() if task.cancelled() else task.exception()
-        for i, (*_, future) in enumerate(batch):
+        for i, (_, future) in enumerate(batch):
             if future.done():
                 continue
             if isinstance(error, asyncio.CancelledError):
@@ -248,25 +257,26 @@ class _PeekBatch:
             self._send()
 
 
-async def _pipeline(hits: list[tuple[str, int, str]]) -> list[tuple[int, object]]:
-    """Each hit as ONE EVALSHA of HITS_SCRIPT (GET the peeked key, INCR + EXPIRE NX the counter: the same
-    commands, run by Redis), in one pipeline. Issue 11 bench: redis-py packed and parsed three commands per
-    request, ~40 us of the loop's CPU per hit against ~15-20 us for one script call (~2-3 us more in Redis).
-    A hit refused with NOSCRIPT (Redis restarted or its scripts flushed) counted nothing: the script is
-    loaded and those hits are sent again."""
+async def _pipeline(hits: list[_Hit]) -> list[tuple[list[int], object]]:
+    """Each hit as ONE EVALSHA of HITS_SCRIPT (GET the peeked key, INCR + EXPIRE NX each counter in order until
+    one is over its limit: the same commands, run by Redis), in one pipeline: (the counts taken, the peeked
+    value) per hit. Issue 11 bench: redis-py packed and parsed three commands per request, ~40 us of the loop's
+    CPU per hit against ~15-20 us for one script call (~2-3 us more in Redis). A hit refused with NOSCRIPT
+    (Redis restarted or its scripts flushed) counted nothing: the script is loaded and those hits are sent
+    again."""
     client = redis_async_client()
-    # Once per pipeline: `cache` is a proxy whose every attribute is a locked asgiref Local lookup, which
-    # the DB-step threads contend for (issue 11 bench: 13% of the chat's CPU when it was once per request).
-    cache_key = cache.make_and_validate_key
-    calls = [(cache_key(peek), key, ttl) for key, ttl, peek in hits]
+    cache_key = _cache_key_function()
+    calls = [
+        (cache_key(peek) if peek is not None else "sb:rate:nopeek", keys, limits, ttl)  # nil: a key nobody writes
+        for keys, limits, ttl, peek in hits
+    ]
     results: list[Any] = [None] * len(calls)
     todo = list(range(len(calls)))
     for attempt in range(2):
         pipe = client.pipeline(transaction=False)
         for i in todo:
-            peek_key, key, ttl = calls[i]
-            # The limit (ARGV[2]) only stops later counters of a multi-key hit; here there is one.
-            pipe.evalsha(HITS_SHA, 2, peek_key, key, ttl, 0)
+            peek_key, keys, limits, ttl = calls[i]
+            pipe.evalsha(HITS_SHA, 1 + len(keys), peek_key, *keys, ttl, *limits)
         replies = await pipe.execute(raise_on_error=False)
         missing = []
         for i, reply in zip(todo, replies, strict=True):
@@ -275,7 +285,7 @@ async def _pipeline(hits: list[tuple[str, int, str]]) -> list[tuple[int, object]
             elif isinstance(reply, Exception):
                 raise reply
             else:
-                results[i] = (int(reply[1]), reply[0])
+                results[i] = ([int(count) for count in reply[1:]], reply[0])
         if not missing:
             break
         await client.script_load(HITS_SCRIPT)
@@ -283,7 +293,21 @@ async def _pipeline(hits: list[tuple[str, int, str]]) -> list[tuple[int, object]
     return results
 
 
-_async_scripts: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()  # HITS_SCRIPT per async client
+_cache_keys: list[tuple[Any, Callable[[str], str]]] = []  # [(settings.CACHES, its backend's key function)]
+
+
+def _cache_key_function() -> Callable[[str], str]:
+    """The cache backend's `make_and_validate_key` (the raw Redis key of a cache key), from a backend built once per
+    CACHES setting. Not through `cache`: that proxy's every attribute is a locked asgiref Local lookup, which the
+    DB-step threads contend for (issue 11 bench: 13% of the chat's CPU when it was once per request), and each new
+    task on the loop — every pipeline — has a context of its own, in which `caches` built a new backend
+    (py-spy, issue 8 bench: a sixth of a pipeline's CPU)."""
+    conf = settings.CACHES
+    if not _cache_keys or _cache_keys[0][0] is not conf:
+        _cache_keys[:] = [(conf, caches.create_connection(DEFAULT_CACHE_ALIAS).make_and_validate_key)]
+    return _cache_keys[0][1]
+
+
 _peek_batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _PeekBatch] = weakref.WeakKeyDictionary()
 
 limiter = _Limiter()

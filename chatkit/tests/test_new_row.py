@@ -85,3 +85,59 @@ def test_a_field_whose_pre_save_changes_the_value_is_refused():
     auto.set_attributes_from_name("day")
     with pytest.raises(TypeError, match="Fake.day"):
         _NewRow(SimpleNamespace(__name__="Fake", _meta=SimpleNamespace(concrete_fields=[auto])), "fake")
+
+
+def test_the_loop_paths_parameters_build_no_database_wrapper_per_request(chatkit_widget, monkeypatch):
+    """On a server loop every request is a task with a context of its own, in which `connections["default"]`
+    (an asgiref Local) built a new DatabaseWrapper: the loop path adapts its values with one per process
+    (`widgets.aio.loop_db`) and wraps psycopg's errors with it."""
+    import asyncio
+
+    from django.db import connections
+
+    from chatkit.services import _reserve_params
+    from widgets.aio import _django_errors, loop_db
+
+    loop_db()  # built once
+    built: list[str] = []
+    real = connections.create_connection
+    monkeypatch.setattr(connections, "create_connection", lambda alias: built.append(alias) or real(alias))
+    plan = _NewRow(Conversation, "conversation")
+    license = chatkit_widget.license
+
+    async def request() -> None:
+        _reserve_params(license, now=NOW, month=NOW.date())
+        plan.params({"widget_id": chatkit_widget.pk, "usage": {"model": "m"}}, now=NOW)
+        with _django_errors():
+            pass
+
+    async def requests() -> None:
+        await asyncio.gather(*(asyncio.ensure_future(request()) for _ in range(3)))
+
+    asyncio.run(requests())
+    assert built == []
+    assert loop_db() is loop_db() and loop_db().vendor == connection.vendor
+
+
+def test_json_parameters_hold_the_json_the_orm_would_write():
+    """`widgets.aio.pg_json_param`: orjson's text for the ORM's json.dumps on PostgreSQL (the same jsonb once
+    parsed); anything it does not take (None, a field with an encoder, another database) the ORM's adaptation."""
+    import json
+
+    from django.core.serializers.json import DjangoJSONEncoder
+
+    from widgets.aio import loop_db, pg_json_param
+
+    field = Conversation._meta.get_field("usage")
+    value = {"model": "gpt-5-mini", "n": [1, 2.5, None, True], "text": "é \u2028 \ud800"}  # a lone surrogate too
+    param = pg_json_param(field, value)
+    orm = field.get_db_prep_save(value, loop_db())
+    if connection.vendor == "postgresql":
+        assert type(param) is type(orm) and param.obj is value
+        assert json.loads(param.dumps(value)) == json.loads(json.dumps(value)) == value
+    else:
+        assert param == orm
+    assert pg_json_param(field, None) is None
+    encoded = models.JSONField(encoder=DjangoJSONEncoder)
+    encoded.set_attributes_from_name("encoded")
+    assert type(pg_json_param(encoded, value)) is type(encoded.get_db_prep_save(value, loop_db()))
