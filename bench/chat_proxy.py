@@ -11,7 +11,8 @@ direct p99. Each of plain and streaming is run twice (`--arrivals both`, the def
 visitor's first message at the same instant (and, as the fake answers every turn after exactly --delay-ms,
 every later turn in lockstep: 200 requests at once every 250 ms), and "spread", the first messages at seeded
 random instants over one think time, so turns arrive at the steady rate 200 visitors give (800/s) — see
-`arrival_offsets`. Then the isolation check (with the first arrival pattern run): `--slow` chats on one more
+`arrival_offsets`. Each path (direct, proxy, floor) is warmed — one turn per visitor — right before its own
+run (`measured`). Then the isolation check (with the first arrival pattern run): `--slow` chats on one more
 license whose webhook takes `--slow-seconds` are held open while the plain load runs again on the other
 licenses; their p99 is compared with the plain run's.
 
