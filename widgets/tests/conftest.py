@@ -188,3 +188,36 @@ def db_steps(monkeypatch) -> list[int]:
 
     monkeypatch.setattr(chat_module, "chat_turns_record", counted)
     return sizes
+
+
+def record_batch(batch: list[dict[str, Any]]) -> list[Any]:
+    """One group-commit batch exactly as given (`widgets.chat._batch_record`), on an event loop of its own (whose
+    PostgreSQL pool closes with it)."""
+    from asgiref.sync import async_to_sync
+
+    from widgets import chat as chat_module
+    from widgets.aio import pg_async_close
+
+    async def run() -> list[Any]:
+        try:
+            return await chat_module._batch_record(batch)
+        finally:
+            await pg_async_close()
+
+    return async_to_sync(run)()
+
+
+@pytest.fixture
+def pipelines(monkeypatch) -> list[int]:
+    """The sizes of the rate limiter's Redis pipelines sent (`widgets.ratelimit._pipeline`), in order."""
+    from widgets import ratelimit
+
+    sizes: list[int] = []
+    real = ratelimit._pipeline
+
+    async def counted(hits):
+        sizes.append(len(hits))
+        return await real(hits)
+
+    monkeypatch.setattr(ratelimit, "_pipeline", counted)
+    return sizes

@@ -307,19 +307,10 @@ def test_redis_away_the_server_loop_chat_still_answers(n8n_widget, fake_n8n, red
     assert Message.objects.filter(conversation__session_id="s-9").count() == 2
 
 
-def test_rate_limit_round_trips_arriving_together_share_one_pipeline(redis_limiter, monkeypatch, frozen_minute):
+def test_rate_limit_round_trips_arriving_together_share_one_pipeline(redis_limiter, pipelines, frozen_minute):
     """On a server loop, the requests that arrive while one pipeline is in flight are counted in the next
     one: every request still gets its own count, as with one pipeline each (widgets/ratelimit.py)."""
     from widgets import ratelimit
-
-    sizes: list[int] = []
-    real = ratelimit._pipeline
-
-    async def counted(hits):
-        sizes.append(len(hits))
-        return await real(hits)
-
-    monkeypatch.setattr(ratelimit, "_pipeline", counted)
 
     async def ten():
         return await asyncio.gather(
@@ -327,7 +318,7 @@ def test_rate_limit_round_trips_arriving_together_share_one_pipeline(redis_limit
         )
 
     results = async_to_sync(ten)()
-    assert sizes == [1, 9]
+    assert pipelines == [1, 9]
     assert sorted(count for count, _, _ in results) == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]  # two visitors, five each
     assert all(peeked is None for _, _, peeked in results)
 

@@ -21,7 +21,7 @@ from widgets import chat as chat_module
 from widgets.aio import pg_async_close
 from widgets.models import Channel, Conversation, Message
 from widgets.services.turns import chat_turns_record
-from widgets.tests.conftest import ORIGIN, chat_turn
+from widgets.tests.conftest import ORIGIN, chat_turn, record_batch
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),  # the loop's own connections see only what is committed
@@ -56,18 +56,6 @@ def commit_together(batch: list[dict]) -> list:
     async def run():
         try:
             return await asyncio.gather(*(chat_module.turn_commit(**t) for t in batch), return_exceptions=True)
-        finally:
-            await pg_async_close()
-
-    return async_to_sync(run)()
-
-
-def record_batch(batch: list[dict]) -> list:
-    """One group-commit batch exactly as given (`_batch_record`), on a loop of its own."""
-
-    async def run():
-        try:
-            return await chat_module._batch_record(batch)
         finally:
             await pg_async_close()
 

@@ -19,6 +19,7 @@ from widgets import chat as chat_module
 from widgets.aio import pg_async_close
 from widgets.models import Channel, Conversation, Message
 from widgets.tests.conftest import chat_turn as turn
+from widgets.tests.conftest import record_batch
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),  # the loop's own connections see only what is committed
@@ -76,18 +77,6 @@ def lose_before(monkeypatch, name: str) -> None:
         raise connection_lost()
 
     monkeypatch.setattr(chat_module, name, lost)
-
-
-def record_batch(batch: list[dict]) -> list:
-    """One group-commit batch (`_batch_record`) on a loop of its own."""
-
-    async def run():
-        try:
-            return await chat_module._batch_record(batch)
-        finally:
-            await pg_async_close()
-
-    return async_to_sync(run)()
 
 
 def users(conv: Conversation) -> list[str]:

@@ -7,25 +7,10 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 import redis
 from asgiref.sync import async_to_sync
 
 from widgets import ratelimit
-
-
-@pytest.fixture
-def pipelines(monkeypatch):
-    """The sizes of the pipelines sent."""
-    sizes: list[int] = []
-    real = ratelimit._pipeline
-
-    async def counted(hits):
-        sizes.append(len(hits))
-        return await real(hits)
-
-    monkeypatch.setattr(ratelimit, "_pipeline", counted)
-    return sizes
 
 
 def test_multi_counter_hits_arriving_together_share_one_pipeline(redis_limiter, pipelines, frozen_minute):
