@@ -347,17 +347,18 @@ def chat_sessions_open_statement(turns: list[dict[str, Any]], *, fence: int) -> 
     the caller stores every other turn as today (`chat_turn_record`: race-safe, joins the conversation that
     exists, counts nothing). One text for any number of rows, so the loop's connections prepare it once."""
     from licenses.models import LicenseUsage, month_start
+    from widgets.aio import loop_db
 
     sql, conversation_fixed, usage_fixed = _sessions_open_sql()
+    db = loop_db()  # the values adapted as the ORM would, without a DatabaseWrapper per loop task (widgets.aio)
     now = timezone.now()
     template = Conversation(channel=Channel.CHAT)  # the columns every row shares, as the ORM writes them
     usage_template = LicenseUsage()
     params: dict[str, Any] = {
-        f"c_{field.column}": field.get_db_prep_save(field.pre_save(template, True), connection)
-        for field in conversation_fixed
+        f"c_{field.column}": field.get_db_prep_save(field.pre_save(template, True), db) for field in conversation_fixed
     }
     params.update(
-        {f"u_{field.column}": field.get_db_prep_save(getattr(usage_template, field.attname), connection)
+        {f"u_{field.column}": field.get_db_prep_save(getattr(usage_template, field.attname), db)
          for field in usage_fixed}
     )  # fmt: skip
     ui = [turn.get("ui") for turn in turns]
