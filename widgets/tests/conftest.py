@@ -221,3 +221,13 @@ def pipelines(monkeypatch) -> list[int]:
 
     monkeypatch.setattr(ratelimit, "_pipeline", counted)
     return sizes
+
+
+def run_in_threads(target: Any, count: int) -> None:
+    """Run `target(n)` for n in range(count), each in a thread of its own, all started before any is joined (the
+    race tests: each thread meets the others at a barrier of its own making, then writes)."""
+    threads = [threading.Thread(target=target, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()

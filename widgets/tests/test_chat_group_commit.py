@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from widgets import chat as chat_module
 from widgets.models import Channel, Conversation, Message
 from widgets.services.turns import chat_turns_record
-from widgets.tests.conftest import chat_turn
+from widgets.tests.conftest import chat_turn, run_in_threads
 
 
 def turn(widget, session: str, conversation_id: int | None, text: str) -> dict:
@@ -152,11 +152,7 @@ def test_batches_opening_the_same_sessions_at_once_open_each_once(n8n_widget):
         finally:
             connections.close_all()
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(writers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(writer, writers)
     assert len(results) == writers
     assert not [r for batch in results for r in batch if isinstance(r, Exception)]
     assert Conversation.objects.filter(widget=n8n_widget).count() == sessions

@@ -21,7 +21,7 @@ from widgets import chat as chat_module
 from widgets.aio import pg_async_close
 from widgets.models import Channel, Conversation, Message
 from widgets.services.turns import chat_turns_record
-from widgets.tests.conftest import ORIGIN, chat_turn, record_batch
+from widgets.tests.conftest import ORIGIN, chat_turn, record_batch, run_in_threads
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),  # the loop's own connections see only what is committed
@@ -214,11 +214,7 @@ def test_loop_batches_and_db_steps_racing_on_the_same_sessions_open_each_once(lo
         finally:
             connections.close_all()
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(writers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(writer, writers)
     assert errors == [] and len(results) == writers
     assert not [r for batch in results for r in batch if isinstance(r, Exception)]
     assert Conversation.objects.filter(widget=n8n_widget).count() == sessions

@@ -10,6 +10,7 @@ from django.db import connection, connections
 from licenses.models import LicenseUsage
 from licenses.services import usage_increment
 from licenses.tests.factories import LicenseFactory
+from widgets.tests.conftest import run_in_threads
 
 THREADS = 8
 PER_THREAD = 25
@@ -33,11 +34,7 @@ def test_usage_increment_is_exact_under_concurrency():
         finally:
             connections.close_all()
 
-    threads = [threading.Thread(target=hammer) for _ in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(lambda _n: hammer(), THREADS)
     assert errors == []
     usage = LicenseUsage.objects.get(license=license)
     assert usage.conversations == THREADS * PER_THREAD
