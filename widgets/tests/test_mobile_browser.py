@@ -157,6 +157,9 @@ def sign_in(browser_contexts, live_server, user, width: int, artifacts_dir: str 
     page.get_by_label("Password").fill("pass-word-123")
     page.get_by_role("button", name="Sign in").click()
     page.get_by_role("heading", name="Widgets").wait_for()
+    # app.js (a module script: it runs before DOMContentLoaded) shows the phone menu's toggle and folds the menu;
+    # the heading can be there before it has run.
+    page.wait_for_load_state("domcontentloaded")
     return page
 
 
