@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Coroutine
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
@@ -615,12 +616,13 @@ async def _batch_record(turns: list[dict[str, Any]]) -> list[int | Exception]:
         fence = chat_turn_fence()
         continuing = [i for i, turn in enumerate(turns) if turn.get("conversation_id") is not None]
         opening = [i for i, turn in enumerate(turns) if turn.get("conversation_id") is None and turn["session_id"]]
-        written = await asyncio.gather(
-            _continuing_insert([turns[i] for i in continuing], fence),
-            _sessions_open_async([turns[i] for i in opening], fence),
-            return_exceptions=True,
-        )
-        for part, outcome in zip((continuing, opening), written, strict=True):
+        statements = [
+            (part, write([turns[i] for i in part], fence))
+            for part, write in ((continuing, _continuing_insert), (opening, _sessions_open_async))
+            if part
+        ]
+        written = await _outcomes([statement for _, statement in statements])
+        for (part, _), outcome in zip(statements, written, strict=True):
             if isinstance(outcome, DatabaseError):
                 if not isinstance(outcome, _STATEMENT_ERRORS):
                     unsure += part
@@ -642,6 +644,18 @@ async def _batch_record(turns: list[dict[str, Any]]) -> list[int | Exception]:
         for i, result in zip(rest, stepped, strict=True):
             results[i] = result
     return results  # type: ignore[return-value]
+
+
+async def _outcomes(statements: list[Coroutine[Any, Any, list[int | None]]]) -> list[Any]:
+    """`asyncio.gather(*statements, return_exceptions=True)`, with one statement (the usual batch: continuing
+    sessions only) awaited right here: gather's task and callbacks put two more loop turns between the reply and
+    the waiting turns (issue 11 bench)."""
+    if len(statements) != 1:
+        return await asyncio.gather(*statements, return_exceptions=True)
+    try:
+        return [await statements[0]]
+    except Exception as exc:  # noqa: BLE001 - as gather's return_exceptions
+        return [exc]
 
 
 async def _continuing_insert(turns: list[dict[str, Any]], fence: int) -> list[int | None]:
@@ -681,39 +695,40 @@ class _GroupCommit:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._pending: list[tuple[dict[str, Any], asyncio.Future[int]]] = []
-        self._writing = False
+        self._writing: asyncio.Task[None] | None = None
 
     def add(self, turn: dict[str, Any]) -> asyncio.Future[int]:
         future: asyncio.Future[int] = self._loop.create_future()
         self._pending.append((turn, future))
-        if not self._writing:
+        if self._writing is None:
             self._write()
         return future
 
     def _write(self) -> None:
         batch, self._pending = self._pending[: self.MAX_BATCH], self._pending[self.MAX_BATCH :]
-        self._writing = True
-        step = asyncio.ensure_future(_batch_record([turn for turn, _ in batch]))
-        step.add_done_callback(lambda done: self._written(batch, done))
+        self._writing = self._loop.create_task(self._commit(batch))
 
-    def _written(self, batch: list[tuple[dict[str, Any], asyncio.Future[int]]], step: asyncio.Future) -> None:
-        self._writing = False
-        if step.cancelled():  # the loop is closing
-            results: list[Any] = [None] * len(batch)
-        else:
-            error = step.exception()
-            results = step.result() if error is None else [error] * len(batch)
-        for (_turn, future), result in zip(batch, results, strict=True):
-            if future.done():
-                continue
-            if result is None:
-                future.cancel()
-            elif isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-        if self._pending:
-            self._write()
+    async def _commit(self, batch: list[tuple[dict[str, Any], asyncio.Future[int]]]) -> None:
+        """Write the batch and hand each turn its result from this task, as `_PeekBatch` does (one loop turn
+        after the statements answer, not three)."""
+        results: list[Any] = [None] * len(batch)  # None: the waiter is cancelled (the loop is closing)
+        try:
+            results = await _batch_record([turn for turn, _ in batch])
+        except Exception as error:  # noqa: BLE001 - each turn's waiter gets it
+            results = [error] * len(batch)
+        finally:
+            self._writing = None
+            for (_turn, future), result in zip(batch, results, strict=True):
+                if future.done():  # a waiter that was cancelled (the turn is stored all the same)
+                    continue
+                if result is None:
+                    future.cancel()
+                elif isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+            if self._pending:
+                self._write()
 
 
 _group_commits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _GroupCommit] = weakref.WeakKeyDictionary()
@@ -726,7 +741,7 @@ async def turn_commit(**turn: Any) -> int:
     group = _group_commits.get(loop)
     if group is None:
         group = _group_commits[loop] = _GroupCommit(loop)
-    conversation_id = await asyncio.shield(group.add(turn))
+    conversation_id = await group.add(turn)
     if turn.get("conversation_id") is None:  # a session's first turn here: opened (or, rarely, joined) one
         chat_cache.quota_opened(turn["widget"].license_id)
     return conversation_id
