@@ -449,3 +449,81 @@ def test_a_new_sessions_check_the_loop_cannot_run_is_made_by_the_step(
 
     keys = redis.Redis(port=redis_limiter.port).keys("sb:rate:chat:*")
     assert sum(int(redis.Redis(port=redis_limiter.port).get(k)) for k in keys) == 2  # counted once per request
+
+
+def _route_with_view(view) -> ChatRoute:
+    """The short route with `view` as the n8n chat's view (its middleware hooks as configured)."""
+    route = ChatRoute(Counting())
+    *hooks, views = route.hooks()
+    route._hooks = (*hooks, {**views, "chat": view})
+    return route
+
+
+def _chat_scope(widget) -> dict:
+    path = url(widget).split("?")[0]
+    headers = [(b"host", b"testserver"), (b"content-length", str(len(chat_body("s-9"))).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in JSON.items()]
+    return http_scope("POST", f"{path}?widget={widget.public_id}", headers)
+
+
+def test_the_view_runs_in_the_requests_own_task(n8n_widget):
+    """No task of its own for the view: one started per request begins a loop turn later (issue 11 bench)."""
+    from django.http import JsonResponse
+
+    tasks = []
+
+    async def view(request, license_key):
+        tasks.append(asyncio.current_task())
+        return JsonResponse({"output": "hi"})
+
+    scope = _chat_scope(n8n_widget)
+
+    async def run():
+        communicator = ApplicationCommunicator(_route_with_view(view), scope)
+        await communicator.send_input({"type": "http.request", "body": chat_body("s-9"), "more_body": False})
+        assert (await communicator.receive_output(5))["status"] == 200
+        await communicator.receive_output(5)
+        await communicator.wait(5)
+        assert tasks == [communicator.future]
+
+    async_to_sync(run)()
+
+
+@pytest.mark.parametrize("who", ["visitor", "server"])
+def test_a_visitor_who_leaves_stops_the_view_and_ends_the_request_a_server_stop_is_raised(n8n_widget, who):
+    entered, stopped = [], []
+
+    async def view(request, license_key):
+        entered.append(True)
+        try:
+            await asyncio.Event().wait()  # an upstream that never answers
+        except asyncio.CancelledError:
+            stopped.append(True)
+            raise
+
+    scope = _chat_scope(n8n_widget)
+
+    async def run():
+        route = _route_with_view(view)
+        after = []
+
+        async def app(scope, receive, send):
+            await route(scope, receive, send)
+            after.append(asyncio.current_task().cancelling())  # nothing left pending for the server's task
+
+        communicator = ApplicationCommunicator(app, scope)
+        await communicator.send_input({"type": "http.request", "body": chat_body("s-9"), "more_body": False})
+        while not entered:  # the request is in the view
+            await asyncio.sleep(0.01)
+        if who == "visitor":
+            await communicator.send_input({"type": "http.disconnect"})
+            await communicator.wait(5)
+            assert after == [0]
+        else:
+            communicator.future.cancel()  # the server stops: the route does not swallow it
+            with pytest.raises(asyncio.CancelledError):
+                await communicator.future
+            assert after == []
+        assert stopped == [True]
+
+    async_to_sync(run)()
