@@ -2,19 +2,20 @@
 Chat Trigger (plain and streaming), and the same load sent straight to the fake, in one run.
 
 Each visitor sends `--messages` turns one after the other (a new session per visitor) on its own kept-alive
-connection, as a browser does (aiohttp, the same client for the direct, floor and proxy runs; `--client httpx`
-is the former one, whose ~1-1.8 ms of CPU per turn in this one process was as much as the server's and
-competed with it for the 2 CPUs); the fake answers after `--delay-ms` (a workflow's think time; streaming: 5
-items spread over it). Per turn: latency to the last byte (also as p99 by the turn's index: the first opens
-the conversation). Throughput = turns / wall seconds. ratio = proxy / direct throughput; added p99 = proxy p99 -
-direct p99. Each of plain and streaming is run twice (`--arrivals both`, the default): "burst", every
-visitor's first message at the same instant (and, as the fake answers every turn after exactly --delay-ms,
-every later turn in lockstep: 200 requests at once every 250 ms), and "spread", the first messages at seeded
-random instants over one think time, so turns arrive at the steady rate 200 visitors give (800/s) — see
-`arrival_offsets`. Each path (direct, proxy, floor) is warmed — one turn per visitor — right before its own
-run (`measured`). Then the isolation check (with the first arrival pattern run): `--slow` chats on one more
-license whose webhook takes `--slow-seconds` are held open while the plain load runs again on the other
-licenses; their p99 is compared with the plain run's.
+connection, as a browser does (`RawVisitor`: the request's bytes written as they are, the answer parsed by
+httptools; the same client for the direct, floor and proxy runs; ~0.1-0.25 ms of CPU per turn where aiohttp,
+`--client aiohttp`, spent ~0.25-0.45 and httpx, `--client httpx`, ~1-1.8: the load generator shares the 2 CPUs
+with the server, PostgreSQL and Redis, and a visitor's browser is on its own machine); the fake answers after
+`--delay-ms` (a workflow's think time; streaming: 5 items spread over it). Per turn: latency to the last byte
+(also as p99 by the turn's index: the first opens the conversation). Throughput = turns / wall seconds. ratio =
+proxy / direct throughput; added p99 = proxy p99 - direct p99. Each of plain and streaming is run twice
+(`--arrivals both`, the default): "burst", every visitor's first message at the same instant (and, as the fake
+answers every turn after exactly --delay-ms, every later turn in lockstep: 200 requests at once every 250 ms), and
+"spread", the first messages at seeded random instants over one think time, so turns arrive at the steady rate 200
+visitors give (800/s) — see `arrival_offsets`. Each path (direct, proxy, floor) is warmed — one turn per visitor —
+right before its own run (`measured`). Then the isolation check (with the first arrival pattern run): `--slow`
+chats on one more license whose webhook takes `--slow-seconds` are held open while the plain load runs again on
+the other licenses; their p99 is compared with the plain run's.
 
 The server is the production setup: `uvicorn config.asgi:application --workers W`, DEBUG=0, PostgreSQL
 (with its psycopg pool) and Redis, on your own database and Redis db:
@@ -229,6 +230,99 @@ class AiohttpVisitor:
         await self._session.close()
 
 
+class _RawExchange(asyncio.Protocol):
+    """`RawVisitor`'s connection: writes a request, parses the response with httptools (Uvicorn's C parser)."""
+
+    def __init__(self) -> None:
+        import httptools
+
+        self._parser_class = httptools.HttpResponseParser
+        self.closed = False
+        self._done: asyncio.Future[tuple[int, bytes]] | None = None
+        self._body: list[bytes] = []
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def exchange(self, request: bytes) -> asyncio.Future[tuple[int, bytes]]:
+        self._parser = self._parser_class(self)
+        self._body = []
+        self._done = asyncio.get_running_loop().create_future()
+        self.transport.write(request)
+        return self._done
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except Exception as exc:  # noqa: BLE001 - a broken response fails the turn
+            self._fail(exc)
+            self.transport.close()
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if not self._parser.should_keep_alive():
+            self.closed = True
+        if self._done is not None and not self._done.done():
+            self._done.set_result((self._parser.get_status_code(), b"".join(self._body)))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail(exc or ConnectionResetError("the server closed the connection"))
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._done is not None and not self._done.done():
+            self._done.set_exception(exc)
+
+
+class RawVisitor:
+    """One visitor's browser as the leanest Python client (`--client raw`, the default): ONE kept-alive
+    connection, the request's bytes written as they are and the response parsed by httptools, ~0.1 ms of
+    CPU per turn against aiohttp's ~0.25 (plain) to ~0.4 (streaming). The load generator shares the 2 CPUs
+    with the server, PostgreSQL and Redis, and every millisecond it holds a CPU is one the server's round
+    trips to them may wait for: a visitor's browser is on its own machine. Same rules as `AiohttpVisitor`:
+    an idle connection is dropped before Uvicorn's 5 s keep-alive closes it, a closed one is opened again."""
+
+    IDLE_SECONDS = 4.0
+
+    def __init__(self, *, timeout: float) -> None:
+        self._timeout = timeout
+        self._connection: _RawExchange | None = None
+        self._netloc = ""  # the connection's host:port (the direct, proxy and floor runs reuse the visitors)
+        self._used = 0.0
+
+    async def __call__(self, url: str, body: dict, headers: dict[str, str]) -> tuple[int, bytes]:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        connection = self._connection
+        stale = time.monotonic() - self._used > self.IDLE_SECONDS or parts.netloc != self._netloc
+        if connection is None or connection.closed or stale:
+            if connection is not None:
+                connection.transport.close()
+            _, connection = await asyncio.get_running_loop().create_connection(_RawExchange, parts.hostname, parts.port)
+            self._connection, self._netloc = connection, parts.netloc
+        data = json.dumps(body).encode()
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        lines = [f"POST {target} HTTP/1.1", f"Host: {parts.netloc}", "Content-Type: application/json"]
+        lines += [f"Content-Length: {len(data)}", *(f"{k}: {v}" for k, v in headers.items())]
+        try:
+            return await asyncio.wait_for(
+                connection.exchange(("\r\n".join(lines) + "\r\n\r\n").encode() + data), self._timeout
+            )
+        except BaseException:
+            connection.transport.close()  # a response cut or not read to its end: never reused
+            self._connection = None
+            raise
+        finally:
+            self._used = time.monotonic()
+
+    async def aclose(self) -> None:
+        if self._connection is not None:
+            self._connection.transport.close()
+
+
 class HttpxVisitor:
     """The former load generator (`--client httpx`): httpx.AsyncClient, one connection per visitor."""
 
@@ -392,7 +486,7 @@ async def main_async(
 
     limits = httpx.Limits(max_connections=args.slow + 50, max_keepalive_connections=args.slow + 50)
     results: dict = {}
-    visitor_class = AiohttpVisitor if args.client == "aiohttp" else HttpxVisitor
+    visitor_class = {"raw": RawVisitor, "aiohttp": AiohttpVisitor, "httpx": HttpxVisitor}[args.client]
     visitors = [visitor_class(timeout=args.slow_seconds + 60) for _ in range(args.visitors)]
     async with httpx.AsyncClient(timeout=args.slow_seconds + 60, limits=limits) as client:
         normal = keys[:LICENSES]
@@ -541,8 +635,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--client",
-        choices=("aiohttp", "httpx"),
-        default="aiohttp",
+        choices=("raw", "aiohttp", "httpx"),
+        default="raw",
         help="the visitors' HTTP client (the same for direct, floor and proxy runs; one connection per visitor)",
     )
     parser.add_argument(

@@ -1,0 +1,115 @@
+"""bench/chat_proxy.py's visitor client (`RawVisitor`, the default): each visitor keeps one connection per server,
+reads a plain or a chunked (streamed) answer to its last byte, opens a new connection when the server closed one
+or the run moves to another server, and never reuses a connection whose answer it did not read to the end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from bench.chat_proxy import RawVisitor
+
+
+class _Server:
+    """A loopback HTTP/1.1 server answering from a script: per request, (status, body chunks, close after)."""
+
+    def __init__(self, script: list[tuple[int, list[bytes], bool]]) -> None:
+        self.script = script
+        self.connections = 0
+        self.requests: list[tuple[str, bytes]] = []
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while self.script:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+                             .split(b":")[1])  # fmt: skip
+                body = await reader.readexactly(length)
+                self.requests.append((head.split(b" ")[1].decode(), body))
+                status, chunks, close = self.script.pop(0)
+                if status == 0:  # hang up mid-answer
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+                    await writer.drain()
+                    return
+                extra = b"Connection: close\r\n" if close else b""
+                if len(chunks) == 1:
+                    head = b"HTTP/1.1 %d X\r\n%sContent-Length: %d\r\n\r\n" % (status, extra, len(chunks[0]))
+                    writer.write(head + chunks[0])
+                else:
+                    writer.write(b"HTTP/1.1 %d X\r\n%sTransfer-Encoding: chunked\r\n\r\n" % (status, extra))
+                    for chunk in chunks:  # each in its own write, as a streamed reply comes
+                        writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                        await writer.drain()
+                        await asyncio.sleep(0)
+                    writer.write(b"0\r\n\r\n")
+                await writer.drain()
+                if close:
+                    return
+        except asyncio.IncompleteReadError:
+            pass
+        finally:
+            writer.close()
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_plain_and_streamed_answers_are_read_whole_on_one_kept_connection():
+    async def main():
+        streamed = [b'{"type":"item"}\n', b'{"type":"end"}\n']
+        server = _Server([(200, [b'{"output":"hi"}'], False), (200, streamed, False)])
+        url = await server.start()
+        visitor = RawVisitor(timeout=5)
+        first = await visitor(f"{url}/chat?widget=w", {"chatInput": "one"}, {"Origin": "https://a.example"})
+        second = await visitor(f"{url}/chat?widget=w", {"chatInput": "two"}, {})
+        await visitor.aclose()
+        server.server.close()
+        return server, first, second
+
+    server, first, second = run(main())
+    assert first == (200, b'{"output":"hi"}')
+    assert second == (200, b'{"type":"item"}\n{"type":"end"}\n')
+    assert server.connections == 1
+    assert [(path, json.loads(body)["chatInput"]) for path, body in server.requests] == [
+        ("/chat?widget=w", "one"),
+        ("/chat?widget=w", "two"),
+    ]
+
+
+def test_a_closed_connection_or_another_server_gets_a_new_connection():
+    async def main():
+        one = _Server([(429, [b'{"error":"rate_limited"}'], True), (200, [b"{}"], False)])
+        other = _Server([(200, [b"{}"], False)])
+        url_one, url_other = await one.start(), await other.start()
+        visitor = RawVisitor(timeout=5)
+        results = [await visitor(f"{url_one}/a", {}, {}), await visitor(f"{url_one}/a", {}, {})]
+        results.append(await visitor(f"{url_other}/b", {}, {}))
+        await visitor.aclose()
+        return one, other, results
+
+    one, other, results = run(main())
+    assert results == [(429, b'{"error":"rate_limited"}'), (200, b"{}"), (200, b"{}")]
+    assert (one.connections, other.connections) == (2, 1)
+
+
+def test_an_answer_cut_short_is_an_error_and_its_connection_is_not_reused():
+    async def main():
+        server = _Server([(0, [], False), (200, [b"{}"], False)])
+        url = await server.start()
+        visitor = RawVisitor(timeout=5)
+        with pytest.raises(ConnectionError):
+            await visitor(f"{url}/a", {}, {})
+        again = await visitor(f"{url}/a", {}, {})
+        await visitor.aclose()
+        return server, again
+
+    server, again = run(main())
+    assert again == (200, b"{}") and server.connections == 2
