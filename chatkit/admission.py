@@ -81,8 +81,11 @@ class Admission:
         admissions = self._admissions
         if admissions is None or self._turn:
             return
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for runs the acquire in a task of its own and resumes
+        # through its done-callback, 3 loop turns even for a free turn (~1 ms each under 50 conversations)
         try:
-            await asyncio.wait_for(admissions.turns.acquire(), MAX_WAIT)
+            async with asyncio.timeout(MAX_WAIT):
+                await admissions.turns.acquire()
         except TimeoutError:
             return
         if self._admissions is None:  # done() while it waited (the request ended)
@@ -129,4 +132,5 @@ async def yield_to_admissions() -> None:
     if own is not None and own.open:
         return
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(admissions.clear.wait(), MAX_WAIT)
+        async with asyncio.timeout(MAX_WAIT):  # no task of its own (see Admission.turn)
+            await admissions.clear.wait()

@@ -150,3 +150,43 @@ def test_a_turn_is_given_back_at_the_first_byte_and_waited_for_at_most_max_wait(
             await asyncio.wait_for(_second(), 5)  # the next one goes on after MAX_WAIT, without a turn
 
     async_to_sync(stuck)()
+
+
+async def _turns_to_finish(task: asyncio.Task) -> int:
+    """How many loop turns (`sleep(0)`) the task needs to finish from now."""
+    turns = 0
+    while not task.done():
+        await asyncio.sleep(0)
+        turns += 1
+    return turns
+
+
+def test_a_free_turn_is_taken_without_a_loop_turn():
+    """Under 50 conversations each loop turn is other requests' work; a free turn costs none (wait_for: 3)."""
+
+    async def run() -> None:
+        with admitting() as new_request:
+            task = asyncio.create_task(new_request.turn())
+            await asyncio.sleep(0)  # the task's first step
+            assert await _turns_to_finish(task) == 0
+
+    async_to_sync(run)()
+
+
+def test_a_waiting_request_resumes_one_loop_turn_after_a_turn_is_given_back(monkeypatch):
+    monkeypatch.setattr(mod, "TURNS", 1)
+    monkeypatch.setattr(mod, "MAX_WAIT", 600)  # the bound must not end the wait on a slow machine
+
+    async def run() -> None:
+        first = mod.Admission()
+        await first.turn()
+        second = mod.Admission()
+        task = asyncio.create_task(second.turn())
+        await _turns()
+        assert not task.done()
+        first.done()
+        assert await _turns_to_finish(task) == 1  # the semaphore's wake-up only (wait_for: 3)
+        assert second._turn
+        second.done()
+
+    async_to_sync(run)()
