@@ -40,6 +40,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -293,8 +294,6 @@ class RawVisitor:
         self._used = 0.0
 
     async def __call__(self, url: str, body: dict, headers: dict[str, str]) -> tuple[int, bytes]:
-        from urllib.parse import urlsplit
-
         parts = urlsplit(url)
         connection = self._connection
         stale = time.monotonic() - self._used > self.IDLE_SECONDS or parts.netloc != self._netloc

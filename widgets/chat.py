@@ -710,7 +710,7 @@ class _GroupCommit:
 
     async def _commit(self, batch: list[tuple[dict[str, Any], asyncio.Future[int]]]) -> None:
         """Write the batch and hand each turn its result from this task, as `_PeekBatch` does (one loop turn
-        after the statements answer, not three)."""
+        after the statements answer, not four)."""
         results: list[Any] = [None] * len(batch)  # None: the waiter is cancelled (the loop is closing)
         try:
             results = await _batch_record([turn for turn, _ in batch])

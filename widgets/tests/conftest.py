@@ -174,6 +174,21 @@ def chat_turn(widget: Any, session: str, text: str, conversation_id: int | None 
     }
 
 
+def mixed_batch(widget: Any) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Two continuing sessions (c0, c1: their conversations, created here) and two new ones (n0, n1), interleaved:
+    (the conversations, the batch's four turns)."""
+    from widgets.models import Channel, Conversation
+
+    going = [Conversation.objects.create(widget=widget, channel=Channel.CHAT, session_id=f"c{i}") for i in (0, 1)]
+    batch = [
+        chat_turn(widget, "c0", "one", going[0].pk),
+        chat_turn(widget, "n0", "two"),
+        chat_turn(widget, "c1", "three", going[1].pk),
+        chat_turn(widget, "n1", "four"),
+    ]
+    return going, batch
+
+
 @pytest.fixture
 def db_steps(monkeypatch) -> list[int]:
     """The sizes of the batches the chat's group commit hands to `chat_turns_record` (a DB step each), in order."""

@@ -21,7 +21,7 @@ from widgets import chat as chat_module
 from widgets.aio import pg_async_close
 from widgets.models import Channel, Conversation, Message
 from widgets.services.turns import chat_turns_record
-from widgets.tests.conftest import ORIGIN, chat_turn, record_batch, run_in_threads
+from widgets.tests.conftest import ORIGIN, chat_turn, mixed_batch, record_batch, run_in_threads
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),  # the loop's own connections see only what is committed
@@ -174,14 +174,8 @@ def test_a_forced_database_error_falls_back_and_counts_nothing_twice(loop_path, 
 
 
 def test_a_mixed_batch_of_continuing_and_opening_turns_is_written_on_the_loop(loop_path, n8n_widget):
-    going = [Conversation.objects.create(widget=n8n_widget, channel=Channel.CHAT, session_id=f"c{i}") for i in (0, 1)]
-    batch = [
-        turn(n8n_widget, "c0", "one", going[0].pk),
-        turn(n8n_widget, "n0", "two"),
-        turn(n8n_widget, "c1", "three", going[1].pk),
-        turn(n8n_widget, "n1", "four"),
-        turn(n8n_widget, "n0", "five"),
-    ]
+    going, batch = mixed_batch(n8n_widget)
+    batch.append(turn(n8n_widget, "n0", "five"))
     results = record_batch(batch)
     n0, n1 = (Conversation.objects.get(widget=n8n_widget, session_id=s) for s in ("n0", "n1"))
     assert results == [going[0].pk, n0.pk, going[1].pk, n1.pk, n0.pk]

@@ -19,7 +19,7 @@ from widgets import chat as chat_module
 from widgets.aio import pg_async_close
 from widgets.models import Channel, Conversation, Message
 from widgets.tests.conftest import chat_turn as turn
-from widgets.tests.conftest import record_batch
+from widgets.tests.conftest import mixed_batch, record_batch
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),  # the loop's own connections see only what is committed
@@ -141,13 +141,7 @@ def test_an_opening_batch_committed_before_its_connection_was_lost_is_not_opened
 def test_a_mixed_batch_stores_once_what_one_statement_committed_and_what_the_other_never_sent(
     loop_path, n8n_widget, monkeypatch
 ):
-    going = [Conversation.objects.create(widget=n8n_widget, channel=Channel.CHAT, session_id=f"c{i}") for i in (0, 1)]
-    batch = [
-        turn(n8n_widget, "c0", "one", going[0].pk),
-        turn(n8n_widget, "n0", "two"),
-        turn(n8n_widget, "c1", "three", going[1].pk),
-        turn(n8n_widget, "n1", "four"),
-    ]
+    going, batch = mixed_batch(n8n_widget)
     lose_after_commit(monkeypatch, "pg_async_execute")  # the continuing turns: committed, then lost
     lose_before(monkeypatch, "pg_async")  # the opening turns: lost before PostgreSQL saw them
     results = record_batch(batch)
