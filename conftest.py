@@ -560,26 +560,33 @@ class RedisServer:
     """A redis-server of the test's own on a free loopback port: `stop()` is an outage, `start()` the
     return (never the shared server: other processes use it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, password: str = "") -> None:
         self.port = free_port()
+        self.password = password  # requirepass: clients AUTH first
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{f':{self.password}@' if self.password else ''}127.0.0.1:{self.port}/0"
+
+    def client(self, db: int = 0) -> Any:
+        import redis
+
+        return redis.Redis(port=self.port, db=db, password=self.password or None)
 
     def start(self) -> RedisServer:
         import redis
 
+        options = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            ["redis-server", *options, *(["--requirepass", self.password] if self.password else [])],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while True:
             try:
-                redis.Redis(port=self.port, socket_connect_timeout=0.5).ping()
+                redis.Redis(port=self.port, password=self.password or None, socket_connect_timeout=0.5).ping()
                 return self
             except redis.ConnectionError:
                 if time.monotonic() > deadline or self.process.poll() is not None:
@@ -593,9 +600,7 @@ class RedisServer:
         self.process = None
 
     def connections_received(self) -> int:
-        import redis
-
-        return int(redis.Redis(port=self.port).info("stats")["total_connections_received"])
+        return int(self.client().info("stats")["total_connections_received"])
 
 
 @pytest.fixture

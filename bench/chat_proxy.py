@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import json
 import os
@@ -441,6 +442,13 @@ async def visitor_load(
     }
 
 
+def spy_start(pid: int, spies: list[subprocess.Popen]) -> None:
+    """--profile: py-spy samples the server process into /tmp/chat-proxy-profile.txt until it is sent SIGINT."""
+    command = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--format", "raw"]
+    command += ["--output", "/tmp/chat-proxy-profile.txt", "--rate", "200", "--gil", "--nonblocking"]
+    spies.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+
 async def measured(
     clients,
     urls: list[str],
@@ -452,10 +460,12 @@ async def measured(
     mode: str,
     streaming: bool,
     offsets: list[float] | None,
+    warmed=None,
 ) -> dict:
     """One path's run (direct, proxy or floor), right after its own warm-up (connections, pools, caches): the
     upstream connections a proxy keeps alive (N8N_KEEPALIVE_EXPIRY, 4 s) expired during the other paths' runs
-    when every path was warmed first, and the proxy's first turns opened them again (its slowest turns)."""
+    when every path was warmed first, and the proxy's first turns opened them again (its slowest turns).
+    `warmed()` is called between the two (--profile starts sampling there: the run, not the warm-up)."""
     await visitor_load(
         clients,
         urls=urls,
@@ -465,6 +475,8 @@ async def measured(
         streaming=streaming,
         headers=headers,
     )
+    if warmed is not None:
+        warmed()
     return await visitor_load(
         clients,
         urls=urls,
@@ -501,28 +513,11 @@ async def main_async(
 
             run = {"args": args, "mode": mode, "streaming": streaming, "offsets": offsets}
             direct = await measured(visitors, direct_urls, "d", {}, **run)
-            spy = None
-            if args.profile and mode == args.profile_phase and arrivals == phases[0][0]:
-                spy = subprocess.Popen(
-                    [
-                        str(Path(sys.executable).parent / "py-spy"),
-                        "record",
-                        "--pid",
-                        str(pgid),
-                        "--format",
-                        "raw",
-                        "--output",
-                        "/tmp/chat-proxy-profile.txt",
-                        "--rate",
-                        "200",
-                        "--gil",
-                        "--nonblocking",
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            proxy = await measured(visitors, proxy_urls, "p", {"Origin": ORIGIN}, pgid, **run)
-            if spy is not None:
+            spies: list[subprocess.Popen] = []
+            profiled = args.profile and mode == args.profile_phase and arrivals == phases[0][0]
+            warmed = functools.partial(spy_start, pgid, spies) if profiled else None
+            proxy = await measured(visitors, proxy_urls, "p", {"Origin": ORIGIN}, pgid, warmed=warmed, **run)
+            for spy in spies:
                 spy.send_signal(2)
                 spy.wait(30)
             floor = await measured(visitors, floor_urls, "f", {}, floor_pgid, **run)
