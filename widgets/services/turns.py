@@ -15,6 +15,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from licenses.services import usage_increment
+from widgets.aio import pg_array
 from widgets.models import Channel, Conversation, Message, Widget
 from widgets.selectors import chat_conversation_find
 
@@ -323,7 +324,7 @@ def chat_turns_insert_statement(turns: list[dict[str, Any]], *, fence: int) -> t
     for any number of rows, so the loop's connections prepare it once."""
     rows = [row for turn in turns for row in _turn_rows(turn["conversation_id"], turn)]
     names = ("conversation", "role", "text", "payload", "item", "latency")
-    columns = [list(column) for column in zip(*rows, strict=True)]
+    columns = [pg_array(column) for column in zip(*rows, strict=True)]
     params = {"now": timezone.now(), "fence": fence, **dict(zip(names, columns, strict=True))}
     return _messages_insert_sql("named"), params
 
@@ -366,17 +367,17 @@ def chat_sessions_open_statement(turns: list[dict[str, Any]], *, fence: int) -> 
         {
             "now": now,
             "month": month_start(now.date()),
-            "widget": [turn["widget"].pk for turn in turns],
-            "license": [turn["widget"].license_id for turn in turns],
-            "session": [turn["session_id"] for turn in turns],
-            "visitor": [turn["visitor_id"] for turn in turns],
-            "page": [turn.get("page_url", "") for turn in turns],
-            "identity": [json.dumps(turn.get("identity") or {}) for turn in turns],
-            "user_text": [turn["user_text"] for turn in turns],
-            "reply_text": [turn["reply_text"] for turn in turns],
-            "payload": [json.dumps({"ui": value}) if value else "{}" for value in ui],
-            "latency": [turn.get("latency_ms") for turn in turns],
-            "key": [turn.get("key") or "" for turn in turns],
+            "widget": pg_array([turn["widget"].pk for turn in turns]),
+            "license": pg_array([turn["widget"].license_id for turn in turns]),
+            "session": pg_array([turn["session_id"] for turn in turns]),
+            "visitor": pg_array([turn["visitor_id"] for turn in turns]),
+            "page": pg_array([turn.get("page_url", "") for turn in turns]),
+            "identity": pg_array([json.dumps(turn.get("identity") or {}) for turn in turns]),
+            "user_text": pg_array([turn["user_text"] for turn in turns]),
+            "reply_text": pg_array([turn["reply_text"] for turn in turns]),
+            "payload": pg_array([json.dumps({"ui": value}) if value else "{}" for value in ui]),
+            "latency": pg_array([turn.get("latency_ms") for turn in turns]),
+            "key": pg_array([turn.get("key") or "" for turn in turns]),
             "fence": fence,
         }
     )
