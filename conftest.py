@@ -567,12 +567,15 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://{f':{self.password}@' if self.password else ''}127.0.0.1:{self.port}/0"
+        from urllib.parse import quote
 
-    def client(self, db: int = 0) -> Any:
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def client(self, db: int = 0, **options: Any) -> Any:
         import redis
 
-        return redis.Redis(port=self.port, db=db, password=self.password or None)
+        return redis.Redis(port=self.port, db=db, password=self.password or None, **options)
 
     def start(self) -> RedisServer:
         import redis
@@ -586,7 +589,7 @@ class RedisServer:
         deadline = time.monotonic() + 10
         while True:
             try:
-                redis.Redis(port=self.port, password=self.password or None, socket_connect_timeout=0.5).ping()
+                self.client(socket_connect_timeout=0.5).ping()
                 return self
             except redis.ConnectionError:
                 if time.monotonic() > deadline or self.process.poll() is not None:
