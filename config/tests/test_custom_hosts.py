@@ -251,6 +251,7 @@ def test_a_requests_accepted_host_is_checked_once_and_a_refused_one_every_time(m
     from config import hosts as config_hosts
 
     map_host(agency_a)
+    hosts.host_map_refresh()  # as the middleware's __call__ does for a stale map (this test calls _refusal only)
     checks: list[str] = []
     real = config_hosts._get_host
 
