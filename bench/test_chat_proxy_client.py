@@ -113,3 +113,37 @@ def test_an_answer_cut_short_is_an_error_and_its_connection_is_not_reused():
 
     server, again = run(main())
     assert again == (200, b"{}") and server.connections == 2
+
+
+def _row(ratio: float, direct_p99: float, proxy_p99: float, floor_p99: float) -> dict:
+    return {
+        "ratio": ratio,
+        "added_p99_ms": round(proxy_p99 - direct_p99, 1),
+        "direct": {"p99_ms": direct_p99},
+        "floor": {"p99_ms": floor_p99},
+    }
+
+
+def test_the_goal_verdict_needs_both_the_ratio_and_the_added_p99_and_names_the_floor():
+    from bench.chat_proxy import goal_verdicts
+
+    results = {
+        "plain": _row(0.86, 260.0, 280.5, 290.0),  # burst: +20.5 ms, just over
+        "stream": _row(0.79, 260.0, 270.0, 250.0),  # burst: ratio just under
+        "spread": {"plain": _row(0.8, 251.0, 271.0, 253.0), "stream": _row(0.97, 255.0, 250.0, 254.0)},
+    }
+    verdicts, lines = goal_verdicts(results)
+    assert {k: v["met"] for k, v in verdicts.items()} == {
+        "burst plain": False,
+        "burst stream": False,
+        "spread plain": True,  # exactly 0.8x and exactly +20 ms are inside the goal
+        "spread stream": True,
+    }
+    assert verdicts["burst plain"]["floor_added_p99_ms"] == 30.0
+    assert verdicts["burst stream"]["floor_added_p99_ms"] == -10.0
+    assert lines[0] == (
+        "goal (>= 0.8x, <= 20 ms added p99), burst plain: NOT met (ratio 0.86, +20.5 ms; the bare floor +30.0 ms)"
+    )
+    assert lines[3].endswith("spread stream: met (ratio 0.97, -5.0 ms; the bare floor -1.0 ms)")
+    # A run of one pattern only (--arrivals spread) has verdicts for that pattern only.
+    assert set(goal_verdicts({"spread": results["spread"]})[0]) == {"spread plain", "spread stream"}
