@@ -298,8 +298,9 @@ class FakeHTTP:
     """A tiny threaded HTTP server recording requests; `responses` is a list of (status, json) served in order
     (the last one repeats). Used as the fake OpenAI REST API and as a fake CRM webhook."""
 
-    def __init__(self, responses: list[tuple[int, Any]] | None = None) -> None:
+    def __init__(self, responses: list[tuple[int, Any]] | None = None, headers: list[tuple[str, str]] = ()) -> None:
         self.responses = responses or [(200, {})]
+        self.headers = list(headers)  # added to every answer (e.g. a Set-Cookie)
         self.requests: list[dict[str, Any]] = []
         fake = self
 
@@ -314,6 +315,8 @@ class FakeHTTP:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in fake.headers:
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -339,8 +342,8 @@ def fake_http():
     """`fake_http(responses)` starts a FakeHTTP on 127.0.0.1; every one started is stopped after the test."""
     started: list[FakeHTTP] = []
 
-    def start(responses: list[tuple[int, Any]] | None = None) -> FakeHTTP:
-        fake = FakeHTTP(responses)
+    def start(responses: list[tuple[int, Any]] | None = None, headers: list[tuple[str, str]] = ()) -> FakeHTTP:
+        fake = FakeHTTP(responses, headers)
         started.append(fake)
         return fake
 

@@ -168,8 +168,8 @@ def run_fake(port: int, delay: float, slow: float) -> None:
 
 def floor_app(fake_url: str):
     """Forwards POST <path> to the fake and relays the answer as it comes (plain or streamed), on one pooled
-    aiohttp session set up as widgets/n8n.py's (connection limit, keep-alive, total and connect timeouts):
-    the least a Python proxy in front of n8n costs on this server and client stack."""
+    aiohttp session set up as widgets/n8n.py's (connection limit, keep-alive, no cookie jar, total and connect
+    timeouts): the least a Python proxy in front of n8n costs on this server and client stack."""
     import aiohttp
 
     state: dict = {}
@@ -179,7 +179,7 @@ def floor_app(fake_url: str):
             return await lifespan(receive, send)
         if "session" not in state:
             connector = aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=4)
-            state["session"] = aiohttp.ClientSession(connector=connector)
+            state["session"] = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
         body = await body_read(receive)
         async with state["session"].post(
             fake_url + scope["path"],

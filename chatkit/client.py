@@ -28,6 +28,7 @@ from openai import AsyncOpenAI, DefaultAsyncHttpx2Client
 
 from chatkit.admission import yield_to_admissions
 from licenses.api import ApiError
+from licenses.outbound import cookieless_jar
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +105,8 @@ def _pool() -> httpx2.AsyncClient:
     if client is None:
         limits = httpx2.Limits(max_connections=200, max_keepalive_connections=50)
         client = _pools[loop] = DefaultAsyncHttpx2Client(
-            transport=_YieldingTransport(httpx2.AsyncHTTPTransport(limits=limits))
+            transport=_YieldingTransport(httpx2.AsyncHTTPTransport(limits=limits)),
+            cookies=cookieless_jar(),  # every tenant's calls share the pool (licenses.outbound)
         )
     return client
 

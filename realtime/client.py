@@ -9,6 +9,7 @@ import httpx
 from django.conf import settings
 
 from licenses.api import ApiError
+from licenses.outbound import cookieless_jar
 
 
 class ClientSecretError(ApiError):
@@ -30,7 +31,8 @@ def _http() -> httpx.Client:
     if _client is None:
         with _client_lock:
             if _client is None:
-                _client = httpx.Client(limits=httpx.Limits(max_connections=20, max_keepalive_connections=10))
+                limits = httpx.Limits(max_connections=20, max_keepalive_connections=10)
+                _client = httpx.Client(limits=limits, cookies=cookieless_jar())  # shared by every tenant
     return _client
 
 

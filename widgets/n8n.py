@@ -255,7 +255,10 @@ def n8n_session() -> aiohttp.ClientSession:
             ttl_dns_cache=DNS_CACHE_SECONDS,
             resolver=None if private else _PublicResolver(),
         )
-        entry = _sessions[loop] = (private, aiohttp.ClientSession(connector=connector))
+        # No cookie jar: the session carries every visitor's message to every tenant's webhook, and a jar would
+        # send the cookies one answer set with everyone's later messages to that host.
+        session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+        entry = _sessions[loop] = (private, session)
     return entry[1]
 
 

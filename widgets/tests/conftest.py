@@ -33,7 +33,8 @@ class FakeN8n:
     """Scriptable n8n Chat Trigger. `replies` is consumed in order; `default` answers the rest.
 
     A reply is a dict: {"json": obj, "status": 200} | {"stream": [obj, ...], "delay": s}
-    | {"sleep": s} | {"raw": "text", "status": 500, "content_type": "text/plain"}.
+    | {"sleep": s} | {"raw": "text", "status": 500, "content_type": "text/plain"}; any of them may add
+    "headers": [(name, value), ...] to the answer's headers.
     """
 
     url: str = ""
@@ -86,6 +87,8 @@ def _handler(fake: FakeN8n) -> type[BaseHTTPRequestHandler]:
                     self.send_response(spec.get("status", 200))
                     self.send_header("Content-Type", "application/json; charset=utf-8")
                     self.send_header("Transfer-Encoding", "chunked")
+                    for name, value in spec.get("headers", ()):
+                        self.send_header(name, value)
                     self.end_headers()
                     for obj in spec["stream"]:
                         line = (json.dumps(obj) + "\n").encode()
@@ -103,6 +106,8 @@ def _handler(fake: FakeN8n) -> type[BaseHTTPRequestHandler]:
                 self.send_response(spec.get("status", 200))
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in spec.get("headers", ()):
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):

@@ -236,3 +236,33 @@ def test_migration_moves_origin_bindings_to_the_live_webhook_url(n8n_widget, own
     migration.forwards(apps, None)
     n8n_widget.refresh_from_db()
     assert n8n_widget.secrets == {}
+
+
+# --- the pooled n8n client keeps no state between visitors or tenants -------------------------------
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_cookie_a_webhook_sets_is_never_sent_with_anyone_elses_message(
+    client, n8n_widget, owner, widget_b, outsider, fake_n8n, second_n8n, streaming
+):
+    """Every visitor's message to every tenant's webhook goes through one pooled session per process; a
+    cookie jar on it would keep what one visitor's answer set (n8n's Respond to Webhook node sets any header)
+    and send it with every later message to that host — another visitor's, another agency's. The webhook is
+    reached by a host name (`localhost`): a cookie jar keeps no cookie of an IP address."""
+    ours = publish(n8n_widget, owner, config=n8n_config(second_n8n, streaming=streaming))
+    theirs = publish(widget_b, outsider, config=n8n_config(second_n8n, streaming=streaming))
+    answer = {"stream": [{"type": "item", "content": "hi"}]} if streaming else {"json": {"output": "hi"}}
+    fake_n8n.reply(**answer, headers=[("Set-Cookie", "n8n_visitor=alice-private; Path=/")])
+    for widget, session, visitor in ((ours, "s_alice", "alice"), (ours, "s_bob", "bob"), (theirs, "s_carol", "c")):
+        response = client.post(
+            f"/api/widget/{widget.license.key}/chat?widget={widget.public_id}",
+            {"action": "sendMessage", "sessionId": session, "chatInput": "hello"},
+            content_type="application/json",
+            HTTP_ORIGIN=ORIGIN,
+            HTTP_X_SWITCHBOARD_VISITOR=visitor,
+        )
+        assert response.status_code == 200
+        if streaming:
+            b"".join(response.streaming_content)
+    assert len(fake_n8n.sent) == 3
+    assert [r.headers.get("cookie") for r in fake_n8n.requests] == [None, None, None]
