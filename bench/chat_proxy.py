@@ -15,7 +15,7 @@ answers every turn after exactly --delay-ms, every later turn in lockstep: 200 r
 visitors give (800/s) — see `arrival_offsets`. Each path (direct, proxy, floor) is warmed — one turn per visitor —
 right before its own run (`measured`). Then the isolation check (with the first arrival pattern run): `--slow`
 chats on one more license whose webhook takes `--slow-seconds` are held open while the plain load runs again on
-the other licenses; their p99 is compared with the plain run's.
+the other licenses (warmed like the plain run); their p99 is compared with the plain run's.
 
 The server is the production setup: `uvicorn config.asgi:application --workers W`, DEBUG=0, PostgreSQL
 (with its psycopg pool) and Redis, on your own database and Redis db:
@@ -572,15 +572,17 @@ async def main_async(
             await asyncio.sleep(0.1)
         held = (await client.get(f"{fake_url}/stats")).json()["slow"] - before
         proxy_urls = [f"{server_url}/api/widget/{k['key']}/chat?widget={k['plain']}" for k in normal]
-        under = await visitor_load(
+        # Warmed like the plain run it is compared with (`measured`): the only difference is the held chats.
+        under = await measured(
             visitors,
-            urls=proxy_urls,
-            visitors=args.visitors,
-            messages=args.messages,
-            tag=f"iso-{time.time_ns()}",
-            offsets=arrival_offsets(first, visitors=args.visitors, spread=args.delay_ms / 1000),
+            proxy_urls,
+            "i",
+            {"Origin": ORIGIN},
+            pgid,
+            args=args,
+            mode="plain",
             streaming=False,
-            headers={"Origin": ORIGIN},
+            offsets=arrival_offsets(first, visitors=args.visitors, spread=args.delay_ms / 1000),
         )
         health_started = time.perf_counter()
         health = await client.get(f"{server_url}/healthz")
