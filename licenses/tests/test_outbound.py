@@ -10,7 +10,7 @@ import asyncio
 from chatkit.client import _pool
 from licenses.outbound import cookieless_jar
 from realtime.client import client_secret_create
-from widgets.n8n import n8n_request
+from widgets.n8n import n8n_request, n8n_session
 
 SET_COOKIE = [("Set-Cookie", "__cf_bm=tenant-a-edge-cookie; Path=/"), ("Set-Cookie", "sid=tenant-a; Path=/")]
 SECRET = {"value": "ek_test_123", "expires_at": 1893456000, "session": {"id": "sess_x"}}
@@ -41,6 +41,7 @@ def test_the_chatkit_pool_sends_no_cookie_another_tenants_answer_set(fake_http):
             response = await _pool().post(_by_name(fake) + "/v1/responses", json={}, headers={"Authorization": key})
             assert response.status_code == 200 and "set-cookie" in response.headers
         assert not _pool().cookies  # nothing kept either
+        await _pool().aclose()  # this loop's pool, closed with it
 
     asyncio.run(calls())
     assert _cookies(fake) == [None, None]
@@ -55,6 +56,7 @@ def test_the_n8n_session_sends_no_cookie_another_visitors_answer_set(settings, f
             async with n8n_request(_by_name(fake) + "/webhook/x/chat", {"sessionId": session}, None) as response:
                 assert response.status == 200 and "Set-Cookie" in response.headers
                 await response.read()
+        await n8n_session().close()  # this loop's session, closed with it
 
     asyncio.run(calls())
     assert _cookies(fake) == [None, None]

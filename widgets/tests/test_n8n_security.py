@@ -253,7 +253,7 @@ def test_a_cookie_a_webhook_sets_is_never_sent_with_anyone_elses_message(
     theirs = publish(widget_b, outsider, config=n8n_config(second_n8n, streaming=streaming))
     answer = {"stream": [{"type": "item", "content": "hi"}]} if streaming else {"json": {"output": "hi"}}
     fake_n8n.reply(**answer, headers=[("Set-Cookie", "n8n_visitor=alice-private; Path=/")])
-    for widget, session, visitor in ((ours, "s_alice", "alice"), (ours, "s_bob", "bob"), (theirs, "s_carol", "c")):
+    for widget, session, visitor in ((ours, "s_alice", "alice"), (ours, "s_bob", "bob"), (theirs, "s_carol", "carol")):
         response = client.post(
             f"/api/widget/{widget.license.key}/chat?widget={widget.public_id}",
             {"action": "sendMessage", "sessionId": session, "chatInput": "hello"},
