@@ -48,6 +48,9 @@ from widgets.ui_events import ui_events_clean
 logger = logging.getLogger(__name__)
 
 MAX_REPLY_BYTES = 2_000_000
+# A streamed reply's bytes as read: n8n's lines carry metadata with every token (~5x the text), and what a stream
+# sends is held (the answer) and scanned, so a runaway or hostile webhook is cut here, as a whole reply is above.
+MAX_STREAM_BYTES = 8_000_000
 
 
 class N8nError(ApiError):
@@ -412,6 +415,37 @@ def n8n_history(*, target: N8nTarget, session_id: str, metadata: dict[str, Any])
     return upstream_run(n8n_history_async(target=target, session_id=session_id, metadata=metadata))
 
 
+class NdjsonLines:
+    """The lines of an NDJSON stream from its decoded text as it arrives. Each piece is scanned once: a line split
+    over many reads is joined when its newline comes, not rescanned with every read (a webhook sending one long
+    line in small pieces would otherwise cost the loop time quadratic in its length). n8n separates objects by
+    newlines; some versions concatenate `}{` without one, which is split too (also across two reads)."""
+
+    def __init__(self) -> None:
+        self._pending: list[str] = []  # the current line's pieces, before its newline
+        self._last = ""  # the last character fed
+
+    def feed(self, text: str) -> list[str]:
+        """The lines `text` completes (without their newlines)."""
+        if not text:
+            return []
+        if self._last == "}" and text[0] == "{":
+            text = "\n" + text
+        self._last = text[-1]
+        text = text.replace("}{", "}\n{")
+        if "\n" not in text:
+            self._pending.append(text)
+            return []
+        first, *complete, tail = text.split("\n")
+        lines = ["".join(self._pending) + first, *complete]
+        self._pending = [tail] if tail else []
+        return lines
+
+    def rest(self) -> str:
+        """What came after the last newline (the stream's last line when it ends without one)."""
+        return "".join(self._pending)
+
+
 class N8nStream:
     """A streaming reply. `await open()` (connects and checks the status, may raise N8nError), then
     iterate `batches()` for lists of normalised events: {"type": "item", "content"} ... then a final
@@ -487,23 +521,23 @@ class N8nStream:
         assert self._response is not None, "open() first"
         chunks = self._response.content
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        buffer = ""
+        lines = NdjsonLines()
+        received = 0
         batch: list[dict[str, Any]] = []
         try:
             while chunk := await chunks.readany():
-                buffer += decoder.decode(chunk)
-                # n8n separates objects by newlines; some versions concatenate `}{` without one.
-                buffer = buffer.replace("}{", "}\n{")
-                *lines, buffer = buffer.split("\n")
-                for line in lines:
+                received += len(chunk)
+                if received > MAX_STREAM_BYTES:
+                    raise _upstream_error("stream too large")
+                for line in lines.feed(decoder.decode(chunk)):
                     if line.strip() and (event := self._line_event(line.strip())):
                         batch.append(event)
                 if batch:
                     yield batch
                     batch = []
-            buffer += decoder.decode(b"", final=True)
-            if buffer.strip() and (event := self._line_event(buffer.strip())):
-                batch.append(event)
+            for line in (*lines.feed(decoder.decode(b"", final=True)), lines.rest()):
+                if line.strip() and (event := self._line_event(line.strip())):
+                    batch.append(event)
             self.ok = True
             batch.append({"type": "end", "output": self.text, "ui": self.ui[:10]})
         except CALL_ERRORS as exc:

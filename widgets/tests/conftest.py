@@ -33,8 +33,9 @@ class FakeN8n:
     """Scriptable n8n Chat Trigger. `replies` is consumed in order; `default` answers the rest.
 
     A reply is a dict: {"json": obj, "status": 200} | {"stream": [obj, ...], "delay": s}
-    | {"sleep": s} | {"raw": "text", "status": 500, "content_type": "text/plain"}; any of them may add
-    "headers": [(name, value), ...] to the answer's headers.
+    | {"sleep": s} | {"raw": "text", "status": 500, "content_type": "text/plain"}
+    | {"chunks": [bytes, ...], "delay": s} (a stream's bytes as they are, one HTTP chunk each); any of them may
+    add "headers": [(name, value), ...] to the answer's headers.
     """
 
     url: str = ""
@@ -83,16 +84,16 @@ def _handler(fake: FakeN8n) -> type[BaseHTTPRequestHandler]:
                 if "sleep" in spec:
                     time.sleep(spec["sleep"])
                     spec = {"json": {"output": "too late"}}
-                if "stream" in spec:
+                if "stream" in spec or "chunks" in spec:
                     self.send_response(spec.get("status", 200))
                     self.send_header("Content-Type", "application/json; charset=utf-8")
                     self.send_header("Transfer-Encoding", "chunked")
                     for name, value in spec.get("headers", ()):
                         self.send_header(name, value)
                     self.end_headers()
-                    for obj in spec["stream"]:
-                        line = (json.dumps(obj) + "\n").encode()
-                        self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
+                    pieces = spec.get("chunks") or [(json.dumps(obj) + "\n").encode() for obj in spec["stream"]]
+                    for piece in pieces:
+                        self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
                         self.wfile.flush()
                         time.sleep(spec.get("delay", 0))
                     self.wfile.write(b"0\r\n\r\n")
