@@ -64,6 +64,24 @@ class N8nError(ApiError):
 
 # 20 digits in a row may be an integer past 64 bits, which orjson would read as a float: the standard library's.
 _LONG_NUMBER, _LONG_NUMBER_TEXT = re.compile(rb"[0-9]{20}"), re.compile(r"[0-9]{20}")
+# The JSON escapes of what PostgreSQL cannot store and UTF-8 cannot encode: NUL and lone surrogates (a pair is
+# matched too; `storable` keeps it, as the parse has joined it into one character).
+_UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+_UNSTORABLE_ESCAPE_TEXT = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(value: Any) -> Any:
+    """`value` (text, or parsed JSON) with every NUL and lone surrogate replaced by U+FFFD: a webhook's answer is
+    stored (PostgreSQL refuses NUL in text and JSONB) and sent on as UTF-8 (which has no lone surrogates). What a
+    visitor sends with them is refused instead (licenses.api); an answer is n8n's, so it is kept, mended."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [storable(item) for item in value]
+    if isinstance(value, dict):
+        return {storable(key): storable(item) for key, item in value.items()}
+    return value
 
 
 def upstream_json(raw: bytes | str) -> Any:
@@ -74,16 +92,23 @@ def upstream_json(raw: bytes | str) -> Any:
     orjson first (issue 11 bench: every streamed line and every reply is parsed here, several times faster).
     What it refuses (NaN or Infinity, a lone surrogate escape, nesting past its 1,024 levels) and text with 20
     digits in a row (an integer past 64 bits, which orjson would read as a float) go to the standard library,
-    which decides as before."""
-    if not (_LONG_NUMBER_TEXT if isinstance(raw, str) else _LONG_NUMBER).search(raw):
+    which decides as before. Strings with NUL or a lone surrogate (escaped: raw, neither parser takes them) come
+    out `storable`."""
+    text = isinstance(raw, str)
+    try:
+        value = _json_parse(raw, text)
+        return storable(value) if (_UNSTORABLE_ESCAPE_TEXT if text else _UNSTORABLE_ESCAPE).search(raw) else value
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def _json_parse(raw: bytes | str, text: bool) -> Any:
+    if not (_LONG_NUMBER_TEXT if text else _LONG_NUMBER).search(raw):
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
             pass
-    try:
-        return json.loads(raw)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
+    return json.loads(raw)
 
 
 def _timeout_error() -> N8nError:
@@ -337,7 +362,7 @@ async def _post_json(target: N8nTarget, payload: dict[str, Any]) -> Any:
         return upstream_json(body)
     except ValueError:
         # n8n's "Respond to Webhook" node may answer plain text; treat it as the output.
-        text = body.decode("utf-8", errors="replace").strip()
+        text = storable(body.decode("utf-8", errors="replace").strip())
         if text and "json" not in content_type:
             return {"output": text}
         raise _upstream_error("unparsable reply")

@@ -14,7 +14,6 @@ from widgets.tests.conftest import ORIGIN
 SAME = [
     '{"output": "Hello", "ui": [{"type": "card", "n": 1.5e-7}]}',
     '{"output": "caf\\u00e9 \\ud83d\\ude00 ok"}',  # escapes, a surrogate pair
-    '{"output": "lone \\ud800 surrogate"}',  # orjson refuses it; json keeps it
     '{"n": NaN, "m": Infinity}',  # orjson refuses; json accepts
     '{"big": 123456789012345678901234567890}',  # past 64 bits
     '{"a": 1, "a": 2}',  # the last one wins in both
@@ -48,3 +47,29 @@ def test_a_deeply_nested_reply_is_an_upstream_error_not_a_500(client, n8n_widget
         headers={"Origin": ORIGIN},
     )
     assert response.status_code == 502 and response.json()["error"]["code"] == "upstream_error"
+
+
+# --- what PostgreSQL cannot store and UTF-8 cannot encode -----------------------------------------------------
+
+MENDED = [
+    ('{"output": "lone \\ud800 surrogate"}', {"output": "lone \ufffd surrogate"}),  # orjson refuses; json took it
+    ('{"output": "a\\u0000b"}', {"output": "a\ufffdb"}),
+    (
+        '{"a\\u0000": ["x\\udfff", {"k": "\\u0000\\ud83d"}], "n": 1}',
+        {"a\ufffd": ["x\ufffd", {"k": "\ufffd\ufffd"}], "n": 1},
+    ),
+    ('{"output": "pair \\ud83d\\ude00 kept"}', {"output": "pair \U0001f600 kept"}),  # a valid pair is one character
+    ('{"output": "not an escape \\\\u0000"}', {"output": "not an escape \\u0000"}),  # an escaped backslash
+    ('{"n": NaN, "output": "\\u0000"}', None),  # the standard library's path too
+]
+
+
+@pytest.mark.parametrize(("raw", "expected"), MENDED)
+def test_nul_and_lone_surrogates_in_a_reply_come_out_as_the_replacement_character(raw, expected):
+    for given in (raw, raw.encode()):
+        got = upstream_json(given)
+        if expected is None:
+            assert got["output"] == "\ufffd"
+        else:
+            assert got == expected
+        json.dumps(got, ensure_ascii=False).encode()  # encodable as UTF-8
