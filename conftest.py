@@ -295,8 +295,8 @@ def frozen_minute(monkeypatch):
 
 
 class FakeHTTP:
-    """A tiny threaded HTTP server recording requests; `responses` is a list of (status, json) served in order
-    (the last one repeats). Used as the fake OpenAI REST API and as a fake CRM webhook."""
+    """A tiny threaded HTTP server recording requests; `responses` is a list of (status, json or raw bytes) served in
+    order (the last one repeats). Used as the fake OpenAI REST API and as a fake CRM webhook."""
 
     def __init__(self, responses: list[tuple[int, Any]] | None = None, headers: list[tuple[str, str]] = ()) -> None:
         self.responses = responses or [(200, {})]
@@ -311,7 +311,7 @@ class FakeHTTP:
                     {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
                 )
                 status, payload = fake.responses[min(len(fake.requests) - 1, len(fake.responses) - 1)]
-                data = json.dumps(payload).encode()
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()  # bytes: as they are
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))

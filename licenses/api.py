@@ -111,6 +111,20 @@ def text_problem(text: str) -> str | None:
     return "a NUL character" if match.group() == "\x00" else "an unpaired surrogate (invalid Unicode)"
 
 
+def storable(value: Any) -> Any:
+    """`value` (text, or parsed JSON) with every NUL and lone surrogate replaced by U+FFFD, for text that comes from
+    a service we call (an n8n answer, a CRM's error page) and must be stored (PostgreSQL refuses NUL in text and
+    JSONB) and sent on as UTF-8 (which has no lone surrogates). What a visitor or member sends with them is refused
+    instead (`text_problem`)."""
+    if isinstance(value, str):
+        return _BAD_TEXT.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [storable(item) for item in value]
+    if isinstance(value, dict):
+        return {storable(key): storable(item) for key, item in value.items()}
+    return value
+
+
 EMAIL_MAX = 254  # an EmailField's column: Django's validator alone lets 320 characters through
 
 

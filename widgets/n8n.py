@@ -41,7 +41,7 @@ import orjson
 from aiohttp.abc import AbstractResolver, ResolveResult
 from django.conf import settings
 
-from licenses.api import ApiError
+from licenses.api import ApiError, storable
 from widgets.aio import upstream_run
 from widgets.ui_events import ui_events_clean
 
@@ -68,20 +68,6 @@ _LONG_NUMBER, _LONG_NUMBER_TEXT = re.compile(rb"[0-9]{20}"), re.compile(r"[0-9]{
 # matched too; `storable` keeps it, as the parse has joined it into one character).
 _UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 _UNSTORABLE_ESCAPE_TEXT = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def storable(value: Any) -> Any:
-    """`value` (text, or parsed JSON) with every NUL and lone surrogate replaced by U+FFFD: a webhook's answer is
-    stored (PostgreSQL refuses NUL in text and JSONB) and sent on as UTF-8 (which has no lone surrogates). What a
-    visitor sends with them is refused instead (licenses.api); an answer is n8n's, so it is kept, mended."""
-    if isinstance(value, str):
-        return _UNSTORABLE.sub("\ufffd", value)
-    if isinstance(value, list):
-        return [storable(item) for item in value]
-    if isinstance(value, dict):
-        return {storable(key): storable(item) for key, item in value.items()}
-    return value
 
 
 def upstream_json(raw: bytes | str) -> Any:

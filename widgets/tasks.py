@@ -23,6 +23,7 @@ from django.db import InterfaceError, OperationalError, connection
 from django.db.models import F, Q
 from django.utils import timezone
 
+from licenses.api import storable
 from licenses.branding import brand_for_agency, brand_mail_headers
 from licenses.selectors import agency_alert_emails
 from licenses.services import CRM_SECRET, CRM_SECRET_BINDING
@@ -83,8 +84,8 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> None:
         raise TransientDeliveryError(f"{type(exc).__name__}: {exc}"[:500])
     if response.status_code in TRANSIENT_STATUSES or response.status_code >= 500:
         raise TransientDeliveryError(f"HTTP {response.status_code}")
-    if response.status_code >= 300:
-        raise ValueError(f"HTTP {response.status_code}: {response.text[:200]}")
+    if response.status_code >= 300:  # the CRM's own words, stored in last_error: mended (licenses.api.storable)
+        raise ValueError(f"HTTP {response.status_code}: {storable(response.text[:200])}")
 
 
 # A database blip before the claim (the first query on a connection the server ended) is retried soon

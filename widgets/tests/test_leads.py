@@ -100,6 +100,17 @@ def test_4xx_is_not_retried(widget_a, crm, django_capture_on_commit_callbacks):
 
 
 @pytest.mark.django_db
+def test_a_crm_error_page_with_a_nul_byte_is_recorded_mended(widget_a, crm, django_capture_on_commit_callbacks):
+    """The CRM's words go into last_error: a NUL in them (PostgreSQL refuses it) must not leave the lead
+    `sending` for the reaper to send again and again."""
+    crm.responses = [(422, b"bad lead\x00 \xff")]
+    lead = make_lead(widget_a, django_capture_on_commit_callbacks)
+    lead.refresh_from_db()
+    assert len(crm.requests) == 1 and lead.delivery_status == Lead.Delivery.FAILED
+    assert lead.last_error == "HTTP 422: bad lead\ufffd \ufffd"
+
+
+@pytest.mark.django_db
 def test_running_the_task_twice_delivers_once(widget_a, crm, django_capture_on_commit_callbacks):
     lead = make_lead(widget_a, django_capture_on_commit_callbacks)
     assert lead_deliver.apply(args=[lead.pk]).get() == "not_pending"
