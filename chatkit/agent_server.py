@@ -52,7 +52,7 @@ from chatkit.types import (
     is_streaming_req,
 )
 from chatkit.widget_templates import TRADE_IN_CONDITIONS, TRADE_IN_SUBMIT, trade_in_thanks, widget_root
-from licenses.api import ApiError
+from licenses.api import ApiError, storable
 from widgets.aio import db_step
 from widgets.models import Conversation, Message
 from widgets.services.leads import lead_clean, lead_create
@@ -70,7 +70,8 @@ def _user_text(item: UserMessageItem | None) -> str:
 
 
 def _assistant_text(item: AssistantMessageItem) -> str:
-    return "".join(part.text for part in item.content).strip()
+    """The answer's text for the transcript (a NUL from the model mended: licenses.api.storable)."""
+    return storable("".join(part.text for part in item.content).strip())
 
 
 class SwitchboardChatKitServer(ChatKitServer[RequestContext]):

@@ -36,6 +36,7 @@ from chatkit.models import ChatKitItem, ChatKitThread
 from chatkit.services import chatkit_thread_open_async
 from chatkit.store import NotFoundError, Store, StoreItemType
 from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
+from licenses.api import storable
 from licenses.models import License
 from widgets.aio import db_step, pg_async, pg_async_available, pg_json_param
 from widgets.models import Channel, Conversation, Widget
@@ -237,7 +238,7 @@ class DjangoStore(Store[RequestContext]):
             item_id=item.id[:100],
             item_type=item.type[:32],
             created_at=_aware(item.created_at),
-            data=item.model_dump(mode="json"),
+            data=_item_data(item),
         )
         # INSERT ... ON CONFLICT (thread, item_id) DO UPDATE: a real upsert on PostgreSQL and SQLite;
         # the first created_at (the item's place in the thread) is kept.
@@ -255,7 +256,7 @@ class DjangoStore(Store[RequestContext]):
             "item_id": item.id[:100],
             "item_type": item.type[:32],
             "created_at": _aware(item.created_at),
-            "data": pg_json_param(item_data, item.model_dump(mode="json")),
+            "data": pg_json_param(item_data, _item_data(item)),
         }
         sql = ITEM_UPSERT_SQL
         flush = thread.thread_id == ctx.opened and ctx.opened_dirty
@@ -375,6 +376,11 @@ class DjangoStore(Store[RequestContext]):
 
     async def delete_attachment(self, attachment_id: str, context: RequestContext) -> None:
         raise NotFoundError("attachments are not available in server mode")
+
+
+def _item_data(item: ThreadItem) -> dict[str, Any]:
+    """An item as stored (JSONB): the model's text may hold a NUL, which PostgreSQL refuses (licenses.api.storable)."""
+    return storable(item.model_dump(mode="json"))
 
 
 async def _step(fn: Any, /, *args: Any) -> Any:

@@ -580,3 +580,20 @@ def test_usage_is_recorded_after_a_client_disconnect(fake_openai, visitor, chatk
     assert LicenseUsage.objects.get(license=chatkit_widget.license).cost_usd == conversation.cost_usd
     # No transcript row for a turn that never finished.
     assert not Message.objects.exists()
+
+
+def test_an_answer_holding_a_nul_is_streamed_and_stored_mended(fake_openai, visitor, chatkit_widget):
+    """A model can be led to write a NUL, which PostgreSQL refuses in text and JSONB: before, the visitor got a
+    stream error and neither turn was stored. Now both are, the NUL as U+FFFD (licenses.api.storable)."""
+    fake_openai.reply = "We open\u0000 at nine."
+    response, events = visitor.send("When do you open?")
+    assert response.status_code == 200
+    assert not [e for e in events if e["type"] == "error"]
+    done = [e["item"] for e in events if e["type"] == "thread.item.done" and e["item"]["type"] == "assistant_message"]
+    assert len(done) == 1
+    assert [(m.role, m.text) for m in Message.objects.order_by("id")] == [
+        ("user", "When do you open?"),
+        ("assistant", "We open\ufffd at nine."),
+    ]
+    stored = ChatKitItem.objects.get(item_type="assistant_message").data
+    assert stored["content"][0]["text"] == "We open\ufffd at nine."
