@@ -301,3 +301,18 @@ async def test_no_api_key_at_all_is_a_clear_error(voice_widget, fake_realtime, s
     events = await receive_until(comm, "<close>")
     assert events[0]["code"] == "upstream_not_configured" and not fake_realtime.paths
     await comm.disconnect()
+
+
+async def test_a_transcript_holding_a_nul_is_stored_mended_and_the_call_goes_on(voice_widget, fake_realtime):
+    """OpenAI's transcript is stored as a turn; PostgreSQL refuses a NUL, and a failed save ended the relay."""
+    fake_realtime.user_text = "Do you have\u0000 phones?"
+    comm = await start(voice_widget)
+    await comm.send_json_to(append())
+    await receive_until(comm, "response.done")
+    events = await receive_until(comm, "transcript.final")  # the assistant's answer still comes
+    assert events[-1]["text"] == "We have two phones."
+    await comm.disconnect()
+    conversation = await Conversation.objects.aget(widget=voice_widget)
+    texts = [m.text async for m in Message.objects.filter(conversation=conversation, role="user")]
+    assert texts == ["Do you have\ufffd phones?"]
+    assert conversation.ended_at is not None and conversation.cost_usd > 0  # finalised and billed

@@ -14,6 +14,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from licenses.api import storable
 from licenses.services import usage_increment
 from widgets.aio import pg_array
 from widgets.models import Channel, Conversation, Message, Widget
@@ -550,8 +551,10 @@ def chat_failure_record(
 def turn_save(
     *, conversation_id: int, role: str, text: str, item_id: str = "", payload: dict[str, Any] | None = None
 ) -> Message:
+    """One transcript row. A voice call's text is OpenAI's transcript and may hold a NUL, which PostgreSQL refuses
+    (a failed save would end the call's relay): mended (licenses.api.storable)."""
     return Message.objects.create(
-        conversation_id=conversation_id, role=role, text=text, item_id=item_id[:100], payload=payload or {}
+        conversation_id=conversation_id, role=role, text=storable(text), item_id=item_id[:100], payload=payload or {}
     )
 
 
