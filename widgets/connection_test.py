@@ -30,6 +30,7 @@ from widgets.n8n import (
     CALL_ERRORS,
     MAX_REPLY_BYTES,
     N8nError,
+    NdjsonLines,
     n8n_error,
     n8n_payload,
     n8n_request,
@@ -115,9 +116,9 @@ async def _post(url: str, payload: dict[str, Any], auth: tuple[str, str] | None)
 
 def _stream_lines(body: bytes) -> list[dict[str, Any]] | None:
     """The NDJSON events of a streaming Chat Trigger reply, or None when the body is not a stream."""
-    text = body.decode("utf-8", errors="replace").replace("}{", "}\n{")
+    lines = NdjsonLines()  # the proxy's own line splitting (`}{` included)
     events = []
-    for line in text.splitlines():
+    for line in (*lines.feed(body.decode("utf-8", errors="replace")), lines.rest()):
         if not line.strip():
             continue
         try:
