@@ -584,7 +584,8 @@ def test_usage_is_recorded_after_a_client_disconnect(fake_openai, visitor, chatk
 
 def test_an_answer_holding_a_nul_is_streamed_and_stored_mended(fake_openai, visitor, chatkit_widget):
     """A model can be led to write a NUL, which PostgreSQL refuses in text and JSONB: before, the visitor got a
-    stream error and neither turn was stored. Now both are, the NUL as U+FFFD (licenses.api.storable)."""
+    stream error, the answer was not stored and neither turn reached the transcript. Now both do, the NUL as
+    U+FFFD (licenses.api.storable)."""
     fake_openai.reply = "We open\u0000 at nine."
     response, events = visitor.send("When do you open?")
     assert response.status_code == 200
