@@ -23,6 +23,7 @@ import base64
 import codecs
 import contextlib
 import functools
+import io
 import ipaddress
 import json
 import logging
@@ -78,23 +79,23 @@ def upstream_json(raw: bytes | str) -> Any:
     orjson first (issue 11 bench: every streamed line and every reply is parsed here, several times faster).
     What it refuses (NaN or Infinity, a lone surrogate escape, nesting past its 1,024 levels) and text with 20
     digits in a row (an integer past 64 bits, which orjson would read as a float) go to the standard library,
-    which decides as before. Strings with NUL or a lone surrogate (escaped: raw, neither parser takes them) come
-    out `storable`."""
+    which decides as before. Strings with NUL or a lone surrogate come out `storable`: from orjson when the text holds
+    such an escape, from the standard library always (it also reads UTF-8-encoded surrogates and UTF-16/32)."""
     text = isinstance(raw, str)
     try:
-        value = _json_parse(raw, text)
-        return storable(value) if (_UNSTORABLE_ESCAPE_TEXT if text else _UNSTORABLE_ESCAPE).search(raw) else value
+        if not (_LONG_NUMBER_TEXT if text else _LONG_NUMBER).search(raw):
+            try:
+                value = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                pass
+            else:  # orjson reads UTF-8 only: a NUL or a lone surrogate can only come as an escape here
+                escaped = (_UNSTORABLE_ESCAPE_TEXT if text else _UNSTORABLE_ESCAPE).search(raw)
+                return storable(value) if escaped else value
+        # The standard library also reads a surrogate encoded as UTF-8 bytes (surrogatepass) and UTF-16/32 bodies,
+        # whose escapes the patterns above do not see: what it returns is always mended (a rare path).
+        return storable(json.loads(raw))
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
-
-
-def _json_parse(raw: bytes | str, text: bool) -> Any:
-    if not (_LONG_NUMBER_TEXT if text else _LONG_NUMBER).search(raw):
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(raw)
 
 
 def _timeout_error() -> N8nError:
@@ -433,7 +434,9 @@ class NdjsonLines:
     newlines; some versions concatenate `}{` without one, which is split too (also across two reads)."""
 
     def __init__(self) -> None:
-        self._pending: list[str] = []  # the current line's pieces, before its newline
+        # The current line before its newline, appended in place: a list of one small str per read held ~30x the
+        # line's size when a webhook dripped it in 2-byte reads; a StringIO holds about the line itself.
+        self._pending: io.StringIO | None = None
         self._last = ""  # the last character fed
 
     def feed(self, text: str) -> list[str]:
@@ -445,16 +448,23 @@ class NdjsonLines:
         self._last = text[-1]
         text = text.replace("}{", "}\n{")
         if "\n" not in text:
-            self._pending.append(text)
+            self._keep(text)
             return []
         first, *complete, tail = text.split("\n")
-        lines = ["".join(self._pending) + first, *complete]
-        self._pending = [tail] if tail else []
+        lines = [self.rest() + first, *complete]
+        self._pending = None
+        if tail:
+            self._keep(tail)
         return lines
+
+    def _keep(self, text: str) -> None:
+        if self._pending is None:
+            self._pending = io.StringIO()
+        self._pending.write(text)
 
     def rest(self) -> str:
         """What came after the last newline (the stream's last line when it ends without one)."""
-        return "".join(self._pending)
+        return self._pending.getvalue() if self._pending is not None else ""
 
 
 class N8nStream:

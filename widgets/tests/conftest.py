@@ -33,7 +33,7 @@ class FakeN8n:
     """Scriptable n8n Chat Trigger. `replies` is consumed in order; `default` answers the rest.
 
     A reply is a dict: {"json": obj, "status": 200} | {"stream": [obj, ...], "delay": s}
-    | {"sleep": s} | {"raw": "text", "status": 500, "content_type": "text/plain"}
+    | {"sleep": s} | {"raw": "text" or b"bytes", "status": 500, "content_type": "text/plain"}
     | {"chunks": [bytes, ...], "delay": s} (a stream's bytes as they are, one HTTP chunk each); any of them may
     add "headers": [(name, value), ...] to the answer's headers.
     """
@@ -99,7 +99,7 @@ def _handler(fake: FakeN8n) -> type[BaseHTTPRequestHandler]:
                     self.wfile.write(b"0\r\n\r\n")
                     return
                 if "raw" in spec:
-                    data = spec["raw"].encode()
+                    data = spec["raw"] if isinstance(spec["raw"], bytes) else spec["raw"].encode()
                     ctype = spec.get("content_type", "text/plain")
                 else:
                     data = json.dumps(spec["json"]).encode()

@@ -61,3 +61,18 @@ def test_a_streamed_reply_is_relayed_and_stored_mended(client, n8n_widget, owner
     assert status == 200
     assert lines == [{"type": "item", "content": "a\ufffdb"}, {"type": "end", "output": "a\ufffdb", "ui": []}]
     assert _stored() == [("user", "hi", ""), ("assistant", "a\ufffdb", "")]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"output": "a\xed\xa0\x80b"}',  # a surrogate encoded as UTF-8 bytes, no escape (json.loads reads it)
+        '{"output": "a\\u0000b"}'.encode("utf-16-le"),  # a UTF-16 body: its escape is not the UTF-8 one
+    ],
+    ids=["utf8-surrogate", "utf16-nul"],
+)
+def test_a_whole_reply_the_standard_library_reads_is_mended_too(client, n8n_widget, fake_n8n, body):
+    fake_n8n.reply(raw=body, content_type="application/json")
+    status, answer = _chat(client, n8n_widget)
+    assert status == 200 and json.loads(answer)["output"] == "a\ufffdb"
+    assert _stored() == [("user", "hi", ""), ("assistant", "a\ufffdb", "")]
