@@ -442,10 +442,10 @@ async def visitor_load(
     }
 
 
-def spy_start(pid: int, spies: list[subprocess.Popen]) -> None:
+def spy_start(pid: int, spies: list[subprocess.Popen], rate: int = 200) -> None:
     """--profile: py-spy samples the server process into /tmp/chat-proxy-profile.txt until it is sent SIGINT."""
     command = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--format", "raw"]
-    command += ["--output", "/tmp/chat-proxy-profile.txt", "--rate", "200", "--gil", "--nonblocking"]
+    command += ["--output", "/tmp/chat-proxy-profile.txt", "--rate", str(rate), "--gil", "--nonblocking"]
     spies.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
 
@@ -515,7 +515,7 @@ async def main_async(
             direct = await measured(visitors, direct_urls, "d", {}, **run)
             spies: list[subprocess.Popen] = []
             profiled = args.profile and mode == args.profile_phase and arrivals == phases[0][0]
-            warmed = functools.partial(spy_start, pgid, spies) if profiled else None
+            warmed = functools.partial(spy_start, pgid, spies, args.profile_rate) if profiled else None
             proxy = await measured(visitors, proxy_urls, "p", {"Origin": ORIGIN}, pgid, warmed=warmed, **run)
             for spy in spies:
                 spy.send_signal(2)
@@ -659,6 +659,9 @@ def main() -> None:
         "--profile-phase", choices=("plain", "stream"), default="plain", help="the run --profile samples"
     )
     parser.add_argument(
+        "--profile-rate", type=int, default=200, help="py-spy samples per second (bench/profile_buckets.py reads them)"
+    )
+    parser.add_argument(
         "--client",
         choices=("raw", "aiohttp", "httpx"),
         default="raw",
@@ -761,7 +764,7 @@ def main() -> None:
         floor.wait(10)
         fake.kill()  # it may still hold the slow chats
         fake.wait(10)
-    hidden = ("database_url", "redis_url", "fake_n8n", "floor_proxy", "profile", "profile_phase")
+    hidden = ("database_url", "redis_url", "fake_n8n", "floor_proxy", "profile", "profile_phase", "profile_rate")
     results["params"] = {k: v for k, v in vars(args).items() if k not in hidden}
     results["at"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     results["loadavg_at_start"] = load_at_start

@@ -147,3 +147,19 @@ def test_the_goal_verdict_needs_both_the_ratio_and_the_added_p99_and_names_the_f
     assert lines[3].endswith("spread stream: met (ratio 0.97, -5.0 ms; the bare floor -1.0 ms)")
     # A run of one pattern only (--arrivals spread) has verdicts for that pattern only.
     assert set(goal_verdicts({"spread": results["spread"]})[0]) == {"spread plain", "spread stream"}
+
+
+def test_profile_samples_go_to_the_first_bucket_they_match():
+    from bench.profile_buckets import buckets
+
+    profile = [
+        "run (uvicorn/main.py:1);_GroupCommit._commit (widgets/chat.py:9);AsyncConnection.wait (psycopg/x.py:2) 3",
+        "RequestResponseCycle.send (uvicorn/protocols/http/httptools_impl.py:544) 2",
+        "N8nStream.batches (widgets/n8n.py:5);StreamReader.readany (aiohttp/streams.py:473) 4",
+        "Runner.run (asyncio/runners.py:118) 1",
+        "",
+    ]
+    shares, frames, total = buckets(profile)
+    assert total == 10
+    assert shares == {"group commit": 3, "visitor writes (Uvicorn send)": 2, "upstream reads": 4, "other": 1}
+    assert frames["upstream reads"] == {"StreamReader.readany (aiohttp/streams.py:473)": 4}

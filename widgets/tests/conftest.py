@@ -34,8 +34,9 @@ class FakeN8n:
 
     A reply is a dict: {"json": obj, "status": 200} | {"stream": [obj, ...], "delay": s}
     | {"sleep": s} | {"raw": "text" or b"bytes", "status": 500, "content_type": "text/plain"}
-    | {"chunks": [bytes, ...], "delay": s} (a stream's bytes as they are, one HTTP chunk each); any of them may
-    add "headers": [(name, value), ...] to the answer's headers.
+    | {"chunks": [bytes, ...], "delay": s} (a stream's bytes as they are, one HTTP chunk each); a stream may hold
+    all but its first piece until "gate" (a threading.Event) is set; any of them may add "headers": [(name, value),
+    ...] to the answer's headers.
     """
 
     url: str = ""
@@ -92,7 +93,9 @@ def _handler(fake: FakeN8n) -> type[BaseHTTPRequestHandler]:
                         self.send_header(name, value)
                     self.end_headers()
                     pieces = spec.get("chunks") or [(json.dumps(obj) + "\n").encode() for obj in spec["stream"]]
-                    for piece in pieces:
+                    for index, piece in enumerate(pieces):
+                        if index == 1 and "gate" in spec:  # the rest waits for the test (a threading.Event)
+                            spec["gate"].wait(10)
                         self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
                         self.wfile.flush()
                         time.sleep(spec.get("delay", 0))

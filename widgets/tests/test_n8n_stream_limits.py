@@ -5,6 +5,7 @@ Lines are split as they arrive (`NdjsonLines`), wherever the reads cut them."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 import tracemalloc
 
@@ -97,8 +98,21 @@ def test_a_stream_past_its_size_limit_is_cut_with_an_error_line_and_a_failed_tur
     client, streaming_widget, fake_n8n, monkeypatch
 ):
     monkeypatch.setattr(n8n, "MAX_STREAM_BYTES", 50_000)
-    fake_n8n.reply(stream=[{"type": "item", "content": "y" * 1_000} for _ in range(200)])  # ~200 kB
-    lines = _send(client, streaming_widget)
+    # The fake holds all but the first item until that one reached the visitor: a first read cannot take the whole
+    # ~200 kB at once, however the machine schedules the two sides.
+    gate = threading.Event()
+    fake_n8n.reply(stream=[{"type": "item", "content": "y" * 1_000} for _ in range(200)], gate=gate)
+    response = client.post(
+        f"/api/widget/{streaming_widget.license.key}/chat",
+        {"action": "sendMessage", "sessionId": "s-lim", "chatInput": "Hi there"},
+        content_type="application/json",
+        HTTP_ORIGIN=ORIGIN,
+    )
+    parts = iter(response.streaming_content)
+    first = next(parts)
+    gate.set()
+    lines = [json.loads(line) for line in b"".join([first, *parts]).splitlines()]
+    assert lines[0] == {"type": "item", "content": "y" * 1_000}
     assert lines[-1]["type"] == "error" and lines[-1]["code"] == "upstream_error"
     assert 0 < len(lines) - 1 < 60  # what came before the limit was relayed, nothing after it
     [message] = Message.objects.all()
