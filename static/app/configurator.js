@@ -93,8 +93,15 @@ function clearServerErrors() {
   });
 }
 
+// Controls changed before the schema arrived (a fast typist, a slow network): validated as soon as it does.
+const changedEarly = new Set();
+
 function validateControl(el) {
-  if (!schema || !el.dataset.path) return true;
+  if (!el.dataset.path) return true;
+  if (!schema) {
+    changedEarly.add(el);
+    return true;
+  }
   const message = validateValue(schemaAt(schema, el.dataset.path), controlValue(el));
   showError(el.dataset.path, message);
   return !message;
@@ -488,5 +495,9 @@ refreshVisibility();
 sendPreview();
 fetch(editor.dataset.schemaUrl, { credentials: "same-origin" })
   .then((r) => r.json())
-  .then((data) => { schema = data.schema; });
+  .then((data) => {
+    schema = data.schema;
+    for (const el of changedEarly) validateControl(el);
+    changedEarly.clear();
+  });
 window.switchboardConfigurator = { formConfig, save, get dirty() { return dirty; } };

@@ -250,6 +250,23 @@ def test_save_publish_and_rollback(signed_in, live_server, owner, widget_a):
     assert '"version":3' in loader.replace(" ", "") and "Acme help" not in loader
 
 
+def test_a_value_typed_before_the_schema_arrives_is_validated_when_it_does(signed_in, live_server, member, widget_a):
+    """The form validates against the server's JSON Schema, fetched after the page loads: a value typed before it
+    arrived went unchecked until the next keystroke (a CI run typed first and waited for the message in vain)."""
+    page = signed_in(member)
+    held = []
+    page.route("**" + reverse("api-widget-config-schema") + "*", lambda route: held.append(route))  # held by the test
+    open_editor(page, live_server, widget_a)
+    page.get_by_role("tab", name="Voice").click()
+    page.get_by_label("Silence (ms)").fill("99999")
+    page.wait_for_function("document.readyState === 'complete'")
+    assert len(held) == 1  # typed while the schema was still on its way
+    error = page.locator("[data-error-for='voice.turn_detection.silence_duration_ms']")
+    expect(error).to_have_text("")
+    held[0].continue_()
+    expect(error).to_contain_text("between 100 and 5000")
+
+
 def test_invalid_value_shows_next_to_field_and_stale_draft_conflict(signed_in, live_server, owner, member, widget_a):
     page = signed_in(member)
     open_editor(page, live_server, widget_a)
